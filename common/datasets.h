@@ -1,0 +1,47 @@
+// Readers for query datasets: IDX (MNIST format, optionally .gz), NPY, an image folder with one
+// sub-folder per class (as torchvision's ImageFolder), and CSV for tabular data.
+// Image values are scaled to [0, 1]; images come out as [N, C, H, W].
+#ifndef MODELDOCK_COMMON_DATASETS_H_
+#define MODELDOCK_COMMON_DATASETS_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/tensor.h"
+
+namespace modeldock::datasets {
+
+enum class Format { kIdx, kNpy, kImageFolder, kCsv };
+
+const char* FormatName(Format format);
+
+struct LoadOptions {
+  // Separate labels file for IDX (idx1-ubyte) and NPY (integer array); empty = unlabelled,
+  // unless the format carries labels itself (image folder, CSV).
+  std::string labels_path;
+  // Keep only the first N samples (0 = all).
+  int64_t max_samples = 0;
+  // CSV: name of the label column; if absent from the header the last column is the label.
+  // "" means the CSV has no label column at all (unlabelled).
+  std::string csv_label_column = "label";
+};
+
+// Detects the format from the content: a directory is an image folder; IDX and NPY by their
+// magic bytes (after gunzip for .gz); text with commas is CSV.
+absl::StatusOr<Format> DetectFormat(const std::string& path);
+
+// Detects the format and loads. Errors name the file and what is wrong with it.
+absl::StatusOr<Dataset> LoadDataset(const std::string& path, const LoadOptions& options = {});
+
+absl::StatusOr<Dataset> LoadIdx(const std::string& images_path, const LoadOptions& options = {});
+absl::StatusOr<Dataset> LoadNpy(const std::string& samples_path, const LoadOptions& options = {});
+absl::StatusOr<Dataset> LoadImageFolder(const std::string& dir, const LoadOptions& options = {});
+absl::StatusOr<Dataset> LoadCsv(const std::string& path, const LoadOptions& options = {});
+
+// Writes samples as a float32 or uint8 NPY file (used by tests and tools).
+absl::Status WriteNpy(const std::string& path, const Tensor& tensor, bool as_uint8 = false);
+
+}  // namespace modeldock::datasets
+
+#endif  // MODELDOCK_COMMON_DATASETS_H_

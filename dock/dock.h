@@ -1,0 +1,181 @@
+// The dock engine: registry, storage, probe jobs and the recommend pipeline. It knows nothing of
+// gRPC; server/ translates requests into these calls and absl::Status into gRPC status codes.
+#ifndef MODELDOCK_DOCK_DOCK_H_
+#define MODELDOCK_DOCK_DOCK_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/tensor.h"
+
+namespace modeldock::dock {
+
+enum class ModelState { kPending, kProbing, kReady, kFailed };
+const char* ModelStateName(ModelState state);  // "PENDING", ...
+
+enum class TaskKind { kImageClassification, kTabularClassification };
+const char* TaskKindName(TaskKind task);  // "image_classification", "tabular_classification"
+
+// What a provider declares.
+struct ModelSpec {
+  std::string name;
+  std::string version;
+  std::string description;
+  TaskKind task = TaskKind::kImageClassification;
+  std::vector<int64_t> input_shape;  // per sample, e.g. {1, 28, 28}
+  std::vector<std::string> class_labels;
+  std::string license;
+  std::vector<std::string> tags;
+};
+
+// A registered model.
+struct ModelRecord {
+  std::string id;
+  ModelSpec spec;
+  ModelState state = ModelState::kPending;
+  std::string state_reason;
+  std::string sha256;
+  int64_t size_bytes = 0;
+  bool has_embed = false;
+  int64_t feature_dim = 0;
+  int64_t created_unix_ms = 0;
+  int64_t probe_millis = 0;
+  // Bumped on every state change (for watchers).
+  int64_t revision = 0;
+};
+
+struct DockOptions {
+  std::string data_dir = "modeldock-data";
+  int64_t max_model_bytes = 256ll << 20;
+  absl::Duration admission_time_limit = absl::Seconds(60);
+  // Probe set for image models: NPY [P, 1, 28, 28] (uint8 or float32); empty = compiled-in default.
+  std::string probe_set_path;
+  // Reference encoder E (TorchScript, [N,1,28,28] -> [N,D]); empty = compiled-in default.
+  std::string reference_encoder_path;
+  std::vector<int64_t> reference_input_shape = {1, 28, 28};
+  // FAISS factory string for stage 1 ("Flat", "HNSW32", "IVF256,Flat").
+  std::string index_factory = "Flat";
+  int probe_workers = 1;
+  int torch_threads = 2;
+  // Stage-1 candidates scored in stage 2 when a request does not say (0 = max(10, 3 * top_k)).
+  int default_candidates = 0;
+  // Model outputs on query datasets kept in memory, keyed by (model, dataset hash).
+  int64_t output_cache_bytes = 512ll << 20;
+  // Loaded models kept in memory.
+  int model_cache_entries = 16;
+};
+
+// Validated once; returns INVALID_ARGUMENT naming the bad option.
+absl::Status ValidateOptions(const DockOptions& options);
+
+// A registration in progress: the transport writes the uploaded bytes, then the dock commits.
+class Upload {
+ public:
+  virtual ~Upload() = default;
+  // Appends bytes. RESOURCE_EXHAUSTED past the declared size or the size limit.
+  virtual absl::Status Write(std::string_view bytes) = 0;
+  virtual int64_t bytes_written() const = 0;
+};
+
+struct RegisterResult {
+  ModelRecord model;
+  bool deduplicated = false;  // the same bytes were already stored
+};
+
+struct ListFilter {
+  std::string name_contains;
+  bool has_task = false;
+  TaskKind task = TaskKind::kImageClassification;
+  std::vector<int64_t> input_shape;  // empty = any
+  std::string tag;
+  bool has_state = false;
+  ModelState state = ModelState::kReady;
+};
+
+struct ModelPage {
+  std::vector<ModelRecord> models;
+  std::string next_page_token;
+  int total_size = 0;
+};
+
+enum class Metric { kTmi, kLogMe, kLeep, kNce, kHScore, kShrinkageHScore, kGbc, kSfda, kNone };
+
+struct RecommendQuery {
+  Dataset dataset;  // samples [N, ...]; labels optional
+  TaskKind task = TaskKind::kImageClassification;
+  int top_k = 5;
+  int num_candidates = 0;  // 0 = DockOptions::default_candidates
+  Metric metric = Metric::kTmi;
+  bool brute_force = false;
+};
+
+struct Recommendation {
+  int rank = 0;
+  ModelRecord model;
+  double score = 0;
+  double similarity = 0;
+  int stage1_rank = 0;  // 0 in brute-force mode
+  double stage2_score = 0;
+  std::string reason;
+};
+
+struct RecommendTimings {
+  double encode_query_millis = 0;
+  double stage1_millis = 0;
+  double stage2_millis = 0;
+  double total_millis = 0;
+};
+
+struct RecommendResult {
+  std::vector<Recommendation> results;
+  RecommendTimings timings;
+  int num_scored = 0;
+  int num_compatible = 0;
+  Metric metric = Metric::kTmi;
+  std::string label_source;
+  std::vector<std::string> warnings;
+};
+
+class Dock {
+ public:
+  virtual ~Dock() = default;
+
+  // Opens (or creates) the data directory, reloads every model, rebuilds the index if it is
+  // missing or stale, and resumes probing of models left PENDING/PROBING by a crash.
+  static absl::StatusOr<std::unique_ptr<Dock>> Create(const DockOptions& options);
+
+  // Step 1 of a registration: validates the spec (INVALID_ARGUMENT), the name's uniqueness
+  // (ALREADY_EXISTS) and the declared size (RESOURCE_EXHAUSTED); returns a temp-file upload.
+  virtual absl::StatusOr<std::unique_ptr<Upload>> BeginRegistration(const ModelSpec& spec,
+                                                                    int64_t size_bytes,
+                                                                    const std::string& sha256) = 0;
+  // Step 2: verifies size and SHA-256 (DATA_LOSS), runs the admission checks, stores the blob and
+  // the metadata row in one step, and queues probing. On any error nothing is stored.
+  virtual absl::StatusOr<RegisterResult> FinishRegistration(std::unique_ptr<Upload> upload) = 0;
+
+  // By id or by name. NOT_FOUND if neither matches.
+  virtual absl::StatusOr<ModelRecord> GetModel(std::string_view id_or_name) = 0;
+  virtual absl::StatusOr<ModelPage> ListModels(const ListFilter& filter, int page_size,
+                                               const std::string& page_token) = 0;
+  // Returns the deleted model's id.
+  virtual absl::StatusOr<std::string> DeleteModel(std::string_view id_or_name) = 0;
+  // Blocks until the model's revision differs from `seen_revision` or `timeout` passes; returns
+  // the current record either way.
+  virtual absl::StatusOr<ModelRecord> WaitForChange(const std::string& id, int64_t seen_revision,
+                                                    absl::Duration timeout) = 0;
+
+  virtual absl::StatusOr<RecommendResult> Recommend(const RecommendQuery& query) = 0;
+
+  // Stops background work (probe workers); called by the destructor too.
+  virtual void Shutdown() = 0;
+};
+
+}  // namespace modeldock::dock
+
+#endif  // MODELDOCK_DOCK_DOCK_H_

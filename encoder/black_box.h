@@ -1,0 +1,80 @@
+// The black-box view of a model: inputs in, outputs out, weights never read. The only place in
+// modeldock that runs model code. The local implementation executes TorchScript in-process; a
+// later one may call an isolated worker process or a remote KServe v2 server behind this same
+// interface.
+#ifndef MODELDOCK_ENCODER_BLACK_BOX_H_
+#define MODELDOCK_ENCODER_BLACK_BOX_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/tensor.h"
+
+namespace modeldock::encoder {
+
+struct ModelOutputs {
+  Tensor logits;    // [N, K]
+  Tensor features;  // [N, D] from embed(x); empty (no shape) when not requested or not exported
+};
+
+class BlackBoxModel {
+ public:
+  virtual ~BlackBoxModel() = default;
+  // Declared per-sample input shape, e.g. {1, 28, 28}.
+  virtual const std::vector<int64_t>& input_shape() const = 0;
+  virtual bool has_embed() const = 0;
+  // Runs the model on samples [N, ...]. Samples of another image shape are adapted first
+  // (AdaptInputs). Deterministic; batched internally. Not safe for concurrent calls on one object.
+  virtual absl::StatusOr<ModelOutputs> Run(const Tensor& samples, bool want_features) = 0;
+};
+
+struct TorchScriptOptions {
+  std::vector<int64_t> input_shape;  // declared per-sample shape
+  int batch_size = 256;
+};
+
+// Loads a TorchScript file. INVALID_ARGUMENT if it is not a loadable TorchScript archive.
+absl::StatusOr<std::unique_ptr<BlackBoxModel>> LoadTorchScriptModel(
+    const std::string& path, const TorchScriptOptions& options);
+
+// Adapts image samples [N, C, H, W] to a target per-sample shape {C', H', W'}:
+// bilinear resize (align_corners=false) when H/W differ; grey->RGB repeats the channel,
+// RGB->grey averages channels. Tabular samples [N, F] must match exactly.
+// INVALID_ARGUMENT when no adaptation exists (e.g. tabular vs image, 2 channels vs 3).
+absl::StatusOr<Tensor> AdaptInputs(const Tensor& samples, const std::vector<int64_t>& target_shape);
+
+// Sets LibTorch intra-op threads once for the process (call at start-up).
+void SetTorchThreads(int threads);
+
+// Admission: the checks every model passes before it is stored.
+struct AdmissionOptions {
+  int64_t max_bytes = 512ll << 20;
+  absl::Duration time_limit = absl::Seconds(60);  // load + test forward/embed
+  int test_batch = 4;
+};
+
+struct AdmissionReport {
+  bool has_embed = false;
+  int64_t feature_dim = 0;  // width of embed(x), 0 without
+  int64_t num_outputs = 0;  // K
+  double millis = 0;        // time taken by the checks
+};
+
+// Checks that `path` loads as TorchScript; forward on a deterministic batch of `input_shape`
+// (seeded uniform values in [0, 1]) returns a finite float [N, num_labels] tensor; if the module
+// exports embed(x), it returns finite float [N, D]; within the size and time limits.
+// Status codes: INVALID_ARGUMENT (not TorchScript, not loadable), FAILED_PRECONDITION (wrong
+// output shape/dtype, non-finite values, forward raised), RESOURCE_EXHAUSTED (too large),
+// DEADLINE_EXCEEDED (too slow). Messages say what was expected and what came back.
+absl::StatusOr<AdmissionReport> CheckAdmission(const std::string& path,
+                                               const std::vector<int64_t>& input_shape,
+                                               int num_labels, const AdmissionOptions& options);
+
+}  // namespace modeldock::encoder
+
+#endif  // MODELDOCK_ENCODER_BLACK_BOX_H_
