@@ -52,11 +52,14 @@ struct ModelRecord {
 
 struct DockOptions {
   std::string data_dir = "modeldock-data";
+  // Directory written by scripts/make_assets.py (probe set, reference encoder); empty = the
+  // compiled-in default (the build's assets directory).
+  std::string asset_dir;
   int64_t max_model_bytes = 256ll << 20;
   absl::Duration admission_time_limit = absl::Seconds(60);
-  // Probe set for image models: NPY [P, 1, 28, 28] (uint8 or float32); empty = compiled-in default.
+  // Probe set for image models: NPY [P, 1, 28, 28] (uint8 or float32); empty = asset_dir's.
   std::string probe_set_path;
-  // Reference encoder E (TorchScript, [N,1,28,28] -> [N,D]); empty = compiled-in default.
+  // Reference encoder E (TorchScript, [N,1,28,28] -> [N,D]); empty = asset_dir's.
   std::string reference_encoder_path;
   std::vector<int64_t> reference_input_shape = {1, 28, 28};
   // FAISS factory string for stage 1 ("Flat", "HNSW32", "IVF256,Flat").
