@@ -66,7 +66,8 @@ struct DockOptions {
   std::string index_factory = "Flat";
   int probe_workers = 1;
   int torch_threads = 2;
-  // Stage-1 candidates scored in stage 2 when a request does not say (0 = max(10, 3 * top_k)).
+  // Stage-1 candidates scored in stage 2 when a request does not say
+  // (0 = max(10, a quarter of the compatible models)).
   int default_candidates = 0;
   // Model outputs on query datasets kept in memory, keyed by (model, dataset hash).
   int64_t output_cache_bytes = 512ll << 20;
@@ -125,6 +126,9 @@ struct Recommendation {
   double similarity = 0;
   int stage1_rank = 0;  // 0 in brute-force mode
   double stage2_score = 0;
+  // False for models ranked after the stage-2 candidates by similarity alone (when top_k asks
+  // for more models than stage 2 scored).
+  bool scored = false;
   std::string reason;
 };
 
