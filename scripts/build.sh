@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Shared by demo.sh and test.sh: installs packages, configures and builds modeldock, and builds the
+# default assets (probe set, reference encoder, demo models) from Debian packages.
+# Usage: scripts/build.sh [BUILD_DIR]   (default: build/)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD_DIR="${1:-${MODELDOCK_BUILD_DIR:-$ROOT/build}}"
+JOBS="${MODELDOCK_JOBS:-$(nproc)}"
+
+"$ROOT/scripts/setup.sh"
+
+# The buf CLI (proto lint + the reflection test) comes from the npm registry; cached in tools/.
+BUF="$ROOT/tools/node_modules/.bin/buf"
+if [[ ! -x "$BUF" ]]; then
+  echo "build: installing the buf CLI from the npm registry into tools/"
+  mkdir -p "$ROOT/tools"
+  (cd "$ROOT/tools" && npm install --silent --no-audit --no-fund @bufbuild/buf >/dev/null)
+fi
+
+export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
+cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DMODELDOCK_BUF="$BUF" >/dev/null
+cmake --build "$BUILD_DIR" -j "$JOBS"
+
+/usr/bin/python3 "$ROOT/scripts/make_assets.py" --out "$BUILD_DIR/assets"

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The main job on embedded defaults: builds modeldock, starts modeldock-server on a fresh data
+# directory, registers the sample models, lists them and asks for a recommendation.
+# Usage: scripts/demo.sh [BUILD_DIR]
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD_DIR="${1:-${MODELDOCK_BUILD_DIR:-$ROOT/build}}"
+
+"$ROOT/scripts/build.sh" "$BUILD_DIR"
+
+ASSETS="$BUILD_DIR/assets"
+DATA_DIR="$(mktemp -d /tmp/modeldock-demo.XXXXXX)"
+LOG="$DATA_DIR/server.log"
+SERVER_OUT="$DATA_DIR/server.out"
+"$BUILD_DIR/server/modeldock-server" --listen 127.0.0.1:0 --data-dir "$DATA_DIR/data" \
+  --asset-dir "$ASSETS" >"$SERVER_OUT" 2>"$LOG" &
+SERVER_PID=$!
+trap 'kill $SERVER_PID 2>/dev/null || true; wait $SERVER_PID 2>/dev/null || true' EXIT
+
+for _ in $(seq 1 300); do
+  if grep -q "listening on" "$SERVER_OUT" 2>/dev/null; then break; fi
+  if ! kill -0 $SERVER_PID 2>/dev/null; then echo "demo: server failed to start:"; cat "$LOG"; exit 1; fi
+  sleep 0.1
+done
+ADDR="$(sed -n 's/.*listening on //p' "$SERVER_OUT" | head -1)"
+export MODELDOCK_SERVER="$ADDR"
+CLI="$BUILD_DIR/client/modeldock"
+echo "== modeldock-server listening on $ADDR (data: $DATA_DIR/data, log: $LOG)"
+
+echo "== health"
+"$CLI" health
+
+echo "== registering the sample models"
+for model in "$ASSETS"/demo/*.pt; do
+  "$CLI" register "$model" --metadata "${model%.pt}.json"
+done
+
+echo "== list"
+"$CLI" list
+
+QUERY="$ASSETS/demo/query_tops"
+echo "== recommend for a Fashion-MNIST query (tops: T-shirt/top, Pullover, Coat, Shirt; 50 each)"
+echo "\$ modeldock recommend query-images-idx3-ubyte --labels query-labels-idx1-ubyte --top 5"
+"$CLI" recommend "$QUERY/query-images-idx3-ubyte" --labels "$QUERY/query-labels-idx1-ubyte" --top 5
+
+echo "== the same, brute force over every model, as JSON"
+"$CLI" --json recommend "$QUERY/query-images-idx3-ubyte" --labels "$QUERY/query-labels-idx1-ubyte" \
+  --top 5 --brute-force
+echo
+echo "== demo done"

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The test command: installs what is needed, builds everything, lints the API with buf and runs
+# the whole GoogleTest suite (plus the benchmark smoke run) through ctest.
+# Usage: scripts/test.sh [BUILD_DIR]
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD_DIR="${1:-${MODELDOCK_BUILD_DIR:-$ROOT/build}}"
+start=$(date +%s)
+
+"$ROOT/scripts/build.sh" "$BUILD_DIR"
+
+echo "test: buf lint (modeldock.v1 API conventions)"
+(cd "$ROOT" && "$ROOT/tools/node_modules/.bin/buf" lint)
+
+echo "test: ctest"
+ctest --test-dir "$BUILD_DIR" --output-on-failure -j "${MODELDOCK_JOBS:-$(nproc)}" --timeout 600
+
+echo "test: all passed in $(( $(date +%s) - start )) s"
