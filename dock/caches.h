@@ -1,0 +1,88 @@
+// In-memory caches of the recommend path: loaded models (one Module per entry, used by one
+// caller at a time) and model outputs on query datasets keyed by content hash.
+#ifndef MODELDOCK_DOCK_CACHES_H_
+#define MODELDOCK_DOCK_CACHES_H_
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "encoder/black_box.h"
+
+namespace modeldock::dock {
+
+// Least-recently-used map from key to shared value, bounded by a cost budget.
+template <typename Value>
+class LruCache {
+ public:
+  explicit LruCache(int64_t budget) : budget_(budget) {}
+
+  std::shared_ptr<Value> Get(const std::string& key) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = map_.find(key);
+    if (it == map_.end()) {
+      ++misses_;
+      return nullptr;
+    }
+    ++hits_;
+    order_.splice(order_.begin(), order_, it->second.position);
+    return it->second.value;
+  }
+
+  void Put(const std::string& key, std::shared_ptr<Value> value, int64_t cost) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (cost > budget_) return;  // would evict everything for one entry
+    EraseLocked(key);
+    order_.push_front(key);
+    map_[key] = Entry{std::move(value), cost, order_.begin()};
+    used_ += cost;
+    while (used_ > budget_ && !order_.empty()) EraseLocked(order_.back());
+  }
+
+  // Removes every key starting with `prefix` (a deleted model's entries).
+  void ErasePrefix(const std::string& prefix) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto it = order_.begin(); it != order_.end();) {
+      std::string key = *it++;
+      if (key.compare(0, prefix.size(), prefix) == 0) EraseLocked(key);
+    }
+  }
+
+  int64_t hits() const { return hits_; }
+  int64_t misses() const { return misses_; }
+
+ private:
+  struct Entry {
+    std::shared_ptr<Value> value;
+    int64_t cost;
+    std::list<std::string>::iterator position;
+  };
+  void EraseLocked(const std::string& key) {
+    auto it = map_.find(key);
+    if (it == map_.end()) return;
+    used_ -= it->second.cost;
+    order_.erase(it->second.position);
+    map_.erase(it);
+  }
+
+  std::mutex mutex_;
+  int64_t budget_;
+  int64_t used_ = 0;
+  int64_t hits_ = 0;
+  int64_t misses_ = 0;
+  std::list<std::string> order_;
+  std::unordered_map<std::string, Entry> map_;
+};
+
+// A loaded model and the lock its one caller holds while running it.
+struct LoadedModel {
+  std::mutex mutex;
+  std::unique_ptr<encoder::BlackBoxModel> model;
+};
+
+}  // namespace modeldock::dock
+
+#endif  // MODELDOCK_DOCK_CACHES_H_

@@ -1,0 +1,613 @@
+// Registry, storage and probing: everything of the dock except the recommend pipeline.
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <set>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/match.h"
+#include "common/datasets.h"
+#include "common/sha256.h"
+#include "dock/dock_impl.h"
+#include "spdlog/spdlog.h"
+
+#ifndef MODELDOCK_DEFAULT_ASSET_DIR
+#define MODELDOCK_DEFAULT_ASSET_DIR "assets"
+#endif
+
+namespace modeldock::dock {
+namespace fs = std::filesystem;
+
+const char* ModelStateName(ModelState state) {
+  switch (state) {
+    case ModelState::kPending: return "PENDING";
+    case ModelState::kProbing: return "PROBING";
+    case ModelState::kReady: return "READY";
+    case ModelState::kFailed: return "FAILED";
+  }
+  return "UNKNOWN";
+}
+
+const char* TaskKindName(TaskKind task) {
+  switch (task) {
+    case TaskKind::kImageClassification: return "image_classification";
+    case TaskKind::kTabularClassification: return "tabular_classification";
+  }
+  return "unknown";
+}
+
+absl::Status ValidateOptions(const DockOptions& o) {
+  if (o.data_dir.empty()) return absl::InvalidArgumentError("data_dir must not be empty");
+  if (o.max_model_bytes <= 0) return absl::InvalidArgumentError("max_model_bytes must be > 0");
+  if (o.admission_time_limit <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("admission_time_limit must be > 0");
+  }
+  if (o.probe_workers < 1 || o.probe_workers > 64) {
+    return absl::InvalidArgumentError("probe_workers must be in 1..64");
+  }
+  if (o.torch_threads < 1 || o.torch_threads > 256) {
+    return absl::InvalidArgumentError("torch_threads must be in 1..256");
+  }
+  if (o.default_candidates < 0) return absl::InvalidArgumentError("default_candidates must be >= 0");
+  if (o.reference_input_shape.size() != 3) {
+    return absl::InvalidArgumentError("reference_input_shape must be [C, H, W]");
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+int64_t NowUnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string NewModelId() {
+  std::random_device rd;
+  std::mt19937_64 rng((static_cast<uint64_t>(rd()) << 32) ^ rd() ^ NowUnixMs());
+  static const char kHex[] = "0123456789abcdef";
+  std::string id = "m-";
+  uint64_t v = rng();
+  for (int i = 0; i < 16; ++i) id.push_back(kHex[(v >> (i * 4)) & 0xf]);
+  return id;
+}
+
+absl::Status ValidateSpec(const ModelSpec& spec) {
+  if (spec.name.empty() || spec.name.size() > 128) {
+    return absl::InvalidArgumentError("model name must have 1 to 128 characters");
+  }
+  if (!std::isalnum(static_cast<unsigned char>(spec.name[0]))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model name '", spec.name, "' must start with a letter or digit"));
+  }
+  for (char c : spec.name) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model name '", spec.name, "' may contain only letters, digits, '.', '_' and '-'"));
+    }
+  }
+  const std::string shape = ShapeToString(spec.input_shape);
+  for (int64_t d : spec.input_shape) {
+    if (d <= 0) return absl::InvalidArgumentError(absl::StrCat("input shape ", shape, " has a non-positive dimension"));
+  }
+  if (spec.task == TaskKind::kImageClassification) {
+    if (spec.input_shape.size() != 3) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "image models declare input_shape [C, H, W] (e.g. 1,28,28); got '", shape, "'"));
+    }
+    if (spec.input_shape[0] != 1 && spec.input_shape[0] != 3) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("image models take 1 (grey) or 3 (RGB) channels; got ", spec.input_shape[0]));
+    }
+    if (spec.input_shape[1] > 1024 || spec.input_shape[2] > 1024) {
+      return absl::InvalidArgumentError(absl::StrCat("input shape ", shape, " exceeds 1024x1024"));
+    }
+  } else if (spec.input_shape.size() != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tabular models declare input_shape [F] (number of features); got '", shape, "'"));
+  }
+  if (spec.class_labels.size() < 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a classifier declares at least 2 class labels (one per output logit); got ",
+        spec.class_labels.size()));
+  }
+  for (const std::string& label : spec.class_labels) {
+    if (label.empty()) return absl::InvalidArgumentError("class labels must not be empty");
+  }
+  if (spec.description.size() > 8192) return absl::InvalidArgumentError("description exceeds 8192 bytes");
+  if (spec.tags.size() > 64) return absl::InvalidArgumentError("at most 64 tags");
+  for (const std::string& tag : spec.tags) {
+    if (tag.empty() || tag.size() > 64) return absl::InvalidArgumentError("tags must have 1 to 64 characters");
+  }
+  return absl::OkStatus();
+}
+
+// Streams the upload to a temp file, hashing as it goes.
+class UploadImpl : public Upload {
+ public:
+  UploadImpl(ModelSpec spec, int64_t declared_size, std::string sha256, std::string temp_path)
+      : spec_(std::move(spec)),
+        declared_size_(declared_size),
+        expected_sha256_(std::move(sha256)),
+        temp_path_(std::move(temp_path)),
+        out_(temp_path_, std::ios::binary | std::ios::trunc) {}
+
+  ~UploadImpl() override {
+    out_.close();
+    std::error_code ec;
+    if (!adopted_) fs::remove(temp_path_, ec);  // nothing of a failed upload stays behind
+  }
+
+  absl::Status Write(std::string_view bytes) override {
+    if (written_ + static_cast<int64_t>(bytes.size()) > declared_size_) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "upload is larger than the declared size_bytes ", declared_size_, " (got at least ",
+          written_ + static_cast<int64_t>(bytes.size()), " bytes)"));
+    }
+    out_.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    if (!out_) return absl::ResourceExhaustedError("cannot write the upload to disk (disk full?)");
+    hash_.Update(bytes);
+    written_ += static_cast<int64_t>(bytes.size());
+    return absl::OkStatus();
+  }
+  int64_t bytes_written() const override { return written_; }
+
+  ModelSpec spec_;
+  int64_t declared_size_;
+  std::string expected_sha256_;
+  std::string temp_path_;
+  std::ofstream out_;
+  Sha256 hash_;
+  int64_t written_ = 0;
+  bool adopted_ = false;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Dock>> Dock::Create(const DockOptions& options) {
+  if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
+  auto dock = std::make_unique<DockImpl>(options);
+  if (absl::Status s = dock->Init(); !s.ok()) return s;
+  return std::unique_ptr<Dock>(std::move(dock));
+}
+
+DockImpl::DockImpl(DockOptions options)
+    : options_(std::move(options)),
+      model_cache_(options_.model_cache_entries),
+      output_cache_(options_.output_cache_bytes) {}
+
+DockImpl::~DockImpl() { Shutdown(); }
+
+absl::Status DockImpl::Init() {
+  std::error_code ec;
+  fs::create_directories(fs::path(options_.data_dir) / "index", ec);
+  if (ec) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot create data directory ", options_.data_dir, ": ", ec.message()));
+  }
+  encoder::SetTorchThreads(options_.torch_threads);
+  auto store = MetadataStore::Open((fs::path(options_.data_dir) / "modeldock.db").string());
+  if (!store.ok()) return store.status();
+  store_ = std::move(*store);
+  auto blobs = BlobStore::Create(options_.data_dir);
+  if (!blobs.ok()) return blobs.status();
+  blobs_ = std::move(*blobs);
+  blobs_->ClearTemp();
+
+  if (absl::Status s = LoadKnowledgeSpace(); !s.ok()) return s;
+  if (absl::Status s = ReconcileModels(); !s.ok()) return s;
+  if (absl::Status s = RebuildIndexIfStale(); !s.ok()) return s;
+  CollectGarbageBlobs();
+
+  for (int i = 0; i < options_.probe_workers; ++i) {
+    workers_.emplace_back([this] { ProbeWorker(); });
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DockImpl::LoadKnowledgeSpace() {
+  std::string asset_dir = options_.asset_dir.empty() ? MODELDOCK_DEFAULT_ASSET_DIR : options_.asset_dir;
+  std::string probe_path = options_.probe_set_path.empty()
+                               ? (fs::path(asset_dir) / "probe_set_28.npy").string()
+                               : options_.probe_set_path;
+  std::string encoder_path = options_.reference_encoder_path.empty()
+                                 ? (fs::path(asset_dir) / "reference_encoder.pt").string()
+                                 : options_.reference_encoder_path;
+  auto probe = datasets::LoadNpy(probe_path);
+  if (!probe.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot load the probe set ", probe_path, ": ", probe.status().message(),
+        " (build the default assets with scripts/make_assets.py, or pass --probe-set)"));
+  }
+  probe_set_ = std::move(probe->samples);
+  if (probe_set_.shape.size() != 4) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "probe set ", probe_path, " must hold images [P, C, H, W]; got ", ShapeToString(probe_set_.shape)));
+  }
+  auto probe_sha = Sha256::OfFile(probe_path);
+  if (!probe_sha.ok()) return probe_sha.status();
+  probe_set_sha_ = *probe_sha;
+
+  auto reference = encoder::ReferenceEncoder::Load(encoder_path, options_.reference_input_shape);
+  if (!reference.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot load the reference encoder ", encoder_path, ": ", reference.status().message()));
+  }
+  reference_ = std::move(*reference);
+  auto embeddings = reference_->Embed(probe_set_);
+  if (!embeddings.ok()) return embeddings.status();
+  probe_embeddings_ = std::move(*embeddings);
+  knowledge_ = encoder::MakeUntrainedEncoder(reference_->dim());
+  space_ = Sha256::Of(absl::StrCat(reference_->sha256(), "|", probe_set_sha_, "|",
+                                   knowledge_->Describe()))
+               .substr(0, 16);
+  spdlog::info("knowledge space {}: probe set {} ({} samples), reference encoder {} ({}-d), {}",
+               space_, probe_path, probe_set_.Rows(), encoder_path, reference_->dim(),
+               knowledge_->Describe());
+
+  index::IndexOptions index_options;
+  index_options.dim = knowledge_->dim();
+  index_options.factory = options_.index_factory;
+  index_path_ = (fs::path(options_.data_dir) / "index" / "knowledge.index").string();
+  auto loaded = index::VectorIndex::Load(index_path_, index_options);
+  if (loaded.ok() && (*loaded)->dim() == index_options.dim) {
+    index_ = std::move(*loaded);
+  } else {
+    if (!loaded.ok() && !absl::IsNotFound(loaded.status())) {
+      spdlog::warn("index file {} unusable ({}); rebuilding from stored vectors", index_path_,
+                   loaded.status().ToString());
+    }
+    auto fresh = index::VectorIndex::Create(index_options);
+    if (!fresh.ok()) return fresh.status();
+    index_ = std::move(*fresh);
+  }
+  return absl::OkStatus();
+}
+
+// Brings every stored model into the current knowledge space and resumes interrupted probes.
+absl::Status DockImpl::ReconcileModels() {
+  auto records = store_->ListAll();
+  if (!records.ok()) return records.status();
+  auto vectors = store_->Vectors(space_);
+  if (!vectors.ok()) return vectors.status();
+  std::set<std::string> has_vector;
+  for (const auto& [id, v] : *vectors) has_vector.insert(id);
+
+  int rebuilt = 0, requeued = 0;
+  for (ModelRecord& record : *records) {
+    if (record.state == ModelState::kPending || record.state == ModelState::kProbing) {
+      Enqueue(record.id);
+      ++requeued;
+      continue;
+    }
+    if (record.state != ModelState::kReady || !IsImageModel(record) || has_vector.count(record.id)) {
+      continue;
+    }
+    // READY but no vector in this space: the reference encoder or set encoder changed.
+    auto logits = store_->GetProbeOutputs(record.id, probe_set_sha_);
+    if (logits.ok()) {
+      auto vector = knowledge_->EncodeModel(encoder::SelectGrid(*logits), probe_embeddings_);
+      if (vector.ok() && store_->PutVector(record.id, space_, *vector).ok()) {
+        ++rebuilt;
+        continue;
+      }
+    }
+    SetState(record, ModelState::kPending, "probe set changed; waiting to be probed again");
+    Enqueue(record.id);
+    ++requeued;
+  }
+  spdlog::info("dock holds {} models ({} vectors rebuilt from stored probe outputs, {} queued "
+               "for probing)", records->size(), rebuilt, requeued);
+  return absl::OkStatus();
+}
+
+absl::Status DockImpl::RebuildIndexIfStale() {
+  auto vectors = store_->Vectors(space_);
+  if (!vectors.ok()) return vectors.status();
+  if (index_->Fingerprint() == index::VectorIndex::FingerprintOf(*vectors)) return absl::OkStatus();
+  index::IndexOptions index_options;
+  index_options.dim = knowledge_->dim();
+  index_options.factory = options_.index_factory;
+  auto fresh = index::VectorIndex::Create(index_options);
+  if (!fresh.ok()) return fresh.status();
+  for (const auto& [id, vector] : *vectors) {
+    if (absl::Status s = (*fresh)->Upsert(id, vector); !s.ok()) return s;
+  }
+  index_ = std::move(*fresh);
+  spdlog::info("rebuilt the stage-1 index from {} stored vectors", vectors->size());
+  return SaveIndex();
+}
+
+absl::Status DockImpl::SaveIndex() {
+  absl::Status s = index_->Save(index_path_);
+  if (!s.ok()) spdlog::error("cannot save index {}: {}", index_path_, s.ToString());
+  return s;
+}
+
+void DockImpl::CollectGarbageBlobs() {
+  auto records = store_->ListAll();
+  if (!records.ok()) return;
+  std::set<std::string> referenced;
+  for (const auto& r : *records) referenced.insert(r.sha256);
+  for (const std::string& sha : blobs_->List()) {
+    if (!referenced.count(sha)) {
+      spdlog::info("removing unreferenced blob {} (left by an interrupted registration)", sha);
+      blobs_->Remove(sha).IgnoreError();
+    }
+  }
+}
+
+void DockImpl::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(queue_mutex_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  queue_cv_.notify_all();
+  for (std::thread& t : workers_) t.join();
+  workers_.clear();
+}
+
+absl::StatusOr<std::unique_ptr<Upload>> DockImpl::BeginRegistration(const ModelSpec& spec,
+                                                                    int64_t size_bytes,
+                                                                    const std::string& sha256) {
+  if (absl::Status s = ValidateSpec(spec); !s.ok()) return s;
+  if (size_bytes <= 0) return absl::InvalidArgumentError("size_bytes must be > 0");
+  if (size_bytes > options_.max_model_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "model file is ", size_bytes, " bytes; this dock accepts at most ",
+        options_.max_model_bytes, " bytes (server flag --max-model-mb)"));
+  }
+  if (!IsSha256Hex(sha256)) {
+    return absl::InvalidArgumentError("sha256 must be 64 lower-case hex digits");
+  }
+  if (store_->FindByName(spec.name).ok()) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "a model named '", spec.name, "' is already registered; pick another name or delete it first"));
+  }
+  return std::unique_ptr<Upload>(
+      std::make_unique<UploadImpl>(spec, size_bytes, sha256, blobs_->NewTempPath()));
+}
+
+absl::StatusOr<RegisterResult> DockImpl::FinishRegistration(std::unique_ptr<Upload> upload_base) {
+  auto* upload = static_cast<UploadImpl*>(upload_base.get());
+  upload->out_.close();
+  if (upload->written_ != upload->declared_size_) {
+    return absl::InvalidArgumentError(absl::StrCat("upload truncated: got ", upload->written_,
+                                                   " of ", upload->declared_size_, " bytes"));
+  }
+  std::string actual = upload->hash_.HexDigest();
+  if (actual != upload->expected_sha256_) {
+    return absl::DataLossError(absl::StrCat("uploaded bytes have SHA-256 ", actual,
+                                            " but the header declared ", upload->expected_sha256_,
+                                            "; the file was corrupted or changed in transit"));
+  }
+  const ModelSpec& spec = upload->spec_;
+  encoder::AdmissionOptions admission;
+  admission.max_bytes = options_.max_model_bytes;
+  admission.time_limit = options_.admission_time_limit;
+  auto report = encoder::CheckAdmission(upload->temp_path_, spec.input_shape,
+                                        static_cast<int>(spec.class_labels.size()), admission);
+  if (!report.ok()) {
+    spdlog::info("registration of '{}' rejected: {}", spec.name, report.status().ToString());
+    return absl::Status(report.status().code(),
+                        absl::StrCat("model '", spec.name, "' failed admission: ",
+                                     report.status().message()));
+  }
+
+  ModelRecord record;
+  record.id = NewModelId();
+  record.spec = spec;
+  record.state = ModelState::kPending;
+  record.state_reason = "admitted; waiting to be probed";
+  record.sha256 = actual;
+  record.size_bytes = upload->written_;
+  record.has_embed = report->has_embed;
+  record.feature_dim = report->feature_dim;
+  record.created_unix_ms = NowUnixMs();
+  record.revision = 1;
+
+  RegisterResult result;
+  {
+    // Blob first, row second: a crash in between leaves an unreferenced blob (collected at the
+    // next start), never a row without its file.
+    std::lock_guard<std::mutex> lock(registry_mutex_);
+    bool existed = false;
+    if (absl::Status s = blobs_->Adopt(upload->temp_path_, actual, &existed); !s.ok()) return s;
+    upload->adopted_ = true;
+    if (absl::Status s = store_->Insert(record); !s.ok()) {
+      auto count = store_->CountBySha(actual);
+      if (!existed && count.ok() && *count == 0) blobs_->Remove(actual).IgnoreError();
+      return s;
+    }
+    result.deduplicated = existed;
+  }
+  spdlog::info("registered model '{}' as {} ({} bytes, sha256 {}{}, embed: {})", spec.name,
+               record.id, record.size_bytes, actual.substr(0, 12),
+               result.deduplicated ? ", same bytes already stored" : "",
+               record.has_embed ? absl::StrCat(record.feature_dim, "-d") : "no");
+  result.model = record;
+  Enqueue(record.id);
+  return result;
+}
+
+void DockImpl::Enqueue(const std::string& id) {
+  {
+    std::lock_guard<std::mutex> lock(queue_mutex_);
+    queue_.push_back(id);
+  }
+  queue_cv_.notify_one();
+}
+
+void DockImpl::ProbeWorker() {
+  while (true) {
+    std::string id;
+    {
+      std::unique_lock<std::mutex> lock(queue_mutex_);
+      queue_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (stopping_) return;
+      id = queue_.front();
+      queue_.pop_front();
+    }
+    Probe(id);
+  }
+}
+
+void DockImpl::SetState(ModelRecord& record, ModelState state, const std::string& reason) {
+  record.state = state;
+  record.state_reason = reason;
+  ++record.revision;
+  absl::Status s = store_->UpdateState(record);
+  if (!s.ok() && !absl::IsNotFound(s)) {
+    spdlog::error("cannot update state of {}: {}", record.id, s.ToString());
+  }
+  std::lock_guard<std::mutex> lock(state_mutex_);
+  state_changed_.notify_all();
+}
+
+// Runs the model black-box on the probe set and turns its behaviour into a knowledge vector.
+void DockImpl::Probe(const std::string& id) {
+  auto found = store_->Get(id);
+  if (!found.ok()) return;  // deleted meanwhile
+  ModelRecord record = *found;
+  if (!IsImageModel(record)) {
+    // No default probe set exists for tabular inputs: such models are served by stage 2
+    // (brute force over compatible models) only.
+    SetState(record, ModelState::kReady,
+             "ready for stage-2 scoring; no probe set for tabular inputs, so no knowledge vector");
+    return;
+  }
+  SetState(record, ModelState::kProbing,
+           absl::StrCat("running on the probe set (", probe_set_.Rows(), " samples)"));
+  absl::Time start = absl::Now();
+  auto fail = [&](const absl::Status& status) {
+    spdlog::warn("probing {} ('{}') failed: {}", record.id, record.spec.name, status.ToString());
+    SetState(record, ModelState::kFailed, absl::StrCat("probing failed: ", status.message()));
+  };
+
+  encoder::TorchScriptOptions torch_options;
+  torch_options.input_shape = record.spec.input_shape;
+  auto model = encoder::LoadTorchScriptModel(blobs_->PathOf(record.sha256), torch_options);
+  if (!model.ok()) return fail(model.status());
+  auto outputs = (*model)->Run(probe_set_, /*want_features=*/false);
+  if (!outputs.ok()) return fail(outputs.status());
+  const Tensor& logits = outputs->logits;
+  if (logits.shape.size() != 2 || logits.shape[1] != static_cast<int64_t>(record.spec.class_labels.size())) {
+    return fail(absl::FailedPreconditionError(absl::StrCat(
+        "probe outputs have shape ", ShapeToString(logits.shape), "; expected [",
+        probe_set_.Rows(), ", ", record.spec.class_labels.size(), "]")));
+  }
+  for (float v : logits.values) {
+    if (!std::isfinite(v)) {
+      return fail(absl::FailedPreconditionError("the model returned NaN/Inf on the probe set"));
+    }
+  }
+  auto vector = knowledge_->EncodeModel(encoder::SelectGrid(logits), probe_embeddings_);
+  if (!vector.ok()) return fail(vector.status());
+
+  record.probe_millis = static_cast<int64_t>(absl::ToDoubleMilliseconds(absl::Now() - start));
+  record.state = ModelState::kReady;
+  record.state_reason = absl::StrCat("probed on ", probe_set_.Rows(), " samples in ",
+                                     record.probe_millis, " ms; indexed");
+  ++record.revision;
+  {
+    // The registry lock orders this commit against DeleteModel: a model deleted while being
+    // probed is not resurrected in the index.
+    std::lock_guard<std::mutex> lock(registry_mutex_);
+    absl::Status s = store_->CommitProbe(record, probe_set_sha_, logits, space_, *vector);
+    if (absl::IsNotFound(s)) return;
+    if (!s.ok()) return fail(s);
+    if (absl::Status u = index_->Upsert(record.id, *vector); !u.ok()) return fail(u);
+    SaveIndex().IgnoreError();  // the index is rebuilt from the store if this file is stale
+  }
+  spdlog::info("model {} ('{}') READY: probed in {} ms", record.id, record.spec.name,
+               record.probe_millis);
+  std::lock_guard<std::mutex> lock(state_mutex_);
+  state_changed_.notify_all();
+}
+
+absl::StatusOr<ModelRecord> DockImpl::GetModel(std::string_view id_or_name) {
+  std::string key(id_or_name);
+  if (key.empty()) return absl::InvalidArgumentError("model id or name must not be empty");
+  auto by_id = store_->Get(key);
+  if (by_id.ok() || !absl::IsNotFound(by_id.status())) return by_id;
+  auto by_name = store_->FindByName(key);
+  if (by_name.ok() || !absl::IsNotFound(by_name.status())) return by_name;
+  return absl::NotFoundError(absl::StrCat("no model with id or name '", key,
+                                          "' (list the registered models with `modeldock list`)"));
+}
+
+absl::StatusOr<ModelPage> DockImpl::ListModels(const ListFilter& filter, int page_size,
+                                               const std::string& page_token) {
+  if (page_size <= 0) page_size = 100;
+  if (page_size > 1000) page_size = 1000;
+  int64_t offset = 0;
+  if (!page_token.empty() &&
+      (!absl::StartsWith(page_token, "o:") || !absl::SimpleAtoi(page_token.substr(2), &offset) ||
+       offset < 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid page_token '", page_token,
+                                                   "'; pass next_page_token from the previous page"));
+  }
+  auto all = store_->ListAll();
+  if (!all.ok()) return all.status();
+  std::vector<ModelRecord> matching;
+  for (ModelRecord& r : *all) {
+    if (!filter.name_contains.empty() && !absl::StrContains(r.spec.name, filter.name_contains)) continue;
+    if (filter.has_task && r.spec.task != filter.task) continue;
+    if (!filter.input_shape.empty() && r.spec.input_shape != filter.input_shape) continue;
+    if (!filter.tag.empty() &&
+        std::find(r.spec.tags.begin(), r.spec.tags.end(), filter.tag) == r.spec.tags.end()) continue;
+    if (filter.has_state && r.state != filter.state) continue;
+    matching.push_back(std::move(r));
+  }
+  ModelPage page;
+  page.total_size = static_cast<int>(matching.size());
+  for (int64_t i = offset; i < static_cast<int64_t>(matching.size()) && i < offset + page_size; ++i) {
+    page.models.push_back(std::move(matching[i]));
+  }
+  if (offset + page_size < static_cast<int64_t>(matching.size())) {
+    page.next_page_token = absl::StrCat("o:", offset + page_size);
+  }
+  return page;
+}
+
+absl::StatusOr<std::string> DockImpl::DeleteModel(std::string_view id_or_name) {
+  auto record = GetModel(id_or_name);
+  if (!record.ok()) return record.status();
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex_);
+    if (absl::Status s = store_->Delete(record->id); !s.ok()) return s;
+    if (index_->Contains(record->id)) {
+      index_->Remove(record->id).IgnoreError();
+      SaveIndex().IgnoreError();
+    }
+    auto count = store_->CountBySha(record->sha256);
+    if (count.ok() && *count == 0) blobs_->Remove(record->sha256).IgnoreError();
+  }
+  model_cache_.ErasePrefix(record->sha256);
+  output_cache_.ErasePrefix(record->sha256);
+  spdlog::info("deleted model {} ('{}')", record->id, record->spec.name);
+  std::lock_guard<std::mutex> lock(state_mutex_);
+  state_changed_.notify_all();
+  return record->id;
+}
+
+absl::StatusOr<ModelRecord> DockImpl::WaitForChange(const std::string& id, int64_t seen_revision,
+                                                    absl::Duration timeout) {
+  absl::Time deadline = absl::Now() + timeout;
+  std::unique_lock<std::mutex> lock(state_mutex_);
+  while (true) {
+    auto record = store_->Get(id);
+    if (!record.ok()) return record.status();
+    absl::Duration left = deadline - absl::Now();
+    if (record->revision != seen_revision || left <= absl::ZeroDuration()) return record;
+    state_changed_.wait_for(lock, absl::ToChronoMilliseconds(std::min(left, absl::Milliseconds(200))));
+  }
+}
+
+}  // namespace modeldock::dock

@@ -1,0 +1,97 @@
+// Internal: the Dock implementation shared by dock.cc (registry, probing, start-up) and
+// recommend.cc (the two-stage pipeline).
+#ifndef MODELDOCK_DOCK_DOCK_IMPL_H_
+#define MODELDOCK_DOCK_DOCK_IMPL_H_
+
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dock/blob_store.h"
+#include "dock/caches.h"
+#include "dock/dock.h"
+#include "dock/metadata_store.h"
+#include "encoder/black_box.h"
+#include "encoder/knowledge.h"
+#include "index/vector_index.h"
+
+namespace modeldock::dock {
+
+class DockImpl : public Dock {
+ public:
+  explicit DockImpl(DockOptions options);
+  ~DockImpl() override;
+
+  absl::Status Init();
+
+  absl::StatusOr<std::unique_ptr<Upload>> BeginRegistration(const ModelSpec& spec,
+                                                            int64_t size_bytes,
+                                                            const std::string& sha256) override;
+  absl::StatusOr<RegisterResult> FinishRegistration(std::unique_ptr<Upload> upload) override;
+  absl::StatusOr<ModelRecord> GetModel(std::string_view id_or_name) override;
+  absl::StatusOr<ModelPage> ListModels(const ListFilter& filter, int page_size,
+                                       const std::string& page_token) override;
+  absl::StatusOr<std::string> DeleteModel(std::string_view id_or_name) override;
+  absl::StatusOr<ModelRecord> WaitForChange(const std::string& id, int64_t seen_revision,
+                                            absl::Duration timeout) override;
+  absl::StatusOr<RecommendResult> Recommend(const RecommendQuery& query) override;
+  void Shutdown() override;
+
+ private:
+  absl::Status LoadKnowledgeSpace();
+  absl::Status ReconcileModels();
+  absl::Status RebuildIndexIfStale();
+  void CollectGarbageBlobs();
+  void ProbeWorker();
+  void Probe(const std::string& id);
+  void SetState(ModelRecord& record, ModelState state, const std::string& reason);
+  void Enqueue(const std::string& id);
+  bool IsImageModel(const ModelRecord& record) const {
+    return record.spec.task == TaskKind::kImageClassification;
+  }
+  absl::Status SaveIndex();
+
+  // Recommend helpers (recommend.cc).
+  absl::StatusOr<std::shared_ptr<LoadedModel>> LoadModel(const ModelRecord& record);
+  absl::StatusOr<std::shared_ptr<const encoder::ModelOutputs>> OutputsOn(
+      const ModelRecord& record, const Tensor& samples, const std::string& dataset_hash);
+  absl::StatusOr<Tensor> EmbedWithReference(const Tensor& samples);
+
+  DockOptions options_;
+  std::unique_ptr<MetadataStore> store_;
+  std::unique_ptr<BlobStore> blobs_;
+  std::unique_ptr<index::VectorIndex> index_;
+  std::string index_path_;
+
+  // The knowledge space: probe set, reference encoder E, set encoder. space_ fingerprints all
+  // three; vectors from another space are rebuilt at start-up.
+  std::unique_ptr<encoder::ReferenceEncoder> reference_;
+  std::mutex reference_mutex_;  // E's module serves one caller at a time
+  std::unique_ptr<encoder::KnowledgeEncoder> knowledge_;
+  Tensor probe_set_;
+  std::string probe_set_sha_;
+  Tensor probe_embeddings_;
+  std::string space_;
+
+  std::mutex registry_mutex_;  // orders name checks, inserts and deletes
+
+  std::mutex state_mutex_;
+  std::condition_variable state_changed_;
+
+  std::mutex queue_mutex_;
+  std::condition_variable queue_cv_;
+  std::deque<std::string> queue_;
+  bool stopping_ = false;
+  std::vector<std::thread> workers_;
+
+  LruCache<LoadedModel> model_cache_;
+  LruCache<const encoder::ModelOutputs> output_cache_;
+};
+
+}  // namespace modeldock::dock
+
+#endif  // MODELDOCK_DOCK_DOCK_IMPL_H_

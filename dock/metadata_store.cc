@@ -1,0 +1,371 @@
+#include "dock/metadata_store.h"
+
+#include <sqlite3.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+
+namespace modeldock::dock {
+namespace {
+
+constexpr int kSchemaVersion = 1;
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS models (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  version TEXT NOT NULL,
+  description TEXT NOT NULL,
+  task INTEGER NOT NULL,
+  input_shape TEXT NOT NULL,
+  class_labels TEXT NOT NULL,
+  license TEXT NOT NULL,
+  tags TEXT NOT NULL,
+  state INTEGER NOT NULL,
+  state_reason TEXT NOT NULL,
+  sha256 TEXT NOT NULL,
+  size_bytes INTEGER NOT NULL,
+  has_embed INTEGER NOT NULL,
+  feature_dim INTEGER NOT NULL,
+  created_unix_ms INTEGER NOT NULL,
+  probe_millis INTEGER NOT NULL,
+  revision INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS models_sha256 ON models(sha256);
+CREATE TABLE IF NOT EXISTS probe_outputs (
+  model_id TEXT PRIMARY KEY REFERENCES models(id) ON DELETE CASCADE,
+  probe_set_sha TEXT NOT NULL,
+  rows INTEGER NOT NULL,
+  cols INTEGER NOT NULL,
+  logits BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS vectors (
+  model_id TEXT PRIMARY KEY REFERENCES models(id) ON DELETE CASCADE,
+  space TEXT NOT NULL,
+  vector BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+)sql";
+
+// RAII statement with typed binders.
+class Statement {
+ public:
+  Statement(sqlite3* db, const char* sql) : db_(db) {
+    rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
+  }
+  ~Statement() { sqlite3_finalize(stmt_); }
+  absl::Status status() const {
+    if (rc_ == SQLITE_OK) return absl::OkStatus();
+    return absl::InternalError(absl::StrCat("sqlite prepare: ", sqlite3_errmsg(db_)));
+  }
+  void Bind(int i, const std::string& v) {
+    sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+  }
+  void Bind(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
+  void BindBlob(int i, const void* data, size_t size) {
+    sqlite3_bind_blob(stmt_, i, data, static_cast<int>(size), SQLITE_TRANSIENT);
+  }
+  // SQLITE_ROW, SQLITE_DONE or an error code.
+  int Step() { return sqlite3_step(stmt_); }
+  std::string Text(int col) {
+    const unsigned char* t = sqlite3_column_text(stmt_, col);
+    return t ? std::string(reinterpret_cast<const char*>(t), sqlite3_column_bytes(stmt_, col))
+             : std::string();
+  }
+  int64_t Int(int col) { return sqlite3_column_int64(stmt_, col); }
+  std::vector<float> Floats(int col) {
+    const void* blob = sqlite3_column_blob(stmt_, col);
+    int bytes = sqlite3_column_bytes(stmt_, col);
+    std::vector<float> out(bytes / sizeof(float));
+    if (bytes) std::memcpy(out.data(), blob, out.size() * sizeof(float));
+    return out;
+  }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+  int rc_;
+};
+
+std::string ShapeJson(const std::vector<int64_t>& v) { return nlohmann::json(v).dump(); }
+std::string StringsJson(const std::vector<std::string>& v) { return nlohmann::json(v).dump(); }
+
+constexpr const char* kSelectColumns =
+    "SELECT id, name, version, description, task, input_shape, class_labels, license, tags, "
+    "state, state_reason, sha256, size_bytes, has_embed, feature_dim, created_unix_ms, "
+    "probe_millis, revision FROM models";
+
+ModelRecord ReadRecord(Statement& st) {
+  ModelRecord r;
+  r.id = st.Text(0);
+  r.spec.name = st.Text(1);
+  r.spec.version = st.Text(2);
+  r.spec.description = st.Text(3);
+  r.spec.task = static_cast<TaskKind>(st.Int(4));
+  r.spec.input_shape = nlohmann::json::parse(st.Text(5)).get<std::vector<int64_t>>();
+  r.spec.class_labels = nlohmann::json::parse(st.Text(6)).get<std::vector<std::string>>();
+  r.spec.license = st.Text(7);
+  r.spec.tags = nlohmann::json::parse(st.Text(8)).get<std::vector<std::string>>();
+  r.state = static_cast<ModelState>(st.Int(9));
+  r.state_reason = st.Text(10);
+  r.sha256 = st.Text(11);
+  r.size_bytes = st.Int(12);
+  r.has_embed = st.Int(13) != 0;
+  r.feature_dim = st.Int(14);
+  r.created_unix_ms = st.Int(15);
+  r.probe_millis = st.Int(16);
+  r.revision = st.Int(17);
+  return r;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<MetadataStore>> MetadataStore::Open(const std::string& path) {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                           nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    return absl::UnavailableError(absl::StrCat("cannot open metadata database ", path, ": ", msg));
+  }
+  sqlite3_busy_timeout(db, 5000);
+  std::unique_ptr<MetadataStore> store(new MetadataStore(db));
+  for (const char* pragma : {"PRAGMA journal_mode=WAL;", "PRAGMA synchronous=FULL;",
+                             "PRAGMA foreign_keys=ON;"}) {
+    if (absl::Status s = store->Exec(pragma); !s.ok()) return s;
+  }
+  if (absl::Status s = store->Exec(kSchema); !s.ok()) {
+    return absl::DataLossError(absl::StrCat("metadata database ", path,
+                                            " is not a modeldock database: ", s.message()));
+  }
+  // A newer schema than this binary understands must not be written to.
+  Statement version(db, "SELECT value FROM meta WHERE key = 'schema_version'");
+  if (version.Step() == SQLITE_ROW) {
+    if (std::stoi(version.Text(0)) > kSchemaVersion) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "metadata database ", path, " has schema version ", version.Text(0),
+          "; this server understands up to ", kSchemaVersion));
+    }
+  } else {
+    if (absl::Status s = store->Exec(absl::StrCat(
+            "INSERT INTO meta(key, value) VALUES('schema_version', '", kSchemaVersion, "')"));
+        !s.ok()) {
+      return s;
+    }
+  }
+  return store;
+}
+
+MetadataStore::~MetadataStore() { sqlite3_close(db_); }
+
+absl::Status MetadataStore::Exec(const std::string& sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : "unknown error";
+    sqlite3_free(err);
+    return absl::InternalError(absl::StrCat("sqlite: ", msg));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MetadataStore::Insert(const ModelRecord& r) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Statement st(db_,
+               "INSERT INTO models(id, name, version, description, task, input_shape, "
+               "class_labels, license, tags, state, state_reason, sha256, size_bytes, has_embed, "
+               "feature_dim, created_unix_ms, probe_millis, revision) "
+               "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+  if (!st.status().ok()) return st.status();
+  st.Bind(1, r.id);
+  st.Bind(2, r.spec.name);
+  st.Bind(3, r.spec.version);
+  st.Bind(4, r.spec.description);
+  st.Bind(5, static_cast<int64_t>(r.spec.task));
+  st.Bind(6, ShapeJson(r.spec.input_shape));
+  st.Bind(7, StringsJson(r.spec.class_labels));
+  st.Bind(8, r.spec.license);
+  st.Bind(9, StringsJson(r.spec.tags));
+  st.Bind(10, static_cast<int64_t>(r.state));
+  st.Bind(11, r.state_reason);
+  st.Bind(12, r.sha256);
+  st.Bind(13, r.size_bytes);
+  st.Bind(14, static_cast<int64_t>(r.has_embed));
+  st.Bind(15, r.feature_dim);
+  st.Bind(16, r.created_unix_ms);
+  st.Bind(17, r.probe_millis);
+  st.Bind(18, r.revision);
+  int rc = st.Step();
+  if (rc == SQLITE_CONSTRAINT) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("a model named '", r.spec.name, "' is already registered"));
+  }
+  if (rc != SQLITE_DONE) return absl::InternalError(absl::StrCat("sqlite insert: ", sqlite3_errmsg(db_)));
+  return absl::OkStatus();
+}
+
+absl::Status MetadataStore::UpdateState(const ModelRecord& r) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Statement st(db_,
+               "UPDATE models SET state=?, state_reason=?, has_embed=?, feature_dim=?, "
+               "probe_millis=?, revision=? WHERE id=?");
+  if (!st.status().ok()) return st.status();
+  st.Bind(1, static_cast<int64_t>(r.state));
+  st.Bind(2, r.state_reason);
+  st.Bind(3, static_cast<int64_t>(r.has_embed));
+  st.Bind(4, r.feature_dim);
+  st.Bind(5, r.probe_millis);
+  st.Bind(6, r.revision);
+  st.Bind(7, r.id);
+  if (st.Step() != SQLITE_DONE) {
+    return absl::InternalError(absl::StrCat("sqlite update: ", sqlite3_errmsg(db_)));
+  }
+  if (sqlite3_changes(db_) == 0) return absl::NotFoundError(absl::StrCat("no model with id ", r.id));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ModelRecord> MetadataStore::Get(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Statement st(db_, absl::StrCat(kSelectColumns, " WHERE id=?").c_str());
+  if (!st.status().ok()) return st.status();
+  st.Bind(1, id);
+  if (st.Step() != SQLITE_ROW) return absl::NotFoundError(absl::StrCat("no model with id '", id, "'"));
+  return ReadRecord(st);
+}
+
+absl::StatusOr<ModelRecord> MetadataStore::FindByName(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Statement st(db_, absl::StrCat(kSelectColumns, " WHERE name=?").c_str());
+  if (!st.status().ok()) return st.status();
+  st.Bind(1, name);
+  if (st.Step() != SQLITE_ROW) {
+    return absl::NotFoundError(absl::StrCat("no model named '", name, "'"));
+  }
+  return ReadRecord(st);
+}
+
+absl::StatusOr<std::vector<ModelRecord>> MetadataStore::ListAll() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Statement st(db_, absl::StrCat(kSelectColumns, " ORDER BY created_unix_ms, id").c_str());
+  if (!st.status().ok()) return st.status();
+  std::vector<ModelRecord> out;
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) out.push_back(ReadRecord(st));
+  if (rc != SQLITE_DONE) return absl::InternalError(absl::StrCat("sqlite list: ", sqlite3_errmsg(db_)));
+  return out;
+}
+
+absl::Status MetadataStore::Delete(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (absl::Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  for (const char* sql : {"DELETE FROM probe_outputs WHERE model_id=?",
+                          "DELETE FROM vectors WHERE model_id=?", "DELETE FROM models WHERE id=?"}) {
+    Statement st(db_, sql);
+    st.Bind(1, id);
+    if (st.Step() != SQLITE_DONE) {
+      std::string msg = sqlite3_errmsg(db_);
+      Exec("ROLLBACK").IgnoreError();
+      return absl::InternalError(absl::StrCat("sqlite delete: ", msg));
+    }
+  }
+  return Exec("COMMIT");
+}
+
+absl::StatusOr<int> MetadataStore::CountBySha(const std::string& sha256) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Statement st(db_, "SELECT COUNT(*) FROM models WHERE sha256=?");
+  st.Bind(1, sha256);
+  if (st.Step() != SQLITE_ROW) return absl::InternalError(sqlite3_errmsg(db_));
+  return static_cast<int>(st.Int(0));
+}
+
+absl::Status MetadataStore::CommitProbe(const ModelRecord& r, const std::string& probe_set_sha,
+                                        const Tensor& probe_logits, const std::string& space,
+                                        const std::vector<float>& vector) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (absl::Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  auto fail = [&](const char* what) {
+    std::string msg = sqlite3_errmsg(db_);
+    Exec("ROLLBACK").IgnoreError();
+    return absl::InternalError(absl::StrCat("sqlite ", what, ": ", msg));
+  };
+  {
+    Statement st(db_,
+                 "INSERT OR REPLACE INTO probe_outputs(model_id, probe_set_sha, rows, cols, logits) "
+                 "VALUES(?,?,?,?,?)");
+    st.Bind(1, r.id);
+    st.Bind(2, probe_set_sha);
+    st.Bind(3, probe_logits.Rows());
+    st.Bind(4, probe_logits.RowSize());
+    st.BindBlob(5, probe_logits.values.data(), probe_logits.values.size() * sizeof(float));
+    if (st.Step() != SQLITE_DONE) return fail("probe outputs");
+  }
+  if (!vector.empty()) {
+    Statement st(db_, "INSERT OR REPLACE INTO vectors(model_id, space, vector) VALUES(?,?,?)");
+    st.Bind(1, r.id);
+    st.Bind(2, space);
+    st.BindBlob(3, vector.data(), vector.size() * sizeof(float));
+    if (st.Step() != SQLITE_DONE) return fail("vector");
+  }
+  {
+    Statement st(db_,
+                 "UPDATE models SET state=?, state_reason=?, has_embed=?, feature_dim=?, "
+                 "probe_millis=?, revision=? WHERE id=?");
+    st.Bind(1, static_cast<int64_t>(r.state));
+    st.Bind(2, r.state_reason);
+    st.Bind(3, static_cast<int64_t>(r.has_embed));
+    st.Bind(4, r.feature_dim);
+    st.Bind(5, r.probe_millis);
+    st.Bind(6, r.revision);
+    st.Bind(7, r.id);
+    if (st.Step() != SQLITE_DONE) return fail("state");
+    if (sqlite3_changes(db_) == 0) {
+      Exec("ROLLBACK").IgnoreError();
+      return absl::NotFoundError(absl::StrCat("model ", r.id, " was deleted while probing"));
+    }
+  }
+  return Exec("COMMIT");
+}
+
+absl::StatusOr<Tensor> MetadataStore::GetProbeOutputs(const std::string& id,
+                                                      const std::string& probe_set_sha) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Statement st(db_,
+               "SELECT rows, cols, logits FROM probe_outputs WHERE model_id=? AND probe_set_sha=?");
+  st.Bind(1, id);
+  st.Bind(2, probe_set_sha);
+  if (st.Step() != SQLITE_ROW) {
+    return absl::NotFoundError(absl::StrCat("no probe outputs for ", id));
+  }
+  Tensor t;
+  t.shape = {st.Int(0), st.Int(1)};
+  t.values = st.Floats(2);
+  if (!t.IsConsistent()) return absl::DataLossError(absl::StrCat("probe outputs of ", id, " are corrupt"));
+  return t;
+}
+
+absl::Status MetadataStore::PutVector(const std::string& id, const std::string& space,
+                                      const std::vector<float>& vector) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Statement st(db_, "INSERT OR REPLACE INTO vectors(model_id, space, vector) VALUES(?,?,?)");
+  st.Bind(1, id);
+  st.Bind(2, space);
+  st.BindBlob(3, vector.data(), vector.size() * sizeof(float));
+  if (st.Step() != SQLITE_DONE) return absl::InternalError(sqlite3_errmsg(db_));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, std::vector<float>>>> MetadataStore::Vectors(
+    const std::string& space) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Statement st(db_, "SELECT model_id, vector FROM vectors WHERE space=? ORDER BY model_id");
+  st.Bind(1, space);
+  std::vector<std::pair<std::string, std::vector<float>>> out;
+  while (st.Step() == SQLITE_ROW) out.emplace_back(st.Text(0), st.Floats(1));
+  return out;
+}
+
+}  // namespace modeldock::dock

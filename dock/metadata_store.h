@@ -1,0 +1,61 @@
+// Model metadata in SQLite (WAL journal, synchronous=FULL): one row per model, the model's probe
+// outputs and its knowledge vector. Every multi-row change is one transaction, so a crash leaves
+// either the old or the new state. The seam for a PostgreSQL store (several replicas) is this
+// class's interface.
+#ifndef MODELDOCK_DOCK_METADATA_STORE_H_
+#define MODELDOCK_DOCK_METADATA_STORE_H_
+
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/tensor.h"
+#include "dock/dock.h"
+
+struct sqlite3;
+
+namespace modeldock::dock {
+
+class MetadataStore {
+ public:
+  static absl::StatusOr<std::unique_ptr<MetadataStore>> Open(const std::string& path);
+  ~MetadataStore();
+
+  // ALREADY_EXISTS if the name or id is taken.
+  absl::Status Insert(const ModelRecord& record);
+  // Rewrites the mutable fields (state, reason, has_embed, feature_dim, probe_millis, revision).
+  absl::Status UpdateState(const ModelRecord& record);
+  absl::StatusOr<ModelRecord> Get(const std::string& id);
+  absl::StatusOr<ModelRecord> FindByName(const std::string& name);
+  absl::StatusOr<std::vector<ModelRecord>> ListAll();
+  // Deletes the row, its probe outputs and its vector.
+  absl::Status Delete(const std::string& id);
+  // Number of models whose file has this digest.
+  absl::StatusOr<int> CountBySha(const std::string& sha256);
+
+  // Stores probe outputs, vector and the READY record in one transaction.
+  absl::Status CommitProbe(const ModelRecord& record, const std::string& probe_set_sha,
+                           const Tensor& probe_logits, const std::string& space,
+                           const std::vector<float>& vector);
+  // NOT_FOUND if the model has no outputs for this probe set.
+  absl::StatusOr<Tensor> GetProbeOutputs(const std::string& id, const std::string& probe_set_sha);
+  // Replaces a model's vector (used when the knowledge space changes).
+  absl::Status PutVector(const std::string& id, const std::string& space,
+                         const std::vector<float>& vector);
+  // (model id, vector) for every vector in `space`.
+  absl::StatusOr<std::vector<std::pair<std::string, std::vector<float>>>> Vectors(
+      const std::string& space);
+
+ private:
+  explicit MetadataStore(sqlite3* db) : db_(db) {}
+  absl::Status Exec(const std::string& sql);
+  sqlite3* db_;
+  std::mutex mutex_;  // one connection, serialised
+};
+
+}  // namespace modeldock::dock
+
+#endif  // MODELDOCK_DOCK_METADATA_STORE_H_

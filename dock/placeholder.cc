@@ -1,1 +1,0 @@
-// Placeholder: implementation in progress.
