@@ -144,6 +144,8 @@ struct RecommendResult {
   RecommendTimings timings;
   int num_scored = 0;
   int num_compatible = 0;
+  // Stage-2 candidates whose outputs on this dataset came from the output cache.
+  int num_cached = 0;
   Metric metric = Metric::kTmi;
   std::string label_source;
   std::vector<std::string> warnings;

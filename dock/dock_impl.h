@@ -58,7 +58,8 @@ class DockImpl : public Dock {
   // Recommend helpers (recommend.cc).
   absl::StatusOr<std::shared_ptr<LoadedModel>> LoadModel(const ModelRecord& record);
   absl::StatusOr<std::shared_ptr<const encoder::ModelOutputs>> OutputsOn(
-      const ModelRecord& record, const Tensor& samples, const std::string& dataset_hash);
+      const ModelRecord& record, const Tensor& samples, const std::string& dataset_hash,
+      bool* from_cache);
   absl::StatusOr<Tensor> EmbedWithReference(const Tensor& samples);
 
   DockOptions options_;

@@ -82,7 +82,11 @@ absl::StatusOr<std::shared_ptr<const encoder::ModelOutputs>> DockImpl::OutputsOn
   // users) runs each model once.
   std::string key = absl::StrCat(record.sha256, "|", ShapeToString(record.spec.input_shape), "|",
                                  dataset_hash);
-  if (auto cached = output_cache_.Get(key)) return cached;
+  *from_cache = false;
+  if (auto cached = output_cache_.Get(key)) {
+    *from_cache = true;
+    return cached;
+  }
   auto loaded = LoadModel(record);
   if (!loaded.ok()) return loaded.status();
   absl::StatusOr<encoder::ModelOutputs> outputs;
@@ -239,7 +243,9 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
     const scoring::Metric metric = ToScoringMetric(query.metric);
     for (const std::string& id : candidates) {
       const ModelRecord& record = compatible[position[id]];
-      auto outputs = OutputsOn(record, samples, dataset_hash);
+      bool from_cache = false;
+      auto outputs = OutputsOn(record, samples, dataset_hash, &from_cache);
+      if (from_cache) ++result.num_cached;
       if (!outputs.ok()) {
         result.warnings.push_back(absl::StrCat("skipped ", record.spec.name, ": ", outputs.status().message()));
         continue;
