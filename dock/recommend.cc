@@ -77,7 +77,8 @@ absl::StatusOr<std::shared_ptr<LoadedModel>> DockImpl::LoadModel(const ModelReco
 }
 
 absl::StatusOr<std::shared_ptr<const encoder::ModelOutputs>> DockImpl::OutputsOn(
-    const ModelRecord& record, const Tensor& samples, const std::string& dataset_hash) {
+    const ModelRecord& record, const Tensor& samples, const std::string& dataset_hash,
+    bool* from_cache) {
   // Keyed by the model's bytes and the dataset's content: the same query sent twice (or by two
   // users) runs each model once.
   std::string key = absl::StrCat(record.sha256, "|", ShapeToString(record.spec.input_shape), "|",
