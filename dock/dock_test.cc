@@ -1,0 +1,234 @@
+// Engine-level tests of the dock on real parts: the demo TorchScript models and probe set built
+// by scripts/make_assets.py (MODELDOCK_ASSET_DIR), a real SQLite file and FAISS index.
+#include "dock/dock.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "common/datasets.h"
+#include "common/sha256.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace modeldock::dock {
+namespace {
+namespace fs = std::filesystem;
+
+std::string AssetDir() {
+  const char* dir = std::getenv("MODELDOCK_ASSET_DIR");
+  return dir ? dir : "";
+}
+
+ModelSpec SpecFromSidecar(const std::string& json_path) {
+  std::ifstream in(json_path);
+  nlohmann::json j = nlohmann::json::parse(in);
+  ModelSpec spec;
+  spec.name = j.at("name");
+  spec.version = j.value("version", "");
+  spec.description = j.value("description", "");
+  spec.input_shape = j.at("input_shape").get<std::vector<int64_t>>();
+  spec.class_labels = j.at("class_labels").get<std::vector<std::string>>();
+  spec.license = j.value("license", "");
+  spec.tags = j.value("tags", std::vector<std::string>{});
+  return spec;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+class DockTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(AssetDir().empty()) << "MODELDOCK_ASSET_DIR is not set (run scripts/make_assets.py)";
+    ASSERT_TRUE(fs::exists(fs::path(AssetDir()) / "MANIFEST.json")) << "assets missing in " << AssetDir();
+    data_dir_ = fs::temp_directory_path() /
+                ("modeldock-dock-test-" + std::to_string(::getpid()) + "-" +
+                 ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(data_dir_);
+    OpenDock();
+  }
+  void TearDown() override {
+    dock_.reset();
+    fs::remove_all(data_dir_);
+  }
+  void OpenDock() {
+    DockOptions options;
+    options.data_dir = data_dir_.string();
+    options.asset_dir = AssetDir();
+    auto dock = Dock::Create(options);
+    ASSERT_TRUE(dock.ok()) << dock.status();
+    dock_ = std::move(*dock);
+  }
+
+  // Registers demo/<name>.pt and waits until it leaves PENDING/PROBING.
+  ModelRecord Register(const std::string& name) {
+    std::string base = (fs::path(AssetDir()) / "demo" / name).string();
+    std::string bytes = ReadFile(base + ".pt");
+    auto upload = dock_->BeginRegistration(SpecFromSidecar(base + ".json"),
+                                           static_cast<int64_t>(bytes.size()), Sha256::Of(bytes));
+    EXPECT_TRUE(upload.ok()) << upload.status();
+    if (!upload.ok()) return {};
+    EXPECT_TRUE((*upload)->Write(bytes).ok());
+    auto result = dock_->FinishRegistration(std::move(*upload));
+    EXPECT_TRUE(result.ok()) << result.status();
+    if (!result.ok()) return {};
+    ModelRecord record = result->model;
+    for (int i = 0; i < 600 && (record.state == ModelState::kPending ||
+                                record.state == ModelState::kProbing); ++i) {
+      auto next = dock_->WaitForChange(record.id, record.revision, absl::Milliseconds(500));
+      EXPECT_TRUE(next.ok()) << next.status();
+      if (!next.ok()) break;
+      record = *next;
+    }
+    EXPECT_EQ(record.state, ModelState::kReady) << name << ": " << record.state_reason;
+    return record;
+  }
+
+  RecommendQuery TopsQuery() {
+    std::string dir = (fs::path(AssetDir()) / "demo" / "query_tops").string();
+    datasets::LoadOptions load;
+    load.labels_path = dir + "/query-labels-idx1-ubyte";
+    auto dataset = datasets::LoadIdx(dir + "/query-images-idx3-ubyte", load);
+    EXPECT_TRUE(dataset.ok()) << dataset.status();
+    RecommendQuery query;
+    query.dataset = std::move(*dataset);
+    query.top_k = 10;
+    return query;
+  }
+
+  static std::map<std::string, const Recommendation*> ByName(const RecommendResult& result) {
+    std::map<std::string, const Recommendation*> out;
+    for (const auto& r : result.results) out[r.model.spec.name] = &r;
+    return out;
+  }
+
+  fs::path data_dir_;
+  std::unique_ptr<Dock> dock_;
+};
+
+TEST_F(DockTest, RegisterProbeAndRecommendRanksMatchingModelFirst) {
+  for (const char* name : {"fmnist-tops-cnn", "fmnist-footwear-cnn", "fmnist-shuffled-cnn"}) {
+    Register(name);
+  }
+  RecommendQuery query = TopsQuery();
+  query.brute_force = true;
+  auto result = dock_->Recommend(query);
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->results.size(), 3u);
+  EXPECT_EQ(result->num_scored, 3);
+  EXPECT_EQ(result->label_source, "given");
+  auto by_name = ByName(*result);
+  // Trained on the query's classes > trained on unrelated classes > trained on shuffled labels.
+  EXPECT_EQ(result->results[0].model.spec.name, "fmnist-tops-cnn");
+  EXPECT_GT(by_name["fmnist-tops-cnn"]->score, by_name["fmnist-footwear-cnn"]->score);
+  EXPECT_GT(by_name["fmnist-footwear-cnn"]->score, by_name["fmnist-shuffled-cnn"]->score);
+  // Stage 1 (untrained knowledge vectors) already prefers the model that knows these classes.
+  EXPECT_GT(by_name["fmnist-tops-cnn"]->similarity, by_name["fmnist-shuffled-cnn"]->similarity);
+  for (const auto& r : result->results) {
+    EXPECT_TRUE(r.scored);
+    EXPECT_FALSE(r.reason.empty());
+    EXPECT_DOUBLE_EQ(r.score, r.stage2_score);
+  }
+}
+
+TEST_F(DockTest, SecondRecommendServesOutputsFromCache) {
+  Register("fmnist-tops-cnn");
+  Register("fmnist-footwear-cnn");
+  RecommendQuery query = TopsQuery();
+  auto first = dock_->Recommend(query);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->num_cached, 0);
+  query.metric = Metric::kLogMe;  // another metric on the same outputs
+  auto second = dock_->Recommend(query);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->num_cached, second->num_scored);
+  EXPECT_EQ(second->num_scored, 2);
+}
+
+TEST_F(DockTest, TwoStageRestrictsStageTwoToCandidates) {
+  Register("fmnist-tops-cnn");
+  Register("fmnist-footwear-cnn");
+  Register("fmnist-shuffled-cnn");
+  RecommendQuery query = TopsQuery();
+  query.num_candidates = 1;
+  query.top_k = 3;
+  auto result = dock_->Recommend(query);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->num_scored, 1);
+  ASSERT_EQ(result->results.size(), 3u);
+  EXPECT_TRUE(result->results[0].scored);
+  EXPECT_EQ(result->results[0].stage1_rank, 1);
+  EXPECT_FALSE(result->results[1].scored);
+  EXPECT_FALSE(result->results[2].scored);
+  EXPECT_GE(result->results[1].similarity, result->results[2].similarity);
+}
+
+TEST_F(DockTest, UnlabelledQueryIsClustered) {
+  Register("fmnist-tops-cnn");
+  Register("fmnist-footwear-cnn");
+  RecommendQuery query = TopsQuery();
+  query.dataset.labels.clear();
+  auto result = dock_->Recommend(query);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->label_source.rfind("clustered", 0), 0u) << result->label_source;
+  EXPECT_EQ(result->num_scored, 2);
+}
+
+TEST_F(DockTest, RestartRebuildsMissingIndexAndKeepsModels) {
+  ModelRecord tops = Register("fmnist-tops-cnn");
+  Register("fmnist-shuffled-cnn");
+  RecommendQuery query = TopsQuery();
+  query.metric = Metric::kNone;
+  auto before = dock_->Recommend(query);
+  ASSERT_TRUE(before.ok()) << before.status();
+
+  dock_.reset();
+  fs::remove(data_dir_ / "index" / "knowledge.index");
+  OpenDock();
+  auto record = dock_->GetModel("fmnist-tops-cnn");
+  ASSERT_TRUE(record.ok()) << record.status();
+  EXPECT_EQ(record->id, tops.id);
+  EXPECT_EQ(record->state, ModelState::kReady);
+  auto after = dock_->Recommend(query);
+  ASSERT_TRUE(after.ok()) << after.status();
+  ASSERT_EQ(after->results.size(), before->results.size());
+  for (size_t i = 0; i < after->results.size(); ++i) {
+    EXPECT_EQ(after->results[i].model.id, before->results[i].model.id);
+    EXPECT_FLOAT_EQ(after->results[i].similarity, before->results[i].similarity);
+  }
+}
+
+TEST_F(DockTest, DeleteRemovesModelFromIndexAndStore) {
+  Register("fmnist-tops-cnn");
+  Register("fmnist-footwear-cnn");
+  auto deleted = dock_->DeleteModel("fmnist-tops-cnn");
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_TRUE(absl::IsNotFound(dock_->GetModel("fmnist-tops-cnn").status()));
+  auto result = dock_->Recommend(TopsQuery());
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->results.size(), 1u);
+  EXPECT_EQ(result->results[0].model.spec.name, "fmnist-footwear-cnn");
+  EXPECT_TRUE(absl::IsNotFound(dock_->DeleteModel("fmnist-tops-cnn").status()));
+}
+
+TEST_F(DockTest, RejectsBadQueries) {
+  Register("fmnist-tops-cnn");
+  RecommendQuery query = TopsQuery();
+  query.dataset.labels.pop_back();
+  EXPECT_TRUE(absl::IsInvalidArgument(dock_->Recommend(query).status()));
+  query = TopsQuery();
+  std::fill(query.dataset.labels.begin(), query.dataset.labels.end(), 0);
+  auto one_class = dock_->Recommend(query);
+  EXPECT_TRUE(absl::IsInvalidArgument(one_class.status()));
+  EXPECT_NE(one_class.status().message().find("2 classes"), std::string::npos);
+  query = TopsQuery();
+  query.dataset.samples.values[5] = std::nanf("");
+  EXPECT_TRUE(absl::IsInvalidArgument(dock_->Recommend(query).status()));
+}
+
+}  // namespace
+}  // namespace modeldock::dock
