@@ -1,1 +1,714 @@
-// Placeholder: implementation in progress.
+#include "common/datasets.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include <stb/stb_image.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
+
+namespace modeldock::datasets {
+namespace {
+
+namespace fs = std::filesystem;
+
+absl::Status Bad(const std::string& path, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat(path, ": ", what));
+}
+
+// Reads a file whole, transparently gunzipping gzip content (zlib's gzread passes plain files
+// through). `limit` > 0 stops after that many (decompressed) bytes.
+absl::StatusOr<std::string> ReadFile(const std::string& path, size_t limit = 0) {
+  std::error_code ec;
+  fs::file_status st = fs::status(path, ec);
+  if (!fs::exists(st)) return absl::NotFoundError(absl::StrCat(path, ": no such file"));
+  if (fs::is_directory(st)) return Bad(path, "is a directory, expected a file");
+  gzFile file = gzopen(path.c_str(), "rb");
+  if (file == nullptr) {
+    return absl::ErrnoToStatus(errno, absl::StrCat(path, ": cannot open"));
+  }
+  gzbuffer(file, 1 << 18);
+  std::string out;
+  char buffer[1 << 16];
+  while (limit == 0 || out.size() < limit) {
+    int n = gzread(file, buffer, sizeof(buffer));
+    if (n < 0) {
+      int err = Z_OK;
+      std::string msg = gzerror(file, &err);
+      gzclose_r(file);
+      if (err == Z_ERRNO) return absl::ErrnoToStatus(errno, absl::StrCat(path, ": read failed"));
+      return Bad(path, absl::StrCat("corrupt gzip data (", msg, ")"));
+    }
+    if (n == 0) break;
+    out.append(buffer, n);
+  }
+  const bool stopped_early = limit != 0 && out.size() >= limit;
+  int close = gzclose_r(file);
+  if (!stopped_early && close == Z_BUF_ERROR) {
+    return Bad(path, "gzip stream ends early (truncated file)");
+  }
+  if (limit != 0 && out.size() > limit) out.resize(limit);
+  return out;
+}
+
+bool StartsWith(const std::string& s, absl::string_view prefix) {
+  return s.size() >= prefix.size() && std::memcmp(s.data(), prefix.data(), prefix.size()) == 0;
+}
+
+constexpr absl::string_view kNpyMagic("\x93NUMPY", 6);
+
+// Element types shared by IDX and NPY.
+enum class Dtype { kU8, kI8, kI16, kI32, kI64, kF32, kF64 };
+
+size_t DtypeSize(Dtype t) {
+  switch (t) {
+    case Dtype::kU8:
+    case Dtype::kI8:
+      return 1;
+    case Dtype::kI16:
+      return 2;
+    case Dtype::kI32:
+    case Dtype::kF32:
+      return 4;
+    case Dtype::kI64:
+    case Dtype::kF64:
+      return 8;
+  }
+  return 1;
+}
+
+bool IsInteger(Dtype t) { return t != Dtype::kF32 && t != Dtype::kF64; }
+
+// Reads element i of a raw array as double, swapping bytes when the file's order differs.
+double Element(const char* data, size_t i, Dtype t, bool big_endian) {
+  const size_t size = DtypeSize(t);
+  unsigned char b[8];
+  std::memcpy(b, data + i * size, size);
+  if (big_endian) std::reverse(b, b + size);  // x86: host is little-endian
+  switch (t) {
+    case Dtype::kU8:
+      return b[0];
+    case Dtype::kI8:
+      return static_cast<int8_t>(b[0]);
+    case Dtype::kI16: {
+      int16_t v;
+      std::memcpy(&v, b, 2);
+      return v;
+    }
+    case Dtype::kI32: {
+      int32_t v;
+      std::memcpy(&v, b, 4);
+      return v;
+    }
+    case Dtype::kI64: {
+      int64_t v;
+      std::memcpy(&v, b, 8);
+      return static_cast<double>(v);
+    }
+    case Dtype::kF32: {
+      float v;
+      std::memcpy(&v, b, 4);
+      return v;
+    }
+    case Dtype::kF64: {
+      double v;
+      std::memcpy(&v, b, 8);
+      return v;
+    }
+  }
+  return 0;
+}
+
+// A decoded array header: element type, byte order, shape and where the data starts.
+struct RawArray {
+  Dtype dtype = Dtype::kU8;
+  bool big_endian = false;
+  std::vector<int64_t> shape;
+  size_t data_offset = 0;
+};
+
+int64_t Product(const std::vector<int64_t>& shape, size_t from = 0) {
+  int64_t n = 1;
+  for (size_t i = from; i < shape.size(); ++i) n *= shape[i];
+  return n;
+}
+
+absl::Status CheckDataSize(const std::string& path, const std::string& bytes,
+                           const RawArray& a) {
+  const uint64_t want = static_cast<uint64_t>(Product(a.shape)) * DtypeSize(a.dtype);
+  const uint64_t have = bytes.size() - a.data_offset;
+  if (have < want) {
+    return Bad(path, absl::StrCat("truncated: shape ", ShapeToString(a.shape), " needs ", want,
+                                  " data bytes, the file has ", have));
+  }
+  if (have > want) {
+    return Bad(path, absl::StrCat("has ", have - want, " bytes beyond the data of shape ",
+                                  ShapeToString(a.shape)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RawArray> ParseIdxHeader(const std::string& path, const std::string& bytes) {
+  if (bytes.size() < 4 || bytes[0] != 0 || bytes[1] != 0) {
+    return Bad(path, "not an IDX file (bad magic number)");
+  }
+  RawArray a;
+  a.big_endian = true;
+  switch (static_cast<unsigned char>(bytes[2])) {
+    case 0x08: a.dtype = Dtype::kU8; break;
+    case 0x09: a.dtype = Dtype::kI8; break;
+    case 0x0B: a.dtype = Dtype::kI16; break;
+    case 0x0C: a.dtype = Dtype::kI32; break;
+    case 0x0D: a.dtype = Dtype::kF32; break;
+    case 0x0E: a.dtype = Dtype::kF64; break;
+    default:
+      return Bad(path, absl::StrCat("unknown IDX element type 0x",
+                                    absl::Hex(static_cast<unsigned char>(bytes[2]))));
+  }
+  const int ndims = static_cast<unsigned char>(bytes[3]);
+  if (ndims < 1 || ndims > 4) return Bad(path, absl::StrCat("IDX rank ", ndims, " unsupported"));
+  if (bytes.size() < 4 + 4 * static_cast<size_t>(ndims)) return Bad(path, "truncated IDX header");
+  for (int i = 0; i < ndims; ++i) {
+    const auto* p = reinterpret_cast<const unsigned char*>(bytes.data() + 4 + 4 * i);
+    a.shape.push_back((int64_t{p[0]} << 24) | (p[1] << 16) | (p[2] << 8) | p[3]);
+  }
+  a.data_offset = 4 + 4 * ndims;
+  if (absl::Status st = CheckDataSize(path, bytes, a); !st.ok()) return st;
+  return a;
+}
+
+// Extracts the value text of `key` from a NPY header dict ("{'descr': '<f4', ...}").
+bool NpyField(absl::string_view header, absl::string_view key, std::string* value) {
+  const std::string quoted = absl::StrCat("'", key, "'");
+  size_t pos = header.find(quoted);
+  if (pos == absl::string_view::npos) return false;
+  pos = header.find(':', pos + quoted.size());
+  if (pos == absl::string_view::npos) return false;
+  absl::string_view rest = absl::StripLeadingAsciiWhitespace(header.substr(pos + 1));
+  size_t end;
+  if (!rest.empty() && rest[0] == '(') {
+    end = rest.find(')');
+    if (end == absl::string_view::npos) return false;
+    ++end;
+  } else if (!rest.empty() && (rest[0] == '\'' || rest[0] == '"')) {
+    end = rest.find(rest[0], 1);
+    if (end == absl::string_view::npos) return false;
+    ++end;
+  } else {
+    end = rest.find_first_of(",}");
+    if (end == absl::string_view::npos) end = rest.size();
+  }
+  *value = std::string(absl::StripAsciiWhitespace(rest.substr(0, end)));
+  return true;
+}
+
+absl::StatusOr<RawArray> ParseNpyHeader(const std::string& path, const std::string& bytes) {
+  if (!StartsWith(bytes, kNpyMagic) || bytes.size() < 10) {
+    return Bad(path, "not an NPY file (bad magic string)");
+  }
+  const int major = static_cast<unsigned char>(bytes[6]);
+  size_t header_len, header_start;
+  const auto* u = reinterpret_cast<const unsigned char*>(bytes.data());
+  if (major == 1) {
+    header_len = u[8] | (u[9] << 8);
+    header_start = 10;
+  } else if (major == 2 || major == 3) {
+    if (bytes.size() < 12) return Bad(path, "truncated NPY header");
+    header_len = u[8] | (u[9] << 8) | (u[10] << 16) | (size_t{u[11]} << 24);
+    header_start = 12;
+  } else {
+    return Bad(path, absl::StrCat("NPY format version ", major, " unsupported"));
+  }
+  if (bytes.size() < header_start + header_len) return Bad(path, "truncated NPY header");
+  absl::string_view header(bytes.data() + header_start, header_len);
+
+  std::string descr, fortran, shape_text;
+  if (!NpyField(header, "descr", &descr) || !NpyField(header, "fortran_order", &fortran) ||
+      !NpyField(header, "shape", &shape_text)) {
+    return Bad(path, absl::StrCat("malformed NPY header: ", header));
+  }
+  if (fortran != "False") {
+    return Bad(path, "Fortran-ordered NPY arrays are unsupported (save a C-contiguous array)");
+  }
+  descr = std::string(absl::StripSuffix(absl::StripPrefix(descr, "'"), "'"));
+  RawArray a;
+  if (descr.size() != 3 || (descr[0] != '<' && descr[0] != '>' && descr[0] != '|')) {
+    return Bad(path, absl::StrCat("unsupported NPY dtype ", descr));
+  }
+  a.big_endian = descr[0] == '>';
+  const std::string kind = descr.substr(1);
+  if (kind == "u1") a.dtype = Dtype::kU8;
+  else if (kind == "i1") a.dtype = Dtype::kI8;
+  else if (kind == "i2") a.dtype = Dtype::kI16;
+  else if (kind == "i4") a.dtype = Dtype::kI32;
+  else if (kind == "i8") a.dtype = Dtype::kI64;
+  else if (kind == "f4") a.dtype = Dtype::kF32;
+  else if (kind == "f8") a.dtype = Dtype::kF64;
+  else return Bad(path, absl::StrCat("unsupported NPY dtype ", descr, " (use u1, f4, f8, i4, i8)"));
+
+  absl::string_view dims = absl::StripPrefix(absl::StripSuffix(shape_text, ")"), "(");
+  for (absl::string_view d : absl::StrSplit(dims, ',', absl::SkipWhitespace())) {
+    int64_t v;
+    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(d), &v) || v < 0) {
+      return Bad(path, absl::StrCat("bad NPY shape ", shape_text));
+    }
+    a.shape.push_back(v);
+  }
+  if (a.shape.empty()) return Bad(path, "NPY array is a scalar, expected samples");
+  a.data_offset = header_start + header_len;
+  if (absl::Status st = CheckDataSize(path, bytes, a); !st.ok()) return st;
+  return a;
+}
+
+// Converts the first `rows` samples of a raw array into an [N, ...] tensor in NCHW layout:
+// [N] -> [N,1]; [N,F] kept; [N,H,W] -> [N,1,H,W]; [N,H,W,C] with C in {1,3} -> [N,C,H,W];
+// other 4-d shapes are taken as NCHW already. uint8 values are scaled by 1/255.
+absl::StatusOr<Tensor> ToSamples(const std::string& path, const std::string& bytes,
+                                 const RawArray& a, int64_t max_samples) {
+  if (a.shape.size() > 4) {
+    return Bad(path, absl::StrCat("rank-", a.shape.size(), " array ", ShapeToString(a.shape),
+                                  " unsupported (expected 1 to 4 dimensions)"));
+  }
+  const int64_t n = max_samples > 0 ? std::min(max_samples, a.shape[0]) : a.shape[0];
+  const int64_t row = Product(a.shape, 1);
+  const double scale = a.dtype == Dtype::kU8 ? 1.0 / 255.0 : 1.0;
+  const char* data = bytes.data() + a.data_offset;
+  Tensor t;
+  t.values.resize(static_cast<size_t>(n * row));
+  const bool nhwc = a.shape.size() == 4 && (a.shape[3] == 1 || a.shape[3] == 3) &&
+                    a.shape[1] != 1 && a.shape[1] != 3;
+  if (nhwc) {
+    const int64_t h = a.shape[1], w = a.shape[2], c = a.shape[3];
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t y = 0; y < h; ++y) {
+        for (int64_t x = 0; x < w; ++x) {
+          for (int64_t ch = 0; ch < c; ++ch) {
+            const size_t src = ((i * h + y) * w + x) * c + ch;
+            const size_t dst = ((i * c + ch) * h + y) * w + x;
+            t.values[dst] = static_cast<float>(Element(data, src, a.dtype, a.big_endian) * scale);
+          }
+        }
+      }
+    }
+    t.shape = {n, c, h, w};
+  } else {
+    for (size_t i = 0; i < t.values.size(); ++i) {
+      t.values[i] = static_cast<float>(Element(data, i, a.dtype, a.big_endian) * scale);
+    }
+    switch (a.shape.size()) {
+      case 1: t.shape = {n, 1}; break;
+      case 2: t.shape = {n, a.shape[1]}; break;
+      case 3: t.shape = {n, 1, a.shape[1], a.shape[2]}; break;
+      default: t.shape = {n, a.shape[1], a.shape[2], a.shape[3]}; break;
+    }
+  }
+  for (float v : t.values) {
+    if (!std::isfinite(v)) return Bad(path, "contains non-finite values");
+  }
+  return t;
+}
+
+// Reads a labels file (IDX idx1 or NPY integer array, optionally gzipped).
+absl::StatusOr<std::vector<int32_t>> ReadLabels(const std::string& path) {
+  auto bytes = ReadFile(path);
+  if (!bytes.ok()) return bytes.status();
+  absl::StatusOr<RawArray> a = StartsWith(*bytes, kNpyMagic) ? ParseNpyHeader(path, *bytes)
+                                                             : ParseIdxHeader(path, *bytes);
+  if (!a.ok()) return a.status();
+  if (!IsInteger(a->dtype)) return Bad(path, "labels must be integers");
+  if (a->shape.size() != 1 && !(a->shape.size() == 2 && a->shape[1] == 1)) {
+    return Bad(path, absl::StrCat("labels must be one-dimensional, got shape ",
+                                  ShapeToString(a->shape)));
+  }
+  std::vector<int32_t> labels(a->shape[0]);
+  const char* data = bytes->data() + a->data_offset;
+  for (size_t i = 0; i < labels.size(); ++i) {
+    const double v = Element(data, i, a->dtype, a->big_endian);
+    if (v < 0 || v > INT32_MAX) {
+      return Bad(path, absl::StrCat("label ", static_cast<int64_t>(v), " at index ", i,
+                                    " out of range"));
+    }
+    labels[i] = static_cast<int32_t>(v);
+  }
+  return labels;
+}
+
+// Attaches options.labels_path (if any) to samples read from `path` that had `total` rows.
+absl::Status AttachLabels(const std::string& path, int64_t total, const LoadOptions& options,
+                          Dataset& dataset) {
+  if (options.labels_path.empty()) return absl::OkStatus();
+  auto labels = ReadLabels(options.labels_path);
+  if (!labels.ok()) return labels.status();
+  if (static_cast<int64_t>(labels->size()) != total) {
+    return Bad(options.labels_path,
+               absl::StrCat("has ", labels->size(), " labels but ", path, " has ", total,
+                            " samples"));
+  }
+  labels->resize(dataset.samples.Rows());
+  dataset.labels = std::move(*labels);
+  return absl::OkStatus();
+}
+
+bool IsImageExtension(const fs::path& p) {
+  std::string ext = absl::AsciiStrToLower(p.extension().string());
+  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp" || ext == ".gif" ||
+         ext == ".tga" || ext == ".pgm" || ext == ".ppm" || ext == ".pnm";
+}
+
+struct DecodedImage {
+  std::string path;
+  int width = 0, height = 0, channels = 0;  // channels as stored: 1 grey, 2 grey+a, 3, 4
+  std::vector<unsigned char> pixels;
+};
+
+absl::StatusOr<DecodedImage> DecodeImage(const std::string& path) {
+  auto bytes = ReadFile(path);
+  if (!bytes.ok()) return bytes.status();
+  DecodedImage img;
+  img.path = path;
+  unsigned char* data = stbi_load_from_memory(
+      reinterpret_cast<const unsigned char*>(bytes->data()), static_cast<int>(bytes->size()),
+      &img.width, &img.height, &img.channels, 0);
+  if (data == nullptr) {
+    return Bad(path, absl::StrCat("cannot decode image (", stbi_failure_reason(), ")"));
+  }
+  img.pixels.assign(data, data + static_cast<size_t>(img.width) * img.height * img.channels);
+  stbi_image_free(data);
+  return img;
+}
+
+// Splits one CSV line into fields: commas separate, double quotes group ("" is a quote).
+std::vector<std::string> SplitCsvLine(absl::string_view line) {
+  std::vector<std::string> fields(1);
+  bool quoted = false;
+  for (size_t i = 0; i < line.size(); ++i) {
+    const char c = line[i];
+    if (quoted) {
+      if (c == '"' && i + 1 < line.size() && line[i + 1] == '"') {
+        fields.back() += '"';
+        ++i;
+      } else if (c == '"') {
+        quoted = false;
+      } else {
+        fields.back() += c;
+      }
+    } else if (c == '"') {
+      quoted = true;
+    } else if (c == ',') {
+      fields.emplace_back();
+    } else {
+      fields.back() += c;
+    }
+  }
+  for (std::string& f : fields) f = std::string(absl::StripAsciiWhitespace(f));
+  return fields;
+}
+
+bool ParseNumber(const std::string& s, double* v) {
+  return absl::SimpleAtod(s, v) && std::isfinite(*v);
+}
+
+}  // namespace
+
+const char* FormatName(Format format) {
+  switch (format) {
+    case Format::kIdx: return "idx";
+    case Format::kNpy: return "npy";
+    case Format::kImageFolder: return "image_folder";
+    case Format::kCsv: return "csv";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<Format> DetectFormat(const std::string& path) {
+  std::error_code ec;
+  fs::file_status st = fs::status(path, ec);
+  if (!fs::exists(st)) return absl::NotFoundError(absl::StrCat(path, ": no such file or directory"));
+  if (fs::is_directory(st)) return Format::kImageFolder;
+  auto head = ReadFile(path, 4096);
+  if (!head.ok()) return head.status();
+  const std::string& b = *head;
+  if (StartsWith(b, kNpyMagic)) return Format::kNpy;
+  if (b.size() >= 4 && b[0] == 0 && b[1] == 0) {
+    const unsigned char type = b[2], ndims = b[3];
+    if ((type == 0x08 || type == 0x09 || (type >= 0x0B && type <= 0x0E)) && ndims >= 1 &&
+        ndims <= 4) {
+      return Format::kIdx;
+    }
+  }
+  // Text: printable characters and line breaks only.
+  bool text = !b.empty();
+  for (unsigned char c : b) {
+    if (c < 0x20 && c != '\n' && c != '\r' && c != '\t') {
+      text = false;
+      break;
+    }
+  }
+  std::string ext = absl::AsciiStrToLower(fs::path(path).extension().string());
+  if (ext == ".gz") ext = absl::AsciiStrToLower(fs::path(path).stem().extension().string());
+  if (text && (b.find(',') != std::string::npos || ext == ".csv")) return Format::kCsv;
+  return Bad(path, "unrecognised dataset format (expected IDX, NPY, CSV or an image folder)");
+}
+
+absl::StatusOr<Dataset> LoadDataset(const std::string& path, const LoadOptions& options) {
+  auto format = DetectFormat(path);
+  if (!format.ok()) return format.status();
+  switch (*format) {
+    case Format::kIdx: return LoadIdx(path, options);
+    case Format::kNpy: return LoadNpy(path, options);
+    case Format::kImageFolder: return LoadImageFolder(path, options);
+    case Format::kCsv: return LoadCsv(path, options);
+  }
+  return absl::InternalError("unreachable");
+}
+
+absl::StatusOr<Dataset> LoadIdx(const std::string& images_path, const LoadOptions& options) {
+  auto bytes = ReadFile(images_path);
+  if (!bytes.ok()) return bytes.status();
+  auto raw = ParseIdxHeader(images_path, *bytes);
+  if (!raw.ok()) return raw.status();
+  if (raw->shape.size() < 2) {
+    return Bad(images_path, "is a one-dimensional IDX file (labels?), expected samples");
+  }
+  Dataset dataset;
+  auto samples = ToSamples(images_path, *bytes, *raw, options.max_samples);
+  if (!samples.ok()) return samples.status();
+  dataset.samples = std::move(*samples);
+  if (absl::Status st = AttachLabels(images_path, raw->shape[0], options, dataset); !st.ok()) {
+    return st;
+  }
+  return dataset;
+}
+
+absl::StatusOr<Dataset> LoadNpy(const std::string& samples_path, const LoadOptions& options) {
+  auto bytes = ReadFile(samples_path);
+  if (!bytes.ok()) return bytes.status();
+  auto raw = ParseNpyHeader(samples_path, *bytes);
+  if (!raw.ok()) return raw.status();
+  Dataset dataset;
+  auto samples = ToSamples(samples_path, *bytes, *raw, options.max_samples);
+  if (!samples.ok()) return samples.status();
+  dataset.samples = std::move(*samples);
+  if (absl::Status st = AttachLabels(samples_path, raw->shape[0], options, dataset); !st.ok()) {
+    return st;
+  }
+  return dataset;
+}
+
+absl::StatusOr<Dataset> LoadImageFolder(const std::string& dir, const LoadOptions& options) {
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) return absl::NotFoundError(absl::StrCat(dir, ": no such directory"));
+  if (!fs::is_directory(dir, ec)) return Bad(dir, "is not a directory");
+
+  // Sorted class folders, then sorted image files inside each (as torchvision's ImageFolder).
+  Dataset dataset;
+  std::vector<std::pair<std::string, int32_t>> files;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_directory() && !name.empty() && name[0] != '.') {
+      dataset.class_names.push_back(name);
+    }
+  }
+  if (ec) return absl::ErrnoToStatus(ec.value(), absl::StrCat(dir, ": cannot list"));
+  std::sort(dataset.class_names.begin(), dataset.class_names.end());
+  if (dataset.class_names.empty()) return Bad(dir, "has no class sub-folders");
+  for (size_t c = 0; c < dataset.class_names.size(); ++c) {
+    std::vector<std::string> class_files;
+    for (const auto& entry : fs::directory_iterator(fs::path(dir) / dataset.class_names[c])) {
+      const std::string name = entry.path().filename().string();
+      if (entry.is_regular_file() && name[0] != '.' && IsImageExtension(entry.path())) {
+        class_files.push_back(entry.path().string());
+      }
+    }
+    std::sort(class_files.begin(), class_files.end());
+    for (std::string& f : class_files) files.emplace_back(std::move(f), static_cast<int32_t>(c));
+  }
+  if (files.empty()) return Bad(dir, "contains no images");
+  if (options.max_samples > 0 && static_cast<int64_t>(files.size()) > options.max_samples) {
+    files.resize(options.max_samples);
+  }
+
+  std::vector<DecodedImage> images;
+  images.reserve(files.size());
+  bool all_grey = true;
+  for (const auto& [file, label] : files) {
+    auto img = DecodeImage(file);
+    if (!img.ok()) return img.status();
+    if (!images.empty() && (img->width != images[0].width || img->height != images[0].height)) {
+      return Bad(file, absl::StrCat("is ", img->width, "x", img->height, " but ",
+                                    images[0].path, " is ", images[0].width, "x",
+                                    images[0].height, "; all images must share one size"));
+    }
+    all_grey = all_grey && img->channels <= 2;
+    images.push_back(std::move(*img));
+    dataset.labels.push_back(label);
+  }
+
+  // Grey if every image is grey, else RGB (grey images replicated); alpha is dropped.
+  const int64_t c = all_grey ? 1 : 3, h = images[0].height, w = images[0].width;
+  const int64_t n = static_cast<int64_t>(images.size());
+  dataset.samples.shape = {n, c, h, w};
+  dataset.samples.values.resize(static_cast<size_t>(n * c * h * w));
+  for (int64_t i = 0; i < n; ++i) {
+    const DecodedImage& img = images[i];
+    const int src_c = img.channels;
+    for (int64_t ch = 0; ch < c; ++ch) {
+      const int64_t src_ch = src_c <= 2 ? 0 : ch;
+      for (int64_t p = 0; p < h * w; ++p) {
+        dataset.samples.values[(i * c + ch) * h * w + p] =
+            img.pixels[p * src_c + src_ch] / 255.0f;
+      }
+    }
+  }
+  return dataset;
+}
+
+absl::StatusOr<Dataset> LoadCsv(const std::string& path, const LoadOptions& options) {
+  auto text = ReadFile(path);
+  if (!text.ok()) return text.status();
+  std::vector<std::pair<int, std::vector<std::string>>> rows;  // (line number, fields)
+  int line_no = 0;
+  for (absl::string_view line : absl::StrSplit(*text, '\n')) {
+    ++line_no;
+    line = absl::StripTrailingAsciiWhitespace(line);
+    if (line_no == 1) line = absl::StripPrefix(line, "\xEF\xBB\xBF");  // UTF-8 BOM
+    if (absl::StripAsciiWhitespace(line).empty()) continue;
+    rows.emplace_back(line_no, SplitCsvLine(line));
+  }
+  if (rows.empty()) return Bad(path, "is empty");
+
+  // The first row is a header if it names the label column or has no numeric field at all
+  // (string labels alone do not make a header: data rows also have numeric features).
+  const std::vector<std::string>& first = rows[0].second;
+  bool header = true;
+  double v;
+  for (const std::string& field : first) {
+    if (ParseNumber(field, &v)) header = false;
+  }
+  if (!options.csv_label_column.empty() &&
+      std::find(first.begin(), first.end(), options.csv_label_column) != first.end()) {
+    header = true;
+  }
+  const size_t width = first.size();
+  int label_col = -1;
+  if (!options.csv_label_column.empty()) {
+    label_col = static_cast<int>(width) - 1;
+    if (header) {
+      auto it = std::find(first.begin(), first.end(), options.csv_label_column);
+      if (it != first.end()) label_col = static_cast<int>(it - first.begin());
+    }
+  }
+  const int64_t features = static_cast<int64_t>(width) - (label_col >= 0 ? 1 : 0);
+  if (features < 1) return Bad(path, "has no feature columns");
+
+  Dataset dataset;
+  std::vector<std::string> label_text;
+  const size_t begin = header ? 1 : 0;
+  for (size_t r = begin; r < rows.size(); ++r) {
+    if (options.max_samples > 0 &&
+        static_cast<int64_t>(r - begin) >= options.max_samples) {
+      break;
+    }
+    const auto& [line, fields] = rows[r];
+    if (fields.size() != width) {
+      return Bad(path, absl::StrCat("line ", line, " has ", fields.size(), " fields, expected ",
+                                    width));
+    }
+    for (size_t j = 0; j < width; ++j) {
+      if (static_cast<int>(j) == label_col) {
+        label_text.push_back(fields[j]);
+      } else if (ParseNumber(fields[j], &v)) {
+        dataset.samples.values.push_back(static_cast<float>(v));
+      } else {
+        return Bad(path, absl::StrCat("line ", line, " column ", j + 1, ": \"", fields[j],
+                                      "\" is not a finite number"));
+      }
+    }
+  }
+  const int64_t n = static_cast<int64_t>(dataset.samples.values.size()) / features;
+  if (n == 0) return Bad(path, "has no data rows");
+  dataset.samples.shape = {n, features};
+
+  if (label_col >= 0) {
+    // Non-negative integers are used as they are; anything else names classes, numbered in
+    // sorted order.
+    bool numeric = true;
+    std::vector<int32_t> labels;
+    for (const std::string& s : label_text) {
+      int32_t l;
+      if (!absl::SimpleAtoi(s, &l) || l < 0) {
+        numeric = false;
+        break;
+      }
+      labels.push_back(l);
+    }
+    if (!numeric) {
+      std::set<std::string> names(label_text.begin(), label_text.end());
+      dataset.class_names.assign(names.begin(), names.end());
+      labels.clear();
+      for (const std::string& s : label_text) {
+        labels.push_back(static_cast<int32_t>(
+            std::lower_bound(dataset.class_names.begin(), dataset.class_names.end(), s) -
+            dataset.class_names.begin()));
+      }
+    }
+    dataset.labels = std::move(labels);
+  }
+  return dataset;
+}
+
+absl::Status WriteNpy(const std::string& path, const Tensor& tensor, bool as_uint8) {
+  if (tensor.shape.empty() || !tensor.IsConsistent()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot write ", path, ": tensor of shape ", ShapeToString(tensor.shape), " holds ",
+        tensor.values.size(), " values"));
+  }
+  std::string shape = "(";
+  for (int64_t d : tensor.shape) absl::StrAppend(&shape, d, ", ");
+  if (tensor.shape.size() > 1) shape.resize(shape.size() - 2);
+  else shape.resize(shape.size() - 1);  // "(N,)"
+  shape += ")";
+  std::string dict = absl::StrCat("{'descr': '", as_uint8 ? "|u1" : "<f4",
+                                  "', 'fortran_order': False, 'shape': ", shape, ", }");
+  // Pad with spaces so the data starts on a 64-byte boundary, ending the header with '\n'.
+  const size_t unpadded = 10 + dict.size() + 1;
+  dict.append((64 - unpadded % 64) % 64, ' ');
+  dict += '\n';
+  std::string out(kNpyMagic);
+  out += '\x01';
+  out += '\x00';
+  out += static_cast<char>(dict.size() & 0xff);
+  out += static_cast<char>(dict.size() >> 8);
+  out += dict;
+  if (as_uint8) {
+    for (float x : tensor.values) {
+      out += static_cast<char>(
+          static_cast<unsigned char>(std::lround(std::clamp(x, 0.0f, 1.0f) * 255.0f)));
+    }
+  } else {
+    out.append(reinterpret_cast<const char*>(tensor.values.data()),
+               tensor.values.size() * sizeof(float));
+  }
+  std::ofstream file(path, std::ios::binary | std::ios::trunc);
+  if (!file) return absl::ErrnoToStatus(errno, absl::StrCat("cannot create ", path));
+  file.write(out.data(), static_cast<std::streamsize>(out.size()));
+  file.close();
+  if (!file) return absl::ErrnoToStatus(errno, absl::StrCat("cannot write ", path));
+  return absl::OkStatus();
+}
+
+}  // namespace modeldock::datasets
