@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <optional>
 #include <unordered_map>
 #include <unordered_set>
@@ -153,11 +154,15 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
     for (int32_t y : labels) {
       if (y < 0) return absl::InvalidArgumentError("labels must be >= 0");
     }
-    num_classes = dataset.NumClasses();
-    std::vector<int> counts(num_classes, 0);
-    for (int32_t y : labels) ++counts[y];
-    int present = static_cast<int>(std::count_if(counts.begin(), counts.end(), [](int c) { return c > 0; }));
-    if (present < 2) {
+    // Renumber the labels present to 0..C-1: metrics average over classes, and an empty class
+    // (labels {1, 5}) must not count as one.
+    std::map<int32_t, int32_t> compact;
+    for (int32_t y : labels) compact.emplace(y, 0);
+    int32_t next = 0;
+    for (auto& [label, index] : compact) index = next++;
+    for (int32_t& y : labels) y = compact[y];
+    num_classes = static_cast<int>(compact.size());
+    if (num_classes < 2) {
       return absl::InvalidArgumentError(
           "the query's labels name only one class; transferability needs at least 2 classes "
           "(or send the dataset unlabelled to have it clustered)");
