@@ -1,0 +1,461 @@
+#!/usr/bin/python3
+"""Ranking quality of modeldock, measured through its real API against fine-tune ground truth.
+
+    /usr/bin/python3 bench/quality/run_quality.py [--build-dir /work/main/build]
+    /usr/bin/python3 bench/quality/run_quality.py --smoke     # tiny zoo, builds it if missing
+
+Starts modeldock-server on a free port with a fresh data dir, registers every zoo model with the
+`modeldock` CLI (--json), waits until all are READY, then for every query task's train split asks
+for a full ranking (--top = number of models) with:
+  stage1            --metric none --candidates N        (knowledge-vector similarity only)
+  brute_<metric>    --brute-force --metric M            for every stage-2 metric
+  default           no options                          (the default two-stage pipeline)
+and compares each ranking with the best fine-tune accuracy (bench/zoo/finetune.py): weighted
+Kendall tau (scipy.stats.weightedtau defaults), Kendall tau, Pearson r, rel@1, rel@3, hit@3; plus
+a seeded random ranking averaged over --random-seeds seeds. Writes results.json, results.md and a
+plot of the default pipeline's scores against fine-tuned accuracy.
+
+Ranking metrics use the order the server returned (ties broken by the server). Pearson r uses the
+returned score over the models that carry one: all of them for stage 1 and brute force, the
+stage-2-scored candidates for the two-stage pipeline (the others are ranked by similarity after
+them and have no comparable score).
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+from scipy import stats
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+ZOO_DIR = os.path.join(REPO, "bench", "zoo")
+METRICS = ["tmi", "logme", "leep", "nce", "hscore", "shrinkage_hscore", "gbc", "sfda"]
+MEASURES = ["tau_w", "tau", "pearson", "rel@1", "rel@3", "hit@3"]
+
+
+# --------------------------------------------------------------------------- ranking measures
+
+def ranking_measures(order, acc, scores=None):
+    """order: model indices best-first (the ranking); acc: ground truth per model index;
+    scores: optional {index: score} for Pearson r. Returns a dict of MEASURES."""
+    acc = np.asarray(acc, dtype=np.float64)
+    n = len(acc)
+    rank_score = np.empty(n)
+    rank_score[np.asarray(order)] = np.arange(n, 0, -1)  # best = n
+    out = {}
+    out["tau_w"] = float(stats.weightedtau(rank_score, acc).correlation)
+    out["tau"] = float(stats.kendalltau(rank_score, acc).correlation)
+    if scores and len(scores) >= 3:
+        idx = sorted(scores)
+        s = np.array([scores[i] for i in idx], dtype=np.float64)
+        a = acc[idx]
+        out["pearson"] = (float(stats.pearsonr(s, a)[0])
+                          if np.std(s) > 0 and np.std(a) > 0 else float("nan"))
+    else:
+        out["pearson"] = float("nan")
+    best = acc.max()
+    for k in (1, 3):
+        out[f"rel@{k}"] = float(acc[np.asarray(order[:k])].max() / best) if best > 0 else float("nan")
+    third = np.sort(acc)[::-1][min(2, n - 1)]
+    out["hit@3"] = float(acc[order[0]] >= third)  # ties with the 3rd best count as a hit
+    return out
+
+
+def mean_measures(per_task):
+    out = {}
+    for m in MEASURES:
+        vals = [r[m] for r in per_task.values() if not np.isnan(r[m])]
+        out[m] = float(np.mean(vals)) if vals else float("nan")
+    return out
+
+
+# --------------------------------------------------------------------------- server and CLI
+
+class Server:
+    """modeldock-server on 127.0.0.1:0 with a fresh data dir; stopped with SIGTERM."""
+
+    def __init__(self, binary, asset_dir, data_dir, log_path, extra_args=()):
+        self.log = open(log_path, "w")
+        args = [binary, "--listen", "127.0.0.1:0", "--data-dir", data_dir,
+                "--asset-dir", asset_dir, *extra_args]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        lines = queue.Queue()
+
+        def pump():
+            for line in self.proc.stdout:
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+        deadline = time.time() + 180
+        self.address = None
+        while time.time() < deadline:
+            try:
+                line = lines.get(timeout=1)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            if line is None:
+                break
+            if line.startswith("modeldock-server listening on "):
+                self.address = line.split()[-1].strip()
+                break
+        if self.address is None:
+            self.stop()
+            raise RuntimeError(f"modeldock-server did not start; see {log_path}")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+    def rss_kib(self):
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return None
+
+
+def cli(binary, address, args, timeout=1800):
+    """Runs `modeldock --server ADDR --json ARGS`; returns (parsed JSON, wall milliseconds)."""
+    cmd = [binary, "--server", address, "--json", "--timeout", str(timeout), *args]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 60)
+    wall = (time.perf_counter() - t0) * 1000.0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return json.loads(proc.stdout), wall
+
+
+def register_zoo(client, address, zoo, models, timeout_s):
+    t0 = time.time()
+    for name in models:
+        cli(client, address, ["register", os.path.join(zoo, "models", f"{name}.pt"),
+                              "--metadata", os.path.join(zoo, "models", f"{name}.json"),
+                              "--no-wait"])
+    # Poll until every model is READY or FAILED.
+    while True:
+        listing, _ = cli(client, address, ["list"])
+        state = {m["name"]: m for m in listing["models"]}
+        pending = [n for n in models if state.get(n, {}).get("state") not in ("READY", "FAILED")]
+        if not pending:
+            break
+        if time.time() - t0 > timeout_s:
+            raise RuntimeError(f"models still not probed after {timeout_s} s: {pending[:5]}...")
+        time.sleep(2)
+    wall = time.time() - t0
+    probe = {n: state[n].get("probe_millis") for n in models}
+    failed = {n: state[n].get("state_reason", "") for n in models if state[n]["state"] == "FAILED"}
+    return {"wall_seconds": round(wall, 1), "probe_millis": probe, "failed": failed}
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+def method_args(method, n_models):
+    if method == "stage1":
+        return ["--metric", "none", "--candidates", str(n_models)]
+    if method == "default":
+        return []
+    if method.startswith("brute_"):
+        return ["--brute-force", "--metric", method[len("brute_"):]]
+    raise ValueError(method)
+
+
+def is_scored(resp, r):
+    """The CLI JSON may omit `scored`; the stage-2-scored results are the first num_scored ranks."""
+    if "scored" in r:
+        return bool(r["scored"])
+    return r["rank"] <= (resp.get("num_scored") or 0)
+
+
+def evaluate_response(method, resp, names):
+    """Ranking (indices best-first) and {index: score} from a recommend response. Stage 1 alone
+    scores by similarity; otherwise only stage-2-scored results carry a score. Models missing from
+    the response (e.g. skipped with a warning) are appended last in zoo order."""
+    pos = {n: i for i, n in enumerate(names)}
+    order, scores = [], {}
+    for r in sorted(resp["results"], key=lambda r: r["rank"]):
+        i = pos.get(r["name"])
+        if i is None or i in order:
+            continue
+        order.append(i)
+        if method == "stage1":
+            scores[i] = float(r["similarity"])
+        elif is_scored(resp, r):
+            scores[i] = float(r["stage2_score"])
+    missing = [i for i in range(len(names)) if i not in order]
+    return order + missing, scores, missing
+
+
+def run(args):
+    zoo = os.path.abspath(args.zoo)
+    with open(os.path.join(zoo, "zoo.json")) as f:
+        zoo_meta = json.load(f)
+    with open(os.path.join(zoo, "tasks.json")) as f:
+        tasks = json.load(f)["tasks"]
+    with open(args.ground_truth) as f:
+        gt = json.load(f)
+    names = [m["name"] for m in zoo_meta["models"]]
+    n = len(names)
+    server_bin = os.path.join(args.build_dir, "server", "modeldock-server")
+    client_bin = os.path.join(args.build_dir, "client", "modeldock")
+    asset_dir = args.asset_dir or os.path.join(args.build_dir, "assets")
+    for path in (server_bin, client_bin):
+        if not os.access(path, os.X_OK):
+            sys.exit(f"run_quality: {path} not found; build the server and CLI first")
+    os.makedirs(args.out_dir, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="modeldock-quality-")
+    log_path = os.path.join(args.out_dir, "server.log") if args.smoke else os.path.join(tmp, "server.log")
+    print(f"starting {server_bin} (data dir {tmp})", flush=True)
+    server = Server(server_bin, asset_dir, os.path.join(tmp, "data"), log_path)
+    methods = ["stage1", *[f"brute_{m}" for m in METRICS], "default"]
+    responses = {}
+    try:
+        reg = register_zoo(client_bin, server.address, zoo, names, args.register_timeout)
+        print(f"registered {n} models in {reg['wall_seconds']} s; failed: {list(reg['failed'])}",
+              flush=True)
+        for task in tasks:
+            images = os.path.join(zoo, task["train_images"])
+            labels = os.path.join(zoo, task["train_labels"])
+            for method in methods:
+                resp, wall = cli(client_bin, server.address,
+                                 ["recommend", images, "--labels", labels, "--top", str(n),
+                                  *method_args(method, n)])
+                responses[(task["name"], method)] = (resp, wall)
+                print(f"  {task['name']:16s} {method:24s} scored {resp.get('num_scored')}/"
+                      f"{resp.get('num_compatible')} in {wall:7.0f} ms", flush=True)
+        peak_rss = server.rss_kib()
+    finally:
+        server.stop()
+        if not args.keep_data:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    # Score every method on every task.
+    results = {"methods": {}, "registration": reg, "server_peak_rss_kib": peak_rss}
+    per_task_acc = {}
+    for task in tasks:
+        rows = gt["tasks"][task["name"]]
+        per_task_acc[task["name"]] = np.array([rows[m]["best"] if m in rows else np.nan for m in names])
+        if np.isnan(per_task_acc[task["name"]]).any():
+            sys.exit(f"run_quality: ground truth incomplete for task {task['name']}")
+    for method in methods:
+        per_task, lat, scored, warn, missing_all = {}, [], [], {}, {}
+        for task in tasks:
+            resp, wall = responses[(task["name"], method)]
+            order, scores, missing = evaluate_response(method, resp, names)
+            per_task[task["name"]] = ranking_measures(order, per_task_acc[task["name"]], scores)
+            lat.append({"wall_millis": round(wall, 1), **resp.get("timings", {})})
+            scored.append(resp.get("num_scored"))
+            if resp.get("warnings"):
+                warn[task["name"]] = resp["warnings"]
+            if missing:
+                missing_all[task["name"]] = [names[i] for i in missing]
+        totals = [l.get("total_millis", np.nan) for l in lat]
+        walls = [l["wall_millis"] for l in lat]
+        results["methods"][method] = {
+            "cli_args": method_args(method, n), "mean": mean_measures(per_task),
+            "per_task": per_task,
+            "num_scored": scored, "latency_millis": lat,
+            "median_total_millis": float(np.nanmedian(totals)),
+            "median_wall_millis": float(np.median(walls)),
+            "warnings": warn, "missing_models": missing_all,
+        }
+    # Random rankings, averaged over seeds.
+    per_task = {}
+    for task in tasks:
+        acc = per_task_acc[task["name"]]
+        draws = []
+        for seed in range(args.random_seeds):
+            rng = np.random.default_rng([seed, 12345])
+            perm = list(rng.permutation(n))
+            draws.append(ranking_measures(perm, acc, {i: float(n - r) for r, i in enumerate(perm)}))
+        per_task[task["name"]] = {m: float(np.mean([d[m] for d in draws])) for m in MEASURES}
+    results["methods"]["random"] = {"mean": mean_measures(per_task), "per_task": per_task,
+                                    "seeds": args.random_seeds}
+
+    results["meta"] = {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "zoo": os.path.relpath(zoo, REPO), "num_models": n, "num_tasks": len(tasks),
+        "tasks": [t["name"] for t in tasks], "ground_truth": os.path.relpath(args.ground_truth, REPO),
+        "ground_truth_field": "best fine-tune test accuracy", "build_dir": args.build_dir,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "cpu": _cpu_model()},
+        "git_commit": _git_head(),
+    }
+    with open(os.path.join(args.out_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    with open(os.path.join(args.out_dir, "results.md"), "w") as f:
+        f.write(markdown(results, tasks, methods + ["random"]))
+    plot(args.plot, tasks, names, zoo_meta, responses, per_task_acc,
+         results["methods"]["default"]["per_task"])
+    print(markdown(results, tasks, methods + ["random"]))
+    print(f"wrote {args.out_dir}/results.json, results.md and {args.plot}")
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _git_head():
+    try:
+        return subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return ""
+
+
+def _fmt(x, digits=3):
+    return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
+
+
+def markdown(results, tasks, methods):
+    meta = results.get("meta", {})
+    lines = [f"# Ranking quality ({meta.get('num_models')} models, {meta.get('num_tasks')} tasks)",
+             "", f"Generated by bench/quality/run_quality.py on {meta.get('date_utc')} "
+             f"(commit {meta.get('git_commit')}). Ground truth: {meta.get('ground_truth_field')}.",
+             "Means over tasks; `scored` = models scored in stage 2 per query (median); latency = "
+             "server-side total of one recommend call (median over tasks).", "",
+             "| method | tau_w | tau | Pearson r | rel@1 | rel@3 | hit@3 | scored | latency ms |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for m in methods:
+        r = results["methods"][m]
+        mean = r["mean"]
+        scored = (f"{int(np.median([s for s in r['num_scored'] if s is not None]))}"
+                  if r.get("num_scored") and any(s is not None for s in r["num_scored"]) else "-")
+        lat = _fmt(r.get("median_total_millis"), 0) if "median_total_millis" in r else "-"
+        lines.append(f"| {m} | " + " | ".join(_fmt(mean[k]) for k in MEASURES) +
+                     f" | {scored} | {lat} |")
+    lines += ["", "Weighted Kendall tau per task:", "",
+              "| task | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for t in tasks:
+        lines.append(f"| {t['name']} | " + " | ".join(
+            _fmt(results["methods"][m]["per_task"][t["name"]]["tau_w"]) for m in methods) + " |")
+    reg = results.get("registration")
+    if reg:
+        probe = [v for v in reg["probe_millis"].values() if v is not None]
+        lines += ["", f"Registration of {len(reg['probe_millis'])} models: {reg['wall_seconds']} s "
+                  f"wall; probe time per model median {_fmt(float(np.median(probe)), 0)} ms"
+                  if probe else "", f"failed: {reg['failed'] or 'none'}"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(path, tasks, names, zoo_meta, responses, per_task_acc, default_measures):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arch = {m["name"]: m["arch"] for m in zoo_meta["models"]}
+    colours = {"mlp": "tab:blue", "lenet": "tab:orange", "cnn": "tab:green", "resnet": "tab:red"}
+    cols = min(4, len(tasks))
+    rows = (len(tasks) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    for ax, task in zip(axes.flat, tasks):
+        resp, _ = responses[(task["name"], "default")]
+        acc = per_task_acc[task["name"]]
+        pos = {n: i for i, n in enumerate(names)}
+        scored = [(r["name"], r["stage2_score"]) for r in resp["results"] if is_scored(resp, r)]
+        unscored = [r["name"] for r in resp["results"] if not is_scored(resp, r)]
+        xs = [s for _, s in scored]
+        for name, s in scored:
+            ax.scatter(s, acc[pos[name]], s=22, color=colours.get(arch.get(name), "k"),
+                       edgecolor="k", linewidth=0.3, zorder=3)
+        if unscored and xs:
+            # Models outside the stage-2 candidates have no score: a grey strip at the left.
+            span = (max(xs) - min(xs)) or max(abs(xs[0]), 1.0)
+            x0 = min(xs) - 0.12 * span
+            ax.scatter([x0] * len(unscored), [acc[pos[n]] for n in unscored], s=12,
+                       facecolor="none", edgecolor="0.6", zorder=2)
+            ax.axvline(x0 + 0.06 * span, color="0.85", lw=0.8)
+        ax.ticklabel_format(axis="x", useOffset=False)
+        m = default_measures[task["name"]]
+        ax.set_title(f"{task['name']}  tau_w={m['tau_w']:.2f} rel@1={m['rel@1']:.2f}", fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("fine-tuned accuracy", fontsize=8)
+    for ax in axes[-1, :]:
+        ax.set_xlabel("default pipeline score (stage 2)", fontsize=8)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=a) for a, c in colours.items()]
+    handles.append(plt.Line2D([], [], marker="o", ls="", mfc="none", mec="0.6",
+                              label="not a stage-2 candidate"))
+    fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=8, frameon=False)
+    fig.suptitle("modeldock default pipeline: score vs fine-tuned accuracy, per query task")
+    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def ensure_smoke_zoo(zoo, gt):
+    """Builds the smoke zoo and its ground truth if missing (one command for CI)."""
+    py = sys.executable
+    if not os.path.exists(os.path.join(zoo, "zoo.json")):
+        subprocess.run([py, os.path.join(ZOO_DIR, "make_zoo.py"), "--out", zoo, "--seed", "0",
+                        "--smoke"], check=True)
+    if not os.path.exists(gt):
+        subprocess.run([py, os.path.join(ZOO_DIR, "finetune.py"), "--zoo", zoo, "--out", gt,
+                        "--epochs", "5"], check=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build-dir", default=os.path.join(REPO, "build"))
+    ap.add_argument("--asset-dir", default=None, help="default BUILD_DIR/assets")
+    ap.add_argument("--smoke", action="store_true",
+                    help="smoke zoo (bench/zoo/artifacts/zoo-smoke), outputs under artifacts/")
+    ap.add_argument("--zoo", default=None)
+    ap.add_argument("--ground-truth", default=None)
+    ap.add_argument("--out-dir", default=None)
+    ap.add_argument("--plot", default=None)
+    ap.add_argument("--random-seeds", type=int, default=20)
+    ap.add_argument("--register-timeout", type=float, default=3600)
+    ap.add_argument("--keep-data", action="store_true", help="keep the server's temporary data dir")
+    args = ap.parse_args()
+    art = os.path.join(ZOO_DIR, "artifacts")
+    if args.smoke:
+        args.zoo = args.zoo or os.path.join(art, "zoo-smoke")
+        args.ground_truth = args.ground_truth or os.path.join(art, "zoo-smoke", "ground_truth.json")
+        args.out_dir = args.out_dir or os.path.join(art, "quality-smoke")
+        args.plot = args.plot or os.path.join(args.out_dir, "quality_scores.png")
+        ensure_smoke_zoo(args.zoo, args.ground_truth)
+    else:
+        args.zoo = args.zoo or os.path.join(art, "zoo")
+        args.ground_truth = args.ground_truth or os.path.join(ZOO_DIR, "results", "ground_truth.json")
+        args.out_dir = args.out_dir or HERE
+        args.plot = args.plot or os.path.join(REPO, "docs", "img", "quality_scores.png")
+    args.build_dir = os.path.abspath(args.build_dir)
+    run(args)
+
+
+if __name__ == "__main__":
+    main()
