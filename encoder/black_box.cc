@@ -1,1 +1,176 @@
-// Placeholder: implementation in progress.
+// LoadTorchScriptModel and SetTorchThreads: the only translation unit of the library that
+// includes LibTorch (admission, the reference encoder and AdaptInputs go through the
+// BlackBoxModel interface or plain C++, so they compile fast).
+#include <ATen/Parallel.h>
+#include <torch/script.h>
+
+#include <algorithm>
+#include <exception>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "encoder/black_box.h"
+#include "spdlog/spdlog.h"
+
+namespace modeldock::encoder {
+namespace {
+
+std::string TorchShapeString(const at::Tensor& t) {
+  return absl::StrCat("[", absl::StrJoin(t.sizes(), ", "), "]");
+}
+
+// First line of a c10::Error: the full message carries a long C++/TorchScript backtrace.
+std::string ShortTorchMessage(const c10::Error& e) {
+  std::string msg = e.what_without_backtrace();
+  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+  return msg;
+}
+
+class TorchScriptModel : public BlackBoxModel {
+ public:
+  TorchScriptModel(torch::jit::Module module, const TorchScriptOptions& options)
+      : module_(std::move(module)),
+        input_shape_(options.input_shape),
+        batch_size_(std::max(1, options.batch_size)),
+        has_embed_(module_.find_method("embed").has_value()) {}
+
+  const std::vector<int64_t>& input_shape() const override { return input_shape_; }
+  bool has_embed() const override { return has_embed_; }
+
+  absl::StatusOr<ModelOutputs> Run(const Tensor& samples, bool want_features) override {
+    if (!samples.IsConsistent() || samples.shape.size() < 2) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("samples must be a consistent [N, ...] tensor, got shape [",
+                       absl::StrJoin(samples.shape, ", "), "] with ", samples.values.size(),
+                       " values"));
+    }
+    if (samples.Rows() == 0) return absl::InvalidArgumentError("no samples to run");
+    const Tensor* input = &samples;
+    Tensor adapted;
+    if (samples.SampleShape() != input_shape_) {
+      absl::StatusOr<Tensor> a = AdaptInputs(samples, input_shape_);
+      if (!a.ok()) return a.status();
+      adapted = *std::move(a);
+      input = &adapted;
+    }
+    const bool run_embed = want_features && has_embed_;
+    try {
+      c10::InferenceMode guard;
+      ModelOutputs out;
+      std::vector<int64_t> batch_shape = input->shape;
+      const int64_t n = input->Rows();
+      const int64_t row = input->RowSize();
+      for (int64_t start = 0; start < n; start += batch_size_) {
+        const int64_t b = std::min<int64_t>(batch_size_, n - start);
+        batch_shape[0] = b;
+        // Cloned so that a model writing into its input cannot touch the caller's data.
+        at::Tensor x = torch::from_blob(const_cast<float*>(input->values.data() + start * row),
+                                        batch_shape, torch::kFloat32)
+                           .clone();
+        absl::Status s = Append("forward", module_.forward({x}), b, n, &out.logits);
+        if (!s.ok()) return s;
+        if (run_embed) {
+          s = Append("embed", module_.get_method("embed")({x}), b, n, &out.features);
+          if (!s.ok()) return s;
+        }
+      }
+      return out;
+    } catch (const c10::Error& e) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("model raised an error: ", ShortTorchMessage(e)));
+    } catch (const std::exception& e) {
+      return absl::FailedPreconditionError(absl::StrCat("model raised an error: ", e.what()));
+    }
+  }
+
+ private:
+  // Checks one batch's output ([b, W] floating point, W equal across batches) and appends it
+  // as float32 to `dst`, which is sized [n, W] on the first batch.
+  static absl::Status Append(const char* what, const c10::IValue& value, int64_t b, int64_t n,
+                             Tensor* dst) {
+    if (!value.isTensor()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          what, " returned a ", value.tagKind(), ", expected a float tensor [N, K]"));
+    }
+    const at::Tensor& t = value.toTensor();
+    if (!t.is_floating_point()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          what, " returned a ", c10::toString(t.scalar_type()), " tensor, expected float"));
+    }
+    if (t.dim() != 2 || t.size(0) != b) {
+      return absl::FailedPreconditionError(absl::StrCat(what, " returned shape ",
+                                                        TorchShapeString(t), " for ", b,
+                                                        " samples, expected [", b, ", K]"));
+    }
+    const int64_t width = t.size(1);
+    if (dst->shape.empty()) {
+      dst->shape = {n, width};
+      dst->values.clear();
+      dst->values.reserve(n * width);
+    } else if (dst->shape[1] != width) {
+      return absl::FailedPreconditionError(absl::StrCat(what, " returned width ", width,
+                                                        " after width ", dst->shape[1],
+                                                        " on an earlier batch"));
+    }
+    at::Tensor f = t.to(torch::kFloat32).contiguous();
+    const float* p = f.data_ptr<float>();
+    dst->values.insert(dst->values.end(), p, p + b * width);
+    return absl::OkStatus();
+  }
+
+  torch::jit::Module module_;
+  std::vector<int64_t> input_shape_;
+  int batch_size_;
+  bool has_embed_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<BlackBoxModel>> LoadTorchScriptModel(
+    const std::string& path, const TorchScriptOptions& options) {
+  if (options.input_shape.empty()) {
+    return absl::InvalidArgumentError("the model's input shape is empty");
+  }
+  for (int64_t d : options.input_shape) {
+    if (d <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("invalid input shape ", ShapeToString(options.input_shape)));
+    }
+  }
+  try {
+    torch::jit::Module module = torch::jit::load(path, torch::kCPU);
+    module.eval();
+    return std::unique_ptr<BlackBoxModel>(new TorchScriptModel(std::move(module), options));
+  } catch (const c10::Error& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("not a TorchScript archive: ", path, ": ", ShortTorchMessage(e)));
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("not a TorchScript archive: ", path, ": ", e.what()));
+  }
+}
+
+void SetTorchThreads(int threads) {
+  static std::once_flag once;
+  std::call_once(once, [threads] {
+    const int n = std::max(1, threads);
+    try {
+      at::set_num_threads(n);
+      // Fails if the inter-op pool already started (e.g. a model ran first); not fatal.
+      at::set_num_interop_threads(n);
+    } catch (const c10::Error& e) {
+      spdlog::warn("torch inter-op threads not set: {}", ShortTorchMessage(e));
+    } catch (const std::exception& e) {
+      spdlog::warn("torch threads not set: {}", e.what());
+    }
+    spdlog::info("torch threads: intra-op {}, inter-op {}", at::get_num_threads(),
+                 at::get_num_interop_threads());
+  });
+}
+
+}  // namespace modeldock::encoder

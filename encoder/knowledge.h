@@ -70,6 +70,8 @@ struct UntrainedEncoderOptions {
   uint64_t seed = 20250101;
   // Weight of boundary samples relative to class nodes in the model's set.
   double boundary_weight = 0.25;
+  // Gaussian kernel bandwidth on L2-normalised embeddings: k(a, b) = exp(-|a-b|^2 / (2 sigma^2)).
+  double sigma = 0.5;
 };
 
 // The untrained default: a fixed random-feature kernel mean embedding, so that the inner product
