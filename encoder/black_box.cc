@@ -24,11 +24,18 @@ std::string TorchShapeString(const at::Tensor& t) {
   return absl::StrCat("[", absl::StrJoin(t.sizes(), ", "), "]");
 }
 
-// First line of a c10::Error: the full message carries a long C++/TorchScript backtrace.
-std::string ShortTorchMessage(const c10::Error& e) {
-  std::string msg = e.what_without_backtrace();
+// TorchScript errors end with the Python-level error ("RuntimeError: AssertionError: ...")
+// after a TorchScript traceback: that line goes first, the traceback follows.
+std::string LastLineFirst(std::string msg) {
   while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
-  return msg;
+  const size_t newline = msg.rfind('\n');
+  if (newline == std::string::npos) return msg;
+  return absl::StrCat(msg.substr(newline + 1), "\n", msg.substr(0, newline));
+}
+
+// A c10::Error without the C++ backtrace.
+std::string ShortTorchMessage(const c10::Error& e) {
+  return LastLineFirst(e.what_without_backtrace());
 }
 
 class TorchScriptModel : public BlackBoxModel {
@@ -59,6 +66,7 @@ class TorchScriptModel : public BlackBoxModel {
       input = &adapted;
     }
     const bool run_embed = want_features && has_embed_;
+    const char* stage = "forward";
     try {
       c10::InferenceMode guard;
       ModelOutputs out;
@@ -72,19 +80,21 @@ class TorchScriptModel : public BlackBoxModel {
         at::Tensor x = torch::from_blob(const_cast<float*>(input->values.data() + start * row),
                                         batch_shape, torch::kFloat32)
                            .clone();
-        absl::Status s = Append("forward", module_.forward({x}), b, n, &out.logits);
+        stage = "forward";
+        absl::Status s = Append(stage, module_.forward({x}), b, n, &out.logits);
         if (!s.ok()) return s;
         if (run_embed) {
-          s = Append("embed", module_.get_method("embed")({x}), b, n, &out.features);
+          stage = "embed";
+          s = Append(stage, module_.get_method("embed")({x}), b, n, &out.features);
           if (!s.ok()) return s;
         }
       }
       return out;
     } catch (const c10::Error& e) {
       return absl::FailedPreconditionError(
-          absl::StrCat("model raised an error: ", ShortTorchMessage(e)));
+          absl::StrCat(stage, " raised an error: ", ShortTorchMessage(e)));
     } catch (const std::exception& e) {
-      return absl::FailedPreconditionError(absl::StrCat("model raised an error: ", e.what()));
+      return absl::FailedPreconditionError(absl::StrCat(stage, " raised an error: ", LastLineFirst(e.what())));
     }
   }
 

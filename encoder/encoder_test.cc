@@ -222,6 +222,21 @@ def forward(self, x):
   EXPECT_EQ(out.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(out.status().message(), HasSubstr("boom from the model"));
 
+  const std::string embed_raising = SaveModule(dir, "EmbedRaising", R"(
+def forward(self, x):
+    return x.flatten(1)
+
+def embed(self, x):
+    assert bool(x.sum() < -1.0), "embed boom"
+    return x.flatten(1)
+)");
+  model = LoadTorchScriptModel(embed_raising, options);
+  ASSERT_TRUE(model.ok());
+  EXPECT_TRUE((*model)->Run(Tensor({1, 4}, {0, 0, 0, 0}), false).ok());
+  out = (*model)->Run(Tensor({1, 4}, {0, 0, 0, 0}), true);
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(out.status().message(), HasSubstr("embed raised an error: RuntimeError: AssertionError: embed boom"));
+
   const std::string tuple = SaveModule(dir, "Tuple", R"(
 def forward(self, x):
     return (x, x)
@@ -419,7 +434,8 @@ def forward(self, x):
 )");
   auto report = CheckAdmission(raising, {2}, 2, AdmissionOptions{});
   EXPECT_EQ(report.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(report.status().message(), HasSubstr("boom from the model"));
+  EXPECT_THAT(report.status().message(),
+              HasSubstr("forward raised an error: RuntimeError: AssertionError: boom from the model"));
 }
 
 TEST(AdmissionTest, RandomBytesAreInvalidArgument) {
