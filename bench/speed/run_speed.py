@@ -1,0 +1,538 @@
+#!/usr/bin/python3
+"""End-to-end speed and memory of modeldock, through the real server and CLI.
+
+    /usr/bin/python3 bench/speed/run_speed.py [--build-dir /work/main/build]
+    /usr/bin/python3 bench/speed/run_speed.py --quick          # 5/10 models, 100/200 samples
+    /usr/bin/python3 bench/speed/run_speed.py --report-only    # rebuild results.md/.json
+
+Starts `modeldock-server --listen 127.0.0.1:0` on a fresh data dir and drives it with the
+`modeldock` CLI (--json), as a user would:
+
+  registration   models are registered in steps up to each zoo size (default 5, 10, 25, 50);
+                 per model: wall time of `register` (upload + admission + probing, it waits until
+                 READY) and probe_millis from `show`.
+  recommend      at every zoo size, for every query size (default 100, 200, 500, 1000 samples):
+                 --reps cold calls, each on a different dataset (a different seeded draw, so the
+                 dock's output cache cannot serve it), then --reps warm calls repeating the first
+                 dataset (every stage-2 model output comes from the cache). Default pipeline
+                 (two stages, TMI). Recorded: wall time of the CLI process (start-up, reading the
+                 file, upload, answer) and the server's own timings (total, stage 1, stage 2).
+  brute force    at every zoo size, on --bf-samples samples (default 200): the same cold/warm
+                 calls with --brute-force (every compatible model scored), for the time ratio
+                 brute force / two-stage.
+  memory         server VmHWM (peak RSS) and VmRSS from /proc/<pid>/status after each phase.
+
+Models: the benchmark zoo (bench/zoo/artifacts/zoo/models/*.pt with sidecar JSON) in a seeded
+shuffled order, so every prefix mixes architectures; if it holds fewer models than the largest
+zoo size (or is absent) the remainder are copies under new names (of the zoo models, else of the
+demo models in <build>/assets/demo) - the dock stores identical bytes once but probes and
+indexes every name as its own model.
+
+Query data: Fashion-MNIST t10k (Debian's dataset-fashion-mnist) images with index >= 2000 (never
+in the probe set), all 10 classes, written as uncompressed IDX files with labels.
+
+Writes bench/speed/e2e.json, then results.json and results.md, which also summarise the
+stage-1 index benchmark outputs bench/speed/index_bench*.json when present.
+"""
+import argparse
+import datetime
+import glob
+import json
+import os
+import platform
+import queue
+import shutil
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+ZOO_MODELS = os.path.join(REPO, "bench", "zoo", "artifacts", "zoo", "models")
+FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
+QUERY_MIN_INDEX = 2000  # t10k 0..999 is the probe set, 1000..1999 validation of zoo models
+SEED = 20240601
+
+
+def log(*args):
+    print("[run_speed]", *args, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- data
+
+def read_idx_gz(path):
+    import gzip
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    _, _, ndim = struct.unpack(">HBB", data[:4])
+    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def write_idx(path, array):
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    with open(path, "wb") as f:
+        f.write(struct.pack(">HBB", 0, 0x08, array.ndim))
+        f.write(struct.pack(">" + "I" * array.ndim, *array.shape))
+        f.write(array.tobytes())
+
+
+class QueryData:
+    """Seeded draws of Fashion-MNIST t10k images (index >= 2000) written as IDX pairs."""
+
+    def __init__(self, out_dir):
+        self.images = read_idx_gz(os.path.join(FMNIST_DIR, "t10k-images-idx3-ubyte.gz"))
+        self.labels = read_idx_gz(os.path.join(FMNIST_DIR, "t10k-labels-idx1-ubyte.gz"))
+        self.out_dir = out_dir
+        self.count = 0
+
+    def make(self, size, seed):
+        rng = np.random.default_rng(seed)
+        idx = rng.choice(np.arange(QUERY_MIN_INDEX, len(self.images)), size=size, replace=False)
+        stem = os.path.join(self.out_dir, f"q{self.count:04d}-{size}")
+        self.count += 1
+        write_idx(stem + "-images-idx3-ubyte", self.images[idx])
+        write_idx(stem + "-labels-idx1-ubyte", self.labels[idx])
+        return stem + "-images-idx3-ubyte", stem + "-labels-idx1-ubyte"
+
+
+# --------------------------------------------------------------------------- server and CLI
+
+class Server:
+    def __init__(self, build_dir, data_dir, asset_dir, log_path, nice):
+        binary = os.path.join(build_dir, "server", "modeldock-server")
+        cmd = [binary, "--listen", "127.0.0.1:0", "--data-dir", data_dir,
+               "--asset-dir", asset_dir]
+        if nice:
+            cmd = ["nice", "-n", str(nice)] + cmd
+        self.log_file = open(log_path, "w")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log_file, text=True)
+        lines = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(l) for l in self.proc.stdout],
+                         daemon=True).start()
+        deadline = time.time() + 120
+        self.address = None
+        while time.time() < deadline:
+            try:
+                line = lines.get(timeout=1)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            if line.startswith("modeldock-server listening on "):
+                self.address = line.strip().rsplit(" ", 1)[1]
+                break
+        if self.address is None:
+            self.stop()
+            raise RuntimeError(f"server did not start; see {log_path}")
+        # `nice` execs the server, so the pid is the server's.
+        self.pid = self.proc.pid
+
+    def memory(self):
+        """VmHWM and VmRSS in MiB."""
+        out = {}
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                key = line.split(":")[0]
+                if key in ("VmHWM", "VmRSS"):
+                    out[key] = int(line.split()[1]) / 1024.0
+        return out
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log_file.close()
+
+
+class Cli:
+    def __init__(self, build_dir, address, nice):
+        self.base = [os.path.join(build_dir, "client", "modeldock"), "--server", address,
+                     "--json", "--timeout", "600"]
+        if nice:
+            self.base = ["nice", "-n", str(nice)] + self.base
+
+    def run(self, *args):
+        """Returns (parsed JSON, wall seconds); raises on a non-zero exit."""
+        start = time.perf_counter()
+        proc = subprocess.run(self.base + list(args), capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise RuntimeError(f"modeldock {' '.join(args)} failed ({proc.returncode}): "
+                               f"{proc.stderr.strip()}")
+        return json.loads(proc.stdout), wall
+
+
+# --------------------------------------------------------------------------- models
+
+def zoo_models(build_dir, count):
+    """[(name, pt path, sidecar path, origin)] of `count` models, seeded order."""
+    base = []
+    origin = "bench zoo"
+    if os.path.isdir(ZOO_MODELS):
+        for pt in sorted(glob.glob(os.path.join(ZOO_MODELS, "*.pt"))):
+            sidecar = pt[:-3] + ".json"
+            if os.path.exists(sidecar):
+                base.append((os.path.basename(pt)[:-3], pt, sidecar))
+    if not base:
+        origin = "demo models"
+        demo = os.path.join(build_dir, "assets", "demo")
+        for pt in sorted(glob.glob(os.path.join(demo, "*.pt"))):
+            sidecar = pt[:-3] + ".json"
+            if os.path.exists(sidecar):
+                base.append((os.path.basename(pt)[:-3], pt, sidecar))
+    if not base:
+        raise RuntimeError("no models: neither the bench zoo nor <build>/assets/demo exists")
+    order = np.random.default_rng(SEED).permutation(len(base))
+    base = [base[i] for i in order]
+    models = []
+    for i in range(count):
+        name, pt, sidecar = base[i % len(base)]
+        copy = i // len(base)
+        models.append((name if copy == 0 else f"{name}-copy{copy}", pt, sidecar,
+                       origin if copy == 0 else f"{origin} (copy)"))
+    return models
+
+
+def arch_of(sidecar):
+    with open(sidecar) as f:
+        tags = json.load(f).get("tags", [])
+    for t in tags:
+        if t.startswith("arch:"):
+            return t[5:]
+    return os.path.basename(sidecar).split("-")[0]
+
+
+# --------------------------------------------------------------------------- statistics
+
+def summary(values):
+    v = sorted(values)
+    if not v:
+        return {}
+    p95 = float(np.percentile(v, 95, method="linear")) if len(v) > 1 else v[0]
+    return {"n": len(v), "median": statistics.median(v), "p95": p95, "min": v[0], "max": v[-1],
+            "mean": statistics.fmean(v)}
+
+
+def machine_info():
+    info = {"platform": platform.platform()}
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for line in lscpu.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("Model name", "CPU(s)", "Thread(s) per core"):
+                info[key.strip()] = value.strip()
+    except OSError:
+        pass
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                info["ram_gib"] = round(int(line.split()[1]) / 1024 / 1024, 1)
+    info["nproc"] = os.cpu_count()
+    return info
+
+
+# --------------------------------------------------------------------------- the run
+
+def recommend_series(cli, data, size, reps, seed_base, extra):
+    """reps cold calls on fresh datasets, then reps warm calls on the first one."""
+    rows = []
+    first = None
+    for r in range(reps):
+        images, labels = data.make(size, seed_base + r)
+        first = first or (images, labels)
+        out, wall = cli.run("recommend", images, "--labels", labels, *extra)
+        rows.append(("cold", wall, out))
+    for r in range(reps):
+        out, wall = cli.run("recommend", first[0], "--labels", first[1], *extra)
+        rows.append(("warm", wall, out))
+    result = {}
+    for kind in ("cold", "warm"):
+        sel = [(w, o) for k, w, o in rows if k == kind]
+        result[kind] = {
+            "wall_ms": summary([w * 1000 for w, _ in sel]),
+            "server_total_ms": summary([o["timings"]["total_millis"] for _, o in sel]),
+            "stage1_ms": summary([o["timings"]["stage1_millis"] for _, o in sel]),
+            "stage2_ms": summary([o["timings"]["stage2_millis"] for _, o in sel]),
+            "encode_query_ms": summary([o["timings"]["encode_query_millis"] for _, o in sel]),
+            "num_scored": sel[0][1]["num_scored"],
+            "num_compatible": sel[0][1]["num_compatible"],
+        }
+    return result
+
+
+def run(args):
+    build = os.path.abspath(args.build_dir)
+    for rel in ("server/modeldock-server", "client/modeldock", "assets"):
+        if not os.path.exists(os.path.join(build, rel)):
+            raise SystemExit(f"{os.path.join(build, rel)} is missing: build the tree and run "
+                             "scripts/make_assets.py --out <build>/assets first")
+    zoo_sizes = sorted(args.zoo_sizes)
+    models = zoo_models(build, zoo_sizes[-1])
+    work = tempfile.mkdtemp(prefix="modeldock-speed-")
+    data = QueryData(os.path.join(work, "queries"))
+    os.makedirs(data.out_dir)
+    load_before = os.getloadavg()
+    server = Server(build, os.path.join(work, "data"), os.path.join(build, "assets"),
+                    os.path.join(work, "server.log"), args.nice)
+    log("server at", server.address, "pid", server.pid, "work dir", work)
+    cli = Cli(build, server.address, args.nice)
+    result = {"started": datetime.datetime.now().isoformat(timespec="seconds"),
+              "machine": machine_info(), "build_dir": build, "reps": args.reps,
+              "query_sizes": args.query_sizes, "zoo_sizes": zoo_sizes,
+              "bf_samples": args.bf_samples, "nice": args.nice,
+              "load_average_before": load_before, "memory": [], "registrations": [],
+              "recommend": [], "brute_force": []}
+    result["memory"].append({"phase": "started (empty dock)", **server.memory()})
+    try:
+        registered = 0
+        seed = SEED
+        for zoo in zoo_sizes:
+            for name, pt, sidecar, origin in models[registered:zoo]:
+                out, wall = cli.run("register", pt, "--metadata", sidecar, "--name", name)
+                model = out["model"]
+                if model["state"] != "READY":
+                    raise RuntimeError(f"{name} ended {model['state']}: {model['state_reason']}")
+                shown, _ = cli.run("show", name)
+                result["registrations"].append({
+                    "name": name, "origin": origin, "arch": arch_of(sidecar),
+                    "size_bytes": model["size_bytes"], "deduplicated": out["deduplicated"],
+                    "register_wall_ms": wall * 1000,
+                    "probe_millis": shown["model"]["probe_millis"]})
+                log(f"registered {name}: {wall * 1000:.0f} ms wall, "
+                    f"probe {shown['model']['probe_millis']} ms")
+            registered = zoo
+            result["memory"].append({"phase": f"{zoo} models registered", **server.memory()})
+            for size in args.query_sizes:
+                seed += 1000
+                r = recommend_series(cli, data, size, args.reps, seed, [])
+                r.update({"zoo": zoo, "samples": size, "mode": "two-stage"})
+                result["recommend"].append(r)
+                log(f"zoo {zoo}, {size} samples: cold median "
+                    f"{r['cold']['wall_ms']['median']:.0f} ms, warm "
+                    f"{r['warm']['wall_ms']['median']:.0f} ms (scored "
+                    f"{r['cold']['num_scored']}/{r['cold']['num_compatible']})")
+            seed += 1000
+            r = recommend_series(cli, data, args.bf_samples, args.reps, seed, ["--brute-force"])
+            r.update({"zoo": zoo, "samples": args.bf_samples, "mode": "brute-force"})
+            result["brute_force"].append(r)
+            log(f"zoo {zoo}, brute force {args.bf_samples} samples: cold median "
+                f"{r['cold']['wall_ms']['median']:.0f} ms, warm "
+                f"{r['warm']['wall_ms']['median']:.0f} ms")
+            result["memory"].append({"phase": f"{zoo} models, after recommend", **server.memory()})
+    finally:
+        try:
+            result["memory"].append({"phase": "end", **server.memory()})
+        except OSError:
+            pass
+        server.stop()
+        result["load_average_after"] = os.getloadavg()
+        if args.keep:
+            log("kept", work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    result["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
+    return result
+
+
+# --------------------------------------------------------------------------- report
+
+def index_results():
+    """Rows from the Google Benchmark JSON files bench/speed/index_bench*.json."""
+    rows = []
+    contexts = {}
+    for path in sorted(glob.glob(os.path.join(HERE, "index_bench*.json"))):
+        with open(path) as f:
+            doc = json.load(f)
+        contexts[os.path.basename(path)] = doc.get("context", {})
+        for b in doc.get("benchmarks", []):
+            parts = b["name"].split("/")
+            if parts[0] not in ("Build", "Search", "SearchFiltered"):
+                continue
+            row = {"file": os.path.basename(path), "benchmark": parts[0], "index": parts[1],
+                   "n": int(parts[2]), "real_time": b.get("real_time"),
+                   "cpu_time": b.get("cpu_time"), "time_unit": b.get("time_unit"),
+                   "iterations": b.get("iterations")}
+            if "error_message" in b:
+                row["error"] = b["error_message"]
+            for key in ("recall_at_10", "ef_search", "ef_construction", "vectors_per_s",
+                        "rss_mib_after", "allowed"):
+                if key in b:
+                    row[key] = b[key]
+            rows.append(row)
+    return rows, contexts
+
+
+def fmt(x, digits=0):
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def write_report(e2e, out_dir):
+    idx_rows, idx_contexts = index_results()
+    results = {"index": {"rows": idx_rows, "contexts": idx_contexts}, "e2e": e2e}
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+
+    md = ["# Speed and memory results", "",
+          "Produced by `bench/speed/index_bench` (Google Benchmark) and "
+          "`bench/speed/run_speed.py`; see README.md to re-run. Raw data: results.json, "
+          "index_bench*.json, e2e.json.", ""]
+    m = (e2e or {}).get("machine") or machine_info()
+    md += ["## Machine", "",
+           f"- CPU: {m.get('Model name', '?')}, {m.get('CPU(s)', m.get('nproc'))} logical CPUs "
+           f"({m.get('Thread(s) per core', '?')} thread(s) per core)",
+           f"- RAM: {m.get('ram_gib', '?')} GiB", f"- OS: {m.get('platform', '?')}",
+           "- Shared with other jobs while measured (see the load averages below); wall times "
+           "include that contention, CPU times of the index benchmark do not.", ""]
+
+    if idx_rows:
+        md += ["## Stage-1 index (VectorIndex over Debian's FAISS 1.7.3)", ""]
+        ctx = next(iter(idx_contexts.values()))
+        md += [f"256-d L2-normalised vectors from a seeded mixture of 300 Gaussian clusters; "
+               f"queries are fresh draws from the mixture; k = 10; one query per call; "
+               f"HNSW efSearch = {ctx.get('hnsw_ef_search', '?')}, efConstruction = "
+               f"{ctx.get('hnsw_ef_construction', '?')}. Recall@10 against the Flat index's exact "
+               f"answer over 200 queries (filtered: against the exact answer within the allowed "
+               f"set, 25% of the ids). Load average while run: "
+               f"{ctx.get('load_avg', '?')}.", "",
+               "| index | n | search µs (wall) | search µs (CPU) | recall@10 | filtered µs (wall) "
+               "| filtered µs (CPU) | filtered recall@10 | build s (wall) | build s (CPU) | "
+               "RSS after build MiB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        keyed = {(r["benchmark"], r["index"], r["n"]): r for r in idx_rows}
+        pairs = sorted({(r["index"], r["n"]) for r in idx_rows},
+                       key=lambda t: (t[1], t[0] != "Flat", t[0]))
+        for index, n in pairs:
+            s = keyed.get(("Search", index, n), {})
+            sf = keyed.get(("SearchFiltered", index, n), {})
+            b = keyed.get(("Build", index, n), {})
+            md.append(
+                f"| {index} | {n:,} | {fmt(s.get('real_time'), 1)} | {fmt(s.get('cpu_time'), 1)} "
+                f"| {fmt(s.get('recall_at_10'), 4)} | {fmt(sf.get('real_time'), 1)} | "
+                f"{fmt(sf.get('cpu_time'), 1)} | {fmt(sf.get('recall_at_10'), 4)} | "
+                f"{fmt(b.get('real_time'), 1)} | {fmt(b.get('cpu_time'), 1)} | "
+                f"{fmt(b.get('rss_mib_after'), 0)} |")
+        errors = [r for r in idx_rows if "error" in r]
+        for r in errors:
+            md.append(f"\n- {r['benchmark']}/{r['index']}/{r['n']}: not measured: {r['error']}")
+        md.append("")
+
+    if e2e:
+        md += ["## End to end (server + CLI)", "",
+               f"Run {e2e['started']} .. {e2e.get('finished', '?')}; server and CLI under "
+               f"`nice -n {e2e['nice']}`; load average before {e2e['load_average_before']}, after "
+               f"{e2e.get('load_average_after')}. Each recommend figure: {e2e['reps']} calls. "
+               f"*Cold*: every call on a different dataset (no cached model outputs); *warm*: the "
+               f"same dataset again (all stage-2 model outputs from the output cache). *Wall*: "
+               f"the CLI process from start to exit (reads the IDX file, uploads, waits); "
+               f"*server*: the server's total_millis. Metric TMI (default).", ""]
+        regs = e2e["registrations"]
+        md += ["### Registration", "",
+               f"{len(regs)} models ({regs[0]['origin'] if regs else '-'}). `register` waits "
+               "until READY (upload, admission checks, probing on the 2,000-image probe set, "
+               "index update).", "",
+               "| architecture | models | probe ms median | probe ms max | register wall ms "
+               "median | register wall ms max |", "|---|---|---|---|---|---|"]
+        archs = sorted({r["arch"] for r in regs})
+        for a in archs + ["all"]:
+            sel = [r for r in regs if a == "all" or r["arch"] == a]
+            p = summary([r["probe_millis"] for r in sel])
+            w = summary([r["register_wall_ms"] for r in sel])
+            md.append(f"| {a} | {len(sel)} | {fmt(p['median'])} | {fmt(p['max'])} | "
+                      f"{fmt(w['median'])} | {fmt(w['max'])} |")
+        md.append("")
+
+        md += ["### Recommend latency (default two-stage pipeline)", "",
+               "| models | samples | scored | cold wall ms median | cold wall p95 | cold server "
+               "median | warm wall ms median | warm wall p95 | warm server median |",
+               "|---|---|---|---|---|---|---|---|---|"]
+        for r in e2e["recommend"]:
+            c, w = r["cold"], r["warm"]
+            md.append(f"| {r['zoo']} | {r['samples']} | {c['num_scored']}/{c['num_compatible']} "
+                      f"| {fmt(c['wall_ms']['median'])} | {fmt(c['wall_ms']['p95'])} | "
+                      f"{fmt(c['server_total_ms']['median'])} | {fmt(w['wall_ms']['median'])} | "
+                      f"{fmt(w['wall_ms']['p95'])} | {fmt(w['server_total_ms']['median'])} |")
+        md.append("")
+        md += ["Server-side stage split, cold calls (medians, ms):", "",
+               "| models | samples | encode query | stage 1 | stage 2 | total |",
+               "|---|---|---|---|---|---|"]
+        for r in e2e["recommend"]:
+            c = r["cold"]
+            md.append(f"| {r['zoo']} | {r['samples']} | {fmt(c['encode_query_ms']['median'], 1)} "
+                      f"| {fmt(c['stage1_ms']['median'], 2)} | {fmt(c['stage2_ms']['median'])} | "
+                      f"{fmt(c['server_total_ms']['median'])} |")
+        md.append("")
+
+        md += [f"### Brute force vs two-stage ({e2e['bf_samples']} samples)", "",
+               "| models | scored (two-stage / brute) | two-stage cold ms | brute cold ms | "
+               "ratio cold | two-stage warm ms | brute warm ms | ratio warm |",
+               "|---|---|---|---|---|---|---|---|"]
+        for bf in e2e["brute_force"]:
+            ts = next((r for r in e2e["recommend"]
+                       if r["zoo"] == bf["zoo"] and r["samples"] == bf["samples"]), None)
+            if ts is None:
+                continue
+            tc, bc = ts["cold"]["server_total_ms"]["median"], bf["cold"]["server_total_ms"]["median"]
+            tw, bw = ts["warm"]["server_total_ms"]["median"], bf["warm"]["server_total_ms"]["median"]
+            md.append(f"| {bf['zoo']} | {ts['cold']['num_scored']} / {bf['cold']['num_scored']} | "
+                      f"{fmt(tc)} | {fmt(bc)} | {fmt(bc / tc, 2)} | {fmt(tw)} | {fmt(bw)} | "
+                      f"{fmt(bw / tw if tw else None, 2)} |")
+        md += ["", "(server total_millis medians; ratio = brute force / two-stage)", ""]
+
+        md += ["### Server memory", "", "| after | VmHWM (peak RSS) MiB | VmRSS MiB |",
+               "|---|---|---|"]
+        for m_ in e2e["memory"]:
+            md.append(f"| {m_['phase']} | {fmt(m_.get('VmHWM'))} | {fmt(m_.get('VmRSS'))} |")
+        md.append("")
+
+    with open(os.path.join(out_dir, "results.md"), "w") as f:
+        f.write("\n".join(md))
+    log("wrote", os.path.join(out_dir, "results.md"))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--build-dir", default=os.path.join(REPO, "build"))
+    p.add_argument("--zoo-sizes", type=lambda s: [int(x) for x in s.split(",")],
+                   default=[5, 10, 25, 50])
+    p.add_argument("--query-sizes", type=lambda s: [int(x) for x in s.split(",")],
+                   default=[100, 200, 500, 1000])
+    p.add_argument("--bf-samples", type=int, default=200)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--nice", type=int, default=10, help="niceness of server and CLI (0: none)")
+    p.add_argument("--out-dir", default=HERE)
+    p.add_argument("--quick", action="store_true", help="5 and 10 models, 100 and 200 samples")
+    p.add_argument("--keep", action="store_true", help="keep the temp data dir and server log")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite results.md/results.json from e2e.json and index_bench*.json")
+    args = p.parse_args()
+    e2e_path = os.path.join(args.out_dir, "e2e.json")
+    if args.report_only:
+        e2e = None
+        if os.path.exists(e2e_path):
+            with open(e2e_path) as f:
+                e2e = json.load(f)
+        write_report(e2e, args.out_dir)
+        return
+    if args.quick:
+        args.zoo_sizes, args.query_sizes = [5, 10], [100, 200]
+    if args.reps < 1 or args.bf_samples not in args.query_sizes:
+        raise SystemExit("--reps must be >= 1 and --bf-samples one of --query-sizes")
+    e2e = run(args)
+    with open(e2e_path, "w") as f:
+        json.dump(e2e, f, indent=1)
+    write_report(e2e, args.out_dir)
+
+
+if __name__ == "__main__":
+    main()
