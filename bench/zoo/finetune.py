@@ -30,7 +30,7 @@ PROTOCOL = {
         "optimizer": "Adam, betas (0.9, 0.999), no weight decay, constant learning rate",
         "learning_rates": [1e-3, 1e-4],
         "head_lr_multiplier": 10,
-        "epochs": 20,
+        "epochs": 12,
         "batch_size": 32,
         "augmentation": "none",
         "selection": "test accuracy after the last epoch, per learning rate; best = max over rates",
