@@ -70,7 +70,8 @@ struct AdmissionReport {
 // exports embed(x), it returns finite float [N, D]; within the size and time limits.
 // Status codes: INVALID_ARGUMENT (not TorchScript, not loadable), FAILED_PRECONDITION (wrong
 // output shape/dtype, non-finite values, forward raised), RESOURCE_EXHAUSTED (too large),
-// DEADLINE_EXCEEDED (too slow). Messages say what was expected and what came back.
+// DEADLINE_EXCEEDED (too slow; the check thread is abandoned, see admission.cc), NOT_FOUND (no
+// such file). Messages say what was expected and what came back.
 absl::StatusOr<AdmissionReport> CheckAdmission(const std::string& path,
                                                const std::vector<int64_t>& input_shape,
                                                int num_labels, const AdmissionOptions& options);

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -22,6 +23,7 @@
 #include "encoder/knowledge.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 
 namespace modeldock::encoder {
 namespace {
@@ -492,6 +494,55 @@ def forward(self, x):
   EXPECT_EQ(report.status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_THAT(report.status().message(), HasSubstr("did not finish within 1ms"));
   WaitForAbandonedChecks();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Assets from scripts/make_assets.py (skipped when $MODELDOCK_ASSET_DIR has no MANIFEST.json)
+
+std::optional<nlohmann::json> AssetManifest(std::string* dir) {
+  const char* env = std::getenv("MODELDOCK_ASSET_DIR");
+  if (env == nullptr) return std::nullopt;
+  std::ifstream in(fs::path(env) / "MANIFEST.json");
+  if (!in) return std::nullopt;
+  *dir = env;
+  return nlohmann::json::parse(in);
+}
+
+TEST(AssetsTest, FixturesGetTheStatusTheirManifestExpects) {
+  std::string dir;
+  const std::optional<nlohmann::json> manifest = AssetManifest(&dir);
+  if (!manifest) GTEST_SKIP() << "no MANIFEST.json in $MODELDOCK_ASSET_DIR";
+  const std::map<std::string, absl::StatusCode> codes = {
+      {"accept", absl::StatusCode::kOk},
+      {"reject INVALID_ARGUMENT", absl::StatusCode::kInvalidArgument},
+      {"reject FAILED_PRECONDITION", absl::StatusCode::kFailedPrecondition},
+      {"reject RESOURCE_EXHAUSTED", absl::StatusCode::kResourceExhausted},
+      {"reject DEADLINE_EXCEEDED", absl::StatusCode::kDeadlineExceeded}};
+  int checked = 0;
+  for (const auto& [name, fixture] : manifest->at("fixtures").items()) {
+    const std::string expect = fixture.at("expect");
+    const auto code = codes.find(expect.substr(0, expect.find(':')));
+    ASSERT_NE(code, codes.end()) << name << ": " << expect;
+    auto report = CheckAdmission((fs::path(dir) / "fixtures" / (name + ".pt")).string(),
+                                 fixture.at("input_shape").get<std::vector<int64_t>>(),
+                                 fixture.at("declared_labels").get<int>(), AdmissionOptions{});
+    EXPECT_EQ(report.status().code(), code->second) << name << ": " << report.status();
+    ++checked;
+  }
+  EXPECT_GT(checked, 0);
+}
+
+TEST(AssetsTest, ReferenceEncoderHasTheManifestDim) {
+  std::string dir;
+  const std::optional<nlohmann::json> manifest = AssetManifest(&dir);
+  if (!manifest) GTEST_SKIP() << "no MANIFEST.json in $MODELDOCK_ASSET_DIR";
+  const nlohmann::json& info = manifest->at("reference_encoder");
+  const std::string path = (fs::path(dir) / info.at("file").get<std::string>()).string();
+  auto encoder = ReferenceEncoder::Load(path, info.at("input_shape").get<std::vector<int64_t>>());
+  ASSERT_TRUE(encoder.ok()) << encoder.status();
+  EXPECT_EQ((*encoder)->dim(), info.at("embedding_dim").get<int>());
+  EXPECT_EQ((*encoder)->sha256(),
+            manifest->at("files").at(info.at("file").get<std::string>()).at("sha256"));
 }
 
 // ---------------------------------------------------------------------------------------------
