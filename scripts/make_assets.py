@@ -268,7 +268,7 @@ def build(out):
     demos = [
         # name, net, (train), (test), labels, epochs, description, tags
         ("fmnist-tops-cnn", nets.SmallCNN(4), subset(demo_x, demo_y, TOPS),
-         subset(*fm_test, TOPS), [names[c] for c in TOPS], 2,
+         subset(*fm_test, TOPS), [names[c] for c in TOPS], 3,
          "Small CNN for upper-body garments (Fashion-MNIST subset)", ["fashion", "cnn", "demo"]),
         ("fmnist-footwear-cnn", nets.SmallCNN(4), subset(demo_x, demo_y, FOOTWEAR),
          subset(*fm_test, FOOTWEAR), [names[c] for c in FOOTWEAR], 1,
