@@ -229,7 +229,9 @@ def run(args):
     log_path = os.path.join(args.out_dir, "server.log") if args.smoke else os.path.join(tmp, "server.log")
     print(f"starting {server_bin} (data dir {tmp})", flush=True)
     server = Server(server_bin, asset_dir, os.path.join(tmp, "data"), log_path)
-    methods = ["stage1", *[f"brute_{m}" for m in METRICS], "default"]
+    # The dock caches model outputs per (model, dataset): the default pipeline runs right after
+    # stage 1 so that its latency is measured with a cold cache; brute-force runs reuse outputs.
+    methods = ["stage1", "default", *[f"brute_{m}" for m in METRICS]]
     responses = {}
     try:
         reg = register_zoo(client_bin, server.address, zoo, names, args.register_timeout)
@@ -260,13 +262,14 @@ def run(args):
         if np.isnan(per_task_acc[task["name"]]).any():
             sys.exit(f"run_quality: ground truth incomplete for task {task['name']}")
     for method in methods:
-        per_task, lat, scored, warn, missing_all = {}, [], [], {}, {}
+        per_task, lat, scored, cached, warn, missing_all = {}, [], [], [], {}, {}
         for task in tasks:
             resp, wall = responses[(task["name"], method)]
             order, scores, missing = evaluate_response(method, resp, names)
             per_task[task["name"]] = ranking_measures(order, per_task_acc[task["name"]], scores)
             lat.append({"wall_millis": round(wall, 1), **resp.get("timings", {})})
             scored.append(resp.get("num_scored"))
+            cached.append(resp.get("num_cached"))
             if resp.get("warnings"):
                 warn[task["name"]] = resp["warnings"]
             if missing:
@@ -276,7 +279,7 @@ def run(args):
         results["methods"][method] = {
             "cli_args": method_args(method, n), "mean": mean_measures(per_task),
             "per_task": per_task,
-            "num_scored": scored, "latency_millis": lat,
+            "num_scored": scored, "num_cached": cached, "latency_millis": lat,
             "median_total_millis": float(np.nanmedian(totals)),
             "median_wall_millis": float(np.median(walls)),
             "warnings": warn, "missing_models": missing_all,
@@ -303,6 +306,11 @@ def run(args):
                     "cpu": _cpu_model()},
         "git_commit": _git_head(),
     }
+    raw = [{"task": t, "method": m, "wall_millis": w, "response": r}
+           for (t, m), (r, w) in responses.items()]
+    os.makedirs(os.path.dirname(os.path.abspath(args.raw)), exist_ok=True)
+    with open(args.raw, "w") as f:
+        json.dump({"meta": results["meta"], "models": names, "responses": raw}, f)
     with open(os.path.join(args.out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     with open(os.path.join(args.out_dir, "results.md"), "w") as f:
@@ -437,6 +445,8 @@ def main():
     ap.add_argument("--ground-truth", default=None)
     ap.add_argument("--out-dir", default=None)
     ap.add_argument("--plot", default=None)
+    ap.add_argument("--raw", default=None,
+                    help="every raw CLI response (default under bench/zoo/artifacts/, not committed)")
     ap.add_argument("--random-seeds", type=int, default=20)
     ap.add_argument("--register-timeout", type=float, default=3600)
     ap.add_argument("--keep-data", action="store_true", help="keep the server's temporary data dir")
@@ -447,12 +457,14 @@ def main():
         args.ground_truth = args.ground_truth or os.path.join(art, "zoo-smoke", "ground_truth.json")
         args.out_dir = args.out_dir or os.path.join(art, "quality-smoke")
         args.plot = args.plot or os.path.join(args.out_dir, "quality_scores.png")
+        args.raw = args.raw or os.path.join(args.out_dir, "responses.json")
         ensure_smoke_zoo(args.zoo, args.ground_truth)
     else:
         args.zoo = args.zoo or os.path.join(art, "zoo")
         args.ground_truth = args.ground_truth or os.path.join(ZOO_DIR, "results", "ground_truth.json")
         args.out_dir = args.out_dir or HERE
         args.plot = args.plot or os.path.join(REPO, "docs", "img", "quality_scores.png")
+        args.raw = args.raw or os.path.join(art, "quality", "responses.json")
     args.build_dir = os.path.abspath(args.build_dir)
     run(args)
 
