@@ -24,6 +24,12 @@ import os
 import sys
 import time
 
+# TorchScript writes a module's constants in Python set order, which depends on string hashing:
+# fix the hash seed (re-executing once) so that the same weights give byte-identical files.
+if os.environ.get("PYTHONHASHSEED") != "0":
+    os.environ["PYTHONHASHSEED"] = "0"
+    os.execv(sys.executable, [sys.executable] + sys.argv)
+
 # OpenMP's default busy-waiting makes 2 torch threads ~5x slower than 1 when the cores are
 # shared (measured here: 137 vs 714 images/s); it must be set before torch loads libgomp.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
