@@ -208,15 +208,11 @@ def evaluate_response(method, resp, names):
     return order + missing, scores, missing
 
 
-def run(args):
-    zoo = os.path.abspath(args.zoo)
-    with open(os.path.join(zoo, "zoo.json")) as f:
-        zoo_meta = json.load(f)
-    with open(os.path.join(zoo, "tasks.json")) as f:
-        tasks = json.load(f)["tasks"]
-    with open(args.ground_truth) as f:
-        gt = json.load(f)
-    names = [m["name"] for m in zoo_meta["models"]]
+METHODS = ["stage1", "default", *[f"brute_{m}" for m in METRICS]]
+
+
+def collect(args, zoo, tasks, names):
+    """Runs the server and every recommend call; returns (responses, registration, peak RSS)."""
     n = len(names)
     server_bin = os.path.join(args.build_dir, "server", "modeldock-server")
     client_bin = os.path.join(args.build_dir, "client", "modeldock")
@@ -224,14 +220,13 @@ def run(args):
     for path in (server_bin, client_bin):
         if not os.access(path, os.X_OK):
             sys.exit(f"run_quality: {path} not found; build the server and CLI first")
-    os.makedirs(args.out_dir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="modeldock-quality-")
-    log_path = os.path.join(args.out_dir, "server.log") if args.smoke else os.path.join(tmp, "server.log")
-    print(f"starting {server_bin} (data dir {tmp})", flush=True)
+    log_path = os.path.join(os.path.dirname(os.path.abspath(args.raw)), "server.log")
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    print(f"starting {server_bin} (data dir {tmp}, log {log_path})", flush=True)
     server = Server(server_bin, asset_dir, os.path.join(tmp, "data"), log_path)
     # The dock caches model outputs per (model, dataset): the default pipeline runs right after
     # stage 1 so that its latency is measured with a cold cache; brute-force runs reuse outputs.
-    methods = ["stage1", "default", *[f"brute_{m}" for m in METRICS]]
     responses = {}
     try:
         reg = register_zoo(client_bin, server.address, zoo, names, args.register_timeout)
@@ -240,7 +235,7 @@ def run(args):
         for task in tasks:
             images = os.path.join(zoo, task["train_images"])
             labels = os.path.join(zoo, task["train_labels"])
-            for method in methods:
+            for method in METHODS:
                 resp, wall = cli(client_bin, server.address,
                                  ["recommend", images, "--labels", labels, "--top", str(n),
                                   *method_args(method, n)])
@@ -252,6 +247,45 @@ def run(args):
         server.stop()
         if not args.keep_data:
             shutil.rmtree(tmp, ignore_errors=True)
+    raw = {"date_utc": _now(), "git_commit": _git_head(), "build_dir": args.build_dir,
+           "models": names, "registration": reg, "server_peak_rss_kib": peak_rss,
+           "responses": [{"task": t, "method": m, "wall_millis": w, "response": r}
+                         for (t, m), (r, w) in responses.items()]}
+    with open(args.raw, "w") as f:
+        json.dump(raw, f)
+    print(f"wrote {args.raw}", flush=True)
+    return raw
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def run(args):
+    zoo = os.path.abspath(args.zoo)
+    with open(os.path.join(zoo, "zoo.json")) as f:
+        zoo_meta = json.load(f)
+    with open(os.path.join(zoo, "tasks.json")) as f:
+        tasks = json.load(f)["tasks"]
+    names = [m["name"] for m in zoo_meta["models"]]
+    n = len(names)
+    if not args.collect_only and not os.path.exists(args.ground_truth):
+        sys.exit(f"run_quality: no ground truth at {args.ground_truth} (bench/zoo/finetune.py)")
+    if args.from_raw:
+        with open(args.from_raw) as f:
+            raw = json.load(f)
+        if raw["models"] != names:
+            sys.exit(f"run_quality: {args.from_raw} was made with another zoo")
+    else:
+        raw = collect(args, zoo, tasks, names)
+    if args.collect_only:
+        return
+    with open(args.ground_truth) as f:
+        gt = json.load(f)
+    responses = {(r["task"], r["method"]): (r["response"], r["wall_millis"]) for r in raw["responses"]}
+    reg, peak_rss = raw["registration"], raw["server_peak_rss_kib"]
+    methods = METHODS
+    os.makedirs(args.out_dir, exist_ok=True)
 
     # Score every method on every task.
     results = {"methods": {}, "registration": reg, "server_peak_rss_kib": peak_rss}
@@ -298,19 +332,14 @@ def run(args):
                                     "seeds": args.random_seeds}
 
     results["meta"] = {
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "date_utc": raw["date_utc"], "server_build_dir": raw["build_dir"],
         "zoo": os.path.relpath(zoo, REPO), "num_models": n, "num_tasks": len(tasks),
         "tasks": [t["name"] for t in tasks], "ground_truth": os.path.relpath(args.ground_truth, REPO),
-        "ground_truth_field": "best fine-tune test accuracy", "build_dir": args.build_dir,
+        "ground_truth_field": "best fine-tune test accuracy",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "cpu": _cpu_model()},
-        "git_commit": _git_head(),
+        "git_commit": raw["git_commit"],
     }
-    raw = [{"task": t, "method": m, "wall_millis": w, "response": r}
-           for (t, m), (r, w) in responses.items()]
-    os.makedirs(os.path.dirname(os.path.abspath(args.raw)), exist_ok=True)
-    with open(args.raw, "w") as f:
-        json.dump({"meta": results["meta"], "models": names, "responses": raw}, f)
     with open(os.path.join(args.out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     with open(os.path.join(args.out_dir, "results.md"), "w") as f:
@@ -447,6 +476,10 @@ def main():
     ap.add_argument("--plot", default=None)
     ap.add_argument("--raw", default=None,
                     help="every raw CLI response (default under bench/zoo/artifacts/, not committed)")
+    ap.add_argument("--collect-only", action="store_true",
+                    help="only run the server and save the raw responses (no ground truth needed)")
+    ap.add_argument("--from-raw", default=None,
+                    help="evaluate saved raw responses instead of running the server")
     ap.add_argument("--random-seeds", type=int, default=20)
     ap.add_argument("--register-timeout", type=float, default=3600)
     ap.add_argument("--keep-data", action="store_true", help="keep the server's temporary data dir")
