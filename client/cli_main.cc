@@ -1,0 +1,744 @@
+// modeldock: command-line client of a modeldock server. The contract (commands, flags, JSON
+// shapes, exit codes) is docs/CLI.md; keep the two in step.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/status/status.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "client/client.h"
+#include "common/datasets.h"
+#include "nlohmann/json.hpp"
+
+namespace modeldock::cli {
+namespace {
+
+// Keys keep the order docs/CLI.md lists them in.
+using json = nlohmann::ordered_json;
+
+constexpr int kExitOk = 0;
+constexpr int kExitRpcError = 1;
+constexpr int kExitUsage = 2;
+
+struct GlobalFlags {
+  std::string server;
+  bool json = false;
+  double timeout_seconds = 120;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Errors and formatting
+
+int UsageError(const std::string& message) {
+  std::cerr << "modeldock: " << message << "\n";
+  return kExitUsage;
+}
+
+// Every RPC failure ends here: the message names the gRPC status code (NOT_FOUND, ...).
+int RpcError(const std::string& what, const absl::Status& status) {
+  std::cerr << "modeldock: " << what << " failed: " << absl::StatusCodeToString(status.code())
+            << ": " << status.message() << "\n";
+  if (status.code() == absl::StatusCode::kUnavailable) {
+    std::cerr << "modeldock: is the server running? (--server or $MODELDOCK_SERVER)\n";
+  }
+  return kExitRpcError;
+}
+
+std::string StateName(v1::ModelState state) {
+  switch (state) {
+    case v1::MODEL_STATE_PENDING: return "PENDING";
+    case v1::MODEL_STATE_PROBING: return "PROBING";
+    case v1::MODEL_STATE_READY: return "READY";
+    case v1::MODEL_STATE_FAILED: return "FAILED";
+    default: return "UNSPECIFIED";
+  }
+}
+
+std::string TaskName(v1::TaskKind task) {
+  switch (task) {
+    case v1::TASK_KIND_IMAGE_CLASSIFICATION: return "image_classification";
+    case v1::TASK_KIND_TABULAR_CLASSIFICATION: return "tabular_classification";
+    default: return "unspecified";
+  }
+}
+
+// "image", "tabular" or the long names; nullopt for anything else.
+std::optional<v1::TaskKind> ParseTask(std::string_view text) {
+  if (text == "image" || text == "image_classification") {
+    return v1::TASK_KIND_IMAGE_CLASSIFICATION;
+  }
+  if (text == "tabular" || text == "tabular_classification") {
+    return v1::TASK_KIND_TABULAR_CLASSIFICATION;
+  }
+  return std::nullopt;
+}
+
+const std::vector<std::pair<std::string, v1::Metric>>& MetricNames() {
+  static const auto* names = new std::vector<std::pair<std::string, v1::Metric>>{
+      {"tmi", v1::METRIC_TMI},       {"logme", v1::METRIC_LOGME},
+      {"leep", v1::METRIC_LEEP},     {"nce", v1::METRIC_NCE},
+      {"hscore", v1::METRIC_HSCORE}, {"shrinkage_hscore", v1::METRIC_SHRINKAGE_HSCORE},
+      {"gbc", v1::METRIC_GBC},       {"sfda", v1::METRIC_SFDA},
+      {"none", v1::METRIC_NONE}};
+  return *names;
+}
+
+std::string MetricName(v1::Metric metric) {
+  for (const auto& [name, value] : MetricNames()) {
+    if (value == metric) return name;
+  }
+  return "unspecified";
+}
+
+// "1,28,28" (or "1x28x28") -> {1, 28, 28}; nullopt if malformed.
+std::optional<std::vector<int64_t>> ParseShape(const std::string& text) {
+  std::vector<int64_t> shape;
+  for (absl::string_view part : absl::StrSplit(text, absl::ByAnyChar(",x"))) {
+    int64_t d = 0;
+    if (!absl::SimpleAtoi(part, &d) || d <= 0) return std::nullopt;
+    shape.push_back(d);
+  }
+  if (shape.empty()) return std::nullopt;
+  return shape;
+}
+
+std::string FormatShape(const google::protobuf::RepeatedField<int64_t>& shape) {
+  return absl::StrJoin(shape, "x");
+}
+
+std::string FormatBytes(int64_t bytes) {
+  if (bytes < 1024) return absl::StrCat(bytes, " B");
+  if (bytes < (1 << 20)) return absl::StrFormat("%.1f KiB", bytes / 1024.0);
+  return absl::StrFormat("%.1f MiB", bytes / 1048576.0);
+}
+
+json ModelToJson(const v1::Model& model) {
+  const v1::ModelSpec& spec = model.spec();
+  return json{{"id", model.id()},
+              {"name", spec.name()},
+              {"version", spec.version()},
+              {"description", spec.description()},
+              {"task", TaskName(spec.task())},
+              {"input_shape", std::vector<int64_t>(spec.input_shape().begin(),
+                                                   spec.input_shape().end())},
+              {"class_labels", std::vector<std::string>(spec.class_labels().begin(),
+                                                        spec.class_labels().end())},
+              {"license", spec.license()},
+              {"tags", std::vector<std::string>(spec.tags().begin(), spec.tags().end())},
+              {"state", StateName(model.state())},
+              {"state_reason", model.state_reason()},
+              {"sha256", model.sha256()},
+              {"size_bytes", model.size_bytes()},
+              {"has_embed", model.has_embed()},
+              {"feature_dim", model.feature_dim()},
+              {"created_unix_ms", model.created_unix_ms()},
+              {"probe_millis", model.probe_millis()}};
+}
+
+void PrintJson(const json& document) { std::cout << document.dump(2) << "\n"; }
+
+// Left-aligned columns two spaces apart; the last column is not padded.
+void PrintTable(const std::vector<std::vector<std::string>>& rows) {
+  if (rows.empty()) return;
+  std::vector<size_t> widths(rows[0].size(), 0);
+  for (const auto& row : rows) {
+    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
+    }
+    std::cout << line << "\n";
+  }
+}
+
+void PrintModel(const v1::Model& model) {
+  const v1::ModelSpec& spec = model.spec();
+  std::vector<std::vector<std::string>> rows = {
+      {"id:", model.id()},
+      {"name:", spec.name()},
+      {"version:", spec.version()},
+      {"description:", spec.description()},
+      {"task:", TaskName(spec.task())},
+      {"input shape:", FormatShape(spec.input_shape())},
+      {"classes:", absl::StrCat(spec.class_labels_size(), " (",
+                                absl::StrJoin(spec.class_labels(), ", "), ")")},
+      {"license:", spec.license()},
+      {"tags:", absl::StrJoin(spec.tags(), ", ")},
+      {"state:", StateName(model.state())},
+      {"state reason:", model.state_reason()},
+      {"sha256:", model.sha256()},
+      {"size:", absl::StrCat(FormatBytes(model.size_bytes()), " (", model.size_bytes(),
+                             " bytes)")},
+      {"embed:", model.has_embed() ? absl::StrCat("yes, ", model.feature_dim(), "-d")
+                                   : std::string("no")},
+      {"created (unix ms):", absl::StrCat(model.created_unix_ms())},
+      {"probe time:", absl::StrCat(model.probe_millis(), " ms")}};
+  PrintTable(rows);
+}
+
+// ---------------------------------------------------------------------------------------------
+// register
+
+struct RegisterFlags {
+  std::string file;
+  std::string name;
+  std::string input_shape;
+  std::string labels;
+  std::string version;
+  std::string description;
+  std::string license;
+  std::vector<std::string> tags;
+  std::string task;
+  std::string metadata;
+  bool no_wait = false;
+};
+
+// --labels: "@FILE", or an existing file path (one label per line), or a comma list.
+absl::StatusOr<std::vector<std::string>> ReadLabels(const std::string& arg) {
+  std::string path;
+  if (!arg.empty() && arg[0] == '@') {
+    path = arg.substr(1);
+  } else if (std::filesystem::is_regular_file(arg)) {
+    path = arg;
+  }
+  std::vector<std::string> labels;
+  if (path.empty()) {
+    for (absl::string_view label : absl::StrSplit(arg, ',')) {
+      labels.emplace_back(absl::StripAsciiWhitespace(label));
+    }
+    return labels;
+  }
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read labels file ", path));
+  std::string line;
+  while (std::getline(in, line)) {
+    absl::string_view label = absl::StripAsciiWhitespace(line);
+    if (!label.empty()) labels.emplace_back(label);
+  }
+  return labels;
+}
+
+// Fills `spec` from a metadata sidecar; returns an error message or "".
+std::string LoadMetadata(const std::string& path, v1::ModelSpec* spec) {
+  std::ifstream in(path);
+  if (!in) return absl::StrCat("cannot read metadata file ", path);
+  try {
+    json meta = json::parse(in);
+    if (!meta.is_object()) return absl::StrCat(path, ": metadata must be a JSON object");
+    if (meta.contains("name")) spec->set_name(meta["name"].get<std::string>());
+    if (meta.contains("version")) spec->set_version(meta["version"].get<std::string>());
+    if (meta.contains("description")) {
+      spec->set_description(meta["description"].get<std::string>());
+    }
+    if (meta.contains("license")) spec->set_license(meta["license"].get<std::string>());
+    if (meta.contains("task")) {
+      auto task = ParseTask(meta["task"].get<std::string>());
+      if (!task) return absl::StrCat(path, ": task must be \"image\" or \"tabular\"");
+      spec->set_task(*task);
+    }
+    if (meta.contains("input_shape")) {
+      spec->clear_input_shape();
+      for (int64_t d : meta["input_shape"].get<std::vector<int64_t>>()) spec->add_input_shape(d);
+    }
+    if (meta.contains("class_labels")) {
+      spec->clear_class_labels();
+      for (const auto& label : meta["class_labels"].get<std::vector<std::string>>()) {
+        spec->add_class_labels(label);
+      }
+    }
+    if (meta.contains("tags")) {
+      spec->clear_tags();
+      for (const auto& tag : meta["tags"].get<std::vector<std::string>>()) spec->add_tags(tag);
+    }
+  } catch (const std::exception& e) {
+    return absl::StrCat(path, ": ", e.what());
+  }
+  return "";
+}
+
+// Upload progress: a redrawn bar on a terminal, else one line at the end.
+class ProgressReporter {
+ public:
+  explicit ProgressReporter(std::string file) : file_(std::move(file)), tty_(isatty(2) == 1) {}
+
+  void Update(int64_t sent, int64_t total) {
+    if (!tty_) return;
+    constexpr int kWidth = 30;
+    const double fraction = total > 0 ? static_cast<double>(sent) / total : 1.0;
+    const int filled = static_cast<int>(fraction * kWidth);
+    std::fprintf(stderr, "\ruploading %s [%s%s] %3d%%  %s / %s", file_.c_str(),
+                 std::string(filled, '#').c_str(), std::string(kWidth - filled, '.').c_str(),
+                 static_cast<int>(fraction * 100), FormatBytes(sent).c_str(),
+                 FormatBytes(total).c_str());
+    std::fflush(stderr);
+    drawn_ = true;
+  }
+
+  void Done(int64_t total, bool ok) {
+    if (drawn_) std::fprintf(stderr, "\n");
+    if (ok) std::fprintf(stderr, "uploaded %s (%s)\n", file_.c_str(), FormatBytes(total).c_str());
+  }
+
+ private:
+  std::string file_;
+  bool tty_;
+  bool drawn_ = false;
+};
+
+int RunRegister(const GlobalFlags& global, const RegisterFlags& flags, client::Client& client) {
+  v1::ModelSpec spec;
+  if (!flags.metadata.empty()) {
+    if (std::string error = LoadMetadata(flags.metadata, &spec); !error.empty()) {
+      return UsageError(error);
+    }
+  }
+  if (!flags.name.empty()) spec.set_name(flags.name);
+  if (!flags.version.empty()) spec.set_version(flags.version);
+  if (!flags.description.empty()) spec.set_description(flags.description);
+  if (!flags.license.empty()) spec.set_license(flags.license);
+  if (!flags.tags.empty()) {
+    spec.clear_tags();
+    for (const auto& tag : flags.tags) spec.add_tags(tag);
+  }
+  if (!flags.task.empty()) spec.set_task(*ParseTask(flags.task));  // checked by CLI11
+  if (!flags.input_shape.empty()) {
+    auto shape = ParseShape(flags.input_shape);
+    if (!shape) {
+      return UsageError(absl::StrCat("--input-shape '", flags.input_shape,
+                                     "' is not a comma list of positive sizes, e.g. 1,28,28"));
+    }
+    spec.clear_input_shape();
+    for (int64_t d : *shape) spec.add_input_shape(d);
+  }
+  if (!flags.labels.empty()) {
+    auto labels = ReadLabels(flags.labels);
+    if (!labels.ok()) return UsageError(std::string(labels.status().message()));
+    spec.clear_class_labels();
+    for (const auto& label : *labels) spec.add_class_labels(label);
+  }
+  if (spec.name().empty()) return UsageError("register needs --name (or \"name\" in --metadata)");
+  if (spec.input_shape().empty()) {
+    return UsageError("register needs --input-shape, e.g. 1,28,28 (or \"input_shape\" in --metadata)");
+  }
+  if (spec.class_labels().empty()) {
+    return UsageError("register needs --labels (or \"class_labels\" in --metadata)");
+  }
+  if (!std::filesystem::is_regular_file(flags.file) || !std::ifstream(flags.file)) {
+    return UsageError(absl::StrCat("cannot read model file ", flags.file));
+  }
+
+  ProgressReporter progress(flags.file);
+  int64_t total = 0;
+  auto registered = client.Register(flags.file, spec, [&](int64_t sent, int64_t size) {
+    total = size;
+    progress.Update(sent, size);
+  });
+  progress.Done(total, registered.ok());
+  if (!registered.ok()) return RpcError(absl::StrCat("register '", spec.name(), "'"),
+                                        registered.status());
+  v1::Model model = registered->model();
+  if (!global.json) {
+    std::cout << "registered " << model.spec().name() << " as " << model.id()
+              << (registered->deduplicated() ? " (same bytes already stored, kept once)" : "")
+              << "\n";
+  }
+  if (!flags.no_wait && model.state() != v1::MODEL_STATE_READY &&
+      model.state() != v1::MODEL_STATE_FAILED) {
+    auto last = client.Watch(model.id(), [&](const v1::Model& update) {
+      if (!global.json) std::cerr << "  " << StateName(update.state()) << "\n";
+    });
+    if (!last.ok()) return RpcError(absl::StrCat("waiting for '", spec.name(), "'"), last.status());
+    model = *last;
+  }
+  if (global.json) {
+    PrintJson(json{{"model", ModelToJson(model)}, {"deduplicated", registered->deduplicated()}});
+  } else {
+    std::cout << model.spec().name() << ": " << StateName(model.state());
+    if (model.has_embed()) std::cout << " (embed " << model.feature_dim() << "-d)";
+    if (!model.state_reason().empty()) std::cout << ": " << model.state_reason();
+    std::cout << "\n";
+  }
+  if (model.state() == v1::MODEL_STATE_FAILED) {
+    std::cerr << "modeldock: model '" << model.spec().name()
+              << "' was admitted but probing FAILED: " << model.state_reason() << "\n";
+    return kExitRpcError;
+  }
+  return kExitOk;
+}
+
+// ---------------------------------------------------------------------------------------------
+// list, show, rm, watch, health
+
+struct ListFlags {
+  std::string name_contains;
+  std::string task;
+  std::string input_shape;
+  std::string tag;
+  std::string state;
+  int page_size = 0;
+};
+
+int RunList(const GlobalFlags& global, const ListFlags& flags, bool one_page,
+            client::Client& client) {
+  v1::ListModelsRequest request;
+  request.set_name_contains(flags.name_contains);
+  if (!flags.task.empty()) request.set_task(*ParseTask(flags.task));
+  if (!flags.input_shape.empty()) {
+    auto shape = ParseShape(flags.input_shape);
+    if (!shape) return UsageError("--input-shape must look like 1,28,28");
+    for (int64_t d : *shape) request.add_input_shape(d);
+  }
+  request.set_tag(flags.tag);
+  if (!flags.state.empty()) {
+    std::string upper = flags.state;
+    for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    v1::ModelState state;
+    v1::ModelState_Parse("MODEL_STATE_" + upper, &state);  // value checked by CLI11
+    request.set_state(state);
+  }
+  request.set_page_size(flags.page_size);
+
+  std::vector<v1::Model> models;
+  int total_size = 0;
+  while (true) {
+    auto page = client.List(request);
+    if (!page.ok()) return RpcError("list", page.status());
+    models.insert(models.end(), page->models().begin(), page->models().end());
+    total_size = page->total_size();
+    if (one_page || page->next_page_token().empty()) break;
+    request.set_page_token(page->next_page_token());
+  }
+
+  if (global.json) {
+    json list = json::array();
+    for (const auto& model : models) list.push_back(ModelToJson(model));
+    PrintJson(json{{"models", list}, {"total_size", total_size}});
+    return kExitOk;
+  }
+  if (models.empty()) {
+    std::cout << "no models\n";
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows = {
+      {"ID", "NAME", "VERSION", "TASK", "INPUT", "CLASSES", "STATE", "SIZE"}};
+  for (const auto& model : models) {
+    rows.push_back({model.id(), model.spec().name(), model.spec().version(),
+                    model.spec().task() == v1::TASK_KIND_TABULAR_CLASSIFICATION ? "tabular"
+                                                                                : "image",
+                    FormatShape(model.spec().input_shape()),
+                    absl::StrCat(model.spec().class_labels_size()), StateName(model.state()),
+                    FormatBytes(model.size_bytes())});
+  }
+  PrintTable(rows);
+  if (static_cast<int>(models.size()) < total_size) {
+    std::cout << models.size() << " of " << total_size << " models\n";
+  } else {
+    std::cout << total_size << (total_size == 1 ? " model\n" : " models\n");
+  }
+  return kExitOk;
+}
+
+int RunShow(const GlobalFlags& global, const std::string& model_ref, client::Client& client) {
+  auto model = client.Get(model_ref);
+  if (!model.ok()) return RpcError(absl::StrCat("show '", model_ref, "'"), model.status());
+  if (global.json) {
+    PrintJson(json{{"model", ModelToJson(*model)}});
+  } else {
+    PrintModel(*model);
+  }
+  return kExitOk;
+}
+
+int RunRemove(const GlobalFlags& global, const std::string& model_ref, client::Client& client) {
+  auto id = client.Delete(model_ref);
+  if (!id.ok()) return RpcError(absl::StrCat("rm '", model_ref, "'"), id.status());
+  if (global.json) {
+    PrintJson(json{{"id", *id}});
+  } else {
+    std::cout << "deleted " << model_ref << (model_ref == *id ? "" : " (" + *id + ")") << "\n";
+  }
+  return kExitOk;
+}
+
+int RunWatch(const GlobalFlags& global, const std::string& model_ref, client::Client& client) {
+  auto last = client.Watch(model_ref, [&](const v1::Model& model) {
+    if (global.json) return;
+    std::cout << model.spec().name() << " " << StateName(model.state());
+    if (!model.state_reason().empty()) std::cout << ": " << model.state_reason();
+    std::cout << std::endl;
+  });
+  if (!last.ok()) return RpcError(absl::StrCat("watch '", model_ref, "'"), last.status());
+  if (global.json) PrintJson(json{{"model", ModelToJson(*last)}});
+  return kExitOk;
+}
+
+int RunHealth(const GlobalFlags& global, client::Client& client) {
+  auto status = client.Health();
+  if (!status.ok()) return RpcError("health check", status.status());
+  const std::string name = grpc::health::v1::HealthCheckResponse::ServingStatus_Name(*status);
+  if (global.json) {
+    PrintJson(json{{"status", name}});
+  } else {
+    std::cout << name << "\n";
+  }
+  if (*status != grpc::health::v1::HealthCheckResponse::SERVING) {
+    std::cerr << "modeldock: server at " << client.options().address << " is " << name << "\n";
+    return kExitRpcError;
+  }
+  return kExitOk;
+}
+
+// ---------------------------------------------------------------------------------------------
+// recommend
+
+struct RecommendFlags {
+  std::string dataset;
+  std::string labels;
+  int top = 5;
+  int candidates = 0;
+  std::string metric = "tmi";
+  bool brute_force = false;
+  int64_t max_samples = 0;
+  std::string task;
+};
+
+int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client::Client& client) {
+  datasets::LoadOptions load;
+  load.labels_path = flags.labels;
+  load.max_samples = flags.max_samples;
+  auto dataset = datasets::LoadDataset(flags.dataset, load);
+  if (!dataset.ok()) {
+    return UsageError(absl::StrCat("cannot load dataset: ", dataset.status().message()));
+  }
+  v1::RecommendHeader options;
+  options.set_top_k(flags.top);
+  options.set_num_candidates(flags.candidates);
+  for (const auto& [name, value] : MetricNames()) {
+    if (name == flags.metric) options.set_metric(value);
+  }
+  options.set_brute_force(flags.brute_force);
+  if (!flags.task.empty()) {
+    options.set_task(*ParseTask(flags.task));
+  } else {
+    options.set_task(dataset->samples.shape.size() == 2 ? v1::TASK_KIND_TABULAR_CLASSIFICATION
+                                                        : v1::TASK_KIND_IMAGE_CLASSIFICATION);
+  }
+  auto response = client.Recommend(*dataset, options);
+  if (!response.ok()) return RpcError("recommend", response.status());
+
+  const v1::StageTimings& t = response->timings();
+  if (global.json) {
+    json results = json::array();
+    for (const auto& r : response->results()) {
+      results.push_back(json{{"rank", r.rank()},
+                             {"name", r.model().spec().name()},
+                             {"id", r.model().id()},
+                             {"score", r.score()},
+                             {"similarity", r.similarity()},
+                             {"stage1_rank", r.stage1_rank()},
+                             {"stage2_score", r.stage2_score()},
+                             {"scored", r.scored()},
+                             {"reason", r.reason()}});
+    }
+    PrintJson(json{{"results", results},
+                   {"timings",
+                    {{"receive_millis", t.receive_millis()},
+                     {"encode_query_millis", t.encode_query_millis()},
+                     {"stage1_millis", t.stage1_millis()},
+                     {"stage2_millis", t.stage2_millis()},
+                     {"total_millis", t.total_millis()}}},
+                   {"num_scored", response->num_scored()},
+                   {"num_compatible", response->num_compatible()},
+                   {"metric", MetricName(response->metric())},
+                   {"label_source", response->label_source()},
+                   {"warnings", std::vector<std::string>(response->warnings().begin(),
+                                                         response->warnings().end())}});
+    return kExitOk;
+  }
+  for (const auto& warning : response->warnings()) std::cerr << "warning: " << warning << "\n";
+  std::cout << "query: " << dataset->samples.Rows() << " samples of "
+            << ShapeToString(dataset->samples.SampleShape()) << ", labels "
+            << response->label_source() << "; metric " << MetricName(response->metric())
+            << "; scored " << response->num_scored() << " of " << response->num_compatible()
+            << " compatible models\n";
+  if (response->results().empty()) {
+    std::cout << "no compatible READY models\n";
+  } else {
+    std::vector<std::vector<std::string>> rows = {
+        {"RANK", "NAME", "SCORE", "SIMILARITY", "STAGE-1 RANK", "REASON"}};
+    for (const auto& r : response->results()) {
+      const bool show_score = r.scored() || response->metric() == v1::METRIC_NONE;
+      rows.push_back({absl::StrCat(r.rank()), r.model().spec().name(),
+                      show_score ? absl::StrFormat("%.4f", r.score()) : std::string("-"),
+                      absl::StrFormat("%.4f", r.similarity()),
+                      r.stage1_rank() > 0 ? absl::StrCat(r.stage1_rank()) : std::string("-"),
+                      r.reason()});
+    }
+    PrintTable(rows);
+  }
+  std::cout << absl::StrFormat(
+      "timings: receive %.1f ms, encode query %.1f ms, stage 1 %.1f ms, stage 2 %.1f ms, "
+      "total %.1f ms\n",
+      t.receive_millis(), t.encode_query_millis(), t.stage1_millis(), t.stage2_millis(),
+      t.total_millis());
+  return kExitOk;
+}
+
+constexpr char kMainFooter[] = R"(
+Examples:
+  modeldock register cnn.pt --name fmnist-cnn --input-shape 1,28,28 --labels @labels.txt
+  modeldock register cnn.pt --metadata cnn.json --tag fashion --no-wait
+  modeldock list --state ready --input-shape 1,28,28
+  modeldock show fmnist-cnn
+  modeldock recommend query-images-idx3-ubyte --labels query-labels-idx1-ubyte --top 5
+  modeldock --json list | jq '.models[].name'
+  modeldock rm fmnist-cnn
+
+Exit status: 0 success, 1 server/RPC error (the message names the gRPC status code),
+2 usage error (bad flags, unreadable file). Run 'modeldock COMMAND --help' for a command.)";
+
+int Main(int argc, char** argv) {
+  GlobalFlags global;
+  const char* env_server = std::getenv("MODELDOCK_SERVER");
+  global.server = env_server != nullptr && *env_server ? env_server : "127.0.0.1:50051";
+
+  CLI::App app("modeldock: register TorchScript models in a modeldock server and ask it which "
+               "models transfer best to your dataset.",
+               "modeldock");
+  app.footer(kMainFooter);
+  app.require_subcommand(1);
+  app.fallthrough();  // global flags may also follow the command
+  app.add_option("--server", global.server,
+                 "Server address HOST:PORT (default: $MODELDOCK_SERVER, else 127.0.0.1:50051)");
+  app.add_flag("--json", global.json, "Print one JSON document on stdout");
+  app.add_option("--timeout", global.timeout_seconds,
+                 "Deadline of each call in seconds (register: of the upload and of the wait)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  const auto task_check = CLI::IsMember({"image", "tabular"});
+
+  RegisterFlags reg;
+  CLI::App* register_cmd = app.add_subcommand(
+      "register", "Upload a TorchScript model and wait until it is READY (or FAILED)");
+  register_cmd->add_option("FILE", reg.file, "TorchScript file (torch.jit.save)")->required();
+  register_cmd->add_option("--name", reg.name, "Unique model name: letters, digits, . _ -");
+  register_cmd->add_option("--input-shape", reg.input_shape,
+                           "Per-sample input shape, e.g. 1,28,28 (image) or 20 (tabular)");
+  register_cmd->add_option("--labels", reg.labels,
+                           "Class labels in output order: a,b,c or @FILE (one per line)");
+  register_cmd->add_option("--version", reg.version, "Version label, e.g. 1.0.0");
+  register_cmd->add_option("--description", reg.description, "Free text");
+  register_cmd->add_option("--license", reg.license, "SPDX identifier or free text");
+  register_cmd->add_option("--tag", reg.tags, "Tag (repeatable)")->allow_extra_args(false);
+  register_cmd->add_option("--task", reg.task, "image (default for [C,H,W]) or tabular")
+      ->check(task_check);
+  register_cmd->add_option("--metadata", reg.metadata,
+                           "JSON sidecar with name, version, description, task, input_shape, "
+                           "class_labels, license, tags (flags override it)");
+  register_cmd->add_flag("--no-wait", reg.no_wait, "Return after admission, before probing ends");
+  register_cmd->footer(R"(
+Examples:
+  modeldock register cnn.pt --name fmnist-cnn --input-shape 1,28,28 \
+      --labels T-shirt,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Boot
+  modeldock register cnn.pt --metadata cnn.json --version 2.0.0   # flags override the sidecar
+The file must be TorchScript; forward(x) gets [N, ...input shape] floats in [0, 1] and returns
+[N, number of labels] logits; an optional embed(x) returns penultimate features.
+Exit status 1 also when the model was admitted but probing FAILED.)");
+
+  ListFlags list;
+  CLI::App* list_cmd = app.add_subcommand("list", "List registered models (all pages)");
+  list_cmd->add_option("--name-contains", list.name_contains, "Name substring");
+  list_cmd->add_option("--task", list.task, "image or tabular")->check(task_check);
+  list_cmd->add_option("--input-shape", list.input_shape, "Exact input shape, e.g. 1,28,28");
+  list_cmd->add_option("--tag", list.tag, "Models carrying this tag");
+  list_cmd->add_option("--state", list.state, "ready, probing, pending or failed")
+      ->check(CLI::IsMember({"ready", "probing", "pending", "failed"}));
+  CLI::Option* page_size_opt =
+      list_cmd->add_option("--page-size", list.page_size, "One page of at most N models")
+          ->check(CLI::Range(1, 1000));
+  list_cmd->footer("\nExamples:\n  modeldock list\n  modeldock list --state ready --tag fashion\n"
+                   "  modeldock --json list --name-contains cnn");
+
+  std::string model_ref;
+  CLI::App* show_cmd = app.add_subcommand("show", "Show one model, all fields");
+  show_cmd->add_option("MODEL", model_ref, "Model name or id")->required();
+  CLI::App* rm_cmd = app.add_subcommand("rm", "Delete a model (its file too if unshared)");
+  rm_cmd->add_option("MODEL", model_ref, "Model name or id")->required();
+  CLI::App* watch_cmd =
+      app.add_subcommand("watch", "Print a model's state changes until READY or FAILED");
+  watch_cmd->add_option("MODEL", model_ref, "Model name or id")->required();
+  CLI::App* health_cmd = app.add_subcommand(
+      "health", "grpc.health.v1 check of the server; exit 0 only when SERVING");
+
+  RecommendFlags rec;
+  CLI::App* rec_cmd =
+      app.add_subcommand("recommend", "Rank registered models for a query dataset");
+  rec_cmd->add_option("DATASET", rec.dataset,
+                      "IDX (.gz ok), NPY, image folder (one sub-folder per class) or CSV")
+      ->required();
+  rec_cmd->add_option("--labels", rec.labels, "Labels file for IDX (idx1) or NPY datasets");
+  rec_cmd->add_option("--top", rec.top, "Number of results")->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  rec_cmd->add_option("--candidates", rec.candidates,
+                      "Stage-1 candidates scored in stage 2 (default: server's)")
+      ->check(CLI::NonNegativeNumber);
+  std::vector<std::string> metric_names;
+  for (const auto& [name, value] : MetricNames()) metric_names.push_back(name);
+  rec_cmd->add_option("--metric", rec.metric, "Stage-2 metric (none: similarity only)")
+      ->capture_default_str()
+      ->check(CLI::IsMember(metric_names));
+  rec_cmd->add_flag("--brute-force", rec.brute_force,
+                    "Skip stage 1 and score every compatible model");
+  rec_cmd->add_option("--max-samples", rec.max_samples, "Use only the first N samples")
+      ->check(CLI::NonNegativeNumber);
+  rec_cmd->add_option("--task", rec.task, "image or tabular (default: from the data's shape)")
+      ->check(task_check);
+  rec_cmd->footer(R"(
+Examples:
+  modeldock recommend query-images-idx3-ubyte.gz --labels query-labels-idx1-ubyte.gz
+  modeldock recommend ./photos --top 10 --metric logme     # folder: one sub-folder per class
+  modeldock recommend table.csv --task tabular --brute-force
+Without labels the server clusters the samples first (label_source says so).)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? kExitOk : kExitUsage;
+  }
+
+  client::ClientOptions options;
+  options.address = global.server;
+  options.timeout = absl::Milliseconds(global.timeout_seconds * 1000);
+  client::Client client(options);
+  if (register_cmd->parsed()) return RunRegister(global, reg, client);
+  if (list_cmd->parsed()) return RunList(global, list, page_size_opt->count() > 0, client);
+  if (show_cmd->parsed()) return RunShow(global, model_ref, client);
+  if (rm_cmd->parsed()) return RunRemove(global, model_ref, client);
+  if (watch_cmd->parsed()) return RunWatch(global, model_ref, client);
+  if (health_cmd->parsed()) return RunHealth(global, client);
+  if (rec_cmd->parsed()) return RunRecommend(global, rec, client);
+  return UsageError("no command given; see modeldock --help");
+}
+
+}  // namespace
+}  // namespace modeldock::cli
+
+int main(int argc, char** argv) { return modeldock::cli::Main(argc, argv); }

@@ -1,0 +1,211 @@
+#include "client/client.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/sha256.h"
+
+namespace modeldock::client {
+namespace {
+
+// Largest response accepted (a ListModels page of 1000 models with many labels is large).
+constexpr int kMaxReceiveMessageBytes = 64 << 20;
+
+// True if every value is k/255 for an integer k in 0..255, i.e. survives a uint8 round trip.
+bool FitsUint8(const std::vector<float>& values) {
+  for (float v : values) {
+    const float scaled = v * 255.0f;
+    if (!(scaled >= 0.0f && scaled <= 255.0f)) return false;
+    if (std::nearbyint(scaled) / 255.0f != v) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+absl::Status FromGrpcStatus(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  // grpc::StatusCode and absl::StatusCode share their numbering (both follow google.rpc.Code).
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
+Client::Client(const ClientOptions& options) : options_(options) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
+  channel_ = grpc::CreateCustomChannel(options_.address, grpc::InsecureChannelCredentials(), args);
+  stub_ = v1::ModelDockService::NewStub(channel_);
+  health_stub_ = grpc::health::v1::Health::NewStub(channel_);
+}
+
+void Client::SetDeadline(grpc::ClientContext* context) const {
+  context->set_deadline(std::chrono::system_clock::now() +
+                        absl::ToChronoMilliseconds(options_.timeout));
+}
+
+absl::StatusOr<v1::RegisterModelResponse> Client::Register(const std::string& path,
+                                                           const v1::ModelSpec& spec,
+                                                           const ProgressCallback& progress) {
+  std::ifstream file(path, std::ios::binary | std::ios::ate);
+  if (!file) return absl::NotFoundError(absl::StrCat("cannot open model file ", path));
+  const int64_t size = static_cast<int64_t>(file.tellg());
+  file.seekg(0);
+  auto sha256 = Sha256::OfFile(path);
+  if (!sha256.ok()) return sha256.status();
+
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::RegisterModelResponse response;
+  std::unique_ptr<grpc::ClientWriter<v1::RegisterModelRequest>> writer =
+      stub_->RegisterModel(&context, &response);
+  v1::RegisterModelRequest request;
+  v1::RegisterModelHeader* header = request.mutable_header();
+  *header->mutable_spec() = spec;
+  header->set_size_bytes(size);
+  header->set_sha256(*sha256);
+  // A failed Write means the server already answered; Finish() returns its status.
+  bool open = writer->Write(request);
+  std::string buffer(kChunkBytes, '\0');
+  int64_t sent = 0;
+  while (open && sent < size) {
+    file.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    const std::streamsize got = file.gcount();
+    if (got <= 0) break;  // the file shrank while uploading; the server reports the truncation
+    request.set_chunk(buffer.data(), static_cast<size_t>(got));
+    open = writer->Write(request);
+    sent += got;
+    if (open && progress) progress(sent, size);
+  }
+  writer->WritesDone();
+  grpc::Status status = writer->Finish();
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+absl::StatusOr<v1::Model> Client::Get(const std::string& model) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::GetModelRequest request;
+  request.set_model(model);
+  v1::GetModelResponse response;
+  grpc::Status status = stub_->GetModel(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response.model();
+}
+
+absl::StatusOr<v1::ListModelsResponse> Client::List(const v1::ListModelsRequest& request) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::ListModelsResponse response;
+  grpc::Status status = stub_->ListModels(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+absl::StatusOr<std::string> Client::Delete(const std::string& model) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::DeleteModelRequest request;
+  request.set_model(model);
+  v1::DeleteModelResponse response;
+  grpc::Status status = stub_->DeleteModel(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response.id();
+}
+
+absl::StatusOr<v1::Model> Client::Watch(const std::string& model,
+                                        const WatchCallback& on_change) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::WatchModelRequest request;
+  request.set_model(model);
+  std::unique_ptr<grpc::ClientReader<v1::WatchModelResponse>> reader =
+      stub_->WatchModel(&context, request);
+  v1::WatchModelResponse message;
+  v1::Model last;
+  bool got_any = false;
+  while (reader->Read(&message)) {
+    last = message.model();
+    got_any = true;
+    if (on_change) on_change(last);
+  }
+  grpc::Status status = reader->Finish();
+  if (!status.ok()) return FromGrpcStatus(status);
+  if (!got_any) return absl::InternalError("WatchModel ended without sending a state");
+  return last;
+}
+
+absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Client::Health(
+    const std::string& service) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::Status status = health_stub_->Check(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response.status();
+}
+
+absl::StatusOr<v1::RecommendResponse> Client::Recommend(const Dataset& dataset,
+                                                        const v1::RecommendHeader& options) {
+  const Tensor& samples = dataset.samples;
+  if (samples.shape.size() < 2 || !samples.IsConsistent()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dataset samples have shape ", ShapeToString(samples.shape), " and ",
+                     samples.values.size(), " values; expected [N, ...sample shape]"));
+  }
+  v1::RecommendRequest request;
+  v1::RecommendHeader* header = request.mutable_header();
+  *header = options;
+  header->clear_sample_shape();
+  for (int64_t d : samples.SampleShape()) header->add_sample_shape(d);
+  header->set_num_samples(samples.Rows());
+  header->clear_labels();
+  for (int32_t label : dataset.labels) header->add_labels(label);
+  header->clear_class_names();
+  for (const std::string& name : dataset.class_names) header->add_class_names(name);
+  header->clear_inline_data();
+
+  // Images read from 8-bit files go as one byte per value, a quarter of the float32 size.
+  const bool tabular = options.task() == v1::TASK_KIND_TABULAR_CLASSIFICATION ||
+                       (options.task() == v1::TASK_KIND_UNSPECIFIED && samples.shape.size() == 2);
+  std::string data;
+  if (!tabular && FitsUint8(samples.values)) {
+    header->set_encoding(v1::SAMPLE_ENCODING_UINT8);
+    data.resize(samples.values.size());
+    for (size_t i = 0; i < samples.values.size(); ++i) {
+      data[i] = static_cast<char>(static_cast<uint8_t>(std::nearbyint(samples.values[i] * 255)));
+    }
+  } else {
+    header->set_encoding(v1::SAMPLE_ENCODING_FLOAT32);
+    data.resize(samples.values.size() * sizeof(float));
+    std::memcpy(data.data(), samples.values.data(), data.size());
+  }
+  const bool send_inline = static_cast<int64_t>(data.size()) <= kChunkBytes;
+  if (send_inline) header->set_inline_data(data);
+
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::RecommendResponse response;
+  std::unique_ptr<grpc::ClientWriter<v1::RecommendRequest>> writer =
+      stub_->Recommend(&context, &response);
+  bool open = writer->Write(request);
+  for (size_t offset = 0; open && !send_inline && offset < data.size(); offset += kChunkBytes) {
+    request.set_chunk(data.data() + offset,
+                      std::min<size_t>(kChunkBytes, data.size() - offset));
+    open = writer->Write(request);
+  }
+  writer->WritesDone();
+  grpc::Status status = writer->Finish();
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+}  // namespace modeldock::client

@@ -1,0 +1,77 @@
+// A small C++ client for modeldock.v1 over one gRPC channel, used by the modeldock CLI, the
+// end-to-end tests and the benchmarks. Every call has a deadline; errors come back as
+// absl::Status with the gRPC status code carried over 1:1 (same names: NOT_FOUND, ...).
+#ifndef MODELDOCK_CLIENT_CLIENT_H_
+#define MODELDOCK_CLIENT_CLIENT_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/tensor.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "modeldock/v1/modeldock.grpc.pb.h"
+
+namespace modeldock::client {
+
+// Size of the data messages in RegisterModel and Recommend streams (the server's maximum).
+inline constexpr int64_t kChunkBytes = 1 << 20;
+
+struct ClientOptions {
+  std::string address = "127.0.0.1:50051";
+  // Deadline of each call (for Watch: of the whole stream).
+  absl::Duration timeout = absl::Seconds(120);
+};
+
+class Client {
+ public:
+  // Called after each chunk is sent: bytes sent so far and the total.
+  using ProgressCallback = std::function<void(int64_t sent, int64_t total)>;
+  // Called for each state update of a watched model.
+  using WatchCallback = std::function<void(const v1::Model& model)>;
+
+  // Channels connect lazily, so creating a client never fails; an unreachable server shows up
+  // as UNAVAILABLE on the first call.
+  explicit Client(const ClientOptions& options);
+
+  // Uploads a TorchScript file (SHA-256 computed first, then 1 MiB chunks).
+  absl::StatusOr<v1::RegisterModelResponse> Register(const std::string& path,
+                                                     const v1::ModelSpec& spec,
+                                                     const ProgressCallback& progress = nullptr);
+  absl::StatusOr<v1::Model> Get(const std::string& model);
+  // One page as the request describes it.
+  absl::StatusOr<v1::ListModelsResponse> List(const v1::ListModelsRequest& request);
+  // Returns the deleted model's id.
+  absl::StatusOr<std::string> Delete(const std::string& model);
+  // Streams state changes until READY or FAILED; returns the last state.
+  absl::StatusOr<v1::Model> Watch(const std::string& model,
+                                  const WatchCallback& on_change = nullptr);
+  // grpc.health.v1 Check of `service` ("" = the whole server).
+  absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Health(
+      const std::string& service = "");
+  // Sends `dataset` with the options of `options` (its shape, sample and label fields are
+  // filled from the dataset). Image values that are all multiples of 1/255 go as UINT8.
+  absl::StatusOr<v1::RecommendResponse> Recommend(const Dataset& dataset,
+                                                  const v1::RecommendHeader& options);
+
+  const ClientOptions& options() const { return options_; }
+
+ private:
+  void SetDeadline(grpc::ClientContext* context) const;
+
+  ClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::ModelDockService::Stub> stub_;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_stub_;
+};
+
+// grpc::Status -> absl::Status, code kept 1:1.
+absl::Status FromGrpcStatus(const grpc::Status& status);
+
+}  // namespace modeldock::client
+
+#endif  // MODELDOCK_CLIENT_CLIENT_H_

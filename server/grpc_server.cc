@@ -1,0 +1,78 @@
+#include "server/grpc_server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <chrono>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "grpc/health/v1/health.pb.h"
+#include "server/service.h"
+#include "spdlog/spdlog.h"
+
+namespace modeldock::server {
+
+bool SplitHostPort(const std::string& address, std::string* host, int* port) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0) return false;
+  int value = 0;
+  if (!absl::SimpleAtoi(address.substr(colon + 1), &value) || value < 0 || value > 65535) {
+    return false;
+  }
+  *host = address.substr(0, colon);
+  *port = value;
+  return true;
+}
+
+GrpcServer::~GrpcServer() { Shutdown(absl::ZeroDuration()); }
+
+absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(dock::Dock* dock,
+                                                              const std::string& listen_address) {
+  std::string host;
+  int requested_port = 0;
+  if (!SplitHostPort(listen_address, &host, &requested_port)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("listen address '", listen_address, "' is not HOST:PORT"));
+  }
+  // Both are process-wide switches read by every ServerBuilder created afterwards.
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  // gRPC's built-in health service carries no proto descriptor; touching the generated one
+  // links it into the binary, so reflection can describe grpc.health.v1 to tools like buf curl.
+  (void)grpc::health::v1::HealthCheckRequest::descriptor();
+
+  std::unique_ptr<GrpcServer> server(new GrpcServer());
+  server->service_ = std::make_unique<ModelDockServiceImpl>(dock);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(listen_address, grpc::InsecureServerCredentials(), &server->port_);
+  builder.RegisterService(server->service_.get());
+  builder.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
+  server->server_ = builder.BuildAndStart();
+  if (server->server_ == nullptr || server->port_ == 0) {
+    server->server_.reset();
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", listen_address,
+                                               " (address in use or not local?)"));
+  }
+  server->address_ = absl::StrCat(host, ":", server->port_);
+  grpc::HealthCheckServiceInterface* health = server->server_->GetHealthCheckService();
+  if (health != nullptr) {
+    health->SetServingStatus(kServiceName, true);
+    health->SetServingStatus(true);
+  }
+  return server;
+}
+
+void GrpcServer::Shutdown(absl::Duration grace) {
+  if (shut_down_ || server_ == nullptr) return;
+  shut_down_ = true;
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  if (health != nullptr) health->SetServingStatus(false);
+  server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(grace));
+  server_->Wait();
+}
+
+}  // namespace modeldock::server

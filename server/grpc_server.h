@@ -1,0 +1,59 @@
+// A running gRPC server for a dock: the modeldock.v1 service, grpc.health.v1 and server
+// reflection on one listening address. Used by modeldock-server and by the in-process tests.
+#ifndef MODELDOCK_SERVER_GRPC_SERVER_H_
+#define MODELDOCK_SERVER_GRPC_SERVER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "dock/dock.h"
+
+namespace grpc {
+class Server;
+}  // namespace grpc
+
+namespace modeldock::server {
+
+class ModelDockServiceImpl;
+
+// Largest request message accepted (chunks are 1 MiB; an inline Recommend header may be larger).
+inline constexpr int kMaxReceiveMessageBytes = 64 << 20;
+
+// The health-checking name of the modeldock service (the empty name covers the whole server).
+inline constexpr char kServiceName[] = "modeldock.v1.ModelDockService";
+
+class GrpcServer {
+ public:
+  ~GrpcServer();
+
+  // Binds `listen_address` ("host:port"; port 0 picks a free one) and starts serving `dock`,
+  // which is not owned and must outlive the server. UNAVAILABLE if the address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(dock::Dock* dock,
+                                                           const std::string& listen_address);
+
+  // "host:port" with the port actually bound.
+  const std::string& address() const { return address_; }
+  int port() const { return port_; }
+
+  // Marks the server NOT_SERVING in grpc.health.v1, then stops accepting calls and waits for
+  // running calls up to `grace`, cancelling those still running after it. Idempotent.
+  void Shutdown(absl::Duration grace);
+
+ private:
+  GrpcServer() = default;
+
+  std::unique_ptr<ModelDockServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::string address_;
+  int port_ = 0;
+  bool shut_down_ = false;
+};
+
+// Splits "host:port" at the last ':' ("[::1]:50051" keeps its brackets). False if malformed.
+bool SplitHostPort(const std::string& address, std::string* host, int* port);
+
+}  // namespace modeldock::server
+
+#endif  // MODELDOCK_SERVER_GRPC_SERVER_H_

@@ -1,0 +1,223 @@
+// modeldock-server: the dock engine behind a gRPC endpoint.
+//
+// Configuration, lowest to highest precedence: built-in defaults, the --config JSON file, the
+// environment (MODELDOCK_LISTEN, MODELDOCK_DATA_DIR), command-line flags.
+#include <signal.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "dock/dock.h"
+#include "nlohmann/json.hpp"
+#include "server/grpc_server.h"
+#include "spdlog/sinks/stdout_color_sinks.h"
+#include "spdlog/spdlog.h"
+
+#ifndef MODELDOCK_DEFAULT_ASSET_DIR
+#define MODELDOCK_DEFAULT_ASSET_DIR ""
+#endif
+
+namespace {
+
+struct ServerConfig {
+  std::string listen = "127.0.0.1:50051";
+  std::string data_dir = "./modeldock-data";
+  std::string asset_dir = MODELDOCK_DEFAULT_ASSET_DIR;
+  int64_t max_model_mb = 256;
+  std::string index_factory = "Flat";
+  std::string probe_set;
+  std::string reference_encoder;
+  int probe_workers = 1;
+  int torch_threads = 2;
+  std::string log_level = "info";
+};
+
+constexpr char kExamples[] = R"(
+Examples:
+  modeldock-server                                  # 127.0.0.1:50051, data in ./modeldock-data
+  modeldock-server --listen 0.0.0.0:50051 --data-dir /var/lib/modeldock
+  modeldock-server --listen 127.0.0.1:0             # any free port; the bound one is printed
+  modeldock-server --config server.json --log-level debug
+
+The --config file is a JSON object with the flags' names as keys (dashes or underscores), e.g.
+  {"listen": "0.0.0.0:50051", "data-dir": "/data", "probe-workers": 2}
+Precedence: flags > environment (MODELDOCK_LISTEN, MODELDOCK_DATA_DIR) > config file > defaults.
+Once serving, exactly one line "modeldock-server listening on HOST:PORT" goes to stdout.
+SIGINT/SIGTERM shut down gracefully.)";
+
+// Reads `key` (or its underscore spelling) from the config object into `out` if present.
+template <typename T>
+void ReadKey(const nlohmann::json& config, std::string key, T* out) {
+  if (config.contains(key)) {
+    *out = config.at(key).get<T>();
+    return;
+  }
+  for (char& c : key) {
+    if (c == '-') c = '_';
+  }
+  if (config.contains(key)) *out = config.at(key).get<T>();
+}
+
+// Fills `config` from a JSON file; returns an error message or "".
+std::string LoadConfigFile(const std::string& path, ServerConfig* config) {
+  std::ifstream in(path);
+  if (!in) return "cannot open config file " + path;
+  try {
+    nlohmann::json json = nlohmann::json::parse(in);
+    if (!json.is_object()) return "config file " + path + " must hold a JSON object";
+    ReadKey(json, "listen", &config->listen);
+    ReadKey(json, "data-dir", &config->data_dir);
+    ReadKey(json, "asset-dir", &config->asset_dir);
+    ReadKey(json, "max-model-mb", &config->max_model_mb);
+    ReadKey(json, "index-factory", &config->index_factory);
+    ReadKey(json, "probe-set", &config->probe_set);
+    ReadKey(json, "reference-encoder", &config->reference_encoder);
+    ReadKey(json, "probe-workers", &config->probe_workers);
+    ReadKey(json, "torch-threads", &config->torch_threads);
+    ReadKey(json, "log-level", &config->log_level);
+  } catch (const std::exception& e) {
+    return "config file " + path + ": " + e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ServerConfig flags;
+  std::string config_path;
+  CLI::App app("modeldock-server: a model-zoo retrieval server (gRPC API modeldock.v1).",
+               "modeldock-server");
+  app.footer(kExamples);
+  auto* listen = app.add_option("--listen", flags.listen, "HOST:PORT to serve on")
+                     ->default_str("127.0.0.1:50051");
+  auto* data_dir = app.add_option("--data-dir", flags.data_dir,
+                                  "Directory for the model store, metadata and index")
+                       ->default_str("./modeldock-data");
+  auto* asset_dir =
+      app.add_option("--asset-dir", flags.asset_dir,
+                     "Directory written by scripts/make_assets.py (probe set, reference encoder)")
+          ->default_str(MODELDOCK_DEFAULT_ASSET_DIR);
+  auto* max_mb = app.add_option("--max-model-mb", flags.max_model_mb,
+                                "Largest model file accepted, in MiB")
+                     ->default_str("256");
+  auto* factory = app.add_option("--index-factory", flags.index_factory,
+                                 "FAISS factory string for stage 1 (Flat, HNSW32, IVF256,Flat)")
+                      ->default_str("Flat");
+  auto* probe_set = app.add_option("--probe-set", flags.probe_set,
+                                   "Probe set NPY [P,1,28,28] (default: the asset dir's)");
+  auto* ref_encoder = app.add_option("--reference-encoder", flags.reference_encoder,
+                                     "Reference encoder TorchScript (default: the asset dir's)");
+  auto* workers = app.add_option("--probe-workers", flags.probe_workers,
+                                 "Background threads probing new models")
+                      ->default_str("1");
+  auto* threads = app.add_option("--torch-threads", flags.torch_threads,
+                                 "LibTorch intra-op threads")
+                      ->default_str("2");
+  auto* log_level = app.add_option("--log-level", flags.log_level,
+                                   "trace, debug, info, warn, error or off")
+                        ->default_str("info")
+                        ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+  app.add_option("--config", config_path, "JSON file with the same keys as the flags");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  // Layer the sources: defaults < config file < environment < flags.
+  ServerConfig config;
+  if (!config_path.empty()) {
+    if (std::string error = LoadConfigFile(config_path, &config); !error.empty()) {
+      std::cerr << "modeldock-server: " << error << "\n";
+      return 2;
+    }
+  }
+  if (const char* env = std::getenv("MODELDOCK_LISTEN"); env != nullptr && *env) {
+    config.listen = env;
+  }
+  if (const char* env = std::getenv("MODELDOCK_DATA_DIR"); env != nullptr && *env) {
+    config.data_dir = env;
+  }
+  if (listen->count()) config.listen = flags.listen;
+  if (data_dir->count()) config.data_dir = flags.data_dir;
+  if (asset_dir->count()) config.asset_dir = flags.asset_dir;
+  if (max_mb->count()) config.max_model_mb = flags.max_model_mb;
+  if (factory->count()) config.index_factory = flags.index_factory;
+  if (probe_set->count()) config.probe_set = flags.probe_set;
+  if (ref_encoder->count()) config.reference_encoder = flags.reference_encoder;
+  if (workers->count()) config.probe_workers = flags.probe_workers;
+  if (threads->count()) config.torch_threads = flags.torch_threads;
+  if (log_level->count()) config.log_level = flags.log_level;
+
+  // Logs go to stderr; stdout carries only the "listening on" line.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("modeldock"));
+  spdlog::level::level_enum level = spdlog::level::from_str(config.log_level);
+  if (level == spdlog::level::off && config.log_level != "off") {
+    std::cerr << "modeldock-server: unknown log level '" << config.log_level << "'\n";
+    return 2;
+  }
+  spdlog::set_level(level);
+  if (config.max_model_mb <= 0) {
+    std::cerr << "modeldock-server: --max-model-mb must be positive\n";
+    return 2;
+  }
+
+  modeldock::dock::DockOptions options;
+  options.data_dir = config.data_dir;
+  options.asset_dir = config.asset_dir;
+  options.max_model_bytes = config.max_model_mb << 20;
+  options.index_factory = config.index_factory;
+  options.probe_set_path = config.probe_set;
+  options.reference_encoder_path = config.reference_encoder;
+  options.probe_workers = config.probe_workers;
+  options.torch_threads = config.torch_threads;
+  spdlog::info(
+      "config: listen={} data_dir={} asset_dir={} max_model_mb={} index_factory={} "
+      "probe_set={} reference_encoder={} probe_workers={} torch_threads={} log_level={}",
+      config.listen, config.data_dir, config.asset_dir, config.max_model_mb,
+      config.index_factory, config.probe_set.empty() ? "(asset dir)" : config.probe_set,
+      config.reference_encoder.empty() ? "(asset dir)" : config.reference_encoder,
+      config.probe_workers, config.torch_threads, config.log_level);
+  if (absl::Status status = modeldock::dock::ValidateOptions(options); !status.ok()) {
+    std::cerr << "modeldock-server: invalid configuration: " << status.ToString() << "\n";
+    return 2;
+  }
+
+  // Block the stop signals in every thread (gRPC's and the dock's inherit this mask) so that
+  // the main thread can wait for them synchronously with sigwait.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  auto dock = modeldock::dock::Dock::Create(options);
+  if (!dock.ok()) {
+    spdlog::critical("cannot open the dock at {}: {}", config.data_dir,
+                     dock.status().ToString());
+    return 1;
+  }
+  auto server = modeldock::server::GrpcServer::Start(dock->get(), config.listen);
+  if (!server.ok()) {
+    spdlog::critical("{}", server.status().ToString());
+    (*dock)->Shutdown();
+    return 1;
+  }
+  std::printf("modeldock-server listening on %s\n", (*server)->address().c_str());
+  std::fflush(stdout);
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  spdlog::info("received {}, shutting down (in-flight calls get 10 s)",
+               signal_number == SIGINT ? "SIGINT" : "SIGTERM");
+  (*server)->Shutdown(absl::Seconds(10));
+  (*dock)->Shutdown();
+  spdlog::info("stopped");
+  return 0;
+}

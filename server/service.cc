@@ -1,0 +1,506 @@
+#include "server/service.h"
+
+#include <chrono>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/sha256.h"
+#include "spdlog/spdlog.h"
+
+namespace modeldock::server {
+namespace {
+
+grpc::Status InvalidArgument(const std::string& message) {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
+}
+
+grpc::StatusCode ToGrpcCode(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kOk: return grpc::StatusCode::OK;
+    case absl::StatusCode::kCancelled: return grpc::StatusCode::CANCELLED;
+    case absl::StatusCode::kUnknown: return grpc::StatusCode::UNKNOWN;
+    case absl::StatusCode::kInvalidArgument: return grpc::StatusCode::INVALID_ARGUMENT;
+    case absl::StatusCode::kDeadlineExceeded: return grpc::StatusCode::DEADLINE_EXCEEDED;
+    case absl::StatusCode::kNotFound: return grpc::StatusCode::NOT_FOUND;
+    case absl::StatusCode::kAlreadyExists: return grpc::StatusCode::ALREADY_EXISTS;
+    case absl::StatusCode::kPermissionDenied: return grpc::StatusCode::PERMISSION_DENIED;
+    case absl::StatusCode::kResourceExhausted: return grpc::StatusCode::RESOURCE_EXHAUSTED;
+    case absl::StatusCode::kFailedPrecondition: return grpc::StatusCode::FAILED_PRECONDITION;
+    case absl::StatusCode::kAborted: return grpc::StatusCode::ABORTED;
+    case absl::StatusCode::kOutOfRange: return grpc::StatusCode::OUT_OF_RANGE;
+    case absl::StatusCode::kUnimplemented: return grpc::StatusCode::UNIMPLEMENTED;
+    case absl::StatusCode::kInternal: return grpc::StatusCode::INTERNAL;
+    case absl::StatusCode::kUnavailable: return grpc::StatusCode::UNAVAILABLE;
+    case absl::StatusCode::kDataLoss: return grpc::StatusCode::DATA_LOSS;
+    case absl::StatusCode::kUnauthenticated: return grpc::StatusCode::UNAUTHENTICATED;
+    default: return grpc::StatusCode::UNKNOWN;
+  }
+}
+
+absl::StatusOr<dock::TaskKind> FromProto(v1::TaskKind task, size_t shape_rank) {
+  switch (task) {
+    case v1::TASK_KIND_IMAGE_CLASSIFICATION: return dock::TaskKind::kImageClassification;
+    case v1::TASK_KIND_TABULAR_CLASSIFICATION: return dock::TaskKind::kTabularClassification;
+    case v1::TASK_KIND_UNSPECIFIED:
+      // Unset: a per-sample shape [F] is tabular, [C, H, W] an image; anything else is an error.
+      if (shape_rank == 1) return dock::TaskKind::kTabularClassification;
+      if (shape_rank == 3) return dock::TaskKind::kImageClassification;
+      return absl::InvalidArgumentError(
+          "task is unspecified and cannot be inferred from a shape that is neither [F] nor "
+          "[C, H, W]");
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("unknown task kind ", task));
+  }
+}
+
+absl::StatusOr<dock::ModelState> FromProto(v1::ModelState state) {
+  switch (state) {
+    case v1::MODEL_STATE_PENDING: return dock::ModelState::kPending;
+    case v1::MODEL_STATE_PROBING: return dock::ModelState::kProbing;
+    case v1::MODEL_STATE_READY: return dock::ModelState::kReady;
+    case v1::MODEL_STATE_FAILED: return dock::ModelState::kFailed;
+    default: return absl::InvalidArgumentError(absl::StrCat("unknown model state ", state));
+  }
+}
+
+absl::StatusOr<dock::Metric> FromProto(v1::Metric metric) {
+  switch (metric) {
+    case v1::METRIC_UNSPECIFIED:
+    case v1::METRIC_TMI: return dock::Metric::kTmi;
+    case v1::METRIC_LOGME: return dock::Metric::kLogMe;
+    case v1::METRIC_LEEP: return dock::Metric::kLeep;
+    case v1::METRIC_NCE: return dock::Metric::kNce;
+    case v1::METRIC_HSCORE: return dock::Metric::kHScore;
+    case v1::METRIC_SHRINKAGE_HSCORE: return dock::Metric::kShrinkageHScore;
+    case v1::METRIC_GBC: return dock::Metric::kGbc;
+    case v1::METRIC_SFDA: return dock::Metric::kSfda;
+    case v1::METRIC_NONE: return dock::Metric::kNone;
+    default: return absl::InvalidArgumentError(absl::StrCat("unknown metric ", metric));
+  }
+}
+
+v1::Metric ToProto(dock::Metric metric) {
+  switch (metric) {
+    case dock::Metric::kTmi: return v1::METRIC_TMI;
+    case dock::Metric::kLogMe: return v1::METRIC_LOGME;
+    case dock::Metric::kLeep: return v1::METRIC_LEEP;
+    case dock::Metric::kNce: return v1::METRIC_NCE;
+    case dock::Metric::kHScore: return v1::METRIC_HSCORE;
+    case dock::Metric::kShrinkageHScore: return v1::METRIC_SHRINKAGE_HSCORE;
+    case dock::Metric::kGbc: return v1::METRIC_GBC;
+    case dock::Metric::kSfda: return v1::METRIC_SFDA;
+    case dock::Metric::kNone: return v1::METRIC_NONE;
+  }
+  return v1::METRIC_UNSPECIFIED;
+}
+
+absl::StatusOr<dock::ModelSpec> FromProto(const v1::ModelSpec& spec) {
+  dock::ModelSpec out;
+  out.name = spec.name();
+  out.version = spec.version();
+  out.description = spec.description();
+  out.input_shape.assign(spec.input_shape().begin(), spec.input_shape().end());
+  auto task = FromProto(spec.task(), out.input_shape.size());
+  if (!task.ok()) return task.status();
+  out.task = *task;
+  out.class_labels.assign(spec.class_labels().begin(), spec.class_labels().end());
+  out.license = spec.license();
+  out.tags.assign(spec.tags().begin(), spec.tags().end());
+  return out;
+}
+
+bool IsTerminal(dock::ModelState state) {
+  return state == dock::ModelState::kReady || state == dock::ModelState::kFailed;
+}
+
+double MillisSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+      .count();
+}
+
+// Bytes per value of a sample encoding, 0 for an encoding the server does not accept.
+int EncodingWidth(v1::SampleEncoding encoding) {
+  switch (encoding) {
+    case v1::SAMPLE_ENCODING_FLOAT32: return 4;
+    case v1::SAMPLE_ENCODING_UINT8: return 1;
+    default: return 0;
+  }
+}
+
+// Checks a Recommend header and returns the number of data bytes that must follow.
+absl::StatusOr<int64_t> ExpectedQueryBytes(const v1::RecommendHeader& header) {
+  if (header.num_samples() <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_samples must be positive, got ", header.num_samples()));
+  }
+  if (header.sample_shape().empty()) {
+    return absl::InvalidArgumentError("sample_shape is empty; expected e.g. [1, 28, 28] or [F]");
+  }
+  const int width = EncodingWidth(header.encoding());
+  if (width == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "encoding must be SAMPLE_ENCODING_FLOAT32 or SAMPLE_ENCODING_UINT8, got ",
+        v1::SampleEncoding_Name(header.encoding())));
+  }
+  // Integer arithmetic that refuses overflow and huge uploads before anything is received.
+  int64_t total = header.num_samples() * width;
+  for (int64_t d : header.sample_shape()) {
+    if (d <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sample_shape [", absl::StrJoin(header.sample_shape(), ", "),
+                       "] has a non-positive dimension"));
+    }
+    if (total > kMaxQueryBytes / d) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "query dataset of ", header.num_samples(), " samples of shape [",
+          absl::StrJoin(header.sample_shape(), ", "), "] exceeds the limit of ",
+          kMaxQueryBytes >> 20, " MiB"));
+    }
+    total *= d;
+  }
+  if (!header.labels().empty() && header.labels_size() != header.num_samples()) {
+    return absl::InvalidArgumentError(absl::StrCat("got ", header.labels_size(),
+                                                   " labels for ", header.num_samples(),
+                                                   " samples; give one per sample or none"));
+  }
+  for (int i = 0; i < header.labels_size(); ++i) {
+    if (header.labels(i) < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("label ", i, " is ", header.labels(i), "; labels must be in 0..C-1"));
+    }
+  }
+  if (header.top_k() < 0 || header.num_candidates() < 0) {
+    return absl::InvalidArgumentError("top_k and num_candidates must not be negative");
+  }
+  return total;
+}
+
+// Decodes the received bytes into float32 samples [N, ...sample_shape].
+Tensor DecodeSamples(const v1::RecommendHeader& header, const std::string& data) {
+  Tensor samples;
+  samples.shape.push_back(header.num_samples());
+  samples.shape.insert(samples.shape.end(), header.sample_shape().begin(),
+                       header.sample_shape().end());
+  if (header.encoding() == v1::SAMPLE_ENCODING_UINT8) {
+    samples.values.resize(data.size());
+    for (size_t i = 0; i < data.size(); ++i) {
+      samples.values[i] = static_cast<unsigned char>(data[i]) / 255.0f;
+    }
+  } else {
+    // The wire format is little-endian float32, as is every platform modeldock builds on.
+    static_assert(sizeof(float) == 4 && std::numeric_limits<float>::is_iec559);
+    samples.values.resize(data.size() / 4);
+    std::memcpy(samples.values.data(), data.data(), data.size());
+  }
+  return samples;
+}
+
+}  // namespace
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(ToGrpcCode(status.code()), std::string(status.message()));
+}
+
+v1::ModelState ToProto(dock::ModelState state) {
+  switch (state) {
+    case dock::ModelState::kPending: return v1::MODEL_STATE_PENDING;
+    case dock::ModelState::kProbing: return v1::MODEL_STATE_PROBING;
+    case dock::ModelState::kReady: return v1::MODEL_STATE_READY;
+    case dock::ModelState::kFailed: return v1::MODEL_STATE_FAILED;
+  }
+  return v1::MODEL_STATE_UNSPECIFIED;
+}
+
+v1::TaskKind ToProto(dock::TaskKind task) {
+  switch (task) {
+    case dock::TaskKind::kImageClassification: return v1::TASK_KIND_IMAGE_CLASSIFICATION;
+    case dock::TaskKind::kTabularClassification: return v1::TASK_KIND_TABULAR_CLASSIFICATION;
+  }
+  return v1::TASK_KIND_UNSPECIFIED;
+}
+
+void ToProto(const dock::ModelRecord& record, v1::Model* out) {
+  out->set_id(record.id);
+  v1::ModelSpec* spec = out->mutable_spec();
+  spec->set_name(record.spec.name);
+  spec->set_version(record.spec.version);
+  spec->set_description(record.spec.description);
+  spec->set_task(ToProto(record.spec.task));
+  for (int64_t d : record.spec.input_shape) spec->add_input_shape(d);
+  for (const std::string& label : record.spec.class_labels) spec->add_class_labels(label);
+  spec->set_license(record.spec.license);
+  for (const std::string& tag : record.spec.tags) spec->add_tags(tag);
+  out->set_state(ToProto(record.state));
+  out->set_state_reason(record.state_reason);
+  out->set_sha256(record.sha256);
+  out->set_size_bytes(record.size_bytes);
+  out->set_has_embed(record.has_embed);
+  out->set_feature_dim(record.feature_dim);
+  out->set_created_unix_ms(record.created_unix_ms);
+  out->set_probe_millis(record.probe_millis);
+}
+
+grpc::Status ModelDockServiceImpl::RegisterModel(
+    grpc::ServerContext* context, grpc::ServerReader<v1::RegisterModelRequest>* reader,
+    v1::RegisterModelResponse* response) {
+  v1::RegisterModelRequest request;
+  if (!reader->Read(&request)) {
+    return InvalidArgument("empty RegisterModel stream: the first message must be a header");
+  }
+  if (!request.has_header()) {
+    return InvalidArgument("the first RegisterModel message must be a header, got a data chunk");
+  }
+  const v1::RegisterModelHeader header = request.header();
+  if (header.size_bytes() <= 0) {
+    return InvalidArgument(
+        absl::StrCat("header.size_bytes must be positive, got ", header.size_bytes()));
+  }
+  if (!IsSha256Hex(header.sha256())) {
+    return InvalidArgument(absl::StrCat("header.sha256 must be 64 lower-case hex digits, got '",
+                                        header.sha256(), "'"));
+  }
+  auto spec = FromProto(header.spec());
+  if (!spec.ok()) return ToGrpcStatus(spec.status());
+  spdlog::debug("RegisterModel name={} size={} peer={}", spec->name, header.size_bytes(),
+                context->peer());
+
+  auto upload = dock_->BeginRegistration(*spec, header.size_bytes(), header.sha256());
+  if (!upload.ok()) return ToGrpcStatus(upload.status());
+
+  // On every early return the Upload is destroyed, which discards its temporary file.
+  int64_t received = 0;
+  while (reader->Read(&request)) {
+    if (request.has_header()) {
+      return InvalidArgument("a header may only be the first RegisterModel message");
+    }
+    const std::string& chunk = request.chunk();
+    if (static_cast<int64_t>(chunk.size()) > kMaxChunkBytes) {
+      return InvalidArgument(absl::StrCat("chunk of ", chunk.size(),
+                                          " bytes exceeds the limit of ", kMaxChunkBytes,
+                                          " bytes (1 MiB) per message"));
+    }
+    if (received + static_cast<int64_t>(chunk.size()) > header.size_bytes()) {
+      return InvalidArgument(absl::StrCat("upload longer than declared: got more than ",
+                                          header.size_bytes(), " bytes (header.size_bytes)"));
+    }
+    if (absl::Status status = (*upload)->Write(chunk); !status.ok()) {
+      return ToGrpcStatus(status);
+    }
+    received += static_cast<int64_t>(chunk.size());
+  }
+  if (context->IsCancelled()) {
+    return grpc::Status(grpc::StatusCode::CANCELLED, "upload cancelled by the client");
+  }
+  if (received < header.size_bytes()) {
+    return InvalidArgument(
+        absl::StrCat("upload truncated: got ", received, " of ", header.size_bytes(), " bytes"));
+  }
+
+  auto result = dock_->FinishRegistration(std::move(*upload));
+  if (!result.ok()) {
+    spdlog::info("RegisterModel '{}' rejected: {}", spec->name, result.status().ToString());
+    return ToGrpcStatus(result.status());
+  }
+  ToProto(result->model, response->mutable_model());
+  response->set_deduplicated(result->deduplicated);
+  spdlog::info("registered model {} '{}' ({} bytes{})", result->model.id, spec->name,
+               header.size_bytes(), result->deduplicated ? ", deduplicated" : "");
+  return grpc::Status::OK;
+}
+
+grpc::Status ModelDockServiceImpl::GetModel(grpc::ServerContext* /*context*/,
+                                            const v1::GetModelRequest* request,
+                                            v1::GetModelResponse* response) {
+  if (request->model().empty()) return InvalidArgument("model (an id or a name) is required");
+  auto record = dock_->GetModel(request->model());
+  if (!record.ok()) return ToGrpcStatus(record.status());
+  ToProto(*record, response->mutable_model());
+  return grpc::Status::OK;
+}
+
+grpc::Status ModelDockServiceImpl::ListModels(grpc::ServerContext* /*context*/,
+                                              const v1::ListModelsRequest* request,
+                                              v1::ListModelsResponse* response) {
+  if (request->page_size() < 0) {
+    return InvalidArgument(
+        absl::StrCat("page_size must not be negative, got ", request->page_size()));
+  }
+  int page_size = request->page_size() == 0 ? kDefaultPageSize : request->page_size();
+  if (page_size > kMaxPageSize) page_size = kMaxPageSize;
+
+  dock::ListFilter filter;
+  filter.name_contains = request->name_contains();
+  if (request->task() != v1::TASK_KIND_UNSPECIFIED) {
+    auto task = FromProto(request->task(), 0);
+    if (!task.ok()) return ToGrpcStatus(task.status());
+    filter.has_task = true;
+    filter.task = *task;
+  }
+  filter.input_shape.assign(request->input_shape().begin(), request->input_shape().end());
+  filter.tag = request->tag();
+  if (request->state() != v1::MODEL_STATE_UNSPECIFIED) {
+    auto state = FromProto(request->state());
+    if (!state.ok()) return ToGrpcStatus(state.status());
+    filter.has_state = true;
+    filter.state = *state;
+  }
+  auto page = dock_->ListModels(filter, page_size, request->page_token());
+  if (!page.ok()) return ToGrpcStatus(page.status());
+  for (const dock::ModelRecord& record : page->models) {
+    ToProto(record, response->add_models());
+  }
+  response->set_next_page_token(page->next_page_token);
+  response->set_total_size(page->total_size);
+  return grpc::Status::OK;
+}
+
+grpc::Status ModelDockServiceImpl::DeleteModel(grpc::ServerContext* /*context*/,
+                                               const v1::DeleteModelRequest* request,
+                                               v1::DeleteModelResponse* response) {
+  if (request->model().empty()) return InvalidArgument("model (an id or a name) is required");
+  auto id = dock_->DeleteModel(request->model());
+  if (!id.ok()) return ToGrpcStatus(id.status());
+  spdlog::info("deleted model {} ('{}')", *id, request->model());
+  response->set_id(*id);
+  return grpc::Status::OK;
+}
+
+grpc::Status ModelDockServiceImpl::WatchModel(grpc::ServerContext* context,
+                                              const v1::WatchModelRequest* request,
+                                              grpc::ServerWriter<v1::WatchModelResponse>* writer) {
+  if (request->model().empty()) return InvalidArgument("model (an id or a name) is required");
+  auto record = dock_->GetModel(request->model());
+  if (!record.ok()) return ToGrpcStatus(record.status());
+  const std::string id = record->id;
+  int64_t sent_revision = -1;
+  // Short waits so that a cancelled client or a shutting-down server is noticed within a second.
+  while (true) {
+    if (record->revision != sent_revision) {
+      v1::WatchModelResponse message;
+      ToProto(*record, message.mutable_model());
+      if (!writer->Write(message)) {
+        return grpc::Status(grpc::StatusCode::CANCELLED, "watcher went away");
+      }
+      sent_revision = record->revision;
+    }
+    if (IsTerminal(record->state)) return grpc::Status::OK;
+    if (context->IsCancelled()) {
+      return grpc::Status(grpc::StatusCode::CANCELLED, "watch cancelled by the client");
+    }
+    record = dock_->WaitForChange(id, sent_revision, absl::Seconds(1));
+    if (!record.ok()) return ToGrpcStatus(record.status());
+  }
+}
+
+grpc::Status ModelDockServiceImpl::Recommend(grpc::ServerContext* context,
+                                             grpc::ServerReader<v1::RecommendRequest>* reader,
+                                             v1::RecommendResponse* response) {
+  const auto start = std::chrono::steady_clock::now();
+  v1::RecommendRequest request;
+  if (!reader->Read(&request)) {
+    return InvalidArgument("empty Recommend stream: the first message must be a header");
+  }
+  if (!request.has_header()) {
+    return InvalidArgument("the first Recommend message must be a header, got a data chunk");
+  }
+  v1::RecommendHeader header = std::move(*request.mutable_header());
+  auto expected = ExpectedQueryBytes(header);
+  if (!expected.ok()) return ToGrpcStatus(expected.status());
+
+  dock::RecommendQuery query;
+  std::vector<int64_t> sample_shape(header.sample_shape().begin(), header.sample_shape().end());
+  auto task = FromProto(header.task(), sample_shape.size());
+  if (!task.ok()) return ToGrpcStatus(task.status());
+  if (*task == dock::TaskKind::kTabularClassification &&
+      header.encoding() == v1::SAMPLE_ENCODING_UINT8) {
+    return InvalidArgument("SAMPLE_ENCODING_UINT8 is for images only; send tabular data as FLOAT32");
+  }
+  auto metric = FromProto(header.metric());
+  if (!metric.ok()) return ToGrpcStatus(metric.status());
+
+  // Inline data comes first; chunks, if any, continue after it.
+  std::string data = std::move(*header.mutable_inline_data());
+  if (static_cast<int64_t>(data.size()) > *expected) {
+    return InvalidArgument(absl::StrCat("inline_data has ", data.size(), " bytes but ",
+                                        *expected, " are expected"));
+  }
+  data.reserve(*expected);
+  while (reader->Read(&request)) {
+    if (request.has_header()) {
+      return InvalidArgument("a header may only be the first Recommend message");
+    }
+    const std::string& chunk = request.chunk();
+    if (static_cast<int64_t>(chunk.size()) > kMaxChunkBytes) {
+      return InvalidArgument(absl::StrCat("chunk of ", chunk.size(),
+                                          " bytes exceeds the limit of ", kMaxChunkBytes,
+                                          " bytes (1 MiB) per message"));
+    }
+    if (static_cast<int64_t>(data.size() + chunk.size()) > *expected) {
+      return InvalidArgument(absl::StrCat(
+          "more sample data than the header describes: expected ", *expected,
+          " bytes (num_samples x prod(sample_shape) x bytes per value)"));
+    }
+    data.append(chunk);
+  }
+  if (context->IsCancelled()) {
+    return grpc::Status(grpc::StatusCode::CANCELLED, "recommend cancelled by the client");
+  }
+  if (static_cast<int64_t>(data.size()) != *expected) {
+    return InvalidArgument(absl::StrCat(
+        "sample data truncated: got ", data.size(), " of ", *expected,
+        " bytes (num_samples x prod(sample_shape) x bytes per value)"));
+  }
+
+  query.dataset.samples = DecodeSamples(header, data);
+  std::string().swap(data);
+  query.dataset.labels.assign(header.labels().begin(), header.labels().end());
+  query.dataset.class_names.assign(header.class_names().begin(), header.class_names().end());
+  query.task = *task;
+  query.top_k = header.top_k() == 0 ? 5 : header.top_k();
+  query.num_candidates = header.num_candidates();
+  query.metric = *metric;
+  query.brute_force = header.brute_force();
+  const double receive_millis = MillisSince(start);
+  spdlog::debug("Recommend n={} shape={} metric={} top_k={}", header.num_samples(),
+                ShapeToString(sample_shape), v1::Metric_Name(ToProto(query.metric)),
+                query.top_k);
+
+  auto result = dock_->Recommend(query);
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  for (const dock::Recommendation& rec : result->results) {
+    v1::Recommendation* out = response->add_results();
+    out->set_rank(rec.rank);
+    ToProto(rec.model, out->mutable_model());
+    out->set_score(rec.score);
+    out->set_similarity(rec.similarity);
+    out->set_stage1_rank(rec.stage1_rank);
+    out->set_stage2_score(rec.stage2_score);
+    out->set_scored(rec.scored);
+    out->set_reason(rec.reason);
+  }
+  v1::StageTimings* timings = response->mutable_timings();
+  timings->set_receive_millis(receive_millis);
+  timings->set_encode_query_millis(result->timings.encode_query_millis);
+  timings->set_stage1_millis(result->timings.stage1_millis);
+  timings->set_stage2_millis(result->timings.stage2_millis);
+  // The engine's total does not include receiving and decoding the upload.
+  timings->set_total_millis(MillisSince(start));
+  response->set_num_scored(result->num_scored);
+  response->set_num_compatible(result->num_compatible);
+  response->set_num_cached(result->num_cached);
+  response->set_metric(ToProto(result->metric));
+  response->set_label_source(result->label_source);
+  for (const std::string& warning : result->warnings) response->add_warnings(warning);
+  return grpc::Status::OK;
+}
+
+}  // namespace modeldock::server

@@ -1,0 +1,60 @@
+// The gRPC transport of modeldock: translates modeldock.v1 requests into dock::Dock calls and
+// absl::Status into grpc::Status. It holds no state of its own besides the engine pointer.
+#ifndef MODELDOCK_SERVER_SERVICE_H_
+#define MODELDOCK_SERVER_SERVICE_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "dock/dock.h"
+#include "modeldock/v1/modeldock.grpc.pb.h"
+
+namespace modeldock::server {
+
+// Largest data chunk accepted in a RegisterModel or Recommend stream.
+inline constexpr int64_t kMaxChunkBytes = 1 << 20;
+// ListModels page size when the request says 0, and the largest one served.
+inline constexpr int kDefaultPageSize = 100;
+inline constexpr int kMaxPageSize = 1000;
+// Largest query dataset a Recommend call may upload (it is held in memory as float32).
+inline constexpr int64_t kMaxQueryBytes = 1ll << 30;
+
+// The only place where engine status codes become gRPC status codes (1:1, message kept).
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+// Proto <-> engine translations (exposed for tests and the CLI's JSON output).
+v1::ModelState ToProto(dock::ModelState state);
+v1::TaskKind ToProto(dock::TaskKind task);
+void ToProto(const dock::ModelRecord& record, v1::Model* out);
+
+// The service is written against gRPC's synchronous API on purpose: every handler ends in an
+// engine call that blocks (disk writes and fsync, TorchScript admission checks, running models
+// for Recommend, waiting for state changes). The callback API would need its own worker pool
+// to run exactly that blocking work; the synchronous server's thread pool already is one.
+class ModelDockServiceImpl final : public v1::ModelDockService::Service {
+ public:
+  // `dock` is not owned and must outlive the service.
+  explicit ModelDockServiceImpl(dock::Dock* dock) : dock_(dock) {}
+
+  grpc::Status RegisterModel(grpc::ServerContext* context,
+                             grpc::ServerReader<v1::RegisterModelRequest>* reader,
+                             v1::RegisterModelResponse* response) override;
+  grpc::Status GetModel(grpc::ServerContext* context, const v1::GetModelRequest* request,
+                        v1::GetModelResponse* response) override;
+  grpc::Status ListModels(grpc::ServerContext* context, const v1::ListModelsRequest* request,
+                          v1::ListModelsResponse* response) override;
+  grpc::Status DeleteModel(grpc::ServerContext* context, const v1::DeleteModelRequest* request,
+                           v1::DeleteModelResponse* response) override;
+  grpc::Status WatchModel(grpc::ServerContext* context, const v1::WatchModelRequest* request,
+                          grpc::ServerWriter<v1::WatchModelResponse>* writer) override;
+  grpc::Status Recommend(grpc::ServerContext* context,
+                         grpc::ServerReader<v1::RecommendRequest>* reader,
+                         v1::RecommendResponse* response) override;
+
+ private:
+  dock::Dock* dock_;
+};
+
+}  // namespace modeldock::server
+
+#endif  // MODELDOCK_SERVER_SERVICE_H_

@@ -1,0 +1,251 @@
+// The modeldock CLI run as a process against an in-process server: the contract of docs/CLI.md
+// (commands, --json shapes, exit codes, messages naming the gRPC status code).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "nlohmann/json.hpp"
+#include "tests/subprocess.h"
+#include "tests/test_server.h"
+
+#ifndef MODELDOCK_CLI_PATH
+#error "MODELDOCK_CLI_PATH must name the modeldock binary"
+#endif
+
+namespace modeldock::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+using nlohmann::json;
+
+constexpr char kTops[] = "demo/fmnist-tops-cnn";
+
+class CliE2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(AssetDir().empty()) << "MODELDOCK_ASSET_DIR is not set";
+    ASSERT_TRUE(fs::exists(AssetPath(std::string(kTops) + ".pt")))
+        << "missing demo models; build the assets with scripts/make_assets.py";
+    server_ = std::make_unique<InProcessServer>((fs::path(temp_.path()) / "data").string());
+    ASSERT_TRUE(server_->Start());
+  }
+
+  // Runs `modeldock --server ADDR --timeout 120 ARGS...`.
+  ProcessResult Cli(const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {MODELDOCK_CLI_PATH, "--server", server_->address(),
+                                     "--timeout", "120"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunProcess(argv, temp_.path());
+  }
+
+  static json ParseJson(const ProcessResult& r) {
+    json parsed = json::parse(r.out, nullptr, /*allow_exceptions=*/false);
+    EXPECT_FALSE(parsed.is_discarded()) << "stdout is not JSON:\n" << r.out;
+    return parsed;
+  }
+
+  std::string WriteTemp(const std::string& name, const std::string& content) {
+    const std::string path = (fs::path(temp_.path()) / name).string();
+    std::ofstream(path) << content;
+    return path;
+  }
+
+  TempDir temp_;
+  std::unique_ptr<InProcessServer> server_;
+};
+
+TEST_F(CliE2eTest, RegisterWithMetadataThenListShowRemove) {
+  const std::string model = AssetPath(std::string(kTops) + ".pt");
+  const json sidecar = json::parse(ReadFile(AssetPath(std::string(kTops) + ".json")));
+  const std::string name = sidecar["name"];
+
+  ProcessResult r = Cli({"--json", "register", model, "--metadata",
+                         AssetPath(std::string(kTops) + ".json")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json registered = ParseJson(r);
+  EXPECT_EQ(registered["deduplicated"], false);
+  const json& m = registered["model"];
+  EXPECT_EQ(m["name"], name);
+  EXPECT_EQ(m["state"], "READY") << m.dump();
+  EXPECT_EQ(m["task"], "image_classification");
+  EXPECT_EQ(m["input_shape"], json::array({1, 28, 28}));
+  EXPECT_EQ(m["class_labels"], sidecar["class_labels"]);
+  EXPECT_EQ(m["tags"], sidecar["tags"]);
+  EXPECT_EQ(m["version"], sidecar["version"]);
+  EXPECT_EQ(m["license"], sidecar["license"]);
+  EXPECT_EQ(m["size_bytes"], static_cast<int64_t>(fs::file_size(model)));
+  EXPECT_EQ(m["sha256"].get<std::string>().size(), 64u);
+  EXPECT_EQ(m["has_embed"], true);
+  for (const char* key : {"id", "description", "state_reason", "feature_dim", "created_unix_ms",
+                          "probe_millis"}) {
+    EXPECT_TRUE(m.contains(key)) << key;
+  }
+  // stderr is not a terminal here: no progress bar, one final line.
+  EXPECT_THAT(r.err, HasSubstr("uploaded"));
+  EXPECT_THAT(r.err, Not(HasSubstr("\r")));
+  const std::string id = m["id"];
+
+  r = Cli({"--json", "list"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json list = ParseJson(r);
+  EXPECT_EQ(list["total_size"], 1);
+  ASSERT_EQ(list["models"].size(), 1u);
+  EXPECT_EQ(list["models"][0]["id"], id);
+  EXPECT_EQ(list["models"][0]["name"], name);
+
+  r = Cli({"list", "--state", "ready"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("NAME"));
+  EXPECT_THAT(r.out, HasSubstr(name));
+  EXPECT_THAT(r.out, HasSubstr("READY"));
+  r = Cli({"--json", "list", "--state", "failed"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(ParseJson(r)["total_size"], 0);
+
+  r = Cli({"show", name});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr(id));
+  EXPECT_THAT(r.out, HasSubstr(m["sha256"].get<std::string>()));
+  r = Cli({"show", id, "--json"});  // global flags may follow the command
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(ParseJson(r)["model"]["name"], name);
+
+  r = Cli({"--json", "watch", name});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(ParseJson(r)["model"]["state"], "READY");
+
+  r = Cli({"--json", "rm", name});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(ParseJson(r)["id"], id);
+  r = Cli({"--json", "list"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(ParseJson(r)["total_size"], 0);
+}
+
+TEST_F(CliE2eTest, FlagsOverrideMetadataAndLabelsComeFromFiles) {
+  const std::string model = AssetPath(std::string(kTops) + ".pt");
+  const json sidecar = json::parse(ReadFile(AssetPath(std::string(kTops) + ".json")));
+  std::string labels_text;
+  for (const std::string& label : sidecar["class_labels"]) labels_text += label + "\n";
+  const std::string labels = WriteTemp("labels.txt", labels_text);
+
+  ProcessResult r = Cli({"--json", "register", model, "--metadata",
+                         AssetPath(std::string(kTops) + ".json"), "--name", "renamed",
+                         "--tag", "x", "--tag", "y", "--version", "9.9", "--no-wait"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json m = ParseJson(r)["model"];
+  EXPECT_EQ(m["name"], "renamed");
+  EXPECT_EQ(m["tags"], json::array({"x", "y"}));
+  EXPECT_EQ(m["version"], "9.9");
+  EXPECT_EQ(m["description"], sidecar["description"]);
+
+  // No sidecar: everything from flags, labels from a file; the same bytes are deduplicated.
+  r = Cli({"--json", "register", model, "--name", "from-flags", "--input-shape", "1,28,28",
+           "--labels", "@" + labels});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json second = ParseJson(r);
+  EXPECT_EQ(second["deduplicated"], true);
+  EXPECT_EQ(second["model"]["class_labels"], sidecar["class_labels"]);
+  EXPECT_EQ(second["model"]["state"], "READY");
+
+  // Labels as a comma list, human output.
+  std::string comma;
+  for (const std::string& label : sidecar["class_labels"]) comma += (comma.empty() ? "" : ",") + label;
+  r = Cli({"register", model, "--name", "comma-labels", "--input-shape", "1,28,28", "--labels",
+           comma});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("comma-labels"));
+  EXPECT_THAT(r.out, HasSubstr("READY"));
+}
+
+TEST_F(CliE2eTest, Health) {
+  ProcessResult r = Cli({"health"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "SERVING\n");
+  r = Cli({"--json", "health"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(ParseJson(r), (json{{"status", "SERVING"}}));
+}
+
+TEST_F(CliE2eTest, ErrorsExitNonZeroWithTheStatusCodeName) {
+  ProcessResult r = Cli({"show", "no-such-model"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("NOT_FOUND"));
+  EXPECT_THAT(r.err, HasSubstr("no-such-model"));
+  EXPECT_TRUE(r.out.empty());
+
+  r = Cli({"--json", "rm", "no-such-model"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("NOT_FOUND"));
+  EXPECT_TRUE(r.out.empty());
+
+  r = Cli({"register", AssetPath("fixtures/not_torchscript.pt"), "--metadata",
+           AssetPath("fixtures/not_torchscript.json")});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("INVALID_ARGUMENT"));
+
+  r = Cli({"register", AssetPath(std::string(kTops) + ".pt"), "--metadata",
+           AssetPath(std::string(kTops) + ".json"), "--no-wait"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = Cli({"register", AssetPath(std::string(kTops) + ".pt"), "--metadata",
+           AssetPath(std::string(kTops) + ".json")});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("ALREADY_EXISTS"));
+
+  // A server that is not there.
+  r = RunProcess({MODELDOCK_CLI_PATH, "--server", "127.0.0.1:1", "--timeout", "5", "list"},
+                 temp_.path());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("UNAVAILABLE"));
+  // $MODELDOCK_SERVER is the default address.
+  r = RunProcess({MODELDOCK_CLI_PATH, "health"}, temp_.path(),
+                 {"MODELDOCK_SERVER=" + server_->address()});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
+TEST_F(CliE2eTest, UsageErrorsExitTwo) {
+  ProcessResult r = Cli({"list", "--bogus"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--bogus"));
+
+  r = Cli({"frobnicate"});
+  EXPECT_EQ(r.exit_code, 2);
+
+  r = Cli({"list", "--state", "sleepy"});
+  EXPECT_EQ(r.exit_code, 2);
+
+  r = Cli({"register", (fs::path(temp_.path()) / "missing.pt").string(), "--name", "x",
+           "--input-shape", "1,28,28", "--labels", "a,b"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("missing.pt"));
+
+  r = Cli({"register", AssetPath(std::string(kTops) + ".pt"), "--input-shape", "1,28,28",
+           "--labels", "a,b"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--name"));
+
+  r = Cli({"register", AssetPath(std::string(kTops) + ".pt"), "--name", "x", "--input-shape",
+           "1,twenty,28", "--labels", "a,b"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--input-shape"));
+
+  r = Cli({"recommend", (fs::path(temp_.path()) / "no-dataset").string()});
+  EXPECT_EQ(r.exit_code, 2);
+
+  r = Cli({"--help"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_THAT(r.out, HasSubstr("Examples:"));
+  EXPECT_THAT(r.out, HasSubstr("recommend"));
+
+  // Nothing reached the server.
+  r = Cli({"--json", "list"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(ParseJson(r)["total_size"], 0);
+}
+
+}  // namespace
+}  // namespace modeldock::testing

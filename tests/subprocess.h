@@ -1,0 +1,85 @@
+// Runs a program as a child process and captures its exit status, stdout and stderr (used to
+// test the CLI and stock tools as a user would run them).
+#ifndef MODELDOCK_TESTS_SUBPROCESS_H_
+#define MODELDOCK_TESTS_SUBPROCESS_H_
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/test_server.h"
+
+namespace modeldock::testing {
+
+struct ProcessResult {
+  int exit_code = -1;  // -1 if it did not exit normally (killed, or could not start)
+  std::string out;
+  std::string err;
+};
+
+// Runs argv[0] with argv, stdin from /dev/null and stdout/stderr into files under `work_dir`;
+// `env` entries ("NAME=value") are added to the child's environment. A child still running
+// after `limit` is killed (exit_code -1), so a hang fails the test instead of blocking ctest.
+inline ProcessResult RunProcess(const std::vector<std::string>& argv, const std::string& work_dir,
+                                const std::vector<std::string>& env = {},
+                                std::chrono::seconds limit = std::chrono::seconds(300)) {
+  static int counter = 0;
+  const std::string stem = work_dir + "/proc" + std::to_string(++counter);
+  const std::string out_path = stem + ".out";
+  const std::string err_path = stem + ".err";
+  // Everything the child needs is prepared before fork: a multithreaded parent's child may only
+  // make async-signal-safe calls (no malloc) until exec.
+  std::vector<char*> args;
+  for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+  args.push_back(nullptr);
+  std::vector<char*> envp;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string entry = *e;
+    bool overridden = false;
+    for (const std::string& extra : env) {
+      overridden |= entry.compare(0, extra.find('=') + 1, extra, 0, extra.find('=') + 1) == 0;
+    }
+    if (!overridden) envp.push_back(*e);
+  }
+  for (const std::string& entry : env) envp.push_back(const_cast<char*>(entry.c_str()));
+  envp.push_back(nullptr);
+  ProcessResult result;
+  const pid_t pid = fork();
+  if (pid == 0) {
+    int in = open("/dev/null", O_RDONLY);
+    int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(in, 0);
+    dup2(out, 1);
+    dup2(err, 2);
+    execve(args[0], args.data(), envp.data());
+    _exit(127);
+  }
+  if (pid < 0) return result;
+  const auto give_up = std::chrono::steady_clock::now() + limit;
+  int status = 0;
+  while (waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > give_up) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      status = -1;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (status != -1 && WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
+  result.out = ReadFile(out_path);
+  result.err = ReadFile(err_path);
+  return result;
+}
+
+}  // namespace modeldock::testing
+
+#endif  // MODELDOCK_TESTS_SUBPROCESS_H_
