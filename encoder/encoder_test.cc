@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <optional>
 #include <random>
@@ -17,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "common/datasets.h"
 #include "common/sha256.h"
 #include "encoder/admission_internal.h"
 #include "encoder/black_box.h"
@@ -499,6 +501,8 @@ def forward(self, x):
 // ---------------------------------------------------------------------------------------------
 // Assets from scripts/make_assets.py (skipped when $MODELDOCK_ASSET_DIR has no MANIFEST.json)
 
+double Dot(const std::vector<float>& a, const std::vector<float>& b);
+
 std::optional<nlohmann::json> AssetManifest(std::string* dir) {
   const char* env = std::getenv("MODELDOCK_ASSET_DIR");
   if (env == nullptr) return std::nullopt;
@@ -543,6 +547,52 @@ TEST(AssetsTest, ReferenceEncoderHasTheManifestDim) {
   EXPECT_EQ((*encoder)->dim(), info.at("embedding_dim").get<int>());
   EXPECT_EQ((*encoder)->sha256(),
             manifest->at("files").at(info.at("file").get<std::string>()).at("sha256"));
+}
+
+// The untrained encoder on real assets: the Fashion-MNIST tops query must be closest to the
+// tops model, then to the all-classes model (the tuning of UntrainedEncoderOptions::sigma).
+TEST(AssetsTest, TopsQueryRetrievesTheTopsModel) {
+  std::string dir;
+  const std::optional<nlohmann::json> manifest = AssetManifest(&dir);
+  if (!manifest) GTEST_SKIP() << "no MANIFEST.json in $MODELDOCK_ASSET_DIR";
+  auto probe = datasets::LoadNpy((fs::path(dir) / "probe_set_28.npy").string());
+  ASSERT_TRUE(probe.ok()) << probe.status();
+  datasets::LoadOptions query_options;
+  query_options.labels_path = (fs::path(dir) / "demo/query_tops/query-labels-idx1-ubyte").string();
+  auto query = datasets::LoadIdx(
+      (fs::path(dir) / "demo/query_tops/query-images-idx3-ubyte").string(), query_options);
+  ASSERT_TRUE(query.ok()) << query.status();
+  auto reference = ReferenceEncoder::Load((fs::path(dir) / "reference_encoder.pt").string(),
+                                          {1, 28, 28});
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  auto probe_embeddings = (*reference)->Embed(probe->samples);
+  auto query_embeddings = (*reference)->Embed(query->samples);
+  ASSERT_TRUE(probe_embeddings.ok() && query_embeddings.ok());
+
+  auto encoder = MakeUntrainedEncoder((*reference)->dim());
+  auto q = encoder->EncodeQuery(*query_embeddings, query->labels, query->NumClasses());
+  ASSERT_TRUE(q.ok()) << q.status();
+  std::map<double, std::string> ranking;  // ascending score
+  for (const std::string name : {"fmnist-tops-cnn", "fmnist-all-mlp", "fmnist-footwear-cnn",
+                                 "fmnist-shuffled-cnn", "glyph-digits-cnn"}) {
+    TorchScriptOptions options;
+    options.input_shape = {1, 28, 28};
+    auto model = LoadTorchScriptModel((fs::path(dir) / "demo" / (name + ".pt")).string(), options);
+    ASSERT_TRUE(model.ok()) << model.status();
+    auto out = (*model)->Run(probe->samples, false);
+    ASSERT_TRUE(out.ok()) << out.status();
+    auto m = encoder->EncodeModel(SelectGrid(out->logits), *probe_embeddings);
+    ASSERT_TRUE(m.ok()) << m.status();
+    ranking[Dot(*m, *q)] = name;
+  }
+  std::string order;
+  for (auto it = ranking.rbegin(); it != ranking.rend(); ++it) {
+    order += it->second + "=" + std::to_string(it->first) + " ";
+  }
+  SCOPED_TRACE(order);
+  std::cout << order << "\n";
+  EXPECT_EQ(ranking.rbegin()->second, "fmnist-tops-cnn");
+  EXPECT_EQ(std::next(ranking.rbegin())->second, "fmnist-all-mlp");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -687,7 +737,7 @@ TEST(UntrainedEncoderTest, UnitNormDeterministicAndDescribed) {
   EXPECT_THAT(description, HasSubstr("dim=256"));
   EXPECT_THAT(description, HasSubstr("embedding_dim=16"));
   EXPECT_THAT(description, HasSubstr("seed=20250101"));
-  EXPECT_THAT(description, HasSubstr("sigma=0.5"));
+  EXPECT_THAT(description, HasSubstr("sigma=0.25"));
   EXPECT_THAT(description, HasSubstr("boundary_weight=0.25"));
 }
 
@@ -706,7 +756,7 @@ TEST(UntrainedEncoderTest, InnerProductApproximatesTheGaussianKernel) {
                                   {0}, 1);
     ASSERT_TRUE(m.ok() && q.ok());
     const double d2 = 2 - 2 * std::cos(angle);
-    EXPECT_NEAR(Dot(*m, *q), std::exp(-d2 / (2 * 0.25)), 0.05) << angle;
+    EXPECT_NEAR(Dot(*m, *q), std::exp(-d2 / (2 * options.sigma * options.sigma)), 0.05) << angle;
   }
 }
 
