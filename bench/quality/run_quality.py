@@ -42,6 +42,8 @@ REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 ZOO_DIR = os.path.join(REPO, "bench", "zoo")
 METRICS = ["tmi", "logme", "leep", "nce", "hscore", "shrinkage_hscore", "gbc", "sfda"]
 MEASURES = ["tau_w", "tau", "pearson", "rel@1", "rel@3", "hit@3"]
+# Secondary: weighted tau against the linear-probe accuracy (frozen features).
+ALL_MEASURES = MEASURES + ["tau_w_lp"]
 
 
 # --------------------------------------------------------------------------- ranking measures
@@ -74,7 +76,7 @@ def ranking_measures(order, acc, scores=None):
 
 def mean_measures(per_task):
     out = {}
-    for m in MEASURES:
+    for m in ALL_MEASURES:
         vals = [r[m] for r in per_task.values() if not np.isnan(r[m])]
         out[m] = float(np.mean(vals)) if vals else float("nan")
     return out
@@ -289,10 +291,12 @@ def run(args):
 
     # Score every method on every task.
     results = {"methods": {}, "registration": reg, "server_peak_rss_kib": peak_rss}
-    per_task_acc = {}
+    per_task_acc, per_task_lp = {}, {}
     for task in tasks:
         rows = gt["tasks"][task["name"]]
         per_task_acc[task["name"]] = np.array([rows[m]["best"] if m in rows else np.nan for m in names])
+        per_task_lp[task["name"]] = np.array([rows[m]["linear_probe"] if m in rows else np.nan
+                                              for m in names])
         if np.isnan(per_task_acc[task["name"]]).any():
             sys.exit(f"run_quality: ground truth incomplete for task {task['name']}")
     for method in methods:
@@ -301,6 +305,7 @@ def run(args):
             resp, wall = responses[(task["name"], method)]
             order, scores, missing = evaluate_response(method, resp, names)
             per_task[task["name"]] = ranking_measures(order, per_task_acc[task["name"]], scores)
+            per_task[task["name"]]["tau_w_lp"] = ranking_measures(order, per_task_lp[task["name"]])["tau_w"]
             lat.append({"wall_millis": round(wall, 1), **resp.get("timings", {})})
             scored.append(resp.get("num_scored"))
             cached.append(resp.get("num_cached"))
@@ -326,8 +331,10 @@ def run(args):
         for seed in range(args.random_seeds):
             rng = np.random.default_rng([seed, 12345])
             perm = list(rng.permutation(n))
-            draws.append(ranking_measures(perm, acc, {i: float(n - r) for r, i in enumerate(perm)}))
-        per_task[task["name"]] = {m: float(np.mean([d[m] for d in draws])) for m in MEASURES}
+            d = ranking_measures(perm, acc, {i: float(n - r) for r, i in enumerate(perm)})
+            d["tau_w_lp"] = ranking_measures(perm, per_task_lp[task["name"]])["tau_w"]
+            draws.append(d)
+        per_task[task["name"]] = {m: float(np.mean([d[m] for d in draws])) for m in ALL_MEASURES}
     results["methods"]["random"] = {"mean": mean_measures(per_task), "per_task": per_task,
                                     "seeds": args.random_seeds}
 
@@ -380,8 +387,8 @@ def markdown(results, tasks, methods):
              f"(commit {meta.get('git_commit')}). Ground truth: {meta.get('ground_truth_field')}.",
              "Means over tasks; `scored` = models scored in stage 2 per query (median); latency = "
              "server-side total of one recommend call (median over tasks).", "",
-             "| method | tau_w | tau | Pearson r | rel@1 | rel@3 | hit@3 | scored | latency ms |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| method | tau_w | tau | Pearson r | rel@1 | rel@3 | hit@3 | scored | latency ms "
+             "| tau_w vs linear probe |", "|---|---|---|---|---|---|---|---|---|---|"]
     for m in methods:
         r = results["methods"][m]
         mean = r["mean"]
@@ -389,7 +396,7 @@ def markdown(results, tasks, methods):
                   if r.get("num_scored") and any(s is not None for s in r["num_scored"]) else "-")
         lat = _fmt(r.get("median_total_millis"), 0) if "median_total_millis" in r else "-"
         lines.append(f"| {m} | " + " | ".join(_fmt(mean[k]) for k in MEASURES) +
-                     f" | {scored} | {lat} |")
+                     f" | {scored} | {lat} | {_fmt(mean['tau_w_lp'])} |")
     lines += ["", "Weighted Kendall tau per task:", "",
               "| task | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for t in tasks:
