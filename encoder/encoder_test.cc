@@ -1,5 +1,6 @@
 // Tests for encoder/: fixture TorchScript models are built here from C++ (Module::define) and
 // saved to a temporary directory. One translation unit, since it includes torch.
+#include <ATen/Parallel.h>
 #include <torch/script.h>
 
 #include <chrono>
@@ -284,6 +285,13 @@ TEST(TorchScriptModelTest, RandomBytesAreNotTorchScript) {
   auto model = LoadTorchScriptModel(path, options);
   EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(model.status().message(), HasSubstr("not a TorchScript archive"));
+}
+
+TEST(TorchThreadsTest, SetOnceForTheProcess) {
+  SetTorchThreads(1);
+  EXPECT_EQ(at::get_num_threads(), 1);
+  SetTorchThreads(2);  // ignored: the first call wins
+  EXPECT_EQ(at::get_num_threads(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
