@@ -5,6 +5,9 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${1:-${MODELDOCK_BUILD_DIR:-$ROOT/build}}"
+# OpenMP threads that spin while waiting make LibTorch/FAISS several times slower when processes
+# share the cores (ctest -j, CI); passive waiting costs nothing measurable on an idle machine.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 
 "$ROOT/scripts/build.sh" "$BUILD_DIR"
 
