@@ -127,7 +127,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    return app.exit(e) == 0 ? 0 : 2;  // --help exits 0; usage errors 2, as the CLI does
   }
 
   // Layer the sources: defaults < config file < environment < flags.

@@ -24,16 +24,23 @@ struct ProcessResult {
   std::string err;
 };
 
-// Runs argv[0] with argv, stdin from /dev/null and stdout/stderr into files under `work_dir`;
-// `env` entries ("NAME=value") are added to the child's environment. A child still running
-// after `limit` is killed (exit_code -1), so a hang fails the test instead of blocking ctest.
-inline ProcessResult RunProcess(const std::vector<std::string>& argv, const std::string& work_dir,
-                                const std::vector<std::string>& env = {},
-                                std::chrono::seconds limit = std::chrono::seconds(300)) {
+// A started child process; its stdout/stderr go to files that can be read while it runs.
+struct ChildProcess {
+  pid_t pid = -1;
+  std::string out_path;
+  std::string err_path;
+};
+
+// Starts argv[0] with argv, stdin from /dev/null and stdout/stderr into files under `work_dir`;
+// `env` entries ("NAME=value") replace or extend the child's environment.
+inline ChildProcess StartProcess(const std::vector<std::string>& argv,
+                                 const std::string& work_dir,
+                                 const std::vector<std::string>& env = {}) {
   static int counter = 0;
   const std::string stem = work_dir + "/proc" + std::to_string(++counter);
-  const std::string out_path = stem + ".out";
-  const std::string err_path = stem + ".err";
+  ChildProcess child;
+  child.out_path = stem + ".out";
+  child.err_path = stem + ".err";
   // Everything the child needs is prepared before fork: a multithreaded parent's child may only
   // make async-signal-safe calls (no malloc) until exec.
   std::vector<char*> args;
@@ -50,34 +57,50 @@ inline ProcessResult RunProcess(const std::vector<std::string>& argv, const std:
   }
   for (const std::string& entry : env) envp.push_back(const_cast<char*>(entry.c_str()));
   envp.push_back(nullptr);
-  ProcessResult result;
-  const pid_t pid = fork();
-  if (pid == 0) {
+  const char* out_path = child.out_path.c_str();
+  const char* err_path = child.err_path.c_str();
+  child.pid = fork();
+  if (child.pid == 0) {
     int in = open("/dev/null", O_RDONLY);
-    int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int err = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     dup2(in, 0);
     dup2(out, 1);
     dup2(err, 2);
     execve(args[0], args.data(), envp.data());
     _exit(127);
   }
-  if (pid < 0) return result;
+  return child;
+}
+
+// Waits for `child` to exit; one still running after `limit` is killed (exit_code -1), so a
+// hang fails the test instead of blocking ctest.
+inline ProcessResult WaitProcess(const ChildProcess& child,
+                                 std::chrono::seconds limit = std::chrono::seconds(300)) {
+  ProcessResult result;
+  if (child.pid < 0) return result;
   const auto give_up = std::chrono::steady_clock::now() + limit;
   int status = 0;
-  while (waitpid(pid, &status, WNOHANG) == 0) {
+  while (waitpid(child.pid, &status, WNOHANG) == 0) {
     if (std::chrono::steady_clock::now() > give_up) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
+      kill(child.pid, SIGKILL);
+      waitpid(child.pid, &status, 0);
       status = -1;
       break;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   if (status != -1 && WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
-  result.out = ReadFile(out_path);
-  result.err = ReadFile(err_path);
+  result.out = ReadFile(child.out_path);
+  result.err = ReadFile(child.err_path);
   return result;
+}
+
+// StartProcess + WaitProcess.
+inline ProcessResult RunProcess(const std::vector<std::string>& argv, const std::string& work_dir,
+                                const std::vector<std::string>& env = {},
+                                std::chrono::seconds limit = std::chrono::seconds(300)) {
+  return WaitProcess(StartProcess(argv, work_dir, env), limit);
 }
 
 }  // namespace modeldock::testing
