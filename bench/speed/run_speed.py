@@ -32,7 +32,8 @@ Query data: Fashion-MNIST t10k (Debian's dataset-fashion-mnist) images with inde
 in the probe set), all 10 classes, written as uncompressed IDX files with labels.
 
 Writes bench/speed/e2e.json, then results.json and results.md, which also summarise the
-stage-1 index benchmark outputs bench/speed/index_bench*.json when present.
+stage-1 index benchmark outputs bench/speed/index_bench*.json when present and end with the
+hand-written reading in bench/speed/notes.md.
 """
 import argparse
 import datetime
@@ -106,14 +107,15 @@ class QueryData:
 # --------------------------------------------------------------------------- server and CLI
 
 class Server:
-    def __init__(self, build_dir, data_dir, asset_dir, log_path, nice):
+    def __init__(self, build_dir, data_dir, asset_dir, log_path, nice, env=None):
         binary = os.path.join(build_dir, "server", "modeldock-server")
         cmd = [binary, "--listen", "127.0.0.1:0", "--data-dir", data_dir,
                "--asset-dir", asset_dir]
         if nice:
             cmd = ["nice", "-n", str(nice)] + cmd
         self.log_file = open(log_path, "w")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log_file, text=True)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log_file, text=True,
+                                     env=dict(os.environ, **(env or {})))
         lines = queue.Queue()
         threading.Thread(target=lambda: [lines.put(l) for l in self.proc.stdout],
                          daemon=True).start()
@@ -144,6 +146,12 @@ class Server:
                 if key in ("VmHWM", "VmRSS"):
                     out[key] = int(line.split()[1]) / 1024.0
         return out
+
+    def cpu_seconds(self):
+        """User + system CPU time of the server so far (all threads)."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self):
         if self.proc.poll() is None:
@@ -176,18 +184,18 @@ class Cli:
 
 # --------------------------------------------------------------------------- models
 
-def zoo_models(build_dir, count):
+def zoo_models(asset_dir, count, use_zoo=True):
     """[(name, pt path, sidecar path, origin)] of `count` models, seeded order."""
     base = []
     origin = "bench zoo"
-    if os.path.isdir(ZOO_MODELS):
+    if use_zoo and os.path.isdir(ZOO_MODELS):
         for pt in sorted(glob.glob(os.path.join(ZOO_MODELS, "*.pt"))):
             sidecar = pt[:-3] + ".json"
             if os.path.exists(sidecar):
                 base.append((os.path.basename(pt)[:-3], pt, sidecar))
     if not base:
         origin = "demo models"
-        demo = os.path.join(build_dir, "assets", "demo")
+        demo = os.path.join(asset_dir, "demo")
         for pt in sorted(glob.glob(os.path.join(demo, "*.pt"))):
             sidecar = pt[:-3] + ".json"
             if os.path.exists(sidecar):
@@ -245,17 +253,21 @@ def machine_info():
 
 # --------------------------------------------------------------------------- the run
 
-def recommend_series(cli, data, size, reps, seed_base, extra):
+def recommend_series(cli, server, data, size, reps, seed_base, extra):
     """reps cold calls on fresh datasets, then reps warm calls on the first one."""
     rows = []
     first = None
     for r in range(reps):
         images, labels = data.make(size, seed_base + r)
         first = first or (images, labels)
+        cpu = server.cpu_seconds()
         out, wall = cli.run("recommend", images, "--labels", labels, *extra)
+        out["server_cpu_ms"] = (server.cpu_seconds() - cpu) * 1000
         rows.append(("cold", wall, out))
     for r in range(reps):
+        cpu = server.cpu_seconds()
         out, wall = cli.run("recommend", first[0], "--labels", first[1], *extra)
+        out["server_cpu_ms"] = (server.cpu_seconds() - cpu) * 1000
         rows.append(("warm", wall, out))
     result = {}
     for kind in ("cold", "warm"):
@@ -263,9 +275,12 @@ def recommend_series(cli, data, size, reps, seed_base, extra):
         result[kind] = {
             "wall_ms": summary([w * 1000 for w, _ in sel]),
             "server_total_ms": summary([o["timings"]["total_millis"] for _, o in sel]),
+            "server_cpu_ms": summary([o["server_cpu_ms"] for _, o in sel]),
             "stage1_ms": summary([o["timings"]["stage1_millis"] for _, o in sel]),
             "stage2_ms": summary([o["timings"]["stage2_millis"] for _, o in sel]),
             "encode_query_ms": summary([o["timings"]["encode_query_millis"] for _, o in sel]),
+            "calls_wall_ms": [round(w * 1000, 1) for w, _ in sel],
+            "calls_server_ms": [round(o["timings"]["total_millis"], 1) for _, o in sel],
             "num_scored": sel[0][1]["num_scored"],
             "num_compatible": sel[0][1]["num_compatible"],
         }
@@ -274,24 +289,26 @@ def recommend_series(cli, data, size, reps, seed_base, extra):
 
 def run(args):
     build = os.path.abspath(args.build_dir)
-    for rel in ("server/modeldock-server", "client/modeldock", "assets"):
-        if not os.path.exists(os.path.join(build, rel)):
-            raise SystemExit(f"{os.path.join(build, rel)} is missing: build the tree and run "
+    assets = os.path.abspath(args.asset_dir or os.path.join(build, "assets"))
+    for path in (os.path.join(build, "server", "modeldock-server"),
+                 os.path.join(build, "client", "modeldock"), assets):
+        if not os.path.exists(path):
+            raise SystemExit(f"{path} is missing: build the tree and run "
                              "scripts/make_assets.py --out <build>/assets first")
     zoo_sizes = sorted(args.zoo_sizes)
-    models = zoo_models(build, zoo_sizes[-1])
+    models = zoo_models(assets, zoo_sizes[-1], not args.no_zoo)
     work = tempfile.mkdtemp(prefix="modeldock-speed-")
     data = QueryData(os.path.join(work, "queries"))
     os.makedirs(data.out_dir)
     load_before = os.getloadavg()
-    server = Server(build, os.path.join(work, "data"), os.path.join(build, "assets"),
-                    os.path.join(work, "server.log"), args.nice)
+    server = Server(build, os.path.join(work, "data"), assets,
+                    os.path.join(work, "server.log"), args.nice, args.server_env)
     log("server at", server.address, "pid", server.pid, "work dir", work)
     cli = Cli(build, server.address, args.nice)
     result = {"started": datetime.datetime.now().isoformat(timespec="seconds"),
               "machine": machine_info(), "build_dir": build, "reps": args.reps,
-              "query_sizes": args.query_sizes, "zoo_sizes": zoo_sizes,
-              "bf_samples": args.bf_samples, "nice": args.nice,
+              "asset_dir": assets, "query_sizes": args.query_sizes, "zoo_sizes": zoo_sizes,
+              "bf_samples": args.bf_samples, "nice": args.nice, "server_env": args.server_env,
               "load_average_before": load_before, "memory": [], "registrations": [],
               "recommend": [], "brute_force": []}
     result["memory"].append({"phase": "started (empty dock)", **server.memory()})
@@ -300,7 +317,9 @@ def run(args):
         seed = SEED
         for zoo in zoo_sizes:
             for name, pt, sidecar, origin in models[registered:zoo]:
+                cpu = server.cpu_seconds()
                 out, wall = cli.run("register", pt, "--metadata", sidecar, "--name", name)
+                cpu = server.cpu_seconds() - cpu
                 model = out["model"]
                 if model["state"] != "READY":
                     raise RuntimeError(f"{name} ended {model['state']}: {model['state_reason']}")
@@ -308,7 +327,7 @@ def run(args):
                 result["registrations"].append({
                     "name": name, "origin": origin, "arch": arch_of(sidecar),
                     "size_bytes": model["size_bytes"], "deduplicated": out["deduplicated"],
-                    "register_wall_ms": wall * 1000,
+                    "register_wall_ms": wall * 1000, "register_server_cpu_ms": cpu * 1000,
                     "probe_millis": shown["model"]["probe_millis"]})
                 log(f"registered {name}: {wall * 1000:.0f} ms wall, "
                     f"probe {shown['model']['probe_millis']} ms")
@@ -316,7 +335,7 @@ def run(args):
             result["memory"].append({"phase": f"{zoo} models registered", **server.memory()})
             for size in args.query_sizes:
                 seed += 1000
-                r = recommend_series(cli, data, size, args.reps, seed, [])
+                r = recommend_series(cli, server, data, size, args.reps, seed, [])
                 r.update({"zoo": zoo, "samples": size, "mode": "two-stage"})
                 result["recommend"].append(r)
                 log(f"zoo {zoo}, {size} samples: cold median "
@@ -324,7 +343,7 @@ def run(args):
                     f"{r['warm']['wall_ms']['median']:.0f} ms (scored "
                     f"{r['cold']['num_scored']}/{r['cold']['num_compatible']})")
             seed += 1000
-            r = recommend_series(cli, data, args.bf_samples, args.reps, seed, ["--brute-force"])
+            r = recommend_series(cli, server, data, args.bf_samples, args.reps, seed, ["--brute-force"])
             r.update({"zoo": zoo, "samples": args.bf_samples, "mode": "brute-force"})
             result["brute_force"].append(r)
             log(f"zoo {zoo}, brute force {args.bf_samples} samples: cold median "
@@ -348,13 +367,17 @@ def run(args):
 
 # --------------------------------------------------------------------------- report
 
-def index_results():
-    """Rows from the Google Benchmark JSON files bench/speed/index_bench*.json."""
+def index_results(out_dir):
+    """Rows from the Google Benchmark JSON files <out_dir>/index_bench*.json."""
     rows = []
     contexts = {}
-    for path in sorted(glob.glob(os.path.join(HERE, "index_bench*.json"))):
-        with open(path) as f:
-            doc = json.load(f)
+    for path in sorted(glob.glob(os.path.join(out_dir, "index_bench*.json"))):
+        try:
+            with open(path) as f:
+                doc = json.load(f)
+        except (OSError, ValueError) as e:
+            log(f"skipping {path}: {e}")
+            continue
         contexts[os.path.basename(path)] = doc.get("context", {})
         for b in doc.get("benchmarks", []):
             parts = b["name"].split("/")
@@ -379,7 +402,7 @@ def fmt(x, digits=0):
 
 
 def write_report(e2e, out_dir):
-    idx_rows, idx_contexts = index_results()
+    idx_rows, idx_contexts = index_results(out_dir)
     results = {"index": {"rows": idx_rows, "contexts": idx_contexts}, "e2e": e2e}
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
@@ -404,10 +427,13 @@ def write_report(e2e, out_dir):
                f"HNSW efSearch = {ctx.get('hnsw_ef_search', '?')}, efConstruction = "
                f"{ctx.get('hnsw_ef_construction', '?')}. Recall@10 against the Flat index's exact "
                f"answer over 200 queries (filtered: against the exact answer within the allowed "
-               f"set, 25% of the ids). Load average while run: "
-               f"{ctx.get('load_avg', '?')}.", "",
-               "| index | n | search µs (wall) | search µs (CPU) | recall@10 | filtered µs (wall) "
-               "| filtered µs (CPU) | filtered recall@10 | build s (wall) | build s (CPU) | "
+               f"set, 25% of the ids). OMP_NUM_THREADS={ctx.get('omp_num_threads', '?')}. Load "
+               f"average (1, 5, 15 min) at the start of each run: "
+               + "; ".join(f"{k}: {c.get('load_avg', '?')}" for k, c in idx_contexts.items())
+               + ". CPU time is the process's (one thread), wall time includes waiting for the "
+               "shared cores.", "",
+               "| index | n | search µs CPU | search µs wall | recall@10 | filtered µs CPU "
+               "| filtered µs wall | filtered recall@10 | build s CPU | build s wall | "
                "RSS after build MiB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         keyed = {(r["benchmark"], r["index"], r["n"]): r for r in idx_rows}
         pairs = sorted({(r["index"], r["n"]) for r in idx_rows},
@@ -417,10 +443,10 @@ def write_report(e2e, out_dir):
             sf = keyed.get(("SearchFiltered", index, n), {})
             b = keyed.get(("Build", index, n), {})
             md.append(
-                f"| {index} | {n:,} | {fmt(s.get('real_time'), 1)} | {fmt(s.get('cpu_time'), 1)} "
-                f"| {fmt(s.get('recall_at_10'), 4)} | {fmt(sf.get('real_time'), 1)} | "
-                f"{fmt(sf.get('cpu_time'), 1)} | {fmt(sf.get('recall_at_10'), 4)} | "
-                f"{fmt(b.get('real_time'), 1)} | {fmt(b.get('cpu_time'), 1)} | "
+                f"| {index} | {n:,} | {fmt(s.get('cpu_time'), 0)} | {fmt(s.get('real_time'), 0)} "
+                f"| {fmt(s.get('recall_at_10'), 4)} | {fmt(sf.get('cpu_time'), 0)} | "
+                f"{fmt(sf.get('real_time'), 0)} | {fmt(sf.get('recall_at_10'), 4)} | "
+                f"{fmt(b.get('cpu_time'), 1)} | {fmt(b.get('real_time'), 1)} | "
                 f"{fmt(b.get('rss_mib_after'), 0)} |")
         errors = [r for r in idx_rows if "error" in r]
         for r in errors:
@@ -430,7 +456,8 @@ def write_report(e2e, out_dir):
     if e2e:
         md += ["## End to end (server + CLI)", "",
                f"Run {e2e['started']} .. {e2e.get('finished', '?')}; server and CLI under "
-               f"`nice -n {e2e['nice']}`; load average before {e2e['load_average_before']}, after "
+               f"`nice -n {e2e['nice']}`, server environment "
+               f"{e2e.get('server_env') or '(default)'}; load average before {e2e['load_average_before']}, after "
                f"{e2e.get('load_average_after')}. Each recommend figure: {e2e['reps']} calls. "
                f"*Cold*: every call on a different dataset (no cached model outputs); *warm*: the "
                f"same dataset again (all stage-2 model outputs from the output cache). *Wall*: "
@@ -442,26 +469,34 @@ def write_report(e2e, out_dir):
                "until READY (upload, admission checks, probing on the 2,000-image probe set, "
                "index update).", "",
                "| architecture | models | probe ms median | probe ms max | register wall ms "
-               "median | register wall ms max |", "|---|---|---|---|---|---|"]
+               "median | register wall ms max | server CPU ms median |",
+               "|---|---|---|---|---|---|---|"]
         archs = sorted({r["arch"] for r in regs})
         for a in archs + ["all"]:
             sel = [r for r in regs if a == "all" or r["arch"] == a]
             p = summary([r["probe_millis"] for r in sel])
             w = summary([r["register_wall_ms"] for r in sel])
+            c = summary([r.get("register_server_cpu_ms", 0) for r in sel])
             md.append(f"| {a} | {len(sel)} | {fmt(p['median'])} | {fmt(p['max'])} | "
-                      f"{fmt(w['median'])} | {fmt(w['max'])} |")
+                      f"{fmt(w['median'])} | {fmt(w['max'])} | {fmt(c['median'])} |")
         md.append("")
 
         md += ["### Recommend latency (default two-stage pipeline)", "",
-               "| models | samples | scored | cold wall ms median | cold wall p95 | cold server "
-               "median | warm wall ms median | warm wall p95 | warm server median |",
-               "|---|---|---|---|---|---|---|---|---|"]
+               "| models | samples | scored | cold wall median | cold wall p95 | cold server "
+               "median | cold server p95 | cold server CPU median | warm wall median | warm wall "
+               "p95 | warm server median | warm server CPU median |",
+               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in e2e["recommend"]:
             c, w = r["cold"], r["warm"]
             md.append(f"| {r['zoo']} | {r['samples']} | {c['num_scored']}/{c['num_compatible']} "
                       f"| {fmt(c['wall_ms']['median'])} | {fmt(c['wall_ms']['p95'])} | "
-                      f"{fmt(c['server_total_ms']['median'])} | {fmt(w['wall_ms']['median'])} | "
-                      f"{fmt(w['wall_ms']['p95'])} | {fmt(w['server_total_ms']['median'])} |")
+                      f"{fmt(c['server_total_ms']['median'])} | {fmt(c['server_total_ms']['p95'])} "
+                      f"| {fmt(c.get('server_cpu_ms', {}).get('median'))} | "
+                      f"{fmt(w['wall_ms']['median'])} | {fmt(w['wall_ms']['p95'])} | "
+                      f"{fmt(w['server_total_ms']['median'])} | "
+                      f"{fmt(w.get('server_cpu_ms', {}).get('median'))} |")
+        md += ["", "(all in ms; server CPU = user + system time of the server process during "
+               "the call, all threads, 10 ms resolution)"]
         md.append("")
         md += ["Server-side stage split, cold calls (medians, ms):", "",
                "| models | samples | encode query | stage 1 | stage 2 | total |",
@@ -475,8 +510,8 @@ def write_report(e2e, out_dir):
 
         md += [f"### Brute force vs two-stage ({e2e['bf_samples']} samples)", "",
                "| models | scored (two-stage / brute) | two-stage cold ms | brute cold ms | "
-               "ratio cold | two-stage warm ms | brute warm ms | ratio warm |",
-               "|---|---|---|---|---|---|---|---|"]
+               "ratio cold | ratio cold, server CPU | two-stage warm ms | brute warm ms | "
+               "ratio warm |", "|---|---|---|---|---|---|---|---|---|"]
         for bf in e2e["brute_force"]:
             ts = next((r for r in e2e["recommend"]
                        if r["zoo"] == bf["zoo"] and r["samples"] == bf["samples"]), None)
@@ -484,8 +519,11 @@ def write_report(e2e, out_dir):
                 continue
             tc, bc = ts["cold"]["server_total_ms"]["median"], bf["cold"]["server_total_ms"]["median"]
             tw, bw = ts["warm"]["server_total_ms"]["median"], bf["warm"]["server_total_ms"]["median"]
+            tcpu = ts["cold"].get("server_cpu_ms", {}).get("median")
+            bcpu = bf["cold"].get("server_cpu_ms", {}).get("median")
             md.append(f"| {bf['zoo']} | {ts['cold']['num_scored']} / {bf['cold']['num_scored']} | "
-                      f"{fmt(tc)} | {fmt(bc)} | {fmt(bc / tc, 2)} | {fmt(tw)} | {fmt(bw)} | "
+                      f"{fmt(tc)} | {fmt(bc)} | {fmt(bc / tc, 2)} | "
+                      f"{fmt(bcpu / tcpu if tcpu else None, 2)} | {fmt(tw)} | {fmt(bw)} | "
                       f"{fmt(bw / tw if tw else None, 2)} |")
         md += ["", "(server total_millis medians; ratio = brute force / two-stage)", ""]
 
@@ -495,6 +533,12 @@ def write_report(e2e, out_dir):
             md.append(f"| {m_['phase']} | {fmt(m_.get('VmHWM'))} | {fmt(m_.get('VmRSS'))} |")
         md.append("")
 
+    # Hand-written reading of the figures (kept across re-runs).
+    notes = os.path.join(HERE, "notes.md")
+    if os.path.exists(notes):
+        with open(notes) as f:
+            md += ["", f.read().rstrip(), ""]
+
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write("\n".join(md))
     log("wrote", os.path.join(out_dir, "results.md"))
@@ -503,6 +547,8 @@ def write_report(e2e, out_dir):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--build-dir", default=os.path.join(REPO, "build"))
+    p.add_argument("--asset-dir", default=None, help="default: <build-dir>/assets")
+    p.add_argument("--no-zoo", action="store_true", help="use the demo models even if the zoo exists")
     p.add_argument("--zoo-sizes", type=lambda s: [int(x) for x in s.split(",")],
                    default=[5, 10, 25, 50])
     p.add_argument("--query-sizes", type=lambda s: [int(x) for x in s.split(",")],
@@ -511,6 +557,8 @@ def main():
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--nice", type=int, default=10, help="niceness of server and CLI (0: none)")
     p.add_argument("--out-dir", default=HERE)
+    p.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra environment for the server, e.g. OMP_WAIT_POLICY=PASSIVE")
     p.add_argument("--quick", action="store_true", help="5 and 10 models, 100 and 200 samples")
     p.add_argument("--keep", action="store_true", help="keep the temp data dir and server log")
     p.add_argument("--report-only", action="store_true",
@@ -528,6 +576,7 @@ def main():
         args.zoo_sizes, args.query_sizes = [5, 10], [100, 200]
     if args.reps < 1 or args.bf_samples not in args.query_sizes:
         raise SystemExit("--reps must be >= 1 and --bf-samples one of --query-sizes")
+    args.server_env = dict(kv.split("=", 1) for kv in args.server_env)
     e2e = run(args)
     with open(e2e_path, "w") as f:
         json.dump(e2e, f, indent=1)
