@@ -80,7 +80,7 @@ TEST_F(ReflectionTest, ListModelsThroughReflection) {
   EXPECT_EQ(ParseJson(r), json::object());  // proto3 JSON omits an empty list and a zero total
 
   const std::string stem = "demo/fmnist-tops-cnn";
-  if (!fs::exists(AssetPath(stem + ".pt"))) GTEST_SKIP() << "demo models not built";
+  ASSERT_TRUE(fs::exists(AssetPath(stem + ".pt"))) << "demo models not built (scripts/make_assets.py)";
   client::ClientOptions options;
   options.address = server_->address();
   client::Client client(options);
