@@ -507,7 +507,7 @@ def forward(self, x):
 }
 
 // ---------------------------------------------------------------------------------------------
-// Assets from scripts/make_assets.py (skipped when $MODELDOCK_ASSET_DIR has no MANIFEST.json)
+// Assets from scripts/make_assets.py; scripts/test.sh always builds them, so missing assets fail.
 
 double Dot(const std::vector<float>& a, const std::vector<float>& b);
 
