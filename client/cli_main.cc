@@ -566,6 +566,7 @@ int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client:
                      {"total_millis", t.total_millis()}}},
                    {"num_scored", response->num_scored()},
                    {"num_compatible", response->num_compatible()},
+                   {"num_cached", response->num_cached()},
                    {"metric", MetricName(response->metric())},
                    {"label_source", response->label_source()},
                    {"warnings", std::vector<std::string>(response->warnings().begin(),
@@ -577,7 +578,11 @@ int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client:
             << ShapeToString(dataset->samples.SampleShape()) << ", labels "
             << response->label_source() << "; metric " << MetricName(response->metric())
             << "; scored " << response->num_scored() << " of " << response->num_compatible()
-            << " compatible models\n";
+            << " compatible models";
+  if (response->num_cached() > 0) {
+    std::cout << " (" << response->num_cached() << " from the output cache)";
+  }
+  std::cout << "\n";
   if (response->results().empty()) {
     std::cout << "no compatible READY models\n";
   } else {
