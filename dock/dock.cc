@@ -13,6 +13,7 @@
 #include "common/datasets.h"
 #include "common/sha256.h"
 #include "dock/dock_impl.h"
+#include "encoder/alignment.h"
 #include "spdlog/spdlog.h"
 
 #ifndef MODELDOCK_DEFAULT_ASSET_DIR
@@ -242,7 +243,19 @@ absl::Status DockImpl::LoadKnowledgeSpace() {
   auto embeddings = reference_->Embed(probe_set_);
   if (!embeddings.ok()) return embeddings.status();
   probe_embeddings_ = std::move(*embeddings);
-  knowledge_ = encoder::MakeUntrainedEncoder(reference_->dim());
+  if (options_.knowledge_encoder_path.empty()) {
+    knowledge_ = encoder::MakeUntrainedEncoder(reference_->dim());
+  } else {
+    // Its Describe() carries the file's SHA-256: a new file is a new knowledge space.
+    auto alignment = encoder::LoadTorchScriptKnowledgeEncoder(options_.knowledge_encoder_path,
+                                                              reference_->dim());
+    if (!alignment.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat("cannot load the knowledge encoder ",
+                                                        options_.knowledge_encoder_path, ": ",
+                                                        alignment.status().message()));
+    }
+    knowledge_ = std::move(*alignment);
+  }
   space_ = Sha256::Of(absl::StrCat(reference_->sha256(), "|", probe_set_sha_, "|",
                                    knowledge_->Describe()))
                .substr(0, 16);

@@ -62,6 +62,7 @@ struct DockOptions {
   // Reference encoder E (TorchScript, [N,1,28,28] -> [N,D]); empty = asset_dir's.
   std::string reference_encoder_path;
   std::vector<int64_t> reference_input_shape = {1, 28, 28};
+  std::string knowledge_encoder_path;  // TorchScript alignment; empty = untrained default
   // FAISS factory string for stage 1 ("Flat", "HNSW32", "IVF256,Flat").
   std::string index_factory = "Flat";
   int probe_workers = 1;

@@ -32,6 +32,7 @@ struct ServerConfig {
   std::string index_factory = "Flat";
   std::string probe_set;
   std::string reference_encoder;
+  std::string knowledge_encoder;
   int probe_workers = 1;
   int torch_threads = 2;
   std::string log_level = "info";
@@ -77,6 +78,7 @@ std::string LoadConfigFile(const std::string& path, ServerConfig* config) {
     ReadKey(json, "index-factory", &config->index_factory);
     ReadKey(json, "probe-set", &config->probe_set);
     ReadKey(json, "reference-encoder", &config->reference_encoder);
+    ReadKey(json, "knowledge-encoder", &config->knowledge_encoder);
     ReadKey(json, "probe-workers", &config->probe_workers);
     ReadKey(json, "torch-threads", &config->torch_threads);
     ReadKey(json, "log-level", &config->log_level);
@@ -113,6 +115,9 @@ int main(int argc, char** argv) {
                                    "Probe set NPY [P,1,28,28] (default: the asset dir's)");
   auto* ref_encoder = app.add_option("--reference-encoder", flags.reference_encoder,
                                      "Reference encoder TorchScript (default: the asset dir's)");
+  auto* knowledge_encoder = app.add_option(
+      "--knowledge-encoder", flags.knowledge_encoder,
+      "Know2Vec alignment TorchScript from scripts/know2vec_alignment.py (default: untrained)");
   auto* workers = app.add_option("--probe-workers", flags.probe_workers,
                                  "Background threads probing new models")
                       ->default_str("1");
@@ -151,6 +156,7 @@ int main(int argc, char** argv) {
   if (factory->count()) config.index_factory = flags.index_factory;
   if (probe_set->count()) config.probe_set = flags.probe_set;
   if (ref_encoder->count()) config.reference_encoder = flags.reference_encoder;
+  if (knowledge_encoder->count()) config.knowledge_encoder = flags.knowledge_encoder;
   if (workers->count()) config.probe_workers = flags.probe_workers;
   if (threads->count()) config.torch_threads = flags.torch_threads;
   if (log_level->count()) config.log_level = flags.log_level;
@@ -175,14 +181,17 @@ int main(int argc, char** argv) {
   options.index_factory = config.index_factory;
   options.probe_set_path = config.probe_set;
   options.reference_encoder_path = config.reference_encoder;
+  options.knowledge_encoder_path = config.knowledge_encoder;
   options.probe_workers = config.probe_workers;
   options.torch_threads = config.torch_threads;
   spdlog::info(
       "config: listen={} data_dir={} asset_dir={} max_model_mb={} index_factory={} "
-      "probe_set={} reference_encoder={} probe_workers={} torch_threads={} log_level={}",
+      "probe_set={} reference_encoder={} knowledge_encoder={} probe_workers={} torch_threads={} "
+      "log_level={}",
       config.listen, config.data_dir, config.asset_dir, config.max_model_mb,
       config.index_factory, config.probe_set.empty() ? "(asset dir)" : config.probe_set,
       config.reference_encoder.empty() ? "(asset dir)" : config.reference_encoder,
+      config.knowledge_encoder.empty() ? "(untrained)" : config.knowledge_encoder,
       config.probe_workers, config.torch_threads, config.log_level);
   if (absl::Status status = modeldock::dock::ValidateOptions(options); !status.ok()) {
     std::cerr << "modeldock-server: invalid configuration: " << status.ToString() << "\n";
