@@ -39,6 +39,12 @@ import random
 import sys
 import tempfile
 
+# TorchScript writes constants in Python set order (string hashing): a fixed hash seed makes the
+# same weights give byte-identical files, so re-exporting does not change the knowledge space.
+if os.environ.get("PYTHONHASHSEED") != "0":
+    os.environ["PYTHONHASHSEED"] = "0"
+    os.execv(sys.executable, [sys.executable] + sys.argv)
+
 # OpenMP busy-waiting slows torch down badly on shared cores; set before torch loads libgomp.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
