@@ -15,6 +15,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import sys
 import time
 import zlib
 
@@ -243,6 +244,10 @@ def make_task(out, seed, spec, fonts):
 
 
 def main():
+    # TorchScript serialises some module constants in set order, which follows Python's string
+    # hash: fix the hash seed so that the same seed gives byte-identical model files.
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "PYTHONHASHSEED": "0"})
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=0)
