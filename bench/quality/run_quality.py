@@ -398,7 +398,10 @@ def markdown(results, tasks, methods):
              "outputs per (model, dataset) and the calls run per task in the order of the table: "
              "stage1 and default start cold (default runs its candidates); brute_tmi runs the "
              "remaining models; the later brute-force rows reuse cached outputs, so their latency "
-             "is scoring time only (bench/speed measures cold latencies).", "",
+             "is scoring time only (bench/speed measures cold latencies). Rank measures use the "
+             "full returned order; Pearson r uses the returned score over the models that carry "
+             "one (for `default`: only its stage-2 candidates). Random: mean of "
+             f"{results['methods'].get('random', {}).get('seeds', '?')} seeded permutations.", "",
              "| method | tau_w | tau | Pearson r | rel@1 | rel@3 | hit@3 | scored | latency ms "
              "| tau_w vs linear probe |", "|---|---|---|---|---|---|---|---|---|---|"]
     for m in methods:
