@@ -97,6 +97,21 @@ constexpr const char* kSelectColumns =
     "state, state_reason, sha256, size_bytes, has_embed, feature_dim, created_unix_ms, "
     "probe_millis, revision FROM models";
 
+// The fields that change after registration; bound as 1..6, the id as 7.
+constexpr const char* kUpdateState =
+    "UPDATE models SET state=?, state_reason=?, has_embed=?, feature_dim=?, probe_millis=?, "
+    "revision=? WHERE id=?";
+
+void BindState(Statement& st, const ModelRecord& r) {
+  st.Bind(1, static_cast<int64_t>(r.state));
+  st.Bind(2, r.state_reason);
+  st.Bind(3, static_cast<int64_t>(r.has_embed));
+  st.Bind(4, r.feature_dim);
+  st.Bind(5, r.probe_millis);
+  st.Bind(6, r.revision);
+  st.Bind(7, r.id);
+}
+
 ModelRecord ReadRecord(Statement& st) {
   ModelRecord r;
   r.id = st.Text(0);
@@ -209,17 +224,9 @@ absl::Status MetadataStore::Insert(const ModelRecord& r) {
 
 absl::Status MetadataStore::UpdateState(const ModelRecord& r) {
   std::lock_guard<std::mutex> lock(mutex_);
-  Statement st(db_,
-               "UPDATE models SET state=?, state_reason=?, has_embed=?, feature_dim=?, "
-               "probe_millis=?, revision=? WHERE id=?");
+  Statement st(db_, kUpdateState);
   if (!st.status().ok()) return st.status();
-  st.Bind(1, static_cast<int64_t>(r.state));
-  st.Bind(2, r.state_reason);
-  st.Bind(3, static_cast<int64_t>(r.has_embed));
-  st.Bind(4, r.feature_dim);
-  st.Bind(5, r.probe_millis);
-  st.Bind(6, r.revision);
-  st.Bind(7, r.id);
+  BindState(st, r);
   if (st.Step() != SQLITE_DONE) {
     return absl::InternalError(absl::StrCat("sqlite update: ", sqlite3_errmsg(db_)));
   }
@@ -311,16 +318,8 @@ absl::Status MetadataStore::CommitProbe(const ModelRecord& r, const std::string&
     if (st.Step() != SQLITE_DONE) return fail("vector");
   }
   {
-    Statement st(db_,
-                 "UPDATE models SET state=?, state_reason=?, has_embed=?, feature_dim=?, "
-                 "probe_millis=?, revision=? WHERE id=?");
-    st.Bind(1, static_cast<int64_t>(r.state));
-    st.Bind(2, r.state_reason);
-    st.Bind(3, static_cast<int64_t>(r.has_embed));
-    st.Bind(4, r.feature_dim);
-    st.Bind(5, r.probe_millis);
-    st.Bind(6, r.revision);
-    st.Bind(7, r.id);
+    Statement st(db_, kUpdateState);
+    BindState(st, r);
     if (st.Step() != SQLITE_DONE) return fail("state");
     if (sqlite3_changes(db_) == 0) {
       Exec("ROLLBACK").IgnoreError();

@@ -18,29 +18,16 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/sha256.h"
+#include "encoder/util_internal.h"
 
 namespace modeldock::encoder {
 namespace {
 
-// The error line of a c10::Error first, without the C++ backtrace (TorchScript puts the
-// Python-level error after its traceback).
-std::string ShortTorchMessage(const char* what) {
-  std::string msg = what;
-  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
-  const size_t newline = msg.rfind('\n');
-  if (newline == std::string::npos) return msg;
-  return absl::StrCat(msg.substr(newline + 1), "\n", msg.substr(0, newline));
-}
+// The error line of a c10::Error first, without the C++ backtrace.
+std::string ShortTorchMessage(const char* what) { return internal::LastLineFirst(what); }
 
 absl::Status CheckEmbeddings(const Tensor& t, int embedding_dim, const char* what) {
-  if (t.shape.size() != 2 || !t.IsConsistent()) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " embeddings must be a [N, D] tensor"));
-  }
-  if (t.shape[1] != embedding_dim) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " embeddings have width ", t.shape[1],
-                                                   ", the alignment expects ", embedding_dim));
-  }
-  return absl::OkStatus();
+  return internal::CheckEmbeddingMatrix(t, embedding_dim, what, "the alignment");
 }
 
 // The encode_model inputs for `grid` (layout in alignment.h).

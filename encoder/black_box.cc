@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "encoder/black_box.h"
+#include "encoder/util_internal.h"
 #include "spdlog/spdlog.h"
 
 namespace modeldock::encoder {
@@ -24,18 +25,9 @@ std::string TorchShapeString(const at::Tensor& t) {
   return absl::StrCat("[", absl::StrJoin(t.sizes(), ", "), "]");
 }
 
-// TorchScript errors end with the Python-level error ("RuntimeError: AssertionError: ...")
-// after a TorchScript traceback: that line goes first, the traceback follows.
-std::string LastLineFirst(std::string msg) {
-  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
-  const size_t newline = msg.rfind('\n');
-  if (newline == std::string::npos) return msg;
-  return absl::StrCat(msg.substr(newline + 1), "\n", msg.substr(0, newline));
-}
-
-// A c10::Error without the C++ backtrace.
+// A c10::Error without the C++ backtrace, its error line first.
 std::string ShortTorchMessage(const c10::Error& e) {
-  return LastLineFirst(e.what_without_backtrace());
+  return internal::LastLineFirst(e.what_without_backtrace());
 }
 
 class TorchScriptModel : public BlackBoxModel {
@@ -94,7 +86,7 @@ class TorchScriptModel : public BlackBoxModel {
       return absl::FailedPreconditionError(
           absl::StrCat(stage, " raised an error: ", ShortTorchMessage(e)));
     } catch (const std::exception& e) {
-      return absl::FailedPreconditionError(absl::StrCat(stage, " raised an error: ", LastLineFirst(e.what())));
+      return absl::FailedPreconditionError(absl::StrCat(stage, " raised an error: ", internal::LastLineFirst(e.what())));
     }
   }
 

@@ -1,5 +1,6 @@
 // SelectGrid, the untrained set encoder and ClusterLabels: plain C++, no torch.
 #include "encoder/knowledge.h"
+#include "encoder/util_internal.h"
 
 #include <algorithm>
 #include <cmath>
@@ -148,14 +149,7 @@ class UntrainedEncoder : public KnowledgeEncoder {
 
  private:
   absl::Status CheckEmbeddings(const Tensor& t, const char* what) const {
-    if (t.shape.size() != 2 || !t.IsConsistent()) {
-      return absl::InvalidArgumentError(absl::StrCat(what, " embeddings must be a [N, D] tensor"));
-    }
-    if (t.shape[1] != embedding_dim_) {
-      return absl::InvalidArgumentError(absl::StrCat(what, " embeddings have width ", t.shape[1],
-                                                     ", the encoder expects ", embedding_dim_));
-    }
-    return absl::OkStatus();
+    return internal::CheckEmbeddingMatrix(t, embedding_dim_, what, "the encoder");
   }
 
   std::vector<double> Row(const Tensor& t, int64_t i) const {
@@ -373,4 +367,26 @@ std::vector<int32_t> ClusterLabels(const Tensor& embeddings, int k, uint64_t see
   return assign;
 }
 
+namespace internal {
+
+std::string LastLineFirst(std::string message) {
+  while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
+  const size_t newline = message.rfind('\n');
+  if (newline == std::string::npos) return message;
+  return absl::StrCat(message.substr(newline + 1), "\n", message.substr(0, newline));
+}
+
+absl::Status CheckEmbeddingMatrix(const Tensor& t, int64_t width, const char* what,
+                                  const char* owner) {
+  if (t.shape.size() != 2 || !t.IsConsistent()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " embeddings must be a [N, D] tensor"));
+  }
+  if (t.shape[1] != width) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " embeddings have width ", t.shape[1],
+                                                   ", ", owner, " expects ", width));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace internal
 }  // namespace modeldock::encoder
