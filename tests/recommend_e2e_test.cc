@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -322,6 +323,32 @@ TEST_F(RecommendE2eTest, CliRecommendJson) {
   EXPECT_THAT(r.out, HasSubstr("SIMILARITY"));
   EXPECT_THAT(r.out, HasSubstr(direct->results(0).model().spec().name()));
   EXPECT_THAT(r.out, HasSubstr("timings:"));
+}
+
+// Issue 3's ranking oracle over a real socket with the real demo models: on a query of
+// Fashion-MNIST tops, the model trained on exactly those classes ranks above the one trained on
+// unrelated classes (footwear), which ranks above the one trained on shuffled labels; and stage 1
+// alone already puts the tops model first.
+TEST_F(RecommendE2eTest, MatchingModelRanksAboveUnrelatedAboveShuffled) {
+  ProcessResult r = RunProcess(
+      {MODELDOCK_CLI_PATH, "--server", server_->address(), "--json", "recommend", QueryImages(),
+       "--labels", QueryLabels(), "--top", "5", "--brute-force"},
+      temp_->path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json out = json::parse(r.out);
+  std::map<std::string, int> rank;
+  for (const json& result : out["results"]) rank[result["name"]] = result["rank"];
+  ASSERT_EQ(rank.size(), 5u);
+  EXPECT_LT(rank["fmnist-tops-cnn"], rank["fmnist-footwear-cnn"]);
+  EXPECT_LT(rank["fmnist-footwear-cnn"], rank["fmnist-shuffled-cnn"]);
+
+  r = RunProcess({MODELDOCK_CLI_PATH, "--server", server_->address(), "--json", "recommend",
+                  QueryImages(), "--labels", QueryLabels(), "--top", "5", "--metric", "none"},
+                 temp_->path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  out = json::parse(r.out);
+  ASSERT_FALSE(out["results"].empty());
+  EXPECT_EQ(out["results"][0]["name"], "fmnist-tops-cnn");
 }
 
 TEST_F(RecommendE2eTest, TabularQueryThroughTheCli) {
