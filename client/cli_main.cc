@@ -89,12 +89,22 @@ std::optional<v1::TaskKind> ParseTask(std::string_view text) {
 
 const std::vector<std::pair<std::string, v1::Metric>>& MetricNames() {
   static const auto* names = new std::vector<std::pair<std::string, v1::Metric>>{
-      {"tmi", v1::METRIC_TMI},       {"logme", v1::METRIC_LOGME},
+      {"fusion", v1::METRIC_FUSION}, {"tmi", v1::METRIC_TMI},
+      {"logme", v1::METRIC_LOGME},
       {"leep", v1::METRIC_LEEP},     {"nce", v1::METRIC_NCE},
       {"hscore", v1::METRIC_HSCORE}, {"shrinkage_hscore", v1::METRIC_SHRINKAGE_HSCORE},
       {"gbc", v1::METRIC_GBC},       {"sfda", v1::METRIC_SFDA},
       {"none", v1::METRIC_NONE}};
   return *names;
+}
+
+std::string ModeName(v1::RecommendMode mode) {
+  switch (mode) {
+    case v1::RECOMMEND_MODE_SCORED_ALL: return "scored_all";
+    case v1::RECOMMEND_MODE_TWO_STAGE: return "two_stage";
+    case v1::RECOMMEND_MODE_STAGE1_ONLY: return "stage1_only";
+    default: return "unspecified";
+  }
 }
 
 std::string MetricName(v1::Metric metric) {
@@ -513,8 +523,9 @@ struct RecommendFlags {
   std::string labels;
   int top = 5;
   int candidates = 0;
-  std::string metric = "tmi";
+  std::string metric = "fusion";
   bool brute_force = false;
+  double budget_ms = 0;
   int64_t max_samples = 0;
   std::string task;
 };
@@ -534,6 +545,7 @@ int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client:
     if (name == flags.metric) options.set_metric(value);
   }
   options.set_brute_force(flags.brute_force);
+  options.set_latency_budget_ms(flags.budget_ms);
   if (!flags.task.empty()) {
     options.set_task(*ParseTask(flags.task));
   } else {
@@ -553,6 +565,8 @@ int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client:
                              {"score", r.score()},
                              {"similarity", r.similarity()},
                              {"stage1_rank", r.stage1_rank()},
+                             {"stage1_score", r.has_stage1_score() ? json(r.stage1_score())
+                                                                   : json(nullptr)},
                              {"stage2_score", r.stage2_score()},
                              {"scored", r.scored()},
                              {"reason", r.reason()}});
@@ -568,6 +582,9 @@ int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client:
                    {"num_compatible", response->num_compatible()},
                    {"num_cached", response->num_cached()},
                    {"metric", MetricName(response->metric())},
+                   {"mode", ModeName(response->mode())},
+                   {"mode_reason", response->mode_reason()},
+                   {"latency_budget_ms", response->latency_budget_ms()},
                    {"label_source", response->label_source()},
                    {"warnings", std::vector<std::string>(response->warnings().begin(),
                                                          response->warnings().end())}});
@@ -582,17 +599,18 @@ int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client:
   if (response->num_cached() > 0) {
     std::cout << " (" << response->num_cached() << " from the output cache)";
   }
-  std::cout << "\n";
+  std::cout << "\nmode: " << ModeName(response->mode()) << ": " << response->mode_reason() << "\n";
   if (response->results().empty()) {
     std::cout << "no compatible READY models\n";
   } else {
     std::vector<std::vector<std::string>> rows = {
-        {"RANK", "NAME", "SCORE", "SIMILARITY", "STAGE-1 RANK", "REASON"}};
+        {"RANK", "NAME", "SCORE", "STAGE-1", "STAGE-1 RANK", "REASON"}};
     for (const auto& r : response->results()) {
       const bool show_score = r.scored() || response->metric() == v1::METRIC_NONE;
       rows.push_back({absl::StrCat(r.rank()), r.model().spec().name(),
                       show_score ? absl::StrFormat("%.4f", r.score()) : std::string("-"),
-                      absl::StrFormat("%.4f", r.similarity()),
+                      r.has_stage1_score() ? absl::StrFormat("%.4f", r.stage1_score())
+                                           : std::string("-"),
                       r.stage1_rank() > 0 ? absl::StrCat(r.stage1_rank()) : std::string("-"),
                       r.reason()});
     }
@@ -702,11 +720,18 @@ Exit status 1 also when the model was admitted but probing FAILED.)");
   rec_cmd->add_option("--top", rec.top, "Number of results")->capture_default_str()
       ->check(CLI::Range(1, 1000));
   rec_cmd->add_option("--candidates", rec.candidates,
-                      "Stage-1 candidates scored in stage 2 (default: server's)")
+                      "Stage-1 candidates scored in stage 2 (default: as many as the latency "
+                      "budget allows; all when they fit)")
+      ->check(CLI::NonNegativeNumber);
+  rec_cmd->add_option("--budget-ms", rec.budget_ms,
+                      "Latency budget in ms that decides between scoring all compatible models "
+                      "and stage-1 candidates (default: the server's, 5000)")
       ->check(CLI::NonNegativeNumber);
   std::vector<std::string> metric_names;
   for (const auto& [name, value] : MetricNames()) metric_names.push_back(name);
-  rec_cmd->add_option("--metric", rec.metric, "Stage-2 metric (none: similarity only)")
+  rec_cmd->add_option("--metric", rec.metric,
+                      "Stage-2 metric; fusion = rank fusion of logme and shrinkage_hscore "
+                      "(none: stage 1 only)")
       ->capture_default_str()
       ->check(CLI::IsMember(metric_names));
   rec_cmd->add_flag("--brute-force", rec.brute_force,

@@ -32,6 +32,12 @@ class LruCache {
     return it->second.value;
   }
 
+  // Whether `key` is cached (does not count as a use).
+  bool Contains(const std::string& key) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return map_.count(key) > 0;
+  }
+
   void Put(const std::string& key, std::shared_ptr<Value> value, int64_t cost) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (cost > budget_) return;  // would evict everything for one entry

@@ -14,6 +14,7 @@
 #include "common/sha256.h"
 #include "dock/dock_impl.h"
 #include "encoder/alignment.h"
+#include "scoring/proxy.h"
 #include "spdlog/spdlog.h"
 
 #ifndef MODELDOCK_DEFAULT_ASSET_DIR
@@ -31,6 +32,15 @@ const char* ModelStateName(ModelState state) {
     case ModelState::kFailed: return "FAILED";
   }
   return "UNKNOWN";
+}
+
+const char* RecommendModeName(RecommendMode mode) {
+  switch (mode) {
+    case RecommendMode::kScoredAll: return "scored_all";
+    case RecommendMode::kTwoStage: return "two_stage";
+    case RecommendMode::kStage1Only: return "stage1_only";
+  }
+  return "unknown";
 }
 
 const char* TaskKindName(TaskKind task) {
@@ -54,6 +64,22 @@ absl::Status ValidateOptions(const DockOptions& o) {
     return absl::InvalidArgumentError("torch_threads must be in 1..256");
   }
   if (o.default_candidates < 0) return absl::InvalidArgumentError("default_candidates must be >= 0");
+  if (o.model_cache_bytes < 0 || o.proxy_cache_bytes < 0 || o.output_cache_bytes < 0) {
+    return absl::InvalidArgumentError("cache sizes must be >= 0");
+  }
+  if (o.proxy.neighbours < 1 || o.proxy.neighbours > 64) {
+    return absl::InvalidArgumentError("proxy neighbours must be in 1..64");
+  }
+  if (o.proxy.stored_dim < 1 || o.proxy.stored_dim > 1024) {
+    return absl::InvalidArgumentError("proxy stored_dim must be in 1..1024");
+  }
+  if (!(o.latency_budget_millis > 0)) {
+    return absl::InvalidArgumentError("latency_budget_millis must be > 0");
+  }
+  if (o.proxy_prefilter < 1) return absl::InvalidArgumentError("proxy_prefilter must be >= 1");
+  if (o.stage2_workers < 1 || o.stage2_workers > 64) {
+    return absl::InvalidArgumentError("stage2_workers must be in 1..64");
+  }
   if (o.reference_input_shape.size() != 3) {
     return absl::InvalidArgumentError("reference_input_shape must be [C, H, W]");
   }
@@ -179,8 +205,9 @@ absl::StatusOr<std::unique_ptr<Dock>> Dock::Create(const DockOptions& options) {
 
 DockImpl::DockImpl(DockOptions options)
     : options_(std::move(options)),
-      model_cache_(options_.model_cache_entries),
-      output_cache_(options_.output_cache_bytes) {}
+      model_cache_(options_.model_cache_bytes),
+      output_cache_(options_.output_cache_bytes),
+      proxy_cache_(options_.proxy_cache_bytes) {}
 
 DockImpl::~DockImpl() { Shutdown(); }
 
@@ -298,9 +325,15 @@ absl::Status DockImpl::ReconcileModels() {
       ++requeued;
       continue;
     }
-    if (record.state != ModelState::kReady || !IsImageModel(record) || has_vector.count(record.id)) {
+    if (record.state != ModelState::kReady || !IsImageModel(record)) continue;
+    if (!store_->GetProbeFeatures(record.id, probe_set_sha_).ok()) {
+      // Probed by an older dock (no stored features for stage-1 proxies): probe again.
+      SetState(record, ModelState::kPending, "probe set changed; waiting to be probed again");
+      Enqueue(record.id);
+      ++requeued;
       continue;
     }
+    if (has_vector.count(record.id)) continue;
     // READY but no vector in this space: the reference encoder or set encoder changed.
     auto logits = store_->GetProbeOutputs(record.id, probe_set_sha_);
     if (logits.ok()) {
@@ -507,7 +540,7 @@ void DockImpl::Probe(const std::string& id) {
   torch_options.input_shape = record.spec.input_shape;
   auto model = encoder::LoadTorchScriptModel(blobs_->PathOf(record.sha256), torch_options);
   if (!model.ok()) return fail(model.status());
-  auto outputs = (*model)->Run(probe_set_, /*want_features=*/false);
+  auto outputs = (*model)->Run(probe_set_, /*want_features=*/record.has_embed);
   if (!outputs.ok()) return fail(outputs.status());
   const Tensor& logits = outputs->logits;
   if (logits.shape.size() != 2 || logits.shape[1] != static_cast<int64_t>(record.spec.class_labels.size())) {
@@ -522,6 +555,18 @@ void DockImpl::Probe(const std::string& id) {
   }
   auto vector = knowledge_->EncodeModel(encoder::SelectGrid(logits), probe_embeddings_);
   if (!vector.ok()) return fail(vector.status());
+  // Stage-1 proxies read the model's features on the probe set (its logits without embed),
+  // compressed per model so that a large dock stays small.
+  const Tensor& raw_features = record.has_embed && !outputs->features.shape.empty()
+                                   ? outputs->features
+                                   : logits;
+  for (float v : raw_features.values) {
+    if (!std::isfinite(v)) {
+      return fail(absl::FailedPreconditionError("embed(x) returned NaN/Inf on the probe set"));
+    }
+  }
+  auto compressed = scoring::CompressFeatures(raw_features, options_.proxy.stored_dim);
+  if (!compressed.ok()) return fail(compressed.status());
 
   record.probe_millis = static_cast<int64_t>(absl::ToDoubleMilliseconds(absl::Now() - start));
   record.state = ModelState::kReady;
@@ -532,9 +577,11 @@ void DockImpl::Probe(const std::string& id) {
     // The registry lock orders this commit against DeleteModel: a model deleted while being
     // probed is not resurrected in the index.
     std::lock_guard<std::mutex> lock(registry_mutex_);
-    absl::Status s = store_->CommitProbe(record, probe_set_sha_, logits, space_, *vector);
+    absl::Status s = store_->CommitProbe(record, probe_set_sha_, logits, *compressed, space_,
+                                         *vector);
     if (absl::IsNotFound(s)) return;
     if (!s.ok()) return fail(s);
+    proxy_cache_.ErasePrefix(record.id);
     if (absl::Status u = index_->Upsert(record.id, *vector); !u.ok()) return fail(u);
     SaveIndex().IgnoreError();  // the index is rebuilt from the store if this file is stale
   }
@@ -604,6 +651,7 @@ absl::StatusOr<std::string> DockImpl::DeleteModel(std::string_view id_or_name) {
   }
   model_cache_.ErasePrefix(record->sha256);
   output_cache_.ErasePrefix(record->sha256);
+  proxy_cache_.ErasePrefix(record->id);
   spdlog::info("deleted model {} ('{}')", record->id, record->spec.name);
   std::lock_guard<std::mutex> lock(state_mutex_);
   state_changed_.notify_all();

@@ -4,6 +4,7 @@
 #define MODELDOCK_DOCK_DOCK_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -50,6 +51,16 @@ struct ModelRecord {
   int64_t revision = 0;
 };
 
+// Stage 1 by probe proxy (recommend.cc): every query sample is matched to its k nearest probe
+// samples in the reference encoder's space, and each model's stored (compressed) features on those
+// probe samples stand in for its features on the query; the proxy metrics are computed on them and
+// rank-fused. No model runs. Defaults chosen on one benchmark zoo and checked on another
+// (bench/select, docs/BENCHMARKS.md).
+struct ProxyOptions {
+  int neighbours = 5;   // k nearest probe samples per query sample
+  int stored_dim = 32;  // PCA dimensions kept per model (probe features)
+};
+
 struct DockOptions {
   std::string data_dir = "modeldock-data";
   // Directory written by scripts/make_assets.py (probe set, reference encoder); empty = the
@@ -72,8 +83,19 @@ struct DockOptions {
   int default_candidates = 0;
   // Model outputs on query datasets kept in memory, keyed by (model, dataset hash).
   int64_t output_cache_bytes = 512ll << 20;
-  // Loaded models kept in memory.
-  int model_cache_entries = 16;
+  // Loaded models kept in memory, by an estimate of their memory (twice the file size).
+  int64_t model_cache_bytes = 2ll << 30;
+  // Compressed probe features of models kept in memory for stage-1 proxies.
+  int64_t proxy_cache_bytes = 1ll << 30;
+  ProxyOptions proxy;
+  // Latency budget of a recommendation when a request does not set one: stage 2 scores every
+  // compatible model when its estimated cost fits, otherwise the stage-1 candidates that fit.
+  double latency_budget_millis = 5000;
+  // Above this many compatible models, FAISS (knowledge vectors) first cuts the dock down to this
+  // many before the O(models) proxy scoring of stage 1.
+  int proxy_prefilter = 2000;
+  // Threads running stage-2 candidates (each runs one model at a time).
+  int stage2_workers = 2;
 };
 
 // Validated once; returns INVALID_ARGUMENT naming the bad option.
@@ -109,23 +131,41 @@ struct ModelPage {
   int total_size = 0;
 };
 
-enum class Metric { kTmi, kLogMe, kLeep, kNce, kHScore, kShrinkageHScore, kGbc, kSfda, kNone };
+// kFusion (the default): rank fusion of LogME and shrinkage H-score, chosen across two benchmark
+// zoos (README, docs/BENCHMARKS.md). kNone: stage 1 only.
+enum class Metric {
+  kFusion, kTmi, kLogMe, kLeep, kNce, kHScore, kShrinkageHScore, kGbc, kSfda, kNone
+};
+
+// How a recommendation was computed.
+enum class RecommendMode {
+  kScoredAll,    // stage 2 scored every compatible model (brute force, or it fit the budget)
+  kTwoStage,     // stage 2 scored the stage-1 candidates
+  kStage1Only,   // stage 2 off (metric none)
+};
+const char* RecommendModeName(RecommendMode mode);  // "scored_all", "two_stage", "stage1_only"
+
 
 struct RecommendQuery {
   Dataset dataset;  // samples [N, ...]; labels optional
   TaskKind task = TaskKind::kImageClassification;
   int top_k = 5;
-  int num_candidates = 0;  // 0 = DockOptions::default_candidates
-  Metric metric = Metric::kTmi;
+  int num_candidates = 0;  // 0 = decided by the latency budget (or DockOptions::default_candidates)
+  Metric metric = Metric::kFusion;
   bool brute_force = false;
+  double latency_budget_millis = 0;  // 0 = DockOptions::latency_budget_millis
+  // Polled between candidates: true stops the call with CANCELLED (client gone, deadline passed).
+  std::function<bool()> is_cancelled;
 };
 
 struct Recommendation {
   int rank = 0;
   ModelRecord model;
   double score = 0;
-  double similarity = 0;
-  int stage1_rank = 0;  // 0 in brute-force mode
+  double similarity = 0;      // knowledge-vector inner product
+  double stage1_score = 0;    // proxy score (rank-fused proxy metrics; higher = better)
+  bool has_stage1_score = false;
+  int stage1_rank = 0;  // rank in stage 1 (proxy order); 0 in brute-force mode
   double stage2_score = 0;
   // False for models ranked after the stage-2 candidates by similarity alone (when top_k asks
   // for more models than stage 2 scored).
@@ -147,7 +187,10 @@ struct RecommendResult {
   int num_compatible = 0;
   // Stage-2 candidates whose outputs on this dataset came from the output cache.
   int num_cached = 0;
-  Metric metric = Metric::kTmi;
+  Metric metric = Metric::kFusion;
+  RecommendMode mode = RecommendMode::kScoredAll;
+  std::string mode_reason;  // e.g. "estimated 2.1 s for all 40 models, within the 5 s budget"
+  double latency_budget_millis = 0;
   std::string label_source;
   std::vector<std::string> warnings;
 };

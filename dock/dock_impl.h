@@ -61,6 +61,7 @@ class DockImpl : public Dock {
       const ModelRecord& record, const Tensor& samples, const std::string& dataset_hash,
       bool* from_cache);
   absl::StatusOr<Tensor> EmbedWithReference(const Tensor& samples);
+  absl::StatusOr<std::shared_ptr<const Tensor>> ProbeFeatures(const ModelRecord& record);
 
   DockOptions options_;
   std::unique_ptr<MetadataStore> store_;
@@ -91,6 +92,7 @@ class DockImpl : public Dock {
 
   LruCache<LoadedModel> model_cache_;
   LruCache<const encoder::ModelOutputs> output_cache_;
+  LruCache<const Tensor> proxy_cache_;  // model id -> compressed probe features
 };
 
 }  // namespace modeldock::dock

@@ -162,9 +162,51 @@ TEST_F(DockTest, TwoStageRestrictsStageTwoToCandidates) {
   ASSERT_EQ(result->results.size(), 3u);
   EXPECT_TRUE(result->results[0].scored);
   EXPECT_EQ(result->results[0].stage1_rank, 1);
+  EXPECT_EQ(result->mode, RecommendMode::kTwoStage);
   EXPECT_FALSE(result->results[1].scored);
   EXPECT_FALSE(result->results[2].scored);
-  EXPECT_GE(result->results[1].similarity, result->results[2].similarity);
+  // The rest follow in stage-1 (probe-proxy) order.
+  EXPECT_LT(result->results[1].stage1_rank, result->results[2].stage1_rank);
+  EXPECT_GE(result->results[1].stage1_score, result->results[2].stage1_score);
+}
+
+TEST_F(DockTest, LatencyBudgetDecidesTheMode) {
+  Register("fmnist-tops-cnn");
+  Register("fmnist-footwear-cnn");
+  Register("fmnist-shuffled-cnn");
+  RecommendQuery query = TopsQuery();
+  query.top_k = 3;
+  // A generous budget scores every compatible model.
+  query.latency_budget_millis = 60000;
+  auto all = dock_->Recommend(query);
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->mode, RecommendMode::kScoredAll);
+  EXPECT_EQ(all->num_scored, 3);
+  EXPECT_NE(all->mode_reason.find("fits the 60000 ms budget"), std::string::npos) << all->mode_reason;
+  // The default fusion's score is the members' mean rank over the scored models / their number.
+  EXPECT_DOUBLE_EQ(all->results[0].score, all->results[0].stage2_score);
+  EXPECT_LE(all->results[0].score, 1.0);
+  EXPECT_NE(all->results[0].reason.find("logme"), std::string::npos) << all->results[0].reason;
+  EXPECT_NE(all->results[0].reason.find("shrinkage_hscore"), std::string::npos);
+  // A cancelled call stops with CANCELLED before scoring.
+  query.is_cancelled = [] { return true; };
+  EXPECT_TRUE(absl::IsCancelled(dock_->Recommend(query).status()));
+}
+
+TEST_F(DockTest, StageOneProxyPrefersTheModelOfTheQueryClasses) {
+  Register("fmnist-tops-cnn");
+  Register("fmnist-footwear-cnn");
+  Register("fmnist-shuffled-cnn");
+  RecommendQuery query = TopsQuery();
+  query.metric = Metric::kNone;
+  auto result = dock_->Recommend(query);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->mode, RecommendMode::kStage1Only);
+  ASSERT_EQ(result->results.size(), 3u);
+  // No model ran: every model got a proxy score from its stored probe features.
+  for (const auto& r : result->results) EXPECT_TRUE(r.has_stage1_score) << r.model.spec.name;
+  EXPECT_EQ(result->results[0].model.spec.name, "fmnist-tops-cnn");
+  EXPECT_EQ(result->results[2].model.spec.name, "fmnist-shuffled-cnn");
 }
 
 TEST_F(DockTest, UnlabelledQueryIsClustered) {

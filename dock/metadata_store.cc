@@ -41,6 +41,14 @@ CREATE TABLE IF NOT EXISTS probe_outputs (
   cols INTEGER NOT NULL,
   logits BLOB NOT NULL
 );
+-- Compressed probe features (PCA of embed(x), or of the logits without embed) for stage-1 proxies.
+CREATE TABLE IF NOT EXISTS probe_features (
+  model_id TEXT PRIMARY KEY REFERENCES models(id) ON DELETE CASCADE,
+  probe_set_sha TEXT NOT NULL,
+  rows INTEGER NOT NULL,
+  cols INTEGER NOT NULL,
+  features BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS vectors (
   model_id TEXT PRIMARY KEY REFERENCES models(id) ON DELETE CASCADE,
   space TEXT NOT NULL,
@@ -269,6 +277,7 @@ absl::Status MetadataStore::Delete(const std::string& id) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (absl::Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
   for (const char* sql : {"DELETE FROM probe_outputs WHERE model_id=?",
+                          "DELETE FROM probe_features WHERE model_id=?",
                           "DELETE FROM vectors WHERE model_id=?", "DELETE FROM models WHERE id=?"}) {
     Statement st(db_, sql);
     st.Bind(1, id);
@@ -290,7 +299,8 @@ absl::StatusOr<int> MetadataStore::CountBySha(const std::string& sha256) {
 }
 
 absl::Status MetadataStore::CommitProbe(const ModelRecord& r, const std::string& probe_set_sha,
-                                        const Tensor& probe_logits, const std::string& space,
+                                        const Tensor& probe_logits,
+                                        const Tensor& probe_features, const std::string& space,
                                         const std::vector<float>& vector) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (absl::Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
@@ -309,6 +319,17 @@ absl::Status MetadataStore::CommitProbe(const ModelRecord& r, const std::string&
     st.Bind(4, probe_logits.RowSize());
     st.BindBlob(5, probe_logits.values.data(), probe_logits.values.size() * sizeof(float));
     if (st.Step() != SQLITE_DONE) return fail("probe outputs");
+  }
+  if (!probe_features.shape.empty()) {
+    Statement st(db_,
+                 "INSERT OR REPLACE INTO probe_features(model_id, probe_set_sha, rows, cols, "
+                 "features) VALUES(?,?,?,?,?)");
+    st.Bind(1, r.id);
+    st.Bind(2, probe_set_sha);
+    st.Bind(3, probe_features.Rows());
+    st.Bind(4, probe_features.RowSize());
+    st.BindBlob(5, probe_features.values.data(), probe_features.values.size() * sizeof(float));
+    if (st.Step() != SQLITE_DONE) return fail("probe features");
   }
   if (!vector.empty()) {
     Statement st(db_, "INSERT OR REPLACE INTO vectors(model_id, space, vector) VALUES(?,?,?)");
@@ -331,18 +352,28 @@ absl::Status MetadataStore::CommitProbe(const ModelRecord& r, const std::string&
 
 absl::StatusOr<Tensor> MetadataStore::GetProbeOutputs(const std::string& id,
                                                       const std::string& probe_set_sha) {
+  return GetProbeTensor("SELECT rows, cols, logits FROM probe_outputs WHERE model_id=? AND "
+                        "probe_set_sha=?", "probe outputs", id, probe_set_sha);
+}
+
+absl::StatusOr<Tensor> MetadataStore::GetProbeFeatures(const std::string& id,
+                                                       const std::string& probe_set_sha) {
+  return GetProbeTensor("SELECT rows, cols, features FROM probe_features WHERE model_id=? AND "
+                        "probe_set_sha=?", "probe features", id, probe_set_sha);
+}
+
+absl::StatusOr<Tensor> MetadataStore::GetProbeTensor(const char* sql, const char* what,
+                                                     const std::string& id,
+                                                     const std::string& probe_set_sha) {
   std::lock_guard<std::mutex> lock(mutex_);
-  Statement st(db_,
-               "SELECT rows, cols, logits FROM probe_outputs WHERE model_id=? AND probe_set_sha=?");
+  Statement st(db_, sql);
   st.Bind(1, id);
   st.Bind(2, probe_set_sha);
-  if (st.Step() != SQLITE_ROW) {
-    return absl::NotFoundError(absl::StrCat("no probe outputs for ", id));
-  }
+  if (st.Step() != SQLITE_ROW) return absl::NotFoundError(absl::StrCat("no ", what, " for ", id));
   Tensor t;
   t.shape = {st.Int(0), st.Int(1)};
   t.values = st.Floats(2);
-  if (!t.IsConsistent()) return absl::DataLossError(absl::StrCat("probe outputs of ", id, " are corrupt"));
+  if (!t.IsConsistent()) return absl::DataLossError(absl::StrCat(what, " of ", id, " are corrupt"));
   return t;
 }
 

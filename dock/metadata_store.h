@@ -36,12 +36,15 @@ class MetadataStore {
   // Number of models whose file has this digest.
   absl::StatusOr<int> CountBySha(const std::string& sha256);
 
-  // Stores probe outputs, vector and the READY record in one transaction.
+  // Stores probe outputs (logits and, unless empty, compressed features), vector and the READY
+  // record in one transaction.
   absl::Status CommitProbe(const ModelRecord& record, const std::string& probe_set_sha,
-                           const Tensor& probe_logits, const std::string& space,
-                           const std::vector<float>& vector);
+                           const Tensor& probe_logits, const Tensor& probe_features,
+                           const std::string& space, const std::vector<float>& vector);
   // NOT_FOUND if the model has no outputs for this probe set.
   absl::StatusOr<Tensor> GetProbeOutputs(const std::string& id, const std::string& probe_set_sha);
+  // The compressed probe features of CommitProbe; NOT_FOUND if none for this probe set.
+  absl::StatusOr<Tensor> GetProbeFeatures(const std::string& id, const std::string& probe_set_sha);
   // Replaces a model's vector (used when the knowledge space changes).
   absl::Status PutVector(const std::string& id, const std::string& space,
                          const std::vector<float>& vector);
@@ -52,6 +55,8 @@ class MetadataStore {
  private:
   explicit MetadataStore(sqlite3* db) : db_(db) {}
   absl::Status Exec(const std::string& sql);
+  absl::StatusOr<Tensor> GetProbeTensor(const char* sql, const char* what, const std::string& id,
+                                        const std::string& probe_set_sha);
   sqlite3* db_;
   std::mutex mutex_;  // one connection, serialised
 };

@@ -1,13 +1,22 @@
-// The two-stage recommend pipeline.
-//   Stage 1: query dataset -> class prototypes through the reference encoder E -> query vector ->
-//            FAISS inner-product search among compatible READY models.
-//   Stage 2: each candidate runs black-box on the query samples; a transferability metric (TMI by
-//            default) scores its features against the query labels; candidates are re-ranked.
+// The recommend pipeline.
+//   Stage 1 (no model runs): the query's samples through the reference encoder E ->
+//     (a) Know2Vec query vector -> FAISS inner-product similarity to every model's knowledge
+//         vector (sublinear; on docks above DockOptions::proxy_prefilter models it cuts the dock
+//         down first);
+//     (b) probe proxies: each query sample's nearest probe samples in E's space; each model's
+//         stored features there stand in for its features on the query; LogME and shrinkage
+//         H-score on those, rank-fused, order the models (O(models), a few ms for 100 models).
+//   Mode: the latency budget decides whether stage 2 scores every compatible model or the
+//     stage-1 candidates that fit (estimated from each model's measured probing time).
+//   Stage 2: each candidate runs black-box on the query samples; the metric (default: rank
+//     fusion of LogME and shrinkage H-score) scores its features against the query labels.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <map>
 #include <optional>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -16,27 +25,50 @@
 #include "common/sha256.h"
 #include "dock/dock_impl.h"
 #include "scoring/metrics.h"
+#include "scoring/proxy.h"
 #include "spdlog/spdlog.h"
 
 namespace modeldock::dock {
 namespace {
 
-scoring::Metric ToScoringMetric(Metric metric) {
+// The members of the default fusion, and of the stage-1 proxy: chosen on one benchmark zoo and
+// checked on another (bench/select/, docs/BENCHMARKS.md "Choosing the defaults").
+const std::vector<scoring::Metric>& FusionMembers() {
+  static const std::vector<scoring::Metric> kMembers = {scoring::Metric::kLogMe,
+                                                        scoring::Metric::kShrinkageHScore};
+  return kMembers;
+}
+const std::vector<scoring::Metric>& ProxyMetrics() { return FusionMembers(); }
+
+// The scoring metrics a dock metric computes (several for a fusion). Empty for kNone.
+std::vector<scoring::Metric> MembersOf(Metric metric) {
   switch (metric) {
-    case Metric::kLogMe: return scoring::Metric::kLogMe;
-    case Metric::kLeep: return scoring::Metric::kLeep;
-    case Metric::kNce: return scoring::Metric::kNce;
-    case Metric::kHScore: return scoring::Metric::kHScore;
-    case Metric::kShrinkageHScore: return scoring::Metric::kShrinkageHScore;
-    case Metric::kGbc: return scoring::Metric::kGbc;
-    case Metric::kSfda: return scoring::Metric::kSfda;
-    default: return scoring::Metric::kTmi;
+    case Metric::kFusion: return FusionMembers();
+    case Metric::kTmi: return {scoring::Metric::kTmi};
+    case Metric::kLogMe: return {scoring::Metric::kLogMe};
+    case Metric::kLeep: return {scoring::Metric::kLeep};
+    case Metric::kNce: return {scoring::Metric::kNce};
+    case Metric::kHScore: return {scoring::Metric::kHScore};
+    case Metric::kShrinkageHScore: return {scoring::Metric::kShrinkageHScore};
+    case Metric::kGbc: return {scoring::Metric::kGbc};
+    case Metric::kSfda: return {scoring::Metric::kSfda};
+    case Metric::kNone: return {};
   }
+  return {};
 }
 
 std::string MetricLabel(Metric metric) {
   if (metric == Metric::kNone) return "none";
-  return std::string(scoring::MetricName(ToScoringMetric(metric)));
+  if (metric == Metric::kFusion) return "fusion";
+  return std::string(scoring::MetricName(MembersOf(metric)[0]));
+}
+
+std::string MemberNames(const std::vector<scoring::Metric>& members) {
+  std::string out;
+  for (size_t i = 0; i < members.size(); ++i) {
+    absl::StrAppend(&out, i ? " + " : "", std::string(scoring::MetricName(members[i])));
+  }
+  return out;
 }
 
 std::string DatasetHash(const Tensor& samples) {
@@ -73,8 +105,19 @@ absl::StatusOr<std::shared_ptr<LoadedModel>> DockImpl::LoadModel(const ModelReco
   if (!model.ok()) return model.status();
   auto loaded = std::make_shared<LoadedModel>();
   loaded->model = std::move(*model);
-  model_cache_.Put(key, loaded, 1);
+  // A loaded TorchScript module takes about its file size in memory, plus working buffers.
+  model_cache_.Put(key, loaded, 2 * record.size_bytes + (1 << 20));
   return loaded;
+}
+
+absl::StatusOr<std::shared_ptr<const Tensor>> DockImpl::ProbeFeatures(const ModelRecord& record) {
+  std::string key = absl::StrCat(record.id, "|", probe_set_sha_);
+  if (auto cached = proxy_cache_.Get(key)) return cached;
+  auto features = store_->GetProbeFeatures(record.id, probe_set_sha_);
+  if (!features.ok()) return features.status();
+  auto shared = std::make_shared<const Tensor>(std::move(*features));
+  proxy_cache_.Put(key, shared, static_cast<int64_t>(shared->values.size() * sizeof(float)));
+  return shared;
 }
 
 absl::StatusOr<std::shared_ptr<const encoder::ModelOutputs>> DockImpl::OutputsOn(
@@ -132,9 +175,15 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
     return absl::InvalidArgumentError("top_k must be in 1..10000");
   }
   if (query.num_candidates < 0) return absl::InvalidArgumentError("num_candidates must be >= 0");
+  if (query.latency_budget_millis < 0 || !std::isfinite(query.latency_budget_millis)) {
+    return absl::InvalidArgumentError("latency_budget_millis must be >= 0 (0 = server default)");
+  }
+  auto cancelled = [&] { return query.is_cancelled && query.is_cancelled(); };
 
   RecommendResult result;
   result.metric = query.metric;
+  result.latency_budget_millis = query.latency_budget_millis > 0 ? query.latency_budget_millis
+                                                                 : options_.latency_budget_millis;
 
   // Labels: given, or k-means clusters of E's embeddings (raw features for tabular data).
   std::vector<int32_t> labels = dataset.labels;
@@ -193,15 +242,17 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
   result.num_compatible = static_cast<int>(compatible.size());
   if (compatible.empty()) {
     result.timings.total_millis = MillisSince(start);
+    result.mode = query.metric == Metric::kNone ? RecommendMode::kStage1Only : RecommendMode::kScoredAll;
+    result.mode_reason = "no compatible model";
     result.warnings.push_back(absl::StrCat("no READY ", TaskKindName(query.task), " model can take samples of shape ",
                                            ShapeToString(samples.SampleShape())));
     return result;
   }
+  if (cancelled()) return absl::CancelledError("recommendation cancelled");
 
-  // Stage 1: similarity of every indexed compatible model (exact order needed for reporting
-  // stage-1 ranks; the search itself is restricted to the compatible set).
-  std::unordered_map<std::string, std::pair<double, int>> stage1;  // id -> (similarity, rank)
-  std::vector<std::string> stage1_order;
+  // ---- Stage 1 (a): knowledge-vector similarity of every indexed compatible model.
+  std::unordered_map<std::string, std::pair<double, int>> similarity;  // id -> (similarity, rank)
+  std::vector<std::string> similarity_order;
   if (query_embeddings) {
     auto query_vector = knowledge_->EncodeQuery(*query_embeddings, labels, num_classes);
     if (!query_vector.ok()) return query_vector.status();
@@ -213,117 +264,314 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
     if (!hits.ok()) return hits.status();
     result.timings.stage1_millis = MillisSince(stage1_start);
     for (size_t i = 0; i < hits->size(); ++i) {
-      stage1[(*hits)[i].id] = {(*hits)[i].score, static_cast<int>(i) + 1};
-      stage1_order.push_back((*hits)[i].id);
+      similarity[(*hits)[i].id] = {(*hits)[i].score, static_cast<int>(i) + 1};
+      similarity_order.push_back((*hits)[i].id);
     }
   } else {
     result.timings.encode_query_millis = MillisSince(encode_start);
   }
 
-  // Candidates for stage 2.
-  const int indexed = static_cast<int>(stage1_order.size());
-  int num_candidates = query.num_candidates;
-  if (num_candidates == 0) num_candidates = options_.default_candidates;
-  if (num_candidates == 0) num_candidates = std::max(10, (result.num_compatible + 3) / 4);
-  std::vector<std::string> candidates;
-  const bool brute_force = query.brute_force || indexed == 0;
-  if (brute_force) {
-    for (const ModelRecord& r : compatible) candidates.push_back(r.id);
-    if (!query.brute_force) {
-      result.warnings.push_back("no compatible model has a knowledge vector; scored all compatible models");
+  // ---- Stage 1 (b): probe proxies. On a very large dock FAISS first keeps the models most
+  // similar by knowledge vector; every model kept costs one small gather and two metrics.
+  absl::Time proxy_start = absl::Now();
+  std::vector<std::string> proxy_set;
+  if (query_embeddings) {
+    if (static_cast<int>(compatible.size()) > options_.proxy_prefilter && !similarity_order.empty()) {
+      for (int i = 0; i < options_.proxy_prefilter && i < static_cast<int>(similarity_order.size()); ++i) {
+        proxy_set.push_back(similarity_order[i]);
+      }
+      result.warnings.push_back(absl::StrCat("large dock: stage-1 proxies computed for the ",
+                                             proxy_set.size(), " models nearest by knowledge vector"));
+    } else {
+      for (const ModelRecord& r : compatible) proxy_set.push_back(r.id);
     }
+  }
+  std::unordered_map<std::string, double> proxy_score;  // id -> fused proxy rank / models
+  std::vector<std::string> proxy_order;
+  if (!proxy_set.empty()) {
+    const int k = std::min<int>(options_.proxy.neighbours, static_cast<int>(probe_embeddings_.Rows()));
+    auto neighbours = scoring::NearestProbes(*query_embeddings, probe_embeddings_, k);
+    if (!neighbours.ok()) return neighbours.status();
+    std::vector<std::string> ids;
+    std::vector<std::vector<double>> per_metric(ProxyMetrics().size());
+    for (const std::string& id : proxy_set) {
+      auto features = ProbeFeatures(compatible[position[id]]);
+      if (!features.ok()) continue;  // probed before proxies existed: re-probed at start-up
+      Tensor proxy = scoring::GatherProxy(**features, *neighbours, k);
+      scoring::ScoreInput input;
+      input.features = &proxy;
+      input.logits = &proxy;
+      input.labels = &labels;
+      input.num_classes = num_classes;
+      ids.push_back(id);
+      for (size_t m = 0; m < ProxyMetrics().size(); ++m) {
+        auto value = scoring::Score(ProxyMetrics()[m], input);
+        per_metric[m].push_back(value.ok() ? *value : -HUGE_VAL);
+      }
+    }
+    const std::vector<double> fused = scoring::RankFusion(per_metric);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      proxy_score[ids[i]] = fused[i] / static_cast<double>(ids.size());
+      proxy_order.push_back(ids[i]);
+    }
+    std::stable_sort(proxy_order.begin(), proxy_order.end(), [&](const std::string& a, const std::string& b) {
+      return proxy_score[a] > proxy_score[b];
+    });
+  }
+  result.timings.stage1_millis += MillisSince(proxy_start);
+
+  // Stage-1 order: proxy order, then models with only a knowledge vector, then the rest.
+  std::vector<std::string> stage1_order = proxy_order;
+  {
+    std::unordered_set<std::string> seen(stage1_order.begin(), stage1_order.end());
+    for (const std::string& id : similarity_order) {
+      if (seen.insert(id).second) stage1_order.push_back(id);
+    }
+    for (const ModelRecord& r : compatible) {
+      if (seen.insert(r.id).second) stage1_order.push_back(r.id);
+    }
+  }
+  std::unordered_map<std::string, int> stage1_rank;
+  for (size_t i = 0; i < stage1_order.size(); ++i) stage1_rank[stage1_order[i]] = static_cast<int>(i) + 1;
+  const bool has_stage1 = !proxy_order.empty() || !similarity_order.empty();
+  if (cancelled()) return absl::CancelledError("recommendation cancelled");
+
+  // ---- Mode and candidates.
+  const std::string dataset_hash = DatasetHash(samples);
+  const int num_compatible = result.num_compatible;
+  std::vector<std::string> candidates;
+  if (query.metric == Metric::kNone) {
+    result.mode = RecommendMode::kStage1Only;
+    result.mode_reason = "stage 2 off (metric none)";
+  } else if (query.brute_force || !has_stage1) {
+    result.mode = RecommendMode::kScoredAll;
+    candidates = stage1_order;
+    result.mode_reason = query.brute_force ? "brute force requested"
+                                           : "no compatible model has probe data; scored all";
   } else {
-    for (int i = 0; i < indexed && i < num_candidates; ++i) candidates.push_back(stage1_order[i]);
+    int fixed = query.num_candidates > 0 ? query.num_candidates : options_.default_candidates;
+    if (fixed > 0) {
+      fixed = std::min(fixed, num_compatible);
+      candidates.assign(stage1_order.begin(), stage1_order.begin() + fixed);
+      result.mode = fixed == num_compatible ? RecommendMode::kScoredAll : RecommendMode::kTwoStage;
+      result.mode_reason = absl::StrCat(fixed, " candidates requested");
+    } else {
+      // Estimated cost of scoring a model: its measured probing time scaled to the query's size
+      // (probing ran it on the probe set), plus the metrics; nearly free when outputs are cached.
+      const double probe_rows = std::max<double>(1.0, static_cast<double>(probe_set_.Rows()));
+      const double rows = static_cast<double>(samples.Rows());
+      // Probing ran with all of LibTorch's threads, so the estimate is not divided by the
+      // stage-2 workers: running models side by side gains less than that.
+      const double workers = 1.0;
+      auto estimate = [&](const ModelRecord& r) {
+        double metrics_ms = 2.0 + 0.02 * rows;
+        if (output_cache_.Contains(absl::StrCat(r.sha256, "|", ShapeToString(r.spec.input_shape),
+                                                "|", dataset_hash))) {
+          return metrics_ms;
+        }
+        return metrics_ms + static_cast<double>(std::max<int64_t>(r.probe_millis, 1)) * rows / probe_rows;
+      };
+      const double budget = result.latency_budget_millis;
+      double total = 0;
+      for (const ModelRecord& r : compatible) total += estimate(r);
+      if (total <= budget) {
+        candidates = stage1_order;
+        result.mode = RecommendMode::kScoredAll;
+        result.mode_reason = absl::StrFormat(
+            "scoring all %d compatible models fits the %.0f ms budget (estimated %.0f ms)",
+            num_compatible, result.latency_budget_millis, total / workers);
+      } else {
+        // The stage-1 candidates that fit, never fewer than min(10, a quarter of the dock).
+        const size_t floor = static_cast<size_t>(
+            std::min(num_compatible, std::max(std::min(10, num_compatible), (num_compatible + 3) / 4)));
+        double used = 0;
+        for (const std::string& id : stage1_order) {
+          double cost = estimate(compatible[position[id]]);
+          if (candidates.size() >= floor && used + cost > budget) break;
+          used += cost;
+          candidates.push_back(id);
+        }
+        result.mode = candidates.size() == stage1_order.size() ? RecommendMode::kScoredAll
+                                                               : RecommendMode::kTwoStage;
+        result.mode_reason = absl::StrFormat(
+            "scoring all %d models would take an estimated %.0f ms, over the %.0f ms budget; "
+            "scored the %d best stage-1 candidates (estimated %.0f ms)",
+            num_compatible, total / workers, result.latency_budget_millis,
+            static_cast<int>(candidates.size()), used / workers);
+      }
+    }
   }
 
+  // ---- Stage 2: candidates run in parallel (each model serves one caller at a time).
   struct Scored {
     std::string id;
+    std::vector<double> member_values;
     double stage2 = 0;
     bool scored = false;
     std::string features_note;
   };
+  const std::vector<scoring::Metric> members = MembersOf(query.metric);
   std::vector<Scored> scored;
   absl::Time stage2_start = absl::Now();
-  if (query.metric != Metric::kNone) {
-    const std::string dataset_hash = DatasetHash(samples);
-    const scoring::Metric metric = ToScoringMetric(query.metric);
-    for (const std::string& id : candidates) {
-      const ModelRecord& record = compatible[position[id]];
-      bool from_cache = false;
-      auto outputs = OutputsOn(record, samples, dataset_hash, &from_cache);
-      if (from_cache) ++result.num_cached;
-      if (!outputs.ok()) {
-        result.warnings.push_back(absl::StrCat("skipped ", record.spec.name, ": ", outputs.status().message()));
-        continue;
+  bool was_cancelled = false;
+  if (!candidates.empty()) {
+    std::vector<std::optional<Scored>> slots(candidates.size());
+    std::vector<std::string> slot_warning(candidates.size());
+    std::vector<char> slot_cached(candidates.size(), 0);
+    std::atomic<size_t> next{0};
+    std::atomic<bool> stop{false};
+    auto work = [&] {
+      for (size_t i = next++; i < candidates.size(); i = next++) {
+        if (stop.load() || cancelled()) {
+          stop = true;
+          return;
+        }
+        const ModelRecord& record = compatible[position.at(candidates[i])];
+        bool from_cache = false;
+        auto outputs = OutputsOn(record, samples, dataset_hash, &from_cache);
+        slot_cached[i] = from_cache;
+        if (!outputs.ok()) {
+          slot_warning[i] = absl::StrCat("skipped ", record.spec.name, ": ", outputs.status().message());
+          continue;
+        }
+        const bool has_features = record.has_embed && !(*outputs)->features.shape.empty();
+        Scored s;
+        s.id = candidates[i];
+        std::string failure;
+        for (scoring::Metric metric : members) {
+          scoring::ScoreInput input;
+          input.features = (!scoring::UsesLogits(metric) && has_features) ? &(*outputs)->features
+                                                                          : &(*outputs)->logits;
+          input.logits = &(*outputs)->logits;
+          input.labels = &labels;
+          input.num_classes = num_classes;
+          auto value = scoring::Score(metric, input);
+          if (!value.ok() || !std::isfinite(*value)) {
+            failure = absl::StrCat(std::string(scoring::MetricName(metric)), ": ",
+                                   value.ok() ? "non-finite score" : std::string(value.status().message()));
+            break;
+          }
+          s.member_values.push_back(*value);
+        }
+        if (!failure.empty()) {
+          slot_warning[i] = absl::StrCat("could not score ", record.spec.name, " with ", failure);
+          continue;
+        }
+        const bool all_logits = std::all_of(members.begin(), members.end(), scoring::UsesLogits);
+        s.features_note =
+            all_logits ? absl::StrCat("its ", record.spec.class_labels.size(), "-class outputs")
+            : has_features ? absl::StrCat((*outputs)->features.RowSize(), "-d embed features")
+                           : absl::StrCat((*outputs)->logits.RowSize(), "-d logits (no embed)");
+        s.scored = true;
+        slots[i] = std::move(s);
       }
-      const bool use_features = !scoring::UsesLogits(metric) && record.has_embed &&
-                                !(*outputs)->features.shape.empty();
-      scoring::ScoreInput input;
-      input.features = use_features ? &(*outputs)->features : &(*outputs)->logits;
-      input.logits = &(*outputs)->logits;
-      input.labels = &labels;
-      input.num_classes = num_classes;
-      auto value = scoring::Score(metric, input);
-      if (!value.ok() || !std::isfinite(*value)) {
-        result.warnings.push_back(absl::StrCat(
-            "could not score ", record.spec.name, " with ", MetricLabel(query.metric), ": ",
-            value.ok() ? "non-finite score" : std::string(value.status().message())));
-        continue;
-      }
-      Scored s;
-      s.id = id;
-      s.stage2 = *value;
-      s.scored = true;
-      s.features_note = scoring::UsesLogits(metric)
-                            ? absl::StrCat("its ", record.spec.class_labels.size(), "-class outputs")
-                            : use_features ? absl::StrCat(input.features->RowSize(), "-d embed features")
-                                           : absl::StrCat(input.features->RowSize(), "-d logits (no embed)");
-      scored.push_back(std::move(s));
+    };
+    const int threads = std::min<int>(options_.stage2_workers, static_cast<int>(candidates.size()));
+    std::vector<std::thread> pool;
+    for (int t = 1; t < threads; ++t) pool.emplace_back(work);
+    work();
+    for (std::thread& t : pool) t.join();
+    if (stop.load()) was_cancelled = true;
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      if (slot_cached[i]) ++result.num_cached;
+      if (!slot_warning[i].empty()) result.warnings.push_back(slot_warning[i]);
+      if (slots[i]) scored.push_back(std::move(*slots[i]));
     }
-    std::stable_sort(scored.begin(), scored.end(),
-                     [](const Scored& a, const Scored& b) { return a.stage2 > b.stage2; });
-  } else {
-    for (const std::string& id : candidates) scored.push_back(Scored{id, 0, false, ""});
-    std::stable_sort(scored.begin(), scored.end(), [&](const Scored& a, const Scored& b) {
-      return stage1[a.id].first > stage1[b.id].first;
-    });
   }
-  result.timings.stage2_millis = query.metric == Metric::kNone ? 0 : MillisSince(stage2_start);
-  result.num_scored = query.metric == Metric::kNone ? 0 : static_cast<int>(scored.size());
+  if (was_cancelled) return absl::CancelledError("recommendation cancelled while scoring candidates");
+  // Final stage-2 score: the metric's value, or for a fusion the members' mean rank among the
+  // scored models divided by their number (1 = first by every member).
+  std::vector<std::vector<double>> member_ranks;
+  if (members.size() > 1 && !scored.empty()) {
+    std::vector<std::vector<double>> lists(members.size());
+    for (const Scored& s : scored) {
+      for (size_t m = 0; m < members.size(); ++m) lists[m].push_back(s.member_values[m]);
+    }
+    for (const auto& list : lists) member_ranks.push_back(scoring::Ranks(list));
+    const std::vector<double> fused = scoring::RankFusion(lists);
+    for (size_t i = 0; i < scored.size(); ++i) {
+      scored[i].stage2 = fused[i] / static_cast<double>(scored.size());
+    }
+  } else {
+    for (Scored& s : scored) s.stage2 = s.member_values.empty() ? 0 : s.member_values[0];
+  }
+  std::unordered_map<std::string, std::string> member_text;
+  for (size_t i = 0; i < scored.size(); ++i) {
+    if (members.size() < 2) continue;
+    std::string text;
+    for (size_t m = 0; m < members.size(); ++m) {
+      absl::StrAppend(&text, m ? ", " : "", absl::StrFormat("%s %.4g (rank %d of %d)",
+                      std::string(scoring::MetricName(members[m])), scored[i].member_values[m],
+                      static_cast<int>(scored.size() + 1 - member_ranks[m][i] + 0.5),
+                      static_cast<int>(scored.size())));
+    }
+    member_text[scored[i].id] = text;
+  }
+  // Ties keep the stage-1 order.
+  std::stable_sort(scored.begin(), scored.end(), [&](const Scored& a, const Scored& b) {
+    if (a.stage2 != b.stage2) return a.stage2 > b.stage2;
+    return stage1_rank[a.id] < stage1_rank[b.id];
+  });
+  result.timings.stage2_millis = candidates.empty() ? 0 : MillisSince(stage2_start);
+  result.num_scored = static_cast<int>(scored.size());
 
-  // Past the scored candidates, fill up to top_k with the rest by stage-1 similarity.
-  std::unordered_set<std::string> listed;
-  for (const Scored& s : scored) listed.insert(s.id);
-  std::vector<Scored> ranking = scored;
-  for (const std::string& id : stage1_order) {
-    if (static_cast<int>(ranking.size()) >= query.top_k) break;
-    if (!listed.count(id)) ranking.push_back(Scored{id, 0, false, ""});
+  // After the scored models, the rest in stage-1 order.
+  std::vector<const Scored*> ranking;
+  std::vector<Scored> unscored;
+  unscored.reserve(stage1_order.size());
+  {
+    std::unordered_set<std::string> listed;
+    for (const Scored& s : scored) {
+      ranking.push_back(&s);
+      listed.insert(s.id);
+    }
+    for (const std::string& id : stage1_order) {
+      if (static_cast<int>(ranking.size()) >= query.top_k) break;
+      if (listed.count(id)) continue;
+      unscored.push_back(Scored{id, {}, 0, false, ""});
+      ranking.push_back(&unscored.back());
+    }
   }
 
   const std::string metric_label = MetricLabel(query.metric);
+  const int proxied = static_cast<int>(proxy_order.size());
   for (size_t i = 0; i < ranking.size() && static_cast<int>(i) < query.top_k; ++i) {
-    const Scored& s = ranking[i];
+    const Scored& s = *ranking[i];
     Recommendation rec;
     rec.rank = static_cast<int>(i) + 1;
     rec.model = compatible[position[s.id]];
-    auto it = stage1.find(s.id);
-    bool has_stage1 = it != stage1.end();
-    rec.similarity = has_stage1 ? it->second.first : 0;
-    rec.stage1_rank = (has_stage1 && !brute_force) ? it->second.second : 0;
+    auto sim = similarity.find(s.id);
+    rec.similarity = sim != similarity.end() ? sim->second.first : 0;
+    auto proxy = proxy_score.find(s.id);
+    rec.has_stage1_score = proxy != proxy_score.end();
+    rec.stage1_score = rec.has_stage1_score ? proxy->second : 0;
+    rec.stage1_rank = query.brute_force ? 0 : stage1_rank[s.id];
     rec.scored = s.scored;
     rec.stage2_score = s.stage2;
-    std::string stage1_text =
-        has_stage1 ? absl::StrFormat("stage-1 similarity %.3f (rank %d of %d)", rec.similarity,
-                                     it->second.second, indexed)
-                   : std::string("no knowledge vector");
+    std::string stage1_text;
+    if (rec.has_stage1_score) {
+      stage1_text = absl::StrFormat("stage-1 proxy rank %d of %d", stage1_rank[s.id], proxied);
+    } else {
+      stage1_text = "no stage-1 proxy";
+    }
+    if (sim != similarity.end()) {
+      absl::StrAppend(&stage1_text, absl::StrFormat(", knowledge-vector similarity %.3f", rec.similarity));
+    }
     if (query.metric == Metric::kNone) {
-      rec.score = rec.similarity;
-      rec.reason = absl::StrCat("ranked by ", stage1_text, "; stage 2 off");
+      rec.score = rec.has_stage1_score ? rec.stage1_score : rec.similarity;
+      rec.reason = absl::StrCat("ranked by stage 1 (", MemberNames(ProxyMetrics()),
+                                " on probe proxies): ", stage1_text, "; stage 2 off");
     } else if (s.scored) {
       rec.score = s.stage2;
-      rec.reason = absl::StrFormat("%s %.4g on %s over %d query classes (stage-2 rank %d of %d); %s",
-                                   metric_label, s.stage2, s.features_note, num_classes, rec.rank,
-                                   result.num_scored, stage1_text);
+      if (members.size() > 1) {
+        rec.reason = absl::StrFormat("%s on %s over %d query classes (stage-2 rank %d of %d); %s",
+                                     member_text[s.id], s.features_note, num_classes, rec.rank,
+                                     result.num_scored, stage1_text);
+      } else {
+        rec.reason = absl::StrFormat("%s %.4g on %s over %d query classes (stage-2 rank %d of %d); %s",
+                                     metric_label, s.stage2, s.features_note, num_classes, rec.rank,
+                                     result.num_scored, stage1_text);
+      }
     } else {
       rec.score = 0;
       rec.reason = absl::StrCat("not scored in stage 2 (outside the ", candidates.size(),
@@ -332,9 +580,10 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
     result.results.push_back(std::move(rec));
   }
   result.timings.total_millis = MillisSince(start);
-  spdlog::info("recommend: {} samples, {} classes ({}), {} compatible, {} scored with {}, "
-               "top '{}', {:.1f} ms", samples.Rows(), num_classes, result.label_source,
-               result.num_compatible, result.num_scored, metric_label,
+  spdlog::info("recommend: {} samples, {} classes ({}), {} compatible, mode {} ({}), {} scored "
+               "with {}, top '{}', {:.1f} ms", samples.Rows(), num_classes, result.label_source,
+               result.num_compatible, RecommendModeName(result.mode), result.mode_reason,
+               result.num_scored, metric_label,
                result.results.empty() ? "-" : result.results[0].model.spec.name,
                result.timings.total_millis);
   return result;

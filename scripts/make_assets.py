@@ -3,7 +3,8 @@
 
     /usr/bin/python3 scripts/make_assets.py --out DIR [--force]
 
-DIR/probe_set_28.npy         uint8 [2000, 1, 28, 28]: Fashion-MNIST t10k 0..999 + 1000 glyphs
+DIR/probe_set_28.npy         uint8 [4250, 1, 28, 28]: Fashion-MNIST t10k 0..999 + 1000 glyphs, then
+                             shifted copies (inv, rot90, rot270, blur, noise) of 450 of them
 DIR/reference_encoder.pt     TorchScript E: float32 [N, 1, 28, 28] in [0, 1] -> [N, 64]
 DIR/demo/<name>.pt|.json     sample models following the model contract, with sidecars
 DIR/demo/query_tops/         IDX query dataset (T-shirt/top, Pullover, Coat, Shirt; 50 each)
@@ -39,14 +40,15 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from assets import fmnist, glyphs, nets  # noqa: E402
+from assets import fmnist, glyphs, nets, probe_shifts  # noqa: E402
 
 # Bump whenever any output would change.
-SCRIPT_VERSION = 1
+SCRIPT_VERSION = 2
 
 SEEDS = {
     "probe_glyphs": 101,
     "probe_shuffle": 102,
+    "probe_shifts": 103,
     "encoder_glyphs": 201,
     "encoder_init": 202,
     "encoder_train": 203,
@@ -61,6 +63,9 @@ SEEDS = {
 
 NUM_FMNIST_PROBES = 1000
 NUM_GLYPH_PROBES = 1000
+# Shifted copies per shift (probe_shifts.SHIFTS): the first 300 Fashion-MNIST and 150 glyph probes.
+SHIFTED_FMNIST_PROBES = 300
+SHIFTED_GLYPH_PROBES = 150
 ENCODER_FMNIST = slice(0, 30000)
 DEMO_FMNIST = slice(30000, 60000)
 TEST_FMNIST = slice(1000, 10000)
@@ -230,13 +235,22 @@ def build(out):
     g_img, g_lab = glyphs.render_glyphs(chars, fonts, per_char, seed=SEEDS["probe_glyphs"])
     pick = np.sort(np.random.default_rng(SEEDS["probe_shuffle"]).permutation(len(g_img))
                    [:NUM_GLYPH_PROBES])
-    probe = np.concatenate([test_x[:NUM_FMNIST_PROBES], g_img[pick]])[:, None, :, :]
-    assert probe.shape == (NUM_FMNIST_PROBES + NUM_GLYPH_PROBES, 1, 28, 28)
+    clean = np.concatenate([test_x[:NUM_FMNIST_PROBES], g_img[pick]])
+    shifted = probe_shifts.shifted_copies(clean[:NUM_FMNIST_PROBES], clean[NUM_FMNIST_PROBES:],
+                                          SHIFTED_FMNIST_PROBES, SHIFTED_GLYPH_PROBES,
+                                          seed=SEEDS["probe_shifts"])
+    probe = np.concatenate([clean, shifted])[:, None, :, :]
+    per_shift = SHIFTED_FMNIST_PROBES + SHIFTED_GLYPH_PROBES
+    assert probe.shape == (NUM_FMNIST_PROBES + NUM_GLYPH_PROBES +
+                           len(probe_shifts.SHIFTS) * per_shift, 1, 28, 28)
     np.save(os.path.join(out, "probe_set_28.npy"), probe)
+    n_clean = NUM_FMNIST_PROBES + NUM_GLYPH_PROBES
     files["probe_set_28.npy"] = (
         f"uint8 [{len(probe)}, 1, 28, 28] NPY; rows 0..{NUM_FMNIST_PROBES - 1} = Fashion-MNIST "
-        f"t10k indices 0..{NUM_FMNIST_PROBES - 1}, rows {NUM_FMNIST_PROBES}.. = glyphs "
-        "(digits, A-Z, a-z) from all fonts, jittered")
+        f"t10k indices 0..{NUM_FMNIST_PROBES - 1}, rows {NUM_FMNIST_PROBES}..{n_clean - 1} = "
+        "glyphs (digits, A-Z, a-z) from all fonts, jittered; then per shift "
+        f"({', '.join(probe_shifts.SHIFTS)}) {per_shift} rows: the first "
+        f"{SHIFTED_FMNIST_PROBES} Fashion-MNIST and {SHIFTED_GLYPH_PROBES} glyph probes shifted")
     timer.step("probe set")
 
     # b. Reference encoder: one 10 + 62 class task on Fashion-MNIST train 0..29999 + glyphs.
@@ -401,6 +415,8 @@ def build(out):
         "probe_set": {"file": "probe_set_28.npy", "shape": list(probe.shape), "dtype": "uint8",
                       "fmnist_t10k_indices": [0, NUM_FMNIST_PROBES - 1],
                       "fmnist_count": NUM_FMNIST_PROBES, "glyph_count": NUM_GLYPH_PROBES,
+                      "shifts": list(probe_shifts.SHIFTS),
+                      "shifted_per_shift": [SHIFTED_FMNIST_PROBES, SHIFTED_GLYPH_PROBES],
                       "glyph_labels": "".join(chars[i] for i in g_lab[pick])},
         "reference_encoder": {
             "file": "reference_encoder.pt", "input_shape": [1, 28, 28], "embedding_dim": dim,

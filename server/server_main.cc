@@ -35,6 +35,9 @@ struct ServerConfig {
   std::string knowledge_encoder;
   int probe_workers = 1;
   int torch_threads = 2;
+  double latency_budget_ms = 5000;
+  int stage2_workers = 2;
+  int64_t model_cache_mb = 2048;
   std::string log_level = "info";
 };
 
@@ -81,6 +84,9 @@ std::string LoadConfigFile(const std::string& path, ServerConfig* config) {
     ReadKey(json, "knowledge-encoder", &config->knowledge_encoder);
     ReadKey(json, "probe-workers", &config->probe_workers);
     ReadKey(json, "torch-threads", &config->torch_threads);
+    ReadKey(json, "latency-budget-ms", &config->latency_budget_ms);
+    ReadKey(json, "stage2-workers", &config->stage2_workers);
+    ReadKey(json, "model-cache-mb", &config->model_cache_mb);
     ReadKey(json, "log-level", &config->log_level);
   } catch (const std::exception& e) {
     return "config file " + path + ": " + e.what();
@@ -124,6 +130,17 @@ int main(int argc, char** argv) {
   auto* threads = app.add_option("--torch-threads", flags.torch_threads,
                                  "LibTorch intra-op threads")
                       ->default_str("2");
+  auto* budget = app.add_option("--latency-budget-ms", flags.latency_budget_ms,
+                                "Default latency budget of a recommendation: stage 2 scores every "
+                                "compatible model when that fits, else the stage-1 candidates "
+                                "that fit")
+                     ->default_str("5000");
+  auto* stage2_workers = app.add_option("--stage2-workers", flags.stage2_workers,
+                                        "Threads running stage-2 candidates in parallel")
+                             ->default_str("2");
+  auto* model_cache = app.add_option("--model-cache-mb", flags.model_cache_mb,
+                                     "Memory for loaded models kept resident (MiB)")
+                          ->default_str("2048");
   auto* log_level = app.add_option("--log-level", flags.log_level,
                                    "trace, debug, info, warn, error or off")
                         ->default_str("info")
@@ -159,6 +176,9 @@ int main(int argc, char** argv) {
   if (knowledge_encoder->count()) config.knowledge_encoder = flags.knowledge_encoder;
   if (workers->count()) config.probe_workers = flags.probe_workers;
   if (threads->count()) config.torch_threads = flags.torch_threads;
+  if (budget->count()) config.latency_budget_ms = flags.latency_budget_ms;
+  if (stage2_workers->count()) config.stage2_workers = flags.stage2_workers;
+  if (model_cache->count()) config.model_cache_mb = flags.model_cache_mb;
   if (log_level->count()) config.log_level = flags.log_level;
 
   // Logs go to stderr; stdout carries only the "listening on" line.
@@ -184,15 +204,19 @@ int main(int argc, char** argv) {
   options.knowledge_encoder_path = config.knowledge_encoder;
   options.probe_workers = config.probe_workers;
   options.torch_threads = config.torch_threads;
+  options.latency_budget_millis = config.latency_budget_ms;
+  options.stage2_workers = config.stage2_workers;
+  options.model_cache_bytes = config.model_cache_mb << 20;
   spdlog::info(
       "config: listen={} data_dir={} asset_dir={} max_model_mb={} index_factory={} "
       "probe_set={} reference_encoder={} knowledge_encoder={} probe_workers={} torch_threads={} "
-      "log_level={}",
+      "latency_budget_ms={} stage2_workers={} model_cache_mb={} log_level={}",
       config.listen, config.data_dir, config.asset_dir, config.max_model_mb,
       config.index_factory, config.probe_set.empty() ? "(asset dir)" : config.probe_set,
       config.reference_encoder.empty() ? "(asset dir)" : config.reference_encoder,
       config.knowledge_encoder.empty() ? "(untrained)" : config.knowledge_encoder,
-      config.probe_workers, config.torch_threads, config.log_level);
+      config.probe_workers, config.torch_threads, config.latency_budget_ms,
+      config.stage2_workers, config.model_cache_mb, config.log_level);
   if (absl::Status status = modeldock::dock::ValidateOptions(options); !status.ok()) {
     std::cerr << "modeldock-server: invalid configuration: " << status.ToString() << "\n";
     return 2;

@@ -74,6 +74,7 @@ absl::StatusOr<dock::ModelState> FromProto(v1::ModelState state) {
 absl::StatusOr<dock::Metric> FromProto(v1::Metric metric) {
   switch (metric) {
     case v1::METRIC_UNSPECIFIED:
+    case v1::METRIC_FUSION: return dock::Metric::kFusion;
     case v1::METRIC_TMI: return dock::Metric::kTmi;
     case v1::METRIC_LOGME: return dock::Metric::kLogMe;
     case v1::METRIC_LEEP: return dock::Metric::kLeep;
@@ -89,6 +90,7 @@ absl::StatusOr<dock::Metric> FromProto(v1::Metric metric) {
 
 v1::Metric ToProto(dock::Metric metric) {
   switch (metric) {
+    case dock::Metric::kFusion: return v1::METRIC_FUSION;
     case dock::Metric::kTmi: return v1::METRIC_TMI;
     case dock::Metric::kLogMe: return v1::METRIC_LOGME;
     case dock::Metric::kLeep: return v1::METRIC_LEEP;
@@ -100,6 +102,15 @@ v1::Metric ToProto(dock::Metric metric) {
     case dock::Metric::kNone: return v1::METRIC_NONE;
   }
   return v1::METRIC_UNSPECIFIED;
+}
+
+v1::RecommendMode ToProto(dock::RecommendMode mode) {
+  switch (mode) {
+    case dock::RecommendMode::kScoredAll: return v1::RECOMMEND_MODE_SCORED_ALL;
+    case dock::RecommendMode::kTwoStage: return v1::RECOMMEND_MODE_TWO_STAGE;
+    case dock::RecommendMode::kStage1Only: return v1::RECOMMEND_MODE_STAGE1_ONLY;
+  }
+  return v1::RECOMMEND_MODE_UNSPECIFIED;
 }
 
 absl::StatusOr<dock::ModelSpec> FromProto(const v1::ModelSpec& spec) {
@@ -469,6 +480,12 @@ grpc::Status ModelDockServiceImpl::Recommend(grpc::ServerContext* context,
   query.num_candidates = header.num_candidates();
   query.metric = *metric;
   query.brute_force = header.brute_force();
+  if (!(header.latency_budget_ms() >= 0) || !std::isfinite(header.latency_budget_ms())) {
+    return InvalidArgument("latency_budget_ms must be >= 0 (0 = the server's default)");
+  }
+  query.latency_budget_millis = header.latency_budget_ms();
+  // A client that hangs up or whose deadline passes stops the scoring of further candidates.
+  query.is_cancelled = [context] { return context->IsCancelled(); };
   const double receive_millis = MillisSince(start);
   spdlog::debug("Recommend n={} shape={} metric={} top_k={}", header.num_samples(),
                 ShapeToString(sample_shape), v1::Metric_Name(ToProto(query.metric)),
@@ -484,6 +501,7 @@ grpc::Status ModelDockServiceImpl::Recommend(grpc::ServerContext* context,
     out->set_similarity(rec.similarity);
     out->set_stage1_rank(rec.stage1_rank);
     out->set_stage2_score(rec.stage2_score);
+    if (rec.has_stage1_score) out->set_stage1_score(rec.stage1_score);
     out->set_scored(rec.scored);
     out->set_reason(rec.reason);
   }
@@ -499,6 +517,9 @@ grpc::Status ModelDockServiceImpl::Recommend(grpc::ServerContext* context,
   response->set_num_cached(result->num_cached);
   response->set_metric(ToProto(result->metric));
   response->set_label_source(result->label_source);
+  response->set_mode(ToProto(result->mode));
+  response->set_mode_reason(result->mode_reason);
+  response->set_latency_budget_ms(result->latency_budget_millis);
   for (const std::string& warning : result->warnings) response->add_warnings(warning);
   return grpc::Status::OK;
 }

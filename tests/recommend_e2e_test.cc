@@ -144,7 +144,12 @@ TEST_F(RecommendE2eTest, RanksTheDemoModelsAndAgreesAcrossEncodings) {
   // IDX images are multiples of 1/255: the client sends them inline as uint8.
   auto inline_uint8 = client_->Recommend(query_, options);
   ASSERT_TRUE(inline_uint8.ok()) << inline_uint8.status();
-  EXPECT_EQ(inline_uint8->metric(), v1::METRIC_TMI);
+  EXPECT_EQ(inline_uint8->metric(), v1::METRIC_FUSION);
+  // Five small models fit the default latency budget: all are scored, and the response says so.
+  EXPECT_EQ(inline_uint8->mode(), v1::RECOMMEND_MODE_SCORED_ALL);
+  EXPECT_NE(inline_uint8->mode_reason().find("fits the"), std::string::npos)
+      << inline_uint8->mode_reason();
+  EXPECT_EQ(inline_uint8->latency_budget_ms(), 5000);
   EXPECT_EQ(inline_uint8->label_source(), "given");
   EXPECT_EQ(inline_uint8->num_compatible(), 5);
   ASSERT_EQ(inline_uint8->results_size(), 5);
@@ -154,6 +159,9 @@ TEST_F(RecommendE2eTest, RanksTheDemoModelsAndAgreesAcrossEncodings) {
     EXPECT_EQ(r.rank(), i + 1);
     EXPECT_FALSE(r.reason().empty());
     EXPECT_GE(r.stage1_rank(), 1);
+    EXPECT_TRUE(r.has_stage1_score());
+    EXPECT_GT(r.stage1_score(), 0);
+    EXPECT_LE(r.stage1_score(), 1);
     EXPECT_FALSE(r.model().id().empty());
     names.insert(r.model().spec().name());
     if (i > 0 && r.scored() && inline_uint8->results(i - 1).scored()) {
@@ -189,9 +197,26 @@ TEST_F(RecommendE2eTest, OptionsReachTheEngine) {
   ASSERT_TRUE(none.ok()) << none.status();
   EXPECT_EQ(none->metric(), v1::METRIC_NONE);
   ASSERT_EQ(none->results_size(), 2);
-  // Stage 1 only: ranked by similarity.
+  // Stage 1 only: ranked by the probe-proxy score.
+  EXPECT_EQ(none->mode(), v1::RECOMMEND_MODE_STAGE1_ONLY);
+  EXPECT_EQ(none->num_scored(), 0);
   EXPECT_EQ(none->results(0).stage1_rank(), 1);
-  EXPECT_GE(none->results(0).similarity(), none->results(1).similarity());
+  EXPECT_GE(none->results(0).stage1_score(), none->results(1).stage1_score());
+  EXPECT_DOUBLE_EQ(none->results(0).score(), none->results(0).stage1_score());
+
+  // An explicit candidate count wins over the latency budget; a negative budget is refused.
+  options.set_metric(v1::METRIC_FUSION);
+  options.set_num_candidates(2);
+  options.set_latency_budget_ms(1e9);
+  auto two = client_->Recommend(query_, options);
+  ASSERT_TRUE(two.ok()) << two.status();
+  EXPECT_EQ(two->mode(), v1::RECOMMEND_MODE_TWO_STAGE);
+  EXPECT_EQ(two->num_scored(), 2);
+  options.set_num_candidates(0);
+  options.set_latency_budget_ms(-1);
+  auto negative = client_->Recommend(query_, options);
+  EXPECT_EQ(negative.status().code(), absl::StatusCode::kInvalidArgument);
+  options.set_latency_budget_ms(0);
 
   options.set_metric(v1::METRIC_LOGME);
   options.set_brute_force(true);

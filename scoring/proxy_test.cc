@@ -1,0 +1,127 @@
+// Checks the stage-1 proxy building blocks and rank fusion against the independent NumPy/SciPy
+// oracle (testdata/proxy_oracle.py), and their input validation.
+#include "scoring/proxy.h"
+
+#include <stdlib.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "scoring/metrics.h"
+
+#ifndef MODELDOCK_PYTHON
+#define MODELDOCK_PYTHON "/usr/bin/python3"
+#endif
+
+namespace modeldock::scoring {
+namespace {
+
+using ::testing::ElementsAreArray;
+using ::testing::HasSubstr;
+
+template <typename T>
+std::vector<T> ReadRaw(const std::filesystem::path& path, size_t count) {
+  std::vector<T> out(count);
+  std::ifstream in(path, std::ios::binary);
+  in.read(reinterpret_cast<char*>(out.data()), static_cast<std::streamsize>(count * sizeof(T)));
+  EXPECT_TRUE(in) << "short read of " << path;
+  return out;
+}
+
+class ProxyOracleTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string templ = (std::filesystem::temp_directory_path() / "proxy_oracle_XXXXXX");
+    ASSERT_NE(mkdtemp(templ.data()), nullptr);
+    dir_ = templ;
+    const std::string command = std::string("'") + MODELDOCK_PYTHON + "' '" +
+                                MODELDOCK_PROXY_ORACLE + "' '" + dir_.string() + "'";
+    ASSERT_EQ(std::system(command.c_str()), 0) << "oracle failed: " << command;
+    std::ifstream manifest(dir_ / "manifest.json");
+    ASSERT_TRUE(manifest);
+    m_ = nlohmann::json::parse(manifest);
+    n_q_ = m_["n_q"];
+    n_p_ = m_["n_p"];
+    const int64_t d_key = m_["d_key"], d_feat = m_["d_feat"];
+    probe_keys_ = Tensor({n_p_, d_key}, ReadRaw<float>(dir_ / "probe_keys.f32", n_p_ * d_key));
+    query_keys_ = Tensor({n_q_, d_key}, ReadRaw<float>(dir_ / "query_keys.f32", n_q_ * d_key));
+    probe_feat_ = Tensor({n_p_, d_feat}, ReadRaw<float>(dir_ / "probe_feat.f32", n_p_ * d_feat));
+    labels_ = ReadRaw<int32_t>(dir_ / "labels.i32", n_q_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::filesystem::path dir_;
+  nlohmann::json m_;
+  int64_t n_q_ = 0, n_p_ = 0;
+  Tensor probe_keys_, query_keys_, probe_feat_;
+  std::vector<int32_t> labels_;
+};
+
+TEST_F(ProxyOracleTest, NeighboursGatherCompressAndProxyMetricsMatchNumPy) {
+  const int k = m_["k"], dim = m_["dim"];
+  auto nb = NearestProbes(query_keys_, probe_keys_, k);
+  ASSERT_TRUE(nb.ok()) << nb.status();
+  EXPECT_THAT(*nb, ElementsAreArray(m_["neighbours"].get<std::vector<int32_t>>()));
+
+  Tensor proxy = GatherProxy(probe_feat_, *nb, k);
+  ASSERT_EQ(proxy.shape, (std::vector<int64_t>{n_q_, probe_feat_.RowSize()}));
+  const auto expected_proxy = m_["proxy_raw"].get<std::vector<double>>();
+  for (size_t i = 0; i < expected_proxy.size(); ++i) {
+    ASSERT_NEAR(proxy.values[i], expected_proxy[i], 1e-5) << "proxy value " << i;
+  }
+
+  auto compressed = CompressFeatures(probe_feat_, dim);
+  ASSERT_TRUE(compressed.ok()) << compressed.status();
+  ASSERT_EQ(compressed->shape, (std::vector<int64_t>{n_p_, dim}));
+  const auto expected_c = m_["compressed"].get<std::vector<double>>();
+  for (size_t i = 0; i < expected_c.size(); ++i) {
+    ASSERT_NEAR(compressed->values[i], expected_c[i], 1e-4) << "compressed value " << i;
+  }
+
+  // The whole stage-1 pipeline for one model: proxy of the compressed features, then metrics.
+  Tensor proxy_c = GatherProxy(*compressed, *nb, k);
+  auto logme = LogMe(proxy_c, labels_, m_["classes"]);
+  auto shrink = ShrinkageHScore(proxy_c, labels_, m_["classes"]);
+  ASSERT_TRUE(logme.ok() && shrink.ok());
+  EXPECT_NEAR(*logme, m_["proxy_logme"].get<double>(), 1e-4 * std::abs(m_["proxy_logme"].get<double>()));
+  EXPECT_NEAR(*shrink, m_["proxy_shrinkage_hscore"].get<double>(),
+              1e-4 * std::abs(m_["proxy_shrinkage_hscore"].get<double>()));
+}
+
+TEST_F(ProxyOracleTest, RanksAndFusionMatchScipyRankdata) {
+  const auto lists = m_["lists"].get<std::vector<std::vector<double>>>();
+  const auto ranks = m_["ranks"].get<std::vector<std::vector<double>>>();
+  for (size_t i = 0; i < lists.size(); ++i) EXPECT_THAT(Ranks(lists[i]), ElementsAreArray(ranks[i]));
+  EXPECT_THAT(RankFusion(lists), ElementsAreArray(m_["fusion"].get<std::vector<double>>()));
+}
+
+TEST(ProxyTest, NonFiniteScoresRankLowest) {
+  EXPECT_THAT(Ranks({2.0, -HUGE_VAL, NAN, 1.0}), ElementsAreArray({4.0, 1.5, 1.5, 3.0}));
+  EXPECT_TRUE(RankFusion({}).empty());
+}
+
+TEST(ProxyTest, InvalidInputsAreRejectedWithReasons) {
+  Tensor keys({3, 2}, {1, 0, 0, 1, 1, 1});
+  Tensor other({2, 3}, {1, 0, 0, 0, 1, 0});
+  auto mismatch = NearestProbes(keys, other, 1);
+  EXPECT_EQ(mismatch.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(mismatch.status().message()), HasSubstr("[N, D] and [P, D]"));
+  EXPECT_EQ(NearestProbes(keys, keys, 4).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(NearestProbes(keys, keys, 0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CompressFeatures(Tensor({1, 2}, {1, 2}), 2).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // dim above D keeps all D directions.
+  auto all = CompressFeatures(keys, 8);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->shape, (std::vector<int64_t>{3, 2}));
+}
+
+}  // namespace
+}  // namespace modeldock::scoring
