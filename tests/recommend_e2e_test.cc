@@ -319,9 +319,12 @@ TEST_F(RecommendE2eTest, CliRecommendJson) {
   json out = json::parse(r.out);
   ASSERT_EQ(out["results"].size(), 3u);
   for (const char* key : {"rank", "name", "id", "score", "similarity", "stage1_rank",
-                          "stage2_score", "reason"}) {
+                          "stage1_score", "stage2_score", "reason"}) {
     EXPECT_TRUE(out["results"][0].contains(key)) << key;
   }
+  EXPECT_EQ(out["mode"], "scored_all");
+  EXPECT_TRUE(out["mode_reason"].is_string());
+  EXPECT_EQ(out["latency_budget_ms"], 5000);
   for (const char* key : {"receive_millis", "encode_query_millis", "stage1_millis",
                           "stage2_millis", "total_millis"}) {
     EXPECT_TRUE(out["timings"].contains(key)) << key;
@@ -334,6 +337,7 @@ TEST_F(RecommendE2eTest, CliRecommendJson) {
   // The CLI and the library agree on the ranking.
   v1::RecommendHeader options;
   options.set_top_k(3);
+  options.set_metric(v1::METRIC_TMI);
   auto direct = client_->Recommend(query_, options);
   ASSERT_TRUE(direct.ok());
   for (int i = 0; i < 3; ++i) {
@@ -345,8 +349,12 @@ TEST_F(RecommendE2eTest, CliRecommendJson) {
                  temp_->path());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("RANK"));
-  EXPECT_THAT(r.out, HasSubstr("SIMILARITY"));
-  EXPECT_THAT(r.out, HasSubstr(direct->results(0).model().spec().name()));
+  EXPECT_THAT(r.out, HasSubstr("STAGE-1"));
+  EXPECT_THAT(r.out, HasSubstr("mode: scored_all"));
+  options.set_metric(v1::METRIC_UNSPECIFIED);  // the default: fusion
+  auto fused = client_->Recommend(query_, options);
+  ASSERT_TRUE(fused.ok());
+  EXPECT_THAT(r.out, HasSubstr(fused->results(0).model().spec().name()));
   EXPECT_THAT(r.out, HasSubstr("timings:"));
 }
 

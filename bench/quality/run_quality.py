@@ -7,11 +7,12 @@
 Starts modeldock-server on a free port with a fresh data dir, registers every zoo model with the
 `modeldock` CLI (--json), waits until all are READY, then for every query task's train split asks
 for a full ranking (--top = number of models) with:
-  stage1            --metric none --candidates N        (knowledge-vector similarity only)
-  default           no options                          (the default two-stage pipeline, TMI)
-  two_stage_<M>     --metric M                          the default pipeline (server's default
-                                                        candidate count) with every other metric
-  brute_<metric>    --brute-force --metric M            for every stage-2 metric
+  stage1            --metric none                       (stage 1 only: probe proxies)
+  default           no options                          (the default pipeline: latency budget,
+                                                        rank fusion of LogME + shrinkage H)
+  two_stage_25      --candidates ceil(N/4)              stage 2 on a quarter of the models (fusion)
+  two_stage_25_tmi  --candidates ceil(N/4) --metric tmi the same with TMI
+  brute_<metric>    --brute-force --metric M            for every stage-2 metric and the fusion
 and compares each ranking with the best fine-tune accuracy (bench/zoo/finetune.py): weighted
 Kendall tau (scipy.stats.weightedtau defaults), Kendall tau, Pearson r, rel@1, rel@3, hit@3; plus
 a seeded random ranking averaged over --random-seeds seeds. Writes results.json, results.md and a
@@ -42,7 +43,7 @@ from scipy import stats
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 ZOO_DIR = os.path.join(REPO, "bench", "zoo")
-METRICS = ["tmi", "logme", "leep", "nce", "hscore", "shrinkage_hscore", "gbc", "sfda"]
+METRICS = ["fusion", "tmi", "logme", "leep", "nce", "hscore", "shrinkage_hscore", "gbc", "sfda"]
 MEASURES = ["tau_w", "tau", "pearson", "rel@1", "rel@3", "hit@3"]
 # Secondary: weighted tau against the linear-probe accuracy (frozen features).
 ALL_MEASURES = MEASURES + ["tau_w_lp"]
@@ -178,9 +179,13 @@ def register_zoo(client, address, zoo, models, timeout_s):
 
 def method_args(method, n_models):
     if method == "stage1":
-        return ["--metric", "none", "--candidates", str(n_models)]
+        return ["--metric", "none"]
     if method == "default":
         return []
+    if method.startswith("two_stage_25"):
+        # Stage 2 limited to a quarter of the models (what large docks get by default).
+        metric = method[len("two_stage_25"):].lstrip("_") or "fusion"
+        return ["--metric", metric, "--candidates", str(-(-n_models // 4))]
     if method.startswith("two_stage_"):
         return ["--metric", method[len("two_stage_"):]]
     if method.startswith("brute_"):
@@ -219,7 +224,7 @@ def evaluate_response(method, resp, names):
 # default runs its candidates cold; the two_stage rows use the same stage-1 candidates (the
 # candidate count does not depend on the metric), hence reuse those outputs; brute_tmi runs the
 # remaining models and the later brute-force rows reuse everything.
-METHODS = ["stage1", "default", *[f"two_stage_{m}" for m in METRICS if m != "tmi"],
+METHODS = ["stage1", "default", "two_stage_25", "two_stage_25_tmi",
            *[f"brute_{m}" for m in METRICS]]
 
 
@@ -415,11 +420,8 @@ def markdown(results, tasks, methods):
              "Means over tasks; `scored` = models scored in stage 2 per query (median); latency = "
              "server-side total of one recommend call (median over tasks). The dock caches model "
              "outputs per (model, dataset) and the calls run per task in the order of the table: "
-             "stage1 and default start cold (default runs its candidates); the two_stage_<metric> "
-             "rows (`--metric M`, server's default candidate count) score the same stage-1 "
-             "candidates and reuse their outputs; brute_tmi runs the remaining models; the later "
-             "brute-force rows reuse cached outputs. So only stage1, default and brute_tmi "
-             "latencies include running models; the others are scoring time only (bench/speed "
+             "stage1 runs no model; default starts cold and runs what it scores; the later rows "
+             "reuse cached outputs, so their latencies are mostly scoring time (bench/speed "
              "measures cold latencies). Rank measures use the full returned order; Pearson r uses "
              "the returned score over the models that carry one (for `default` and the two_stage "
              "rows: only their stage-2 candidates). Random: mean of "
@@ -435,15 +437,15 @@ def markdown(results, tasks, methods):
         lines.append(f"| {m} | " + " | ".join(_fmt(mean[k]) for k in MEASURES) +
                      f" | {scored} | {lat} | {_fmt(mean['tau_w_lp'])} |")
     ms = results["methods"]
-    if "default" in ms and "brute_tmi" in ms:
+    if "default" in ms:
         sc = [x for x in ms["default"].get("num_scored", []) if x is not None]
-        lines += ["", f"Targets: default two-stage tau_w {_fmt(ms['default']['mean']['tau_w'])} vs "
-                  f"brute-force TMI {_fmt(ms['brute_tmi']['mean']['tau_w'])} (goal: at least "
-                  f"equal); stage 2 scored {int(np.median(sc)) if sc else 'n/a'} of "
-                  f"{meta.get('num_models')} models per query (goal: at most a quarter). Best "
-                  f"single method by tau_w: "
+        lines += ["", f"Default pipeline: tau_w {_fmt(ms['default']['mean']['tau_w'])}, rel@1 "
+                  f"{_fmt(ms['default']['mean']['rel@1'])}; stage 2 scored "
+                  f"{int(np.median(sc)) if sc else 'n/a'} of {meta.get('num_models')} models per "
+                  f"query (median). Best method by tau_w: "
                   f"{max((m for m in methods if m != 'random'), key=lambda m: ms[m]['mean']['tau_w'])}."]
-    pairs = [(mt, "default" if mt == "tmi" else f"two_stage_{mt}", f"brute_{mt}") for mt in METRICS]
+    pairs = [(mt, "two_stage_25" if mt == "fusion" else f"two_stage_25_{mt}", f"brute_{mt}")
+             for mt in METRICS]
     pairs = [p for p in pairs if p[1] in ms and p[2] in ms]
     if pairs:
         lines += ["", "Two-stage (stage-1 candidates only) against brute force, same metric "
@@ -454,7 +456,7 @@ def markdown(results, tasks, methods):
             a, b = ms[two]["mean"], ms[brute]["mean"]
             lines.append(f"| {mt} | {_fmt(a['tau_w'])} | {_fmt(b['tau_w'])} | "
                          f"{a['tau_w'] - b['tau_w']:+.3f} | {_fmt(a['rel@1'])} | {_fmt(b['rel@1'])} |")
-        rec = ms.get("default", {}).get("candidate_recall")
+        rec = ms.get("two_stage_25", {}).get("candidate_recall")
         if rec:
             lines += ["", f"The stage-2 candidates are the same for every metric (stage 1 picks them). "
                       f"They contain the model with the best fine-tuned accuracy in "

@@ -240,7 +240,6 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--tmi", action="store_true", help="also TMI (slow)")
     args = ap.parse_args()
-    zoo_meta = json.load(open(os.path.join(args.zoo, "zoo.json")))
     tasks = json.load(open(os.path.join(args.zoo, "tasks.json")))["tasks"]
     gt = json.load(open(args.ground_truth))
     models = [m for m in gt["models"] if os.path.exists(os.path.join(args.zoo, "models", f"{m}.pt"))]
