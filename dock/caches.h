@@ -7,6 +7,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
@@ -81,6 +82,31 @@ class LruCache {
   int64_t misses_ = 0;
   std::list<std::string> order_;
   std::unordered_map<std::string, Entry> map_;
+};
+
+// Measured cost of running each model on query samples (milliseconds per sample, exponentially
+// weighted over recent runs): what the latency budget's estimates use once a model has run.
+class RunCosts {
+ public:
+  void Record(const std::string& model_id, double millis_per_sample) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto [it, inserted] = per_sample_.emplace(model_id, millis_per_sample);
+    if (!inserted) it->second = 0.7 * it->second + 0.3 * millis_per_sample;
+  }
+  std::optional<double> PerSampleMillis(const std::string& model_id) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = per_sample_.find(model_id);
+    if (it == per_sample_.end()) return std::nullopt;
+    return it->second;
+  }
+  void Erase(const std::string& model_id) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    per_sample_.erase(model_id);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<std::string, double> per_sample_;
 };
 
 // A loaded model and the lock its one caller holds while running it.

@@ -361,9 +361,7 @@ absl::Status DockImpl::RebuildIndexIfStale() {
   index_options.factory = options_.index_factory;
   auto fresh = index::VectorIndex::Create(index_options);
   if (!fresh.ok()) return fresh.status();
-  for (const auto& [id, vector] : *vectors) {
-    if (absl::Status s = (*fresh)->Upsert(id, vector); !s.ok()) return s;
-  }
+  if (absl::Status s = (*fresh)->UpsertBatch(*vectors); !s.ok()) return s;
   index_ = std::move(*fresh);
   spdlog::info("rebuilt the stage-1 index from {} stored vectors", vectors->size());
   return SaveIndex();
@@ -652,6 +650,7 @@ absl::StatusOr<std::string> DockImpl::DeleteModel(std::string_view id_or_name) {
   model_cache_.ErasePrefix(record->sha256);
   output_cache_.ErasePrefix(record->sha256);
   proxy_cache_.ErasePrefix(record->id);
+  run_costs_.Erase(record->id);
   spdlog::info("deleted model {} ('{}')", record->id, record->spec.name);
   std::lock_guard<std::mutex> lock(state_mutex_);
   state_changed_.notify_all();

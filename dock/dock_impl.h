@@ -93,6 +93,7 @@ class DockImpl : public Dock {
   LruCache<LoadedModel> model_cache_;
   LruCache<const encoder::ModelOutputs> output_cache_;
   LruCache<const Tensor> proxy_cache_;  // model id -> compressed probe features
+  RunCosts run_costs_;
 };
 
 }  // namespace modeldock::dock

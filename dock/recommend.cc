@@ -369,6 +369,11 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
                                                 "|", dataset_hash))) {
           return metrics_ms;
         }
+        // Measured on earlier recommendations when there were any (it includes loading the
+        // model when it was not resident), else from probing.
+        if (std::optional<double> per_sample = run_costs_.PerSampleMillis(r.id)) {
+          return metrics_ms + *per_sample * rows;
+        }
         return metrics_ms + static_cast<double>(std::max<int64_t>(r.probe_millis, 1)) * rows / probe_rows;
       };
       const double budget = result.latency_budget_millis;
@@ -428,8 +433,12 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
         }
         const ModelRecord& record = compatible[position.at(candidates[i])];
         bool from_cache = false;
+        absl::Time run_start = absl::Now();
         auto outputs = OutputsOn(record, samples, dataset_hash, &from_cache);
         slot_cached[i] = from_cache;
+        if (outputs.ok() && !from_cache) {
+          run_costs_.Record(record.id, MillisSince(run_start) / static_cast<double>(samples.Rows()));
+        }
         if (!outputs.ok()) {
           slot_warning[i] = absl::StrCat("skipped ", record.spec.name, ": ", outputs.status().message());
           continue;
