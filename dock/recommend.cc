@@ -39,6 +39,8 @@ const std::vector<scoring::Metric>& FusionMembers() {
   return kMembers;
 }
 const std::vector<scoring::Metric>& ProxyMetrics() { return FusionMembers(); }
+// Principal components the fusion keeps of each model's features (bench/select).
+constexpr int kFusionDims = 32;
 
 // The scoring metrics a dock metric computes (several for a fusion). Empty for kNone.
 std::vector<scoring::Metric> MembersOf(Metric metric) {
@@ -447,10 +449,19 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
         Scored s;
         s.id = candidates[i];
         std::string failure;
+        // The fusion scores every model on the same number of dimensions: its features' own
+        // top principal components on the query (LogME's evidence and the H-scores otherwise
+        // drift with the feature width, which sorts models by architecture).
+        const Tensor& raw = has_features ? (*outputs)->features : (*outputs)->logits;
+        std::optional<Tensor> reduced;
+        if (query.metric == Metric::kFusion) {
+          auto r = scoring::CompressFeatures(raw, kFusionDims);
+          if (r.ok()) reduced = std::move(*r);
+        }
+        const Tensor& feature_input = reduced ? *reduced : raw;
         for (scoring::Metric metric : members) {
           scoring::ScoreInput input;
-          input.features = (!scoring::UsesLogits(metric) && has_features) ? &(*outputs)->features
-                                                                          : &(*outputs)->logits;
+          input.features = scoring::UsesLogits(metric) ? &(*outputs)->logits : &feature_input;
           input.logits = &(*outputs)->logits;
           input.labels = &labels;
           input.num_classes = num_classes;
@@ -471,6 +482,9 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
             all_logits ? absl::StrCat("its ", record.spec.class_labels.size(), "-class outputs")
             : has_features ? absl::StrCat((*outputs)->features.RowSize(), "-d embed features")
                            : absl::StrCat((*outputs)->logits.RowSize(), "-d logits (no embed)");
+        if (reduced) {
+          absl::StrAppend(&s.features_note, " (top ", reduced->RowSize(), " principal components)");
+        }
         s.scored = true;
         slots[i] = std::move(s);
       }

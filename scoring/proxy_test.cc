@@ -4,6 +4,7 @@
 
 #include <stdlib.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -93,6 +94,30 @@ TEST_F(ProxyOracleTest, NeighboursGatherCompressAndProxyMetricsMatchNumPy) {
   EXPECT_NEAR(*logme, m_["proxy_logme"].get<double>(), 1e-4 * std::abs(m_["proxy_logme"].get<double>()));
   EXPECT_NEAR(*shrink, m_["proxy_shrinkage_hscore"].get<double>(),
               1e-4 * std::abs(m_["proxy_shrinkage_hscore"].get<double>()));
+}
+
+TEST_F(ProxyOracleTest, DefaultFusionOverModelsOfDifferentWidthsMatchesNumPy) {
+  const int dim = m_["fusion_dim"];
+  const auto widths = m_["model_widths"].get<std::vector<int64_t>>();
+  const auto logme_expected = m_["model_logme"].get<std::vector<double>>();
+  const auto shrink_expected = m_["model_shrinkage_hscore"].get<std::vector<double>>();
+  std::vector<double> logme_values, shrink_values;
+  for (size_t i = 0; i < widths.size(); ++i) {
+    Tensor features({n_q_, widths[i]}, ReadRaw<float>(dir_ / ("model" + std::to_string(i) + ".f32"),
+                                                       n_q_ * widths[i]));
+    auto reduced = CompressFeatures(features, dim);
+    ASSERT_TRUE(reduced.ok()) << reduced.status();
+    EXPECT_EQ(reduced->RowSize(), std::min<int64_t>(dim, widths[i]));
+    auto logme = LogMe(*reduced, labels_, m_["classes"]);
+    auto shrink = ShrinkageHScore(*reduced, labels_, m_["classes"]);
+    ASSERT_TRUE(logme.ok() && shrink.ok());
+    EXPECT_NEAR(*logme, logme_expected[i], 1e-4 * std::abs(logme_expected[i])) << "model " << i;
+    EXPECT_NEAR(*shrink, shrink_expected[i], 1e-4 * std::abs(shrink_expected[i]) + 1e-9) << "model " << i;
+    logme_values.push_back(*logme);
+    shrink_values.push_back(*shrink);
+  }
+  EXPECT_THAT(RankFusion({logme_values, shrink_values}),
+              ElementsAreArray(m_["model_fusion"].get<std::vector<double>>()));
 }
 
 TEST_F(ProxyOracleTest, RanksAndFusionMatchScipyRankdata) {

@@ -133,6 +133,14 @@ def safe(fn, *a):
         return -1e300
 
 
+def pca_own(f, dim):
+    """The query features' own top `dim` principal components (what the dock's stage 2 does
+    before LogME and shrinkage H-score: every model on the same number of dimensions)."""
+    x = f - f.mean(0)
+    w, v = np.linalg.eigh(x.T @ x / len(x))
+    return x @ v[:, ::-1][:, :dim]
+
+
 def pca_project(probe_f, dim):
     """Per-model compression as the dock stores it: centre on the probe mean, keep `dim` principal
     directions. Returns a function mapping features to the compressed space."""
@@ -163,7 +171,8 @@ def compute_scores(data, models, tasks, proxy_variants, metrics):
     def put(method, task, i, v):
         scores.setdefault(method, {}).setdefault(task, np.full(len(models), np.nan))[i] = v
 
-    for t in tasks:
+    for ti, t in enumerate(tasks):
+        print(f"  scoring task {ti + 1}/{len(tasks)} {t['name']}", flush=True)
         tn = t["name"]
         x, y, qref = data["tasks"][tn]
         nbr = {}
@@ -180,6 +189,10 @@ def compute_scores(data, models, tasks, proxy_variants, metrics):
                     put(f"brute_{name}", tn, i, safe(LOGIT_METRICS[name], lg, y))
                 else:
                     put(f"brute_{name}", tn, i, safe(FEATURE_METRICS[name], f, y))
+            for dim in (16, 32, 64):
+                fq = pca_own(f, dim)
+                for name in ("logme", "shrinkage_hscore"):
+                    put(f"brute_{name}_pc{dim}", tn, i, safe(FEATURE_METRICS[name], fq, y))
             pf_all = d["probe_f"].astype(np.float64)
             pl_all = d["probe_l"].astype(np.float64)
             for space, k, dim, pmetric in proxy_variants:
@@ -248,13 +261,16 @@ def main():
     metrics = ["logme", "shrinkage_hscore", "hscore", "gbc", "knn", "leep", "nce"]
     if args.tmi:
         metrics.append("tmi")
+    # Neighbour space (reference encoder / raw pixels), k, stored PCA dimension (0 = all), metric.
     proxy_variants = []
     for space in ("ref", "pix"):
         for k in (1, 5):
-            for dim in (0, 32):
-                for pm in ("logme", "shrinkage_hscore", "knn"):
+            for dim in (16, 32):
+                for pm in ("logme", "shrinkage_hscore"):
                     proxy_variants.append((space, k, dim, pm))
-            proxy_variants.append((space, k, 0, "leep"))
+    for pm in ("logme", "shrinkage_hscore", "knn", "leep"):
+        proxy_variants.append(("ref", 1, 0, pm))
+    proxy_variants.append(("ref", 1, 32, "knn"))
     t0 = time.time()
     scores = compute_scores(data, models, tasks, proxy_variants, metrics)
     print(f"scores in {time.time() - t0:.0f} s", flush=True)

@@ -12,7 +12,9 @@ manifest.json with the expected values:
     direction's largest-magnitude loading positive),
   * ranks / fusion: scipy.stats.rankdata (average ties) and its mean over lists,
   * proxy_logme / proxy_shrinkage_hscore: metrics_oracle's LogME and shrinkage H-score on the
-    proxy of the compressed features (the whole stage-1 pipeline for one model).
+    proxy of the compressed features (the whole stage-1 pipeline for one model),
+  * model_*: the default stage-2 fusion over four models of different feature widths (each
+    reduced to its own top principal components, LogME and shrinkage H-score, rank-fused).
 """
 import json
 import os
@@ -80,6 +82,24 @@ def main():
         "proxy_logme": metrics_oracle.logme(proxy_c, y),
         "proxy_shrinkage_hscore": metrics_oracle.shrinkage_hscore(proxy_c, y),
     }
+    # The default stage-2 fusion over four "models": each model's query features reduced to its
+    # own top `fusion_dim` principal components, LogME and shrinkage H-score on those, rank-fused.
+    fusion_dim = 8
+    widths = [5, 12, 30, 64]
+    model_logme, model_shrink = [], []
+    for mi, width in enumerate(widths):
+        centres = rng.normal(size=(classes, width)) * (1.0 + mi) / np.sqrt(width)
+        feats = (centres[y] + rng.normal(size=(n_q, width))).astype(np.float32)
+        feats.astype("<f4").tofile(os.path.join(out, f"model{mi}.f32"))
+        reduced = compress(feats.astype(np.float64), fusion_dim).astype(np.float32).astype(np.float64)
+        model_logme.append(metrics_oracle.logme(reduced, y))
+        model_shrink.append(metrics_oracle.shrinkage_hscore(reduced, y))
+    manifest["fusion_dim"] = fusion_dim
+    manifest["model_widths"] = widths
+    manifest["model_logme"] = model_logme
+    manifest["model_shrinkage_hscore"] = model_shrink
+    manifest["model_fusion"] = np.mean([stats.rankdata(model_logme),
+                                        stats.rankdata(model_shrink)], axis=0).tolist()
     with open(os.path.join(out, "manifest.json"), "w") as fh:
         json.dump(manifest, fh)
 
