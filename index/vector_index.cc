@@ -8,6 +8,11 @@
 //   (tombstone). Searches skip dead slots through an IDSelector. When more than a quarter of
 //   the slots are dead the FAISS index is rebuilt from `entries_` and swapped in. This covers
 //   HNSW, which cannot remove vectors at all.
+// - UpsertBatch appends all its slots with one FAISS add: FAISS parallelises a batch add with
+//   OpenMP, and FAISS 1.7.3's HNSW add sets up a lock per vertex of the whole index and an
+//   ntotal-sized visited table on every call, so one vector per add is O(n^2). When the batch
+//   makes a rebuild due (tombstones, training) or the index is empty, it builds the new
+//   structure from `entries_` plus the batch instead (also one add) and swaps it in.
 // - Factories that need training (IVF, PQ, PCA...) are served by an interim exact IndexFlatIP
 //   until enough vectors exist (39 per IVF list, FAISS's own minimum without a warning; 9984
 //   for other trained structures); then the real index is trained on all vectors and swapped
@@ -33,6 +38,9 @@
 #include <mutex>
 #include <shared_mutex>
 #include <sstream>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 #include <faiss/IndexFlat.h>
@@ -52,6 +60,7 @@ namespace modeldock::index {
 namespace {
 
 using idx_t = faiss::Index::idx_t;
+using Entries = std::vector<std::pair<std::string, std::vector<float>>>;
 
 constexpr char kMagic[8] = {'M', 'D', 'V', 'I', 'N', 'D', 'E', 'X'};
 constexpr uint32_t kFormatVersion = 1;
@@ -243,16 +252,33 @@ class FaissVectorIndex : public VectorIndex {
     return absl::OkStatus();
   }
 
-  // Builds a FAISS index over all current entries. Called with write_mu_ held (or before the
-  // object is shared), so entries_ is stable.
-  absl::StatusOr<Structure> Build() {
+  // Builds a FAISS index over all current entries, or, with `batch`, over the entries as they
+  // will be once the (validated, duplicate-free) batch is upserted: its vectors win over
+  // entries_. Called with write_mu_ held (or before the object is shared), so entries_ is
+  // stable.
+  absl::StatusOr<Structure> Build(const Entries* batch = nullptr) {
     Structure s;
     std::vector<float> data;
-    data.reserve(entries_.size() * options_.dim);
-    s.slot_ids.reserve(entries_.size());
+    std::unordered_set<std::string_view> replaced;
+    if (batch != nullptr) {
+      for (const auto& [id, v] : *batch) {
+        if (entries_.count(id)) replaced.insert(id);
+      }
+    }
+    const size_t total =
+        entries_.size() + (batch != nullptr ? batch->size() - replaced.size() : 0);
+    data.reserve(total * options_.dim);
+    s.slot_ids.reserve(total);
     for (const auto& [id, e] : entries_) {
+      if (replaced.count(id)) continue;
       data.insert(data.end(), e.vector.begin(), e.vector.end());
       s.slot_ids.push_back(id);
+    }
+    if (batch != nullptr) {
+      for (const auto& [id, v] : *batch) {
+        data.insert(data.end(), v.begin(), v.end());
+        s.slot_ids.push_back(id);
+      }
     }
     const idx_t n = static_cast<idx_t>(s.slot_ids.size());
     try {
@@ -276,7 +302,7 @@ class FaissVectorIndex : public VectorIndex {
       }
       ApplySearchBreadth(s.index.get());
       if (n > 0) s.index->add(n, data.data());
-    } catch (const faiss::FaissException& e) {
+    } catch (const std::exception& e) {  // FaissException, or bad_alloc for a big build
       return absl::InternalError(absl::StrCat("building FAISS index \"", options_.factory,
                                               "\" failed: ", e.what()));
     }
@@ -312,6 +338,7 @@ class FaissVectorIndex : public VectorIndex {
       try {
         index_->add(1, vector.data());
       } catch (const faiss::FaissException& e) {
+        DiscardPartialAdd();
         return absl::InternalError(absl::StrCat("FAISS add of ", id, " failed: ", e.what()));
       }
       auto it = entries_.find(id);
@@ -324,6 +351,68 @@ class FaissVectorIndex : public VectorIndex {
       fingerprint_.clear();
     }
     return MaybeRebuild();
+  }
+
+  absl::Status UpsertBatch(const Entries& batch) override {
+    if (batch.empty()) return absl::OkStatus();
+    std::unordered_map<std::string_view, size_t> position;  // id -> index in the batch
+    position.reserve(batch.size());
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const auto& [id, v] = batch[i];
+      if (id.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat("batch entry ", i, " has an empty id"));
+      }
+      const std::string what = absl::StrCat("vector of ", id, " (batch entry ", i, ")");
+      if (absl::Status st = CheckVector(v, options_.dim, what.c_str()); !st.ok()) return st;
+      auto [it, inserted] = position.emplace(id, i);
+      if (!inserted) {
+        return absl::InvalidArgumentError(absl::StrCat("id ", id, " occurs twice in the batch (",
+                                                       "entries ", it->second, " and ", i, ")"));
+      }
+    }
+
+    std::lock_guard<std::mutex> write_lock(write_mu_);
+    // Only writers change the members read here, and they hold write_mu_.
+    size_t replaced = 0;
+    for (const auto& [id, v] : batch) replaced += entries_.count(id);
+    const size_t live_after = entries_.size() + batch.size() - replaced;
+    const bool compact = (dead_ + replaced) * 4 > slot_ids_.size() + batch.size();
+    const bool train = interim_ && static_cast<int64_t>(live_after) >= train_threshold_;
+    if (entries_.empty() || compact || train) {
+      // Build the final structure outside mu_ (one add of everything), then swap it in.
+      auto built = Build(&batch);
+      if (!built.ok()) return built.status();  // nothing changed
+      std::unique_lock<std::shared_mutex> lock(mu_);
+      for (const auto& [id, v] : batch) entries_[id].vector = v;
+      Install(std::move(*built));
+      fingerprint_.clear();
+      return absl::OkStatus();
+    }
+
+    std::vector<float> data;
+    data.reserve(batch.size() * options_.dim);
+    for (const auto& [id, v] : batch) data.insert(data.end(), v.begin(), v.end());
+    {
+      std::unique_lock<std::shared_mutex> lock(mu_);
+      try {
+        index_->add(static_cast<idx_t>(batch.size()), data.data());
+      } catch (const std::exception& e) {  // FaissException, or bad_alloc for a big batch
+        DiscardPartialAdd();
+        return absl::InternalError(absl::StrCat("FAISS add of a batch of ", batch.size(),
+                                                " vectors failed: ", e.what()));
+      }
+      for (const auto& [id, v] : batch) {
+        auto it = entries_.find(id);
+        if (it != entries_.end()) KillSlot(it->second.slot);
+        Entry& e = entries_[id];
+        e.vector = v;
+        e.slot = static_cast<int64_t>(slot_ids_.size());
+        slot_ids_.push_back(id);
+        live_.push_back(1);
+      }
+      fingerprint_.clear();
+    }
+    return MaybeRebuild();  // not due by the test above; kept as the invariant's guard
   }
 
   absl::Status Remove(const std::string& id) override {
@@ -554,6 +643,16 @@ class FaissVectorIndex : public VectorIndex {
       hnsw->hnsw.efSearch = options_.search_breadth;
     } else if (auto* ivf = dynamic_cast<faiss::IndexIVF*>(index)) {
       ivf->nprobe = std::min<size_t>(options_.search_breadth, ivf->nlist);
+    }
+  }
+
+  // After a failed add: FAISS may hold some of the vectors. Their slots get no id (dead), so
+  // slot numbers keep matching FAISS labels. Called with mu_ held exclusively.
+  void DiscardPartialAdd() {
+    while (static_cast<idx_t>(slot_ids_.size()) < index_->ntotal) {
+      slot_ids_.emplace_back();
+      live_.push_back(0);
+      ++dead_;
     }
   }
 

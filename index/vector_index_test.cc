@@ -507,5 +507,317 @@ TEST(VectorIndexTest, ConcurrentSearchesAndUpserts) {
   }
 }
 
+std::vector<std::pair<std::string, std::vector<float>>> RandomBatch(std::mt19937& rng, int first,
+                                                                    int count) {
+  std::vector<std::pair<std::string, std::vector<float>>> batch;
+  for (int i = first; i < first + count; ++i) batch.push_back({Id(i), RandomUnitVector(rng)});
+  return batch;
+}
+
+void AddToOracle(Oracle& oracle,
+                 const std::vector<std::pair<std::string, std::vector<float>>>& batch) {
+  for (const auto& [id, v] : batch) oracle.Upsert(id, v);
+}
+
+// Same queries against two indexes: same ids in the same order, same scores.
+void ExpectSameResults(const VectorIndex& a, const VectorIndex& b, std::mt19937& rng, int queries,
+                       int k, const std::unordered_set<std::string>* allowed = nullptr) {
+  for (int q = 0; q < queries; ++q) {
+    std::vector<float> query = RandomUnitVector(rng);
+    auto ha = a.Search(query, k, allowed);
+    auto hb = b.Search(query, k, allowed);
+    ASSERT_TRUE(ha.ok() && hb.ok());
+    ASSERT_EQ(ha->size(), hb->size());
+    for (size_t i = 0; i < ha->size(); ++i) {
+      EXPECT_EQ((*ha)[i].id, (*hb)[i].id) << "query " << q << " rank " << i;
+      EXPECT_FLOAT_EQ((*ha)[i].score, (*hb)[i].score);
+    }
+  }
+}
+
+TEST(VectorIndexTest, BatchMatchesOneByOneOnFlat) {
+  std::mt19937 rng(16);
+  auto batch = RandomBatch(rng, 0, 700);
+  auto one_by_one = MakeIndex("Flat");
+  for (const auto& [id, v] : batch) ASSERT_TRUE(one_by_one->Upsert(id, v).ok());
+  auto batched = MakeIndex("Flat");
+  ASSERT_TRUE(batched->UpsertBatch(batch).ok());
+  Oracle oracle;
+  AddToOracle(oracle, batch);
+  EXPECT_EQ(batched->size(), 700u);
+  EXPECT_TRUE(batched->Contains(Id(699)));
+  EXPECT_EQ(batched->Fingerprint(), one_by_one->Fingerprint());
+  EXPECT_EQ(batched->Fingerprint(), VectorIndex::FingerprintOf(batch));
+  ExpectExact(*batched, oracle, rng, 20, 10);
+  ExpectExact(*batched, oracle, rng, 3, 700);  // the full order
+  ExpectSameResults(*batched, *one_by_one, rng, 20, 10);
+  std::unordered_set<std::string> third;
+  for (int i = 0; i < 700; i += 3) third.insert(Id(i));
+  ExpectExact(*batched, oracle, rng, 10, 10, &third);
+
+  // A second batch appends to a non-empty index (one add into the live structure).
+  auto more = RandomBatch(rng, 700, 100);
+  for (const auto& [id, v] : more) ASSERT_TRUE(one_by_one->Upsert(id, v).ok());
+  ASSERT_TRUE(batched->UpsertBatch(more).ok());
+  AddToOracle(oracle, more);
+  EXPECT_EQ(batched->size(), 800u);
+  ExpectExact(*batched, oracle, rng, 20, 10);
+  ExpectSameResults(*batched, *one_by_one, rng, 20, 10);
+  EXPECT_EQ(batched->Fingerprint(), one_by_one->Fingerprint());
+}
+
+TEST(VectorIndexTest, BatchReplacesExistingIds) {
+  std::mt19937 rng(17);
+  auto index = MakeIndex("Flat");
+  Oracle oracle;
+  Fill(*index, oracle, rng, 0, 400);
+  // Few replacements (appended with tombstones) mixed with new ids, then many (compaction).
+  for (int replace_every : {20, 2, 1}) {
+    SCOPED_TRACE(replace_every);
+    std::vector<std::pair<std::string, std::vector<float>>> batch;
+    for (int i = 0; i < 400; i += replace_every) batch.push_back({Id(i), RandomUnitVector(rng)});
+    for (int i = 0; i < 10; ++i) batch.push_back({Id(1000 * replace_every + i), RandomUnitVector(rng)});
+    ASSERT_TRUE(index->UpsertBatch(batch).ok());
+    AddToOracle(oracle, batch);
+    EXPECT_EQ(index->size(), oracle.size());
+    EXPECT_EQ(index->Fingerprint(), VectorIndex::FingerprintOf(oracle.AsPairs()));
+    ExpectExact(*index, oracle, rng, 10, 10);
+    ExpectExact(*index, oracle, rng, 2, static_cast<int>(oracle.size()));  // no stale copies
+  }
+  // The replaced vector is its own best match, the old one is gone.
+  std::vector<float> v = RandomUnitVector(rng);
+  std::vector<float> old = oracle.entries().at(Id(5));
+  ASSERT_TRUE(index->UpsertBatch({{Id(5), v}, {Id(6), RandomUnitVector(rng)}}).ok());
+  auto hits = index->Search(v, 1);
+  ASSERT_TRUE(hits.ok());
+  ASSERT_EQ(hits->size(), 1u);
+  EXPECT_EQ((*hits)[0].id, Id(5));
+  EXPECT_NEAR((*hits)[0].score, 1.0f, 1e-5);
+  std::unordered_set<std::string> only5 = {Id(5)};
+  hits = index->Search(old, 5, &only5);
+  ASSERT_TRUE(hits.ok());
+  ASSERT_EQ(hits->size(), 1u);  // one live copy of Id(5), scored with the new vector
+  double dot = 0;
+  for (int d = 0; d < kDim; ++d) dot += static_cast<double>(old[d]) * v[d];
+  EXPECT_NEAR((*hits)[0].score, dot, 1e-5);
+  // Remove after a batch replacement leaves nothing behind.
+  ASSERT_TRUE(index->Remove(Id(5)).ok());
+  hits = index->Search(v, 5, &only5);
+  ASSERT_TRUE(hits.ok());
+  EXPECT_TRUE(hits->empty());
+}
+
+TEST(VectorIndexTest, BatchInvalidArgumentsChangeNothing) {
+  std::mt19937 rng(18);
+  auto index = MakeIndex("Flat");
+  Oracle oracle;
+  Fill(*index, oracle, rng, 0, 20);
+  const std::string fp = index->Fingerprint();
+
+  EXPECT_TRUE(index->UpsertBatch({}).ok());
+  EXPECT_EQ(index->size(), 20u);
+
+  auto batch = RandomBatch(rng, 100, 5);
+  batch[3].second.resize(kDim - 1);
+  absl::Status st = index->UpsertBatch(batch);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(st.message(), "vector of " + Id(103) + " (batch entry 3) has dimension " +
+                              std::to_string(kDim - 1) + ", the index has " +
+                              std::to_string(kDim));
+
+  batch = RandomBatch(rng, 100, 5);
+  batch[4].first = Id(101);
+  st = index->UpsertBatch(batch);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(st.message(), "id " + Id(101) + " occurs twice in the batch (entries 1 and 4)");
+
+  batch = RandomBatch(rng, 100, 5);
+  batch[2].second[0] = NAN;
+  st = index->UpsertBatch(batch);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(st.message(), "vector of " + Id(102) + " (batch entry 2) has a non-finite value");
+
+  batch = RandomBatch(rng, 100, 5);
+  batch[0].first.clear();
+  st = index->UpsertBatch(batch);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(st.message(), "batch entry 0 has an empty id");
+
+  // All or nothing: the valid entries of the rejected batches were not added.
+  EXPECT_EQ(index->size(), 20u);
+  EXPECT_FALSE(index->Contains(Id(100)));
+  EXPECT_EQ(index->Fingerprint(), fp);
+  ExpectExact(*index, oracle, rng, 5, 10);
+
+  // Same on an empty index (the build-and-swap path).
+  auto empty = MakeIndex("HNSW32");
+  batch = RandomBatch(rng, 0, 5);
+  batch[1].first = Id(0);
+  EXPECT_EQ(empty->UpsertBatch(batch).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(empty->size(), 0u);
+  EXPECT_TRUE(empty->UpsertBatch({}).ok());
+  EXPECT_EQ(empty->Fingerprint(), VectorIndex::FingerprintOf({}));
+}
+
+TEST(VectorIndexTest, HnswThroughBatch) {
+  std::mt19937 rng(19);
+  auto index = MakeIndex("HNSW32", 64);
+  Oracle oracle;
+  auto batch = RandomBatch(rng, 0, 3000);
+  ASSERT_TRUE(index->UpsertBatch(batch).ok());  // empty index: build and swap
+  AddToOracle(oracle, batch);
+  EXPECT_EQ(index->size(), 3000u);
+  EXPECT_GE(Recall(*index, oracle, rng, 50, 10), 0.95);
+
+  batch = RandomBatch(rng, 3000, 500);  // append into the live graph
+  for (int i = 0; i < 300; i += 3) batch.push_back({Id(i), RandomUnitVector(rng)});
+  ASSERT_TRUE(index->UpsertBatch(batch).ok());
+  AddToOracle(oracle, batch);
+  EXPECT_EQ(index->size(), 3500u);
+  EXPECT_EQ(index->Fingerprint(), VectorIndex::FingerprintOf(oracle.AsPairs()));
+  EXPECT_GE(Recall(*index, oracle, rng, 50, 10), 0.95);
+
+  batch.clear();  // replace half: compaction (rebuild) through the batch
+  for (int i = 0; i < 3500; i += 2) batch.push_back({Id(i), RandomUnitVector(rng)});
+  ASSERT_TRUE(index->UpsertBatch(batch).ok());
+  AddToOracle(oracle, batch);
+  EXPECT_EQ(index->size(), 3500u);
+  EXPECT_EQ(index->Fingerprint(), VectorIndex::FingerprintOf(oracle.AsPairs()));
+  EXPECT_GE(Recall(*index, oracle, rng, 50, 10), 0.95);
+  std::unordered_set<std::string> few;
+  for (int i = 0; i < 200; i += 2) few.insert(Id(i));  // all of them replaced
+  ExpectExact(*index, oracle, rng, 10, 10, &few);
+}
+
+TEST(VectorIndexTest, IvfTrainsThroughBatch) {
+  // nprobe = nlist: every list is probed, so results are exact once trained too.
+  std::mt19937 rng(20);
+  auto index = MakeIndex("IVF4,Flat", 4);
+  Oracle oracle;
+  auto batch = RandomBatch(rng, 0, 100);  // below 39 * 4: interim exact index
+  ASSERT_TRUE(index->UpsertBatch(batch).ok());
+  AddToOracle(oracle, batch);
+  ExpectExact(*index, oracle, rng, 10, 10);
+  batch = RandomBatch(rng, 100, 40);  // still below: appended to the interim index
+  ASSERT_TRUE(index->UpsertBatch(batch).ok());
+  AddToOracle(oracle, batch);
+  ExpectExact(*index, oracle, rng, 10, 10);
+  batch = RandomBatch(rng, 140, 260);  // crosses the threshold: trained on all 400
+  for (int i = 0; i < 50; i += 5) batch.push_back({Id(i), RandomUnitVector(rng)});
+  ASSERT_TRUE(index->UpsertBatch(batch).ok());
+  AddToOracle(oracle, batch);
+  EXPECT_EQ(index->size(), 400u);
+  ExpectExact(*index, oracle, rng, 10, 10);
+  batch = RandomBatch(rng, 400, 100);  // into the trained IVF
+  ASSERT_TRUE(index->UpsertBatch(batch).ok());
+  AddToOracle(oracle, batch);
+  ExpectExact(*index, oracle, rng, 10, 10);
+  std::unordered_set<std::string> half;
+  for (int i = 0; i < 500; i += 2) half.insert(Id(i));
+  ExpectExact(*index, oracle, rng, 10, 10, &half);
+  EXPECT_EQ(index->Fingerprint(), VectorIndex::FingerprintOf(oracle.AsPairs()));
+
+  // The trained structure survives a save/load round trip (it is not the interim Flat).
+  const std::string path = TempPath("ivf_batch.idx");
+  ASSERT_TRUE(index->Save(path).ok());
+  IndexOptions options;
+  options.dim = kDim;
+  options.factory = "IVF4,Flat";
+  options.search_breadth = 4;
+  auto loaded = VectorIndex::Load(path, options);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ExpectSameResults(*index, **loaded, rng, 10, 10);
+  std::filesystem::remove(path);
+
+  // Training really happens: with nprobe 1 of 4 lists the trained IVF misses neighbours,
+  // the interim exact index cannot.
+  auto probe1 = MakeIndex("IVF4,Flat", 1);
+  Oracle probe1_oracle;
+  batch = RandomBatch(rng, 0, 150);  // below 39 * 4
+  ASSERT_TRUE(probe1->UpsertBatch(batch).ok());
+  AddToOracle(probe1_oracle, batch);
+  EXPECT_EQ(Recall(*probe1, probe1_oracle, rng, 30, 10), 1.0);
+  batch = RandomBatch(rng, 150, 250);
+  ASSERT_TRUE(probe1->UpsertBatch(batch).ok());
+  AddToOracle(probe1_oracle, batch);
+  EXPECT_LT(Recall(*probe1, probe1_oracle, rng, 30, 10), 0.95);
+  // A first batch above the threshold trains straight away.
+  auto fresh = MakeIndex("IVF4,Flat", 1);
+  Oracle fresh_oracle;
+  batch = RandomBatch(rng, 0, 400);
+  ASSERT_TRUE(fresh->UpsertBatch(batch).ok());
+  AddToOracle(fresh_oracle, batch);
+  EXPECT_EQ(fresh->size(), 400u);
+  EXPECT_LT(Recall(*fresh, fresh_oracle, rng, 30, 10), 0.95);
+}
+
+TEST(VectorIndexTest, ConcurrentSearchesAndBatches) {
+  for (const char* factory : {"Flat", "HNSW32"}) {
+    SCOPED_TRACE(factory);
+    std::mt19937 rng(21);
+    auto index = MakeIndex(factory, 64);
+    Oracle oracle;
+    auto initial = RandomBatch(rng, 0, 500);
+    ASSERT_TRUE(index->UpsertBatch(initial).ok());
+    AddToOracle(oracle, initial);
+
+    // Each writer owns an id range: batches of new ids (appended) and of replacements (some
+    // large enough to force rebuild-and-swap).
+    constexpr int kWriters = 2, kBatches = 6;
+    std::vector<std::vector<std::vector<std::pair<std::string, std::vector<float>>>>> ops(kWriters);
+    for (int w = 0; w < kWriters; ++w) {
+      for (int b = 0; b < kBatches; ++b) {
+        std::vector<std::pair<std::string, std::vector<float>>> batch;
+        if (b % 2 == 0) {
+          batch = RandomBatch(rng, 1000 * (w + 1) + 50 * b, 50);
+        } else {
+          for (int i = w * 250; i < w * 250 + 40 * b; ++i) {
+            batch.push_back({Id(i), RandomUnitVector(rng)});
+          }
+        }
+        ops[w].push_back(std::move(batch));
+      }
+    }
+    std::vector<std::vector<float>> queries;
+    for (int i = 0; i < 50; ++i) queries.push_back(RandomUnitVector(rng));
+
+    std::atomic<int> failures{0};
+    std::vector<std::thread> threads;
+    for (int w = 0; w < kWriters; ++w) {
+      threads.emplace_back([&, w] {
+        for (const auto& batch : ops[w]) {
+          if (!index->UpsertBatch(batch).ok()) ++failures;
+        }
+      });
+    }
+    for (int r = 0; r < 2; ++r) {
+      threads.emplace_back([&] {
+        for (int pass = 0; pass < 4; ++pass) {
+          for (const auto& q : queries) {
+            auto hits = index->Search(q, 10);
+            if (!hits.ok() || hits->size() != 10) ++failures;
+            for (size_t i = 1; hits.ok() && i < hits->size(); ++i) {
+              if ((*hits)[i - 1].score < (*hits)[i].score) ++failures;
+            }
+            (void)index->Fingerprint();
+          }
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(failures.load(), 0);
+    for (const auto& writer_ops : ops) {
+      for (const auto& batch : writer_ops) AddToOracle(oracle, batch);
+    }
+    EXPECT_EQ(index->size(), oracle.size());
+    EXPECT_EQ(index->Fingerprint(), VectorIndex::FingerprintOf(oracle.AsPairs()));
+    if (std::string(factory) == "Flat") {
+      ExpectExact(*index, oracle, rng, 20, 10);
+    } else {
+      EXPECT_GE(Recall(*index, oracle, rng, 50, 10), 0.95);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace modeldock::index
