@@ -466,6 +466,12 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
           input.labels = &labels;
           input.num_classes = num_classes;
           auto value = scoring::Score(metric, input);
+          if (value.ok() && !std::isfinite(*value) && members.size() > 1) {
+            // Degenerate features (e.g. all zero: LogME's evidence is -inf) carry no
+            // information about the query: in a fusion the member ranks the model last.
+            s.member_values.push_back(-HUGE_VAL);
+            continue;
+          }
           if (!value.ok() || !std::isfinite(*value)) {
             failure = absl::StrCat(std::string(scoring::MetricName(metric)), ": ",
                                    value.ok() ? "non-finite score" : std::string(value.status().message()));
