@@ -46,8 +46,8 @@ echo "== recommend for a Fashion-MNIST query (tops: T-shirt/top, Pullover, Coat,
 echo "\$ modeldock recommend query-images-idx3-ubyte --labels query-labels-idx1-ubyte --top 5"
 "$CLI" recommend "$QUERY/query-images-idx3-ubyte" --labels "$QUERY/query-labels-idx1-ubyte" --top 5
 
-echo "== the same, brute force over every model, as JSON"
+echo "== stage 1 alone (probe proxies: no model runs), as JSON"
 "$CLI" --json recommend "$QUERY/query-images-idx3-ubyte" --labels "$QUERY/query-labels-idx1-ubyte" \
-  --top 5 --brute-force
+  --top 5 --metric none
 echo
 echo "== demo done"

@@ -360,8 +360,9 @@ TEST_F(RecommendE2eTest, CliRecommendJson) {
 
 // Issue 3's ranking oracle over a real socket with the real demo models: on a query of
 // Fashion-MNIST tops, the model trained on exactly those classes ranks above the one trained on
-// unrelated classes (footwear), which ranks above the one trained on shuffled labels; and stage 1
-// alone already puts the tops model first.
+// unrelated classes (footwear), which ranks above the one trained on shuffled labels (shrinkage
+// H-score; the default fusion puts the tops model first); and stage 1 alone puts the tops model
+// first and the shuffled one last.
 TEST_F(RecommendE2eTest, MatchingModelRanksAboveUnrelatedAboveShuffled) {
   ProcessResult r = RunProcess(
       {MODELDOCK_CLI_PATH, "--server", server_->address(), "--json", "recommend", QueryImages(),
@@ -372,6 +373,17 @@ TEST_F(RecommendE2eTest, MatchingModelRanksAboveUnrelatedAboveShuffled) {
   std::map<std::string, int> rank;
   for (const json& result : out["results"]) rank[result["name"]] = result["rank"];
   ASSERT_EQ(rank.size(), 5u);
+  // The default fusion puts the matching model first.
+  EXPECT_EQ(rank["fmnist-tops-cnn"], 1);
+  // Shrinkage H-score alone: matching > unrelated > shuffled.
+  r = RunProcess({MODELDOCK_CLI_PATH, "--server", server_->address(), "--json", "recommend",
+                  QueryImages(), "--labels", QueryLabels(), "--top", "5", "--brute-force",
+                  "--metric", "shrinkage_hscore"},
+                 temp_->path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  out = json::parse(r.out);
+  rank.clear();
+  for (const json& result : out["results"]) rank[result["name"]] = result["rank"];
   EXPECT_LT(rank["fmnist-tops-cnn"], rank["fmnist-footwear-cnn"]);
   EXPECT_LT(rank["fmnist-footwear-cnn"], rank["fmnist-shuffled-cnn"]);
 
@@ -380,8 +392,10 @@ TEST_F(RecommendE2eTest, MatchingModelRanksAboveUnrelatedAboveShuffled) {
                  temp_->path());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   out = json::parse(r.out);
-  ASSERT_FALSE(out["results"].empty());
+  ASSERT_EQ(out["results"].size(), 5u);
+  // Stage 1 alone (probe proxies, no model run): matching model first, shuffled labels last.
   EXPECT_EQ(out["results"][0]["name"], "fmnist-tops-cnn");
+  EXPECT_EQ(out["results"][4]["name"], "fmnist-shuffled-cnn");
 }
 
 TEST_F(RecommendE2eTest, TabularQueryThroughTheCli) {
