@@ -114,8 +114,12 @@ double Recall(const VectorIndex& index, const Oracle& oracle, std::mt19937& rng,
     const auto& all = oracle.entries();
     for (size_t i = 0; i < got->size(); ++i) {
       const SearchHit& h = (*got)[i];
-      if (allowed) EXPECT_TRUE(allowed->count(h.id)) << h.id;
-      if (i > 0) EXPECT_GE((*got)[i - 1].score, h.score);
+      if (allowed) {
+        EXPECT_TRUE(allowed->count(h.id)) << h.id;
+      }
+      if (i > 0) {
+        EXPECT_GE((*got)[i - 1].score, h.score);
+      }
       auto it = all.find(h.id);
       EXPECT_NE(it, all.end()) << h.id;
       if (it != all.end()) {

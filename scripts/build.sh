@@ -19,7 +19,7 @@ fi
 
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
 cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DMODELDOCK_BUF="$BUF" >/dev/null
+  -DMODELDOCK_BUF="$BUF" -DMODELDOCK_WERROR="${MODELDOCK_WERROR:-OFF}" >/dev/null
 cmake --build "$BUILD_DIR" -j "$JOBS"
 
 /usr/bin/python3 "$ROOT/scripts/make_assets.py" --out "$BUILD_DIR/assets"

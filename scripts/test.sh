@@ -8,6 +8,8 @@ BUILD_DIR="${1:-${MODELDOCK_BUILD_DIR:-$ROOT/build}}"
 # OpenMP threads that spin while waiting make LibTorch/FAISS several times slower when processes
 # share the cores (ctest -j, CI); passive waiting costs nothing measurable on an idle machine.
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+# The test build (and so CI) treats compiler warnings (-Wall -Wextra) as errors.
+export MODELDOCK_WERROR="${MODELDOCK_WERROR:-ON}"
 start=$(date +%s)
 
 "$ROOT/scripts/build.sh" "$BUILD_DIR"

@@ -130,7 +130,7 @@ TEST_F(CliE2eTest, FlagsOverrideMetadataAndLabelsComeFromFiles) {
   const std::string model = AssetPath(std::string(kTops) + ".pt");
   const json sidecar = json::parse(ReadFile(AssetPath(std::string(kTops) + ".json")));
   std::string labels_text;
-  for (const std::string& label : sidecar["class_labels"]) labels_text += label + "\n";
+  for (const std::string label : sidecar["class_labels"]) labels_text += label + "\n";
   const std::string labels = WriteTemp("labels.txt", labels_text);
 
   ProcessResult r = Cli({"--json", "register", model, "--metadata",
@@ -154,7 +154,7 @@ TEST_F(CliE2eTest, FlagsOverrideMetadataAndLabelsComeFromFiles) {
 
   // Labels as a comma list, human output.
   std::string comma;
-  for (const std::string& label : sidecar["class_labels"]) comma += (comma.empty() ? "" : ",") + label;
+  for (const std::string label : sidecar["class_labels"]) comma += (comma.empty() ? "" : ",") + label;
   r = Cli({"register", model, "--name", "comma-labels", "--input-shape", "1,28,28", "--labels",
            comma});
   ASSERT_EQ(r.exit_code, 0) << r.err;

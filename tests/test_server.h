@@ -53,7 +53,7 @@ inline v1::ModelSpec SpecFromSidecar(const std::string& json_path) {
                     ? v1::TASK_KIND_TABULAR_CLASSIFICATION
                     : v1::TASK_KIND_IMAGE_CLASSIFICATION);
   for (int64_t d : meta["input_shape"]) spec.add_input_shape(d);
-  for (const std::string& label : meta["class_labels"]) spec.add_class_labels(label);
+  for (const std::string label : meta["class_labels"]) spec.add_class_labels(label);
   for (const std::string& tag : meta.value("tags", std::vector<std::string>{})) spec.add_tags(tag);
   return spec;
 }

@@ -30,7 +30,7 @@
 // The Flat index of a size is kept until the HNSW index of that size has been measured (it
 // provides the exact answers), then both are freed. The 10^6 HNSW build one vector per call
 // takes over 90 minutes; to measure HNSW at 10^6 through the batch only:
-//   index_bench --sizes=1000000 --factories=Flat,HNSW32 \
+//   index_bench --sizes=1000000 --factories=Flat,HNSW32
 //     --benchmark_filter='Build/Flat/|BuildBatch/HNSW32/|Search|Release'
 #include <sys/resource.h>
 
