@@ -419,7 +419,7 @@ int RunList(const GlobalFlags& global, const ListFlags& flags, bool one_page,
   if (!flags.state.empty()) {
     std::string upper = flags.state;
     for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-    v1::ModelState state;
+    v1::ModelState state = v1::MODEL_STATE_UNSPECIFIED;
     v1::ModelState_Parse("MODEL_STATE_" + upper, &state);  // value checked by CLI11
     request.set_state(state);
   }
