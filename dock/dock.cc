@@ -326,7 +326,9 @@ absl::Status DockImpl::ReconcileModels() {
       continue;
     }
     if (record.state != ModelState::kReady || !IsImageModel(record)) continue;
-    if (!store_->GetProbeFeatures(record.id, probe_set_sha_).ok()) {
+    auto has_features = store_->HasProbeFeatures(record.id, probe_set_sha_);
+    if (!has_features.ok()) return has_features.status();
+    if (!*has_features) {
       // Probed by an older dock (no stored features for stage-1 proxies): probe again.
       SetState(record, ModelState::kPending, "probe set changed; waiting to be probed again");
       Enqueue(record.id);

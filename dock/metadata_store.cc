@@ -362,6 +362,18 @@ absl::StatusOr<Tensor> MetadataStore::GetProbeFeatures(const std::string& id,
                         "probe_set_sha=?", "probe features", id, probe_set_sha);
 }
 
+absl::StatusOr<bool> MetadataStore::HasProbeFeatures(const std::string& id,
+                                                     const std::string& probe_set_sha) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Statement st(db_, "SELECT 1 FROM probe_features WHERE model_id=? AND probe_set_sha=?");
+  st.Bind(1, id);
+  st.Bind(2, probe_set_sha);
+  const int rc = st.Step();
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  return absl::InternalError(absl::StrCat("sqlite probe features: ", sqlite3_errmsg(db_)));
+}
+
 absl::StatusOr<Tensor> MetadataStore::GetProbeTensor(const char* sql, const char* what,
                                                      const std::string& id,
                                                      const std::string& probe_set_sha) {

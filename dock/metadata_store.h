@@ -45,6 +45,8 @@ class MetadataStore {
   absl::StatusOr<Tensor> GetProbeOutputs(const std::string& id, const std::string& probe_set_sha);
   // The compressed probe features of CommitProbe; NOT_FOUND if none for this probe set.
   absl::StatusOr<Tensor> GetProbeFeatures(const std::string& id, const std::string& probe_set_sha);
+  // Whether GetProbeFeatures would find features (without reading them).
+  absl::StatusOr<bool> HasProbeFeatures(const std::string& id, const std::string& probe_set_sha);
   // Replaces a model's vector (used when the knowledge space changes).
   absl::Status PutVector(const std::string& id, const std::string& space,
                          const std::vector<float>& vector);
