@@ -4,6 +4,7 @@
 #define MODELDOCK_TESTS_SUBPROCESS_H_
 
 #include <fcntl.h>
+#include <spawn.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -41,8 +42,6 @@ inline ChildProcess StartProcess(const std::vector<std::string>& argv,
   ChildProcess child;
   child.out_path = stem + ".out";
   child.err_path = stem + ".err";
-  // Everything the child needs is prepared before fork: a multithreaded parent's child may only
-  // make async-signal-safe calls (no malloc) until exec.
   std::vector<char*> args;
   for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
   args.push_back(nullptr);
@@ -57,19 +56,20 @@ inline ChildProcess StartProcess(const std::vector<std::string>& argv,
   }
   for (const std::string& entry : env) envp.push_back(const_cast<char*>(entry.c_str()));
   envp.push_back(nullptr);
-  const char* out_path = child.out_path.c_str();
-  const char* err_path = child.err_path.c_str();
-  child.pid = fork();
-  if (child.pid == 0) {
-    int in = open("/dev/null", O_RDONLY);
-    int out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    int err = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(in, 0);
-    dup2(out, 1);
-    dup2(err, 2);
-    execve(args[0], args.data(), envp.data());
-    _exit(127);
-  }
+  // posix_spawn rather than fork: fork runs the parent's atfork handlers, and OpenBLAS's
+  // (blas_thread_shutdown_) can deadlock joining its worker threads in a multithreaded parent
+  // (seen in CI once the dock used BLAS while probing). posix_spawn runs no handlers.
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, child.out_path.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&actions, 2, child.err_path.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  pid_t pid = -1;
+  if (posix_spawn(&pid, args[0], &actions, nullptr, args.data(), envp.data()) != 0) pid = -1;
+  posix_spawn_file_actions_destroy(&actions);
+  child.pid = pid;
   return child;
 }
 
