@@ -14,25 +14,36 @@ Starts `modeldock-server --listen 127.0.0.1:0` on a fresh data dir and drives it
   recommend      at every zoo size, for every query size (default 100, 200, 500, 1000 samples):
                  --reps cold calls, each on a different dataset (a different seeded draw, so the
                  dock's output cache cannot serve it), then --reps warm calls repeating the first
-                 dataset (every stage-2 model output comes from the cache). Default pipeline
-                 (two stages, TMI). Recorded: wall time of the CLI process (start-up, reading the
-                 file, upload, answer) and the server's own timings (total, stage 1, stage 2).
+                 dataset (every stage-2 model output comes from the cache). Default pipeline:
+                 metric `fusion` (each model's features reduced to their top 32 principal
+                 components, LogME + shrinkage H-score, rank-fused), stage 1 ranks every model by
+                 its probe proxies, and the server's latency budget (--latency-budget-ms, default
+                 5000) decides per call whether stage 2 scores every compatible model
+                 ("scored_all") or the stage-1 candidates that fit ("two_stage"). Recorded per
+                 call: wall time of the CLI process (start-up, reading the file, upload, answer),
+                 the server's own timings (total, stage 1, stage 2), the response's mode,
+                 num_scored and num_cached.
   brute force    at every zoo size, on --bf-samples samples (default 200): the same cold/warm
                  calls with --brute-force (every compatible model scored), for the time ratio
-                 brute force / two-stage.
+                 brute force / default.
   memory         server VmHWM (peak RSS) and VmRSS from /proc/<pid>/status after each phase.
 
 Models: the benchmark zoo (bench/zoo/artifacts/zoo/models/*.pt with sidecar JSON) in a seeded
 shuffled order, so every prefix mixes architectures; if it holds fewer models than the largest
 zoo size (or is absent) the remainder are copies under new names (of the zoo models, else of the
 demo models in <build>/assets/demo) - the dock stores identical bytes once but probes and
-indexes every name as its own model.
+indexes every name as its own model. Its output cache is keyed by the model file's SHA-256, so
+once one copy of a file has run on a dataset, the other copies of it are served from the cache
+(`num_cached`): with copies, cold calls run fewer models than they score. --distinct-copies
+re-saves each copy with an extra file naming it (torch.jit.save _extra_files; needs torch in the
+Python running this script), so that every copy is a different file to the dock.
 
 Query data: Fashion-MNIST t10k (Debian's dataset-fashion-mnist) images with index >= 2000 (never
 in the probe set), all 10 classes, written as uncompressed IDX files with labels.
 
 Writes bench/speed/e2e.json, then results.json and results.md, which also summarise the
-stage-1 index benchmark outputs bench/speed/index_bench*.json when present and end with the
+stage-1 index benchmark outputs bench/speed/index_bench*.json and the plain-script baseline
+bench/speed/script_baseline.json (script_baseline.py) when present, and end with the
 hand-written reading in bench/speed/notes.md.
 """
 import argparse
@@ -107,10 +118,10 @@ class QueryData:
 # --------------------------------------------------------------------------- server and CLI
 
 class Server:
-    def __init__(self, build_dir, data_dir, asset_dir, log_path, nice, env=None):
+    def __init__(self, build_dir, data_dir, asset_dir, log_path, nice, env=None, extra_args=()):
         binary = os.path.join(build_dir, "server", "modeldock-server")
         cmd = [binary, "--listen", "127.0.0.1:0", "--data-dir", data_dir,
-               "--asset-dir", asset_dir]
+               "--asset-dir", asset_dir] + list(extra_args)
         if nice:
             cmd = ["nice", "-n", str(nice)] + cmd
         self.log_file = open(log_path, "w")
@@ -213,6 +224,23 @@ def zoo_models(asset_dir, count, use_zoo=True):
     return models
 
 
+def distinct_copies(models, out_dir):
+    """Copies re-saved with an extra file naming them (torch.jit.save _extra_files): the same
+    model, but different bytes, so the dock neither stores them once nor serves one copy's
+    outputs from the output cache for another (which it does for identical files)."""
+    import torch
+    os.makedirs(out_dir, exist_ok=True)
+    out = []
+    for name, pt, sidecar, origin in models:
+        if origin.endswith("(copy)"):
+            path = os.path.join(out_dir, name + ".pt")
+            torch.jit.save(torch.jit.load(pt, map_location="cpu"), path,
+                           _extra_files={"modeldock_bench_copy": name})
+            pt, origin = path, origin[:-len("(copy)")] + "(distinct copy)"
+        out.append((name, pt, sidecar, origin))
+    return out
+
+
 def arch_of(sidecar):
     with open(sidecar) as f:
         tags = json.load(f).get("tags", [])
@@ -281,6 +309,14 @@ def recommend_series(cli, server, data, size, reps, seed_base, extra):
             "encode_query_ms": summary([o["timings"]["encode_query_millis"] for _, o in sel]),
             "calls_wall_ms": [round(w * 1000, 1) for w, _ in sel],
             "calls_server_ms": [round(o["timings"]["total_millis"], 1) for _, o in sel],
+            # Per call: the mode the server chose, how many models stage 2 scored and how many
+            # of those came from the output cache.
+            "calls_mode": [o.get("mode") for _, o in sel],
+            "calls_num_scored": [o["num_scored"] for _, o in sel],
+            "calls_num_cached": [o.get("num_cached") for _, o in sel],
+            "calls_mode_reason": [o.get("mode_reason") for _, o in sel],
+            "latency_budget_ms": sel[0][1].get("latency_budget_ms"),
+            "metric": sel[0][1].get("metric"),
             "num_scored": sel[0][1]["num_scored"],
             "num_compatible": sel[0][1]["num_compatible"],
         }
@@ -298,17 +334,21 @@ def run(args):
     zoo_sizes = sorted(args.zoo_sizes)
     models = zoo_models(assets, zoo_sizes[-1], not args.no_zoo)
     work = tempfile.mkdtemp(prefix="modeldock-speed-")
+    if args.distinct_copies:
+        models = distinct_copies(models, os.path.join(work, "copies"))
     data = QueryData(os.path.join(work, "queries"))
     os.makedirs(data.out_dir)
     load_before = os.getloadavg()
     server = Server(build, os.path.join(work, "data"), assets,
-                    os.path.join(work, "server.log"), args.nice, args.server_env)
+                    os.path.join(work, "server.log"), args.nice, args.server_env, args.server_arg)
     log("server at", server.address, "pid", server.pid, "work dir", work)
     cli = Cli(build, server.address, args.nice)
     result = {"started": datetime.datetime.now().isoformat(timespec="seconds"),
               "machine": machine_info(), "build_dir": build, "reps": args.reps,
               "asset_dir": assets, "query_sizes": args.query_sizes, "zoo_sizes": zoo_sizes,
               "bf_samples": args.bf_samples, "nice": args.nice, "server_env": args.server_env,
+              "server_args": args.server_arg, "distinct_copies": args.distinct_copies,
+              "bf_first": args.bf_first,
               "load_average_before": load_before, "memory": [], "registrations": [],
               "recommend": [], "brute_force": []}
     result["memory"].append({"phase": "started (empty dock)", **server.memory()})
@@ -333,22 +373,36 @@ def run(args):
                     f"probe {shown['model']['probe_millis']} ms")
             registered = zoo
             result["memory"].append({"phase": f"{zoo} models registered", **server.memory()})
-            for size in args.query_sizes:
-                seed += 1000
-                r = recommend_series(cli, server, data, size, args.reps, seed, [])
-                r.update({"zoo": zoo, "samples": size, "mode": "two-stage"})
+            # Seeds as in the default order (query sizes, then brute force), whatever the order.
+            seeds = [seed + 1000 * (i + 1) for i in range(len(args.query_sizes) + 1)]
+            seed = seeds[-1]
+
+            def default_series(i, size):
+                r = recommend_series(cli, server, data, size, args.reps, seeds[i], [])
+                r.update({"zoo": zoo, "samples": size, "mode": "default"})
                 result["recommend"].append(r)
                 log(f"zoo {zoo}, {size} samples: cold median "
                     f"{r['cold']['wall_ms']['median']:.0f} ms, warm "
+                    f"{r['warm']['wall_ms']['median']:.0f} ms (cold modes "
+                    f"{r['cold']['calls_mode']}, scored {r['cold']['calls_num_scored']}/"
+                    f"{r['cold']['num_compatible']}, cached {r['cold']['calls_num_cached']})")
+
+            def brute_series():
+                r = recommend_series(cli, server, data, args.bf_samples, args.reps, seeds[-1],
+                                     ["--brute-force"])
+                r.update({"zoo": zoo, "samples": args.bf_samples, "mode": "brute-force"})
+                result["brute_force"].append(r)
+                log(f"zoo {zoo}, brute force {args.bf_samples} samples: cold median "
+                    f"{r['cold']['wall_ms']['median']:.0f} ms, warm "
                     f"{r['warm']['wall_ms']['median']:.0f} ms (scored "
-                    f"{r['cold']['num_scored']}/{r['cold']['num_compatible']})")
-            seed += 1000
-            r = recommend_series(cli, server, data, args.bf_samples, args.reps, seed, ["--brute-force"])
-            r.update({"zoo": zoo, "samples": args.bf_samples, "mode": "brute-force"})
-            result["brute_force"].append(r)
-            log(f"zoo {zoo}, brute force {args.bf_samples} samples: cold median "
-                f"{r['cold']['wall_ms']['median']:.0f} ms, warm "
-                f"{r['warm']['wall_ms']['median']:.0f} ms")
+                    f"{r['cold']['calls_num_scored']}, cached {r['cold']['calls_num_cached']})")
+
+            if args.bf_first:
+                brute_series()
+            for i, size in enumerate(args.query_sizes):
+                default_series(i, size)
+            if not args.bf_first:
+                brute_series()
             result["memory"].append({"phase": f"{zoo} models, after recommend", **server.memory()})
     finally:
         try:
@@ -381,7 +435,7 @@ def index_results(out_dir):
         contexts[os.path.basename(path)] = doc.get("context", {})
         for b in doc.get("benchmarks", []):
             parts = b["name"].split("/")
-            if parts[0] not in ("Build", "Search", "SearchFiltered"):
+            if parts[0] not in ("Build", "BuildBatch", "Search", "SearchFiltered"):
                 continue
             row = {"file": os.path.basename(path), "benchmark": parts[0], "index": parts[1],
                    "n": int(parts[2]), "real_time": b.get("real_time"),
@@ -399,6 +453,100 @@ def index_results(out_dir):
 
 def fmt(x, digits=0):
     return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _span(values):
+    """'50' when all calls agree, '13-50' when they differ, '-' when not recorded."""
+    values = [v for v in (values or []) if v is not None]
+    if not values:
+        return "-"
+    lo, hi = min(values), max(values)
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
+
+
+def _scored(series):
+    return _span(series.get("calls_num_scored") or [series.get("num_scored")])
+
+
+def _modes(series):
+    """Modes of a series of calls: 'scored_all' or 'two_stage 2, scored_all 1'."""
+    modes = [m for m in series.get("calls_mode") or [] if m]
+    if not modes:
+        return "-"
+    counts = {}
+    for m in modes:
+        counts[m] = counts.get(m, 0) + 1
+    if len(counts) == 1:
+        return f"{modes[0]} ({len(modes)}/{len(modes)})"
+    return ", ".join(f"{m} {n}" for m, n in counts.items())
+
+
+def _first_call_value(e2e, key):
+    for r in e2e.get("recommend", []):
+        v = r.get("cold", {}).get(key)
+        if v is not None:
+            return v
+    return None
+
+
+def _metric_of(e2e):
+    return _first_call_value(e2e, "metric") or "(not recorded)"
+
+
+def _budget_of(e2e):
+    b = _first_call_value(e2e, "latency_budget_ms")
+    return fmt(b) if b is not None else "?"
+
+
+def _baseline_section(b, e2e):
+    """Markdown for script_baseline.json next to the server's brute force at the same size."""
+    md = ["### Plain-script baseline (no modeldock)", "",
+          f"`script_baseline.py`: {b.get('description', '')}", "",
+          f"Run {b.get('started')} .. {b.get('finished')}; {b['num_models']} models, "
+          f"{b['samples']} samples, {b['reps']} queries, torch threads {b.get('torch_threads')}, "
+          f"`nice -n {b.get('nice')}`; load average before {b.get('load_average_before')}, after "
+          f"{b.get('load_average_after')}.", "",
+          "| per query | median s | p95 s | min s | max s |", "|---|---|---|---|---|"]
+    for key, label in (("total_s", "total (load + embed + PCA + metrics + fusion)"),
+                       ("load_s", "loading the models (torch.jit.load)"),
+                       ("embed_s", "running embed"), ("metrics_s", "PCA + LogME + shrinkage H"),
+                       ("cpu_s", "CPU time of the process (user + system, all threads)")):
+        v = b["summary"].get(key)
+        if v:
+            md.append(f"| {label} | {v['median']:.2f} | {v['p95']:.2f} | {v['min']:.2f} | "
+                      f"{v['max']:.2f} |")
+    no_load = [q["total_s"] - q["load_s"] for q in b.get("queries", [])]
+    if no_load:
+        v = summary(no_load)
+        md.append(f"| total without loading (models kept in memory, e.g. a notebook) | "
+                  f"{v['median']:.2f} | {v['p95']:.2f} | {v['min']:.2f} | {v['max']:.2f} |")
+    md.append("")
+    check = b.get("server_check")
+    if check:
+        md += ["Same answer as the server's brute force (`check_baseline_ranking.py`, full "
+               "rankings of all models on the first three query datasets): Kendall tau "
+               + ", ".join(f"{c['kendall_tau']:.3f}" for c in check) + "; same top-1 in "
+               f"{sum(c['same_top1'] for c in check)} of {len(check)}; top-5 overlap "
+               + ", ".join(f"{c['top5_overlap']}/5" for c in check) + ".", ""]
+    bf = next((r for r in (e2e or {}).get("brute_force", [])
+               if r["zoo"] == b["num_models"] and r["samples"] == b["samples"]), None)
+    if bf:
+        med = b["summary"]["total_s"]["median"] * 1000
+        rows = [("server brute force, cold (server total)", bf["cold"]["server_total_ms"]["median"]),
+                ("server brute force, cold (CLI wall)", bf["cold"]["wall_ms"]["median"]),
+                ("server brute force, warm (server total)", bf["warm"]["server_total_ms"]["median"]),
+                ("server brute force, warm (CLI wall)", bf["warm"]["wall_ms"]["median"])]
+        md += [f"Against the server's brute force at {bf['zoo']} models, {bf['samples']} samples "
+               "(medians; ratio = script / server):", "",
+               "| | median s | script / server |", "|---|---|---|",
+               f"| plain script (cold, models loaded from disk) | {med / 1000:.2f} | 1 |"]
+        if no_load:
+            md.append(f"| plain script, models kept in memory | "
+                      f"{statistics.median(no_load):.2f} | - |")
+        for label, ms in rows:
+            md.append(f"| {label} | {ms / 1000:.2f} | {med / ms:.1f}× |")
+        md.append("")
+    return md
 
 
 def write_report(e2e, out_dir):
@@ -442,12 +590,20 @@ def write_report(e2e, out_dir):
             s = keyed.get(("Search", index, n), {})
             sf = keyed.get(("SearchFiltered", index, n), {})
             b = keyed.get(("Build", index, n), {})
+            batch_only = not b and ("BuildBatch", index, n) in keyed
+            if batch_only:
+                b = keyed[("BuildBatch", index, n)]
             md.append(
                 f"| {index} | {n:,} | {fmt(s.get('cpu_time'), 0)} | {fmt(s.get('real_time'), 0)} "
                 f"| {fmt(s.get('recall_at_10'), 4)} | {fmt(sf.get('cpu_time'), 0)} | "
                 f"{fmt(sf.get('real_time'), 0)} | {fmt(sf.get('recall_at_10'), 4)} | "
-                f"{fmt(b.get('cpu_time'), 1)} | {fmt(b.get('real_time'), 1)} | "
+                f"{fmt(b.get('cpu_time'), 1)}{' †' if batch_only else ''} | "
+                f"{fmt(b.get('real_time'), 1)}{' †' if batch_only else ''} | "
                 f"{fmt(b.get('rss_mib_after'), 0)} |")
+        if any(("Build", i, n) not in keyed and ("BuildBatch", i, n) in keyed for i, n in pairs):
+            md += ["", "† one `UpsertBatch` of all n vectors (`BuildBatch`; the one-`Upsert`-per-"
+                   "vector build was not run at this size); Search/SearchFiltered then measure "
+                   "the batch-built index. Its CPU time is the whole process's."]
         errors = [r for r in idx_rows if "error" in r]
         for r in errors:
             md.append(f"\n- {r['benchmark']}/{r['index']}/{r['n']}: not measured: {r['error']}")
@@ -457,17 +613,35 @@ def write_report(e2e, out_dir):
         md += ["## End to end (server + CLI)", "",
                f"Run {e2e['started']} .. {e2e.get('finished', '?')}; server and CLI under "
                f"`nice -n {e2e['nice']}`, server environment "
-               f"{e2e.get('server_env') or '(default)'}; load average before {e2e['load_average_before']}, after "
-               f"{e2e.get('load_average_after')}. Each recommend figure: {e2e['reps']} calls. "
+               f"{e2e.get('server_env') or '(default)'}, server flags "
+               f"{' '.join(e2e.get('server_args') or []) or '(defaults)'}; load average before "
+               f"{e2e['load_average_before']}, after {e2e.get('load_average_after')}. Each "
+               f"recommend figure: {e2e['reps']} calls; at each zoo size the "
+               f"{'brute-force calls ran before the default ones' if e2e.get('bf_first') else 'default calls ran first, then brute force'}. "
                f"*Cold*: every call on a different dataset (no cached model outputs); *warm*: the "
                f"same dataset again (all stage-2 model outputs from the output cache). *Wall*: "
                f"the CLI process from start to exit (reads the IDX file, uploads, waits); "
-               f"*server*: the server's total_millis. Metric TMI (default).", ""]
+               f"*server*: the server's total_millis. *Default*: no --candidates, no "
+               f"--brute-force: metric {_metric_of(e2e)}, and the latency budget "
+               f"({_budget_of(e2e)} ms) decides per call between scoring every compatible model "
+               f"(`scored_all`) and the stage-1 candidates that fit (`two_stage`); the *mode* "
+               f"column counts the calls in each mode.", ""]
         regs = e2e["registrations"]
+        origins = {}
+        for r in regs:
+            origins[r["origin"]] = origins.get(r["origin"], 0) + 1
+        origin_text = ", ".join(f"{n} {o}" for o, n in origins.items()) or "-"
         md += ["### Registration", "",
-               f"{len(regs)} models ({regs[0]['origin'] if regs else '-'}). `register` waits "
-               "until READY (upload, admission checks, probing on the 2,000-image probe set, "
-               "index update).", "",
+               f"{len(regs)} models ({origin_text}). `register` waits "
+               "until READY (upload, admission checks, probing on the probe set, "
+               "index update). " + (
+                   "Distinct copies are the zoo's files re-saved with an extra file naming them: "
+                   "the same models, different bytes, so no output is shared between them."
+                   if e2e.get("distinct_copies") else
+                   "Copies are the same files under new names: the dock stores their bytes once "
+                   "but probes every name, and once one copy has run on a dataset the others' "
+                   "outputs come from the output cache (keyed by file SHA-256): the *cached* "
+                   "counts below."), "",
                "| architecture | models | probe ms median | probe ms max | register wall ms "
                "median | register wall ms max | server CPU ms median |",
                "|---|---|---|---|---|---|---|"]
@@ -481,37 +655,63 @@ def write_report(e2e, out_dir):
                       f"{fmt(w['median'])} | {fmt(w['max'])} | {fmt(c['median'])} |")
         md.append("")
 
-        md += ["### Recommend latency (default two-stage pipeline)", "",
-               "| models | samples | scored | cold wall median | cold wall p95 | cold server "
-               "median | cold server p95 | cold server CPU median | warm wall median | warm wall "
-               "p95 | warm server median | warm server CPU median |",
-               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        md += ["### Recommend latency (default: budget-decided mode, fusion)", "",
+               "| models | samples | cold mode | cold scored / compatible (cached) | cold wall "
+               "median | cold wall p95 | cold server median | cold server p95 | cold server CPU "
+               "median | warm mode | warm scored (cached) | warm wall median | warm wall p95 | "
+               "warm server median | warm server CPU median |",
+               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in e2e["recommend"]:
             c, w = r["cold"], r["warm"]
-            md.append(f"| {r['zoo']} | {r['samples']} | {c['num_scored']}/{c['num_compatible']} "
+            md.append(f"| {r['zoo']} | {r['samples']} | {_modes(c)} | "
+                      f"{_scored(c)} / {c['num_compatible']} ({_span(c.get('calls_num_cached'))}) "
                       f"| {fmt(c['wall_ms']['median'])} | {fmt(c['wall_ms']['p95'])} | "
                       f"{fmt(c['server_total_ms']['median'])} | {fmt(c['server_total_ms']['p95'])} "
-                      f"| {fmt(c.get('server_cpu_ms', {}).get('median'))} | "
+                      f"| {fmt(c.get('server_cpu_ms', {}).get('median'))} | {_modes(w)} | "
+                      f"{_scored(w)} ({_span(w.get('calls_num_cached'))}) | "
                       f"{fmt(w['wall_ms']['median'])} | {fmt(w['wall_ms']['p95'])} | "
                       f"{fmt(w['server_total_ms']['median'])} | "
                       f"{fmt(w.get('server_cpu_ms', {}).get('median'))} |")
         md += ["", "(all in ms; server CPU = user + system time of the server process during "
-               "the call, all threads, 10 ms resolution)"]
+               "the call, all threads, 10 ms resolution; scored = models stage 2 scored, "
+               "cached = of those, served from the output cache; a range when calls differed)"]
+        reasons = [(r["zoo"], r["samples"], kind, r[kind].get("calls_mode_reason") or [])
+                   for r in e2e["recommend"] for kind in ("cold", "warm")]
+        reasons = [(z, n, k, rs[0]) for z, n, k, rs in reasons if rs and rs[0]]
+        if reasons:
+            md += ["", "Mode reasons (first call of each series, as the server gave them):", ""]
+            md += [f"- {z} models, {n} samples, {k}: {reason}" for z, n, k, reason in reasons]
         md.append("")
         md += ["Server-side stage split, cold calls (medians, ms):", "",
                "| models | samples | encode query | stage 1 | stage 2 | total |",
                "|---|---|---|---|---|---|"]
-        for r in e2e["recommend"]:
+        for r in e2e["recommend"] + e2e["brute_force"]:
             c = r["cold"]
-            md.append(f"| {r['zoo']} | {r['samples']} | {fmt(c['encode_query_ms']['median'], 1)} "
+            label = " (brute force)" if r in e2e["brute_force"] else ""
+            md.append(f"| {r['zoo']} | {r['samples']}{label} | "
+                      f"{fmt(c['encode_query_ms']['median'], 1)} "
                       f"| {fmt(c['stage1_ms']['median'], 2)} | {fmt(c['stage2_ms']['median'])} | "
                       f"{fmt(c['server_total_ms']['median'])} |")
         md.append("")
 
-        md += [f"### Brute force vs two-stage ({e2e['bf_samples']} samples)", "",
-               "| models | scored (two-stage / brute) | two-stage cold ms | brute cold ms | "
-               "ratio cold | ratio cold, server CPU | two-stage warm ms | brute warm ms | "
-               "ratio warm |", "|---|---|---|---|---|---|---|---|---|"]
+        md += [f"### Brute force ({e2e['bf_samples']} samples)", "",
+               "| models | cold scored (cached) | cold wall median | cold wall p95 | cold server "
+               "median | cold server p95 | cold server CPU median | warm wall median | warm wall "
+               "p95 | warm server median |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for bf in e2e["brute_force"]:
+            c, w = bf["cold"], bf["warm"]
+            md.append(f"| {bf['zoo']} | {_scored(c)} ({_span(c.get('calls_num_cached'))}) | "
+                      f"{fmt(c['wall_ms']['median'])} | {fmt(c['wall_ms']['p95'])} | "
+                      f"{fmt(c['server_total_ms']['median'])} | {fmt(c['server_total_ms']['p95'])} "
+                      f"| {fmt(c.get('server_cpu_ms', {}).get('median'))} | "
+                      f"{fmt(w['wall_ms']['median'])} | {fmt(w['wall_ms']['p95'])} | "
+                      f"{fmt(w['server_total_ms']['median'])} |")
+        md.append("")
+        md += [f"Brute force vs default ({e2e['bf_samples']} samples, server total_millis "
+               "medians in ms; ratio = brute force / default):", "",
+               "| models | default cold mode | scored (default / brute) | default cold ms | "
+               "brute cold ms | ratio cold | ratio cold, server CPU | default warm ms | brute "
+               "warm ms | ratio warm |", "|---|---|---|---|---|---|---|---|---|---|"]
         for bf in e2e["brute_force"]:
             ts = next((r for r in e2e["recommend"]
                        if r["zoo"] == bf["zoo"] and r["samples"] == bf["samples"]), None)
@@ -521,17 +721,22 @@ def write_report(e2e, out_dir):
             tw, bw = ts["warm"]["server_total_ms"]["median"], bf["warm"]["server_total_ms"]["median"]
             tcpu = ts["cold"].get("server_cpu_ms", {}).get("median")
             bcpu = bf["cold"].get("server_cpu_ms", {}).get("median")
-            md.append(f"| {bf['zoo']} | {ts['cold']['num_scored']} / {bf['cold']['num_scored']} | "
-                      f"{fmt(tc)} | {fmt(bc)} | {fmt(bc / tc, 2)} | "
+            md.append(f"| {bf['zoo']} | {_modes(ts['cold'])} | {_scored(ts['cold'])} / "
+                      f"{_scored(bf['cold'])} | {fmt(tc)} | {fmt(bc)} | {fmt(bc / tc, 2)} | "
                       f"{fmt(bcpu / tcpu if tcpu else None, 2)} | {fmt(tw)} | {fmt(bw)} | "
                       f"{fmt(bw / tw if tw else None, 2)} |")
-        md += ["", "(server total_millis medians; ratio = brute force / two-stage)", ""]
+        md.append("")
 
         md += ["### Server memory", "", "| after | VmHWM (peak RSS) MiB | VmRSS MiB |",
                "|---|---|---|"]
         for m_ in e2e["memory"]:
             md.append(f"| {m_['phase']} | {fmt(m_.get('VmHWM'))} | {fmt(m_.get('VmRSS'))} |")
         md.append("")
+
+    baseline = os.path.join(out_dir, "script_baseline.json")
+    if os.path.exists(baseline):
+        with open(baseline) as f:
+            md += _baseline_section(json.load(f), e2e)
 
     # Hand-written reading of the figures (kept across re-runs).
     notes = os.path.join(HERE, "notes.md")
@@ -559,11 +764,21 @@ def main():
     p.add_argument("--out-dir", default=HERE)
     p.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra environment for the server, e.g. OMP_WAIT_POLICY=PASSIVE")
+    p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                   help="extra server flag, e.g. --server-arg=--latency-budget-ms=2000 (default: "
+                        "none, the server's defaults)")
+    p.add_argument("--bf-first", action="store_true",
+                   help="at every zoo size, run the brute-force calls before the default ones "
+                        "(same datasets), to see what the order costs (first calls warm up)")
+    p.add_argument("--distinct-copies", action="store_true",
+                   help="make the copies beyond the zoo distinct files (re-saved with an extra "
+                        "file), so the output cache cannot share outputs between copies")
     p.add_argument("--quick", action="store_true", help="5 and 10 models, 100 and 200 samples")
     p.add_argument("--keep", action="store_true", help="keep the temp data dir and server log")
     p.add_argument("--report-only", action="store_true",
                    help="rewrite results.md/results.json from e2e.json and index_bench*.json")
     args = p.parse_args()
+    os.makedirs(args.out_dir, exist_ok=True)
     e2e_path = os.path.join(args.out_dir, "e2e.json")
     if args.report_only:
         e2e = None
