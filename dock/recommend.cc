@@ -371,12 +371,18 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
                                                 "|", dataset_hash))) {
           return metrics_ms;
         }
-        // Measured on earlier recommendations when there were any (it includes loading the
-        // model when it was not resident), else from probing.
+        // Loading a model that is not resident: a fixed cost plus reading its file.
+        const double load_ms =
+            model_cache_.Contains(absl::StrCat(r.sha256, "|", ShapeToString(r.spec.input_shape)))
+                ? 0.0
+                : 10.0 + static_cast<double>(r.size_bytes) / 50e3;  // ~50 MB/s
+        // Running it: measured on earlier recommendations when there were any, else scaled
+        // from its probing time.
         if (std::optional<double> per_sample = run_costs_.PerSampleMillis(r.id)) {
-          return metrics_ms + *per_sample * rows;
+          return metrics_ms + load_ms + *per_sample * rows;
         }
-        return metrics_ms + static_cast<double>(std::max<int64_t>(r.probe_millis, 1)) * rows / probe_rows;
+        return metrics_ms + load_ms +
+               static_cast<double>(std::max<int64_t>(r.probe_millis, 1)) * rows / probe_rows;
       };
       const double budget = result.latency_budget_millis;
       double total = 0;
@@ -427,6 +433,8 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
     std::vector<char> slot_cached(candidates.size(), 0);
     std::atomic<size_t> next{0};
     std::atomic<bool> stop{false};
+    const int stage2_threads =
+        std::max(1, std::min<int>(options_.stage2_workers, static_cast<int>(candidates.size())));
     auto work = [&] {
       for (size_t i = next++; i < candidates.size(); i = next++) {
         if (stop.load() || cancelled()) {
@@ -439,7 +447,10 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
         auto outputs = OutputsOn(record, samples, dataset_hash, &from_cache);
         slot_cached[i] = from_cache;
         if (outputs.ok() && !from_cache) {
-          run_costs_.Record(record.id, MillisSince(run_start) / static_cast<double>(samples.Rows()));
+          // Divided by the workers sharing the machine, so that the sum over models estimates
+          // wall time (each run here was slowed by the others running beside it).
+          run_costs_.Record(record.id, MillisSince(run_start) /
+                                           static_cast<double>(samples.Rows() * stage2_threads));
         }
         if (!outputs.ok()) {
           slot_warning[i] = absl::StrCat("skipped ", record.spec.name, ": ", outputs.status().message());
@@ -495,9 +506,8 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
         slots[i] = std::move(s);
       }
     };
-    const int threads = std::min<int>(options_.stage2_workers, static_cast<int>(candidates.size()));
     std::vector<std::thread> pool;
-    for (int t = 1; t < threads; ++t) pool.emplace_back(work);
+    for (int t = 1; t < stage2_threads; ++t) pool.emplace_back(work);
     work();
     for (std::thread& t : pool) t.join();
     if (stop.load()) was_cancelled = true;
