@@ -309,27 +309,26 @@ absl::Status MetadataStore::CommitProbe(const ModelRecord& r, const std::string&
     Exec("ROLLBACK").IgnoreError();
     return absl::InternalError(absl::StrCat("sqlite ", what, ": ", msg));
   };
-  {
-    Statement st(db_,
-                 "INSERT OR REPLACE INTO probe_outputs(model_id, probe_set_sha, rows, cols, logits) "
-                 "VALUES(?,?,?,?,?)");
+  // One [rows, cols] float32 tensor per model and probe set (probe outputs, probe features).
+  auto put_tensor = [&](const char* sql, const Tensor& t) {
+    Statement st(db_, sql);
     st.Bind(1, r.id);
     st.Bind(2, probe_set_sha);
-    st.Bind(3, probe_logits.Rows());
-    st.Bind(4, probe_logits.RowSize());
-    st.BindBlob(5, probe_logits.values.data(), probe_logits.values.size() * sizeof(float));
-    if (st.Step() != SQLITE_DONE) return fail("probe outputs");
+    st.Bind(3, t.Rows());
+    st.Bind(4, t.RowSize());
+    st.BindBlob(5, t.values.data(), t.values.size() * sizeof(float));
+    return st.Step() == SQLITE_DONE;
+  };
+  if (!put_tensor("INSERT OR REPLACE INTO probe_outputs(model_id, probe_set_sha, rows, cols, "
+                  "logits) VALUES(?,?,?,?,?)",
+                  probe_logits)) {
+    return fail("probe outputs");
   }
-  if (!probe_features.shape.empty()) {
-    Statement st(db_,
-                 "INSERT OR REPLACE INTO probe_features(model_id, probe_set_sha, rows, cols, "
-                 "features) VALUES(?,?,?,?,?)");
-    st.Bind(1, r.id);
-    st.Bind(2, probe_set_sha);
-    st.Bind(3, probe_features.Rows());
-    st.Bind(4, probe_features.RowSize());
-    st.BindBlob(5, probe_features.values.data(), probe_features.values.size() * sizeof(float));
-    if (st.Step() != SQLITE_DONE) return fail("probe features");
+  if (!probe_features.shape.empty() &&
+      !put_tensor("INSERT OR REPLACE INTO probe_features(model_id, probe_set_sha, rows, cols, "
+                  "features) VALUES(?,?,?,?,?)",
+                  probe_features)) {
+    return fail("probe features");
   }
   if (!vector.empty()) {
     Statement st(db_, "INSERT OR REPLACE INTO vectors(model_id, space, vector) VALUES(?,?,?)");
