@@ -15,21 +15,6 @@ constexpr int64_t kPcaDims = 64;
 // Per-dimension variance floor of the reference (constant features, single-sample classes).
 constexpr double kMinVariance = 1e-4;
 
-// Projects centred features onto their top kPcaDims principal axes (no whitening). With fewer
-// than kPcaDims non-zero principal variances the remaining axes carry ~zero variance.
-absl::StatusOr<internal::Matrix> Pca(internal::Matrix x) {
-  internal::CentreColumns(x);
-  auto eig = internal::EigenSymmetric(internal::Gram(x));
-  if (!eig.ok()) return eig.status();
-  internal::Matrix axes(kPcaDims, x.cols);
-  for (int64_t r = 0; r < kPcaDims; ++r) {
-    // Eigenvalues ascend: the largest are the last rows.
-    const double* v = eig->vectors.Row(x.cols - 1 - r);
-    std::copy(v, v + x.cols, axes.Row(r));
-  }
-  return internal::MulABt(x, axes);
-}
-
 }  // namespace
 
 // Choices where METHODS.md is silent (all as in the reference code, except the first):
@@ -46,7 +31,9 @@ absl::StatusOr<double> Gbc(const Tensor& features, const std::vector<int32_t>& l
   if (!data.ok()) return data.status();
   internal::Matrix z = std::move(data->x);
   if (z.cols > kPcaDims) {
-    auto projected = Pca(std::move(z));
+    // Centred and projected onto the top kPcaDims principal axes (no whitening). Spherical
+    // Gaussians do not depend on the axes' signs.
+    auto projected = internal::PrincipalComponents(std::move(z), kPcaDims);
     if (!projected.ok()) return projected.status();
     z = *std::move(projected);
   }

@@ -1,6 +1,7 @@
 #include "scoring/linalg.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <limits>
 
@@ -122,6 +123,25 @@ absl::StatusOr<Matrix> SolveSpd(const Matrix& a, const Matrix& b) {
   dpotrs_("U", &n, &nrhs, factor.data.data(), &n, x.data.data(), &n, &info, 1);
   if (info != 0) return absl::InternalError(absl::StrCat("dpotrs failed: info=", info));
   return x;
+}
+
+absl::StatusOr<Matrix> PrincipalComponents(Matrix x, int64_t dims) {
+  const int64_t d = x.cols;
+  const int64_t keep = std::min(dims, d);
+  CentreColumns(x);
+  auto eigen = EigenSymmetric(Gram(x));
+  if (!eigen.ok()) return eigen.status();
+  Matrix axes(keep, d);
+  for (int64_t c = 0; c < keep; ++c) {
+    const double* v = eigen->vectors.Row(d - 1 - c);  // eigenvalues ascend
+    int64_t largest = 0;
+    for (int64_t j = 1; j < d; ++j) {
+      if (std::abs(v[j]) > std::abs(v[largest])) largest = j;
+    }
+    const double sign = v[largest] < 0 ? -1.0 : 1.0;
+    for (int64_t j = 0; j < d; ++j) axes.At(c, j) = sign * v[j];
+  }
+  return MulABt(x, axes);
 }
 
 std::vector<double> CentreColumns(Matrix& a) {

@@ -46,6 +46,12 @@ absl::StatusOr<Matrix> SolveSpd(const Matrix& a, const Matrix& b);
 // Subtracts the column means in place and returns them.
 std::vector<double> CentreColumns(Matrix& a);
 
+// Centres the columns of `x` and projects it onto its top min(dims, cols) principal axes
+// (eigenvectors of X^T X, largest eigenvalue first; no whitening). Each axis's sign is fixed so
+// that its largest-magnitude loading is positive, so the result does not depend on the eigen
+// solver's sign choice. Returns [rows, min(dims, cols)].
+absl::StatusOr<Matrix> PrincipalComponents(Matrix x, int64_t dims);
+
 }  // namespace modeldock::scoring::internal
 
 #endif  // MODELDOCK_SCORING_LINALG_H_

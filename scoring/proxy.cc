@@ -80,26 +80,13 @@ absl::StatusOr<Tensor> CompressFeatures(const Tensor& features, int dim) {
         ShapeToString(features.shape), ", dim ", dim));
   }
   const int64_t p = features.Rows(), d = features.RowSize();
-  const int64_t keep = std::min<int64_t>(dim, d);
   internal::Matrix x(p, d);
   for (int64_t i = 0; i < p * d; ++i) x.data[i] = features.values[i];
-  internal::CentreColumns(x);
-  auto eigen = internal::EigenSymmetric(internal::Gram(x, 1.0 / static_cast<double>(p)));
-  if (!eigen.ok()) return eigen.status();
-  // Top `keep` directions: the eigenvalues are ascending.
-  internal::Matrix basis(keep, d);
-  for (int64_t c = 0; c < keep; ++c) {
-    const double* v = eigen->vectors.Row(d - 1 - c);
-    int64_t largest = 0;
-    for (int64_t j = 1; j < d; ++j) {
-      if (std::abs(v[j]) > std::abs(v[largest])) largest = j;
-    }
-    const double sign = v[largest] < 0 ? -1.0 : 1.0;
-    for (int64_t j = 0; j < d; ++j) basis.At(c, j) = sign * v[j];
-  }
-  const internal::Matrix projected = internal::MulABt(x, basis);
+  auto projected = internal::PrincipalComponents(std::move(x), dim);
+  if (!projected.ok()) return projected.status();
+  const int64_t keep = projected->cols;
   Tensor out({p, keep}, std::vector<float>(static_cast<size_t>(p * keep)));
-  for (size_t i = 0; i < out.values.size(); ++i) out.values[i] = static_cast<float>(projected.data[i]);
+  for (size_t i = 0; i < out.values.size(); ++i) out.values[i] = static_cast<float>(projected->data[i]);
   return out;
 }
 
