@@ -88,6 +88,10 @@ absl::Status ValidateOptions(const DockOptions& o) {
 
 namespace {
 
+bool AllFinite(const Tensor& t) {
+  return std::all_of(t.values.begin(), t.values.end(), [](float v) { return std::isfinite(v); });
+}
+
 int64_t NowUnixMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -548,22 +552,17 @@ void DockImpl::Probe(const std::string& id) {
         "probe outputs have shape ", ShapeToString(logits.shape), "; expected [",
         probe_set_.Rows(), ", ", record.spec.class_labels.size(), "]")));
   }
-  for (float v : logits.values) {
-    if (!std::isfinite(v)) {
-      return fail(absl::FailedPreconditionError("the model returned NaN/Inf on the probe set"));
-    }
+  if (!AllFinite(logits)) {
+    return fail(absl::FailedPreconditionError("the model returned NaN/Inf on the probe set"));
   }
   auto vector = knowledge_->EncodeModel(encoder::SelectGrid(logits), probe_embeddings_);
   if (!vector.ok()) return fail(vector.status());
   // Stage-1 proxies read the model's features on the probe set (its logits without embed),
   // compressed per model so that a large dock stays small.
-  const Tensor& raw_features = record.has_embed && !outputs->features.shape.empty()
-                                   ? outputs->features
-                                   : logits;
-  for (float v : raw_features.values) {
-    if (!std::isfinite(v)) {
-      return fail(absl::FailedPreconditionError("embed(x) returned NaN/Inf on the probe set"));
-    }
+  const bool has_features = record.has_embed && !outputs->features.shape.empty();
+  const Tensor& raw_features = has_features ? outputs->features : logits;
+  if (has_features && !AllFinite(raw_features)) {  // the logits were checked above
+    return fail(absl::FailedPreconditionError("embed(x) returned NaN/Inf on the probe set"));
   }
   auto compressed = scoring::CompressFeatures(raw_features, options_.proxy.stored_dim);
   if (!compressed.ok()) return fail(compressed.status());
@@ -581,7 +580,7 @@ void DockImpl::Probe(const std::string& id) {
                                          *vector);
     if (absl::IsNotFound(s)) return;
     if (!s.ok()) return fail(s);
-    proxy_cache_.ErasePrefix(record.id);
+    proxy_cache_.ErasePrefix(absl::StrCat(record.id, "|"));  // keys: id|probe set
     if (absl::Status u = index_->Upsert(record.id, *vector); !u.ok()) return fail(u);
     SaveIndex().IgnoreError();  // the index is rebuilt from the store if this file is stale
   }
@@ -651,7 +650,7 @@ absl::StatusOr<std::string> DockImpl::DeleteModel(std::string_view id_or_name) {
   }
   model_cache_.ErasePrefix(record->sha256);
   output_cache_.ErasePrefix(record->sha256);
-  proxy_cache_.ErasePrefix(record->id);
+  proxy_cache_.ErasePrefix(absl::StrCat(record->id, "|"));
   run_costs_.Erase(record->id);
   spdlog::info("deleted model {} ('{}')", record->id, record->spec.name);
   std::lock_guard<std::mutex> lock(state_mutex_);

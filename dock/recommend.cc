@@ -7,7 +7,7 @@
 //         stored features there stand in for its features on the query; LogME and shrinkage
 //         H-score on those, rank-fused, order the models (O(models), a few ms for 100 models).
 //   Mode: the latency budget decides whether stage 2 scores every compatible model or the
-//     stage-1 candidates that fit (estimated from each model's measured probing time).
+//     stage-1 candidates that fit (estimated from each model's measured run or probing time).
 //   Stage 2: each candidate runs black-box on the query samples; the metric (default: rank
 //     fusion of LogME and shrinkage H-score) scores its features against the query labels.
 #include <algorithm>
@@ -73,6 +73,24 @@ std::string MemberNames(const std::vector<scoring::Metric>& members) {
   return out;
 }
 
+// Cache keys. A loaded module depends on the model's bytes and its declared input shape; its
+// outputs on a query also on the dataset's content (so the same query sent twice, or by two
+// users, runs each model once). The latency budget's estimates probe the same keys.
+std::string ModelKey(const ModelRecord& record) {
+  return absl::StrCat(record.sha256, "|", ShapeToString(record.spec.input_shape));
+}
+std::string OutputKey(const ModelRecord& record, const std::string& dataset_hash) {
+  return absl::StrCat(ModelKey(record), "|", dataset_hash);
+}
+
+// Rank fusion of score lists over the same models, divided by their number: in (0, 1], 1 = first
+// by every list. The stage-1 proxy score and the default stage-2 score.
+std::vector<double> NormalisedRankFusion(const std::vector<std::vector<double>>& lists) {
+  std::vector<double> fused = scoring::RankFusion(lists);
+  for (double& f : fused) f /= static_cast<double>(fused.size());
+  return fused;
+}
+
 std::string DatasetHash(const Tensor& samples) {
   Sha256 h;
   h.Update(ShapeToString(samples.shape));
@@ -99,7 +117,7 @@ absl::StatusOr<Tensor> DockImpl::EmbedWithReference(const Tensor& samples) {
 }
 
 absl::StatusOr<std::shared_ptr<LoadedModel>> DockImpl::LoadModel(const ModelRecord& record) {
-  std::string key = absl::StrCat(record.sha256, "|", ShapeToString(record.spec.input_shape));
+  const std::string key = ModelKey(record);
   if (auto cached = model_cache_.Get(key)) return cached;
   encoder::TorchScriptOptions torch_options;
   torch_options.input_shape = record.spec.input_shape;
@@ -125,10 +143,7 @@ absl::StatusOr<std::shared_ptr<const Tensor>> DockImpl::ProbeFeatures(const Mode
 absl::StatusOr<std::shared_ptr<const encoder::ModelOutputs>> DockImpl::OutputsOn(
     const ModelRecord& record, const Tensor& samples, const std::string& dataset_hash,
     bool* from_cache) {
-  // Keyed by the model's bytes and the dataset's content: the same query sent twice (or by two
-  // users) runs each model once.
-  std::string key = absl::StrCat(record.sha256, "|", ShapeToString(record.spec.input_shape), "|",
-                                 dataset_hash);
+  const std::string key = OutputKey(record, dataset_hash);
   *from_cache = false;
   if (auto cached = output_cache_.Get(key)) {
     *from_cache = true;
@@ -311,9 +326,9 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
         per_metric[m].push_back(value.ok() ? *value : -HUGE_VAL);
       }
     }
-    const std::vector<double> fused = scoring::RankFusion(per_metric);
+    const std::vector<double> fused = NormalisedRankFusion(per_metric);
     for (size_t i = 0; i < ids.size(); ++i) {
-      proxy_score[ids[i]] = fused[i] / static_cast<double>(ids.size());
+      proxy_score[ids[i]] = fused[i];
       proxy_order.push_back(ids[i]);
     }
     std::stable_sort(proxy_order.begin(), proxy_order.end(), [&](const std::string& a, const std::string& b) {
@@ -358,26 +373,18 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
       result.mode = fixed == num_compatible ? RecommendMode::kScoredAll : RecommendMode::kTwoStage;
       result.mode_reason = absl::StrCat(fixed, " candidates requested");
     } else {
-      // Estimated cost of scoring a model: its measured probing time scaled to the query's size
-      // (probing ran it on the probe set), plus the metrics; nearly free when outputs are cached.
+      // Estimated cost of scoring a model: nearly free when its outputs on this dataset are
+      // cached; else loading it when it is not resident, plus running it (measured per sample on
+      // earlier recommendations when there were any, else scaled from its probing time, which
+      // ran it on the probe set), plus the metrics.
       const double probe_rows = std::max<double>(1.0, static_cast<double>(probe_set_.Rows()));
       const double rows = static_cast<double>(samples.Rows());
-      // Probing ran with all of LibTorch's threads, so the estimate is not divided by the
-      // stage-2 workers: running models side by side gains less than that.
-      const double workers = 1.0;
       auto estimate = [&](const ModelRecord& r) {
-        double metrics_ms = 2.0 + 0.02 * rows;
-        if (output_cache_.Contains(absl::StrCat(r.sha256, "|", ShapeToString(r.spec.input_shape),
-                                                "|", dataset_hash))) {
-          return metrics_ms;
-        }
-        // Loading a model that is not resident: a fixed cost plus reading its file.
-        const double load_ms =
-            model_cache_.Contains(absl::StrCat(r.sha256, "|", ShapeToString(r.spec.input_shape)))
-                ? 0.0
-                : 10.0 + static_cast<double>(r.size_bytes) / 50e3;  // ~50 MB/s
-        // Running it: measured on earlier recommendations when there were any, else scaled
-        // from its probing time.
+        const double metrics_ms = 2.0 + 0.02 * rows;
+        if (output_cache_.Contains(OutputKey(r, dataset_hash))) return metrics_ms;
+        const double load_ms = model_cache_.Contains(ModelKey(r))
+                                   ? 0.0
+                                   : 10.0 + static_cast<double>(r.size_bytes) / 50e3;  // ~50 MB/s
         if (std::optional<double> per_sample = run_costs_.PerSampleMillis(r.id)) {
           return metrics_ms + load_ms + *per_sample * rows;
         }
@@ -385,23 +392,23 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
                static_cast<double>(std::max<int64_t>(r.probe_millis, 1)) * rows / probe_rows;
       };
       const double budget = result.latency_budget_millis;
+      std::unordered_map<std::string, double> cost;
       double total = 0;
-      for (const ModelRecord& r : compatible) total += estimate(r);
+      for (const ModelRecord& r : compatible) total += cost[r.id] = estimate(r);
       if (total <= budget) {
         candidates = stage1_order;
         result.mode = RecommendMode::kScoredAll;
         result.mode_reason = absl::StrFormat(
             "scoring all %d compatible models fits the %.0f ms budget (estimated %.0f ms)",
-            num_compatible, result.latency_budget_millis, total / workers);
+            num_compatible, budget, total);
       } else {
         // The stage-1 candidates that fit, never fewer than min(10, a quarter of the dock).
         const size_t floor = static_cast<size_t>(
             std::min(num_compatible, std::max(std::min(10, num_compatible), (num_compatible + 3) / 4)));
         double used = 0;
         for (const std::string& id : stage1_order) {
-          double cost = estimate(compatible[position[id]]);
-          if (candidates.size() >= floor && used + cost > budget) break;
-          used += cost;
+          if (candidates.size() >= floor && used + cost[id] > budget) break;
+          used += cost[id];
           candidates.push_back(id);
         }
         result.mode = candidates.size() == stage1_order.size() ? RecommendMode::kScoredAll
@@ -409,8 +416,7 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
         result.mode_reason = absl::StrFormat(
             "scoring all %d models would take an estimated %.0f ms, over the %.0f ms budget; "
             "scored the %d best stage-1 candidates (estimated %.0f ms)",
-            num_compatible, total / workers, result.latency_budget_millis,
-            static_cast<int>(candidates.size()), used / workers);
+            num_compatible, total, budget, static_cast<int>(candidates.size()), used);
       }
     }
   }
@@ -527,10 +533,8 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
       for (size_t m = 0; m < members.size(); ++m) lists[m].push_back(s.member_values[m]);
     }
     for (const auto& list : lists) member_ranks.push_back(scoring::Ranks(list));
-    const std::vector<double> fused = scoring::RankFusion(lists);
-    for (size_t i = 0; i < scored.size(); ++i) {
-      scored[i].stage2 = fused[i] / static_cast<double>(scored.size());
-    }
+    const std::vector<double> fused = NormalisedRankFusion(lists);
+    for (size_t i = 0; i < scored.size(); ++i) scored[i].stage2 = fused[i];
   } else {
     for (Scored& s : scored) s.stage2 = s.member_values.empty() ? 0 : s.member_values[0];
   }
