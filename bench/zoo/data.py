@@ -119,3 +119,19 @@ def apply_shift(images, shift, seed):
     else:
         raise ValueError(f"unknown shift {shift!r}")
     return np.round(x * 255.0).astype(np.uint8)
+
+
+def write_task_files(out, name, train, test):
+    """Writes a query task's (images, labels) splits as uncompressed MNIST IDX files under
+    OUT/tasks/NAME/ and returns their paths relative to OUT as the manifest fields
+    train_images, train_labels, test_images, test_labels."""
+    tdir = os.path.join(out, "tasks", name)
+    os.makedirs(tdir, exist_ok=True)
+    files = {}
+    for split, (x, y) in (("train", train), ("test", test)):
+        for what, arr in (("images-idx3", x), ("labels-idx1", y.astype(np.uint8))):
+            fname = f"{split}-{what}-ubyte"
+            fmnist.write_idx(os.path.join(tdir, fname), arr)
+            files[f"{split}_{what.split('-')[0]}"] = f"tasks/{name}/{fname}"
+    return files
+

@@ -235,14 +235,7 @@ def make_task(out, seed, spec):
     xte = shift_images(xte, shift, _key(seed, name, "shift-test"))
     perm = np.random.default_rng(_key(seed, name, "order")).permutation(len(xtr))
     xtr, ytr = xtr[perm], ytr[perm]
-    tdir = os.path.join(out, "tasks", name)
-    os.makedirs(tdir, exist_ok=True)
-    files = {}
-    for split, x, y in (("train", xtr, ytr), ("test", xte, yte)):
-        for what, arr in (("images-idx3", x), ("labels-idx1", y.astype(np.uint8))):
-            fname = f"{split}-{what}-ubyte"
-            data.fmnist.write_idx(os.path.join(tdir, fname), arr)
-            files[f"{split}_{what.split('-')[0]}"] = f"tasks/{name}/{fname}"
+    files = data.write_task_files(out, name, (xtr, ytr), (xte, yte))
     return {"name": name, "data": "fmnist", "classes": [CLASS_NAMES[c] for c in classes],
             "num_classes": len(classes), "shift": shift, "train_per_class": n_train,
             "test_per_class": n_test, "num_train": len(xtr), "num_test": len(xte), **files}
