@@ -1,5 +1,5 @@
-// In-memory caches of the recommend path: loaded models (one Module per entry, used by one
-// caller at a time) and model outputs on query datasets keyed by content hash.
+// In-memory caches of the recommend path: model outputs on query datasets keyed by content hash,
+// compressed probe features, and measured run costs. (Loaded models live in the workers.)
 #ifndef MODELDOCK_DOCK_CACHES_H_
 #define MODELDOCK_DOCK_CACHES_H_
 
@@ -107,12 +107,6 @@ class RunCosts {
  private:
   std::mutex mutex_;
   std::unordered_map<std::string, double> per_sample_;
-};
-
-// A loaded model and the lock its one caller holds while running it.
-struct LoadedModel {
-  std::mutex mutex;
-  std::unique_ptr<encoder::BlackBoxModel> model;
 };
 
 }  // namespace modeldock::dock

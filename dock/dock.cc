@@ -17,6 +17,9 @@
 #include "scoring/proxy.h"
 #include "spdlog/spdlog.h"
 
+#ifndef MODELDOCK_DEFAULT_WORKER_BINARY
+#define MODELDOCK_DEFAULT_WORKER_BINARY "modeldock-worker"
+#endif
 #ifndef MODELDOCK_DEFAULT_ASSET_DIR
 #define MODELDOCK_DEFAULT_ASSET_DIR "assets"
 #endif
@@ -54,8 +57,24 @@ const char* TaskKindName(TaskKind task) {
 absl::Status ValidateOptions(const DockOptions& o) {
   if (o.data_dir.empty()) return absl::InvalidArgumentError("data_dir must not be empty");
   if (o.max_model_bytes <= 0) return absl::InvalidArgumentError("max_model_bytes must be > 0");
-  if (o.admission_time_limit <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("admission_time_limit must be > 0");
+  const SandboxOptions& box = o.sandbox;
+  if (box.admission_time_limit <= absl::ZeroDuration() ||
+      box.probe_time_limit <= absl::ZeroDuration() || box.run_time_limit <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("worker time limits must be > 0");
+  }
+  if (box.workers < 0 || box.workers > 256) {
+    return absl::InvalidArgumentError("workers must be in 0..256 (0 = one per core)");
+  }
+  if (box.torch_threads < 1 || box.torch_threads > 256) {
+    return absl::InvalidArgumentError("worker torch_threads must be in 1..256");
+  }
+  if (box.memory_limit_bytes != 0 && box.memory_limit_bytes < (256ll << 20)) {
+    return absl::InvalidArgumentError(
+        "the worker memory limit must be 0 (none) or at least 256 MiB (LibTorch alone maps ~600 MiB)");
+  }
+  if (box.max_waiting_jobs < 1) return absl::InvalidArgumentError("max_waiting_jobs must be >= 1");
+  if (box.max_classes < 1 || box.max_feature_dim < 1 || box.max_output_bytes_per_sample < 8) {
+    return absl::InvalidArgumentError("output limits must be positive");
   }
   if (o.probe_workers < 1 || o.probe_workers > 64) {
     return absl::InvalidArgumentError("probe_workers must be in 1..64");
@@ -77,8 +96,8 @@ absl::Status ValidateOptions(const DockOptions& o) {
     return absl::InvalidArgumentError("latency_budget_millis must be > 0");
   }
   if (o.proxy_prefilter < 1) return absl::InvalidArgumentError("proxy_prefilter must be >= 1");
-  if (o.stage2_workers < 1 || o.stage2_workers > 64) {
-    return absl::InvalidArgumentError("stage2_workers must be in 1..64");
+  if (o.stage2_workers < 0 || o.stage2_workers > 256) {
+    return absl::InvalidArgumentError("stage2_workers must be in 0..256 (0 = one per worker)");
   }
   if (o.reference_input_shape.size() != 3) {
     return absl::InvalidArgumentError("reference_input_shape must be [C, H, W]");
@@ -209,7 +228,6 @@ absl::StatusOr<std::unique_ptr<Dock>> Dock::Create(const DockOptions& options) {
 
 DockImpl::DockImpl(DockOptions options)
     : options_(std::move(options)),
-      model_cache_(options_.model_cache_bytes),
       output_cache_(options_.output_cache_bytes),
       proxy_cache_(options_.proxy_cache_bytes) {}
 
@@ -223,6 +241,7 @@ absl::Status DockImpl::Init() {
         absl::StrCat("cannot create data directory ", options_.data_dir, ": ", ec.message()));
   }
   encoder::SetTorchThreads(options_.torch_threads);
+  if (absl::Status s = StartWorkers(); !s.ok()) return s;
   auto store = MetadataStore::Open((fs::path(options_.data_dir) / "modeldock.db").string());
   if (!store.ok()) return store.status();
   store_ = std::move(*store);
@@ -240,6 +259,82 @@ absl::Status DockImpl::Init() {
     workers_.emplace_back([this] { ProbeWorker(); });
   }
   return absl::OkStatus();
+}
+
+absl::Status DockImpl::StartWorkers() {
+  const SandboxOptions& box = options_.sandbox;
+  sandbox::PoolOptions pool;
+  pool.worker_binary = box.worker_binary;
+  if (pool.worker_binary.empty()) {
+    // Installed layout: the worker beside the server binary; else the one this build made.
+    std::error_code ec;
+    fs::path beside = fs::read_symlink("/proc/self/exe", ec).parent_path() / "modeldock-worker";
+    pool.worker_binary = !ec && fs::exists(beside, ec) ? beside.string()
+                                                        : MODELDOCK_DEFAULT_WORKER_BINARY;
+  }
+  pool.workers = box.workers > 0 ? box.workers
+                                 : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  pool.torch_threads = box.torch_threads;
+  pool.memory_limit_bytes = box.memory_limit_bytes;
+  pool.model_cache_bytes = options_.model_cache_bytes / pool.workers;
+  pool.max_waiting = box.max_waiting_jobs;
+  pool.isolate_network = box.isolate_network;
+  pool.seccomp = box.seccomp;
+  auto started = sandbox::WorkerPool::Start(pool);
+  if (!started.ok()) return started.status();
+  workers_pool_ = std::move(*started);
+  if (options_.stage2_workers == 0) options_.stage2_workers = pool.workers;
+  return absl::OkStatus();
+}
+
+sandbox::JobLimits DockImpl::LimitsFor(absl::Duration wall) const {
+  sandbox::JobLimits limits;
+  limits.wall = wall;
+  // CPU summed over the worker's threads: a model that starts threads of its own hits this
+  // before the wall-time limit.
+  limits.cpu = wall * std::max(1, options_.sandbox.torch_threads);
+  return limits;
+}
+
+sandbox::WireLimits DockImpl::OutputLimits() const {
+  sandbox::WireLimits limits;
+  limits.max_classes = options_.sandbox.max_classes;
+  limits.max_feature_dim = options_.sandbox.max_feature_dim;
+  limits.max_bytes_per_sample = options_.sandbox.max_output_bytes_per_sample;
+  return limits;
+}
+
+absl::StatusOr<sandbox::RunResult> DockImpl::RunModel(const ModelRecord& record,
+                                                      const Tensor& samples, bool want_features,
+                                                      absl::Duration time_limit,
+                                                      const sandbox::CancelCheck& cancelled) {
+  sandbox::JobRequest job;
+  job.kind = sandbox::JobKind::kRun;
+  job.model_path = blobs_->PathOf(record.sha256);
+  // Loaded modules depend on the bytes and the declared input shape.
+  job.model_key = absl::StrCat(record.sha256, "|", ShapeToString(record.spec.input_shape));
+  job.input_shape = record.spec.input_shape;
+  job.num_classes = static_cast<int64_t>(record.spec.class_labels.size());
+  job.want_features = want_features && record.has_embed;
+  job.feature_dim = job.want_features ? record.feature_dim : 0;
+  job.limits = OutputLimits();
+  job.samples = samples;
+  auto result = workers_pool_->Run(job, LimitsFor(time_limit), cancelled);
+  if (absl::IsAborted(result.status())) {
+    spdlog::warn("model {} ('{}'): {}; retrying once on a fresh worker", record.id,
+                 record.spec.name, std::string(result.status().message()));
+    auto retry = workers_pool_->Run(job, LimitsFor(time_limit), cancelled);
+    if (absl::IsAborted(retry.status())) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(retry.status().message(), " (twice; the model is not retried again)"));
+    }
+    return retry;
+  }
+  if (absl::IsNotFound(result.status())) {
+    return absl::NotFoundError(absl::StrCat("model '", record.spec.name,
+                                            "' was deleted while the job was running"));
+  }
+  return result;
 }
 
 absl::Status DockImpl::LoadKnowledgeSpace() {
@@ -399,6 +494,8 @@ void DockImpl::Shutdown() {
     stopping_ = true;
   }
   queue_cv_.notify_all();
+  // Killing the workers ends running probes at once instead of waiting for them.
+  if (workers_pool_) workers_pool_->Shutdown();
   for (std::thread& t : workers_) t.join();
   workers_.clear();
 }
@@ -438,11 +535,22 @@ absl::StatusOr<RegisterResult> DockImpl::FinishRegistration(std::unique_ptr<Uplo
                                             "; the file was corrupted or changed in transit"));
   }
   const ModelSpec& spec = upload->spec_;
-  encoder::AdmissionOptions admission;
-  admission.max_bytes = options_.max_model_bytes;
-  admission.time_limit = options_.admission_time_limit;
-  auto report = encoder::CheckAdmission(upload->temp_path_, spec.input_shape,
-                                        static_cast<int>(spec.class_labels.size()), admission);
+  sandbox::JobRequest admission;
+  admission.kind = sandbox::JobKind::kAdmit;
+  admission.model_path = upload->temp_path_;
+  admission.input_shape = spec.input_shape;
+  admission.num_classes = static_cast<int64_t>(spec.class_labels.size());
+  admission.max_model_bytes = options_.max_model_bytes;
+  admission.limits = OutputLimits();
+  const sandbox::JobLimits limits = LimitsFor(options_.sandbox.admission_time_limit);
+  auto report = workers_pool_->Admit(admission, limits, nullptr);
+  if (absl::IsAborted(report.status())) {
+    report = workers_pool_->Admit(admission, limits, nullptr);  // once more on a fresh worker
+    if (absl::IsAborted(report.status())) {
+      report = absl::FailedPreconditionError(
+          absl::StrCat(report.status().message(), " (twice: the model crashes its worker)"));
+    }
+  }
   if (!report.ok()) {
     spdlog::info("registration of '{}' rejected: {}", spec.name, report.status().ToString());
     return absl::Status(report.status().code(),
@@ -540,12 +648,19 @@ void DockImpl::Probe(const std::string& id) {
     SetState(record, ModelState::kFailed, absl::StrCat("probing failed: ", status.message()));
   };
 
-  encoder::TorchScriptOptions torch_options;
-  torch_options.input_shape = record.spec.input_shape;
-  auto model = encoder::LoadTorchScriptModel(blobs_->PathOf(record.sha256), torch_options);
-  if (!model.ok()) return fail(model.status());
-  auto outputs = (*model)->Run(probe_set_, /*want_features=*/record.has_embed);
-  if (!outputs.ok()) return fail(outputs.status());
+  auto outputs = RunModel(record, probe_set_, /*want_features=*/true,
+                         options_.sandbox.probe_time_limit, [this] {
+                           std::lock_guard<std::mutex> lock(queue_mutex_);
+                           return stopping_;
+                         });
+  if (!outputs.ok()) {
+    if (absl::IsNotFound(outputs.status())) return;  // deleted while probing
+    {
+      std::lock_guard<std::mutex> lock(queue_mutex_);
+      if (stopping_) return;  // shutting down: PROBING is resumed at the next start
+    }
+    return fail(outputs.status());
+  }
   const Tensor& logits = outputs->logits;
   if (logits.shape.size() != 2 || logits.shape[1] != static_cast<int64_t>(record.spec.class_labels.size())) {
     return fail(absl::FailedPreconditionError(absl::StrCat(
@@ -648,7 +763,7 @@ absl::StatusOr<std::string> DockImpl::DeleteModel(std::string_view id_or_name) {
     auto count = store_->CountBySha(record->sha256);
     if (count.ok() && *count == 0) blobs_->Remove(record->sha256).IgnoreError();
   }
-  model_cache_.ErasePrefix(record->sha256);
+  workers_pool_->Forget(absl::StrCat(record->sha256, "|", ShapeToString(record->spec.input_shape)));
   output_cache_.ErasePrefix(record->sha256);
   proxy_cache_.ErasePrefix(absl::StrCat(record->id, "|"));
   run_costs_.Erase(record->id);

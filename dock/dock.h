@@ -61,13 +61,33 @@ struct ProxyOptions {
   int stored_dim = 32;  // PCA dimensions kept per model (probe features)
 };
 
+// Uploaded models run only in modeldock-worker processes (sandbox/): these are their limits.
+struct SandboxOptions {
+  // Path of modeldock-worker; empty = next to the running executable, else the build's.
+  std::string worker_binary;
+  int workers = 0;        // worker processes; 0 = one per core
+  int torch_threads = 1;  // LibTorch threads in each worker
+  int64_t memory_limit_bytes = 4ll << 30;  // address space of each worker
+  // Wall time of one job; its CPU time is capped at wall x torch_threads.
+  absl::Duration admission_time_limit = absl::Seconds(60);
+  absl::Duration probe_time_limit = absl::Seconds(300);
+  absl::Duration run_time_limit = absl::Seconds(60);
+  int max_waiting_jobs = 256;  // past this, RESOURCE_EXHAUSTED with a retry hint
+  // Bounds on a model's outputs, checked at admission and on every run.
+  int64_t max_classes = 100000;
+  int64_t max_feature_dim = 65536;
+  int64_t max_output_bytes_per_sample = 1ll << 20;
+  bool isolate_network = true;  // own user + network namespace where the kernel allows
+  bool seccomp = true;          // syscall filter (x86_64)
+};
+
 struct DockOptions {
   std::string data_dir = "modeldock-data";
   // Directory written by scripts/make_assets.py (probe set, reference encoder); empty = the
   // compiled-in default (the build's assets directory).
   std::string asset_dir;
   int64_t max_model_bytes = 256ll << 20;
-  absl::Duration admission_time_limit = absl::Seconds(60);
+  SandboxOptions sandbox;
   // Probe set for image models: NPY [P, 1, 28, 28] (uint8 or float32); empty = asset_dir's.
   std::string probe_set_path;
   // Reference encoder E (TorchScript, [N,1,28,28] -> [N,D]); empty = asset_dir's.
@@ -76,14 +96,18 @@ struct DockOptions {
   std::string knowledge_encoder_path;  // TorchScript alignment; empty = untrained default
   // FAISS factory string for stage 1 ("Flat", "HNSW32", "IVF256,Flat").
   std::string index_factory = "Flat";
-  int probe_workers = 1;
+  // Probing jobs run at once (each in a worker, under sandbox.probe_time_limit), so that one slow
+  // model does not hold up the others.
+  int probe_workers = 2;
+  // LibTorch threads of the server process (the operator's reference encoder; no uploaded code).
   int torch_threads = 2;
   // Stage-1 candidates scored in stage 2 when a request does not say
   // (0 = max(10, a quarter of the compatible models)).
   int default_candidates = 0;
   // Model outputs on query datasets kept in memory, keyed by (model, dataset hash).
   int64_t output_cache_bytes = 512ll << 20;
-  // Loaded models kept in memory, by an estimate of their memory (twice the file size).
+  // Loaded models kept hot in the workers (shared out among them), by an estimate of their memory
+  // (twice the file size).
   int64_t model_cache_bytes = 2ll << 30;
   // Compressed probe features of models kept in memory for stage-1 proxies.
   int64_t proxy_cache_bytes = 1ll << 30;
@@ -94,8 +118,8 @@ struct DockOptions {
   // Above this many compatible models, FAISS (knowledge vectors) first cuts the dock down to this
   // many before the O(models) proxy scoring of stage 1.
   int proxy_prefilter = 2000;
-  // Threads running stage-2 candidates (each runs one model at a time).
-  int stage2_workers = 2;
+  // Stage-2 candidates run at once (each in a worker); 0 = the number of workers.
+  int stage2_workers = 0;
 };
 
 // Validated once; returns INVALID_ARGUMENT naming the bad option.

@@ -18,6 +18,7 @@
 #include "encoder/black_box.h"
 #include "encoder/knowledge.h"
 #include "index/vector_index.h"
+#include "sandbox/worker_pool.h"
 
 namespace modeldock::dock {
 
@@ -55,11 +56,19 @@ class DockImpl : public Dock {
   }
   absl::Status SaveIndex();
 
+  absl::Status StartWorkers();
+  // Runs a stored model on `samples` in a worker, within `time_limit`; a job whose worker died
+  // is retried once on a fresh worker (the crash may have been the host's, not the model's).
+  absl::StatusOr<sandbox::RunResult> RunModel(const ModelRecord& record, const Tensor& samples,
+                                              bool want_features, absl::Duration time_limit,
+                                              const sandbox::CancelCheck& cancelled);
+  sandbox::JobLimits LimitsFor(absl::Duration wall) const;
+  sandbox::WireLimits OutputLimits() const;
+
   // Recommend helpers (recommend.cc).
-  absl::StatusOr<std::shared_ptr<LoadedModel>> LoadModel(const ModelRecord& record);
   absl::StatusOr<std::shared_ptr<const encoder::ModelOutputs>> OutputsOn(
       const ModelRecord& record, const Tensor& samples, const std::string& dataset_hash,
-      bool* from_cache);
+      const sandbox::CancelCheck& cancelled, bool* from_cache);
   absl::StatusOr<Tensor> EmbedWithReference(const Tensor& samples);
   absl::StatusOr<std::shared_ptr<const Tensor>> ProbeFeatures(const ModelRecord& record);
 
@@ -67,6 +76,8 @@ class DockImpl : public Dock {
   std::unique_ptr<MetadataStore> store_;
   std::unique_ptr<BlobStore> blobs_;
   std::unique_ptr<index::VectorIndex> index_;
+  // Every run of uploaded model code goes through these worker processes.
+  std::unique_ptr<sandbox::WorkerPool> workers_pool_;
   std::string index_path_;
 
   // The knowledge space: probe set, reference encoder E, set encoder. space_ fingerprints all
@@ -90,7 +101,6 @@ class DockImpl : public Dock {
   bool stopping_ = false;
   std::vector<std::thread> workers_;
 
-  LruCache<LoadedModel> model_cache_;
   LruCache<const encoder::ModelOutputs> output_cache_;
   LruCache<const Tensor> proxy_cache_;  // model id -> compressed probe features
   RunCosts run_costs_;

@@ -116,20 +116,6 @@ absl::StatusOr<Tensor> DockImpl::EmbedWithReference(const Tensor& samples) {
   return reference_->Embed(samples);
 }
 
-absl::StatusOr<std::shared_ptr<LoadedModel>> DockImpl::LoadModel(const ModelRecord& record) {
-  const std::string key = ModelKey(record);
-  if (auto cached = model_cache_.Get(key)) return cached;
-  encoder::TorchScriptOptions torch_options;
-  torch_options.input_shape = record.spec.input_shape;
-  auto model = encoder::LoadTorchScriptModel(blobs_->PathOf(record.sha256), torch_options);
-  if (!model.ok()) return model.status();
-  auto loaded = std::make_shared<LoadedModel>();
-  loaded->model = std::move(*model);
-  // A loaded TorchScript module takes about its file size in memory, plus working buffers.
-  model_cache_.Put(key, loaded, 2 * record.size_bytes + (1 << 20));
-  return loaded;
-}
-
 absl::StatusOr<std::shared_ptr<const Tensor>> DockImpl::ProbeFeatures(const ModelRecord& record) {
   std::string key = absl::StrCat(record.id, "|", probe_set_sha_);
   if (auto cached = proxy_cache_.Get(key)) return cached;
@@ -142,22 +128,20 @@ absl::StatusOr<std::shared_ptr<const Tensor>> DockImpl::ProbeFeatures(const Mode
 
 absl::StatusOr<std::shared_ptr<const encoder::ModelOutputs>> DockImpl::OutputsOn(
     const ModelRecord& record, const Tensor& samples, const std::string& dataset_hash,
-    bool* from_cache) {
+    const sandbox::CancelCheck& cancelled, bool* from_cache) {
   const std::string key = OutputKey(record, dataset_hash);
   *from_cache = false;
   if (auto cached = output_cache_.Get(key)) {
     *from_cache = true;
     return cached;
   }
-  auto loaded = LoadModel(record);
-  if (!loaded.ok()) return loaded.status();
-  absl::StatusOr<encoder::ModelOutputs> outputs;
-  {
-    std::lock_guard<std::mutex> lock((*loaded)->mutex);
-    outputs = (*loaded)->model->Run(samples, /*want_features=*/record.has_embed);
-  }
-  if (!outputs.ok()) return outputs.status();
-  auto shared = std::make_shared<const encoder::ModelOutputs>(std::move(*outputs));
+  auto run = RunModel(record, samples, /*want_features=*/true, options_.sandbox.run_time_limit,
+                      cancelled);
+  if (!run.ok()) return run.status();
+  encoder::ModelOutputs outputs;
+  outputs.logits = std::move(run->logits);
+  outputs.features = std::move(run->features);
+  auto shared = std::make_shared<const encoder::ModelOutputs>(std::move(outputs));
   int64_t bytes = static_cast<int64_t>(
       (shared->logits.values.size() + shared->features.values.size()) * sizeof(float));
   output_cache_.Put(key, shared, bytes);
@@ -382,7 +366,7 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
       auto estimate = [&](const ModelRecord& r) {
         const double metrics_ms = 2.0 + 0.02 * rows;
         if (output_cache_.Contains(OutputKey(r, dataset_hash))) return metrics_ms;
-        const double load_ms = model_cache_.Contains(ModelKey(r))
+        const double load_ms = workers_pool_->IsLoaded(ModelKey(r))
                                    ? 0.0
                                    : 10.0 + static_cast<double>(r.size_bytes) / 50e3;  // ~50 MB/s
         if (std::optional<double> per_sample = run_costs_.PerSampleMillis(r.id)) {
@@ -439,6 +423,8 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
     std::vector<char> slot_cached(candidates.size(), 0);
     std::atomic<size_t> next{0};
     std::atomic<bool> stop{false};
+    absl::Status overloaded;  // the worker pool's queue was full: the whole call is retried
+    std::mutex overloaded_mutex;
     const int stage2_threads =
         std::max(1, std::min<int>(options_.stage2_workers, static_cast<int>(candidates.size())));
     auto work = [&] {
@@ -450,8 +436,14 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
         const ModelRecord& record = compatible[position.at(candidates[i])];
         bool from_cache = false;
         absl::Time run_start = absl::Now();
-        auto outputs = OutputsOn(record, samples, dataset_hash, &from_cache);
+        auto outputs = OutputsOn(record, samples, dataset_hash, cancelled, &from_cache);
         slot_cached[i] = from_cache;
+        if (sandbox::WorkerPool::IsOverloaded(outputs.status())) {
+          std::lock_guard<std::mutex> lock(overloaded_mutex);
+          overloaded = outputs.status();
+          stop = true;
+          return;
+        }
         if (outputs.ok() && !from_cache) {
           // Divided by the workers sharing the machine, so that the sum over models estimates
           // wall time (each run here was slowed by the others running beside it).
@@ -516,6 +508,7 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
     for (int t = 1; t < stage2_threads; ++t) pool.emplace_back(work);
     work();
     for (std::thread& t : pool) t.join();
+    if (!overloaded.ok()) return overloaded;
     if (stop.load()) was_cancelled = true;
     for (size_t i = 0; i < candidates.size(); ++i) {
       if (slot_cached[i]) ++result.num_cached;

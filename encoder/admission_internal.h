@@ -9,9 +9,6 @@
 
 namespace modeldock::encoder::internal {
 
-// Admission check threads still running, including ones abandoned after DEADLINE_EXCEEDED.
-int RunningAdmissionChecks();
-
 // `rows` samples of `sample_shape`, uniform in [0, 1) from std::mt19937(seed); the same on
 // every platform (no std::uniform_real_distribution, whose algorithm is unspecified).
 Tensor UniformSamples(int64_t rows, const std::vector<int64_t>& sample_shape, uint32_t seed);

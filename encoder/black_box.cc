@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <exception>
+#include <new>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -13,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
 #include "encoder/black_box.h"
 #include "encoder/util_internal.h"
@@ -36,6 +38,7 @@ class TorchScriptModel : public BlackBoxModel {
       : module_(std::move(module)),
         input_shape_(options.input_shape),
         batch_size_(std::max(1, options.batch_size)),
+        limits_(options.limits),
         has_embed_(module_.find_method("embed").has_value()) {}
 
   const std::vector<int64_t>& input_shape() const override { return input_shape_; }
@@ -73,28 +76,47 @@ class TorchScriptModel : public BlackBoxModel {
                                         batch_shape, torch::kFloat32)
                            .clone();
         stage = "forward";
-        absl::Status s = Append(stage, module_.forward({x}), b, n, &out.logits);
+        absl::Status s = Append(stage, module_.forward({x}), b, n, ClassLimit(), &out.logits);
         if (!s.ok()) return s;
         if (run_embed) {
           stage = "embed";
-          s = Append(stage, module_.get_method("embed")({x}), b, n, &out.features);
+          s = Append(stage, module_.get_method("embed")({x}), b, n, FeatureLimit(), &out.features);
           if (!s.ok()) return s;
         }
       }
       return out;
     } catch (const c10::Error& e) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(stage, " raised an error: ", ShortTorchMessage(e)));
+      std::string message = ShortTorchMessage(e);
+      // The worker's address-space limit shows up as a failed allocation inside the model.
+      if (absl::StrContains(message, "can't allocate memory")) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat(stage, " ran out of memory: ", message));
+      }
+      return absl::FailedPreconditionError(absl::StrCat(stage, " raised an error: ", message));
+    } catch (const std::bad_alloc& e) {
+      return absl::ResourceExhaustedError(absl::StrCat(stage, " ran out of memory: ", e.what()));
     } catch (const std::exception& e) {
-      return absl::FailedPreconditionError(absl::StrCat(stage, " raised an error: ", internal::LastLineFirst(e.what())));
+      std::string message = internal::LastLineFirst(e.what());
+      if (absl::StrContains(message, "can't allocate memory")) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat(stage, " ran out of memory: ", message));
+      }
+      return absl::FailedPreconditionError(absl::StrCat(stage, " raised an error: ", message));
     }
   }
 
  private:
-  // Checks one batch's output ([b, W] floating point, W equal across batches) and appends it
-  // as float32 to `dst`, which is sized [n, W] on the first batch.
+  int64_t ClassLimit() const {
+    return std::min(limits_.max_classes, limits_.max_bytes_per_sample / 4);
+  }
+  int64_t FeatureLimit() const {
+    return std::min(limits_.max_feature_dim, limits_.max_bytes_per_sample / 4);
+  }
+
+  // Checks one batch's output ([b, W] floating point, W <= max_width and equal across batches)
+  // and appends it as float32 to `dst`, which is sized [n, W] on the first batch.
   static absl::Status Append(const char* what, const c10::IValue& value, int64_t b, int64_t n,
-                             Tensor* dst) {
+                             int64_t max_width, Tensor* dst) {
     if (!value.isTensor()) {
       return absl::FailedPreconditionError(absl::StrCat(
           what, " returned a ", value.tagKind(), ", expected a float tensor [N, K]"));
@@ -110,6 +132,11 @@ class TorchScriptModel : public BlackBoxModel {
                                                         " samples, expected [", b, ", K]"));
     }
     const int64_t width = t.size(1);
+    if (width > max_width) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          what, " returned ", width, " values per sample; the dock accepts at most ", max_width,
+          " (output limits: --max-classes, --max-feature-dim, --max-output-bytes-per-sample)"));
+    }
     if (dst->shape.empty()) {
       dst->shape = {n, width};
       dst->values.clear();
@@ -128,6 +155,7 @@ class TorchScriptModel : public BlackBoxModel {
   torch::jit::Module module_;
   std::vector<int64_t> input_shape_;
   int batch_size_;
+  OutputLimits limits_;
   bool has_embed_;
 };
 

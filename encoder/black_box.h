@@ -1,7 +1,6 @@
-// The black-box view of a model: inputs in, outputs out, weights never read. The only place in
-// modeldock that runs model code. The local implementation executes TorchScript in-process; a
-// later one may call an isolated worker process or a remote KServe v2 server behind this same
-// interface.
+// The black-box view of a model: inputs in, outputs out, weights never read. The only code in
+// modeldock that runs model code. The dock never calls it in the server process: the
+// modeldock-worker executable (sandbox/) links this library and runs it under OS limits.
 #ifndef MODELDOCK_ENCODER_BLACK_BOX_H_
 #define MODELDOCK_ENCODER_BLACK_BOX_H_
 
@@ -33,9 +32,19 @@ class BlackBoxModel {
   virtual absl::StatusOr<ModelOutputs> Run(const Tensor& samples, bool want_features) = 0;
 };
 
+// Bounds on what a model may return, so that one upload cannot make every recommendation that
+// uses it allocate without limit. The defaults fit real classifiers and backbones.
+struct OutputLimits {
+  int64_t max_classes = 100000;              // K of forward(x) -> [N, K]
+  int64_t max_feature_dim = 65536;           // D of embed(x) -> [N, D]
+  int64_t max_bytes_per_sample = 1ll << 20;  // (K + D) * 4 bytes
+};
+
 struct TorchScriptOptions {
   std::vector<int64_t> input_shape;  // declared per-sample shape
   int batch_size = 256;
+  // Outputs wider than these fail before they are copied (FAILED_PRECONDITION).
+  OutputLimits limits;
 };
 
 // Loads a TorchScript file. INVALID_ARGUMENT if it is not a loadable TorchScript archive.
@@ -51,11 +60,17 @@ absl::StatusOr<Tensor> AdaptInputs(const Tensor& samples, const std::vector<int6
 // Sets LibTorch intra-op threads once for the process (call at start-up).
 void SetTorchThreads(int threads);
 
-// Admission: the checks every model passes before it is stored.
+// Checks outputs of a run on `rows` samples against the limits and the declared widths
+// (expected_classes; expected_feature_dim when > 0): FAILED_PRECONDITION naming the numbers.
+absl::Status CheckOutputs(const ModelOutputs& outputs, int64_t rows, int64_t expected_classes,
+                          int64_t expected_feature_dim, const OutputLimits& limits);
+
+// Admission: the checks every model passes before it is stored. Time and memory are bounded by
+// the worker process that runs them (sandbox/), not here.
 struct AdmissionOptions {
   int64_t max_bytes = 512ll << 20;
-  absl::Duration time_limit = absl::Seconds(60);  // load + test forward/embed
   int test_batch = 4;
+  OutputLimits limits;
 };
 
 struct AdmissionReport {
@@ -67,11 +82,11 @@ struct AdmissionReport {
 
 // Checks that `path` loads as TorchScript; forward on a deterministic batch of `input_shape`
 // (seeded uniform values in [0, 1]) returns a finite float [N, num_labels] tensor; if the module
-// exports embed(x), it returns finite float [N, D]; within the size and time limits.
-// Status codes: INVALID_ARGUMENT (not TorchScript, not loadable), FAILED_PRECONDITION (wrong
-// output shape/dtype, non-finite values, forward raised), RESOURCE_EXHAUSTED (too large),
-// DEADLINE_EXCEEDED (too slow; the check thread is abandoned, see admission.cc), NOT_FOUND (no
-// such file). Messages say what was expected and what came back.
+// exports embed(x), it returns finite float [N, D]; within the size and output limits.
+// Runs on the calling thread. Status codes: INVALID_ARGUMENT (not TorchScript, not loadable),
+// FAILED_PRECONDITION (wrong output shape/dtype, non-finite values, forward raised, outputs over
+// the limits), RESOURCE_EXHAUSTED (file too large, allocation failed), NOT_FOUND (no such file).
+// Messages say what was expected and what came back.
 absl::StatusOr<AdmissionReport> CheckAdmission(const std::string& path,
                                                const std::vector<int64_t>& input_shape,
                                                int num_labels, const AdmissionOptions& options);

@@ -94,13 +94,6 @@ Tensor RandomTensor(std::vector<int64_t> shape, uint32_t seed) {
                                   seed);
 }
 
-// Waits for admission threads abandoned after a timeout, so none runs during process exit.
-void WaitForAbandonedChecks() {
-  while (internal::RunningAdmissionChecks() > 0) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // LoadTorchScriptModel / Run
 
@@ -489,21 +482,33 @@ def forward(self, x):
             absl::StatusCode::kFailedPrecondition);
 }
 
-TEST(AdmissionTest, SlowModelIsDeadlineExceeded) {
+TEST(AdmissionTest, OutputsOverTheLimitsAreRefusedWithTheNumbers) {
   TempDir dir;
-  const std::string slow = SaveModule(dir, "Slow", R"(
+  const std::string wide = SaveModule(dir, "WideEmbed", R"(
 def forward(self, x):
-    y = x.flatten(1)
-    for i in range(20000):
-        y = y + 0.0
-    return y
+    return x.flatten(1)[:, :2]
+
+def embed(self, x):
+    return x.flatten(1).repeat(1, 100)
 )");
   AdmissionOptions options;
-  options.time_limit = absl::Milliseconds(1);
-  auto report = CheckAdmission(slow, {2}, 2, options);
-  EXPECT_EQ(report.status().code(), absl::StatusCode::kDeadlineExceeded);
-  EXPECT_THAT(report.status().message(), HasSubstr("did not finish within 1ms"));
-  WaitForAbandonedChecks();
+  options.limits.max_feature_dim = 150;
+  auto report = CheckAdmission(wide, {4}, 2, options);
+  EXPECT_EQ(report.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(report.status().message(), HasSubstr("embed returned 400 values per sample"));
+  EXPECT_THAT(report.status().message(), HasSubstr("at most 150"));
+  options.limits.max_feature_dim = 400;
+  options.limits.max_bytes_per_sample = 1000;
+  report = CheckAdmission(wide, {4}, 2, options);
+  EXPECT_EQ(report.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(report.status().message(), HasSubstr("at most 250"));
+  options.limits.max_bytes_per_sample = 1608;  // (2 + 400) * 4
+  report = CheckAdmission(wide, {4}, 2, options);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->feature_dim, 400);
+  options.limits.max_classes = 1;
+  EXPECT_EQ(CheckAdmission(wide, {4}, 2, options).status().code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 // ---------------------------------------------------------------------------------------------

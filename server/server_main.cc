@@ -33,11 +33,25 @@ struct ServerConfig {
   std::string probe_set;
   std::string reference_encoder;
   std::string knowledge_encoder;
-  int probe_workers = 1;
+  int probe_workers = 2;
   int torch_threads = 2;
   double latency_budget_ms = 5000;
-  int stage2_workers = 2;
+  int stage2_workers = 0;
   int64_t model_cache_mb = 2048;
+  // Model workers (sandbox).
+  std::string worker_binary;
+  int workers = 0;
+  int worker_threads = 1;
+  int64_t worker_memory_mb = 4096;
+  double admission_timeout_s = 60;
+  double probe_timeout_s = 300;
+  double run_timeout_s = 60;
+  int max_waiting_jobs = 256;
+  int64_t max_classes = 100000;
+  int64_t max_feature_dim = 65536;
+  int64_t max_output_bytes_per_sample = 1 << 20;
+  bool no_network_isolation = false;
+  bool no_seccomp = false;
   std::string log_level = "info";
 };
 
@@ -87,6 +101,19 @@ std::string LoadConfigFile(const std::string& path, ServerConfig* config) {
     ReadKey(json, "latency-budget-ms", &config->latency_budget_ms);
     ReadKey(json, "stage2-workers", &config->stage2_workers);
     ReadKey(json, "model-cache-mb", &config->model_cache_mb);
+    ReadKey(json, "worker-binary", &config->worker_binary);
+    ReadKey(json, "workers", &config->workers);
+    ReadKey(json, "worker-threads", &config->worker_threads);
+    ReadKey(json, "worker-memory-mb", &config->worker_memory_mb);
+    ReadKey(json, "admission-timeout-s", &config->admission_timeout_s);
+    ReadKey(json, "probe-timeout-s", &config->probe_timeout_s);
+    ReadKey(json, "run-timeout-s", &config->run_timeout_s);
+    ReadKey(json, "max-waiting-jobs", &config->max_waiting_jobs);
+    ReadKey(json, "max-classes", &config->max_classes);
+    ReadKey(json, "max-feature-dim", &config->max_feature_dim);
+    ReadKey(json, "max-output-bytes-per-sample", &config->max_output_bytes_per_sample);
+    ReadKey(json, "no-network-isolation", &config->no_network_isolation);
+    ReadKey(json, "no-seccomp", &config->no_seccomp);
     ReadKey(json, "log-level", &config->log_level);
   } catch (const std::exception& e) {
     return "config file " + path + ": " + e.what();
@@ -125,10 +152,10 @@ int main(int argc, char** argv) {
       "--knowledge-encoder", flags.knowledge_encoder,
       "Know2Vec alignment TorchScript from scripts/know2vec_alignment.py (default: untrained)");
   auto* workers = app.add_option("--probe-workers", flags.probe_workers,
-                                 "Background threads probing new models")
-                      ->default_str("1");
+                                 "New models probed at once (each in a model worker)")
+                      ->default_str("2");
   auto* threads = app.add_option("--torch-threads", flags.torch_threads,
-                                 "LibTorch intra-op threads")
+                                 "LibTorch threads of the server (reference encoder)")
                       ->default_str("2");
   auto* budget = app.add_option("--latency-budget-ms", flags.latency_budget_ms,
                                 "Default latency budget of a recommendation: stage 2 scores every "
@@ -136,11 +163,55 @@ int main(int argc, char** argv) {
                                 "that fit")
                      ->default_str("5000");
   auto* stage2_workers = app.add_option("--stage2-workers", flags.stage2_workers,
-                                        "Threads running stage-2 candidates in parallel")
-                             ->default_str("2");
+                                        "Stage-2 candidates run at once (0 = one per model worker)")
+                             ->default_str("0");
   auto* model_cache = app.add_option("--model-cache-mb", flags.model_cache_mb,
-                                     "Memory for loaded models kept resident (MiB)")
+                                     "Memory for models kept loaded in the workers (MiB, shared "
+                                     "out among them)")
                           ->default_str("2048");
+  // Uploaded models run only in modeldock-worker processes, under these limits.
+  const std::string box = "Model workers (sandbox)";
+  auto* worker_binary = app.add_option("--worker-binary", flags.worker_binary,
+                                       "modeldock-worker executable (default: beside this one)")
+                            ->group(box);
+  auto* model_workers = app.add_option("--workers", flags.workers,
+                                       "Worker processes running uploaded models (0 = one per core)")
+                            ->default_str("0")->group(box);
+  auto* worker_threads = app.add_option("--worker-threads", flags.worker_threads,
+                                        "LibTorch threads in each worker")
+                             ->default_str("1")->group(box);
+  auto* worker_memory = app.add_option("--worker-memory-mb", flags.worker_memory_mb,
+                                       "Address-space limit of each worker (MiB; 0 = none)")
+                            ->default_str("4096")->group(box);
+  auto* admission_timeout = app.add_option("--admission-timeout-s", flags.admission_timeout_s,
+                                           "Wall-time limit of a model's admission checks")
+                                ->default_str("60")->group(box);
+  auto* probe_timeout = app.add_option("--probe-timeout-s", flags.probe_timeout_s,
+                                       "Wall-time limit of probing one model")
+                            ->default_str("300")->group(box);
+  auto* run_timeout = app.add_option("--run-timeout-s", flags.run_timeout_s,
+                                     "Wall-time limit of one stage-2 run of a model")
+                          ->default_str("60")->group(box);
+  auto* max_waiting = app.add_option("--max-waiting-jobs", flags.max_waiting_jobs,
+                                     "Jobs that may wait for a worker before calls get "
+                                     "RESOURCE_EXHAUSTED")
+                          ->default_str("256")->group(box);
+  auto* max_classes = app.add_option("--max-classes", flags.max_classes,
+                                     "Largest class count K a model may declare")
+                          ->default_str("100000")->group(box);
+  auto* max_feature_dim = app.add_option("--max-feature-dim", flags.max_feature_dim,
+                                         "Widest embed(x) output D accepted")
+                              ->default_str("65536")->group(box);
+  auto* max_output_bytes =
+      app.add_option("--max-output-bytes-per-sample", flags.max_output_bytes_per_sample,
+                     "Largest (K + D) x 4 bytes per sample accepted")
+          ->default_str("1048576")->group(box);
+  auto* no_netns = app.add_flag("--no-network-isolation", flags.no_network_isolation,
+                                "Do not give workers their own (empty) network namespace")
+                       ->group(box);
+  auto* no_seccomp = app.add_flag("--no-seccomp", flags.no_seccomp,
+                                  "Do not install the workers' system-call filter")
+                         ->group(box);
   auto* log_level = app.add_option("--log-level", flags.log_level,
                                    "trace, debug, info, warn, error or off")
                         ->default_str("info")
@@ -179,6 +250,21 @@ int main(int argc, char** argv) {
   if (budget->count()) config.latency_budget_ms = flags.latency_budget_ms;
   if (stage2_workers->count()) config.stage2_workers = flags.stage2_workers;
   if (model_cache->count()) config.model_cache_mb = flags.model_cache_mb;
+  if (worker_binary->count()) config.worker_binary = flags.worker_binary;
+  if (model_workers->count()) config.workers = flags.workers;
+  if (worker_threads->count()) config.worker_threads = flags.worker_threads;
+  if (worker_memory->count()) config.worker_memory_mb = flags.worker_memory_mb;
+  if (admission_timeout->count()) config.admission_timeout_s = flags.admission_timeout_s;
+  if (probe_timeout->count()) config.probe_timeout_s = flags.probe_timeout_s;
+  if (run_timeout->count()) config.run_timeout_s = flags.run_timeout_s;
+  if (max_waiting->count()) config.max_waiting_jobs = flags.max_waiting_jobs;
+  if (max_classes->count()) config.max_classes = flags.max_classes;
+  if (max_feature_dim->count()) config.max_feature_dim = flags.max_feature_dim;
+  if (max_output_bytes->count()) {
+    config.max_output_bytes_per_sample = flags.max_output_bytes_per_sample;
+  }
+  if (no_netns->count()) config.no_network_isolation = true;
+  if (no_seccomp->count()) config.no_seccomp = true;
   if (log_level->count()) config.log_level = flags.log_level;
 
   // Logs go to stderr; stdout carries only the "listening on" line.
@@ -207,16 +293,33 @@ int main(int argc, char** argv) {
   options.latency_budget_millis = config.latency_budget_ms;
   options.stage2_workers = config.stage2_workers;
   options.model_cache_bytes = config.model_cache_mb << 20;
+  modeldock::dock::SandboxOptions& sandbox = options.sandbox;
+  sandbox.worker_binary = config.worker_binary;
+  sandbox.workers = config.workers;
+  sandbox.torch_threads = config.worker_threads;
+  sandbox.memory_limit_bytes = config.worker_memory_mb << 20;
+  sandbox.admission_time_limit = absl::Seconds(config.admission_timeout_s);
+  sandbox.probe_time_limit = absl::Seconds(config.probe_timeout_s);
+  sandbox.run_time_limit = absl::Seconds(config.run_timeout_s);
+  sandbox.max_waiting_jobs = config.max_waiting_jobs;
+  sandbox.max_classes = config.max_classes;
+  sandbox.max_feature_dim = config.max_feature_dim;
+  sandbox.max_output_bytes_per_sample = config.max_output_bytes_per_sample;
+  sandbox.isolate_network = !config.no_network_isolation;
+  sandbox.seccomp = !config.no_seccomp;
   spdlog::info(
       "config: listen={} data_dir={} asset_dir={} max_model_mb={} index_factory={} "
       "probe_set={} reference_encoder={} knowledge_encoder={} probe_workers={} torch_threads={} "
-      "latency_budget_ms={} stage2_workers={} model_cache_mb={} log_level={}",
+      "latency_budget_ms={} stage2_workers={} model_cache_mb={} workers={} worker_threads={} "
+      "worker_memory_mb={} admission/probe/run timeouts={}/{}/{} s log_level={}",
       config.listen, config.data_dir, config.asset_dir, config.max_model_mb,
       config.index_factory, config.probe_set.empty() ? "(asset dir)" : config.probe_set,
       config.reference_encoder.empty() ? "(asset dir)" : config.reference_encoder,
       config.knowledge_encoder.empty() ? "(untrained)" : config.knowledge_encoder,
       config.probe_workers, config.torch_threads, config.latency_budget_ms,
-      config.stage2_workers, config.model_cache_mb, config.log_level);
+      config.stage2_workers, config.model_cache_mb, config.workers, config.worker_threads,
+      config.worker_memory_mb, config.admission_timeout_s, config.probe_timeout_s,
+      config.run_timeout_s, config.log_level);
   if (absl::Status status = modeldock::dock::ValidateOptions(options); !status.ok()) {
     std::cerr << "modeldock-server: invalid configuration: " << status.ToString() << "\n";
     return 2;

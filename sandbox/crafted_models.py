@@ -1,0 +1,159 @@
+#!/usr/bin/python3
+"""Writes the crafted (hostile or broken) TorchScript models of the sandbox tests.
+
+Each is a 10-class model for [N, 1, 28, 28] images that misbehaves in one way. Usage:
+    crafted_models.py OUT_DIR
+writes OUT_DIR/<name>.pt for every model below and prints the names.
+"""
+import os
+import sys
+from typing import List
+
+import torch
+from torch import nn
+
+
+class Good(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU())
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+    @torch.jit.export
+    def embed(self, x):
+        return self.body(x)
+
+
+class Raises(nn.Module):
+    def forward(self, x):
+        raise RuntimeError("this model always fails")
+
+
+class HugeAllocation(nn.Module):  # one 160 GB tensor
+    def forward(self, x):
+        y = torch.zeros([40 * 1024 * 1024 * 1024], dtype=torch.float32)
+        return x.flatten(1)[:, :10] + y[0]
+
+
+class WrongWidth(nn.Module):
+    def forward(self, x):
+        return x.flatten(1)[:, :7]
+
+
+class IntegerOutputs(nn.Module):
+    def forward(self, x):
+        return (x.flatten(1)[:, :10] * 100).to(torch.int64)
+
+
+class NanOnProbeLikeImages(nn.Module):
+    """Finite on the uniform-noise admission batch, NaN on real images (many exact zeros)."""
+
+    def forward(self, x):
+        y = x.flatten(1)[:, :10]
+        zeros = (x.flatten(1) == 0).sum()
+        if bool(zeros > 0):
+            return y * float("nan")
+        return y
+
+
+class OutOfBoundsStrided(nn.Module):
+    def forward(self, x):
+        return torch.as_strided(x, [x.size(0), 10], [1, 1000000000])
+
+
+class HugeEmbed(nn.Module):
+    """embed(x) returns 100,352 features per sample (the hostile run used 50,000,000)."""
+
+    def forward(self, x):
+        return x.flatten(1)[:, :10]
+
+    @torch.jit.export
+    def embed(self, x):
+        return x.flatten(1).repeat(1, 128)
+
+
+class MemoryHog(nn.Module):
+    """Allocates 5 GiB in 256 MiB pieces on every call."""
+
+    def forward(self, x):
+        pieces: List[torch.Tensor] = []
+        for i in range(20):
+            pieces.append(torch.ones([64 * 1024 * 1024]) * float(i))
+        total = torch.zeros([1])
+        for p in pieces:
+            total = total + p[-1]
+        return x.flatten(1)[:, :10] + total
+
+
+class NeverReturns(nn.Module):
+    def forward(self, x):
+        y = x.flatten(1)[:, :10]
+        i = 0
+        while i >= 0:
+            y = y + 0.0
+            i = i + 1
+        return y
+
+
+class HangsOnProbing(nn.Module):
+    """Answers the 4-sample admission batch, never returns on a larger (probing) batch."""
+
+    def forward(self, x):
+        y = x.flatten(1)[:, :10]
+        if x.size(0) > 4:
+            i = 0
+            while i >= 0:
+                y = y + 0.0
+                i = i + 1
+        return y
+
+
+def _spin(x: torch.Tensor) -> torch.Tensor:
+    i = 0
+    while i >= 0:
+        x = x + 0.0
+        i = i + 1
+    return x
+
+
+class SpawnsThreads(nn.Module):
+    """Starts four inter-op tasks that never end and waits for them."""
+
+    def forward(self, x):
+        y = x.flatten(1)[:, :10]
+        futures = [torch.jit.fork(_spin, y) for _ in range(4)]
+        for f in futures:
+            y = y + torch.jit.wait(f)
+        return y
+
+
+MODELS = {
+    "good": Good,
+    "raises": Raises,
+    "huge_allocation": HugeAllocation,
+    "wrong_width": WrongWidth,
+    "integer_outputs": IntegerOutputs,
+    "nan_on_probe_like_images": NanOnProbeLikeImages,
+    "out_of_bounds_strided": OutOfBoundsStrided,
+    "huge_embed": HugeEmbed,
+    "memory_hog": MemoryHog,
+    "never_returns": NeverReturns,
+    "hangs_on_probing": HangsOnProbing,
+    "spawns_threads": SpawnsThreads,
+}
+
+
+def main():
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    for name, cls in MODELS.items():
+        torch.jit.script(cls().eval()).save(os.path.join(out, name + ".pt"))
+        print(name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,339 @@
+// WorkerPool against real modeldock-worker processes and crafted TorchScript models
+// (sandbox/crafted_models.py, written once per test run with Debian's python3-torch).
+#include "sandbox/worker_pool.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cmath>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
+extern char** environ;
+
+namespace modeldock::sandbox {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+// The crafted models, written once for the whole test binary.
+const std::string& CraftedDir() {
+  static const std::string dir = [] {
+    std::string out = (fs::path(::testing::TempDir()) / "modeldock-crafted-XXXXXX").string();
+    if (mkdtemp(out.data()) == nullptr) return std::string();
+    std::string devnull = "/dev/null";
+    std::vector<char*> argv = {const_cast<char*>(MODELDOCK_PYTHON),
+                               const_cast<char*>(MODELDOCK_CRAFTED_MODELS_SCRIPT), out.data(),
+                               nullptr};
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, devnull.c_str(), O_WRONLY, 0);
+    pid_t pid;
+    int status = -1;
+    if (posix_spawn(&pid, MODELDOCK_PYTHON, &actions, nullptr, argv.data(), environ) == 0) {
+      waitpid(pid, &status, 0);
+    }
+    posix_spawn_file_actions_destroy(&actions);
+    return status == 0 ? out : std::string();
+  }();
+  return dir;
+}
+
+std::string Crafted(const std::string& name) {
+  return (fs::path(CraftedDir()) / (name + ".pt")).string();
+}
+
+// `rows` grey 28x28 images, uniform in [0, 1), a fixed seed; `with_zeros` blacks out a border
+// as real images have (the crafted NaN model reacts to exact zeros).
+Tensor Images(int64_t rows, bool with_zeros = false) {
+  Tensor t({rows, 1, 28, 28}, {});
+  std::mt19937 rng(7);
+  t.values.resize(t.NumElements());
+  for (float& v : t.values) v = static_cast<float>(rng() >> 8) * (1.0f / 16777216.0f) + 1e-3f;
+  if (with_zeros) {
+    for (int64_t r = 0; r < rows; ++r) t.values[r * 784] = 0.0f;
+  }
+  return t;
+}
+
+PoolOptions Options(int workers = 2) {
+  PoolOptions options;
+  options.worker_binary = MODELDOCK_WORKER_BINARY;
+  options.workers = workers;
+  options.memory_limit_bytes = 1536ll << 20;
+  return options;
+}
+
+JobRequest AdmitJob(const std::string& name, int64_t classes = 10) {
+  JobRequest job;
+  job.kind = JobKind::kAdmit;
+  job.model_path = Crafted(name);
+  job.input_shape = {1, 28, 28};
+  job.num_classes = classes;
+  job.max_model_bytes = 64 << 20;
+  return job;
+}
+
+JobRequest RunJob(const std::string& name, int64_t rows, int64_t feature_dim = 0) {
+  JobRequest job;
+  job.kind = JobKind::kRun;
+  job.model_path = Crafted(name);
+  job.model_key = name;
+  job.input_shape = {1, 28, 28};
+  job.num_classes = 10;
+  job.feature_dim = feature_dim;
+  job.want_features = feature_dim > 0;
+  job.samples = Images(rows);
+  return job;
+}
+
+JobLimits Limits(double wall_seconds, double cpu_seconds = 120) {
+  JobLimits limits;
+  limits.wall = absl::Seconds(wall_seconds);
+  limits.cpu = absl::Seconds(cpu_seconds);
+  return limits;
+}
+
+double CpuSeconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(in, line);
+  std::istringstream fields(line.substr(line.rfind(')') + 2));
+  std::string f;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && fields >> f; ++i) {
+    if (i == 14) utime = std::stoull(f);
+    if (i == 15) stime = std::stoull(f);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// CPU seconds the test process and every live worker use over one idle second: no thread left
+// spinning after a contained model.
+void ExpectIdle(WorkerPool& pool) {
+  std::vector<pid_t> pids = {getpid()};
+  for (pid_t pid : pool.Stats().pids) {
+    if (pid > 0) pids.push_back(pid);
+  }
+  std::vector<double> before;
+  for (pid_t pid : pids) before.push_back(CpuSeconds(pid));
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  for (size_t i = 0; i < pids.size(); ++i) {
+    EXPECT_LT(CpuSeconds(pids[i]) - before[i], 0.2) << "process " << pids[i] << " is busy";
+  }
+}
+
+class SandboxTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_FALSE(CraftedDir().empty()) << "crafted_models.py failed"; }
+};
+
+TEST_F(SandboxTest, GoodModelIsAdmittedRunAndKeptHot) {
+  auto pool = WorkerPool::Start(Options());
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  auto admitted = (*pool)->Admit(AdmitJob("good"), Limits(60), nullptr);
+  ASSERT_TRUE(admitted.ok()) << admitted.status();
+  EXPECT_TRUE(admitted->has_embed);
+  EXPECT_EQ(admitted->feature_dim, 16);
+  EXPECT_EQ(admitted->num_outputs, 10);
+
+  auto first = (*pool)->Run(RunJob("good", 300, 16), Limits(60), nullptr);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->logits.shape, (std::vector<int64_t>{300, 10}));
+  EXPECT_EQ(first->features.shape, (std::vector<int64_t>{300, 16}));
+  EXPECT_FALSE(first->cache_hit);
+  auto second = (*pool)->Run(RunJob("good", 300, 16), Limits(60), nullptr);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_TRUE(second->cache_hit);  // routed to the worker that loaded it
+  EXPECT_EQ(second->logits.values, first->logits.values);
+  EXPECT_EQ(second->features.values, first->features.values);
+  // Without features: none come back.
+  auto logits_only = (*pool)->Run(RunJob("good", 5), Limits(60), nullptr);
+  ASSERT_TRUE(logits_only.ok()) << logits_only.status();
+  EXPECT_TRUE(logits_only->features.shape.empty());
+  EXPECT_EQ(logits_only->logits.values.size(), 50u);
+}
+
+struct AdmissionCase {
+  std::string model;
+  absl::StatusCode code;
+  std::string reason;
+};
+
+// One crafted model per row of the hostile-model table (issue 8), at admission.
+TEST_F(SandboxTest, CraftedModelsAreRefusedAtAdmissionWithAReason) {
+  PoolOptions options = Options();
+  auto pool = WorkerPool::Start(options);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  const std::vector<AdmissionCase> cases = {
+      {"raises", absl::StatusCode::kFailedPrecondition, "this model always fails"},
+      {"huge_allocation", absl::StatusCode::kResourceExhausted, "worker memory limit 1536 MiB"},
+      {"wrong_width", absl::StatusCode::kFailedPrecondition, "declares 10 labels"},
+      {"integer_outputs", absl::StatusCode::kFailedPrecondition, "expected float"},
+      {"out_of_bounds_strided", absl::StatusCode::kFailedPrecondition, "raised an error"},
+      {"huge_embed", absl::StatusCode::kFailedPrecondition,
+       "embed returned 100352 values per sample; the dock accepts at most 65536"},
+      {"memory_hog", absl::StatusCode::kResourceExhausted, "worker memory limit 1536 MiB"},
+  };
+  for (const AdmissionCase& c : cases) {
+    auto admitted = (*pool)->Admit(AdmitJob(c.model), Limits(60), nullptr);
+    EXPECT_EQ(admitted.status().code(), c.code) << c.model << ": " << admitted.status();
+    EXPECT_THAT(admitted.status().message(), HasSubstr(c.reason)) << c.model;
+  }
+  // Never returns: killed at the wall-time limit.
+  auto start = std::chrono::steady_clock::now();
+  auto hung = (*pool)->Admit(AdmitJob("never_returns"), Limits(1.5), nullptr);
+  EXPECT_EQ(hung.status().code(), absl::StatusCode::kDeadlineExceeded) << hung.status();
+  EXPECT_THAT(hung.status().message(), HasSubstr("wall-time limit of 1.5s"));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+  // Threads that spin: the CPU limit (summed over threads) ends it before the wall limit.
+  auto spinning = (*pool)->Admit(AdmitJob("spawns_threads"), Limits(30, 1), nullptr);
+  EXPECT_EQ(spinning.status().code(), absl::StatusCode::kResourceExhausted) << spinning.status();
+  EXPECT_THAT(spinning.status().message(), HasSubstr("CPU-time limit of 1s"));
+
+  // Models that pass admission but misbehave on a probing-sized batch.
+  EXPECT_TRUE((*pool)->Admit(AdmitJob("hangs_on_probing"), Limits(60), nullptr).ok());
+  auto probing = (*pool)->Run(RunJob("hangs_on_probing", 256), Limits(1.5), nullptr);
+  EXPECT_EQ(probing.status().code(), absl::StatusCode::kDeadlineExceeded) << probing.status();
+  EXPECT_TRUE((*pool)->Admit(AdmitJob("nan_on_probe_like_images"), Limits(60), nullptr).ok());
+  JobRequest real_images = RunJob("nan_on_probe_like_images", 16);
+  real_images.samples = Images(16, /*with_zeros=*/true);
+  auto nan = (*pool)->Run(real_images, Limits(60), nullptr);
+  ASSERT_TRUE(nan.ok()) << nan.status();  // the dock's probing refuses the NaN (dock_test)
+  EXPECT_TRUE(std::isnan(nan->logits.values[0]));
+
+  // Everything contained: the pool still serves a good model, and nothing keeps spinning.
+  EXPECT_TRUE((*pool)->Admit(AdmitJob("good"), Limits(60), nullptr).ok());
+  EXPECT_TRUE((*pool)->Run(RunJob("good", 64, 16), Limits(60), nullptr).ok());
+  EXPECT_GE((*pool)->Stats().restarts, 5);
+  ExpectIdle(**pool);
+}
+
+TEST_F(SandboxTest, AWorkerThatCrashesIsReportedAndReplaced) {
+  auto pool = WorkerPool::Start(Options(1));
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  for (int sig : {SIGSEGV, SIGABRT, SIGKILL}) {
+    std::atomic<bool> done{false};
+    std::thread killer([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      for (pid_t pid : (*pool)->Stats().pids) {
+        if (pid > 0 && !done) kill(pid, sig);
+      }
+    });
+    auto run = (*pool)->Run(RunJob("never_returns", 8), Limits(30), nullptr);
+    done = true;
+    killer.join();
+    EXPECT_EQ(run.status().code(), absl::StatusCode::kAborted) << run.status();
+    EXPECT_THAT(run.status().message(),
+                HasSubstr(absl::StrCat("killed by signal ", sig, " (", strsignal(sig), ")")));
+  }
+  EXPECT_TRUE((*pool)->Run(RunJob("good", 8, 16), Limits(60), nullptr).ok());
+  ExpectIdle(**pool);
+}
+
+TEST_F(SandboxTest, CancellationStopsARunningJob) {
+  auto pool = WorkerPool::Start(Options(1));
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  std::atomic<bool> cancel{false};
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    cancel = true;
+  });
+  auto start = std::chrono::steady_clock::now();
+  auto run = (*pool)->Run(RunJob("never_returns", 8), Limits(60), [&] { return cancel.load(); });
+  canceller.join();
+  EXPECT_EQ(run.status().code(), absl::StatusCode::kCancelled) << run.status();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  ExpectIdle(**pool);
+}
+
+TEST_F(SandboxTest, WaitingJobsAreBoundedWithARetryHint) {
+  PoolOptions options = Options(1);
+  options.max_waiting = 1;
+  auto pool = WorkerPool::Start(options);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  std::atomic<bool> stop{false};
+  auto cancelled = [&] { return stop.load(); };
+  std::thread running([&] { (*pool)->Run(RunJob("never_returns", 8), Limits(60), cancelled).IgnoreError(); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::thread waiting([&] { (*pool)->Run(RunJob("good", 8), Limits(60), cancelled).IgnoreError(); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto refused = (*pool)->Run(RunJob("good", 8), Limits(60), nullptr);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+  EXPECT_THAT(refused.status().message(), HasSubstr("retry in a few seconds"));
+  stop = true;
+  running.join();
+  waiting.join();
+}
+
+TEST_F(SandboxTest, DeletedModelFileIsNotFoundNotACorruptFile) {
+  auto pool = WorkerPool::Start(Options(1));
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  JobRequest job = RunJob("good", 8);
+  job.model_path = Crafted("no_such_model");
+  auto run = (*pool)->Run(job, Limits(60), nullptr);
+  EXPECT_EQ(run.status().code(), absl::StatusCode::kNotFound) << run.status();
+  EXPECT_THAT(run.status().message(), HasSubstr("deleted"));
+}
+
+TEST_F(SandboxTest, WorkersAreConfined) {
+  auto pool = WorkerPool::Start(Options(1));
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  PoolStats stats = (*pool)->Stats();
+  EXPECT_THAT(stats.confinement, HasSubstr("address space <= 1536 MiB"));
+  EXPECT_THAT(stats.confinement, HasSubstr("no new privileges"));
+  ASSERT_GT(stats.pids[0], 0);
+  // Where the host allows user namespaces (this one, CI), the worker has its own network.
+  if (stats.confinement.find("own network namespace") != std::string::npos) {
+    EXPECT_NE(fs::read_symlink("/proc/" + std::to_string(stats.pids[0]) + "/ns/net"),
+              fs::read_symlink("/proc/self/ns/net"));
+  }
+  // Only stdio and the job socket are open in the worker.
+  int fds = 0;
+  for (const auto& entry :
+       fs::directory_iterator("/proc/" + std::to_string(stats.pids[0]) + "/fd")) {
+    (void)entry;
+    ++fds;
+  }
+  EXPECT_LE(fds, 4);
+}
+
+TEST_F(SandboxTest, ShutdownEndsRunningJobsAtOnce) {
+  auto pool = WorkerPool::Start(Options(1));
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  absl::Status result;
+  std::thread running([&] { result = (*pool)->Run(RunJob("never_returns", 8), Limits(60), nullptr).status(); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  auto start = std::chrono::steady_clock::now();
+  (*pool)->Shutdown();
+  running.join();
+  EXPECT_EQ(result.code(), absl::StatusCode::kUnavailable) << result;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
+}
+
+TEST(SandboxStartTest, MissingWorkerBinaryIsAClearError) {
+  PoolOptions options;
+  options.worker_binary = "/nonexistent/modeldock-worker";
+  auto pool = WorkerPool::Start(options);
+  EXPECT_EQ(pool.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(pool.status().message(), HasSubstr("/nonexistent/modeldock-worker"));
+}
+
+}  // namespace
+}  // namespace modeldock::sandbox

@@ -1,0 +1,313 @@
+#include "sandbox/wire.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <cerrno>
+#include <cstring>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace modeldock::sandbox {
+namespace {
+
+constexpr uint32_t kMagic = 0x4d445731;  // "MDW1"
+constexpr int kPollMillis = 25;
+// Heads hold paths, shapes and a message: anything larger is not a head.
+constexpr uint32_t kMaxHeadBytes = 1 << 20;
+
+// Waits until `fd` is ready for `events`, calling `check` between waits.
+absl::Status WaitReady(int fd, short events, const WaitCheck& check) {
+  while (true) {
+    pollfd p{fd, events, 0};
+    int n = poll(&p, 1, check ? kPollMillis : -1);
+    if (n < 0 && errno != EINTR) return absl::InternalError(absl::StrCat("poll: ", strerror(errno)));
+    if (n > 0) return absl::OkStatus();  // readable, writable, or hung up (the read says which)
+    if (check) {
+      if (absl::Status s = check(); !s.ok()) return s;
+    }
+  }
+}
+
+absl::Status ReadExact(int fd, char* out, uint64_t bytes, const WaitCheck& check) {
+  while (bytes > 0) {
+    if (absl::Status s = WaitReady(fd, POLLIN, check); !s.ok()) return s;
+    ssize_t n = recv(fd, out, bytes, MSG_DONTWAIT);
+    if (n == 0) return absl::UnavailableError("the peer closed the connection");
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) continue;
+      return absl::UnavailableError(absl::StrCat("read: ", strerror(errno)));
+    }
+    out += n;
+    bytes -= static_cast<uint64_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WriteExact(int fd, std::vector<iovec> parts, const WaitCheck& check) {
+  size_t first = 0;
+  while (first < parts.size()) {
+    if (parts[first].iov_len == 0) {
+      ++first;
+      continue;
+    }
+    if (absl::Status s = WaitReady(fd, POLLOUT, check); !s.ok()) return s;
+    msghdr message{};
+    message.msg_iov = parts.data() + first;
+    message.msg_iovlen = std::min<size_t>(parts.size() - first, 64);
+    ssize_t n = sendmsg(fd, &message, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) continue;
+      return absl::UnavailableError(absl::StrCat("write: ", strerror(errno)));
+    }
+    size_t left = static_cast<size_t>(n);
+    while (first < parts.size() && left >= parts[first].iov_len) {
+      left -= parts[first].iov_len;
+      ++first;
+    }
+    if (left > 0) {
+      parts[first].iov_base = static_cast<char*>(parts[first].iov_base) + left;
+      parts[first].iov_len -= left;
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Head encoding: little-endian fixed-width integers, length-prefixed strings and lists.
+class HeadWriter {
+ public:
+  void U64(uint64_t v) { out_.append(reinterpret_cast<const char*>(&v), sizeof v); }
+  void I64(int64_t v) { U64(static_cast<uint64_t>(v)); }
+  void F64(double v) { out_.append(reinterpret_cast<const char*>(&v), sizeof v); }
+  void Str(const std::string& s) {
+    U64(s.size());
+    out_.append(s);
+  }
+  void Shape(const std::vector<int64_t>& shape) {
+    U64(shape.size());
+    for (int64_t d : shape) I64(d);
+  }
+  std::string Take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+class HeadReader {
+ public:
+  explicit HeadReader(std::string_view in) : in_(in) {}
+  bool U64(uint64_t* v) { return Raw(v, sizeof *v); }
+  bool I64(int64_t* v) { return Raw(v, sizeof *v); }
+  bool F64(double* v) { return Raw(v, sizeof *v); }
+  bool Bool(bool* v) {
+    uint64_t x;
+    if (!U64(&x) || x > 1) return false;
+    *v = x == 1;
+    return true;
+  }
+  bool Str(std::string* s) {
+    uint64_t n;
+    if (!U64(&n) || n > in_.size()) return false;
+    s->assign(in_.substr(0, n));
+    in_.remove_prefix(n);
+    return true;
+  }
+  // A tensor shape: at most 8 non-negative dimensions whose product fits in 2^40 elements.
+  bool Shape(std::vector<int64_t>* shape) {
+    uint64_t n;
+    if (!U64(&n) || n > 8) return false;
+    shape->resize(n);
+    int64_t elements = 1;
+    for (int64_t& d : *shape) {
+      if (!I64(&d) || d < 0 || d > (int64_t{1} << 40)) return false;
+      if (d > 0 && elements > (int64_t{1} << 40) / d) return false;
+      elements *= d;
+    }
+    return true;
+  }
+  bool Done() const { return in_.empty(); }
+
+ private:
+  bool Raw(void* v, size_t bytes) {
+    if (in_.size() < bytes) return false;
+    std::memcpy(v, in_.data(), bytes);
+    in_.remove_prefix(bytes);
+    return true;
+  }
+  std::string_view in_;
+};
+
+absl::Status BadHead(const char* what) {
+  return absl::InvalidArgumentError(absl::StrCat("malformed worker ", what, " head"));
+}
+
+uint64_t Elements(const std::vector<int64_t>& shape) {
+  if (shape.empty()) return 0;  // "no tensor"
+  uint64_t n = 1;
+  for (int64_t d : shape) n *= static_cast<uint64_t>(d);
+  return n;
+}
+
+absl::Status ReadTensorValues(int fd, Tensor* t, uint64_t* remaining, const WaitCheck& check) {
+  const uint64_t n = Elements(t->shape);
+  if (n > *remaining) return absl::InvalidArgumentError("frame holds fewer values than its shapes");
+  t->values.resize(n);
+  *remaining -= n;
+  return ReadFloats(fd, t->values.data(), n, check);
+}
+
+}  // namespace
+
+absl::Status WriteFrame(int fd, const std::string& head, const std::vector<const Tensor*>& tensors,
+                        const WaitCheck& check) {
+  uint64_t floats = 0;
+  for (const Tensor* t : tensors) floats += t->values.size();
+  char prefix[16];
+  const uint32_t magic = kMagic;
+  const uint32_t head_bytes = static_cast<uint32_t>(head.size());
+  std::memcpy(prefix, &magic, 4);
+  std::memcpy(prefix + 4, &head_bytes, 4);
+  std::memcpy(prefix + 8, &floats, 8);
+  std::vector<iovec> parts;
+  parts.push_back({prefix, sizeof prefix});
+  parts.push_back({const_cast<char*>(head.data()), head.size()});
+  for (const Tensor* t : tensors) {
+    parts.push_back({const_cast<float*>(t->values.data()), t->values.size() * sizeof(float)});
+  }
+  return WriteExact(fd, std::move(parts), check);
+}
+
+absl::StatusOr<std::string> ReadHead(int fd, uint64_t max_floats, uint64_t* float_count,
+                                     const WaitCheck& check) {
+  char prefix[16];
+  if (absl::Status s = ReadExact(fd, prefix, sizeof prefix, check); !s.ok()) return s;
+  uint32_t magic, head_bytes;
+  std::memcpy(&magic, prefix, 4);
+  std::memcpy(&head_bytes, prefix + 4, 4);
+  std::memcpy(float_count, prefix + 8, 8);
+  if (magic != kMagic || head_bytes > kMaxHeadBytes) {
+    return absl::InvalidArgumentError("not a modeldock worker frame");
+  }
+  if (*float_count > max_floats) {
+    return absl::ResourceExhaustedError(absl::StrCat("a frame of ", *float_count,
+                                                     " values is over the limit of ", max_floats));
+  }
+  std::string head(head_bytes, '\0');
+  if (absl::Status s = ReadExact(fd, head.data(), head_bytes, check); !s.ok()) return s;
+  return head;
+}
+
+absl::Status ReadFloats(int fd, float* out, uint64_t count, const WaitCheck& check) {
+  return ReadExact(fd, reinterpret_cast<char*>(out), count * sizeof(float), check);
+}
+
+std::string EncodeRequestHead(const JobRequest& r) {
+  HeadWriter w;
+  w.U64(static_cast<uint64_t>(r.kind));
+  w.Str(r.model_path);
+  w.Str(r.model_key);
+  w.Shape(r.input_shape);
+  w.I64(r.num_classes);
+  w.I64(r.feature_dim);
+  w.U64(r.want_features ? 1 : 0);
+  w.I64(r.batch_size);
+  w.I64(r.test_batch);
+  w.I64(r.max_model_bytes);
+  w.I64(r.limits.max_classes);
+  w.I64(r.limits.max_feature_dim);
+  w.I64(r.limits.max_bytes_per_sample);
+  w.U64(r.unload.size());
+  for (const std::string& key : r.unload) w.Str(key);
+  w.Shape(r.samples.shape);
+  return w.Take();
+}
+
+absl::StatusOr<JobRequest> DecodeRequestHead(std::string_view head) {
+  HeadReader in(head);
+  JobRequest r;
+  uint64_t kind, unload;
+  if (!in.U64(&kind) || (kind != 1 && kind != 2)) return BadHead("request");
+  r.kind = static_cast<JobKind>(kind);
+  if (!in.Str(&r.model_path) || !in.Str(&r.model_key) || !in.Shape(&r.input_shape) ||
+      !in.I64(&r.num_classes) || !in.I64(&r.feature_dim) || !in.Bool(&r.want_features) ||
+      !in.I64(&r.batch_size) || !in.I64(&r.test_batch) || !in.I64(&r.max_model_bytes) ||
+      !in.I64(&r.limits.max_classes) || !in.I64(&r.limits.max_feature_dim) ||
+      !in.I64(&r.limits.max_bytes_per_sample) || !in.U64(&unload) || unload > 100000) {
+    return BadHead("request");
+  }
+  r.unload.resize(unload);
+  for (std::string& key : r.unload) {
+    if (!in.Str(&key)) return BadHead("request");
+  }
+  if (!in.Shape(&r.samples.shape) || !in.Done()) return BadHead("request");
+  return r;
+}
+
+std::string EncodeResponseHead(const JobResponse& r) {
+  HeadWriter w;
+  w.I64(r.code);
+  w.Str(r.message);
+  w.U64(r.has_embed ? 1 : 0);
+  w.I64(r.feature_dim);
+  w.I64(r.num_outputs);
+  w.F64(r.millis);
+  w.U64(r.cache_hit ? 1 : 0);
+  w.Shape(r.logits.shape);
+  w.Shape(r.features.shape);
+  return w.Take();
+}
+
+absl::StatusOr<JobResponse> DecodeResponseHead(std::string_view head) {
+  HeadReader in(head);
+  JobResponse r;
+  int64_t code;
+  if (!in.I64(&code) || code < 0 || code > 16 || !in.Str(&r.message) || !in.Bool(&r.has_embed) ||
+      !in.I64(&r.feature_dim) || !in.I64(&r.num_outputs) || !in.F64(&r.millis) ||
+      !in.Bool(&r.cache_hit) || !in.Shape(&r.logits.shape) || !in.Shape(&r.features.shape) ||
+      !in.Done()) {
+    return BadHead("response");
+  }
+  r.code = static_cast<int32_t>(code);
+  return r;
+}
+
+absl::StatusOr<JobRequest> ReadRequest(int fd, uint64_t max_floats, const WaitCheck& check) {
+  uint64_t floats = 0;
+  auto head = ReadHead(fd, max_floats, &floats, check);
+  if (!head.ok()) return head.status();
+  auto request = DecodeRequestHead(*head);
+  if (!request.ok()) return request.status();
+  if (Elements(request->samples.shape) != floats) {
+    return absl::InvalidArgumentError("request values do not match the samples' shape");
+  }
+  if (absl::Status s = ReadTensorValues(fd, &request->samples, &floats, check); !s.ok()) return s;
+  return request;
+}
+
+absl::StatusOr<JobResponse> ReadResponse(int fd, uint64_t max_floats, const WaitCheck& check) {
+  uint64_t floats = 0;
+  auto head = ReadHead(fd, max_floats, &floats, check);
+  if (!head.ok()) return head.status();
+  auto response = DecodeResponseHead(*head);
+  if (!response.ok()) return response.status();
+  if (Elements(response->logits.shape) + Elements(response->features.shape) != floats) {
+    return absl::InvalidArgumentError("response values do not match the outputs' shapes");
+  }
+  if (absl::Status s = ReadTensorValues(fd, &response->logits, &floats, check); !s.ok()) return s;
+  if (absl::Status s = ReadTensorValues(fd, &response->features, &floats, check); !s.ok()) return s;
+  return response;
+}
+
+absl::Status WriteRequest(int fd, const JobRequest& request, const WaitCheck& check) {
+  return WriteFrame(fd, EncodeRequestHead(request), {&request.samples}, check);
+}
+
+absl::Status WriteResponse(int fd, const JobResponse& response, const WaitCheck& check) {
+  return WriteFrame(fd, EncodeResponseHead(response), {&response.logits, &response.features},
+                    check);
+}
+
+}  // namespace modeldock::sandbox

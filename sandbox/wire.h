@@ -1,0 +1,92 @@
+// The protocol between the server and its modeldock-worker processes, over one Unix stream
+// socket per worker. A frame is a small binary head (the job or its result, tensor shapes
+// included) followed by the tensors' raw float32 values, so that samples and outputs cross
+// without an encoding step: the values are written straight from, and read straight into, the
+// Tensor buffers.
+//
+// Frame: magic u32 | head length u32 | float count u64 | head bytes | float count float32s.
+#ifndef MODELDOCK_SANDBOX_WIRE_H_
+#define MODELDOCK_SANDBOX_WIRE_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/tensor.h"
+
+namespace modeldock::sandbox {
+
+enum class JobKind : uint32_t { kAdmit = 1, kRun = 2 };
+
+// Bounds on a model's outputs (mirrors encoder::OutputLimits; this library links no torch).
+struct WireLimits {
+  int64_t max_classes = 100000;
+  int64_t max_feature_dim = 65536;
+  int64_t max_bytes_per_sample = 1ll << 20;
+};
+
+struct JobRequest {
+  JobKind kind = JobKind::kRun;
+  std::string model_path;
+  std::string model_key;  // the worker's cache key (the file's SHA-256); empty = do not cache
+  std::vector<int64_t> input_shape;
+  int64_t num_classes = 0;  // declared K
+  int64_t feature_dim = 0;  // admitted D for runs; 0 = no features expected
+  bool want_features = false;
+  int64_t batch_size = 256;     // run
+  int64_t test_batch = 4;       // admission
+  int64_t max_model_bytes = 0;  // admission
+  WireLimits limits;
+  // Models the worker drops from its cache before this job (the server decides what stays hot).
+  std::vector<std::string> unload;
+  Tensor samples;  // run only
+};
+
+struct JobResponse {
+  int32_t code = 0;  // absl::StatusCode
+  std::string message;
+  // Admission.
+  bool has_embed = false;
+  int64_t feature_dim = 0;
+  int64_t num_outputs = 0;
+  // Run.
+  Tensor logits;
+  Tensor features;
+  double millis = 0;     // time the worker spent on the job
+  bool cache_hit = false;  // the model was already loaded
+};
+
+// Called while a read or write waits (every few tens of milliseconds); a non-OK status aborts the
+// transfer with that status. Null = wait without limit.
+using WaitCheck = std::function<absl::Status()>;
+
+// Writes a frame: `head` and then the values of `tensors` in order.
+absl::Status WriteFrame(int fd, const std::string& head, const std::vector<const Tensor*>& tensors,
+                        const WaitCheck& check);
+
+// Reads a frame's head; the float count follows in *float_count (at most max_floats, else
+// RESOURCE_EXHAUSTED). UNAVAILABLE when the peer closed the socket.
+absl::StatusOr<std::string> ReadHead(int fd, uint64_t max_floats, uint64_t* float_count,
+                                     const WaitCheck& check);
+// Reads exactly `count` floats into `out`.
+absl::Status ReadFloats(int fd, float* out, uint64_t count, const WaitCheck& check);
+
+// Heads. Decoders validate every length against the bytes available (INVALID_ARGUMENT).
+std::string EncodeRequestHead(const JobRequest& request);
+absl::StatusOr<JobRequest> DecodeRequestHead(std::string_view head);
+std::string EncodeResponseHead(const JobResponse& response);
+absl::StatusOr<JobResponse> DecodeResponseHead(std::string_view head);
+
+// Reads a whole request or response (head and tensor values) from `fd`.
+absl::StatusOr<JobRequest> ReadRequest(int fd, uint64_t max_floats, const WaitCheck& check);
+absl::StatusOr<JobResponse> ReadResponse(int fd, uint64_t max_floats, const WaitCheck& check);
+absl::Status WriteRequest(int fd, const JobRequest& request, const WaitCheck& check);
+absl::Status WriteResponse(int fd, const JobResponse& response, const WaitCheck& check);
+
+}  // namespace modeldock::sandbox
+
+#endif  // MODELDOCK_SANDBOX_WIRE_H_
