@@ -5,15 +5,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cmath>
 #include <chrono>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -24,34 +20,14 @@
 
 #include "absl/strings/str_cat.h"
 
-extern char** environ;
-
 namespace modeldock::sandbox {
 namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-// The crafted models, written once for the whole test binary.
 const std::string& CraftedDir() {
-  static const std::string dir = [] {
-    std::string out = (fs::path(::testing::TempDir()) / "modeldock-crafted-XXXXXX").string();
-    if (mkdtemp(out.data()) == nullptr) return std::string();
-    std::string devnull = "/dev/null";
-    std::vector<char*> argv = {const_cast<char*>(MODELDOCK_PYTHON),
-                               const_cast<char*>(MODELDOCK_CRAFTED_MODELS_SCRIPT), out.data(),
-                               nullptr};
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, devnull.c_str(), O_WRONLY, 0);
-    pid_t pid;
-    int status = -1;
-    if (posix_spawn(&pid, MODELDOCK_PYTHON, &actions, nullptr, argv.data(), environ) == 0) {
-      waitpid(pid, &status, 0);
-    }
-    posix_spawn_file_actions_destroy(&actions);
-    return status == 0 ? out : std::string();
-  }();
+  static const std::string dir = MODELDOCK_CRAFTED_DIR;
   return dir;
 }
 
@@ -141,7 +117,9 @@ void ExpectIdle(WorkerPool& pool) {
 
 class SandboxTest : public ::testing::Test {
  protected:
-  void SetUp() override { ASSERT_FALSE(CraftedDir().empty()) << "crafted_models.py failed"; }
+  void SetUp() override {
+    ASSERT_TRUE(fs::exists(Crafted("good"))) << "crafted_models.py did not run";
+  }
 };
 
 TEST_F(SandboxTest, GoodModelIsAdmittedRunAndKeptHot) {
@@ -277,6 +255,7 @@ TEST_F(SandboxTest, WaitingJobsAreBoundedWithARetryHint) {
   auto refused = (*pool)->Run(RunJob("good", 8), Limits(60), nullptr);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
   EXPECT_THAT(refused.status().message(), HasSubstr("retry in a few seconds"));
+  EXPECT_TRUE(WorkerPool::IsOverloaded(refused.status()));
   stop = true;
   running.join();
   waiting.join();

@@ -279,6 +279,15 @@ absl::StatusOr<JobResponse> WorkerPool::Execute(int index, JobRequest request,
   {
     std::lock_guard<std::mutex> lock(mutex_);
     pid = slot.pid;
+    int status = 0;
+    if (pid > 0 && waitpid(pid, &status, WNOHANG) == pid) {
+      // It died while idle (killed from outside): start a fresh one instead of failing the job.
+      spdlog::warn("model worker {} died while idle: {}", pid, DescribeExit(status));
+      slot.pid = -1;
+      Kill(slot);
+      ++restarts_;
+      pid = -1;
+    }
   }
   if (pid < 0) {
     if (absl::Status s = Spawn(slot); !s.ok()) {
