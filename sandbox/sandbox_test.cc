@@ -209,9 +209,16 @@ TEST_F(SandboxTest, AWorkerThatCrashesIsReportedAndReplaced) {
   for (int sig : {SIGSEGV, SIGABRT, SIGKILL}) {
     std::atomic<bool> done{false};
     std::thread killer([&] {
-      std::this_thread::sleep_for(std::chrono::milliseconds(500));
-      for (pid_t pid : (*pool)->Stats().pids) {
-        if (pid > 0 && !done) kill(pid, sig);
+      // The worker is started for the job (the previous one died): wait until it is up and has
+      // the job, then kill it.
+      for (int i = 0; i < 400 && !done; ++i) {
+        pid_t pid = (*pool)->Stats().pids[0];
+        if (pid > 0) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(300));
+          if (!done) kill(pid, sig);
+          return;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
       }
     });
     auto run = (*pool)->Run(RunJob("never_returns", 8), Limits(30), nullptr);

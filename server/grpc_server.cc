@@ -3,6 +3,7 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
 
 #include <chrono>
 #include <utility>
@@ -31,7 +32,11 @@ bool SplitHostPort(const std::string& address, std::string* host, int* port) {
 GrpcServer::~GrpcServer() { Shutdown(absl::ZeroDuration()); }
 
 absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(dock::Dock* dock,
-                                                              const std::string& listen_address) {
+                                                              const std::string& listen_address,
+                                                              int max_rpc_threads) {
+  if (max_rpc_threads < 4) {
+    return absl::InvalidArgumentError("max_rpc_threads must be >= 4 (gRPC's pollers need some)");
+  }
   std::string host;
   int requested_port = 0;
   if (!SplitHostPort(listen_address, &host, &requested_port)) {
@@ -51,6 +56,9 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(dock::Dock* dock,
   builder.AddListeningPort(listen_address, grpc::InsecureServerCredentials(), &server->port_);
   builder.RegisterService(server->service_.get());
   builder.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
+  grpc::ResourceQuota quota("modeldock-server");
+  quota.SetMaxThreads(max_rpc_threads);
+  builder.SetResourceQuota(quota);
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
     server->server_.reset();

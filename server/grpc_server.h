@@ -24,14 +24,19 @@ inline constexpr int kMaxReceiveMessageBytes = 64 << 20;
 // The health-checking name of the modeldock service (the empty name covers the whole server).
 inline constexpr char kServiceName[] = "modeldock.v1.ModelDockService";
 
+// Threads the synchronous server may use for calls (gRPC ResourceQuota). Past them, new calls
+// are answered RESOURCE_EXHAUSTED by gRPC instead of growing the process without bound.
+inline constexpr int kDefaultMaxRpcThreads = 128;
+
 class GrpcServer {
  public:
   ~GrpcServer();
 
   // Binds `listen_address` ("host:port"; port 0 picks a free one) and starts serving `dock`,
   // which is not owned and must outlive the server. UNAVAILABLE if the address cannot be bound.
-  static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(dock::Dock* dock,
-                                                           const std::string& listen_address);
+  static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(
+      dock::Dock* dock, const std::string& listen_address,
+      int max_rpc_threads = kDefaultMaxRpcThreads);
 
   // "host:port" with the port actually bound.
   const std::string& address() const { return address_; }

@@ -52,6 +52,7 @@ struct ServerConfig {
   int64_t max_output_bytes_per_sample = 1 << 20;
   bool no_network_isolation = false;
   bool no_seccomp = false;
+  int max_rpc_threads = modeldock::server::kDefaultMaxRpcThreads;
   std::string log_level = "info";
 };
 
@@ -114,6 +115,7 @@ std::string LoadConfigFile(const std::string& path, ServerConfig* config) {
     ReadKey(json, "max-output-bytes-per-sample", &config->max_output_bytes_per_sample);
     ReadKey(json, "no-network-isolation", &config->no_network_isolation);
     ReadKey(json, "no-seccomp", &config->no_seccomp);
+    ReadKey(json, "max-rpc-threads", &config->max_rpc_threads);
     ReadKey(json, "log-level", &config->log_level);
   } catch (const std::exception& e) {
     return "config file " + path + ": " + e.what();
@@ -212,6 +214,10 @@ int main(int argc, char** argv) {
   auto* no_seccomp = app.add_flag("--no-seccomp", flags.no_seccomp,
                                   "Do not install the workers' system-call filter")
                          ->group(box);
+  auto* max_rpc_threads =
+      app.add_option("--max-rpc-threads", flags.max_rpc_threads,
+                     "Threads serving calls; past them new calls get RESOURCE_EXHAUSTED")
+          ->default_str(std::to_string(modeldock::server::kDefaultMaxRpcThreads));
   auto* log_level = app.add_option("--log-level", flags.log_level,
                                    "trace, debug, info, warn, error or off")
                         ->default_str("info")
@@ -265,6 +271,7 @@ int main(int argc, char** argv) {
   }
   if (no_netns->count()) config.no_network_isolation = true;
   if (no_seccomp->count()) config.no_seccomp = true;
+  if (max_rpc_threads->count()) config.max_rpc_threads = flags.max_rpc_threads;
   if (log_level->count()) config.log_level = flags.log_level;
 
   // Logs go to stderr; stdout carries only the "listening on" line.
@@ -339,7 +346,8 @@ int main(int argc, char** argv) {
                      dock.status().ToString());
     return 1;
   }
-  auto server = modeldock::server::GrpcServer::Start(dock->get(), config.listen);
+  auto server = modeldock::server::GrpcServer::Start(dock->get(), config.listen,
+                                                     config.max_rpc_threads);
   if (!server.ok()) {
     spdlog::critical("{}", server.status().ToString());
     (*dock)->Shutdown();

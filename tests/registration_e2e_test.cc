@@ -8,6 +8,7 @@
 
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "client/client.h"
@@ -510,6 +511,41 @@ TEST_F(RegistrationE2eTest, ChunkOverOneMebibyteIsInvalidArgument) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(status.error_message(), HasSubstr("exceeds the limit of 1048576 bytes"));
   ExpectNothingStored(0, {});
+}
+
+TEST_F(RegistrationE2eTest, ServerThreadsAreBoundedAndExcessCallsAreResourceExhausted) {
+  server_->set_max_rpc_threads(8);
+  Start();
+  const std::string bytes = ReadFile(ModelFile(kTopsModel));
+  // Uploads that never finish each hold a server thread.
+  constexpr int kStuck = 16;
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<v1::RegisterModelResponse> responses(kStuck);
+  std::vector<std::unique_ptr<grpc::ClientWriter<v1::RegisterModelRequest>>> writers;
+  for (int i = 0; i < kStuck; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    SetDeadline(contexts.back().get(), 60);
+    writers.push_back(stub()->RegisterModel(contexts.back().get(), &responses[i]));
+    writers.back()->Write(Header(ModelSpecOf(kTopsModel), bytes.size(), Sha256::Of(bytes)));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  int exhausted = 0;
+  std::string message;
+  for (int i = 0; i < 5; ++i) {
+    grpc::ClientContext context;
+    SetDeadline(&context, 10);
+    v1::ListModelsResponse page;
+    grpc::Status status = stub()->ListModels(&context, v1::ListModelsRequest(), &page);
+    if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      ++exhausted;
+      message = status.error_message();
+    }
+  }
+  EXPECT_GT(exhausted, 0) << "16 held calls on 8 threads, yet every call was served";
+  for (auto& context : contexts) context->TryCancel();
+  for (auto& writer : writers) writer->Finish().IgnoreError();
+  // The threads come back: calls are served again.
+  EXPECT_EQ(TotalModels(), 0);
 }
 
 TEST(ToGrpcStatusTest, MapsEveryCodeOneToOne) {

@@ -93,6 +93,7 @@ class InProcessServer {
   ~InProcessServer() { Stop(); }
 
   dock::DockOptions& options() { return options_; }
+  void set_max_rpc_threads(int threads) { max_rpc_threads_ = threads; }
 
   // Returns false (after a test failure) if the dock or the server did not come up.
   bool Start() {
@@ -103,7 +104,7 @@ class InProcessServer {
     EXPECT_TRUE(dock.ok()) << dock.status();
     if (!dock.ok()) return false;
     dock_ = std::move(*dock);
-    auto server = server::GrpcServer::Start(dock_.get(), "127.0.0.1:0");
+    auto server = server::GrpcServer::Start(dock_.get(), "127.0.0.1:0", max_rpc_threads_);
     EXPECT_TRUE(server.ok()) << server.status();
     if (!server.ok()) return false;
     server_ = std::move(*server);
@@ -130,6 +131,7 @@ class InProcessServer {
  private:
   std::string data_dir_;
   dock::DockOptions options_;
+  int max_rpc_threads_ = server::kDefaultMaxRpcThreads;
   std::unique_ptr<dock::Dock> dock_;
   std::unique_ptr<server::GrpcServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
