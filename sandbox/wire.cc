@@ -204,7 +204,7 @@ absl::Status ReadFloats(int fd, float* out, uint64_t count, const WaitCheck& che
   return ReadExact(fd, reinterpret_cast<char*>(out), count * sizeof(float), check);
 }
 
-std::string EncodeRequestHead(const JobRequest& r) {
+std::string EncodeRequestHead(const JobRequest& r, const std::vector<std::string>* unload) {
   HeadWriter w;
   w.U64(static_cast<uint64_t>(r.kind));
   w.Str(r.model_path);
@@ -219,8 +219,9 @@ std::string EncodeRequestHead(const JobRequest& r) {
   w.I64(r.limits.max_classes);
   w.I64(r.limits.max_feature_dim);
   w.I64(r.limits.max_bytes_per_sample);
-  w.U64(r.unload.size());
-  for (const std::string& key : r.unload) w.Str(key);
+  const std::vector<std::string>& drop = unload != nullptr ? *unload : r.unload;
+  w.U64(drop.size());
+  for (const std::string& key : drop) w.Str(key);
   w.Shape(r.samples.shape);
   return w.Take();
 }
@@ -301,8 +302,9 @@ absl::StatusOr<JobResponse> ReadResponse(int fd, uint64_t max_floats, const Wait
   return response;
 }
 
-absl::Status WriteRequest(int fd, const JobRequest& request, const WaitCheck& check) {
-  return WriteFrame(fd, EncodeRequestHead(request), {&request.samples}, check);
+absl::Status WriteRequest(int fd, const JobRequest& request, const WaitCheck& check,
+                          const std::vector<std::string>* unload) {
+  return WriteFrame(fd, EncodeRequestHead(request, unload), {&request.samples}, check);
 }
 
 absl::Status WriteResponse(int fd, const JobResponse& response, const WaitCheck& check) {

@@ -76,7 +76,8 @@ absl::StatusOr<std::string> ReadHead(int fd, uint64_t max_floats, uint64_t* floa
 absl::Status ReadFloats(int fd, float* out, uint64_t count, const WaitCheck& check);
 
 // Heads. Decoders validate every length against the bytes available (INVALID_ARGUMENT).
-std::string EncodeRequestHead(const JobRequest& request);
+std::string EncodeRequestHead(const JobRequest& request,
+                              const std::vector<std::string>* unload = nullptr);
 absl::StatusOr<JobRequest> DecodeRequestHead(std::string_view head);
 std::string EncodeResponseHead(const JobResponse& response);
 absl::StatusOr<JobResponse> DecodeResponseHead(std::string_view head);
@@ -84,7 +85,10 @@ absl::StatusOr<JobResponse> DecodeResponseHead(std::string_view head);
 // Reads a whole request or response (head and tensor values) from `fd`.
 absl::StatusOr<JobRequest> ReadRequest(int fd, uint64_t max_floats, const WaitCheck& check);
 absl::StatusOr<JobResponse> ReadResponse(int fd, uint64_t max_floats, const WaitCheck& check);
-absl::Status WriteRequest(int fd, const JobRequest& request, const WaitCheck& check);
+// `unload`, when given, replaces request.unload (so the caller's request is sent as is, without
+// copying its samples).
+absl::Status WriteRequest(int fd, const JobRequest& request, const WaitCheck& check,
+                          const std::vector<std::string>* unload = nullptr);
 absl::Status WriteResponse(int fd, const JobResponse& response, const WaitCheck& check);
 
 }  // namespace modeldock::sandbox

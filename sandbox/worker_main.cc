@@ -224,7 +224,11 @@ JobResponse Run(const JobRequest& request, ModelCache& cache) {
     options.limits = ToLimits(request.limits);
     auto loaded = encoder::LoadTorchScriptModel(request.model_path, options);
     if (!loaded.ok()) {
-      SetStatus(loaded.status(), &response);
+      // Deleted between the check above and the load: say so, not "not a TorchScript archive".
+      SetStatus(std::filesystem::exists(request.model_path, ec)
+                    ? loaded.status()
+                    : absl::NotFoundError("the model's file is gone (the model was deleted)"),
+                &response);
       return response;
     }
     model = loaded->get();

@@ -269,13 +269,14 @@ void WorkerPool::NoteLoaded(Slot& slot, const std::string& key, int64_t cost) {
   }
 }
 
-absl::StatusOr<JobResponse> WorkerPool::Execute(int index, JobRequest request,
+absl::StatusOr<JobResponse> WorkerPool::Execute(int index, const JobRequest& request,
                                                 const JobLimits& limits,
                                                 const CancelCheck& cancelled,
                                                 uint64_t max_floats) {
   Slot& slot = slots_[index];  // ours while busy; its fields change only under mutex_
   pid_t pid;
   int fd;
+  std::vector<std::string> unload;  // sent with this job
   {
     std::lock_guard<std::mutex> lock(mutex_);
     pid = slot.pid;
@@ -299,7 +300,7 @@ absl::StatusOr<JobResponse> WorkerPool::Execute(int index, JobRequest request,
     std::lock_guard<std::mutex> lock(mutex_);
     pid = slot.pid;
     fd = slot.fd;
-    request.unload = std::move(slot.unload);
+    unload = std::move(slot.unload);
     slot.unload.clear();
     ++jobs_;
   }
@@ -327,7 +328,7 @@ absl::StatusOr<JobResponse> WorkerPool::Execute(int index, JobRequest request,
     }
     return aborted;
   };
-  absl::Status sent = WriteRequest(fd, request, check);
+  absl::Status sent = WriteRequest(fd, request, check, &unload);
   absl::StatusOr<JobResponse> response =
       sent.ok() ? ReadResponse(fd, max_floats, check) : absl::StatusOr<JobResponse>(sent);
   if (!response.ok()) {
@@ -373,12 +374,10 @@ absl::StatusOr<JobResponse> WorkerPool::Execute(int index, JobRequest request,
 
 absl::StatusOr<AdmitResult> WorkerPool::Admit(const JobRequest& request, const JobLimits& limits,
                                               const CancelCheck& cancelled) {
+  if (request.kind != JobKind::kAdmit) return absl::InvalidArgumentError("not an admission job");
   auto slot = Acquire("", cancelled);
   if (!slot.ok()) return slot.status();
-  JobRequest job = request;
-  job.kind = JobKind::kAdmit;
-  job.model_key.clear();
-  auto response = Execute(*slot, std::move(job), limits, cancelled, 0);
+  auto response = Execute(*slot, request, limits, cancelled, 0);
   if (!response.ok()) return response.status();
   if (response->code != 0) {
     return absl::Status(static_cast<absl::StatusCode>(response->code), response->message);
@@ -393,14 +392,13 @@ absl::StatusOr<AdmitResult> WorkerPool::Admit(const JobRequest& request, const J
 
 absl::StatusOr<RunResult> WorkerPool::Run(const JobRequest& request, const JobLimits& limits,
                                           const CancelCheck& cancelled) {
+  if (request.kind != JobKind::kRun) return absl::InvalidArgumentError("not a run job");
   auto slot = Acquire(request.model_key, cancelled);
   if (!slot.ok()) return slot.status();
   const uint64_t rows = static_cast<uint64_t>(request.samples.Rows());
   const uint64_t width = static_cast<uint64_t>(request.num_classes) +
                          (request.want_features ? static_cast<uint64_t>(request.feature_dim) : 0);
-  JobRequest job = request;  // copies the samples once; see docs/ARCHITECTURE.md
-  job.kind = JobKind::kRun;
-  auto response = Execute(*slot, std::move(job), limits, cancelled, rows * width);
+  auto response = Execute(*slot, request, limits, cancelled, rows * width);
   if (!response.ok()) return response.status();
   if (response->code != 0) {
     return absl::Status(static_cast<absl::StatusCode>(response->code), response->message);

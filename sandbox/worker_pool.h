@@ -78,11 +78,11 @@ class WorkerPool {
   static absl::StatusOr<std::unique_ptr<WorkerPool>> Start(const PoolOptions& options);
   ~WorkerPool();
 
-  // Admission checks of an uploaded file (never cached in a worker).
+  // Admission checks of an uploaded file (request.kind must be kAdmit; never cached in a worker).
   absl::StatusOr<AdmitResult> Admit(const JobRequest& request, const JobLimits& limits,
                                     const CancelCheck& cancelled);
-  // Runs a model on request.samples. request.model_key (the file's SHA-256) routes the job to a
-  // worker that has the model loaded.
+  // Runs a model on request.samples (request.kind must be kRun). request.model_key routes the
+  // job to a worker that has the model loaded. The samples are sent without a copy.
   absl::StatusOr<RunResult> Run(const JobRequest& request, const JobLimits& limits,
                                 const CancelCheck& cancelled);
 
@@ -111,8 +111,9 @@ class WorkerPool {
   void Release(int slot, bool keep_process);
   absl::Status Spawn(Slot& slot);
   void Kill(Slot& slot);
-  absl::StatusOr<JobResponse> Execute(int slot, JobRequest request, const JobLimits& limits,
-                                      const CancelCheck& cancelled, uint64_t max_floats);
+  absl::StatusOr<JobResponse> Execute(int slot, const JobRequest& request,
+                                      const JobLimits& limits, const CancelCheck& cancelled,
+                                      uint64_t max_floats);
   void NoteLoaded(Slot& slot, const std::string& key, int64_t cost);
 
   PoolOptions options_;
