@@ -86,8 +86,11 @@ absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Start(const PoolOptions&
   }
   if (options.workers < 1) return absl::InvalidArgumentError("workers must be >= 1");
   std::unique_ptr<WorkerPool> pool(new WorkerPool(options));
-  // One worker now: a broken binary or host fails at start-up, not on the first upload.
-  if (absl::Status s = pool->Spawn(pool->slots_[0]); !s.ok()) return s;
+  // All workers now: a broken binary or host fails at start-up, and the first recommendation
+  // does not pay for starting LibTorch in a new process (~0.3 s each).
+  for (Slot& slot : pool->slots_) {
+    if (absl::Status s = pool->Spawn(slot); !s.ok()) return s;
+  }
   spdlog::info("model workers: {} x modeldock-worker ({} torch thread(s), memory limit {} MiB); "
                "confinement: {}",
                options.workers, options.torch_threads, options.memory_limit_bytes >> 20,
