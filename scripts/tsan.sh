@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ThreadSanitizer run of the concurrency tests: builds the index and dock tests with
 # -fsanitize=thread into build-tsan/ and runs the tests that exercise concurrent callers
-# (VectorIndex concurrent searches vs upserts/batches, the dock's parallel stage 2).
+# (VectorIndex concurrent searches vs upserts/batches, the dock's parallel stage 2, the model
+# worker pool's routing, kills, cancellation and shutdown).
 # Not part of CI (an instrumented build takes several minutes more); run it after changing locking.
 # LibTorch, FAISS and OpenBLAS are not instrumented: races inside them are not seen, and their
 # OpenMP threads are silenced with OMP_NUM_THREADS=1 / OPENBLAS_NUM_THREADS=1.
@@ -13,10 +14,12 @@ export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
 cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DMODELDOCK_SANITIZER=thread -DMODELDOCK_BUILD_BENCH=OFF \
   -DMODELDOCK_ASSET_DIR="${MODELDOCK_ASSET_DIR:-$ROOT/build/assets}" >/dev/null
-cmake --build "$BUILD_DIR" -j "${MODELDOCK_JOBS:-$(nproc)}" --target index_test dock_test
+cmake --build "$BUILD_DIR" -j "${MODELDOCK_JOBS:-$(nproc)}" --target index_test dock_test \
+  sandbox_test modeldock-worker crafted_models
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
 export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$ROOT/scripts/tsan.supp"
 "$BUILD_DIR/index/index_test" --gtest_filter='*Concurrent*'
 MODELDOCK_ASSET_DIR="${MODELDOCK_ASSET_DIR:-$ROOT/build/assets}" \
   "$BUILD_DIR/dock/dock_test" --gtest_filter='*LatencyBudget*:*TwoStage*:*SecondRecommend*'
+"$BUILD_DIR/sandbox/sandbox_test" --gtest_filter='*Good*:*Crash*:*Cancel*:*Waiting*:*Shutdown*'
 echo "tsan: no data race reported"
