@@ -140,7 +140,14 @@ std::string ConfineProcess(const WorkerArgs& args) {
   }
   rlimit none{0, 0};
   setrlimit(RLIMIT_CORE, &none);
-  if (args.memory_mb > 0) {
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  // Sanitizer builds reserve terabytes of shadow address space: no address-space limit there.
+  const bool limit_memory = false;
+  in_force.push_back("no address-space limit (sanitizer build)");
+#else
+  const bool limit_memory = args.memory_mb > 0;
+#endif
+  if (limit_memory) {
     rlim_t bytes = static_cast<rlim_t>(args.memory_mb) << 20;
     rlimit as{bytes, bytes};
     if (setrlimit(RLIMIT_AS, &as) == 0) {

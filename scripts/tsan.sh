@@ -2,7 +2,8 @@
 # ThreadSanitizer run of the concurrency tests: builds the index and dock tests with
 # -fsanitize=thread into build-tsan/ and runs the tests that exercise concurrent callers
 # (VectorIndex concurrent searches vs upserts/batches, the dock's parallel stage 2, the model
-# worker pool's routing, kills, cancellation and shutdown).
+# worker pool's routing, kills, cancellation and shutdown; not the crash test: TSan's own SIGSEGV
+# handler turns the injected segfault into exit status 66).
 # Not part of CI (an instrumented build takes several minutes more); run it after changing locking.
 # LibTorch, FAISS and OpenBLAS are not instrumented: races inside them are not seen, and their
 # OpenMP threads are silenced with OMP_NUM_THREADS=1 / OPENBLAS_NUM_THREADS=1.
@@ -21,5 +22,5 @@ export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$ROOT/
 "$BUILD_DIR/index/index_test" --gtest_filter='*Concurrent*'
 MODELDOCK_ASSET_DIR="${MODELDOCK_ASSET_DIR:-$ROOT/build/assets}" \
   "$BUILD_DIR/dock/dock_test" --gtest_filter='*LatencyBudget*:*TwoStage*:*SecondRecommend*'
-"$BUILD_DIR/sandbox/sandbox_test" --gtest_filter='*Good*:*Crash*:*Cancel*:*Waiting*:*Shutdown*'
+"$BUILD_DIR/sandbox/sandbox_test" --gtest_filter='*Good*:*Cancel*:*Waiting*:*Shutdown*'
 echo "tsan: no data race reported"
