@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <set>
 
@@ -147,10 +148,23 @@ int64_t Product(const std::vector<int64_t>& shape, size_t from = 0) {
   return n;
 }
 
+// Checks that the data after the header is exactly what the shape needs. The dimensions are
+// untrusted: their product must not overflow, and a shape with a zero dimension is refused, as
+// no caller can use an array without values (and its other dimensions could be anything).
 absl::Status CheckDataSize(const std::string& path, const std::string& bytes,
                            const RawArray& a) {
-  const uint64_t want = static_cast<uint64_t>(Product(a.shape)) * DtypeSize(a.dtype);
+  if (std::find(a.shape.begin(), a.shape.end(), 0) != a.shape.end()) {
+    return Bad(path, absl::StrCat("array of shape ", ShapeToString(a.shape), " is empty"));
+  }
   const uint64_t have = bytes.size() - a.data_offset;
+  uint64_t want = DtypeSize(a.dtype);
+  for (int64_t d : a.shape) {
+    if (static_cast<uint64_t>(d) > std::numeric_limits<uint64_t>::max() / want) {
+      return Bad(path, absl::StrCat("truncated: shape ", ShapeToString(a.shape),
+                                    " needs more than 2^64 data bytes, the file has ", have));
+    }
+    want *= static_cast<uint64_t>(d);
+  }
   if (have < want) {
     return Bad(path, absl::StrCat("truncated: shape ", ShapeToString(a.shape), " needs ", want,
                                   " data bytes, the file has ", have));
@@ -346,6 +360,25 @@ bool IsImageExtension(const fs::path& p) {
          ext == ".tga" || ext == ".pgm" || ext == ".ppm" || ext == ".pnm";
 }
 
+// Where the pixels of binary PGM/PPM content start, reading the header as stb_image does: "P5" or
+// "P6", then width, height and maxval, each after whitespace and #-comments, and one more byte
+// after maxval's digits. Past the end if the header is cut short.
+size_t PnmDataOffset(const std::string& b) {
+  const auto is_space = [](char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+  };
+  size_t i = 2;
+  for (int field = 0; field < 3; ++field) {
+    while (true) {
+      while (i < b.size() && is_space(b[i])) ++i;
+      if (i >= b.size() || b[i] != '#') break;
+      while (i < b.size() && b[i] != '\n' && b[i] != '\r') ++i;
+    }
+    while (i < b.size() && absl::ascii_isdigit(static_cast<unsigned char>(b[i]))) ++i;
+  }
+  return i + 1;
+}
+
 // Splits one CSV line into fields: commas separate, double quotes group ("" is a quote).
 std::vector<std::string> SplitCsvLine(absl::string_view line) {
   std::vector<std::string> fields(1);
@@ -506,12 +539,38 @@ absl::StatusOr<Dataset> LoadNpy(const std::string& samples_path, const LoadOptio
 }
 
 absl::StatusOr<DecodedImage> DecodeImage(const std::string& name, const std::string& bytes) {
+  const auto* in = reinterpret_cast<const unsigned char*>(bytes.data());
+  const int size = static_cast<int>(bytes.size());
+  // The header's size is checked before stb_image allocates (and fills) what it declares. If
+  // stb cannot read a header, decoding below fails with its reason.
+  int width = 0, height = 0, channels = 0;
+  if (stbi_info_from_memory(in, size, &width, &height, &channels)) {
+    const int64_t pixels = int64_t{width} * height;
+    if (pixels > kMaxImagePixels) {
+      return Bad(name, absl::StrCat("image of ", width, "x", height,
+                                    " pixels exceeds the limit of ", kMaxImagePixels, " pixels"));
+    }
+    // stb_image (2022-09) returns uninitialised pixels for binary PGM/PPM data that ends early.
+    if (size >= 2 && in[0] == 'P' && (in[1] == '5' || in[1] == '6')) {
+      const int64_t data_bytes =
+          pixels * channels * (stbi_is_16_bit_from_memory(in, size) ? 2 : 1);
+      const int64_t have = size - static_cast<int64_t>(PnmDataOffset(bytes));
+      if (have < data_bytes) {
+        return Bad(name, absl::StrCat("truncated: PNM image of ", width, "x", height, "x",
+                                      channels, " needs ", data_bytes, " data bytes, the file has ",
+                                      std::max<int64_t>(have, 0)));
+      }
+    }
+  }
   DecodedImage img;
-  unsigned char* data = stbi_load_from_memory(
-      reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<int>(bytes.size()),
-      &img.width, &img.height, &img.channels, 0);
+  unsigned char* data = stbi_load_from_memory(in, size, &img.width, &img.height, &img.channels, 0);
   if (data == nullptr) {
     return Bad(name, absl::StrCat("cannot decode image (", stbi_failure_reason(), ")"));
+  }
+  if (img.width <= 0 || img.height <= 0) {
+    // stb_image accepts some headers that declare no pixels (a PNM of height 0).
+    stbi_image_free(data);
+    return Bad(name, absl::StrCat("image is ", img.width, "x", img.height, " pixels"));
   }
   img.pixels.assign(data, data + static_cast<size_t>(img.width) * img.height * img.channels);
   stbi_image_free(data);
@@ -647,11 +706,12 @@ absl::StatusOr<Dataset> DecodeCsv(const std::string& name, const std::string& te
     for (size_t j = 0; j < width; ++j) {
       if (static_cast<int>(j) == label_col) {
         label_text.push_back(fields[j]);
-      } else if (ParseNumber(fields[j], &v)) {
+      } else if (ParseNumber(fields[j], &v) && std::isfinite(static_cast<float>(v))) {
+        // Samples are float32: 1e300 is finite as a double but not as a sample.
         dataset.samples.values.push_back(static_cast<float>(v));
       } else {
         return Bad(name, absl::StrCat("line ", line, " column ", j + 1, ": \"", fields[j],
-                                      "\" is not a finite number"));
+                                      "\" is not a finite float32 number"));
       }
     }
   }

@@ -66,6 +66,9 @@ struct DecodedImage {
   int width = 0, height = 0, channels = 0;
   std::vector<unsigned char> pixels;
 };
+// Largest image accepted (16 Mpx, e.g. 4096x4096): samples are fed to models as they are, so
+// real query images are small, while a few header bytes can declare gigapixels.
+inline constexpr int64_t kMaxImagePixels = int64_t{1} << 24;
 // PNG, JPEG, BMP, GIF (first frame), TGA or PNM content.
 absl::StatusOr<DecodedImage> DecodeImage(const std::string& name, const std::string& bytes);
 
