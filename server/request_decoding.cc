@@ -105,7 +105,15 @@ absl::StatusOr<int64_t> ExpectedQueryBytes(const v1::RecommendHeader& header) {
         "encoding must be SAMPLE_ENCODING_FLOAT32 or SAMPLE_ENCODING_UINT8, got ",
         v1::SampleEncoding_Name(header.encoding())));
   }
-  // Integer arithmetic that refuses overflow and huge uploads before anything is received.
+  // Integer arithmetic that refuses overflow and huge uploads before anything is received:
+  // every factor is checked against the limit before it is multiplied in.
+  const auto too_big = [&header] {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "query dataset of ", header.num_samples(), " samples of shape [",
+        absl::StrJoin(header.sample_shape(), ", "), "] exceeds the limit of ",
+        kMaxQueryBytes >> 20, " MiB"));
+  };
+  if (header.num_samples() > kMaxQueryBytes / width) return too_big();
   int64_t total = header.num_samples() * width;
   for (int64_t d : header.sample_shape()) {
     if (d <= 0) {
@@ -113,12 +121,7 @@ absl::StatusOr<int64_t> ExpectedQueryBytes(const v1::RecommendHeader& header) {
           absl::StrCat("sample_shape [", absl::StrJoin(header.sample_shape(), ", "),
                        "] has a non-positive dimension"));
     }
-    if (total > kMaxQueryBytes / d) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "query dataset of ", header.num_samples(), " samples of shape [",
-          absl::StrJoin(header.sample_shape(), ", "), "] exceeds the limit of ",
-          kMaxQueryBytes >> 20, " MiB"));
-    }
+    if (total > kMaxQueryBytes / d) return too_big();
     total *= d;
   }
   if (!header.labels().empty() && header.labels_size() != header.num_samples()) {
