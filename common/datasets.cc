@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <set>
 
@@ -147,10 +148,23 @@ int64_t Product(const std::vector<int64_t>& shape, size_t from = 0) {
   return n;
 }
 
+// Checks that the data after the header is exactly what the shape needs. The dimensions are
+// untrusted: their product must not overflow, and a shape with a zero dimension is refused, as
+// no caller can use an array without values (and its other dimensions could be anything).
 absl::Status CheckDataSize(const std::string& path, const std::string& bytes,
                            const RawArray& a) {
-  const uint64_t want = static_cast<uint64_t>(Product(a.shape)) * DtypeSize(a.dtype);
+  if (std::find(a.shape.begin(), a.shape.end(), 0) != a.shape.end()) {
+    return Bad(path, absl::StrCat("array of shape ", ShapeToString(a.shape), " is empty"));
+  }
   const uint64_t have = bytes.size() - a.data_offset;
+  uint64_t want = DtypeSize(a.dtype);
+  for (int64_t d : a.shape) {
+    if (static_cast<uint64_t>(d) > std::numeric_limits<uint64_t>::max() / want) {
+      return Bad(path, absl::StrCat("truncated: shape ", ShapeToString(a.shape),
+                                    " needs more than 2^64 data bytes, the file has ", have));
+    }
+    want *= static_cast<uint64_t>(d);
+  }
   if (have < want) {
     return Bad(path, absl::StrCat("truncated: shape ", ShapeToString(a.shape), " needs ", want,
                                   " data bytes, the file has ", have));
@@ -322,36 +336,13 @@ absl::StatusOr<Tensor> ToSamples(const std::string& path, const std::string& byt
   return t;
 }
 
-// Reads a labels file (IDX idx1 or NPY integer array, optionally gzipped).
-absl::StatusOr<std::vector<int32_t>> ReadLabels(const std::string& path) {
-  auto bytes = ReadFile(path);
-  if (!bytes.ok()) return bytes.status();
-  absl::StatusOr<RawArray> a = StartsWith(*bytes, kNpyMagic) ? ParseNpyHeader(path, *bytes)
-                                                             : ParseIdxHeader(path, *bytes);
-  if (!a.ok()) return a.status();
-  if (!IsInteger(a->dtype)) return Bad(path, "labels must be integers");
-  if (a->shape.size() != 1 && !(a->shape.size() == 2 && a->shape[1] == 1)) {
-    return Bad(path, absl::StrCat("labels must be one-dimensional, got shape ",
-                                  ShapeToString(a->shape)));
-  }
-  std::vector<int32_t> labels(a->shape[0]);
-  const char* data = bytes->data() + a->data_offset;
-  for (size_t i = 0; i < labels.size(); ++i) {
-    const double v = Element(data, i, a->dtype, a->big_endian);
-    if (v < 0 || v > INT32_MAX) {
-      return Bad(path, absl::StrCat("label ", static_cast<int64_t>(v), " at index ", i,
-                                    " out of range"));
-    }
-    labels[i] = static_cast<int32_t>(v);
-  }
-  return labels;
-}
-
 // Attaches options.labels_path (if any) to samples read from `path` that had `total` rows.
 absl::Status AttachLabels(const std::string& path, int64_t total, const LoadOptions& options,
                           Dataset& dataset) {
   if (options.labels_path.empty()) return absl::OkStatus();
-  auto labels = ReadLabels(options.labels_path);
+  auto bytes = ReadFile(options.labels_path);
+  if (!bytes.ok()) return bytes.status();
+  auto labels = DecodeLabels(options.labels_path, *bytes);
   if (!labels.ok()) return labels.status();
   if (static_cast<int64_t>(labels->size()) != total) {
     return Bad(options.labels_path,
@@ -369,26 +360,23 @@ bool IsImageExtension(const fs::path& p) {
          ext == ".tga" || ext == ".pgm" || ext == ".ppm" || ext == ".pnm";
 }
 
-struct DecodedImage {
-  std::string path;
-  int width = 0, height = 0, channels = 0;  // channels as stored: 1 grey, 2 grey+a, 3, 4
-  std::vector<unsigned char> pixels;
-};
-
-absl::StatusOr<DecodedImage> DecodeImage(const std::string& path) {
-  auto bytes = ReadFile(path);
-  if (!bytes.ok()) return bytes.status();
-  DecodedImage img;
-  img.path = path;
-  unsigned char* data = stbi_load_from_memory(
-      reinterpret_cast<const unsigned char*>(bytes->data()), static_cast<int>(bytes->size()),
-      &img.width, &img.height, &img.channels, 0);
-  if (data == nullptr) {
-    return Bad(path, absl::StrCat("cannot decode image (", stbi_failure_reason(), ")"));
+// Where the pixels of binary PGM/PPM content start, reading the header as stb_image does: "P5" or
+// "P6", then width, height and maxval, each after whitespace and #-comments, and one more byte
+// after maxval's digits. Past the end if the header is cut short.
+size_t PnmDataOffset(const std::string& b) {
+  const auto is_space = [](char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+  };
+  size_t i = 2;
+  for (int field = 0; field < 3; ++field) {
+    while (true) {
+      while (i < b.size() && is_space(b[i])) ++i;
+      if (i >= b.size() || b[i] != '#') break;
+      while (i < b.size() && b[i] != '\n' && b[i] != '\r') ++i;
+    }
+    while (i < b.size() && absl::ascii_isdigit(static_cast<unsigned char>(b[i]))) ++i;
   }
-  img.pixels.assign(data, data + static_cast<size_t>(img.width) * img.height * img.channels);
-  stbi_image_free(data);
-  return img;
+  return i + 1;
 }
 
 // Splits one CSV line into fields: commas separate, double quotes group ("" is a quote).
@@ -441,7 +429,11 @@ absl::StatusOr<Format> DetectFormat(const std::string& path) {
   if (fs::is_directory(st)) return Format::kImageFolder;
   auto head = ReadFile(path, 4096);
   if (!head.ok()) return head.status();
-  const std::string& b = *head;
+  return DetectContentFormat(path, *head);
+}
+
+absl::StatusOr<Format> DetectContentFormat(const std::string& name, const std::string& head) {
+  const std::string& b = head;
   if (StartsWith(b, kNpyMagic)) return Format::kNpy;
   if (b.size() >= 4 && b[0] == 0 && b[1] == 0) {
     const unsigned char type = b[2], ndims = b[3];
@@ -458,10 +450,10 @@ absl::StatusOr<Format> DetectFormat(const std::string& path) {
       break;
     }
   }
-  std::string ext = absl::AsciiStrToLower(fs::path(path).extension().string());
-  if (ext == ".gz") ext = absl::AsciiStrToLower(fs::path(path).stem().extension().string());
+  std::string ext = absl::AsciiStrToLower(fs::path(name).extension().string());
+  if (ext == ".gz") ext = absl::AsciiStrToLower(fs::path(name).stem().extension().string());
   if (text && (b.find(',') != std::string::npos || ext == ".csv")) return Format::kCsv;
-  return Bad(path, "unrecognised dataset format (expected IDX, NPY, CSV or an image folder)");
+  return Bad(name, "unrecognised dataset format (expected IDX, NPY, CSV or an image folder)");
 }
 
 absl::StatusOr<Dataset> LoadDataset(const std::string& path, const LoadOptions& options) {
@@ -476,19 +468,57 @@ absl::StatusOr<Dataset> LoadDataset(const std::string& path, const LoadOptions& 
   return absl::InternalError("unreachable");
 }
 
+absl::StatusOr<Tensor> DecodeIdx(const std::string& name, const std::string& bytes,
+                                 int64_t max_samples, int64_t* rows_in_content) {
+  auto raw = ParseIdxHeader(name, bytes);
+  if (!raw.ok()) return raw.status();
+  if (raw->shape.size() < 2) {
+    return Bad(name, "is a one-dimensional IDX file (labels?), expected samples");
+  }
+  if (rows_in_content != nullptr) *rows_in_content = raw->shape[0];
+  return ToSamples(name, bytes, *raw, max_samples);
+}
+
+absl::StatusOr<Tensor> DecodeNpy(const std::string& name, const std::string& bytes,
+                                 int64_t max_samples, int64_t* rows_in_content) {
+  auto raw = ParseNpyHeader(name, bytes);
+  if (!raw.ok()) return raw.status();
+  if (rows_in_content != nullptr) *rows_in_content = raw->shape[0];
+  return ToSamples(name, bytes, *raw, max_samples);
+}
+
+absl::StatusOr<std::vector<int32_t>> DecodeLabels(const std::string& name,
+                                                  const std::string& bytes) {
+  absl::StatusOr<RawArray> a = StartsWith(bytes, kNpyMagic) ? ParseNpyHeader(name, bytes)
+                                                            : ParseIdxHeader(name, bytes);
+  if (!a.ok()) return a.status();
+  if (!IsInteger(a->dtype)) return Bad(name, "labels must be integers");
+  if (a->shape.size() != 1 && !(a->shape.size() == 2 && a->shape[1] == 1)) {
+    return Bad(name, absl::StrCat("labels must be one-dimensional, got shape ",
+                                  ShapeToString(a->shape)));
+  }
+  std::vector<int32_t> labels(a->shape[0]);
+  const char* data = bytes.data() + a->data_offset;
+  for (size_t i = 0; i < labels.size(); ++i) {
+    const double v = Element(data, i, a->dtype, a->big_endian);
+    if (v < 0 || v > INT32_MAX) {
+      return Bad(name, absl::StrCat("label ", static_cast<int64_t>(v), " at index ", i,
+                                    " out of range"));
+    }
+    labels[i] = static_cast<int32_t>(v);
+  }
+  return labels;
+}
+
 absl::StatusOr<Dataset> LoadIdx(const std::string& images_path, const LoadOptions& options) {
   auto bytes = ReadFile(images_path);
   if (!bytes.ok()) return bytes.status();
-  auto raw = ParseIdxHeader(images_path, *bytes);
-  if (!raw.ok()) return raw.status();
-  if (raw->shape.size() < 2) {
-    return Bad(images_path, "is a one-dimensional IDX file (labels?), expected samples");
-  }
   Dataset dataset;
-  auto samples = ToSamples(images_path, *bytes, *raw, options.max_samples);
+  int64_t rows = 0;
+  auto samples = DecodeIdx(images_path, *bytes, options.max_samples, &rows);
   if (!samples.ok()) return samples.status();
   dataset.samples = std::move(*samples);
-  if (absl::Status st = AttachLabels(images_path, raw->shape[0], options, dataset); !st.ok()) {
+  if (absl::Status st = AttachLabels(images_path, rows, options, dataset); !st.ok()) {
     return st;
   }
   return dataset;
@@ -497,16 +527,54 @@ absl::StatusOr<Dataset> LoadIdx(const std::string& images_path, const LoadOption
 absl::StatusOr<Dataset> LoadNpy(const std::string& samples_path, const LoadOptions& options) {
   auto bytes = ReadFile(samples_path);
   if (!bytes.ok()) return bytes.status();
-  auto raw = ParseNpyHeader(samples_path, *bytes);
-  if (!raw.ok()) return raw.status();
   Dataset dataset;
-  auto samples = ToSamples(samples_path, *bytes, *raw, options.max_samples);
+  int64_t rows = 0;
+  auto samples = DecodeNpy(samples_path, *bytes, options.max_samples, &rows);
   if (!samples.ok()) return samples.status();
   dataset.samples = std::move(*samples);
-  if (absl::Status st = AttachLabels(samples_path, raw->shape[0], options, dataset); !st.ok()) {
+  if (absl::Status st = AttachLabels(samples_path, rows, options, dataset); !st.ok()) {
     return st;
   }
   return dataset;
+}
+
+absl::StatusOr<DecodedImage> DecodeImage(const std::string& name, const std::string& bytes) {
+  const auto* in = reinterpret_cast<const unsigned char*>(bytes.data());
+  const int size = static_cast<int>(bytes.size());
+  // The header's size is checked before stb_image allocates (and fills) what it declares. If
+  // stb cannot read a header, decoding below fails with its reason.
+  int width = 0, height = 0, channels = 0;
+  if (stbi_info_from_memory(in, size, &width, &height, &channels)) {
+    const int64_t pixels = int64_t{width} * height;
+    if (pixels > kMaxImagePixels) {
+      return Bad(name, absl::StrCat("image of ", width, "x", height,
+                                    " pixels exceeds the limit of ", kMaxImagePixels, " pixels"));
+    }
+    // stb_image (2022-09) returns uninitialised pixels for binary PGM/PPM data that ends early.
+    if (size >= 2 && in[0] == 'P' && (in[1] == '5' || in[1] == '6')) {
+      const int64_t data_bytes =
+          pixels * channels * (stbi_is_16_bit_from_memory(in, size) ? 2 : 1);
+      const int64_t have = size - static_cast<int64_t>(PnmDataOffset(bytes));
+      if (have < data_bytes) {
+        return Bad(name, absl::StrCat("truncated: PNM image of ", width, "x", height, "x",
+                                      channels, " needs ", data_bytes, " data bytes, the file has ",
+                                      std::max<int64_t>(have, 0)));
+      }
+    }
+  }
+  DecodedImage img;
+  unsigned char* data = stbi_load_from_memory(in, size, &img.width, &img.height, &img.channels, 0);
+  if (data == nullptr) {
+    return Bad(name, absl::StrCat("cannot decode image (", stbi_failure_reason(), ")"));
+  }
+  if (img.width <= 0 || img.height <= 0) {
+    // stb_image accepts some headers that declare no pixels (a PNM of height 0).
+    stbi_image_free(data);
+    return Bad(name, absl::StrCat("image is ", img.width, "x", img.height, " pixels"));
+  }
+  img.pixels.assign(data, data + static_cast<size_t>(img.width) * img.height * img.channels);
+  stbi_image_free(data);
+  return img;
 }
 
 absl::StatusOr<Dataset> LoadImageFolder(const std::string& dir, const LoadOptions& options) {
@@ -546,11 +614,13 @@ absl::StatusOr<Dataset> LoadImageFolder(const std::string& dir, const LoadOption
   images.reserve(files.size());
   bool all_grey = true;
   for (const auto& [file, label] : files) {
-    auto img = DecodeImage(file);
+    auto bytes = ReadFile(file);
+    if (!bytes.ok()) return bytes.status();
+    auto img = DecodeImage(file, *bytes);
     if (!img.ok()) return img.status();
     if (!images.empty() && (img->width != images[0].width || img->height != images[0].height)) {
       return Bad(file, absl::StrCat("is ", img->width, "x", img->height, " but ",
-                                    images[0].path, " is ", images[0].width, "x",
+                                    files[0].first, " is ", images[0].width, "x",
                                     images[0].height, "; all images must share one size"));
     }
     all_grey = all_grey && img->channels <= 2;
@@ -580,16 +650,21 @@ absl::StatusOr<Dataset> LoadImageFolder(const std::string& dir, const LoadOption
 absl::StatusOr<Dataset> LoadCsv(const std::string& path, const LoadOptions& options) {
   auto text = ReadFile(path);
   if (!text.ok()) return text.status();
+  return DecodeCsv(path, *text, options);
+}
+
+absl::StatusOr<Dataset> DecodeCsv(const std::string& name, const std::string& text,
+                                  const LoadOptions& options) {
   std::vector<std::pair<int, std::vector<std::string>>> rows;  // (line number, fields)
   int line_no = 0;
-  for (absl::string_view line : absl::StrSplit(*text, '\n')) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
     ++line_no;
     line = absl::StripTrailingAsciiWhitespace(line);
     if (line_no == 1) line = absl::StripPrefix(line, "\xEF\xBB\xBF");  // UTF-8 BOM
     if (absl::StripAsciiWhitespace(line).empty()) continue;
     rows.emplace_back(line_no, SplitCsvLine(line));
   }
-  if (rows.empty()) return Bad(path, "is empty");
+  if (rows.empty()) return Bad(name, "is empty");
 
   // The first row is a header if it names the label column or has no numeric field at all
   // (string labels alone do not make a header: data rows also have numeric features).
@@ -613,7 +688,7 @@ absl::StatusOr<Dataset> LoadCsv(const std::string& path, const LoadOptions& opti
     }
   }
   const int64_t features = static_cast<int64_t>(width) - (label_col >= 0 ? 1 : 0);
-  if (features < 1) return Bad(path, "has no feature columns");
+  if (features < 1) return Bad(name, "has no feature columns");
 
   Dataset dataset;
   std::vector<std::string> label_text;
@@ -625,22 +700,23 @@ absl::StatusOr<Dataset> LoadCsv(const std::string& path, const LoadOptions& opti
     }
     const auto& [line, fields] = rows[r];
     if (fields.size() != width) {
-      return Bad(path, absl::StrCat("line ", line, " has ", fields.size(), " fields, expected ",
+      return Bad(name, absl::StrCat("line ", line, " has ", fields.size(), " fields, expected ",
                                     width));
     }
     for (size_t j = 0; j < width; ++j) {
       if (static_cast<int>(j) == label_col) {
         label_text.push_back(fields[j]);
-      } else if (ParseNumber(fields[j], &v)) {
+      } else if (ParseNumber(fields[j], &v) && std::isfinite(static_cast<float>(v))) {
+        // Samples are float32: 1e300 is finite as a double but not as a sample.
         dataset.samples.values.push_back(static_cast<float>(v));
       } else {
-        return Bad(path, absl::StrCat("line ", line, " column ", j + 1, ": \"", fields[j],
-                                      "\" is not a finite number"));
+        return Bad(name, absl::StrCat("line ", line, " column ", j + 1, ": \"", fields[j],
+                                      "\" is not a finite float32 number"));
       }
     }
   }
   const int64_t n = static_cast<int64_t>(dataset.samples.values.size()) / features;
-  if (n == 0) return Bad(path, "has no data rows");
+  if (n == 0) return Bad(name, "has no data rows");
   dataset.samples.shape = {n, features};
 
   if (label_col >= 0) {

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/tensor.h"
@@ -38,6 +39,38 @@ absl::StatusOr<Dataset> LoadIdx(const std::string& images_path, const LoadOption
 absl::StatusOr<Dataset> LoadNpy(const std::string& samples_path, const LoadOptions& options = {});
 absl::StatusOr<Dataset> LoadImageFolder(const std::string& dir, const LoadOptions& options = {});
 absl::StatusOr<Dataset> LoadCsv(const std::string& path, const LoadOptions& options = {});
+
+// In-memory decoders behind the loaders above, which read a file whole (gunzipping gzip content)
+// and hand its bytes to these. Exposed so that the parsers can be fuzzed (fuzz/) and tested
+// without files; `name` only labels error messages.
+
+// The format of file content (its first 4 KiB suffice); `name`'s extension ".csv" (or ".csv.gz")
+// makes comma-less text CSV. Never kImageFolder.
+absl::StatusOr<Format> DetectContentFormat(const std::string& name, const std::string& head);
+
+// IDX or NPY samples, at most max_samples (0 = all) of them. `rows_in_content`, if not null,
+// receives the number of samples the content holds (a labels file must have that many).
+absl::StatusOr<Tensor> DecodeIdx(const std::string& name, const std::string& bytes,
+                                 int64_t max_samples = 0, int64_t* rows_in_content = nullptr);
+absl::StatusOr<Tensor> DecodeNpy(const std::string& name, const std::string& bytes,
+                                 int64_t max_samples = 0, int64_t* rows_in_content = nullptr);
+// A labels file: IDX idx1 or a one-dimensional integer NPY array.
+absl::StatusOr<std::vector<int32_t>> DecodeLabels(const std::string& name,
+                                                  const std::string& bytes);
+// CSV text; options.labels_path is not used.
+absl::StatusOr<Dataset> DecodeCsv(const std::string& name, const std::string& text,
+                                  const LoadOptions& options = {});
+
+// One image as stored: 8-bit pixels, interleaved channels (1 grey, 2 grey+alpha, 3 RGB, 4 RGBA).
+struct DecodedImage {
+  int width = 0, height = 0, channels = 0;
+  std::vector<unsigned char> pixels;
+};
+// Largest image accepted (16 Mpx, e.g. 4096x4096): samples are fed to models as they are, so
+// real query images are small, while a few header bytes can declare gigapixels.
+inline constexpr int64_t kMaxImagePixels = int64_t{1} << 24;
+// PNG, JPEG, BMP, GIF (first frame), TGA or PNM content.
+absl::StatusOr<DecodedImage> DecodeImage(const std::string& name, const std::string& bytes);
 
 // Writes samples as a float32 or uint8 NPY file (used by tests and tools).
 absl::Status WriteNpy(const std::string& path, const Tensor& tensor, bool as_uint8 = false);

@@ -510,5 +510,87 @@ TEST_F(DatasetsTest, DetectFormatByContent) {
   EXPECT_STREQ(FormatName(Format::kImageFolder), "image_folder");
 }
 
+// --- Found by fuzzing (fuzz/; the inputs are in fuzz/corpus/<target>/crash-*) ---
+
+// fuzz/idx_fuzzer, dataset_fuzzer: dimensions whose product overflows int64 (undefined
+// behaviour; a wrapped product could then match the data size).
+TEST_F(DatasetsTest, IdxShapeProductOverflowIsAnError) {
+  const std::string bytes = Idx({0x4A, 0x4A4A0200, 0x701, 0xAE000300}, std::vector<uint8_t>(48));
+  auto samples = DecodeIdx("crash.idx", bytes);
+  EXPECT_EQ(samples.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(samples.status().message(), HasSubstr("truncated"));
+  EXPECT_EQ(LoadIdx(Write("crash.idx", bytes)).status().code(), absl::StatusCode::kInvalidArgument);
+  // fuzz/npy_fuzzer: the same through the labels reader (an int8 IDX array).
+  std::string labels = Idx({0x7676, 0x76767676, 0x76767676, 0x76767676}, {});
+  labels[2] = 0x09;
+  EXPECT_EQ(DecodeLabels("crash", labels).status().code(), absl::StatusCode::kInvalidArgument);
+  // NPY dimensions are int64: 2^62 x 4 float32 values would wrap to 0 bytes.
+  auto npy = DecodeNpy("huge.npy", Npy("<f4", "(4611686018427387904, 4)", ""));
+  EXPECT_EQ(npy.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(npy.status().message(), HasSubstr("truncated"));
+}
+
+// A zero dimension made every other dimension free to be huge: their product overflowed in
+// ToSamples, and an NHWC shape looped over N x H for no values.
+TEST_F(DatasetsTest, ArrayWithZeroDimensionIsAnError) {
+  for (const std::vector<uint32_t>& dims : std::vector<std::vector<uint32_t>>{
+           {0, 28, 28}, {3, 0, 4}, {0xFFFFFFFF, 0xFFFFFFFF, 0, 1}, {0, 0xFFFFFFFF, 0xFFFFFFFF}}) {
+    auto samples = DecodeIdx("empty.idx", Idx(dims, {}));
+    EXPECT_EQ(samples.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(samples.status().message(), HasSubstr("is empty"));
+  }
+  EXPECT_EQ(DecodeNpy("empty.npy", Npy("|u1", "(0, 3)", "")).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(DecodeLabels("empty.npy", Npy("<i8", "(0,)", "")).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// fuzz/csv_fuzzer: 1e300 is a finite double but an infinite float32 sample.
+TEST_F(DatasetsTest, CsvNumberBeyondFloat32IsAnError) {
+  auto ds = DecodeCsv("crash.csv", "a,label\n1e300,1\n");
+  EXPECT_EQ(ds.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(ds.status().message(), HasSubstr("\"1e300\""));
+  ds = DecodeCsv("ok.csv", "a,label\n-3e38,1\n");
+  ASSERT_TRUE(ds.ok()) << ds.status();
+  EXPECT_THAT(ds->samples.values, ElementsAre(-3e38f));
+}
+
+// fuzz/image_fuzzer: stb_image decodes a PGM of height 0 (its digits are missing).
+TEST_F(DatasetsTest, ImageWithoutPixelsIsAnError) {
+  const std::string pgm = std::string("P5\n4 ") + std::string(8, '\0') + "4\n25\n" +
+                          std::string(16, 'D');
+  auto img = DecodeImage("crash.pgm", pgm);
+  EXPECT_EQ(img.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(img.status().message(), HasSubstr("4x0"));
+}
+
+// fuzz/image_fuzzer: 15 bytes of PPM header declared 1256125x551 pixels, which stb_image
+// allocated (2 GB) and returned without the data to fill them.
+TEST_F(DatasetsTest, ImageDeclaringTooManyPixelsIsAnError) {
+  auto img = DecodeImage("crash.ppm", "P61256125\n551}P");
+  EXPECT_EQ(img.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(img.status().message(), HasSubstr("1256125x551"));
+  EXPECT_THAT(img.status().message(), HasSubstr("exceeds the limit"));
+}
+
+// stb_image does not notice a PGM/PPM whose pixel data ends early and returns the missing
+// pixels uninitialised.
+TEST_F(DatasetsTest, TruncatedPnmIsAnError) {
+  const std::string header = "P5\n# a comment\n4 4\n255\n";
+  std::string pixels(16, '\0');
+  std::iota(pixels.begin(), pixels.end(), 1);
+  auto img = DecodeImage("full.pgm", header + pixels);
+  ASSERT_TRUE(img.ok()) << img.status();
+  EXPECT_EQ(img->width, 4);
+  EXPECT_EQ(img->height, 4);
+  EXPECT_EQ(img->pixels, std::vector<unsigned char>(pixels.begin(), pixels.end()));
+  img = DecodeImage("cut.pgm", header + pixels.substr(0, 15));
+  EXPECT_EQ(img.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(img.status().message(), HasSubstr("truncated"));
+  img = DecodeImage("cut.ppm", "P6\n2 2\n65535\n" + std::string(23, 'x'));  // 16-bit RGB: 24 bytes
+  EXPECT_EQ(img.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(img.status().message(), HasSubstr("truncated"));
+}
+
 }  // namespace
 }  // namespace modeldock::datasets

@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "dock/dock.h"
 #include "modeldock/v1/modeldock.grpc.pb.h"
+#include "server/request_decoding.h"  // kMaxQueryBytes, FromProto
 
 namespace modeldock::server {
 
@@ -16,8 +17,6 @@ inline constexpr int64_t kMaxChunkBytes = 1 << 20;
 // ListModels page size when the request says 0, and the largest one served.
 inline constexpr int kDefaultPageSize = 100;
 inline constexpr int kMaxPageSize = 1000;
-// Largest query dataset a Recommend call may upload (it is held in memory as float32).
-inline constexpr int64_t kMaxQueryBytes = 1ll << 30;
 
 // The only place where engine status codes become gRPC status codes (1:1, message kept).
 grpc::Status ToGrpcStatus(const absl::Status& status);

@@ -1,0 +1,163 @@
+#include "server/request_decoding.h"
+
+#include <cstring>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/sha256.h"
+
+namespace modeldock::server {
+namespace {
+
+// Bytes per value of a sample encoding, 0 for an encoding the server does not accept.
+int EncodingWidth(v1::SampleEncoding encoding) {
+  switch (encoding) {
+    case v1::SAMPLE_ENCODING_FLOAT32: return 4;
+    case v1::SAMPLE_ENCODING_UINT8: return 1;
+    default: return 0;
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<dock::TaskKind> FromProto(v1::TaskKind task, size_t shape_rank) {
+  switch (task) {
+    case v1::TASK_KIND_IMAGE_CLASSIFICATION: return dock::TaskKind::kImageClassification;
+    case v1::TASK_KIND_TABULAR_CLASSIFICATION: return dock::TaskKind::kTabularClassification;
+    case v1::TASK_KIND_UNSPECIFIED:
+      // Unset: a per-sample shape [F] is tabular, [C, H, W] an image; anything else is an error.
+      if (shape_rank == 1) return dock::TaskKind::kTabularClassification;
+      if (shape_rank == 3) return dock::TaskKind::kImageClassification;
+      return absl::InvalidArgumentError(
+          "task is unspecified and cannot be inferred from a shape that is neither [F] nor "
+          "[C, H, W]");
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("unknown task kind ", task));
+  }
+}
+
+absl::StatusOr<dock::ModelState> FromProto(v1::ModelState state) {
+  switch (state) {
+    case v1::MODEL_STATE_PENDING: return dock::ModelState::kPending;
+    case v1::MODEL_STATE_PROBING: return dock::ModelState::kProbing;
+    case v1::MODEL_STATE_READY: return dock::ModelState::kReady;
+    case v1::MODEL_STATE_FAILED: return dock::ModelState::kFailed;
+    default: return absl::InvalidArgumentError(absl::StrCat("unknown model state ", state));
+  }
+}
+
+absl::StatusOr<dock::Metric> FromProto(v1::Metric metric) {
+  switch (metric) {
+    case v1::METRIC_UNSPECIFIED:
+    case v1::METRIC_FUSION: return dock::Metric::kFusion;
+    case v1::METRIC_TMI: return dock::Metric::kTmi;
+    case v1::METRIC_LOGME: return dock::Metric::kLogMe;
+    case v1::METRIC_LEEP: return dock::Metric::kLeep;
+    case v1::METRIC_NCE: return dock::Metric::kNce;
+    case v1::METRIC_HSCORE: return dock::Metric::kHScore;
+    case v1::METRIC_SHRINKAGE_HSCORE: return dock::Metric::kShrinkageHScore;
+    case v1::METRIC_GBC: return dock::Metric::kGbc;
+    case v1::METRIC_SFDA: return dock::Metric::kSfda;
+    case v1::METRIC_NONE: return dock::Metric::kNone;
+    default: return absl::InvalidArgumentError(absl::StrCat("unknown metric ", metric));
+  }
+}
+
+absl::StatusOr<dock::ModelSpec> FromProto(const v1::ModelSpec& spec) {
+  dock::ModelSpec out;
+  out.name = spec.name();
+  out.version = spec.version();
+  out.description = spec.description();
+  out.input_shape.assign(spec.input_shape().begin(), spec.input_shape().end());
+  auto task = FromProto(spec.task(), out.input_shape.size());
+  if (!task.ok()) return task.status();
+  out.task = *task;
+  out.class_labels.assign(spec.class_labels().begin(), spec.class_labels().end());
+  out.license = spec.license();
+  out.tags.assign(spec.tags().begin(), spec.tags().end());
+  return out;
+}
+
+absl::StatusOr<dock::ModelSpec> DecodeRegisterHeader(const v1::RegisterModelHeader& header) {
+  if (header.size_bytes() <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("header.size_bytes must be positive, got ", header.size_bytes()));
+  }
+  if (!IsSha256Hex(header.sha256())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "header.sha256 must be 64 lower-case hex digits, got '", header.sha256(), "'"));
+  }
+  return FromProto(header.spec());
+}
+
+absl::StatusOr<int64_t> ExpectedQueryBytes(const v1::RecommendHeader& header) {
+  if (header.num_samples() <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_samples must be positive, got ", header.num_samples()));
+  }
+  if (header.sample_shape().empty()) {
+    return absl::InvalidArgumentError("sample_shape is empty; expected e.g. [1, 28, 28] or [F]");
+  }
+  const int width = EncodingWidth(header.encoding());
+  if (width == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "encoding must be SAMPLE_ENCODING_FLOAT32 or SAMPLE_ENCODING_UINT8, got ",
+        v1::SampleEncoding_Name(header.encoding())));
+  }
+  // Integer arithmetic that refuses overflow and huge uploads before anything is received:
+  // every factor is checked against the limit before it is multiplied in.
+  const auto too_big = [&header] {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "query dataset of ", header.num_samples(), " samples of shape [",
+        absl::StrJoin(header.sample_shape(), ", "), "] exceeds the limit of ",
+        kMaxQueryBytes >> 20, " MiB"));
+  };
+  if (header.num_samples() > kMaxQueryBytes / width) return too_big();
+  int64_t total = header.num_samples() * width;
+  for (int64_t d : header.sample_shape()) {
+    if (d <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sample_shape [", absl::StrJoin(header.sample_shape(), ", "),
+                       "] has a non-positive dimension"));
+    }
+    if (total > kMaxQueryBytes / d) return too_big();
+    total *= d;
+  }
+  if (!header.labels().empty() && header.labels_size() != header.num_samples()) {
+    return absl::InvalidArgumentError(absl::StrCat("got ", header.labels_size(),
+                                                   " labels for ", header.num_samples(),
+                                                   " samples; give one per sample or none"));
+  }
+  for (int i = 0; i < header.labels_size(); ++i) {
+    if (header.labels(i) < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("label ", i, " is ", header.labels(i), "; labels must be in 0..C-1"));
+    }
+  }
+  if (header.top_k() < 0 || header.num_candidates() < 0) {
+    return absl::InvalidArgumentError("top_k and num_candidates must not be negative");
+  }
+  return total;
+}
+
+Tensor DecodeSamples(const v1::RecommendHeader& header, const std::string& data) {
+  Tensor samples;
+  samples.shape.push_back(header.num_samples());
+  samples.shape.insert(samples.shape.end(), header.sample_shape().begin(),
+                       header.sample_shape().end());
+  if (header.encoding() == v1::SAMPLE_ENCODING_UINT8) {
+    samples.values.resize(data.size());
+    for (size_t i = 0; i < data.size(); ++i) {
+      samples.values[i] = static_cast<unsigned char>(data[i]) / 255.0f;
+    }
+  } else {
+    // The wire format is little-endian float32, as is every platform modeldock builds on.
+    static_assert(sizeof(float) == 4 && std::numeric_limits<float>::is_iec559);
+    samples.values.resize(data.size() / 4);
+    std::memcpy(samples.values.data(), data.data(), data.size());
+  }
+  return samples;
+}
+
+}  // namespace modeldock::server

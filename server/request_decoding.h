@@ -1,0 +1,40 @@
+// Validation and decoding of modeldock.v1 requests into engine types: pure functions with no
+// gRPC calls and no engine behind them, split from service.cc so that they can be fuzzed
+// (fuzz/) and unit-tested without a server, LibTorch or FAISS.
+#ifndef MODELDOCK_SERVER_REQUEST_DECODING_H_
+#define MODELDOCK_SERVER_REQUEST_DECODING_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/tensor.h"
+#include "dock/dock.h"
+#include "modeldock/v1/modeldock.pb.h"
+
+namespace modeldock::server {
+
+// Largest query dataset a Recommend call may upload (it is held in memory as float32).
+inline constexpr int64_t kMaxQueryBytes = 1ll << 30;
+
+// An unspecified task is inferred from the rank of the per-sample shape ([F] or [C, H, W]).
+absl::StatusOr<dock::TaskKind> FromProto(v1::TaskKind task, size_t shape_rank);
+absl::StatusOr<dock::ModelState> FromProto(v1::ModelState state);
+// METRIC_UNSPECIFIED is the server's default, kFusion.
+absl::StatusOr<dock::Metric> FromProto(v1::Metric metric);
+absl::StatusOr<dock::ModelSpec> FromProto(const v1::ModelSpec& spec);
+
+// Checks the header of a RegisterModel stream and returns the declared spec.
+absl::StatusOr<dock::ModelSpec> DecodeRegisterHeader(const v1::RegisterModelHeader& header);
+
+// Checks a Recommend header and returns the number of data bytes that must follow.
+absl::StatusOr<int64_t> ExpectedQueryBytes(const v1::RecommendHeader& header);
+
+// Decodes the received bytes into float32 samples [N, ...sample_shape]. `data` must hold exactly
+// ExpectedQueryBytes(header) bytes of a header that passed that check.
+Tensor DecodeSamples(const v1::RecommendHeader& header, const std::string& data);
+
+}  // namespace modeldock::server
+
+#endif  // MODELDOCK_SERVER_REQUEST_DECODING_H_

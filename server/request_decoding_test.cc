@@ -1,0 +1,93 @@
+#include "server/request_decoding.h"
+
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace modeldock::server {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+v1::RecommendHeader Header(int64_t num_samples, std::vector<int64_t> shape,
+                           v1::SampleEncoding encoding) {
+  v1::RecommendHeader header;
+  header.set_num_samples(num_samples);
+  for (int64_t d : shape) header.add_sample_shape(d);
+  header.set_encoding(encoding);
+  return header;
+}
+
+TEST(RequestDecodingTest, ExpectedQueryBytes) {
+  auto bytes = ExpectedQueryBytes(Header(10, {1, 28, 28}, v1::SAMPLE_ENCODING_FLOAT32));
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  EXPECT_EQ(*bytes, 10 * 28 * 28 * 4);
+  bytes = ExpectedQueryBytes(Header(10, {1, 28, 28}, v1::SAMPLE_ENCODING_UINT8));
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  EXPECT_EQ(*bytes, 10 * 28 * 28);
+  EXPECT_EQ(ExpectedQueryBytes(Header(10, {1, 0, 28}, v1::SAMPLE_ENCODING_UINT8)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ExpectedQueryBytes(Header(1, {4}, v1::SAMPLE_ENCODING_UNSPECIFIED)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // Exactly the limit is accepted, one value more is not.
+  EXPECT_TRUE(ExpectedQueryBytes(Header(1, {kMaxQueryBytes}, v1::SAMPLE_ENCODING_UINT8)).ok());
+  EXPECT_EQ(ExpectedQueryBytes(Header(1, {kMaxQueryBytes + 1}, v1::SAMPLE_ENCODING_UINT8))
+                .status().code(),
+            absl::StatusCode::kResourceExhausted);
+}
+
+// Found by fuzz/recommend_request_fuzzer (fuzz/corpus/recommend_request_fuzzer/crash-*):
+// num_samples x bytes per value overflowed int64 before any dimension was checked.
+TEST(RequestDecodingTest, HugeNumSamplesIsResourceExhausted) {
+  v1::RecommendHeader header =
+      Header(std::numeric_limits<int64_t>::max(), {11}, v1::SAMPLE_ENCODING_FLOAT32);
+  header.set_metric(v1::METRIC_FUSION);
+  auto bytes = ExpectedQueryBytes(header);
+  EXPECT_EQ(bytes.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(bytes.status().message(), HasSubstr("exceeds the limit"));
+  header.set_num_samples(kMaxQueryBytes / 4 + 1);
+  EXPECT_EQ(ExpectedQueryBytes(header).status().code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST(RequestDecodingTest, DecodeSamples) {
+  v1::RecommendHeader header = Header(2, {1, 1, 2}, v1::SAMPLE_ENCODING_UINT8);
+  Tensor samples = DecodeSamples(header, std::string("\x00\xff\x33\x66", 4));
+  EXPECT_THAT(samples.shape, ElementsAre(2, 1, 1, 2));
+  EXPECT_THAT(samples.values, ElementsAre(0.0f, 1.0f, 0.2f, 0.4f));
+
+  header = Header(1, {2}, v1::SAMPLE_ENCODING_FLOAT32);
+  const float values[2] = {-1.5f, 3.25f};
+  samples = DecodeSamples(header, std::string(reinterpret_cast<const char*>(values), 8));
+  EXPECT_THAT(samples.shape, ElementsAre(1, 2));
+  EXPECT_THAT(samples.values, ElementsAre(-1.5f, 3.25f));
+}
+
+TEST(RequestDecodingTest, DecodeRegisterHeader) {
+  v1::RegisterModelHeader header;
+  header.set_size_bytes(100);
+  header.set_sha256(std::string(64, 'a'));
+  header.mutable_spec()->set_name("tab");
+  header.mutable_spec()->add_input_shape(8);
+  header.mutable_spec()->add_class_labels("x");
+  auto spec = DecodeRegisterHeader(header);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->name, "tab");
+  EXPECT_EQ(spec->task, dock::TaskKind::kTabularClassification);  // inferred from [F]
+  EXPECT_THAT(spec->class_labels, ElementsAre("x"));
+
+  header.mutable_spec()->add_input_shape(2);  // [8, 2]: neither [F] nor [C, H, W]
+  EXPECT_EQ(DecodeRegisterHeader(header).status().code(), absl::StatusCode::kInvalidArgument);
+  header.set_sha256(std::string(64, 'A'));
+  EXPECT_THAT(DecodeRegisterHeader(header).status().message(), HasSubstr("sha256"));
+  header.set_size_bytes(0);
+  EXPECT_THAT(DecodeRegisterHeader(header).status().message(), HasSubstr("size_bytes"));
+}
+
+}  // namespace
+}  // namespace modeldock::server
