@@ -269,6 +269,46 @@ def register_seeds():
     }
 
 
+# --- model worker frames (sandbox/wire.h: little-endian head, then raw float32 values) ---
+
+def _frame(head, floats):
+    values = np.asarray(floats, "<f4").tobytes()
+    return struct.pack("<IIQ", 0x4D445731, len(head), len(floats)) + head + values
+
+
+def _str(text):
+    data = text.encode()
+    return struct.pack("<Q", len(data)) + data
+
+
+def _shape(dims):
+    return struct.pack("<Q", len(dims)) + b"".join(struct.pack("<q", d) for d in dims)
+
+
+def _response_head(code, message, logits, features, has_embed=0, feature_dim=0):
+    return (struct.pack("<q", code) + _str(message) + struct.pack("<Qqqd", has_embed, feature_dim,
+                                                                   2, 1.5)
+            + struct.pack("<Q", 0) + _shape(logits) + _shape(features))
+
+
+def worker_frame_seeds(rng):
+    logits = rng.standard_normal(6).astype("<f4")
+    features = rng.standard_normal(9).astype("<f4")
+    request_head = (struct.pack("<Q", 2) + _str("/blobs/ab/model") + _str("ab|1x28x28")
+                    + _shape([1, 2, 2]) + struct.pack("<qqQqqq", 2, 3, 1, 256, 4, 0)
+                    + struct.pack("<qqq", 100000, 65536, 1 << 20) + struct.pack("<Q", 1)
+                    + _str("old|1x28x28") + _shape([3, 1, 2, 2]))
+    return {
+        "hello.frame": _frame(_response_head(0, "no network; seccomp", [], []), []),
+        "run_logits_3x2.frame": _frame(_response_head(0, "", [3, 2], []), list(logits)),
+        "run_logits_features.frame": _frame(_response_head(0, "", [3, 2], [3, 3], 1, 3),
+                                            list(logits) + list(features)),
+        "error.frame": _frame(_response_head(9, "forward raised an error", [], []), []),
+        "values_missing.frame": _frame(_response_head(0, "", [3, 2], []), [])[:-0 or None],
+        "request_head.bin": request_head,
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=os.path.join(HERE, "corpus"))
@@ -282,6 +322,7 @@ def main():
         "dataset_fuzzer": dataset_seeds(rng),
         "recommend_request_fuzzer": recommend_seeds(rng),
         "register_request_fuzzer": register_seeds(),
+        "worker_frame_fuzzer": worker_frame_seeds(rng),
     }
     total = 0
     for target, files in corpora.items():

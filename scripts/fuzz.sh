@@ -42,6 +42,7 @@ TARGETS=(
   dataset_fuzzer:4096
   recommend_request_fuzzer:2048
   register_request_fuzzer:1024
+  worker_frame_fuzzer:2048
 )
 share=$(( SECONDS_TOTAL / ${#TARGETS[@]} ))
 if (( share < 1 )); then share=1; fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: installs what is needed, builds everything, lints the API with buf and runs
-# the whole GoogleTest suite (plus the benchmark smoke run) through ctest.
+# The test command: installs what is needed, builds everything, lints the API with buf, runs
+# the whole GoogleTest suite (plus the benchmark smoke run) through ctest, then a bounded fuzzing
+# run of the parsers (scripts/fuzz.sh, build-fuzz/ with clang).
 # Usage: scripts/test.sh [BUILD_DIR]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,5 +20,9 @@ echo "test: buf lint (modeldock.v1 API conventions)"
 
 echo "test: ctest"
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "${MODELDOCK_JOBS:-$(nproc)}" --timeout 600
+
+# libFuzzer (ASan/UBSan) on every parser of untrusted bytes: a bounded run, about a minute.
+echo "test: fuzz"
+"$ROOT/scripts/fuzz.sh" "${MODELDOCK_FUZZ_SECONDS:-60}"
 
 echo "test: all passed in $(( $(date +%s) - start )) s"
