@@ -41,6 +41,27 @@ int64_t CountNonFinite(const Tensor& t) {
   return bad;
 }
 
+absl::Status CheckArguments(int num_labels, const AdmissionOptions& options) {
+  if (num_labels <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("num_labels must be positive, got ", num_labels));
+  }
+  if (options.test_batch <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("test_batch must be positive, got ", options.test_batch));
+  }
+  if (num_labels > options.limits.max_classes) {
+    return absl::FailedPreconditionError(absl::StrCat("the model declares ", num_labels,
+                                                      " classes; the dock accepts at most ",
+                                                      options.limits.max_classes));
+  }
+  return absl::OkStatus();
+}
+
+// Everything after loading: the test batch and the checks of its outputs.
+absl::StatusOr<AdmissionReport> CheckLoaded(
+    absl::StatusOr<std::unique_ptr<BlackBoxModel>> model, const std::vector<int64_t>& input_shape,
+    int num_labels, const AdmissionOptions& options, std::chrono::steady_clock::time_point start);
+
 }  // namespace
 
 absl::Status CheckOutputs(const ModelOutputs& outputs, int64_t rows, int64_t expected_classes,
@@ -85,18 +106,7 @@ absl::StatusOr<AdmissionReport> CheckAdmission(const std::string& path,
                                                const std::vector<int64_t>& input_shape,
                                                int num_labels, const AdmissionOptions& options) {
   const auto start = std::chrono::steady_clock::now();
-  if (num_labels <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat("num_labels must be positive, got ", num_labels));
-  }
-  if (options.test_batch <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("test_batch must be positive, got ", options.test_batch));
-  }
-  if (num_labels > options.limits.max_classes) {
-    return absl::FailedPreconditionError(absl::StrCat("the model declares ", num_labels,
-                                                      " classes; the dock accepts at most ",
-                                                      options.limits.max_classes));
-  }
+  if (absl::Status s = CheckArguments(num_labels, options); !s.ok()) return s;
   std::error_code ec;
   const std::uintmax_t size = std::filesystem::file_size(path, ec);
   if (ec) return absl::NotFoundError(absl::StrCat("cannot read model file ", path, ": ", ec.message()));
@@ -110,7 +120,36 @@ absl::StatusOr<AdmissionReport> CheckAdmission(const std::string& path,
   load_options.input_shape = input_shape;
   load_options.batch_size = options.test_batch;
   load_options.limits = options.limits;
-  absl::StatusOr<std::unique_ptr<BlackBoxModel>> model = LoadTorchScriptModel(path, load_options);
+  return CheckLoaded(LoadTorchScriptModel(path, load_options), input_shape, num_labels, options,
+                     start);
+}
+
+absl::StatusOr<AdmissionReport> CheckAdmissionOfBytes(const std::string& bytes,
+                                                      const std::string& name,
+                                                      const std::vector<int64_t>& input_shape,
+                                                      int num_labels,
+                                                      const AdmissionOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  if (absl::Status s = CheckArguments(num_labels, options); !s.ok()) return s;
+  if (static_cast<int64_t>(bytes.size()) > options.max_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat("model file is ", bytes.size(),
+                                                     " bytes, larger than the limit of ",
+                                                     options.max_bytes, " bytes"));
+  }
+  TorchScriptOptions load_options;
+  load_options.input_shape = input_shape;
+  load_options.batch_size = options.test_batch;
+  load_options.limits = options.limits;
+  return CheckLoaded(LoadTorchScriptModelFromBytes(bytes, name, load_options), input_shape,
+                     num_labels, options, start);
+}
+
+namespace {
+
+absl::StatusOr<AdmissionReport> CheckLoaded(
+    absl::StatusOr<std::unique_ptr<BlackBoxModel>> model, const std::vector<int64_t>& input_shape,
+    int num_labels, const AdmissionOptions& options,
+    std::chrono::steady_clock::time_point start) {
   if (!model.ok()) return model.status();
 
   const Tensor batch = internal::UniformSamples(options.test_batch, input_shape, kTestBatchSeed);
@@ -158,4 +197,5 @@ absl::StatusOr<AdmissionReport> CheckAdmission(const std::string& path,
   return report;
 }
 
+}  // namespace
 }  // namespace modeldock::encoder

@@ -8,6 +8,7 @@
 #include <exception>
 #include <new>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -161,27 +162,60 @@ class TorchScriptModel : public BlackBoxModel {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<BlackBoxModel>> LoadTorchScriptModel(
-    const std::string& path, const TorchScriptOptions& options) {
-  if (options.input_shape.empty()) {
-    return absl::InvalidArgumentError("the model's input shape is empty");
-  }
-  for (int64_t d : options.input_shape) {
+namespace {
+
+absl::Status CheckInputShape(const std::vector<int64_t>& input_shape) {
+  if (input_shape.empty()) return absl::InvalidArgumentError("the model's input shape is empty");
+  for (int64_t d : input_shape) {
     if (d <= 0) {
       return absl::InvalidArgumentError(
-          absl::StrCat("invalid input shape ", ShapeToString(options.input_shape)));
+          absl::StrCat("invalid input shape ", ShapeToString(input_shape)));
     }
   }
+  return absl::OkStatus();
+}
+
+// torch::jit::load from a path or a stream, with its exceptions turned into statuses.
+template <typename Source>
+absl::StatusOr<std::unique_ptr<BlackBoxModel>> Load(Source& source, const std::string& name,
+                                                     const TorchScriptOptions& options) {
+  if (absl::Status s = CheckInputShape(options.input_shape); !s.ok()) return s;
   try {
-    torch::jit::Module module = torch::jit::load(path, torch::kCPU);
+    torch::jit::Module module = torch::jit::load(source, torch::kCPU);
     module.eval();
     return std::unique_ptr<BlackBoxModel>(new TorchScriptModel(std::move(module), options));
   } catch (const c10::Error& e) {
     return absl::InvalidArgumentError(
-        absl::StrCat("not a TorchScript archive: ", path, ": ", ShortTorchMessage(e)));
+        absl::StrCat("not a TorchScript archive: ", name, ": ", ShortTorchMessage(e)));
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(
-        absl::StrCat("not a TorchScript archive: ", path, ": ", e.what()));
+        absl::StrCat("not a TorchScript archive: ", name, ": ", e.what()));
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<BlackBoxModel>> LoadTorchScriptModel(
+    const std::string& path, const TorchScriptOptions& options) {
+  std::string source = path;
+  return Load(source, path, options);
+}
+
+absl::StatusOr<std::unique_ptr<BlackBoxModel>> LoadTorchScriptModelFromBytes(
+    const std::string& bytes, const std::string& name, const TorchScriptOptions& options) {
+  std::istringstream in(bytes);
+  return Load(in, name, options);
+}
+
+void WarmUpTorch() {
+  try {
+    c10::InferenceMode guard;
+    at::Tensor x = torch::rand({2, 1, 8, 8});
+    at::Tensor w = torch::rand({4, 1, 3, 3});
+    at::Tensor y = torch::conv2d(x, w).flatten(1);
+    (void)torch::relu(y.matmul(torch::rand({y.size(1), 4}))).sum().item<float>();
+  } catch (const std::exception& e) {
+    spdlog::warn("torch warm-up failed: {}", e.what());
   }
 }
 

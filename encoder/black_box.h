@@ -50,6 +50,10 @@ struct TorchScriptOptions {
 // Loads a TorchScript file. INVALID_ARGUMENT if it is not a loadable TorchScript archive.
 absl::StatusOr<std::unique_ptr<BlackBoxModel>> LoadTorchScriptModel(
     const std::string& path, const TorchScriptOptions& options);
+// The same from an archive's bytes (the worker reads them from a descriptor the server opened, so
+// it needs no filesystem); `name` stands for the file in messages.
+absl::StatusOr<std::unique_ptr<BlackBoxModel>> LoadTorchScriptModelFromBytes(
+    const std::string& bytes, const std::string& name, const TorchScriptOptions& options);
 
 // Adapts image samples [N, C, H, W] to a target per-sample shape {C', H', W'}:
 // bilinear resize (align_corners=false) when H/W differ; grey->RGB repeats the channel,
@@ -59,6 +63,10 @@ absl::StatusOr<Tensor> AdaptInputs(const Tensor& samples, const std::vector<int6
 
 // Sets LibTorch intra-op threads once for the process (call at start-up).
 void SetTorchThreads(int threads);
+
+// Runs a few small operators (matmul, conv2d) so that LibTorch reads what it needs from /proc and
+// /sys (CPU features) now: the worker calls it before giving up its view of the filesystem.
+void WarmUpTorch();
 
 // Checks outputs of a run on `rows` samples against the limits and the declared widths
 // (expected_classes; expected_feature_dim when > 0): FAILED_PRECONDITION naming the numbers.
@@ -90,6 +98,12 @@ struct AdmissionReport {
 absl::StatusOr<AdmissionReport> CheckAdmission(const std::string& path,
                                                const std::vector<int64_t>& input_shape,
                                                int num_labels, const AdmissionOptions& options);
+// The same checks on an archive's bytes (`name` stands for the file in messages).
+absl::StatusOr<AdmissionReport> CheckAdmissionOfBytes(const std::string& bytes,
+                                                      const std::string& name,
+                                                      const std::vector<int64_t>& input_shape,
+                                                      int num_labels,
+                                                      const AdmissionOptions& options);
 
 }  // namespace modeldock::encoder
 

@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -160,6 +161,62 @@ absl::Status ReadTensorValues(int fd, Tensor* t, uint64_t* remaining, const Wait
 }
 
 }  // namespace
+
+absl::Status SendJobMarker(int fd, int attached_fd, const WaitCheck& check) {
+  char marker = 'J';
+  iovec part{&marker, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr message{};
+  message.msg_iov = &part;
+  message.msg_iovlen = 1;
+  if (attached_fd >= 0) {
+    message.msg_control = control;
+    message.msg_controllen = sizeof control;
+    cmsghdr* header = CMSG_FIRSTHDR(&message);
+    header->cmsg_level = SOL_SOCKET;
+    header->cmsg_type = SCM_RIGHTS;
+    header->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(header), &attached_fd, sizeof(int));
+  }
+  while (true) {
+    if (absl::Status s = WaitReady(fd, POLLOUT, check); !s.ok()) return s;
+    ssize_t n = sendmsg(fd, &message, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n == 1) return absl::OkStatus();
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    return absl::UnavailableError(absl::StrCat("write: ", strerror(errno)));
+  }
+}
+
+absl::Status ReceiveJobMarker(int fd, int* attached_fd) {
+  *attached_fd = -1;
+  char marker = 0;
+  iovec part{&marker, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr message{};
+  message.msg_iov = &part;
+  message.msg_iovlen = 1;
+  message.msg_control = control;
+  message.msg_controllen = sizeof control;
+  ssize_t n;
+  do {
+    n = recvmsg(fd, &message, MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  if (n == 0) return absl::UnavailableError("the peer closed the connection");
+  if (n < 0) return absl::UnavailableError(absl::StrCat("read: ", strerror(errno)));
+  for (cmsghdr* header = CMSG_FIRSTHDR(&message); header != nullptr;
+       header = CMSG_NXTHDR(&message, header)) {
+    if (header->cmsg_level == SOL_SOCKET && header->cmsg_type == SCM_RIGHTS &&
+        header->cmsg_len == CMSG_LEN(sizeof(int))) {
+      std::memcpy(attached_fd, CMSG_DATA(header), sizeof(int));
+    }
+  }
+  if (marker != 'J') {
+    if (*attached_fd >= 0) close(*attached_fd);
+    *attached_fd = -1;
+    return absl::InvalidArgumentError("not a job marker");
+  }
+  return absl::OkStatus();
+}
 
 absl::Status WriteFrame(int fd, const std::string& head, const std::vector<const Tensor*>& tensors,
                         const WaitCheck& check) {

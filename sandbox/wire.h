@@ -75,6 +75,13 @@ absl::StatusOr<std::string> ReadHead(int fd, uint64_t max_floats, uint64_t* floa
 // Reads exactly `count` floats into `out`.
 absl::Status ReadFloats(int fd, float* out, uint64_t count, const WaitCheck& check);
 
+// Every job starts with a one-byte marker that may carry a descriptor (SCM_RIGHTS): the model's
+// file, opened read-only by the server, so that the worker needs no filesystem of its own.
+absl::Status SendJobMarker(int fd, int attached_fd, const WaitCheck& check);
+// Receives the marker; *attached_fd is the descriptor passed with it, or -1. UNAVAILABLE when the
+// peer closed the socket.
+absl::Status ReceiveJobMarker(int fd, int* attached_fd);
+
 // Heads. Decoders validate every length against the bytes available (INVALID_ARGUMENT).
 std::string EncodeRequestHead(const JobRequest& request,
                               const std::vector<std::string>* unload = nullptr);

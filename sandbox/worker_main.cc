@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -41,6 +42,7 @@ struct WorkerArgs {
   pid_t parent = 0;
   bool isolate_network = true;
   bool seccomp = true;
+  std::string root;  // empty directory to chroot into (needs the user namespace)
 };
 
 bool ParseArgs(int argc, char** argv, WorkerArgs* args) {
@@ -58,6 +60,8 @@ bool ParseArgs(int argc, char** argv, WorkerArgs* args) {
       args->parent = static_cast<pid_t>(v);
     } else if (arg == "--no-network-isolation") {
       args->isolate_network = false;
+    } else if (arg == "--root" && i + 1 < argc) {
+      args->root = argv[++i];
     } else if (arg == "--no-seccomp") {
       args->seccomp = false;
     } else {
@@ -129,10 +133,12 @@ std::string ConfineProcess(const WorkerArgs& args) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);  // the server's death takes its workers with it
   if (args.parent != 0 && getppid() != args.parent) _exit(0);
   CloseInheritedFds(args.fd);
+  bool in_namespace = false;
   if (args.isolate_network) {
     // A new user namespace lets an unprivileged process own an empty network namespace (only a
     // down loopback): the model cannot reach any network. Must run while single-threaded.
     if (unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0) {
+      in_namespace = true;
       in_force.push_back("no network (own network namespace)");
     } else {
       in_force.push_back(absl::StrCat("network namespace unavailable (", strerror(errno), ")"));
@@ -156,6 +162,19 @@ std::string ConfineProcess(const WorkerArgs& args) {
   }
   rlimit files{256, 256};
   setrlimit(RLIMIT_NOFILE, &files);
+  // LibTorch reads CPU features from /proc and /sys on first use: before the root goes.
+  encoder::SetTorchThreads(args.torch_threads);
+  encoder::WarmUpTorch();
+  if (!args.root.empty() && in_namespace) {
+    // Models arrive as descriptors: an empty root hides every file of the host.
+    if (chroot(args.root.c_str()) == 0 && chdir("/") == 0) {
+      in_force.push_back("empty filesystem root");
+    } else {
+      in_force.push_back(absl::StrCat("filesystem visible (chroot: ", strerror(errno), ")"));
+    }
+  } else {
+    in_force.push_back("filesystem visible (needs the user namespace)");
+  }
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0) in_force.push_back("no new privileges");
   if (args.seccomp) {
     absl::Status s = InstallSeccompFilter();
@@ -181,6 +200,29 @@ class ModelCache {
   std::unordered_map<std::string, std::unique_ptr<encoder::BlackBoxModel>> models_;
 };
 
+// The whole file behind a descriptor the server passed (closed afterwards).
+absl::StatusOr<std::string> ReadModelFile(int fd) {
+  if (fd < 0) return absl::InternalError("no model file was passed with the job");
+  struct stat info;
+  if (fstat(fd, &info) != 0) {
+    close(fd);
+    return absl::InternalError(absl::StrCat("fstat: ", strerror(errno)));
+  }
+  std::string bytes(static_cast<size_t>(info.st_size), '\0');
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = pread(fd, bytes.data() + done, bytes.size() - done, static_cast<off_t>(done));
+    if (n <= 0) {
+      if (n < 0 && errno == EINTR) continue;
+      close(fd);
+      return absl::InternalError("the model file ended early");
+    }
+    done += static_cast<size_t>(n);
+  }
+  close(fd);
+  return bytes;
+}
+
 encoder::OutputLimits ToLimits(const WireLimits& w) {
   encoder::OutputLimits limits;
   limits.max_classes = w.max_classes;
@@ -194,14 +236,19 @@ void SetStatus(const absl::Status& status, JobResponse* response) {
   response->message = std::string(status.message());
 }
 
-JobResponse Admit(const JobRequest& request) {
+JobResponse Admit(const JobRequest& request, int model_fd) {
   JobResponse response;
   encoder::AdmissionOptions options;
   options.max_bytes = request.max_model_bytes;
   options.test_batch = static_cast<int>(request.test_batch);
   options.limits = ToLimits(request.limits);
-  auto report = encoder::CheckAdmission(request.model_path, request.input_shape,
-                                        static_cast<int>(request.num_classes), options);
+  auto bytes = ReadModelFile(model_fd);
+  if (!bytes.ok()) {
+    SetStatus(bytes.status(), &response);
+    return response;
+  }
+  auto report = encoder::CheckAdmissionOfBytes(*bytes, "the uploaded file", request.input_shape,
+                                               static_cast<int>(request.num_classes), options);
   if (!report.ok()) {
     SetStatus(report.status(), &response);
     return response;
@@ -213,29 +260,27 @@ JobResponse Admit(const JobRequest& request) {
   return response;
 }
 
-JobResponse Run(const JobRequest& request, ModelCache& cache) {
+JobResponse Run(const JobRequest& request, int model_fd, ModelCache& cache) {
   JobResponse response;
   const auto start = std::chrono::steady_clock::now();
   encoder::BlackBoxModel* model = request.model_key.empty() ? nullptr : cache.Find(request.model_key);
   std::unique_ptr<encoder::BlackBoxModel> uncached;
   response.cache_hit = model != nullptr;
-  if (model == nullptr) {
-    std::error_code ec;
-    if (!std::filesystem::exists(request.model_path, ec)) {
-      SetStatus(absl::NotFoundError("the model's file is gone (the model was deleted)"), &response);
+  if (model != nullptr) {
+    if (model_fd >= 0) close(model_fd);
+  } else {
+    auto bytes = ReadModelFile(model_fd);
+    if (!bytes.ok()) {
+      SetStatus(bytes.status(), &response);
       return response;
     }
     encoder::TorchScriptOptions options;
     options.input_shape = request.input_shape;
     options.batch_size = static_cast<int>(request.batch_size);
     options.limits = ToLimits(request.limits);
-    auto loaded = encoder::LoadTorchScriptModel(request.model_path, options);
+    auto loaded = encoder::LoadTorchScriptModelFromBytes(*bytes, "the model file", options);
     if (!loaded.ok()) {
-      // Deleted between the check above and the load: say so, not "not a TorchScript archive".
-      SetStatus(std::filesystem::exists(request.model_path, ec)
-                    ? loaded.status()
-                    : absl::NotFoundError("the model's file is gone (the model was deleted)"),
-                &response);
+      SetStatus(loaded.status(), &response);
       return response;
     }
     model = loaded->get();
@@ -270,12 +315,19 @@ int Serve(const WorkerArgs& args) {
   // The server sends at most a probe set or a query's samples; 2^33 floats is a sanity bound.
   constexpr uint64_t kMaxRequestFloats = uint64_t{1} << 33;
   while (true) {
+    int model_fd = -1;
+    absl::Status marker = ReceiveJobMarker(args.fd, &model_fd);
+    if (!marker.ok()) return absl::IsUnavailable(marker) ? 0 : 2;  // server gone
     auto request = ReadRequest(args.fd, kMaxRequestFloats, nullptr);
-    if (!request.ok()) return absl::IsUnavailable(request.status()) ? 0 : 2;  // server gone
+    if (!request.ok()) {
+      if (model_fd >= 0) close(model_fd);
+      return absl::IsUnavailable(request.status()) ? 0 : 2;
+    }
     for (const std::string& key : request->unload) cache.Drop(key);
     JobResponse response;
     try {
-      response = request->kind == JobKind::kAdmit ? Admit(*request) : Run(*request, cache);
+      response = request->kind == JobKind::kAdmit ? Admit(*request, model_fd)
+                                                  : Run(*request, model_fd, cache);
     } catch (const std::bad_alloc&) {
       SetStatus(absl::ResourceExhaustedError("out of memory"), &response);
     } catch (const std::exception& e) {
@@ -304,7 +356,6 @@ int main(int argc, char** argv) {
   }
   signal(SIGPIPE, SIG_IGN);
   const std::string confinement = ConfineProcess(args);
-  modeldock::encoder::SetTorchThreads(args.torch_threads);
   // Hello: tells the pool the worker is up and what confines it.
   JobResponse hello;
   hello.message = confinement;

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -86,6 +87,13 @@ absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Start(const PoolOptions&
   }
   if (options.workers < 1) return absl::InvalidArgumentError("workers must be >= 1");
   std::unique_ptr<WorkerPool> pool(new WorkerPool(options));
+  // An empty directory the workers make their root (where the kernel lets them): models arrive
+  // as descriptors, so a worker needs no files at all.
+  std::string root = (std::filesystem::temp_directory_path() / "modeldock-worker-root-XXXXXX").string();
+  if (mkdtemp(root.data()) != nullptr) {
+    chmod(root.c_str(), 0555);
+    pool->root_dir_ = root;
+  }
   // All workers now: a broken binary or host fails at start-up, and the first recommendation
   // does not pay for starting LibTorch in a new process (~0.3 s each).
   for (Slot& slot : pool->slots_) {
@@ -98,7 +106,10 @@ absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Start(const PoolOptions&
   return pool;
 }
 
-WorkerPool::~WorkerPool() { Shutdown(); }
+WorkerPool::~WorkerPool() {
+  Shutdown();
+  if (!root_dir_.empty()) rmdir(root_dir_.c_str());
+}
 
 absl::Status WorkerPool::Spawn(Slot& slot) {
   int fds[2];
@@ -124,6 +135,10 @@ absl::Status WorkerPool::Spawn(Slot& slot) {
                                    "--torch-threads", absl::StrCat(options_.torch_threads),
                                    "--parent", absl::StrCat(getpid())};
   if (!options_.isolate_network) args.push_back("--no-network-isolation");
+  if (!root_dir_.empty()) {
+    args.push_back("--root");
+    args.push_back(root_dir_);
+  }
   if (!options_.seccomp) args.push_back("--no-seccomp");
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
@@ -331,7 +346,24 @@ absl::StatusOr<JobResponse> WorkerPool::Execute(int index, const JobRequest& req
     }
     return aborted;
   };
-  absl::Status sent = WriteRequest(fd, request, check, &unload);
+  // The model's file goes over as a read-only descriptor: the worker has no filesystem view.
+  absl::Status sent = absl::OkStatus();
+  int model_fd = -1;
+  if (!request.model_path.empty()) {
+    model_fd = open(request.model_path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (model_fd < 0) {
+      const int error = errno;
+      Release(index, true);
+      if (error == ENOENT) {
+        return absl::NotFoundError("the model's file is gone (the model was deleted)");
+      }
+      return absl::UnavailableError(
+          absl::StrCat("cannot open ", request.model_path, ": ", strerror(error)));
+    }
+  }
+  sent = SendJobMarker(fd, model_fd, check);
+  if (model_fd >= 0) close(model_fd);
+  if (sent.ok()) sent = WriteRequest(fd, request, check, &unload);
   absl::StatusOr<JobResponse> response =
       sent.ok() ? ReadResponse(fd, max_floats, check) : absl::StatusOr<JobResponse>(sent);
   if (!response.ok()) {

@@ -125,6 +125,7 @@ class WorkerPool {
   int64_t restarts_ = 0;
   bool stopping_ = false;
   std::string confinement_;
+  std::string root_dir_;  // empty directory the workers chroot into
 };
 
 }  // namespace modeldock::sandbox
