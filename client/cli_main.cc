@@ -528,15 +528,33 @@ struct RecommendFlags {
   double budget_ms = 0;
   int64_t max_samples = 0;
   std::string task;
+  std::string image_size;  // "H,W"
 };
+
+// "H,W" -> (H, W); both positive. "" -> (0, 0): the folder's most common size.
+bool ParseImageSize(const std::string& text, int64_t* height, int64_t* width) {
+  *height = *width = 0;
+  if (text.empty()) return true;
+  std::vector<std::string> parts = absl::StrSplit(text, absl::ByAnyChar(",x"));
+  return parts.size() == 2 && absl::SimpleAtoi(parts[0], height) &&
+         absl::SimpleAtoi(parts[1], width) && *height > 0 && *width > 0;
+}
 
 int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client::Client& client) {
   datasets::LoadOptions load;
   load.labels_path = flags.labels;
   load.max_samples = flags.max_samples;
+  if (!ParseImageSize(flags.image_size, &load.image_height, &load.image_width)) {
+    return UsageError(absl::StrCat("--image-size must be H,W (e.g. 28,28); got '",
+                                   flags.image_size, "'"));
+  }
   auto dataset = datasets::LoadDataset(flags.dataset, load);
   if (!dataset.ok()) {
     return UsageError(absl::StrCat("cannot load dataset: ", dataset.status().message()));
+  }
+  // Say what loading did to the data (resized, converted, skipped) before anything else.
+  if (!global.json) {
+    for (const std::string& note : dataset->notes) std::cerr << "dataset: " << note << "\n";
   }
   v1::RecommendHeader options;
   options.set_top_k(flags.top);
@@ -586,6 +604,7 @@ int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client:
                    {"mode_reason", response->mode_reason()},
                    {"latency_budget_ms", response->latency_budget_ms()},
                    {"label_source", response->label_source()},
+                   {"dataset_notes", dataset->notes},
                    {"warnings", std::vector<std::string>(response->warnings().begin(),
                                                          response->warnings().end())}});
     return kExitOk;
@@ -714,7 +733,8 @@ Exit status 1 also when the model was admitted but probing FAILED.)");
   CLI::App* rec_cmd =
       app.add_subcommand("recommend", "Rank registered models for a query dataset");
   rec_cmd->add_option("DATASET", rec.dataset,
-                      "IDX (.gz ok), NPY, image folder (one sub-folder per class) or CSV")
+                      "IDX (.gz ok), NPY, NPZ (x/y arrays), image folder (one sub-folder per "
+                      "class; mixed sizes are resized) or CSV")
       ->required();
   rec_cmd->add_option("--labels", rec.labels, "Labels file for IDX (idx1) or NPY datasets");
   rec_cmd->add_option("--top", rec.top, "Number of results")->capture_default_str()
@@ -740,6 +760,9 @@ Exit status 1 also when the model was admitted but probing FAILED.)");
       ->check(CLI::NonNegativeNumber);
   rec_cmd->add_option("--task", rec.task, "image or tabular (default: from the data's shape)")
       ->check(task_check);
+  rec_cmd->add_option("--image-size", rec.image_size,
+                      "H,W that an image folder's images are resized to (bilinear with "
+                      "antialiasing, as torchvision's Resize; default: the most common size)");
   rec_cmd->footer(R"(
 Examples:
   modeldock recommend query-images-idx3-ubyte.gz --labels query-labels-idx1-ubyte.gz

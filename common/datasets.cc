@@ -418,6 +418,7 @@ const char* FormatName(Format format) {
     case Format::kNpy: return "npy";
     case Format::kImageFolder: return "image_folder";
     case Format::kCsv: return "csv";
+    case Format::kNpz: return "npz";
   }
   return "unknown";
 }
@@ -435,6 +436,7 @@ absl::StatusOr<Format> DetectFormat(const std::string& path) {
 absl::StatusOr<Format> DetectContentFormat(const std::string& name, const std::string& head) {
   const std::string& b = head;
   if (StartsWith(b, kNpyMagic)) return Format::kNpy;
+  if (StartsWith(b, absl::string_view("PK\x03\x04", 4))) return Format::kNpz;
   if (b.size() >= 4 && b[0] == 0 && b[1] == 0) {
     const unsigned char type = b[2], ndims = b[3];
     if ((type == 0x08 || type == 0x09 || (type >= 0x0B && type <= 0x0E)) && ndims >= 1 &&
@@ -453,7 +455,7 @@ absl::StatusOr<Format> DetectContentFormat(const std::string& name, const std::s
   std::string ext = absl::AsciiStrToLower(fs::path(name).extension().string());
   if (ext == ".gz") ext = absl::AsciiStrToLower(fs::path(name).stem().extension().string());
   if (text && (b.find(',') != std::string::npos || ext == ".csv")) return Format::kCsv;
-  return Bad(name, "unrecognised dataset format (expected IDX, NPY, CSV or an image folder)");
+  return Bad(name, "unrecognised dataset format (expected IDX, NPY, NPZ, CSV or an image folder)");
 }
 
 absl::StatusOr<Dataset> LoadDataset(const std::string& path, const LoadOptions& options) {
@@ -464,6 +466,7 @@ absl::StatusOr<Dataset> LoadDataset(const std::string& path, const LoadOptions& 
     case Format::kNpy: return LoadNpy(path, options);
     case Format::kImageFolder: return LoadImageFolder(path, options);
     case Format::kCsv: return LoadCsv(path, options);
+    case Format::kNpz: return LoadNpz(path, options);
   }
   return absl::InternalError("unreachable");
 }
@@ -610,38 +613,333 @@ absl::StatusOr<Dataset> LoadImageFolder(const std::string& dir, const LoadOption
     files.resize(options.max_samples);
   }
 
+  // Unreadable files are skipped (and counted); sizes and modes are reconciled below.
   std::vector<DecodedImage> images;
   images.reserve(files.size());
+  std::vector<std::string> skipped;
   bool all_grey = true;
+  int alpha = 0;
+  std::map<std::pair<int, int>, int> sizes;  // (height, width) -> images
   for (const auto& [file, label] : files) {
     auto bytes = ReadFile(file);
-    if (!bytes.ok()) return bytes.status();
-    auto img = DecodeImage(file, *bytes);
-    if (!img.ok()) return img.status();
-    if (!images.empty() && (img->width != images[0].width || img->height != images[0].height)) {
-      return Bad(file, absl::StrCat("is ", img->width, "x", img->height, " but ",
-                                    files[0].first, " is ", images[0].width, "x",
-                                    images[0].height, "; all images must share one size"));
+    absl::StatusOr<DecodedImage> img =
+        bytes.ok() ? DecodeImage(file, *bytes) : absl::StatusOr<DecodedImage>(bytes.status());
+    if (!img.ok()) {
+      skipped.push_back(std::string(img.status().message()));
+      continue;
     }
     all_grey = all_grey && img->channels <= 2;
+    alpha += img->channels == 2 || img->channels == 4;
+    ++sizes[{img->height, img->width}];
     images.push_back(std::move(*img));
     dataset.labels.push_back(label);
   }
+  if (images.empty()) {
+    return Bad(dir, absl::StrCat("has no readable image (", skipped.size(), " files failed, e.g. ",
+                                 skipped.empty() ? "" : skipped[0], ")"));
+  }
+  if (!skipped.empty()) {
+    dataset.notes.push_back(absl::StrCat("skipped ", skipped.size(), " unreadable file",
+                                         skipped.size() == 1 ? "" : "s", " (e.g. ", skipped[0],
+                                         ")"));
+  }
+  // Target size: the requested one, else the most common (ties: the larger area, then taller).
+  int64_t h = options.image_height, w = options.image_width;
+  if ((h > 0) != (w > 0) || h < 0 || w < 0 || h * w > kMaxImagePixels) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "image size must be two positive numbers H,W of at most ", kMaxImagePixels,
+        " pixels; got ", h, ",", w));
+  }
+  if (h == 0) {
+    std::pair<int, int> best{0, 0};
+    int best_count = -1;
+    for (const auto& [size, count] : sizes) {
+      if (count > best_count || (count == best_count && int64_t{size.first} * size.second >=
+                                                            int64_t{best.first} * best.second)) {
+        best = size;
+        best_count = count;
+      }
+    }
+    h = best.first;
+    w = best.second;
+  }
+  int resized = 0;
+  for (const DecodedImage& img : images) resized += img.height != h || img.width != w;
+  if (resized > 0) {
+    dataset.notes.push_back(absl::StrCat(
+        "resized ", resized, " of ", images.size(), " images to ", h, "x", w,
+        options.image_height > 0 ? " (--image-size)" : " (the most common size; --image-size sets it)",
+        ", bilinear with antialiasing as torchvision's Resize"));
+  }
+  if (!all_grey) {
+    int grey = 0;
+    for (const DecodedImage& img : images) grey += img.channels <= 2;
+    if (grey > 0) {
+      dataset.notes.push_back(absl::StrCat("converted ", grey, " grey image", grey == 1 ? "" : "s",
+                                           " to RGB (channel repeated)"));
+    }
+  }
+  if (alpha > 0) {
+    dataset.notes.push_back(absl::StrCat("dropped the alpha channel of ", alpha, " image",
+                                         alpha == 1 ? "" : "s"));
+  }
 
   // Grey if every image is grey, else RGB (grey images replicated); alpha is dropped.
-  const int64_t c = all_grey ? 1 : 3, h = images[0].height, w = images[0].width;
+  const int64_t c = all_grey ? 1 : 3;
   const int64_t n = static_cast<int64_t>(images.size());
   dataset.samples.shape = {n, c, h, w};
   dataset.samples.values.resize(static_cast<size_t>(n * c * h * w));
   for (int64_t i = 0; i < n; ++i) {
     const DecodedImage& img = images[i];
     const int src_c = img.channels;
+    const int64_t src_pixels = int64_t{img.height} * img.width;
     for (int64_t ch = 0; ch < c; ++ch) {
       const int64_t src_ch = src_c <= 2 ? 0 : ch;
-      for (int64_t p = 0; p < h * w; ++p) {
-        dataset.samples.values[(i * c + ch) * h * w + p] =
-            img.pixels[p * src_c + src_ch] / 255.0f;
+      std::vector<float> plane(static_cast<size_t>(src_pixels));
+      for (int64_t p = 0; p < src_pixels; ++p) plane[p] = img.pixels[p * src_c + src_ch] / 255.0f;
+      if (img.height != h || img.width != w) {
+        plane = ResizePlane(plane, img.height, img.width, static_cast<int>(h),
+                            static_cast<int>(w));
       }
+      std::copy(plane.begin(), plane.end(), dataset.samples.values.begin() + (i * c + ch) * h * w);
+    }
+  }
+  return dataset;
+}
+
+namespace {
+
+// PIL's resampling coefficients for one axis (ImagingResample, BILINEAR: a triangle of support
+// 1, stretched by the scale when shrinking). For each output index: the first input index and
+// the normalised weights.
+struct AxisWeights {
+  std::vector<int> first;
+  std::vector<std::vector<double>> weights;
+};
+
+AxisWeights BilinearWeights(int in_size, int out_size) {
+  const double scale = static_cast<double>(in_size) / out_size;
+  const double filter_scale = std::max(scale, 1.0);
+  const double support = 1.0 * filter_scale;
+  AxisWeights axis;
+  axis.first.resize(out_size);
+  axis.weights.resize(out_size);
+  for (int x = 0; x < out_size; ++x) {
+    const double centre = (x + 0.5) * scale;
+    int lo = static_cast<int>(std::floor(centre - support + 0.5));
+    int hi = static_cast<int>(std::floor(centre + support + 0.5));
+    lo = std::max(lo, 0);
+    hi = std::min(hi, in_size);
+    std::vector<double> w;
+    double total = 0;
+    for (int i = lo; i < hi; ++i) {
+      const double t = std::abs((i - centre + 0.5) / filter_scale);
+      const double v = t < 1.0 ? 1.0 - t : 0.0;
+      w.push_back(v);
+      total += v;
+    }
+    if (total > 0) {
+      for (double& v : w) v /= total;
+    }
+    axis.first[x] = lo;
+    axis.weights[x] = std::move(w);
+  }
+  return axis;
+}
+
+}  // namespace
+
+std::vector<float> ResizePlane(const std::vector<float>& plane, int height, int width,
+                               int out_height, int out_width) {
+  // Horizontal pass, then vertical, as PIL does.
+  const AxisWeights across = BilinearWeights(width, out_width);
+  std::vector<double> rows(static_cast<size_t>(height) * out_width);
+  for (int y = 0; y < height; ++y) {
+    for (int x = 0; x < out_width; ++x) {
+      double v = 0;
+      const std::vector<double>& w = across.weights[x];
+      for (size_t k = 0; k < w.size(); ++k) {
+        v += w[k] * plane[static_cast<size_t>(y) * width + across.first[x] + k];
+      }
+      rows[static_cast<size_t>(y) * out_width + x] = v;
+    }
+  }
+  const AxisWeights down = BilinearWeights(height, out_height);
+  std::vector<float> out(static_cast<size_t>(out_height) * out_width);
+  for (int y = 0; y < out_height; ++y) {
+    const std::vector<double>& w = down.weights[y];
+    for (int x = 0; x < out_width; ++x) {
+      double v = 0;
+      for (size_t k = 0; k < w.size(); ++k) {
+        v += w[k] * rows[static_cast<size_t>(down.first[y] + k) * out_width + x];
+      }
+      out[static_cast<size_t>(y) * out_width + x] = static_cast<float>(std::clamp(v, 0.0, 1.0));
+    }
+  }
+  return out;
+}
+
+namespace {
+
+// Little-endian fields of zip records, bounds-checked by the callers.
+uint64_t Le(const std::string& b, size_t at, int bytes) {
+  uint64_t v = 0;
+  for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(b[at + i]);
+  return v;
+}
+
+// The members of a zip archive by name: their content, inflated. Reads the central directory
+// (np.savez writes zip64 records even for small arrays).
+absl::StatusOr<std::map<std::string, std::string>> ReadZip(const std::string& name,
+                                                           const std::string& b) {
+  constexpr uint64_t kMaxMember = uint64_t{1} << 31;
+  // End of central directory: the last signature in the final 64 KiB + 22 bytes.
+  if (b.size() < 22) return Bad(name, "is too short for a zip archive");
+  size_t eocd = std::string::npos;
+  for (size_t i = b.size() - 22 + 1; i-- > 0 && b.size() - i <= 65557;) {
+    if (Le(b, i, 4) == 0x06054b50) {
+      eocd = i;
+      break;
+    }
+  }
+  if (eocd == std::string::npos) return Bad(name, "has no zip central directory");
+  uint64_t entries = Le(b, eocd + 10, 2), cd_size = Le(b, eocd + 12, 4),
+           cd_offset = Le(b, eocd + 16, 4);
+  if ((entries == 0xFFFF || cd_offset == 0xFFFFFFFF || cd_size == 0xFFFFFFFF) && eocd >= 20 &&
+      Le(b, eocd - 20, 4) == 0x07064b50) {
+    const uint64_t z = Le(b, eocd - 20 + 8, 8);
+    if (z > b.size() || b.size() - z < 56 || Le(b, z, 4) != 0x06064b50) {
+      return Bad(name, "has a broken zip64 directory record");
+    }
+    entries = Le(b, z + 32, 8);
+    cd_size = Le(b, z + 40, 8);
+    cd_offset = Le(b, z + 48, 8);
+  }
+  if (cd_offset > b.size() || cd_size > b.size() - cd_offset || entries > 10000) {
+    return Bad(name, "has a zip directory outside the file");
+  }
+  std::map<std::string, std::string> members;
+  size_t at = cd_offset;
+  for (uint64_t e = 0; e < entries; ++e) {
+    if (at > b.size() || b.size() - at < 46 || Le(b, at, 4) != 0x02014b50) {
+      return Bad(name, "has a broken zip directory entry");
+    }
+    const uint64_t method = Le(b, at + 10, 2), name_len = Le(b, at + 28, 2),
+                   extra_len = Le(b, at + 30, 2), comment_len = Le(b, at + 32, 2);
+    uint64_t packed = Le(b, at + 20, 4), size = Le(b, at + 24, 4), offset = Le(b, at + 42, 4);
+    if (b.size() - at - 46 < name_len + extra_len + comment_len) {
+      return Bad(name, "has a broken zip directory entry");
+    }
+    const std::string member = b.substr(at + 46, name_len);
+    // Zip64 extra field: the 8-byte values of the fields marked 0xFFFFFFFF, in this order.
+    for (size_t x = at + 46 + name_len; x + 4 <= at + 46 + name_len + extra_len;) {
+      const uint64_t id = Le(b, x, 2), len = Le(b, x + 2, 2);
+      if (x + 4 + len > at + 46 + name_len + extra_len) break;
+      if (id == 0x0001) {
+        size_t f = x + 4;
+        auto next = [&](uint64_t* v) {
+          if (*v == 0xFFFFFFFF && f + 8 <= x + 4 + len) {
+            *v = Le(b, f, 8);
+            f += 8;
+          }
+        };
+        next(&size);
+        next(&packed);
+        next(&offset);
+      }
+      x += 4 + len;
+    }
+    at += 46 + name_len + extra_len + comment_len;
+    if (offset > b.size() || b.size() - offset < 30 || Le(b, offset, 4) != 0x04034b50) {
+      return Bad(name, absl::StrCat("zip member ", member, " has no local header"));
+    }
+    const uint64_t data = offset + 30 + Le(b, offset + 26, 2) + Le(b, offset + 28, 2);
+    if (data > b.size() || packed > b.size() - data) {
+      return Bad(name, absl::StrCat("zip member ", member, " runs past the end of the file"));
+    }
+    if (size > kMaxMember) {
+      return Bad(name, absl::StrCat("zip member ", member, " is ", size, " bytes (limit ",
+                                    kMaxMember, ")"));
+    }
+    std::string content;
+    if (method == 0) {
+      if (packed != size) return Bad(name, absl::StrCat("zip member ", member, " is inconsistent"));
+      content = b.substr(data, packed);
+    } else if (method == 8) {
+      content.resize(size);
+      z_stream z{};
+      if (inflateInit2(&z, -15) != Z_OK) return absl::InternalError("zlib inflateInit2 failed");
+      z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(b.data() + data));
+      z.avail_in = static_cast<uInt>(std::min<uint64_t>(packed, UINT32_MAX));
+      z.next_out = reinterpret_cast<Bytef*>(content.data());
+      z.avail_out = static_cast<uInt>(size);
+      const int rc = inflate(&z, Z_FINISH);
+      const uint64_t produced = z.total_out;
+      inflateEnd(&z);
+      if (rc != Z_STREAM_END || produced != size) {
+        return Bad(name, absl::StrCat("zip member ", member, " does not inflate to its ", size,
+                                      " bytes"));
+      }
+    } else {
+      return Bad(name, absl::StrCat("zip member ", member, " uses compression method ", method,
+                                    " (only stored and deflate are read)"));
+    }
+    members[member] = std::move(content);
+  }
+  return members;
+}
+
+// The first of `names` (each tried with ".npy") present in the archive, or "".
+std::string FindMember(const std::map<std::string, std::string>& members,
+                       std::initializer_list<const char*> names) {
+  for (const char* n : names) {
+    if (members.count(std::string(n) + ".npy")) return std::string(n) + ".npy";
+  }
+  return "";
+}
+
+}  // namespace
+
+absl::StatusOr<Dataset> DecodeNpz(const std::string& name, const std::string& bytes,
+                                  const LoadOptions& options) {
+  auto members = ReadZip(name, bytes);
+  if (!members.ok()) return members.status();
+  std::string x = FindMember(*members, {"x", "X", "samples", "images", "data"});
+  if (x.empty() && members->size() == 1) x = members->begin()->first;
+  if (x.empty()) {
+    std::vector<std::string> names;
+    for (const auto& [member, _] : *members) names.push_back(member);
+    return Bad(name, absl::StrCat("holds ", absl::StrJoin(names, ", "),
+                                  "; expected the samples as x (or X, samples, images, data)"));
+  }
+  Dataset dataset;
+  int64_t rows = 0;
+  auto samples = DecodeNpy(absl::StrCat(name, ":", x), members->at(x), options.max_samples, &rows);
+  if (!samples.ok()) return samples.status();
+  dataset.samples = std::move(*samples);
+  const std::string y = FindMember(*members, {"y", "Y", "labels", "targets"});
+  if (options.labels_path.empty() && !y.empty()) {
+    auto labels = DecodeLabels(absl::StrCat(name, ":", y), members->at(y));
+    if (!labels.ok()) return labels.status();
+    if (static_cast<int64_t>(labels->size()) != rows) {
+      return Bad(name, absl::StrCat(y, " has ", labels->size(), " labels but ", x, " has ", rows,
+                                    " samples"));
+    }
+    labels->resize(dataset.samples.Rows());
+    dataset.labels = std::move(*labels);
+  }
+  return dataset;
+}
+
+absl::StatusOr<Dataset> LoadNpz(const std::string& path, const LoadOptions& options) {
+  auto bytes = ReadFile(path);
+  if (!bytes.ok()) return bytes.status();
+  auto dataset = DecodeNpz(path, *bytes, options);
+  if (!dataset.ok()) return dataset.status();
+  if (!options.labels_path.empty()) {
+    if (absl::Status st = AttachLabels(path, dataset->samples.Rows(), options, *dataset);
+        !st.ok()) {
+      return st;
     }
   }
   return dataset;

@@ -1,5 +1,5 @@
-// Readers for query datasets: IDX (MNIST format, optionally .gz), NPY, an image folder with one
-// sub-folder per class (as torchvision's ImageFolder), and CSV for tabular data.
+// Readers for query datasets: IDX (MNIST format, optionally .gz), NPY, NPZ, an image folder with
+// one sub-folder per class (as torchvision's ImageFolder), and CSV for tabular data.
 // Image values are scaled to [0, 1]; images come out as [N, C, H, W].
 #ifndef MODELDOCK_COMMON_DATASETS_H_
 #define MODELDOCK_COMMON_DATASETS_H_
@@ -13,7 +13,7 @@
 
 namespace modeldock::datasets {
 
-enum class Format { kIdx, kNpy, kImageFolder, kCsv };
+enum class Format { kIdx, kNpy, kImageFolder, kCsv, kNpz };
 
 const char* FormatName(Format format);
 
@@ -26,6 +26,10 @@ struct LoadOptions {
   // CSV: name of the label column; if absent from the header the last column is the label.
   // "" means the CSV has no label column at all (unlabelled).
   std::string csv_label_column = "label";
+  // Image folders: images of another size are resized to image_height x image_width (bilinear
+  // with antialiasing, as torchvision's Resize on PIL images); 0 = the folder's most common size.
+  int64_t image_height = 0;
+  int64_t image_width = 0;
 };
 
 // Detects the format from the content: a directory is an image folder; IDX and NPY by their
@@ -39,6 +43,10 @@ absl::StatusOr<Dataset> LoadIdx(const std::string& images_path, const LoadOption
 absl::StatusOr<Dataset> LoadNpy(const std::string& samples_path, const LoadOptions& options = {});
 absl::StatusOr<Dataset> LoadImageFolder(const std::string& dir, const LoadOptions& options = {});
 absl::StatusOr<Dataset> LoadCsv(const std::string& path, const LoadOptions& options = {});
+// NumPy .npz (np.savez or np.savez_compressed): samples from the array named x (else X, samples,
+// images, data, or the only array), labels from y (else Y, labels, targets) unless
+// options.labels_path is given.
+absl::StatusOr<Dataset> LoadNpz(const std::string& path, const LoadOptions& options = {});
 
 // In-memory decoders behind the loaders above, which read a file whole (gunzipping gzip content)
 // and hand its bytes to these. Exposed so that the parsers can be fuzzed (fuzz/) and tested
@@ -57,6 +65,9 @@ absl::StatusOr<Tensor> DecodeNpy(const std::string& name, const std::string& byt
 // A labels file: IDX idx1 or a one-dimensional integer NPY array.
 absl::StatusOr<std::vector<int32_t>> DecodeLabels(const std::string& name,
                                                   const std::string& bytes);
+// A .npz archive's content (zip, stored or deflated members).
+absl::StatusOr<Dataset> DecodeNpz(const std::string& name, const std::string& bytes,
+                                  const LoadOptions& options = {});
 // CSV text; options.labels_path is not used.
 absl::StatusOr<Dataset> DecodeCsv(const std::string& name, const std::string& text,
                                   const LoadOptions& options = {});
@@ -71,6 +82,11 @@ struct DecodedImage {
 inline constexpr int64_t kMaxImagePixels = int64_t{1} << 24;
 // PNG, JPEG, BMP, GIF (first frame), TGA or PNM content.
 absl::StatusOr<DecodedImage> DecodeImage(const std::string& name, const std::string& bytes);
+// Resizes one channel plane [height, width] of values to [out_height, out_width] like PIL's
+// Image.resize(BILINEAR) (what torchvision's Resize does to PIL images): separable triangle
+// filter, widened by the scale when shrinking (antialiasing), pixel centres aligned.
+std::vector<float> ResizePlane(const std::vector<float>& plane, int height, int width,
+                               int out_height, int out_width);
 
 // Writes samples as a float32 or uint8 NPY file (used by tests and tools).
 absl::Status WriteNpy(const std::string& path, const Tensor& tensor, bool as_uint8 = false);

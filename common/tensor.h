@@ -36,6 +36,8 @@ struct Dataset {
   Tensor samples;                        // [N, ...sample shape]
   std::vector<int32_t> labels;           // N labels, or empty when unlabelled
   std::vector<std::string> class_names;  // optional, index = label
+  // What loading did to the data beyond reading it (resized, converted, skipped), for the user.
+  std::vector<std::string> notes;
 
   bool labelled() const { return !labels.empty(); }
   // max(label) + 1 (or class_names.size() if larger); 0 when unlabelled.

@@ -151,6 +151,20 @@ def image_seeds(rng):
 
 # --- Any file (format detection, gzip, dispatch) ---
 
+def _npz(x, y, compressed):
+    """np.savez bytes with fixed member timestamps (zipfile stamps the current time)."""
+    import zipfile
+    out = io.BytesIO()
+    method = zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED
+    with zipfile.ZipFile(out, "w", compression=method) as archive:
+        for name, array in (("x.npy", x), ("y.npy", y)):
+            info = zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0))
+            info.compress_type = method
+            with archive.open(info, "w", force_zip64=True) as member:
+                member.write(npy(array))
+    return out.getvalue()
+
+
 def dataset_seeds(rng):
     u8 = rng.integers(0, 256, size=(2, 3, 3), dtype=np.uint8)
     images = idx(u8, 0x08)
@@ -163,6 +177,8 @@ def dataset_seeds(rng):
         "table.csv": table,
         "table.csv.gz": gzip.compress(table, mtime=0),
         "no_comma_text": b"1\n2\n3\n",
+        "x_y.npz": _npz(u8, np.array([0, 1], np.int64), compressed=False),
+        "x_y_compressed.npz": _npz(u8, np.array([0, 1], np.int64), compressed=True),
         "bad_binary": bytes(range(1, 40)),
         "bad_truncated.gz": gzip.compress(images, mtime=0)[:-8],
     }
