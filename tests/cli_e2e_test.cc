@@ -162,6 +162,43 @@ TEST_F(CliE2eTest, FlagsOverrideMetadataAndLabelsComeFromFiles) {
   EXPECT_THAT(r.out, HasSubstr("READY"));
 }
 
+// Photos as users have them: mixed sizes, a broken file. The CLI resizes, skips, and says so.
+TEST_F(CliE2eTest, RecommendOnAnImageFolderOfMixedSizesSaysWhatWasDone) {
+  ProcessResult r = Cli({"register", AssetPath(std::string(kTops) + ".pt"), "--metadata",
+                         AssetPath(std::string(kTops) + ".json")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // Binary PGM images (grey), 28x28 mostly and two of 20x24; a file that is not an image.
+  auto pgm = [&](const std::string& name, int w, int h, int seed) {
+    std::string pixels;
+    for (int i = 0; i < w * h; ++i) pixels.push_back(static_cast<char>((i * 7 + seed * 31) % 256));
+    fs::create_directories(fs::path(temp_.path()) / "photos" / fs::path(name).parent_path());
+    std::ofstream(fs::path(temp_.path()) / "photos" / name, std::ios::binary)
+        << "P5\n" << w << " " << h << "\n255\n" << pixels;
+  };
+  for (int i = 0; i < 6; ++i) pgm("a/" + std::to_string(i) + ".pgm", 28, 28, i);
+  for (int i = 0; i < 6; ++i) pgm("b/" + std::to_string(i) + ".pgm", i < 2 ? 20 : 28, i < 2 ? 24 : 28, 10 + i);
+  WriteTemp("photos/b/broken.png", "not a png");
+  const std::string folder = (fs::path(temp_.path()) / "photos").string();
+
+  r = Cli({"--json", "recommend", folder});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json out = ParseJson(r);
+  ASSERT_EQ(out["dataset_notes"].size(), 2u) << out.dump();
+  EXPECT_THAT(out["dataset_notes"][0].get<std::string>(), HasSubstr("skipped 1 unreadable file"));
+  EXPECT_THAT(out["dataset_notes"][1].get<std::string>(),
+              HasSubstr("resized 2 of 12 images to 28x28 (the most common size"));
+  EXPECT_EQ(out["results"][0]["name"], "fmnist-tops-cnn");
+
+  r = Cli({"recommend", folder, "--image-size", "32,32"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("dataset: resized 12 of 12 images to 32x32 (--image-size)"));
+  EXPECT_THAT(r.out, HasSubstr("12 samples of 1x32x32"));
+
+  r = Cli({"recommend", folder, "--image-size", "32"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--image-size must be H,W"));
+}
+
 TEST_F(CliE2eTest, Health) {
   ProcessResult r = Cli({"health"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
