@@ -1,0 +1,262 @@
+"""modeldock: a Python client for the modeldock model-zoo retrieval server (gRPC modeldock.v1).
+
+    import numpy as np
+    import modeldock
+
+    dock = modeldock.Client("127.0.0.1:50051")
+    dock.register("tops.pt", name="tops-cnn", input_shape=(1, 28, 28),
+                  labels=["t-shirt", "pullover", "dress", "coat", "shirt"])
+    for r in dock.recommend(images, labels=y, top=5):   # images: [N, C, H, W] in [0, 1]
+        print(r.rank, r.name, r.score, r.reason)
+
+Needs Debian's python3-grpcio, python3-protobuf and python3-numpy; the gRPC stubs are generated
+from proto/ at build time (the build puts this package and the stubs in <build>/python).
+Errors are raised as modeldock.ModelDockError carrying the gRPC status code.
+"""
+import hashlib
+import os
+from dataclasses import dataclass, field
+from typing import Iterable, List, Optional, Sequence
+
+import grpc
+import numpy as np
+
+from modeldock.v1 import modeldock_pb2 as pb
+from modeldock.v1 import modeldock_pb2_grpc as pb_grpc
+
+__all__ = ["Client", "Model", "Recommendation", "RecommendResult", "ModelDockError"]
+
+_CHUNK = 1 << 20  # the server takes at most 1 MiB per stream message
+_STATES = {pb.MODEL_STATE_PENDING: "PENDING", pb.MODEL_STATE_PROBING: "PROBING",
+           pb.MODEL_STATE_READY: "READY", pb.MODEL_STATE_FAILED: "FAILED"}
+_METRICS = {name[len("METRIC_"):].lower(): value for name, value in pb.Metric.items()
+            if name != "METRIC_UNSPECIFIED"}
+
+
+class ModelDockError(Exception):
+    """A failed call: `code` is the grpc.StatusCode, `details` the server's message."""
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+@dataclass
+class Model:
+    id: str
+    name: str
+    state: str
+    state_reason: str
+    input_shape: List[int]
+    class_labels: List[str]
+    description: str = ""
+    license: str = ""
+    tags: List[str] = field(default_factory=list)
+    sha256: str = ""
+    size_bytes: int = 0
+    has_embed: bool = False
+    feature_dim: int = 0
+
+    @staticmethod
+    def _from_proto(m) -> "Model":
+        return Model(id=m.id, name=m.spec.name, state=_STATES.get(m.state, "UNSPECIFIED"),
+                     state_reason=m.state_reason, input_shape=list(m.spec.input_shape),
+                     class_labels=list(m.spec.class_labels), description=m.spec.description,
+                     license=m.spec.license, tags=list(m.spec.tags), sha256=m.sha256,
+                     size_bytes=m.size_bytes, has_embed=m.has_embed, feature_dim=m.feature_dim)
+
+
+@dataclass
+class Recommendation:
+    rank: int
+    name: str
+    model_id: str
+    score: float
+    similarity: float
+    stage1_score: Optional[float]
+    stage2_score: float
+    scored: bool
+    reason: str
+
+
+@dataclass
+class RecommendResult:
+    """The ranked models (iterable, indexable) plus how the answer was computed."""
+    results: List[Recommendation]
+    mode: str
+    mode_reason: str
+    num_scored: int
+    num_compatible: int
+    label_source: str
+    warnings: List[str]
+    total_millis: float
+
+    def __iter__(self):
+        return iter(self.results)
+
+    def __len__(self):
+        return len(self.results)
+
+    def __getitem__(self, i):
+        return self.results[i]
+
+
+def _call(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except grpc.RpcError as e:  # raised by the stub; carries code() and details()
+        raise ModelDockError(e.code(), e.details()) from None
+
+
+class Client:
+    """A connection to a modeldock server.
+
+    address: "host:port". api_key: sent as "authorization: Bearer KEY" (for servers that check
+    keys). tls_ca: a PEM file of the CA that signed the server's certificate (TLS); None =
+    plaintext. timeout: seconds per call.
+    """
+
+    def __init__(self, address: str, api_key: Optional[str] = None,
+                 tls_ca: Optional[str] = None, timeout: float = 120.0):
+        if tls_ca:
+            with open(tls_ca, "rb") as f:
+                self._channel = grpc.secure_channel(address,
+                                                    grpc.ssl_channel_credentials(f.read()))
+        else:
+            self._channel = grpc.insecure_channel(address)
+        self._stub = pb_grpc.ModelDockServiceStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        self._timeout = timeout
+
+    def close(self):
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- models --------------------------------------------------------------------------------
+
+    def register(self, path: str, name: str, input_shape: Sequence[int], labels: Sequence[str],
+                 description: str = "", license: str = "", tags: Sequence[str] = (),
+                 version: str = "", tabular: bool = False, wait: bool = True) -> Model:
+        """Uploads a TorchScript file. With wait (the default), returns once the model is READY
+        or FAILED (a FAILED model raises ModelDockError with FAILED_PRECONDITION)."""
+        with open(path, "rb") as f:
+            data = f.read()
+        spec = pb.ModelSpec(name=name, version=version, description=description,
+                            input_shape=list(input_shape), class_labels=list(labels),
+                            license=license, tags=list(tags),
+                            task=pb.TASK_KIND_TABULAR_CLASSIFICATION if tabular
+                            else pb.TASK_KIND_IMAGE_CLASSIFICATION)
+        header = pb.RegisterModelHeader(spec=spec, size_bytes=len(data),
+                                        sha256=hashlib.sha256(data).hexdigest())
+
+        def messages():
+            yield pb.RegisterModelRequest(header=header)
+            for start in range(0, len(data), _CHUNK):
+                yield pb.RegisterModelRequest(chunk=data[start:start + _CHUNK])
+
+        response = _call(self._stub.RegisterModel, messages(), timeout=self._timeout,
+                         metadata=self._metadata)
+        model = Model._from_proto(response.model)
+        if not wait:
+            return model
+        model = self.wait(model.id)
+        if model.state == "FAILED":
+            raise ModelDockError(grpc.StatusCode.FAILED_PRECONDITION,
+                                 f"model '{name}' failed: {model.state_reason}")
+        return model
+
+    def wait(self, model: str) -> Model:
+        """Follows a model's state changes until READY or FAILED; returns the last state."""
+        last = None
+        stream = self._stub.WatchModel(pb.WatchModelRequest(model=model), timeout=self._timeout,
+                                       metadata=self._metadata)
+        try:
+            for message in stream:
+                last = Model._from_proto(message.model)
+        except grpc.RpcError as e:
+            raise ModelDockError(e.code(), e.details()) from None
+        return last
+
+    def get(self, model: str) -> Model:
+        """By name or id."""
+        response = _call(self._stub.GetModel, pb.GetModelRequest(model=model),
+                         timeout=self._timeout, metadata=self._metadata)
+        return Model._from_proto(response.model)
+
+    def list(self, name_contains: str = "", tag: str = "") -> List[Model]:
+        """Every registered model (all pages)."""
+        models, token = [], ""
+        while True:
+            response = _call(self._stub.ListModels,
+                             pb.ListModelsRequest(name_contains=name_contains, tag=tag,
+                                                  page_size=1000, page_token=token),
+                             timeout=self._timeout, metadata=self._metadata)
+            models += [Model._from_proto(m) for m in response.models]
+            token = response.next_page_token
+            if not token:
+                return models
+
+    def delete(self, model: str) -> str:
+        """Deletes by name or id; returns the deleted model's id."""
+        return _call(self._stub.DeleteModel, pb.DeleteModelRequest(model=model),
+                     timeout=self._timeout, metadata=self._metadata).id
+
+    # -- recommend -----------------------------------------------------------------------------
+
+    def recommend(self, samples, labels=None, top: int = 5, metric: Optional[str] = None,
+                  candidates: int = 0, brute_force: bool = False, budget_ms: float = 0,
+                  class_names: Iterable[str] = ()) -> RecommendResult:
+        """Ranks the dock's models for a dataset.
+
+        samples: numpy array [N, C, H, W] (images, values in [0, 1], or uint8 0..255) or [N, F]
+        (tabular). labels: N integers 0..C-1, or None (unlabelled: the server clusters).
+        metric: fusion (default), tmi, logme, leep, nce, hscore, shrinkage_hscore, gbc, sfda,
+        none.
+        """
+        samples = np.asarray(samples)
+        if samples.ndim not in (2, 4):
+            raise ValueError(f"samples must be [N, C, H, W] or [N, F], got shape {samples.shape}")
+        if samples.dtype == np.uint8 and samples.ndim == 4:
+            encoding, data = pb.SAMPLE_ENCODING_UINT8, samples.tobytes()
+        else:
+            encoding = pb.SAMPLE_ENCODING_FLOAT32
+            data = np.ascontiguousarray(samples, dtype="<f4").tobytes()
+        header = pb.RecommendHeader(
+            top_k=top, num_candidates=candidates, brute_force=brute_force,
+            latency_budget_ms=budget_ms, sample_shape=list(samples.shape[1:]),
+            num_samples=samples.shape[0], encoding=encoding, class_names=list(class_names),
+            task=pb.TASK_KIND_IMAGE_CLASSIFICATION if samples.ndim == 4
+            else pb.TASK_KIND_TABULAR_CLASSIFICATION)
+        if metric is not None:
+            if metric not in _METRICS:
+                raise ValueError(f"unknown metric '{metric}'; one of {sorted(_METRICS)}")
+            header.metric = _METRICS[metric]
+        if labels is not None:
+            labels = np.asarray(labels)
+            if labels.shape != (samples.shape[0],):
+                raise ValueError(f"labels must be [N] = [{samples.shape[0]}], got {labels.shape}")
+            header.labels.extend(int(v) for v in labels)
+
+        def messages():
+            yield pb.RecommendRequest(header=header)
+            for start in range(0, len(data), _CHUNK):
+                yield pb.RecommendRequest(chunk=data[start:start + _CHUNK])
+
+        r = _call(self._stub.Recommend, messages(), timeout=self._timeout,
+                  metadata=self._metadata)
+        results = [Recommendation(
+            rank=x.rank, name=x.model.spec.name, model_id=x.model.id, score=x.score,
+            similarity=x.similarity,
+            stage1_score=x.stage1_score if x.HasField("stage1_score") else None,
+            stage2_score=x.stage2_score, scored=x.scored, reason=x.reason) for x in r.results]
+        mode = pb.RecommendMode.Name(r.mode)[len("RECOMMEND_MODE_"):].lower()
+        return RecommendResult(results=results, mode=mode, mode_reason=r.mode_reason,
+                               num_scored=r.num_scored, num_compatible=r.num_compatible,
+                               label_source=r.label_source, warnings=list(r.warnings),
+                               total_millis=r.timings.total_millis)

@@ -1,0 +1,118 @@
+#!/usr/bin/python3
+"""The Python client (client/python/modeldock) against a real modeldock-server.
+
+    PYTHONPATH=<build>/python client_test.py SERVER_BINARY ASSET_DIR
+
+Starts the server on 127.0.0.1:0 with a temporary data directory, then registers, lists, gets,
+recommends (numpy arrays: float32 and uint8, labelled and not) and deletes through the package,
+and checks that errors arrive as ModelDockError with the gRPC code. Exits non-zero on failure.
+"""
+import json
+import os
+import queue
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import unittest
+
+import grpc
+import numpy as np
+
+import modeldock
+
+SERVER, ASSETS = sys.argv[1], sys.argv[2]
+DEMO = os.path.join(ASSETS, "demo")
+
+
+def read_idx(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def start_server(data_dir):
+    proc = subprocess.Popen([SERVER, "--listen", "127.0.0.1:0", "--data-dir", data_dir,
+                             "--asset-dir", ASSETS, "--torch-threads", "1", "--workers", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(l) for l in proc.stdout], daemon=True).start()
+    line = lines.get(timeout=120)
+    assert line.startswith("modeldock-server listening on "), line
+    return proc, line.strip().rsplit(" ", 1)[1]
+
+
+class ClientTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.server, cls.address = start_server(os.path.join(cls.tmp.name, "data"))
+        cls.dock = modeldock.Client(cls.address)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.dock.close()
+        cls.server.send_signal(signal.SIGTERM)
+        cls.server.wait(timeout=60)
+        cls.tmp.cleanup()
+
+    def register_demo(self, stem, name=None):
+        with open(os.path.join(DEMO, stem + ".json")) as f:
+            meta = json.load(f)
+        return self.dock.register(os.path.join(DEMO, stem + ".pt"), name=name or meta["name"],
+                                  input_shape=meta["input_shape"], labels=meta["class_labels"],
+                                  description=meta.get("description", ""),
+                                  tags=meta.get("tags", []))
+
+    def test_register_list_get_recommend_delete(self):
+        tops = self.register_demo("fmnist-tops-cnn")
+        self.assertEqual(tops.state, "READY", tops.state_reason)
+        self.assertEqual(tops.input_shape, [1, 28, 28])
+        self.register_demo("fmnist-footwear-cnn")
+        names = {m.name for m in self.dock.list()}
+        self.assertTrue({"fmnist-tops-cnn", "fmnist-footwear-cnn"} <= names)
+        self.assertEqual(self.dock.get("fmnist-tops-cnn").id, tops.id)
+
+        query = os.path.join(DEMO, "query_tops")
+        images = read_idx(os.path.join(query, "query-images-idx3-ubyte"))[:, None]  # [N,1,28,28]
+        labels = read_idx(os.path.join(query, "query-labels-idx1-ubyte")).astype(np.int64)
+        as_float = self.dock.recommend(images.astype(np.float32) / 255, labels=labels, top=2)
+        self.assertEqual(len(as_float), 2)
+        self.assertEqual(as_float[0].name, "fmnist-tops-cnn")
+        self.assertTrue(as_float[0].reason)
+        self.assertEqual(as_float.label_source, "given")
+        self.assertIn(as_float.mode, ("scored_all", "two_stage"))
+        # uint8 samples go as bytes; the server scales them: the same ranking and scores.
+        as_bytes = self.dock.recommend(images, labels=labels, top=2)
+        self.assertEqual([r.name for r in as_bytes], [r.name for r in as_float])
+        self.assertAlmostEqual(as_bytes[0].score, as_float[0].score, places=5)
+        unlabelled = self.dock.recommend(images, metric="none")
+        self.assertEqual(unlabelled.mode, "stage1_only")
+        self.assertNotEqual(unlabelled.label_source, "given")
+
+        footwear = self.dock.get("fmnist-footwear-cnn")
+        self.assertEqual(self.dock.delete("fmnist-footwear-cnn"), footwear.id)
+        with self.assertRaises(modeldock.ModelDockError) as e:
+            self.dock.get("fmnist-footwear-cnn")
+        self.assertEqual(e.exception.code, grpc.StatusCode.NOT_FOUND)
+
+    def test_errors_carry_the_grpc_code(self):
+        with self.assertRaises(modeldock.ModelDockError) as e:
+            self.dock.get("no-such-model")
+        self.assertEqual(e.exception.code, grpc.StatusCode.NOT_FOUND)
+        self.assertIn("no-such-model", e.exception.details)
+        with self.assertRaises(modeldock.ModelDockError) as e:
+            self.dock.recommend(np.zeros((2, 1, 28, 28), np.float32))  # fewer than 4 samples
+        self.assertEqual(e.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+        with self.assertRaises(ValueError):
+            self.dock.recommend(np.zeros((8, 28, 28), np.float32))
+        with self.assertRaises(ValueError):
+            self.dock.recommend(np.zeros((8, 1, 28, 28), np.float32), metric="best")
+
+
+if __name__ == "__main__":
+    unittest.main(argv=sys.argv[:1], verbosity=2)
