@@ -38,7 +38,14 @@ struct GlobalFlags {
   std::string server;
   bool json = false;
   double timeout_seconds = 120;
+  std::string tls_ca, tls_cert, tls_key;
 };
+
+// $NAME, or "" when unset.
+std::string Env(const char* name) {
+  const char* value = std::getenv(name);
+  return value != nullptr ? value : "";
+}
 
 // ---------------------------------------------------------------------------------------------
 // Errors and formatting
@@ -670,6 +677,16 @@ int Main(int argc, char** argv) {
   app.add_option("--server", global.server,
                  "Server address HOST:PORT (default: $MODELDOCK_SERVER, else 127.0.0.1:50051)");
   app.add_flag("--json", global.json, "Print one JSON document on stdout");
+  global.tls_ca = Env("MODELDOCK_TLS_CA");
+  global.tls_cert = Env("MODELDOCK_TLS_CERT");
+  global.tls_key = Env("MODELDOCK_TLS_KEY");
+  app.add_option("--tls-ca", global.tls_ca,
+                 "PEM of the CA that signed the server's certificate: connect with TLS "
+                 "(default: $MODELDOCK_TLS_CA; unset = plaintext)");
+  app.add_option("--tls-cert", global.tls_cert,
+                 "Client certificate chain PEM for mutual TLS (default: $MODELDOCK_TLS_CERT)");
+  app.add_option("--tls-key", global.tls_key,
+                 "Client private key PEM for mutual TLS (default: $MODELDOCK_TLS_KEY)");
   app.add_option("--timeout", global.timeout_seconds,
                  "Deadline of each call in seconds (register: of the upload and of the wait)")
       ->capture_default_str()
@@ -779,6 +796,9 @@ Without labels the server clusters the samples first (label_source says so).)");
 
   client::ClientOptions options;
   options.address = global.server;
+  options.tls_ca = global.tls_ca;
+  options.tls_cert = global.tls_cert;
+  options.tls_key = global.tls_key;
   options.timeout = absl::Milliseconds(global.timeout_seconds * 1000);
   client::Client client(options);
   if (register_cmd->parsed()) return RunRegister(global, reg, client);

@@ -39,7 +39,26 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
 Client::Client(const ClientOptions& options) : options_(options) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
-  channel_ = grpc::CreateCustomChannel(options_.address, grpc::InsecureChannelCredentials(), args);
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (!options_.tls_ca.empty() || !options_.tls_cert.empty()) {
+    grpc::SslCredentialsOptions ssl;
+    for (auto [path, out] : {std::pair{&options_.tls_ca, &ssl.pem_root_certs},
+                             std::pair{&options_.tls_cert, &ssl.pem_cert_chain},
+                             std::pair{&options_.tls_key, &ssl.pem_private_key}}) {
+      if (path->empty()) continue;
+      std::ifstream in(*path);
+      if (!in) {
+        setup_error_ = absl::FailedPreconditionError(absl::StrCat("cannot read TLS file ", *path));
+        continue;
+      }
+      *out = std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    if ((options_.tls_cert.empty()) != (options_.tls_key.empty())) {
+      setup_error_ = absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+    }
+    credentials = grpc::SslCredentials(ssl);
+  }
+  channel_ = grpc::CreateCustomChannel(options_.address, credentials, args);
   stub_ = v1::ModelDockService::NewStub(channel_);
   health_stub_ = grpc::health::v1::Health::NewStub(channel_);
 }
@@ -52,6 +71,7 @@ void Client::SetDeadline(grpc::ClientContext* context) const {
 absl::StatusOr<v1::RegisterModelResponse> Client::Register(const std::string& path,
                                                            const v1::ModelSpec& spec,
                                                            const ProgressCallback& progress) {
+  if (!setup_error_.ok()) return setup_error_;
   std::ifstream file(path, std::ios::binary | std::ios::ate);
   if (!file) return absl::NotFoundError(absl::StrCat("cannot open model file ", path));
   const int64_t size = static_cast<int64_t>(file.tellg());
@@ -89,6 +109,7 @@ absl::StatusOr<v1::RegisterModelResponse> Client::Register(const std::string& pa
 }
 
 absl::StatusOr<v1::Model> Client::Get(const std::string& model) {
+  if (!setup_error_.ok()) return setup_error_;
   grpc::ClientContext context;
   SetDeadline(&context);
   v1::GetModelRequest request;
@@ -100,6 +121,7 @@ absl::StatusOr<v1::Model> Client::Get(const std::string& model) {
 }
 
 absl::StatusOr<v1::ListModelsResponse> Client::List(const v1::ListModelsRequest& request) {
+  if (!setup_error_.ok()) return setup_error_;
   grpc::ClientContext context;
   SetDeadline(&context);
   v1::ListModelsResponse response;
@@ -109,6 +131,7 @@ absl::StatusOr<v1::ListModelsResponse> Client::List(const v1::ListModelsRequest&
 }
 
 absl::StatusOr<std::string> Client::Delete(const std::string& model) {
+  if (!setup_error_.ok()) return setup_error_;
   grpc::ClientContext context;
   SetDeadline(&context);
   v1::DeleteModelRequest request;
@@ -121,6 +144,7 @@ absl::StatusOr<std::string> Client::Delete(const std::string& model) {
 
 absl::StatusOr<v1::Model> Client::Watch(const std::string& model,
                                         const WatchCallback& on_change) {
+  if (!setup_error_.ok()) return setup_error_;
   grpc::ClientContext context;
   SetDeadline(&context);
   v1::WatchModelRequest request;
@@ -143,6 +167,7 @@ absl::StatusOr<v1::Model> Client::Watch(const std::string& model,
 
 absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Client::Health(
     const std::string& service) {
+  if (!setup_error_.ok()) return setup_error_;
   grpc::ClientContext context;
   SetDeadline(&context);
   grpc::health::v1::HealthCheckRequest request;
@@ -155,6 +180,7 @@ absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Client::Hea
 
 absl::StatusOr<v1::RecommendResponse> Client::Recommend(const Dataset& dataset,
                                                         const v1::RecommendHeader& options) {
+  if (!setup_error_.ok()) return setup_error_;
   const Tensor& samples = dataset.samples;
   if (samples.shape.size() < 2 || !samples.IsConsistent()) {
     return absl::InvalidArgumentError(

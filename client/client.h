@@ -25,6 +25,11 @@ struct ClientOptions {
   std::string address = "127.0.0.1:50051";
   // Deadline of each call (for Watch: of the whole stream).
   absl::Duration timeout = absl::Seconds(120);
+  // TLS: PEM file of the CA that signed the server's certificate (empty = plaintext), and for
+  // mutual TLS the client's certificate chain and key.
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
 };
 
 class Client {
@@ -35,7 +40,8 @@ class Client {
   using WatchCallback = std::function<void(const v1::Model& model)>;
 
   // Channels connect lazily, so creating a client never fails; an unreachable server shows up
-  // as UNAVAILABLE on the first call.
+  // as UNAVAILABLE on the first call. Unreadable TLS files are reported by the first call too
+  // (FAILED_PRECONDITION naming the file).
   explicit Client(const ClientOptions& options);
 
   // Uploads a TorchScript file (SHA-256 computed first, then 1 MiB chunks).
@@ -64,6 +70,7 @@ class Client {
   void SetDeadline(grpc::ClientContext* context) const;
 
   ClientOptions options_;
+  absl::Status setup_error_;  // an unreadable TLS file, reported by every call
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::ModelDockService::Stub> stub_;
   std::unique_ptr<grpc::health::v1::Health::Stub> health_stub_;

@@ -6,6 +6,8 @@
 #include <grpcpp/resource_quota.h>
 
 #include <chrono>
+#include <fstream>
+#include <iterator>
 #include <utility>
 
 #include "absl/strings/numbers.h"
@@ -33,7 +35,8 @@ GrpcServer::~GrpcServer() { Shutdown(absl::ZeroDuration()); }
 
 absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(dock::Dock* dock,
                                                               const std::string& listen_address,
-                                                              int max_rpc_threads) {
+                                                              int max_rpc_threads,
+                                                              const TlsOptions& tls) {
   if (max_rpc_threads < 4) {
     return absl::InvalidArgumentError("max_rpc_threads must be >= 4 (gRPC's pollers need some)");
   }
@@ -53,7 +56,31 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(dock::Dock* dock,
   std::unique_ptr<GrpcServer> server(new GrpcServer());
   server->service_ = std::make_unique<ModelDockServiceImpl>(dock);
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(listen_address, grpc::InsecureServerCredentials(), &server->port_);
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!tls.cert.empty() || !tls.key.empty() || !tls.client_ca.empty()) {
+    if (tls.cert.empty() || tls.key.empty()) {
+      return absl::InvalidArgumentError("TLS needs both a certificate and its key");
+    }
+    auto read = [](const std::string& path) -> absl::StatusOr<std::string> {
+      std::ifstream in(path);
+      if (!in) return absl::FailedPreconditionError(absl::StrCat("cannot read TLS file ", path));
+      return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    };
+    auto cert = read(tls.cert);
+    if (!cert.ok()) return cert.status();
+    auto key = read(tls.key);
+    if (!key.ok()) return key.status();
+    grpc::SslServerCredentialsOptions ssl(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+    ssl.pem_key_cert_pairs.push_back({*key, *cert});
+    if (!tls.client_ca.empty()) {
+      auto ca = read(tls.client_ca);
+      if (!ca.ok()) return ca.status();
+      ssl.pem_root_certs = *ca;
+      ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    }
+    credentials = grpc::SslServerCredentials(ssl);
+  }
+  builder.AddListeningPort(listen_address, credentials, &server->port_);
   builder.RegisterService(server->service_.get());
   builder.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
   grpc::ResourceQuota quota("modeldock-server");

@@ -28,15 +28,24 @@ inline constexpr char kServiceName[] = "modeldock.v1.ModelDockService";
 // are answered RESOURCE_EXHAUSTED by gRPC instead of growing the process without bound.
 inline constexpr int kDefaultMaxRpcThreads = 128;
 
+// TLS for the listening port: PEM files. Empty cert = plaintext. With client_ca, clients must
+// present a certificate signed by it (mutual TLS); the handshake fails otherwise.
+struct TlsOptions {
+  std::string cert;
+  std::string key;
+  std::string client_ca;
+};
+
 class GrpcServer {
  public:
   ~GrpcServer();
 
   // Binds `listen_address` ("host:port"; port 0 picks a free one) and starts serving `dock`,
   // which is not owned and must outlive the server. UNAVAILABLE if the address cannot be bound.
+  // FAILED_PRECONDITION if a TLS file cannot be read.
   static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(
       dock::Dock* dock, const std::string& listen_address,
-      int max_rpc_threads = kDefaultMaxRpcThreads);
+      int max_rpc_threads = kDefaultMaxRpcThreads, const TlsOptions& tls = {});
 
   // "host:port" with the port actually bound.
   const std::string& address() const { return address_; }

@@ -53,6 +53,7 @@ struct ServerConfig {
   bool no_network_isolation = false;
   bool no_seccomp = false;
   int max_rpc_threads = modeldock::server::kDefaultMaxRpcThreads;
+  std::string tls_cert, tls_key, tls_client_ca;
   std::string log_level = "info";
 };
 
@@ -116,6 +117,9 @@ std::string LoadConfigFile(const std::string& path, ServerConfig* config) {
     ReadKey(json, "no-network-isolation", &config->no_network_isolation);
     ReadKey(json, "no-seccomp", &config->no_seccomp);
     ReadKey(json, "max-rpc-threads", &config->max_rpc_threads);
+    ReadKey(json, "tls-cert", &config->tls_cert);
+    ReadKey(json, "tls-key", &config->tls_key);
+    ReadKey(json, "tls-client-ca", &config->tls_client_ca);
     ReadKey(json, "log-level", &config->log_level);
   } catch (const std::exception& e) {
     return "config file " + path + ": " + e.what();
@@ -218,6 +222,12 @@ int main(int argc, char** argv) {
       app.add_option("--max-rpc-threads", flags.max_rpc_threads,
                      "Threads serving calls; past them new calls get RESOURCE_EXHAUSTED")
           ->default_str(std::to_string(modeldock::server::kDefaultMaxRpcThreads));
+  auto* tls_cert = app.add_option("--tls-cert", flags.tls_cert,
+                                  "Server certificate chain PEM: serve TLS (with --tls-key)");
+  auto* tls_key = app.add_option("--tls-key", flags.tls_key, "Server private key PEM");
+  auto* tls_client_ca = app.add_option(
+      "--tls-client-ca", flags.tls_client_ca,
+      "CA PEM that client certificates must be signed by (mutual TLS; needs --tls-cert)");
   auto* log_level = app.add_option("--log-level", flags.log_level,
                                    "trace, debug, info, warn, error or off")
                         ->default_str("info")
@@ -272,6 +282,15 @@ int main(int argc, char** argv) {
   if (no_netns->count()) config.no_network_isolation = true;
   if (no_seccomp->count()) config.no_seccomp = true;
   if (max_rpc_threads->count()) config.max_rpc_threads = flags.max_rpc_threads;
+  if (const char* env = std::getenv("MODELDOCK_TLS_CERT"); env != nullptr && *env) {
+    config.tls_cert = env;
+  }
+  if (const char* env = std::getenv("MODELDOCK_TLS_KEY"); env != nullptr && *env) {
+    config.tls_key = env;
+  }
+  if (tls_cert->count()) config.tls_cert = flags.tls_cert;
+  if (tls_key->count()) config.tls_key = flags.tls_key;
+  if (tls_client_ca->count()) config.tls_client_ca = flags.tls_client_ca;
   if (log_level->count()) config.log_level = flags.log_level;
 
   // Logs go to stderr; stdout carries only the "listening on" line.
@@ -346,12 +365,19 @@ int main(int argc, char** argv) {
                      dock.status().ToString());
     return 1;
   }
-  auto server = modeldock::server::GrpcServer::Start(dock->get(), config.listen,
-                                                     config.max_rpc_threads);
+  auto server = modeldock::server::GrpcServer::Start(
+      dock->get(), config.listen, config.max_rpc_threads,
+      {config.tls_cert, config.tls_key, config.tls_client_ca});
   if (!server.ok()) {
     spdlog::critical("{}", server.status().ToString());
     (*dock)->Shutdown();
     return 1;
+  }
+  if (!config.tls_cert.empty()) {
+    spdlog::info("serving TLS ({})", config.tls_client_ca.empty()
+                                         ? "server certificate only"
+                                         : "mutual: clients need a certificate from " +
+                                               config.tls_client_ca);
   }
   std::printf("modeldock-server listening on %s\n", (*server)->address().c_str());
   std::fflush(stdout);

@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <regex>
 #include <string>
 #include <thread>
@@ -76,6 +77,94 @@ TEST_F(ServerMainTest, ServesUntilSigterm) {
   EXPECT_THAT(result.err, HasSubstr("log_level=debug"));
   EXPECT_THAT(result.err, HasSubstr("data_dir=" + Path("env-data")));
   EXPECT_THAT(result.err, HasSubstr("SIGTERM"));
+}
+
+// Certificates made at test time with the openssl command: a CA, a server certificate for
+// 127.0.0.1 signed by it, a client certificate signed by it, and one signed by another CA.
+class TlsTest : public ServerMainTest {
+ protected:
+  void SetUp() override {
+    ServerMainTest::SetUp();
+    const std::string ec = "ec:" + Path("curve.pem");
+    ASSERT_EQ(Openssl({"ecparam", "-name", "prime256v1", "-out", Path("curve.pem")}), 0);
+    for (const char* ca : {"ca", "other-ca"}) {
+      ASSERT_EQ(Openssl({"req", "-x509", "-newkey", ec, "-nodes", "-days", "1", "-subj",
+                         std::string("/CN=") + ca, "-keyout", Path(std::string(ca) + ".key"),
+                         "-out", Path(std::string(ca) + ".pem")}),
+                0);
+    }
+    std::ofstream(Path("san.ext")) << "subjectAltName=IP:127.0.0.1,DNS:localhost\n";
+    for (auto [name, ca] : {std::pair{"server", "ca"}, {"client", "ca"}, {"stranger", "other-ca"}}) {
+      const std::string n = name, c = ca;
+      ASSERT_EQ(Openssl({"req", "-newkey", ec, "-nodes", "-subj", "/CN=" + n, "-keyout",
+                         Path(n + ".key"), "-out", Path(n + ".csr")}),
+                0);
+      ASSERT_EQ(Openssl({"x509", "-req", "-days", "1", "-in", Path(n + ".csr"), "-CA",
+                         Path(c + ".pem"), "-CAkey", Path(c + ".key"), "-CAcreateserial",
+                         "-extfile", Path("san.ext"), "-out", Path(n + ".pem")}),
+                0);
+    }
+  }
+  int Openssl(std::vector<std::string> args) {
+    args.insert(args.begin(), "/usr/bin/openssl");
+    ProcessResult r = RunProcess(args, temp_.path());
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.exit_code;
+  }
+  ChildProcess StartServer(const std::vector<std::string>& tls_flags) {
+    std::vector<std::string> argv = {MODELDOCK_SERVER_PATH, "--listen", "127.0.0.1:0",
+                                     "--asset-dir", AssetDir(), "--data-dir", Path("data"),
+                                     "--torch-threads", "1", "--workers", "1"};
+    argv.insert(argv.end(), tls_flags.begin(), tls_flags.end());
+    return StartProcess(argv, temp_.path());
+  }
+  ProcessResult Health(const std::string& address, const std::vector<std::string>& tls_flags) {
+    std::vector<std::string> argv = {MODELDOCK_CLI_PATH, "--server", address, "--timeout", "10"};
+    argv.insert(argv.end(), tls_flags.begin(), tls_flags.end());
+    argv.push_back("health");
+    return RunProcess(argv, temp_.path());
+  }
+};
+
+TEST_F(TlsTest, ServesTlsAndMutualTls) {
+  ChildProcess server =
+      StartServer({"--tls-cert", Path("server.pem"), "--tls-key", Path("server.key")});
+  std::string address = WaitForListening(server);
+  ASSERT_FALSE(address.empty()) << ReadFile(server.err_path);
+  ProcessResult ok = Health(address, {"--tls-ca", Path("ca.pem")});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_EQ(ok.out, "SERVING\n");
+  // A plaintext client, or one that does not trust the server's CA, gets no answer.
+  EXPECT_EQ(Health(address, {}).exit_code, 1);
+  EXPECT_THAT(Health(address, {"--tls-ca", Path("other-ca.pem")}).err, HasSubstr("UNAVAILABLE"));
+  kill(server.pid, SIGTERM);
+  EXPECT_EQ(WaitProcess(server, std::chrono::seconds(60)).exit_code, 0);
+
+  // Mutual TLS: only clients with a certificate from the configured CA complete the handshake.
+  server = StartServer({"--tls-cert", Path("server.pem"), "--tls-key", Path("server.key"),
+                        "--tls-client-ca", Path("ca.pem")});
+  address = WaitForListening(server);
+  ASSERT_FALSE(address.empty()) << ReadFile(server.err_path);
+  ok = Health(address, {"--tls-ca", Path("ca.pem"), "--tls-cert", Path("client.pem"),
+                        "--tls-key", Path("client.key")});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_EQ(Health(address, {"--tls-ca", Path("ca.pem")}).exit_code, 1);
+  ProcessResult stranger = Health(address, {"--tls-ca", Path("ca.pem"), "--tls-cert",
+                                            Path("stranger.pem"), "--tls-key",
+                                            Path("stranger.key")});
+  EXPECT_EQ(stranger.exit_code, 1);
+  EXPECT_THAT(stranger.err, HasSubstr("UNAVAILABLE"));
+  kill(server.pid, SIGTERM);
+  EXPECT_EQ(WaitProcess(server, std::chrono::seconds(60)).exit_code, 0);
+
+  // A TLS file that cannot be read stops the server at start, naming it.
+  ProcessResult missing = RunProcess(
+      {MODELDOCK_SERVER_PATH, "--listen", "127.0.0.1:0", "--asset-dir", AssetDir(), "--data-dir",
+       Path("data"), "--workers", "1", "--tls-cert", Path("absent.pem"), "--tls-key",
+       Path("server.key")},
+      temp_.path(), {}, std::chrono::seconds(120));
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_THAT(missing.err, HasSubstr("absent.pem"));
 }
 
 TEST_F(ServerMainTest, BadConfigurationExitsTwo) {

@@ -114,15 +114,22 @@ class Client:
 
     address: "host:port". api_key: sent as "authorization: Bearer KEY" (for servers that check
     keys). tls_ca: a PEM file of the CA that signed the server's certificate (TLS); None =
-    plaintext. timeout: seconds per call.
+    plaintext. tls_cert/tls_key: the client's certificate chain and key PEM files (mutual TLS).
+    timeout: seconds per call.
     """
 
     def __init__(self, address: str, api_key: Optional[str] = None,
-                 tls_ca: Optional[str] = None, timeout: float = 120.0):
-        if tls_ca:
-            with open(tls_ca, "rb") as f:
-                self._channel = grpc.secure_channel(address,
-                                                    grpc.ssl_channel_credentials(f.read()))
+                 tls_ca: Optional[str] = None, timeout: float = 120.0,
+                 tls_cert: Optional[str] = None, tls_key: Optional[str] = None):
+        def read(path):
+            if not path:
+                return None
+            with open(path, "rb") as f:
+                return f.read()
+
+        if tls_ca or tls_cert:
+            credentials = grpc.ssl_channel_credentials(read(tls_ca), read(tls_key), read(tls_cert))
+            self._channel = grpc.secure_channel(address, credentials)
         else:
             self._channel = grpc.insecure_channel(address)
         self._stub = pb_grpc.ModelDockServiceStub(self._channel)
