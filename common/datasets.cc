@@ -548,8 +548,9 @@ absl::StatusOr<DecodedImage> DecodeImage(const std::string& name, const std::str
   // stb cannot read a header, decoding below fails with its reason.
   int width = 0, height = 0, channels = 0;
   if (stbi_info_from_memory(in, size, &width, &height, &channels)) {
+    // stb's PNM header parser overflows int on huge numbers and can report negative sizes.
     const int64_t pixels = int64_t{width} * height;
-    if (pixels > kMaxImagePixels) {
+    if (width <= 0 || height <= 0 || pixels > kMaxImagePixels) {
       return Bad(name, absl::StrCat("image of ", width, "x", height,
                                     " pixels exceeds the limit of ", kMaxImagePixels, " pixels"));
     }

@@ -685,6 +685,15 @@ TEST_F(DatasetsTest, ImageDeclaringTooManyPixelsIsAnError) {
 
 // stb_image does not notice a PGM/PPM whose pixel data ends early and returns the missing
 // pixels uninitialised.
+// Found by fuzzing in CI: a PPM header whose width overflows stb's int parser (reported as a
+// negative size; our size arithmetic then overflowed).
+TEST_F(DatasetsTest, PnmWithOverflowingSizeIsAnError) {
+  const std::string header =
+      "P60627557222222222222222222222222222222222222222222222222225\n722222222222252}P";
+  auto image = DecodeImage("huge.ppm", header);
+  EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(DatasetsTest, TruncatedPnmIsAnError) {
   const std::string header = "P5\n# a comment\n4 4\n255\n";
   std::string pixels(16, '\0');
