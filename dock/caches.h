@@ -58,8 +58,14 @@ class LruCache {
     }
   }
 
-  int64_t hits() const { return hits_; }
-  int64_t misses() const { return misses_; }
+  int64_t hits() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return hits_;
+  }
+  int64_t misses() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return misses_;
+  }
 
  private:
   struct Entry {
@@ -75,7 +81,7 @@ class LruCache {
     map_.erase(it);
   }
 
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   int64_t budget_;
   int64_t used_ = 0;
   int64_t hits_ = 0;

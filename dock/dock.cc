@@ -552,6 +552,7 @@ absl::StatusOr<RegisterResult> DockImpl::FinishRegistration(std::unique_ptr<Uplo
     }
   }
   if (!report.ok()) {
+    ++registrations_rejected_;
     spdlog::info("registration of '{}' rejected: {}", spec.name, report.status().ToString());
     return absl::Status(report.status().code(),
                         absl::StrCat("model '", spec.name, "' failed admission: ",
@@ -590,6 +591,7 @@ absl::StatusOr<RegisterResult> DockImpl::FinishRegistration(std::unique_ptr<Uplo
                result.deduplicated ? ", same bytes already stored" : "",
                record.has_embed ? absl::StrCat(record.feature_dim, "-d") : "no");
   result.model = record;
+  ++registrations_admitted_;
   Enqueue(record.id);
   return result;
 }
@@ -644,6 +646,7 @@ void DockImpl::Probe(const std::string& id) {
            absl::StrCat("running on the probe set (", probe_set_.Rows(), " samples)"));
   absl::Time start = absl::Now();
   auto fail = [&](const absl::Status& status) {
+    ++probes_failed_;
     spdlog::warn("probing {} ('{}') failed: {}", record.id, record.spec.name, status.ToString());
     SetState(record, ModelState::kFailed, absl::StrCat("probing failed: ", status.message()));
   };
@@ -699,6 +702,8 @@ void DockImpl::Probe(const std::string& id) {
     if (absl::Status u = index_->Upsert(record.id, *vector); !u.ok()) return fail(u);
     SaveIndex().IgnoreError();  // the index is rebuilt from the store if this file is stale
   }
+  ++probes_done_;
+  probe_micros_ += record.probe_millis * 1000;
   spdlog::info("model {} ('{}') READY: probed in {} ms", record.id, record.spec.name,
                record.probe_millis);
   std::lock_guard<std::mutex> lock(state_mutex_);
@@ -771,6 +776,48 @@ absl::StatusOr<std::string> DockImpl::DeleteModel(std::string_view id_or_name) {
   std::lock_guard<std::mutex> lock(state_mutex_);
   state_changed_.notify_all();
   return record->id;
+}
+
+DockStats DockImpl::Stats() {
+  DockStats stats;
+  if (auto all = store_->ListAll(); all.ok()) {
+    for (const ModelRecord& r : *all) {
+      switch (r.state) {
+        case ModelState::kPending: ++stats.models_pending; break;
+        case ModelState::kProbing: ++stats.models_probing; break;
+        case ModelState::kReady: ++stats.models_ready; break;
+        case ModelState::kFailed: ++stats.models_failed; break;
+      }
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex_);  // the index changes under this lock
+    stats.index_vectors = static_cast<int64_t>(index_->size());
+  }
+  {
+    std::lock_guard<std::mutex> lock(queue_mutex_);
+    stats.probe_queue = static_cast<int>(queue_.size());
+  }
+  stats.registrations_admitted = registrations_admitted_;
+  stats.registrations_rejected = registrations_rejected_;
+  stats.probes_done = probes_done_;
+  stats.probes_failed = probes_failed_;
+  stats.probe_seconds = static_cast<double>(probe_micros_) / 1e6;
+  stats.recommends = recommends_;
+  stats.stage1_seconds = static_cast<double>(stage1_micros_) / 1e6;
+  stats.stage2_seconds = static_cast<double>(stage2_micros_) / 1e6;
+  stats.output_cache_hits = output_cache_.hits();
+  stats.output_cache_misses = output_cache_.misses();
+  stats.proxy_cache_hits = proxy_cache_.hits();
+  stats.proxy_cache_misses = proxy_cache_.misses();
+  if (workers_pool_) {
+    sandbox::PoolStats pool = workers_pool_->Stats();
+    stats.workers = pool.workers;
+    stats.workers_waiting_jobs = pool.waiting;
+    stats.worker_jobs = pool.jobs;
+    stats.worker_restarts = pool.restarts;
+  }
+  return stats;
 }
 
 absl::StatusOr<ModelRecord> DockImpl::WaitForChange(const std::string& id, int64_t seen_revision,

@@ -219,6 +219,23 @@ struct RecommendResult {
   std::vector<std::string> warnings;
 };
 
+// Operational figures for monitoring (Prometheus /metrics): gauges of the current state and
+// counters since start.
+struct DockStats {
+  int models_pending = 0, models_probing = 0, models_ready = 0, models_failed = 0;
+  int64_t index_vectors = 0;
+  int probe_queue = 0;
+  int64_t registrations_admitted = 0, registrations_rejected = 0;
+  int64_t probes_done = 0, probes_failed = 0;
+  double probe_seconds = 0;  // summed over successful probes
+  int64_t recommends = 0;
+  double stage1_seconds = 0, stage2_seconds = 0;  // summed over recommendations
+  int64_t output_cache_hits = 0, output_cache_misses = 0;
+  int64_t proxy_cache_hits = 0, proxy_cache_misses = 0;
+  int workers = 0, workers_waiting_jobs = 0;
+  int64_t worker_jobs = 0, worker_restarts = 0;
+};
+
 class Dock {
  public:
   virtual ~Dock() = default;
@@ -248,6 +265,8 @@ class Dock {
                                                     absl::Duration timeout) = 0;
 
   virtual absl::StatusOr<RecommendResult> Recommend(const RecommendQuery& query) = 0;
+
+  virtual DockStats Stats() = 0;
 
   // Stops background work (probe workers); called by the destructor too.
   virtual void Shutdown() = 0;

@@ -3,6 +3,7 @@
 #ifndef MODELDOCK_DOCK_DOCK_IMPL_H_
 #define MODELDOCK_DOCK_DOCK_IMPL_H_
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <memory>
@@ -40,6 +41,7 @@ class DockImpl : public Dock {
   absl::StatusOr<ModelRecord> WaitForChange(const std::string& id, int64_t seen_revision,
                                             absl::Duration timeout) override;
   absl::StatusOr<RecommendResult> Recommend(const RecommendQuery& query) override;
+  DockStats Stats() override;
   void Shutdown() override;
 
  private:
@@ -104,6 +106,11 @@ class DockImpl : public Dock {
   LruCache<const encoder::ModelOutputs> output_cache_;
   LruCache<const Tensor> proxy_cache_;  // model id -> compressed probe features
   RunCosts run_costs_;
+
+  // Counters for Stats() (microseconds for durations).
+  std::atomic<int64_t> registrations_admitted_{0}, registrations_rejected_{0};
+  std::atomic<int64_t> probes_done_{0}, probes_failed_{0}, probe_micros_{0};
+  std::atomic<int64_t> recommends_{0}, stage1_micros_{0}, stage2_micros_{0};
 };
 
 }  // namespace modeldock::dock

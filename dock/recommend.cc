@@ -616,6 +616,9 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
     result.results.push_back(std::move(rec));
   }
   result.timings.total_millis = MillisSince(start);
+  ++recommends_;
+  stage1_micros_ += static_cast<int64_t>(result.timings.stage1_millis * 1000);
+  stage2_micros_ += static_cast<int64_t>(result.timings.stage2_millis * 1000);
   spdlog::info("recommend: {} samples, {} classes ({}), {} compatible, mode {} ({}), {} scored "
                "with {}, top '{}', {:.1f} ms", samples.Rows(), num_classes, result.label_source,
                result.num_compatible, RecommendModeName(result.mode), result.mode_reason,

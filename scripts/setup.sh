@@ -12,7 +12,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
   python3 python3-torch python3-numpy python3-scipy python3-sklearn python3-pil python3-grpcio
-  python3-protobuf
+  python3-protobuf python3-prometheus-client
   python3-matplotlib
   fonts-dejavu-core fonts-liberation2 fonts-urw-base35 fonts-texgyre
 )

@@ -4,20 +4,62 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/resource_quota.h>
+#include <grpcpp/support/server_interceptor.h>
 
 #include <chrono>
 #include <fstream>
 #include <iterator>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "grpc/health/v1/health.pb.h"
+#include "server/metrics.h"
 #include "server/service.h"
 #include "spdlog/spdlog.h"
 
 namespace modeldock::server {
+namespace {
+
+// Counts every call and its latency by method and final status code.
+class MetricsInterceptor : public grpc::experimental::Interceptor {
+ public:
+  MetricsInterceptor(grpc::experimental::ServerRpcInfo* info, MetricsRegistry* metrics)
+      : method_(info->method()), metrics_(metrics), start_(std::chrono::steady_clock::now()) {}
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
+      const grpc::Status status = methods->GetSendStatus();
+      metrics_->RecordRpc(method_, StatusCodeName(status.error_code()),
+                          std::chrono::duration<double>(std::chrono::steady_clock::now() - start_)
+                              .count());
+    }
+    methods->Proceed();
+  }
+
+ private:
+  std::string method_;
+  MetricsRegistry* metrics_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+class MetricsInterceptorFactory
+    : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit MetricsInterceptorFactory(MetricsRegistry* metrics) : metrics_(metrics) {}
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    return new MetricsInterceptor(info, metrics_);
+  }
+
+ private:
+  MetricsRegistry* metrics_;
+};
+
+}  // namespace
 
 bool SplitHostPort(const std::string& address, std::string* host, int* port) {
   const size_t colon = address.rfind(':');
@@ -36,7 +78,8 @@ GrpcServer::~GrpcServer() { Shutdown(absl::ZeroDuration()); }
 absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(dock::Dock* dock,
                                                               const std::string& listen_address,
                                                               int max_rpc_threads,
-                                                              const TlsOptions& tls) {
+                                                              const TlsOptions& tls,
+                                                              MetricsRegistry* metrics) {
   if (max_rpc_threads < 4) {
     return absl::InvalidArgumentError("max_rpc_threads must be >= 4 (gRPC's pollers need some)");
   }
@@ -83,6 +126,11 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(dock::Dock* dock,
   builder.AddListeningPort(listen_address, credentials, &server->port_);
   builder.RegisterService(server->service_.get());
   builder.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
+  if (metrics != nullptr) {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
+    creators.push_back(std::make_unique<MetricsInterceptorFactory>(metrics));
+    builder.experimental().SetInterceptorCreators(std::move(creators));
+  }
   grpc::ResourceQuota quota("modeldock-server");
   quota.SetMaxThreads(max_rpc_threads);
   builder.SetResourceQuota(quota);

@@ -17,6 +17,7 @@ class Server;
 namespace modeldock::server {
 
 class ModelDockServiceImpl;
+class MetricsRegistry;
 
 // Largest request message accepted (chunks are 1 MiB; an inline Recommend header may be larger).
 inline constexpr int kMaxReceiveMessageBytes = 64 << 20;
@@ -45,7 +46,8 @@ class GrpcServer {
   // FAILED_PRECONDITION if a TLS file cannot be read.
   static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(
       dock::Dock* dock, const std::string& listen_address,
-      int max_rpc_threads = kDefaultMaxRpcThreads, const TlsOptions& tls = {});
+      int max_rpc_threads = kDefaultMaxRpcThreads, const TlsOptions& tls = {},
+      MetricsRegistry* metrics = nullptr);  // not owned; records every call when given
 
   // "host:port" with the port actually bound.
   const std::string& address() const { return address_; }

@@ -15,6 +15,7 @@
 #include "dock/dock.h"
 #include "nlohmann/json.hpp"
 #include "server/grpc_server.h"
+#include "server/metrics.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 
@@ -54,6 +55,7 @@ struct ServerConfig {
   bool no_seccomp = false;
   int max_rpc_threads = modeldock::server::kDefaultMaxRpcThreads;
   std::string tls_cert, tls_key, tls_client_ca;
+  std::string metrics_listen;
   std::string log_level = "info";
 };
 
@@ -120,6 +122,7 @@ std::string LoadConfigFile(const std::string& path, ServerConfig* config) {
     ReadKey(json, "tls-cert", &config->tls_cert);
     ReadKey(json, "tls-key", &config->tls_key);
     ReadKey(json, "tls-client-ca", &config->tls_client_ca);
+    ReadKey(json, "metrics-listen", &config->metrics_listen);
     ReadKey(json, "log-level", &config->log_level);
   } catch (const std::exception& e) {
     return "config file " + path + ": " + e.what();
@@ -228,6 +231,9 @@ int main(int argc, char** argv) {
   auto* tls_client_ca = app.add_option(
       "--tls-client-ca", flags.tls_client_ca,
       "CA PEM that client certificates must be signed by (mutual TLS; needs --tls-cert)");
+  auto* metrics_listen = app.add_option(
+      "--metrics-listen", flags.metrics_listen,
+      "HOST:PORT serving Prometheus metrics at /metrics (port 0: any free one; off by default)");
   auto* log_level = app.add_option("--log-level", flags.log_level,
                                    "trace, debug, info, warn, error or off")
                         ->default_str("info")
@@ -291,6 +297,7 @@ int main(int argc, char** argv) {
   if (tls_cert->count()) config.tls_cert = flags.tls_cert;
   if (tls_key->count()) config.tls_key = flags.tls_key;
   if (tls_client_ca->count()) config.tls_client_ca = flags.tls_client_ca;
+  if (metrics_listen->count()) config.metrics_listen = flags.metrics_listen;
   if (log_level->count()) config.log_level = flags.log_level;
 
   // Logs go to stderr; stdout carries only the "listening on" line.
@@ -365,9 +372,27 @@ int main(int argc, char** argv) {
                      dock.status().ToString());
     return 1;
   }
+  modeldock::server::MetricsRegistry metrics;
+  std::unique_ptr<modeldock::server::MetricsHttpServer> metrics_server;
+  if (!config.metrics_listen.empty()) {
+    modeldock::dock::Dock* engine = dock->get();
+    auto started = modeldock::server::MetricsHttpServer::Start(
+        config.metrics_listen, [&metrics, engine] { return metrics.Render(engine->Stats()); });
+    if (!started.ok()) {
+      spdlog::critical("{}", started.status().ToString());
+      (*dock)->Shutdown();
+      return 1;
+    }
+    metrics_server = std::move(*started);
+    std::string host;
+    int ignored = 0;
+    modeldock::server::SplitHostPort(config.metrics_listen, &host, &ignored);
+    spdlog::info("metrics listening on {}:{} (GET /metrics)", host, metrics_server->port());
+  }
   auto server = modeldock::server::GrpcServer::Start(
       dock->get(), config.listen, config.max_rpc_threads,
-      {config.tls_cert, config.tls_key, config.tls_client_ca});
+      {config.tls_cert, config.tls_key, config.tls_client_ca},
+      metrics_server ? &metrics : nullptr);
   if (!server.ok()) {
     spdlog::critical("{}", server.status().ToString());
     (*dock)->Shutdown();
@@ -387,6 +412,7 @@ int main(int argc, char** argv) {
   spdlog::info("received {}, shutting down (in-flight calls get 10 s)",
                signal_number == SIGINT ? "SIGINT" : "SIGTERM");
   (*server)->Shutdown(absl::Seconds(10));
+  if (metrics_server) metrics_server->Stop();
   (*dock)->Shutdown();
   spdlog::info("stopped");
   return 0;

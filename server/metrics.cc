@@ -1,0 +1,253 @@
+#include "server/metrics.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "server/grpc_server.h"
+#include "spdlog/spdlog.h"
+
+namespace modeldock::server {
+namespace {
+
+// Label values: backslash, quote and newline escaped (text format 0.0.4).
+std::string Escape(const std::string& value) {
+  std::string out;
+  for (char c : value) {
+    if (c == '\\' || c == '"') out.push_back('\\');
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out.push_back(c);
+  }
+  return out;
+}
+
+std::string Number(double v) { return absl::StrFormat("%.9g", v); }
+
+void Family(std::string* out, const char* name, const char* type, const char* help) {
+  absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
+}
+
+void Sample(std::string* out, const std::string& name, const std::string& labels, double value) {
+  absl::StrAppend(out, name, labels.empty() ? "" : "{" + labels + "}", " ", Number(value), "\n");
+}
+
+}  // namespace
+
+const char* StatusCodeName(int code) {
+  static const char* kNames[] = {"OK",
+                                 "CANCELLED",
+                                 "UNKNOWN",
+                                 "INVALID_ARGUMENT",
+                                 "DEADLINE_EXCEEDED",
+                                 "NOT_FOUND",
+                                 "ALREADY_EXISTS",
+                                 "PERMISSION_DENIED",
+                                 "RESOURCE_EXHAUSTED",
+                                 "FAILED_PRECONDITION",
+                                 "ABORTED",
+                                 "OUT_OF_RANGE",
+                                 "UNIMPLEMENTED",
+                                 "INTERNAL",
+                                 "UNAVAILABLE",
+                                 "DATA_LOSS",
+                                 "UNAUTHENTICATED"};
+  return code >= 0 && code <= 16 ? kNames[code] : "UNKNOWN";
+}
+
+void MetricsRegistry::RecordRpc(const std::string& method, const std::string& code,
+                                double seconds) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++calls_[{method, code}];
+  Histogram& h = latency_[method];
+  ++h.count;
+  h.sum += seconds;
+  for (size_t i = 0; i < kBuckets.size(); ++i) {
+    if (seconds <= kBuckets[i]) {
+      ++h.counts[i];
+      break;
+    }
+  }
+}
+
+std::string MetricsRegistry::Render(const dock::DockStats& s) const {
+  std::string out;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    Family(&out, "modeldock_rpc_total", "counter", "gRPC calls handled, by method and status code.");
+    for (const auto& [key, count] : calls_) {
+      Sample(&out, "modeldock_rpc_total",
+             absl::StrCat("method=\"", Escape(key.first), "\",code=\"", Escape(key.second), "\""),
+             static_cast<double>(count));
+    }
+    Family(&out, "modeldock_rpc_duration_seconds", "histogram",
+           "gRPC call latency from the call's start to its status, by method.");
+    for (const auto& [method, h] : latency_) {
+      const std::string m = absl::StrCat("method=\"", Escape(method), "\"");
+      int64_t cumulative = 0;
+      for (size_t i = 0; i < kBuckets.size(); ++i) {
+        cumulative += h.counts[i];
+        Sample(&out, "modeldock_rpc_duration_seconds_bucket",
+               absl::StrCat(m, ",le=\"", Number(kBuckets[i]), "\""),
+               static_cast<double>(cumulative));
+      }
+      Sample(&out, "modeldock_rpc_duration_seconds_bucket", absl::StrCat(m, ",le=\"+Inf\""),
+             static_cast<double>(h.count));
+      Sample(&out, "modeldock_rpc_duration_seconds_sum", m, h.sum);
+      Sample(&out, "modeldock_rpc_duration_seconds_count", m, static_cast<double>(h.count));
+    }
+  }
+  Family(&out, "modeldock_models", "gauge", "Registered models by state.");
+  for (auto [state, n] : {std::pair{"PENDING", s.models_pending}, {"PROBING", s.models_probing},
+                          {"READY", s.models_ready}, {"FAILED", s.models_failed}}) {
+    Sample(&out, "modeldock_models", absl::StrCat("state=\"", state, "\""), n);
+  }
+  Family(&out, "modeldock_registrations_total", "counter",
+         "Registrations since start: admitted (stored) or rejected.");
+  Sample(&out, "modeldock_registrations_total", "outcome=\"admitted\"",
+         static_cast<double>(s.registrations_admitted));
+  Sample(&out, "modeldock_registrations_total", "outcome=\"rejected\"",
+         static_cast<double>(s.registrations_rejected));
+  Family(&out, "modeldock_probes_total", "counter", "Probing jobs finished since start.");
+  Sample(&out, "modeldock_probes_total", "outcome=\"ready\"", static_cast<double>(s.probes_done));
+  Sample(&out, "modeldock_probes_total", "outcome=\"failed\"",
+         static_cast<double>(s.probes_failed));
+  Family(&out, "modeldock_probe_seconds_total", "counter", "Time spent probing models that became READY.");
+  Sample(&out, "modeldock_probe_seconds_total", "", s.probe_seconds);
+  Family(&out, "modeldock_probe_queue", "gauge", "Models waiting to be probed.");
+  Sample(&out, "modeldock_probe_queue", "", s.probe_queue);
+  Family(&out, "modeldock_recommendations_total", "counter", "Recommendations answered.");
+  Sample(&out, "modeldock_recommendations_total", "", static_cast<double>(s.recommends));
+  Family(&out, "modeldock_stage_seconds_total", "counter",
+         "Time spent in each recommend stage, summed over recommendations.");
+  Sample(&out, "modeldock_stage_seconds_total", "stage=\"1\"", s.stage1_seconds);
+  Sample(&out, "modeldock_stage_seconds_total", "stage=\"2\"", s.stage2_seconds);
+  Family(&out, "modeldock_index_vectors", "gauge", "Knowledge vectors in the FAISS index.");
+  Sample(&out, "modeldock_index_vectors", "", static_cast<double>(s.index_vectors));
+  Family(&out, "modeldock_cache_requests_total", "counter",
+         "Cache lookups by cache (outputs: model outputs on query datasets; proxy: compressed "
+         "probe features) and result.");
+  for (auto [cache, hits, misses] :
+       {std::tuple{"outputs", s.output_cache_hits, s.output_cache_misses},
+        std::tuple{"proxy", s.proxy_cache_hits, s.proxy_cache_misses}}) {
+    Sample(&out, "modeldock_cache_requests_total",
+           absl::StrCat("cache=\"", cache, "\",result=\"hit\""), static_cast<double>(hits));
+    Sample(&out, "modeldock_cache_requests_total",
+           absl::StrCat("cache=\"", cache, "\",result=\"miss\""), static_cast<double>(misses));
+  }
+  Family(&out, "modeldock_workers", "gauge", "Model worker processes.");
+  Sample(&out, "modeldock_workers", "", s.workers);
+  Family(&out, "modeldock_worker_waiting_jobs", "gauge", "Jobs waiting for a free model worker.");
+  Sample(&out, "modeldock_worker_waiting_jobs", "", s.workers_waiting_jobs);
+  Family(&out, "modeldock_worker_jobs_total", "counter", "Jobs run by model workers.");
+  Sample(&out, "modeldock_worker_jobs_total", "", static_cast<double>(s.worker_jobs));
+  Family(&out, "modeldock_worker_restarts_total", "counter",
+         "Model workers killed (limits, cancellation) or lost, and replaced.");
+  Sample(&out, "modeldock_worker_restarts_total", "", static_cast<double>(s.worker_restarts));
+  return out;
+}
+
+MetricsHttpServer::~MetricsHttpServer() { Stop(); }
+
+absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
+    const std::string& address, std::function<std::string()> render) {
+  std::string host;
+  int port = 0;
+  if (!SplitHostPort(address, &host, &port)) {
+    return absl::InvalidArgumentError(absl::StrCat("metrics address '", address,
+                                                   "' is not HOST:PORT"));
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* found = nullptr;
+  const std::string bare = host.size() > 2 && host.front() == '[' ? host.substr(1, host.size() - 2)
+                                                                  : host;
+  if (getaddrinfo(bare.c_str(), std::to_string(port).c_str(), &hints, &found) != 0 ||
+      found == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot resolve metrics host '", host, "'"));
+  }
+  int fd = socket(found->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (fd < 0 || bind(fd, found->ai_addr, found->ai_addrlen) != 0 || listen(fd, 16) != 0) {
+    const std::string why = strerror(errno);
+    freeaddrinfo(found);
+    if (fd >= 0) close(fd);
+    return absl::UnavailableError(absl::StrCat("cannot listen for metrics on ", address, ": ", why));
+  }
+  freeaddrinfo(found);
+  sockaddr_storage bound{};
+  socklen_t length = sizeof bound;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &length);
+  std::unique_ptr<MetricsHttpServer> server(new MetricsHttpServer());
+  server->listen_fd_ = fd;
+  server->port_ = ntohs(bound.ss_family == AF_INET6
+                            ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                            : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  server->render_ = std::move(render);
+  server->thread_ = std::thread([s = server.get()] { s->Serve(); });
+  return server;
+}
+
+void MetricsHttpServer::Serve() {
+  while (!stopping_) {
+    pollfd p{listen_fd_, POLLIN, 0};
+    if (poll(&p, 1, 200) <= 0) continue;  // wakes up to notice Stop()
+    int client = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (client < 0) continue;
+    timeval timeout{5, 0};  // a slow or silent client does not hold the scraper thread
+    setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+    std::string request;
+    char buffer[1024];
+    while (request.find("\r\n\r\n") == std::string::npos && request.size() < 8192) {
+      ssize_t n = recv(client, buffer, sizeof buffer, 0);
+      if (n <= 0) break;
+      request.append(buffer, static_cast<size_t>(n));
+    }
+    std::string status = "200 OK", type = "text/plain; version=0.0.4; charset=utf-8", body;
+    if (request.rfind("GET /metrics", 0) == 0 &&
+        (request.size() == 12 || request[12] == ' ' || request[12] == '?')) {
+      body = render_();
+    } else if (request.rfind("GET ", 0) == 0) {
+      status = "404 Not Found";
+      type = "text/plain";
+      body = "only /metrics is served here\n";
+    } else {
+      status = "405 Method Not Allowed";
+      type = "text/plain";
+      body = "GET /metrics\n";
+    }
+    const std::string response =
+        absl::StrCat("HTTP/1.0 ", status, "\r\nContent-Type: ", type,
+                     "\r\nContent-Length: ", body.size(), "\r\nConnection: close\r\n\r\n", body);
+    size_t sent = 0;
+    while (sent < response.size()) {
+      ssize_t n = send(client, response.data() + sent, response.size() - sent, MSG_NOSIGNAL);
+      if (n <= 0) break;
+      sent += static_cast<size_t>(n);
+    }
+    close(client);
+  }
+}
+
+void MetricsHttpServer::Stop() {
+  if (stopping_.exchange(true)) return;
+  if (thread_.joinable()) thread_.join();
+  if (listen_fd_ >= 0) close(listen_fd_);
+  listen_fd_ = -1;
+}
+
+}  // namespace modeldock::server
