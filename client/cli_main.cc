@@ -14,6 +14,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -39,6 +40,7 @@ struct GlobalFlags {
   bool json = false;
   double timeout_seconds = 120;
   std::string tls_ca, tls_cert, tls_key;
+  std::string api_key_file;
 };
 
 // $NAME, or "" when unset.
@@ -523,6 +525,62 @@ int RunHealth(const GlobalFlags& global, client::Client& client) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// keys
+
+json KeyJson(const v1::ApiKey& key) {
+  std::string role = v1::ApiKeyRole_Name(key.role());
+  role = absl::AsciiStrToLower(role.substr(std::string("API_KEY_ROLE_").size()));
+  return json{{"id", key.id()}, {"name", key.name()}, {"role", role},
+              {"created_unix_ms", key.created_unix_ms()}, {"revoked", key.revoked()}};
+}
+
+int RunKeysCreate(const GlobalFlags& global, const std::string& role, const std::string& name,
+                  client::Client& client) {
+  v1::ApiKeyRole value = role == "admin"      ? v1::API_KEY_ROLE_ADMIN
+                         : role == "provider" ? v1::API_KEY_ROLE_PROVIDER
+                                              : v1::API_KEY_ROLE_CONSUMER;
+  auto created = client.CreateApiKey(value, name);
+  if (!created.ok()) return RpcError("keys create", created.status());
+  if (global.json) {
+    json out = KeyJson(created->key());
+    out["secret"] = created->secret();
+    PrintJson(out);
+  } else {
+    std::cerr << "created " << role << " key " << created->key().id()
+              << "; it is printed once, keep it safe:\n";
+    std::cout << created->secret() << "\n";
+  }
+  return kExitOk;
+}
+
+int RunKeysList(const GlobalFlags& global, client::Client& client) {
+  auto keys = client.ListApiKeys();
+  if (!keys.ok()) return RpcError("keys list", keys.status());
+  json all = json::array();
+  for (const v1::ApiKey& key : keys->keys()) all.push_back(KeyJson(key));
+  if (global.json) {
+    PrintJson(json{{"keys", all}});
+    return kExitOk;
+  }
+  for (const json& k : all) {
+    std::cout << k["id"].get<std::string>() << "  " << k["role"].get<std::string>() << "  "
+              << (k["revoked"].get<bool>() ? "REVOKED  " : "") << k["name"].get<std::string>()
+              << "\n";
+  }
+  return kExitOk;
+}
+
+int RunKeysRevoke(const GlobalFlags& global, const std::string& id, client::Client& client) {
+  if (absl::Status s = client.RevokeApiKey(id); !s.ok()) return RpcError("keys revoke", s);
+  if (global.json) {
+    PrintJson(json{{"revoked", id}});
+  } else {
+    std::cout << "revoked " << id << "\n";
+  }
+  return kExitOk;
+}
+
+// ---------------------------------------------------------------------------------------------
 // recommend
 
 struct RecommendFlags {
@@ -685,6 +743,9 @@ int Main(int argc, char** argv) {
                  "(default: $MODELDOCK_TLS_CA; unset = plaintext)");
   app.add_option("--tls-cert", global.tls_cert,
                  "Client certificate chain PEM for mutual TLS (default: $MODELDOCK_TLS_CERT)");
+  app.add_option("--api-key-file", global.api_key_file,
+                 "File holding the API key for servers started with --auth (default: "
+                 "$MODELDOCK_API_KEY)");
   app.add_option("--tls-key", global.tls_key,
                  "Client private key PEM for mutual TLS (default: $MODELDOCK_TLS_KEY)");
   app.add_option("--timeout", global.timeout_seconds,
@@ -743,6 +804,18 @@ Exit status 1 also when the model was admitted but probing FAILED.)");
   CLI::App* watch_cmd =
       app.add_subcommand("watch", "Print a model's state changes until READY or FAILED");
   watch_cmd->add_option("MODEL", model_ref, "Model name or id")->required();
+  std::string key_role = "consumer", key_name, key_id;
+  CLI::App* keys_cmd = app.add_subcommand("keys", "Manage API keys (admin key needed)");
+  keys_cmd->require_subcommand(1);
+  CLI::App* keys_create = keys_cmd->add_subcommand("create", "Create a key; prints it once");
+  keys_create->add_option("--role", key_role, "consumer, provider or admin")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"consumer", "provider", "admin"}));
+  keys_create->add_option("--name", key_name, "Who holds it (a label)");
+  CLI::App* keys_list = keys_cmd->add_subcommand("list", "List keys (never their secrets)");
+  CLI::App* keys_revoke = keys_cmd->add_subcommand("revoke", "Revoke a key at once");
+  keys_revoke->add_option("ID", key_id, "Key id (from keys list)")->required();
+
   CLI::App* health_cmd = app.add_subcommand(
       "health", "grpc.health.v1 check of the server; exit 0 only when SERVING");
 
@@ -800,7 +873,16 @@ Without labels the server clusters the samples first (label_source says so).)");
   options.tls_cert = global.tls_cert;
   options.tls_key = global.tls_key;
   options.timeout = absl::Milliseconds(global.timeout_seconds * 1000);
+  options.api_key = Env("MODELDOCK_API_KEY");
+  if (!global.api_key_file.empty()) {
+    std::ifstream in(global.api_key_file);
+    if (!in) return UsageError("cannot read --api-key-file " + global.api_key_file);
+    std::getline(in, options.api_key);
+  }
   client::Client client(options);
+  if (keys_create->parsed()) return RunKeysCreate(global, key_role, key_name, client);
+  if (keys_list->parsed()) return RunKeysList(global, client);
+  if (keys_revoke->parsed()) return RunKeysRevoke(global, key_id, client);
   if (register_cmd->parsed()) return RunRegister(global, reg, client);
   if (list_cmd->parsed()) return RunList(global, list, page_size_opt->count() > 0, client);
   if (show_cmd->parsed()) return RunShow(global, model_ref, client);

@@ -66,6 +66,43 @@ Client::Client(const ClientOptions& options) : options_(options) {
 void Client::SetDeadline(grpc::ClientContext* context) const {
   context->set_deadline(std::chrono::system_clock::now() +
                         absl::ToChronoMilliseconds(options_.timeout));
+  if (!options_.api_key.empty()) {
+    context->AddMetadata("authorization", "Bearer " + options_.api_key);
+  }
+}
+
+absl::StatusOr<v1::CreateApiKeyResponse> Client::CreateApiKey(v1::ApiKeyRole role,
+                                                              const std::string& name) {
+  if (!setup_error_.ok()) return setup_error_;
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::CreateApiKeyRequest request;
+  request.set_role(role);
+  request.set_name(name);
+  v1::CreateApiKeyResponse response;
+  grpc::Status status = stub_->CreateApiKey(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+absl::StatusOr<v1::ListApiKeysResponse> Client::ListApiKeys() {
+  if (!setup_error_.ok()) return setup_error_;
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::ListApiKeysResponse response;
+  grpc::Status status = stub_->ListApiKeys(&context, v1::ListApiKeysRequest(), &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+absl::Status Client::RevokeApiKey(const std::string& id) {
+  if (!setup_error_.ok()) return setup_error_;
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::RevokeApiKeyRequest request;
+  request.set_id(id);
+  v1::RevokeApiKeyResponse response;
+  return FromGrpcStatus(stub_->RevokeApiKey(&context, request, &response));
 }
 
 absl::StatusOr<v1::RegisterModelResponse> Client::Register(const std::string& path,

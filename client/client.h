@@ -30,6 +30,8 @@ struct ClientOptions {
   std::string tls_ca;
   std::string tls_cert;
   std::string tls_key;
+  // Sent as "authorization: Bearer <api_key>" on every call when not empty.
+  std::string api_key;
 };
 
 class Client {
@@ -49,6 +51,11 @@ class Client {
                                                      const v1::ModelSpec& spec,
                                                      const ProgressCallback& progress = nullptr);
   absl::StatusOr<v1::Model> Get(const std::string& model);
+  // API keys (admin).
+  absl::StatusOr<v1::CreateApiKeyResponse> CreateApiKey(v1::ApiKeyRole role,
+                                                        const std::string& name);
+  absl::StatusOr<v1::ListApiKeysResponse> ListApiKeys();
+  absl::Status RevokeApiKey(const std::string& id);
   // One page as the request describes it.
   absl::StatusOr<v1::ListModelsResponse> List(const v1::ListModelsRequest& request);
   // Returns the deleted model's id.

@@ -6,6 +6,8 @@
 #include <random>
 #include <set>
 
+#include <sys/random.h>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -208,6 +210,7 @@ class UploadImpl : public Upload {
   int64_t bytes_written() const override { return written_; }
 
   ModelSpec spec_;
+  std::string owner_key_id_;
   int64_t declared_size_;
   std::string expected_sha256_;
   std::string temp_path_;
@@ -500,9 +503,9 @@ void DockImpl::Shutdown() {
   workers_.clear();
 }
 
-absl::StatusOr<std::unique_ptr<Upload>> DockImpl::BeginRegistration(const ModelSpec& spec,
-                                                                    int64_t size_bytes,
-                                                                    const std::string& sha256) {
+absl::StatusOr<std::unique_ptr<Upload>> DockImpl::BeginRegistration(
+    const ModelSpec& spec, int64_t size_bytes, const std::string& sha256,
+    const std::string& owner_key_id) {
   if (absl::Status s = ValidateSpec(spec); !s.ok()) return s;
   if (size_bytes <= 0) return absl::InvalidArgumentError("size_bytes must be > 0");
   if (size_bytes > options_.max_model_bytes) {
@@ -517,8 +520,9 @@ absl::StatusOr<std::unique_ptr<Upload>> DockImpl::BeginRegistration(const ModelS
     return absl::AlreadyExistsError(absl::StrCat(
         "a model named '", spec.name, "' is already registered; pick another name or delete it first"));
   }
-  return std::unique_ptr<Upload>(
-      std::make_unique<UploadImpl>(spec, size_bytes, sha256, blobs_->NewTempPath()));
+  auto upload = std::make_unique<UploadImpl>(spec, size_bytes, sha256, blobs_->NewTempPath());
+  upload->owner_key_id_ = owner_key_id;
+  return std::unique_ptr<Upload>(std::move(upload));
 }
 
 absl::StatusOr<RegisterResult> DockImpl::FinishRegistration(std::unique_ptr<Upload> upload_base) {
@@ -570,6 +574,7 @@ absl::StatusOr<RegisterResult> DockImpl::FinishRegistration(std::unique_ptr<Uplo
   record.feature_dim = report->feature_dim;
   record.created_unix_ms = NowUnixMs();
   record.revision = 1;
+  record.owner_key_id = upload->owner_key_id_;
 
   RegisterResult result;
   {
@@ -583,6 +588,12 @@ absl::StatusOr<RegisterResult> DockImpl::FinishRegistration(std::unique_ptr<Uplo
       auto count = store_->CountBySha(actual);
       if (!existed && count.ok() && *count == 0) blobs_->Remove(actual).IgnoreError();
       return s;
+    }
+    if (!record.owner_key_id.empty()) {
+      if (absl::Status s = store_->SetOwner(record.id, record.owner_key_id); !s.ok()) {
+        store_->Delete(record.id).IgnoreError();  // no model without its owner
+        return s;
+      }
     }
     result.deduplicated = existed;
   }
@@ -713,10 +724,16 @@ void DockImpl::Probe(const std::string& id) {
 absl::StatusOr<ModelRecord> DockImpl::GetModel(std::string_view id_or_name) {
   std::string key(id_or_name);
   if (key.empty()) return absl::InvalidArgumentError("model id or name must not be empty");
+  auto with_owner = [this](absl::StatusOr<ModelRecord> record) {
+    if (record.ok()) {
+      if (auto owner = store_->OwnerOf(record->id); owner.ok()) record->owner_key_id = *owner;
+    }
+    return record;
+  };
   auto by_id = store_->Get(key);
-  if (by_id.ok() || !absl::IsNotFound(by_id.status())) return by_id;
+  if (by_id.ok() || !absl::IsNotFound(by_id.status())) return with_owner(std::move(by_id));
   auto by_name = store_->FindByName(key);
-  if (by_name.ok() || !absl::IsNotFound(by_name.status())) return by_name;
+  if (by_name.ok() || !absl::IsNotFound(by_name.status())) return with_owner(std::move(by_name));
   return absl::NotFoundError(absl::StrCat("no model with id or name '", key,
                                           "' (list the registered models with `modeldock list`)"));
 }
@@ -742,6 +759,7 @@ absl::StatusOr<ModelPage> DockImpl::ListModels(const ListFilter& filter, int pag
     if (!filter.tag.empty() &&
         std::find(r.spec.tags.begin(), r.spec.tags.end(), filter.tag) == r.spec.tags.end()) continue;
     if (filter.has_state && r.state != filter.state) continue;
+    if (auto owner = store_->OwnerOf(r.id); owner.ok()) r.owner_key_id = *owner;
     matching.push_back(std::move(r));
   }
   ModelPage page;
@@ -776,6 +794,104 @@ absl::StatusOr<std::string> DockImpl::DeleteModel(std::string_view id_or_name) {
   std::lock_guard<std::mutex> lock(state_mutex_);
   state_changed_.notify_all();
   return record->id;
+}
+
+namespace {
+
+std::string RandomHex(int bytes) {
+  std::string raw(static_cast<size_t>(bytes), '\0');
+  size_t got = 0;
+  while (got < raw.size()) {
+    ssize_t n = getrandom(raw.data() + got, raw.size() - got, 0);
+    if (n > 0) got += static_cast<size_t>(n);
+  }
+  static const char kHex[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned char c : raw) {
+    hex.push_back(kHex[c >> 4]);
+    hex.push_back(kHex[c & 0xf]);
+  }
+  return hex;
+}
+
+// Equal-length strings compared without an early exit (no timing hint about the hash).
+bool ConstantTimeEquals(const std::string& a, const std::string& b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+ApiKeyInfo ToInfo(const ApiKeyRow& row) {
+  ApiKeyInfo info;
+  info.id = row.id;
+  info.name = row.name;
+  info.role = static_cast<ApiKeyRole>(row.role);
+  info.created_unix_ms = row.created_unix_ms;
+  info.revoked = row.revoked;
+  return info;
+}
+
+}  // namespace
+
+const char* ApiKeyRoleName(ApiKeyRole role) {
+  switch (role) {
+    case ApiKeyRole::kConsumer: return "consumer";
+    case ApiKeyRole::kProvider: return "provider";
+    case ApiKeyRole::kAdmin: return "admin";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<NewApiKey> DockImpl::CreateApiKey(ApiKeyRole role, const std::string& name) {
+  if (role != ApiKeyRole::kConsumer && role != ApiKeyRole::kProvider &&
+      role != ApiKeyRole::kAdmin) {
+    return absl::InvalidArgumentError("role must be consumer, provider or admin");
+  }
+  if (name.size() > 200) return absl::InvalidArgumentError("key name is longer than 200 characters");
+  ApiKeyRow row;
+  row.id = RandomHex(6);
+  row.name = name;
+  row.role = static_cast<int>(role);
+  row.salt = RandomHex(16);
+  const std::string secret = RandomHex(32);
+  row.hash = Sha256::Of(row.salt + secret);
+  row.created_unix_ms = NowUnixMs();
+  if (absl::Status s = store_->InsertKey(row); !s.ok()) return s;
+  spdlog::info("API key {} ('{}', {}) created", row.id, name, ApiKeyRoleName(role));
+  return NewApiKey{ToInfo(row), absl::StrCat("mdk_", row.id, "_", secret)};
+}
+
+absl::StatusOr<std::vector<ApiKeyInfo>> DockImpl::ListApiKeys() {
+  auto rows = store_->Keys();
+  if (!rows.ok()) return rows.status();
+  std::vector<ApiKeyInfo> keys;
+  for (const ApiKeyRow& row : *rows) keys.push_back(ToInfo(row));
+  return keys;
+}
+
+absl::Status DockImpl::RevokeApiKey(const std::string& id) {
+  absl::Status s = store_->RevokeKey(id);
+  if (s.ok()) spdlog::info("API key {} revoked", id);
+  return s;
+}
+
+absl::StatusOr<ApiKeyInfo> DockImpl::Authenticate(const std::string& secret) {
+  // "mdk_<id>_<secret>": the id finds the row, the salted hash checks the secret.
+  const absl::Status unknown = absl::UnauthenticatedError(
+      "unknown or revoked API key (send 'authorization: Bearer <key>'; an admin creates keys "
+      "with `modeldock keys create`)");
+  if (secret.size() < 6 || secret.compare(0, 4, "mdk_") != 0) return unknown;
+  const size_t split = secret.find('_', 4);
+  if (split == std::string::npos) return unknown;
+  auto rows = store_->Keys(secret.substr(4, split - 4));
+  if (!rows.ok()) return rows.status();
+  if (rows->empty() || rows->front().revoked) return unknown;
+  const ApiKeyRow& row = rows->front();
+  if (!ConstantTimeEquals(Sha256::Of(row.salt + secret.substr(split + 1)), row.hash)) {
+    return unknown;
+  }
+  return ToInfo(row);
 }
 
 DockStats DockImpl::Stats() {

@@ -35,6 +35,24 @@ struct ModelSpec {
   std::vector<std::string> tags;
 };
 
+// API keys (servers started with --auth). Consumers list, show, watch and recommend; providers
+// also register models and delete their own; admins do everything, including managing keys.
+enum class ApiKeyRole { kConsumer = 1, kProvider = 2, kAdmin = 3 };
+const char* ApiKeyRoleName(ApiKeyRole role);  // "consumer", "provider", "admin"
+
+struct ApiKeyInfo {
+  std::string id;
+  std::string name;
+  ApiKeyRole role = ApiKeyRole::kConsumer;
+  int64_t created_unix_ms = 0;
+  bool revoked = false;
+};
+
+struct NewApiKey {
+  ApiKeyInfo info;
+  std::string secret;  // "mdk_<id>_<64 hex>"; only a salted hash is stored
+};
+
 // A registered model.
 struct ModelRecord {
   std::string id;
@@ -49,6 +67,7 @@ struct ModelRecord {
   int64_t probe_millis = 0;
   // Bumped on every state change (for watchers).
   int64_t revision = 0;
+  std::string owner_key_id;  // the API key that registered it ("" without --auth)
 };
 
 // Stage 1 by probe proxy (recommend.cc): every query sample is matched to its k nearest probe
@@ -246,9 +265,10 @@ class Dock {
 
   // Step 1 of a registration: validates the spec (INVALID_ARGUMENT), the name's uniqueness
   // (ALREADY_EXISTS) and the declared size (RESOURCE_EXHAUSTED); returns a temp-file upload.
-  virtual absl::StatusOr<std::unique_ptr<Upload>> BeginRegistration(const ModelSpec& spec,
-                                                                    int64_t size_bytes,
-                                                                    const std::string& sha256) = 0;
+  // `owner_key_id`: the API key registering it (kept for ownership checks).
+  virtual absl::StatusOr<std::unique_ptr<Upload>> BeginRegistration(
+      const ModelSpec& spec, int64_t size_bytes, const std::string& sha256,
+      const std::string& owner_key_id = "") = 0;
   // Step 2: verifies size and SHA-256 (DATA_LOSS), runs the admission checks, stores the blob and
   // the metadata row in one step, and queues probing. On any error nothing is stored.
   virtual absl::StatusOr<RegisterResult> FinishRegistration(std::unique_ptr<Upload> upload) = 0;
@@ -267,6 +287,13 @@ class Dock {
   virtual absl::StatusOr<RecommendResult> Recommend(const RecommendQuery& query) = 0;
 
   virtual DockStats Stats() = 0;
+
+  // API keys. CreateApiKey returns the secret once. Authenticate: UNAUTHENTICATED for a
+  // malformed, unknown or revoked key (constant-time comparison of salted hashes).
+  virtual absl::StatusOr<NewApiKey> CreateApiKey(ApiKeyRole role, const std::string& name) = 0;
+  virtual absl::StatusOr<std::vector<ApiKeyInfo>> ListApiKeys() = 0;
+  virtual absl::Status RevokeApiKey(const std::string& id) = 0;  // NOT_FOUND
+  virtual absl::StatusOr<ApiKeyInfo> Authenticate(const std::string& secret) = 0;
 
   // Stops background work (probe workers); called by the destructor too.
   virtual void Shutdown() = 0;

@@ -30,9 +30,9 @@ class DockImpl : public Dock {
 
   absl::Status Init();
 
-  absl::StatusOr<std::unique_ptr<Upload>> BeginRegistration(const ModelSpec& spec,
-                                                            int64_t size_bytes,
-                                                            const std::string& sha256) override;
+  absl::StatusOr<std::unique_ptr<Upload>> BeginRegistration(
+      const ModelSpec& spec, int64_t size_bytes, const std::string& sha256,
+      const std::string& owner_key_id) override;
   absl::StatusOr<RegisterResult> FinishRegistration(std::unique_ptr<Upload> upload) override;
   absl::StatusOr<ModelRecord> GetModel(std::string_view id_or_name) override;
   absl::StatusOr<ModelPage> ListModels(const ListFilter& filter, int page_size,
@@ -42,6 +42,10 @@ class DockImpl : public Dock {
                                             absl::Duration timeout) override;
   absl::StatusOr<RecommendResult> Recommend(const RecommendQuery& query) override;
   DockStats Stats() override;
+  absl::StatusOr<NewApiKey> CreateApiKey(ApiKeyRole role, const std::string& name) override;
+  absl::StatusOr<std::vector<ApiKeyInfo>> ListApiKeys() override;
+  absl::Status RevokeApiKey(const std::string& id) override;
+  absl::StatusOr<ApiKeyInfo> Authenticate(const std::string& secret) override;
   void Shutdown() override;
 
  private:

@@ -55,6 +55,21 @@ CREATE TABLE IF NOT EXISTS vectors (
   vector BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- API keys: a salted SHA-256 of the secret, never the secret.
+CREATE TABLE IF NOT EXISTS api_keys (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  role INTEGER NOT NULL,
+  salt TEXT NOT NULL,
+  hash TEXT NOT NULL,
+  created_unix_ms INTEGER NOT NULL,
+  revoked INTEGER NOT NULL
+);
+-- Which key registered a model (added beside models, so older databases need no migration).
+CREATE TABLE IF NOT EXISTS model_owners (
+  model_id TEXT PRIMARY KEY REFERENCES models(id) ON DELETE CASCADE,
+  key_id TEXT NOT NULL
+);
 )sql";
 
 // RAII statement with typed binders.
@@ -184,6 +199,79 @@ absl::StatusOr<std::unique_ptr<MetadataStore>> MetadataStore::Open(const std::st
 }
 
 MetadataStore::~MetadataStore() { sqlite3_close(db_); }
+
+absl::Status MetadataStore::InsertKey(const ApiKeyRow& key) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Statement st(db_, "INSERT INTO api_keys(id, name, role, salt, hash, created_unix_ms, revoked) "
+                    "VALUES(?,?,?,?,?,?,0)");
+  if (!st.status().ok()) return st.status();
+  st.Bind(1, key.id);
+  st.Bind(2, key.name);
+  st.Bind(3, static_cast<int64_t>(key.role));
+  st.Bind(4, key.salt);
+  st.Bind(5, key.hash);
+  st.Bind(6, key.created_unix_ms);
+  if (st.Step() != SQLITE_DONE) {
+    return absl::InternalError(absl::StrCat("sqlite insert key: ", sqlite3_errmsg(db_)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<ApiKeyRow>> MetadataStore::Keys(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Statement st(db_, id.empty() ? "SELECT id, name, role, salt, hash, created_unix_ms, revoked "
+                                 "FROM api_keys ORDER BY created_unix_ms, id"
+                               : "SELECT id, name, role, salt, hash, created_unix_ms, revoked "
+                                 "FROM api_keys WHERE id=?");
+  if (!st.status().ok()) return st.status();
+  if (!id.empty()) st.Bind(1, id);
+  std::vector<ApiKeyRow> keys;
+  while (st.Step() == SQLITE_ROW) {
+    ApiKeyRow k;
+    k.id = st.Text(0);
+    k.name = st.Text(1);
+    k.role = static_cast<int>(st.Int(2));
+    k.salt = st.Text(3);
+    k.hash = st.Text(4);
+    k.created_unix_ms = st.Int(5);
+    k.revoked = st.Int(6) != 0;
+    keys.push_back(std::move(k));
+  }
+  return keys;
+}
+
+absl::Status MetadataStore::RevokeKey(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Statement st(db_, "UPDATE api_keys SET revoked=1 WHERE id=?");
+  if (!st.status().ok()) return st.status();
+  st.Bind(1, id);
+  if (st.Step() != SQLITE_DONE) {
+    return absl::InternalError(absl::StrCat("sqlite revoke: ", sqlite3_errmsg(db_)));
+  }
+  if (sqlite3_changes(db_) == 0) return absl::NotFoundError(absl::StrCat("no API key '", id, "'"));
+  return absl::OkStatus();
+}
+
+absl::Status MetadataStore::SetOwner(const std::string& model_id, const std::string& key_id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Statement st(db_, "INSERT OR REPLACE INTO model_owners(model_id, key_id) VALUES(?,?)");
+  if (!st.status().ok()) return st.status();
+  st.Bind(1, model_id);
+  st.Bind(2, key_id);
+  if (st.Step() != SQLITE_DONE) {
+    return absl::InternalError(absl::StrCat("sqlite set owner: ", sqlite3_errmsg(db_)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> MetadataStore::OwnerOf(const std::string& model_id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Statement st(db_, "SELECT key_id FROM model_owners WHERE model_id=?");
+  if (!st.status().ok()) return st.status();
+  st.Bind(1, model_id);
+  if (st.Step() != SQLITE_ROW) return std::string();
+  return st.Text(0);
+}
 
 absl::Status MetadataStore::Exec(const std::string& sql) {
   char* err = nullptr;

@@ -19,6 +19,17 @@ struct sqlite3;
 
 namespace modeldock::dock {
 
+// A stored API key: salted SHA-256 of its secret (hex), never the secret itself.
+struct ApiKeyRow {
+  std::string id;
+  std::string name;
+  int role = 0;  // dock::ApiKeyRole
+  std::string salt;
+  std::string hash;
+  int64_t created_unix_ms = 0;
+  bool revoked = false;
+};
+
 class MetadataStore {
  public:
   static absl::StatusOr<std::unique_ptr<MetadataStore>> Open(const std::string& path);
@@ -26,6 +37,14 @@ class MetadataStore {
 
   // ALREADY_EXISTS if the name or id is taken.
   absl::Status Insert(const ModelRecord& record);
+
+  // API keys and model ownership.
+  absl::Status InsertKey(const ApiKeyRow& key);
+  // All keys (id empty) or the one with `id` (empty result when there is none).
+  absl::StatusOr<std::vector<ApiKeyRow>> Keys(const std::string& id = "");
+  absl::Status RevokeKey(const std::string& id);  // NOT_FOUND
+  absl::Status SetOwner(const std::string& model_id, const std::string& key_id);
+  absl::StatusOr<std::string> OwnerOf(const std::string& model_id);  // "" when none
   // Rewrites the mutable fields (state, reason, has_embed, feature_dim, probe_millis, revision).
   absl::Status UpdateState(const ModelRecord& record);
   absl::StatusOr<ModelRecord> Get(const std::string& id);

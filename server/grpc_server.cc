@@ -79,7 +79,8 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(dock::Dock* dock,
                                                               const std::string& listen_address,
                                                               int max_rpc_threads,
                                                               const TlsOptions& tls,
-                                                              MetricsRegistry* metrics) {
+                                                              MetricsRegistry* metrics,
+                                                              bool require_api_keys) {
   if (max_rpc_threads < 4) {
     return absl::InvalidArgumentError("max_rpc_threads must be >= 4 (gRPC's pollers need some)");
   }
@@ -97,7 +98,7 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(dock::Dock* dock,
   (void)grpc::health::v1::HealthCheckRequest::descriptor();
 
   std::unique_ptr<GrpcServer> server(new GrpcServer());
-  server->service_ = std::make_unique<ModelDockServiceImpl>(dock);
+  server->service_ = std::make_unique<ModelDockServiceImpl>(dock, require_api_keys);
   grpc::ServerBuilder builder;
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
   if (!tls.cert.empty() || !tls.key.empty() || !tls.client_ca.empty()) {

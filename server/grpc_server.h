@@ -47,7 +47,8 @@ class GrpcServer {
   static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(
       dock::Dock* dock, const std::string& listen_address,
       int max_rpc_threads = kDefaultMaxRpcThreads, const TlsOptions& tls = {},
-      MetricsRegistry* metrics = nullptr);  // not owned; records every call when given
+      MetricsRegistry* metrics = nullptr,  // not owned; records every call when given
+      bool require_api_keys = false);
 
   // "host:port" with the port actually bound.
   const std::string& address() const { return address_; }

@@ -2,9 +2,13 @@
 //
 // Configuration, lowest to highest precedence: built-in defaults, the --config JSON file, the
 // environment (MODELDOCK_LISTEN, MODELDOCK_DATA_DIR), command-line flags.
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <string>
@@ -56,6 +60,8 @@ struct ServerConfig {
   int max_rpc_threads = modeldock::server::kDefaultMaxRpcThreads;
   std::string tls_cert, tls_key, tls_client_ca;
   std::string metrics_listen;
+  bool auth = false;
+  bool insecure_open = false;
   std::string log_level = "info";
 };
 
@@ -123,6 +129,8 @@ std::string LoadConfigFile(const std::string& path, ServerConfig* config) {
     ReadKey(json, "tls-key", &config->tls_key);
     ReadKey(json, "tls-client-ca", &config->tls_client_ca);
     ReadKey(json, "metrics-listen", &config->metrics_listen);
+    ReadKey(json, "auth", &config->auth);
+    ReadKey(json, "insecure-open", &config->insecure_open);
     ReadKey(json, "log-level", &config->log_level);
   } catch (const std::exception& e) {
     return "config file " + path + ": " + e.what();
@@ -231,6 +239,13 @@ int main(int argc, char** argv) {
   auto* tls_client_ca = app.add_option(
       "--tls-client-ca", flags.tls_client_ca,
       "CA PEM that client certificates must be signed by (mutual TLS; needs --tls-cert)");
+  auto* auth = app.add_flag("--auth", flags.auth,
+                            "Require an API key on every call (roles admin, provider, consumer); "
+                            "the first start writes an admin key to DATA_DIR/admin.key");
+  auto* insecure_open = app.add_flag(
+      "--insecure-open", flags.insecure_open,
+      "Serve without --auth on a non-loopback address (anyone who can reach it may register, "
+      "delete and recommend)");
   auto* metrics_listen = app.add_option(
       "--metrics-listen", flags.metrics_listen,
       "HOST:PORT serving Prometheus metrics at /metrics (port 0: any free one; off by default)");
@@ -298,6 +313,8 @@ int main(int argc, char** argv) {
   if (tls_key->count()) config.tls_key = flags.tls_key;
   if (tls_client_ca->count()) config.tls_client_ca = flags.tls_client_ca;
   if (metrics_listen->count()) config.metrics_listen = flags.metrics_listen;
+  if (auth->count()) config.auth = true;
+  if (insecure_open->count()) config.insecure_open = true;
   if (log_level->count()) config.log_level = flags.log_level;
 
   // Logs go to stderr; stdout carries only the "listening on" line.
@@ -353,6 +370,21 @@ int main(int argc, char** argv) {
       config.stage2_workers, config.model_cache_mb, config.workers, config.worker_threads,
       config.worker_memory_mb, config.admission_timeout_s, config.probe_timeout_s,
       config.run_timeout_s, config.log_level);
+  {
+    // Without keys, anyone who can reach the port may register and delete: loopback only,
+    // unless the operator says otherwise.
+    std::string host;
+    int port = 0;
+    const bool parsed = modeldock::server::SplitHostPort(config.listen, &host, &port);
+    const bool loopback = host == "127.0.0.1" || host == "localhost" || host == "[::1]" ||
+                          host.rfind("127.", 0) == 0;
+    if (parsed && !loopback && !config.auth && !config.insecure_open) {
+      std::cerr << "modeldock-server: refusing to serve " << config.listen
+                << " without --auth: anyone reaching it could register and delete models. "
+                   "Start with --auth (API keys), or --insecure-open to serve openly anyway.\n";
+      return 2;
+    }
+  }
   if (absl::Status status = modeldock::dock::ValidateOptions(options); !status.ok()) {
     std::cerr << "modeldock-server: invalid configuration: " << status.ToString() << "\n";
     return 2;
@@ -371,6 +403,29 @@ int main(int argc, char** argv) {
     spdlog::critical("cannot open the dock at {}: {}", config.data_dir,
                      dock.status().ToString());
     return 1;
+  }
+  if (config.auth) {
+    // First start with keys on: one admin key, written where only the server's user can read it.
+    auto keys = (*dock)->ListApiKeys();
+    if (!keys.ok()) {
+      spdlog::critical("cannot read API keys: {}", keys.status().ToString());
+      return 1;
+    }
+    if (keys->empty()) {
+      auto admin = (*dock)->CreateApiKey(modeldock::dock::ApiKeyRole::kAdmin, "admin");
+      const std::string path = (std::filesystem::path(config.data_dir) / "admin.key").string();
+      int fd = admin.ok() ? open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
+      const std::string line = admin.ok() ? admin->secret + "\n" : "";
+      if (fd < 0 || fchmod(fd, 0600) != 0 ||
+          write(fd, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
+        spdlog::critical("cannot create the admin key at {}", path);
+        if (fd >= 0) close(fd);
+        return 1;
+      }
+      close(fd);
+      spdlog::info("created the first admin API key; it is in {} (mode 0600)", path);
+    }
+    spdlog::info("API keys required on every call (health stays open)");
   }
   modeldock::server::MetricsRegistry metrics;
   std::unique_ptr<modeldock::server::MetricsHttpServer> metrics_server;
@@ -392,7 +447,7 @@ int main(int argc, char** argv) {
   auto server = modeldock::server::GrpcServer::Start(
       dock->get(), config.listen, config.max_rpc_threads,
       {config.tls_cert, config.tls_key, config.tls_client_ca},
-      metrics_server ? &metrics : nullptr);
+      metrics_server ? &metrics : nullptr, config.auth);
   if (!server.ok()) {
     spdlog::critical("{}", server.status().ToString());
     (*dock)->Shutdown();

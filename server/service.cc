@@ -121,11 +121,50 @@ void ToProto(const dock::ModelRecord& record, v1::Model* out) {
   out->set_feature_dim(record.feature_dim);
   out->set_created_unix_ms(record.created_unix_ms);
   out->set_probe_millis(record.probe_millis);
+  out->set_owner_key_id(record.owner_key_id);
+}
+
+grpc::Status ModelDockServiceImpl::Authorize(grpc::ServerContext* context,
+                                             dock::ApiKeyRole needed, const char* what,
+                                             dock::ApiKeyInfo* caller) {
+  if (!require_api_keys_) {
+    caller->role = dock::ApiKeyRole::kAdmin;
+    return grpc::Status::OK;
+  }
+  const auto& metadata = context->client_metadata();
+  auto header = metadata.find("authorization");
+  if (header == metadata.end()) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "this server requires an API key: send 'authorization: Bearer <key>' "
+                        "(CLI: $MODELDOCK_API_KEY or --api-key-file)");
+  }
+  const std::string value(header->second.data(), header->second.size());
+  if (value.rfind("Bearer ", 0) != 0) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "the authorization header must be 'Bearer <key>'");
+  }
+  auto key = dock_->Authenticate(value.substr(7));
+  if (!key.ok()) return ToGrpcStatus(key.status());
+  if (static_cast<int>(key->role) < static_cast<int>(needed)) {
+    return grpc::Status(
+        grpc::StatusCode::PERMISSION_DENIED,
+        absl::StrCat(what, " needs the ", dock::ApiKeyRoleName(needed), " role",
+                     needed == dock::ApiKeyRole::kAdmin ? "" : " (or admin)", "; key ", key->id,
+                     " ('", key->name, "') is a ", dock::ApiKeyRoleName(key->role), " key"));
+  }
+  *caller = *key;
+  return grpc::Status::OK;
 }
 
 grpc::Status ModelDockServiceImpl::RegisterModel(
     grpc::ServerContext* context, grpc::ServerReader<v1::RegisterModelRequest>* reader,
     v1::RegisterModelResponse* response) {
+  dock::ApiKeyInfo caller;
+  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kProvider, "registering a model",
+                                 &caller);
+      !s.ok()) {
+    return s;
+  }
   v1::RegisterModelRequest request;
   if (!reader->Read(&request)) {
     return InvalidArgument("empty RegisterModel stream: the first message must be a header");
@@ -139,7 +178,7 @@ grpc::Status ModelDockServiceImpl::RegisterModel(
   spdlog::debug("RegisterModel name={} size={} peer={}", spec->name, header.size_bytes(),
                 context->peer());
 
-  auto upload = dock_->BeginRegistration(*spec, header.size_bytes(), header.sha256());
+  auto upload = dock_->BeginRegistration(*spec, header.size_bytes(), header.sha256(), caller.id);
   if (!upload.ok()) return ToGrpcStatus(upload.status());
 
   // On every early return the Upload is destroyed, which discards its temporary file.
@@ -183,9 +222,13 @@ grpc::Status ModelDockServiceImpl::RegisterModel(
   return grpc::Status::OK;
 }
 
-grpc::Status ModelDockServiceImpl::GetModel(grpc::ServerContext* /*context*/,
+grpc::Status ModelDockServiceImpl::GetModel(grpc::ServerContext* context,
                                             const v1::GetModelRequest* request,
                                             v1::GetModelResponse* response) {
+  dock::ApiKeyInfo caller;
+  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kConsumer, "GetModel", &caller); !s.ok()) {
+    return s;
+  }
   if (request->model().empty()) return InvalidArgument("model (an id or a name) is required");
   auto record = dock_->GetModel(request->model());
   if (!record.ok()) return ToGrpcStatus(record.status());
@@ -193,9 +236,13 @@ grpc::Status ModelDockServiceImpl::GetModel(grpc::ServerContext* /*context*/,
   return grpc::Status::OK;
 }
 
-grpc::Status ModelDockServiceImpl::ListModels(grpc::ServerContext* /*context*/,
+grpc::Status ModelDockServiceImpl::ListModels(grpc::ServerContext* context,
                                               const v1::ListModelsRequest* request,
                                               v1::ListModelsResponse* response) {
+  dock::ApiKeyInfo caller;
+  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kConsumer, "ListModels", &caller); !s.ok()) {
+    return s;
+  }
   if (request->page_size() < 0) {
     return InvalidArgument(
         absl::StrCat("page_size must not be negative, got ", request->page_size()));
@@ -229,10 +276,26 @@ grpc::Status ModelDockServiceImpl::ListModels(grpc::ServerContext* /*context*/,
   return grpc::Status::OK;
 }
 
-grpc::Status ModelDockServiceImpl::DeleteModel(grpc::ServerContext* /*context*/,
+grpc::Status ModelDockServiceImpl::DeleteModel(grpc::ServerContext* context,
                                                const v1::DeleteModelRequest* request,
                                                v1::DeleteModelResponse* response) {
+  dock::ApiKeyInfo caller;
+  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kProvider, "deleting a model", &caller); !s.ok()) {
+    return s;
+  }
   if (request->model().empty()) return InvalidArgument("model (an id or a name) is required");
+  if (caller.role != dock::ApiKeyRole::kAdmin) {
+    // Providers delete only what they registered.
+    auto record = dock_->GetModel(request->model());
+    if (!record.ok()) return ToGrpcStatus(record.status());
+    if (record->owner_key_id != caller.id) {
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                          absl::StrCat("model '", record->spec.name, "' was registered by key ",
+                                       record->owner_key_id.empty() ? "(none)"
+                                                                    : record->owner_key_id,
+                                       "; a provider deletes only its own models (admins any)"));
+    }
+  }
   auto id = dock_->DeleteModel(request->model());
   if (!id.ok()) return ToGrpcStatus(id.status());
   spdlog::info("deleted model {} ('{}')", *id, request->model());
@@ -243,6 +306,10 @@ grpc::Status ModelDockServiceImpl::DeleteModel(grpc::ServerContext* /*context*/,
 grpc::Status ModelDockServiceImpl::WatchModel(grpc::ServerContext* context,
                                               const v1::WatchModelRequest* request,
                                               grpc::ServerWriter<v1::WatchModelResponse>* writer) {
+  dock::ApiKeyInfo caller;
+  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kConsumer, "WatchModel", &caller); !s.ok()) {
+    return s;
+  }
   if (request->model().empty()) return InvalidArgument("model (an id or a name) is required");
   auto record = dock_->GetModel(request->model());
   if (!record.ok()) return ToGrpcStatus(record.status());
@@ -270,6 +337,10 @@ grpc::Status ModelDockServiceImpl::WatchModel(grpc::ServerContext* context,
 grpc::Status ModelDockServiceImpl::Recommend(grpc::ServerContext* context,
                                              grpc::ServerReader<v1::RecommendRequest>* reader,
                                              v1::RecommendResponse* response) {
+  dock::ApiKeyInfo caller;
+  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kConsumer, "Recommend", &caller); !s.ok()) {
+    return s;
+  }
   const auto start = std::chrono::steady_clock::now();
   v1::RecommendRequest request;
   if (!reader->Read(&request)) {
@@ -377,6 +448,65 @@ grpc::Status ModelDockServiceImpl::Recommend(grpc::ServerContext* context,
   response->set_latency_budget_ms(result->latency_budget_millis);
   for (const std::string& warning : result->warnings) response->add_warnings(warning);
   return grpc::Status::OK;
+}
+
+namespace {
+
+v1::ApiKey ToProto(const dock::ApiKeyInfo& key) {
+  v1::ApiKey out;
+  out.set_id(key.id);
+  out.set_name(key.name);
+  out.set_role(static_cast<v1::ApiKeyRole>(static_cast<int>(key.role)));
+  out.set_created_unix_ms(key.created_unix_ms);
+  out.set_revoked(key.revoked);
+  return out;
+}
+
+}  // namespace
+
+grpc::Status ModelDockServiceImpl::CreateApiKey(grpc::ServerContext* context,
+                                                const v1::CreateApiKeyRequest* request,
+                                                v1::CreateApiKeyResponse* response) {
+  dock::ApiKeyInfo caller;
+  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kAdmin, "managing API keys", &caller);
+      !s.ok()) {
+    return s;
+  }
+  if (request->role() == v1::API_KEY_ROLE_UNSPECIFIED) {
+    return InvalidArgument("role is required: consumer, provider or admin");
+  }
+  auto key = dock_->CreateApiKey(static_cast<dock::ApiKeyRole>(static_cast<int>(request->role())),
+                                 request->name());
+  if (!key.ok()) return ToGrpcStatus(key.status());
+  *response->mutable_key() = ToProto(key->info);
+  response->set_secret(key->secret);
+  return grpc::Status::OK;
+}
+
+grpc::Status ModelDockServiceImpl::ListApiKeys(grpc::ServerContext* context,
+                                               const v1::ListApiKeysRequest* /*request*/,
+                                               v1::ListApiKeysResponse* response) {
+  dock::ApiKeyInfo caller;
+  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kAdmin, "managing API keys", &caller);
+      !s.ok()) {
+    return s;
+  }
+  auto keys = dock_->ListApiKeys();
+  if (!keys.ok()) return ToGrpcStatus(keys.status());
+  for (const dock::ApiKeyInfo& key : *keys) *response->add_keys() = ToProto(key);
+  return grpc::Status::OK;
+}
+
+grpc::Status ModelDockServiceImpl::RevokeApiKey(grpc::ServerContext* context,
+                                                const v1::RevokeApiKeyRequest* request,
+                                                v1::RevokeApiKeyResponse* /*response*/) {
+  dock::ApiKeyInfo caller;
+  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kAdmin, "managing API keys", &caller);
+      !s.ok()) {
+    return s;
+  }
+  if (request->id().empty()) return InvalidArgument("id of the key to revoke is required");
+  return ToGrpcStatus(dock_->RevokeApiKey(request->id()));
 }
 
 }  // namespace modeldock::server

@@ -32,8 +32,11 @@ void ToProto(const dock::ModelRecord& record, v1::Model* out);
 // to run exactly that blocking work; the synchronous server's thread pool already is one.
 class ModelDockServiceImpl final : public v1::ModelDockService::Service {
  public:
-  // `dock` is not owned and must outlive the service.
-  explicit ModelDockServiceImpl(dock::Dock* dock) : dock_(dock) {}
+  // `dock` is not owned and must outlive the service. With `require_api_keys`, every call must
+  // carry "authorization: Bearer <key>" of a role allowed to make it; without, callers act as
+  // admin (the server then listens on loopback only unless told otherwise).
+  explicit ModelDockServiceImpl(dock::Dock* dock, bool require_api_keys = false)
+      : dock_(dock), require_api_keys_(require_api_keys) {}
 
   grpc::Status RegisterModel(grpc::ServerContext* context,
                              grpc::ServerReader<v1::RegisterModelRequest>* reader,
@@ -49,9 +52,21 @@ class ModelDockServiceImpl final : public v1::ModelDockService::Service {
   grpc::Status Recommend(grpc::ServerContext* context,
                          grpc::ServerReader<v1::RecommendRequest>* reader,
                          v1::RecommendResponse* response) override;
+  grpc::Status CreateApiKey(grpc::ServerContext* context, const v1::CreateApiKeyRequest* request,
+                            v1::CreateApiKeyResponse* response) override;
+  grpc::Status ListApiKeys(grpc::ServerContext* context, const v1::ListApiKeysRequest* request,
+                           v1::ListApiKeysResponse* response) override;
+  grpc::Status RevokeApiKey(grpc::ServerContext* context, const v1::RevokeApiKeyRequest* request,
+                            v1::RevokeApiKeyResponse* response) override;
 
  private:
+  // The caller's key, checked against the role a call needs: UNAUTHENTICATED (no, unknown or
+  // revoked key) or PERMISSION_DENIED (naming the role needed).
+  grpc::Status Authorize(grpc::ServerContext* context, dock::ApiKeyRole needed, const char* what,
+                         dock::ApiKeyInfo* caller);
+
   dock::Dock* dock_;
+  bool require_api_keys_;
 };
 
 }  // namespace modeldock::server

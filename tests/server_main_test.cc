@@ -167,6 +167,53 @@ TEST_F(TlsTest, ServesTlsAndMutualTls) {
   EXPECT_THAT(missing.err, HasSubstr("absent.pem"));
 }
 
+TEST_F(ServerMainTest, NonLoopbackAddressNeedsAuthOrInsecureOpen) {
+  ProcessResult r = RunProcess({MODELDOCK_SERVER_PATH, "--listen", "0.0.0.0:0", "--asset-dir",
+                                AssetDir(), "--data-dir", Path("data")},
+                               temp_.path(), {}, std::chrono::seconds(60));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("without --auth"));
+  EXPECT_TRUE(r.out.empty());
+}
+
+TEST_F(ServerMainTest, AuthCreatesAnAdminKeyOnFirstStart) {
+  ChildProcess server = StartProcess({MODELDOCK_SERVER_PATH, "--listen", "127.0.0.1:0",
+                                      "--asset-dir", AssetDir(), "--data-dir", Path("data"),
+                                      "--workers", "1", "--auth"},
+                                     temp_.path());
+  const std::string address = WaitForListening(server);
+  ASSERT_FALSE(address.empty()) << ReadFile(server.err_path);
+  const std::string admin_key = Path("data/admin.key");
+  ASSERT_TRUE(fs::exists(admin_key));
+  EXPECT_EQ(fs::status(admin_key).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write);
+  auto cli = [&](std::vector<std::string> args, std::vector<std::string> env = {}) {
+    std::vector<std::string> argv = {MODELDOCK_CLI_PATH, "--server", address, "--timeout", "30"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunProcess(argv, temp_.path(), env);
+  };
+  ProcessResult created =
+      cli({"--api-key-file", admin_key, "keys", "create", "--role", "consumer", "--name", "ci"});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  const std::string consumer_key = created.out.substr(0, created.out.find('\n'));
+  EXPECT_EQ(consumer_key.rfind("mdk_", 0), 0u);
+  ProcessResult anonymous = cli({"list"});
+  EXPECT_EQ(anonymous.exit_code, 1);
+  EXPECT_THAT(anonymous.err, HasSubstr("UNAUTHENTICATED"));
+  EXPECT_EQ(cli({"list"}, {"MODELDOCK_API_KEY=" + consumer_key}).exit_code, 0);
+  ProcessResult denied = cli({"keys", "list"}, {"MODELDOCK_API_KEY=" + consumer_key});
+  EXPECT_EQ(denied.exit_code, 1);
+  EXPECT_THAT(denied.err, HasSubstr("PERMISSION_DENIED"));
+  EXPECT_EQ(cli({"health"}).exit_code, 0);  // health stays open
+  // The secret is never logged.
+  kill(server.pid, SIGTERM);
+  ProcessResult stopped = WaitProcess(server, std::chrono::seconds(60));
+  EXPECT_EQ(stopped.exit_code, 0);
+  EXPECT_THAT(stopped.err, HasSubstr("admin.key"));
+  EXPECT_EQ(stopped.err.find(ReadFile(admin_key).substr(0, 40)), std::string::npos);
+  EXPECT_EQ(stopped.err.find(consumer_key.substr(0, 40)), std::string::npos);
+}
+
 TEST_F(ServerMainTest, BadConfigurationExitsTwo) {
   std::ofstream(Path("bad.json")) << "{not json";
   ProcessResult r = RunProcess({MODELDOCK_SERVER_PATH, "--config", Path("bad.json")},

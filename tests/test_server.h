@@ -94,6 +94,8 @@ class InProcessServer {
 
   dock::DockOptions& options() { return options_; }
   void set_max_rpc_threads(int threads) { max_rpc_threads_ = threads; }
+  void set_require_api_keys(bool require) { require_api_keys_ = require; }
+  dock::Dock* dock() { return dock_.get(); }
 
   // Returns false (after a test failure) if the dock or the server did not come up.
   bool Start() {
@@ -104,7 +106,8 @@ class InProcessServer {
     EXPECT_TRUE(dock.ok()) << dock.status();
     if (!dock.ok()) return false;
     dock_ = std::move(*dock);
-    auto server = server::GrpcServer::Start(dock_.get(), "127.0.0.1:0", max_rpc_threads_);
+    auto server = server::GrpcServer::Start(dock_.get(), "127.0.0.1:0", max_rpc_threads_, {},
+                                            nullptr, require_api_keys_);
     EXPECT_TRUE(server.ok()) << server.status();
     if (!server.ok()) return false;
     server_ = std::move(*server);
@@ -132,6 +135,7 @@ class InProcessServer {
   std::string data_dir_;
   dock::DockOptions options_;
   int max_rpc_threads_ = server::kDefaultMaxRpcThreads;
+  bool require_api_keys_ = false;
   std::unique_ptr<dock::Dock> dock_;
   std::unique_ptr<server::GrpcServer> server_;
   std::shared_ptr<grpc::Channel> channel_;

@@ -1,0 +1,161 @@
+// API keys and roles over a real gRPC server started with keys required: every cell of the
+// role x RPC matrix, ownership of models, revocation taking effect at once, health staying open.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "client/client.h"
+#include "common/datasets.h"
+#include "tests/test_server.h"
+
+namespace modeldock::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kTops[] = "demo/fmnist-tops-cnn";
+
+v1::ModelSpec TopsSpec(const std::string& name) {
+  v1::ModelSpec spec = SpecFromSidecar(AssetPath(std::string(kTops) + ".json"));
+  spec.set_name(name);
+  return spec;
+}
+
+class AuthTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(AssetDir().empty()) << "MODELDOCK_ASSET_DIR is not set";
+    server_ = std::make_unique<InProcessServer>((fs::path(temp_.path()) / "data").string());
+    server_->set_require_api_keys(true);
+    ASSERT_TRUE(server_->Start());
+    dock::Dock* dock = server_->dock();
+    for (auto [who, role] : {std::pair{"admin", dock::ApiKeyRole::kAdmin},
+                             {"provider", dock::ApiKeyRole::kProvider},
+                             {"other_provider", dock::ApiKeyRole::kProvider},
+                             {"consumer", dock::ApiKeyRole::kConsumer},
+                             {"revoked", dock::ApiKeyRole::kConsumer}}) {
+      auto key = dock->CreateApiKey(role, who);
+      ASSERT_TRUE(key.ok()) << key.status();
+      secrets_[who] = key->secret;
+      ids_[who] = key->info.id;
+    }
+    ASSERT_TRUE(dock->RevokeApiKey(ids_["revoked"]).ok());
+    secrets_["none"] = "";
+    secrets_["garbage"] = "mdk_000000000000_" + std::string(64, 'a');
+    // A model owned by "provider".
+    ASSERT_TRUE(As("provider").Register(AssetPath(std::string(kTops) + ".pt"),
+                                        TopsSpec("owned")).ok());
+    ASSERT_TRUE(As("provider").Watch("owned").ok());
+    datasets::LoadOptions load;
+    load.labels_path = AssetPath("demo/query_tops/query-labels-idx1-ubyte");
+    auto query = datasets::LoadIdx(AssetPath("demo/query_tops/query-images-idx3-ubyte"), load);
+    ASSERT_TRUE(query.ok()) << query.status();
+    query_ = std::move(*query);
+  }
+
+  client::Client As(const std::string& who) {
+    client::ClientOptions options;
+    options.address = server_->address();
+    options.timeout = absl::Seconds(120);
+    options.api_key = secrets_.at(who);
+    return client::Client(options);
+  }
+
+  // The status code of each call as `who`.
+  std::map<std::string, absl::StatusCode> Calls(const std::string& who) {
+    client::Client c = As(who);
+    std::map<std::string, absl::StatusCode> codes;
+    codes["GetModel"] = c.Get("owned").status().code();
+    codes["ListModels"] = c.List(v1::ListModelsRequest()).status().code();
+    codes["WatchModel"] = c.Watch("owned").status().code();
+    v1::RecommendHeader options;
+    options.set_metric(v1::METRIC_NONE);  // stage 1 only: fast
+    codes["Recommend"] = c.Recommend(query_, options).status().code();
+    codes["RegisterModel"] =
+        c.Register(AssetPath(std::string(kTops) + ".pt"), TopsSpec("by-" + who)).status().code();
+    codes["ListApiKeys"] = c.ListApiKeys().status().code();
+    codes["CreateApiKey"] = c.CreateApiKey(v1::API_KEY_ROLE_CONSUMER, "x").status().code();
+    codes["RevokeApiKey"] = c.RevokeApiKey("no-such-key").code();
+    return codes;
+  }
+
+  TempDir temp_;
+  std::unique_ptr<InProcessServer> server_;
+  std::map<std::string, std::string> secrets_, ids_;
+  Dataset query_;
+};
+
+TEST_F(AuthTest, EveryRoleGetsExactlyItsCalls) {
+  using C = absl::StatusCode;
+  const C ok = C::kOk, denied = C::kPermissionDenied, unauth = C::kUnauthenticated;
+  // Keys managed by an admin; RevokeApiKey of an unknown id is NOT_FOUND once allowed.
+  const std::map<std::string, std::map<std::string, C>> expected = {
+      {"admin", {{"GetModel", ok}, {"ListModels", ok}, {"WatchModel", ok}, {"Recommend", ok},
+                 {"RegisterModel", ok}, {"ListApiKeys", ok}, {"CreateApiKey", ok},
+                 {"RevokeApiKey", C::kNotFound}}},
+      {"provider", {{"GetModel", ok}, {"ListModels", ok}, {"WatchModel", ok}, {"Recommend", ok},
+                    {"RegisterModel", ok}, {"ListApiKeys", denied}, {"CreateApiKey", denied},
+                    {"RevokeApiKey", denied}}},
+      {"consumer", {{"GetModel", ok}, {"ListModels", ok}, {"WatchModel", ok}, {"Recommend", ok},
+                    {"RegisterModel", denied}, {"ListApiKeys", denied},
+                    {"CreateApiKey", denied}, {"RevokeApiKey", denied}}},
+  };
+  for (const auto& [who, calls] : expected) {
+    std::map<std::string, C> got = Calls(who);
+    for (const auto& [call, code] : calls) EXPECT_EQ(got[call], code) << who << " " << call;
+  }
+  for (const char* who : {"none", "garbage", "revoked"}) {
+    for (const auto& [call, code] : Calls(who)) EXPECT_EQ(code, unauth) << who << " " << call;
+  }
+  // Messages say what is missing.
+  auto consumer_register =
+      As("consumer").Register(AssetPath(std::string(kTops) + ".pt"), TopsSpec("nope"));
+  EXPECT_THAT(consumer_register.status().message(), HasSubstr("needs the provider role"));
+  EXPECT_THAT(As("none").Get("owned").status().message(), HasSubstr("requires an API key"));
+  // Health stays open.
+  auto health = As("none").Health();
+  ASSERT_TRUE(health.ok()) << health.status();
+  EXPECT_EQ(*health, grpc::health::v1::HealthCheckResponse::SERVING);
+}
+
+TEST_F(AuthTest, ProvidersDeleteOnlyTheirOwnModelsAndAdminsAny) {
+  auto owned = As("consumer").Get("owned");
+  ASSERT_TRUE(owned.ok());
+  EXPECT_EQ(owned->owner_key_id(), ids_["provider"]);
+  EXPECT_EQ(As("consumer").Delete("owned").status().code(), absl::StatusCode::kPermissionDenied);
+  auto other = As("other_provider").Delete("owned");
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(other.status().message(), HasSubstr("deletes only its own"));
+  EXPECT_TRUE(As("provider").Delete("owned").ok());
+  ASSERT_TRUE(As("other_provider").Register(AssetPath(std::string(kTops) + ".pt"),
+                                            TopsSpec("theirs")).ok());
+  EXPECT_TRUE(As("admin").Delete("theirs").ok());
+}
+
+TEST_F(AuthTest, RevocationTakesEffectAtOnce) {
+  auto created = As("admin").CreateApiKey(v1::API_KEY_ROLE_CONSUMER, "temp");
+  ASSERT_TRUE(created.ok()) << created.status();
+  secrets_["temp"] = created->secret();
+  EXPECT_TRUE(As("temp").Get("owned").ok());
+  auto listed = As("admin").ListApiKeys();
+  ASSERT_TRUE(listed.ok());
+  bool found = false;
+  for (const v1::ApiKey& key : listed->keys()) {
+    found |= key.id() == created->key().id() && key.role() == v1::API_KEY_ROLE_CONSUMER;
+    EXPECT_EQ(key.ByteSizeLong() > 0, true);
+  }
+  EXPECT_TRUE(found);
+  EXPECT_TRUE(As("admin").RevokeApiKey(created->key().id()).ok());
+  EXPECT_EQ(As("temp").Get("owned").status().code(), absl::StatusCode::kUnauthenticated);
+  // The secret's last character changed: the same id with a wrong secret is refused.
+  std::string forged = secrets_["consumer"];
+  forged.back() = forged.back() == 'a' ? 'b' : 'a';
+  secrets_["forged"] = forged;
+  EXPECT_EQ(As("forged").Get("owned").status().code(), absl::StatusCode::kUnauthenticated);
+}
+
+}  // namespace
+}  // namespace modeldock::testing
