@@ -18,9 +18,12 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "sandbox/worker_pool.h"
 
 namespace modeldock::dock {
 namespace {
+
+using sandbox::ProcessCpuSeconds;
 namespace fs = std::filesystem;
 
 std::string AssetDir() {
@@ -312,19 +315,6 @@ std::vector<pid_t> WorkerChildren() {
   return pids;
 }
 
-double CpuSeconds(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(in, line)) return 0;
-  std::istringstream fields(line.substr(line.rfind(')') + 2));
-  std::string f;
-  unsigned long long utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && fields >> f; ++i) {
-    if (i == 14) utime = std::stoull(f);
-    if (i == 15) stime = std::stoull(f);
-  }
-  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
 
 class HostileModelTest : public DockTest {
  protected:
@@ -421,10 +411,10 @@ TEST_F(HostileModelTest, EveryCraftedModelIsContainedWithAReason) {
   std::vector<pid_t> pids = WorkerChildren();
   pids.push_back(getpid());
   std::vector<double> before;
-  for (pid_t pid : pids) before.push_back(CpuSeconds(pid));
+  for (pid_t pid : pids) before.push_back(ProcessCpuSeconds(pid));
   std::this_thread::sleep_for(std::chrono::seconds(1));
   for (size_t i = 0; i < pids.size(); ++i) {
-    EXPECT_LT(CpuSeconds(pids[i]) - before[i], 0.2) << "process " << pids[i] << " is busy";
+    EXPECT_LT(ProcessCpuSeconds(pids[i]) - before[i], 0.2) << "process " << pids[i] << " is busy";
   }
 }
 

@@ -57,6 +57,23 @@ absl::Status CheckArguments(int num_labels, const AdmissionOptions& options) {
   return absl::OkStatus();
 }
 
+absl::Status CheckSize(int64_t bytes, const AdmissionOptions& options) {
+  if (bytes <= options.max_bytes) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat("model file is ", bytes,
+                                                   " bytes, larger than the limit of ",
+                                                   options.max_bytes, " bytes"));
+}
+
+// How admission loads a model: the test batch size and the output limits.
+TorchScriptOptions LoadOptions(const std::vector<int64_t>& input_shape,
+                               const AdmissionOptions& options) {
+  TorchScriptOptions load;
+  load.input_shape = input_shape;
+  load.batch_size = options.test_batch;
+  load.limits = options.limits;
+  return load;
+}
+
 // Everything after loading: the test batch and the checks of its outputs.
 absl::StatusOr<AdmissionReport> CheckLoaded(
     absl::StatusOr<std::unique_ptr<BlackBoxModel>> model, const std::vector<int64_t>& input_shape,
@@ -110,18 +127,9 @@ absl::StatusOr<AdmissionReport> CheckAdmission(const std::string& path,
   std::error_code ec;
   const std::uintmax_t size = std::filesystem::file_size(path, ec);
   if (ec) return absl::NotFoundError(absl::StrCat("cannot read model file ", path, ": ", ec.message()));
-  if (static_cast<int64_t>(size) > options.max_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat("model file is ", size,
-                                                     " bytes, larger than the limit of ",
-                                                     options.max_bytes, " bytes"));
-  }
-
-  TorchScriptOptions load_options;
-  load_options.input_shape = input_shape;
-  load_options.batch_size = options.test_batch;
-  load_options.limits = options.limits;
-  return CheckLoaded(LoadTorchScriptModel(path, load_options), input_shape, num_labels, options,
-                     start);
+  if (absl::Status s = CheckSize(static_cast<int64_t>(size), options); !s.ok()) return s;
+  return CheckLoaded(LoadTorchScriptModel(path, LoadOptions(input_shape, options)), input_shape,
+                     num_labels, options, start);
 }
 
 absl::StatusOr<AdmissionReport> CheckAdmissionOfBytes(const std::string& bytes,
@@ -131,17 +139,10 @@ absl::StatusOr<AdmissionReport> CheckAdmissionOfBytes(const std::string& bytes,
                                                       const AdmissionOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   if (absl::Status s = CheckArguments(num_labels, options); !s.ok()) return s;
-  if (static_cast<int64_t>(bytes.size()) > options.max_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat("model file is ", bytes.size(),
-                                                     " bytes, larger than the limit of ",
-                                                     options.max_bytes, " bytes"));
-  }
-  TorchScriptOptions load_options;
-  load_options.input_shape = input_shape;
-  load_options.batch_size = options.test_batch;
-  load_options.limits = options.limits;
-  return CheckLoaded(LoadTorchScriptModelFromBytes(bytes, name, load_options), input_shape,
-                     num_labels, options, start);
+  if (absl::Status s = CheckSize(static_cast<int64_t>(bytes.size()), options); !s.ok()) return s;
+  return CheckLoaded(
+      LoadTorchScriptModelFromBytes(bytes, name, LoadOptions(input_shape, options)), input_shape,
+      num_labels, options, start);
 }
 
 namespace {

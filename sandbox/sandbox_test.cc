@@ -86,19 +86,6 @@ JobLimits Limits(double wall_seconds, double cpu_seconds = 120) {
   return limits;
 }
 
-double CpuSeconds(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  std::getline(in, line);
-  std::istringstream fields(line.substr(line.rfind(')') + 2));
-  std::string f;
-  unsigned long long utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && fields >> f; ++i) {
-    if (i == 14) utime = std::stoull(f);
-    if (i == 15) stime = std::stoull(f);
-  }
-  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
 
 // CPU seconds the test process and every live worker use over one idle second: no thread left
 // spinning after a contained model.
@@ -108,10 +95,10 @@ void ExpectIdle(WorkerPool& pool) {
     if (pid > 0) pids.push_back(pid);
   }
   std::vector<double> before;
-  for (pid_t pid : pids) before.push_back(CpuSeconds(pid));
+  for (pid_t pid : pids) before.push_back(ProcessCpuSeconds(pid));
   std::this_thread::sleep_for(std::chrono::seconds(1));
   for (size_t i = 0; i < pids.size(); ++i) {
-    EXPECT_LT(CpuSeconds(pids[i]) - before[i], 0.2) << "process " << pids[i] << " is busy";
+    EXPECT_LT(ProcessCpuSeconds(pids[i]) - before[i], 0.2) << "process " << pids[i] << " is busy";
   }
 }
 

@@ -23,10 +23,8 @@
 extern char** environ;
 
 namespace modeldock::sandbox {
-namespace {
 
-// CPU time (user + system, all threads) a process has used so far, or -1 if it is gone.
-double CpuSeconds(pid_t pid) {
+double ProcessCpuSeconds(pid_t pid) {
   std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
   std::string line;
   if (!std::getline(in, line)) return -1;
@@ -42,6 +40,8 @@ double CpuSeconds(pid_t pid) {
   }
   return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
+
+namespace {
 
 std::string DescribeExit(int status) {
   if (WIFSIGNALED(status)) {
@@ -323,7 +323,7 @@ absl::StatusOr<JobResponse> WorkerPool::Execute(int index, const JobRequest& req
     ++jobs_;
   }
   const absl::Time start = absl::Now();
-  const double cpu_start = CpuSeconds(pid);
+  const double cpu_start = ProcessCpuSeconds(pid);
   const double cpu_limit = absl::ToDoubleSeconds(limits.cpu);
   absl::Status aborted;
   absl::Time next_cpu_check = start;
@@ -337,7 +337,7 @@ absl::StatusOr<JobResponse> WorkerPool::Execute(int index, const JobRequest& req
           "; the worker was killed"));
     } else if (now >= next_cpu_check) {
       next_cpu_check = now + absl::Milliseconds(100);
-      double used = CpuSeconds(pid) - cpu_start;
+      double used = ProcessCpuSeconds(pid) - cpu_start;
       if (used > cpu_limit) {
         aborted = absl::ResourceExhaustedError(absl::StrCat(
             "the model job exceeded its CPU-time limit of ", Millis(limits.cpu),

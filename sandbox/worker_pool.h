@@ -28,6 +28,10 @@
 
 namespace modeldock::sandbox {
 
+// CPU time (user + system, all threads) a process has used, from /proc/PID/stat; -1 if it is
+// gone. What the pool's CPU limit measures (and what tests use to check that nothing spins).
+double ProcessCpuSeconds(pid_t pid);
+
 struct PoolOptions {
   std::string worker_binary;  // path of modeldock-worker
   int workers = 2;

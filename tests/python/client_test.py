@@ -9,19 +9,17 @@ and checks that errors arrive as ModelDockError with the gRPC code. Exits non-ze
 """
 import json
 import os
-import queue
 import signal
 import struct
-import subprocess
 import sys
 import tempfile
-import threading
 import unittest
 
 import grpc
 import numpy as np
 
 import modeldock
+from live_server import start_server
 
 SERVER, ASSETS = sys.argv[1], sys.argv[2]
 DEMO = os.path.join(ASSETS, "demo")
@@ -35,22 +33,12 @@ def read_idx(path):
     return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def start_server(data_dir):
-    proc = subprocess.Popen([SERVER, "--listen", "127.0.0.1:0", "--data-dir", data_dir,
-                             "--asset-dir", ASSETS, "--torch-threads", "1", "--workers", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    lines = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(l) for l in proc.stdout], daemon=True).start()
-    line = lines.get(timeout=120)
-    assert line.startswith("modeldock-server listening on "), line
-    return proc, line.strip().rsplit(" ", 1)[1]
-
-
 class ClientTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
-        cls.server, cls.address = start_server(os.path.join(cls.tmp.name, "data"))
+        cls.server, cls.address = start_server(SERVER, ASSETS, os.path.join(cls.tmp.name, "data"),
+                                               ["--workers", "2"])
         cls.dock = modeldock.Client(cls.address)
 
     @classmethod

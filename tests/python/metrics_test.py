@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,6 +19,7 @@ import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 import modeldock
+from live_server import start_server
 
 SERVER, ASSETS = sys.argv[1], sys.argv[2]
 SERVICE = "/modeldock.v1.ModelDockService/"
@@ -45,14 +45,9 @@ class MetricsTest(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
         cls.err = open(os.path.join(cls.tmp.name, "server.err"), "w+")
-        cls.server = subprocess.Popen(
-            [SERVER, "--listen", "127.0.0.1:0", "--data-dir", os.path.join(cls.tmp.name, "d"),
-             "--asset-dir", ASSETS, "--torch-threads", "1", "--workers", "1",
-             "--metrics-listen", "127.0.0.1:0"],
-            stdout=subprocess.PIPE, stderr=cls.err, text=True)
-        line = cls.server.stdout.readline()
-        assert line.startswith("modeldock-server listening on "), line
-        cls.address = line.strip().rsplit(" ", 1)[1]
+        cls.server, cls.address = start_server(
+            SERVER, ASSETS, os.path.join(cls.tmp.name, "d"),
+            ["--workers", "1", "--metrics-listen", "127.0.0.1:0"], stderr=cls.err)
         cls.err.seek(0)
         cls.port = int(re.search(r"metrics listening on 127\.0\.0\.1:(\d+)", cls.err.read()).group(1))
         cls.dock = modeldock.Client(cls.address)
