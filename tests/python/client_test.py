@@ -102,5 +102,26 @@ class ClientTest(unittest.TestCase):
             self.dock.recommend(np.zeros((8, 1, 28, 28), np.float32), metric="best")
 
 
+class ApiKeyTest(unittest.TestCase):
+    """Against a server started with --auth: the key goes in the authorization header."""
+
+    def test_api_key_is_sent_and_required(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            data = os.path.join(tmp, "data")
+            server, address = start_server(SERVER, ASSETS, data, ["--workers", "1", "--auth"])
+            try:
+                with open(os.path.join(data, "admin.key")) as f:
+                    admin_key = f.read().strip()
+                with modeldock.Client(address, api_key=admin_key) as admin:
+                    self.assertEqual(admin.list(), [])
+                with modeldock.Client(address) as anonymous:
+                    with self.assertRaises(modeldock.ModelDockError) as e:
+                        anonymous.list()
+                    self.assertEqual(e.exception.code, grpc.StatusCode.UNAUTHENTICATED)
+            finally:
+                server.send_signal(signal.SIGTERM)
+                server.wait(timeout=60)
+
+
 if __name__ == "__main__":
     unittest.main(argv=sys.argv[:1], verbosity=2)
