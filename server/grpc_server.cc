@@ -17,6 +17,7 @@
 #include "absl/time/clock.h"
 #include "grpc/health/v1/health.pb.h"
 #include "server/metrics.h"
+#include "server/request_id.h"
 #include "server/service.h"
 #include "spdlog/spdlog.h"
 
@@ -44,6 +45,37 @@ class MetricsInterceptor : public grpc::experimental::Interceptor {
   std::string method_;
   MetricsRegistry* metrics_;
   std::chrono::steady_clock::time_point start_;
+};
+
+// Error messages name the call's request id (set by the handler as trailing metadata), so a
+// user can quote it and an operator find the call's log lines.
+class RequestIdInterceptor : public grpc::experimental::Interceptor {
+ public:
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
+      const grpc::Status status = methods->GetSendStatus();
+      auto* trailing = methods->GetSendTrailingMetadata();
+      if (!status.ok() && trailing != nullptr) {
+        auto id = trailing->find(kRequestIdHeader);
+        if (id != trailing->end()) {
+          methods->ModifySendStatus(grpc::Status(
+              status.error_code(),
+              absl::StrCat(status.error_message(), " (request ", id->second, ")")));
+        }
+      }
+    }
+    methods->Proceed();
+  }
+};
+
+class RequestIdInterceptorFactory
+    : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* /*info*/) override {
+    return new RequestIdInterceptor();
+  }
 };
 
 class MetricsInterceptorFactory
@@ -127,11 +159,10 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(dock::Dock* dock,
   builder.AddListeningPort(listen_address, credentials, &server->port_);
   builder.RegisterService(server->service_.get());
   builder.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
-  if (metrics != nullptr) {
-    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
-    creators.push_back(std::make_unique<MetricsInterceptorFactory>(metrics));
-    builder.experimental().SetInterceptorCreators(std::move(creators));
-  }
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
+  creators.push_back(std::make_unique<RequestIdInterceptorFactory>());
+  if (metrics != nullptr) creators.push_back(std::make_unique<MetricsInterceptorFactory>(metrics));
+  builder.experimental().SetInterceptorCreators(std::move(creators));
   grpc::ResourceQuota quota("modeldock-server");
   quota.SetMaxThreads(max_rpc_threads);
   builder.SetResourceQuota(quota);

@@ -20,6 +20,7 @@
 #include "nlohmann/json.hpp"
 #include "server/grpc_server.h"
 #include "server/metrics.h"
+#include "server/request_id.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 
@@ -319,6 +320,11 @@ int main(int argc, char** argv) {
 
   // Logs go to stderr; stdout carries only the "listening on" line.
   spdlog::set_default_logger(spdlog::stderr_color_mt("modeldock"));
+  // Each line written on a call's thread carries the call's request id.
+  auto formatter = std::make_unique<spdlog::pattern_formatter>();
+  formatter->add_flag<modeldock::server::RequestIdFlag>('*').set_pattern(
+      "[%Y-%m-%d %H:%M:%S.%e] [%n] [%^%l%$] %*%v");
+  spdlog::set_formatter(std::move(formatter));
   spdlog::level::level_enum level = spdlog::level::from_str(config.log_level);
   if (level == spdlog::level::off && config.log_level != "off") {
     std::cerr << "modeldock-server: unknown log level '" << config.log_level << "'\n";

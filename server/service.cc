@@ -1,5 +1,7 @@
 #include "server/service.h"
 
+#include "server/request_id.h"
+
 #include <chrono>
 #include <cmath>
 #include <memory>
@@ -159,6 +161,7 @@ grpc::Status ModelDockServiceImpl::Authorize(grpc::ServerContext* context,
 grpc::Status ModelDockServiceImpl::RegisterModel(
     grpc::ServerContext* context, grpc::ServerReader<v1::RegisterModelRequest>* reader,
     v1::RegisterModelResponse* response) {
+  RequestScope request_scope(context);
   dock::ApiKeyInfo caller;
   if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kProvider, "registering a model",
                                  &caller);
@@ -225,6 +228,7 @@ grpc::Status ModelDockServiceImpl::RegisterModel(
 grpc::Status ModelDockServiceImpl::GetModel(grpc::ServerContext* context,
                                             const v1::GetModelRequest* request,
                                             v1::GetModelResponse* response) {
+  RequestScope request_scope(context);
   dock::ApiKeyInfo caller;
   if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kConsumer, "GetModel", &caller); !s.ok()) {
     return s;
@@ -239,6 +243,7 @@ grpc::Status ModelDockServiceImpl::GetModel(grpc::ServerContext* context,
 grpc::Status ModelDockServiceImpl::ListModels(grpc::ServerContext* context,
                                               const v1::ListModelsRequest* request,
                                               v1::ListModelsResponse* response) {
+  RequestScope request_scope(context);
   dock::ApiKeyInfo caller;
   if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kConsumer, "ListModels", &caller); !s.ok()) {
     return s;
@@ -279,6 +284,7 @@ grpc::Status ModelDockServiceImpl::ListModels(grpc::ServerContext* context,
 grpc::Status ModelDockServiceImpl::DeleteModel(grpc::ServerContext* context,
                                                const v1::DeleteModelRequest* request,
                                                v1::DeleteModelResponse* response) {
+  RequestScope request_scope(context);
   dock::ApiKeyInfo caller;
   if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kProvider, "deleting a model", &caller); !s.ok()) {
     return s;
@@ -306,6 +312,7 @@ grpc::Status ModelDockServiceImpl::DeleteModel(grpc::ServerContext* context,
 grpc::Status ModelDockServiceImpl::WatchModel(grpc::ServerContext* context,
                                               const v1::WatchModelRequest* request,
                                               grpc::ServerWriter<v1::WatchModelResponse>* writer) {
+  RequestScope request_scope(context);
   dock::ApiKeyInfo caller;
   if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kConsumer, "WatchModel", &caller); !s.ok()) {
     return s;
@@ -337,6 +344,7 @@ grpc::Status ModelDockServiceImpl::WatchModel(grpc::ServerContext* context,
 grpc::Status ModelDockServiceImpl::Recommend(grpc::ServerContext* context,
                                              grpc::ServerReader<v1::RecommendRequest>* reader,
                                              v1::RecommendResponse* response) {
+  RequestScope request_scope(context);
   dock::ApiKeyInfo caller;
   if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kConsumer, "Recommend", &caller); !s.ok()) {
     return s;
@@ -467,6 +475,7 @@ v1::ApiKey ToProto(const dock::ApiKeyInfo& key) {
 grpc::Status ModelDockServiceImpl::CreateApiKey(grpc::ServerContext* context,
                                                 const v1::CreateApiKeyRequest* request,
                                                 v1::CreateApiKeyResponse* response) {
+  RequestScope request_scope(context);
   dock::ApiKeyInfo caller;
   if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kAdmin, "managing API keys", &caller);
       !s.ok()) {
@@ -486,6 +495,7 @@ grpc::Status ModelDockServiceImpl::CreateApiKey(grpc::ServerContext* context,
 grpc::Status ModelDockServiceImpl::ListApiKeys(grpc::ServerContext* context,
                                                const v1::ListApiKeysRequest* /*request*/,
                                                v1::ListApiKeysResponse* response) {
+  RequestScope request_scope(context);
   dock::ApiKeyInfo caller;
   if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kAdmin, "managing API keys", &caller);
       !s.ok()) {
@@ -500,6 +510,7 @@ grpc::Status ModelDockServiceImpl::ListApiKeys(grpc::ServerContext* context,
 grpc::Status ModelDockServiceImpl::RevokeApiKey(grpc::ServerContext* context,
                                                 const v1::RevokeApiKeyRequest* request,
                                                 v1::RevokeApiKeyResponse* /*response*/) {
+  RequestScope request_scope(context);
   dock::ApiKeyInfo caller;
   if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kAdmin, "managing API keys", &caller);
       !s.ok()) {

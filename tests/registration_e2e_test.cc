@@ -14,6 +14,7 @@
 #include "client/client.h"
 #include "common/sha256.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "server/request_id.h"
 #include "server/service.h"
 #include "tests/test_server.h"
 
@@ -342,8 +343,9 @@ TEST_F(RegistrationE2eTest, TruncatedUploadIsInvalidArgument) {
       stub(), UploadMessages(ModelSpecOf(kTopsModel), half, bytes.size(), Sha256::Of(bytes)),
       &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(status.error_message(), "upload truncated: got " + std::to_string(half.size()) +
-                                        " of " + std::to_string(bytes.size()) + " bytes");
+  EXPECT_THAT(status.error_message(),
+              ::testing::StartsWith("upload truncated: got " + std::to_string(half.size()) +
+                                    " of " + std::to_string(bytes.size()) + " bytes (request r-"));
   ExpectNothingStored(before, files);
 }
 
@@ -546,6 +548,30 @@ TEST_F(RegistrationE2eTest, ServerThreadsAreBoundedAndExcessCallsAreResourceExha
   for (auto& writer : writers) writer->Finish().IgnoreError();
   // The threads come back: calls are served again.
   EXPECT_EQ(TotalModels(), 0);
+}
+
+TEST_F(RegistrationE2eTest, EveryCallCarriesARequestIdAndErrorsNameIt) {
+  Start();
+  grpc::ClientContext context;
+  SetDeadline(&context, 30);
+  v1::GetModelRequest request;
+  request.set_model("no-such-model");
+  v1::GetModelResponse response;
+  grpc::Status status = stub()->GetModel(&context, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+  auto id = context.GetServerTrailingMetadata().find(server::kRequestIdHeader);
+  ASSERT_NE(id, context.GetServerTrailingMetadata().end());
+  const std::string request_id(id->second.data(), id->second.size());
+  EXPECT_EQ(request_id.rfind("r-", 0), 0u);
+  EXPECT_THAT(status.error_message(), HasSubstr("(request " + request_id + ")"));
+  // Successful calls carry one too, a different one.
+  grpc::ClientContext again;
+  SetDeadline(&again, 30);
+  v1::ListModelsResponse page;
+  ASSERT_TRUE(stub()->ListModels(&again, v1::ListModelsRequest(), &page).ok());
+  auto second = again.GetServerTrailingMetadata().find(server::kRequestIdHeader);
+  ASSERT_NE(second, again.GetServerTrailingMetadata().end());
+  EXPECT_NE(std::string(second->second.data(), second->second.size()), request_id);
 }
 
 TEST(ToGrpcStatusTest, MapsEveryCodeOneToOne) {

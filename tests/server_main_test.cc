@@ -67,9 +67,21 @@ TEST_F(ServerMainTest, ServesUntilSigterm) {
   EXPECT_EQ(health.out, "SERVING\n");
   EXPECT_TRUE(fs::exists(Path("env-data/modeldock.db")));
 
+  // A failed call names its request id; the server's log lines for that call carry it.
+  std::ofstream(Path("bad.pt")) << "not a TorchScript file";
+  ProcessResult bad = RunProcess({MODELDOCK_CLI_PATH, "--server", address, "--timeout", "60",
+                                  "register", Path("bad.pt"), "--name", "bad", "--input-shape",
+                                  "1,28,28", "--labels", "a,b"},
+                                 temp_.path());
+  EXPECT_EQ(bad.exit_code, 1);
+  std::smatch request_id;
+  ASSERT_TRUE(std::regex_search(bad.err, request_id, std::regex("\\(request (r-[0-9a-f]{8})\\)")))
+      << bad.err;
+
   kill(server.pid, SIGTERM);
   ProcessResult result = WaitProcess(server, std::chrono::seconds(60));
   EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_THAT(result.err, HasSubstr("[" + request_id[1].str() + "] registration of 'bad' rejected"));
   EXPECT_EQ(result.out, "modeldock-server listening on " + address + "\n");
   // The effective configuration is logged once, at start.
   EXPECT_THAT(result.err, HasSubstr("max_model_mb=7"));

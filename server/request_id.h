@@ -1,0 +1,47 @@
+// Request ids: every call gets one ("r-" + 8 hex digits). It is sent back to the client as the
+// "x-request-id" trailing metadata, appended to error messages ("(request r-...)"), and printed
+// in every log line written on the call's thread (the %* flag of the server's log pattern).
+#ifndef MODELDOCK_SERVER_REQUEST_ID_H_
+#define MODELDOCK_SERVER_REQUEST_ID_H_
+
+#include <memory>
+#include <string>
+
+#include "spdlog/pattern_formatter.h"
+
+namespace grpc {
+class ServerContext;
+}  // namespace grpc
+
+namespace modeldock::server {
+
+inline constexpr char kRequestIdHeader[] = "x-request-id";
+
+// Sets the calling thread's request id for the life of a call and adds it to the call's
+// trailing metadata.
+class RequestScope {
+ public:
+  explicit RequestScope(grpc::ServerContext* context);
+  ~RequestScope();
+  RequestScope(const RequestScope&) = delete;
+  RequestScope& operator=(const RequestScope&) = delete;
+  const std::string& id() const { return id_; }
+
+ private:
+  std::string id_;
+};
+
+// The id of the call running on this thread, or "".
+const std::string& CurrentRequestId();
+
+// spdlog flag: "[r-1a2b3c4d] " while a call runs on the thread, nothing otherwise.
+class RequestIdFlag : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& message, const std::tm& time,
+              spdlog::memory_buf_t& dest) override;
+  std::unique_ptr<spdlog::custom_flag_formatter> clone() const override;
+};
+
+}  // namespace modeldock::server
+
+#endif  // MODELDOCK_SERVER_REQUEST_ID_H_
