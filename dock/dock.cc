@@ -264,6 +264,27 @@ absl::Status DockImpl::Init() {
   return absl::OkStatus();
 }
 
+namespace {
+
+// Runs a worker job; if its worker died under it (ABORTED), once more on a fresh worker, since
+// the crash may have been the host's. A second death is the model's: FAILED_PRECONDITION with
+// the worker's reason and `second_death` appended.
+template <typename Job>
+auto RetryIfWorkerDied(const std::string& model, const char* second_death, const Job& job)
+    -> decltype(job()) {
+  auto result = job();
+  if (!absl::IsAborted(result.status())) return result;
+  spdlog::warn("model '{}': {}; retrying once on a fresh worker", model,
+               std::string(result.status().message()));
+  result = job();
+  if (absl::IsAborted(result.status())) {
+    return absl::FailedPreconditionError(absl::StrCat(result.status().message(), second_death));
+  }
+  return result;
+}
+
+}  // namespace
+
 absl::Status DockImpl::StartWorkers() {
   const SandboxOptions& box = options_.sandbox;
   sandbox::PoolOptions pool;
@@ -314,25 +335,16 @@ absl::StatusOr<sandbox::RunResult> DockImpl::RunModel(const ModelRecord& record,
   sandbox::JobRequest job;
   job.kind = sandbox::JobKind::kRun;
   job.model_path = blobs_->PathOf(record.sha256);
-  // Loaded modules depend on the bytes and the declared input shape.
-  job.model_key = absl::StrCat(record.sha256, "|", ShapeToString(record.spec.input_shape));
+  job.model_key = ModelKey(record);
   job.input_shape = record.spec.input_shape;
   job.num_classes = static_cast<int64_t>(record.spec.class_labels.size());
   job.want_features = want_features && record.has_embed;
   job.feature_dim = job.want_features ? record.feature_dim : 0;
   job.limits = OutputLimits();
   job.samples = samples;
-  auto result = workers_pool_->Run(job, LimitsFor(time_limit), cancelled);
-  if (absl::IsAborted(result.status())) {
-    spdlog::warn("model {} ('{}'): {}; retrying once on a fresh worker", record.id,
-                 record.spec.name, std::string(result.status().message()));
-    auto retry = workers_pool_->Run(job, LimitsFor(time_limit), cancelled);
-    if (absl::IsAborted(retry.status())) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(retry.status().message(), " (twice; the model is not retried again)"));
-    }
-    return retry;
-  }
+  auto result = RetryIfWorkerDied(
+      record.spec.name, " (twice; the model is not retried again)",
+      [&] { return workers_pool_->Run(job, LimitsFor(time_limit), cancelled); });
   if (absl::IsNotFound(result.status())) {
     return absl::NotFoundError(absl::StrCat("model '", record.spec.name,
                                             "' was deleted while the job was running"));
@@ -547,14 +559,9 @@ absl::StatusOr<RegisterResult> DockImpl::FinishRegistration(std::unique_ptr<Uplo
   admission.max_model_bytes = options_.max_model_bytes;
   admission.limits = OutputLimits();
   const sandbox::JobLimits limits = LimitsFor(options_.sandbox.admission_time_limit);
-  auto report = workers_pool_->Admit(admission, limits, nullptr);
-  if (absl::IsAborted(report.status())) {
-    report = workers_pool_->Admit(admission, limits, nullptr);  // once more on a fresh worker
-    if (absl::IsAborted(report.status())) {
-      report = absl::FailedPreconditionError(
-          absl::StrCat(report.status().message(), " (twice: the model crashes its worker)"));
-    }
-  }
+  auto report =
+      RetryIfWorkerDied(spec.name, " (twice: the model crashes its worker)",
+                        [&] { return workers_pool_->Admit(admission, limits, nullptr); });
   if (!report.ok()) {
     ++registrations_rejected_;
     spdlog::info("registration of '{}' rejected: {}", spec.name, report.status().ToString());
@@ -786,7 +793,7 @@ absl::StatusOr<std::string> DockImpl::DeleteModel(std::string_view id_or_name) {
     auto count = store_->CountBySha(record->sha256);
     if (count.ok() && *count == 0) blobs_->Remove(record->sha256).IgnoreError();
   }
-  workers_pool_->Forget(absl::StrCat(record->sha256, "|", ShapeToString(record->spec.input_shape)));
+  workers_pool_->Forget(ModelKey(*record));
   output_cache_.ErasePrefix(record->sha256);
   proxy_cache_.ErasePrefix(absl::StrCat(record->id, "|"));
   run_costs_.Erase(record->id);

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "dock/blob_store.h"
 #include "dock/caches.h"
 #include "dock/dock.h"
@@ -22,6 +23,12 @@
 #include "sandbox/worker_pool.h"
 
 namespace modeldock::dock {
+
+// Key of a loaded model in the workers and in the caches: a loaded module depends on the model's
+// bytes and its declared input shape.
+inline std::string ModelKey(const ModelRecord& record) {
+  return absl::StrCat(record.sha256, "|", ShapeToString(record.spec.input_shape));
+}
 
 class DockImpl : public Dock {
  public:

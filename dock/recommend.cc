@@ -73,12 +73,9 @@ std::string MemberNames(const std::vector<scoring::Metric>& members) {
   return out;
 }
 
-// Cache keys. A loaded module depends on the model's bytes and its declared input shape; its
-// outputs on a query also on the dataset's content (so the same query sent twice, or by two
-// users, runs each model once). The latency budget's estimates probe the same keys.
-std::string ModelKey(const ModelRecord& record) {
-  return absl::StrCat(record.sha256, "|", ShapeToString(record.spec.input_shape));
-}
+// Cache key of a model's outputs on a query: ModelKey and the dataset's content (so the same query
+// sent twice, or by two users, runs each model once). The latency budget's estimates probe the
+// same keys.
 std::string OutputKey(const ModelRecord& record, const std::string& dataset_hash) {
   return absl::StrCat(ModelKey(record), "|", dataset_hash);
 }
