@@ -1,0 +1,186 @@
+// Serving side of the outcome ranker: plain C++ (no torch), so that a recommendation pays
+// nothing for the training machinery. The same formulas in torch are in
+// outcome_ranker_training.cc; a test checks both give the same priors.
+#include "encoder/outcome_ranker.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+
+namespace modeldock::encoder {
+
+std::vector<double> ModelFacts(int64_t feature_width, int64_t num_classes) {
+  return {1.0, std::log2(static_cast<double>(std::max<int64_t>(feature_width, 1))) / 8.0,
+          std::log2(static_cast<double>(std::max<int64_t>(num_classes, 1))) / 8.0};
+}
+
+std::vector<double> Standardise(const std::vector<double>& values) {
+  std::vector<double> out(values.size(), 0.0);
+  if (values.empty()) return out;
+  double mean = std::accumulate(values.begin(), values.end(), 0.0) / values.size();
+  double var = 0;
+  for (double v : values) var += (v - mean) * (v - mean);
+  double sd = std::sqrt(var / values.size());
+  if (!(sd > 1e-12)) return out;
+  for (size_t i = 0; i < values.size(); ++i) out[i] = (values[i] - mean) / sd;
+  return out;
+}
+
+std::map<std::string, double> StandardiseOutcomes(const std::map<std::string, double>& accuracy) {
+  if (accuracy.size() < 2) return {};
+  std::vector<double> values;
+  for (const auto& [id, a] : accuracy) values.push_back(a);
+  std::vector<double> z = Standardise(values);
+  if (std::all_of(z.begin(), z.end(), [](double v) { return v == 0.0; })) return {};
+  std::map<std::string, double> out;
+  size_t i = 0;
+  for (const auto& [id, a] : accuracy) out[id] = z[i++];
+  return out;
+}
+
+double TaskSimilarity(const std::map<std::string, double>& a,
+                      const std::map<std::string, double>& b) {
+  std::vector<double> x, y;
+  for (const auto& [id, v] : a) {
+    auto it = b.find(id);
+    if (it == b.end()) continue;
+    x.push_back(v);
+    y.push_back(it->second);
+  }
+  if (x.size() < 3) return 0;
+  std::vector<double> zx = Standardise(x), zy = Standardise(y);
+  double r = 0;
+  for (size_t i = 0; i < x.size(); ++i) r += zx[i] * zy[i];
+  r /= static_cast<double>(x.size());
+  return std::max(0.0, r);
+}
+
+namespace {
+
+// scipy's _weightedrankedtau with rank=None: items ranked by decreasing x (ties: decreasing y);
+// a pair weighs 1/(r_i+1) + 1/(r_j+1).
+double WeightedRankedTau(const std::vector<double>& x, const std::vector<double>& y) {
+  const size_t n = x.size();
+  std::vector<size_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    if (x[a] != x[b]) return x[a] > x[b];
+    return y[a] > y[b];
+  });
+  std::vector<double> weight(n);
+  for (size_t r = 0; r < n; ++r) weight[order[r]] = 1.0 / (static_cast<double>(r) + 1.0);
+  double num = 0, tx = 0, ty = 0;
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t j = i + 1; j < n; ++j) {
+      const double w = weight[i] + weight[j];
+      const int dx = (x[i] > x[j]) - (x[i] < x[j]);
+      const int dy = (y[i] > y[j]) - (y[i] < y[j]);
+      num += w * dx * dy;
+      if (dx) tx += w;
+      if (dy) ty += w;
+    }
+  }
+  if (tx <= 0 || ty <= 0) return 0;
+  return num / std::sqrt(tx * ty);
+}
+
+}  // namespace
+
+double WeightedTau(const std::vector<double>& x, const std::vector<double>& y) {
+  if (x.size() != y.size() || x.size() < 2) return 0;
+  return 0.5 * (WeightedRankedTau(x, y) + WeightedRankedTau(y, x));
+}
+
+OutcomeRanker::OutcomeRanker(RankerParams params, std::vector<RecordedTask> tasks,
+                             std::map<std::string, std::vector<double>> facts)
+    : params_(std::move(params)), tasks_(std::move(tasks)), facts_(std::move(facts)) {
+  for (const RecordedTask& t : tasks_) standardised_.push_back(StandardiseOutcomes(t.accuracy));
+}
+
+std::vector<double> OutcomeRanker::Priors(const std::vector<std::string>& model_ids,
+                                          const std::map<std::string, double>& stage1,
+                                          std::vector<int>* tasks_used) const {
+  std::vector<double> task_weight(tasks_.size(), 0.0);
+  for (size_t t = 0; t < tasks_.size(); ++t) {
+    if (standardised_[t].empty()) continue;
+    const double sim = TaskSimilarity(stage1, tasks_[t].stage1);
+    task_weight[t] = sim > 0 ? std::pow(sim, params_.sharpness) : 0.0;
+  }
+  std::vector<double> priors(model_ids.size(), 0.0);
+  if (tasks_used) tasks_used->assign(model_ids.size(), 0);
+  for (size_t i = 0; i < model_ids.size(); ++i) {
+    double predicted = 0;
+    auto facts = facts_.find(model_ids[i]);
+    if (facts != facts_.end()) {
+      for (size_t f = 0; f < facts->second.size() && f < params_.fact_weights.size(); ++f) {
+        predicted += facts->second[f] * params_.fact_weights[f];
+      }
+    }
+    double num = params_.shrinkage * predicted, den = params_.shrinkage;
+    for (size_t t = 0; t < tasks_.size(); ++t) {
+      if (task_weight[t] <= 0) continue;
+      auto z = standardised_[t].find(model_ids[i]);
+      if (z == standardised_[t].end()) continue;
+      num += task_weight[t] * z->second;
+      den += task_weight[t];
+      if (tasks_used) ++(*tasks_used)[i];
+    }
+    priors[i] = den > 0 ? num / den : 0.0;
+  }
+  return priors;
+}
+
+std::vector<double> OutcomeRanker::Combine(const std::vector<double>& base,
+                                           const std::vector<double>& priors) const {
+  std::vector<double> out = Standardise(base);
+  for (size_t i = 0; i < out.size() && i < priors.size(); ++i) out[i] += params_.weight * priors[i];
+  return out;
+}
+
+std::string OutcomeRanker::ToJson() const {
+  nlohmann::json j;
+  j["format"] = "modeldock-outcome-ranker-1";
+  j["params"] = {{"weight", params_.weight},
+                 {"shrinkage", params_.shrinkage},
+                 {"sharpness", params_.sharpness},
+                 {"fact_weights", params_.fact_weights}};
+  nlohmann::json tasks = nlohmann::json::array();
+  for (const RecordedTask& t : tasks_) {
+    tasks.push_back({{"query_id", t.query_id}, {"stage1", t.stage1}, {"accuracy", t.accuracy}});
+  }
+  j["tasks"] = std::move(tasks);
+  j["facts"] = facts_;
+  return j.dump();
+}
+
+absl::StatusOr<OutcomeRanker> OutcomeRanker::FromJson(const std::string& text) {
+  try {
+    nlohmann::json j = nlohmann::json::parse(text);
+    if (j.value("format", "") != "modeldock-outcome-ranker-1") {
+      return absl::DataLossError("not a modeldock outcome ranker (unknown format)");
+    }
+    RankerParams p;
+    const nlohmann::json& params = j.at("params");
+    p.weight = params.at("weight").get<double>();
+    p.shrinkage = params.at("shrinkage").get<double>();
+    p.sharpness = params.at("sharpness").get<double>();
+    p.fact_weights = params.at("fact_weights").get<std::vector<double>>();
+    std::vector<RecordedTask> tasks;
+    for (const nlohmann::json& t : j.at("tasks")) {
+      RecordedTask task;
+      task.query_id = t.at("query_id").get<std::string>();
+      task.stage1 = t.at("stage1").get<std::map<std::string, double>>();
+      task.accuracy = t.at("accuracy").get<std::map<std::string, double>>();
+      tasks.push_back(std::move(task));
+    }
+    auto facts = j.at("facts").get<std::map<std::string, std::vector<double>>>();
+    return OutcomeRanker(std::move(p), std::move(tasks), std::move(facts));
+  } catch (const std::exception& e) {
+    return absl::DataLossError(absl::StrCat("outcome ranker: ", e.what()));
+  }
+}
+
+}  // namespace modeldock::encoder

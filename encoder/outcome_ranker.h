@@ -1,0 +1,126 @@
+// A ranker learned from reported fine-tune outcomes (issue 9: the dock learns from outcomes).
+//
+// Which models fine-tune well is partly a property of the model, and only outcomes reveal it. For
+// a query q and a model m the learned score is
+//
+//   score(q, m) = z_q(base)(m) + weight * prior_q(m)
+//
+// where base is what the pipeline computed anyway (stage-1 proxy score, or the stage-2 score),
+// standardised over the query's models, and the prior is the model's standardised fine-tune
+// results on the recorded tasks, weighted by how similar each recorded task looked to the dock
+// (correlation of the two tasks' stage-1 scores over their common models, raised to `sharpness`),
+// and shrunk toward a prediction from black-box model facts (embed width, class count) with
+// strength `shrinkage` — a model with no outcomes gets the prediction alone (cold start):
+//
+//   prior_q(m) = (sum_t w_qt z_t(m) + shrinkage * facts(m) . fact_weights)
+//                / (sum_{t: m has an outcome in t} w_qt + shrinkage)
+//
+// The parameters (weight, shrinkage, sharpness, fact_weights) are trained with LibTorch on the
+// records (a listwise loss, leave-one-task-out priors), validated by folds over tasks, and kept
+// with a frozen copy of the records they were trained on, so that a version always ranks the
+// same way. This header has no torch types; TrainOutcomeRanker runs in outcome_ranker_training.cc.
+#ifndef MODELDOCK_ENCODER_OUTCOME_RANKER_H_
+#define MODELDOCK_ENCODER_OUTCOME_RANKER_H_
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace modeldock::encoder {
+
+// One recorded query: what stage 1 said about each model when the outcome was reported, and the
+// accuracies reported (a weighted mean when a model was reported more than once).
+struct RecordedTask {
+  std::string query_id;
+  std::map<std::string, double> stage1;    // model id -> stage-1 score
+  std::map<std::string, double> accuracy;  // model id -> fine-tuned accuracy in [0, 1]
+};
+
+// Black-box facts of a model (no weights read): log2 of its feature width and of its class count.
+std::vector<double> ModelFacts(int64_t feature_width, int64_t num_classes);
+inline constexpr int kNumModelFacts = 3;  // bias, log2 width / 8, log2 classes / 8
+
+struct RankerParams {
+  double weight = 0;      // of the prior against the standardised base score
+  double shrinkage = 1;   // pseudo-count of the facts prediction
+  double sharpness = 1;   // task-similarity exponent
+  std::vector<double> fact_weights = std::vector<double>(kNumModelFacts, 0.0);
+};
+
+class OutcomeRanker {
+ public:
+  OutcomeRanker(RankerParams params, std::vector<RecordedTask> tasks,
+                std::map<std::string, std::vector<double>> facts);
+
+  const RankerParams& params() const { return params_; }
+  int num_tasks() const { return static_cast<int>(tasks_.size()); }
+
+  // Priors of `model_ids` for a query whose stage-1 scores over its models are `stage1` (model id
+  // -> score). Models without facts or outcomes get 0. `tasks_used` (optional): per model, the
+  // number of recorded tasks with an outcome for it that looked similar (w > 0).
+  std::vector<double> Priors(const std::vector<std::string>& model_ids,
+                             const std::map<std::string, double>& stage1,
+                             std::vector<int>* tasks_used = nullptr) const;
+
+  // z-standardised base + weight * prior, for the same models.
+  std::vector<double> Combine(const std::vector<double>& base,
+                              const std::vector<double>& priors) const;
+
+  // Serialised with everything needed to rank (parameters, frozen records, facts).
+  std::string ToJson() const;
+  static absl::StatusOr<OutcomeRanker> FromJson(const std::string& json);
+
+ private:
+  RankerParams params_;
+  std::vector<RecordedTask> tasks_;
+  std::map<std::string, std::vector<double>> facts_;
+  // Per task: standardised accuracies (z over the task's reported models).
+  std::vector<std::map<std::string, double>> standardised_;
+};
+
+// Standardised outcomes of a task (z over the reported models); empty when fewer than 2 models
+// or all accuracies equal (the task says nothing about which model is better).
+std::map<std::string, double> StandardiseOutcomes(const std::map<std::string, double>& accuracy);
+// Pearson correlation of two tasks' stage-1 scores over their common models, clamped at 0; 0
+// with fewer than 3 common models.
+double TaskSimilarity(const std::map<std::string, double>& a, const std::map<std::string, double>& b);
+// (x - mean) / std (population); zeros when constant.
+std::vector<double> Standardise(const std::vector<double>& values);
+
+// Weighted Kendall tau with hyperbolic weights, as scipy.stats.weightedtau(x, y) with its
+// defaults (rank=True: the mean of the taus weighted by x's and by y's ranking). O(n^2).
+double WeightedTau(const std::vector<double>& x, const std::vector<double>& y);
+
+struct RankerTrainingOptions {
+  int steps = 300;
+  double learning_rate = 0.05;
+  int folds = 5;          // cross-validation over tasks (fewer when there are fewer tasks)
+  double min_gain = 0.002; // over the serving version's validation tau_w to be adopted
+  uint64_t seed = 1;
+};
+
+struct RankerTrainingReport {
+  RankerParams params;          // trained on every usable task
+  int usable_tasks = 0;         // tasks with >= 2 distinct outcomes
+  int folds = 0;
+  double validation_untrained = 0;  // mean tau_w on held-out tasks: base score alone
+  double validation_serving = 0;    // the serving version's parameters (= untrained for v0)
+  double validation_trained = 0;    // parameters trained without the held-out tasks
+  double first_loss = 0, last_loss = 0;  // of the final training run
+  bool adopt = false;
+  std::string reason;
+};
+
+// Trains on `tasks` (needs >= 3 usable tasks: FAILED_PRECONDITION otherwise). `serving` are the
+// serving version's parameters (nullptr = untrained). `cancelled` is polled between steps.
+absl::StatusOr<RankerTrainingReport> TrainOutcomeRanker(
+    const std::vector<RecordedTask>& tasks, const std::map<std::string, std::vector<double>>& facts,
+    const RankerParams* serving, const RankerTrainingOptions& options,
+    const std::function<bool()>& cancelled = nullptr);
+
+}  // namespace modeldock::encoder
+
+#endif  // MODELDOCK_ENCODER_OUTCOME_RANKER_H_

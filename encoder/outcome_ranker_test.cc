@@ -1,0 +1,128 @@
+#include "encoder/outcome_ranker.h"
+
+#include <cmath>
+#include <random>
+
+#include "gtest/gtest.h"
+
+namespace modeldock::encoder {
+namespace {
+
+TEST(WeightedTauTest, MatchesScipy) {
+  // Oracle: scipy.stats.weightedtau(x, y).correlation (scipy 1.10, Debian 12).
+  EXPECT_NEAR(WeightedTau({0.1, 0.4, 0.35, 0.8, 0.2, 0.9}, {1, 3, 2, 6, 5, 4}),
+              0.4040816326530612, 1e-12);
+  EXPECT_NEAR(WeightedTau({1, 2, 2, 3, 1, 5, 4}, {2, 2, 1, 3, 3, 5, 5}), 0.7242598710710275,
+              1e-12);
+  EXPECT_NEAR(WeightedTau({1, 2, 3}, {3, 2, 1}), -1.0, 1e-12);
+}
+
+// Two recorded tasks: t1 looks exactly like the query to stage 1, t2 the opposite.
+std::vector<RecordedTask> TwoTasks() {
+  RecordedTask t1{"q1", {{"a", 1}, {"b", 2}, {"c", 3}, {"d", 4}}, {{"a", 0.5}, {"b", 0.7}}};
+  RecordedTask t2{"q2", {{"a", 4}, {"b", 3}, {"c", 2}, {"d", 1}}, {{"a", 0.9}, {"b", 0.1}}};
+  return {t1, t2};
+}
+
+TEST(OutcomeRankerTest, PriorsByHand) {
+  RankerParams params;
+  params.weight = 0.5;
+  params.shrinkage = 1;
+  params.sharpness = 2;
+  params.fact_weights = {0.2, 0, 0};
+  std::map<std::string, std::vector<double>> facts = {{"a", {1, 0, 0}}, {"c", {1, 0, 0}}};
+  OutcomeRanker ranker(params, TwoTasks(), facts);
+  std::map<std::string, double> query = {{"a", 1}, {"b", 2}, {"c", 3}, {"d", 4}};
+  std::vector<int> used;
+  // sim(q, t1) = 1 -> w = 1; sim(q, t2) = -1 -> 0. z in t1: a = -1, b = +1.
+  // a: (1 * -1 + 1 * 0.2) / (1 + 1); b: (1 * 1 + 0) / 2 (no facts); c: 0.2 / 1; d: 0 / 1.
+  std::vector<double> priors = ranker.Priors({"a", "b", "c", "d"}, query, &used);
+  EXPECT_NEAR(priors[0], -0.4, 1e-12);
+  EXPECT_NEAR(priors[1], 0.5, 1e-12);
+  EXPECT_NEAR(priors[2], 0.2, 1e-12);
+  EXPECT_NEAR(priors[3], 0.0, 1e-12);
+  EXPECT_EQ(used, (std::vector<int>{1, 1, 0, 0}));
+  // Combine: standardised base [1,2,3,4] (population sd sqrt(1.25)) + 0.5 * prior.
+  std::vector<double> combined = ranker.Combine({1, 2, 3, 4}, priors);
+  const double sd = std::sqrt(1.25);
+  EXPECT_NEAR(combined[0], -1.5 / sd - 0.2, 1e-12);
+  EXPECT_NEAR(combined[1], -0.5 / sd + 0.25, 1e-12);
+  EXPECT_NEAR(combined[3], 1.5 / sd, 1e-12);
+}
+
+TEST(OutcomeRankerTest, ExportedAndReloadedRanksIdentically) {
+  RankerParams params;
+  params.weight = 0.37;
+  params.shrinkage = 0.8;
+  params.sharpness = 1.3;
+  params.fact_weights = {0.1, -0.2, 0.05};
+  OutcomeRanker ranker(params, TwoTasks(), {{"a", ModelFacts(64, 10)}, {"d", ModelFacts(512, 3)}});
+  auto reloaded = OutcomeRanker::FromJson(ranker.ToJson());
+  ASSERT_TRUE(reloaded.ok()) << reloaded.status();
+  std::map<std::string, double> query = {{"a", 0.3}, {"b", 0.9}, {"c", 0.1}, {"d", 0.5}};
+  std::vector<std::string> ids = {"a", "b", "c", "d", "unknown"};
+  EXPECT_EQ(ranker.Priors(ids, query), reloaded->Priors(ids, query));  // bit-identical
+  EXPECT_FALSE(OutcomeRanker::FromJson("{\"format\": \"x\"}").ok());
+  EXPECT_FALSE(OutcomeRanker::FromJson("not json").ok());
+}
+
+// Synthetic dock where fine-tune success is partly a property of the model that stage 1 does
+// not see: the trained ranker must find it and beat the base score on held-out tasks.
+std::vector<RecordedTask> SyntheticTasks(int num_tasks, int num_models, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal(0, 1);
+  std::vector<double> quality(num_models);
+  for (double& q : quality) q = normal(rng);
+  std::vector<double> shared(num_models);  // what every task's stage 1 sees alike
+  for (double& s : shared) s = normal(rng);
+  std::vector<RecordedTask> tasks;
+  for (int t = 0; t < num_tasks; ++t) {
+    RecordedTask task;
+    task.query_id = "q" + std::to_string(t);
+    for (int m = 0; m < num_models; ++m) {
+      const std::string id = "m" + std::to_string(m);
+      const double fit = normal(rng);
+      task.stage1[id] = shared[m] + fit + 0.3 * normal(rng);
+      task.accuracy[id] = 0.6 + 0.03 * (fit + 1.5 * quality[m] + 0.3 * normal(rng));
+    }
+    tasks.push_back(std::move(task));
+  }
+  return tasks;
+}
+
+TEST(OutcomeRankerTrainingTest, LossDecreasesAndHeldOutRankingImproves) {
+  std::vector<RecordedTask> tasks = SyntheticTasks(8, 20, 7);
+  std::map<std::string, std::vector<double>> facts;
+  for (int m = 0; m < 20; ++m) facts["m" + std::to_string(m)] = ModelFacts(64, 10);
+  RankerTrainingOptions options;
+  options.steps = 200;
+  options.folds = 4;
+  auto report = TrainOutcomeRanker(tasks, facts, nullptr, options);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_LT(report->last_loss, report->first_loss - 0.05);
+  EXPECT_GT(report->params.weight, 0.1);
+  EXPECT_GT(report->validation_trained, report->validation_untrained + 0.05) << report->reason;
+  EXPECT_TRUE(report->adopt) << report->reason;
+  EXPECT_EQ(report->usable_tasks, 8);
+  EXPECT_EQ(report->folds, 4);
+  // The same records and seed train the same parameters.
+  auto again = TrainOutcomeRanker(tasks, facts, nullptr, options);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->params.weight, report->params.weight);
+  // Against itself as the serving version it is not adopted again (no gain).
+  auto versus_self = TrainOutcomeRanker(tasks, facts, &report->params, options);
+  ASSERT_TRUE(versus_self.ok());
+  EXPECT_FALSE(versus_self->adopt) << versus_self->reason;
+}
+
+TEST(OutcomeRankerTrainingTest, RefusesTooFewUsableTasks) {
+  std::vector<RecordedTask> tasks = TwoTasks();
+  tasks.push_back({"q3", {{"a", 1}}, {{"a", 0.5}}});  // one model: says nothing
+  auto report = TrainOutcomeRanker(tasks, {}, nullptr, {});
+  ASSERT_FALSE(report.ok());
+  EXPECT_EQ(report.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(report.status().message().find("at least 3 queries"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace modeldock::encoder

@@ -1,0 +1,274 @@
+// Training of the outcome ranker with LibTorch (autograd + Adam). The prior and the combined
+// score are the formulas of outcome_ranker.h written over dense tensors: tasks x models.
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "encoder/outcome_ranker.h"
+
+namespace modeldock::encoder {
+namespace {
+
+// ListNet's top-one targets are softmax(z_accuracy / kTargetTemperature) over a task's models.
+constexpr double kTargetTemperature = 0.5;
+constexpr double kFactWeightDecay = 1e-3;
+
+double InverseSoftplus(double y) { return std::log(std::expm1(y)); }
+
+// The records as dense tensors over the usable tasks and the models they mention.
+struct Problem {
+  std::vector<std::string> models;
+  torch::Tensor outcome_z;     // [T, M] standardised accuracy, 0 where not reported
+  torch::Tensor outcome_mask;  // [T, M] 1 where reported
+  torch::Tensor base;          // [T, M] standardised stage-1 score over the task's snapshot
+  torch::Tensor similarity;    // [T, T] TaskSimilarity, 0 on the diagonal
+  torch::Tensor facts;         // [M, kNumModelFacts]
+};
+
+Problem BuildProblem(const std::vector<RecordedTask>& tasks,
+                     const std::map<std::string, std::vector<double>>& facts) {
+  Problem p;
+  std::map<std::string, int64_t> column;
+  for (const RecordedTask& t : tasks) {
+    for (const auto& [id, a] : t.accuracy) {
+      if (column.emplace(id, 0).second) p.models.push_back(id);
+    }
+  }
+  std::sort(p.models.begin(), p.models.end());
+  for (size_t m = 0; m < p.models.size(); ++m) column[p.models[m]] = static_cast<int64_t>(m);
+  const int64_t T = static_cast<int64_t>(tasks.size());
+  const int64_t M = static_cast<int64_t>(p.models.size());
+  auto opts = torch::TensorOptions().dtype(torch::kFloat64);
+  p.outcome_z = torch::zeros({T, M}, opts);
+  p.outcome_mask = torch::zeros({T, M}, opts);
+  p.base = torch::zeros({T, M}, opts);
+  p.similarity = torch::zeros({T, T}, opts);
+  p.facts = torch::zeros({M, kNumModelFacts}, opts);
+  auto z = p.outcome_z.accessor<double, 2>();
+  auto mask = p.outcome_mask.accessor<double, 2>();
+  auto base = p.base.accessor<double, 2>();
+  auto sim = p.similarity.accessor<double, 2>();
+  auto f = p.facts.accessor<double, 2>();
+  for (int64_t t = 0; t < T; ++t) {
+    for (const auto& [id, value] : StandardiseOutcomes(tasks[t].accuracy)) {
+      z[t][column[id]] = value;
+      mask[t][column[id]] = 1;
+    }
+    std::vector<std::string> ids;
+    std::vector<double> values;
+    for (const auto& [id, v] : tasks[t].stage1) {
+      ids.push_back(id);
+      values.push_back(v);
+    }
+    std::vector<double> standardised = Standardise(values);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      auto c = column.find(ids[i]);
+      if (c != column.end()) base[t][c->second] = standardised[i];
+    }
+    for (int64_t u = 0; u < T; ++u) {
+      if (u != t) sim[t][u] = TaskSimilarity(tasks[t].stage1, tasks[u].stage1);
+    }
+  }
+  for (int64_t m = 0; m < M; ++m) {
+    auto it = facts.find(p.models[m]);
+    if (it == facts.end()) continue;
+    for (int k = 0; k < kNumModelFacts && k < static_cast<int>(it->second.size()); ++k) {
+      f[m][k] = it->second[k];
+    }
+  }
+  return p;
+}
+
+struct Parameters {
+  torch::Tensor raw_weight, log_shrinkage, raw_sharpness, fact_weights;
+  std::vector<torch::Tensor> all() { return {raw_weight, log_shrinkage, raw_sharpness, fact_weights}; }
+  RankerParams ToParams() const {
+    RankerParams out;
+    out.weight = torch::softplus(raw_weight).item<double>();
+    out.shrinkage = torch::exp(log_shrinkage).item<double>();
+    out.sharpness = torch::softplus(raw_sharpness).item<double>();
+    auto fw = fact_weights.accessor<double, 1>();
+    out.fact_weights.assign(fw.size(0), 0.0);
+    for (int64_t i = 0; i < fw.size(0); ++i) out.fact_weights[i] = fw[i];
+    return out;
+  }
+};
+
+Parameters InitialParameters() {
+  auto opts = torch::TensorOptions().dtype(torch::kFloat64).requires_grad(true);
+  Parameters p;
+  p.raw_weight = torch::full({1}, InverseSoftplus(0.1), opts);
+  p.log_shrinkage = torch::zeros({1}, opts);
+  p.raw_sharpness = torch::full({1}, InverseSoftplus(1.0), opts);
+  p.fact_weights = torch::zeros({kNumModelFacts}, opts);
+  return p;
+}
+
+// Mean ListNet loss over the tasks in `targets`, their priors computed from the tasks in
+// `sources` (leave-one-out: a task never informs its own prior).
+torch::Tensor Loss(const Problem& problem, const Parameters& params, const torch::Tensor& sources,
+                   const std::vector<int64_t>& targets) {
+  const torch::Tensor weight = torch::softplus(params.raw_weight);
+  const torch::Tensor shrinkage = torch::exp(params.log_shrinkage);
+  const torch::Tensor sharpness = torch::softplus(params.raw_sharpness);
+  torch::Tensor index = torch::tensor(targets, torch::kLong);
+  torch::Tensor sim = problem.similarity.index_select(0, index);  // [Q, T]
+  torch::Tensor task_weight =
+      torch::where(sim > 0, torch::exp(sharpness * torch::log(sim.clamp_min(1e-12))),
+                   torch::zeros_like(sim)) *
+      sources.unsqueeze(0);
+  torch::Tensor predicted = torch::matmul(problem.facts, params.fact_weights);  // [M]
+  torch::Tensor num = torch::matmul(task_weight, problem.outcome_z * problem.outcome_mask) +
+                      shrinkage * predicted.unsqueeze(0);
+  torch::Tensor den = torch::matmul(task_weight, problem.outcome_mask) + shrinkage;
+  torch::Tensor prior = num / den;
+  torch::Tensor score = problem.base.index_select(0, index) + weight * prior;  // [Q, M]
+  torch::Tensor mask = problem.outcome_mask.index_select(0, index);
+  torch::Tensor z = problem.outcome_z.index_select(0, index);
+  const double neg = -1e9;
+  torch::Tensor target =
+      torch::softmax(torch::where(mask > 0, z / kTargetTemperature, torch::full_like(z, neg)), 1);
+  torch::Tensor log_p = torch::log_softmax(torch::where(mask > 0, score, torch::full_like(score, neg)), 1);
+  torch::Tensor per_task = -(target * log_p * mask).sum(1);
+  return per_task.mean() + kFactWeightDecay * params.fact_weights.pow(2).sum();
+}
+
+struct FitResult {
+  RankerParams params;
+  double first_loss = 0, last_loss = 0;
+};
+
+absl::StatusOr<FitResult> Fit(const Problem& problem, const std::vector<int64_t>& train,
+                              const RankerTrainingOptions& options,
+                              const std::function<bool()>& cancelled) {
+  torch::Tensor sources = torch::zeros({problem.similarity.size(0)}, torch::kFloat64);
+  for (int64_t t : train) sources[t] = 1.0;
+  Parameters params = InitialParameters();
+  torch::optim::Adam adam(params.all(), torch::optim::AdamOptions(options.learning_rate));
+  FitResult out;
+  for (int step = 0; step < options.steps; ++step) {
+    if (cancelled && cancelled()) return absl::CancelledError("training cancelled");
+    adam.zero_grad();
+    torch::Tensor loss = Loss(problem, params, sources, train);
+    if (step == 0) out.first_loss = loss.item<double>();
+    loss.backward();
+    adam.step();
+    out.last_loss = loss.item<double>();
+  }
+  out.params = params.ToParams();
+  return out;
+}
+
+// Mean tau_w over `held_out` of the ranker with `params` built on the `train` tasks, against
+// the held-out tasks' accuracies (over their reported models).
+double Validate(const std::vector<RecordedTask>& tasks,
+                const std::map<std::string, std::vector<double>>& facts,
+                const std::vector<int64_t>& train, const std::vector<int64_t>& held_out,
+                const RankerParams& params) {
+  std::vector<RecordedTask> sources;
+  for (int64_t t : train) sources.push_back(tasks[t]);
+  OutcomeRanker ranker(params, std::move(sources), facts);
+  double sum = 0;
+  for (int64_t t : held_out) {
+    const RecordedTask& task = tasks[t];
+    std::vector<std::string> ids;
+    std::vector<double> base;
+    for (const auto& [id, v] : task.stage1) {
+      ids.push_back(id);
+      base.push_back(v);
+    }
+    // Reported models missing from the snapshot stand at the mean (standardised 0).
+    std::vector<double> combined = ranker.Combine(base, ranker.Priors(ids, task.stage1));
+    std::map<std::string, double> by_id;
+    for (size_t i = 0; i < ids.size(); ++i) by_id[ids[i]] = combined[i];
+    std::vector<std::string> missing;
+    for (const auto& [id, a] : task.accuracy) {
+      if (!by_id.count(id)) missing.push_back(id);
+    }
+    if (!missing.empty()) {
+      std::vector<double> extra = ranker.Priors(missing, task.stage1);
+      for (size_t i = 0; i < missing.size(); ++i) by_id[missing[i]] = params.weight * extra[i];
+    }
+    std::vector<double> score, accuracy;
+    for (const auto& [id, a] : task.accuracy) {
+      score.push_back(by_id[id]);
+      accuracy.push_back(a);
+    }
+    sum += WeightedTau(score, accuracy);
+  }
+  return held_out.empty() ? 0 : sum / static_cast<double>(held_out.size());
+}
+
+}  // namespace
+
+absl::StatusOr<RankerTrainingReport> TrainOutcomeRanker(
+    const std::vector<RecordedTask>& all_tasks,
+    const std::map<std::string, std::vector<double>>& facts, const RankerParams* serving,
+    const RankerTrainingOptions& options, const std::function<bool()>& cancelled) {
+  std::vector<RecordedTask> tasks;
+  for (const RecordedTask& t : all_tasks) {
+    if (!StandardiseOutcomes(t.accuracy).empty()) tasks.push_back(t);
+  }
+  RankerTrainingReport report;
+  report.usable_tasks = static_cast<int>(tasks.size());
+  if (tasks.size() < 3) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "training needs outcomes on at least 3 queries, each with at least 2 models whose "
+        "accuracies differ; the records have %d such queries (report more with `modeldock "
+        "report`)",
+        report.usable_tasks));
+  }
+  try {
+    torch::manual_seed(options.seed);
+    const Problem problem = BuildProblem(tasks, facts);
+    const int64_t T = static_cast<int64_t>(tasks.size());
+    std::vector<int64_t> order(T);
+    std::iota(order.begin(), order.end(), 0);
+    std::mt19937_64 rng(options.seed);
+    std::shuffle(order.begin(), order.end(), rng);
+    const int folds = static_cast<int>(std::min<int64_t>(std::max(2, options.folds), T));
+    report.folds = folds;
+    RankerParams untrained;
+    double sum_untrained = 0, sum_serving = 0, sum_trained = 0;
+    for (int fold = 0; fold < folds; ++fold) {
+      std::vector<int64_t> train, held_out;
+      for (int64_t i = 0; i < T; ++i) (i % folds == fold ? held_out : train).push_back(order[i]);
+      std::sort(train.begin(), train.end());
+      auto fit = Fit(problem, train, options, cancelled);
+      if (!fit.ok()) return fit.status();
+      const double n = static_cast<double>(held_out.size());
+      sum_untrained += n * Validate(tasks, facts, train, held_out, untrained);
+      sum_serving += n * Validate(tasks, facts, train, held_out, serving ? *serving : untrained);
+      sum_trained += n * Validate(tasks, facts, train, held_out, fit->params);
+    }
+    report.validation_untrained = sum_untrained / static_cast<double>(T);
+    report.validation_serving = sum_serving / static_cast<double>(T);
+    report.validation_trained = sum_trained / static_cast<double>(T);
+    std::vector<int64_t> everything(T);
+    std::iota(everything.begin(), everything.end(), 0);
+    auto final_fit = Fit(problem, everything, options, cancelled);
+    if (!final_fit.ok()) return final_fit.status();
+    report.params = final_fit->params;
+    report.first_loss = final_fit->first_loss;
+    report.last_loss = final_fit->last_loss;
+    const double gain = report.validation_trained - report.validation_serving;
+    report.adopt = gain > options.min_gain;
+    report.reason = absl::StrFormat(
+        "held-out tau_w %.4f trained vs %.4f serving (%.4f untrained), %d folds over %d queries: "
+        "%s",
+        report.validation_trained, report.validation_serving, report.validation_untrained, folds,
+        report.usable_tasks,
+        report.adopt ? "adopted"
+                     : absl::StrFormat("not adopted (needs a gain above %.3f)", options.min_gain));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("training failed: ", e.what()));
+  }
+  return report;
+}
+
+}  // namespace modeldock::encoder
