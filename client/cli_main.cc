@@ -605,22 +605,42 @@ bool ParseImageSize(const std::string& text, int64_t* height, int64_t* width) {
          absl::SimpleAtoi(parts[1], width) && *height > 0 && *width > 0;
 }
 
-int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client::Client& client) {
+// Loads a query dataset as `recommend` and `report` take it; on failure prints the usage error
+// and returns nullopt (exit status in *exit_code).
+std::optional<Dataset> LoadQueryDataset(const GlobalFlags& global, const std::string& path,
+                                        const std::string& labels, int64_t max_samples,
+                                        const std::string& image_size, int* exit_code) {
   datasets::LoadOptions load;
-  load.labels_path = flags.labels;
-  load.max_samples = flags.max_samples;
-  if (!ParseImageSize(flags.image_size, &load.image_height, &load.image_width)) {
-    return UsageError(absl::StrCat("--image-size must be H,W (e.g. 28,28); got '",
-                                   flags.image_size, "'"));
+  load.labels_path = labels;
+  load.max_samples = max_samples;
+  if (!ParseImageSize(image_size, &load.image_height, &load.image_width)) {
+    *exit_code = UsageError(absl::StrCat("--image-size must be H,W (e.g. 28,28); got '",
+                                         image_size, "'"));
+    return std::nullopt;
   }
-  auto dataset = datasets::LoadDataset(flags.dataset, load);
+  auto dataset = datasets::LoadDataset(path, load);
   if (!dataset.ok()) {
-    return UsageError(absl::StrCat("cannot load dataset: ", dataset.status().message()));
+    *exit_code = UsageError(absl::StrCat("cannot load dataset: ", dataset.status().message()));
+    return std::nullopt;
   }
   // Say what loading did to the data (resized, converted, skipped) before anything else.
   if (!global.json) {
     for (const std::string& note : dataset->notes) std::cerr << "dataset: " << note << "\n";
   }
+  return std::move(*dataset);
+}
+
+v1::TaskKind TaskOf(const std::string& task_flag, const Dataset& dataset) {
+  if (!task_flag.empty()) return *ParseTask(task_flag);
+  return dataset.samples.shape.size() == 2 ? v1::TASK_KIND_TABULAR_CLASSIFICATION
+                                           : v1::TASK_KIND_IMAGE_CLASSIFICATION;
+}
+
+int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client::Client& client) {
+  int exit_code = kExitOk;
+  std::optional<Dataset> dataset = LoadQueryDataset(global, flags.dataset, flags.labels,
+                                                    flags.max_samples, flags.image_size, &exit_code);
+  if (!dataset) return exit_code;
   v1::RecommendHeader options;
   options.set_top_k(flags.top);
   options.set_num_candidates(flags.candidates);
@@ -629,12 +649,7 @@ int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client:
   }
   options.set_brute_force(flags.brute_force);
   options.set_latency_budget_ms(flags.budget_ms);
-  if (!flags.task.empty()) {
-    options.set_task(*ParseTask(flags.task));
-  } else {
-    options.set_task(dataset->samples.shape.size() == 2 ? v1::TASK_KIND_TABULAR_CLASSIFICATION
-                                                        : v1::TASK_KIND_IMAGE_CLASSIFICATION);
-  }
+  options.set_task(TaskOf(flags.task, *dataset));
   auto response = client.Recommend(*dataset, options);
   if (!response.ok()) return RpcError("recommend", response.status());
 
@@ -651,6 +666,7 @@ int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client:
                              {"stage1_score", r.has_stage1_score() ? json(r.stage1_score())
                                                                    : json(nullptr)},
                              {"stage2_score", r.stage2_score()},
+                             {"prior", r.has_prior() ? json(r.prior()) : json(nullptr)},
                              {"scored", r.scored()},
                              {"reason", r.reason()}});
     }
@@ -668,6 +684,7 @@ int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client:
                    {"mode", ModeName(response->mode())},
                    {"mode_reason", response->mode_reason()},
                    {"latency_budget_ms", response->latency_budget_ms()},
+                   {"alignment_version", response->alignment_version()},
                    {"label_source", response->label_source()},
                    {"dataset_notes", dataset->notes},
                    {"warnings", std::vector<std::string>(response->warnings().begin(),
@@ -684,6 +701,10 @@ int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client:
     std::cout << " (" << response->num_cached() << " from the output cache)";
   }
   std::cout << "\nmode: " << ModeName(response->mode()) << ": " << response->mode_reason() << "\n";
+  if (response->alignment_version() > 0) {
+    std::cout << "ranker: trained version " << response->alignment_version()
+              << " (outcome priors; `modeldock alignments`)\n";
+  }
   if (response->results().empty()) {
     std::cout << "no compatible READY models\n";
   } else {
@@ -708,6 +729,247 @@ int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client:
   return kExitOk;
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// learning from outcomes: report, records, train, alignments
+
+struct ReportFlags {
+  std::string dataset;
+  std::string labels;
+  std::string model;
+  double accuracy = -1;
+  std::string outcomes_file;  // CSV: model,accuracy per line
+  std::string source = "finetune";
+  int64_t max_samples = 0;
+  std::string task;
+  std::string image_size;
+};
+
+// "model,accuracy" lines; blank lines and lines starting with # are skipped.
+absl::StatusOr<std::vector<v1::Outcome>> ReadOutcomes(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read --outcomes ", path));
+  std::vector<v1::Outcome> outcomes;
+  std::string line;
+  int number = 0;
+  while (std::getline(in, line)) {
+    ++number;
+    const std::string text(absl::StripAsciiWhitespace(line));
+    if (text.empty() || text[0] == '#') continue;
+    std::vector<std::string> parts = absl::StrSplit(text, ',');
+    double accuracy = 0;
+    if (parts.size() != 2 || !absl::SimpleAtod(parts[1], &accuracy)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ":", number, ": expected 'model,accuracy' (e.g. fmnist-cnn,0.93); got '", text,
+          "'"));
+    }
+    v1::Outcome o;
+    o.set_model(std::string(absl::StripAsciiWhitespace(parts[0])));
+    o.set_accuracy(accuracy);
+    outcomes.push_back(std::move(o));
+  }
+  if (outcomes.empty()) return absl::InvalidArgumentError(absl::StrCat(path, " has no outcomes"));
+  return outcomes;
+}
+
+int RunReport(const GlobalFlags& global, const ReportFlags& flags, client::Client& client) {
+  std::vector<v1::Outcome> outcomes;
+  if (!flags.outcomes_file.empty()) {
+    if (!flags.model.empty()) return UsageError("give either --model/--accuracy or --outcomes");
+    auto read = ReadOutcomes(flags.outcomes_file);
+    if (!read.ok()) return UsageError(std::string(read.status().message()));
+    outcomes = std::move(*read);
+  } else {
+    if (flags.model.empty() || flags.accuracy < 0) {
+      return UsageError("report needs --model NAME --accuracy A (or --outcomes FILE.csv)");
+    }
+    v1::Outcome o;
+    o.set_model(flags.model);
+    o.set_accuracy(flags.accuracy);
+    outcomes.push_back(std::move(o));
+  }
+  int exit_code = kExitOk;
+  std::optional<Dataset> dataset = LoadQueryDataset(global, flags.dataset, flags.labels,
+                                                    flags.max_samples, flags.image_size, &exit_code);
+  if (!dataset) return exit_code;
+  auto response = client.ReportOutcome(
+      *dataset, TaskOf(flags.task, *dataset), outcomes,
+      flags.source == "import" ? v1::OUTCOME_SOURCE_IMPORT : v1::OUTCOME_SOURCE_FINETUNE);
+  if (!response.ok()) return RpcError("report", response.status());
+  if (global.json) {
+    PrintJson(json{{"query_id", response->query_id()},
+                   {"num_stored", response->num_stored()},
+                   {"num_classes", response->num_classes()},
+                   {"num_stage1_scores", response->num_stage1_scores()},
+                   {"total_records", response->total_records()},
+                   {"total_queries", response->total_queries()},
+                   {"dataset_notes", dataset->notes}});
+    return kExitOk;
+  }
+  std::cout << "stored " << response->num_stored() << " outcome(s) on query "
+            << response->query_id().substr(0, 12) << " (" << dataset->samples.Rows()
+            << " samples, " << response->num_classes() << " classes); the dock now holds "
+            << response->total_records() << " records on " << response->total_queries()
+            << " queries. `modeldock train --wait` learns from them.\n";
+  return kExitOk;
+}
+
+std::string SourceName(v1::OutcomeSource source) {
+  return source == v1::OUTCOME_SOURCE_IMPORT ? "import" : "finetune";
+}
+
+std::string IsoTime(int64_t unix_ms) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMillis(unix_ms), absl::UTCTimeZone());
+}
+
+int RunRecords(const GlobalFlags& global, const std::string& model, int limit,
+               client::Client& client) {
+  auto records = client.ListRecords(model, limit);
+  if (!records.ok()) return RpcError("records", records.status());
+  if (global.json) {
+    json all = json::array();
+    for (const auto& r : records->records()) {
+      all.push_back(json{{"id", r.id()}, {"query_id", r.query_id()}, {"model_id", r.model_id()},
+                         {"model", r.model_name()}, {"accuracy", r.accuracy()},
+                         {"source", SourceName(r.source())},
+                         {"created", IsoTime(r.created_unix_ms())}});
+    }
+    PrintJson(json{{"records", all},
+                   {"total_records", records->total_records()},
+                   {"total_queries", records->total_queries()}});
+    return kExitOk;
+  }
+  std::cout << records->total_records() << " records on " << records->total_queries()
+            << " queries" << (records->records_size() < records->total_records()
+                                  ? absl::StrCat(" (newest ", records->records_size(), " shown)")
+                                  : std::string())
+            << "\n";
+  if (records->records().empty()) return kExitOk;
+  std::vector<std::vector<std::string>> rows = {{"ID", "QUERY", "MODEL", "ACCURACY", "SOURCE", "CREATED"}};
+  for (const auto& r : records->records()) {
+    rows.push_back({absl::StrCat(r.id()), r.query_id().substr(0, 12), r.model_name(),
+                    absl::StrFormat("%.4f", r.accuracy()), SourceName(r.source()),
+                    IsoTime(r.created_unix_ms())});
+  }
+  PrintTable(rows);
+  return kExitOk;
+}
+
+json VersionJson(const v1::AlignmentVersion& v) {
+  return json{{"version", v.version()},
+              {"created", IsoTime(v.created_unix_ms())},
+              {"serving", v.serving()},
+              {"adopted", v.adopted()},
+              {"num_queries", v.num_queries()},
+              {"num_records", v.num_records()},
+              {"folds", v.folds()},
+              {"validation_untrained", v.validation_untrained()},
+              {"validation_serving", v.validation_serving()},
+              {"validation_trained", v.validation_trained()},
+              {"weight", v.weight()},
+              {"shrinkage", v.shrinkage()},
+              {"sharpness", v.sharpness()},
+              {"training_seconds", v.training_seconds()},
+              {"reason", v.reason()}};
+}
+
+std::string StateName(v1::TrainingState state) {
+  switch (state) {
+    case v1::TRAINING_STATE_RUNNING: return "running";
+    case v1::TRAINING_STATE_DONE: return "done";
+    case v1::TRAINING_STATE_FAILED: return "failed";
+    default: return "idle";
+  }
+}
+
+json JobJson(const v1::TrainingJob& job) {
+  json out{{"state", StateName(job.state())}, {"message", job.message()}};
+  if (job.state() == v1::TRAINING_STATE_DONE) {
+    out["result"] = VersionJson(job.result());
+    // Flattened for scripts: the version and whether it serves now.
+    out["version"] = job.result().version();
+    out["adopted"] = job.result().adopted();
+  }
+  out["reason"] = job.message();
+  return out;
+}
+
+int RunTrain(const GlobalFlags& global, bool wait, client::Client& client) {
+  auto job = client.TrainAlignment(wait);
+  if (!job.ok()) return RpcError("train", job.status());
+  if (global.json) {
+    PrintJson(JobJson(*job));
+    return job->state() == v1::TRAINING_STATE_FAILED ? kExitRpcError : kExitOk;
+  }
+  switch (job->state()) {
+    case v1::TRAINING_STATE_RUNNING:
+      std::cout << "training started in the background; `modeldock alignments` shows when it "
+                   "is done (or run `modeldock train --wait`)\n";
+      return kExitOk;
+    case v1::TRAINING_STATE_FAILED:
+      std::cerr << "training failed: " << job->message() << "\n";
+      return kExitRpcError;
+    default: break;
+  }
+  const v1::AlignmentVersion& v = job->result();
+  std::cout << absl::StrFormat(
+      "version %d trained on %d queries (%d records) in %.1f s\n"
+      "held-out queries (%d folds), weighted Kendall tau: untrained %.4f, serving %.4f, "
+      "trained %.4f\n%s: %s\nparameters: prior weight %.3f, shrinkage %.3f, sharpness %.3f\n",
+      v.version(), v.num_queries(), v.num_records(), v.training_seconds(), v.folds(),
+      v.validation_untrained(), v.validation_serving(), v.validation_trained(),
+      v.adopted() ? "ADOPTED (now serving)" : "NOT ADOPTED (the serving version stays)",
+      v.reason(), v.weight(), v.shrinkage(), v.sharpness());
+  return kExitOk;
+}
+
+int RunAlignments(const GlobalFlags& global, client::Client& client) {
+  auto list = client.ListAlignments();
+  if (!list.ok()) return RpcError("alignments", list.status());
+  if (global.json) {
+    json versions = json::array();
+    for (const auto& v : list->versions()) versions.push_back(VersionJson(v));
+    PrintJson(json{{"serving_version", list->serving_version()},
+                   {"versions", versions},
+                   {"last_training", JobJson(list->last_training())}});
+    return kExitOk;
+  }
+  std::cout << "serving: " << (list->serving_version() == 0
+                                   ? std::string("version 0 (untrained)")
+                                   : absl::StrCat("version ", list->serving_version()))
+            << "\n";
+  if (list->last_training().state() != v1::TRAINING_STATE_IDLE) {
+    std::cout << "last training: " << StateName(list->last_training().state()) << ": "
+              << list->last_training().message() << "\n";
+  }
+  if (list->versions().empty()) {
+    std::cout << "no trained versions yet (`modeldock report`, then `modeldock train --wait`)\n";
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows = {
+      {"VERSION", "SERVING", "ADOPTED", "QUERIES", "HELD-OUT TAU_W (UNTRAINED/SERVING/TRAINED)",
+       "WEIGHT", "CREATED"}};
+  for (const auto& v : list->versions()) {
+    rows.push_back({absl::StrCat(v.version()), v.serving() ? "*" : "", v.adopted() ? "yes" : "no",
+                    absl::StrCat(v.num_queries()),
+                    absl::StrFormat("%.4f / %.4f / %.4f", v.validation_untrained(),
+                                    v.validation_serving(), v.validation_trained()),
+                    absl::StrFormat("%.3f", v.weight()), IsoTime(v.created_unix_ms())});
+  }
+  PrintTable(rows);
+  return kExitOk;
+}
+
+int RunAlignmentsUse(const GlobalFlags& global, int64_t version, client::Client& client) {
+  if (absl::Status s = client.UseAlignment(version); !s.ok()) return RpcError("alignments use", s);
+  if (global.json) {
+    PrintJson(json{{"serving_version", version}});
+  } else {
+    std::cout << "serving version " << version << (version == 0 ? " (untrained)" : "") << "\n";
+  }
+  return kExitOk;
+}
+
 constexpr char kMainFooter[] = R"(
 Examples:
   modeldock register cnn.pt --name fmnist-cnn --input-shape 1,28,28 --labels @labels.txt
@@ -717,6 +979,8 @@ Examples:
   modeldock recommend query-images-idx3-ubyte --labels query-labels-idx1-ubyte --top 5
   modeldock --json list | jq '.models[].name'
   modeldock rm fmnist-cnn
+  modeldock report my-data.npz --model fmnist-cnn --accuracy 0.93   # after fine-tuning it
+  modeldock train --wait && modeldock alignments
 
 Exit status: 0 success, 1 server/RPC error (the message names the gRPC status code),
 2 usage error (bad flags, unreadable file). Run 'modeldock COMMAND --help' for a command.)";
@@ -860,6 +1124,59 @@ Examples:
   modeldock recommend table.csv --task tabular --brute-force
 Without labels the server clusters the samples first (label_source says so).)");
 
+  ReportFlags report;
+  CLI::App* report_cmd = app.add_subcommand(
+      "report", "Tell the dock how a model fine-tuned on your dataset (it learns from outcomes)");
+  report_cmd->add_option("DATASET", report.dataset, "The dataset, in any format recommend takes")
+      ->required();
+  report_cmd->add_option("--labels", report.labels, "Labels file for IDX (idx1) or NPY datasets");
+  report_cmd->add_option("--model", report.model, "Model name or id you fine-tuned");
+  report_cmd->add_option("--accuracy", report.accuracy,
+                         "Accuracy it reached after fine-tuning, a fraction in [0, 1]");
+  report_cmd->add_option("--outcomes", report.outcomes_file,
+                         "CSV of 'model,accuracy' lines: several models on the same dataset");
+  report_cmd->add_option("--source", report.source,
+                         "finetune (you measured it) or import (bulk, e.g. a benchmark)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"finetune", "import"}));
+  report_cmd->add_option("--max-samples", report.max_samples, "Use only the first N samples")
+      ->check(CLI::NonNegativeNumber);
+  report_cmd->add_option("--task", report.task, "image or tabular (default: from the data)")
+      ->check(task_check);
+  report_cmd->add_option("--image-size", report.image_size, "H,W for image folders");
+  report_cmd->footer(R"(
+Examples:
+  modeldock report train-images-idx3-ubyte.gz --labels train-labels-idx1-ubyte.gz \
+      --model fmnist-cnn --accuracy 0.93
+  modeldock report task.npz --outcomes results.csv --source import
+The dock keeps the dataset's class prototypes (mean reference-encoder embedding per class) and
+what stage 1 said about each model, never the samples.)");
+
+  std::string records_model;
+  int records_limit = 100;
+  CLI::App* records_cmd = app.add_subcommand("records", "List reported outcomes (newest first)");
+  records_cmd->add_option("--model", records_model, "Only this model (name or id)");
+  records_cmd->add_option("--limit", records_limit, "At most N records")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000));
+
+  bool train_wait = false;
+  CLI::App* train_cmd = app.add_subcommand(
+      "train", "Train a new ranker version from the records, in the background (admin)");
+  train_cmd->add_flag("--wait", train_wait,
+                      "Wait for it and print the held-out validation figures");
+  train_cmd->footer(R"(
+The new version is adopted (served) only if it ranks held-out reported queries better than the
+serving version (cross-validation over queries). `modeldock alignments` lists versions.)");
+
+  CLI::App* alignments_cmd =
+      app.add_subcommand("alignments", "List trained ranker versions and which one serves");
+  int64_t use_version = 0;
+  CLI::App* alignments_use = alignments_cmd->add_subcommand(
+      "use", "Serve VERSION from the next recommendation on (0 = untrained; admin)");
+  alignments_use->add_option("VERSION", use_version, "Version number")->required()
+      ->check(CLI::NonNegativeNumber);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -890,6 +1207,11 @@ Without labels the server clusters the samples first (label_source says so).)");
   if (watch_cmd->parsed()) return RunWatch(global, model_ref, client);
   if (health_cmd->parsed()) return RunHealth(global, client);
   if (rec_cmd->parsed()) return RunRecommend(global, rec, client);
+  if (report_cmd->parsed()) return RunReport(global, report, client);
+  if (records_cmd->parsed()) return RunRecords(global, records_model, records_limit, client);
+  if (train_cmd->parsed()) return RunTrain(global, train_wait, client);
+  if (alignments_use->parsed()) return RunAlignmentsUse(global, use_version, client);
+  if (alignments_cmd->parsed()) return RunAlignments(global, client);
   return UsageError("no command given; see modeldock --help");
 }
 

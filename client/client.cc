@@ -215,18 +215,16 @@ absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Client::Hea
   return response.status();
 }
 
-absl::StatusOr<v1::RecommendResponse> Client::Recommend(const Dataset& dataset,
-                                                        const v1::RecommendHeader& options) {
-  if (!setup_error_.ok()) return setup_error_;
+// Fills a dataset header (shape, labels, encoding) from `dataset`; returns the sample bytes.
+// Images read from 8-bit files go as one byte per value, a quarter of the float32 size.
+absl::StatusOr<std::string> Client::EncodeDataset(const Dataset& dataset,
+                                                  v1::RecommendHeader* header) {
   const Tensor& samples = dataset.samples;
   if (samples.shape.size() < 2 || !samples.IsConsistent()) {
     return absl::InvalidArgumentError(
         absl::StrCat("dataset samples have shape ", ShapeToString(samples.shape), " and ",
                      samples.values.size(), " values; expected [N, ...sample shape]"));
   }
-  v1::RecommendRequest request;
-  v1::RecommendHeader* header = request.mutable_header();
-  *header = options;
   header->clear_sample_shape();
   for (int64_t d : samples.SampleShape()) header->add_sample_shape(d);
   header->set_num_samples(samples.Rows());
@@ -235,10 +233,8 @@ absl::StatusOr<v1::RecommendResponse> Client::Recommend(const Dataset& dataset,
   header->clear_class_names();
   for (const std::string& name : dataset.class_names) header->add_class_names(name);
   header->clear_inline_data();
-
-  // Images read from 8-bit files go as one byte per value, a quarter of the float32 size.
-  const bool tabular = options.task() == v1::TASK_KIND_TABULAR_CLASSIFICATION ||
-                       (options.task() == v1::TASK_KIND_UNSPECIFIED && samples.shape.size() == 2);
+  const bool tabular = header->task() == v1::TASK_KIND_TABULAR_CLASSIFICATION ||
+                       (header->task() == v1::TASK_KIND_UNSPECIFIED && samples.shape.size() == 2);
   std::string data;
   if (!tabular && FitsUint8(samples.values)) {
     header->set_encoding(v1::SAMPLE_ENCODING_UINT8);
@@ -251,24 +247,110 @@ absl::StatusOr<v1::RecommendResponse> Client::Recommend(const Dataset& dataset,
     data.resize(samples.values.size() * sizeof(float));
     std::memcpy(data.data(), samples.values.data(), data.size());
   }
-  const bool send_inline = static_cast<int64_t>(data.size()) <= kChunkBytes;
-  if (send_inline) header->set_inline_data(data);
+  // Small datasets go inline in the header.
+  if (static_cast<int64_t>(data.size()) <= kChunkBytes) {
+    header->set_inline_data(data);
+    data.clear();
+  }
+  return data;
+}
 
-  grpc::ClientContext context;
-  SetDeadline(&context);
-  v1::RecommendResponse response;
-  std::unique_ptr<grpc::ClientWriter<v1::RecommendRequest>> writer =
-      stub_->Recommend(&context, &response);
+namespace {
+
+// Writes `request` (a header) and then `data` in chunks on a client stream; returns the status.
+template <typename Request>
+grpc::Status WriteStream(grpc::ClientWriter<Request>* writer, Request& request,
+                         const std::string& data) {
   bool open = writer->Write(request);
-  for (size_t offset = 0; open && !send_inline && offset < data.size(); offset += kChunkBytes) {
-    request.set_chunk(data.data() + offset,
-                      std::min<size_t>(kChunkBytes, data.size() - offset));
+  for (size_t offset = 0; open && offset < data.size(); offset += kChunkBytes) {
+    request.set_chunk(data.data() + offset, std::min<size_t>(kChunkBytes, data.size() - offset));
     open = writer->Write(request);
   }
   writer->WritesDone();
-  grpc::Status status = writer->Finish();
+  return writer->Finish();
+}
+
+}  // namespace
+
+absl::StatusOr<v1::RecommendResponse> Client::Recommend(const Dataset& dataset,
+                                                        const v1::RecommendHeader& options) {
+  if (!setup_error_.ok()) return setup_error_;
+  v1::RecommendRequest request;
+  *request.mutable_header() = options;
+  auto data = EncodeDataset(dataset, request.mutable_header());
+  if (!data.ok()) return data.status();
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::RecommendResponse response;
+  auto writer = stub_->Recommend(&context, &response);
+  grpc::Status status = WriteStream(writer.get(), request, *data);
   if (!status.ok()) return FromGrpcStatus(status);
   return response;
+}
+
+absl::StatusOr<v1::ReportOutcomeResponse> Client::ReportOutcome(
+    const Dataset& dataset, v1::TaskKind task, const std::vector<v1::Outcome>& outcomes,
+    v1::OutcomeSource source) {
+  if (!setup_error_.ok()) return setup_error_;
+  v1::ReportOutcomeRequest request;
+  v1::ReportOutcomeHeader* header = request.mutable_header();
+  header->mutable_dataset()->set_task(task);
+  auto data = EncodeDataset(dataset, header->mutable_dataset());
+  if (!data.ok()) return data.status();
+  for (const v1::Outcome& o : outcomes) *header->add_outcomes() = o;
+  header->set_source(source);
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::ReportOutcomeResponse response;
+  auto writer = stub_->ReportOutcome(&context, &response);
+  grpc::Status status = WriteStream(writer.get(), request, *data);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+absl::StatusOr<v1::ListRecordsResponse> Client::ListRecords(const std::string& model, int limit) {
+  if (!setup_error_.ok()) return setup_error_;
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::ListRecordsRequest request;
+  request.set_model(model);
+  request.set_limit(limit);
+  v1::ListRecordsResponse response;
+  grpc::Status status = stub_->ListRecords(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+absl::StatusOr<v1::TrainingJob> Client::TrainAlignment(bool wait) {
+  if (!setup_error_.ok()) return setup_error_;
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::TrainAlignmentRequest request;
+  request.set_wait(wait);
+  v1::TrainAlignmentResponse response;
+  grpc::Status status = stub_->TrainAlignment(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response.job();
+}
+
+absl::StatusOr<v1::ListAlignmentsResponse> Client::ListAlignments() {
+  if (!setup_error_.ok()) return setup_error_;
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::ListAlignmentsResponse response;
+  grpc::Status status = stub_->ListAlignments(&context, v1::ListAlignmentsRequest(), &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+absl::Status Client::UseAlignment(int64_t version) {
+  if (!setup_error_.ok()) return setup_error_;
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::UseAlignmentRequest request;
+  request.set_version(version);
+  v1::UseAlignmentResponse response;
+  return FromGrpcStatus(stub_->UseAlignment(&context, request, &response));
 }
 
 }  // namespace modeldock::client

@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -70,11 +71,22 @@ class Client {
   // filled from the dataset). Image values that are all multiples of 1/255 go as UINT8.
   absl::StatusOr<v1::RecommendResponse> Recommend(const Dataset& dataset,
                                                   const v1::RecommendHeader& options);
+  // Learning from outcomes: reports accuracies of models fine-tuned on `dataset`.
+  absl::StatusOr<v1::ReportOutcomeResponse> ReportOutcome(const Dataset& dataset,
+                                                          v1::TaskKind task,
+                                                          const std::vector<v1::Outcome>& outcomes,
+                                                          v1::OutcomeSource source);
+  absl::StatusOr<v1::ListRecordsResponse> ListRecords(const std::string& model, int limit);
+  absl::StatusOr<v1::TrainingJob> TrainAlignment(bool wait);
+  absl::StatusOr<v1::ListAlignmentsResponse> ListAlignments();
+  absl::Status UseAlignment(int64_t version);
 
   const ClientOptions& options() const { return options_; }
 
  private:
   void SetDeadline(grpc::ClientContext* context) const;
+  static absl::StatusOr<std::string> EncodeDataset(const Dataset& dataset,
+                                                   v1::RecommendHeader* header);
 
   ClientOptions options_;
   absl::Status setup_error_;  // an unreadable TLS file, reported by every call

@@ -248,6 +248,8 @@ absl::Status DockImpl::Init() {
   auto store = MetadataStore::Open((fs::path(options_.data_dir) / "modeldock.db").string());
   if (!store.ok()) return store.status();
   store_ = std::move(*store);
+  learning_ = std::make_unique<LearningLoop>(store_.get());
+  if (absl::Status s = learning_->Load(); !s.ok()) return s;
   auto blobs = BlobStore::Create(options_.data_dir);
   if (!blobs.ok()) return blobs.status();
   blobs_ = std::move(*blobs);
@@ -509,6 +511,7 @@ void DockImpl::Shutdown() {
     stopping_ = true;
   }
   queue_cv_.notify_all();
+  if (learning_) learning_->Shutdown();
   // Killing the workers ends running probes at once instead of waiting for them.
   if (workers_pool_) workers_pool_->Shutdown();
   for (std::thread& t : workers_) t.join();

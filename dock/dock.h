@@ -210,6 +210,9 @@ struct Recommendation {
   bool has_stage1_score = false;
   int stage1_rank = 0;  // rank in stage 1 (proxy order); 0 in brute-force mode
   double stage2_score = 0;
+  // The outcome prior of the serving trained version (0 and false with the untrained version).
+  double prior = 0;
+  bool has_prior = false;
   // False for models ranked after the stage-2 candidates by similarity alone (when top_k asks
   // for more models than stage 2 scored).
   bool scored = false;
@@ -236,6 +239,83 @@ struct RecommendResult {
   double latency_budget_millis = 0;
   std::string label_source;
   std::vector<std::string> warnings;
+  // The trained ranker version that ranked this answer (0 = untrained); one version per answer.
+  int64_t alignment_version = 0;
+};
+
+// ---- Learning from outcomes (issue 9).
+enum class OutcomeSource { kFinetune, kImport };
+const char* OutcomeSourceName(OutcomeSource source);  // "finetune", "import"
+
+struct ReportedOutcome {
+  std::string model;  // id or name
+  double accuracy = 0;  // in [0, 1]
+};
+
+// "These models, fine-tuned on this dataset, reached these accuracies." The dock keeps the
+// dataset's class prototypes in the reference encoder's space and the stage-1 scores of every
+// compatible model, not the samples.
+struct OutcomeReport {
+  Dataset dataset;  // samples [N, ...]; labels optional (clustered like a recommendation)
+  TaskKind task = TaskKind::kImageClassification;
+  std::vector<ReportedOutcome> outcomes;
+  OutcomeSource source = OutcomeSource::kFinetune;
+  std::string reporter_key_id;
+};
+
+struct OutcomeReportResult {
+  std::string query_id;
+  int num_stored = 0;
+  int num_classes = 0;
+  int num_stage1_scores = 0;  // compatible models whose stage-1 score was kept with the query
+  int64_t total_records = 0;
+  int64_t total_queries = 0;
+};
+
+struct OutcomeRecord {
+  int64_t id = 0;
+  std::string query_id;
+  std::string model_id;
+  std::string model_name;
+  double accuracy = 0;
+  std::string source;
+  int64_t created_unix_ms = 0;
+};
+
+struct RecordList {
+  std::vector<OutcomeRecord> records;
+  int64_t total_records = 0;
+  int64_t total_queries = 0;
+};
+
+struct AlignmentVersion {
+  int64_t version = 0;
+  int64_t created_unix_ms = 0;
+  bool serving = false;
+  bool adopted = false;  // beat the serving version on held-out queries when trained
+  int num_queries = 0;   // usable queries it was trained on
+  int64_t num_records = 0;
+  int folds = 0;
+  double validation_untrained = 0, validation_serving = 0, validation_trained = 0;  // tau_w
+  double weight = 0, shrinkage = 0, sharpness = 0;
+  double training_seconds = 0;
+  std::string reason;
+};
+
+struct TrainingStatus {
+  enum class State { kIdle, kRunning, kDone, kFailed };
+  State state = State::kIdle;
+  std::string message;
+  AlignmentVersion result;  // kDone
+  int64_t started_unix_ms = 0;
+  int64_t finished_unix_ms = 0;
+};
+const char* TrainingStateName(TrainingStatus::State state);  // "idle", "running", ...
+
+struct AlignmentList {
+  int64_t serving_version = 0;
+  std::vector<AlignmentVersion> versions;
+  TrainingStatus last_training;
 };
 
 // Operational figures for monitoring (Prometheus /metrics): gauges of the current state and
@@ -287,6 +367,19 @@ class Dock {
   virtual absl::StatusOr<RecommendResult> Recommend(const RecommendQuery& query) = 0;
 
   virtual DockStats Stats() = 0;
+
+  // Learning from outcomes. ReportOutcome: INVALID_ARGUMENT (accuracy outside [0, 1], bad
+  // dataset, label count), NOT_FOUND (unknown model); on any error nothing is stored.
+  virtual absl::StatusOr<OutcomeReportResult> ReportOutcome(const OutcomeReport& report) = 0;
+  // Newest first; `model` (id or name) empty = all; limit <= 0 = all.
+  virtual absl::StatusOr<RecordList> ListRecords(std::string_view model, int limit) = 0;
+  // Starts a background training job on every record (or joins the one running); with `wait`,
+  // returns when it is done (CANCELLED if `is_cancelled` says so first; the job goes on).
+  virtual absl::StatusOr<TrainingStatus> TrainAlignment(bool wait,
+                                                        std::function<bool()> is_cancelled) = 0;
+  virtual absl::StatusOr<AlignmentList> ListAlignments() = 0;
+  // Serves `version` from the next recommendation on (0 = untrained). NOT_FOUND.
+  virtual absl::Status UseAlignment(int64_t version) = 0;
 
   // API keys. CreateApiKey returns the secret once. Authenticate: UNAUTHENTICATED for a
   // malformed, unknown or revoked key (constant-time comparison of salted hashes).

@@ -7,15 +7,18 @@
 #include <condition_variable>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "dock/blob_store.h"
 #include "dock/caches.h"
 #include "dock/dock.h"
+#include "dock/learning.h"
 #include "dock/metadata_store.h"
 #include "encoder/black_box.h"
 #include "encoder/knowledge.h"
@@ -29,6 +32,20 @@ namespace modeldock::dock {
 inline std::string ModelKey(const ModelRecord& record) {
   return absl::StrCat(record.sha256, "|", ShapeToString(record.spec.input_shape));
 }
+
+// Query helpers shared by Recommend and ReportOutcome (recommend.cc).
+// INVALID_ARGUMENT unless samples are [N, C, H, W] (images) or [N, F] (tabular), N >= 4, finite.
+absl::Status ValidateQuerySamples(const Tensor& samples, TaskKind task);
+// Whether a READY model can run on these samples (images are adapted; tabular needs equal width).
+bool Compatible(const ModelRecord& record, TaskKind task, const Tensor& samples);
+struct PreparedLabels {
+  std::vector<int32_t> labels;  // renumbered 0..C-1
+  int num_classes = 0;
+  std::string source;  // "given" or how they were clustered
+};
+// The dataset's labels renumbered, or k-means clusters of `embeddings` (raw samples without).
+absl::StatusOr<PreparedLabels> PrepareLabels(const Dataset& dataset,
+                                             const std::optional<Tensor>& embeddings);
 
 class DockImpl : public Dock {
  public:
@@ -53,6 +70,12 @@ class DockImpl : public Dock {
   absl::StatusOr<std::vector<ApiKeyInfo>> ListApiKeys() override;
   absl::Status RevokeApiKey(const std::string& id) override;
   absl::StatusOr<ApiKeyInfo> Authenticate(const std::string& secret) override;
+  absl::StatusOr<OutcomeReportResult> ReportOutcome(const OutcomeReport& report) override;
+  absl::StatusOr<RecordList> ListRecords(std::string_view model, int limit) override;
+  absl::StatusOr<TrainingStatus> TrainAlignment(bool wait,
+                                                std::function<bool()> is_cancelled) override;
+  absl::StatusOr<AlignmentList> ListAlignments() override;
+  absl::Status UseAlignment(int64_t version) override;
   void Shutdown() override;
 
  private:
@@ -84,6 +107,10 @@ class DockImpl : public Dock {
       const sandbox::CancelCheck& cancelled, bool* from_cache);
   absl::StatusOr<Tensor> EmbedWithReference(const Tensor& samples);
   absl::StatusOr<std::shared_ptr<const Tensor>> ProbeFeatures(const ModelRecord& record);
+  // Stage-1 proxy score (rank fusion over `models`, in (0, 1]) of every model with probe features.
+  absl::StatusOr<std::unordered_map<std::string, double>> ProxyScores(
+      const Tensor& query_embeddings, const std::vector<int32_t>& labels, int num_classes,
+      const std::vector<const ModelRecord*>& models);
 
   DockOptions options_;
   std::unique_ptr<MetadataStore> store_;
@@ -91,6 +118,8 @@ class DockImpl : public Dock {
   std::unique_ptr<index::VectorIndex> index_;
   // Every run of uploaded model code goes through these worker processes.
   std::unique_ptr<sandbox::WorkerPool> workers_pool_;
+  // Outcome records, trained ranker versions and the serving one.
+  std::unique_ptr<LearningLoop> learning_;
   std::string index_path_;
 
   // The knowledge space: probe set, reference encoder E, set encoder. space_ fingerprints all

@@ -70,6 +70,39 @@ CREATE TABLE IF NOT EXISTS model_owners (
   model_id TEXT PRIMARY KEY REFERENCES models(id) ON DELETE CASCADE,
   key_id TEXT NOT NULL
 );
+-- Outcome records (issue 9). A query keeps its class prototypes in the reference encoder's space
+-- (never the samples) and the stage-1 scores of the models at report time (JSON id -> score).
+CREATE TABLE IF NOT EXISTS outcome_queries (
+  query_id TEXT PRIMARY KEY,
+  task INTEGER NOT NULL,
+  num_samples INTEGER NOT NULL,
+  num_classes INTEGER NOT NULL,
+  prototype_dim INTEGER NOT NULL,
+  prototypes BLOB NOT NULL,
+  stage1 TEXT NOT NULL,
+  created_unix_ms INTEGER NOT NULL
+);
+-- Outcomes outlive their model's deletion (training ignores models no longer in the dock).
+CREATE TABLE IF NOT EXISTS outcomes (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  query_id TEXT NOT NULL REFERENCES outcome_queries(query_id),
+  model_id TEXT NOT NULL,
+  model_name TEXT NOT NULL,
+  accuracy REAL NOT NULL,
+  source TEXT NOT NULL,
+  weight REAL NOT NULL,
+  reporter TEXT NOT NULL,
+  created_unix_ms INTEGER NOT NULL,
+  UNIQUE(query_id, model_id, source)
+);
+CREATE INDEX IF NOT EXISTS outcomes_model ON outcomes(model_id);
+-- Trained ranker versions; the serving one is meta 'serving_alignment'.
+CREATE TABLE IF NOT EXISTS alignments (
+  version INTEGER PRIMARY KEY,
+  created_unix_ms INTEGER NOT NULL,
+  summary TEXT NOT NULL,
+  payload TEXT NOT NULL
+);
 )sql";
 
 // RAII statement with typed binders.
@@ -87,6 +120,8 @@ class Statement {
     sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
   }
   void Bind(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
+  void BindDouble(int i, double v) { sqlite3_bind_double(stmt_, i, v); }
+  double Double(int col) { return sqlite3_column_double(stmt_, col); }
   void BindBlob(int i, const void* data, size_t size) {
     sqlite3_bind_blob(stmt_, i, data, static_cast<int>(size), SQLITE_TRANSIENT);
   }
@@ -495,6 +530,186 @@ absl::StatusOr<std::vector<std::pair<std::string, std::vector<float>>>> Metadata
   std::vector<std::pair<std::string, std::vector<float>>> out;
   while (st.Step() == SQLITE_ROW) out.emplace_back(st.Text(0), st.Floats(1));
   return out;
+}
+
+absl::Status MetadataStore::AddOutcomes(const OutcomeQueryRow& q,
+                                        const std::vector<OutcomeRow>& outcomes) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (absl::Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  auto fail = [&](const char* what) {
+    std::string msg = sqlite3_errmsg(db_);
+    Exec("ROLLBACK").IgnoreError();
+    return absl::InternalError(absl::StrCat("sqlite ", what, ": ", msg));
+  };
+  {
+    Statement st(db_,
+                 "INSERT OR REPLACE INTO outcome_queries(query_id, task, num_samples, num_classes, "
+                 "prototype_dim, prototypes, stage1, created_unix_ms) VALUES(?,?,?,?,?,?,?,?)");
+    st.Bind(1, q.query_id);
+    st.Bind(2, static_cast<int64_t>(q.task));
+    st.Bind(3, q.num_samples);
+    st.Bind(4, static_cast<int64_t>(q.num_classes));
+    st.Bind(5, q.prototypes.RowSize());
+    st.BindBlob(6, q.prototypes.values.data(), q.prototypes.values.size() * sizeof(float));
+    st.Bind(7, nlohmann::json(q.stage1).dump());
+    st.Bind(8, q.created_unix_ms);
+    if (st.Step() != SQLITE_DONE) return fail("outcome query");
+  }
+  for (const OutcomeRow& o : outcomes) {
+    Statement st(db_,
+                 "INSERT OR REPLACE INTO outcomes(query_id, model_id, model_name, accuracy, source, "
+                 "weight, reporter, created_unix_ms) VALUES(?,?,?,?,?,?,?,?)");
+    st.Bind(1, q.query_id);
+    st.Bind(2, o.model_id);
+    st.Bind(3, o.model_name);
+    st.BindDouble(4, o.accuracy);
+    st.Bind(5, o.source);
+    st.BindDouble(6, o.weight);
+    st.Bind(7, o.reporter_key_id);
+    st.Bind(8, o.created_unix_ms);
+    if (st.Step() != SQLITE_DONE) return fail("outcome");
+  }
+  return Exec("COMMIT");
+}
+
+absl::StatusOr<std::vector<OutcomeRow>> MetadataStore::Outcomes(const std::string& model_id,
+                                                                int limit) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::string sql =
+      "SELECT id, query_id, model_id, model_name, accuracy, source, weight, reporter, "
+      "created_unix_ms FROM outcomes";
+  if (!model_id.empty()) sql += " WHERE model_id=?";
+  sql += " ORDER BY id DESC";
+  if (limit > 0) absl::StrAppend(&sql, " LIMIT ", limit);
+  Statement st(db_, sql.c_str());
+  if (!st.status().ok()) return st.status();
+  if (!model_id.empty()) st.Bind(1, model_id);
+  std::vector<OutcomeRow> rows;
+  while (st.Step() == SQLITE_ROW) {
+    OutcomeRow o;
+    o.id = st.Int(0);
+    o.query_id = st.Text(1);
+    o.model_id = st.Text(2);
+    o.model_name = st.Text(3);
+    o.accuracy = st.Double(4);
+    o.source = st.Text(5);
+    o.weight = st.Double(6);
+    o.reporter_key_id = st.Text(7);
+    o.created_unix_ms = st.Int(8);
+    rows.push_back(std::move(o));
+  }
+  return rows;
+}
+
+absl::StatusOr<std::pair<int64_t, int64_t>> MetadataStore::CountOutcomes(
+    const std::string& model_id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Statement st(db_, model_id.empty()
+                        ? "SELECT COUNT(*), COUNT(DISTINCT query_id) FROM outcomes"
+                        : "SELECT COUNT(*), COUNT(DISTINCT query_id) FROM outcomes WHERE model_id=?");
+  if (!model_id.empty()) st.Bind(1, model_id);
+  if (st.Step() != SQLITE_ROW) return absl::InternalError(sqlite3_errmsg(db_));
+  return std::make_pair(st.Int(0), st.Int(1));
+}
+
+absl::StatusOr<std::vector<OutcomeQueryRow>> MetadataStore::OutcomeQueries() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Statement st(db_,
+               "SELECT query_id, task, num_samples, num_classes, prototype_dim, prototypes, stage1, "
+               "created_unix_ms FROM outcome_queries ORDER BY created_unix_ms, query_id");
+  if (!st.status().ok()) return st.status();
+  std::vector<OutcomeQueryRow> rows;
+  while (st.Step() == SQLITE_ROW) {
+    OutcomeQueryRow q;
+    q.query_id = st.Text(0);
+    q.task = static_cast<int>(st.Int(1));
+    q.num_samples = st.Int(2);
+    q.num_classes = static_cast<int>(st.Int(3));
+    const int64_t dim = st.Int(4);
+    q.prototypes.values = st.Floats(5);
+    q.prototypes.shape = {dim > 0 ? static_cast<int64_t>(q.prototypes.values.size()) / dim : 0, dim};
+    try {
+      q.stage1 = nlohmann::json::parse(st.Text(6)).get<std::map<std::string, double>>();
+    } catch (const std::exception& e) {
+      return absl::DataLossError(absl::StrCat("outcome query ", q.query_id, ": ", e.what()));
+    }
+    q.created_unix_ms = st.Int(7);
+    rows.push_back(std::move(q));
+  }
+  return rows;
+}
+
+absl::StatusOr<int64_t> MetadataStore::InsertAlignment(const AlignmentRow& row) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (absl::Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  int64_t version = 1;
+  {
+    Statement st(db_, "SELECT COALESCE(MAX(version), 0) + 1 FROM alignments");
+    if (st.Step() == SQLITE_ROW) version = st.Int(0);
+  }
+  Statement st(db_, "INSERT INTO alignments(version, created_unix_ms, summary, payload) "
+                    "VALUES(?,?,?,?)");
+  st.Bind(1, version);
+  st.Bind(2, row.created_unix_ms);
+  st.Bind(3, row.summary);
+  st.Bind(4, row.payload);
+  if (st.Step() != SQLITE_DONE) {
+    std::string msg = sqlite3_errmsg(db_);
+    Exec("ROLLBACK").IgnoreError();
+    return absl::InternalError(absl::StrCat("sqlite alignment: ", msg));
+  }
+  if (absl::Status s = Exec("COMMIT"); !s.ok()) return s;
+  return version;
+}
+
+absl::StatusOr<std::vector<AlignmentRow>> MetadataStore::Alignments() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Statement st(db_, "SELECT version, created_unix_ms, summary FROM alignments ORDER BY version");
+  if (!st.status().ok()) return st.status();
+  std::vector<AlignmentRow> rows;
+  while (st.Step() == SQLITE_ROW) {
+    AlignmentRow r;
+    r.version = st.Int(0);
+    r.created_unix_ms = st.Int(1);
+    r.summary = st.Text(2);
+    rows.push_back(std::move(r));
+  }
+  return rows;
+}
+
+absl::StatusOr<AlignmentRow> MetadataStore::Alignment(int64_t version) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Statement st(db_, "SELECT version, created_unix_ms, summary, payload FROM alignments "
+                    "WHERE version=?");
+  st.Bind(1, version);
+  if (st.Step() != SQLITE_ROW) {
+    return absl::NotFoundError(absl::StrCat("no alignment version ", version));
+  }
+  AlignmentRow r;
+  r.version = st.Int(0);
+  r.created_unix_ms = st.Int(1);
+  r.summary = st.Text(2);
+  r.payload = st.Text(3);
+  return r;
+}
+
+absl::Status MetadataStore::SetMeta(const std::string& key, const std::string& value) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Statement st(db_, "INSERT OR REPLACE INTO meta(key, value) VALUES(?,?)");
+  st.Bind(1, key);
+  st.Bind(2, value);
+  if (st.Step() != SQLITE_DONE) {
+    return absl::InternalError(absl::StrCat("sqlite meta: ", sqlite3_errmsg(db_)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> MetadataStore::GetMeta(const std::string& key) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Statement st(db_, "SELECT value FROM meta WHERE key=?");
+  st.Bind(1, key);
+  if (st.Step() != SQLITE_ROW) return std::string();
+  return st.Text(0);
 }
 
 }  // namespace modeldock::dock

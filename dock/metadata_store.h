@@ -5,6 +5,8 @@
 #ifndef MODELDOCK_DOCK_METADATA_STORE_H_
 #define MODELDOCK_DOCK_METADATA_STORE_H_
 
+#include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -28,6 +30,38 @@ struct ApiKeyRow {
   std::string hash;
   int64_t created_unix_ms = 0;
   bool revoked = false;
+};
+
+// Outcome records (issue 9): a reported query and what stage 1 said about every model then.
+struct OutcomeQueryRow {
+  std::string query_id;  // SHA-256 of the samples and labels
+  int task = 0;          // dock::TaskKind
+  int64_t num_samples = 0;
+  int num_classes = 0;
+  Tensor prototypes;  // [C, D] class prototypes in the reference encoder's space (not the samples)
+  std::map<std::string, double> stage1;  // model id -> stage-1 score at report time
+  int64_t created_unix_ms = 0;
+};
+
+struct OutcomeRow {
+  int64_t id = 0;
+  std::string query_id;
+  std::string model_id;
+  std::string model_name;
+  double accuracy = 0;
+  std::string source;  // "finetune", "import"
+  double weight = 1;
+  std::string reporter_key_id;
+  int64_t created_unix_ms = 0;
+};
+
+// A trained ranker version: summary (validation figures) and payload (encoder::OutcomeRanker
+// JSON), both JSON text.
+struct AlignmentRow {
+  int64_t version = 0;
+  int64_t created_unix_ms = 0;
+  std::string summary;
+  std::string payload;
 };
 
 class MetadataStore {
@@ -69,6 +103,24 @@ class MetadataStore {
   // Replaces a model's vector (used when the knowledge space changes).
   absl::Status PutVector(const std::string& id, const std::string& space,
                          const std::vector<float>& vector);
+  // Outcome records. AddOutcomes upserts the query and its outcomes (one per query, model and
+  // source: a new report replaces the old) in one transaction.
+  absl::Status AddOutcomes(const OutcomeQueryRow& query, const std::vector<OutcomeRow>& outcomes);
+  // Newest first; `model_id` empty = all; limit <= 0 = no limit.
+  absl::StatusOr<std::vector<OutcomeRow>> Outcomes(const std::string& model_id, int limit);
+  // (outcome records, distinct queries with outcomes).
+  absl::StatusOr<std::pair<int64_t, int64_t>> CountOutcomes(const std::string& model_id);
+  absl::StatusOr<std::vector<OutcomeQueryRow>> OutcomeQueries();
+
+  // Ranker versions; InsertAlignment assigns the next version number and returns it.
+  absl::StatusOr<int64_t> InsertAlignment(const AlignmentRow& row);
+  // All versions, oldest first, without payloads.
+  absl::StatusOr<std::vector<AlignmentRow>> Alignments();
+  absl::StatusOr<AlignmentRow> Alignment(int64_t version);  // NOT_FOUND
+  // Small settings in the meta table ("" when unset).
+  absl::Status SetMeta(const std::string& key, const std::string& value);
+  absl::StatusOr<std::string> GetMeta(const std::string& key);
+
   // (model id, vector) for every vector in `space`.
   absl::StatusOr<std::vector<std::pair<std::string, std::vector<float>>>> Vectors(
       const std::string& space);

@@ -97,16 +97,14 @@ std::string DatasetHash(const Tensor& samples) {
 
 double MillisSince(absl::Time start) { return absl::ToDoubleMilliseconds(absl::Now() - start); }
 
-// Models that can run on the query: same task; images of any size and 1 or 3 channels are
-// adapted (resize, channel repeat/average); tabular models need the same feature count.
-bool Compatible(const ModelRecord& record, const RecommendQuery& query) {
-  if (record.state != ModelState::kReady || record.spec.task != query.task) return false;
-  std::vector<int64_t> sample_shape = query.dataset.samples.SampleShape();
-  if (query.task == TaskKind::kTabularClassification) return record.spec.input_shape == sample_shape;
+}  // namespace
+
+bool Compatible(const ModelRecord& record, TaskKind task, const Tensor& samples) {
+  if (record.state != ModelState::kReady || record.spec.task != task) return false;
+  std::vector<int64_t> sample_shape = samples.SampleShape();
+  if (task == TaskKind::kTabularClassification) return record.spec.input_shape == sample_shape;
   return sample_shape.size() == 3 && (sample_shape[0] == 1 || sample_shape[0] == 3);
 }
-
-}  // namespace
 
 absl::StatusOr<Tensor> DockImpl::EmbedWithReference(const Tensor& samples) {
   std::lock_guard<std::mutex> lock(reference_mutex_);
@@ -145,10 +143,7 @@ absl::StatusOr<std::shared_ptr<const encoder::ModelOutputs>> DockImpl::OutputsOn
   return shared;
 }
 
-absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query) {
-  absl::Time start = absl::Now();
-  const Dataset& dataset = query.dataset;
-  const Tensor& samples = dataset.samples;
+absl::Status ValidateQuerySamples(const Tensor& samples, TaskKind task) {
   if (!samples.IsConsistent() || samples.shape.size() < 2) {
     return absl::InvalidArgumentError(absl::StrCat(
         "query samples must be [N, ...] with matching data; got shape ", ShapeToString(samples.shape),
@@ -158,41 +153,26 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
     return absl::InvalidArgumentError(
         absl::StrCat("a query needs at least 4 samples; got ", samples.Rows()));
   }
-  if (query.task == TaskKind::kImageClassification && samples.shape.size() != 4) {
+  if (task == TaskKind::kImageClassification && samples.shape.size() != 4) {
     return absl::InvalidArgumentError(absl::StrCat(
         "image queries are [N, C, H, W]; got ", ShapeToString(samples.shape)));
   }
-  if (query.task == TaskKind::kTabularClassification && samples.shape.size() != 2) {
+  if (task == TaskKind::kTabularClassification && samples.shape.size() != 2) {
     return absl::InvalidArgumentError(absl::StrCat(
         "tabular queries are [N, F]; got ", ShapeToString(samples.shape)));
   }
   for (float v : samples.values) {
     if (!std::isfinite(v)) return absl::InvalidArgumentError("query samples contain NaN or Inf");
   }
-  if (query.top_k < 1 || query.top_k > 10000) {
-    return absl::InvalidArgumentError("top_k must be in 1..10000");
-  }
-  if (query.num_candidates < 0) return absl::InvalidArgumentError("num_candidates must be >= 0");
-  if (query.latency_budget_millis < 0 || !std::isfinite(query.latency_budget_millis)) {
-    return absl::InvalidArgumentError("latency_budget_millis must be >= 0 (0 = server default)");
-  }
-  auto cancelled = [&] { return query.is_cancelled && query.is_cancelled(); };
+  return absl::OkStatus();
+}
 
-  RecommendResult result;
-  result.metric = query.metric;
-  result.latency_budget_millis = query.latency_budget_millis > 0 ? query.latency_budget_millis
-                                                                 : options_.latency_budget_millis;
-
-  // Labels: given, or k-means clusters of E's embeddings (raw features for tabular data).
-  std::vector<int32_t> labels = dataset.labels;
-  int num_classes = 0;
-  std::optional<Tensor> query_embeddings;
-  absl::Time encode_start = absl::Now();
-  if (query.task == TaskKind::kImageClassification) {
-    auto embedded = EmbedWithReference(samples);
-    if (!embedded.ok()) return embedded.status();
-    query_embeddings = std::move(*embedded);
-  }
+absl::StatusOr<PreparedLabels> PrepareLabels(const Dataset& dataset,
+                                             const std::optional<Tensor>& embeddings) {
+  const Tensor& samples = dataset.samples;
+  PreparedLabels out;
+  out.labels = dataset.labels;
+  std::vector<int32_t>& labels = out.labels;
   if (!labels.empty()) {
     if (labels.size() != static_cast<size_t>(samples.Rows())) {
       return absl::InvalidArgumentError(absl::StrCat("got ", labels.size(), " labels for ",
@@ -208,24 +188,93 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
     int32_t next = 0;
     for (auto& [label, index] : compact) index = next++;
     for (int32_t& y : labels) y = compact[y];
-    num_classes = static_cast<int>(compact.size());
-    if (num_classes < 2) {
+    out.num_classes = static_cast<int>(compact.size());
+    if (out.num_classes < 2) {
       return absl::InvalidArgumentError(
           "the query's labels name only one class; transferability needs at least 2 classes "
           "(or send the dataset unlabelled to have it clustered)");
     }
-    result.label_source = "given";
-  } else {
-    int k = static_cast<int>(std::clamp<int64_t>(samples.Rows() / 10, 2, 10));
-    const Tensor& basis = query_embeddings ? *query_embeddings : samples;
-    Tensor flat = basis;
-    flat.shape = {basis.Rows(), basis.RowSize()};
-    labels = encoder::ClusterLabels(flat, k);
-    num_classes = *std::max_element(labels.begin(), labels.end()) + 1;
-    result.label_source = absl::StrCat("clustered (k-means on ",
-                                       query_embeddings ? "reference-encoder embeddings" : "raw features",
-                                       ", k=", num_classes, ")");
+    out.source = "given";
+    return out;
   }
+  // Unlabelled: k-means clusters of E's embeddings (raw features for tabular data).
+  int k = static_cast<int>(std::clamp<int64_t>(samples.Rows() / 10, 2, 10));
+  const Tensor& basis = embeddings ? *embeddings : samples;
+  Tensor flat = basis;
+  flat.shape = {basis.Rows(), basis.RowSize()};
+  labels = encoder::ClusterLabels(flat, k);
+  out.num_classes = *std::max_element(labels.begin(), labels.end()) + 1;
+  out.source = absl::StrCat("clustered (k-means on ",
+                            embeddings ? "reference-encoder embeddings" : "raw features",
+                            ", k=", out.num_classes, ")");
+  return out;
+}
+
+absl::StatusOr<std::unordered_map<std::string, double>> DockImpl::ProxyScores(
+    const Tensor& query_embeddings, const std::vector<int32_t>& labels, int num_classes,
+    const std::vector<const ModelRecord*>& models) {
+  std::unordered_map<std::string, double> scores;
+  if (models.empty()) return scores;
+  const int k = std::min<int>(options_.proxy.neighbours, static_cast<int>(probe_embeddings_.Rows()));
+  auto neighbours = scoring::NearestProbes(query_embeddings, probe_embeddings_, k);
+  if (!neighbours.ok()) return neighbours.status();
+  std::vector<std::string> ids;
+  std::vector<std::vector<double>> per_metric(ProxyMetrics().size());
+  for (const ModelRecord* record : models) {
+    auto features = ProbeFeatures(*record);
+    if (!features.ok()) continue;  // probed before proxies existed: re-probed at start-up
+    Tensor proxy = scoring::GatherProxy(**features, *neighbours, k);
+    scoring::ScoreInput input;
+    input.features = &proxy;
+    input.logits = &proxy;
+    input.labels = &labels;
+    input.num_classes = num_classes;
+    ids.push_back(record->id);
+    for (size_t m = 0; m < ProxyMetrics().size(); ++m) {
+      auto value = scoring::Score(ProxyMetrics()[m], input);
+      per_metric[m].push_back(value.ok() ? *value : -HUGE_VAL);
+    }
+  }
+  if (ids.empty()) return scores;
+  const std::vector<double> fused = NormalisedRankFusion(per_metric);
+  for (size_t i = 0; i < ids.size(); ++i) scores[ids[i]] = fused[i];
+  return scores;
+}
+
+absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query) {
+  absl::Time start = absl::Now();
+  const Dataset& dataset = query.dataset;
+  const Tensor& samples = dataset.samples;
+  if (absl::Status valid = ValidateQuerySamples(samples, query.task); !valid.ok()) return valid;
+  if (query.top_k < 1 || query.top_k > 10000) {
+    return absl::InvalidArgumentError("top_k must be in 1..10000");
+  }
+  if (query.num_candidates < 0) return absl::InvalidArgumentError("num_candidates must be >= 0");
+  if (query.latency_budget_millis < 0 || !std::isfinite(query.latency_budget_millis)) {
+    return absl::InvalidArgumentError("latency_budget_millis must be >= 0 (0 = server default)");
+  }
+  auto cancelled = [&] { return query.is_cancelled && query.is_cancelled(); };
+
+  // One trained version ranks the whole answer, even if another is switched in meanwhile.
+  const LearningLoop::Serving serving = learning_->Current();
+  RecommendResult result;
+  result.alignment_version = serving.version;
+  result.metric = query.metric;
+  result.latency_budget_millis = query.latency_budget_millis > 0 ? query.latency_budget_millis
+                                                                 : options_.latency_budget_millis;
+
+  std::optional<Tensor> query_embeddings;
+  absl::Time encode_start = absl::Now();
+  if (query.task == TaskKind::kImageClassification) {
+    auto embedded = EmbedWithReference(samples);
+    if (!embedded.ok()) return embedded.status();
+    query_embeddings = std::move(*embedded);
+  }
+  auto prepared = PrepareLabels(dataset, query_embeddings);
+  if (!prepared.ok()) return prepared.status();
+  std::vector<int32_t> labels = std::move(prepared->labels);
+  const int num_classes = prepared->num_classes;
+  result.label_source = prepared->source;
 
   // Compatible models.
   auto all = store_->ListAll();
@@ -233,7 +282,7 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
   std::vector<ModelRecord> compatible;
   std::unordered_map<std::string, size_t> position;
   for (ModelRecord& r : *all) {
-    if (!Compatible(r, query)) continue;
+    if (!Compatible(r, query.task, samples)) continue;
     position[r.id] = compatible.size();
     compatible.push_back(std::move(r));
   }
@@ -285,37 +334,46 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
     }
   }
   std::unordered_map<std::string, double> proxy_score;  // id -> fused proxy rank / models
-  std::vector<std::string> proxy_order;
   if (!proxy_set.empty()) {
-    const int k = std::min<int>(options_.proxy.neighbours, static_cast<int>(probe_embeddings_.Rows()));
-    auto neighbours = scoring::NearestProbes(*query_embeddings, probe_embeddings_, k);
-    if (!neighbours.ok()) return neighbours.status();
-    std::vector<std::string> ids;
-    std::vector<std::vector<double>> per_metric(ProxyMetrics().size());
-    for (const std::string& id : proxy_set) {
-      auto features = ProbeFeatures(compatible[position[id]]);
-      if (!features.ok()) continue;  // probed before proxies existed: re-probed at start-up
-      Tensor proxy = scoring::GatherProxy(**features, *neighbours, k);
-      scoring::ScoreInput input;
-      input.features = &proxy;
-      input.logits = &proxy;
-      input.labels = &labels;
-      input.num_classes = num_classes;
-      ids.push_back(id);
-      for (size_t m = 0; m < ProxyMetrics().size(); ++m) {
-        auto value = scoring::Score(ProxyMetrics()[m], input);
-        per_metric[m].push_back(value.ok() ? *value : -HUGE_VAL);
-      }
-    }
-    const std::vector<double> fused = NormalisedRankFusion(per_metric);
-    for (size_t i = 0; i < ids.size(); ++i) {
-      proxy_score[ids[i]] = fused[i];
-      proxy_order.push_back(ids[i]);
-    }
-    std::stable_sort(proxy_order.begin(), proxy_order.end(), [&](const std::string& a, const std::string& b) {
-      return proxy_score[a] > proxy_score[b];
-    });
+    std::vector<const ModelRecord*> proxied_models;
+    for (const std::string& id : proxy_set) proxied_models.push_back(&compatible[position[id]]);
+    auto scores = ProxyScores(*query_embeddings, labels, num_classes, proxied_models);
+    if (!scores.ok()) return scores.status();
+    proxy_score = std::move(*scores);
   }
+  std::vector<std::string> proxy_order;
+  for (const std::string& id : proxy_set) {
+    if (proxy_score.count(id)) proxy_order.push_back(id);
+  }
+  // The serving trained version adds each model's outcome prior (0 for untrained).
+  std::unordered_map<std::string, double> prior;
+  std::unordered_map<std::string, int> prior_tasks;
+  std::unordered_map<std::string, double> stage1_value(proxy_score.begin(), proxy_score.end());
+  if (serving.ranker) {
+    std::vector<std::string> ids;
+    std::vector<std::vector<double>> facts;
+    for (const ModelRecord& r : compatible) {
+      ids.push_back(r.id);
+      facts.push_back(FactsOf(r));
+    }
+    std::vector<int> used;
+    std::vector<double> priors = serving.ranker->Priors(
+        ids, std::map<std::string, double>(proxy_score.begin(), proxy_score.end()), &used, &facts);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      prior[ids[i]] = priors[i];
+      prior_tasks[ids[i]] = used[i];
+    }
+    std::vector<double> base, model_prior;
+    for (const std::string& id : proxy_order) {
+      base.push_back(proxy_score[id]);
+      model_prior.push_back(prior[id]);
+    }
+    std::vector<double> combined = serving.ranker->Combine(base, model_prior);
+    for (size_t i = 0; i < proxy_order.size(); ++i) stage1_value[proxy_order[i]] = combined[i];
+  }
+  std::stable_sort(proxy_order.begin(), proxy_order.end(), [&](const std::string& a, const std::string& b) {
+    return stage1_value[a] > stage1_value[b];
+  });
   result.timings.stage1_millis += MillisSince(proxy_start);
 
   // Stage-1 order: proxy order, then models with only a knowledge vector, then the rest.
@@ -407,6 +465,7 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
     std::string id;
     std::vector<double> member_values;
     double stage2 = 0;
+    double final_score = 0;  // stage2, plus the outcome prior when a trained version serves
     bool scored = false;
     std::string features_note;
   };
@@ -528,6 +587,16 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
   } else {
     for (Scored& s : scored) s.stage2 = s.member_values.empty() ? 0 : s.member_values[0];
   }
+  for (Scored& s : scored) s.final_score = s.stage2;
+  if (serving.ranker && !scored.empty()) {
+    std::vector<double> base, model_prior;
+    for (const Scored& s : scored) {
+      base.push_back(s.stage2);
+      model_prior.push_back(prior[s.id]);
+    }
+    std::vector<double> combined = serving.ranker->Combine(base, model_prior);
+    for (size_t i = 0; i < scored.size(); ++i) scored[i].final_score = combined[i];
+  }
   std::unordered_map<std::string, std::string> member_text;
   for (size_t i = 0; i < scored.size(); ++i) {
     if (members.size() < 2) continue;
@@ -542,7 +611,7 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
   }
   // Ties keep the stage-1 order.
   std::stable_sort(scored.begin(), scored.end(), [&](const Scored& a, const Scored& b) {
-    if (a.stage2 != b.stage2) return a.stage2 > b.stage2;
+    if (a.final_score != b.final_score) return a.final_score > b.final_score;
     return stage1_rank[a.id] < stage1_rank[b.id];
   });
   result.timings.stage2_millis = candidates.empty() ? 0 : MillisSince(stage2_start);
@@ -561,7 +630,7 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
     for (const std::string& id : stage1_order) {
       if (static_cast<int>(ranking.size()) >= query.top_k) break;
       if (listed.count(id)) continue;
-      unscored.push_back(Scored{id, {}, 0, false, ""});
+      unscored.push_back(Scored{id, {}, 0, 0, false, ""});
       ranking.push_back(&unscored.back());
     }
   }
@@ -590,12 +659,24 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
     if (sim != similarity.end()) {
       absl::StrAppend(&stage1_text, absl::StrFormat(", knowledge-vector similarity %.3f", rec.similarity));
     }
+    if (serving.ranker) {
+      rec.has_prior = true;
+      rec.prior = prior[s.id];
+      const int tasks = prior_tasks[s.id];
+      absl::StrAppend(&stage1_text, absl::StrFormat(
+          "; outcome prior %+.2f (trained version %d, weight %.2f; %s)", rec.prior, serving.version,
+          serving.ranker->params().weight,
+          tasks > 0 ? absl::StrFormat("from its outcomes on %d similar reported task%s", tasks,
+                                      tasks == 1 ? "" : "s")
+                    : std::string("no outcomes on similar tasks: predicted from its width and "
+                                  "class count")));
+    }
     if (query.metric == Metric::kNone) {
-      rec.score = rec.has_stage1_score ? rec.stage1_score : rec.similarity;
+      rec.score = rec.has_stage1_score ? stage1_value[s.id] : rec.similarity;
       rec.reason = absl::StrCat("ranked by stage 1 (", MemberNames(ProxyMetrics()),
                                 " on probe proxies): ", stage1_text, "; stage 2 off");
     } else if (s.scored) {
-      rec.score = s.stage2;
+      rec.score = s.final_score;
       if (members.size() > 1) {
         rec.reason = absl::StrFormat("%s on %s over %d query classes (stage-2 rank %d of %d); %s",
                                      member_text[s.id], s.features_note, num_classes, rec.rank,

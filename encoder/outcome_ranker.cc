@@ -102,7 +102,8 @@ OutcomeRanker::OutcomeRanker(RankerParams params, std::vector<RecordedTask> task
 
 std::vector<double> OutcomeRanker::Priors(const std::vector<std::string>& model_ids,
                                           const std::map<std::string, double>& stage1,
-                                          std::vector<int>* tasks_used) const {
+                                          std::vector<int>* tasks_used,
+                                          const std::vector<std::vector<double>>* current_facts) const {
   std::vector<double> task_weight(tasks_.size(), 0.0);
   for (size_t t = 0; t < tasks_.size(); ++t) {
     if (standardised_[t].empty()) continue;
@@ -113,10 +114,15 @@ std::vector<double> OutcomeRanker::Priors(const std::vector<std::string>& model_
   if (tasks_used) tasks_used->assign(model_ids.size(), 0);
   for (size_t i = 0; i < model_ids.size(); ++i) {
     double predicted = 0;
-    auto facts = facts_.find(model_ids[i]);
-    if (facts != facts_.end()) {
-      for (size_t f = 0; f < facts->second.size() && f < params_.fact_weights.size(); ++f) {
-        predicted += facts->second[f] * params_.fact_weights[f];
+    const std::vector<double>* facts = nullptr;
+    if (auto frozen = facts_.find(model_ids[i]); frozen != facts_.end()) {
+      facts = &frozen->second;
+    } else if (current_facts && i < current_facts->size()) {
+      facts = &(*current_facts)[i];
+    }
+    if (facts) {
+      for (size_t f = 0; f < facts->size() && f < params_.fact_weights.size(); ++f) {
+        predicted += (*facts)[f] * params_.fact_weights[f];
       }
     }
     double num = params_.shrinkage * predicted, den = params_.shrinkage;

@@ -61,9 +61,12 @@ class OutcomeRanker {
   // Priors of `model_ids` for a query whose stage-1 scores over its models are `stage1` (model id
   // -> score). Models without facts or outcomes get 0. `tasks_used` (optional): per model, the
   // number of recorded tasks with an outcome for it that looked similar (w > 0).
+  // `current_facts` (optional, aligned with model_ids): facts of models registered after
+  // training (the frozen facts are used for the others).
   std::vector<double> Priors(const std::vector<std::string>& model_ids,
                              const std::map<std::string, double>& stage1,
-                             std::vector<int>* tasks_used = nullptr) const;
+                             std::vector<int>* tasks_used = nullptr,
+                             const std::vector<std::vector<double>>* current_facts = nullptr) const;
 
   // z-standardised base + weight * prior, for the same models.
   std::vector<double> Combine(const std::vector<double>& base,
@@ -98,7 +101,9 @@ struct RankerTrainingOptions {
   int steps = 300;
   double learning_rate = 0.05;
   int folds = 5;          // cross-validation over tasks (fewer when there are fewer tasks)
-  double min_gain = 0.002; // over the serving version's validation tau_w to be adopted
+  // To be adopted, the mean held-out gain in tau_w over the serving version must exceed both this
+  // and its standard error over the held-out queries.
+  double min_gain = 0.005;
   uint64_t seed = 1;
 };
 
@@ -109,6 +114,7 @@ struct RankerTrainingReport {
   double validation_untrained = 0;  // mean tau_w on held-out tasks: base score alone
   double validation_serving = 0;    // the serving version's parameters (= untrained for v0)
   double validation_trained = 0;    // parameters trained without the held-out tasks
+  double gain_standard_error = 0;   // of the per-task gain trained - serving
   double first_loss = 0, last_loss = 0;  // of the final training run
   bool adopt = false;
   std::string reason;

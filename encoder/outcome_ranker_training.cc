@@ -164,16 +164,16 @@ absl::StatusOr<FitResult> Fit(const Problem& problem, const std::vector<int64_t>
   return out;
 }
 
-// Mean tau_w over `held_out` of the ranker with `params` built on the `train` tasks, against
+// tau_w on each task of `held_out` of the ranker with `params` built on the `train` tasks, against
 // the held-out tasks' accuracies (over their reported models).
-double Validate(const std::vector<RecordedTask>& tasks,
-                const std::map<std::string, std::vector<double>>& facts,
-                const std::vector<int64_t>& train, const std::vector<int64_t>& held_out,
-                const RankerParams& params) {
+std::vector<double> Validate(const std::vector<RecordedTask>& tasks,
+                             const std::map<std::string, std::vector<double>>& facts,
+                             const std::vector<int64_t>& train, const std::vector<int64_t>& held_out,
+                             const RankerParams& params) {
   std::vector<RecordedTask> sources;
   for (int64_t t : train) sources.push_back(tasks[t]);
   OutcomeRanker ranker(params, std::move(sources), facts);
-  double sum = 0;
+  std::vector<double> taus;
   for (int64_t t : held_out) {
     const RecordedTask& task = tasks[t];
     std::vector<std::string> ids;
@@ -199,9 +199,15 @@ double Validate(const std::vector<RecordedTask>& tasks,
       score.push_back(by_id[id]);
       accuracy.push_back(a);
     }
-    sum += WeightedTau(score, accuracy);
+    taus.push_back(WeightedTau(score, accuracy));
   }
-  return held_out.empty() ? 0 : sum / static_cast<double>(held_out.size());
+  return taus;
+}
+
+double Mean(const std::vector<double>& v) {
+  double sum = 0;
+  for (double x : v) sum += x;
+  return v.empty() ? 0 : sum / static_cast<double>(v.size());
 }
 
 }  // namespace
@@ -234,21 +240,33 @@ absl::StatusOr<RankerTrainingReport> TrainOutcomeRanker(
     const int folds = static_cast<int>(std::min<int64_t>(std::max(2, options.folds), T));
     report.folds = folds;
     RankerParams untrained;
-    double sum_untrained = 0, sum_serving = 0, sum_trained = 0;
+    // tau_w per held-out task (each task is held out once).
+    std::vector<double> tau_untrained, tau_serving, tau_trained;
     for (int fold = 0; fold < folds; ++fold) {
       std::vector<int64_t> train, held_out;
       for (int64_t i = 0; i < T; ++i) (i % folds == fold ? held_out : train).push_back(order[i]);
       std::sort(train.begin(), train.end());
       auto fit = Fit(problem, train, options, cancelled);
       if (!fit.ok()) return fit.status();
-      const double n = static_cast<double>(held_out.size());
-      sum_untrained += n * Validate(tasks, facts, train, held_out, untrained);
-      sum_serving += n * Validate(tasks, facts, train, held_out, serving ? *serving : untrained);
-      sum_trained += n * Validate(tasks, facts, train, held_out, fit->params);
+      for (double v : Validate(tasks, facts, train, held_out, untrained)) tau_untrained.push_back(v);
+      for (double v : Validate(tasks, facts, train, held_out, serving ? *serving : untrained)) {
+        tau_serving.push_back(v);
+      }
+      for (double v : Validate(tasks, facts, train, held_out, fit->params)) tau_trained.push_back(v);
     }
-    report.validation_untrained = sum_untrained / static_cast<double>(T);
-    report.validation_serving = sum_serving / static_cast<double>(T);
-    report.validation_trained = sum_trained / static_cast<double>(T);
+    report.validation_untrained = Mean(tau_untrained);
+    report.validation_serving = Mean(tau_serving);
+    report.validation_trained = Mean(tau_trained);
+    // Paired gains over the held-out tasks and their standard error.
+    std::vector<double> gains(tau_trained.size());
+    for (size_t i = 0; i < gains.size(); ++i) gains[i] = tau_trained[i] - tau_serving[i];
+    const double gain = Mean(gains);
+    double var = 0;
+    for (double g : gains) var += (g - gain) * (g - gain);
+    const double se = gains.size() > 1 ? std::sqrt(var / static_cast<double>(gains.size() - 1) /
+                                                   static_cast<double>(gains.size()))
+                                       : 0.0;
+    report.gain_standard_error = se;
     std::vector<int64_t> everything(T);
     std::iota(everything.begin(), everything.end(), 0);
     auto final_fit = Fit(problem, everything, options, cancelled);
@@ -256,15 +274,17 @@ absl::StatusOr<RankerTrainingReport> TrainOutcomeRanker(
     report.params = final_fit->params;
     report.first_loss = final_fit->first_loss;
     report.last_loss = final_fit->last_loss;
-    const double gain = report.validation_trained - report.validation_serving;
-    report.adopt = gain > options.min_gain;
+    // Adopted only for a gain that is both material and larger than its own noise: a version
+    // that changes every ranking must earn it on queries it did not see.
+    const double needed = std::max(options.min_gain, se);
+    report.adopt = gain > needed;
     report.reason = absl::StrFormat(
-        "held-out tau_w %.4f trained vs %.4f serving (%.4f untrained), %d folds over %d queries: "
-        "%s",
-        report.validation_trained, report.validation_serving, report.validation_untrained, folds,
-        report.usable_tasks,
+        "held-out tau_w %.4f trained vs %.4f serving (%.4f untrained), gain %+.4f +- %.4f "
+        "(standard error over %d held-out queries, %d folds): %s",
+        report.validation_trained, report.validation_serving, report.validation_untrained, gain,
+        se, report.usable_tasks, folds,
         report.adopt ? "adopted"
-                     : absl::StrFormat("not adopted (needs a gain above %.3f)", options.min_gain));
+                     : absl::StrFormat("not adopted (needs a gain above %.4f)", needed));
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("training failed: ", e.what()));
   }

@@ -79,6 +79,45 @@ double MillisSince(std::chrono::steady_clock::time_point start) {
       .count();
 }
 
+// Reads the sample data of a Recommend or ReportOutcome stream after its header: the header's
+// inline data first, then chunks of at most kMaxChunkBytes, exactly `expected` bytes in all.
+template <typename Request>
+grpc::Status ReadSampleData(grpc::ServerContext* context, grpc::ServerReader<Request>* reader,
+                            int64_t expected, const char* call, std::string* data) {
+  if (static_cast<int64_t>(data->size()) > expected) {
+    return InvalidArgument(absl::StrCat("inline_data has ", data->size(), " bytes but ", expected,
+                                        " are expected"));
+  }
+  data->reserve(expected);
+  Request request;
+  while (reader->Read(&request)) {
+    if (request.has_header()) {
+      return InvalidArgument(absl::StrCat("a header may only be the first ", call, " message"));
+    }
+    const std::string& chunk = request.chunk();
+    if (static_cast<int64_t>(chunk.size()) > kMaxChunkBytes) {
+      return InvalidArgument(absl::StrCat("chunk of ", chunk.size(),
+                                          " bytes exceeds the limit of ", kMaxChunkBytes,
+                                          " bytes (1 MiB) per message"));
+    }
+    if (static_cast<int64_t>(data->size() + chunk.size()) > expected) {
+      return InvalidArgument(absl::StrCat(
+          "more sample data than the header describes: expected ", expected,
+          " bytes (num_samples x prod(sample_shape) x bytes per value)"));
+    }
+    data->append(chunk);
+  }
+  if (context->IsCancelled()) {
+    return grpc::Status(grpc::StatusCode::CANCELLED, absl::StrCat(call, " cancelled by the client"));
+  }
+  if (static_cast<int64_t>(data->size()) != expected) {
+    return InvalidArgument(absl::StrCat(
+        "sample data truncated: got ", data->size(), " of ", expected,
+        " bytes (num_samples x prod(sample_shape) x bytes per value)"));
+  }
+  return grpc::Status::OK;
+}
+
 }  // namespace
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
@@ -374,35 +413,8 @@ grpc::Status ModelDockServiceImpl::Recommend(grpc::ServerContext* context,
 
   // Inline data comes first; chunks, if any, continue after it.
   std::string data = std::move(*header.mutable_inline_data());
-  if (static_cast<int64_t>(data.size()) > *expected) {
-    return InvalidArgument(absl::StrCat("inline_data has ", data.size(), " bytes but ",
-                                        *expected, " are expected"));
-  }
-  data.reserve(*expected);
-  while (reader->Read(&request)) {
-    if (request.has_header()) {
-      return InvalidArgument("a header may only be the first Recommend message");
-    }
-    const std::string& chunk = request.chunk();
-    if (static_cast<int64_t>(chunk.size()) > kMaxChunkBytes) {
-      return InvalidArgument(absl::StrCat("chunk of ", chunk.size(),
-                                          " bytes exceeds the limit of ", kMaxChunkBytes,
-                                          " bytes (1 MiB) per message"));
-    }
-    if (static_cast<int64_t>(data.size() + chunk.size()) > *expected) {
-      return InvalidArgument(absl::StrCat(
-          "more sample data than the header describes: expected ", *expected,
-          " bytes (num_samples x prod(sample_shape) x bytes per value)"));
-    }
-    data.append(chunk);
-  }
-  if (context->IsCancelled()) {
-    return grpc::Status(grpc::StatusCode::CANCELLED, "recommend cancelled by the client");
-  }
-  if (static_cast<int64_t>(data.size()) != *expected) {
-    return InvalidArgument(absl::StrCat(
-        "sample data truncated: got ", data.size(), " of ", *expected,
-        " bytes (num_samples x prod(sample_shape) x bytes per value)"));
+  if (grpc::Status s = ReadSampleData(context, reader, *expected, "Recommend", &data); !s.ok()) {
+    return s;
   }
 
   query.dataset.samples = DecodeSamples(header, data);
@@ -436,6 +448,7 @@ grpc::Status ModelDockServiceImpl::Recommend(grpc::ServerContext* context,
     out->set_stage1_rank(rec.stage1_rank);
     out->set_stage2_score(rec.stage2_score);
     if (rec.has_stage1_score) out->set_stage1_score(rec.stage1_score);
+    if (rec.has_prior) out->set_prior(rec.prior);
     out->set_scored(rec.scored);
     out->set_reason(rec.reason);
   }
@@ -454,6 +467,7 @@ grpc::Status ModelDockServiceImpl::Recommend(grpc::ServerContext* context,
   response->set_mode(ToProto(result->mode));
   response->set_mode_reason(result->mode_reason);
   response->set_latency_budget_ms(result->latency_budget_millis);
+  response->set_alignment_version(result->alignment_version);
   for (const std::string& warning : result->warnings) response->add_warnings(warning);
   return grpc::Status::OK;
 }
@@ -518,6 +532,178 @@ grpc::Status ModelDockServiceImpl::RevokeApiKey(grpc::ServerContext* context,
   }
   if (request->id().empty()) return InvalidArgument("id of the key to revoke is required");
   return ToGrpcStatus(dock_->RevokeApiKey(request->id()));
+}
+
+// ---- Learning from outcomes.
+
+namespace {
+
+v1::OutcomeSource ToProtoSource(const std::string& source) {
+  return source == "import" ? v1::OUTCOME_SOURCE_IMPORT : v1::OUTCOME_SOURCE_FINETUNE;
+}
+
+void ToProto(const dock::AlignmentVersion& v, v1::AlignmentVersion* out) {
+  out->set_version(v.version);
+  out->set_created_unix_ms(v.created_unix_ms);
+  out->set_serving(v.serving);
+  out->set_adopted(v.adopted);
+  out->set_num_queries(v.num_queries);
+  out->set_num_records(v.num_records);
+  out->set_folds(v.folds);
+  out->set_validation_untrained(v.validation_untrained);
+  out->set_validation_serving(v.validation_serving);
+  out->set_validation_trained(v.validation_trained);
+  out->set_weight(v.weight);
+  out->set_shrinkage(v.shrinkage);
+  out->set_sharpness(v.sharpness);
+  out->set_training_seconds(v.training_seconds);
+  out->set_reason(v.reason);
+}
+
+void ToProto(const dock::TrainingStatus& job, v1::TrainingJob* out) {
+  switch (job.state) {
+    case dock::TrainingStatus::State::kIdle: out->set_state(v1::TRAINING_STATE_IDLE); break;
+    case dock::TrainingStatus::State::kRunning: out->set_state(v1::TRAINING_STATE_RUNNING); break;
+    case dock::TrainingStatus::State::kDone: out->set_state(v1::TRAINING_STATE_DONE); break;
+    case dock::TrainingStatus::State::kFailed: out->set_state(v1::TRAINING_STATE_FAILED); break;
+  }
+  out->set_message(job.message);
+  if (job.state == dock::TrainingStatus::State::kDone) ToProto(job.result, out->mutable_result());
+  out->set_started_unix_ms(job.started_unix_ms);
+  out->set_finished_unix_ms(job.finished_unix_ms);
+}
+
+}  // namespace
+
+grpc::Status ModelDockServiceImpl::ReportOutcome(grpc::ServerContext* context,
+                                                 grpc::ServerReader<v1::ReportOutcomeRequest>* reader,
+                                                 v1::ReportOutcomeResponse* response) {
+  RequestScope request_scope(context);
+  dock::ApiKeyInfo caller;
+  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kConsumer, "ReportOutcome", &caller);
+      !s.ok()) {
+    return s;
+  }
+  v1::ReportOutcomeRequest request;
+  if (!reader->Read(&request) || !request.has_header()) {
+    return InvalidArgument("the first ReportOutcome message must be a header");
+  }
+  v1::ReportOutcomeHeader header = std::move(*request.mutable_header());
+  v1::RecommendHeader& dataset = *header.mutable_dataset();
+  auto expected = ExpectedQueryBytes(dataset);
+  if (!expected.ok()) return ToGrpcStatus(expected.status());
+  std::vector<int64_t> sample_shape(dataset.sample_shape().begin(), dataset.sample_shape().end());
+  auto task = FromProto(dataset.task(), sample_shape.size());
+  if (!task.ok()) return ToGrpcStatus(task.status());
+  if (*task == dock::TaskKind::kTabularClassification &&
+      dataset.encoding() == v1::SAMPLE_ENCODING_UINT8) {
+    return InvalidArgument("SAMPLE_ENCODING_UINT8 is for images only; send tabular data as FLOAT32");
+  }
+  if (header.outcomes_size() == 0) {
+    return InvalidArgument("outcomes are required: at least one model and its accuracy");
+  }
+  if (header.outcomes_size() > 100000) return InvalidArgument("at most 100,000 outcomes per report");
+  std::string data = std::move(*dataset.mutable_inline_data());
+  if (grpc::Status s = ReadSampleData(context, reader, *expected, "ReportOutcome", &data); !s.ok()) {
+    return s;
+  }
+  dock::OutcomeReport report;
+  report.dataset.samples = DecodeSamples(dataset, data);
+  std::string().swap(data);
+  report.dataset.labels.assign(dataset.labels().begin(), dataset.labels().end());
+  report.task = *task;
+  report.source = header.source() == v1::OUTCOME_SOURCE_IMPORT ? dock::OutcomeSource::kImport
+                                                               : dock::OutcomeSource::kFinetune;
+  report.reporter_key_id = caller.id;
+  for (const v1::Outcome& o : header.outcomes()) {
+    if (o.model().empty()) return InvalidArgument("every outcome names a model (id or name)");
+    report.outcomes.push_back({o.model(), o.accuracy()});
+  }
+  auto result = dock_->ReportOutcome(report);
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  response->set_query_id(result->query_id);
+  response->set_num_stored(result->num_stored);
+  response->set_num_classes(result->num_classes);
+  response->set_num_stage1_scores(result->num_stage1_scores);
+  response->set_total_records(result->total_records);
+  response->set_total_queries(result->total_queries);
+  return grpc::Status::OK;
+}
+
+grpc::Status ModelDockServiceImpl::ListRecords(grpc::ServerContext* context,
+                                               const v1::ListRecordsRequest* request,
+                                               v1::ListRecordsResponse* response) {
+  RequestScope request_scope(context);
+  dock::ApiKeyInfo caller;
+  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kConsumer, "ListRecords", &caller);
+      !s.ok()) {
+    return s;
+  }
+  if (request->limit() < 0 || request->limit() > 10000) {
+    return InvalidArgument("limit must be in 0..10000 (0 = 100)");
+  }
+  auto records = dock_->ListRecords(request->model(), request->limit() == 0 ? 100 : request->limit());
+  if (!records.ok()) return ToGrpcStatus(records.status());
+  for (const dock::OutcomeRecord& r : records->records) {
+    v1::OutcomeRecord* out = response->add_records();
+    out->set_id(r.id);
+    out->set_query_id(r.query_id);
+    out->set_model_id(r.model_id);
+    out->set_model_name(r.model_name);
+    out->set_accuracy(r.accuracy);
+    out->set_source(ToProtoSource(r.source));
+    out->set_created_unix_ms(r.created_unix_ms);
+  }
+  response->set_total_records(records->total_records);
+  response->set_total_queries(records->total_queries);
+  return grpc::Status::OK;
+}
+
+grpc::Status ModelDockServiceImpl::TrainAlignment(grpc::ServerContext* context,
+                                                  const v1::TrainAlignmentRequest* request,
+                                                  v1::TrainAlignmentResponse* response) {
+  RequestScope request_scope(context);
+  dock::ApiKeyInfo caller;
+  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kAdmin, "training the ranker", &caller);
+      !s.ok()) {
+    return s;
+  }
+  auto job = dock_->TrainAlignment(request->wait(), [context] { return context->IsCancelled(); });
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  ToProto(*job, response->mutable_job());
+  return grpc::Status::OK;
+}
+
+grpc::Status ModelDockServiceImpl::ListAlignments(grpc::ServerContext* context,
+                                                  const v1::ListAlignmentsRequest* /*request*/,
+                                                  v1::ListAlignmentsResponse* response) {
+  RequestScope request_scope(context);
+  dock::ApiKeyInfo caller;
+  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kConsumer, "ListAlignments", &caller);
+      !s.ok()) {
+    return s;
+  }
+  auto list = dock_->ListAlignments();
+  if (!list.ok()) return ToGrpcStatus(list.status());
+  response->set_serving_version(list->serving_version);
+  for (const dock::AlignmentVersion& v : list->versions) ToProto(v, response->add_versions());
+  ToProto(list->last_training, response->mutable_last_training());
+  return grpc::Status::OK;
+}
+
+grpc::Status ModelDockServiceImpl::UseAlignment(grpc::ServerContext* context,
+                                                const v1::UseAlignmentRequest* request,
+                                                v1::UseAlignmentResponse* response) {
+  RequestScope request_scope(context);
+  dock::ApiKeyInfo caller;
+  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kAdmin, "choosing the serving ranker",
+                                 &caller);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = dock_->UseAlignment(request->version()); !s.ok()) return ToGrpcStatus(s);
+  response->set_serving_version(request->version());
+  return grpc::Status::OK;
 }
 
 }  // namespace modeldock::server

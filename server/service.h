@@ -58,6 +58,19 @@ class ModelDockServiceImpl final : public v1::ModelDockService::Service {
                            v1::ListApiKeysResponse* response) override;
   grpc::Status RevokeApiKey(grpc::ServerContext* context, const v1::RevokeApiKeyRequest* request,
                             v1::RevokeApiKeyResponse* response) override;
+  grpc::Status ReportOutcome(grpc::ServerContext* context,
+                             grpc::ServerReader<v1::ReportOutcomeRequest>* reader,
+                             v1::ReportOutcomeResponse* response) override;
+  grpc::Status ListRecords(grpc::ServerContext* context, const v1::ListRecordsRequest* request,
+                           v1::ListRecordsResponse* response) override;
+  grpc::Status TrainAlignment(grpc::ServerContext* context,
+                              const v1::TrainAlignmentRequest* request,
+                              v1::TrainAlignmentResponse* response) override;
+  grpc::Status ListAlignments(grpc::ServerContext* context,
+                              const v1::ListAlignmentsRequest* request,
+                              v1::ListAlignmentsResponse* response) override;
+  grpc::Status UseAlignment(grpc::ServerContext* context, const v1::UseAlignmentRequest* request,
+                            v1::UseAlignmentResponse* response) override;
 
  private:
   // The caller's key, checked against the role a call needs: UNAUTHENTICATED (no, unknown or

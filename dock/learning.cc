@@ -1,0 +1,455 @@
+// The learning loop: outcome reports in, trained ranker versions out (issue 9).
+#include "dock/learning.h"
+
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <map>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/sha256.h"
+#include "dock/dock_impl.h"
+#include "nlohmann/json.hpp"
+#include "spdlog/spdlog.h"
+
+namespace modeldock::dock {
+namespace {
+
+constexpr const char* kServingKey = "serving_alignment";
+
+int64_t NowMillis() { return absl::ToUnixMillis(absl::Now()); }
+
+nlohmann::json SummaryJson(const AlignmentVersion& v) {
+  return {{"adopted", v.adopted},
+          {"num_queries", v.num_queries},
+          {"num_records", v.num_records},
+          {"folds", v.folds},
+          {"validation_untrained", v.validation_untrained},
+          {"validation_serving", v.validation_serving},
+          {"validation_trained", v.validation_trained},
+          {"weight", v.weight},
+          {"shrinkage", v.shrinkage},
+          {"sharpness", v.sharpness},
+          {"training_seconds", v.training_seconds},
+          {"reason", v.reason}};
+}
+
+AlignmentVersion VersionFromRow(const AlignmentRow& row) {
+  AlignmentVersion v;
+  v.version = row.version;
+  v.created_unix_ms = row.created_unix_ms;
+  try {
+    nlohmann::json j = nlohmann::json::parse(row.summary);
+    v.adopted = j.value("adopted", false);
+    v.num_queries = j.value("num_queries", 0);
+    v.num_records = j.value("num_records", int64_t{0});
+    v.folds = j.value("folds", 0);
+    v.validation_untrained = j.value("validation_untrained", 0.0);
+    v.validation_serving = j.value("validation_serving", 0.0);
+    v.validation_trained = j.value("validation_trained", 0.0);
+    v.weight = j.value("weight", 0.0);
+    v.shrinkage = j.value("shrinkage", 0.0);
+    v.sharpness = j.value("sharpness", 0.0);
+    v.training_seconds = j.value("training_seconds", 0.0);
+    v.reason = j.value("reason", "");
+  } catch (const std::exception& e) {
+    v.reason = absl::StrCat("unreadable summary: ", e.what());
+  }
+  return v;
+}
+
+// Training runs beside serving: a lower CPU priority for this thread only (Linux: a thread's
+// nice value is its own).
+void LowerThreadPriority() {
+  const pid_t tid = static_cast<pid_t>(syscall(SYS_gettid));
+  if (setpriority(PRIO_PROCESS, static_cast<id_t>(tid), 10) != 0) {
+    spdlog::debug("training: could not lower its thread priority");
+  }
+}
+
+}  // namespace
+
+const char* OutcomeSourceName(OutcomeSource source) {
+  return source == OutcomeSource::kImport ? "import" : "finetune";
+}
+
+const char* TrainingStateName(TrainingStatus::State state) {
+  switch (state) {
+    case TrainingStatus::State::kIdle: return "idle";
+    case TrainingStatus::State::kRunning: return "running";
+    case TrainingStatus::State::kDone: return "done";
+    case TrainingStatus::State::kFailed: return "failed";
+  }
+  return "unknown";
+}
+
+std::vector<double> FactsOf(const ModelRecord& record) {
+  const int64_t classes = static_cast<int64_t>(record.spec.class_labels.size());
+  const int64_t width = record.has_embed && record.feature_dim > 0 ? record.feature_dim : classes;
+  return encoder::ModelFacts(width, classes);
+}
+
+absl::Status LearningLoop::Load() {
+  auto serving = store_->GetMeta(kServingKey);
+  if (!serving.ok()) return serving.status();
+  if (serving->empty() || *serving == "0") return absl::OkStatus();
+  int64_t version = 0;
+  try {
+    version = std::stoll(*serving);
+  } catch (const std::exception&) {
+    spdlog::error("learning: serving version '{}' is unreadable; serving the untrained ranker",
+                  *serving);
+    return absl::OkStatus();
+  }
+  if (absl::Status s = Use(version); !s.ok()) {
+    // The dock still serves (untrained); the operator sees why.
+    spdlog::error("learning: cannot restore trained version {}: {}; serving the untrained "
+                  "ranker", version, std::string(s.message()));
+    return absl::OkStatus();
+  }
+  spdlog::info("learning: serving trained version {}", version);
+  return absl::OkStatus();
+}
+
+LearningLoop::Serving LearningLoop::Current() const {
+  std::lock_guard<std::mutex> lock(serving_mutex_);
+  return serving_;
+}
+
+absl::Status LearningLoop::Use(int64_t version) {
+  if (version < 0) return absl::InvalidArgumentError("alignment versions are >= 0 (0 = untrained)");
+  Serving next;
+  next.version = version;
+  if (version > 0) {
+    auto row = store_->Alignment(version);
+    if (!row.ok()) return row.status();
+    auto ranker = encoder::OutcomeRanker::FromJson(row->payload);
+    if (!ranker.ok()) return ranker.status();
+    next.ranker = std::make_shared<const encoder::OutcomeRanker>(std::move(*ranker));
+  }
+  // Stored first: a restart serves what was last chosen.
+  if (absl::Status s = store_->SetMeta(kServingKey, absl::StrCat(version)); !s.ok()) return s;
+  std::lock_guard<std::mutex> lock(serving_mutex_);
+  serving_ = std::move(next);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RecordList> LearningLoop::Records(const std::string& model_id, int limit) {
+  auto rows = store_->Outcomes(model_id, limit);
+  if (!rows.ok()) return rows.status();
+  auto counts = store_->CountOutcomes(model_id);
+  if (!counts.ok()) return counts.status();
+  RecordList out;
+  out.total_records = counts->first;
+  out.total_queries = counts->second;
+  for (const OutcomeRow& row : *rows) {
+    OutcomeRecord r;
+    r.id = row.id;
+    r.query_id = row.query_id;
+    r.model_id = row.model_id;
+    r.model_name = row.model_name;
+    r.accuracy = row.accuracy;
+    r.source = row.source;
+    r.created_unix_ms = row.created_unix_ms;
+    out.records.push_back(std::move(r));
+  }
+  return out;
+}
+
+absl::StatusOr<TrainingStatus> LearningLoop::Train(bool wait,
+                                                   const std::function<bool()>& is_cancelled,
+                                                   std::vector<ModelRecord> models) {
+  std::unique_lock<std::mutex> lock(training_mutex_);
+  if (stopping_) return absl::UnavailableError("the dock is shutting down");
+  if (training_.state != TrainingStatus::State::kRunning) {
+    if (training_thread_.joinable()) training_thread_.join();
+    training_ = TrainingStatus();
+    training_.state = TrainingStatus::State::kRunning;
+    training_.started_unix_ms = NowMillis();
+    training_.message = "training on the records";
+    training_thread_ = std::thread([this, models = std::move(models)]() mutable {
+      RunTraining(std::move(models));
+    });
+  }
+  if (!wait) return training_;
+  while (training_.state == TrainingStatus::State::kRunning) {
+    training_done_.wait_for(lock, std::chrono::milliseconds(100));
+    if (is_cancelled && is_cancelled()) {
+      return absl::CancelledError("stopped waiting; the training job goes on (see `alignments`)");
+    }
+  }
+  return training_;
+}
+
+void LearningLoop::RunTraining(std::vector<ModelRecord> models) {
+  LowerThreadPriority();
+  auto version = TrainOnce(models);
+  std::lock_guard<std::mutex> lock(training_mutex_);
+  training_.finished_unix_ms = NowMillis();
+  if (version.ok()) {
+    training_.state = TrainingStatus::State::kDone;
+    training_.result = *version;
+    training_.message = version->reason;
+  } else {
+    training_.state = TrainingStatus::State::kFailed;
+    training_.message = std::string(version.status().message());
+    spdlog::warn("learning: training failed: {}", training_.message);
+  }
+  training_done_.notify_all();
+}
+
+absl::StatusOr<AlignmentVersion> LearningLoop::TrainOnce(const std::vector<ModelRecord>& models) {
+  absl::Time start = absl::Now();
+  auto queries = store_->OutcomeQueries();
+  if (!queries.ok()) return queries.status();
+  auto outcomes = store_->Outcomes("", 0);
+  if (!outcomes.ok()) return outcomes.status();
+  std::map<std::string, const ModelRecord*> present;
+  std::map<std::string, std::vector<double>> facts;
+  for (const ModelRecord& m : models) {
+    present[m.id] = &m;
+    facts[m.id] = FactsOf(m);
+  }
+  // Per query and model: the weighted mean of what was reported (models still in the dock).
+  std::map<std::string, std::map<std::string, std::pair<double, double>>> sums;
+  int64_t num_records = 0;
+  for (const OutcomeRow& o : *outcomes) {
+    if (!present.count(o.model_id)) continue;
+    auto& [weighted, weight] = sums[o.query_id][o.model_id];
+    weighted += o.weight * o.accuracy;
+    weight += o.weight;
+    ++num_records;
+  }
+  std::vector<encoder::RecordedTask> tasks;
+  for (const OutcomeQueryRow& q : *queries) {
+    auto it = sums.find(q.query_id);
+    if (it == sums.end()) continue;
+    encoder::RecordedTask task;
+    task.query_id = q.query_id;
+    task.stage1 = q.stage1;
+    for (const auto& [model, sum] : it->second) {
+      if (sum.second > 0) task.accuracy[model] = sum.first / sum.second;
+    }
+    tasks.push_back(std::move(task));
+  }
+  const Serving serving = Current();
+  encoder::RankerTrainingOptions options;
+  auto report = encoder::TrainOutcomeRanker(
+      tasks, facts, serving.ranker ? &serving.ranker->params() : nullptr, options,
+      [this] { return stopping_.load(); });
+  if (!report.ok()) return report.status();
+
+  AlignmentVersion v;
+  v.created_unix_ms = NowMillis();
+  v.adopted = report->adopt;
+  v.num_queries = report->usable_tasks;
+  v.num_records = num_records;
+  v.folds = report->folds;
+  v.validation_untrained = report->validation_untrained;
+  v.validation_serving = report->validation_serving;
+  v.validation_trained = report->validation_trained;
+  v.weight = report->params.weight;
+  v.shrinkage = report->params.shrinkage;
+  v.sharpness = report->params.sharpness;
+  v.training_seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  v.reason = report->reason;
+  // The version keeps the usable tasks it learned from, so it ranks the same way forever.
+  std::vector<encoder::RecordedTask> kept;
+  for (encoder::RecordedTask& t : tasks) {
+    if (!encoder::StandardiseOutcomes(t.accuracy).empty()) kept.push_back(std::move(t));
+  }
+  encoder::OutcomeRanker ranker(report->params, std::move(kept), std::move(facts));
+  AlignmentRow row;
+  row.created_unix_ms = v.created_unix_ms;
+  row.summary = SummaryJson(v).dump();
+  row.payload = ranker.ToJson();
+  auto version = store_->InsertAlignment(row);
+  if (!version.ok()) return version.status();
+  v.version = *version;
+  spdlog::info("learning: trained version {} on {} queries / {} records in {:.1f} s: {}",
+               v.version, v.num_queries, v.num_records, v.training_seconds, v.reason);
+  if (v.adopted) {
+    if (absl::Status s = Use(v.version); !s.ok()) return s;
+  }
+  v.serving = Current().version == v.version;
+  return v;
+}
+
+absl::StatusOr<AlignmentList> LearningLoop::Versions() {
+  auto rows = store_->Alignments();
+  if (!rows.ok()) return rows.status();
+  AlignmentList out;
+  out.serving_version = Current().version;
+  for (const AlignmentRow& row : *rows) {
+    AlignmentVersion v = VersionFromRow(row);
+    v.serving = v.version == out.serving_version;
+    out.versions.push_back(std::move(v));
+  }
+  std::lock_guard<std::mutex> lock(training_mutex_);
+  out.last_training = training_;
+  out.last_training.result.serving = out.last_training.result.version == out.serving_version &&
+                                     out.serving_version != 0;
+  return out;
+}
+
+void LearningLoop::Shutdown() {
+  stopping_ = true;
+  std::thread thread;
+  {
+    std::lock_guard<std::mutex> lock(training_mutex_);
+    thread = std::move(training_thread_);
+  }
+  if (thread.joinable()) thread.join();
+}
+
+// ---- The dock's side: a report's dataset is encoded like a recommendation's query.
+
+absl::StatusOr<OutcomeReportResult> DockImpl::ReportOutcome(const OutcomeReport& report) {
+  if (report.outcomes.empty()) {
+    return absl::InvalidArgumentError("a report names at least one model and its accuracy");
+  }
+  // Models and accuracies first: nothing is computed for a report that cannot be stored.
+  std::vector<ModelRecord> models;
+  std::set<std::string> seen;
+  for (const ReportedOutcome& o : report.outcomes) {
+    if (!std::isfinite(o.accuracy) || o.accuracy < 0 || o.accuracy > 1) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "accuracy of '%s' is %g; accuracies are fractions in [0, 1] (0.93, not 93)", o.model,
+          o.accuracy));
+    }
+    auto model = GetModel(o.model);
+    if (!model.ok()) return model.status();
+    if (model->state != ModelState::kReady) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "model '", model->spec.name, "' is ", ModelStateName(model->state),
+          "; outcomes are recorded for READY models"));
+    }
+    if (model->spec.task != report.task) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model '", model->spec.name, "' is a ", TaskKindName(model->spec.task),
+          " model; the report's dataset is ", TaskKindName(report.task)));
+    }
+    if (!seen.insert(model->id).second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model '", model->spec.name, "' is reported twice in one report"));
+    }
+    models.push_back(std::move(*model));
+  }
+  const Tensor& samples = report.dataset.samples;
+  if (absl::Status valid = ValidateQuerySamples(samples, report.task); !valid.ok()) return valid;
+  for (const ModelRecord& m : models) {
+    if (!Compatible(m, report.task, samples)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model '", m.spec.name, "' (input ", ShapeToString(m.spec.input_shape),
+          ") cannot take samples of shape ", ShapeToString(samples.SampleShape())));
+    }
+  }
+  std::optional<Tensor> embeddings;
+  if (report.task == TaskKind::kImageClassification) {
+    auto embedded = EmbedWithReference(samples);
+    if (!embedded.ok()) return embedded.status();
+    embeddings = std::move(*embedded);
+  }
+  auto prepared = PrepareLabels(report.dataset, embeddings);
+  if (!prepared.ok()) return prepared.status();
+
+  OutcomeQueryRow query;
+  {
+    Sha256 h;
+    h.Update(ShapeToString(samples.shape));
+    h.Update(samples.values.data(), samples.values.size() * sizeof(float));
+    h.Update(report.dataset.labels.data(), report.dataset.labels.size() * sizeof(int32_t));
+    query.query_id = h.HexDigest();
+  }
+  query.task = static_cast<int>(report.task);
+  query.num_samples = samples.Rows();
+  query.num_classes = prepared->num_classes;
+  query.created_unix_ms = absl::ToUnixMillis(absl::Now());
+  // Class prototypes: the query as the dock may keep it (means, not samples).
+  const Tensor& basis = embeddings ? *embeddings : samples;
+  const int64_t dim = basis.RowSize();
+  query.prototypes.shape = {prepared->num_classes, dim};
+  query.prototypes.values.assign(static_cast<size_t>(prepared->num_classes * dim), 0.0f);
+  std::vector<int64_t> counts(prepared->num_classes, 0);
+  for (int64_t i = 0; i < basis.Rows(); ++i) {
+    const int32_t c = prepared->labels[i];
+    ++counts[c];
+    for (int64_t d = 0; d < dim; ++d) query.prototypes.values[c * dim + d] += basis.values[i * dim + d];
+  }
+  for (int c = 0; c < prepared->num_classes; ++c) {
+    for (int64_t d = 0; d < dim; ++d) {
+      query.prototypes.values[c * dim + d] /= static_cast<float>(std::max<int64_t>(counts[c], 1));
+    }
+  }
+  // What stage 1 says about every compatible model now: the view of this task the ranker learns
+  // task similarity from.
+  if (embeddings) {
+    auto all = store_->ListAll();
+    if (!all.ok()) return all.status();
+    std::vector<const ModelRecord*> compatible;
+    for (const ModelRecord& r : *all) {
+      if (Compatible(r, report.task, samples)) compatible.push_back(&r);
+    }
+    auto scores = ProxyScores(*embeddings, prepared->labels, prepared->num_classes, compatible);
+    if (!scores.ok()) return scores.status();
+    query.stage1.insert(scores->begin(), scores->end());
+  }
+  std::vector<OutcomeRow> rows;
+  for (size_t i = 0; i < models.size(); ++i) {
+    OutcomeRow row;
+    row.model_id = models[i].id;
+    row.model_name = models[i].spec.name;
+    row.accuracy = report.outcomes[i].accuracy;
+    row.source = OutcomeSourceName(report.source);
+    row.weight = 1.0;
+    row.reporter_key_id = report.reporter_key_id;
+    row.created_unix_ms = query.created_unix_ms;
+    rows.push_back(std::move(row));
+  }
+  if (absl::Status s = store_->AddOutcomes(query, rows); !s.ok()) return s;
+  OutcomeReportResult result;
+  result.query_id = query.query_id;
+  result.num_stored = static_cast<int>(rows.size());
+  result.num_classes = query.num_classes;
+  result.num_stage1_scores = static_cast<int>(query.stage1.size());
+  auto counts_now = store_->CountOutcomes("");
+  if (counts_now.ok()) {
+    result.total_records = counts_now->first;
+    result.total_queries = counts_now->second;
+  }
+  spdlog::info("learning: {} outcome(s) reported ({}) on query {} ({} samples, {} classes)",
+               rows.size(), OutcomeSourceName(report.source), query.query_id.substr(0, 12),
+               query.num_samples, query.num_classes);
+  return result;
+}
+
+absl::StatusOr<RecordList> DockImpl::ListRecords(std::string_view model, int limit) {
+  std::string model_id;
+  if (!model.empty()) {
+    auto record = GetModel(model);
+    if (!record.ok()) return record.status();
+    model_id = record->id;
+  }
+  return learning_->Records(model_id, limit);
+}
+
+absl::StatusOr<TrainingStatus> DockImpl::TrainAlignment(bool wait,
+                                                        std::function<bool()> is_cancelled) {
+  auto all = store_->ListAll();
+  if (!all.ok()) return all.status();
+  std::vector<ModelRecord> ready;
+  for (ModelRecord& r : *all) {
+    if (r.state == ModelState::kReady) ready.push_back(std::move(r));
+  }
+  return learning_->Train(wait, is_cancelled, std::move(ready));
+}
+
+absl::StatusOr<AlignmentList> DockImpl::ListAlignments() { return learning_->Versions(); }
+
+absl::Status DockImpl::UseAlignment(int64_t version) { return learning_->Use(version); }
+
+}  // namespace modeldock::dock
