@@ -2,6 +2,8 @@
 // by scripts/make_assets.py (MODELDOCK_ASSET_DIR), a real SQLite file and FAISS index.
 #include "dock/dock.h"
 
+#include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -119,6 +121,241 @@ class DockTest : public ::testing::Test {
   fs::path data_dir_;
   std::unique_ptr<Dock> dock_;
 };
+
+// ---- Learning from outcomes (issue 9).
+
+// Derived query datasets (different samples: different query ids and stage-1 views) from the
+// demo tops query: halves, the whole, and an inverted copy.
+std::vector<Dataset> DerivedQueries(const Dataset& base) {
+  std::vector<Dataset> out;
+  const int64_t n = base.samples.Rows();
+  const int64_t row = base.samples.RowSize();
+  auto slice = [&](int64_t begin, int64_t end) {
+    Dataset d;
+    d.samples.shape = base.samples.shape;
+    d.samples.shape[0] = end - begin;
+    d.samples.values.assign(base.samples.values.begin() + begin * row,
+                            base.samples.values.begin() + end * row);
+    d.labels.assign(base.labels.begin() + begin, base.labels.begin() + end);
+    return d;
+  };
+  out.push_back(slice(0, n / 2));
+  out.push_back(slice(n / 2, n));
+  out.push_back(base);
+  Dataset inverted = base;
+  for (float& v : inverted.samples.values) v = 1.0f - v;
+  out.push_back(inverted);
+  return out;
+}
+
+class LearningTest : public DockTest {
+ protected:
+  void RegisterAll() {
+    for (const char* name : {"fmnist-tops-cnn", "fmnist-footwear-cnn", "fmnist-shuffled-cnn",
+                             "fmnist-all-mlp", "glyph-digits-cnn"}) {
+      Register(name);
+    }
+  }
+  // Outcomes that make the tops model best everywhere, with a little variation per query.
+  OutcomeReport ReportFor(const Dataset& dataset, int variant) {
+    OutcomeReport report;
+    report.dataset = dataset;
+    report.source = OutcomeSource::kImport;
+    const double shift = 0.01 * variant;
+    report.outcomes = {{"fmnist-tops-cnn", 0.92 - shift}, {"fmnist-all-mlp", 0.85 + shift},
+                       {"fmnist-footwear-cnn", 0.61}, {"glyph-digits-cnn", 0.55 - shift},
+                       {"fmnist-shuffled-cnn", 0.31 + shift}};
+    return report;
+  }
+  void ReportAll() {
+    std::vector<Dataset> queries = DerivedQueries(TopsQuery().dataset);
+    for (size_t i = 0; i < queries.size(); ++i) {
+      auto stored = dock_->ReportOutcome(ReportFor(queries[i], static_cast<int>(i)));
+      ASSERT_TRUE(stored.ok()) << stored.status();
+    }
+  }
+  // Trains and waits; returns the new version.
+  int64_t TrainAndWait() {
+    auto job = dock_->TrainAlignment(/*wait=*/true, nullptr);
+    EXPECT_TRUE(job.ok()) << job.status();
+    if (!job.ok()) return -1;
+    EXPECT_EQ(job->state, TrainingStatus::State::kDone) << job->message;
+    return job->result.version;
+  }
+};
+
+TEST_F(LearningTest, ReportStoresOutcomesAndBadReportsStoreNothing) {
+  RegisterAll();
+  const Dataset query = TopsQuery().dataset;
+  auto expect_refused = [&](OutcomeReport report, absl::StatusCode code, const std::string& words) {
+    auto result = dock_->ReportOutcome(report);
+    ASSERT_FALSE(result.ok());
+    EXPECT_EQ(result.status().code(), code) << result.status();
+    EXPECT_THAT(std::string(result.status().message()), ::testing::HasSubstr(words));
+    auto records = dock_->ListRecords("", 0);
+    ASSERT_TRUE(records.ok());
+    EXPECT_EQ(records->total_records, 0) << "a refused report stored something";
+  };
+  OutcomeReport report = ReportFor(query, 0);
+  report.outcomes.back() = {"no-such-model", 0.5};  // the others are fine: still nothing stored
+  expect_refused(report, absl::StatusCode::kNotFound, "no-such-model");
+  report = ReportFor(query, 0);
+  report.outcomes[1].accuracy = 93;
+  expect_refused(report, absl::StatusCode::kInvalidArgument, "[0, 1]");
+  report.outcomes[1].accuracy = std::nan("");
+  expect_refused(report, absl::StatusCode::kInvalidArgument, "[0, 1]");
+  report = ReportFor(query, 0);
+  report.dataset.labels.pop_back();
+  expect_refused(report, absl::StatusCode::kInvalidArgument, "labels for");
+  report = ReportFor(query, 0);
+  report.outcomes.push_back(report.outcomes[0]);
+  expect_refused(report, absl::StatusCode::kInvalidArgument, "twice");
+  report = ReportFor(query, 0);
+  report.outcomes.clear();
+  expect_refused(report, absl::StatusCode::kInvalidArgument, "at least one model");
+
+  auto stored = dock_->ReportOutcome(ReportFor(query, 0));
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->num_stored, 5);
+  EXPECT_EQ(stored->num_stage1_scores, 5);  // every READY model's stage-1 view was kept
+  EXPECT_EQ(stored->total_records, 5);
+  EXPECT_EQ(stored->total_queries, 1);
+  EXPECT_EQ(stored->query_id.size(), 64u);
+  // The same dataset and model again replaces the outcome (one per query, model and source).
+  OutcomeReport again;
+  again.dataset = query;
+  again.source = OutcomeSource::kImport;
+  again.outcomes = {{"fmnist-tops-cnn", 0.5}};
+  auto replaced = dock_->ReportOutcome(again);
+  ASSERT_TRUE(replaced.ok()) << replaced.status();
+  EXPECT_EQ(replaced->query_id, stored->query_id);
+  EXPECT_EQ(replaced->total_records, 5);
+  auto tops = dock_->ListRecords("fmnist-tops-cnn", 0);
+  ASSERT_TRUE(tops.ok()) << tops.status();
+  ASSERT_EQ(tops->records.size(), 1u);
+  EXPECT_DOUBLE_EQ(tops->records[0].accuracy, 0.5);
+  EXPECT_EQ(tops->records[0].source, "import");
+  EXPECT_EQ(dock_->ListRecords("no-such-model", 0).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(LearningTest, TrainingNeedsOutcomesOnThreeQueries) {
+  RegisterAll();
+  ASSERT_TRUE(dock_->ReportOutcome(ReportFor(TopsQuery().dataset, 0)).ok());
+  auto job = dock_->TrainAlignment(/*wait=*/true, nullptr);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->state, TrainingStatus::State::kFailed);
+  EXPECT_THAT(job->message, ::testing::HasSubstr("at least 3 queries"));
+  auto list = dock_->ListAlignments();
+  ASSERT_TRUE(list.ok());
+  EXPECT_TRUE(list->versions.empty());
+  EXPECT_EQ(list->serving_version, 0);
+}
+
+TEST_F(LearningTest, VersionsServeRollBackAndSurviveRestart) {
+  RegisterAll();
+  RecommendQuery query = TopsQuery();
+  query.metric = Metric::kNone;
+  auto untrained = dock_->Recommend(query);
+  ASSERT_TRUE(untrained.ok()) << untrained.status();
+  EXPECT_EQ(untrained->alignment_version, 0);
+  ReportAll();
+  const int64_t version = TrainAndWait();
+  ASSERT_EQ(version, 1);
+  // Serve it whether or not it was adopted: the switch itself is under test here.
+  ASSERT_TRUE(dock_->UseAlignment(version).ok());
+  auto trained = dock_->Recommend(query);
+  ASSERT_TRUE(trained.ok()) << trained.status();
+  EXPECT_EQ(trained->alignment_version, version);
+  for (const Recommendation& r : trained->results) {
+    EXPECT_TRUE(r.has_prior);
+    EXPECT_THAT(r.reason, ::testing::HasSubstr("outcome prior"));
+  }
+  EXPECT_EQ(dock_->UseAlignment(99).code(), absl::StatusCode::kNotFound);
+
+  // Records, versions and the serving choice survive a restart.
+  dock_.reset();
+  OpenDock();
+  auto list = dock_->ListAlignments();
+  ASSERT_TRUE(list.ok()) << list.status();
+  EXPECT_EQ(list->serving_version, version);
+  ASSERT_EQ(list->versions.size(), 1u);
+  EXPECT_TRUE(list->versions[0].serving);
+  EXPECT_EQ(list->versions[0].num_queries, 4);
+  auto records = dock_->ListRecords("", 0);
+  ASSERT_TRUE(records.ok());
+  EXPECT_EQ(records->total_records, 20);
+  EXPECT_EQ(records->total_queries, 4);
+  auto after_restart = dock_->Recommend(query);
+  ASSERT_TRUE(after_restart.ok()) << after_restart.status();
+  ASSERT_EQ(after_restart->results.size(), trained->results.size());
+  for (size_t i = 0; i < trained->results.size(); ++i) {
+    EXPECT_EQ(after_restart->results[i].model.id, trained->results[i].model.id);
+    EXPECT_EQ(after_restart->results[i].score, trained->results[i].score);
+  }
+  // Rollback to the untrained ranker gives the untrained answer exactly.
+  ASSERT_TRUE(dock_->UseAlignment(0).ok());
+  auto rolled_back = dock_->Recommend(query);
+  ASSERT_TRUE(rolled_back.ok());
+  EXPECT_EQ(rolled_back->alignment_version, 0);
+  ASSERT_EQ(rolled_back->results.size(), untrained->results.size());
+  for (size_t i = 0; i < untrained->results.size(); ++i) {
+    EXPECT_EQ(rolled_back->results[i].model.id, untrained->results[i].model.id);
+    EXPECT_EQ(rolled_back->results[i].score, untrained->results[i].score);
+    EXPECT_FALSE(rolled_back->results[i].has_prior);
+  }
+}
+
+TEST_F(LearningTest, SwitchOverUnderConcurrentRecommendationsNeverMixesVersions) {
+  RegisterAll();
+  ReportAll();
+  const int64_t version = TrainAndWait();
+  ASSERT_EQ(version, 1);
+  RecommendQuery query = TopsQuery();
+  query.metric = Metric::kNone;  // stage 1 only: fast, and every score depends on the version
+  // The reference answer of each version.
+  std::map<int64_t, std::vector<std::pair<std::string, double>>> expected;
+  for (int64_t v : {int64_t{0}, version}) {
+    ASSERT_TRUE(dock_->UseAlignment(v).ok());
+    auto result = dock_->Recommend(query);
+    ASSERT_TRUE(result.ok()) << result.status();
+    for (const Recommendation& r : result->results) expected[v].push_back({r.model.id, r.score});
+  }
+  ASSERT_NE(expected[0], expected[version]) << "the two versions must rank differently here";
+  // Three clients recommend while the serving version flips back and forth underneath them.
+  std::atomic<bool> done{false};
+  std::atomic<int> errors{0}, mixed{0}, answers{0}, switches{0};
+  std::thread switcher([&] {
+    while (!done) {
+      if (!dock_->UseAlignment(switches % 2 == 0 ? version : 0).ok()) ++errors;
+      ++switches;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  });
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 3; ++t) {
+    clients.emplace_back([&] {
+      for (int i = 0; i < 8; ++i) {
+        auto result = dock_->Recommend(query);
+        if (!result.ok()) {
+          ++errors;
+          continue;
+        }
+        std::vector<std::pair<std::string, double>> got;
+        for (const Recommendation& r : result->results) got.push_back({r.model.id, r.score});
+        auto want = expected.find(result->alignment_version);
+        if (want == expected.end() || want->second != got) ++mixed;
+        ++answers;
+      }
+    });
+  }
+  for (std::thread& t : clients) t.join();
+  done = true;
+  switcher.join();
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_EQ(mixed.load(), 0) << "an answer mixed two versions or reported the wrong one";
+  EXPECT_EQ(answers.load(), 24);
+  EXPECT_GT(switches.load(), 10);
+}
 
 TEST_F(DockTest, RegisterProbeAndRecommendRanksMatchingModelFirst) {
   for (const char* name : {"fmnist-tops-cnn", "fmnist-footwear-cnn", "fmnist-shuffled-cnn"}) {

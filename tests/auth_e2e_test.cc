@@ -79,6 +79,17 @@ class AuthTest : public ::testing::Test {
     codes["ListApiKeys"] = c.ListApiKeys().status().code();
     codes["CreateApiKey"] = c.CreateApiKey(v1::API_KEY_ROLE_CONSUMER, "x").status().code();
     codes["RevokeApiKey"] = c.RevokeApiKey("no-such-key").code();
+    v1::Outcome outcome;
+    outcome.set_model("owned");
+    outcome.set_accuracy(0.8);
+    codes["ReportOutcome"] = c.ReportOutcome(query_, v1::TASK_KIND_IMAGE_CLASSIFICATION, {outcome},
+                                             v1::OUTCOME_SOURCE_FINETUNE)
+                                 .status()
+                                 .code();
+    codes["ListRecords"] = c.ListRecords("", 10).status().code();
+    codes["TrainAlignment"] = c.TrainAlignment(/*wait=*/false).status().code();
+    codes["ListAlignments"] = c.ListAlignments().status().code();
+    codes["UseAlignment"] = c.UseAlignment(0).code();
     return codes;
   }
 
@@ -95,13 +106,18 @@ TEST_F(AuthTest, EveryRoleGetsExactlyItsCalls) {
   const std::map<std::string, std::map<std::string, C>> expected = {
       {"admin", {{"GetModel", ok}, {"ListModels", ok}, {"WatchModel", ok}, {"Recommend", ok},
                  {"RegisterModel", ok}, {"ListApiKeys", ok}, {"CreateApiKey", ok},
-                 {"RevokeApiKey", C::kNotFound}}},
+                 {"RevokeApiKey", C::kNotFound}, {"ReportOutcome", ok}, {"ListRecords", ok},
+                 {"TrainAlignment", ok}, {"ListAlignments", ok}, {"UseAlignment", ok}}},
       {"provider", {{"GetModel", ok}, {"ListModels", ok}, {"WatchModel", ok}, {"Recommend", ok},
                     {"RegisterModel", ok}, {"ListApiKeys", denied}, {"CreateApiKey", denied},
-                    {"RevokeApiKey", denied}}},
+                    {"RevokeApiKey", denied}, {"ReportOutcome", ok}, {"ListRecords", ok},
+                    {"TrainAlignment", denied}, {"ListAlignments", ok},
+                    {"UseAlignment", denied}}},
       {"consumer", {{"GetModel", ok}, {"ListModels", ok}, {"WatchModel", ok}, {"Recommend", ok},
                     {"RegisterModel", denied}, {"ListApiKeys", denied},
-                    {"CreateApiKey", denied}, {"RevokeApiKey", denied}}},
+                    {"CreateApiKey", denied}, {"RevokeApiKey", denied}, {"ReportOutcome", ok},
+                    {"ListRecords", ok}, {"TrainAlignment", denied}, {"ListAlignments", ok},
+                    {"UseAlignment", denied}}},
   };
   for (const auto& [who, calls] : expected) {
     std::map<std::string, C> got = Calls(who);

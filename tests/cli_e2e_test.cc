@@ -199,6 +199,83 @@ TEST_F(CliE2eTest, RecommendOnAnImageFolderOfMixedSizesSaysWhatWasDone) {
   EXPECT_THAT(r.err, HasSubstr("--image-size must be H,W"));
 }
 
+TEST_F(CliE2eTest, ReportRecordsTrainAndServeAVersion) {
+  for (const char* model : {"demo/fmnist-tops-cnn", "demo/fmnist-footwear-cnn",
+                            "demo/fmnist-shuffled-cnn"}) {
+    ProcessResult r = Cli({"register", AssetPath(std::string(model) + ".pt"), "--metadata",
+                           AssetPath(std::string(model) + ".json")});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  const std::string images = AssetPath("demo/query_tops/query-images-idx3-ubyte");
+  const std::string labels = AssetPath("demo/query_tops/query-labels-idx1-ubyte");
+  const std::string outcomes = WriteTemp(
+      "outcomes.csv", "# model,accuracy\nfmnist-tops-cnn,0.91\nfmnist-footwear-cnn,0.62\n"
+                      "fmnist-shuffled-cnn,0.30\n");
+  // Bad reports: the status code is named, exit 1; usage errors exit 2; nothing is stored.
+  ProcessResult bad = Cli({"report", images, "--labels", labels, "--model", "fmnist-tops-cnn",
+                           "--accuracy", "93"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_THAT(bad.err, HasSubstr("INVALID_ARGUMENT"));
+  EXPECT_THAT(bad.err, HasSubstr("0.93, not 93"));
+  bad = Cli({"report", images, "--labels", labels, "--model", "nope", "--accuracy", "0.5"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_THAT(bad.err, HasSubstr("NOT_FOUND"));
+  EXPECT_EQ(Cli({"report", images, "--labels", labels}).exit_code, 2);
+  ProcessResult records = Cli({"--json", "records"});
+  ASSERT_EQ(records.exit_code, 0) << records.err;
+  EXPECT_EQ(ParseJson(records)["total_records"], 0);
+
+  // Three queries (different samples): one single report and two bulk ones.
+  ProcessResult single = Cli({"--json", "report", images, "--labels", labels, "--max-samples",
+                              "60", "--model", "fmnist-footwear-cnn", "--accuracy", "0.6"});
+  ASSERT_EQ(single.exit_code, 0) << single.err;
+  EXPECT_EQ(ParseJson(single)["num_stored"], 1);
+  for (const char* n : {"60", "120", "0"}) {
+    ProcessResult r = Cli({"--json", "report", images, "--labels", labels, "--max-samples", n,
+                           "--outcomes", outcomes, "--source", "import"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    json j = ParseJson(r);
+    EXPECT_EQ(j["num_stored"], 3);
+    EXPECT_EQ(j["num_stage1_scores"], 3);
+  }
+  records = Cli({"--json", "records", "--model", "fmnist-tops-cnn"});
+  ASSERT_EQ(records.exit_code, 0) << records.err;
+  json listed = ParseJson(records);
+  EXPECT_EQ(listed["total_records"], 3);
+  EXPECT_EQ(listed["records"][0]["source"], "import");
+  // Footwear was reported twice on the first query (finetune and import): both kept.
+  EXPECT_EQ(ParseJson(Cli({"--json", "records"}))["total_records"], 10);
+
+  ProcessResult train = Cli({"--json", "train", "--wait"});
+  ASSERT_EQ(train.exit_code, 0) << train.err << train.out;
+  json job = ParseJson(train);
+  EXPECT_EQ(job["state"], "done") << job.dump();
+  EXPECT_EQ(job["version"], 1);
+  EXPECT_EQ(job["result"]["num_queries"], 3);
+  ProcessResult human = Cli({"alignments"});
+  ASSERT_EQ(human.exit_code, 0) << human.err;
+  EXPECT_THAT(human.out, HasSubstr("HELD-OUT TAU_W"));
+
+  // Serve version 1, then roll back to the untrained ranker.
+  ASSERT_EQ(Cli({"alignments", "use", "1"}).exit_code, 0);
+  json listed_versions = ParseJson(Cli({"--json", "alignments"}));
+  EXPECT_EQ(listed_versions["serving_version"], 1);
+  ProcessResult rec = Cli({"--json", "recommend", images, "--labels", labels, "--metric", "none"});
+  ASSERT_EQ(rec.exit_code, 0) << rec.err;
+  json trained = ParseJson(rec);
+  EXPECT_EQ(trained["alignment_version"], 1);
+  EXPECT_TRUE(trained["results"][0]["prior"].is_number());
+  EXPECT_THAT(trained["results"][0]["reason"].get<std::string>(), HasSubstr("outcome prior"));
+  ProcessResult missing = Cli({"alignments", "use", "7"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_THAT(missing.err, HasSubstr("NOT_FOUND"));
+  ASSERT_EQ(Cli({"alignments", "use", "0"}).exit_code, 0);
+  json untrained = ParseJson(
+      Cli({"--json", "recommend", images, "--labels", labels, "--metric", "none"}));
+  EXPECT_EQ(untrained["alignment_version"], 0);
+  EXPECT_TRUE(untrained["results"][0]["prior"].is_null());
+}
+
 TEST_F(CliE2eTest, Health) {
   ProcessResult r = Cli({"health"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
