@@ -870,7 +870,11 @@ json VersionJson(const v1::AlignmentVersion& v) {
               {"shrinkage", v.shrinkage()},
               {"sharpness", v.sharpness()},
               {"training_seconds", v.training_seconds()},
-              {"reason", v.reason()}};
+              {"reason", v.reason()},
+              {"vectors_trained", v.vectors_trained()},
+              {"vectors_validation_untrained", v.vectors_validation_untrained()},
+              {"vectors_validation_trained", v.vectors_validation_trained()},
+              {"vectors_reason", v.vectors_reason()}};
 }
 
 std::string StateName(v1::TrainingState state) {
@@ -920,6 +924,7 @@ int RunTrain(const GlobalFlags& global, bool wait, client::Client& client) {
       v.validation_untrained(), v.validation_serving(), v.validation_trained(),
       v.adopted() ? "ADOPTED (now serving)" : "NOT ADOPTED (the serving version stays)",
       v.reason(), v.weight(), v.shrinkage(), v.sharpness());
+  std::cout << "knowledge vectors: " << v.vectors_reason() << "\n";
   return kExitOk;
 }
 

@@ -248,8 +248,8 @@ absl::Status DockImpl::Init() {
   auto store = MetadataStore::Open((fs::path(options_.data_dir) / "modeldock.db").string());
   if (!store.ok()) return store.status();
   store_ = std::move(*store);
-  learning_ = std::make_unique<LearningLoop>(store_.get());
-  if (absl::Status s = learning_->Load(); !s.ok()) return s;
+  learning_ = std::make_unique<LearningLoop>(
+      store_.get(), [this](int64_t version) { return UseAlignment(version); });
   auto blobs = BlobStore::Create(options_.data_dir);
   if (!blobs.ok()) return blobs.status();
   blobs_ = std::move(*blobs);
@@ -258,6 +258,13 @@ absl::Status DockImpl::Init() {
   if (absl::Status s = LoadKnowledgeSpace(); !s.ok()) return s;
   if (absl::Status s = ReconcileModels(); !s.ok()) return s;
   if (absl::Status s = RebuildIndexIfStale(); !s.ok()) return s;
+  // After the vectors are current: a trained version re-encodes them into its own index.
+  if (absl::Status s = learning_->Load(space_, [this](const encoder::VectorProjection& p) {
+        return BuildProjectedIndex(p);
+      });
+      !s.ok()) {
+    return s;
+  }
   CollectGarbageBlobs();
 
   for (int i = 0; i < options_.probe_workers; ++i) {
@@ -721,6 +728,11 @@ void DockImpl::Probe(const std::string& id) {
     if (!s.ok()) return fail(s);
     proxy_cache_.ErasePrefix(absl::StrCat(record.id, "|"));  // keys: id|probe set
     if (absl::Status u = index_->Upsert(record.id, *vector); !u.ok()) return fail(u);
+    // The serving version's projected index follows (it is swapped under this lock too).
+    if (LearningLoop::Serving serving = learning_->Current(); serving.index) {
+      serving.index->Upsert(record.id, serving.ranker->projection().ProjectModel(*vector))
+          .IgnoreError();
+    }
     SaveIndex().IgnoreError();  // the index is rebuilt from the store if this file is stale
   }
   ++probes_done_;
@@ -792,6 +804,10 @@ absl::StatusOr<std::string> DockImpl::DeleteModel(std::string_view id_or_name) {
     if (index_->Contains(record->id)) {
       index_->Remove(record->id).IgnoreError();
       SaveIndex().IgnoreError();
+    }
+    if (LearningLoop::Serving serving = learning_->Current();
+        serving.index && serving.index->Contains(record->id)) {
+      serving.index->Remove(record->id).IgnoreError();
     }
     auto count = store_->CountBySha(record->sha256);
     if (count.ok() && *count == 0) blobs_->Remove(record->sha256).IgnoreError();
@@ -943,6 +959,9 @@ DockStats DockImpl::Stats() {
     stats.worker_jobs = pool.jobs;
     stats.worker_restarts = pool.restarts;
   }
+  if (auto counts = store_->CountOutcomes(""); counts.ok()) stats.outcome_records = counts->first;
+  stats.serving_alignment = learning_->Current().version;
+  stats.knowledge_space = space_;
   return stats;
 }
 

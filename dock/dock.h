@@ -298,6 +298,11 @@ struct AlignmentVersion {
   int folds = 0;
   double validation_untrained = 0, validation_serving = 0, validation_trained = 0;  // tau_w
   double weight = 0, shrinkage = 0, sharpness = 0;
+  // The knowledge vectors' trained projection: held-out tau_w of the similarity, untrained vs
+  // trained; whether the version carries it (else its similarity is the untrained one).
+  bool vectors_trained = false;
+  double vectors_validation_untrained = 0, vectors_validation_trained = 0;
+  std::string vectors_reason;
   double training_seconds = 0;
   std::string reason;
 };
@@ -333,6 +338,10 @@ struct DockStats {
   int64_t proxy_cache_hits = 0, proxy_cache_misses = 0;
   int workers = 0, workers_waiting_jobs = 0;
   int64_t worker_jobs = 0, worker_restarts = 0;
+  int64_t outcome_records = 0;
+  int64_t serving_alignment = 0;  // 0 = untrained
+  // Fingerprint of (reference encoder, probe set, set encoder) that the vectors belong to.
+  std::string knowledge_space;
 };
 
 class Dock {

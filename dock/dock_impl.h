@@ -91,6 +91,9 @@ class DockImpl : public Dock {
     return record.spec.task == TaskKind::kImageClassification;
   }
   absl::Status SaveIndex();
+  // Every stored model vector through a trained version's projection, in a new index.
+  absl::StatusOr<std::shared_ptr<index::VectorIndex>> BuildProjectedIndex(
+      const encoder::VectorProjection& projection);
 
   absl::Status StartWorkers();
   // Runs a stored model on `samples` in a worker, within `time_limit`; a job whose worker died

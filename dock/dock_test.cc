@@ -2,6 +2,7 @@
 // by scripts/make_assets.py (MODELDOCK_ASSET_DIR), a real SQLite file and FAISS index.
 #include "dock/dock.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -17,6 +18,7 @@
 
 #include "common/datasets.h"
 #include "common/sha256.h"
+#include "dock/metadata_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -355,6 +357,83 @@ TEST_F(LearningTest, SwitchOverUnderConcurrentRecommendationsNeverMixesVersions)
   EXPECT_EQ(mixed.load(), 0) << "an answer mixed two versions or reported the wrong one";
   EXPECT_EQ(answers.load(), 24);
   EXPECT_GT(switches.load(), 10);
+}
+
+// A version carrying a projection of the knowledge vectors serves them from its own index,
+// rebuilt from the stored vectors (no model re-run) and kept in step with new registrations.
+// An identity projection must reproduce the untrained similarities exactly.
+TEST_F(LearningTest, ProjectedVectorsServeFromTheVersionsOwnIndex) {
+  for (const char* name : {"fmnist-tops-cnn", "fmnist-footwear-cnn", "fmnist-all-mlp",
+                           "fmnist-shuffled-cnn"}) {
+    Register(name);
+  }
+  std::vector<Dataset> queries = DerivedQueries(TopsQuery().dataset);
+  for (size_t i = 0; i < queries.size(); ++i) {
+    OutcomeReport report = ReportFor(queries[i], static_cast<int>(i));
+    report.outcomes.erase(std::remove_if(report.outcomes.begin(), report.outcomes.end(),
+                                         [](const ReportedOutcome& o) {
+                                           return o.model == "glyph-digits-cnn";
+                                         }),
+                          report.outcomes.end());
+    ASSERT_TRUE(dock_->ReportOutcome(report).ok());
+  }
+  ASSERT_EQ(TrainAndWait(), 1);
+  RecommendQuery query = TopsQuery();
+  query.metric = Metric::kNone;
+  auto untrained = dock_->Recommend(query);
+  ASSERT_TRUE(untrained.ok()) << untrained.status();
+  // Version 2 = version 1 plus an identity projection in this dock's knowledge space.
+  {
+    auto store = MetadataStore::Open((data_dir_ / "modeldock.db").string());
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto row = (*store)->Alignment(1);
+    ASSERT_TRUE(row.ok()) << row.status();
+    nlohmann::json payload = nlohmann::json::parse(row->payload);
+    const int dim = 256;
+    std::vector<float> identity(dim * dim, 0.0f);
+    for (int i = 0; i < dim; ++i) identity[i * dim + i] = 1.0f;
+    payload["projection"] = {{"space", dock_->Stats().knowledge_space}, {"dim", dim},
+                             {"model_weights", identity}, {"query_weights", identity}};
+    AlignmentRow with_projection = *row;
+    with_projection.payload = payload.dump();
+    ASSERT_EQ(*(*store)->InsertAlignment(with_projection), 2);
+  }
+  ASSERT_TRUE(dock_->UseAlignment(2).ok());
+  auto similarity_of = [&](const RecommendResult& r) {
+    std::map<std::string, double> out;
+    for (const Recommendation& rec : r.results) out[rec.model.spec.name] = rec.similarity;
+    return out;
+  };
+  auto projected = dock_->Recommend(query);
+  ASSERT_TRUE(projected.ok()) << projected.status();
+  EXPECT_EQ(projected->alignment_version, 2);
+  auto before = similarity_of(*untrained), after = similarity_of(*projected);
+  ASSERT_EQ(after.size(), 4u);
+  for (const auto& [name, sim] : before) EXPECT_NEAR(after[name], sim, 1e-5) << name;
+  // Registered while version 2 serves: it must be in the version's index too.
+  Register("glyph-digits-cnn");
+  auto with_new = dock_->Recommend(query);
+  ASSERT_TRUE(with_new.ok());
+  ASSERT_EQ(with_new->results.size(), 5u);
+  ASSERT_TRUE(dock_->UseAlignment(0).ok());
+  auto reference = dock_->Recommend(query);
+  ASSERT_TRUE(reference.ok());
+  EXPECT_NEAR(similarity_of(*with_new)["glyph-digits-cnn"],
+              similarity_of(*reference)["glyph-digits-cnn"], 1e-5);
+  EXPECT_NE(similarity_of(*reference)["glyph-digits-cnn"], 0.0);
+  // Deleted while it serves: gone from its index as well.
+  ASSERT_TRUE(dock_->UseAlignment(2).ok());
+  ASSERT_TRUE(dock_->DeleteModel("glyph-digits-cnn").ok());
+  auto after_delete = dock_->Recommend(query);
+  ASSERT_TRUE(after_delete.ok());
+  EXPECT_EQ(after_delete->results.size(), 4u);
+  // A restart rebuilds the version's index from the stored vectors.
+  dock_.reset();
+  OpenDock();
+  auto restarted = dock_->Recommend(query);
+  ASSERT_TRUE(restarted.ok()) << restarted.status();
+  EXPECT_EQ(restarted->alignment_version, 2);
+  for (const auto& [name, sim] : before) EXPECT_NEAR(similarity_of(*restarted)[name], sim, 1e-5);
 }
 
 TEST_F(DockTest, RegisterProbeAndRecommendRanksMatchingModelFirst) {

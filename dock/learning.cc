@@ -34,6 +34,10 @@ nlohmann::json SummaryJson(const AlignmentVersion& v) {
           {"weight", v.weight},
           {"shrinkage", v.shrinkage},
           {"sharpness", v.sharpness},
+          {"vectors_trained", v.vectors_trained},
+          {"vectors_validation_untrained", v.vectors_validation_untrained},
+          {"vectors_validation_trained", v.vectors_validation_trained},
+          {"vectors_reason", v.vectors_reason},
           {"training_seconds", v.training_seconds},
           {"reason", v.reason}};
 }
@@ -54,6 +58,10 @@ AlignmentVersion VersionFromRow(const AlignmentRow& row) {
     v.weight = j.value("weight", 0.0);
     v.shrinkage = j.value("shrinkage", 0.0);
     v.sharpness = j.value("sharpness", 0.0);
+    v.vectors_trained = j.value("vectors_trained", false);
+    v.vectors_validation_untrained = j.value("vectors_validation_untrained", 0.0);
+    v.vectors_validation_trained = j.value("vectors_validation_trained", 0.0);
+    v.vectors_reason = j.value("vectors_reason", "");
     v.training_seconds = j.value("training_seconds", 0.0);
     v.reason = j.value("reason", "");
   } catch (const std::exception& e) {
@@ -93,7 +101,7 @@ std::vector<double> FactsOf(const ModelRecord& record) {
   return encoder::ModelFacts(width, classes);
 }
 
-absl::Status LearningLoop::Load() {
+absl::Status LearningLoop::Load(const std::string& space, const ProjectedIndexBuilder& build) {
   auto serving = store_->GetMeta(kServingKey);
   if (!serving.ok()) return serving.status();
   if (serving->empty() || *serving == "0") return absl::OkStatus();
@@ -105,7 +113,7 @@ absl::Status LearningLoop::Load() {
                   *serving);
     return absl::OkStatus();
   }
-  if (absl::Status s = Use(version); !s.ok()) {
+  if (absl::Status s = Use(version, space, build); !s.ok()) {
     // The dock still serves (untrained); the operator sees why.
     spdlog::error("learning: cannot restore trained version {}: {}; serving the untrained "
                   "ranker", version, std::string(s.message()));
@@ -120,7 +128,8 @@ LearningLoop::Serving LearningLoop::Current() const {
   return serving_;
 }
 
-absl::Status LearningLoop::Use(int64_t version) {
+absl::Status LearningLoop::Use(int64_t version, const std::string& space,
+                               const ProjectedIndexBuilder& build) {
   if (version < 0) return absl::InvalidArgumentError("alignment versions are >= 0 (0 = untrained)");
   Serving next;
   next.version = version;
@@ -129,6 +138,24 @@ absl::Status LearningLoop::Use(int64_t version) {
     if (!row.ok()) return row.status();
     auto ranker = encoder::OutcomeRanker::FromJson(row->payload);
     if (!ranker.ok()) return ranker.status();
+    if (!ranker->projection().empty()) {
+      if (ranker->projection().space != space) {
+        // Trained on vectors of another knowledge space (the operator changed the reference or
+        // set encoder): its projection means nothing here; the prior still applies.
+        spdlog::warn("learning: version {} projects vectors of another knowledge space; its "
+                     "similarity is served untrained", version);
+        nlohmann::json j = nlohmann::json::parse(row->payload);
+        j.erase("projection");
+        auto without = encoder::OutcomeRanker::FromJson(j.dump());
+        if (!without.ok()) return without.status();
+        *ranker = std::move(*without);
+      } else {
+        // Every model's vector re-encoded from the store (no model re-run), in a new index.
+        auto index = build(ranker->projection());
+        if (!index.ok()) return index.status();
+        next.index = std::move(*index);
+      }
+    }
     next.ranker = std::make_shared<const encoder::OutcomeRanker>(std::move(*ranker));
   }
   // Stored first: a restart serves what was last chosen.
@@ -162,7 +189,7 @@ absl::StatusOr<RecordList> LearningLoop::Records(const std::string& model_id, in
 
 absl::StatusOr<TrainingStatus> LearningLoop::Train(bool wait,
                                                    const std::function<bool()>& is_cancelled,
-                                                   std::vector<ModelRecord> models) {
+                                                   TrainingInputs inputs) {
   std::unique_lock<std::mutex> lock(training_mutex_);
   if (stopping_) return absl::UnavailableError("the dock is shutting down");
   if (training_.state != TrainingStatus::State::kRunning) {
@@ -171,8 +198,8 @@ absl::StatusOr<TrainingStatus> LearningLoop::Train(bool wait,
     training_.state = TrainingStatus::State::kRunning;
     training_.started_unix_ms = NowMillis();
     training_.message = "training on the records";
-    training_thread_ = std::thread([this, models = std::move(models)]() mutable {
-      RunTraining(std::move(models));
+    training_thread_ = std::thread([this, inputs = std::move(inputs)]() mutable {
+      RunTraining(std::move(inputs));
     });
   }
   if (!wait) return training_;
@@ -185,9 +212,9 @@ absl::StatusOr<TrainingStatus> LearningLoop::Train(bool wait,
   return training_;
 }
 
-void LearningLoop::RunTraining(std::vector<ModelRecord> models) {
+void LearningLoop::RunTraining(TrainingInputs inputs) {
   LowerThreadPriority();
-  auto version = TrainOnce(models);
+  auto version = TrainOnce(inputs);
   std::lock_guard<std::mutex> lock(training_mutex_);
   training_.finished_unix_ms = NowMillis();
   if (version.ok()) {
@@ -202,7 +229,8 @@ void LearningLoop::RunTraining(std::vector<ModelRecord> models) {
   training_done_.notify_all();
 }
 
-absl::StatusOr<AlignmentVersion> LearningLoop::TrainOnce(const std::vector<ModelRecord>& models) {
+absl::StatusOr<AlignmentVersion> LearningLoop::TrainOnce(const TrainingInputs& inputs) {
+  const std::vector<ModelRecord>& models = inputs.models;
   absl::Time start = absl::Now();
   auto queries = store_->OutcomeQueries();
   if (!queries.ok()) return queries.status();
@@ -242,8 +270,29 @@ absl::StatusOr<AlignmentVersion> LearningLoop::TrainOnce(const std::vector<Model
       tasks, facts, serving.ranker ? &serving.ranker->params() : nullptr, options,
       [this] { return stopping_.load(); });
   if (!report.ok()) return report.status();
+  // The knowledge vectors' projection, from the same records.
+  std::vector<encoder::AlignmentTask> alignment_tasks;
+  for (const encoder::RecordedTask& t : tasks) {
+    auto q = inputs.query_vectors.find(t.query_id);
+    if (q == inputs.query_vectors.end()) continue;
+    alignment_tasks.push_back({t.query_id, q->second, t.accuracy});
+  }
+  auto alignment = encoder::TrainVectorAlignment(alignment_tasks, inputs.model_vectors, options,
+                                                 [this] { return stopping_.load(); });
+  if (absl::IsCancelled(alignment.status())) return alignment.status();
+  encoder::VectorProjection projection;
 
   AlignmentVersion v;
+  if (alignment.ok()) {
+    v.vectors_trained = alignment->adopt;
+    v.vectors_validation_untrained = alignment->validation_untrained;
+    v.vectors_validation_trained = alignment->validation_trained;
+    v.vectors_reason = alignment->reason;
+    projection = std::move(alignment->projection);
+    projection.space = inputs.space;
+  } else {
+    v.vectors_reason = std::string(alignment.status().message());
+  }
   v.created_unix_ms = NowMillis();
   v.adopted = report->adopt;
   v.num_queries = report->usable_tasks;
@@ -262,7 +311,8 @@ absl::StatusOr<AlignmentVersion> LearningLoop::TrainOnce(const std::vector<Model
   for (encoder::RecordedTask& t : tasks) {
     if (!encoder::StandardiseOutcomes(t.accuracy).empty()) kept.push_back(std::move(t));
   }
-  encoder::OutcomeRanker ranker(report->params, std::move(kept), std::move(facts));
+  encoder::OutcomeRanker ranker(report->params, std::move(kept), std::move(facts),
+                               std::move(projection));
   AlignmentRow row;
   row.created_unix_ms = v.created_unix_ms;
   row.summary = SummaryJson(v).dump();
@@ -270,10 +320,11 @@ absl::StatusOr<AlignmentVersion> LearningLoop::TrainOnce(const std::vector<Model
   auto version = store_->InsertAlignment(row);
   if (!version.ok()) return version.status();
   v.version = *version;
-  spdlog::info("learning: trained version {} on {} queries / {} records in {:.1f} s: {}",
-               v.version, v.num_queries, v.num_records, v.training_seconds, v.reason);
+  spdlog::info("learning: trained version {} on {} queries / {} records in {:.1f} s: {}; {}",
+               v.version, v.num_queries, v.num_records, v.training_seconds, v.reason,
+               v.vectors_reason);
   if (v.adopted) {
-    if (absl::Status s = Use(v.version); !s.ok()) return s;
+    if (absl::Status s = adopt_(v.version); !s.ok()) return s;
   }
   v.serving = Current().version == v.version;
   return v;
@@ -439,17 +490,58 @@ absl::StatusOr<RecordList> DockImpl::ListRecords(std::string_view model, int lim
 
 absl::StatusOr<TrainingStatus> DockImpl::TrainAlignment(bool wait,
                                                         std::function<bool()> is_cancelled) {
+  TrainingInputs inputs;
+  inputs.space = space_;
   auto all = store_->ListAll();
   if (!all.ok()) return all.status();
-  std::vector<ModelRecord> ready;
   for (ModelRecord& r : *all) {
-    if (r.state == ModelState::kReady) ready.push_back(std::move(r));
+    if (r.state == ModelState::kReady) inputs.models.push_back(std::move(r));
   }
-  return learning_->Train(wait, is_cancelled, std::move(ready));
+  auto vectors = store_->Vectors(space_);
+  if (!vectors.ok()) return vectors.status();
+  for (auto& [id, v] : *vectors) inputs.model_vectors[id] = std::move(v);
+  // Each reported query's untrained query vector, from its stored class prototypes (a prototype
+  // is its class's mean embedding, so encoding the prototypes as one sample per class gives the
+  // query's vector).
+  auto queries = store_->OutcomeQueries();
+  if (!queries.ok()) return queries.status();
+  for (const OutcomeQueryRow& q : *queries) {
+    if (q.task != static_cast<int>(TaskKind::kImageClassification) ||
+        q.prototypes.RowSize() != probe_embeddings_.RowSize()) {
+      continue;
+    }
+    std::vector<int32_t> labels(q.prototypes.Rows());
+    for (size_t c = 0; c < labels.size(); ++c) labels[c] = static_cast<int32_t>(c);
+    auto vector = knowledge_->EncodeQuery(q.prototypes, labels, static_cast<int>(labels.size()));
+    if (vector.ok()) inputs.query_vectors[q.query_id] = std::move(*vector);
+  }
+  return learning_->Train(wait, is_cancelled, std::move(inputs));
 }
 
 absl::StatusOr<AlignmentList> DockImpl::ListAlignments() { return learning_->Versions(); }
 
-absl::Status DockImpl::UseAlignment(int64_t version) { return learning_->Use(version); }
+absl::StatusOr<std::shared_ptr<index::VectorIndex>> DockImpl::BuildProjectedIndex(
+    const encoder::VectorProjection& projection) {
+  auto vectors = store_->Vectors(space_);
+  if (!vectors.ok()) return vectors.status();
+  index::IndexOptions index_options;
+  index_options.dim = knowledge_->dim();
+  index_options.factory = options_.index_factory;
+  auto built = index::VectorIndex::Create(index_options);
+  if (!built.ok()) return built.status();
+  std::shared_ptr<index::VectorIndex> index = std::move(*built);
+  for (const auto& [id, v] : *vectors) {
+    if (absl::Status s = index->Upsert(id, projection.ProjectModel(v)); !s.ok()) return s;
+  }
+  return index;
+}
+
+absl::Status DockImpl::UseAlignment(int64_t version) {
+  // Under the registry lock: a model committed meanwhile lands in the index being swapped in.
+  std::lock_guard<std::mutex> lock(registry_mutex_);
+  return learning_->Use(version, space_, [this](const encoder::VectorProjection& p) {
+    return BuildProjectedIndex(p);
+  });
+}
 
 }  // namespace modeldock::dock

@@ -18,42 +18,63 @@
 #include "dock/dock.h"
 #include "dock/metadata_store.h"
 #include "encoder/outcome_ranker.h"
+#include "index/vector_index.h"
 
 namespace modeldock::dock {
 
 // Black-box facts the ranker may use for a model (its feature width and class count).
 std::vector<double> FactsOf(const ModelRecord& record);
 
+// Builds the FAISS index of every model's vector through a version's projection.
+using ProjectedIndexBuilder = std::function<absl::StatusOr<std::shared_ptr<index::VectorIndex>>(
+    const encoder::VectorProjection&)>;
+
+// What training learns from, gathered by the dock: READY models, their untrained knowledge
+// vectors, and each outcome query's untrained query vector (from its stored prototypes).
+struct TrainingInputs {
+  std::vector<ModelRecord> models;
+  std::map<std::string, std::vector<float>> model_vectors;
+  std::map<std::string, std::vector<float>> query_vectors;
+  std::string space;
+};
+
 class LearningLoop {
  public:
-  explicit LearningLoop(MetadataStore* store) : store_(store) {}
+  // `adopt` serves a version (DockImpl::UseAlignment: under the dock's registry lock, so that
+  // no model is committed to the old index while the new one is built).
+  LearningLoop(MetadataStore* store, std::function<absl::Status(int64_t)> adopt)
+      : store_(store), adopt_(std::move(adopt)) {}
   ~LearningLoop() { Shutdown(); }
 
   // Restores the serving version from the store (untrained when none or unreadable).
-  absl::Status Load();
+  absl::Status Load(const std::string& space, const ProjectedIndexBuilder& build);
 
   // What ranks one recommendation: a consistent snapshot (version 0 = untrained, no ranker).
+  // `index` holds the version's projected knowledge vectors (null: the dock's untrained index).
   struct Serving {
     int64_t version = 0;
     std::shared_ptr<const encoder::OutcomeRanker> ranker;
+    std::shared_ptr<index::VectorIndex> index;
   };
   Serving Current() const;
 
   absl::StatusOr<RecordList> Records(const std::string& model_id, int limit);
 
-  // `models`: the dock's models now (outcomes of deleted models are left out of training).
+  // Outcomes of models no longer in `inputs.models` are left out of training.
   absl::StatusOr<TrainingStatus> Train(bool wait, const std::function<bool()>& is_cancelled,
-                                       std::vector<ModelRecord> models);
+                                       TrainingInputs inputs);
   absl::StatusOr<AlignmentList> Versions();
-  absl::Status Use(int64_t version);
+  // Call through DockImpl::UseAlignment (the registry lock must be held).
+  absl::Status Use(int64_t version, const std::string& space, const ProjectedIndexBuilder& build);
 
   void Shutdown();
 
  private:
-  void RunTraining(std::vector<ModelRecord> models);
-  absl::StatusOr<AlignmentVersion> TrainOnce(const std::vector<ModelRecord>& models);
+  void RunTraining(TrainingInputs inputs);
+  absl::StatusOr<AlignmentVersion> TrainOnce(const TrainingInputs& inputs);
 
   MetadataStore* store_;
+  std::function<absl::Status(int64_t)> adopt_;
   mutable std::mutex serving_mutex_;
   Serving serving_;
 

@@ -303,11 +303,14 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
   if (query_embeddings) {
     auto query_vector = knowledge_->EncodeQuery(*query_embeddings, labels, num_classes);
     if (!query_vector.ok()) return query_vector.status();
+    // A trained version's projection: its query encoder and its index of projected models.
+    if (serving.index) *query_vector = serving.ranker->projection().ProjectQuery(*query_vector);
+    index::VectorIndex* vectors = serving.index ? serving.index.get() : index_.get();
     result.timings.encode_query_millis = MillisSince(encode_start);
     absl::Time stage1_start = absl::Now();
     std::unordered_set<std::string> allowed;
     for (const ModelRecord& r : compatible) allowed.insert(r.id);
-    auto hits = index_->Search(*query_vector, static_cast<int>(allowed.size()), &allowed);
+    auto hits = vectors->Search(*query_vector, static_cast<int>(allowed.size()), &allowed);
     if (!hits.ok()) return hits.status();
     result.timings.stage1_millis = MillisSince(stage1_start);
     for (size_t i = 0; i < hits->size(); ++i) {

@@ -94,9 +94,43 @@ double WeightedTau(const std::vector<double>& x, const std::vector<double>& y) {
   return 0.5 * (WeightedRankedTau(x, y) + WeightedRankedTau(y, x));
 }
 
+namespace {
+
+std::vector<float> Project(const std::vector<float>& weights, int dim, const std::vector<float>& v) {
+  std::vector<float> out(dim, 0.0f);
+  if (static_cast<int>(v.size()) != dim) return out;
+  for (int i = 0; i < dim; ++i) {
+    const float x = v[i];
+    if (x == 0.0f) continue;
+    const float* row = &weights[static_cast<size_t>(i) * dim];
+    for (int j = 0; j < dim; ++j) out[j] += x * row[j];
+  }
+  double norm = 0;
+  for (float x : out) norm += static_cast<double>(x) * x;
+  norm = std::sqrt(norm);
+  if (norm > 0) {
+    for (float& x : out) x = static_cast<float>(x / norm);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<float> VectorProjection::ProjectModel(const std::vector<float>& v) const {
+  return empty() ? v : Project(model_weights, dim, v);
+}
+
+std::vector<float> VectorProjection::ProjectQuery(const std::vector<float>& v) const {
+  return empty() ? v : Project(query_weights, dim, v);
+}
+
 OutcomeRanker::OutcomeRanker(RankerParams params, std::vector<RecordedTask> tasks,
-                             std::map<std::string, std::vector<double>> facts)
-    : params_(std::move(params)), tasks_(std::move(tasks)), facts_(std::move(facts)) {
+                             std::map<std::string, std::vector<double>> facts,
+                             VectorProjection projection)
+    : params_(std::move(params)),
+      projection_(std::move(projection)),
+      tasks_(std::move(tasks)),
+      facts_(std::move(facts)) {
   for (const RecordedTask& t : tasks_) standardised_.push_back(StandardiseOutcomes(t.accuracy));
 }
 
@@ -159,6 +193,12 @@ std::string OutcomeRanker::ToJson() const {
   }
   j["tasks"] = std::move(tasks);
   j["facts"] = facts_;
+  if (!projection_.empty()) {
+    j["projection"] = {{"space", projection_.space},
+                       {"dim", projection_.dim},
+                       {"model_weights", projection_.model_weights},
+                       {"query_weights", projection_.query_weights}};
+  }
   return j.dump();
 }
 
@@ -183,7 +223,20 @@ absl::StatusOr<OutcomeRanker> OutcomeRanker::FromJson(const std::string& text) {
       tasks.push_back(std::move(task));
     }
     auto facts = j.at("facts").get<std::map<std::string, std::vector<double>>>();
-    return OutcomeRanker(std::move(p), std::move(tasks), std::move(facts));
+    VectorProjection projection;
+    if (j.contains("projection")) {
+      const nlohmann::json& pj = j.at("projection");
+      projection.space = pj.value("space", "");
+      projection.dim = pj.at("dim").get<int>();
+      projection.model_weights = pj.at("model_weights").get<std::vector<float>>();
+      projection.query_weights = pj.at("query_weights").get<std::vector<float>>();
+      const size_t expected = static_cast<size_t>(projection.dim) * projection.dim;
+      if (projection.dim <= 0 || projection.model_weights.size() != expected ||
+          projection.query_weights.size() != expected) {
+        return absl::DataLossError("outcome ranker: projection weights do not match its dim");
+      }
+    }
+    return OutcomeRanker(std::move(p), std::move(tasks), std::move(facts), std::move(projection));
   } catch (const std::exception& e) {
     return absl::DataLossError(absl::StrCat("outcome ranker: ", e.what()));
   }

@@ -50,12 +50,28 @@ struct RankerParams {
   std::vector<double> fact_weights = std::vector<double>(kNumModelFacts, 0.0);
 };
 
+// The trained part of the knowledge vectors (the Know2Vec alignment's model-side and query-side
+// encoders, here linear maps on top of the untrained kernel mean embeddings, so that a version
+// re-encodes every model from its stored untrained vector: no model and no grid is recomputed).
+// Empty = untrained similarity.
+struct VectorProjection {
+  std::string space;                  // the knowledge space of the vectors it was trained on
+  int dim = 0;                        // in = out
+  std::vector<float> model_weights;   // [dim, dim] row-major: out = normalise(v W)
+  std::vector<float> query_weights;
+  bool empty() const { return model_weights.empty(); }
+  std::vector<float> ProjectModel(const std::vector<float>& v) const;
+  std::vector<float> ProjectQuery(const std::vector<float>& v) const;
+};
+
 class OutcomeRanker {
  public:
   OutcomeRanker(RankerParams params, std::vector<RecordedTask> tasks,
-                std::map<std::string, std::vector<double>> facts);
+                std::map<std::string, std::vector<double>> facts,
+                VectorProjection projection = {});
 
   const RankerParams& params() const { return params_; }
+  const VectorProjection& projection() const { return projection_; }
   int num_tasks() const { return static_cast<int>(tasks_.size()); }
 
   // Priors of `model_ids` for a query whose stage-1 scores over its models are `stage1` (model id
@@ -78,6 +94,7 @@ class OutcomeRanker {
 
  private:
   RankerParams params_;
+  VectorProjection projection_;
   std::vector<RecordedTask> tasks_;
   std::map<std::string, std::vector<double>> facts_;
   // Per task: standardised accuracies (z over the task's reported models).
@@ -126,6 +143,35 @@ absl::StatusOr<RankerTrainingReport> TrainOutcomeRanker(
     const std::vector<RecordedTask>& tasks, const std::map<std::string, std::vector<double>>& facts,
     const RankerParams* serving, const RankerTrainingOptions& options,
     const std::function<bool()>& cancelled = nullptr);
+
+// Training of the vector projection from outcomes: for each reported query (its untrained query
+// vector and accuracies), the similarity of the projected query and model vectors should order
+// the models like their accuracies. Two losses are tried — the Know2Vec paper's hardest-negative
+// triplet loss (margin 0.2, pairs ordered by accuracy) and a listwise one (ListNet) — each
+// validated by folds over queries; the better is kept if it beats the untrained similarity.
+struct AlignmentTask {
+  std::string query_id;
+  std::vector<float> query_vector;         // untrained, L2-normalised
+  std::map<std::string, double> accuracy;  // model id -> accuracy
+};
+
+struct AlignmentTrainingReport {
+  VectorProjection projection;  // empty unless adopted
+  std::string loss;             // "triplet" or "listwise": the one kept
+  int usable_tasks = 0;
+  int folds = 0;
+  double validation_untrained = 0;  // mean tau_w of the untrained similarity on held-out queries
+  double validation_trained = 0;    // of the projection trained without them (the kept loss)
+  double gain_standard_error = 0;
+  double first_loss = 0, last_loss = 0;
+  bool adopt = false;
+  std::string reason;
+};
+
+absl::StatusOr<AlignmentTrainingReport> TrainVectorAlignment(
+    const std::vector<AlignmentTask>& tasks,
+    const std::map<std::string, std::vector<float>>& model_vectors,
+    const RankerTrainingOptions& options, const std::function<bool()>& cancelled = nullptr);
 
 }  // namespace modeldock::encoder
 

@@ -124,5 +124,65 @@ TEST(OutcomeRankerTrainingTest, RefusesTooFewUsableTasks) {
   EXPECT_NE(report.status().message().find("at least 3 queries"), std::string::npos);
 }
 
+// Accuracy follows a hidden rotation of the query space that the untrained similarity cannot
+// see; the trained projection must find enough of it to rank held-out queries better.
+TEST(VectorAlignmentTrainingTest, LearnsAHiddenAlignmentAndReloadsIdentically) {
+  const int dim = 8, num_models = 24, num_tasks = 12;
+  std::mt19937_64 rng(3);
+  std::normal_distribution<double> normal(0, 1);
+  auto unit = [&] {
+    std::vector<float> v(dim);
+    double n = 0;
+    for (float& x : v) {
+      x = static_cast<float>(normal(rng));
+      n += x * x;
+    }
+    for (float& x : v) x = static_cast<float>(x / std::sqrt(n));
+    return v;
+  };
+  std::map<std::string, std::vector<float>> models;
+  for (int m = 0; m < num_models; ++m) models["m" + std::to_string(m)] = unit();
+  std::vector<AlignmentTask> tasks;
+  for (int t = 0; t < num_tasks; ++t) {
+    AlignmentTask task;
+    task.query_id = "q" + std::to_string(t);
+    task.query_vector = unit();
+    // Hidden alignment: coordinates of the query shifted by one (a permutation).
+    for (const auto& [id, v] : models) {
+      double dot = 0;
+      for (int d = 0; d < dim; ++d) dot += task.query_vector[d] * v[(d + 1) % dim];
+      task.accuracy[id] = 0.6 + 0.1 * dot;
+    }
+    tasks.push_back(std::move(task));
+  }
+  RankerTrainingOptions options;
+  options.steps = 300;
+  options.folds = 4;
+  auto report = TrainVectorAlignment(tasks, models, options);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_LT(report->last_loss, report->first_loss);
+  EXPECT_GT(report->validation_trained, report->validation_untrained + 0.1) << report->reason;
+  ASSERT_TRUE(report->adopt) << report->reason;
+  ASSERT_FALSE(report->projection.empty());
+  // Exported with a version and reloaded: identical vectors.
+  OutcomeRanker ranker(RankerParams{}, {}, {}, report->projection);
+  auto reloaded = OutcomeRanker::FromJson(ranker.ToJson());
+  ASSERT_TRUE(reloaded.ok()) << reloaded.status();
+  for (const auto& [id, v] : models) {
+    EXPECT_EQ(ranker.projection().ProjectModel(v), reloaded->projection().ProjectModel(v));
+  }
+  EXPECT_EQ(ranker.projection().ProjectQuery(tasks[0].query_vector),
+            reloaded->projection().ProjectQuery(tasks[0].query_vector));
+  // Unrelated accuracies: nothing to learn, the untrained vectors are kept.
+  std::uniform_real_distribution<double> uniform(0.4, 0.9);
+  for (AlignmentTask& task : tasks) {
+    for (auto& [id, a] : task.accuracy) a = uniform(rng);
+  }
+  auto noise = TrainVectorAlignment(tasks, models, options);
+  ASSERT_TRUE(noise.ok()) << noise.status();
+  EXPECT_FALSE(noise->adopt) << noise->reason;
+  EXPECT_TRUE(noise->projection.empty());
+}
+
 }  // namespace
 }  // namespace modeldock::encoder

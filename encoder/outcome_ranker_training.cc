@@ -291,4 +291,262 @@ absl::StatusOr<RankerTrainingReport> TrainOutcomeRanker(
   return report;
 }
 
+// ---- The vector projection (Know2Vec-side alignment).
+
+namespace {
+
+constexpr double kTripletMargin = 0.2;       // the Know2Vec paper's margin
+constexpr double kTripletMinGap = 0.01;      // accuracy gap that makes a (better, worse) pair
+constexpr double kProjectionDecay = 1e-2;    // pull toward the identity (= untrained)
+constexpr double kListTemperature = 0.05;    // similarity scale of the listwise loss
+
+enum class AlignmentLoss { kTriplet, kListwise };
+
+struct AlignmentProblem {
+  int dim = 0;
+  std::vector<std::string> models;  // columns
+  torch::Tensor model_vectors;      // [M, dim]
+  torch::Tensor query_vectors;      // [T, dim]
+  torch::Tensor accuracy_z;         // [T, M] standardised accuracy, 0 where missing
+  torch::Tensor mask;               // [T, M]
+  torch::Tensor better;             // [T, M, M]: 1 where acc_i > acc_j + gap (i better than j)
+};
+
+struct Projection {
+  torch::Tensor model_w, query_w;  // [dim, dim]
+};
+
+torch::Tensor Similarities(const AlignmentProblem& p, const Projection& w,
+                           const torch::Tensor& rows) {
+  torch::Tensor q = torch::nn::functional::normalize(
+      torch::matmul(p.query_vectors.index_select(0, rows), w.query_w),
+      torch::nn::functional::NormalizeFuncOptions().dim(1));
+  torch::Tensor m = torch::nn::functional::normalize(
+      torch::matmul(p.model_vectors, w.model_w),
+      torch::nn::functional::NormalizeFuncOptions().dim(1));
+  return torch::matmul(q, m.t());  // [Q, M]
+}
+
+torch::Tensor AlignmentLossOf(const AlignmentProblem& p, const Projection& w,
+                              const std::vector<int64_t>& train, AlignmentLoss kind) {
+  torch::Tensor rows = torch::tensor(train, torch::kLong);
+  torch::Tensor sim = Similarities(p, w, rows);
+  torch::Tensor mask = p.mask.index_select(0, rows);
+  torch::Tensor loss;
+  if (kind == AlignmentLoss::kTriplet) {
+    // For each better model i: the hardest worse model j (highest similarity) must trail it by
+    // the margin.
+    torch::Tensor better = p.better.index_select(0, rows);  // [Q, M, M]
+    torch::Tensor violation = torch::relu(kTripletMargin - sim.unsqueeze(2) + sim.unsqueeze(1));
+    torch::Tensor masked = violation * better;
+    torch::Tensor hardest = std::get<0>(masked.max(2));  // [Q, M]
+    torch::Tensor has_pair = (better.sum(2) > 0).to(torch::kFloat64);
+    loss = (hardest * has_pair).sum() / has_pair.sum().clamp_min(1.0);
+  } else {
+    const double neg = -1e9;
+    torch::Tensor z = p.accuracy_z.index_select(0, rows);
+    torch::Tensor target = torch::softmax(
+        torch::where(mask > 0, z / kTargetTemperature, torch::full_like(z, neg)), 1);
+    torch::Tensor log_p = torch::log_softmax(
+        torch::where(mask > 0, sim / kListTemperature, torch::full_like(sim, neg)), 1);
+    loss = (-(target * log_p * mask).sum(1)).mean();
+  }
+  torch::Tensor eye = torch::eye(p.dim, torch::kFloat64);
+  return loss + kProjectionDecay * ((w.model_w - eye).pow(2).sum() + (w.query_w - eye).pow(2).sum());
+}
+
+struct ProjectionFit {
+  VectorProjection projection;
+  double first_loss = 0, last_loss = 0;
+};
+
+absl::StatusOr<ProjectionFit> FitProjection(const AlignmentProblem& p,
+                                            const std::vector<int64_t>& train, AlignmentLoss kind,
+                                            const RankerTrainingOptions& options,
+                                            const std::function<bool()>& cancelled) {
+  Projection w;
+  w.model_w = torch::eye(p.dim, torch::kFloat64).requires_grad_(true);
+  w.query_w = torch::eye(p.dim, torch::kFloat64).requires_grad_(true);
+  torch::optim::Adam adam({w.model_w, w.query_w}, torch::optim::AdamOptions(1e-3));
+  ProjectionFit fit;
+  for (int step = 0; step < options.steps; ++step) {
+    if (cancelled && cancelled()) return absl::CancelledError("training cancelled");
+    adam.zero_grad();
+    torch::Tensor loss = AlignmentLossOf(p, w, train, kind);
+    if (step == 0) fit.first_loss = loss.item<double>();
+    loss.backward();
+    adam.step();
+    fit.last_loss = loss.item<double>();
+  }
+  fit.projection.dim = p.dim;
+  torch::Tensor mw = w.model_w.detach().to(torch::kFloat32).contiguous();
+  torch::Tensor qw = w.query_w.detach().to(torch::kFloat32).contiguous();
+  fit.projection.model_weights.assign(mw.data_ptr<float>(), mw.data_ptr<float>() + mw.numel());
+  fit.projection.query_weights.assign(qw.data_ptr<float>(), qw.data_ptr<float>() + qw.numel());
+  return fit;
+}
+
+// tau_w of the similarity ranking against the accuracies, per held-out task (plain C++, as
+// served).
+std::vector<double> ValidateProjection(const std::vector<AlignmentTask>& tasks,
+                                       const std::map<std::string, std::vector<float>>& vectors,
+                                       const std::vector<int64_t>& held_out,
+                                       const VectorProjection& projection) {
+  std::vector<double> taus;
+  for (int64_t t : held_out) {
+    const std::vector<float> q = projection.ProjectQuery(tasks[t].query_vector);
+    std::vector<double> sim, acc;
+    for (const auto& [id, a] : tasks[t].accuracy) {
+      auto v = vectors.find(id);
+      if (v == vectors.end()) continue;
+      const std::vector<float> m = projection.ProjectModel(v->second);
+      double dot = 0;
+      for (size_t i = 0; i < q.size() && i < m.size(); ++i) dot += static_cast<double>(q[i]) * m[i];
+      sim.push_back(dot);
+      acc.push_back(a);
+    }
+    taus.push_back(WeightedTau(sim, acc));
+  }
+  return taus;
+}
+
+}  // namespace
+
+absl::StatusOr<AlignmentTrainingReport> TrainVectorAlignment(
+    const std::vector<AlignmentTask>& all_tasks,
+    const std::map<std::string, std::vector<float>>& model_vectors,
+    const RankerTrainingOptions& options, const std::function<bool()>& cancelled) {
+  AlignmentTrainingReport report;
+  if (model_vectors.empty()) {
+    return absl::FailedPreconditionError("no model has a knowledge vector");
+  }
+  const int dim = static_cast<int>(model_vectors.begin()->second.size());
+  std::vector<AlignmentTask> tasks;
+  for (const AlignmentTask& t : all_tasks) {
+    if (static_cast<int>(t.query_vector.size()) != dim) continue;
+    std::map<std::string, double> with_vectors;
+    for (const auto& [id, a] : t.accuracy) {
+      if (model_vectors.count(id)) with_vectors[id] = a;
+    }
+    if (StandardiseOutcomes(with_vectors).empty()) continue;
+    AlignmentTask kept = t;
+    kept.accuracy = std::move(with_vectors);
+    tasks.push_back(std::move(kept));
+  }
+  report.usable_tasks = static_cast<int>(tasks.size());
+  if (tasks.size() < 3) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "aligning knowledge vectors needs outcomes on at least 3 queries with 2+ differing "
+        "models that have vectors; there are %d", report.usable_tasks));
+  }
+  try {
+    torch::manual_seed(options.seed);
+    AlignmentProblem p;
+    p.dim = dim;
+    std::map<std::string, int64_t> column;
+    for (const AlignmentTask& t : tasks) {
+      for (const auto& [id, a] : t.accuracy) column.emplace(id, 0);
+    }
+    for (auto& [id, c] : column) {
+      c = static_cast<int64_t>(p.models.size());
+      p.models.push_back(id);
+    }
+    const int64_t T = static_cast<int64_t>(tasks.size());
+    const int64_t M = static_cast<int64_t>(p.models.size());
+    auto opts = torch::TensorOptions().dtype(torch::kFloat64);
+    p.model_vectors = torch::zeros({M, dim}, opts);
+    p.query_vectors = torch::zeros({T, dim}, opts);
+    p.accuracy_z = torch::zeros({T, M}, opts);
+    p.mask = torch::zeros({T, M}, opts);
+    const bool pairs = static_cast<double>(T) * M * M <= 2e7;
+    p.better = pairs ? torch::zeros({T, M, M}, opts) : torch::zeros({T, 1, 1}, opts);
+    auto mv = p.model_vectors.accessor<double, 2>();
+    auto qv = p.query_vectors.accessor<double, 2>();
+    auto z = p.accuracy_z.accessor<double, 2>();
+    auto mask = p.mask.accessor<double, 2>();
+    auto better = p.better.accessor<double, 3>();
+    for (int64_t m = 0; m < M; ++m) {
+      const std::vector<float>& v = model_vectors.at(p.models[m]);
+      for (int d = 0; d < dim; ++d) mv[m][d] = v[d];
+    }
+    for (int64_t t = 0; t < T; ++t) {
+      for (int d = 0; d < dim; ++d) qv[t][d] = tasks[t].query_vector[d];
+      for (const auto& [id, value] : StandardiseOutcomes(tasks[t].accuracy)) {
+        z[t][column[id]] = value;
+        mask[t][column[id]] = 1;
+      }
+      for (const auto& [i, ai] : tasks[t].accuracy) {
+        if (!pairs) break;
+        for (const auto& [j, aj] : tasks[t].accuracy) {
+          if (ai > aj + kTripletMinGap) better[t][column[i]][column[j]] = 1;
+        }
+      }
+    }
+    std::vector<int64_t> order(T);
+    std::iota(order.begin(), order.end(), 0);
+    std::mt19937_64 rng(options.seed);
+    std::shuffle(order.begin(), order.end(), rng);
+    const int folds = static_cast<int>(std::min<int64_t>(std::max(2, options.folds), T));
+    report.folds = folds;
+    struct Candidate {
+      AlignmentLoss kind;
+      const char* name;
+      std::vector<double> taus;
+    };
+    std::vector<Candidate> candidates = {{AlignmentLoss::kListwise, "listwise", {}}};
+    // The triplet loss compares every ordered pair of a task's models: [T, M, M] values.
+    if (static_cast<double>(T) * M * M <= 2e7) {
+      candidates.insert(candidates.begin(), {AlignmentLoss::kTriplet, "triplet", {}});
+    }
+    std::vector<double> untrained;
+    for (int fold = 0; fold < folds; ++fold) {
+      std::vector<int64_t> train, held_out;
+      for (int64_t i = 0; i < T; ++i) (i % folds == fold ? held_out : train).push_back(order[i]);
+      for (double v : ValidateProjection(tasks, model_vectors, held_out, {})) untrained.push_back(v);
+      for (Candidate& c : candidates) {
+        auto fit = FitProjection(p, train, c.kind, options, cancelled);
+        if (!fit.ok()) return fit.status();
+        for (double v : ValidateProjection(tasks, model_vectors, held_out, fit->projection)) {
+          c.taus.push_back(v);
+        }
+      }
+    }
+    const Candidate* best_candidate = &candidates[0];
+    for (const Candidate& c : candidates) {
+      if (Mean(c.taus) > Mean(best_candidate->taus)) best_candidate = &c;
+    }
+    const Candidate& best = *best_candidate;
+    report.loss = best.name;
+    report.validation_untrained = Mean(untrained);
+    report.validation_trained = Mean(best.taus);
+    std::vector<double> gains(untrained.size());
+    for (size_t i = 0; i < gains.size(); ++i) gains[i] = best.taus[i] - untrained[i];
+    const double gain = Mean(gains);
+    double var = 0;
+    for (double g : gains) var += (g - gain) * (g - gain);
+    report.gain_standard_error =
+        gains.size() > 1 ? std::sqrt(var / static_cast<double>(gains.size() - 1) /
+                                     static_cast<double>(gains.size()))
+                         : 0.0;
+    const double needed = std::max(options.min_gain, report.gain_standard_error);
+    report.adopt = gain > needed;
+    std::vector<int64_t> everything(T);
+    std::iota(everything.begin(), everything.end(), 0);
+    auto final_fit = FitProjection(p, everything, best.kind, options, cancelled);
+    if (!final_fit.ok()) return final_fit.status();
+    report.first_loss = final_fit->first_loss;
+    report.last_loss = final_fit->last_loss;
+    if (report.adopt) report.projection = std::move(final_fit->projection);
+    report.reason = absl::StrFormat(
+        "knowledge-vector similarity, held-out tau_w %.4f trained (%s loss) vs %.4f untrained, "
+        "gain %+.4f +- %.4f over %d queries: %s",
+        report.validation_trained, report.loss, report.validation_untrained, gain,
+        report.gain_standard_error, report.usable_tasks,
+        report.adopt ? "trained vectors kept" : "untrained vectors kept");
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("alignment training failed: ", e.what()));
+  }
+  return report;
+}
+
 }  // namespace modeldock::encoder

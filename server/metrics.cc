@@ -154,6 +154,11 @@ std::string MetricsRegistry::Render(const dock::DockStats& s) const {
   Family(&out, "modeldock_worker_restarts_total", "counter",
          "Model workers killed (limits, cancellation) or lost, and replaced.");
   Sample(&out, "modeldock_worker_restarts_total", "", static_cast<double>(s.worker_restarts));
+  Family(&out, "modeldock_outcome_records", "gauge", "Reported fine-tune outcomes stored.");
+  Sample(&out, "modeldock_outcome_records", "", static_cast<double>(s.outcome_records));
+  Family(&out, "modeldock_serving_alignment", "gauge",
+         "Trained ranker version serving recommendations (0 = untrained).");
+  Sample(&out, "modeldock_serving_alignment", "", static_cast<double>(s.serving_alignment));
   return out;
 }
 

@@ -558,6 +558,10 @@ void ToProto(const dock::AlignmentVersion& v, v1::AlignmentVersion* out) {
   out->set_sharpness(v.sharpness);
   out->set_training_seconds(v.training_seconds);
   out->set_reason(v.reason);
+  out->set_vectors_trained(v.vectors_trained);
+  out->set_vectors_validation_untrained(v.vectors_validation_untrained);
+  out->set_vectors_validation_trained(v.vectors_validation_trained);
+  out->set_vectors_reason(v.vectors_reason);
 }
 
 void ToProto(const dock::TrainingStatus& job, v1::TrainingJob* out) {

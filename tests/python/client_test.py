@@ -88,6 +88,31 @@ class ClientTest(unittest.TestCase):
             self.dock.get("fmnist-footwear-cnn")
         self.assertEqual(e.exception.code, grpc.StatusCode.NOT_FOUND)
 
+    def test_report_train_and_serve_a_version(self):
+        for stem in ("fmnist-tops-cnn", "fmnist-shuffled-cnn", "fmnist-all-mlp"):
+            self.register_demo(stem, name="learn-" + stem)
+        query = os.path.join(DEMO, "query_tops")
+        images = read_idx(os.path.join(query, "query-images-idx3-ubyte"))[:, None]
+        labels = read_idx(os.path.join(query, "query-labels-idx1-ubyte")).astype(np.int64)
+        with self.assertRaises(modeldock.ModelDockError) as e:
+            self.dock.report(images, labels, {"learn-fmnist-tops-cnn": 2.0})
+        self.assertEqual(e.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+        outcomes = {"learn-fmnist-tops-cnn": 0.9, "learn-fmnist-all-mlp": 0.8,
+                    "learn-fmnist-shuffled-cnn": 0.3}
+        for n in (60, 120, 200):  # three queries: different samples
+            stored = self.dock.report(images[:n], labels[:n], outcomes, source="import")
+            self.assertEqual(stored["num_stored"], 3)
+        self.assertGreaterEqual(len(self.dock.records(model="learn-fmnist-tops-cnn")), 3)
+        job = self.dock.train(wait=True)
+        self.assertEqual(job["state"], "done", job["message"])
+        self.dock.use_alignment(job["version"])
+        self.assertEqual(self.dock.alignments()["serving_version"], job["version"])
+        served = self.dock.recommend(images, labels=labels, metric="none", top=3)
+        self.assertEqual(served.alignment_version, job["version"])
+        self.assertIsNotNone(served[0].prior)
+        self.dock.use_alignment(0)
+        self.assertIsNone(self.dock.recommend(images, labels=labels, metric="none")[0].prior)
+
     def test_errors_carry_the_grpc_code(self):
         with self.assertRaises(modeldock.ModelDockError) as e:
             self.dock.get("no-such-model")

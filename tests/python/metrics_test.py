@@ -71,8 +71,9 @@ class MetricsTest(unittest.TestCase):
         self.dock.register(os.path.join(demo, "fmnist-tops-cnn.pt"), name=meta["name"],
                            input_shape=meta["input_shape"], labels=meta["class_labels"])
         import numpy as np
-        self.dock.recommend(np.random.default_rng(0).random((8, 1, 28, 28), dtype=np.float32),
-                            labels=[0, 1] * 4)
+        samples = np.random.default_rng(0).random((8, 1, 28, 28), dtype=np.float32)
+        self.dock.recommend(samples, labels=[0, 1] * 4)
+        self.dock.report(samples, [0, 1] * 4, {meta["name"]: 0.75})
         after = scrape(self.port)
 
         def moved(name, **labels):
@@ -103,6 +104,8 @@ class MetricsTest(unittest.TestCase):
         self.assertEqual(value(after, "modeldock_workers"), 1)
         self.assertGreaterEqual(moved("modeldock_worker_jobs_total"), 3)  # admit, probe, run
         self.assertEqual(moved("modeldock_cache_requests_total", cache="outputs", result="miss"), 1)
+        self.assertEqual(moved("modeldock_outcome_records"), 1)
+        self.assertEqual(value(after, "modeldock_serving_alignment"), 0)
 
     def test_only_metrics_is_served(self):
         with self.assertRaises(urllib.error.HTTPError) as e:

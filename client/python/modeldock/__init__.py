@@ -16,7 +16,7 @@ Errors are raised as modeldock.ModelDockError carrying the gRPC status code.
 import hashlib
 import os
 from dataclasses import dataclass, field
-from typing import Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import grpc
 import numpy as np
@@ -78,6 +78,7 @@ class Recommendation:
     stage2_score: float
     scored: bool
     reason: str
+    prior: Optional[float] = None  # outcome prior of the serving trained version
 
 
 @dataclass
@@ -91,6 +92,7 @@ class RecommendResult:
     label_source: str
     warnings: List[str]
     total_millis: float
+    alignment_version: int = 0  # the trained ranker version that ranked it (0 = untrained)
 
     def __iter__(self):
         return iter(self.results)
@@ -226,29 +228,15 @@ class Client:
         metric: fusion (default), tmi, logme, leep, nce, hscore, shrinkage_hscore, gbc, sfda,
         none.
         """
-        samples = np.asarray(samples)
-        if samples.ndim not in (2, 4):
-            raise ValueError(f"samples must be [N, C, H, W] or [N, F], got shape {samples.shape}")
-        if samples.dtype == np.uint8 and samples.ndim == 4:
-            encoding, data = pb.SAMPLE_ENCODING_UINT8, samples.tobytes()
-        else:
-            encoding = pb.SAMPLE_ENCODING_FLOAT32
-            data = np.ascontiguousarray(samples, dtype="<f4").tobytes()
-        header = pb.RecommendHeader(
-            top_k=top, num_candidates=candidates, brute_force=brute_force,
-            latency_budget_ms=budget_ms, sample_shape=list(samples.shape[1:]),
-            num_samples=samples.shape[0], encoding=encoding, class_names=list(class_names),
-            task=pb.TASK_KIND_IMAGE_CLASSIFICATION if samples.ndim == 4
-            else pb.TASK_KIND_TABULAR_CLASSIFICATION)
+        header, data = _dataset_header(samples, labels, class_names)
+        header.top_k = top
+        header.num_candidates = candidates
+        header.brute_force = brute_force
+        header.latency_budget_ms = budget_ms
         if metric is not None:
             if metric not in _METRICS:
                 raise ValueError(f"unknown metric '{metric}'; one of {sorted(_METRICS)}")
             header.metric = _METRICS[metric]
-        if labels is not None:
-            labels = np.asarray(labels)
-            if labels.shape != (samples.shape[0],):
-                raise ValueError(f"labels must be [N] = [{samples.shape[0]}], got {labels.shape}")
-            header.labels.extend(int(v) for v in labels)
 
         def messages():
             yield pb.RecommendRequest(header=header)
@@ -261,9 +249,101 @@ class Client:
             rank=x.rank, name=x.model.spec.name, model_id=x.model.id, score=x.score,
             similarity=x.similarity,
             stage1_score=x.stage1_score if x.HasField("stage1_score") else None,
-            stage2_score=x.stage2_score, scored=x.scored, reason=x.reason) for x in r.results]
+            stage2_score=x.stage2_score, scored=x.scored, reason=x.reason,
+            prior=x.prior if x.HasField("prior") else None) for x in r.results]
         mode = pb.RecommendMode.Name(r.mode)[len("RECOMMEND_MODE_"):].lower()
         return RecommendResult(results=results, mode=mode, mode_reason=r.mode_reason,
                                num_scored=r.num_scored, num_compatible=r.num_compatible,
                                label_source=r.label_source, warnings=list(r.warnings),
-                               total_millis=r.timings.total_millis)
+                               total_millis=r.timings.total_millis,
+                               alignment_version=r.alignment_version)
+
+    # -- learning from outcomes ----------------------------------------------------------------
+
+    def report(self, samples, labels, outcomes: Dict[str, float],
+               source: str = "finetune") -> Dict[str, object]:
+        """Tells the dock how models fine-tuned on this dataset did.
+
+        outcomes: {model name or id: accuracy in [0, 1]}. source: "finetune" (you measured it)
+        or "import" (bulk). The dock keeps class prototypes and its stage-1 view, not samples.
+        Returns query_id, num_stored, total_records, total_queries.
+        """
+        if source not in ("finetune", "import"):
+            raise ValueError("source must be 'finetune' or 'import'")
+        dataset, data = _dataset_header(samples, labels, ())
+        header = pb.ReportOutcomeHeader(
+            dataset=dataset,
+            outcomes=[pb.Outcome(model=m, accuracy=float(a)) for m, a in outcomes.items()],
+            source=pb.OUTCOME_SOURCE_IMPORT if source == "import" else pb.OUTCOME_SOURCE_FINETUNE)
+
+        def messages():
+            yield pb.ReportOutcomeRequest(header=header)
+            for start in range(0, len(data), _CHUNK):
+                yield pb.ReportOutcomeRequest(chunk=data[start:start + _CHUNK])
+
+        r = _call(self._stub.ReportOutcome, messages(), timeout=self._timeout,
+                  metadata=self._metadata)
+        return {"query_id": r.query_id, "num_stored": r.num_stored,
+                "total_records": r.total_records, "total_queries": r.total_queries}
+
+    def records(self, model: str = "", limit: int = 100) -> List[Dict[str, object]]:
+        """Reported outcomes, newest first."""
+        r = _call(self._stub.ListRecords, pb.ListRecordsRequest(model=model, limit=limit),
+                  timeout=self._timeout, metadata=self._metadata)
+        return [{"id": x.id, "query_id": x.query_id, "model": x.model_name,
+                 "model_id": x.model_id, "accuracy": x.accuracy,
+                 "source": "import" if x.source == pb.OUTCOME_SOURCE_IMPORT else "finetune"}
+                for x in r.records]
+
+    def train(self, wait: bool = True) -> Dict[str, object]:
+        """Trains a new ranker version from the records (admin). With wait, returns its
+        validation figures; it serves only if it beat the serving version on held-out queries."""
+        r = _call(self._stub.TrainAlignment, pb.TrainAlignmentRequest(wait=wait),
+                  timeout=self._timeout, metadata=self._metadata)
+        job = r.job
+        state = pb.TrainingState.Name(job.state)[len("TRAINING_STATE_"):].lower()
+        out = {"state": state, "message": job.message}
+        if state == "done":
+            out.update(version=job.result.version, adopted=job.result.adopted,
+                       validation_untrained=job.result.validation_untrained,
+                       validation_serving=job.result.validation_serving,
+                       validation_trained=job.result.validation_trained)
+        return out
+
+    def alignments(self) -> Dict[str, object]:
+        """Trained versions and which one serves (0 = untrained)."""
+        r = _call(self._stub.ListAlignments, pb.ListAlignmentsRequest(), timeout=self._timeout,
+                  metadata=self._metadata)
+        return {"serving_version": r.serving_version,
+                "versions": [{"version": v.version, "adopted": v.adopted, "serving": v.serving,
+                              "num_queries": v.num_queries,
+                              "validation_trained": v.validation_trained,
+                              "validation_serving": v.validation_serving} for v in r.versions]}
+
+    def use_alignment(self, version: int) -> None:
+        """Serves `version` from the next recommendation on (admin; 0 = untrained)."""
+        _call(self._stub.UseAlignment, pb.UseAlignmentRequest(version=version),
+              timeout=self._timeout, metadata=self._metadata)
+
+
+def _dataset_header(samples, labels, class_names):
+    """A RecommendHeader describing the dataset (shape, labels, encoding) and its bytes."""
+    samples = np.asarray(samples)
+    if samples.ndim not in (2, 4):
+        raise ValueError(f"samples must be [N, C, H, W] or [N, F], got shape {samples.shape}")
+    if samples.dtype == np.uint8 and samples.ndim == 4:
+        encoding, data = pb.SAMPLE_ENCODING_UINT8, samples.tobytes()
+    else:
+        encoding = pb.SAMPLE_ENCODING_FLOAT32
+        data = np.ascontiguousarray(samples, dtype="<f4").tobytes()
+    header = pb.RecommendHeader(
+        sample_shape=list(samples.shape[1:]), num_samples=samples.shape[0], encoding=encoding,
+        class_names=list(class_names),
+        task=pb.TASK_KIND_IMAGE_CLASSIFICATION if samples.ndim == 4
+        else pb.TASK_KIND_TABULAR_CLASSIFICATION)
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (samples.shape[0],):
+            raise ValueError(f"labels must be [N] = [{samples.shape[0]}], got {labels.shape}")
+        header.labels.extend(int(v) for v in labels)
+    return header, data
