@@ -356,7 +356,7 @@ TEST_F(LearningTest, SwitchOverUnderConcurrentRecommendationsNeverMixesVersions)
   EXPECT_EQ(errors.load(), 0);
   EXPECT_EQ(mixed.load(), 0) << "an answer mixed two versions or reported the wrong one";
   EXPECT_EQ(answers.load(), 24);
-  EXPECT_GT(switches.load(), 10);
+  EXPECT_GE(switches.load(), 2);  // both directions happened while the clients ran
 }
 
 // A version carrying a projection of the knowledge vectors serves them from its own index,

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <numeric>
 #include <random>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -17,6 +18,10 @@ namespace {
 // ListNet's top-one targets are softmax(z_accuracy / kTargetTemperature) over a task's models.
 constexpr double kTargetTemperature = 0.5;
 constexpr double kFactWeightDecay = 1e-3;
+// Share of models treated as never reported (cold start) while training and validating: a dock
+// always holds models without outcomes, and their facts-only prior must sit right among the
+// warm models' outcome priors.
+constexpr double kColdFraction = 0.25;
 
 double InverseSoftplus(double y) { return std::log(std::expm1(y)); }
 
@@ -111,8 +116,9 @@ Parameters InitialParameters() {
 
 // Mean ListNet loss over the tasks in `targets`, their priors computed from the tasks in
 // `sources` (leave-one-out: a task never informs its own prior).
+// `cold` [Q, M]: 1 where a model is scored as if it had no outcomes at all (its facts prediction).
 torch::Tensor Loss(const Problem& problem, const Parameters& params, const torch::Tensor& sources,
-                   const std::vector<int64_t>& targets) {
+                   const std::vector<int64_t>& targets, const torch::Tensor& cold) {
   const torch::Tensor weight = torch::softplus(params.raw_weight);
   const torch::Tensor shrinkage = torch::exp(params.log_shrinkage);
   const torch::Tensor sharpness = torch::softplus(params.raw_sharpness);
@@ -126,7 +132,8 @@ torch::Tensor Loss(const Problem& problem, const Parameters& params, const torch
   torch::Tensor num = torch::matmul(task_weight, problem.outcome_z * problem.outcome_mask) +
                       shrinkage * predicted.unsqueeze(0);
   torch::Tensor den = torch::matmul(task_weight, problem.outcome_mask) + shrinkage;
-  torch::Tensor prior = num / den;
+  torch::Tensor prior =
+      torch::where(cold > 0, predicted.unsqueeze(0).expand_as(num), num / den);
   torch::Tensor score = problem.base.index_select(0, index) + weight * prior;  // [Q, M]
   torch::Tensor mask = problem.outcome_mask.index_select(0, index);
   torch::Tensor z = problem.outcome_z.index_select(0, index);
@@ -150,11 +157,18 @@ absl::StatusOr<FitResult> Fit(const Problem& problem, const std::vector<int64_t>
   for (int64_t t : train) sources[t] = 1.0;
   Parameters params = InitialParameters();
   torch::optim::Adam adam(params.all(), torch::optim::AdamOptions(options.learning_rate));
+  torch::manual_seed(options.seed);
+  const int64_t num_models = problem.outcome_z.size(1);
   FitResult out;
   for (int step = 0; step < options.steps; ++step) {
     if (cancelled && cancelled()) return absl::CancelledError("training cancelled");
     adam.zero_grad();
-    torch::Tensor loss = Loss(problem, params, sources, train);
+    // A fresh set of cold models every step (like dropout), so no particular split is learned.
+    torch::Tensor cold =
+        (torch::rand({static_cast<int64_t>(train.size()), num_models}, torch::kFloat64) <
+         kColdFraction)
+            .to(torch::kFloat64);
+    torch::Tensor loss = Loss(problem, params, sources, train, cold);
     if (step == 0) out.first_loss = loss.item<double>();
     loss.backward();
     adam.step();
@@ -166,12 +180,17 @@ absl::StatusOr<FitResult> Fit(const Problem& problem, const std::vector<int64_t>
 
 // tau_w on each task of `held_out` of the ranker with `params` built on the `train` tasks, against
 // the held-out tasks' accuracies (over their reported models).
+// `cold`: models whose outcomes are removed from the training tasks (never reported).
 std::vector<double> Validate(const std::vector<RecordedTask>& tasks,
                              const std::map<std::string, std::vector<double>>& facts,
                              const std::vector<int64_t>& train, const std::vector<int64_t>& held_out,
-                             const RankerParams& params) {
+                             const std::set<std::string>& cold, const RankerParams& params) {
   std::vector<RecordedTask> sources;
-  for (int64_t t : train) sources.push_back(tasks[t]);
+  for (int64_t t : train) {
+    RecordedTask source = tasks[t];
+    for (const std::string& id : cold) source.accuracy.erase(id);
+    sources.push_back(std::move(source));
+  }
   OutcomeRanker ranker(params, std::move(sources), facts);
   std::vector<double> taus;
   for (int64_t t : held_out) {
@@ -248,11 +267,22 @@ absl::StatusOr<RankerTrainingReport> TrainOutcomeRanker(
       std::sort(train.begin(), train.end());
       auto fit = Fit(problem, train, options, cancelled);
       if (!fit.ok()) return fit.status();
-      for (double v : Validate(tasks, facts, train, held_out, untrained)) tau_untrained.push_back(v);
-      for (double v : Validate(tasks, facts, train, held_out, serving ? *serving : untrained)) {
+      // A quarter of the models count as never reported in this fold (cold start).
+      std::set<std::string> cold;
+      std::mt19937_64 cold_rng(options.seed + 7919 * (fold + 1));
+      std::uniform_real_distribution<double> uniform(0, 1);
+      for (const std::string& id : problem.models) {
+        if (uniform(cold_rng) < kColdFraction) cold.insert(id);
+      }
+      for (double v : Validate(tasks, facts, train, held_out, cold, untrained)) {
+        tau_untrained.push_back(v);
+      }
+      for (double v : Validate(tasks, facts, train, held_out, cold, serving ? *serving : untrained)) {
         tau_serving.push_back(v);
       }
-      for (double v : Validate(tasks, facts, train, held_out, fit->params)) tau_trained.push_back(v);
+      for (double v : Validate(tasks, facts, train, held_out, cold, fit->params)) {
+        tau_trained.push_back(v);
+      }
     }
     report.validation_untrained = Mean(tau_untrained);
     report.validation_serving = Mean(tau_serving);

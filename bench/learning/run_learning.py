@@ -273,7 +273,7 @@ class Runner:
                     if not isinstance(version, int) or version <= 0:
                         self.warnings.add(f"`train --wait --json` gave version {version!r}")
                         version = None
-                exp["alignments"], _ = self.cli(addr, ["alignments"], name)
+                self.cli(addr, ["alignments"], name)  # kept in the raw file only
             exp["version"] = version
             exp["adopted"] = bool(exp.get("train", {}).get("adopted")) if version else False
             variants = ([("trained", version)] if version else []) + [("untrained", 0)]
@@ -422,19 +422,21 @@ def summarize_cv(folds):
                                   if rows else None)
             if rows:
                 out[pipe][variant]["tasks"] = len(rows)
-        diffs = {}
-        for m in ("tau_w", "rel@1", "tau_w_warm", "tau_w_cold"):
-            d = []
-            for e in folds:
-                for t in e["test_tasks"]:
-                    a, b = _variant_eval(e, "trained", t, pipe), _variant_eval(e, "untrained", t, pipe)
-                    if a and b and not (np.isnan(a[m]) or np.isnan(b[m])):
-                        d.append(a[m] - b[m])
-            diffs[m] = {"mean": _nanmean(d), "better": sum(x > 1e-9 for x in d),
-                        "worse": sum(x < -1e-9 for x in d), "tasks": len(d)}
-            if m == "tau_w" and len(d) >= 5 and any(abs(x) > 1e-12 for x in d):
-                diffs[m]["wilcoxon_p"] = float(stats.wilcoxon(d).pvalue)
-        out[pipe]["trained_minus_untrained"] = diffs
+        for variant in ("trained", "served"):
+            diffs = {}
+            for m in ("tau_w", "rel@1", "tau_w_warm", "tau_w_cold"):
+                d = []
+                for e in folds:
+                    for t in e["test_tasks"]:
+                        a = _variant_eval(e, variant, t, pipe)
+                        b = _variant_eval(e, "untrained", t, pipe)
+                        if a and b and not (np.isnan(a[m]) or np.isnan(b[m])):
+                            d.append(a[m] - b[m])
+                diffs[m] = {"mean": _nanmean(d), "better": sum(x > 1e-9 for x in d),
+                            "worse": sum(x < -1e-9 for x in d), "tasks": len(d)}
+                if m == "tau_w" and len(d) >= 5 and any(abs(x) > 1e-12 for x in d):
+                    diffs[m]["wilcoxon_p"] = float(stats.wilcoxon(d).pvalue)
+            out[pipe][f"{variant}_minus_untrained"] = diffs
     return out
 
 
@@ -464,33 +466,27 @@ def summarize_curve(exps):
     return out
 
 
-# Columns of the versions table (train JSON fields, also when nested, e.g. under "result").
-VERSION_FIELDS = ["num_queries", "num_records", "folds", "validation_untrained",
-                  "validation_serving", "validation_trained", "weight", "shrinkage", "sharpness",
-                  "training_seconds"]
+# Columns of the versions table: these first (when the train JSON has them), then any other
+# number or flag of the version; its *reason fields are listed under the table.
+VERSION_FIELDS = ["num_queries", "folds", "validation_untrained", "validation_trained", "weight",
+                  "shrinkage", "sharpness", "training_seconds"]
+VERSION_SKIP = {"version", "adopted", "serving", "created", "num_records", "validation_serving"}
+
+
+def _version_json(train):
+    """The version's fields: `result` of `train --wait --json` (else its top level)."""
+    train = train or {}
+    return train["result"] if isinstance(train.get("result"), dict) else train
 
 
 def _version_fields(train):
-    flat = _flat_numbers(train)
-    out = {}
-    for k, v in flat.items():
-        short = k.rsplit(".", 1)[-1]
-        if short in VERSION_FIELDS and short not in out:
-            out[short] = v
-    return out if out else flat
+    return {k: v for k, v in _version_json(train).items()
+            if k not in VERSION_SKIP and isinstance(v, (bool, int, float))}
 
 
-def _flat_numbers(d, prefix=""):
-    """Numeric fields of the train JSON (one level of nesting), for the tables."""
-    out = {}
-    for k, v in (d or {}).items():
-        if isinstance(v, bool) or k == "version":
-            continue
-        if isinstance(v, (int, float)):
-            out[prefix + k] = v
-        elif isinstance(v, dict) and not prefix:
-            out.update(_flat_numbers(v, k + "."))
-    return out
+def _version_reasons(train):
+    return {k: v for k, v in _version_json(train).items()
+            if k.endswith("reason") and isinstance(v, str) and v}
 
 
 # --------------------------------------------------------------------------- markdown
@@ -546,30 +542,40 @@ def markdown(res):
                     continue
                 L.append(f"| {pipe} | {variant.replace('_', ' ')} | " +
                          " | ".join(_f(r[m]) for m in MEASURES) + " |")
-        L += ["", "Trained minus untrained, per test task:", "",
-              "| pipeline | measure | mean difference | better | worse | tasks | Wilcoxon p |",
-              "|---|---|---|---|---|---|---|"]
+        L += ["", "Trained (and served) minus untrained, per test task (`better`/`worse`: tasks; "
+              "Wilcoxon signed-rank p over the tasks):", "",
+              "| pipeline | ranking | measure | mean difference | better | worse | tasks | Wilcoxon p |",
+              "|---|---|---|---|---|---|---|---|"]
         for pipe in PIPELINES:
-            for m, d in cvs[pipe]["trained_minus_untrained"].items():
-                L.append(f"| {pipe} | {m} | {_f(d['mean'], 4)} | {d['better']} | {d['worse']} | "
-                         f"{d['tasks']} | {_f(d.get('wilcoxon_p'), 3) if 'wilcoxon_p' in d else '-'} |")
+            for variant in ("trained", "served"):
+                for m, d in cvs[pipe].get(f"{variant}_minus_untrained", {}).items():
+                    p = _f(d.get("wilcoxon_p"), 3) if "wilcoxon_p" in d else "-"
+                    L.append(f"| {pipe} | {variant} | {m} | {_f(d['mean'], 4)} | {d['better']} | "
+                             f"{d['worse']} | {d['tasks']} | {p} |")
         # Versions trained per fold.
-        found = {k for e in z["cv"] for k in _version_fields(e.get("train"))}
-        nums = [k for k in VERSION_FIELDS if k in found] + sorted(found - set(VERSION_FIELDS))
-        cols = ["fold", "training tasks", "reported outcomes", "version", "adopted", *nums,
-                "reason", "train s"]
-        L += ["", "Versions trained (one per fold; figures from `train --wait --json`):", "",
-              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        found = []
         for e in z["cv"]:
-            t = e.get("train") or {}
-            fl = _version_fields(t)
-            reason = t.get("reason") or e.get("train_error") or ""
+            found += [k for k in _version_fields(e.get("train")) if k not in found]
+        nums = [k for k in VERSION_FIELDS if k in found] + [k for k in found if k not in VERSION_FIELDS]
+        cols = ["fold", "training tasks", "reported outcomes", "version", "adopted", *nums]
+        L += ["", "Versions trained (one per fold; figures from `train --wait --json`; validation "
+              "= the server's own held-out tau_w over the reported tasks):", "",
+              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        reasons = []
+        for e in z["cv"]:
+            fl = _version_fields(e.get("train"))
+            cell = lambda v: (_f(v, 4) if isinstance(v, float) else  # noqa: E731
+                              ("yes" if v else "no") if isinstance(v, bool) else str(v))
             cells = [e["fold"], len(e["train_tasks"]), e.get("num_records", "?"),
                      e.get("version") or "-", "yes" if e.get("adopted") else "no",
-                     *(_f(fl.get(k), 4) if isinstance(fl.get(k), float) else fl.get(k, "")
-                       for k in nums),
-                     reason.replace("|", "/"), e.get("train_wall_seconds", "")]
+                     *(cell(fl[k]) if k in fl else "" for k in nums)]
             L.append("| " + " | ".join(str(c) for c in cells) + " |")
+            rs = _version_reasons(e.get("train"))
+            if e.get("train_error"):
+                rs = {"error": e["train_error"]}
+            reasons += [f"- fold {e['fold']} {k}: {v}" for k, v in rs.items()]
+        if reasons:
+            L += [""] + reasons
         L += ["", "tau_w per test task (cross-validation):", "",
               "| task | fold | stage1 untrained | stage1 trained | default untrained | default trained |",
               "|---|---|---|---|---|---|"]
@@ -655,6 +661,16 @@ def run_zoo(args, bins, zoo, work):
                 seen.setdefault(key, set()).add(round(ev["measures"]["tau_w"], 9))
     out["untrained_varies"] = sorted(k.split("/", 1)[1] for k, v in seen.items() if len(v) > 1)
     return out, runner.warnings
+
+
+def _rounded(obj, digits=6):
+    if isinstance(obj, float):
+        return round(obj, digits) if np.isfinite(obj) else obj
+    if isinstance(obj, dict):
+        return {k: _rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_rounded(v, digits) for v in obj]
+    return obj
 
 
 def _git_modified():
@@ -753,7 +769,7 @@ def main():
         else:
             print(f"kept {work}")
     with open(os.path.join(args.out_dir, "results.json"), "w") as f:
-        json.dump(res, f, indent=1)
+        json.dump(_rounded(res), f, indent=1)
     md = markdown(res)
     with open(os.path.join(args.out_dir, "results.md"), "w") as f:
         f.write(md)
