@@ -16,7 +16,8 @@
 //                / (sum_{t: m has an outcome in t} w_qt + shrinkage)
 //
 // The parameters (weight, shrinkage, sharpness, fact_weights) are trained with LibTorch on the
-// records (a listwise loss, leave-one-task-out priors), validated by folds over tasks, and kept
+// records (a pairwise loss weighted like weighted Kendall tau, leave-one-task-out priors,
+// simulated cold models), validated by folds over tasks, and kept
 // with a frozen copy of the records they were trained on, so that a version always ranks the
 // same way. This header has no torch types; TrainOutcomeRanker runs in outcome_ranker_training.cc.
 #ifndef MODELDOCK_ENCODER_OUTCOME_RANKER_H_

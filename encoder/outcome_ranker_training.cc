@@ -15,8 +15,11 @@
 namespace modeldock::encoder {
 namespace {
 
-// ListNet's top-one targets are softmax(z_accuracy / kTargetTemperature) over a task's models.
+// ListNet's top-one targets are softmax(z_accuracy / kTargetTemperature) over a task's models
+// (the listwise loss of the vector alignment; the ranker's own loss is pairwise, below).
 constexpr double kTargetTemperature = 0.5;
+// Pull of the prior's weight toward 0 (= the untrained ranking).
+constexpr double kWeightDecay = 1e-2;
 constexpr double kFactWeightDecay = 1e-3;
 // Share of models treated as never reported (cold start) while training and validating: a dock
 // always holds models without outcomes, and their facts-only prior must sit right among the
@@ -33,6 +36,10 @@ struct Problem {
   torch::Tensor base;          // [T, M] standardised stage-1 score over the task's snapshot
   torch::Tensor similarity;    // [T, T] TaskSimilarity, 0 on the diagonal
   torch::Tensor facts;         // [M, kNumModelFacts]
+  // [T, M, M]: for i more accurate than j in task t, the weight weighted Kendall tau gives the
+  // pair (1/(r_i+1) + 1/(r_j+1), r = rank by accuracy from 0); else 0. Empty on very large
+  // records (the loss then falls back to ListNet).
+  torch::Tensor pair_weight;
 };
 
 Problem BuildProblem(const std::vector<RecordedTask>& tasks,
@@ -77,6 +84,24 @@ Problem BuildProblem(const std::vector<RecordedTask>& tasks,
     }
     for (int64_t u = 0; u < T; ++u) {
       if (u != t) sim[t][u] = TaskSimilarity(tasks[t].stage1, tasks[u].stage1);
+    }
+  }
+  // The pairwise loss is a smooth stand-in for weighted Kendall tau, the measure training is
+  // validated and judged by.
+  if (static_cast<double>(T) * M * M <= 2e7) {
+    p.pair_weight = torch::zeros({T, M, M}, opts);
+    auto pw = p.pair_weight.accessor<double, 3>();
+    for (int64_t t = 0; t < T; ++t) {
+      std::vector<std::pair<double, int64_t>> ranked;
+      for (const auto& [id, a] : tasks[t].accuracy) ranked.push_back({a, column[id]});
+      std::sort(ranked.begin(), ranked.end(),
+                [](const auto& a, const auto& b) { return a.first > b.first; });
+      for (size_t i = 0; i < ranked.size(); ++i) {
+        for (size_t j = i + 1; j < ranked.size(); ++j) {
+          if (ranked[i].first <= ranked[j].first) continue;  // ties carry no order
+          pw[t][ranked[i].second][ranked[j].second] = 1.0 / (i + 1.0) + 1.0 / (j + 1.0);
+        }
+      }
     }
   }
   for (int64_t m = 0; m < M; ++m) {
@@ -135,6 +160,15 @@ torch::Tensor Loss(const Problem& problem, const Parameters& params, const torch
   torch::Tensor prior =
       torch::where(cold > 0, predicted.unsqueeze(0).expand_as(num), num / den);
   torch::Tensor score = problem.base.index_select(0, index) + weight * prior;  // [Q, M]
+  const torch::Tensor penalty = kFactWeightDecay * params.fact_weights.pow(2).sum() +
+                                kWeightDecay * weight.pow(2).sum();
+  if (problem.pair_weight.defined()) {
+    // Weighted pairwise logistic loss: softplus(-(s_i - s_j)) for i more accurate than j.
+    torch::Tensor pw = problem.pair_weight.index_select(0, index);  // [Q, M, M]
+    torch::Tensor margin = score.unsqueeze(2) - score.unsqueeze(1);
+    torch::Tensor per_pair = torch::softplus(-margin) * pw;
+    return per_pair.sum() / pw.sum().clamp_min(1e-12) + penalty;
+  }
   torch::Tensor mask = problem.outcome_mask.index_select(0, index);
   torch::Tensor z = problem.outcome_z.index_select(0, index);
   const double neg = -1e9;
@@ -142,7 +176,7 @@ torch::Tensor Loss(const Problem& problem, const Parameters& params, const torch
       torch::softmax(torch::where(mask > 0, z / kTargetTemperature, torch::full_like(z, neg)), 1);
   torch::Tensor log_p = torch::log_softmax(torch::where(mask > 0, score, torch::full_like(score, neg)), 1);
   torch::Tensor per_task = -(target * log_p * mask).sum(1);
-  return per_task.mean() + kFactWeightDecay * params.fact_weights.pow(2).sum();
+  return per_task.mean() + penalty;
 }
 
 struct FitResult {
