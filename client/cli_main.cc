@@ -152,6 +152,8 @@ json ModelToJson(const v1::Model& model) {
               {"version", spec.version()},
               {"description", spec.description()},
               {"task", TaskName(spec.task())},
+              {"kind", spec.kind() == v1::MODEL_KIND_FEATURE_EXTRACTOR ? "feature_extractor"
+                                                                       : "classifier"},
               {"input_shape", std::vector<int64_t>(spec.input_shape().begin(),
                                                    spec.input_shape().end())},
               {"class_labels", std::vector<std::string>(spec.class_labels().begin(),
@@ -196,8 +198,11 @@ void PrintModel(const v1::Model& model) {
       {"description:", spec.description()},
       {"task:", TaskName(spec.task())},
       {"input shape:", FormatShape(spec.input_shape())},
-      {"classes:", absl::StrCat(spec.class_labels_size(), " (",
-                                absl::StrJoin(spec.class_labels(), ", "), ")")},
+      {"classes:", spec.kind() == v1::MODEL_KIND_FEATURE_EXTRACTOR
+                       ? absl::StrCat("none (feature extractor: forward returns ",
+                                      model.feature_dim(), "-d features)")
+                       : absl::StrCat(spec.class_labels_size(), " (",
+                                      absl::StrJoin(spec.class_labels(), ", "), ")")},
       {"license:", spec.license()},
       {"tags:", absl::StrJoin(spec.tags(), ", ")},
       {"state:", StateName(model.state())},
@@ -227,6 +232,7 @@ struct RegisterFlags {
   std::string task;
   std::string metadata;
   bool no_wait = false;
+  bool feature_extractor = false;
 };
 
 // --labels: "@FILE", or an existing file path (one label per line), or a comma list.
@@ -281,6 +287,14 @@ std::string LoadMetadata(const std::string& path, v1::ModelSpec* spec) {
       for (const auto& label : meta["class_labels"].get<std::vector<std::string>>()) {
         spec->add_class_labels(label);
       }
+    }
+    if (meta.contains("kind")) {
+      const std::string kind = meta["kind"].get<std::string>();
+      if (kind != "classifier" && kind != "feature_extractor") {
+        return absl::StrCat(path, ": kind must be \"classifier\" or \"feature_extractor\"");
+      }
+      spec->set_kind(kind == "feature_extractor" ? v1::MODEL_KIND_FEATURE_EXTRACTOR
+                                                 : v1::MODEL_KIND_CLASSIFIER);
     }
     if (meta.contains("tags")) {
       spec->clear_tags();
@@ -356,8 +370,14 @@ int RunRegister(const GlobalFlags& global, const RegisterFlags& flags, client::C
   if (spec.input_shape().empty()) {
     return UsageError("register needs --input-shape, e.g. 1,28,28 (or \"input_shape\" in --metadata)");
   }
-  if (spec.class_labels().empty()) {
-    return UsageError("register needs --labels (or \"class_labels\" in --metadata)");
+  if (flags.feature_extractor) spec.set_kind(v1::MODEL_KIND_FEATURE_EXTRACTOR);
+  const bool extractor = spec.kind() == v1::MODEL_KIND_FEATURE_EXTRACTOR;
+  if (extractor && !spec.class_labels().empty()) {
+    return UsageError("a feature extractor has no --labels (its forward returns features)");
+  }
+  if (!extractor && spec.class_labels().empty()) {
+    return UsageError("register needs --labels (or \"class_labels\" in --metadata), or "
+                      "--feature-extractor for a headless model");
   }
   if (!std::filesystem::is_regular_file(flags.file) || !std::ifstream(flags.file)) {
     return UsageError(absl::StrCat("cannot read model file ", flags.file));
@@ -391,6 +411,9 @@ int RunRegister(const GlobalFlags& global, const RegisterFlags& flags, client::C
   } else {
     std::cout << model.spec().name() << ": " << StateName(model.state());
     if (model.has_embed()) std::cout << " (embed " << model.feature_dim() << "-d)";
+    if (model.spec().kind() == v1::MODEL_KIND_FEATURE_EXTRACTOR) {
+      std::cout << " (feature extractor, " << model.feature_dim() << "-d)";
+    }
     if (!model.state_reason().empty()) std::cout << ": " << model.state_reason();
     std::cout << "\n";
   }
@@ -1042,6 +1065,8 @@ int Main(int argc, char** argv) {
                            "JSON sidecar with name, version, description, task, input_shape, "
                            "class_labels, license, tags (flags override it)");
   register_cmd->add_flag("--no-wait", reg.no_wait, "Return after admission, before probing ends");
+  register_cmd->add_flag("--feature-extractor", reg.feature_extractor,
+                         "A headless model: forward(x) returns features [N, D]; no --labels");
   register_cmd->footer(R"(
 Examples:
   modeldock register cnn.pt --name fmnist-cnn --input-shape 1,28,28 \

@@ -29,6 +29,10 @@
 namespace modeldock::dock {
 namespace fs = std::filesystem;
 
+const char* ModelKindName(ModelKind kind) {
+  return kind == ModelKind::kFeatureExtractor ? "feature_extractor" : "classifier";
+}
+
 const char* ModelStateName(ModelState state) {
   switch (state) {
     case ModelState::kPending: return "PENDING";
@@ -163,10 +167,17 @@ absl::Status ValidateSpec(const ModelSpec& spec) {
     return absl::InvalidArgumentError(absl::StrCat(
         "tabular models declare input_shape [F] (number of features); got '", shape, "'"));
   }
-  if (spec.class_labels.size() < 2) {
+  if (spec.kind == ModelKind::kFeatureExtractor) {
+    if (!spec.class_labels.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "a feature extractor declares no class labels (forward returns features [N, D]); got ",
+          spec.class_labels.size(), " (register it as a classifier if forward returns logits)"));
+    }
+  } else if (spec.class_labels.size() < 2) {
     return absl::InvalidArgumentError(absl::StrCat(
         "a classifier declares at least 2 class labels (one per output logit); got ",
-        spec.class_labels.size()));
+        spec.class_labels.size(), " (a headless model that returns features is registered as a "
+        "feature extractor)"));
   }
   for (const std::string& label : spec.class_labels) {
     if (label.empty()) return absl::InvalidArgumentError("class labels must not be empty");
@@ -346,7 +357,7 @@ absl::StatusOr<sandbox::RunResult> DockImpl::RunModel(const ModelRecord& record,
   job.model_path = blobs_->PathOf(record.sha256);
   job.model_key = ModelKey(record);
   job.input_shape = record.spec.input_shape;
-  job.num_classes = static_cast<int64_t>(record.spec.class_labels.size());
+  job.num_classes = OutputWidth(record);
   job.want_features = want_features && record.has_embed;
   job.feature_dim = job.want_features ? record.feature_dim : 0;
   job.limits = OutputLimits();
@@ -462,7 +473,8 @@ absl::Status DockImpl::ReconcileModels() {
     // READY but no vector in this space: the reference encoder or set encoder changed.
     auto logits = store_->GetProbeOutputs(record.id, probe_set_sha_);
     if (logits.ok()) {
-      auto vector = knowledge_->EncodeModel(encoder::SelectGrid(*logits), probe_embeddings_);
+      auto vector = knowledge_->EncodeModel(encoder::SelectGrid(GridLogits(record, *logits)),
+                                            probe_embeddings_);
       if (vector.ok() && store_->PutVector(record.id, space_, *vector).ok()) {
         ++rebuilt;
         continue;
@@ -565,7 +577,7 @@ absl::StatusOr<RegisterResult> DockImpl::FinishRegistration(std::unique_ptr<Uplo
   admission.kind = sandbox::JobKind::kAdmit;
   admission.model_path = upload->temp_path_;
   admission.input_shape = spec.input_shape;
-  admission.num_classes = static_cast<int64_t>(spec.class_labels.size());
+  admission.num_classes = static_cast<int64_t>(spec.class_labels.size());  // 0: extractor
   admission.max_model_bytes = options_.max_model_bytes;
   admission.limits = OutputLimits();
   const sandbox::JobLimits limits = LimitsFor(options_.sandbox.admission_time_limit);
@@ -587,7 +599,9 @@ absl::StatusOr<RegisterResult> DockImpl::FinishRegistration(std::unique_ptr<Uplo
   record.state_reason = "admitted; waiting to be probed";
   record.sha256 = actual;
   record.size_bytes = upload->written_;
-  record.has_embed = report->has_embed;
+  // A feature extractor's forward output is its features (has_embed stays false: no separate
+  // embed is run); feature_dim is their width.
+  record.has_embed = spec.kind == ModelKind::kClassifier && report->has_embed;
   record.feature_dim = report->feature_dim;
   record.created_unix_ms = NowUnixMs();
   record.revision = 1;
@@ -693,15 +707,16 @@ void DockImpl::Probe(const std::string& id) {
     return fail(outputs.status());
   }
   const Tensor& logits = outputs->logits;
-  if (logits.shape.size() != 2 || logits.shape[1] != static_cast<int64_t>(record.spec.class_labels.size())) {
+  if (logits.shape.size() != 2 || logits.shape[1] != OutputWidth(record)) {
     return fail(absl::FailedPreconditionError(absl::StrCat(
         "probe outputs have shape ", ShapeToString(logits.shape), "; expected [",
-        probe_set_.Rows(), ", ", record.spec.class_labels.size(), "]")));
+        probe_set_.Rows(), ", ", OutputWidth(record), "]")));
   }
   if (!AllFinite(logits)) {
     return fail(absl::FailedPreconditionError("the model returned NaN/Inf on the probe set"));
   }
-  auto vector = knowledge_->EncodeModel(encoder::SelectGrid(logits), probe_embeddings_);
+  auto vector = knowledge_->EncodeModel(encoder::SelectGrid(GridLogits(record, logits)),
+                                        probe_embeddings_);
   if (!vector.ok()) return fail(vector.status());
   // Stage-1 proxies read the model's features on the probe set (its logits without embed),
   // compressed per model so that a large dock stays small.

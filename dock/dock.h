@@ -23,6 +23,12 @@ const char* ModelStateName(ModelState state);  // "PENDING", ...
 enum class TaskKind { kImageClassification, kTabularClassification };
 const char* TaskKindName(TaskKind task);  // "image_classification", "tabular_classification"
 
+// A classifier's forward(x) returns logits [N, K] over its declared labels; a feature extractor
+// (a headless backbone: an autoencoder's encoder, a contrastive model, a classifier whose head
+// was cut off) returns features [N, D] and declares no labels.
+enum class ModelKind { kClassifier = 0, kFeatureExtractor = 1 };
+const char* ModelKindName(ModelKind kind);  // "classifier", "feature_extractor"
+
 // What a provider declares.
 struct ModelSpec {
   std::string name;
@@ -30,9 +36,10 @@ struct ModelSpec {
   std::string description;
   TaskKind task = TaskKind::kImageClassification;
   std::vector<int64_t> input_shape;  // per sample, e.g. {1, 28, 28}
-  std::vector<std::string> class_labels;
+  std::vector<std::string> class_labels;  // empty for a feature extractor
   std::string license;
   std::vector<std::string> tags;
+  ModelKind kind = ModelKind::kClassifier;
 };
 
 // API keys (servers started with --auth). Consumers list, show, watch and recommend; providers

@@ -33,6 +33,21 @@ inline std::string ModelKey(const ModelRecord& record) {
   return absl::StrCat(record.sha256, "|", ShapeToString(record.spec.input_shape));
 }
 
+// Width of forward(x): K logits of a classifier, D features of a feature extractor.
+inline int64_t OutputWidth(const ModelRecord& record) {
+  return record.spec.kind == ModelKind::kFeatureExtractor
+             ? record.feature_dim
+             : static_cast<int64_t>(record.spec.class_labels.size());
+}
+
+// What the knowledge grid is selected from: a classifier's probe logits, or for a feature
+// extractor pseudo-logits over clusters of its features (encoder::FeatureGridLogits).
+inline Tensor GridLogits(const ModelRecord& record, const Tensor& probe_outputs) {
+  return record.spec.kind == ModelKind::kFeatureExtractor
+             ? encoder::FeatureGridLogits(probe_outputs)
+             : probe_outputs;
+}
+
 // Query helpers shared by Recommend and ReportOutcome (recommend.cc).
 // INVALID_ARGUMENT unless samples are [N, C, H, W] (images) or [N, F] (tabular), N >= 4, finite.
 absl::Status ValidateQuerySamples(const Tensor& samples, TaskKind task);

@@ -16,6 +16,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/datasets.h"
 #include "common/sha256.h"
 #include "dock/metadata_store.h"
@@ -434,6 +436,115 @@ TEST_F(LearningTest, ProjectedVectorsServeFromTheVersionsOwnIndex) {
   ASSERT_TRUE(restarted.ok()) << restarted.status();
   EXPECT_EQ(restarted->alignment_version, 2);
   for (const auto& [name, sim] : before) EXPECT_NEAR(similarity_of(*restarted)[name], sim, 1e-5);
+}
+
+// ---- Feature extractors (issue 12, part 1).
+
+class FeatureExtractorTest : public DockTest {
+ protected:
+  // Registers `file` as a feature extractor named `name`; returns the final record or status.
+  absl::StatusOr<ModelRecord> RegisterExtractor(const std::string& file, const std::string& name) {
+    ModelSpec spec;
+    spec.name = name;
+    spec.input_shape = {1, 28, 28};
+    spec.kind = ModelKind::kFeatureExtractor;
+    std::string bytes = ReadFile(file);
+    auto upload = dock_->BeginRegistration(spec, static_cast<int64_t>(bytes.size()),
+                                           Sha256::Of(bytes));
+    if (!upload.ok()) return upload.status();
+    if (absl::Status s = (*upload)->Write(bytes); !s.ok()) return s;
+    auto result = dock_->FinishRegistration(std::move(*upload));
+    if (!result.ok()) return result.status();
+    ModelRecord record = result->model;
+    while (record.state == ModelState::kPending || record.state == ModelState::kProbing) {
+      auto next = dock_->WaitForChange(record.id, record.revision, absl::Seconds(1));
+      if (!next.ok()) return next.status();
+      record = *next;
+    }
+    return record;
+  }
+  // The demo tops classifier with its head cut off (scripts/headless_model.py).
+  std::string HeadlessTops() {
+    const std::string out = (data_dir_ / "headless-tops.pt").string();
+    const std::string command =
+        absl::StrCat(MODELDOCK_PYTHON, " ", MODELDOCK_HEADLESS_SCRIPT, " ",
+                     (fs::path(AssetDir()) / "demo" / "fmnist-tops-cnn.pt").string(), " ", out);
+    EXPECT_EQ(std::system(command.c_str()), 0) << command;
+    return out;
+  }
+};
+
+TEST_F(FeatureExtractorTest, RegistersWithoutLabelsAndScoresOnTheClassifiersScale) {
+  Register("fmnist-tops-cnn");
+  Register("fmnist-footwear-cnn");
+  auto headless = RegisterExtractor(HeadlessTops(), "tops-headless");
+  ASSERT_TRUE(headless.ok()) << headless.status();
+  EXPECT_EQ(headless->state, ModelState::kReady) << headless->state_reason;
+  EXPECT_EQ(headless->spec.kind, ModelKind::kFeatureExtractor);
+  EXPECT_EQ(headless->feature_dim, 64);
+  EXPECT_TRUE(headless->spec.class_labels.empty());
+
+  // Its features are the classifier's embed features: the default (features on their top
+  // principal components) and stage 1 must give both exactly the same scores.
+  RecommendQuery query = TopsQuery();
+  query.brute_force = true;
+  auto result = dock_->Recommend(query);
+  ASSERT_TRUE(result.ok()) << result.status();
+  auto by_name = ByName(*result);
+  ASSERT_EQ(by_name.size(), 3u);
+  EXPECT_DOUBLE_EQ(by_name["tops-headless"]->stage2_score, by_name["fmnist-tops-cnn"]->stage2_score);
+  EXPECT_DOUBLE_EQ(by_name["tops-headless"]->score, by_name["fmnist-tops-cnn"]->score);
+  EXPECT_THAT(by_name["tops-headless"]->reason, ::testing::HasSubstr("feature extractor"));
+  query.brute_force = false;
+  query.metric = Metric::kNone;
+  auto stage1 = dock_->Recommend(query);
+  ASSERT_TRUE(stage1.ok());
+  auto stage1_by_name = ByName(*stage1);
+  EXPECT_DOUBLE_EQ(stage1_by_name["tops-headless"]->stage1_score,
+                   stage1_by_name["fmnist-tops-cnn"]->stage1_score);
+  // Logit-only metrics skip it, and say why.
+  query.metric = Metric::kLeep;
+  query.brute_force = true;
+  auto leep = dock_->Recommend(query);
+  ASSERT_TRUE(leep.ok()) << leep.status();
+  EXPECT_EQ(leep->num_scored, 2);
+  EXPECT_THAT(absl::StrJoin(leep->warnings, "\n"),
+              ::testing::HasSubstr("tops-headless: leep scores a classifier's outputs"));
+  // The kind survives a restart.
+  dock_.reset();
+  OpenDock();
+  auto reloaded = dock_->GetModel("tops-headless");
+  ASSERT_TRUE(reloaded.ok());
+  EXPECT_EQ(reloaded->spec.kind, ModelKind::kFeatureExtractor);
+  EXPECT_EQ(reloaded->state, ModelState::kReady);
+}
+
+TEST_F(FeatureExtractorTest, BadExtractorsAndBadSpecsAreRefusedWithAReason) {
+  const std::string crafted = MODELDOCK_CRAFTED_DIR;
+  auto non_finite = RegisterExtractor(crafted + "/extractor_non_finite.pt", "nan-features");
+  ASSERT_FALSE(non_finite.ok());
+  EXPECT_EQ(non_finite.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(non_finite.status().message()), ::testing::HasSubstr("NaN/Inf"));
+  auto ragged = RegisterExtractor(crafted + "/extractor_ragged.pt", "ragged-features");
+  ASSERT_FALSE(ragged.ok());
+  EXPECT_EQ(ragged.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(ragged.status().message()), ::testing::HasSubstr("forward returned shape [4, 2, 4]"));
+  // Labels on an extractor, or none on a classifier: INVALID_ARGUMENT before any upload.
+  ModelSpec spec;
+  spec.name = "x";
+  spec.input_shape = {1, 28, 28};
+  spec.kind = ModelKind::kFeatureExtractor;
+  spec.class_labels = {"a", "b"};
+  auto with_labels = dock_->BeginRegistration(spec, 10, std::string(64, '0'));
+  EXPECT_EQ(with_labels.status().code(), absl::StatusCode::kInvalidArgument);
+  spec.kind = ModelKind::kClassifier;
+  spec.class_labels.clear();
+  auto no_labels = dock_->BeginRegistration(spec, 10, std::string(64, '0'));
+  EXPECT_EQ(no_labels.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(no_labels.status().message()), ::testing::HasSubstr("feature extractor"));
+  auto list = dock_->ListModels(ListFilter(), 100, "");
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(list->total_size, 0) << "a refused extractor left a model behind";
 }
 
 TEST_F(DockTest, RegisterProbeAndRecommendRanksMatchingModelFirst) {

@@ -10,7 +10,9 @@
 namespace modeldock::dock {
 namespace {
 
-constexpr int kSchemaVersion = 1;
+// Schema versions: 1 = the first; 2 adds models.kind (feature extractors). Older databases are
+// migrated at Open, in one transaction.
+constexpr int kSchemaVersion = 2;
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS models (
@@ -31,7 +33,8 @@ CREATE TABLE IF NOT EXISTS models (
   feature_dim INTEGER NOT NULL,
   created_unix_ms INTEGER NOT NULL,
   probe_millis INTEGER NOT NULL,
-  revision INTEGER NOT NULL
+  revision INTEGER NOT NULL,
+  kind INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS models_sha256 ON models(sha256);
 CREATE TABLE IF NOT EXISTS probe_outputs (
@@ -153,7 +156,7 @@ std::string StringsJson(const std::vector<std::string>& v) { return nlohmann::js
 constexpr const char* kSelectColumns =
     "SELECT id, name, version, description, task, input_shape, class_labels, license, tags, "
     "state, state_reason, sha256, size_bytes, has_embed, feature_dim, created_unix_ms, "
-    "probe_millis, revision FROM models";
+    "probe_millis, revision, kind FROM models";
 
 // The fields that change after registration; bound as 1..6, the id as 7.
 constexpr const char* kUpdateState =
@@ -190,6 +193,7 @@ ModelRecord ReadRecord(Statement& st) {
   r.created_unix_ms = st.Int(15);
   r.probe_millis = st.Int(16);
   r.revision = st.Int(17);
+  r.spec.kind = static_cast<ModelKind>(st.Int(18));
   return r;
 }
 
@@ -218,10 +222,20 @@ absl::StatusOr<std::unique_ptr<MetadataStore>> MetadataStore::Open(const std::st
   // A newer schema than this binary understands must not be written to.
   Statement version(db, "SELECT value FROM meta WHERE key = 'schema_version'");
   if (version.Step() == SQLITE_ROW) {
-    if (std::stoi(version.Text(0)) > kSchemaVersion) {
+    const int found = std::stoi(version.Text(0));
+    if (found > kSchemaVersion) {
       return absl::FailedPreconditionError(absl::StrCat(
           "metadata database ", path, " has schema version ", version.Text(0),
           "; this server understands up to ", kSchemaVersion));
+    }
+    if (found < 2) {
+      if (absl::Status s = store->Exec(
+              "BEGIN IMMEDIATE; ALTER TABLE models ADD COLUMN kind INTEGER NOT NULL DEFAULT 0; "
+              "UPDATE meta SET value='2' WHERE key='schema_version'; COMMIT;");
+          !s.ok()) {
+        store->Exec("ROLLBACK").IgnoreError();
+        return absl::DataLossError(absl::StrCat("migrating ", path, " to schema 2: ", s.message()));
+      }
     }
   } else {
     if (absl::Status s = store->Exec(absl::StrCat(
@@ -323,8 +337,8 @@ absl::Status MetadataStore::Insert(const ModelRecord& r) {
   Statement st(db_,
                "INSERT INTO models(id, name, version, description, task, input_shape, "
                "class_labels, license, tags, state, state_reason, sha256, size_bytes, has_embed, "
-               "feature_dim, created_unix_ms, probe_millis, revision) "
-               "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+               "feature_dim, created_unix_ms, probe_millis, revision, kind) "
+               "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
   if (!st.status().ok()) return st.status();
   st.Bind(1, r.id);
   st.Bind(2, r.spec.name);
@@ -344,6 +358,7 @@ absl::Status MetadataStore::Insert(const ModelRecord& r) {
   st.Bind(16, r.created_unix_ms);
   st.Bind(17, r.probe_millis);
   st.Bind(18, r.revision);
+  st.Bind(19, static_cast<int64_t>(r.spec.kind));
   int rc = st.Step();
   if (rc == SQLITE_CONSTRAINT) {
     return absl::AlreadyExistsError(

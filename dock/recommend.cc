@@ -514,6 +514,15 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
           continue;
         }
         const bool has_features = record.has_embed && !(*outputs)->features.shape.empty();
+        const bool extractor = record.spec.kind == ModelKind::kFeatureExtractor;
+        if (extractor && std::any_of(members.begin(), members.end(), scoring::UsesLogits)) {
+          // LEEP and NCE read a classifier's class probabilities; a feature extractor has none.
+          slot_warning[i] = absl::StrCat("skipped ", record.spec.name, ": ",
+                                         MetricLabel(query.metric),
+                                         " scores a classifier's outputs and it is a feature "
+                                         "extractor (use a feature-based metric, e.g. fusion)");
+          continue;
+        }
         Scored s;
         s.id = candidates[i];
         std::string failure;
@@ -555,6 +564,8 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
         s.features_note =
             all_logits ? absl::StrCat("its ", record.spec.class_labels.size(), "-class outputs")
             : has_features ? absl::StrCat((*outputs)->features.RowSize(), "-d embed features")
+            : extractor    ? absl::StrCat((*outputs)->logits.RowSize(),
+                                          "-d features (feature extractor)")
                            : absl::StrCat((*outputs)->logits.RowSize(), "-d logits (no embed)");
         if (reduced) {
           absl::StrAppend(&s.features_note, " (top ", reduced->RowSize(), " principal components)");

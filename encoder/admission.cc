@@ -42,8 +42,9 @@ int64_t CountNonFinite(const Tensor& t) {
 }
 
 absl::Status CheckArguments(int num_labels, const AdmissionOptions& options) {
-  if (num_labels <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat("num_labels must be positive, got ", num_labels));
+  if (num_labels < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_labels must be >= 0 (0 = feature extractor), got ", num_labels));
   }
   if (options.test_batch <= 0) {
     return absl::InvalidArgumentError(
@@ -160,6 +161,38 @@ absl::StatusOr<AdmissionReport> CheckLoaded(
                                                           ": ", out.status().message()));
   }
   const Tensor& logits = out->logits;
+  if (num_labels == 0) {
+    // A feature extractor: forward(x) returns features [N, D]; embed, if exported, is not used.
+    const int64_t width = logits.shape.size() == 2 ? logits.shape[1] : 0;
+    if (logits.shape.size() != 2 || logits.shape[0] != options.test_batch || width <= 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("forward returned shape ", ShapeOf(logits), "; a feature extractor returns [",
+                       options.test_batch, ", D] with D > 0"));
+    }
+    if (int64_t bad = CountNonFinite(logits); bad > 0) {
+      return absl::FailedPreconditionError(absl::StrCat("forward returned NaN/Inf in ", bad, " of ",
+                                                        logits.values.size(),
+                                                        " values on the test batch"));
+    }
+    if (width > options.limits.max_feature_dim) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "forward returned ", width, " features per sample; the dock accepts at most ",
+          options.limits.max_feature_dim));
+    }
+    ModelOutputs features_only;
+    features_only.logits = logits;
+    if (absl::Status s = CheckOutputs(features_only, options.test_batch, width, 0, options.limits);
+        !s.ok()) {
+      return s;
+    }
+    AdmissionReport report;
+    report.num_outputs = width;
+    report.feature_dim = width;
+    report.millis = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                              start)
+                        .count();
+    return report;
+  }
   if (logits.shape[1] != num_labels) {
     return absl::FailedPreconditionError(absl::StrCat("forward returned shape ", ShapeOf(logits),
                                                       " but the model declares ", num_labels,

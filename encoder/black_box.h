@@ -91,6 +91,8 @@ struct AdmissionReport {
 // Checks that `path` loads as TorchScript; forward on a deterministic batch of `input_shape`
 // (seeded uniform values in [0, 1]) returns a finite float [N, num_labels] tensor; if the module
 // exports embed(x), it returns finite float [N, D]; within the size and output limits.
+// num_labels == 0: a feature extractor, whose forward returns finite features [N, D] (D <=
+// max_feature_dim; reported as num_outputs and feature_dim, has_embed false).
 // Runs on the calling thread. Status codes: INVALID_ARGUMENT (not TorchScript, not loadable),
 // FAILED_PRECONDITION (wrong output shape/dtype, non-finite values, forward raised, outputs over
 // the limits), RESOURCE_EXHAUSTED (file too large, allocation failed), NOT_FOUND (no such file).

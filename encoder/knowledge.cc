@@ -389,4 +389,44 @@ absl::Status CheckEmbeddingMatrix(const Tensor& t, int64_t width, const char* wh
 }
 
 }  // namespace internal
+Tensor FeatureGridLogits(const Tensor& features, int k) {
+  const int64_t n = features.Rows();
+  const int64_t d = features.RowSize();
+  Tensor normalised = features;
+  normalised.shape = {n, d};
+  for (int64_t i = 0; i < n; ++i) {
+    float* row = normalised.values.data() + i * d;
+    double norm = 0;
+    for (int64_t j = 0; j < d; ++j) norm += static_cast<double>(row[j]) * row[j];
+    norm = std::sqrt(norm);
+    if (norm > 0) {
+      for (int64_t j = 0; j < d; ++j) row[j] = static_cast<float>(row[j] / norm);
+    }
+  }
+  std::vector<int32_t> labels = ClusterLabels(normalised, k);
+  const int clusters = labels.empty() ? 0 : *std::max_element(labels.begin(), labels.end()) + 1;
+  std::vector<double> centres(static_cast<size_t>(clusters) * d, 0.0);
+  std::vector<int64_t> counts(clusters, 0);
+  for (int64_t i = 0; i < n; ++i) {
+    ++counts[labels[i]];
+    for (int64_t j = 0; j < d; ++j) centres[labels[i] * d + j] += normalised.values[i * d + j];
+  }
+  for (int c = 0; c < clusters; ++c) {
+    for (int64_t j = 0; j < d; ++j) centres[c * d + j] /= std::max<int64_t>(counts[c], 1);
+  }
+  Tensor logits({n, clusters}, {});
+  logits.values.resize(static_cast<size_t>(n) * clusters);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int c = 0; c < clusters; ++c) {
+      double dist = 0;
+      for (int64_t j = 0; j < d; ++j) {
+        const double t = normalised.values[i * d + j] - centres[c * d + j];
+        dist += t * t;
+      }
+      logits.values[i * clusters + c] = static_cast<float>(-dist);
+    }
+  }
+  return logits;
+}
+
 }  // namespace modeldock::encoder

@@ -85,6 +85,12 @@ std::unique_ptr<KnowledgeEncoder> MakeUntrainedEncoder(int embedding_dim,
 // Pseudo-labels for an unlabelled query: k-means (k-means++ seeding, fixed seed) on embeddings.
 std::vector<int32_t> ClusterLabels(const Tensor& embeddings, int k, uint64_t seed = 7);
 
+// A feature extractor has no classes, so its grid is built over its own "concepts": k-means
+// clusters of its L2-normalised features on the probe set. Returns pseudo-logits [P, k] (minus the
+// squared distance to each cluster centre) for SelectGrid: nodes are the most central samples of
+// a cluster, boundaries the samples between two clusters — what a classifier's classes give.
+Tensor FeatureGridLogits(const Tensor& features, int k = 10);
+
 }  // namespace modeldock::encoder
 
 #endif  // MODELDOCK_ENCODER_KNOWLEDGE_H_

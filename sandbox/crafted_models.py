@@ -131,8 +131,25 @@ class SpawnsThreads(nn.Module):
         return y
 
 
+class ExtractorNonFinite(nn.Module):
+    """A feature extractor whose features hold NaN (registered with --feature-extractor)."""
+
+    def forward(self, x):
+        f = x.flatten(1)[:, :8]
+        return f / (f - f)
+
+
+class ExtractorRagged(nn.Module):
+    """A feature extractor returning [N, 2, 4] instead of [N, D]."""
+
+    def forward(self, x):
+        return x.flatten(1)[:, :8].reshape(-1, 2, 4)
+
+
 MODELS = {
     "good": Good,
+    "extractor_non_finite": ExtractorNonFinite,
+    "extractor_ragged": ExtractorRagged,
     "raises": Raises,
     "huge_allocation": HugeAllocation,
     "wrong_width": WrongWidth,

@@ -76,6 +76,12 @@ absl::StatusOr<dock::ModelSpec> FromProto(const v1::ModelSpec& spec) {
   out.class_labels.assign(spec.class_labels().begin(), spec.class_labels().end());
   out.license = spec.license();
   out.tags.assign(spec.tags().begin(), spec.tags().end());
+  switch (spec.kind()) {
+    case v1::MODEL_KIND_UNSPECIFIED:
+    case v1::MODEL_KIND_CLASSIFIER: out.kind = dock::ModelKind::kClassifier; break;
+    case v1::MODEL_KIND_FEATURE_EXTRACTOR: out.kind = dock::ModelKind::kFeatureExtractor; break;
+    default: return absl::InvalidArgumentError(absl::StrCat("unknown model kind ", spec.kind()));
+  }
   return out;
 }
 

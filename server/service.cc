@@ -154,6 +154,9 @@ void ToProto(const dock::ModelRecord& record, v1::Model* out) {
   for (const std::string& label : record.spec.class_labels) spec->add_class_labels(label);
   spec->set_license(record.spec.license);
   for (const std::string& tag : record.spec.tags) spec->add_tags(tag);
+  spec->set_kind(record.spec.kind == dock::ModelKind::kFeatureExtractor
+                     ? v1::MODEL_KIND_FEATURE_EXTRACTOR
+                     : v1::MODEL_KIND_CLASSIFIER);
   out->set_state(ToProto(record.state));
   out->set_state_reason(record.state_reason);
   out->set_sha256(record.sha256);

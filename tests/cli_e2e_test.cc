@@ -276,6 +276,34 @@ TEST_F(CliE2eTest, ReportRecordsTrainAndServeAVersion) {
   EXPECT_TRUE(untrained["results"][0]["prior"].is_null());
 }
 
+TEST_F(CliE2eTest, RegistersAFeatureExtractorWithoutLabels) {
+  const std::string headless = (fs::path(temp_.path()) / "headless.pt").string();
+  ProcessResult cut = RunProcess({MODELDOCK_PYTHON, MODELDOCK_HEADLESS_SCRIPT,
+                                  AssetPath(std::string(kTops) + ".pt"), headless},
+                                 temp_.path());
+  ASSERT_EQ(cut.exit_code, 0) << cut.err;
+  EXPECT_EQ(Cli({"register", headless, "--name", "h", "--input-shape", "1,28,28",
+                 "--feature-extractor", "--labels", "a,b"})
+                .exit_code,
+            2);
+  ProcessResult no_labels = Cli({"register", headless, "--name", "h", "--input-shape", "1,28,28"});
+  EXPECT_EQ(no_labels.exit_code, 2);
+  EXPECT_THAT(no_labels.err, HasSubstr("--feature-extractor"));
+  ProcessResult r = Cli({"--json", "register", headless, "--name", "tops-headless",
+                         "--input-shape", "1,28,28", "--feature-extractor"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json model = ParseJson(r)["model"];
+  EXPECT_EQ(model["kind"], "feature_extractor");
+  EXPECT_EQ(model["state"], "READY") << model.dump();
+  EXPECT_EQ(model["feature_dim"], 64);
+  ProcessResult show = Cli({"show", "tops-headless"});
+  EXPECT_THAT(show.out, HasSubstr("feature extractor"));
+  ProcessResult rec = Cli({"--json", "recommend", AssetPath("demo/query_tops/query-images-idx3-ubyte"),
+                           "--labels", AssetPath("demo/query_tops/query-labels-idx1-ubyte")});
+  ASSERT_EQ(rec.exit_code, 0) << rec.err;
+  EXPECT_EQ(ParseJson(rec)["results"][0]["name"], "tops-headless");
+}
+
 TEST_F(CliE2eTest, Health) {
   ProcessResult r = Cli({"health"});
   EXPECT_EQ(r.exit_code, 0) << r.err;

@@ -57,6 +57,7 @@ class Model:
     size_bytes: int = 0
     has_embed: bool = False
     feature_dim: int = 0
+    kind: str = "classifier"  # or "feature_extractor"
 
     @staticmethod
     def _from_proto(m) -> "Model":
@@ -64,7 +65,9 @@ class Model:
                      state_reason=m.state_reason, input_shape=list(m.spec.input_shape),
                      class_labels=list(m.spec.class_labels), description=m.spec.description,
                      license=m.spec.license, tags=list(m.spec.tags), sha256=m.sha256,
-                     size_bytes=m.size_bytes, has_embed=m.has_embed, feature_dim=m.feature_dim)
+                     size_bytes=m.size_bytes, has_embed=m.has_embed, feature_dim=m.feature_dim,
+                     kind="feature_extractor" if m.spec.kind == pb.MODEL_KIND_FEATURE_EXTRACTOR
+                     else "classifier")
 
 
 @dataclass
@@ -149,18 +152,22 @@ class Client:
 
     # -- models --------------------------------------------------------------------------------
 
-    def register(self, path: str, name: str, input_shape: Sequence[int], labels: Sequence[str],
-                 description: str = "", license: str = "", tags: Sequence[str] = (),
-                 version: str = "", tabular: bool = False, wait: bool = True) -> Model:
+    def register(self, path: str, name: str, input_shape: Sequence[int],
+                 labels: Sequence[str] = (), description: str = "", license: str = "",
+                 tags: Sequence[str] = (), version: str = "", tabular: bool = False,
+                 wait: bool = True, feature_extractor: bool = False) -> Model:
         """Uploads a TorchScript file. With wait (the default), returns once the model is READY
-        or FAILED (a FAILED model raises ModelDockError with FAILED_PRECONDITION)."""
+        or FAILED (a FAILED model raises ModelDockError with FAILED_PRECONDITION).
+        feature_extractor: a headless model whose forward returns features [N, D]; no labels."""
         with open(path, "rb") as f:
             data = f.read()
         spec = pb.ModelSpec(name=name, version=version, description=description,
                             input_shape=list(input_shape), class_labels=list(labels),
                             license=license, tags=list(tags),
                             task=pb.TASK_KIND_TABULAR_CLASSIFICATION if tabular
-                            else pb.TASK_KIND_IMAGE_CLASSIFICATION)
+                            else pb.TASK_KIND_IMAGE_CLASSIFICATION,
+                            kind=pb.MODEL_KIND_FEATURE_EXTRACTOR if feature_extractor
+                            else pb.MODEL_KIND_CLASSIFIER)
         header = pb.RegisterModelHeader(spec=spec, size_bytes=len(data),
                                         sha256=hashlib.sha256(data).hexdigest())
 
