@@ -754,6 +754,65 @@ int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client:
 
 
 // ---------------------------------------------------------------------------------------------
+// update, audit
+
+std::string IsoTime(int64_t unix_ms) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMillis(unix_ms), absl::UTCTimeZone());
+}
+
+struct UpdateFlags {
+  std::string model;
+  std::optional<std::string> description;
+  std::optional<std::string> license;
+  std::vector<std::string> tags;
+  bool clear_tags = false;
+};
+
+int RunUpdate(const GlobalFlags& global, const UpdateFlags& flags, client::Client& client) {
+  v1::UpdateModelRequest request;
+  request.set_model(flags.model);
+  if (flags.description) request.set_description(*flags.description);
+  if (flags.license) request.set_license(*flags.license);
+  if (!flags.tags.empty() || flags.clear_tags) {
+    request.set_replace_tags(true);
+    for (const std::string& tag : flags.tags) request.add_tags(tag);
+  }
+  if (!flags.description && !flags.license && !request.replace_tags()) {
+    return UsageError("update needs --description, --license, --tag or --clear-tags");
+  }
+  auto model = client.Update(request);
+  if (!model.ok()) return RpcError("update", model.status());
+  if (global.json) {
+    PrintJson(json{{"model", ModelToJson(*model)}});
+  } else {
+    std::cout << model->spec().name() << ": updated\n";
+  }
+  return kExitOk;
+}
+
+int RunAudit(const GlobalFlags& global, int limit, client::Client& client) {
+  auto log = client.AuditLog(limit);
+  if (!log.ok()) return RpcError("audit", log.status());
+  if (global.json) {
+    json entries = json::array();
+    for (const auto& e : log->entries()) {
+      entries.push_back(json{{"id", e.id()}, {"time", IsoTime(e.unix_ms())}, {"actor", e.actor()},
+                             {"action", e.action()}, {"target", e.target()},
+                             {"detail", e.detail()}});
+    }
+    PrintJson(json{{"entries", entries}});
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows = {{"TIME", "ACTOR", "ACTION", "TARGET", "DETAIL"}};
+  for (const auto& e : log->entries()) {
+    rows.push_back({IsoTime(e.unix_ms()), e.actor().empty() ? "-" : e.actor(), e.action(),
+                    e.target(), e.detail()});
+  }
+  PrintTable(rows);
+  return kExitOk;
+}
+
+// ---------------------------------------------------------------------------------------------
 // learning from outcomes: report, records, train, alignments
 
 struct ReportFlags {
@@ -839,10 +898,6 @@ int RunReport(const GlobalFlags& global, const ReportFlags& flags, client::Clien
 
 std::string SourceName(v1::OutcomeSource source) {
   return source == v1::OUTCOME_SOURCE_IMPORT ? "import" : "finetune";
-}
-
-std::string IsoTime(int64_t unix_ms) {
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMillis(unix_ms), absl::UTCTimeZone());
 }
 
 int RunRecords(const GlobalFlags& global, const std::string& model, int limit,
@@ -1154,6 +1209,22 @@ Examples:
   modeldock recommend table.csv --task tabular --brute-force
 Without labels the server clusters the samples first (label_source says so).)");
 
+  UpdateFlags update;
+  CLI::App* update_cmd = app.add_subcommand(
+      "update", "Edit a model's description, license or tags (no re-upload; providers: own)");
+  update_cmd->add_option("MODEL", update.model, "Model name or id")->required();
+  update_cmd->add_option("--description", update.description, "New description");
+  update_cmd->add_option("--license", update.license, "New license");
+  update_cmd->add_option("--tag", update.tags, "Tag (repeatable); the given tags replace all")
+      ->allow_extra_args(false);
+  update_cmd->add_flag("--clear-tags", update.clear_tags, "Remove every tag");
+  int audit_limit = 100;
+  CLI::App* audit_cmd = app.add_subcommand(
+      "audit", "Who registered, updated, deleted what and when (admin)");
+  audit_cmd->add_option("--limit", audit_limit, "At most N entries, newest first")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000));
+
   ReportFlags report;
   CLI::App* report_cmd = app.add_subcommand(
       "report", "Tell the dock how a model fine-tuned on your dataset (it learns from outcomes)");
@@ -1238,6 +1309,8 @@ serving version (cross-validation over queries). `modeldock alignments` lists ve
   if (health_cmd->parsed()) return RunHealth(global, client);
   if (rec_cmd->parsed()) return RunRecommend(global, rec, client);
   if (report_cmd->parsed()) return RunReport(global, report, client);
+  if (update_cmd->parsed()) return RunUpdate(global, update, client);
+  if (audit_cmd->parsed()) return RunAudit(global, audit_limit, client);
   if (records_cmd->parsed()) return RunRecords(global, records_model, records_limit, client);
   if (train_cmd->parsed()) return RunTrain(global, train_wait, client);
   if (alignments_use->parsed()) return RunAlignmentsUse(global, use_version, client);

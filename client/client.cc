@@ -308,6 +308,28 @@ absl::StatusOr<v1::ReportOutcomeResponse> Client::ReportOutcome(
   return response;
 }
 
+absl::StatusOr<v1::Model> Client::Update(const v1::UpdateModelRequest& request) {
+  if (!setup_error_.ok()) return setup_error_;
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::UpdateModelResponse response;
+  grpc::Status status = stub_->UpdateModel(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response.model();
+}
+
+absl::StatusOr<v1::ListAuditLogResponse> Client::AuditLog(int limit) {
+  if (!setup_error_.ok()) return setup_error_;
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::ListAuditLogRequest request;
+  request.set_limit(limit);
+  v1::ListAuditLogResponse response;
+  grpc::Status status = stub_->ListAuditLog(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
 absl::StatusOr<v1::ListRecordsResponse> Client::ListRecords(const std::string& model, int limit) {
   if (!setup_error_.ok()) return setup_error_;
   grpc::ClientContext context;

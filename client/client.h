@@ -71,6 +71,8 @@ class Client {
   // filled from the dataset). Image values that are all multiples of 1/255 go as UINT8.
   absl::StatusOr<v1::RecommendResponse> Recommend(const Dataset& dataset,
                                                   const v1::RecommendHeader& options);
+  absl::StatusOr<v1::Model> Update(const v1::UpdateModelRequest& request);
+  absl::StatusOr<v1::ListAuditLogResponse> AuditLog(int limit);
   // Learning from outcomes: reports accuracies of models fine-tuned on `dataset`.
   absl::StatusOr<v1::ReportOutcomeResponse> ReportOutcome(const Dataset& dataset,
                                                           v1::TaskKind task,

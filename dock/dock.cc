@@ -634,6 +634,8 @@ absl::StatusOr<RegisterResult> DockImpl::FinishRegistration(std::unique_ptr<Uplo
                record.has_embed ? absl::StrCat(record.feature_dim, "-d") : "no");
   result.model = record;
   ++registrations_admitted_;
+  Audit(record.owner_key_id, "register", record.id,
+        absl::StrCat(spec.name, " (", ModelKindName(spec.kind), ", ", record.size_bytes, " bytes)"));
   Enqueue(record.id);
   return result;
 }
@@ -810,7 +812,8 @@ absl::StatusOr<ModelPage> DockImpl::ListModels(const ListFilter& filter, int pag
   return page;
 }
 
-absl::StatusOr<std::string> DockImpl::DeleteModel(std::string_view id_or_name) {
+absl::StatusOr<std::string> DockImpl::DeleteModel(std::string_view id_or_name,
+                                                  const std::string& actor) {
   auto record = GetModel(id_or_name);
   if (!record.ok()) return record.status();
   {
@@ -832,9 +835,73 @@ absl::StatusOr<std::string> DockImpl::DeleteModel(std::string_view id_or_name) {
   proxy_cache_.ErasePrefix(absl::StrCat(record->id, "|"));
   run_costs_.Erase(record->id);
   spdlog::info("deleted model {} ('{}')", record->id, record->spec.name);
+  Audit(actor, "delete", record->id, record->spec.name);
   std::lock_guard<std::mutex> lock(state_mutex_);
   state_changed_.notify_all();
   return record->id;
+}
+
+absl::StatusOr<ModelRecord> DockImpl::UpdateModel(std::string_view id_or_name,
+                                                  const ModelUpdate& update,
+                                                  const std::string& actor) {
+  if (!update.has_description && !update.has_license && !update.has_tags) {
+    return absl::InvalidArgumentError("nothing to update: give a description, license or tags");
+  }
+  ModelRecord record;
+  std::vector<std::string> changed;
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex_);
+    auto found = GetModel(id_or_name);
+    if (!found.ok()) return found.status();
+    record = std::move(*found);
+    if (record.state == ModelState::kPending || record.state == ModelState::kProbing) {
+      // The probe job holds the record and writes its revision when it is done.
+      return absl::FailedPreconditionError(absl::StrCat(
+          "model '", record.spec.name, "' is ", ModelStateName(record.state),
+          "; update it once it is READY or FAILED"));
+    }
+    ModelSpec spec = record.spec;
+    if (update.has_description) {
+      spec.description = update.description;
+      changed.push_back("description");
+    }
+    if (update.has_license) {
+      spec.license = update.license;
+      changed.push_back("license");
+    }
+    if (update.has_tags) {
+      spec.tags = update.tags;
+      changed.push_back(absl::StrCat("tags=[", absl::StrJoin(update.tags, ","), "]"));
+    }
+    if (absl::Status s = ValidateSpec(spec); !s.ok()) return s;  // the registration's rules
+    record.spec = std::move(spec);
+    {
+      std::lock_guard<std::mutex> state_lock(state_mutex_);
+      ++record.revision;
+      if (absl::Status s = store_->UpdateSpec(record); !s.ok()) return s;
+      state_changed_.notify_all();
+    }
+  }
+  Audit(actor, "update", record.id, absl::StrCat(record.spec.name, ": ", absl::StrJoin(changed, ", ")));
+  return record;
+}
+
+void DockImpl::Audit(const std::string& actor, const std::string& action,
+                     const std::string& target, const std::string& detail) {
+  AuditEntry entry;
+  entry.unix_ms = NowUnixMs();
+  entry.actor = actor;
+  entry.action = action;
+  entry.target = target;
+  entry.detail = detail;
+  // The change already happened; a failed audit write is logged, not turned into a failure.
+  if (absl::Status s = store_->AppendAudit(entry); !s.ok()) {
+    spdlog::error("audit log: {} {} {}: {}", action, target, detail, s.ToString());
+  }
+}
+
+absl::StatusOr<std::vector<AuditEntry>> DockImpl::AuditLog(int limit) {
+  return store_->Audit(limit <= 0 ? 100 : limit);
 }
 
 namespace {

@@ -330,6 +330,26 @@ struct AlignmentList {
   TrainingStatus last_training;
 };
 
+// Metadata edits without re-upload; unset fields stay as they are.
+struct ModelUpdate {
+  bool has_description = false;
+  std::string description;
+  bool has_license = false;
+  std::string license;
+  bool has_tags = false;
+  std::vector<std::string> tags;  // replaces the model's tags
+};
+
+// Who changed what, when (readable by admins).
+struct AuditEntry {
+  int64_t id = 0;
+  int64_t unix_ms = 0;
+  std::string actor;   // API key id ("" without --auth)
+  std::string action;  // "register", "update", "delete", "create_key", "revoke_key", "use_alignment", "train"
+  std::string target;  // model id, key id or version
+  std::string detail;  // e.g. the model's name, the fields changed
+};
+
 // Operational figures for monitoring (Prometheus /metrics): gauges of the current state and
 // counters since start.
 struct DockStats {
@@ -373,8 +393,19 @@ class Dock {
   virtual absl::StatusOr<ModelRecord> GetModel(std::string_view id_or_name) = 0;
   virtual absl::StatusOr<ModelPage> ListModels(const ListFilter& filter, int page_size,
                                                const std::string& page_token) = 0;
-  // Returns the deleted model's id.
-  virtual absl::StatusOr<std::string> DeleteModel(std::string_view id_or_name) = 0;
+  // Returns the deleted model's id. `actor`: the API key asking (for the audit log).
+  virtual absl::StatusOr<std::string> DeleteModel(std::string_view id_or_name,
+                                                  const std::string& actor = "") = 0;
+  // Edits description, license or tags (INVALID_ARGUMENT as at registration); bumps the
+  // revision; returns the updated record.
+  virtual absl::StatusOr<ModelRecord> UpdateModel(std::string_view id_or_name,
+                                                  const ModelUpdate& update,
+                                                  const std::string& actor = "") = 0;
+  // Newest first, at most `limit` (<= 0: 100).
+  virtual absl::StatusOr<std::vector<AuditEntry>> AuditLog(int limit) = 0;
+  // Appends to the audit log (transports record what the engine cannot see, e.g. key changes).
+  virtual void Audit(const std::string& actor, const std::string& action,
+                     const std::string& target, const std::string& detail) = 0;
   // Blocks until the model's revision differs from `seen_revision` or `timeout` passes; returns
   // the current record either way.
   virtual absl::StatusOr<ModelRecord> WaitForChange(const std::string& id, int64_t seen_revision,

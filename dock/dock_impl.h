@@ -76,7 +76,13 @@ class DockImpl : public Dock {
   absl::StatusOr<ModelRecord> GetModel(std::string_view id_or_name) override;
   absl::StatusOr<ModelPage> ListModels(const ListFilter& filter, int page_size,
                                        const std::string& page_token) override;
-  absl::StatusOr<std::string> DeleteModel(std::string_view id_or_name) override;
+  absl::StatusOr<std::string> DeleteModel(std::string_view id_or_name,
+                                          const std::string& actor) override;
+  absl::StatusOr<ModelRecord> UpdateModel(std::string_view id_or_name, const ModelUpdate& update,
+                                          const std::string& actor) override;
+  absl::StatusOr<std::vector<AuditEntry>> AuditLog(int limit) override;
+  void Audit(const std::string& actor, const std::string& action, const std::string& target,
+             const std::string& detail) override;
   absl::StatusOr<ModelRecord> WaitForChange(const std::string& id, int64_t seen_revision,
                                             absl::Duration timeout) override;
   absl::StatusOr<RecommendResult> Recommend(const RecommendQuery& query) override;

@@ -547,6 +547,42 @@ TEST_F(FeatureExtractorTest, BadExtractorsAndBadSpecsAreRefusedWithAReason) {
   EXPECT_EQ(list->total_size, 0) << "a refused extractor left a model behind";
 }
 
+TEST_F(DockTest, UpdateEditsMetadataAndTheAuditLogSaysWhoDidWhat) {
+  ModelRecord tops = Register("fmnist-tops-cnn");
+  ModelUpdate update;
+  update.has_description = true;
+  update.description = "tops, retrained";
+  update.has_tags = true;
+  update.tags = {"fashion", "v2"};
+  auto updated = dock_->UpdateModel("fmnist-tops-cnn", update, "key-a");
+  ASSERT_TRUE(updated.ok()) << updated.status();
+  EXPECT_EQ(updated->spec.description, "tops, retrained");
+  EXPECT_EQ(updated->spec.tags, (std::vector<std::string>{"fashion", "v2"}));
+  EXPECT_GT(updated->revision, tops.revision);
+  EXPECT_EQ(updated->spec.license, tops.spec.license);  // unset fields stay
+  ModelUpdate bad;
+  bad.has_tags = true;
+  bad.tags = {std::string(65, 'x')};
+  EXPECT_EQ(dock_->UpdateModel("fmnist-tops-cnn", bad, "").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(dock_->UpdateModel("fmnist-tops-cnn", ModelUpdate(), "").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(dock_->UpdateModel("nope", update, "").status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(dock_->DeleteModel("fmnist-tops-cnn", "key-b").ok());
+  dock_.reset();
+  OpenDock();
+  auto log = dock_->AuditLog(10);
+  ASSERT_TRUE(log.ok()) << log.status();
+  ASSERT_EQ(log->size(), 3u);  // newest first; the refused updates left nothing
+  EXPECT_EQ((*log)[0].action, "delete");
+  EXPECT_EQ((*log)[0].actor, "key-b");
+  EXPECT_EQ((*log)[1].action, "update");
+  EXPECT_EQ((*log)[1].actor, "key-a");
+  EXPECT_THAT((*log)[1].detail, ::testing::HasSubstr("description, tags=[fashion,v2]"));
+  EXPECT_EQ((*log)[2].action, "register");
+  EXPECT_EQ((*log)[2].target, tops.id);
+}
+
 TEST_F(DockTest, RegisterProbeAndRecommendRanksMatchingModelFirst) {
   for (const char* name : {"fmnist-tops-cnn", "fmnist-footwear-cnn", "fmnist-shuffled-cnn"}) {
     Register(name);

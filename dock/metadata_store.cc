@@ -99,6 +99,15 @@ CREATE TABLE IF NOT EXISTS outcomes (
   UNIQUE(query_id, model_id, source)
 );
 CREATE INDEX IF NOT EXISTS outcomes_model ON outcomes(model_id);
+-- Who changed what, when.
+CREATE TABLE IF NOT EXISTS audit_log (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  unix_ms INTEGER NOT NULL,
+  actor TEXT NOT NULL,
+  action TEXT NOT NULL,
+  target TEXT NOT NULL,
+  detail TEXT NOT NULL
+);
 -- Trained ranker versions; the serving one is meta 'serving_alignment'.
 CREATE TABLE IF NOT EXISTS alignments (
   version INTEGER PRIMARY KEY,
@@ -725,6 +734,55 @@ absl::StatusOr<std::string> MetadataStore::GetMeta(const std::string& key) {
   st.Bind(1, key);
   if (st.Step() != SQLITE_ROW) return std::string();
   return st.Text(0);
+}
+
+absl::Status MetadataStore::UpdateSpec(const ModelRecord& r) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Statement st(db_, "UPDATE models SET description=?, license=?, tags=?, revision=? WHERE id=?");
+  st.Bind(1, r.spec.description);
+  st.Bind(2, r.spec.license);
+  st.Bind(3, StringsJson(r.spec.tags));
+  st.Bind(4, r.revision);
+  st.Bind(5, r.id);
+  if (st.Step() != SQLITE_DONE) {
+    return absl::InternalError(absl::StrCat("sqlite update: ", sqlite3_errmsg(db_)));
+  }
+  if (sqlite3_changes(db_) == 0) return absl::NotFoundError(absl::StrCat("no model ", r.id));
+  return absl::OkStatus();
+}
+
+absl::Status MetadataStore::AppendAudit(const AuditEntry& e) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Statement st(db_, "INSERT INTO audit_log(unix_ms, actor, action, target, detail) "
+                    "VALUES(?,?,?,?,?)");
+  st.Bind(1, e.unix_ms);
+  st.Bind(2, e.actor);
+  st.Bind(3, e.action);
+  st.Bind(4, e.target);
+  st.Bind(5, e.detail);
+  if (st.Step() != SQLITE_DONE) {
+    return absl::InternalError(absl::StrCat("sqlite audit: ", sqlite3_errmsg(db_)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<AuditEntry>> MetadataStore::Audit(int limit) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Statement st(db_, "SELECT id, unix_ms, actor, action, target, detail FROM audit_log "
+                    "ORDER BY id DESC LIMIT ?");
+  st.Bind(1, static_cast<int64_t>(limit));
+  std::vector<AuditEntry> out;
+  while (st.Step() == SQLITE_ROW) {
+    AuditEntry e;
+    e.id = st.Int(0);
+    e.unix_ms = st.Int(1);
+    e.actor = st.Text(2);
+    e.action = st.Text(3);
+    e.target = st.Text(4);
+    e.detail = st.Text(5);
+    out.push_back(std::move(e));
+  }
+  return out;
 }
 
 }  // namespace modeldock::dock

@@ -117,6 +117,11 @@ class MetadataStore {
   // All versions, oldest first, without payloads.
   absl::StatusOr<std::vector<AlignmentRow>> Alignments();
   absl::StatusOr<AlignmentRow> Alignment(int64_t version);  // NOT_FOUND
+  // Description, license and tags of a model (and its revision).
+  absl::Status UpdateSpec(const ModelRecord& record);
+  absl::Status AppendAudit(const AuditEntry& entry);
+  absl::StatusOr<std::vector<AuditEntry>> Audit(int limit);  // newest first
+
   // Small settings in the meta table ("" when unset).
   absl::Status SetMeta(const std::string& key, const std::string& value);
   absl::StatusOr<std::string> GetMeta(const std::string& key);

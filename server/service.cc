@@ -323,6 +323,19 @@ grpc::Status ModelDockServiceImpl::ListModels(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
+// Providers change only the models they registered; admins any.
+grpc::Status ModelDockServiceImpl::CheckOwnership(const dock::ApiKeyInfo& caller,
+                                                  const std::string& model, const char* verb) {
+  if (caller.role == dock::ApiKeyRole::kAdmin) return grpc::Status::OK;
+  auto record = dock_->GetModel(model);
+  if (!record.ok()) return ToGrpcStatus(record.status());
+  if (record->owner_key_id == caller.id) return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                      absl::StrCat("model '", record->spec.name, "' was registered by key ",
+                                   record->owner_key_id.empty() ? "(none)" : record->owner_key_id,
+                                   "; a provider ", verb, " only its own models (admins any)"));
+}
+
 grpc::Status ModelDockServiceImpl::DeleteModel(grpc::ServerContext* context,
                                                const v1::DeleteModelRequest* request,
                                                v1::DeleteModelResponse* response) {
@@ -332,22 +345,64 @@ grpc::Status ModelDockServiceImpl::DeleteModel(grpc::ServerContext* context,
     return s;
   }
   if (request->model().empty()) return InvalidArgument("model (an id or a name) is required");
-  if (caller.role != dock::ApiKeyRole::kAdmin) {
-    // Providers delete only what they registered.
-    auto record = dock_->GetModel(request->model());
-    if (!record.ok()) return ToGrpcStatus(record.status());
-    if (record->owner_key_id != caller.id) {
-      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                          absl::StrCat("model '", record->spec.name, "' was registered by key ",
-                                       record->owner_key_id.empty() ? "(none)"
-                                                                    : record->owner_key_id,
-                                       "; a provider deletes only its own models (admins any)"));
-    }
-  }
-  auto id = dock_->DeleteModel(request->model());
+  if (grpc::Status s = CheckOwnership(caller, request->model(), "deletes"); !s.ok()) return s;
+  auto id = dock_->DeleteModel(request->model(), caller.id);
   if (!id.ok()) return ToGrpcStatus(id.status());
   spdlog::info("deleted model {} ('{}')", *id, request->model());
   response->set_id(*id);
+  return grpc::Status::OK;
+}
+
+grpc::Status ModelDockServiceImpl::UpdateModel(grpc::ServerContext* context,
+                                               const v1::UpdateModelRequest* request,
+                                               v1::UpdateModelResponse* response) {
+  RequestScope request_scope(context);
+  dock::ApiKeyInfo caller;
+  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kProvider, "updating a model", &caller);
+      !s.ok()) {
+    return s;
+  }
+  if (request->model().empty()) return InvalidArgument("model (an id or a name) is required");
+  if (!request->replace_tags() && request->tags_size() > 0) {
+    return InvalidArgument("tags are replaced as a whole: set replace_tags with the new tags");
+  }
+  if (grpc::Status s = CheckOwnership(caller, request->model(), "updates"); !s.ok()) return s;
+  dock::ModelUpdate update;
+  update.has_description = request->has_description();
+  update.description = request->description();
+  update.has_license = request->has_license();
+  update.license = request->license();
+  update.has_tags = request->replace_tags();
+  update.tags.assign(request->tags().begin(), request->tags().end());
+  auto record = dock_->UpdateModel(request->model(), update, caller.id);
+  if (!record.ok()) return ToGrpcStatus(record.status());
+  ToProto(*record, response->mutable_model());
+  return grpc::Status::OK;
+}
+
+grpc::Status ModelDockServiceImpl::ListAuditLog(grpc::ServerContext* context,
+                                                const v1::ListAuditLogRequest* request,
+                                                v1::ListAuditLogResponse* response) {
+  RequestScope request_scope(context);
+  dock::ApiKeyInfo caller;
+  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kAdmin, "reading the audit log", &caller);
+      !s.ok()) {
+    return s;
+  }
+  if (request->limit() < 0 || request->limit() > 10000) {
+    return InvalidArgument("limit must be in 0..10000 (0 = 100)");
+  }
+  auto entries = dock_->AuditLog(request->limit());
+  if (!entries.ok()) return ToGrpcStatus(entries.status());
+  for (const dock::AuditEntry& e : *entries) {
+    v1::AuditEntry* out = response->add_entries();
+    out->set_id(e.id);
+    out->set_unix_ms(e.unix_ms);
+    out->set_actor(e.actor);
+    out->set_action(e.action);
+    out->set_target(e.target);
+    out->set_detail(e.detail);
+  }
   return grpc::Status::OK;
 }
 
@@ -504,6 +559,8 @@ grpc::Status ModelDockServiceImpl::CreateApiKey(grpc::ServerContext* context,
   auto key = dock_->CreateApiKey(static_cast<dock::ApiKeyRole>(static_cast<int>(request->role())),
                                  request->name());
   if (!key.ok()) return ToGrpcStatus(key.status());
+  dock_->Audit(caller.id, "create_key", key->info.id,
+               absl::StrCat(dock::ApiKeyRoleName(key->info.role), " '", key->info.name, "'"));
   *response->mutable_key() = ToProto(key->info);
   response->set_secret(key->secret);
   return grpc::Status::OK;
@@ -534,7 +591,9 @@ grpc::Status ModelDockServiceImpl::RevokeApiKey(grpc::ServerContext* context,
     return s;
   }
   if (request->id().empty()) return InvalidArgument("id of the key to revoke is required");
-  return ToGrpcStatus(dock_->RevokeApiKey(request->id()));
+  absl::Status revoked = dock_->RevokeApiKey(request->id());
+  if (revoked.ok()) dock_->Audit(caller.id, "revoke_key", request->id(), "");
+  return ToGrpcStatus(revoked);
 }
 
 // ---- Learning from outcomes.
@@ -677,6 +736,7 @@ grpc::Status ModelDockServiceImpl::TrainAlignment(grpc::ServerContext* context,
   }
   auto job = dock_->TrainAlignment(request->wait(), [context] { return context->IsCancelled(); });
   if (!job.ok()) return ToGrpcStatus(job.status());
+  dock_->Audit(caller.id, "train", "", job->message);
   ToProto(*job, response->mutable_job());
   return grpc::Status::OK;
 }
@@ -709,6 +769,7 @@ grpc::Status ModelDockServiceImpl::UseAlignment(grpc::ServerContext* context,
     return s;
   }
   if (absl::Status s = dock_->UseAlignment(request->version()); !s.ok()) return ToGrpcStatus(s);
+  dock_->Audit(caller.id, "use_alignment", absl::StrCat(request->version()), "");
   response->set_serving_version(request->version());
   return grpc::Status::OK;
 }

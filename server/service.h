@@ -47,6 +47,10 @@ class ModelDockServiceImpl final : public v1::ModelDockService::Service {
                           v1::ListModelsResponse* response) override;
   grpc::Status DeleteModel(grpc::ServerContext* context, const v1::DeleteModelRequest* request,
                            v1::DeleteModelResponse* response) override;
+  grpc::Status UpdateModel(grpc::ServerContext* context, const v1::UpdateModelRequest* request,
+                           v1::UpdateModelResponse* response) override;
+  grpc::Status ListAuditLog(grpc::ServerContext* context, const v1::ListAuditLogRequest* request,
+                            v1::ListAuditLogResponse* response) override;
   grpc::Status WatchModel(grpc::ServerContext* context, const v1::WatchModelRequest* request,
                           grpc::ServerWriter<v1::WatchModelResponse>* writer) override;
   grpc::Status Recommend(grpc::ServerContext* context,
@@ -77,6 +81,9 @@ class ModelDockServiceImpl final : public v1::ModelDockService::Service {
   // revoked key) or PERMISSION_DENIED (naming the role needed).
   grpc::Status Authorize(grpc::ServerContext* context, dock::ApiKeyRole needed, const char* what,
                          dock::ApiKeyInfo* caller);
+  // PERMISSION_DENIED unless the caller is an admin or registered `model`.
+  grpc::Status CheckOwnership(const dock::ApiKeyInfo& caller, const std::string& model,
+                              const char* verb);
 
   dock::Dock* dock_;
   bool require_api_keys_;

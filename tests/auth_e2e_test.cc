@@ -90,6 +90,11 @@ class AuthTest : public ::testing::Test {
     codes["TrainAlignment"] = c.TrainAlignment(/*wait=*/false).status().code();
     codes["ListAlignments"] = c.ListAlignments().status().code();
     codes["UseAlignment"] = c.UseAlignment(0).code();
+    v1::UpdateModelRequest update;
+    update.set_model("owned");
+    update.set_description("by " + who);
+    codes["UpdateModel"] = c.Update(update).status().code();
+    codes["ListAuditLog"] = c.AuditLog(10).status().code();
     return codes;
   }
 
@@ -107,17 +112,19 @@ TEST_F(AuthTest, EveryRoleGetsExactlyItsCalls) {
       {"admin", {{"GetModel", ok}, {"ListModels", ok}, {"WatchModel", ok}, {"Recommend", ok},
                  {"RegisterModel", ok}, {"ListApiKeys", ok}, {"CreateApiKey", ok},
                  {"RevokeApiKey", C::kNotFound}, {"ReportOutcome", ok}, {"ListRecords", ok},
-                 {"TrainAlignment", ok}, {"ListAlignments", ok}, {"UseAlignment", ok}}},
+                 {"TrainAlignment", ok}, {"ListAlignments", ok}, {"UseAlignment", ok},
+                 {"UpdateModel", ok}, {"ListAuditLog", ok}}},
       {"provider", {{"GetModel", ok}, {"ListModels", ok}, {"WatchModel", ok}, {"Recommend", ok},
                     {"RegisterModel", ok}, {"ListApiKeys", denied}, {"CreateApiKey", denied},
                     {"RevokeApiKey", denied}, {"ReportOutcome", ok}, {"ListRecords", ok},
                     {"TrainAlignment", denied}, {"ListAlignments", ok},
-                    {"UseAlignment", denied}}},
+                    {"UseAlignment", denied}, {"UpdateModel", ok}, {"ListAuditLog", denied}}},
       {"consumer", {{"GetModel", ok}, {"ListModels", ok}, {"WatchModel", ok}, {"Recommend", ok},
                     {"RegisterModel", denied}, {"ListApiKeys", denied},
                     {"CreateApiKey", denied}, {"RevokeApiKey", denied}, {"ReportOutcome", ok},
                     {"ListRecords", ok}, {"TrainAlignment", denied}, {"ListAlignments", ok},
-                    {"UseAlignment", denied}}},
+                    {"UseAlignment", denied}, {"UpdateModel", denied},
+                    {"ListAuditLog", denied}}},
   };
   for (const auto& [who, calls] : expected) {
     std::map<std::string, C> got = Calls(who);
@@ -149,6 +156,26 @@ TEST_F(AuthTest, ProvidersDeleteOnlyTheirOwnModelsAndAdminsAny) {
   ASSERT_TRUE(As("other_provider").Register(AssetPath(std::string(kTops) + ".pt"),
                                             TopsSpec("theirs")).ok());
   EXPECT_TRUE(As("admin").Delete("theirs").ok());
+  // Updates follow the same rule, and the audit log names who did what.
+  ASSERT_TRUE(As("other_provider").Register(AssetPath(std::string(kTops) + ".pt"),
+                                            TopsSpec("mine")).ok());
+  ASSERT_TRUE(As("other_provider").Watch("mine").ok());  // updates wait for READY
+  v1::UpdateModelRequest update;
+  update.set_model("mine");
+  update.set_license("MIT");
+  EXPECT_EQ(As("provider").Update(update).status().code(), absl::StatusCode::kPermissionDenied);
+  auto updated = As("other_provider").Update(update);
+  ASSERT_TRUE(updated.ok()) << updated.status();
+  EXPECT_EQ(updated->spec().license(), "MIT");
+  auto log = As("admin").AuditLog(100);
+  ASSERT_TRUE(log.ok()) << log.status();
+  bool saw_update = false, saw_delete = false;
+  for (const v1::AuditEntry& e : log->entries()) {
+    if (e.action() == "update" && e.actor() == ids_["other_provider"]) saw_update = true;
+    if (e.action() == "delete" && e.actor() == ids_["provider"]) saw_delete = true;
+  }
+  EXPECT_TRUE(saw_update);
+  EXPECT_TRUE(saw_delete);
 }
 
 TEST_F(AuthTest, RevocationTakesEffectAtOnce) {

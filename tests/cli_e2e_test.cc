@@ -304,6 +304,30 @@ TEST_F(CliE2eTest, RegistersAFeatureExtractorWithoutLabels) {
   EXPECT_EQ(ParseJson(rec)["results"][0]["name"], "tops-headless");
 }
 
+TEST_F(CliE2eTest, UpdateEditsMetadataAndAuditListsIt) {
+  ProcessResult r = Cli({"register", AssetPath(std::string(kTops) + ".pt"), "--metadata",
+                         AssetPath(std::string(kTops) + ".json")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string name = json::parse(ReadFile(AssetPath(std::string(kTops) + ".json")))["name"];
+  EXPECT_EQ(Cli({"update", name}).exit_code, 2);  // nothing to change
+  ProcessResult updated = Cli({"--json", "update", name, "--license", "MIT", "--tag", "a",
+                               "--tag", "b"});
+  ASSERT_EQ(updated.exit_code, 0) << updated.err;
+  json model = ParseJson(updated)["model"];
+  EXPECT_EQ(model["license"], "MIT");
+  EXPECT_EQ(model["tags"], json::array({"a", "b"}));
+  ASSERT_EQ(Cli({"update", name, "--clear-tags"}).exit_code, 0);
+  EXPECT_EQ(ParseJson(Cli({"--json", "show", name}))["model"]["tags"], json::array());
+  ProcessResult missing = Cli({"update", "nope", "--license", "x"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_THAT(missing.err, HasSubstr("NOT_FOUND"));
+  json audit = ParseJson(Cli({"--json", "audit"}));
+  ASSERT_GE(audit["entries"].size(), 3u);
+  EXPECT_EQ(audit["entries"][0]["action"], "update");
+  EXPECT_THAT(audit["entries"][0]["detail"].get<std::string>(), HasSubstr("tags=[]"));
+  EXPECT_EQ(audit["entries"][2]["action"], "register");
+}
+
 TEST_F(CliE2eTest, Health) {
   ProcessResult r = Cli({"health"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
