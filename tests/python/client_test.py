@@ -82,6 +82,10 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(unlabelled.mode, "stage1_only")
         self.assertNotEqual(unlabelled.label_source, "given")
 
+        edited = self.dock.update("fmnist-tops-cnn", license="MIT", tags=["x"])
+        self.assertEqual((edited.license, edited.tags), ("MIT", ["x"]))
+        self.assertEqual(self.dock.audit(limit=1)[0]["action"], "update")
+
         footwear = self.dock.get("fmnist-footwear-cnn")
         self.assertEqual(self.dock.delete("fmnist-footwear-cnn"), footwear.id)
         with self.assertRaises(modeldock.ModelDockError) as e:

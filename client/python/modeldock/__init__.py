@@ -223,6 +223,27 @@ class Client:
         return _call(self._stub.DeleteModel, pb.DeleteModelRequest(model=model),
                      timeout=self._timeout, metadata=self._metadata).id
 
+    def update(self, model: str, description: Optional[str] = None, license: Optional[str] = None,
+               tags: Optional[Sequence[str]] = None) -> Model:
+        """Edits metadata without a new upload; None leaves a field as it is; tags replace all."""
+        request = pb.UpdateModelRequest(model=model)
+        if description is not None:
+            request.description = description
+        if license is not None:
+            request.license = license
+        if tags is not None:
+            request.replace_tags = True
+            request.tags.extend(tags)
+        r = _call(self._stub.UpdateModel, request, timeout=self._timeout, metadata=self._metadata)
+        return Model._from_proto(r.model)
+
+    def audit(self, limit: int = 100) -> List[Dict[str, object]]:
+        """Admin: who registered, updated, deleted what and when (newest first)."""
+        r = _call(self._stub.ListAuditLog, pb.ListAuditLogRequest(limit=limit),
+                  timeout=self._timeout, metadata=self._metadata)
+        return [{"time_ms": e.unix_ms, "actor": e.actor, "action": e.action, "target": e.target,
+                 "detail": e.detail} for e in r.entries]
+
     # -- recommend -----------------------------------------------------------------------------
 
     def recommend(self, samples, labels=None, top: int = 5, metric: Optional[str] = None,
