@@ -341,13 +341,16 @@ absl::StatusOr<RankerTrainingReport> TrainOutcomeRanker(
     // Adopted only for a gain that is both material and larger than its own noise: a version
     // that changes every ranking must earn it on queries it did not see.
     const double needed = std::max(options.min_gain, se);
-    report.adopt = gain > needed;
+    const bool enough = report.usable_tasks >= options.min_queries_to_adopt;
+    report.adopt = enough && gain > needed;
     report.reason = absl::StrFormat(
         "held-out tau_w %.4f trained vs %.4f serving (%.4f untrained), gain %+.4f +- %.4f "
         "(standard error over %d held-out queries, %d folds): %s",
         report.validation_trained, report.validation_serving, report.validation_untrained, gain,
         se, report.usable_tasks, folds,
-        report.adopt ? "adopted"
+        report.adopt ? std::string("adopted")
+        : !enough    ? absl::StrFormat("not adopted (validation needs at least %d reported "
+                                       "queries)", options.min_queries_to_adopt)
                      : absl::StrFormat("not adopted (needs a gain above %.4f)", needed));
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("training failed: ", e.what()));

@@ -289,7 +289,9 @@ def fairness_summary(results):
                        "mean_abs_rank_diff": float(np.mean([abs(r["rank_diff"]) for r in fair])),
                        "max_abs_rank_diff": int(max(abs(r["rank_diff"]) for r in fair)),
                        "mean_rank_diff": float(np.mean([r["rank_diff"] for r in fair])),
-                       "scored_mismatch": sum(r["scored_copy"] != r["scored_classifier"] for r in fair)}
+                       "scored_mismatch": sum(r["scored_copy"] != r["scored_classifier"] for r in fair),
+                       "equal_score_adjacent": sum(r["score_diff"] == 0 and abs(r["rank_diff"]) == 1
+                                                   for r in fair)}
     return out
 
 
@@ -371,7 +373,8 @@ def markdown(results, entries, tasks):
                  f"{_f(s['max_abs_similarity_diff'], 6)}, max |prior diff| "
                  f"{_f(s['max_abs_prior_diff'], 6)}; rank difference mean {s['mean_rank_diff']:+.2f}, "
                  f"mean |.| {s['mean_abs_rank_diff']:.2f}, max |.| {s['max_abs_rank_diff']}; "
-                 f"scored differently in {s['scored_mismatch']} pairs.")
+                 f"scored differently in {s['scored_mismatch']} pairs; equal score and adjacent "
+                 f"ranks (a tie the server broke) in {s['equal_score_adjacent']} of {s['pairs']}.")
     L += ["", "| method | task | copy | rank copy / classifier | score copy / classifier | "
           "score diff | similarity diff |", "|---|---|---|---|---|---|---|"]
     for m in METHODS:
