@@ -263,6 +263,22 @@ double Mean(const std::vector<double>& v) {
   return v.empty() ? 0 : sum / static_cast<double>(v.size());
 }
 
+// Mean of the paired per-task gains `after - before` and its standard error.
+struct Gain {
+  double mean = 0, standard_error = 0;
+};
+Gain PairedGain(const std::vector<double>& after, const std::vector<double>& before) {
+  std::vector<double> gains(std::min(after.size(), before.size()));
+  for (size_t i = 0; i < gains.size(); ++i) gains[i] = after[i] - before[i];
+  Gain g;
+  g.mean = Mean(gains);
+  double var = 0;
+  for (double x : gains) var += (x - g.mean) * (x - g.mean);
+  const double n = static_cast<double>(gains.size());
+  g.standard_error = gains.size() > 1 ? std::sqrt(var / (n - 1) / n) : 0.0;
+  return g;
+}
+
 }  // namespace
 
 absl::StatusOr<RankerTrainingReport> TrainOutcomeRanker(
@@ -322,14 +338,8 @@ absl::StatusOr<RankerTrainingReport> TrainOutcomeRanker(
     report.validation_serving = Mean(tau_serving);
     report.validation_trained = Mean(tau_trained);
     // Paired gains over the held-out tasks and their standard error.
-    std::vector<double> gains(tau_trained.size());
-    for (size_t i = 0; i < gains.size(); ++i) gains[i] = tau_trained[i] - tau_serving[i];
-    const double gain = Mean(gains);
-    double var = 0;
-    for (double g : gains) var += (g - gain) * (g - gain);
-    const double se = gains.size() > 1 ? std::sqrt(var / static_cast<double>(gains.size() - 1) /
-                                                   static_cast<double>(gains.size()))
-                                       : 0.0;
+    const Gain paired = PairedGain(tau_trained, tau_serving);
+    const double gain = paired.mean, se = paired.standard_error;
     report.gain_standard_error = se;
     std::vector<int64_t> everything(T);
     std::iota(everything.begin(), everything.end(), 0);
@@ -586,15 +596,9 @@ absl::StatusOr<AlignmentTrainingReport> TrainVectorAlignment(
     report.loss = best.name;
     report.validation_untrained = Mean(untrained);
     report.validation_trained = Mean(best.taus);
-    std::vector<double> gains(untrained.size());
-    for (size_t i = 0; i < gains.size(); ++i) gains[i] = best.taus[i] - untrained[i];
-    const double gain = Mean(gains);
-    double var = 0;
-    for (double g : gains) var += (g - gain) * (g - gain);
-    report.gain_standard_error =
-        gains.size() > 1 ? std::sqrt(var / static_cast<double>(gains.size() - 1) /
-                                     static_cast<double>(gains.size()))
-                         : 0.0;
+    const Gain paired = PairedGain(best.taus, untrained);
+    const double gain = paired.mean;
+    report.gain_standard_error = paired.standard_error;
     const double needed = std::max(options.min_gain, report.gain_standard_error);
     report.adopt = gain > needed;
     std::vector<int64_t> everything(T);

@@ -18,8 +18,9 @@ cannot swap them mid-run), starts the server on a free port with a fresh data di
   - mixed fairness: each headless copy against its classifier, difference of score, stage-2 score
     and similarity, and of rank (should be ~0);
   - where extractors land: returned rank against ground-truth rank among all N models.
-Writes OUT_DIR/results.json and results.md (default bench/headless/; --smoke: artifacts/run-smoke/)
-and the raw CLI responses (default artifacts/run/responses.json).
+Writes OUT_DIR/results.json and results.md (default bench/headless/; --smoke: artifacts/run-smoke/),
+the raw CLI responses (default artifacts/run/responses.json) and, next to them, results_full.json
+(results.json plus every (task, model) landing row).
 """
 import argparse
 import datetime
@@ -170,6 +171,8 @@ def evaluate(raw, entries, tasks, gt):
                                       if kind[m] == "feature_extractor" and m not in headless}}
     resp = {(r["task"], r["method"]): r for r in raw["responses"]}
     acc = {t["name"]: np.array([gt["tasks"][t["name"]][m]["best"] for m in names]) for t in tasks}
+    lp = {t["name"]: np.array([gt["tasks"][t["name"]][m]["linear_probe"] for m in names])
+          for t in tasks}
 
     results = {"methods": {}, "subset_sizes": {k: len(v) for k, v in subsets.items()}}
     for method in METHODS:
@@ -186,6 +189,8 @@ def evaluate(raw, entries, tasks, gt):
             row = {"all": rq.ranking_measures(order, a, scores)}
             for s in SUBSETS[1:]:
                 row[s] = subset_measures(order, a, subsets[s])
+            for s in SUBSETS:  # secondary: against the linear-probe accuracy (frozen features)
+                row[s]["tau_w_lp"] = subset_measures(order, lp[tn], subsets[s])["tau_w"]
             row["num_scored"] = r.get("num_scored")
             row["wall_millis"] = round(resp[(tn, method)]["wall_millis"], 1)
             row["total_millis"] = r.get("timings", {}).get("total_millis")
@@ -354,6 +359,12 @@ def markdown(results, entries, tasks):
                  f"{_f(mean['extractors']['tau_w'])} | {_f(mean['extractors']['rel@1'])} | "
                  f"{_f(mean['trained_extractors']['tau_w'])} | "
                  f"{_f(mean['trained_extractors']['rel@1'])} | {sc} | {lat} |")
+    L += ["", "Secondary: weighted tau of the same rankings against the linear-probe accuracy (frozen "
+          "features, the ground truth's `linear_probe`):", "",
+          "| method | all | classifiers | extractors | trained extractors |", "|---|---|---|---|---|"]
+    for m in METHODS:
+        mean = ms[m]["mean"]
+        L.append(f"| {m} | " + " | ".join(_f(mean[s]["tau_w_lp"]) for s in SUBSETS) + " |")
     ref = results.get("zoo2_reference")
     if ref:
         L += ["", f"For reference, zoo2 alone (40 classifiers, {ref['source']}, an earlier server "
@@ -496,9 +507,15 @@ def main():
                        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                    "cpu": rq._cpu_model()}}
     os.makedirs(args.out_dir, exist_ok=True)
+    # The per-(task, model) landing rows go next to the raw responses; results.json keeps the
+    # per-model and per-family summaries.
+    with open(os.path.join(os.path.dirname(os.path.abspath(args.raw)), "results_full.json"), "w") as f:
+        json.dump(results, f)
+    md = markdown(results, entries, tasks)
+    for method in METHODS:
+        results["methods"][method].pop("landing")
     with open(os.path.join(args.out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
-    md = markdown(results, entries, tasks)
     with open(os.path.join(args.out_dir, "results.md"), "w") as f:
         f.write(md)
     print(md)
