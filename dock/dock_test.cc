@@ -14,6 +14,7 @@
 #include <tuple>
 
 #include <signal.h>
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
@@ -581,6 +582,50 @@ TEST_F(DockTest, UpdateEditsMetadataAndTheAuditLogSaysWhoDidWhat) {
   EXPECT_THAT((*log)[1].detail, ::testing::HasSubstr("description, tags=[fashion,v2]"));
   EXPECT_EQ((*log)[2].action, "register");
   EXPECT_EQ((*log)[2].target, tops.id);
+}
+
+// A database written by a schema-1 server (before feature extractors) opens, is migrated to
+// schema 2 in place, and its models read back as classifiers.
+TEST(MetadataStoreMigrationTest, SchemaOneDatabaseIsMigrated) {
+  const fs::path dir = fs::temp_directory_path() / ("modeldock-migration-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string path = (dir / "modeldock.db").string();
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    const char* v1 = R"sql(
+      CREATE TABLE models (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, version TEXT NOT NULL,
+        description TEXT NOT NULL, task INTEGER NOT NULL, input_shape TEXT NOT NULL,
+        class_labels TEXT NOT NULL, license TEXT NOT NULL, tags TEXT NOT NULL,
+        state INTEGER NOT NULL, state_reason TEXT NOT NULL, sha256 TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL, has_embed INTEGER NOT NULL, feature_dim INTEGER NOT NULL,
+        created_unix_ms INTEGER NOT NULL, probe_millis INTEGER NOT NULL,
+        revision INTEGER NOT NULL);
+      CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+      INSERT INTO meta VALUES('schema_version', '1');
+      INSERT INTO models VALUES('m-1', 'old-model', '1.0', 'from schema 1', 0, '[1,28,28]',
+        '["a","b"]', 'MIT', '[]', 2, 'probed', 'abc', 10, 1, 64, 1, 5, 3);
+    )sql";
+    char* err = nullptr;
+    ASSERT_EQ(sqlite3_exec(db, v1, nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "");
+    sqlite3_close(db);
+  }
+  auto store = MetadataStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto record = (*store)->Get("m-1");
+  ASSERT_TRUE(record.ok()) << record.status();
+  EXPECT_EQ(record->spec.name, "old-model");
+  EXPECT_EQ(record->spec.kind, ModelKind::kClassifier);
+  EXPECT_EQ(record->feature_dim, 64);
+  EXPECT_EQ(*(*store)->GetMeta("schema_version"), "2");
+  store->reset();
+  // Opening again does not migrate twice.
+  auto again = MetadataStore::Open(path);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE((*again)->Get("m-1").ok());
+  again->reset();
+  fs::remove_all(dir);
 }
 
 TEST_F(DockTest, RegisterProbeAndRecommendRanksMatchingModelFirst) {
