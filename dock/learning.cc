@@ -95,14 +95,10 @@ const char* TrainingStateName(TrainingStatus::State state) {
   return "unknown";
 }
 
-std::vector<double> FactsOf(const ModelRecord& record, const Tensor* probe_features) {
+std::vector<double> FactsOf(const ModelRecord& record) {
   const int64_t classes = static_cast<int64_t>(record.spec.class_labels.size());
-  const int64_t width = record.feature_dim > 0 ? record.feature_dim : classes;
-  const double effective_rank =
-      probe_features ? encoder::EffectiveRankOfComponents(
-                           probe_features->values, probe_features->Rows(), probe_features->RowSize())
-                     : 0.0;
-  return encoder::ModelFacts(width, classes, effective_rank);
+  const int64_t width = record.has_embed && record.feature_dim > 0 ? record.feature_dim : classes;
+  return encoder::ModelFacts(width, classes);
 }
 
 absl::Status LearningLoop::Load(const std::string& space, const ProjectedIndexBuilder& build) {
@@ -244,8 +240,7 @@ absl::StatusOr<AlignmentVersion> LearningLoop::TrainOnce(const TrainingInputs& i
   std::map<std::string, std::vector<double>> facts;
   for (const ModelRecord& m : models) {
     present[m.id] = &m;
-    auto known = inputs.facts.find(m.id);
-    facts[m.id] = known != inputs.facts.end() ? known->second : FactsOf(m);
+    facts[m.id] = FactsOf(m);
   }
   // Per query and model: the weighted mean of what was reported (models still in the dock).
   std::map<std::string, std::map<std::string, std::pair<double, double>>> sums;
@@ -500,10 +495,7 @@ absl::StatusOr<TrainingStatus> DockImpl::TrainAlignment(bool wait,
   auto all = store_->ListAll();
   if (!all.ok()) return all.status();
   for (ModelRecord& r : *all) {
-    if (r.state != ModelState::kReady) continue;
-    auto features = ProbeFeatures(r);
-    inputs.facts[r.id] = FactsOf(r, features.ok() ? features->get() : nullptr);
-    inputs.models.push_back(std::move(r));
+    if (r.state == ModelState::kReady) inputs.models.push_back(std::move(r));
   }
   auto vectors = store_->Vectors(space_);
   if (!vectors.ok()) return vectors.status();

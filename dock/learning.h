@@ -22,9 +22,8 @@
 
 namespace modeldock::dock {
 
-// Black-box facts the ranker may use for a model: its feature width and class count, and the
-// effective rank of its stored (compressed) probe features when given.
-std::vector<double> FactsOf(const ModelRecord& record, const Tensor* probe_features = nullptr);
+// Black-box facts the ranker may use for a model (its feature width and class count).
+std::vector<double> FactsOf(const ModelRecord& record);
 
 // Builds the FAISS index of every model's vector through a version's projection.
 using ProjectedIndexBuilder = std::function<absl::StatusOr<std::shared_ptr<index::VectorIndex>>(
@@ -36,7 +35,6 @@ struct TrainingInputs {
   std::vector<ModelRecord> models;
   std::map<std::string, std::vector<float>> model_vectors;
   std::map<std::string, std::vector<float>> query_vectors;
-  std::map<std::string, std::vector<double>> facts;  // model id -> FactsOf
   std::string space;
 };
 

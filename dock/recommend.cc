@@ -357,8 +357,7 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
     std::vector<std::vector<double>> facts;
     for (const ModelRecord& r : compatible) {
       ids.push_back(r.id);
-      auto features = ProbeFeatures(r);  // cached for stage 1 already
-      facts.push_back(FactsOf(r, features.ok() ? features->get() : nullptr));
+      facts.push_back(FactsOf(r));
     }
     std::vector<int> used;
     std::vector<double> priors = serving.ranker->Priors(

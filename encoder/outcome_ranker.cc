@@ -12,34 +12,9 @@
 
 namespace modeldock::encoder {
 
-std::vector<double> ModelFacts(int64_t feature_width, int64_t num_classes, double effective_rank) {
+std::vector<double> ModelFacts(int64_t feature_width, int64_t num_classes) {
   return {1.0, std::log2(static_cast<double>(std::max<int64_t>(feature_width, 1))) / 8.0,
-          std::log2(static_cast<double>(std::max<int64_t>(num_classes, 1))) / 8.0,
-          effective_rank > 1 ? std::log2(effective_rank) / 5.0 : 0.0};
-}
-
-double EffectiveRankOfComponents(const std::vector<float>& values, int64_t rows, int64_t cols) {
-  if (rows < 2 || cols < 1 || static_cast<int64_t>(values.size()) != rows * cols) return 0;
-  std::vector<double> mean(cols, 0.0), var(cols, 0.0);
-  for (int64_t i = 0; i < rows; ++i) {
-    for (int64_t j = 0; j < cols; ++j) mean[j] += values[i * cols + j];
-  }
-  for (double& m : mean) m /= static_cast<double>(rows);
-  for (int64_t i = 0; i < rows; ++i) {
-    for (int64_t j = 0; j < cols; ++j) {
-      const double d = values[i * cols + j] - mean[j];
-      var[j] += d * d;
-    }
-  }
-  double total = 0;
-  for (double v : var) total += v;
-  if (!(total > 0)) return 0;
-  double entropy = 0;
-  for (double v : var) {
-    const double p = v / total;
-    if (p > 0) entropy -= p * std::log(p);
-  }
-  return std::exp(entropy);
+          std::log2(static_cast<double>(std::max<int64_t>(num_classes, 1))) / 8.0};
 }
 
 std::vector<double> Standardise(const std::vector<double>& values) {

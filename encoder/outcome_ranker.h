@@ -40,17 +40,9 @@ struct RecordedTask {
   std::map<std::string, double> accuracy;  // model id -> fine-tuned accuracy in [0, 1]
 };
 
-// Black-box facts of a model (no weights read): log2 of its feature width and of its class
-// count, and the effective rank of its features on the probe set (exp of the entropy of their
-// variance spectrum; 0 = unknown). Richer probe features went with better fine-tuning on both
-// benchmark zoos (Spearman 0.32 / 0.76 with a model's mean standardised accuracy).
-std::vector<double> ModelFacts(int64_t feature_width, int64_t num_classes,
-                               double effective_rank = 0);
-// bias, log2 width / 8, log2 classes / 8, log2 effective rank / 5
-inline constexpr int kNumModelFacts = 4;
-// Effective rank of features whose columns are uncorrelated (PCA scores, e.g. the stored
-// compressed probe features): from the column variances.
-double EffectiveRankOfComponents(const std::vector<float>& values, int64_t rows, int64_t cols);
+// Black-box facts of a model (no weights read): log2 of its feature width and of its class count.
+std::vector<double> ModelFacts(int64_t feature_width, int64_t num_classes);
+inline constexpr int kNumModelFacts = 3;  // bias, log2 width / 8, log2 classes / 8
 
 struct RankerParams {
   double weight = 0;      // of the prior against the standardised base score
