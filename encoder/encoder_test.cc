@@ -671,6 +671,23 @@ TEST(SelectGridTest, HandMadeLogits) {
   EXPECT_THAT(small.boundary[0][1], ElementsAre(3));
 }
 
+// A feature extractor's grid: clusters of its L2-normalised features stand in for classes.
+// Two groups lying exactly on e1 and e2 give centres e1 and e2: pseudo-logits 0 for a sample's
+// own cluster and -|e1 - e2|^2 = -2 for the other.
+TEST(FeatureGridLogitsTest, ClustersOfNormalisedFeaturesGiveExactDistances) {
+  const Tensor features({6, 2}, {1, 0, 2, 0, 3, 0, 0, 1, 0, 5, 0, 2});
+  const Tensor logits = FeatureGridLogits(features, 2);
+  ASSERT_EQ(logits.shape, (std::vector<int64_t>{6, 2}));
+  const int a = logits.values[0] == 0.0f ? 0 : 1;  // cluster id of the e1 group
+  for (int i = 0; i < 6; ++i) {
+    const int own = i < 3 ? a : 1 - a;
+    EXPECT_FLOAT_EQ(logits.values[i * 2 + own], 0.0f) << i;
+    EXPECT_FLOAT_EQ(logits.values[i * 2 + (1 - own)], -2.0f) << i;
+  }
+  const KnowledgeGrid grid = SelectGrid(logits, GridOptions{});
+  EXPECT_EQ(grid.num_classes, 2);
+}
+
 TEST(SelectGridTest, TiesGoByIndex) {
   const Tensor logits({4, 2}, std::vector<float>(8, 0.0f));
   GridOptions options;
