@@ -1004,15 +1004,16 @@ absl::StatusOr<ApiKeyInfo> DockImpl::Authenticate(const std::string& secret) {
 
 DockStats DockImpl::Stats() {
   DockStats stats;
-  if (auto all = store_->ListAll(); all.ok()) {
-    for (const ModelRecord& r : *all) {
-      switch (r.state) {
-        case ModelState::kPending: ++stats.models_pending; break;
-        case ModelState::kProbing: ++stats.models_probing; break;
-        case ModelState::kReady: ++stats.models_ready; break;
-        case ModelState::kFailed: ++stats.models_failed; break;
-      }
-    }
+  // One COUNT per scrape, not a read of every model row.
+  if (auto counts = store_->CountByState(); counts.ok()) {
+    auto count = [&](ModelState state) {
+      auto it = counts->find(state);
+      return it == counts->end() ? 0 : it->second;
+    };
+    stats.models_pending = count(ModelState::kPending);
+    stats.models_probing = count(ModelState::kProbing);
+    stats.models_ready = count(ModelState::kReady);
+    stats.models_failed = count(ModelState::kFailed);
   }
   {
     std::lock_guard<std::mutex> lock(registry_mutex_);  // the index changes under this lock

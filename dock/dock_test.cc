@@ -550,6 +550,8 @@ TEST_F(FeatureExtractorTest, BadExtractorsAndBadSpecsAreRefusedWithAReason) {
 
 TEST_F(DockTest, UpdateEditsMetadataAndTheAuditLogSaysWhoDidWhat) {
   ModelRecord tops = Register("fmnist-tops-cnn");
+  EXPECT_EQ(dock_->Stats().models_ready, 1);  // counted by state in the store
+  EXPECT_EQ(dock_->Stats().models_failed + dock_->Stats().models_pending, 0);
   ModelUpdate update;
   update.has_description = true;
   update.description = "tops, retrained";

@@ -785,4 +785,15 @@ absl::StatusOr<std::vector<AuditEntry>> MetadataStore::Audit(int limit) {
   return out;
 }
 
+absl::StatusOr<std::map<ModelState, int>> MetadataStore::CountByState() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Statement st(db_, "SELECT state, COUNT(*) FROM models GROUP BY state");
+  if (!st.status().ok()) return st.status();
+  std::map<ModelState, int> counts;
+  while (st.Step() == SQLITE_ROW) {
+    counts[static_cast<ModelState>(st.Int(0))] = static_cast<int>(st.Int(1));
+  }
+  return counts;
+}
+
 }  // namespace modeldock::dock

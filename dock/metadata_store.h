@@ -86,6 +86,8 @@ class MetadataStore {
   absl::StatusOr<std::vector<ModelRecord>> ListAll();
   // Deletes the row, its probe outputs and its vector.
   absl::Status Delete(const std::string& id);
+  // Number of models in each state (states with none are absent): one COUNT query, not a scan.
+  absl::StatusOr<std::map<ModelState, int>> CountByState();
   // Number of models whose file has this digest.
   absl::StatusOr<int> CountBySha(const std::string& sha256);
 
