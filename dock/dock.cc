@@ -763,16 +763,10 @@ void DockImpl::Probe(const std::string& id) {
 absl::StatusOr<ModelRecord> DockImpl::GetModel(std::string_view id_or_name) {
   std::string key(id_or_name);
   if (key.empty()) return absl::InvalidArgumentError("model id or name must not be empty");
-  auto with_owner = [this](absl::StatusOr<ModelRecord> record) {
-    if (record.ok()) {
-      if (auto owner = store_->OwnerOf(record->id); owner.ok()) record->owner_key_id = *owner;
-    }
-    return record;
-  };
   auto by_id = store_->Get(key);
-  if (by_id.ok() || !absl::IsNotFound(by_id.status())) return with_owner(std::move(by_id));
+  if (by_id.ok() || !absl::IsNotFound(by_id.status())) return by_id;
   auto by_name = store_->FindByName(key);
-  if (by_name.ok() || !absl::IsNotFound(by_name.status())) return with_owner(std::move(by_name));
+  if (by_name.ok() || !absl::IsNotFound(by_name.status())) return by_name;
   return absl::NotFoundError(absl::StrCat("no model with id or name '", key,
                                           "' (list the registered models with `modeldock list`)"));
 }
@@ -798,7 +792,6 @@ absl::StatusOr<ModelPage> DockImpl::ListModels(const ListFilter& filter, int pag
     if (!filter.tag.empty() &&
         std::find(r.spec.tags.begin(), r.spec.tags.end(), filter.tag) == r.spec.tags.end()) continue;
     if (filter.has_state && r.state != filter.state) continue;
-    if (auto owner = store_->OwnerOf(r.id); owner.ok()) r.owner_key_id = *owner;
     matching.push_back(std::move(r));
   }
   ModelPage page;

@@ -165,7 +165,8 @@ std::string StringsJson(const std::vector<std::string>& v) { return nlohmann::js
 constexpr const char* kSelectColumns =
     "SELECT id, name, version, description, task, input_shape, class_labels, license, tags, "
     "state, state_reason, sha256, size_bytes, has_embed, feature_dim, created_unix_ms, "
-    "probe_millis, revision, kind FROM models";
+    "probe_millis, revision, kind, model_owners.key_id FROM models "
+    "LEFT JOIN model_owners ON model_owners.model_id = models.id";
 
 // The fields that change after registration; bound as 1..6, the id as 7.
 constexpr const char* kUpdateState =
@@ -203,6 +204,7 @@ ModelRecord ReadRecord(Statement& st) {
   r.probe_millis = st.Int(16);
   r.revision = st.Int(17);
   r.spec.kind = static_cast<ModelKind>(st.Int(18));
+  r.owner_key_id = st.Text(19);  // NULL (no owner) reads as ""
   return r;
 }
 

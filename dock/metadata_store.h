@@ -81,6 +81,7 @@ class MetadataStore {
   absl::StatusOr<std::string> OwnerOf(const std::string& model_id);  // "" when none
   // Rewrites the mutable fields (state, reason, has_embed, feature_dim, probe_millis, revision).
   absl::Status UpdateState(const ModelRecord& record);
+  // Records carry their owner (model_owners joined in: no query per model).
   absl::StatusOr<ModelRecord> Get(const std::string& id);
   absl::StatusOr<ModelRecord> FindByName(const std::string& name);
   absl::StatusOr<std::vector<ModelRecord>> ListAll();
