@@ -424,9 +424,7 @@ absl::Status DockImpl::LoadKnowledgeSpace() {
                space_, probe_path, probe_set_.Rows(), encoder_path, reference_->dim(),
                knowledge_->Describe());
 
-  index::IndexOptions index_options;
-  index_options.dim = knowledge_->dim();
-  index_options.factory = options_.index_factory;
+  const index::IndexOptions index_options = KnowledgeIndexOptions();
   index_path_ = (fs::path(options_.data_dir) / "index" / "knowledge.index").string();
   auto loaded = index::VectorIndex::Load(index_path_, index_options);
   if (loaded.ok() && (*loaded)->dim() == index_options.dim) {
@@ -493,15 +491,26 @@ absl::Status DockImpl::RebuildIndexIfStale() {
   auto vectors = store_->Vectors(space_);
   if (!vectors.ok()) return vectors.status();
   if (index_->Fingerprint() == index::VectorIndex::FingerprintOf(*vectors)) return absl::OkStatus();
-  index::IndexOptions index_options;
-  index_options.dim = knowledge_->dim();
-  index_options.factory = options_.index_factory;
-  auto fresh = index::VectorIndex::Create(index_options);
+  auto fresh = NewIndexOf(*vectors);
   if (!fresh.ok()) return fresh.status();
-  if (absl::Status s = (*fresh)->UpsertBatch(*vectors); !s.ok()) return s;
   index_ = std::move(*fresh);
   spdlog::info("rebuilt the stage-1 index from {} stored vectors", vectors->size());
   return SaveIndex();
+}
+
+index::IndexOptions DockImpl::KnowledgeIndexOptions() const {
+  index::IndexOptions index_options;
+  index_options.dim = knowledge_->dim();
+  index_options.factory = options_.index_factory;
+  return index_options;
+}
+
+absl::StatusOr<std::unique_ptr<index::VectorIndex>> DockImpl::NewIndexOf(
+    const std::vector<std::pair<std::string, std::vector<float>>>& vectors) const {
+  auto fresh = index::VectorIndex::Create(KnowledgeIndexOptions());
+  if (!fresh.ok()) return fresh.status();
+  if (absl::Status s = (*fresh)->UpsertBatch(vectors); !s.ok()) return s;
+  return fresh;
 }
 
 absl::Status DockImpl::SaveIndex() {

@@ -112,6 +112,11 @@ class DockImpl : public Dock {
     return record.spec.task == TaskKind::kImageClassification;
   }
   absl::Status SaveIndex();
+  // The FAISS options of the knowledge space (dimension and factory string).
+  index::IndexOptions KnowledgeIndexOptions() const;
+  // A new index holding `vectors` (the dock's own, or a version's projected ones).
+  absl::StatusOr<std::unique_ptr<index::VectorIndex>> NewIndexOf(
+      const std::vector<std::pair<std::string, std::vector<float>>>& vectors) const;
   // Every stored model vector through a trained version's projection, in a new index.
   absl::StatusOr<std::shared_ptr<index::VectorIndex>> BuildProjectedIndex(
       const encoder::VectorProjection& projection);

@@ -144,11 +144,7 @@ absl::Status LearningLoop::Use(int64_t version, const std::string& space,
         // set encoder): its projection means nothing here; the prior still applies.
         spdlog::warn("learning: version {} projects vectors of another knowledge space; its "
                      "similarity is served untrained", version);
-        nlohmann::json j = nlohmann::json::parse(row->payload);
-        j.erase("projection");
-        auto without = encoder::OutcomeRanker::FromJson(j.dump());
-        if (!without.ok()) return without.status();
-        *ranker = std::move(*without);
+        *ranker = ranker->WithoutProjection();
       } else {
         // Every model's vector re-encoded from the store (no model re-run), in a new index.
         auto index = build(ranker->projection());
@@ -524,16 +520,10 @@ absl::StatusOr<std::shared_ptr<index::VectorIndex>> DockImpl::BuildProjectedInde
     const encoder::VectorProjection& projection) {
   auto vectors = store_->Vectors(space_);
   if (!vectors.ok()) return vectors.status();
-  index::IndexOptions index_options;
-  index_options.dim = knowledge_->dim();
-  index_options.factory = options_.index_factory;
-  auto built = index::VectorIndex::Create(index_options);
+  for (auto& [id, v] : *vectors) v = projection.ProjectModel(v);
+  auto built = NewIndexOf(*vectors);
   if (!built.ok()) return built.status();
-  std::shared_ptr<index::VectorIndex> index = std::move(*built);
-  for (const auto& [id, v] : *vectors) {
-    if (absl::Status s = index->Upsert(id, projection.ProjectModel(v)); !s.ok()) return s;
-  }
-  return index;
+  return std::shared_ptr<index::VectorIndex>(std::move(*built));
 }
 
 absl::Status DockImpl::UseAlignment(int64_t version) {

@@ -35,10 +35,20 @@ constexpr uint32_t kTestBatchSeed = 42;
 
 std::string ShapeOf(const Tensor& t) { return absl::StrCat("[", absl::StrJoin(t.shape, ", "), "]"); }
 
-int64_t CountNonFinite(const Tensor& t) {
+// FAILED_PRECONDITION naming how many of `what`'s values on the test batch are NaN/Inf.
+absl::Status CheckFinite(const char* what, const Tensor& t) {
   int64_t bad = 0;
   for (float v : t.values) bad += !std::isfinite(v);
-  return bad;
+  if (bad == 0) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(what, " returned NaN/Inf in ", bad, " of ",
+                                                    t.values.size(), " values on the test batch"));
+}
+
+// The report with the time the checks took.
+AdmissionReport Finished(AdmissionReport report, std::chrono::steady_clock::time_point start) {
+  report.millis =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  return report;
 }
 
 absl::Status CheckArguments(int num_labels, const AdmissionOptions& options) {
@@ -161,6 +171,7 @@ absl::StatusOr<AdmissionReport> CheckLoaded(
                                                           ": ", out.status().message()));
   }
   const Tensor& logits = out->logits;
+  AdmissionReport report;
   if (num_labels == 0) {
     // A feature extractor: forward(x) returns features [N, D]; embed, if exported, is not used.
     const int64_t width = logits.shape.size() == 2 ? logits.shape[1] : 0;
@@ -169,11 +180,7 @@ absl::StatusOr<AdmissionReport> CheckLoaded(
           absl::StrCat("forward returned shape ", ShapeOf(logits), "; a feature extractor returns [",
                        options.test_batch, ", D] with D > 0"));
     }
-    if (int64_t bad = CountNonFinite(logits); bad > 0) {
-      return absl::FailedPreconditionError(absl::StrCat("forward returned NaN/Inf in ", bad, " of ",
-                                                        logits.values.size(),
-                                                        " values on the test batch"));
-    }
+    if (absl::Status s = CheckFinite("forward", logits); !s.ok()) return s;
     if (width > options.limits.max_feature_dim) {
       return absl::FailedPreconditionError(absl::StrCat(
           "forward returned ", width, " features per sample; the dock accepts at most ",
@@ -185,25 +192,16 @@ absl::StatusOr<AdmissionReport> CheckLoaded(
         !s.ok()) {
       return s;
     }
-    AdmissionReport report;
     report.num_outputs = width;
     report.feature_dim = width;
-    report.millis = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                              start)
-                        .count();
-    return report;
+    return Finished(report, start);
   }
   if (logits.shape[1] != num_labels) {
     return absl::FailedPreconditionError(absl::StrCat("forward returned shape ", ShapeOf(logits),
                                                       " but the model declares ", num_labels,
                                                       " labels"));
   }
-  if (int64_t bad = CountNonFinite(logits); bad > 0) {
-    return absl::FailedPreconditionError(absl::StrCat("forward returned NaN/Inf in ", bad, " of ",
-                                                      logits.values.size(),
-                                                      " values on the test batch"));
-  }
-  AdmissionReport report;
+  if (absl::Status s = CheckFinite("forward", logits); !s.ok()) return s;
   report.num_outputs = num_labels;
   report.has_embed = (*model)->has_embed();
   if (report.has_embed) {
@@ -213,11 +211,7 @@ absl::StatusOr<AdmissionReport> CheckLoaded(
           absl::StrCat("embed returned shape ", ShapeOf(features), ", expected [",
                        options.test_batch, ", D] with D > 0"));
     }
-    if (int64_t bad = CountNonFinite(features); bad > 0) {
-      return absl::FailedPreconditionError(absl::StrCat("embed returned NaN/Inf in ", bad, " of ",
-                                                        features.values.size(),
-                                                        " values on the test batch"));
-    }
+    if (absl::Status s = CheckFinite("embed", features); !s.ok()) return s;
     report.feature_dim = features.shape[1];
   }
   if (absl::Status s = CheckOutputs(*out, options.test_batch, num_labels, report.feature_dim,
@@ -225,10 +219,7 @@ absl::StatusOr<AdmissionReport> CheckLoaded(
       !s.ok()) {
     return s;
   }
-  report.millis = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                            start)
-                      .count();
-  return report;
+  return Finished(report, start);
 }
 
 }  // namespace

@@ -73,6 +73,10 @@ class OutcomeRanker {
 
   const RankerParams& params() const { return params_; }
   const VectorProjection& projection() const { return projection_; }
+  // The same ranker with the untrained similarity (its projection dropped).
+  OutcomeRanker WithoutProjection() const {
+    return OutcomeRanker(params_, tasks_, facts_, VectorProjection{});
+  }
   int num_tasks() const { return static_cast<int>(tasks_.size()); }
 
   // Priors of `model_ids` for a query whose stage-1 scores over its models are `stage1` (model id

@@ -9,7 +9,6 @@ and checks that errors arrive as ModelDockError with the gRPC code. Exits non-ze
 """
 import json
 import os
-import signal
 import struct
 import sys
 import tempfile
@@ -19,7 +18,7 @@ import grpc
 import numpy as np
 
 import modeldock
-from live_server import start_server
+from live_server import start_server, stop_server
 
 SERVER, ASSETS = sys.argv[1], sys.argv[2]
 DEMO = os.path.join(ASSETS, "demo")
@@ -44,8 +43,7 @@ class ClientTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.dock.close()
-        cls.server.send_signal(signal.SIGTERM)
-        cls.server.wait(timeout=60)
+        stop_server(cls.server)
         cls.tmp.cleanup()
 
     def register_demo(self, stem, name=None):
@@ -148,8 +146,7 @@ class ApiKeyTest(unittest.TestCase):
                         anonymous.list()
                     self.assertEqual(e.exception.code, grpc.StatusCode.UNAUTHENTICATED)
             finally:
-                server.send_signal(signal.SIGTERM)
-                server.wait(timeout=60)
+                stop_server(server)
 
 
 if __name__ == "__main__":

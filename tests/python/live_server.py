@@ -1,8 +1,15 @@
 """A real modeldock-server for the Python tests: started on 127.0.0.1:0, its address read from
 the one "listening on" line it prints."""
 import queue
+import signal
 import subprocess
 import threading
+
+
+def stop_server(proc):
+    """SIGTERM, then waits for the server to exit (it drains its calls first)."""
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
 
 
 def start_server(binary, assets, data_dir, extra_args=(), stderr=subprocess.DEVNULL):

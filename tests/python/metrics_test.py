@@ -7,7 +7,6 @@ Prometheus Python client (Debian's python3-prometheus-client).
 import json
 import os
 import re
-import signal
 import sys
 import tempfile
 import time
@@ -19,7 +18,7 @@ import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 import modeldock
-from live_server import start_server
+from live_server import start_server, stop_server
 
 SERVER, ASSETS = sys.argv[1], sys.argv[2]
 SERVICE = "/modeldock.v1.ModelDockService/"
@@ -55,8 +54,7 @@ class MetricsTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.dock.close()
-        cls.server.send_signal(signal.SIGTERM)
-        cls.server.wait(timeout=60)
+        stop_server(cls.server)
         cls.err.close()
         cls.tmp.cleanup()
 
