@@ -145,6 +145,14 @@ std::string FormatBytes(int64_t bytes) {
   return absl::StrFormat("%.1f MiB", bytes / 1048576.0);
 }
 
+json LayersToJson(const google::protobuf::RepeatedPtrField<v1::ModelLayer>& layers) {
+  json out = json::array();
+  for (const v1::ModelLayer& layer : layers) {
+    out.push_back(json{{"name", layer.name()}, {"dim", layer.dim()}});
+  }
+  return out;
+}
+
 json ModelToJson(const v1::Model& model) {
   const v1::ModelSpec& spec = model.spec();
   return json{{"id", model.id()},
@@ -167,7 +175,17 @@ json ModelToJson(const v1::Model& model) {
               {"has_embed", model.has_embed()},
               {"feature_dim", model.feature_dim()},
               {"created_unix_ms", model.created_unix_ms()},
-              {"probe_millis", model.probe_millis()}};
+              {"probe_millis", model.probe_millis()},
+              {"layers", LayersToJson(model.layers())}};
+}
+
+// "block1 (32-d), block2 (64-d)".
+std::string LayersText(const google::protobuf::RepeatedPtrField<v1::ModelLayer>& layers) {
+  std::string out;
+  for (const v1::ModelLayer& layer : layers) {
+    absl::StrAppend(&out, out.empty() ? "" : ", ", layer.name(), " (", layer.dim(), "-d)");
+  }
+  return out;
 }
 
 void PrintJson(const json& document) { std::cout << document.dump(2) << "\n"; }
@@ -212,6 +230,9 @@ void PrintModel(const v1::Model& model) {
                              " bytes)")},
       {"embed:", model.has_embed() ? absl::StrCat("yes, ", model.feature_dim(), "-d")
                                    : std::string("no")},
+      {"layers:", model.layers().empty()
+                      ? std::string("none (no embed_layers)")
+                      : absl::StrCat(model.layers_size(), ": ", LayersText(model.layers()))},
       {"created (unix ms):", absl::StrCat(model.created_unix_ms())},
       {"probe time:", absl::StrCat(model.probe_millis(), " ms")}};
   PrintTable(rows);
@@ -413,6 +434,9 @@ int RunRegister(const GlobalFlags& global, const RegisterFlags& flags, client::C
     if (model.has_embed()) std::cout << " (embed " << model.feature_dim() << "-d)";
     if (model.spec().kind() == v1::MODEL_KIND_FEATURE_EXTRACTOR) {
       std::cout << " (feature extractor, " << model.feature_dim() << "-d)";
+    }
+    if (!model.layers().empty()) {
+      std::cout << " (" << model.layers_size() << " layers: " << LayersText(model.layers()) << ")";
     }
     if (!model.state_reason().empty()) std::cout << ": " << model.state_reason();
     std::cout << "\n";
@@ -659,6 +683,14 @@ v1::TaskKind TaskOf(const std::string& task_flag, const Dataset& dataset) {
                                            : v1::TASK_KIND_IMAGE_CLASSIFICATION;
 }
 
+json LayerScoresToJson(const google::protobuf::RepeatedPtrField<v1::LayerScore>& scores) {
+  json out = json::array();
+  for (const v1::LayerScore& layer : scores) {
+    out.push_back(json{{"name", layer.name()}, {"dim", layer.dim()}, {"score", layer.score()}});
+  }
+  return out;
+}
+
 int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client::Client& client) {
   int exit_code = kExitOk;
   std::optional<Dataset> dataset = LoadQueryDataset(global, flags.dataset, flags.labels,
@@ -691,6 +723,8 @@ int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client:
                              {"stage2_score", r.stage2_score()},
                              {"prior", r.has_prior() ? json(r.prior()) : json(nullptr)},
                              {"scored", r.scored()},
+                             {"layer", r.layer()},
+                             {"layer_scores", LayerScoresToJson(r.layer_scores())},
                              {"reason", r.reason()}});
     }
     PrintJson(json{{"results", results},
@@ -731,16 +765,24 @@ int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client:
   if (response->results().empty()) {
     std::cout << "no compatible READY models\n";
   } else {
-    std::vector<std::vector<std::string>> rows = {
-        {"RANK", "NAME", "SCORE", "STAGE-1", "STAGE-1 RANK", "REASON"}};
+    // The LAYER column appears when some model was scored by layer (embed_layers).
+    const bool any_layer = std::any_of(response->results().begin(), response->results().end(),
+                                       [](const v1::Recommendation& r) { return !r.layer().empty(); });
+    std::vector<std::vector<std::string>> rows = {{"RANK", "NAME"}};
+    if (any_layer) rows[0].push_back("LAYER");
+    for (const char* column : {"SCORE", "STAGE-1", "STAGE-1 RANK", "REASON"}) {
+      rows[0].push_back(column);
+    }
     for (const auto& r : response->results()) {
       const bool show_score = r.scored() || response->metric() == v1::METRIC_NONE;
-      rows.push_back({absl::StrCat(r.rank()), r.model().spec().name(),
-                      show_score ? absl::StrFormat("%.4f", r.score()) : std::string("-"),
-                      r.has_stage1_score() ? absl::StrFormat("%.4f", r.stage1_score())
-                                           : std::string("-"),
-                      r.stage1_rank() > 0 ? absl::StrCat(r.stage1_rank()) : std::string("-"),
-                      r.reason()});
+      std::vector<std::string> row = {absl::StrCat(r.rank()), r.model().spec().name()};
+      if (any_layer) row.push_back(r.layer().empty() ? std::string("-") : r.layer());
+      row.push_back(show_score ? absl::StrFormat("%.4f", r.score()) : std::string("-"));
+      row.push_back(r.has_stage1_score() ? absl::StrFormat("%.4f", r.stage1_score())
+                                         : std::string("-"));
+      row.push_back(r.stage1_rank() > 0 ? absl::StrCat(r.stage1_rank()) : std::string("-"));
+      row.push_back(r.reason());
+      rows.push_back(std::move(row));
     }
     PrintTable(rows);
   }

@@ -82,6 +82,10 @@ absl::Status ValidateOptions(const DockOptions& o) {
   if (box.max_classes < 1 || box.max_feature_dim < 1 || box.max_output_bytes_per_sample < 8) {
     return absl::InvalidArgumentError("output limits must be positive");
   }
+  if (box.max_layers < 1 || box.max_layers > sandbox::kMaxLayers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_layers must be in 1..", sandbox::kMaxLayers));
+  }
   if (o.probe_workers < 1 || o.probe_workers > 64) {
     return absl::InvalidArgumentError("probe_workers must be in 1..64");
   }
@@ -345,11 +349,13 @@ sandbox::WireLimits DockImpl::OutputLimits() const {
   limits.max_classes = options_.sandbox.max_classes;
   limits.max_feature_dim = options_.sandbox.max_feature_dim;
   limits.max_bytes_per_sample = options_.sandbox.max_output_bytes_per_sample;
+  limits.max_layers = options_.sandbox.max_layers;
   return limits;
 }
 
 absl::StatusOr<sandbox::RunResult> DockImpl::RunModel(const ModelRecord& record,
                                                       const Tensor& samples, bool want_features,
+                                                      bool want_layers,
                                                       absl::Duration time_limit,
                                                       const sandbox::CancelCheck& cancelled) {
   sandbox::JobRequest job;
@@ -360,6 +366,9 @@ absl::StatusOr<sandbox::RunResult> DockImpl::RunModel(const ModelRecord& record,
   job.num_classes = OutputWidth(record);
   job.want_features = want_features && record.has_embed;
   job.feature_dim = job.want_features ? record.feature_dim : 0;
+  if (want_layers) {
+    for (const ModelLayer& layer : record.layers) job.layer_dims.push_back(layer.dim);
+  }
   job.limits = OutputLimits();
   job.samples = samples;
   auto result = RetryIfWorkerDied(
@@ -612,6 +621,9 @@ absl::StatusOr<RegisterResult> DockImpl::FinishRegistration(std::unique_ptr<Uplo
   // embed is run); feature_dim is their width.
   record.has_embed = spec.kind == ModelKind::kClassifier && report->has_embed;
   record.feature_dim = report->feature_dim;
+  for (size_t l = 0; l < report->layer_names.size() && l < report->layer_dims.size(); ++l) {
+    record.layers.push_back({report->layer_names[l], report->layer_dims[l]});
+  }
   record.created_unix_ms = NowUnixMs();
   record.revision = 1;
   record.owner_key_id = upload->owner_key_id_;
@@ -704,7 +716,7 @@ void DockImpl::Probe(const std::string& id) {
     SetState(record, ModelState::kFailed, absl::StrCat("probing failed: ", status.message()));
   };
 
-  auto outputs = RunModel(record, probe_set_, /*want_features=*/true,
+  auto outputs = RunModel(record, probe_set_, /*want_features=*/true, /*want_layers=*/false,
                          options_.sandbox.probe_time_limit, [this] {
                            std::lock_guard<std::mutex> lock(queue_mutex_);
                            return stopping_;

@@ -61,6 +61,12 @@ struct NewApiKey {
 };
 
 // A registered model.
+// One layer a model exports through embed_layers(x): its name and feature width.
+struct ModelLayer {
+  std::string name;
+  int64_t dim = 0;
+};
+
 struct ModelRecord {
   std::string id;
   ModelSpec spec;
@@ -70,6 +76,7 @@ struct ModelRecord {
   int64_t size_bytes = 0;
   bool has_embed = false;
   int64_t feature_dim = 0;
+  std::vector<ModelLayer> layers;  // embed_layers(x), in the model's order; empty without
   int64_t created_unix_ms = 0;
   int64_t probe_millis = 0;
   // Bumped on every state change (for watchers).
@@ -103,6 +110,8 @@ struct SandboxOptions {
   int64_t max_classes = 100000;
   int64_t max_feature_dim = 65536;
   int64_t max_output_bytes_per_sample = 1ll << 20;
+  // Layers a model may export through embed_layers(x) (each is scored in stage 2): 1..64.
+  int max_layers = 8;
   bool isolate_network = true;  // own user + network namespace where the kernel allows
   bool seccomp = true;          // syscall filter (x86_64)
 };
@@ -208,6 +217,13 @@ struct RecommendQuery {
   std::function<bool()> is_cancelled;
 };
 
+// A layer's stage-2 score, for models that export embed_layers(x).
+struct LayerScore {
+  std::string name;
+  int64_t dim = 0;
+  double score = 0;  // on the scale of Recommendation::stage2_score
+};
+
 struct Recommendation {
   int rank = 0;
   ModelRecord model;
@@ -223,6 +239,10 @@ struct Recommendation {
   // False for models ranked after the stage-2 candidates by similarity alone (when top_k asks
   // for more models than stage 2 scored).
   bool scored = false;
+  // Models that export embed_layers(x): the layer the score comes from (the best of
+  // layer_scores, one per exported layer, in the model's order). Empty otherwise.
+  std::string layer;
+  std::vector<LayerScore> layer_scores;
   std::string reason;
 };
 

@@ -124,8 +124,10 @@ class DockImpl : public Dock {
   absl::Status StartWorkers();
   // Runs a stored model on `samples` in a worker, within `time_limit`; a job whose worker died
   // is retried once on a fresh worker (the crash may have been the host's, not the model's).
+  // want_layers asks for embed_layers(x) of a model that exports it (record.layers).
   absl::StatusOr<sandbox::RunResult> RunModel(const ModelRecord& record, const Tensor& samples,
-                                              bool want_features, absl::Duration time_limit,
+                                              bool want_features, bool want_layers,
+                                              absl::Duration time_limit,
                                               const sandbox::CancelCheck& cancelled);
   sandbox::JobLimits LimitsFor(absl::Duration wall) const;
   sandbox::WireLimits OutputLimits() const;

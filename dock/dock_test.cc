@@ -548,6 +548,129 @@ TEST_F(FeatureExtractorTest, BadExtractorsAndBadSpecsAreRefusedWithAReason) {
   EXPECT_EQ(list->total_size, 0) << "a refused extractor left a model behind";
 }
 
+// ---- Layer selection (issue 12, part 2): models that export embed_layers(x).
+
+class LayerTest : public DockTest {
+ protected:
+  // Registers crafted model `file` as a 10-class classifier named `name`; the final record.
+  absl::StatusOr<ModelRecord> RegisterCrafted(const std::string& file, const std::string& name) {
+    ModelSpec spec;
+    spec.name = name;
+    spec.input_shape = {1, 28, 28};
+    for (int c = 0; c < 10; ++c) spec.class_labels.push_back(absl::StrCat("c", c));
+    std::string bytes = ReadFile(std::string(MODELDOCK_CRAFTED_DIR) + "/" + file);
+    auto upload = dock_->BeginRegistration(spec, static_cast<int64_t>(bytes.size()),
+                                           Sha256::Of(bytes));
+    if (!upload.ok()) return upload.status();
+    if (absl::Status s = (*upload)->Write(bytes); !s.ok()) return s;
+    auto result = dock_->FinishRegistration(std::move(*upload));
+    if (!result.ok()) return result.status();
+    ModelRecord record = result->model;
+    while (record.state == ModelState::kPending || record.state == ModelState::kProbing) {
+      auto next = dock_->WaitForChange(record.id, record.revision, absl::Seconds(1));
+      if (!next.ok()) return next.status();
+      record = *next;
+    }
+    return record;
+  }
+};
+
+TEST_F(LayerTest, ScoresEveryLayerAndRecommendsTheModelWithItsBestLayer) {
+  Register("fmnist-tops-cnn");
+  Register("fmnist-footwear-cnn");
+  auto layered = RegisterCrafted("layers.pt", "layered");
+  ASSERT_TRUE(layered.ok()) << layered.status();
+  ASSERT_EQ(layered->state, ModelState::kReady) << layered->state_reason;
+  ASSERT_EQ(layered->layers.size(), 3u);
+  EXPECT_EQ(layered->layers[0].name, "pixels");
+  EXPECT_EQ(layered->layers[0].dim, 49);
+  EXPECT_EQ(layered->layers[1].name, "corners");
+  EXPECT_EQ(layered->layers[1].dim, 4);
+  EXPECT_EQ(layered->layers[2].name, "hidden");
+  EXPECT_EQ(layered->layers[2].dim, 16);
+
+  for (Metric metric : {Metric::kFusion, Metric::kLogMe, Metric::kTmi}) {
+    RecommendQuery query = TopsQuery();
+    query.brute_force = true;
+    query.metric = metric;
+    auto result = dock_->Recommend(query);
+    ASSERT_TRUE(result.ok()) << result.status();
+    auto by_name = ByName(*result);
+    ASSERT_EQ(by_name.size(), 3u);
+    const Recommendation& r = *by_name["layered"];
+    ASSERT_EQ(r.layer_scores.size(), 3u) << r.reason;
+    double best = -HUGE_VAL;
+    std::string best_name;
+    for (size_t l = 0; l < 3; ++l) {
+      EXPECT_EQ(r.layer_scores[l].name, layered->layers[l].name);
+      EXPECT_EQ(r.layer_scores[l].dim, layered->layers[l].dim);
+      if (r.layer_scores[l].score > best) {
+        best = r.layer_scores[l].score;
+        best_name = r.layer_scores[l].name;
+      }
+    }
+    // The model scores as its best layer, and says so.
+    EXPECT_EQ(r.layer, best_name);
+    EXPECT_DOUBLE_EQ(r.stage2_score, best);
+    EXPECT_THAT(r.reason, ::testing::HasSubstr(absl::StrCat("layer '", best_name, "'")));
+    EXPECT_THAT(r.reason, ::testing::HasSubstr("the best of its 3 scored layers"));
+    // Four corner pixels, zero on almost every Fashion-MNIST image, tell the classes apart worst.
+    EXPECT_LT(r.layer_scores[1].score, r.layer_scores[0].score) << r.reason;
+    EXPECT_LT(r.layer_scores[1].score, r.layer_scores[2].score) << r.reason;
+    // Models without embed_layers are scored as before, on one set of features.
+    EXPECT_TRUE(by_name["fmnist-tops-cnn"]->layer.empty());
+    EXPECT_TRUE(by_name["fmnist-tops-cnn"]->layer_scores.empty());
+    if (metric == Metric::kFusion) {
+      // Ranked among all 5 scored views: 2 models' embed features and 3 layers.
+      EXPECT_THAT(r.reason, ::testing::HasSubstr("of 5 model layers"));
+    }
+  }
+  // A logit metric has nothing to choose between: no layers.
+  RecommendQuery leep = TopsQuery();
+  leep.brute_force = true;
+  leep.metric = Metric::kLeep;
+  auto by_logits = dock_->Recommend(leep);
+  ASSERT_TRUE(by_logits.ok()) << by_logits.status();
+  EXPECT_TRUE(ByName(*by_logits)["layered"]->layer.empty());
+
+  // The layers survive a restart.
+  dock_.reset();
+  OpenDock();
+  auto reloaded = dock_->GetModel("layered");
+  ASSERT_TRUE(reloaded.ok());
+  ASSERT_EQ(reloaded->layers.size(), 3u);
+  EXPECT_EQ(reloaded->layers[2].name, "hidden");
+  EXPECT_EQ(reloaded->layers[2].dim, 16);
+}
+
+TEST_F(LayerTest, UnnamedLayersAreNumbered) {
+  auto unnamed = RegisterCrafted("layers_unnamed.pt", "unnamed");
+  ASSERT_TRUE(unnamed.ok()) << unnamed.status();
+  ASSERT_EQ(unnamed->layers.size(), 2u);
+  EXPECT_EQ(unnamed->layers[0].name, "layer0");
+  EXPECT_EQ(unnamed->layers[0].dim, 8);
+  EXPECT_EQ(unnamed->layers[1].name, "layer1");
+  EXPECT_EQ(unnamed->layers[1].dim, 32);
+}
+
+TEST_F(LayerTest, BadLayerExportsAreRefusedWithAReason) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"layers_ragged.pt", "embed_layers layer 1 returned shape [4, 2, 4]"},
+      {"layers_non_finite.pt", "embed_layers layer 1 returned NaN/Inf"},
+      {"layers_too_many.pt", "embed_layers returned 12 layers; the dock scores at most 8"},
+      {"layers_misnamed.pt", "layer_names has 3 names but embed_layers returned 2 layers"},
+  };
+  for (const auto& [file, message] : cases) {
+    auto result = RegisterCrafted(file, "bad-layers");
+    ASSERT_FALSE(result.ok()) << file;
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kFailedPrecondition) << file;
+    EXPECT_THAT(std::string(result.status().message()), ::testing::HasSubstr(message)) << file;
+  }
+  auto list = dock_->ListModels(ListFilter(), 100, "");
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(list->total_size, 0) << "a refused model left a record behind";
+}
+
 TEST_F(DockTest, UpdateEditsMetadataAndTheAuditLogSaysWhoDidWhat) {
   ModelRecord tops = Register("fmnist-tops-cnn");
   EXPECT_EQ(dock_->Stats().models_ready, 1);  // counted by state in the store

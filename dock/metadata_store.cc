@@ -10,9 +10,10 @@
 namespace modeldock::dock {
 namespace {
 
-// Schema versions: 1 = the first; 2 adds models.kind (feature extractors). Older databases are
-// migrated at Open, in one transaction.
-constexpr int kSchemaVersion = 2;
+// Schema versions: 1 = the first; 2 adds models.kind (feature extractors); 3 adds models.layers
+// (embed_layers: JSON [{"name", "dim"}]). Older databases are migrated at Open, one transaction
+// per step.
+constexpr int kSchemaVersion = 3;
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS models (
@@ -34,7 +35,8 @@ CREATE TABLE IF NOT EXISTS models (
   created_unix_ms INTEGER NOT NULL,
   probe_millis INTEGER NOT NULL,
   revision INTEGER NOT NULL,
-  kind INTEGER NOT NULL DEFAULT 0
+  kind INTEGER NOT NULL DEFAULT 0,
+  layers TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS models_sha256 ON models(sha256);
 CREATE TABLE IF NOT EXISTS probe_outputs (
@@ -161,11 +163,23 @@ class Statement {
 
 std::string ShapeJson(const std::vector<int64_t>& v) { return nlohmann::json(v).dump(); }
 std::string StringsJson(const std::vector<std::string>& v) { return nlohmann::json(v).dump(); }
+std::string LayersJson(const std::vector<ModelLayer>& layers) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const ModelLayer& layer : layers) out.push_back({{"name", layer.name}, {"dim", layer.dim}});
+  return out.dump();
+}
+std::vector<ModelLayer> ParseLayers(const std::string& text) {
+  std::vector<ModelLayer> layers;
+  for (const nlohmann::json& layer : nlohmann::json::parse(text)) {
+    layers.push_back({layer.at("name").get<std::string>(), layer.at("dim").get<int64_t>()});
+  }
+  return layers;
+}
 
 constexpr const char* kSelectColumns =
     "SELECT id, name, version, description, task, input_shape, class_labels, license, tags, "
     "state, state_reason, sha256, size_bytes, has_embed, feature_dim, created_unix_ms, "
-    "probe_millis, revision, kind, model_owners.key_id FROM models "
+    "probe_millis, revision, kind, model_owners.key_id, layers FROM models "
     "LEFT JOIN model_owners ON model_owners.model_id = models.id";
 
 // The fields that change after registration; bound as 1..6, the id as 7.
@@ -205,6 +219,7 @@ ModelRecord ReadRecord(Statement& st) {
   r.revision = st.Int(17);
   r.spec.kind = static_cast<ModelKind>(st.Int(18));
   r.owner_key_id = st.Text(19);  // NULL (no owner) reads as ""
+  r.layers = ParseLayers(st.Text(20));
   return r;
 }
 
@@ -239,13 +254,19 @@ absl::StatusOr<std::unique_ptr<MetadataStore>> MetadataStore::Open(const std::st
           "metadata database ", path, " has schema version ", version.Text(0),
           "; this server understands up to ", kSchemaVersion));
     }
-    if (found < 2) {
-      if (absl::Status s = store->Exec(
-              "BEGIN IMMEDIATE; ALTER TABLE models ADD COLUMN kind INTEGER NOT NULL DEFAULT 0; "
-              "UPDATE meta SET value='2' WHERE key='schema_version'; COMMIT;");
+    // Migration steps, oldest first: step i takes schema i + 1 to i + 2.
+    static const char* const kMigrations[] = {
+        "ALTER TABLE models ADD COLUMN kind INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE models ADD COLUMN layers TEXT NOT NULL DEFAULT '[]'",
+    };
+    for (int to = found + 1; to <= kSchemaVersion; ++to) {
+      if (absl::Status s = store->Exec(absl::StrCat(
+              "BEGIN IMMEDIATE; ", kMigrations[to - 2], "; UPDATE meta SET value='", to,
+              "' WHERE key='schema_version'; COMMIT;"));
           !s.ok()) {
         store->Exec("ROLLBACK").IgnoreError();
-        return absl::DataLossError(absl::StrCat("migrating ", path, " to schema 2: ", s.message()));
+        return absl::DataLossError(
+            absl::StrCat("migrating ", path, " to schema ", to, ": ", s.message()));
       }
     }
   } else {
@@ -348,8 +369,8 @@ absl::Status MetadataStore::Insert(const ModelRecord& r) {
   Statement st(db_,
                "INSERT INTO models(id, name, version, description, task, input_shape, "
                "class_labels, license, tags, state, state_reason, sha256, size_bytes, has_embed, "
-               "feature_dim, created_unix_ms, probe_millis, revision, kind) "
-               "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+               "feature_dim, created_unix_ms, probe_millis, revision, kind, layers) "
+               "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
   if (!st.status().ok()) return st.status();
   st.Bind(1, r.id);
   st.Bind(2, r.spec.name);
@@ -370,6 +391,7 @@ absl::Status MetadataStore::Insert(const ModelRecord& r) {
   st.Bind(17, r.probe_millis);
   st.Bind(18, r.revision);
   st.Bind(19, static_cast<int64_t>(r.spec.kind));
+  st.Bind(20, LayersJson(r.layers));
   int rc = st.Step();
   if (rc == SQLITE_CONSTRAINT) {
     return absl::AlreadyExistsError(

@@ -95,6 +95,15 @@ std::string DatasetHash(const Tensor& samples) {
   return h.HexDigest();
 }
 
+// "block1 0.41, block2 0.62, fc 0.83": each layer's stage-2 score, in the model's order.
+std::string LayerScoresText(const std::vector<LayerScore>& scores) {
+  std::string out;
+  for (const LayerScore& l : scores) {
+    absl::StrAppend(&out, out.empty() ? "" : ", ", l.name, absl::StrFormat(" %.3g", l.score));
+  }
+  return out;
+}
+
 double MillisSince(absl::Time start) { return absl::ToDoubleMilliseconds(absl::Now() - start); }
 
 }  // namespace
@@ -130,15 +139,18 @@ absl::StatusOr<std::shared_ptr<const encoder::ModelOutputs>> DockImpl::OutputsOn
     *from_cache = true;
     return cached;
   }
-  auto run = RunModel(record, samples, /*want_features=*/true, options_.sandbox.run_time_limit,
+  auto run = RunModel(record, samples, /*want_features=*/true, /*want_layers=*/true,
+                      options_.sandbox.run_time_limit,
                       cancelled);
   if (!run.ok()) return run.status();
   encoder::ModelOutputs outputs;
   outputs.logits = std::move(run->logits);
   outputs.features = std::move(run->features);
+  outputs.layers = std::move(run->layers);
   auto shared = std::make_shared<const encoder::ModelOutputs>(std::move(outputs));
-  int64_t bytes = static_cast<int64_t>(
-      (shared->logits.values.size() + shared->features.values.size()) * sizeof(float));
+  size_t floats = shared->logits.values.size() + shared->features.values.size();
+  for (const Tensor& layer : shared->layers) floats += layer.values.size();
+  const int64_t bytes = static_cast<int64_t>(floats * sizeof(float));
   output_cache_.Put(key, shared, bytes);
   return shared;
 }
@@ -422,7 +434,8 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
       const double probe_rows = std::max<double>(1.0, static_cast<double>(probe_set_.Rows()));
       const double rows = static_cast<double>(samples.Rows());
       auto estimate = [&](const ModelRecord& r) {
-        const double metrics_ms = 2.0 + 0.02 * rows;
+        const double metrics_ms =
+            (2.0 + 0.02 * rows) * static_cast<double>(std::max<size_t>(1, r.layers.size()));
         if (output_cache_.Contains(OutputKey(r, dataset_hash))) return metrics_ms;
         const double load_ms = workers_pool_->IsLoaded(ModelKey(r))
                                    ? 0.0
@@ -464,21 +477,67 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
   }
 
   // ---- Stage 2: candidates run in parallel (each model serves one caller at a time).
+  // A model is scored on its default features (embed, else its outputs), or, when it exports
+  // embed_layers(x) and the metric reads features, on each exported layer: every (model, layer)
+  // pair is one view, all views are ranked together, and a model scores as its best view.
+  struct View {
+    int layer = -1;  // index into the record's layers; -1 = the default features
+    std::vector<double> member_values;
+    double stage2 = 0;
+    std::string features_note;
+  };
   struct Scored {
     std::string id;
-    std::vector<double> member_values;
+    std::vector<View> views;
+    size_t best = 0;  // the view the model's score comes from
     double stage2 = 0;
     double final_score = 0;  // stage2, plus the outcome prior when a trained version serves
     bool scored = false;
-    std::string features_note;
   };
   const std::vector<scoring::Metric> members = MembersOf(query.metric);
+  const bool all_logits = std::all_of(members.begin(), members.end(), scoring::UsesLogits);
+  // Scores one set of features (and the model's logits, for logit metrics) with every member.
+  // Returns the failure ("" when scored).
+  auto score_view = [&](const Tensor& raw, const Tensor& logits, View* view) -> std::string {
+    // The fusion scores every view on the same number of dimensions: its features' own top
+    // principal components on the query (LogME's evidence and the H-scores otherwise drift with
+    // the feature width, which sorts models by architecture and layers by depth).
+    std::optional<Tensor> reduced;
+    if (query.metric == Metric::kFusion) {
+      auto r = scoring::CompressFeatures(raw, kFusionDims);
+      if (r.ok()) reduced = std::move(*r);
+    }
+    const Tensor& feature_input = reduced ? *reduced : raw;
+    for (scoring::Metric metric : members) {
+      scoring::ScoreInput input;
+      input.features = scoring::UsesLogits(metric) ? &logits : &feature_input;
+      input.logits = &logits;
+      input.labels = &labels;
+      input.num_classes = num_classes;
+      auto value = scoring::Score(metric, input);
+      if (value.ok() && !std::isfinite(*value) && members.size() > 1) {
+        // Degenerate features (e.g. all zero: LogME's evidence is -inf) carry no information
+        // about the query: in a fusion the member ranks the view last.
+        view->member_values.push_back(-HUGE_VAL);
+        continue;
+      }
+      if (!value.ok() || !std::isfinite(*value)) {
+        return absl::StrCat(std::string(scoring::MetricName(metric)), ": ",
+                            value.ok() ? "non-finite score" : std::string(value.status().message()));
+      }
+      view->member_values.push_back(*value);
+    }
+    if (reduced) {
+      absl::StrAppend(&view->features_note, " (top ", reduced->RowSize(), " principal components)");
+    }
+    return "";
+  };
   std::vector<Scored> scored;
   absl::Time stage2_start = absl::Now();
   bool was_cancelled = false;
   if (!candidates.empty()) {
     std::vector<std::optional<Scored>> slots(candidates.size());
-    std::vector<std::string> slot_warning(candidates.size());
+    std::vector<std::vector<std::string>> slot_warnings(candidates.size());
     std::vector<char> slot_cached(candidates.size(), 0);
     std::atomic<size_t> next{0};
     std::atomic<bool> stop{false};
@@ -509,67 +568,56 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
           run_costs_.Record(record.id, MillisSince(run_start) /
                                            static_cast<double>(samples.Rows() * stage2_threads));
         }
+        std::vector<std::string>& warnings = slot_warnings[i];
         if (!outputs.ok()) {
-          slot_warning[i] = absl::StrCat("skipped ", record.spec.name, ": ", outputs.status().message());
+          warnings.push_back(absl::StrCat("skipped ", record.spec.name, ": ", outputs.status().message()));
           continue;
         }
-        const bool has_features = record.has_embed && !(*outputs)->features.shape.empty();
+        const encoder::ModelOutputs& out = **outputs;
+        const bool has_features = record.has_embed && !out.features.shape.empty();
         const bool extractor = record.spec.kind == ModelKind::kFeatureExtractor;
         if (extractor && std::any_of(members.begin(), members.end(), scoring::UsesLogits)) {
           // LEEP and NCE read a classifier's class probabilities; a feature extractor has none.
-          slot_warning[i] = absl::StrCat("skipped ", record.spec.name, ": ",
-                                         MetricLabel(query.metric),
-                                         " scores a classifier's outputs and it is a feature "
-                                         "extractor (use a feature-based metric, e.g. fusion)");
+          warnings.push_back(absl::StrCat("skipped ", record.spec.name, ": ",
+                                          MetricLabel(query.metric),
+                                          " scores a classifier's outputs and it is a feature "
+                                          "extractor (use a feature-based metric, e.g. fusion)"));
           continue;
         }
         Scored s;
         s.id = candidates[i];
-        std::string failure;
-        // The fusion scores every model on the same number of dimensions: its features' own
-        // top principal components on the query (LogME's evidence and the H-scores otherwise
-        // drift with the feature width, which sorts models by architecture).
-        const Tensor& raw = has_features ? (*outputs)->features : (*outputs)->logits;
-        std::optional<Tensor> reduced;
-        if (query.metric == Metric::kFusion) {
-          auto r = scoring::CompressFeatures(raw, kFusionDims);
-          if (r.ok()) reduced = std::move(*r);
-        }
-        const Tensor& feature_input = reduced ? *reduced : raw;
-        for (scoring::Metric metric : members) {
-          scoring::ScoreInput input;
-          input.features = scoring::UsesLogits(metric) ? &(*outputs)->logits : &feature_input;
-          input.logits = &(*outputs)->logits;
-          input.labels = &labels;
-          input.num_classes = num_classes;
-          auto value = scoring::Score(metric, input);
-          if (value.ok() && !std::isfinite(*value) && members.size() > 1) {
-            // Degenerate features (e.g. all zero: LogME's evidence is -inf) carry no
-            // information about the query: in a fusion the member ranks the model last.
-            s.member_values.push_back(-HUGE_VAL);
-            continue;
+        const bool by_layer = !all_logits && !record.layers.empty() &&
+                              out.layers.size() == record.layers.size();
+        if (by_layer) {
+          for (size_t l = 0; l < out.layers.size(); ++l) {
+            View view;
+            view.layer = static_cast<int>(l);
+            view.features_note = absl::StrCat("layer '", record.layers[l].name, "' (",
+                                              out.layers[l].RowSize(), "-d)");
+            std::string failure = score_view(out.layers[l], out.logits, &view);
+            if (!failure.empty()) {
+              warnings.push_back(absl::StrCat("could not score ", record.spec.name, " layer '",
+                                              record.layers[l].name, "' with ", failure));
+              continue;
+            }
+            s.views.push_back(std::move(view));
           }
-          if (!value.ok() || !std::isfinite(*value)) {
-            failure = absl::StrCat(std::string(scoring::MetricName(metric)), ": ",
-                                   value.ok() ? "non-finite score" : std::string(value.status().message()));
-            break;
+        } else {
+          View view;
+          const Tensor& raw = has_features ? out.features : out.logits;
+          view.features_note =
+              all_logits     ? absl::StrCat("its ", record.spec.class_labels.size(), "-class outputs")
+              : has_features ? absl::StrCat(out.features.RowSize(), "-d embed features")
+              : extractor    ? absl::StrCat(out.logits.RowSize(), "-d features (feature extractor)")
+                             : absl::StrCat(out.logits.RowSize(), "-d logits (no embed)");
+          std::string failure = score_view(raw, out.logits, &view);
+          if (!failure.empty()) {
+            warnings.push_back(absl::StrCat("could not score ", record.spec.name, " with ", failure));
+          } else {
+            s.views.push_back(std::move(view));
           }
-          s.member_values.push_back(*value);
         }
-        if (!failure.empty()) {
-          slot_warning[i] = absl::StrCat("could not score ", record.spec.name, " with ", failure);
-          continue;
-        }
-        const bool all_logits = std::all_of(members.begin(), members.end(), scoring::UsesLogits);
-        s.features_note =
-            all_logits ? absl::StrCat("its ", record.spec.class_labels.size(), "-class outputs")
-            : has_features ? absl::StrCat((*outputs)->features.RowSize(), "-d embed features")
-            : extractor    ? absl::StrCat((*outputs)->logits.RowSize(),
-                                          "-d features (feature extractor)")
-                           : absl::StrCat((*outputs)->logits.RowSize(), "-d logits (no embed)");
-        if (reduced) {
-          absl::StrAppend(&s.features_note, " (top ", reduced->RowSize(), " principal components)");
-        }
+        if (s.views.empty()) continue;
         s.scored = true;
         slots[i] = std::move(s);
       }
@@ -582,26 +630,40 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
     if (stop.load()) was_cancelled = true;
     for (size_t i = 0; i < candidates.size(); ++i) {
       if (slot_cached[i]) ++result.num_cached;
-      if (!slot_warning[i].empty()) result.warnings.push_back(slot_warning[i]);
+      for (std::string& w : slot_warnings[i]) result.warnings.push_back(std::move(w));
       if (slots[i]) scored.push_back(std::move(*slots[i]));
     }
   }
   if (was_cancelled) return absl::CancelledError("recommendation cancelled while scoring candidates");
-  // Final stage-2 score: the metric's value, or for a fusion the members' mean rank among the
-  // scored models divided by their number (1 = first by every member).
-  std::vector<std::vector<double>> member_ranks;
-  if (members.size() > 1 && !scored.empty()) {
+  // Stage-2 score of every view: the metric's value, or for a fusion the members' mean rank among
+  // all scored views divided by their number (1 = first by every member).
+  std::vector<View*> views;
+  for (Scored& s : scored) {
+    for (View& v : s.views) views.push_back(&v);
+  }
+  std::vector<std::vector<double>> member_ranks;  // [member][view]
+  if (members.size() > 1 && !views.empty()) {
     std::vector<std::vector<double>> lists(members.size());
-    for (const Scored& s : scored) {
-      for (size_t m = 0; m < members.size(); ++m) lists[m].push_back(s.member_values[m]);
+    for (const View* v : views) {
+      for (size_t m = 0; m < members.size(); ++m) lists[m].push_back(v->member_values[m]);
     }
     for (const auto& list : lists) member_ranks.push_back(scoring::Ranks(list));
     const std::vector<double> fused = NormalisedRankFusion(lists);
-    for (size_t i = 0; i < scored.size(); ++i) scored[i].stage2 = fused[i];
+    for (size_t i = 0; i < views.size(); ++i) views[i]->stage2 = fused[i];
   } else {
-    for (Scored& s : scored) s.stage2 = s.member_values.empty() ? 0 : s.member_values[0];
+    for (View* v : views) v->stage2 = v->member_values.empty() ? 0 : v->member_values[0];
   }
-  for (Scored& s : scored) s.final_score = s.stage2;
+  // Each member's rank of a view, for the reasons.
+  std::unordered_map<const View*, size_t> view_position;
+  for (size_t i = 0; i < views.size(); ++i) view_position[views[i]] = i;
+  // A model scores as its best view (ties: the earlier layer).
+  for (Scored& s : scored) {
+    for (size_t v = 1; v < s.views.size(); ++v) {
+      if (s.views[v].stage2 > s.views[s.best].stage2) s.best = v;
+    }
+    s.stage2 = s.views[s.best].stage2;
+    s.final_score = s.stage2;
+  }
   if (serving.ranker && !scored.empty()) {
     std::vector<double> base, model_prior;
     for (const Scored& s : scored) {
@@ -612,16 +674,19 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
     for (size_t i = 0; i < scored.size(); ++i) scored[i].final_score = combined[i];
   }
   std::unordered_map<std::string, std::string> member_text;
-  for (size_t i = 0; i < scored.size(); ++i) {
+  const bool several_views = views.size() > scored.size();
+  for (const Scored& s : scored) {
     if (members.size() < 2) continue;
+    const View& best = s.views[s.best];
+    const size_t at = view_position[&best];
     std::string text;
     for (size_t m = 0; m < members.size(); ++m) {
-      absl::StrAppend(&text, m ? ", " : "", absl::StrFormat("%s %.4g (rank %d of %d)",
-                      std::string(scoring::MetricName(members[m])), scored[i].member_values[m],
-                      static_cast<int>(scored.size() + 1 - member_ranks[m][i] + 0.5),
-                      static_cast<int>(scored.size())));
+      absl::StrAppend(&text, m ? ", " : "", absl::StrFormat("%s %.4g (rank %d of %d%s)",
+                      std::string(scoring::MetricName(members[m])), best.member_values[m],
+                      static_cast<int>(views.size() + 1 - member_ranks[m][at] + 0.5),
+                      static_cast<int>(views.size()), several_views ? " model layers" : ""));
     }
-    member_text[scored[i].id] = text;
+    member_text[s.id] = text;
   }
   // Ties keep the stage-1 order.
   std::stable_sort(scored.begin(), scored.end(), [&](const Scored& a, const Scored& b) {
@@ -644,7 +709,9 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
     for (const std::string& id : stage1_order) {
       if (static_cast<int>(ranking.size()) >= query.top_k) break;
       if (listed.count(id)) continue;
-      unscored.push_back(Scored{id, {}, 0, 0, false, ""});
+      Scored s;
+      s.id = id;
+      unscored.push_back(std::move(s));
       ranking.push_back(&unscored.back());
     }
   }
@@ -691,14 +758,25 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
                                 " on probe proxies): ", stage1_text, "; stage 2 off");
     } else if (s.scored) {
       rec.score = s.final_score;
+      const View& best = s.views[s.best];
+      std::string layer_text;
+      if (best.layer >= 0) {
+        rec.layer = rec.model.layers[best.layer].name;
+        for (const View& v : s.views) {
+          rec.layer_scores.push_back({rec.model.layers[v.layer].name,
+                                      rec.model.layers[v.layer].dim, v.stage2});
+        }
+        layer_text = absl::StrCat("; the best of its ", s.views.size(), " scored layers (",
+                                  LayerScoresText(rec.layer_scores), ")");
+      }
       if (members.size() > 1) {
-        rec.reason = absl::StrFormat("%s on %s over %d query classes (stage-2 rank %d of %d); %s",
-                                     member_text[s.id], s.features_note, num_classes, rec.rank,
-                                     result.num_scored, stage1_text);
+        rec.reason = absl::StrFormat("%s on %s over %d query classes (stage-2 rank %d of %d)%s; %s",
+                                     member_text[s.id], best.features_note, num_classes, rec.rank,
+                                     result.num_scored, layer_text, stage1_text);
       } else {
-        rec.reason = absl::StrFormat("%s %.4g on %s over %d query classes (stage-2 rank %d of %d); %s",
-                                     metric_label, s.stage2, s.features_note, num_classes, rec.rank,
-                                     result.num_scored, stage1_text);
+        rec.reason = absl::StrFormat("%s %.4g on %s over %d query classes (stage-2 rank %d of %d)%s; %s",
+                                     metric_label, s.stage2, best.features_note, num_classes,
+                                     rec.rank, result.num_scored, layer_text, stage1_text);
       }
     } else {
       rec.score = 0;

@@ -1,9 +1,11 @@
 // CheckAdmission: plain C++ over the BlackBoxModel interface (no torch header here).
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <system_error>
 
@@ -51,6 +53,46 @@ AdmissionReport Finished(AdmissionReport report, std::chrono::steady_clock::time
   return report;
 }
 
+// embed_layers on the test batch (already run, so count, shapes and widths passed the run's
+// checks): finite values, and names that say which layer is which. Fills the report's layers.
+absl::Status CheckLayers(const BlackBoxModel& model, const ModelOutputs& out,
+                         AdmissionReport* report) {
+  if (!model.has_layers()) return absl::OkStatus();
+  if (out.layers.empty()) return absl::FailedPreconditionError("embed_layers returned no layers");
+  for (size_t l = 0; l < out.layers.size(); ++l) {
+    const std::string what = absl::StrCat("embed_layers layer ", l);
+    if (absl::Status s = CheckFinite(what.c_str(), out.layers[l]); !s.ok()) return s;
+    report->layer_dims.push_back(out.layers[l].shape[1]);
+  }
+  if (!model.layer_names_error().empty()) {
+    return absl::FailedPreconditionError(model.layer_names_error());
+  }
+  const std::vector<std::string>& names = model.layer_names();
+  if (!names.empty()) {
+    if (names.size() != out.layers.size()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "layer_names has ", names.size(), " names but embed_layers returned ", out.layers.size(),
+          " layers"));
+    }
+    std::set<std::string> seen;
+    for (const std::string& name : names) {
+      const bool printable = std::all_of(name.begin(), name.end(), [](char c) {
+        return c > ' ' && c < 127;
+      });
+      if (name.empty() || name.size() > 64 || !printable) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "layer name '", name, "' is not 1-64 printable characters without spaces"));
+      }
+      if (!seen.insert(name).second) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("layer_names names '", name, "' twice"));
+      }
+    }
+  }
+  report->layer_names = LayerNames(names, out.layers.size());
+  return absl::OkStatus();
+}
+
 absl::Status CheckArguments(int num_labels, const AdmissionOptions& options) {
   if (num_labels < 0) {
     return absl::InvalidArgumentError(
@@ -93,7 +135,9 @@ absl::StatusOr<AdmissionReport> CheckLoaded(
 }  // namespace
 
 absl::Status CheckOutputs(const ModelOutputs& outputs, int64_t rows, int64_t expected_classes,
-                          int64_t expected_feature_dim, const OutputLimits& limits) {
+                          int64_t expected_feature_dim,
+                          const std::vector<int64_t>& expected_layer_dims,
+                          const OutputLimits& limits) {
   const Tensor& logits = outputs.logits;
   if (logits.shape.size() != 2 || logits.shape[0] != rows || logits.shape[1] != expected_classes) {
     return absl::FailedPreconditionError(absl::StrCat("forward returned shape ", ShapeOf(logits),
@@ -121,11 +165,41 @@ absl::Status CheckOutputs(const ModelOutputs& outputs, int64_t rows, int64_t exp
                                                       " features per sample; the dock accepts at "
                                                       "most ", limits.max_feature_dim));
   }
-  const int64_t bytes = (expected_classes + width) * static_cast<int64_t>(sizeof(float));
+  int64_t layer_width = 0;
+  if (!outputs.layers.empty()) {
+    if (outputs.layers.size() != expected_layer_dims.size()) {
+      return absl::FailedPreconditionError(absl::StrCat("embed_layers returned ",
+                                                        outputs.layers.size(), " layers; expected ",
+                                                        expected_layer_dims.size()));
+    }
+    if (static_cast<int64_t>(outputs.layers.size()) > limits.max_layers) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "embed_layers returned ", outputs.layers.size(), " layers; the dock scores at most ",
+          limits.max_layers, " (--max-layers)"));
+    }
+    for (size_t l = 0; l < outputs.layers.size(); ++l) {
+      const Tensor& layer = outputs.layers[l];
+      if (layer.shape.size() != 2 || layer.shape[0] != rows ||
+          layer.shape[1] != expected_layer_dims[l]) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "embed_layers layer ", l, " has shape ", ShapeOf(layer), "; expected [", rows, ", ",
+            expected_layer_dims[l], "]"));
+      }
+      if (layer.shape[1] > limits.max_feature_dim) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "embed_layers layer ", l, " has ", layer.shape[1],
+            " features per sample; the dock accepts at most ", limits.max_feature_dim));
+      }
+      layer_width += layer.shape[1];
+    }
+  }
+  const int64_t bytes =
+      (expected_classes + width + layer_width) * static_cast<int64_t>(sizeof(float));
   if (bytes > limits.max_bytes_per_sample) {
     return absl::FailedPreconditionError(absl::StrCat(
         "outputs take ", bytes, " bytes per sample (", expected_classes, " logits + ", width,
-        " features); the dock accepts at most ", limits.max_bytes_per_sample));
+        " features + ", layer_width, " layer features); the dock accepts at most ",
+        limits.max_bytes_per_sample));
   }
   return absl::OkStatus();
 }
@@ -165,7 +239,8 @@ absl::StatusOr<AdmissionReport> CheckLoaded(
   if (!model.ok()) return model.status();
 
   const Tensor batch = internal::UniformSamples(options.test_batch, input_shape, kTestBatchSeed);
-  absl::StatusOr<ModelOutputs> out = (*model)->Run(batch, /*want_features=*/true);
+  absl::StatusOr<ModelOutputs> out =
+      (*model)->Run(batch, /*want_features=*/true, /*want_layers=*/true);
   if (!out.ok()) {
     return absl::Status(out.status().code(), absl::StrCat("test batch of shape ", ShapeOf(batch),
                                                           ": ", out.status().message()));
@@ -186,9 +261,12 @@ absl::StatusOr<AdmissionReport> CheckLoaded(
           "forward returned ", width, " features per sample; the dock accepts at most ",
           options.limits.max_feature_dim));
     }
+    if (absl::Status s = CheckLayers(**model, *out, &report); !s.ok()) return s;
     ModelOutputs features_only;
     features_only.logits = logits;
-    if (absl::Status s = CheckOutputs(features_only, options.test_batch, width, 0, options.limits);
+    features_only.layers = out->layers;
+    if (absl::Status s = CheckOutputs(features_only, options.test_batch, width, 0,
+                                      report.layer_dims, options.limits);
         !s.ok()) {
       return s;
     }
@@ -214,8 +292,9 @@ absl::StatusOr<AdmissionReport> CheckLoaded(
     if (absl::Status s = CheckFinite("embed", features); !s.ok()) return s;
     report.feature_dim = features.shape[1];
   }
+  if (absl::Status s = CheckLayers(**model, *out, &report); !s.ok()) return s;
   if (absl::Status s = CheckOutputs(*out, options.test_batch, num_labels, report.feature_dim,
-                                    options.limits);
+                                    report.layer_dims, options.limits);
       !s.ok()) {
     return s;
   }

@@ -40,12 +40,19 @@ class TorchScriptModel : public BlackBoxModel {
         input_shape_(options.input_shape),
         batch_size_(std::max(1, options.batch_size)),
         limits_(options.limits),
-        has_embed_(module_.find_method("embed").has_value()) {}
+        has_embed_(module_.find_method("embed").has_value()),
+        has_layers_(module_.find_method("embed_layers").has_value()) {
+    ReadLayerNames();
+  }
 
   const std::vector<int64_t>& input_shape() const override { return input_shape_; }
   bool has_embed() const override { return has_embed_; }
+  bool has_layers() const override { return has_layers_; }
+  const std::vector<std::string>& layer_names() const override { return layer_names_; }
+  const std::string& layer_names_error() const override { return layer_names_error_; }
 
-  absl::StatusOr<ModelOutputs> Run(const Tensor& samples, bool want_features) override {
+  absl::StatusOr<ModelOutputs> Run(const Tensor& samples, bool want_features,
+                                   bool want_layers) override {
     if (!samples.IsConsistent() || samples.shape.size() < 2) {
       return absl::InvalidArgumentError(
           absl::StrCat("samples must be a consistent [N, ...] tensor, got shape [",
@@ -62,6 +69,7 @@ class TorchScriptModel : public BlackBoxModel {
       input = &adapted;
     }
     const bool run_embed = want_features && has_embed_;
+    const bool run_layers = want_layers && has_layers_;
     const char* stage = "forward";
     try {
       c10::InferenceMode guard;
@@ -82,6 +90,11 @@ class TorchScriptModel : public BlackBoxModel {
         if (run_embed) {
           stage = "embed";
           s = Append(stage, module_.get_method("embed")({x}), b, n, FeatureLimit(), &out.features);
+          if (!s.ok()) return s;
+        }
+        if (run_layers) {
+          stage = "embed_layers";
+          s = AppendLayers(module_.get_method("embed_layers")({x}), b, n, &out.layers);
           if (!s.ok()) return s;
         }
       }
@@ -112,6 +125,62 @@ class TorchScriptModel : public BlackBoxModel {
   }
   int64_t FeatureLimit() const {
     return std::min(limits_.max_feature_dim, limits_.max_bytes_per_sample / 4);
+  }
+
+  // The `layer_names` attribute, if the module has one: a list of strings.
+  void ReadLayerNames() {
+    if (!module_.hasattr("layer_names")) return;
+    c10::IValue names = module_.attr("layer_names");
+    if (!names.isList()) {
+      layer_names_error_ = absl::StrCat("layer_names is a ", names.tagKind(),
+                                        ", expected a list of strings");
+      return;
+    }
+    for (const c10::IValue& name : names.toListRef()) {
+      if (!name.isString()) {
+        layer_names_error_ = absl::StrCat("layer_names holds a ", name.tagKind(),
+                                          ", expected only strings");
+        layer_names_.clear();
+        return;
+      }
+      layer_names_.push_back(name.toStringRef());
+    }
+  }
+
+  // One batch of embed_layers(x): a list (or tuple) of 1..max_layers tensors, each checked and
+  // appended like embed's output; the count may not change between batches.
+  absl::Status AppendLayers(const c10::IValue& value, int64_t b, int64_t n,
+                            std::vector<Tensor>* layers) const {
+    std::vector<c10::IValue> items;
+    if (value.isList()) {
+      for (const c10::IValue& item : value.toListRef()) items.push_back(item);
+    } else if (value.isTuple()) {
+      for (const c10::IValue& item : value.toTupleRef().elements()) items.push_back(item);
+    } else {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "embed_layers returned a ", value.tagKind(), ", expected a list of float tensors [N, D]"));
+    }
+    if (items.empty()) {
+      return absl::FailedPreconditionError("embed_layers returned no layers");
+    }
+    if (static_cast<int64_t>(items.size()) > limits_.max_layers) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "embed_layers returned ", items.size(), " layers; the dock scores at most ",
+          limits_.max_layers, " (--max-layers)"));
+    }
+    if (layers->empty()) {
+      layers->resize(items.size());
+    } else if (layers->size() != items.size()) {
+      return absl::FailedPreconditionError(absl::StrCat("embed_layers returned ", items.size(),
+                                                        " layers after ", layers->size(),
+                                                        " on an earlier batch"));
+    }
+    for (size_t l = 0; l < items.size(); ++l) {
+      const std::string what = absl::StrCat("embed_layers layer ", l);
+      absl::Status s = Append(what.c_str(), items[l], b, n, FeatureLimit(), &(*layers)[l]);
+      if (!s.ok()) return s;
+    }
+    return absl::OkStatus();
   }
 
   // Checks one batch's output ([b, W] floating point, W <= max_width and equal across batches)
@@ -158,9 +227,19 @@ class TorchScriptModel : public BlackBoxModel {
   int batch_size_;
   OutputLimits limits_;
   bool has_embed_;
+  bool has_layers_;
+  std::vector<std::string> layer_names_;
+  std::string layer_names_error_;
 };
 
 }  // namespace
+
+std::vector<std::string> LayerNames(const std::vector<std::string>& exported, size_t count) {
+  if (exported.size() == count) return exported;
+  std::vector<std::string> names;
+  for (size_t l = 0; l < count; ++l) names.push_back(absl::StrCat("layer", l));
+  return names;
+}
 
 namespace {
 

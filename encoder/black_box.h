@@ -19,7 +19,14 @@ namespace modeldock::encoder {
 struct ModelOutputs {
   Tensor logits;    // [N, K]
   Tensor features;  // [N, D] from embed(x); empty (no shape) when not requested or not exported
+  // [N, D_l] per layer from embed_layers(x); empty when not requested or not exported.
+  std::vector<Tensor> layers;
 };
+
+// A model may export embed_layers(x) -> List[Tensor] (each [N, D_l]: features of one layer, pooled
+// and flattened by the model) and a `layer_names: List[str]` attribute naming them; layers without
+// names are called layer0, layer1, ... (LayerNames).
+std::vector<std::string> LayerNames(const std::vector<std::string>& exported, size_t count);
 
 class BlackBoxModel {
  public:
@@ -27,9 +34,19 @@ class BlackBoxModel {
   // Declared per-sample input shape, e.g. {1, 28, 28}.
   virtual const std::vector<int64_t>& input_shape() const = 0;
   virtual bool has_embed() const = 0;
+  virtual bool has_layers() const = 0;  // exports embed_layers(x)
+  // The module's `layer_names` attribute; empty when it has none. INVALID_ARGUMENT-worthy
+  // problems (not a list of strings) are reported by layer_names_error().
+  virtual const std::vector<std::string>& layer_names() const = 0;
+  virtual const std::string& layer_names_error() const = 0;
   // Runs the model on samples [N, ...]. Samples of another image shape are adapted first
   // (AdaptInputs). Deterministic; batched internally. Not safe for concurrent calls on one object.
-  virtual absl::StatusOr<ModelOutputs> Run(const Tensor& samples, bool want_features) = 0;
+  // want_features runs embed(x), want_layers embed_layers(x), when the model exports them.
+  virtual absl::StatusOr<ModelOutputs> Run(const Tensor& samples, bool want_features,
+                                           bool want_layers) = 0;
+  absl::StatusOr<ModelOutputs> Run(const Tensor& samples, bool want_features) {
+    return Run(samples, want_features, /*want_layers=*/false);
+  }
 };
 
 // Bounds on what a model may return, so that one upload cannot make every recommendation that
@@ -37,7 +54,8 @@ class BlackBoxModel {
 struct OutputLimits {
   int64_t max_classes = 100000;              // K of forward(x) -> [N, K]
   int64_t max_feature_dim = 65536;           // D of embed(x) -> [N, D]
-  int64_t max_bytes_per_sample = 1ll << 20;  // (K + D) * 4 bytes
+  int64_t max_bytes_per_sample = 1ll << 20;  // (K + D + sum of D_l) * 4 bytes
+  int max_layers = 8;                        // layers of embed_layers(x)
 };
 
 struct TorchScriptOptions {
@@ -69,9 +87,12 @@ void SetTorchThreads(int threads);
 void WarmUpTorch();
 
 // Checks outputs of a run on `rows` samples against the limits and the declared widths
-// (expected_classes; expected_feature_dim when > 0): FAILED_PRECONDITION naming the numbers.
+// (expected_classes; expected_feature_dim when > 0; expected_layer_dims when outputs.layers is
+// not empty): FAILED_PRECONDITION naming the numbers.
 absl::Status CheckOutputs(const ModelOutputs& outputs, int64_t rows, int64_t expected_classes,
-                          int64_t expected_feature_dim, const OutputLimits& limits);
+                          int64_t expected_feature_dim,
+                          const std::vector<int64_t>& expected_layer_dims,
+                          const OutputLimits& limits);
 
 // Admission: the checks every model passes before it is stored. Time and memory are bounded by
 // the worker process that runs them (sandbox/), not here.
@@ -85,12 +106,17 @@ struct AdmissionReport {
   bool has_embed = false;
   int64_t feature_dim = 0;  // width of embed(x), 0 without
   int64_t num_outputs = 0;  // K
-  double millis = 0;        // time taken by the checks
+  // embed_layers(x): one name (exported or layer<i>) and width per layer; empty without.
+  std::vector<std::string> layer_names;
+  std::vector<int64_t> layer_dims;
+  double millis = 0;  // time taken by the checks
 };
 
 // Checks that `path` loads as TorchScript; forward on a deterministic batch of `input_shape`
 // (seeded uniform values in [0, 1]) returns a finite float [N, num_labels] tensor; if the module
-// exports embed(x), it returns finite float [N, D]; within the size and output limits.
+// exports embed(x), it returns finite float [N, D]; if it exports embed_layers(x), a list of 1 to
+// max_layers finite float [N, D_l] (named by a `layer_names` list of as many distinct names, when
+// the module has one); within the size and output limits.
 // num_labels == 0: a feature extractor, whose forward returns finite features [N, D] (D <=
 // max_feature_dim; reported as num_outputs and feature_dim, has_embed false).
 // Runs on the calling thread. Status codes: INVALID_ARGUMENT (not TorchScript, not loadable),

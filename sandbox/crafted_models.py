@@ -146,8 +146,104 @@ class ExtractorRagged(nn.Module):
         return x.flatten(1)[:, :8].reshape(-1, 2, 4)
 
 
+class Layers(nn.Module):
+    """A 10-class model that exports three layers through embed_layers: 'pixels' (7x7 average-
+    pooled image, 49-d: what a Fashion-MNIST query's classes differ in), 'corners' (the four
+    corner pixels, almost always 0 on Fashion-MNIST: uninformative) and 'hidden' (16-d)."""
+
+    layer_names: List[str]
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.layer_names = ["pixels", "corners", "hidden"]
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU())
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+    @torch.jit.export
+    def embed_layers(self, x) -> List[torch.Tensor]:
+        pixels = torch.nn.functional.avg_pool2d(x, 4).flatten(1)
+        corners = torch.stack([x[:, 0, 0, 0], x[:, 0, 0, -1], x[:, 0, -1, 0], x[:, 0, -1, -1]], 1)
+        return [pixels, corners, self.body(x)]
+
+
+class LayersUnnamed(nn.Module):
+    """embed_layers without layer_names, as a tuple: the dock names them layer0, layer1."""
+
+    def forward(self, x):
+        return x.flatten(1)[:, :10]
+
+    @torch.jit.export
+    def embed_layers(self, x):
+        f = x.flatten(1)
+        return (f[:, :8], f[:, 100:132])
+
+
+class LayersRagged(nn.Module):
+    """The second layer is [N, 2, 4] instead of [N, D]."""
+
+    def forward(self, x):
+        return x.flatten(1)[:, :10]
+
+    @torch.jit.export
+    def embed_layers(self, x) -> List[torch.Tensor]:
+        f = x.flatten(1)
+        return [f[:, :8], f[:, :8].reshape(-1, 2, 4)]
+
+
+class LayersNonFinite(nn.Module):
+    """The second layer holds NaN."""
+
+    def forward(self, x):
+        return x.flatten(1)[:, :10]
+
+    @torch.jit.export
+    def embed_layers(self, x) -> List[torch.Tensor]:
+        f = x.flatten(1)[:, :8]
+        return [f, f / (f - f)]
+
+
+class LayersTooMany(nn.Module):
+    """Twelve layers (the dock's default maximum is 8)."""
+
+    def forward(self, x):
+        return x.flatten(1)[:, :10]
+
+    @torch.jit.export
+    def embed_layers(self, x) -> List[torch.Tensor]:
+        f = x.flatten(1)
+        return [f[:, i:i + 4] for i in range(12)]
+
+
+class LayersMisnamed(nn.Module):
+    """Two layers but three names."""
+
+    layer_names: List[str]
+
+    def __init__(self):
+        super().__init__()
+        self.layer_names = ["a", "b", "c"]
+
+    def forward(self, x):
+        return x.flatten(1)[:, :10]
+
+    @torch.jit.export
+    def embed_layers(self, x) -> List[torch.Tensor]:
+        f = x.flatten(1)
+        return [f[:, :4], f[:, 4:8]]
+
+
 MODELS = {
     "good": Good,
+    "layers": Layers,
+    "layers_unnamed": LayersUnnamed,
+    "layers_ragged": LayersRagged,
+    "layers_non_finite": LayersNonFinite,
+    "layers_too_many": LayersTooMany,
+    "layers_misnamed": LayersMisnamed,
     "extractor_non_finite": ExtractorNonFinite,
     "extractor_ragged": ExtractorRagged,
     "raises": Raises,

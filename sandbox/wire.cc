@@ -91,6 +91,7 @@ class HeadWriter {
     U64(shape.size());
     for (int64_t d : shape) I64(d);
   }
+  void Ints(const std::vector<int64_t>& values) { Shape(values); }
   std::string Take() { return std::move(out_); }
 
  private:
@@ -126,6 +127,16 @@ class HeadReader {
       if (!I64(&d) || d < 0 || d > (int64_t{1} << 40)) return false;
       if (d > 0 && elements > (int64_t{1} << 40) / d) return false;
       elements *= d;
+    }
+    return true;
+  }
+  // A list of at most kMaxLayers non-negative integers (layer widths).
+  bool Ints(std::vector<int64_t>* values) {
+    uint64_t n;
+    if (!U64(&n) || n > static_cast<uint64_t>(kMaxLayers)) return false;
+    values->resize(n);
+    for (int64_t& v : *values) {
+      if (!I64(&v) || v < 0) return false;
     }
     return true;
   }
@@ -270,12 +281,14 @@ std::string EncodeRequestHead(const JobRequest& r, const std::vector<std::string
   w.I64(r.num_classes);
   w.I64(r.feature_dim);
   w.U64(r.want_features ? 1 : 0);
+  w.Ints(r.layer_dims);
   w.I64(r.batch_size);
   w.I64(r.test_batch);
   w.I64(r.max_model_bytes);
   w.I64(r.limits.max_classes);
   w.I64(r.limits.max_feature_dim);
   w.I64(r.limits.max_bytes_per_sample);
+  w.I64(r.limits.max_layers);
   const std::vector<std::string>& drop = unload != nullptr ? *unload : r.unload;
   w.U64(drop.size());
   for (const std::string& key : drop) w.Str(key);
@@ -291,9 +304,10 @@ absl::StatusOr<JobRequest> DecodeRequestHead(std::string_view head) {
   r.kind = static_cast<JobKind>(kind);
   if (!in.Str(&r.model_path) || !in.Str(&r.model_key) || !in.Shape(&r.input_shape) ||
       !in.I64(&r.num_classes) || !in.I64(&r.feature_dim) || !in.Bool(&r.want_features) ||
-      !in.I64(&r.batch_size) || !in.I64(&r.test_batch) || !in.I64(&r.max_model_bytes) ||
-      !in.I64(&r.limits.max_classes) || !in.I64(&r.limits.max_feature_dim) ||
-      !in.I64(&r.limits.max_bytes_per_sample) || !in.U64(&unload) || unload > 100000) {
+      !in.Ints(&r.layer_dims) || !in.I64(&r.batch_size) || !in.I64(&r.test_batch) ||
+      !in.I64(&r.max_model_bytes) || !in.I64(&r.limits.max_classes) ||
+      !in.I64(&r.limits.max_feature_dim) || !in.I64(&r.limits.max_bytes_per_sample) ||
+      !in.I64(&r.limits.max_layers) || !in.U64(&unload) || unload > 100000) {
     return BadHead("request");
   }
   r.unload.resize(unload);
@@ -311,10 +325,15 @@ std::string EncodeResponseHead(const JobResponse& r) {
   w.U64(r.has_embed ? 1 : 0);
   w.I64(r.feature_dim);
   w.I64(r.num_outputs);
+  w.U64(r.layer_names.size());
+  for (const std::string& name : r.layer_names) w.Str(name);
+  w.Ints(r.layer_dims);
   w.F64(r.millis);
   w.U64(r.cache_hit ? 1 : 0);
   w.Shape(r.logits.shape);
   w.Shape(r.features.shape);
+  w.U64(r.layers.size());
+  for (const Tensor& layer : r.layers) w.Shape(layer.shape);
   return w.Take();
 }
 
@@ -322,12 +341,25 @@ absl::StatusOr<JobResponse> DecodeResponseHead(std::string_view head) {
   HeadReader in(head);
   JobResponse r;
   int64_t code;
+  uint64_t names = 0, layers = 0;
   if (!in.I64(&code) || code < 0 || code > 16 || !in.Str(&r.message) || !in.Bool(&r.has_embed) ||
-      !in.I64(&r.feature_dim) || !in.I64(&r.num_outputs) || !in.F64(&r.millis) ||
-      !in.Bool(&r.cache_hit) || !in.Shape(&r.logits.shape) || !in.Shape(&r.features.shape) ||
-      !in.Done()) {
+      !in.I64(&r.feature_dim) || !in.I64(&r.num_outputs) || !in.U64(&names) || names > static_cast<uint64_t>(kMaxLayers)) {
     return BadHead("response");
   }
+  r.layer_names.resize(names);
+  for (std::string& name : r.layer_names) {
+    if (!in.Str(&name)) return BadHead("response");
+  }
+  if (!in.Ints(&r.layer_dims) || !in.F64(&r.millis) || !in.Bool(&r.cache_hit) ||
+      !in.Shape(&r.logits.shape) || !in.Shape(&r.features.shape) || !in.U64(&layers) ||
+      layers > static_cast<uint64_t>(kMaxLayers)) {
+    return BadHead("response");
+  }
+  r.layers.resize(layers);
+  for (Tensor& layer : r.layers) {
+    if (!in.Shape(&layer.shape)) return BadHead("response");
+  }
+  if (!in.Done()) return BadHead("response");
   r.code = static_cast<int32_t>(code);
   return r;
 }
@@ -351,11 +383,16 @@ absl::StatusOr<JobResponse> ReadResponse(int fd, uint64_t max_floats, const Wait
   if (!head.ok()) return head.status();
   auto response = DecodeResponseHead(*head);
   if (!response.ok()) return response.status();
-  if (Elements(response->logits.shape) + Elements(response->features.shape) != floats) {
+  uint64_t expected = Elements(response->logits.shape) + Elements(response->features.shape);
+  for (const Tensor& layer : response->layers) expected += Elements(layer.shape);
+  if (expected != floats) {
     return absl::InvalidArgumentError("response values do not match the outputs' shapes");
   }
   if (absl::Status s = ReadTensorValues(fd, &response->logits, &floats, check); !s.ok()) return s;
   if (absl::Status s = ReadTensorValues(fd, &response->features, &floats, check); !s.ok()) return s;
+  for (Tensor& layer : response->layers) {
+    if (absl::Status s = ReadTensorValues(fd, &layer, &floats, check); !s.ok()) return s;
+  }
   return response;
 }
 
@@ -365,8 +402,9 @@ absl::Status WriteRequest(int fd, const JobRequest& request, const WaitCheck& ch
 }
 
 absl::Status WriteResponse(int fd, const JobResponse& response, const WaitCheck& check) {
-  return WriteFrame(fd, EncodeResponseHead(response), {&response.logits, &response.features},
-                    check);
+  std::vector<const Tensor*> tensors = {&response.logits, &response.features};
+  for (const Tensor& layer : response.layers) tensors.push_back(&layer);
+  return WriteFrame(fd, EncodeResponseHead(response), tensors, check);
 }
 
 }  // namespace modeldock::sandbox

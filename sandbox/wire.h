@@ -20,6 +20,9 @@
 
 namespace modeldock::sandbox {
 
+// A bound on embed_layers' layers in a frame (the dock's --max-layers is at most this).
+inline constexpr int64_t kMaxLayers = 64;
+
 enum class JobKind : uint32_t { kAdmit = 1, kRun = 2 };
 
 // Bounds on a model's outputs (mirrors encoder::OutputLimits; this library links no torch).
@@ -27,6 +30,7 @@ struct WireLimits {
   int64_t max_classes = 100000;
   int64_t max_feature_dim = 65536;
   int64_t max_bytes_per_sample = 1ll << 20;
+  int64_t max_layers = 8;
 };
 
 struct JobRequest {
@@ -37,6 +41,8 @@ struct JobRequest {
   int64_t num_classes = 0;  // declared K
   int64_t feature_dim = 0;  // admitted D for runs; 0 = no features expected
   bool want_features = false;
+  // Runs of a model that exports embed_layers: its admitted layer widths (empty = no layers wanted).
+  std::vector<int64_t> layer_dims;
   int64_t batch_size = 256;     // run
   int64_t test_batch = 4;       // admission
   int64_t max_model_bytes = 0;  // admission
@@ -53,9 +59,12 @@ struct JobResponse {
   bool has_embed = false;
   int64_t feature_dim = 0;
   int64_t num_outputs = 0;
+  std::vector<std::string> layer_names;  // embed_layers: names and widths; empty without
+  std::vector<int64_t> layer_dims;
   // Run.
   Tensor logits;
   Tensor features;
+  std::vector<Tensor> layers;  // when the request asked for layers
   double millis = 0;     // time the worker spent on the job
   bool cache_hit = false;  // the model was already loaded
 };

@@ -228,6 +228,7 @@ encoder::OutputLimits ToLimits(const WireLimits& w) {
   limits.max_classes = w.max_classes;
   limits.max_feature_dim = w.max_feature_dim;
   limits.max_bytes_per_sample = w.max_bytes_per_sample;
+  limits.max_layers = static_cast<int>(w.max_layers);
   return limits;
 }
 
@@ -256,6 +257,8 @@ JobResponse Admit(const JobRequest& request, int model_fd) {
   response.has_embed = report->has_embed;
   response.feature_dim = report->feature_dim;
   response.num_outputs = report->num_outputs;
+  response.layer_names = report->layer_names;
+  response.layer_dims = report->layer_dims;
   response.millis = report->millis;
   return response;
 }
@@ -290,14 +293,19 @@ JobResponse Run(const JobRequest& request, int model_fd, ModelCache& cache) {
       cache.Put(request.model_key, std::move(*loaded));
     }
   }
-  auto outputs = model->Run(request.samples, request.want_features);
+  const bool want_layers = !request.layer_dims.empty();
+  if (want_layers && !model->has_layers()) {
+    SetStatus(absl::FailedPreconditionError("the model no longer exports embed_layers"), &response);
+    return response;
+  }
+  auto outputs = model->Run(request.samples, request.want_features, want_layers);
   if (!outputs.ok()) {
     SetStatus(outputs.status(), &response);
     return response;
   }
   absl::Status s = encoder::CheckOutputs(
       *outputs, request.samples.Rows(), request.num_classes,
-      request.want_features && model->has_embed() ? request.feature_dim : 0,
+      request.want_features && model->has_embed() ? request.feature_dim : 0, request.layer_dims,
       ToLimits(request.limits));
   if (!s.ok()) {
     SetStatus(s, &response);
@@ -305,6 +313,7 @@ JobResponse Run(const JobRequest& request, int model_fd, ModelCache& cache) {
   }
   response.logits = std::move(outputs->logits);
   response.features = std::move(outputs->features);
+  response.layers = std::move(outputs->layers);
   response.millis =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   return response;

@@ -421,6 +421,8 @@ absl::StatusOr<AdmitResult> WorkerPool::Admit(const JobRequest& request, const J
   result.has_embed = response->has_embed;
   result.feature_dim = response->feature_dim;
   result.num_outputs = response->num_outputs;
+  result.layer_names = std::move(response->layer_names);
+  result.layer_dims = std::move(response->layer_dims);
   result.millis = response->millis;
   return result;
 }
@@ -431,16 +433,29 @@ absl::StatusOr<RunResult> WorkerPool::Run(const JobRequest& request, const JobLi
   auto slot = Acquire(request.model_key, cancelled);
   if (!slot.ok()) return slot.status();
   const uint64_t rows = static_cast<uint64_t>(request.samples.Rows());
-  const uint64_t width = static_cast<uint64_t>(request.num_classes) +
-                         (request.want_features ? static_cast<uint64_t>(request.feature_dim) : 0);
+  uint64_t width = static_cast<uint64_t>(request.num_classes) +
+                   (request.want_features ? static_cast<uint64_t>(request.feature_dim) : 0);
+  for (int64_t d : request.layer_dims) width += static_cast<uint64_t>(d);
   auto response = Execute(*slot, request, limits, cancelled, rows * width);
   if (!response.ok()) return response.status();
   if (response->code != 0) {
     return absl::Status(static_cast<absl::StatusCode>(response->code), response->message);
   }
+  // The worker runs model code: what it sends back is checked, not trusted.
+  bool layers_ok = response->layers.size() == request.layer_dims.size();
+  for (size_t l = 0; layers_ok && l < response->layers.size(); ++l) {
+    layers_ok = response->layers[l].shape ==
+                std::vector<int64_t>{static_cast<int64_t>(rows), request.layer_dims[l]};
+  }
+  if (!layers_ok) {
+    return absl::InternalError(absl::StrCat("model worker returned ", response->layers.size(),
+                                            " layers, not the ", request.layer_dims.size(),
+                                            " [", rows, ", D] layers asked for"));
+  }
   RunResult result;
   result.logits = std::move(response->logits);
   result.features = std::move(response->features);
+  result.layers = std::move(response->layers);
   result.millis = response->millis;
   result.cache_hit = response->cache_hit;
   return result;

@@ -57,12 +57,15 @@ struct AdmitResult {
   bool has_embed = false;
   int64_t feature_dim = 0;
   int64_t num_outputs = 0;
+  std::vector<std::string> layer_names;  // embed_layers; empty without
+  std::vector<int64_t> layer_dims;
   double millis = 0;
 };
 
 struct RunResult {
   Tensor logits;
   Tensor features;  // empty shape when not requested or not exported
+  std::vector<Tensor> layers;  // embed_layers' outputs when request.layer_dims was set
   double millis = 0;
   bool cache_hit = false;
 };

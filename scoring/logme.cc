@@ -11,9 +11,21 @@ namespace modeldock::scoring {
 namespace {
 
 constexpr double kMinSingularValue = 1e-10;
+// Singular values below this fraction of the largest are numerical zeros: taken from the Gram
+// matrix's eigenvalues, they come out near sqrt(eps * D) of the largest (1e-7..1e-6) instead of 0
+// (a dead ReLU unit, a constant column), and keeping them moves the evidence by log(alpha) / 2
+// each, i.e. by roundoff. A direct SVD would drop them; so does this cutoff.
+constexpr double kRelativeCutoff = 1e-6;
 constexpr int kMaxIterations = 11;
 constexpr double kTolerance = 1e-3;
 constexpr double kEpsilon = 1e-5;
+
+// The smallest singular value kept, from the Gram matrix's eigenvalues (s = sqrt(eigenvalue)).
+double Cutoff(const std::vector<double>& eigenvalues) {
+  double largest = 0.0;
+  for (double v : eigenvalues) largest = std::max(largest, v);
+  return std::max(kMinSingularValue, kRelativeCutoff * std::sqrt(largest));
+}
 
 }  // namespace
 
@@ -21,8 +33,9 @@ constexpr double kEpsilon = 1e-5;
 // - the evidence is averaged over the classes present in the query (num_classes may count
 //   classes without samples; an all-zero target would add a meaningless term);
 // - for N <= D the thin SVD of F is taken from the eigendecomposition of F F^T (left singular
-//   vectors directly), for N > D from F^T F as in the reference; singular values <= 1e-10 are
-//   dropped in both cases.
+//   vectors directly), for N > D from F^T F as in the reference; singular values <= 1e-10 or
+//   <= 1e-6 of the largest are dropped in both cases (the reference keeps the second kind, so
+//   its value on rank-deficient features depends on roundoff).
 absl::StatusOr<double> LogMe(const Tensor& features, const std::vector<int32_t>& labels,
                              int num_classes) {
   auto data = internal::Prepare(features, labels, num_classes, "features");
@@ -45,9 +58,10 @@ absl::StatusOr<double> LogMe(const Tensor& features, const std::vector<int32_t>&
       const double* row = f.Row(i);
       for (int64_t j = 0; j < d; ++j) sum[j] += row[j];
     }
+    const double cutoff = Cutoff(eig->values);
     for (int64_t e = 0; e < d; ++e) {
       const double s = std::sqrt(std::max(eig->values[e], 0.0));
-      if (!(s > kMinSingularValue)) continue;
+      if (!(s > cutoff)) continue;
       sigma.push_back(s * s);
       const double* v = eig->vectors.Row(e);
       for (int c = 0; c < num_c; ++c) {
@@ -60,9 +74,10 @@ absl::StatusOr<double> LogMe(const Tensor& features, const std::vector<int32_t>&
   } else {
     auto eig = internal::EigenSymmetric(internal::OuterGram(f));
     if (!eig.ok()) return eig.status();
+    const double cutoff = Cutoff(eig->values);
     for (int64_t e = 0; e < n; ++e) {
       const double s = std::sqrt(std::max(eig->values[e], 0.0));
-      if (!(s > kMinSingularValue)) continue;
+      if (!(s > cutoff)) continue;
       sigma.push_back(s * s);
       const double* u = eig->vectors.Row(e);
       std::vector<double> dots(static_cast<size_t>(num_c), 0.0);

@@ -56,6 +56,7 @@ struct ServerConfig {
   int64_t max_classes = 100000;
   int64_t max_feature_dim = 65536;
   int64_t max_output_bytes_per_sample = 1 << 20;
+  int max_layers = 8;
   bool no_network_isolation = false;
   bool no_seccomp = false;
   int max_rpc_threads = modeldock::server::kDefaultMaxRpcThreads;
@@ -123,6 +124,7 @@ std::string LoadConfigFile(const std::string& path, ServerConfig* config) {
     ReadKey(json, "max-classes", &config->max_classes);
     ReadKey(json, "max-feature-dim", &config->max_feature_dim);
     ReadKey(json, "max-output-bytes-per-sample", &config->max_output_bytes_per_sample);
+    ReadKey(json, "max-layers", &config->max_layers);
     ReadKey(json, "no-network-isolation", &config->no_network_isolation);
     ReadKey(json, "no-seccomp", &config->no_seccomp);
     ReadKey(json, "max-rpc-threads", &config->max_rpc_threads);
@@ -220,6 +222,10 @@ int main(int argc, char** argv) {
   auto* max_feature_dim = app.add_option("--max-feature-dim", flags.max_feature_dim,
                                          "Widest embed(x) output D accepted")
                               ->default_str("65536")->group(box);
+  auto* max_layers = app.add_option("--max-layers", flags.max_layers,
+                                    "Most layers a model may export through embed_layers(x) "
+                                    "(each is scored in stage 2; 1..64)")
+                         ->default_str("8")->group(box);
   auto* max_output_bytes =
       app.add_option("--max-output-bytes-per-sample", flags.max_output_bytes_per_sample,
                      "Largest (K + D) x 4 bytes per sample accepted")
@@ -298,6 +304,7 @@ int main(int argc, char** argv) {
   if (max_waiting->count()) config.max_waiting_jobs = flags.max_waiting_jobs;
   if (max_classes->count()) config.max_classes = flags.max_classes;
   if (max_feature_dim->count()) config.max_feature_dim = flags.max_feature_dim;
+  if (max_layers->count()) config.max_layers = flags.max_layers;
   if (max_output_bytes->count()) {
     config.max_output_bytes_per_sample = flags.max_output_bytes_per_sample;
   }
@@ -361,6 +368,7 @@ int main(int argc, char** argv) {
   sandbox.max_classes = config.max_classes;
   sandbox.max_feature_dim = config.max_feature_dim;
   sandbox.max_output_bytes_per_sample = config.max_output_bytes_per_sample;
+  sandbox.max_layers = config.max_layers;
   sandbox.isolate_network = !config.no_network_isolation;
   sandbox.seccomp = !config.no_seccomp;
   spdlog::info(

@@ -166,6 +166,11 @@ void ToProto(const dock::ModelRecord& record, v1::Model* out) {
   out->set_created_unix_ms(record.created_unix_ms);
   out->set_probe_millis(record.probe_millis);
   out->set_owner_key_id(record.owner_key_id);
+  for (const dock::ModelLayer& layer : record.layers) {
+    v1::ModelLayer* l = out->add_layers();
+    l->set_name(layer.name);
+    l->set_dim(layer.dim);
+  }
 }
 
 grpc::Status ModelDockServiceImpl::Authorize(grpc::ServerContext* context,
@@ -508,6 +513,13 @@ grpc::Status ModelDockServiceImpl::Recommend(grpc::ServerContext* context,
     if (rec.has_stage1_score) out->set_stage1_score(rec.stage1_score);
     if (rec.has_prior) out->set_prior(rec.prior);
     out->set_scored(rec.scored);
+    out->set_layer(rec.layer);
+    for (const dock::LayerScore& layer : rec.layer_scores) {
+      v1::LayerScore* l = out->add_layer_scores();
+      l->set_name(layer.name);
+      l->set_dim(layer.dim);
+      l->set_score(layer.score);
+    }
     out->set_reason(rec.reason);
   }
   v1::StageTimings* timings = response->mutable_timings();

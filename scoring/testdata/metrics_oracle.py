@@ -49,7 +49,7 @@ def logme(f, y):
     num_c, y = present(y)
     n, d = f.shape
     u, s, _ = np.linalg.svd(f, full_matrices=False)
-    keep = s > 1e-10
+    keep = s > max(1e-10, 1e-6 * s.max())  # convention: 1e-6 of the largest is a numerical zero
     u, s = u[:, keep], s[keep]
     sigma = s ** 2
     evidences = []
@@ -221,6 +221,8 @@ FIXTURES = [
                 "is dominated by round-off; not a meaningful comparison"}),
     ("large", 4, [100] * 10, 256, 20, 10, dict(separation=3.0), {}),
     ("tiny", 5, [40, 30, 30, 20], 16, 5, 4, dict(scales=np.full(16, 0.01)), {}),
+    # Four all-zero columns, like dead ReLU units: rank-deficient features.
+    ("dead", 6, [60, 50, 40], 16, 5, 3, dict(scales=np.r_[np.ones(12), np.zeros(4)]), {}),
 ]
 
 

@@ -16,7 +16,7 @@ Errors are raised as modeldock.ModelDockError carrying the gRPC status code.
 import hashlib
 import os
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import grpc
 import numpy as np
@@ -58,6 +58,8 @@ class Model:
     has_embed: bool = False
     feature_dim: int = 0
     kind: str = "classifier"  # or "feature_extractor"
+    # embed_layers(x): (name, width) per exported layer, in the model's order; empty without.
+    layers: List[Tuple[str, int]] = field(default_factory=list)
 
     @staticmethod
     def _from_proto(m) -> "Model":
@@ -67,7 +69,15 @@ class Model:
                      license=m.spec.license, tags=list(m.spec.tags), sha256=m.sha256,
                      size_bytes=m.size_bytes, has_embed=m.has_embed, feature_dim=m.feature_dim,
                      kind="feature_extractor" if m.spec.kind == pb.MODEL_KIND_FEATURE_EXTRACTOR
-                     else "classifier")
+                     else "classifier",
+                     layers=[(layer.name, layer.dim) for layer in m.layers])
+
+
+@dataclass
+class LayerScore:
+    name: str
+    dim: int
+    score: float  # on the scale of Recommendation.stage2_score
 
 
 @dataclass
@@ -82,6 +92,9 @@ class Recommendation:
     scored: bool
     reason: str
     prior: Optional[float] = None  # outcome prior of the serving trained version
+    # Models that export embed_layers(x): the layer the score comes from, and every layer's score.
+    layer: str = ""
+    layer_scores: List[LayerScore] = field(default_factory=list)
 
 
 @dataclass
@@ -278,7 +291,9 @@ class Client:
             similarity=x.similarity,
             stage1_score=x.stage1_score if x.HasField("stage1_score") else None,
             stage2_score=x.stage2_score, scored=x.scored, reason=x.reason,
-            prior=x.prior if x.HasField("prior") else None) for x in r.results]
+            prior=x.prior if x.HasField("prior") else None, layer=x.layer,
+            layer_scores=[LayerScore(name=l.name, dim=l.dim, score=l.score)
+                          for l in x.layer_scores]) for x in r.results]
         mode = pb.RecommendMode.Name(r.mode)[len("RECOMMEND_MODE_"):].lower()
         return RecommendResult(results=results, mode=mode, mode_reason=r.mode_reason,
                                num_scored=r.num_scored, num_compatible=r.num_compatible,
