@@ -709,8 +709,9 @@ TEST_F(DockTest, UpdateEditsMetadataAndTheAuditLogSaysWhoDidWhat) {
   EXPECT_EQ((*log)[2].target, tops.id);
 }
 
-// A database written by a schema-1 server (before feature extractors) opens, is migrated to
-// schema 2 in place, and its models read back as classifiers.
+// A database written by a schema-1 server (before feature extractors and layers) opens, is
+// migrated step by step to the current schema in place, and its models read back as classifiers
+// without layers.
 TEST(MetadataStoreMigrationTest, SchemaOneDatabaseIsMigrated) {
   const fs::path dir = fs::temp_directory_path() / ("modeldock-migration-" + std::to_string(::getpid()));
   fs::remove_all(dir);
@@ -743,7 +744,8 @@ TEST(MetadataStoreMigrationTest, SchemaOneDatabaseIsMigrated) {
   EXPECT_EQ(record->spec.name, "old-model");
   EXPECT_EQ(record->spec.kind, ModelKind::kClassifier);
   EXPECT_EQ(record->feature_dim, 64);
-  EXPECT_EQ(*(*store)->GetMeta("schema_version"), "2");
+  EXPECT_TRUE(record->layers.empty());
+  EXPECT_EQ(*(*store)->GetMeta("schema_version"), "3");
   store->reset();
   // Opening again does not migrate twice.
   auto again = MetadataStore::Open(path);
