@@ -532,13 +532,18 @@ int RunShow(const GlobalFlags& global, const std::string& model_ref, client::Cli
   return kExitOk;
 }
 
-int RunRemove(const GlobalFlags& global, const std::string& model_ref, client::Client& client) {
-  auto id = client.Delete(model_ref);
-  if (!id.ok()) return RpcError(absl::StrCat("rm '", model_ref, "'"), id.status());
+int RunRemove(const GlobalFlags& global, const std::string& model_ref, bool all_versions,
+              client::Client& client) {
+  auto ids = client.Delete(model_ref, all_versions);
+  if (!ids.ok()) return RpcError(absl::StrCat("rm '", model_ref, "'"), ids.status());
   if (global.json) {
-    PrintJson(json{{"id", *id}});
+    PrintJson(json{{"id", ids->front()}, {"ids", *ids}});
+  } else if (all_versions) {
+    std::cout << "deleted " << ids->size() << " version" << (ids->size() == 1 ? "" : "s")
+              << " of " << model_ref << " (" << absl::StrJoin(*ids, ", ") << ")\n";
   } else {
-    std::cout << "deleted " << model_ref << (model_ref == *id ? "" : " (" + *id + ")") << "\n";
+    const std::string& id = ids->front();
+    std::cout << "deleted " << model_ref << (model_ref == id ? "" : " (" + id + ")") << "\n";
   }
   return kExitOk;
 }
@@ -637,6 +642,7 @@ struct RecommendFlags {
   int candidates = 0;
   std::string metric = "fusion";
   bool brute_force = false;
+  bool all_versions = false;
   double budget_ms = 0;
   int64_t max_samples = 0;
   std::string task;
@@ -703,6 +709,7 @@ int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client:
     if (name == flags.metric) options.set_metric(value);
   }
   options.set_brute_force(flags.brute_force);
+  options.set_all_versions(flags.all_versions);
   options.set_latency_budget_ms(flags.budget_ms);
   options.set_task(TaskOf(flags.task, *dataset));
   auto response = client.Recommend(*dataset, options);
@@ -714,6 +721,7 @@ int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client:
     for (const auto& r : response->results()) {
       results.push_back(json{{"rank", r.rank()},
                              {"name", r.model().spec().name()},
+                             {"version", r.model().spec().version()},
                              {"id", r.model().id()},
                              {"score", r.score()},
                              {"similarity", r.similarity()},
@@ -768,14 +776,16 @@ int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client:
     // The LAYER column appears when some model was scored by layer (embed_layers).
     const bool any_layer = std::any_of(response->results().begin(), response->results().end(),
                                        [](const v1::Recommendation& r) { return !r.layer().empty(); });
-    std::vector<std::vector<std::string>> rows = {{"RANK", "NAME"}};
+    std::vector<std::vector<std::string>> rows = {{"RANK", "NAME", "VERSION"}};
     if (any_layer) rows[0].push_back("LAYER");
     for (const char* column : {"SCORE", "STAGE-1", "STAGE-1 RANK", "REASON"}) {
       rows[0].push_back(column);
     }
     for (const auto& r : response->results()) {
       const bool show_score = r.scored() || response->metric() == v1::METRIC_NONE;
-      std::vector<std::string> row = {absl::StrCat(r.rank()), r.model().spec().name()};
+      std::vector<std::string> row = {
+          absl::StrCat(r.rank()), r.model().spec().name(),
+          r.model().spec().version().empty() ? std::string("-") : r.model().spec().version()};
       if (any_layer) row.push_back(r.layer().empty() ? std::string("-") : r.layer());
       row.push_back(show_score ? absl::StrFormat("%.4f", r.score()) : std::string("-"));
       row.push_back(r.has_stage1_score() ? absl::StrFormat("%.4f", r.stage1_score())
@@ -1189,12 +1199,16 @@ Exit status 1 also when the model was admitted but probing FAILED.)");
 
   std::string model_ref;
   CLI::App* show_cmd = app.add_subcommand("show", "Show one model, all fields");
-  show_cmd->add_option("MODEL", model_ref, "Model name or id")->required();
-  CLI::App* rm_cmd = app.add_subcommand("rm", "Delete a model (its file too if unshared)");
-  rm_cmd->add_option("MODEL", model_ref, "Model name or id")->required();
+  show_cmd->add_option("MODEL", model_ref, "Model id, NAME@VERSION, or NAME (its latest READY version)")->required();
+  bool rm_all_versions = false;
+  CLI::App* rm_cmd = app.add_subcommand("rm", "Delete a model version (its file too if unshared)");
+  rm_cmd->add_option("MODEL", model_ref,
+                     "Model id, NAME@VERSION, or NAME (when it has one version)")
+      ->required();
+  rm_cmd->add_flag("--all-versions", rm_all_versions, "Delete every version of NAME");
   CLI::App* watch_cmd =
       app.add_subcommand("watch", "Print a model's state changes until READY or FAILED");
-  watch_cmd->add_option("MODEL", model_ref, "Model name or id")->required();
+  watch_cmd->add_option("MODEL", model_ref, "Model id, NAME@VERSION, or NAME (its latest READY version)")->required();
   std::string key_role = "consumer", key_name, key_id;
   CLI::App* keys_cmd = app.add_subcommand("keys", "Manage API keys (admin key needed)");
   keys_cmd->require_subcommand(1);
@@ -1237,6 +1251,8 @@ Exit status 1 also when the model was admitted but probing FAILED.)");
       ->check(CLI::IsMember(metric_names));
   rec_cmd->add_flag("--brute-force", rec.brute_force,
                     "Skip stage 1 and score every compatible model");
+  rec_cmd->add_flag("--all-versions", rec.all_versions,
+                    "List every version of a model name (default: its best-ranked version)");
   rec_cmd->add_option("--max-samples", rec.max_samples, "Use only the first N samples")
       ->check(CLI::NonNegativeNumber);
   rec_cmd->add_option("--task", rec.task, "image or tabular (default: from the data's shape)")
@@ -1254,7 +1270,7 @@ Without labels the server clusters the samples first (label_source says so).)");
   UpdateFlags update;
   CLI::App* update_cmd = app.add_subcommand(
       "update", "Edit a model's description, license or tags (no re-upload; providers: own)");
-  update_cmd->add_option("MODEL", update.model, "Model name or id")->required();
+  update_cmd->add_option("MODEL", update.model, "Model id, NAME@VERSION, or NAME (its latest READY version)")->required();
   update_cmd->add_option("--description", update.description, "New description");
   update_cmd->add_option("--license", update.license, "New license");
   update_cmd->add_option("--tag", update.tags, "Tag (repeatable); the given tags replace all")
@@ -1346,7 +1362,7 @@ serving version (cross-validation over queries). `modeldock alignments` lists ve
   if (register_cmd->parsed()) return RunRegister(global, reg, client);
   if (list_cmd->parsed()) return RunList(global, list, page_size_opt->count() > 0, client);
   if (show_cmd->parsed()) return RunShow(global, model_ref, client);
-  if (rm_cmd->parsed()) return RunRemove(global, model_ref, client);
+  if (rm_cmd->parsed()) return RunRemove(global, model_ref, rm_all_versions, client);
   if (watch_cmd->parsed()) return RunWatch(global, model_ref, client);
   if (health_cmd->parsed()) return RunHealth(global, client);
   if (rec_cmd->parsed()) return RunRecommend(global, rec, client);

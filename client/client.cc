@@ -167,16 +167,19 @@ absl::StatusOr<v1::ListModelsResponse> Client::List(const v1::ListModelsRequest&
   return response;
 }
 
-absl::StatusOr<std::string> Client::Delete(const std::string& model) {
+absl::StatusOr<std::vector<std::string>> Client::Delete(const std::string& model,
+                                                        bool all_versions) {
   if (!setup_error_.ok()) return setup_error_;
   grpc::ClientContext context;
   SetDeadline(&context);
   v1::DeleteModelRequest request;
   request.set_model(model);
+  request.set_all_versions(all_versions);
   v1::DeleteModelResponse response;
   grpc::Status status = stub_->DeleteModel(&context, request, &response);
   if (!status.ok()) return FromGrpcStatus(status);
-  return response.id();
+  if (response.ids().empty()) return std::vector<std::string>{response.id()};
+  return std::vector<std::string>(response.ids().begin(), response.ids().end());
 }
 
 absl::StatusOr<v1::Model> Client::Watch(const std::string& model,

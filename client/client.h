@@ -60,7 +60,9 @@ class Client {
   // One page as the request describes it.
   absl::StatusOr<v1::ListModelsResponse> List(const v1::ListModelsRequest& request);
   // Returns the deleted model's id.
-  absl::StatusOr<std::string> Delete(const std::string& model);
+  // The ids deleted: one version, or with all_versions every version of the name.
+  absl::StatusOr<std::vector<std::string>> Delete(const std::string& model,
+                                                  bool all_versions = false);
   // Streams state changes until READY or FAILED; returns the last state.
   absl::StatusOr<v1::Model> Watch(const std::string& model,
                                   const WatchCallback& on_change = nullptr);

@@ -137,6 +137,36 @@ std::string NewModelId() {
   return id;
 }
 
+// "name@version", or "name" for a model registered without a version.
+std::string DisplayName(const ModelRecord& record) {
+  return record.spec.version.empty() ? record.spec.name
+                                     : absl::StrCat(record.spec.name, "@", record.spec.version);
+}
+
+// "1.0, 1.1, 2.0" (oldest first; an empty version shows as "(none)").
+std::string VersionList(const std::vector<ModelRecord>& versions) {
+  std::string out;
+  for (const ModelRecord& r : versions) {
+    absl::StrAppend(&out, out.empty() ? "" : ", ", r.spec.version.empty() ? "(none)" : r.spec.version);
+  }
+  return out;
+}
+
+// A version names one registration of a model name: letters, digits, '.', '_', '+', '-'.
+absl::Status ValidateVersion(const std::string& version) {
+  if (version.size() > 64) {
+    return absl::InvalidArgumentError("model version must have at most 64 characters");
+  }
+  for (char c : version) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-' &&
+        c != '+') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model version '", version, "' may contain only letters, digits, '.', '_', '+' and '-'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateSpec(const ModelSpec& spec) {
   if (spec.name.empty() || spec.name.size() > 128) {
     return absl::InvalidArgumentError("model name must have 1 to 128 characters");
@@ -568,9 +598,22 @@ absl::StatusOr<std::unique_ptr<Upload>> DockImpl::BeginRegistration(
   if (!IsSha256Hex(sha256)) {
     return absl::InvalidArgumentError("sha256 must be 64 lower-case hex digits");
   }
-  if (store_->FindByName(spec.name).ok()) {
-    return absl::AlreadyExistsError(absl::StrCat(
-        "a model named '", spec.name, "' is already registered; pick another name or delete it first"));
+  if (absl::Status s = ValidateVersion(spec.version); !s.ok()) return s;
+  // A registered name takes new versions, from the key that registered it only.
+  auto versions = store_->FindVersions(spec.name);
+  if (!versions.ok()) return versions.status();
+  for (const ModelRecord& r : *versions) {
+    if (r.spec.version == spec.version) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "model '", spec.name, "' version '", spec.version, "' is already registered (versions: ",
+          VersionList(*versions), "); register another --version, or delete it first"));
+    }
+    if (r.owner_key_id != owner_key_id) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "model name '", spec.name, "' belongs to key ",
+          r.owner_key_id.empty() ? "(none)" : r.owner_key_id,
+          "; only the key that registered a name adds versions to it (pick another name)"));
+    }
   }
   auto upload = std::make_unique<UploadImpl>(spec, size_bytes, sha256, blobs_->NewTempPath());
   upload->owner_key_id_ = owner_key_id;
@@ -656,7 +699,8 @@ absl::StatusOr<RegisterResult> DockImpl::FinishRegistration(std::unique_ptr<Uplo
   result.model = record;
   ++registrations_admitted_;
   Audit(record.owner_key_id, "register", record.id,
-        absl::StrCat(spec.name, " (", ModelKindName(spec.kind), ", ", record.size_bytes, " bytes)"));
+        absl::StrCat(DisplayName(record), " (", ModelKindName(spec.kind), ", ", record.size_bytes,
+                     " bytes)"));
   Enqueue(record.id);
   return result;
 }
@@ -786,10 +830,28 @@ absl::StatusOr<ModelRecord> DockImpl::GetModel(std::string_view id_or_name) {
   if (key.empty()) return absl::InvalidArgumentError("model id or name must not be empty");
   auto by_id = store_->Get(key);
   if (by_id.ok() || !absl::IsNotFound(by_id.status())) return by_id;
-  auto by_name = store_->FindByName(key);
-  if (by_name.ok() || !absl::IsNotFound(by_name.status())) return by_name;
-  return absl::NotFoundError(absl::StrCat("no model with id or name '", key,
-                                          "' (list the registered models with `modeldock list`)"));
+  // NAME@VERSION: that version ('@' is not allowed in names or versions).
+  const size_t at = key.rfind('@');
+  const std::string name = at == std::string::npos ? key : key.substr(0, at);
+  auto versions = store_->FindVersions(name);
+  if (!versions.ok()) return versions.status();
+  if (versions->empty()) {
+    return absl::NotFoundError(absl::StrCat("no model with id or name '", name,
+                                            "' (list the registered models with `modeldock list`)"));
+  }
+  if (at != std::string::npos) {
+    const std::string version = key.substr(at + 1);
+    for (ModelRecord& r : *versions) {
+      if (r.spec.version == version) return std::move(r);
+    }
+    return absl::NotFoundError(absl::StrCat("model '", name, "' has no version '", version,
+                                            "'; its versions: ", VersionList(*versions)));
+  }
+  // NAME: the latest READY version, else (none is READY yet) the latest registered.
+  for (auto it = versions->rbegin(); it != versions->rend(); ++it) {
+    if (it->state == ModelState::kReady) return std::move(*it);
+  }
+  return std::move(versions->back());
 }
 
 absl::StatusOr<ModelPage> DockImpl::ListModels(const ListFilter& filter, int page_size,
@@ -830,29 +892,65 @@ absl::StatusOr<std::string> DockImpl::DeleteModel(std::string_view id_or_name,
                                                   const std::string& actor) {
   auto record = GetModel(id_or_name);
   if (!record.ok()) return record.status();
+  if (record->id != id_or_name && id_or_name.find('@') == std::string_view::npos) {
+    // A bare name with several versions is ambiguous for a deletion.
+    auto versions = store_->FindVersions(record->spec.name);
+    if (!versions.ok()) return versions.status();
+    if (versions->size() > 1) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "model '", record->spec.name, "' has ", versions->size(), " versions (",
+          VersionList(*versions), "): delete one as NAME@VERSION, or all with --all-versions"));
+    }
+  }
+  return DeleteRecord(*record, actor);
+}
+
+absl::StatusOr<std::vector<std::string>> DockImpl::DeleteAllVersions(std::string_view name,
+                                                                     const std::string& actor) {
+  const std::string key(name);
+  if (key.empty() || key.find('@') != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "deleting all versions takes a model name without @VERSION; got '", key, "'"));
+  }
+  auto versions = store_->FindVersions(key);
+  if (!versions.ok()) return versions.status();
+  if (versions->empty()) {
+    return absl::NotFoundError(absl::StrCat("no model named '", key, "'"));
+  }
+  std::vector<std::string> ids;
+  for (const ModelRecord& r : *versions) {
+    auto id = DeleteRecord(r, actor);
+    if (!id.ok()) return id.status();
+    ids.push_back(*id);
+  }
+  return ids;
+}
+
+absl::StatusOr<std::string> DockImpl::DeleteRecord(const ModelRecord& record,
+                                                   const std::string& actor) {
   {
     std::lock_guard<std::mutex> lock(registry_mutex_);
-    if (absl::Status s = store_->Delete(record->id); !s.ok()) return s;
-    if (index_->Contains(record->id)) {
-      index_->Remove(record->id).IgnoreError();
+    if (absl::Status s = store_->Delete(record.id); !s.ok()) return s;
+    if (index_->Contains(record.id)) {
+      index_->Remove(record.id).IgnoreError();
       SaveIndex().IgnoreError();
     }
     if (LearningLoop::Serving serving = learning_->Current();
-        serving.index && serving.index->Contains(record->id)) {
-      serving.index->Remove(record->id).IgnoreError();
+        serving.index && serving.index->Contains(record.id)) {
+      serving.index->Remove(record.id).IgnoreError();
     }
-    auto count = store_->CountBySha(record->sha256);
-    if (count.ok() && *count == 0) blobs_->Remove(record->sha256).IgnoreError();
+    auto count = store_->CountBySha(record.sha256);
+    if (count.ok() && *count == 0) blobs_->Remove(record.sha256).IgnoreError();
   }
-  workers_pool_->Forget(ModelKey(*record));
-  output_cache_.ErasePrefix(record->sha256);
-  proxy_cache_.ErasePrefix(absl::StrCat(record->id, "|"));
-  run_costs_.Erase(record->id);
-  spdlog::info("deleted model {} ('{}')", record->id, record->spec.name);
-  Audit(actor, "delete", record->id, record->spec.name);
+  workers_pool_->Forget(ModelKey(record));
+  output_cache_.ErasePrefix(record.sha256);
+  proxy_cache_.ErasePrefix(absl::StrCat(record.id, "|"));
+  run_costs_.Erase(record.id);
+  spdlog::info("deleted model {} ('{}')", record.id, record.spec.name);
+  Audit(actor, "delete", record.id, DisplayName(record));
   std::lock_guard<std::mutex> lock(state_mutex_);
   state_changed_.notify_all();
-  return record->id;
+  return record.id;
 }
 
 absl::StatusOr<ModelRecord> DockImpl::UpdateModel(std::string_view id_or_name,

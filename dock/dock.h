@@ -213,6 +213,8 @@ struct RecommendQuery {
   Metric metric = Metric::kFusion;
   bool brute_force = false;
   double latency_budget_millis = 0;  // 0 = DockOptions::latency_budget_millis
+  // Every version of a model name in the results; by default one entry per name (its best).
+  bool all_versions = false;
   // Polled between candidates: true stops the call with CANCELLED (client gone, deadline passed).
   std::function<bool()> is_cancelled;
 };
@@ -409,13 +411,18 @@ class Dock {
   // the metadata row in one step, and queues probing. On any error nothing is stored.
   virtual absl::StatusOr<RegisterResult> FinishRegistration(std::unique_ptr<Upload> upload) = 0;
 
-  // By id or by name. NOT_FOUND if neither matches.
+  // By id, NAME@VERSION, or NAME (its latest READY version; the latest registered if none is
+  // READY yet). NOT_FOUND if nothing matches.
   virtual absl::StatusOr<ModelRecord> GetModel(std::string_view id_or_name) = 0;
   virtual absl::StatusOr<ModelPage> ListModels(const ListFilter& filter, int page_size,
                                                const std::string& page_token) = 0;
-  // Returns the deleted model's id. `actor`: the API key asking (for the audit log).
+  // Deletes one model version (by id, NAME@VERSION, or a NAME with a single version: a name with
+  // several is FAILED_PRECONDITION) and returns its id. `actor`: the API key asking (audit log).
   virtual absl::StatusOr<std::string> DeleteModel(std::string_view id_or_name,
                                                   const std::string& actor = "") = 0;
+  // Every version of a model name; their ids, oldest first.
+  virtual absl::StatusOr<std::vector<std::string>> DeleteAllVersions(
+      std::string_view name, const std::string& actor = "") = 0;
   // Edits description, license or tags (INVALID_ARGUMENT as at registration); bumps the
   // revision; returns the updated record.
   virtual absl::StatusOr<ModelRecord> UpdateModel(std::string_view id_or_name,

@@ -78,6 +78,8 @@ class DockImpl : public Dock {
                                        const std::string& page_token) override;
   absl::StatusOr<std::string> DeleteModel(std::string_view id_or_name,
                                           const std::string& actor) override;
+  absl::StatusOr<std::vector<std::string>> DeleteAllVersions(std::string_view name,
+                                                             const std::string& actor) override;
   absl::StatusOr<ModelRecord> UpdateModel(std::string_view id_or_name, const ModelUpdate& update,
                                           const std::string& actor) override;
   absl::StatusOr<std::vector<AuditEntry>> AuditLog(int limit) override;
@@ -122,6 +124,8 @@ class DockImpl : public Dock {
       const encoder::VectorProjection& projection);
 
   absl::Status StartWorkers();
+  // Deletes one stored version: row, index entries, blob (when no other row uses it), caches.
+  absl::StatusOr<std::string> DeleteRecord(const ModelRecord& record, const std::string& actor);
   // Runs a stored model on `samples` in a worker, within `time_limit`; a job whose worker died
   // is retried once on a fresh worker (the crash may have been the host's, not the model's).
   // want_layers asks for embed_layers(x) of a model that exports it (record.layers).

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 #include <thread>
 #include <tuple>
@@ -548,6 +549,113 @@ TEST_F(FeatureExtractorTest, BadExtractorsAndBadSpecsAreRefusedWithAReason) {
   EXPECT_EQ(list->total_size, 0) << "a refused extractor left a model behind";
 }
 
+// ---- Model versions (issue 10, part 3).
+
+class VersionTest : public DockTest {
+ protected:
+  // Registers demo/<stem>.pt as `name` version `version` for `owner`; the final record.
+  absl::StatusOr<ModelRecord> RegisterVersion(const std::string& stem, const std::string& name,
+                                              const std::string& version,
+                                              const std::string& owner = "") {
+    const std::string base = (fs::path(AssetDir()) / "demo" / stem).string();
+    ModelSpec spec = SpecFromSidecar(base + ".json");
+    spec.name = name;
+    spec.version = version;
+    const std::string bytes = ReadFile(base + ".pt");
+    auto upload = dock_->BeginRegistration(spec, static_cast<int64_t>(bytes.size()),
+                                           Sha256::Of(bytes), owner);
+    if (!upload.ok()) return upload.status();
+    if (absl::Status s = (*upload)->Write(bytes); !s.ok()) return s;
+    auto result = dock_->FinishRegistration(std::move(*upload));
+    if (!result.ok()) return result.status();
+    ModelRecord record = result->model;
+    while (record.state == ModelState::kPending || record.state == ModelState::kProbing) {
+      auto next = dock_->WaitForChange(record.id, record.revision, absl::Seconds(1));
+      if (!next.ok()) return next.status();
+      record = *next;
+    }
+    return record;
+  }
+};
+
+TEST_F(VersionTest, NamesResolveToVersionsAndRecommendationsListEachNameOnce) {
+  auto v1 = RegisterVersion("fmnist-tops-cnn", "tops", "1.0", "key-a");
+  ASSERT_TRUE(v1.ok()) << v1.status();
+  auto v2 = RegisterVersion("fmnist-all-mlp", "tops", "2.0", "key-a");
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  ASSERT_EQ(v2->state, ModelState::kReady) << v2->state_reason;
+  Register("fmnist-footwear-cnn");
+
+  // NAME = the latest READY version; NAME@VERSION = that one; ids still work.
+  EXPECT_EQ(dock_->GetModel("tops")->id, v2->id);
+  EXPECT_EQ(dock_->GetModel("tops@1.0")->id, v1->id);
+  EXPECT_EQ(dock_->GetModel("tops@2.0")->id, v2->id);
+  EXPECT_EQ(dock_->GetModel(v1->id)->spec.version, "1.0");
+  auto missing = dock_->GetModel("tops@3.0");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(missing.status().message()), ::testing::HasSubstr("its versions: 1.0, 2.0"));
+
+  // The same version again, or a version from another key: refused, nothing stored.
+  auto again = RegisterVersion("fmnist-tops-cnn", "tops", "1.0", "key-a");
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kAlreadyExists);
+  auto other = RegisterVersion("fmnist-tops-cnn", "tops", "3.0", "key-b");
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(std::string(other.status().message()), ::testing::HasSubstr("belongs to key key-a"));
+  auto bad = RegisterVersion("fmnist-tops-cnn", "tops", "1.0 beta", "key-a");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(dock_->ListModels(ListFilter(), 100, "")->total_size, 3);
+
+  // One entry per name (its best-ranked version) unless every version is asked for.
+  RecommendQuery query = TopsQuery();
+  query.brute_force = true;
+  auto folded = dock_->Recommend(query);
+  ASSERT_TRUE(folded.ok()) << folded.status();
+  ASSERT_EQ(folded->results.size(), 2u);
+  EXPECT_EQ(folded->num_scored, 3);
+  std::set<std::string> names;
+  for (const Recommendation& r : folded->results) names.insert(r.model.spec.name);
+  EXPECT_EQ(names, (std::set<std::string>{"tops", "fmnist-footwear-cnn"}));
+  for (const Recommendation& r : folded->results) {
+    if (r.model.spec.name == "tops") {
+      EXPECT_THAT(r.reason, ::testing::HasSubstr("the best ranked of its 2 versions"));
+    }
+  }
+  query.all_versions = true;
+  auto every = dock_->Recommend(query);
+  ASSERT_TRUE(every.ok()) << every.status();
+  ASSERT_EQ(every->results.size(), 3u);
+  // The folded list is the full list without the lower-ranked version.
+  std::vector<std::string> kept;
+  std::set<std::string> seen;
+  for (const Recommendation& r : every->results) {
+    if (seen.insert(r.model.spec.name).second) kept.push_back(r.model.id);
+  }
+  std::vector<std::string> folded_ids;
+  for (const Recommendation& r : folded->results) folded_ids.push_back(r.model.id);
+  EXPECT_EQ(folded_ids, kept);
+
+  // A bare name with several versions is ambiguous for a deletion.
+  auto ambiguous = dock_->DeleteModel("tops");
+  EXPECT_EQ(ambiguous.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(ambiguous.status().message()), ::testing::HasSubstr("2 versions (1.0, 2.0)"));
+  ASSERT_TRUE(dock_->DeleteModel("tops@2.0").ok());
+  EXPECT_EQ(dock_->GetModel("tops")->id, v1->id);  // the remaining version
+  auto v3 = RegisterVersion("fmnist-tops-cnn", "tops", "3.0", "key-a");
+  ASSERT_TRUE(v3.ok()) << v3.status();
+  auto all = dock_->DeleteAllVersions("tops");
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(*all, (std::vector<std::string>{v1->id, v3->id}));
+  EXPECT_EQ(dock_->GetModel("tops").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(dock_->DeleteAllVersions("tops").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(dock_->ListModels(ListFilter(), 100, "")->total_size, 1);
+  // Versions survive a restart.
+  auto v4 = RegisterVersion("fmnist-tops-cnn", "tops", "4.0", "key-a");
+  ASSERT_TRUE(v4.ok());
+  dock_.reset();
+  OpenDock();
+  EXPECT_EQ(dock_->GetModel("tops@4.0")->id, v4->id);
+}
+
 // ---- Layer selection (issue 12, part 2): models that export embed_layers(x).
 
 class LayerTest : public DockTest {
@@ -745,7 +853,21 @@ TEST(MetadataStoreMigrationTest, SchemaOneDatabaseIsMigrated) {
   EXPECT_EQ(record->spec.kind, ModelKind::kClassifier);
   EXPECT_EQ(record->feature_dim, 64);
   EXPECT_TRUE(record->layers.empty());
-  EXPECT_EQ(*(*store)->GetMeta("schema_version"), "3");
+  EXPECT_EQ(*(*store)->GetMeta("schema_version"), "4");
+  // Schema 4: a name takes several versions, each once.
+  ModelRecord v2 = *record;
+  v2.id = "m-2";
+  v2.spec.version = "2.0";
+  EXPECT_TRUE((*store)->Insert(v2).ok());
+  v2.id = "m-3";
+  EXPECT_EQ((*store)->Insert(v2).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ((*store)->FindVersions("old-model")->size(), 2u);
+  // The rebuilt table is still the one the other tables' foreign keys point at: deleting a
+  // model deletes its vector.
+  ASSERT_TRUE((*store)->PutVector("m-2", "space", {1.0f, 0.0f}).ok());
+  ASSERT_EQ((*store)->Vectors("space")->size(), 1u);
+  ASSERT_TRUE((*store)->Delete("m-2").ok());
+  EXPECT_TRUE((*store)->Vectors("space")->empty());
   store->reset();
   // Opening again does not migrate twice.
   auto again = MetadataStore::Open(path);

@@ -11,14 +11,14 @@ namespace modeldock::dock {
 namespace {
 
 // Schema versions: 1 = the first; 2 adds models.kind (feature extractors); 3 adds models.layers
-// (embed_layers: JSON [{"name", "dim"}]). Older databases are migrated at Open, one transaction
-// per step.
-constexpr int kSchemaVersion = 3;
+// (embed_layers: JSON [{"name", "dim"}]); 4 makes (name, version) unique instead of name (model
+// versions). Older databases are migrated at Open, one transaction per step.
+constexpr int kSchemaVersion = 4;
 
-constexpr const char* kSchema = R"sql(
-CREATE TABLE IF NOT EXISTS models (
+// The models table. Names are unique per version (schema 4; before, a name was unique).
+constexpr const char* kModelsColumns = R"sql((
   id TEXT PRIMARY KEY,
-  name TEXT NOT NULL UNIQUE,
+  name TEXT NOT NULL,
   version TEXT NOT NULL,
   description TEXT NOT NULL,
   task INTEGER NOT NULL,
@@ -36,8 +36,11 @@ CREATE TABLE IF NOT EXISTS models (
   probe_millis INTEGER NOT NULL,
   revision INTEGER NOT NULL,
   kind INTEGER NOT NULL DEFAULT 0,
-  layers TEXT NOT NULL DEFAULT '[]'
-);
+  layers TEXT NOT NULL DEFAULT '[]',
+  UNIQUE(name, version)
+))sql";
+
+constexpr const char* kSchema = R"sql(
 CREATE INDEX IF NOT EXISTS models_sha256 ON models(sha256);
 CREATE TABLE IF NOT EXISTS probe_outputs (
   model_id TEXT PRIMARY KEY REFERENCES models(id) ON DELETE CASCADE,
@@ -241,30 +244,49 @@ absl::StatusOr<std::unique_ptr<MetadataStore>> MetadataStore::Open(const std::st
                              "PRAGMA foreign_keys=ON;"}) {
     if (absl::Status s = store->Exec(pragma); !s.ok()) return s;
   }
-  if (absl::Status s = store->Exec(kSchema); !s.ok()) {
+  if (absl::Status s = store->Exec(absl::StrCat("CREATE TABLE IF NOT EXISTS models ",
+                                                kModelsColumns, ";", kSchema));
+      !s.ok()) {
     return absl::DataLossError(absl::StrCat("metadata database ", path,
                                             " is not a modeldock database: ", s.message()));
   }
   // A newer schema than this binary understands must not be written to.
-  Statement version(db, "SELECT value FROM meta WHERE key = 'schema_version'");
-  if (version.Step() == SQLITE_ROW) {
-    const int found = std::stoi(version.Text(0));
+  int found = 0;  // 0 = a new database
+  {
+    // Read and finished before any migration: an open statement would lock the tables.
+    Statement version(db, "SELECT value FROM meta WHERE key = 'schema_version'");
+    if (version.Step() == SQLITE_ROW) found = std::stoi(version.Text(0));
+  }
+  if (found > 0) {
     if (found > kSchemaVersion) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "metadata database ", path, " has schema version ", version.Text(0),
+          "metadata database ", path, " has schema version ", found,
           "; this server understands up to ", kSchemaVersion));
     }
     // Migration steps, oldest first: step i takes schema i + 1 to i + 2.
-    static const char* const kMigrations[] = {
+    // SQLite cannot drop a UNIQUE constraint: schema 4 rebuilds the table (SQLite's documented
+    // procedure; foreign keys off meanwhile, so that dropping the old table cascades nowhere).
+    const std::string rebuild_models = absl::StrCat(
+        "CREATE TABLE models_new ", kModelsColumns, "; INSERT INTO models_new SELECT id, name, "
+        "version, description, task, input_shape, class_labels, license, tags, state, "
+        "state_reason, sha256, size_bytes, has_embed, feature_dim, created_unix_ms, probe_millis, "
+        "revision, kind, layers FROM models; DROP TABLE models; "
+        "ALTER TABLE models_new RENAME TO models; "
+        "CREATE INDEX IF NOT EXISTS models_sha256 ON models(sha256)");
+    const std::vector<std::string> migrations = {
         "ALTER TABLE models ADD COLUMN kind INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE models ADD COLUMN layers TEXT NOT NULL DEFAULT '[]'",
+        rebuild_models,
     };
     for (int to = found + 1; to <= kSchemaVersion; ++to) {
-      if (absl::Status s = store->Exec(absl::StrCat(
-              "BEGIN IMMEDIATE; ", kMigrations[to - 2], "; UPDATE meta SET value='", to,
-              "' WHERE key='schema_version'; COMMIT;"));
-          !s.ok()) {
-        store->Exec("ROLLBACK").IgnoreError();
+      const bool rebuild = to == 4;
+      if (rebuild) store->Exec("PRAGMA foreign_keys=OFF;").IgnoreError();
+      absl::Status s = store->Exec(absl::StrCat("BEGIN IMMEDIATE; ", migrations[to - 2],
+                                                "; UPDATE meta SET value='", to,
+                                                "' WHERE key='schema_version'; COMMIT;"));
+      if (!s.ok()) store->Exec("ROLLBACK").IgnoreError();
+      if (rebuild) store->Exec("PRAGMA foreign_keys=ON;").IgnoreError();
+      if (!s.ok()) {
         return absl::DataLossError(
             absl::StrCat("migrating ", path, " to schema ", to, ": ", s.message()));
       }
@@ -394,8 +416,8 @@ absl::Status MetadataStore::Insert(const ModelRecord& r) {
   st.Bind(20, LayersJson(r.layers));
   int rc = st.Step();
   if (rc == SQLITE_CONSTRAINT) {
-    return absl::AlreadyExistsError(
-        absl::StrCat("a model named '", r.spec.name, "' is already registered"));
+    return absl::AlreadyExistsError(absl::StrCat(
+        "model '", r.spec.name, "' version '", r.spec.version, "' is already registered"));
   }
   if (rc != SQLITE_DONE) return absl::InternalError(absl::StrCat("sqlite insert: ", sqlite3_errmsg(db_)));
   return absl::OkStatus();
@@ -422,15 +444,14 @@ absl::StatusOr<ModelRecord> MetadataStore::Get(const std::string& id) {
   return ReadRecord(st);
 }
 
-absl::StatusOr<ModelRecord> MetadataStore::FindByName(const std::string& name) {
+absl::StatusOr<std::vector<ModelRecord>> MetadataStore::FindVersions(const std::string& name) {
   std::lock_guard<std::mutex> lock(mutex_);
-  Statement st(db_, absl::StrCat(kSelectColumns, " WHERE name=?").c_str());
+  Statement st(db_, absl::StrCat(kSelectColumns, " WHERE name=? ORDER BY created_unix_ms, id").c_str());
   if (!st.status().ok()) return st.status();
   st.Bind(1, name);
-  if (st.Step() != SQLITE_ROW) {
-    return absl::NotFoundError(absl::StrCat("no model named '", name, "'"));
-  }
-  return ReadRecord(st);
+  std::vector<ModelRecord> out;
+  while (st.Step() == SQLITE_ROW) out.push_back(ReadRecord(st));
+  return out;
 }
 
 absl::StatusOr<std::vector<ModelRecord>> MetadataStore::ListAll() {

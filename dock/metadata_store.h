@@ -69,7 +69,7 @@ class MetadataStore {
   static absl::StatusOr<std::unique_ptr<MetadataStore>> Open(const std::string& path);
   ~MetadataStore();
 
-  // ALREADY_EXISTS if the name or id is taken.
+  // ALREADY_EXISTS if the id or the (name, version) pair is taken.
   absl::Status Insert(const ModelRecord& record);
 
   // API keys and model ownership.
@@ -83,7 +83,8 @@ class MetadataStore {
   absl::Status UpdateState(const ModelRecord& record);
   // Records carry their owner (model_owners joined in: no query per model).
   absl::StatusOr<ModelRecord> Get(const std::string& id);
-  absl::StatusOr<ModelRecord> FindByName(const std::string& name);
+  // Every version of a model name, oldest registration first (empty when there is none).
+  absl::StatusOr<std::vector<ModelRecord>> FindVersions(const std::string& name);
   absl::StatusOr<std::vector<ModelRecord>> ListAll();
   // Deletes the row, its probe outputs and its vector.
   absl::Status Delete(const std::string& id);

@@ -707,7 +707,9 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
       listed.insert(s.id);
     }
     for (const std::string& id : stage1_order) {
-      if (static_cast<int>(ranking.size()) >= query.top_k) break;
+      // Without all_versions the versions of a name fold into one entry below, so the whole
+      // stage-1 order is kept (ids only) for top_k names to remain.
+      if (static_cast<int>(ranking.size()) >= query.top_k && query.all_versions) break;
       if (listed.count(id)) continue;
       Scored s;
       s.id = id;
@@ -718,11 +720,18 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
 
   const std::string metric_label = MetricLabel(query.metric);
   const int proxied = static_cast<int>(proxy_order.size());
-  for (size_t i = 0; i < ranking.size() && static_cast<int>(i) < query.top_k; ++i) {
+  // One entry per model name, its best-ranked version, unless the query asks for every version.
+  std::unordered_map<std::string, int> versions_of_name;
+  for (const Scored* s : ranking) ++versions_of_name[compatible[position[s->id]].spec.name];
+  std::unordered_set<std::string> names_listed;
+  for (size_t i = 0; i < ranking.size() && static_cast<int>(result.results.size()) < query.top_k;
+       ++i) {
     const Scored& s = *ranking[i];
+    const ModelRecord& model = compatible[position[s.id]];
+    if (!query.all_versions && !names_listed.insert(model.spec.name).second) continue;
     Recommendation rec;
-    rec.rank = static_cast<int>(i) + 1;
-    rec.model = compatible[position[s.id]];
+    rec.rank = static_cast<int>(result.results.size()) + 1;
+    rec.model = model;
     auto sim = similarity.find(s.id);
     rec.similarity = sim != similarity.end() ? sim->second.first : 0;
     auto proxy = proxy_score.find(s.id);
@@ -782,6 +791,12 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
       rec.score = 0;
       rec.reason = absl::StrCat("not scored in stage 2 (outside the ", candidates.size(),
                                 " candidates); listed by ", stage1_text);
+    }
+    if (const int versions = versions_of_name[model.spec.name]; versions > 1) {
+      absl::StrAppend(&rec.reason, query.all_versions
+                                       ? absl::StrFormat("; version %s of %d listed", model.spec.version, versions)
+                                       : absl::StrFormat("; version %s, the best ranked of its %d versions",
+                                                         model.spec.version, versions));
     }
     result.results.push_back(std::move(rec));
   }

@@ -350,11 +350,21 @@ grpc::Status ModelDockServiceImpl::DeleteModel(grpc::ServerContext* context,
     return s;
   }
   if (request->model().empty()) return InvalidArgument("model (an id or a name) is required");
+  // Every version of a name has the key that registered the name as its owner.
   if (grpc::Status s = CheckOwnership(caller, request->model(), "deletes"); !s.ok()) return s;
+  if (request->all_versions()) {
+    auto ids = dock_->DeleteAllVersions(request->model(), caller.id);
+    if (!ids.ok()) return ToGrpcStatus(ids.status());
+    spdlog::info("deleted {} version(s) of '{}'", ids->size(), request->model());
+    response->set_id(ids->front());
+    for (const std::string& id : *ids) response->add_ids(id);
+    return grpc::Status::OK;
+  }
   auto id = dock_->DeleteModel(request->model(), caller.id);
   if (!id.ok()) return ToGrpcStatus(id.status());
   spdlog::info("deleted model {} ('{}')", *id, request->model());
   response->set_id(*id);
+  response->add_ids(*id);
   return grpc::Status::OK;
 }
 
@@ -493,6 +503,7 @@ grpc::Status ModelDockServiceImpl::Recommend(grpc::ServerContext* context,
     return InvalidArgument("latency_budget_ms must be >= 0 (0 = the server's default)");
   }
   query.latency_budget_millis = header.latency_budget_ms();
+  query.all_versions = header.all_versions();
   // A client that hangs up or whose deadline passes stops the scoring of further candidates.
   query.is_cancelled = [context] { return context->IsCancelled(); };
   const double receive_millis = MillisSince(start);

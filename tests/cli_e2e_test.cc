@@ -163,6 +163,60 @@ TEST_F(CliE2eTest, FlagsOverrideMetadataAndLabelsComeFromFiles) {
 }
 
 // Photos as users have them: mixed sizes, a broken file. The CLI resizes, skips, and says so.
+TEST_F(CliE2eTest, VersionsAndLayersFromTheCommandLine) {
+  const std::string tops = AssetPath(std::string(kTops) + ".pt");
+  const std::string meta = AssetPath(std::string(kTops) + ".json");
+  for (const char* version : {"1.0", "2.0"}) {
+    ProcessResult r = Cli({"register", tops, "--metadata", meta, "--name", "tops", "--version",
+                           version});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  // A model that exports embed_layers (sandbox/crafted_models.py: pixels, corners, hidden).
+  ProcessResult r = Cli({"register", std::string(MODELDOCK_CRAFTED_DIR) + "/layers.pt", "--name",
+                         "layered", "--input-shape", "1,28,28", "--labels",
+                         "c0,c1,c2,c3,c4,c5,c6,c7,c8,c9"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("3 layers: pixels (49-d), corners (4-d), hidden (16-d)"));
+  r = Cli({"show", "layered"});
+  EXPECT_THAT(r.out, HasSubstr("layers:"));
+  EXPECT_THAT(r.out, HasSubstr("3: pixels (49-d), corners (4-d), hidden (16-d)"));
+
+  r = Cli({"--json", "show", "tops@1.0"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(ParseJson(r)["model"]["version"], "1.0");
+  EXPECT_EQ(ParseJson(Cli({"--json", "show", "tops"}))["model"]["version"], "2.0");
+
+  const std::string images = AssetPath("demo/query_tops/query-images-idx3-ubyte");
+  const std::string labels = AssetPath("demo/query_tops/query-labels-idx1-ubyte");
+  r = Cli({"--json", "recommend", images, "--labels", labels, "--brute-force", "--top", "10"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json out = ParseJson(r);
+  ASSERT_EQ(out["results"].size(), 2u) << out.dump();  // tops once (its best version), layered
+  for (const json& result : out["results"]) {
+    if (result["name"] == "layered") {
+      EXPECT_FALSE(result["layer"].get<std::string>().empty());
+      EXPECT_EQ(result["layer_scores"].size(), 3u);
+    } else {
+      EXPECT_EQ(result["layer"], "");
+      EXPECT_THAT(result["reason"].get<std::string>(), HasSubstr("the best ranked of its 2 versions"));
+    }
+  }
+  r = Cli({"--json", "recommend", images, "--labels", labels, "--brute-force", "--all-versions"});
+  EXPECT_EQ(ParseJson(r)["results"].size(), 3u);
+  r = Cli({"recommend", images, "--labels", labels, "--brute-force"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("LAYER"));
+  EXPECT_THAT(r.out, HasSubstr("VERSION"));
+
+  r = Cli({"rm", "tops"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("2 versions (1.0, 2.0)"));
+  r = Cli({"rm", "tops", "--all-versions"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("deleted 2 versions of tops"));
+  EXPECT_NE(Cli({"show", "tops"}).exit_code, 0);
+}
+
 TEST_F(CliE2eTest, RecommendOnAnImageFolderOfMixedSizesSaysWhatWasDone) {
   ProcessResult r = Cli({"register", AssetPath(std::string(kTops) + ".pt"), "--metadata",
                          AssetPath(std::string(kTops) + ".json")});

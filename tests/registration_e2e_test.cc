@@ -224,7 +224,7 @@ TEST_F(RegistrationE2eTest, RegisterListShowDelete) {
 
   auto deleted = client_->Delete(spec.name());
   ASSERT_TRUE(deleted.ok()) << deleted.status();
-  EXPECT_EQ(*deleted, model.id());
+  EXPECT_EQ(*deleted, std::vector<std::string>{model.id()});
   EXPECT_EQ(client_->Get(model.id()).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(TotalModels(), 0);
   EXPECT_TRUE(StoredFiles().empty());

@@ -51,6 +51,7 @@ class Model:
     input_shape: List[int]
     class_labels: List[str]
     description: str = ""
+    version: str = ""
     license: str = ""
     tags: List[str] = field(default_factory=list)
     sha256: str = ""
@@ -66,6 +67,7 @@ class Model:
         return Model(id=m.id, name=m.spec.name, state=_STATES.get(m.state, "UNSPECIFIED"),
                      state_reason=m.state_reason, input_shape=list(m.spec.input_shape),
                      class_labels=list(m.spec.class_labels), description=m.spec.description,
+                     version=m.spec.version,
                      license=m.spec.license, tags=list(m.spec.tags), sha256=m.sha256,
                      size_bytes=m.size_bytes, has_embed=m.has_embed, feature_dim=m.feature_dim,
                      kind="feature_extractor" if m.spec.kind == pb.MODEL_KIND_FEATURE_EXTRACTOR
@@ -231,9 +233,11 @@ class Client:
             if not token:
                 return models
 
-    def delete(self, model: str) -> str:
-        """Deletes by name or id; returns the deleted model's id."""
-        return _call(self._stub.DeleteModel, pb.DeleteModelRequest(model=model),
+    def delete(self, model: str, all_versions: bool = False) -> str:
+        """Deletes one version (id, "name@version", or a name with one version), or with
+        all_versions every version of a name; returns the (first) deleted id."""
+        return _call(self._stub.DeleteModel,
+                     pb.DeleteModelRequest(model=model, all_versions=all_versions),
                      timeout=self._timeout, metadata=self._metadata).id
 
     def update(self, model: str, description: Optional[str] = None, license: Optional[str] = None,
@@ -261,16 +265,17 @@ class Client:
 
     def recommend(self, samples, labels=None, top: int = 5, metric: Optional[str] = None,
                   candidates: int = 0, brute_force: bool = False, budget_ms: float = 0,
-                  class_names: Iterable[str] = ()) -> RecommendResult:
+                  class_names: Iterable[str] = (), all_versions: bool = False) -> RecommendResult:
         """Ranks the dock's models for a dataset.
 
         samples: numpy array [N, C, H, W] (images, values in [0, 1], or uint8 0..255) or [N, F]
         (tabular). labels: N integers 0..C-1, or None (unlabelled: the server clusters).
         metric: fusion (default), tmi, logme, leep, nce, hscore, shrinkage_hscore, gbc, sfda,
-        none.
+        none. all_versions: list every version of a model name (default: its best-ranked one).
         """
         header, data = _dataset_header(samples, labels, class_names)
         header.top_k = top
+        header.all_versions = all_versions
         header.num_candidates = candidates
         header.brute_force = brute_force
         header.latency_budget_ms = budget_ms
