@@ -218,7 +218,21 @@ def evaluate_zoo(raw, gt, zoo_meta, tasks):
         v = a[ln]
         return best - v, float(v >= best - 1e-9), float(best - v <= 0.01 + 1e-9)
 
+    def other_seed(tn, nm, a, best):
+        # Noise reference: the best layer of one fine-tune seed, judged by the other seed's values
+        # (both directions averaged). What an oracle of a single independent run would achieve.
+        L = gt["tasks"][tn][nm]["layers"]
+        names_l = meta[nm]["layer_names"]
+        out = []
+        for s_pick, s_eval in ((0, 1), (1, 0)):
+            ln = max(names_l[::-1], key=lambda x: L[x]["best_per_seed"][s_pick])
+            ev = {x: L[x]["best_per_seed"][s_eval] for x in names_l}
+            b = max(ev.values())
+            out.append((b - ev[ln], float(ev[ln] >= b - 1e-9), float(b - ev[ln] <= 0.01 + 1e-9)))
+        return tuple(float(np.mean(v)) for v in zip(*out))
+
     res["baselines"] = {"deepest": pick_stats(deepest), "random": pick_stats(rand),
+                        "other_seed": pick_stats(other_seed),
                         "shallowest": pick_stats(shallowest),
                         "linear_probe_oracle": pick_stats(lp_oracle)}
     # Max lost for random: worst layer (the expectation's max is reported above).
@@ -402,7 +416,7 @@ def markdown(results):
                      f"{_f(p['mean_lost_pts'], 2)} | {_f(p['max_lost_pts'], 1)} | "
                      f"{_f(p['chosen_deepest_frac'])} | {_f(w['tau'])} | {_f(w['tau_w'])} | "
                      f"{p['pairs']}/{p['pairs_expected']} |")
-        for b in ("deepest", "random", "shallowest", "linear_probe_oracle"):
+        for b in ("deepest", "random", "shallowest", "linear_probe_oracle", "other_seed"):
             p = r["baselines"][b]
             L.append(f"| baseline: {b} layer | {_f(p['pick_accuracy'])} | {_f(p['within_1pt'])} | "
                      f"{_f(p['mean_lost_pts'], 2)} | {_f(p['max_lost_pts'], 1)} | | | | {p['pairs']} |")
