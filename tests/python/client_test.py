@@ -90,6 +90,25 @@ class ClientTest(unittest.TestCase):
             self.dock.get("fmnist-footwear-cnn")
         self.assertEqual(e.exception.code, grpc.StatusCode.NOT_FOUND)
 
+    def test_versions(self):
+        with open(os.path.join(DEMO, "fmnist-tops-cnn.json")) as f:
+            meta = json.load(f)
+        path = os.path.join(DEMO, "fmnist-tops-cnn.pt")
+        first = self.dock.register(path, name="versioned", input_shape=[1, 28, 28],
+                                   labels=meta["class_labels"], version="1")
+        second = self.dock.register(path, name="versioned", input_shape=[1, 28, 28],
+                                    labels=meta["class_labels"], version="2")
+        self.assertEqual(self.dock.get("versioned").id, second.id)
+        self.assertEqual(self.dock.get("versioned@1").id, first.id)
+        self.assertEqual(self.dock.get("versioned@1").version, "1")
+        with self.assertRaises(modeldock.ModelDockError) as e:
+            self.dock.delete("versioned")
+        self.assertEqual(e.exception.code, grpc.StatusCode.FAILED_PRECONDITION)
+        self.assertEqual(self.dock.delete("versioned", all_versions=True), first.id)
+        with self.assertRaises(modeldock.ModelDockError) as e:
+            self.dock.get("versioned@2")
+        self.assertEqual(e.exception.code, grpc.StatusCode.NOT_FOUND)
+
     def test_report_train_and_serve_a_version(self):
         for stem in ("fmnist-tops-cnn", "fmnist-shuffled-cnn", "fmnist-all-mlp"):
             self.register_demo(stem, name="learn-" + stem)
