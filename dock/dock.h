@@ -440,6 +440,13 @@ class Dock {
 
   virtual absl::StatusOr<RecommendResult> Recommend(const RecommendQuery& query) = 0;
 
+  // Runs a READY model (by id, NAME@VERSION or NAME) on samples [N, ...] in a worker, as the
+  // dock's KServe v2 endpoint serves it: returns the record and forward's output [N, K] (an
+  // extractor's features). FAILED_PRECONDITION when the model is not READY; INVALID_ARGUMENT for
+  // samples it cannot take. `cancelled` (may be null) stops the run.
+  virtual absl::StatusOr<std::pair<ModelRecord, Tensor>> Infer(
+      std::string_view model, const Tensor& samples, const std::function<bool()>& cancelled) = 0;
+
   virtual DockStats Stats() = 0;
 
   // Learning from outcomes. ReportOutcome: INVALID_ARGUMENT (accuracy outside [0, 1], bad

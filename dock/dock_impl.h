@@ -88,6 +88,9 @@ class DockImpl : public Dock {
   absl::StatusOr<ModelRecord> WaitForChange(const std::string& id, int64_t seen_revision,
                                             absl::Duration timeout) override;
   absl::StatusOr<RecommendResult> Recommend(const RecommendQuery& query) override;
+  absl::StatusOr<std::pair<ModelRecord, Tensor>> Infer(
+      std::string_view model, const Tensor& samples,
+      const std::function<bool()>& cancelled) override;
   DockStats Stats() override;
   absl::StatusOr<NewApiKey> CreateApiKey(ApiKeyRole role, const std::string& name) override;
   absl::StatusOr<std::vector<ApiKeyInfo>> ListApiKeys() override;

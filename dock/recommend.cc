@@ -155,6 +155,35 @@ absl::StatusOr<std::shared_ptr<const encoder::ModelOutputs>> DockImpl::OutputsOn
   return shared;
 }
 
+absl::StatusOr<std::pair<ModelRecord, Tensor>> DockImpl::Infer(
+    std::string_view model, const Tensor& samples, const std::function<bool()>& cancelled) {
+  auto record = GetModel(model);
+  if (!record.ok()) return record.status();
+  if (record->state != ModelState::kReady) {
+    return absl::FailedPreconditionError(absl::StrCat("model '", record->spec.name, "' is ",
+                                                      ModelStateName(record->state),
+                                                      ", not READY"));
+  }
+  if (!samples.IsConsistent() || samples.shape.size() < 2 || samples.Rows() == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the input must be a non-empty [N, ...] tensor with matching data; got shape ",
+        ShapeToString(samples.shape), " and ", samples.values.size(), " values"));
+  }
+  if (record->spec.task == TaskKind::kTabularClassification
+          ? samples.SampleShape() != record->spec.input_shape
+          : samples.shape.size() != 4) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model '", record->spec.name, "' takes ", ShapeToString(record->spec.input_shape),
+        record->spec.task == TaskKind::kTabularClassification ? "" : " images (any size: resized)",
+        " per sample; got ", ShapeToString(samples.shape)));
+  }
+  sandbox::CancelCheck check = [&] { return cancelled && cancelled(); };
+  auto run = RunModel(*record, samples, /*want_features=*/false, /*want_layers=*/false,
+                      options_.sandbox.run_time_limit, check);
+  if (!run.ok()) return run.status();
+  return std::make_pair(*std::move(record), std::move(run->logits));
+}
+
 absl::Status ValidateQuerySamples(const Tensor& samples, TaskKind task) {
   if (!samples.IsConsistent() || samples.shape.size() < 2) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "grpc/health/v1/health.pb.h"
+#include "server/kserve_service.h"
 #include "server/metrics.h"
 #include "server/request_id.h"
 #include "server/service.h"
@@ -112,7 +113,8 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(dock::Dock* dock,
                                                               int max_rpc_threads,
                                                               const TlsOptions& tls,
                                                               MetricsRegistry* metrics,
-                                                              bool require_api_keys) {
+                                                              bool require_api_keys,
+                                                              const std::string& kserve_listen) {
   if (max_rpc_threads < 4) {
     return absl::InvalidArgumentError("max_rpc_threads must be >= 4 (gRPC's pollers need some)");
   }
@@ -158,6 +160,19 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(dock::Dock* dock,
   }
   builder.AddListeningPort(listen_address, credentials, &server->port_);
   builder.RegisterService(server->service_.get());
+  std::string kserve_host;
+  if (!kserve_listen.empty()) {
+    int unused_port = 0;
+    if (!SplitHostPort(kserve_listen, &kserve_host, &unused_port)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("KServe listen address '", kserve_listen, "' is not HOST:PORT"));
+    }
+    // A second port of the same server (same TLS, keys, thread limit); the KServe service is
+    // therefore reachable on the main port too.
+    server->kserve_ = std::make_unique<KServeServiceImpl>(dock, require_api_keys);
+    builder.AddListeningPort(kserve_listen, credentials, &server->kserve_port_);
+    builder.RegisterService(server->kserve_.get());
+  }
   builder.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
   creators.push_back(std::make_unique<RequestIdInterceptorFactory>());
@@ -173,6 +188,15 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(dock::Dock* dock,
                                                " (address in use or not local?)"));
   }
   server->address_ = absl::StrCat(host, ":", server->port_);
+  if (!kserve_listen.empty()) {
+    if (server->kserve_port_ == 0) {
+      server->server_->Shutdown();
+      server->server_.reset();
+      return absl::UnavailableError(absl::StrCat("cannot listen on ", kserve_listen,
+                                                 " for KServe (address in use or not local?)"));
+    }
+    server->kserve_address_ = absl::StrCat(kserve_host, ":", server->kserve_port_);
+  }
   grpc::HealthCheckServiceInterface* health = server->server_->GetHealthCheckService();
   if (health != nullptr) {
     health->SetServingStatus(kServiceName, true);

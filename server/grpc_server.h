@@ -17,6 +17,7 @@ class Server;
 namespace modeldock::server {
 
 class ModelDockServiceImpl;
+class KServeServiceImpl;
 class MetricsRegistry;
 
 // Largest request message accepted (chunks are 1 MiB; an inline Recommend header may be larger).
@@ -48,11 +49,15 @@ class GrpcServer {
       dock::Dock* dock, const std::string& listen_address,
       int max_rpc_threads = kDefaultMaxRpcThreads, const TlsOptions& tls = {},
       MetricsRegistry* metrics = nullptr,  // not owned; records every call when given
-      bool require_api_keys = false);
+      bool require_api_keys = false,
+      // Also serve the models over the KServe v2 inference protocol on this address.
+      const std::string& kserve_listen = "");
 
   // "host:port" with the port actually bound.
   const std::string& address() const { return address_; }
   int port() const { return port_; }
+  // The KServe v2 endpoint's "host:port" (empty without kserve_listen).
+  const std::string& kserve_address() const { return kserve_address_; }
 
   // Marks the server NOT_SERVING in grpc.health.v1, then stops accepting calls and waits for
   // running calls up to `grace`, cancelling those still running after it. Idempotent.
@@ -62,9 +67,12 @@ class GrpcServer {
   GrpcServer() = default;
 
   std::unique_ptr<ModelDockServiceImpl> service_;
+  std::unique_ptr<KServeServiceImpl> kserve_;
   std::unique_ptr<grpc::Server> server_;
   std::string address_;
   int port_ = 0;
+  std::string kserve_address_;
+  int kserve_port_ = 0;
   bool shut_down_ = false;
 };
 

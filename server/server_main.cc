@@ -62,6 +62,7 @@ struct ServerConfig {
   int max_rpc_threads = modeldock::server::kDefaultMaxRpcThreads;
   std::string tls_cert, tls_key, tls_client_ca;
   std::string metrics_listen;
+  std::string kserve_listen;
   bool auth = false;
   bool insecure_open = false;
   std::string log_level = "info";
@@ -132,6 +133,7 @@ std::string LoadConfigFile(const std::string& path, ServerConfig* config) {
     ReadKey(json, "tls-key", &config->tls_key);
     ReadKey(json, "tls-client-ca", &config->tls_client_ca);
     ReadKey(json, "metrics-listen", &config->metrics_listen);
+    ReadKey(json, "kserve-listen", &config->kserve_listen);
     ReadKey(json, "auth", &config->auth);
     ReadKey(json, "insecure-open", &config->insecure_open);
     ReadKey(json, "log-level", &config->log_level);
@@ -256,6 +258,10 @@ int main(int argc, char** argv) {
   auto* metrics_listen = app.add_option(
       "--metrics-listen", flags.metrics_listen,
       "HOST:PORT serving Prometheus metrics at /metrics (port 0: any free one; off by default)");
+  auto* kserve_listen = app.add_option(
+      "--kserve-listen", flags.kserve_listen,
+      "HOST:PORT serving the registered models over the KServe v2 inference protocol "
+      "(inference.GRPCInferenceService; same TLS and keys; off by default)");
   auto* log_level = app.add_option("--log-level", flags.log_level,
                                    "trace, debug, info, warn, error or off")
                         ->default_str("info")
@@ -321,6 +327,7 @@ int main(int argc, char** argv) {
   if (tls_key->count()) config.tls_key = flags.tls_key;
   if (tls_client_ca->count()) config.tls_client_ca = flags.tls_client_ca;
   if (metrics_listen->count()) config.metrics_listen = flags.metrics_listen;
+  if (kserve_listen->count()) config.kserve_listen = flags.kserve_listen;
   if (auth->count()) config.auth = true;
   if (insecure_open->count()) config.insecure_open = true;
   if (log_level->count()) config.log_level = flags.log_level;
@@ -387,16 +394,20 @@ int main(int argc, char** argv) {
   {
     // Without keys, anyone who can reach the port may register and delete: loopback only,
     // unless the operator says otherwise.
-    std::string host;
-    int port = 0;
-    const bool parsed = modeldock::server::SplitHostPort(config.listen, &host, &port);
-    const bool loopback = host == "127.0.0.1" || host == "localhost" || host == "[::1]" ||
-                          host.rfind("127.", 0) == 0;
-    if (parsed && !loopback && !config.auth && !config.insecure_open) {
-      std::cerr << "modeldock-server: refusing to serve " << config.listen
-                << " without --auth: anyone reaching it could register and delete models. "
-                   "Start with --auth (API keys), or --insecure-open to serve openly anyway.\n";
-      return 2;
+    // The KServe port belongs to the same server, so the same rule holds for it.
+    for (const std::string& address : {config.listen, config.kserve_listen}) {
+      if (address.empty()) continue;
+      std::string host;
+      int port = 0;
+      const bool parsed = modeldock::server::SplitHostPort(address, &host, &port);
+      const bool loopback = host == "127.0.0.1" || host == "localhost" || host == "[::1]" ||
+                            host.rfind("127.", 0) == 0;
+      if (parsed && !loopback && !config.auth && !config.insecure_open) {
+        std::cerr << "modeldock-server: refusing to serve " << address
+                  << " without --auth: anyone reaching it could register and delete models. "
+                     "Start with --auth (API keys), or --insecure-open to serve openly anyway.\n";
+        return 2;
+      }
     }
   }
   if (absl::Status status = modeldock::dock::ValidateOptions(options); !status.ok()) {
@@ -461,7 +472,7 @@ int main(int argc, char** argv) {
   auto server = modeldock::server::GrpcServer::Start(
       dock->get(), config.listen, config.max_rpc_threads,
       {config.tls_cert, config.tls_key, config.tls_client_ca},
-      metrics_server ? &metrics : nullptr, config.auth);
+      metrics_server ? &metrics : nullptr, config.auth, config.kserve_listen);
   if (!server.ok()) {
     spdlog::critical("{}", server.status().ToString());
     (*dock)->Shutdown();
@@ -472,6 +483,10 @@ int main(int argc, char** argv) {
                                          ? "server certificate only"
                                          : "mutual: clients need a certificate from " +
                                                config.tls_client_ca);
+  }
+  if (!(*server)->kserve_address().empty()) {
+    spdlog::info("KServe v2 inference protocol on {} (inference.GRPCInferenceService)",
+                 (*server)->kserve_address());
   }
   std::printf("modeldock-server listening on %s\n", (*server)->address().c_str());
   std::fflush(stdout);

@@ -173,10 +173,9 @@ void ToProto(const dock::ModelRecord& record, v1::Model* out) {
   }
 }
 
-grpc::Status ModelDockServiceImpl::Authorize(grpc::ServerContext* context,
-                                             dock::ApiKeyRole needed, const char* what,
-                                             dock::ApiKeyInfo* caller) {
-  if (!require_api_keys_) {
+grpc::Status AuthorizeCall(dock::Dock* dock, bool require_api_keys, grpc::ServerContext* context,
+                           dock::ApiKeyRole needed, const char* what, dock::ApiKeyInfo* caller) {
+  if (!require_api_keys) {
     caller->role = dock::ApiKeyRole::kAdmin;
     return grpc::Status::OK;
   }
@@ -192,7 +191,7 @@ grpc::Status ModelDockServiceImpl::Authorize(grpc::ServerContext* context,
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                         "the authorization header must be 'Bearer <key>'");
   }
-  auto key = dock_->Authenticate(value.substr(7));
+  auto key = dock->Authenticate(value.substr(7));
   if (!key.ok()) return ToGrpcStatus(key.status());
   if (static_cast<int>(key->role) < static_cast<int>(needed)) {
     return grpc::Status(

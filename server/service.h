@@ -26,6 +26,12 @@ v1::ModelState ToProto(dock::ModelState state);
 v1::TaskKind ToProto(dock::TaskKind task);
 void ToProto(const dock::ModelRecord& record, v1::Model* out);
 
+// The caller's key ("authorization: Bearer KEY"), checked against the role a call needs:
+// UNAUTHENTICATED (no, unknown or revoked key) or PERMISSION_DENIED (naming the role needed).
+// Without `require_api_keys` every caller acts as admin. Shared by every service of the server.
+grpc::Status AuthorizeCall(dock::Dock* dock, bool require_api_keys, grpc::ServerContext* context,
+                           dock::ApiKeyRole needed, const char* what, dock::ApiKeyInfo* caller);
+
 // The service is written against gRPC's synchronous API on purpose: every handler ends in an
 // engine call that blocks (disk writes and fsync, TorchScript admission checks, running models
 // for Recommend, waiting for state changes). The callback API would need its own worker pool
@@ -77,10 +83,10 @@ class ModelDockServiceImpl final : public v1::ModelDockService::Service {
                             v1::UseAlignmentResponse* response) override;
 
  private:
-  // The caller's key, checked against the role a call needs: UNAUTHENTICATED (no, unknown or
-  // revoked key) or PERMISSION_DENIED (naming the role needed).
   grpc::Status Authorize(grpc::ServerContext* context, dock::ApiKeyRole needed, const char* what,
-                         dock::ApiKeyInfo* caller);
+                         dock::ApiKeyInfo* caller) {
+    return AuthorizeCall(dock_, require_api_keys_, context, needed, what, caller);
+  }
   // PERMISSION_DENIED unless the caller is an admin or registered `model`.
   grpc::Status CheckOwnership(const dock::ApiKeyInfo& caller, const std::string& model,
                               const char* verb);

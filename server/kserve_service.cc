@@ -1,0 +1,190 @@
+#include "server/kserve_service.h"
+
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "server/request_id.h"
+#include "server/service.h"
+#include "spdlog/spdlog.h"
+
+namespace modeldock::server {
+namespace {
+
+constexpr char kInputName[] = "input";
+constexpr char kOutputName[] = "output";
+
+// The protocol names a model by name and optional version; the dock by NAME or NAME@VERSION.
+std::string ModelRef(const std::string& name, const std::string& version) {
+  return version.empty() ? name : absl::StrCat(name, "@", version);
+}
+
+grpc::Status Invalid(const std::string& message) {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
+}
+
+// The request's single FP32 input as a Tensor (from fp32_contents or raw_input_contents).
+grpc::Status ReadInput(const inference::ModelInferRequest& request, Tensor* out) {
+  if (request.inputs_size() != 1) {
+    return Invalid(absl::StrCat("modeldock models take exactly one input tensor ('", kInputName,
+                                "'); got ", request.inputs_size()));
+  }
+  const auto& input = request.inputs(0);
+  if (input.datatype() != "FP32") {
+    return Invalid(absl::StrCat("input '", input.name(), "' has datatype ", input.datatype(),
+                                "; modeldock models take FP32"));
+  }
+  if (input.shape_size() < 2) {
+    return Invalid(absl::StrCat("input shape must be [N, ...]; got ",
+                                absl::StrJoin(input.shape(), ", ")));
+  }
+  int64_t elements = 1;
+  for (int64_t d : input.shape()) {
+    if (d <= 0 || elements > (int64_t{1} << 31) / d) {
+      return Invalid(absl::StrCat("input shape [", absl::StrJoin(input.shape(), ", "),
+                                  "] is empty, negative or too large"));
+    }
+    elements *= d;
+  }
+  if (input.shape(0) > kMaxInferRows) {
+    return Invalid(absl::StrCat("at most ", kMaxInferRows, " samples per ModelInfer call; got ",
+                                input.shape(0)));
+  }
+  out->shape.assign(input.shape().begin(), input.shape().end());
+  if (request.raw_input_contents_size() > 0) {
+    if (request.raw_input_contents_size() != 1 || input.has_contents()) {
+      return Invalid("give the input either as contents or as one raw_input_contents entry");
+    }
+    const std::string& raw = request.raw_input_contents(0);
+    if (raw.size() != static_cast<size_t>(elements) * sizeof(float)) {
+      return Invalid(absl::StrCat("raw_input_contents holds ", raw.size(), " bytes; shape [",
+                                  absl::StrJoin(input.shape(), ", "), "] FP32 needs ",
+                                  elements * 4));
+    }
+    out->values.resize(static_cast<size_t>(elements));
+    std::memcpy(out->values.data(), raw.data(), raw.size());
+  } else {
+    const auto& values = input.contents().fp32_contents();
+    if (values.size() != elements) {
+      return Invalid(absl::StrCat("fp32_contents holds ", values.size(), " values; shape [",
+                                  absl::StrJoin(input.shape(), ", "), "] needs ", elements));
+    }
+    out->values.assign(values.begin(), values.end());
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace
+
+grpc::Status KServeServiceImpl::ServerLive(grpc::ServerContext* /*context*/,
+                                           const inference::ServerLiveRequest* /*request*/,
+                                           inference::ServerLiveResponse* response) {
+  response->set_live(true);
+  return grpc::Status::OK;
+}
+
+grpc::Status KServeServiceImpl::ServerReady(grpc::ServerContext* /*context*/,
+                                            const inference::ServerReadyRequest* /*request*/,
+                                            inference::ServerReadyResponse* response) {
+  response->set_ready(true);
+  return grpc::Status::OK;
+}
+
+grpc::Status KServeServiceImpl::ModelReady(grpc::ServerContext* context,
+                                           const inference::ModelReadyRequest* request,
+                                           inference::ModelReadyResponse* response) {
+  RequestScope request_scope(context);
+  dock::ApiKeyInfo caller;
+  if (grpc::Status s = AuthorizeCall(dock_, require_api_keys_, context,
+                                     dock::ApiKeyRole::kConsumer, "ModelReady", &caller);
+      !s.ok()) {
+    return s;
+  }
+  auto record = dock_->GetModel(ModelRef(request->name(), request->version()));
+  if (!record.ok() && !absl::IsNotFound(record.status())) return ToGrpcStatus(record.status());
+  response->set_ready(record.ok() && record->state == dock::ModelState::kReady);
+  return grpc::Status::OK;
+}
+
+grpc::Status KServeServiceImpl::ServerMetadata(grpc::ServerContext* /*context*/,
+                                               const inference::ServerMetadataRequest* /*request*/,
+                                               inference::ServerMetadataResponse* response) {
+  response->set_name("modeldock");
+  response->set_version(MODELDOCK_VERSION);
+  return grpc::Status::OK;
+}
+
+grpc::Status KServeServiceImpl::ModelMetadata(grpc::ServerContext* context,
+                                              const inference::ModelMetadataRequest* request,
+                                              inference::ModelMetadataResponse* response) {
+  RequestScope request_scope(context);
+  dock::ApiKeyInfo caller;
+  if (grpc::Status s = AuthorizeCall(dock_, require_api_keys_, context,
+                                     dock::ApiKeyRole::kConsumer, "ModelMetadata", &caller);
+      !s.ok()) {
+    return s;
+  }
+  auto record = dock_->GetModel(ModelRef(request->name(), request->version()));
+  if (!record.ok()) return ToGrpcStatus(record.status());
+  response->set_name(record->spec.name);
+  response->add_versions(record->spec.version);
+  response->set_platform("pytorch_torchscript");
+  auto* input = response->add_inputs();
+  input->set_name(kInputName);
+  input->set_datatype("FP32");
+  input->add_shape(-1);
+  for (int64_t d : record->spec.input_shape) input->add_shape(d);
+  auto* output = response->add_outputs();
+  output->set_name(kOutputName);
+  output->set_datatype("FP32");
+  output->add_shape(-1);
+  output->add_shape(record->spec.kind == dock::ModelKind::kFeatureExtractor
+                        ? record->feature_dim
+                        : static_cast<int64_t>(record->spec.class_labels.size()));
+  return grpc::Status::OK;
+}
+
+grpc::Status KServeServiceImpl::ModelInfer(grpc::ServerContext* context,
+                                           const inference::ModelInferRequest* request,
+                                           inference::ModelInferResponse* response) {
+  RequestScope request_scope(context);
+  dock::ApiKeyInfo caller;
+  if (grpc::Status s = AuthorizeCall(dock_, require_api_keys_, context,
+                                     dock::ApiKeyRole::kConsumer, "ModelInfer", &caller);
+      !s.ok()) {
+    return s;
+  }
+  for (const auto& wanted : request->outputs()) {
+    if (wanted.name() != kOutputName) {
+      return Invalid(absl::StrCat("modeldock models have one output, '", kOutputName,
+                                  "'; asked for '", wanted.name(), "'"));
+    }
+  }
+  Tensor samples;
+  if (grpc::Status s = ReadInput(*request, &samples); !s.ok()) return s;
+  auto result = dock_->Infer(ModelRef(request->model_name(), request->model_version()), samples,
+                             [context] { return context->IsCancelled(); });
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  const auto& [record, outputs] = *result;
+  response->set_model_name(record.spec.name);
+  response->set_model_version(record.spec.version);
+  response->set_id(request->id());
+  auto* output = response->add_outputs();
+  output->set_name(kOutputName);
+  output->set_datatype("FP32");
+  for (int64_t d : outputs.shape) output->add_shape(d);
+  // Answered in the form the request used (raw bytes are what high-throughput clients send).
+  if (request->raw_input_contents_size() > 0) {
+    response->add_raw_output_contents(reinterpret_cast<const char*>(outputs.values.data()),
+                                      outputs.values.size() * sizeof(float));
+  } else {
+    output->mutable_contents()->mutable_fp32_contents()->Add(outputs.values.begin(),
+                                                             outputs.values.end());
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace modeldock::server

@@ -1,0 +1,49 @@
+// The dock's registered models served over the KServe v2 inference protocol
+// (inference.GRPCInferenceService), so that any client of the protocol (and another dock's
+// remote models) can run them: `modeldock-server --kserve-listen HOST:PORT`.
+//
+// Each READY model is one protocol model: name = the model's name (version = its version; no
+// version = the latest READY one), one FP32 input "input" [-1, ...input shape], one FP32 output
+// "output" [-1, K] (an extractor's features [-1, D]). Runs go to the same sandboxed workers as
+// everything else. Calls need the consumer role when the server runs with --auth.
+#ifndef MODELDOCK_SERVER_KSERVE_SERVICE_H_
+#define MODELDOCK_SERVER_KSERVE_SERVICE_H_
+
+#include "dock/dock.h"
+#include "kserve/inference.grpc.pb.h"
+
+namespace modeldock::server {
+
+// Most samples one ModelInfer call may carry (each runs in the model's worker).
+inline constexpr int64_t kMaxInferRows = 4096;
+
+class KServeServiceImpl final : public inference::GRPCInferenceService::Service {
+ public:
+  // `dock` is not owned and must outlive the service.
+  KServeServiceImpl(dock::Dock* dock, bool require_api_keys)
+      : dock_(dock), require_api_keys_(require_api_keys) {}
+
+  grpc::Status ServerLive(grpc::ServerContext* context, const inference::ServerLiveRequest* request,
+                          inference::ServerLiveResponse* response) override;
+  grpc::Status ServerReady(grpc::ServerContext* context,
+                           const inference::ServerReadyRequest* request,
+                           inference::ServerReadyResponse* response) override;
+  grpc::Status ModelReady(grpc::ServerContext* context, const inference::ModelReadyRequest* request,
+                          inference::ModelReadyResponse* response) override;
+  grpc::Status ServerMetadata(grpc::ServerContext* context,
+                              const inference::ServerMetadataRequest* request,
+                              inference::ServerMetadataResponse* response) override;
+  grpc::Status ModelMetadata(grpc::ServerContext* context,
+                             const inference::ModelMetadataRequest* request,
+                             inference::ModelMetadataResponse* response) override;
+  grpc::Status ModelInfer(grpc::ServerContext* context, const inference::ModelInferRequest* request,
+                          inference::ModelInferResponse* response) override;
+
+ private:
+  dock::Dock* dock_;
+  bool require_api_keys_;
+};
+
+}  // namespace modeldock::server
+
+#endif  // MODELDOCK_SERVER_KSERVE_SERVICE_H_
