@@ -86,7 +86,35 @@ def git_commit(build_dir):
         return None
 
 
-def collect_one(bins, zoo, variant, names, tasks, log_path, timeout_s):
+def python_check(python_dir, address, zoo, task, responses, n):
+    """The same brute-force fusion call through the Python client (client/python/modeldock, from
+    BUILD/python): its layer and layer_scores must equal the CLI's."""
+    sys.path.insert(0, python_dir)
+    import modeldock  # noqa: E402
+    sys.path.pop(0)
+    sys.path.insert(0, os.path.join(REPO, "bench", "zoo"))
+    import finetune  # noqa: E402  (read_idx)
+    x = finetune.read_idx(os.path.join(zoo, task["train_images"]))[:, None].astype(np.float32) / 255.0
+    y = finetune.read_idx(os.path.join(zoo, task["train_labels"])).astype(np.int64)
+    with modeldock.Client(address) as dock:
+        res = dock.recommend(x, labels=y, top=n, metric="fusion", brute_force=True)
+    cli = next(r["response"] for r in responses
+               if r["task"] == task["name"] and r["method"] == "brute_fusion")
+    by_cli = {r["name"]: r for r in cli["results"]}
+    rows, mismatch = [], []
+    for r in res:
+        c = by_cli.get(r.name, {})
+        py_ls = [(l.name, l.dim, round(l.score, 9)) for l in r.layer_scores]
+        cli_ls = [(l["name"], l["dim"], round(l["score"], 9)) for l in c.get("layer_scores", [])]
+        rows.append({"name": r.name, "rank": r.rank, "layer": r.layer, "layer_scores": py_ls})
+        if r.layer != c.get("layer") or py_ls != cli_ls or r.rank != c.get("rank"):
+            mismatch.append(r.name)
+    return {"task": task["name"], "mode": res.mode, "results": rows, "mismatch": mismatch,
+            "summary": f"{len(rows)} results, {len(mismatch)} differ from the CLI's "
+                       f"(layer, layer_scores, rank)"}
+
+
+def collect_one(bins, zoo, variant, names, tasks, log_path, timeout_s, python_dir=None):
     model_dir = os.path.join(zoo, "models" if variant == "layers" else "plain")
     work = tempfile.mkdtemp(prefix=f"modeldock-layers-{variant}-")
     server = rq.Server(bins["server"], bins["assets"], os.path.join(work, "data"), log_path,
@@ -134,6 +162,10 @@ def collect_one(bins, zoo, variant, names, tasks, log_path, timeout_s):
                 print(f"    {task['name']:20s} {method:24s} scored {resp.get('num_scored')}/"
                       f"{resp.get('num_compatible')} in {wall:6.0f} ms (server "
                       f"{resp.get('timings', {}).get('total_millis', 0):.0f} ms)", flush=True)
+        if variant == "layers" and python_dir:
+            out["python_client_check"] = python_check(python_dir, server.address, zoo, tasks[0],
+                                                      out["responses"], len(names))
+            print(f"  python client check: {out['python_client_check']['summary']}", flush=True)
         out["server_peak_rss_kib"] = server.rss_kib()
     finally:
         server.stop()
@@ -158,7 +190,7 @@ def collect(args, key):
             print(f"zoo{key} {variant}", flush=True)
             raw["variants"][variant] = collect_one(
                 bins, zoo, variant, names, tasks, os.path.join(run_dir, f"server_{key}_{variant}.log"),
-                args.register_timeout)
+                args.register_timeout, python_dir=os.path.join(args.build_dir, "python"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     path = os.path.join(run_dir, f"responses_{key}.json")
@@ -186,14 +218,17 @@ def evaluate_zoo(raw, gt, zoo_meta, tasks):
 
     # Baselines for (a).
     def pick_stats(chosen_fn):
-        lost, correct, within1 = [], [], []
+        lost, correct, within1, normal = [], [], [], []
         for (tn, nm), a in acc.items():
             best = max(a.values())
             lost_m, corr_m, w1 = chosen_fn(tn, nm, a, best)
             lost.append(lost_m)
             correct.append(corr_m)
             within1.append(w1)
+            if meta[nm].get("kind") == "normal":
+                normal.append(lost_m)
         return {"pick_accuracy": float(np.mean(correct)), "mean_lost_pts": 100 * float(np.mean(lost)),
+                "mean_lost_pts_normal": 100 * float(np.mean(normal)),
                 "max_lost_pts": 100 * float(np.max(lost)), "within_1pt": float(np.mean(within1)),
                 "pairs": len(lost)}
 
@@ -231,7 +266,16 @@ def evaluate_zoo(raw, gt, zoo_meta, tasks):
             out.append((b - ev[ln], float(ev[ln] >= b - 1e-9), float(b - ev[ln] <= 0.01 + 1e-9)))
         return tuple(float(np.mean(v)) for v in zip(*out))
 
+    def widest(tn, nm, a, best):
+        # Heuristic: the widest layer (ties: the deeper). Single metrics on raw features pick it
+        # often (their values grow with D).
+        names_l, dims = meta[nm]["layer_names"], meta[nm]["layer_dims"]
+        ln = max(range(len(names_l)), key=lambda i: (dims[i], i))
+        v = a[names_l[ln]]
+        return best - v, float(v >= best - 1e-9), float(best - v <= 0.01 + 1e-9)
+
     res["baselines"] = {"deepest": pick_stats(deepest), "random": pick_stats(rand),
+                        "widest": pick_stats(widest),
                         "other_seed": pick_stats(other_seed),
                         "shallowest": pick_stats(shallowest),
                         "linear_probe_oracle": pick_stats(lp_oracle)}
@@ -293,8 +337,12 @@ def evaluate_zoo(raw, gt, zoo_meta, tasks):
                         rec["lost"] = best - a[chosen]
                         rec["correct"] = a[chosen] >= best - 1e-9
                     if sorted(rec["layer_scores"]) != sorted(lnames):
-                        res["problems"].append(f"{tn} {method} {nm}: layer_scores names "
-                                               f"{sorted(rec['layer_scores'])} != {sorted(lnames)}")
+                        lacking = sorted(set(lnames) - set(rec["layer_scores"]))
+                        extra = sorted(set(rec["layer_scores"]) - set(lnames))
+                        warn = [w for w in r.get("warnings", []) if nm in w]
+                        res["problems"].append(f"{tn} {method} {nm}: no layer_scores entry for "
+                                               f"{lacking}{f', unknown {extra}' if extra else ''}"
+                                               f"{f' (server warning: {warn[0]})' if warn else ''}")
                     # The model's score is its best layer's score.
                     sc = [v for v in rec["layer_scores"].values() if v is not None]
                     if sc and x.get("stage2_score") is not None and chosen in rec["layer_scores"]:
@@ -316,9 +364,14 @@ def evaluate_zoo(raw, gt, zoo_meta, tasks):
             pick = {"pick_accuracy": float(np.mean([p["correct"] for p in ok])),
                     "mean_lost_pts": 100 * float(lost.mean()), "max_lost_pts": 100 * float(lost.max()),
                     "within_1pt": float(np.mean(lost <= 0.01 + 1e-9)), "pairs": len(ok),
+                    "mean_lost_pts_normal": 100 * float(np.mean([p["lost"] for p in ok
+                                                                 if meta[p["model"]].get("kind") == "normal"])),
                     "pairs_expected": len(acc),
                     "chosen_deepest_frac": float(np.mean([p["chosen"] == meta[p["model"]]["layer_names"][-1]
                                                           for p in ok])),
+                    "chosen_widest_frac": float(np.mean([
+                        meta[p["model"]]["layer_dims"][meta[p["model"]]["layer_names"].index(p["chosen"])]
+                        == max(meta[p["model"]]["layer_dims"]) for p in ok])),
                     "chosen_is_max_score_frac": _nanmean([float(p["chosen_is_max_score"]) for p in ok
                                                           if "chosen_is_max_score" in p]),
                     "per_arch": {}}
@@ -372,7 +425,8 @@ def _f(x, d=3):
 
 
 def select_metric(res_a):
-    cands = [m for m in METHODS if res_a["methods"][m]["pick"]]
+    # "default" is the pipeline (fusion, scored_all on these small zoos), not a metric choice.
+    cands = [m for m in METHODS if m != "default" and res_a["methods"][m]["pick"]]
     return min(cands, key=lambda m: (res_a["methods"][m]["pick"]["mean_lost_pts"],
                                      -res_a["methods"][m]["pick"]["pick_accuracy"]))
 
@@ -386,8 +440,22 @@ def markdown(results):
          "scored. Accuracy lost = best-layer accuracy - chosen-layer accuracy, in points.", ""]
     sel = results.get("selected_metric")
     if sel:
-        L += [f"**Layer-picking method selected on zoo A: `{sel}`** (lowest mean accuracy lost); "
-              "zoo B is the check.", ""]
+        L += [f"**Layer-picking method selected on zoo A: `{sel}`** (lowest mean accuracy lost "
+              "among the brute-force metrics); zoo B is the check.", ""]
+    if sel and all(k in results["zoos"] for k in ZOOS):
+        L += ["| zoo | method | pick accuracy | mean lost (pts) | deepest: pick / lost | random: "
+              "pick / lost | other seed (noise ref.): pick / lost | tau_w layers (within model) | "
+              "model tau_w best-GT, layers / plain |", "|---|---|---|---|---|---|---|---|---|"]
+        for key in ZOOS:
+            r = results["zoos"][key]
+            p, b, w = r["methods"][sel]["pick"], r["baselines"], r["methods"][sel]["within_model"]
+            mr = r["methods"][sel]["model_ranking"]
+            L.append(f"| {key} | {sel} | {_f(p['pick_accuracy'])} | {_f(p['mean_lost_pts'], 2)} | "
+                     f"{_f(b['deepest']['pick_accuracy'])} / {_f(b['deepest']['mean_lost_pts'], 2)} | "
+                     f"{_f(b['random']['pick_accuracy'])} / {_f(b['random']['mean_lost_pts'], 2)} | "
+                     f"{_f(b['other_seed']['pick_accuracy'])} / {_f(b['other_seed']['mean_lost_pts'], 2)} | "
+                     f"{_f(w['tau_w'])} | {_f(mr['layers']['tau_w_best'])} / {_f(mr['plain']['tau_w_best'])} |")
+        L.append("")
     for key in ZOOS:
         r = results["zoos"].get(key)
         if r is None:
@@ -403,23 +471,25 @@ def markdown(results):
               f"{100 * g['frac_gap_over_5pt']:.0f}%; mean spread (best - worst layer) "
               f"{g['mean_spread_pts']:.1f} pts.", "",
               "### (a) Layer pick and (b) within-model agreement", "",
-              "| method | pick accuracy | within 1 pt | mean lost (pts) | max lost (pts) | "
-              "chose deepest | tau (layers) | tau_w (layers) | pairs |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| method | pick accuracy | within 1 pt | mean lost (pts) | mean lost, normal models "
+              "(pts) | max lost (pts) | chose deepest | chose widest | tau (layers) | tau_w (layers) | "
+              "pairs |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for m in METHODS:
             x = r["methods"][m]
             p, w = x["pick"], x["within_model"]
             if p is None:
-                L.append(f"| {m} | n/a (no `layer` in the responses) | | | | | | | |")
+                L.append(f"| {m} | n/a (no `layer` in the responses) | | | | | | | | | |")
                 continue
             L.append(f"| {m} | {_f(p['pick_accuracy'])} | {_f(p['within_1pt'])} | "
-                     f"{_f(p['mean_lost_pts'], 2)} | {_f(p['max_lost_pts'], 1)} | "
-                     f"{_f(p['chosen_deepest_frac'])} | {_f(w['tau'])} | {_f(w['tau_w'])} | "
+                     f"{_f(p['mean_lost_pts'], 2)} | {_f(p['mean_lost_pts_normal'], 2)} | "
+                     f"{_f(p['max_lost_pts'], 1)} | {_f(p['chosen_deepest_frac'])} | "
+                     f"{_f(p['chosen_widest_frac'])} | {_f(w['tau'])} | {_f(w['tau_w'])} | "
                      f"{p['pairs']}/{p['pairs_expected']} |")
-        for b in ("deepest", "random", "shallowest", "linear_probe_oracle", "other_seed"):
+        for b in ("deepest", "random", "shallowest", "widest", "linear_probe_oracle", "other_seed"):
             p = r["baselines"][b]
             L.append(f"| baseline: {b} layer | {_f(p['pick_accuracy'])} | {_f(p['within_1pt'])} | "
-                     f"{_f(p['mean_lost_pts'], 2)} | {_f(p['max_lost_pts'], 1)} | | | | {p['pairs']} |")
+                     f"{_f(p['mean_lost_pts'], 2)} | {_f(p['mean_lost_pts_normal'], 2)} | "
+                     f"{_f(p['max_lost_pts'], 1)} | | | | | {p['pairs']} |")
         L += ["", "### (c) Model ranking (means over tasks)", "",
               "tau_w / rel@1 against the best-layer ground truth (a model's accuracy = its best "
               "layer's); against the deepest-layer ground truth (= the plain models' usual ground "
@@ -446,7 +516,8 @@ def markdown(results):
                 f"{a} pick {v['pick_accuracy']:.2f}, lost {v['mean_lost_pts']:.2f} pts ({v['pairs']})"
                 for a, v in p["per_arch"].items())]
         if r["problems"]:
-            L += ["", f"Problems ({len(r['problems'])}): " + "; ".join(r["problems"][:8])]
+            L += ["", f"Layers missing from layer_scores, or other problems ({len(r['problems'])}; "
+                  "first 3): " + "; ".join(r["problems"][:3])]
         errs = {v: e for v, e in r["errors"].items() if e}
         if errs:
             L += ["", "Errors: " + "; ".join(f"{v}: {e[0]['task']} {e[0]['method']}: "
