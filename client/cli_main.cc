@@ -176,7 +176,12 @@ json ModelToJson(const v1::Model& model) {
               {"feature_dim", model.feature_dim()},
               {"created_unix_ms", model.created_unix_ms()},
               {"probe_millis", model.probe_millis()},
-              {"layers", LayersToJson(model.layers())}};
+              {"layers", LayersToJson(model.layers())},
+              {"remote", spec.remote().endpoint().empty()
+                             ? json(nullptr)
+                             : json{{"endpoint", spec.remote().endpoint()},
+                                    {"model", spec.remote().model()},
+                                    {"version", spec.remote().version()}}}};
 }
 
 // "block1 (32-d), block2 (64-d)".
@@ -223,6 +228,13 @@ void PrintModel(const v1::Model& model) {
                                       absl::StrJoin(spec.class_labels(), ", "), ")")},
       {"license:", spec.license()},
       {"tags:", absl::StrJoin(spec.tags(), ", ")},
+      {"stored as:", spec.remote().endpoint().empty()
+                         ? std::string("a TorchScript file in the dock")
+                         : absl::StrCat("remote: model '", spec.remote().model(), "'",
+                                        spec.remote().version().empty()
+                                            ? std::string()
+                                            : absl::StrCat(" version '", spec.remote().version(), "'"),
+                                        " at ", spec.remote().endpoint(), " (KServe v2)")},
       {"state:", StateName(model.state())},
       {"state reason:", model.state_reason()},
       {"sha256:", model.sha256()},
@@ -254,6 +266,9 @@ struct RegisterFlags {
   std::string metadata;
   bool no_wait = false;
   bool feature_extractor = false;
+  std::string remote;          // HOST:PORT of a KServe v2 server: no FILE
+  std::string remote_model;
+  std::string remote_version;
 };
 
 // --labels: "@FILE", or an existing file path (one label per line), or a comma list.
@@ -400,24 +415,42 @@ int RunRegister(const GlobalFlags& global, const RegisterFlags& flags, client::C
     return UsageError("register needs --labels (or \"class_labels\" in --metadata), or "
                       "--feature-extractor for a headless model");
   }
-  if (!std::filesystem::is_regular_file(flags.file) || !std::ifstream(flags.file)) {
-    return UsageError(absl::StrCat("cannot read model file ", flags.file));
+  v1::RegisterModelResponse registered_response;
+  if (!flags.remote.empty()) {
+    // A remote model: nothing is uploaded; the dock calls it over the KServe v2 protocol.
+    if (!flags.file.empty()) return UsageError("give a FILE or --remote, not both");
+    if (flags.remote_model.empty()) return UsageError("--remote needs --remote-model NAME");
+    spec.mutable_remote()->set_endpoint(flags.remote);
+    spec.mutable_remote()->set_model(flags.remote_model);
+    spec.mutable_remote()->set_version(flags.remote_version);
+    auto registered = client.RegisterRemote(spec);
+    if (!registered.ok()) {
+      return RpcError(absl::StrCat("register '", spec.name(), "'"), registered.status());
+    }
+    *registered_response.mutable_model() = *registered;
+  } else {
+    if (flags.file.empty()) return UsageError("register needs a FILE (or --remote HOST:PORT)");
+    if (!std::filesystem::is_regular_file(flags.file) || !std::ifstream(flags.file)) {
+      return UsageError(absl::StrCat("cannot read model file ", flags.file));
+    }
+    ProgressReporter progress(flags.file);
+    int64_t total = 0;
+    auto registered = client.Register(flags.file, spec, [&](int64_t sent, int64_t size) {
+      total = size;
+      progress.Update(sent, size);
+    });
+    progress.Done(total, registered.ok());
+    if (!registered.ok()) {
+      return RpcError(absl::StrCat("register '", spec.name(), "'"), registered.status());
+    }
+    registered_response = *std::move(registered);
   }
-
-  ProgressReporter progress(flags.file);
-  int64_t total = 0;
-  auto registered = client.Register(flags.file, spec, [&](int64_t sent, int64_t size) {
-    total = size;
-    progress.Update(sent, size);
-  });
-  progress.Done(total, registered.ok());
-  if (!registered.ok()) return RpcError(absl::StrCat("register '", spec.name(), "'"),
-                                        registered.status());
+  const v1::RegisterModelResponse* registered = &registered_response;
   v1::Model model = registered->model();
   if (!global.json) {
     std::cout << "registered " << model.spec().name() << " as " << model.id()
               << (registered->deduplicated() ? " (same bytes already stored, kept once)" : "")
-              << "\n";
+              << (flags.remote.empty() ? "" : " (remote: " + flags.remote + ")") << "\n";
   }
   if (!flags.no_wait && model.state() != v1::MODEL_STATE_READY &&
       model.state() != v1::MODEL_STATE_FAILED) {
@@ -1156,7 +1189,13 @@ int Main(int argc, char** argv) {
   RegisterFlags reg;
   CLI::App* register_cmd = app.add_subcommand(
       "register", "Upload a TorchScript model and wait until it is READY (or FAILED)");
-  register_cmd->add_option("FILE", reg.file, "TorchScript file (torch.jit.save)")->required();
+  register_cmd->add_option("FILE", reg.file, "TorchScript file (torch.jit.save); none with --remote");
+  register_cmd->add_option("--remote", reg.remote,
+                           "HOST:PORT of a KServe v2 inference server (Triton, KServe, MLServer, "
+                           "another dock's --kserve-listen) that keeps the model: no upload");
+  register_cmd->add_option("--remote-model", reg.remote_model, "The model's name on --remote");
+  register_cmd->add_option("--remote-version", reg.remote_version,
+                           "The model's version on --remote (default: the server's choice)");
   register_cmd->add_option("--name", reg.name, "Unique model name: letters, digits, . _ -");
   register_cmd->add_option("--input-shape", reg.input_shape,
                            "Per-sample input shape, e.g. 1,28,28 (image) or 20 (tabular)");
@@ -1179,6 +1218,8 @@ Examples:
   modeldock register cnn.pt --name fmnist-cnn --input-shape 1,28,28 \
       --labels T-shirt,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Boot
   modeldock register cnn.pt --metadata cnn.json --version 2.0.0   # flags override the sidecar
+  modeldock register --remote triton:8001 --remote-model resnet --name resnet-remote \
+      --input-shape 3,32,32 --labels @labels.txt        # stays on its server (KServe v2)
 The file must be TorchScript; forward(x) gets [N, ...input shape] floats in [0, 1] and returns
 [N, number of labels] logits; an optional embed(x) returns penultimate features.
 Exit status 1 also when the model was admitted but probing FAILED.)");

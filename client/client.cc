@@ -105,6 +105,18 @@ absl::Status Client::RevokeApiKey(const std::string& id) {
   return FromGrpcStatus(stub_->RevokeApiKey(&context, request, &response));
 }
 
+absl::StatusOr<v1::Model> Client::RegisterRemote(const v1::ModelSpec& spec) {
+  if (!setup_error_.ok()) return setup_error_;
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::RegisterRemoteModelRequest request;
+  *request.mutable_spec() = spec;
+  v1::RegisterRemoteModelResponse response;
+  grpc::Status status = stub_->RegisterRemoteModel(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response.model();
+}
+
 absl::StatusOr<v1::RegisterModelResponse> Client::Register(const std::string& path,
                                                            const v1::ModelSpec& spec,
                                                            const ProgressCallback& progress) {

@@ -51,6 +51,8 @@ class Client {
   absl::StatusOr<v1::RegisterModelResponse> Register(const std::string& path,
                                                      const v1::ModelSpec& spec,
                                                      const ProgressCallback& progress = nullptr);
+  // A model that stays on a KServe v2 inference server (spec.remote set).
+  absl::StatusOr<v1::Model> RegisterRemote(const v1::ModelSpec& spec);
   absl::StatusOr<v1::Model> Get(const std::string& model);
   // API keys (admin).
   absl::StatusOr<v1::CreateApiKeyResponse> CreateApiKey(v1::ApiKeyRole role,

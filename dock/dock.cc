@@ -388,6 +388,7 @@ absl::StatusOr<sandbox::RunResult> DockImpl::RunModel(const ModelRecord& record,
                                                       bool want_layers,
                                                       absl::Duration time_limit,
                                                       const sandbox::CancelCheck& cancelled) {
+  if (IsRemote(record.spec)) return RunRemote(record, samples, time_limit, cancelled);
   sandbox::JobRequest job;
   job.kind = sandbox::JobKind::kRun;
   job.model_path = blobs_->PathOf(record.sha256);
@@ -598,6 +599,16 @@ absl::StatusOr<std::unique_ptr<Upload>> DockImpl::BeginRegistration(
   if (!IsSha256Hex(sha256)) {
     return absl::InvalidArgumentError("sha256 must be 64 lower-case hex digits");
   }
+  if (IsRemote(spec)) {
+    return absl::InvalidArgumentError("a remote model is registered with RegisterRemote, not uploaded");
+  }
+  if (absl::Status s = CheckNewVersion(spec, owner_key_id); !s.ok()) return s;
+  auto upload = std::make_unique<UploadImpl>(spec, size_bytes, sha256, blobs_->NewTempPath());
+  upload->owner_key_id_ = owner_key_id;
+  return std::unique_ptr<Upload>(std::move(upload));
+}
+
+absl::Status DockImpl::CheckNewVersion(const ModelSpec& spec, const std::string& owner_key_id) {
   if (absl::Status s = ValidateVersion(spec.version); !s.ok()) return s;
   // A registered name takes new versions, from the key that registered it only.
   auto versions = store_->FindVersions(spec.name);
@@ -615,9 +626,7 @@ absl::StatusOr<std::unique_ptr<Upload>> DockImpl::BeginRegistration(
           "; only the key that registered a name adds versions to it (pick another name)"));
     }
   }
-  auto upload = std::make_unique<UploadImpl>(spec, size_bytes, sha256, blobs_->NewTempPath());
-  upload->owner_key_id_ = owner_key_id;
-  return std::unique_ptr<Upload>(std::move(upload));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<RegisterResult> DockImpl::FinishRegistration(std::unique_ptr<Upload> upload_base) {
@@ -702,6 +711,146 @@ absl::StatusOr<RegisterResult> DockImpl::FinishRegistration(std::unique_ptr<Uplo
         absl::StrCat(DisplayName(record), " (", ModelKindName(spec.kind), ", ", record.size_bytes,
                      " bytes)"));
   Enqueue(record.id);
+  return result;
+}
+
+absl::StatusOr<RegisterResult> DockImpl::RegisterRemote(const ModelSpec& spec,
+                                                        const std::string& owner_key_id) {
+  if (!IsRemote(spec) || spec.remote_model.empty()) {
+    return absl::InvalidArgumentError(
+        "a remote model needs its endpoint (HOST:PORT) and its model name there");
+  }
+  if (absl::Status s = ValidateSpec(spec); !s.ok()) return s;
+  if (absl::Status s = CheckNewVersion(spec, owner_key_id); !s.ok()) return s;
+  const remote::RemoteTarget target{spec.remote_endpoint, spec.remote_model, spec.remote_version};
+  const absl::Time deadline = absl::Now() + options_.sandbox.admission_time_limit;
+  auto rejected = [&](const absl::Status& status) {
+    ++registrations_rejected_;
+    spdlog::info("remote registration of '{}' rejected: {}", spec.name, status.ToString());
+    return absl::Status(status.code(), absl::StrCat("model '", spec.name, "' failed admission: ",
+                                                    status.message()));
+  };
+  // Admission, as for an upload: what the server says the model takes, then a seeded test batch.
+  remote::KServeClient* client = RemoteClient(spec.remote_endpoint);
+  auto metadata = client->Metadata(target, deadline);
+  if (!metadata.ok()) return rejected(metadata.status());
+  if (metadata->inputs.size() != 1 || metadata->inputs[0].datatype != "FP32") {
+    return rejected(absl::FailedPreconditionError(absl::StrCat(
+        "it declares ", metadata->inputs.size(), " input(s)",
+        metadata->inputs.empty() ? "" : absl::StrCat(" (first ", metadata->inputs[0].datatype, ")"),
+        "; the dock calls models with one FP32 input")));
+  }
+  const std::vector<int64_t>& declared = metadata->inputs[0].shape;
+  if (declared.size() == spec.input_shape.size() + 1) {
+    for (size_t d = 0; d < spec.input_shape.size(); ++d) {
+      if (declared[d + 1] != -1 && declared[d + 1] != spec.input_shape[d]) {
+        return rejected(absl::FailedPreconditionError(absl::StrCat(
+            "its input is [", absl::StrJoin(declared, ", "), "]; registered as ",
+            ShapeToString(spec.input_shape), " per sample")));
+      }
+    }
+  }
+  Tensor batch({4}, {});
+  batch.shape.insert(batch.shape.end(), spec.input_shape.begin(), spec.input_shape.end());
+  batch.values.resize(batch.NumElements());
+  std::mt19937 rng(42);
+  for (float& v : batch.values) v = static_cast<float>(rng() >> 8) * (1.0f / 16777216.0f);
+  auto outputs = client->Infer(target, batch, deadline, remote::InferOptions(), nullptr);
+  if (!outputs.ok()) return rejected(outputs.status());
+  const int64_t width = outputs->shape[1];
+  const bool extractor = spec.kind == ModelKind::kFeatureExtractor;
+  if (!extractor && width != static_cast<int64_t>(spec.class_labels.size())) {
+    return rejected(absl::FailedPreconditionError(absl::StrCat(
+        "it returned ", width, " outputs per sample but ", spec.class_labels.size(),
+        " labels are declared")));
+  }
+  if (width > (extractor ? options_.sandbox.max_feature_dim : options_.sandbox.max_classes)) {
+    return rejected(absl::FailedPreconditionError(
+        absl::StrCat("it returned ", width, " outputs per sample, over the dock's limit")));
+  }
+  for (float v : outputs->values) {
+    if (!std::isfinite(v)) {
+      return rejected(absl::FailedPreconditionError("it returned NaN/Inf on the test batch"));
+    }
+  }
+
+  ModelRecord record;
+  record.id = NewModelId();
+  record.spec = spec;
+  record.state = ModelState::kPending;
+  record.state_reason = "admitted; waiting to be probed";
+  // No file: the digest names the remote model (caches are keyed by it).
+  record.sha256 = Sha256::Of(absl::StrCat("remote|", spec.remote_endpoint, "|", spec.remote_model,
+                                          "|", spec.remote_version));
+  record.size_bytes = 0;
+  record.has_embed = false;
+  record.feature_dim = extractor ? width : 0;
+  record.created_unix_ms = NowUnixMs();
+  record.revision = 1;
+  record.owner_key_id = owner_key_id;
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex_);
+    if (absl::Status s = store_->Insert(record); !s.ok()) return s;
+    if (!record.owner_key_id.empty()) {
+      if (absl::Status s = store_->SetOwner(record.id, record.owner_key_id); !s.ok()) {
+        store_->Delete(record.id).IgnoreError();
+        return s;
+      }
+    }
+  }
+  spdlog::info("registered remote model '{}' as {} ({} model '{}')", spec.name, record.id,
+               spec.remote_endpoint, spec.remote_model);
+  ++registrations_admitted_;
+  Audit(record.owner_key_id, "register", record.id,
+        absl::StrCat(DisplayName(record), " (remote ", spec.remote_endpoint, " model ",
+                     spec.remote_model, ")"));
+  Enqueue(record.id);
+  RegisterResult result;
+  result.model = record;
+  return result;
+}
+
+remote::KServeClient* DockImpl::RemoteClient(const std::string& endpoint) {
+  std::lock_guard<std::mutex> lock(remote_mutex_);
+  std::unique_ptr<remote::KServeClient>& client = remote_clients_[endpoint];
+  if (client == nullptr) client = remote::KServeClient::Connect(endpoint);
+  return client.get();
+}
+
+absl::StatusOr<sandbox::RunResult> DockImpl::RunRemote(const ModelRecord& record,
+                                                       const Tensor& samples,
+                                                       absl::Duration time_limit,
+                                                       const sandbox::CancelCheck& cancelled) {
+  // The remote server sees the model's declared input shape, as a worker would adapt it.
+  const Tensor* input = &samples;
+  Tensor adapted;
+  if (samples.SampleShape() != record.spec.input_shape) {
+    auto a = encoder::AdaptInputs(samples, record.spec.input_shape);
+    if (!a.ok()) return a.status();
+    adapted = *std::move(a);
+    input = &adapted;
+  }
+  const remote::RemoteTarget target{record.spec.remote_endpoint, record.spec.remote_model,
+                                    record.spec.remote_version};
+  const absl::Time start = absl::Now();
+  auto outputs = RemoteClient(target.endpoint)
+                     ->Infer(target, *input, start + time_limit, remote::InferOptions(),
+                             [&] { return cancelled && cancelled(); });
+  if (!outputs.ok()) return outputs.status();
+  if (outputs->shape[1] != OutputWidth(record)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "remote model '", record.spec.name, "' returned ", outputs->shape[1],
+        " outputs per sample; it was admitted with ", OutputWidth(record)));
+  }
+  for (float v : outputs->values) {
+    if (!std::isfinite(v)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("remote model '", record.spec.name, "' returned NaN/Inf"));
+    }
+  }
+  sandbox::RunResult result;
+  result.logits = *std::move(outputs);
+  result.millis = absl::ToDoubleMilliseconds(absl::Now() - start);
   return result;
 }
 

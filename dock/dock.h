@@ -40,7 +40,14 @@ struct ModelSpec {
   std::string license;
   std::vector<std::string> tags;
   ModelKind kind = ModelKind::kClassifier;
+  // A remote model stays on its inference server and is called over the KServe v2 protocol
+  // (RegisterRemote): the endpoint "host:port", the model's name there and its version (empty:
+  // the server's choice). Empty endpoint = a TorchScript file stored in the dock.
+  std::string remote_endpoint;
+  std::string remote_model;
+  std::string remote_version;
 };
+inline bool IsRemote(const ModelSpec& spec) { return !spec.remote_endpoint.empty(); }
 
 // API keys (servers started with --auth). Consumers list, show, watch and recommend; providers
 // also register models and delete their own; admins do everything, including managing keys.
@@ -410,6 +417,12 @@ class Dock {
   // Step 2: verifies size and SHA-256 (DATA_LOSS), runs the admission checks, stores the blob and
   // the metadata row in one step, and queues probing. On any error nothing is stored.
   virtual absl::StatusOr<RegisterResult> FinishRegistration(std::unique_ptr<Upload> upload) = 0;
+  // Registers a model that stays on another inference server (spec.remote_*), reachable over
+  // the KServe v2 protocol: its metadata and a run on a seeded test batch are the admission
+  // checks (UNAVAILABLE when unreachable, NOT_FOUND when the server has no such model,
+  // FAILED_PRECONDITION for wrong outputs); then it is probed like any model.
+  virtual absl::StatusOr<RegisterResult> RegisterRemote(const ModelSpec& spec,
+                                                        const std::string& owner_key_id = "") = 0;
 
   // By id, NAME@VERSION, or NAME (its latest READY version; the latest registered if none is
   // READY yet). NOT_FOUND if nothing matches.

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <map>
 #include <memory>
 #include <optional>
 #include <mutex>
@@ -23,6 +24,7 @@
 #include "encoder/black_box.h"
 #include "encoder/knowledge.h"
 #include "index/vector_index.h"
+#include "remote/kserve_client.h"
 #include "sandbox/worker_pool.h"
 
 namespace modeldock::dock {
@@ -73,6 +75,8 @@ class DockImpl : public Dock {
       const ModelSpec& spec, int64_t size_bytes, const std::string& sha256,
       const std::string& owner_key_id) override;
   absl::StatusOr<RegisterResult> FinishRegistration(std::unique_ptr<Upload> upload) override;
+  absl::StatusOr<RegisterResult> RegisterRemote(const ModelSpec& spec,
+                                                const std::string& owner_key_id) override;
   absl::StatusOr<ModelRecord> GetModel(std::string_view id_or_name) override;
   absl::StatusOr<ModelPage> ListModels(const ListFilter& filter, int page_size,
                                        const std::string& page_token) override;
@@ -127,6 +131,13 @@ class DockImpl : public Dock {
       const encoder::VectorProjection& projection);
 
   absl::Status StartWorkers();
+  // A new (name, version) from `owner_key_id`: ALREADY_EXISTS / PERMISSION_DENIED otherwise.
+  absl::Status CheckNewVersion(const ModelSpec& spec, const std::string& owner_key_id);
+  // A remote model's run (RunModel's other half): KServe v2 ModelInfer in batches.
+  absl::StatusOr<sandbox::RunResult> RunRemote(const ModelRecord& record, const Tensor& samples,
+                                               absl::Duration time_limit,
+                                               const sandbox::CancelCheck& cancelled);
+  remote::KServeClient* RemoteClient(const std::string& endpoint);
   // Deletes one stored version: row, index entries, blob (when no other row uses it), caches.
   absl::StatusOr<std::string> DeleteRecord(const ModelRecord& record, const std::string& actor);
   // Runs a stored model on `samples` in a worker, within `time_limit`; a job whose worker died
@@ -182,6 +193,8 @@ class DockImpl : public Dock {
   std::vector<std::thread> workers_;
 
   LruCache<const encoder::ModelOutputs> output_cache_;
+  std::mutex remote_mutex_;  // guards remote_clients_
+  std::map<std::string, std::unique_ptr<remote::KServeClient>> remote_clients_;  // by endpoint
   LruCache<const Tensor> proxy_cache_;  // model id -> compressed probe features
   RunCosts run_costs_;
 

@@ -12,11 +12,39 @@ namespace {
 
 // Schema versions: 1 = the first; 2 adds models.kind (feature extractors); 3 adds models.layers
 // (embed_layers: JSON [{"name", "dim"}]); 4 makes (name, version) unique instead of name (model
-// versions). Older databases are migrated at Open, one transaction per step.
-constexpr int kSchemaVersion = 4;
+// versions); 5 adds models.remote (remote models over KServe v2: JSON {"endpoint", "model",
+// "version"}, '' for stored files). Older databases are migrated at Open, one transaction per step.
+constexpr int kSchemaVersion = 5;
 
-// The models table. Names are unique per version (schema 4; before, a name was unique).
+// The models table as a new database creates it. Names are unique per version (schema 4;
+// before, a name was unique); `remote` is a remote model's target as JSON (schema 5).
 constexpr const char* kModelsColumns = R"sql((
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  version TEXT NOT NULL,
+  description TEXT NOT NULL,
+  task INTEGER NOT NULL,
+  input_shape TEXT NOT NULL,
+  class_labels TEXT NOT NULL,
+  license TEXT NOT NULL,
+  tags TEXT NOT NULL,
+  state INTEGER NOT NULL,
+  state_reason TEXT NOT NULL,
+  sha256 TEXT NOT NULL,
+  size_bytes INTEGER NOT NULL,
+  has_embed INTEGER NOT NULL,
+  feature_dim INTEGER NOT NULL,
+  created_unix_ms INTEGER NOT NULL,
+  probe_millis INTEGER NOT NULL,
+  revision INTEGER NOT NULL,
+  kind INTEGER NOT NULL DEFAULT 0,
+  layers TEXT NOT NULL DEFAULT '[]',
+  remote TEXT NOT NULL DEFAULT '',
+  UNIQUE(name, version)
+))sql";
+
+// The models table as schema 4 rebuilt it (frozen: later columns come by their own steps).
+constexpr const char* kModelsColumnsV4 = R"sql((
   id TEXT PRIMARY KEY,
   name TEXT NOT NULL,
   version TEXT NOT NULL,
@@ -182,7 +210,7 @@ std::vector<ModelLayer> ParseLayers(const std::string& text) {
 constexpr const char* kSelectColumns =
     "SELECT id, name, version, description, task, input_shape, class_labels, license, tags, "
     "state, state_reason, sha256, size_bytes, has_embed, feature_dim, created_unix_ms, "
-    "probe_millis, revision, kind, model_owners.key_id, layers FROM models "
+    "probe_millis, revision, kind, model_owners.key_id, layers, remote FROM models "
     "LEFT JOIN model_owners ON model_owners.model_id = models.id";
 
 // The fields that change after registration; bound as 1..6, the id as 7.
@@ -223,6 +251,12 @@ ModelRecord ReadRecord(Statement& st) {
   r.spec.kind = static_cast<ModelKind>(st.Int(18));
   r.owner_key_id = st.Text(19);  // NULL (no owner) reads as ""
   r.layers = ParseLayers(st.Text(20));
+  if (const std::string remote = st.Text(21); !remote.empty()) {
+    const nlohmann::json target = nlohmann::json::parse(remote);
+    r.spec.remote_endpoint = target.at("endpoint").get<std::string>();
+    r.spec.remote_model = target.at("model").get<std::string>();
+    r.spec.remote_version = target.value("version", "");
+  }
   return r;
 }
 
@@ -267,7 +301,7 @@ absl::StatusOr<std::unique_ptr<MetadataStore>> MetadataStore::Open(const std::st
     // SQLite cannot drop a UNIQUE constraint: schema 4 rebuilds the table (SQLite's documented
     // procedure; foreign keys off meanwhile, so that dropping the old table cascades nowhere).
     const std::string rebuild_models = absl::StrCat(
-        "CREATE TABLE models_new ", kModelsColumns, "; INSERT INTO models_new SELECT id, name, "
+        "CREATE TABLE models_new ", kModelsColumnsV4, "; INSERT INTO models_new SELECT id, name, "
         "version, description, task, input_shape, class_labels, license, tags, state, "
         "state_reason, sha256, size_bytes, has_embed, feature_dim, created_unix_ms, probe_millis, "
         "revision, kind, layers FROM models; DROP TABLE models; "
@@ -277,6 +311,7 @@ absl::StatusOr<std::unique_ptr<MetadataStore>> MetadataStore::Open(const std::st
         "ALTER TABLE models ADD COLUMN kind INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE models ADD COLUMN layers TEXT NOT NULL DEFAULT '[]'",
         rebuild_models,
+        "ALTER TABLE models ADD COLUMN remote TEXT NOT NULL DEFAULT ''",
     };
     for (int to = found + 1; to <= kSchemaVersion; ++to) {
       const bool rebuild = to == 4;
@@ -391,8 +426,8 @@ absl::Status MetadataStore::Insert(const ModelRecord& r) {
   Statement st(db_,
                "INSERT INTO models(id, name, version, description, task, input_shape, "
                "class_labels, license, tags, state, state_reason, sha256, size_bytes, has_embed, "
-               "feature_dim, created_unix_ms, probe_millis, revision, kind, layers) "
-               "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+               "feature_dim, created_unix_ms, probe_millis, revision, kind, layers, remote) "
+               "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
   if (!st.status().ok()) return st.status();
   st.Bind(1, r.id);
   st.Bind(2, r.spec.name);
@@ -414,6 +449,11 @@ absl::Status MetadataStore::Insert(const ModelRecord& r) {
   st.Bind(18, r.revision);
   st.Bind(19, static_cast<int64_t>(r.spec.kind));
   st.Bind(20, LayersJson(r.layers));
+  st.Bind(21, IsRemote(r.spec) ? nlohmann::json{{"endpoint", r.spec.remote_endpoint},
+                                                {"model", r.spec.remote_model},
+                                                {"version", r.spec.remote_version}}
+                                      .dump()
+                                : std::string());
   int rc = st.Step();
   if (rc == SQLITE_CONSTRAINT) {
     return absl::AlreadyExistsError(absl::StrCat(

@@ -82,6 +82,9 @@ absl::StatusOr<dock::ModelSpec> FromProto(const v1::ModelSpec& spec) {
     case v1::MODEL_KIND_FEATURE_EXTRACTOR: out.kind = dock::ModelKind::kFeatureExtractor; break;
     default: return absl::InvalidArgumentError(absl::StrCat("unknown model kind ", spec.kind()));
   }
+  out.remote_endpoint = spec.remote().endpoint();
+  out.remote_model = spec.remote().model();
+  out.remote_version = spec.remote().version();
   return out;
 }
 

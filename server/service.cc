@@ -157,6 +157,11 @@ void ToProto(const dock::ModelRecord& record, v1::Model* out) {
   spec->set_kind(record.spec.kind == dock::ModelKind::kFeatureExtractor
                      ? v1::MODEL_KIND_FEATURE_EXTRACTOR
                      : v1::MODEL_KIND_CLASSIFIER);
+  if (dock::IsRemote(record.spec)) {
+    spec->mutable_remote()->set_endpoint(record.spec.remote_endpoint);
+    spec->mutable_remote()->set_model(record.spec.remote_model);
+    spec->mutable_remote()->set_version(record.spec.remote_version);
+  }
   out->set_state(ToProto(record.state));
   out->set_state_reason(record.state_reason);
   out->set_sha256(record.sha256);
@@ -268,6 +273,27 @@ grpc::Status ModelDockServiceImpl::RegisterModel(
   response->set_deduplicated(result->deduplicated);
   spdlog::info("registered model {} '{}' ({} bytes{})", result->model.id, spec->name,
                header.size_bytes(), result->deduplicated ? ", deduplicated" : "");
+  return grpc::Status::OK;
+}
+
+grpc::Status ModelDockServiceImpl::RegisterRemoteModel(
+    grpc::ServerContext* context, const v1::RegisterRemoteModelRequest* request,
+    v1::RegisterRemoteModelResponse* response) {
+  RequestScope request_scope(context);
+  dock::ApiKeyInfo caller;
+  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kProvider,
+                                 "registering a remote model", &caller);
+      !s.ok()) {
+    return s;
+  }
+  if (request->spec().remote().endpoint().empty() || request->spec().remote().model().empty()) {
+    return InvalidArgument("spec.remote needs the endpoint (HOST:PORT) and the model's name there");
+  }
+  auto spec = FromProto(request->spec());
+  if (!spec.ok()) return ToGrpcStatus(spec.status());
+  auto result = dock_->RegisterRemote(*spec, caller.id);
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  ToProto(result->model, response->mutable_model());
   return grpc::Status::OK;
 }
 

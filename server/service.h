@@ -47,6 +47,9 @@ class ModelDockServiceImpl final : public v1::ModelDockService::Service {
   grpc::Status RegisterModel(grpc::ServerContext* context,
                              grpc::ServerReader<v1::RegisterModelRequest>* reader,
                              v1::RegisterModelResponse* response) override;
+  grpc::Status RegisterRemoteModel(grpc::ServerContext* context,
+                                   const v1::RegisterRemoteModelRequest* request,
+                                   v1::RegisterRemoteModelResponse* response) override;
   grpc::Status GetModel(grpc::ServerContext* context, const v1::GetModelRequest* request,
                         v1::GetModelResponse* response) override;
   grpc::Status ListModels(grpc::ServerContext* context, const v1::ListModelsRequest* request,

@@ -61,6 +61,8 @@ class Model:
     kind: str = "classifier"  # or "feature_extractor"
     # embed_layers(x): (name, width) per exported layer, in the model's order; empty without.
     layers: List[Tuple[str, int]] = field(default_factory=list)
+    # A remote model: "host:port", its name and version there; None for a stored file.
+    remote: Optional[Tuple[str, str, str]] = None
 
     @staticmethod
     def _from_proto(m) -> "Model":
@@ -72,7 +74,9 @@ class Model:
                      size_bytes=m.size_bytes, has_embed=m.has_embed, feature_dim=m.feature_dim,
                      kind="feature_extractor" if m.spec.kind == pb.MODEL_KIND_FEATURE_EXTRACTOR
                      else "classifier",
-                     layers=[(layer.name, layer.dim) for layer in m.layers])
+                     layers=[(layer.name, layer.dim) for layer in m.layers],
+                     remote=(m.spec.remote.endpoint, m.spec.remote.model, m.spec.remote.version)
+                     if m.spec.remote.endpoint else None)
 
 
 @dataclass
@@ -193,6 +197,34 @@ class Client:
 
         response = _call(self._stub.RegisterModel, messages(), timeout=self._timeout,
                          metadata=self._metadata)
+        model = Model._from_proto(response.model)
+        if not wait:
+            return model
+        model = self.wait(model.id)
+        if model.state == "FAILED":
+            raise ModelDockError(grpc.StatusCode.FAILED_PRECONDITION,
+                                 f"model '{name}' failed: {model.state_reason}")
+        return model
+
+    def register_remote(self, endpoint: str, remote_model: str, name: str,
+                        input_shape: Sequence[int], labels: Sequence[str] = (),
+                        remote_version: str = "", description: str = "", license: str = "",
+                        tags: Sequence[str] = (), version: str = "", wait: bool = True,
+                        feature_extractor: bool = False) -> Model:
+        """Registers a model that stays on a KServe v2 inference server (Triton, KServe,
+        MLServer, another dock's --kserve-listen) at endpoint "host:port"; the dock calls it
+        over the protocol. Waits like register()."""
+        spec = pb.ModelSpec(name=name, version=version, description=description,
+                            input_shape=list(input_shape), class_labels=list(labels),
+                            license=license, tags=list(tags),
+                            task=pb.TASK_KIND_IMAGE_CLASSIFICATION if len(input_shape) == 3
+                            else pb.TASK_KIND_TABULAR_CLASSIFICATION,
+                            kind=pb.MODEL_KIND_FEATURE_EXTRACTOR if feature_extractor
+                            else pb.MODEL_KIND_CLASSIFIER,
+                            remote=pb.RemoteTarget(endpoint=endpoint, model=remote_model,
+                                                   version=remote_version))
+        response = _call(self._stub.RegisterRemoteModel, pb.RegisterRemoteModelRequest(spec=spec),
+                         timeout=self._timeout, metadata=self._metadata)
         model = Model._from_proto(response.model)
         if not wait:
             return model
