@@ -76,6 +76,11 @@ class AuthTest : public ::testing::Test {
     codes["Recommend"] = c.Recommend(query_, options).status().code();
     codes["RegisterModel"] =
         c.Register(AssetPath(std::string(kTops) + ".pt"), TopsSpec("by-" + who)).status().code();
+    // Past the key check, an unreachable remote server is UNAVAILABLE (nothing listens on :1).
+    v1::ModelSpec remote = TopsSpec("remote-by-" + who);
+    remote.mutable_remote()->set_endpoint("127.0.0.1:1");
+    remote.mutable_remote()->set_model("tops");
+    codes["RegisterRemoteModel"] = c.RegisterRemote(remote).status().code();
     codes["ListApiKeys"] = c.ListApiKeys().status().code();
     codes["CreateApiKey"] = c.CreateApiKey(v1::API_KEY_ROLE_CONSUMER, "x").status().code();
     codes["RevokeApiKey"] = c.RevokeApiKey("no-such-key").code();
@@ -110,17 +115,20 @@ TEST_F(AuthTest, EveryRoleGetsExactlyItsCalls) {
   // Keys managed by an admin; RevokeApiKey of an unknown id is NOT_FOUND once allowed.
   const std::map<std::string, std::map<std::string, C>> expected = {
       {"admin", {{"GetModel", ok}, {"ListModels", ok}, {"WatchModel", ok}, {"Recommend", ok},
-                 {"RegisterModel", ok}, {"ListApiKeys", ok}, {"CreateApiKey", ok},
+                 {"RegisterModel", ok}, {"RegisterRemoteModel", C::kUnavailable},
+                 {"ListApiKeys", ok}, {"CreateApiKey", ok},
                  {"RevokeApiKey", C::kNotFound}, {"ReportOutcome", ok}, {"ListRecords", ok},
                  {"TrainAlignment", ok}, {"ListAlignments", ok}, {"UseAlignment", ok},
                  {"UpdateModel", ok}, {"ListAuditLog", ok}}},
       {"provider", {{"GetModel", ok}, {"ListModels", ok}, {"WatchModel", ok}, {"Recommend", ok},
-                    {"RegisterModel", ok}, {"ListApiKeys", denied}, {"CreateApiKey", denied},
+                    {"RegisterModel", ok}, {"RegisterRemoteModel", C::kUnavailable},
+                    {"ListApiKeys", denied}, {"CreateApiKey", denied},
                     {"RevokeApiKey", denied}, {"ReportOutcome", ok}, {"ListRecords", ok},
                     {"TrainAlignment", denied}, {"ListAlignments", ok},
                     {"UseAlignment", denied}, {"UpdateModel", ok}, {"ListAuditLog", denied}}},
       {"consumer", {{"GetModel", ok}, {"ListModels", ok}, {"WatchModel", ok}, {"Recommend", ok},
-                    {"RegisterModel", denied}, {"ListApiKeys", denied},
+                    {"RegisterModel", denied}, {"RegisterRemoteModel", denied},
+                    {"ListApiKeys", denied},
                     {"CreateApiKey", denied}, {"RevokeApiKey", denied}, {"ReportOutcome", ok},
                     {"ListRecords", ok}, {"TrainAlignment", denied}, {"ListAlignments", ok},
                     {"UseAlignment", denied}, {"UpdateModel", denied},
