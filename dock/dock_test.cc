@@ -106,6 +106,25 @@ class DockTest : public ::testing::Test {
     return record;
   }
 
+  // Uploads `bytes` as `spec` for `owner` and waits until the model leaves PENDING/PROBING;
+  // the final record, or the registration's error.
+  absl::StatusOr<ModelRecord> RegisterBytes(const ModelSpec& spec, const std::string& bytes,
+                                            const std::string& owner = "") {
+    auto upload = dock_->BeginRegistration(spec, static_cast<int64_t>(bytes.size()),
+                                           Sha256::Of(bytes), owner);
+    if (!upload.ok()) return upload.status();
+    if (absl::Status s = (*upload)->Write(bytes); !s.ok()) return s;
+    auto result = dock_->FinishRegistration(std::move(*upload));
+    if (!result.ok()) return result.status();
+    ModelRecord record = result->model;
+    while (record.state == ModelState::kPending || record.state == ModelState::kProbing) {
+      auto next = dock_->WaitForChange(record.id, record.revision, absl::Seconds(1));
+      if (!next.ok()) return next.status();
+      record = *next;
+    }
+    return record;
+  }
+
   RecommendQuery TopsQuery() {
     std::string dir = (fs::path(AssetDir()) / "demo" / "query_tops").string();
     datasets::LoadOptions load;
@@ -450,20 +469,7 @@ class FeatureExtractorTest : public DockTest {
     spec.name = name;
     spec.input_shape = {1, 28, 28};
     spec.kind = ModelKind::kFeatureExtractor;
-    std::string bytes = ReadFile(file);
-    auto upload = dock_->BeginRegistration(spec, static_cast<int64_t>(bytes.size()),
-                                           Sha256::Of(bytes));
-    if (!upload.ok()) return upload.status();
-    if (absl::Status s = (*upload)->Write(bytes); !s.ok()) return s;
-    auto result = dock_->FinishRegistration(std::move(*upload));
-    if (!result.ok()) return result.status();
-    ModelRecord record = result->model;
-    while (record.state == ModelState::kPending || record.state == ModelState::kProbing) {
-      auto next = dock_->WaitForChange(record.id, record.revision, absl::Seconds(1));
-      if (!next.ok()) return next.status();
-      record = *next;
-    }
-    return record;
+    return RegisterBytes(spec, ReadFile(file));
   }
   // The demo tops classifier with its head cut off (scripts/headless_model.py).
   std::string HeadlessTops() {
@@ -561,20 +567,7 @@ class VersionTest : public DockTest {
     ModelSpec spec = SpecFromSidecar(base + ".json");
     spec.name = name;
     spec.version = version;
-    const std::string bytes = ReadFile(base + ".pt");
-    auto upload = dock_->BeginRegistration(spec, static_cast<int64_t>(bytes.size()),
-                                           Sha256::Of(bytes), owner);
-    if (!upload.ok()) return upload.status();
-    if (absl::Status s = (*upload)->Write(bytes); !s.ok()) return s;
-    auto result = dock_->FinishRegistration(std::move(*upload));
-    if (!result.ok()) return result.status();
-    ModelRecord record = result->model;
-    while (record.state == ModelState::kPending || record.state == ModelState::kProbing) {
-      auto next = dock_->WaitForChange(record.id, record.revision, absl::Seconds(1));
-      if (!next.ok()) return next.status();
-      record = *next;
-    }
-    return record;
+    return RegisterBytes(spec, ReadFile(base + ".pt"), owner);
   }
 };
 
@@ -666,20 +659,7 @@ class LayerTest : public DockTest {
     spec.name = name;
     spec.input_shape = {1, 28, 28};
     for (int c = 0; c < 10; ++c) spec.class_labels.push_back(absl::StrCat("c", c));
-    std::string bytes = ReadFile(std::string(MODELDOCK_CRAFTED_DIR) + "/" + file);
-    auto upload = dock_->BeginRegistration(spec, static_cast<int64_t>(bytes.size()),
-                                           Sha256::Of(bytes));
-    if (!upload.ok()) return upload.status();
-    if (absl::Status s = (*upload)->Write(bytes); !s.ok()) return s;
-    auto result = dock_->FinishRegistration(std::move(*upload));
-    if (!result.ok()) return result.status();
-    ModelRecord record = result->model;
-    while (record.state == ModelState::kPending || record.state == ModelState::kProbing) {
-      auto next = dock_->WaitForChange(record.id, record.revision, absl::Seconds(1));
-      if (!next.ok()) return next.status();
-      record = *next;
-    }
-    return record;
+    return RegisterBytes(spec, ReadFile(std::string(MODELDOCK_CRAFTED_DIR) + "/" + file));
   }
 };
 

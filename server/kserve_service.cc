@@ -79,6 +79,12 @@ grpc::Status ReadInput(const inference::ModelInferRequest& request, Tensor* out)
 
 }  // namespace
 
+grpc::Status KServeServiceImpl::Authorize(grpc::ServerContext* context, const char* what) {
+  dock::ApiKeyInfo caller;
+  return AuthorizeCall(dock_, require_api_keys_, context, dock::ApiKeyRole::kConsumer, what,
+                       &caller);
+}
+
 grpc::Status KServeServiceImpl::ServerLive(grpc::ServerContext* /*context*/,
                                            const inference::ServerLiveRequest* /*request*/,
                                            inference::ServerLiveResponse* response) {
@@ -97,12 +103,7 @@ grpc::Status KServeServiceImpl::ModelReady(grpc::ServerContext* context,
                                            const inference::ModelReadyRequest* request,
                                            inference::ModelReadyResponse* response) {
   RequestScope request_scope(context);
-  dock::ApiKeyInfo caller;
-  if (grpc::Status s = AuthorizeCall(dock_, require_api_keys_, context,
-                                     dock::ApiKeyRole::kConsumer, "ModelReady", &caller);
-      !s.ok()) {
-    return s;
-  }
+  if (grpc::Status s = Authorize(context, "ModelReady"); !s.ok()) return s;
   auto record = dock_->GetModel(ModelRef(request->name(), request->version()));
   if (!record.ok() && !absl::IsNotFound(record.status())) return ToGrpcStatus(record.status());
   response->set_ready(record.ok() && record->state == dock::ModelState::kReady);
@@ -121,12 +122,7 @@ grpc::Status KServeServiceImpl::ModelMetadata(grpc::ServerContext* context,
                                               const inference::ModelMetadataRequest* request,
                                               inference::ModelMetadataResponse* response) {
   RequestScope request_scope(context);
-  dock::ApiKeyInfo caller;
-  if (grpc::Status s = AuthorizeCall(dock_, require_api_keys_, context,
-                                     dock::ApiKeyRole::kConsumer, "ModelMetadata", &caller);
-      !s.ok()) {
-    return s;
-  }
+  if (grpc::Status s = Authorize(context, "ModelMetadata"); !s.ok()) return s;
   auto record = dock_->GetModel(ModelRef(request->name(), request->version()));
   if (!record.ok()) return ToGrpcStatus(record.status());
   response->set_name(record->spec.name);
@@ -151,12 +147,7 @@ grpc::Status KServeServiceImpl::ModelInfer(grpc::ServerContext* context,
                                            const inference::ModelInferRequest* request,
                                            inference::ModelInferResponse* response) {
   RequestScope request_scope(context);
-  dock::ApiKeyInfo caller;
-  if (grpc::Status s = AuthorizeCall(dock_, require_api_keys_, context,
-                                     dock::ApiKeyRole::kConsumer, "ModelInfer", &caller);
-      !s.ok()) {
-    return s;
-  }
+  if (grpc::Status s = Authorize(context, "ModelInfer"); !s.ok()) return s;
   for (const auto& wanted : request->outputs()) {
     if (wanted.name() != kOutputName) {
       return Invalid(absl::StrCat("modeldock models have one output, '", kOutputName,

@@ -40,6 +40,9 @@ class KServeServiceImpl final : public inference::GRPCInferenceService::Service 
                           inference::ModelInferResponse* response) override;
 
  private:
+  // Model calls need the consumer role under --auth (liveness and server metadata stay open).
+  grpc::Status Authorize(grpc::ServerContext* context, const char* what);
+
   dock::Dock* dock_;
   bool require_api_keys_;
 };

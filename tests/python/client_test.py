@@ -9,7 +9,6 @@ and checks that errors arrive as ModelDockError with the gRPC code. Exits non-ze
 """
 import json
 import os
-import struct
 import sys
 import tempfile
 import unittest
@@ -18,18 +17,11 @@ import grpc
 import numpy as np
 
 import modeldock
-from live_server import start_server, stop_server
+from live_server import read_idx, start_server, stop_server
 
 SERVER, ASSETS = sys.argv[1], sys.argv[2]
 DEMO = os.path.join(ASSETS, "demo")
 
-
-def read_idx(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 class ClientTest(unittest.TestCase):

@@ -7,11 +7,8 @@ calling side. Outputs are checked against the same TorchScript file run in PyTor
 """
 import json
 import os
-import re
-import struct
 import sys
 import tempfile
-import time
 import unittest
 
 import grpc
@@ -21,18 +18,11 @@ import torch
 import modeldock
 from kserve import inference_pb2 as pb
 from kserve import inference_pb2_grpc as pb_grpc
-from live_server import start_server, stop_server
+from live_server import kserve_address, read_idx, start_server, stop_server
 
 SERVER, ASSETS = sys.argv[1], sys.argv[2]
 DEMO = os.path.join(ASSETS, "demo")
 
-
-def read_idx(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 class KServeTest(unittest.TestCase):
@@ -43,16 +33,7 @@ class KServeTest(unittest.TestCase):
         cls.server, cls.address = start_server(
             SERVER, ASSETS, os.path.join(cls.tmp.name, "d"),
             ["--workers", "1", "--kserve-listen", "127.0.0.1:0"], stderr=cls.err)
-        port = None
-        for _ in range(100):
-            cls.err.seek(0)
-            found = re.search(r"KServe v2 inference protocol on 127\.0\.0\.1:(\d+)", cls.err.read())
-            if found:
-                port = int(found.group(1))
-                break
-            time.sleep(0.1)
-        assert port, "the server did not log its KServe address"
-        cls.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        cls.channel = grpc.insecure_channel(kserve_address(cls.err))
         cls.kserve = pb_grpc.GRPCInferenceServiceStub(cls.channel)
         cls.dock = modeldock.Client(cls.address)
         with open(os.path.join(DEMO, "fmnist-tops-cnn.json")) as f:

@@ -7,7 +7,6 @@ PyTorch.
     PYTHONPATH=<build>/python layers_test.py SERVER_BINARY ASSET_DIR CRAFTED_DIR ORACLE_DIR
 """
 import os
-import struct
 import sys
 import tempfile
 import unittest
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 
 import modeldock
-from live_server import start_server, stop_server
+from live_server import read_idx, start_server, stop_server
 
 SERVER, ASSETS, CRAFTED, ORACLE_DIR = sys.argv[1:5]
 sys.path.insert(0, ORACLE_DIR)
@@ -25,13 +24,6 @@ import metrics_oracle  # noqa: E402  (the scoring tests' oracle, imported from i
 QUERY = os.path.join(ASSETS, "demo", "query_tops")
 LABELS = [f"c{i}" for i in range(10)]
 
-
-def read_idx(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 class LayersTest(unittest.TestCase):

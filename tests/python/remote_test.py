@@ -7,29 +7,19 @@ B), probes and recommends it, and says clearly when A cannot be reached.
 """
 import json
 import os
-import re
-import struct
 import sys
 import tempfile
-import time
 import unittest
 
 import grpc
 import numpy as np
 
 import modeldock
-from live_server import start_server, stop_server
+from live_server import kserve_address, read_idx, start_server, stop_server
 
 SERVER, ASSETS = sys.argv[1], sys.argv[2]
 DEMO = os.path.join(ASSETS, "demo")
 
-
-def read_idx(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 class RemoteModelTest(unittest.TestCase):
@@ -43,15 +33,7 @@ class RemoteModelTest(unittest.TestCase):
                                            ["--workers", "1"])
         a, b = modeldock.Client(address_a), modeldock.Client(address_b)
         try:
-            kserve = None
-            for _ in range(100):
-                err.seek(0)
-                found = re.search(r"KServe v2 inference protocol on (127\.0\.0\.1:\d+)", err.read())
-                if found:
-                    kserve = found.group(1)
-                    break
-                time.sleep(0.1)
-            self.assertIsNotNone(kserve)
+            kserve = kserve_address(err)
             with open(os.path.join(DEMO, "fmnist-tops-cnn.json")) as f:
                 labels = json.load(f)["class_labels"]
             path = os.path.join(DEMO, "fmnist-tops-cnn.pt")

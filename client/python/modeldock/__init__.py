@@ -197,14 +197,7 @@ class Client:
 
         response = _call(self._stub.RegisterModel, messages(), timeout=self._timeout,
                          metadata=self._metadata)
-        model = Model._from_proto(response.model)
-        if not wait:
-            return model
-        model = self.wait(model.id)
-        if model.state == "FAILED":
-            raise ModelDockError(grpc.StatusCode.FAILED_PRECONDITION,
-                                 f"model '{name}' failed: {model.state_reason}")
-        return model
+        return self._admitted(response.model, wait)
 
     def register_remote(self, endpoint: str, remote_model: str, name: str,
                         input_shape: Sequence[int], labels: Sequence[str] = (),
@@ -225,13 +218,17 @@ class Client:
                                                    version=remote_version))
         response = _call(self._stub.RegisterRemoteModel, pb.RegisterRemoteModelRequest(spec=spec),
                          timeout=self._timeout, metadata=self._metadata)
-        model = Model._from_proto(response.model)
+        return self._admitted(response.model, wait)
+
+    def _admitted(self, proto_model, wait: bool) -> Model:
+        """A registration's answer; with wait, the model once READY (FAILED raises)."""
+        model = Model._from_proto(proto_model)
         if not wait:
             return model
         model = self.wait(model.id)
         if model.state == "FAILED":
             raise ModelDockError(grpc.StatusCode.FAILED_PRECONDITION,
-                                 f"model '{name}' failed: {model.state_reason}")
+                                 f"model '{model.name}' failed: {model.state_reason}")
         return model
 
     def wait(self, model: str) -> Model:
