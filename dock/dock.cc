@@ -290,7 +290,9 @@ absl::Status DockImpl::Init() {
   }
   encoder::SetTorchThreads(options_.torch_threads);
   if (absl::Status s = StartWorkers(); !s.ok()) return s;
-  auto store = MetadataStore::Open((fs::path(options_.data_dir) / "modeldock.db").string());
+  auto store = OpenMetadataStore(options_.metadata_url.empty()
+                                     ? (fs::path(options_.data_dir) / "modeldock.db").string()
+                                     : options_.metadata_url);
   if (!store.ok()) return store.status();
   store_ = std::move(*store);
   learning_ = std::make_unique<LearningLoop>(

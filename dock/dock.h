@@ -125,6 +125,9 @@ struct SandboxOptions {
 
 struct DockOptions {
   std::string data_dir = "modeldock-data";
+  // Where the metadata lives: empty = SQLite in data_dir/modeldock.db; "postgresql://..." = a
+  // PostgreSQL database (OpenMetadataStore). Blobs and the index stay in data_dir either way.
+  std::string metadata_url;
   // Directory written by scripts/make_assets.py (probe set, reference encoder); empty = the
   // compiled-in default (the build's assets directory).
   std::string asset_dir;

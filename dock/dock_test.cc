@@ -407,7 +407,7 @@ TEST_F(LearningTest, ProjectedVectorsServeFromTheVersionsOwnIndex) {
   ASSERT_TRUE(untrained.ok()) << untrained.status();
   // Version 2 = version 1 plus an identity projection in this dock's knowledge space.
   {
-    auto store = MetadataStore::Open((data_dir_ / "modeldock.db").string());
+    auto store = OpenMetadataStore((data_dir_ / "modeldock.db").string());
     ASSERT_TRUE(store.ok()) << store.status();
     auto row = (*store)->Alignment(1);
     ASSERT_TRUE(row.ok()) << row.status();
@@ -825,7 +825,7 @@ TEST(MetadataStoreMigrationTest, SchemaOneDatabaseIsMigrated) {
     ASSERT_EQ(sqlite3_exec(db, v1, nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "");
     sqlite3_close(db);
   }
-  auto store = MetadataStore::Open(path);
+  auto store = OpenMetadataStore(path);
   ASSERT_TRUE(store.ok()) << store.status();
   auto record = (*store)->Get("m-1");
   ASSERT_TRUE(record.ok()) << record.status();
@@ -850,7 +850,7 @@ TEST(MetadataStoreMigrationTest, SchemaOneDatabaseIsMigrated) {
   EXPECT_TRUE((*store)->Vectors("space")->empty());
   store->reset();
   // Opening again does not migrate twice.
-  auto again = MetadataStore::Open(path);
+  auto again = OpenMetadataStore(path);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_TRUE((*again)->Get("m-1").ok());
   again->reset();

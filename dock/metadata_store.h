@@ -1,14 +1,18 @@
-// Model metadata in SQLite (WAL journal, synchronous=FULL): one row per model, the model's probe
-// outputs and its knowledge vector. Every multi-row change is one transaction, so a crash leaves
-// either the old or the new state. The seam for a PostgreSQL store (several replicas) is this
-// class's interface.
+// Model metadata: one row per model, the model's probe outputs and its knowledge vector, API
+// keys, outcome records, ranker versions, the audit log and small settings. Every multi-row
+// change is one transaction, so a crash leaves either the old or the new state.
+//
+// MetadataStore is the interface; OpenMetadataStore picks the backend: SQLite (the embedded
+// default, dock/sqlite_store.h) or PostgreSQL (a shared server, dock/postgres_store.h). Both
+// give the same results and status codes for the same calls (dock/metadata_store_test.cc runs
+// one suite on both), and both are safe to call from several threads.
 #ifndef MODELDOCK_DOCK_METADATA_STORE_H_
 #define MODELDOCK_DOCK_METADATA_STORE_H_
 
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -17,9 +21,11 @@
 #include "common/tensor.h"
 #include "dock/dock.h"
 
-struct sqlite3;
-
 namespace modeldock::dock {
+
+// The schema version both backends migrate to at open (meta 'schema_version'). A database of a
+// newer version is refused (FAILED_PRECONDITION): this binary would not know what it may write.
+inline constexpr int kMetadataSchemaVersion = 5;
 
 // A stored API key: salted SHA-256 of its secret (hex), never the secret itself.
 struct ApiKeyRow {
@@ -66,82 +72,95 @@ struct AlignmentRow {
 
 class MetadataStore {
  public:
-  static absl::StatusOr<std::unique_ptr<MetadataStore>> Open(const std::string& path);
-  ~MetadataStore();
+  virtual ~MetadataStore() = default;
 
   // ALREADY_EXISTS if the id or the (name, version) pair is taken.
-  absl::Status Insert(const ModelRecord& record);
+  virtual absl::Status Insert(const ModelRecord& record) = 0;
 
   // API keys and model ownership.
-  absl::Status InsertKey(const ApiKeyRow& key);
+  virtual absl::Status InsertKey(const ApiKeyRow& key) = 0;
   // All keys (id empty) or the one with `id` (empty result when there is none).
-  absl::StatusOr<std::vector<ApiKeyRow>> Keys(const std::string& id = "");
-  absl::Status RevokeKey(const std::string& id);  // NOT_FOUND
-  absl::Status SetOwner(const std::string& model_id, const std::string& key_id);
-  absl::StatusOr<std::string> OwnerOf(const std::string& model_id);  // "" when none
+  virtual absl::StatusOr<std::vector<ApiKeyRow>> Keys(const std::string& id = "") = 0;
+  virtual absl::Status RevokeKey(const std::string& id) = 0;  // NOT_FOUND
+  virtual absl::Status SetOwner(const std::string& model_id, const std::string& key_id) = 0;
+  virtual absl::StatusOr<std::string> OwnerOf(const std::string& model_id) = 0;  // "" when none
   // Rewrites the mutable fields (state, reason, has_embed, feature_dim, probe_millis, revision).
-  absl::Status UpdateState(const ModelRecord& record);
-  // Records carry their owner (model_owners joined in: no query per model).
-  absl::StatusOr<ModelRecord> Get(const std::string& id);
+  // NOT_FOUND if there is no such model.
+  virtual absl::Status UpdateState(const ModelRecord& record) = 0;
+  // Records carry their owner (model_owners joined in: no query per model). NOT_FOUND.
+  virtual absl::StatusOr<ModelRecord> Get(const std::string& id) = 0;
   // Every version of a model name, oldest registration first (empty when there is none).
-  absl::StatusOr<std::vector<ModelRecord>> FindVersions(const std::string& name);
-  absl::StatusOr<std::vector<ModelRecord>> ListAll();
-  // Deletes the row, its probe outputs and its vector.
-  absl::Status Delete(const std::string& id);
+  virtual absl::StatusOr<std::vector<ModelRecord>> FindVersions(const std::string& name) = 0;
+  // Oldest registration first.
+  virtual absl::StatusOr<std::vector<ModelRecord>> ListAll() = 0;
+  // Deletes the row, its probe outputs, features, vector and owner (OK if there is none).
+  virtual absl::Status Delete(const std::string& id) = 0;
   // Number of models in each state (states with none are absent): one COUNT query, not a scan.
-  absl::StatusOr<std::map<ModelState, int>> CountByState();
+  virtual absl::StatusOr<std::map<ModelState, int>> CountByState() = 0;
   // Number of models whose file has this digest.
-  absl::StatusOr<int> CountBySha(const std::string& sha256);
+  virtual absl::StatusOr<int> CountBySha(const std::string& sha256) = 0;
 
-  // Stores probe outputs (logits and, unless empty, compressed features), vector and the READY
-  // record in one transaction.
-  absl::Status CommitProbe(const ModelRecord& record, const std::string& probe_set_sha,
-                           const Tensor& probe_logits, const Tensor& probe_features,
-                           const std::string& space, const std::vector<float>& vector);
+  // Stores probe outputs (logits and, unless empty, compressed features), vector (unless empty)
+  // and the READY record in one transaction. NOT_FOUND (nothing stored) if the model was deleted
+  // meanwhile.
+  virtual absl::Status CommitProbe(const ModelRecord& record, const std::string& probe_set_sha,
+                                   const Tensor& probe_logits, const Tensor& probe_features,
+                                   const std::string& space, const std::vector<float>& vector) = 0;
   // NOT_FOUND if the model has no outputs for this probe set.
-  absl::StatusOr<Tensor> GetProbeOutputs(const std::string& id, const std::string& probe_set_sha);
+  virtual absl::StatusOr<Tensor> GetProbeOutputs(const std::string& id,
+                                                 const std::string& probe_set_sha) = 0;
   // The compressed probe features of CommitProbe; NOT_FOUND if none for this probe set.
-  absl::StatusOr<Tensor> GetProbeFeatures(const std::string& id, const std::string& probe_set_sha);
+  virtual absl::StatusOr<Tensor> GetProbeFeatures(const std::string& id,
+                                                  const std::string& probe_set_sha) = 0;
   // Whether GetProbeFeatures would find features (without reading them).
-  absl::StatusOr<bool> HasProbeFeatures(const std::string& id, const std::string& probe_set_sha);
+  virtual absl::StatusOr<bool> HasProbeFeatures(const std::string& id,
+                                                const std::string& probe_set_sha) = 0;
   // Replaces a model's vector (used when the knowledge space changes).
-  absl::Status PutVector(const std::string& id, const std::string& space,
-                         const std::vector<float>& vector);
+  virtual absl::Status PutVector(const std::string& id, const std::string& space,
+                                 const std::vector<float>& vector) = 0;
+  // (model id, vector) for every vector in `space`, by model id.
+  virtual absl::StatusOr<std::vector<std::pair<std::string, std::vector<float>>>> Vectors(
+      const std::string& space) = 0;
+
   // Outcome records. AddOutcomes upserts the query and its outcomes (one per query, model and
-  // source: a new report replaces the old) in one transaction.
-  absl::Status AddOutcomes(const OutcomeQueryRow& query, const std::vector<OutcomeRow>& outcomes);
+  // source: a new report replaces the old, and counts as the newest) in one transaction.
+  virtual absl::Status AddOutcomes(const OutcomeQueryRow& query,
+                                   const std::vector<OutcomeRow>& outcomes) = 0;
   // Newest first; `model_id` empty = all; limit <= 0 = no limit.
-  absl::StatusOr<std::vector<OutcomeRow>> Outcomes(const std::string& model_id, int limit);
+  virtual absl::StatusOr<std::vector<OutcomeRow>> Outcomes(const std::string& model_id,
+                                                           int limit) = 0;
   // (outcome records, distinct queries with outcomes).
-  absl::StatusOr<std::pair<int64_t, int64_t>> CountOutcomes(const std::string& model_id);
-  absl::StatusOr<std::vector<OutcomeQueryRow>> OutcomeQueries();
+  virtual absl::StatusOr<std::pair<int64_t, int64_t>> CountOutcomes(
+      const std::string& model_id) = 0;
+  // Oldest first.
+  virtual absl::StatusOr<std::vector<OutcomeQueryRow>> OutcomeQueries() = 0;
 
   // Ranker versions; InsertAlignment assigns the next version number and returns it.
-  absl::StatusOr<int64_t> InsertAlignment(const AlignmentRow& row);
+  virtual absl::StatusOr<int64_t> InsertAlignment(const AlignmentRow& row) = 0;
   // All versions, oldest first, without payloads.
-  absl::StatusOr<std::vector<AlignmentRow>> Alignments();
-  absl::StatusOr<AlignmentRow> Alignment(int64_t version);  // NOT_FOUND
-  // Description, license and tags of a model (and its revision).
-  absl::Status UpdateSpec(const ModelRecord& record);
-  absl::Status AppendAudit(const AuditEntry& entry);
-  absl::StatusOr<std::vector<AuditEntry>> Audit(int limit);  // newest first
+  virtual absl::StatusOr<std::vector<AlignmentRow>> Alignments() = 0;
+  virtual absl::StatusOr<AlignmentRow> Alignment(int64_t version) = 0;  // NOT_FOUND
+  // Description, license and tags of a model (and its revision). NOT_FOUND.
+  virtual absl::Status UpdateSpec(const ModelRecord& record) = 0;
+  virtual absl::Status AppendAudit(const AuditEntry& entry) = 0;
+  virtual absl::StatusOr<std::vector<AuditEntry>> Audit(int limit) = 0;  // newest first
 
   // Small settings in the meta table ("" when unset).
-  absl::Status SetMeta(const std::string& key, const std::string& value);
-  absl::StatusOr<std::string> GetMeta(const std::string& key);
-
-  // (model id, vector) for every vector in `space`.
-  absl::StatusOr<std::vector<std::pair<std::string, std::vector<float>>>> Vectors(
-      const std::string& space);
-
- private:
-  explicit MetadataStore(sqlite3* db) : db_(db) {}
-  absl::Status Exec(const std::string& sql);
-  absl::StatusOr<Tensor> GetProbeTensor(const char* sql, const char* what, const std::string& id,
-                                        const std::string& probe_set_sha);
-  sqlite3* db_;
-  std::mutex mutex_;  // one connection, serialised
+  virtual absl::Status SetMeta(const std::string& key, const std::string& value) = 0;
+  virtual absl::StatusOr<std::string> GetMeta(const std::string& key) = 0;
 };
+
+// "postgresql://..." or "postgres://..." (a libpq connection URI) opens a PostgreSQL store;
+// anything else is the path of a SQLite file (created if absent). Either is migrated to
+// kMetadataSchemaVersion.
+absl::StatusOr<std::unique_ptr<MetadataStore>> OpenMetadataStore(const std::string& url_or_path);
+
+// Whether OpenMetadataStore would open `url_or_path` as PostgreSQL.
+bool IsPostgresUrl(std::string_view url_or_path);
+
+// The URL with any password replaced by "***" (user:secret@ and password=...), for logs and
+// error messages; a path is returned as it is.
+std::string RedactUrl(std::string_view url_or_path);
 
 }  // namespace modeldock::dock
 
