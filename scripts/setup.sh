@@ -7,9 +7,12 @@ PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git ca-certificates
   libtorch-dev libfaiss-dev libopenblas0-pthread
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libspdlog-dev libfmt-dev libabsl-dev libsqlite3-dev libssl-dev
+  libspdlog-dev libfmt-dev libabsl-dev libsqlite3-dev libpq-dev libssl-dev
   libcli11-dev nlohmann-json3-dev libstb-dev openssl
   libgtest-dev libgmock-dev libbenchmark-dev
+  # PostgreSQL 15's server binaries for the tests (scripts/postgres_test_server.sh); the
+  # server itself links libpq only.
+  postgresql-15
   dataset-fashion-mnist
   python3 python3-torch python3-numpy python3-scipy python3-sklearn python3-pil python3-grpcio
   python3-protobuf python3-prometheus-client

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The test command: installs what is needed, builds everything, lints the API with buf, runs
-# the whole GoogleTest suite (plus the benchmark smoke run) through ctest, then a bounded fuzzing
-# run of the parsers (scripts/fuzz.sh, build-fuzz/ with clang).
+# The test command: installs what is needed, builds everything, lints the API with buf, starts a
+# throw-away PostgreSQL, runs the whole GoogleTest suite (plus the benchmark smoke run) through
+# ctest, then a bounded fuzzing run of the parsers (scripts/fuzz.sh, build-fuzz/ with clang).
 # Usage: scripts/test.sh [BUILD_DIR]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,6 +17,15 @@ start=$(date +%s)
 
 echo "test: buf lint (modeldock.v1 API conventions)"
 (cd "$ROOT" && "$ROOT/tools/node_modules/.bin/buf" lint)
+
+# PostgreSQL for the metadata store tests (dock/metadata_store_test, server_main_test): a
+# throw-away server (scripts/postgres_test_server.sh), unless MODELDOCK_TEST_PG_URL already
+# names one. MODELDOCK_SKIP_PG=1 skips those tests instead; without either they fail.
+if [[ -z "${MODELDOCK_TEST_PG_URL:-}" && "${MODELDOCK_SKIP_PG:-}" != 1 ]]; then
+  PG_DIR="$(mktemp -d /tmp/modeldock-pg-XXXXXX)"
+  trap '"$ROOT/scripts/postgres_test_server.sh" stop "$PG_DIR"' EXIT
+  eval "$("$ROOT/scripts/postgres_test_server.sh" start "$PG_DIR")"
+fi
 
 echo "test: ctest"
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "${MODELDOCK_JOBS:-$(nproc)}" --timeout 600

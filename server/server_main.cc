@@ -17,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "dock/dock.h"
+#include "dock/metadata_store.h"
 #include "nlohmann/json.hpp"
 #include "server/grpc_server.h"
 #include "server/metrics.h"
@@ -33,6 +34,8 @@ namespace {
 struct ServerConfig {
   std::string listen = "127.0.0.1:50051";
   std::string data_dir = "./modeldock-data";
+  // Metadata database: empty = SQLite in data_dir; postgresql://... = a PostgreSQL database.
+  std::string metadata_url;
   std::string asset_dir = MODELDOCK_DEFAULT_ASSET_DIR;
   int64_t max_model_mb = 256;
   std::string index_factory = "Flat";
@@ -73,6 +76,8 @@ Examples:
   modeldock-server                                  # 127.0.0.1:50051, data in ./modeldock-data
   modeldock-server --listen 0.0.0.0:50051 --data-dir /var/lib/modeldock
   modeldock-server --listen 127.0.0.1:0             # any free port; the bound one is printed
+  modeldock-server --metadata-url postgresql://modeldock@db:5432/modeldock
+                                                    # metadata in PostgreSQL, not in --data-dir
   modeldock-server --config server.json --log-level debug
 
 The --config file is a JSON object with the flags' names as keys (dashes or underscores), e.g.
@@ -103,6 +108,7 @@ std::string LoadConfigFile(const std::string& path, ServerConfig* config) {
     if (!json.is_object()) return "config file " + path + " must hold a JSON object";
     ReadKey(json, "listen", &config->listen);
     ReadKey(json, "data-dir", &config->data_dir);
+    ReadKey(json, "metadata-url", &config->metadata_url);
     ReadKey(json, "asset-dir", &config->asset_dir);
     ReadKey(json, "max-model-mb", &config->max_model_mb);
     ReadKey(json, "index-factory", &config->index_factory);
@@ -156,6 +162,10 @@ int main(int argc, char** argv) {
   auto* data_dir = app.add_option("--data-dir", flags.data_dir,
                                   "Directory for the model store, metadata and index")
                        ->default_str("./modeldock-data");
+  auto* metadata_url = app.add_option(
+      "--metadata-url", flags.metadata_url,
+      "Metadata database: postgresql://USER@HOST:PORT/DB (libpq URI; password from ~/.pgpass or "
+      "PGPASSWORD) instead of SQLite in --data-dir (model files and the index stay there)");
   auto* asset_dir =
       app.add_option("--asset-dir", flags.asset_dir,
                      "Directory written by scripts/make_assets.py (probe set, reference encoder)")
@@ -289,6 +299,7 @@ int main(int argc, char** argv) {
   }
   if (listen->count()) config.listen = flags.listen;
   if (data_dir->count()) config.data_dir = flags.data_dir;
+  if (metadata_url->count()) config.metadata_url = flags.metadata_url;
   if (asset_dir->count()) config.asset_dir = flags.asset_dir;
   if (max_mb->count()) config.max_model_mb = flags.max_model_mb;
   if (factory->count()) config.index_factory = flags.index_factory;
@@ -352,6 +363,7 @@ int main(int argc, char** argv) {
 
   modeldock::dock::DockOptions options;
   options.data_dir = config.data_dir;
+  options.metadata_url = config.metadata_url;
   options.asset_dir = config.asset_dir;
   options.max_model_bytes = config.max_model_mb << 20;
   options.index_factory = config.index_factory;
@@ -379,11 +391,14 @@ int main(int argc, char** argv) {
   sandbox.isolate_network = !config.no_network_isolation;
   sandbox.seccomp = !config.no_seccomp;
   spdlog::info(
-      "config: listen={} data_dir={} asset_dir={} max_model_mb={} index_factory={} "
+      "config: listen={} data_dir={} metadata={} asset_dir={} max_model_mb={} index_factory={} "
       "probe_set={} reference_encoder={} knowledge_encoder={} probe_workers={} torch_threads={} "
       "latency_budget_ms={} stage2_workers={} model_cache_mb={} workers={} worker_threads={} "
       "worker_memory_mb={} admission/probe/run timeouts={}/{}/{} s log_level={}",
-      config.listen, config.data_dir, config.asset_dir, config.max_model_mb,
+      config.listen, config.data_dir,
+      config.metadata_url.empty() ? "sqlite (data dir)"
+                                  : modeldock::dock::RedactUrl(config.metadata_url),
+      config.asset_dir, config.max_model_mb,
       config.index_factory, config.probe_set.empty() ? "(asset dir)" : config.probe_set,
       config.reference_encoder.empty() ? "(asset dir)" : config.reference_encoder,
       config.knowledge_encoder.empty() ? "(untrained)" : config.knowledge_encoder,

@@ -9,6 +9,8 @@
 #include <string>
 #include <thread>
 
+#include "nlohmann/json.hpp"
+#include "tests/postgres_env.h"
 #include "tests/subprocess.h"
 #include "tests/test_server.h"
 
@@ -23,6 +25,7 @@ namespace modeldock::testing {
 namespace {
 
 using ::testing::HasSubstr;
+using ::modeldock::testing::TestSchema;
 
 // Waits until the server prints its address (or exits); returns "HOST:PORT" or "".
 std::string WaitForListening(const ChildProcess& child) {
@@ -177,6 +180,74 @@ TEST_F(TlsTest, ServesTlsAndMutualTls) {
       temp_.path(), {}, std::chrono::seconds(120));
   EXPECT_EQ(missing.exit_code, 1);
   EXPECT_THAT(missing.err, HasSubstr("absent.pem"));
+}
+
+// --metadata-url: the metadata goes to PostgreSQL (a fresh schema of the test server), model
+// files and the index stay in --data-dir; a restarted server finds its models there.
+TEST_F(ServerMainTest, MetadataInPostgres) {
+  MODELDOCK_REQUIRE_POSTGRES();
+  TestSchema schema;
+  ASSERT_EQ(schema.error(), "");
+  auto start = [&] {
+    return StartProcess({MODELDOCK_SERVER_PATH, "--listen", "127.0.0.1:0", "--asset-dir",
+                         AssetDir(), "--data-dir", Path("data"), "--metadata-url", schema.url(),
+                         "--workers", "1", "--torch-threads", "1"},
+                        temp_.path());
+  };
+  ChildProcess server = start();
+  std::string address = WaitForListening(server);
+  ASSERT_FALSE(address.empty()) << ReadFile(server.err_path);
+  auto cli = [&](std::vector<std::string> args) {
+    std::vector<std::string> argv = {MODELDOCK_CLI_PATH, "--server", address, "--timeout", "300"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunProcess(argv, temp_.path(), {}, std::chrono::seconds(330));
+  };
+  for (const char* model : {"demo/fmnist-tops-cnn", "demo/fmnist-footwear-cnn"}) {
+    ProcessResult r = cli({"register", AssetPath(std::string(model) + ".pt"), "--metadata",
+                           AssetPath(std::string(model) + ".json")});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  EXPECT_EQ(schema.Exec("SELECT COUNT(*) FROM models WHERE state = 2"), "2");  // READY
+  EXPECT_EQ(schema.Exec("SELECT COUNT(*) FROM vectors"), "2");
+  EXPECT_FALSE(fs::exists(Path("data/modeldock.db")));
+  const std::vector<std::string> recommend = {
+      "--json", "recommend", AssetPath("demo/query_tops/query-images-idx3-ubyte"), "--labels",
+      AssetPath("demo/query_tops/query-labels-idx1-ubyte"), "--brute-force"};
+  ProcessResult r = cli(recommend);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  nlohmann::json out = nlohmann::json::parse(r.out);
+  ASSERT_EQ(out["results"].size(), 2u) << r.out;
+  EXPECT_EQ(out["results"][0]["name"], "fmnist-tops-cnn") << r.out;
+
+  kill(server.pid, SIGTERM);
+  ProcessResult stopped = WaitProcess(server, std::chrono::seconds(60));
+  EXPECT_EQ(stopped.exit_code, 0) << stopped.err;
+  EXPECT_THAT(stopped.err, HasSubstr("metadata=postgresql://"));
+
+  server = start();
+  address = WaitForListening(server);
+  ASSERT_FALSE(address.empty()) << ReadFile(server.err_path);
+  r = cli({"--json", "list"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["models"].size(), 2u) << r.out;
+  r = cli(recommend);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["results"][0]["name"], "fmnist-tops-cnn") << r.out;
+  kill(server.pid, SIGTERM);
+  EXPECT_EQ(WaitProcess(server, std::chrono::seconds(60)).exit_code, 0);
+}
+
+// An unreachable PostgreSQL stops the server at start, saying so (no test server needed).
+TEST_F(ServerMainTest, UnreachableMetadataUrlExitsOne) {
+  ProcessResult r = RunProcess(
+      {MODELDOCK_SERVER_PATH, "--listen", "127.0.0.1:0", "--asset-dir", AssetDir(), "--data-dir",
+       Path("data"), "--workers", "1", "--metadata-url",
+       "postgresql://modeldock:s3cret@127.0.0.1:1/dock"},
+      temp_.path(), {}, std::chrono::seconds(120));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("cannot connect to PostgreSQL at postgresql://modeldock:***@"));
+  EXPECT_EQ(r.err.find("s3cret"), std::string::npos);
+  EXPECT_TRUE(r.out.empty());
 }
 
 TEST_F(ServerMainTest, NonLoopbackAddressNeedsAuthOrInsecureOpen) {
