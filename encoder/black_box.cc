@@ -5,6 +5,7 @@
 #include <torch/script.h>
 
 #include <algorithm>
+#include <cstring>
 #include <exception>
 #include <new>
 #include <mutex>
@@ -187,9 +188,11 @@ class TorchScriptModel : public BlackBoxModel {
   // and appends it as float32 to `dst`, which is sized [n, W] on the first batch.
   static absl::Status Append(const char* what, const c10::IValue& value, int64_t b, int64_t n,
                              int64_t max_width, Tensor* dst) {
+    // forward's width is K classes (D features for an extractor); embed's and layers' is D.
+    const char* width_name = std::strcmp(what, "forward") == 0 ? "K" : "D";
     if (!value.isTensor()) {
       return absl::FailedPreconditionError(absl::StrCat(
-          what, " returned a ", value.tagKind(), ", expected a float tensor [N, K]"));
+          what, " returned a ", value.tagKind(), ", expected a float tensor [N, ", width_name, "]"));
     }
     const at::Tensor& t = value.toTensor();
     if (!t.is_floating_point()) {
@@ -199,7 +202,8 @@ class TorchScriptModel : public BlackBoxModel {
     if (t.dim() != 2 || t.size(0) != b) {
       return absl::FailedPreconditionError(absl::StrCat(what, " returned shape ",
                                                         TorchShapeString(t), " for ", b,
-                                                        " samples, expected [", b, ", K]"));
+                                                        " samples, expected [", b, ", ",
+                                                        width_name, "]"));
     }
     const int64_t width = t.size(1);
     if (width > max_width) {
