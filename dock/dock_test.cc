@@ -697,9 +697,13 @@ TEST_F(LayerTest, ScoresEveryLayerAndRecommendsTheModelWithItsBestLayer) {
         best_name = r.layer_scores[l].name;
       }
     }
-    // The model scores as its best layer, and says so.
+    // The model scores as its best layer, and says so. With layers in the dock, every view is
+    // compared on its top principal components (TMI excepted), models without layers too.
     EXPECT_EQ(r.layer, best_name);
     EXPECT_DOUBLE_EQ(r.stage2_score, best);
+    EXPECT_EQ(by_name["fmnist-tops-cnn"]->reason.find("principal components") != std::string::npos,
+              metric != Metric::kTmi)
+        << by_name["fmnist-tops-cnn"]->reason;
     EXPECT_THAT(r.reason, ::testing::HasSubstr(absl::StrCat("layer '", best_name, "'")));
     EXPECT_THAT(r.reason, ::testing::HasSubstr("the best of its 3 scored layers"));
     // Four corner pixels, zero on almost every Fashion-MNIST image, tell the classes apart worst.
