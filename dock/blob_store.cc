@@ -1,7 +1,10 @@
 #include "dock/blob_store.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <atomic>
 #include <filesystem>
@@ -12,6 +15,19 @@
 
 namespace modeldock::dock {
 namespace fs = std::filesystem;
+
+namespace {
+
+// Whether `path` was modified at least `min_age` ago (false if it cannot be read: keep it).
+bool OlderThan(const fs::path& path, absl::Duration min_age) {
+  if (min_age <= absl::ZeroDuration()) return true;
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return false;
+  const absl::Time modified = absl::TimeFromTimespec(st.st_mtim);
+  return absl::Now() - modified >= min_age;
+}
+
+}  // namespace
 
 absl::Status FsyncFile(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY);
@@ -61,14 +77,17 @@ bool BlobStore::Has(const std::string& sha256) const {
 absl::Status BlobStore::Adopt(const std::string& temp_path, const std::string& sha256,
                               bool* existed) {
   if (!IsSha256Hex(sha256)) return absl::InvalidArgumentError("blob name is not a SHA-256");
-  *existed = Has(sha256);
+  const std::string target_path = PathOf(sha256);
+  // Reuse an existing blob: refresh its time (a replica's Remove with a min_age then keeps it);
+  // if it is gone (removed meanwhile), move ours into place after all.
+  *existed = ::utimensat(AT_FDCWD, target_path.c_str(), nullptr, 0) == 0;
   std::error_code ec;
   if (*existed) {
     fs::remove(temp_path, ec);
     return absl::OkStatus();
   }
   if (absl::Status s = FsyncFile(temp_path); !s.ok()) return s;
-  fs::path target = PathOf(sha256);
+  fs::path target = target_path;
   fs::create_directories(target.parent_path(), ec);
   fs::rename(temp_path, target, ec);
   if (ec) {
@@ -78,9 +97,13 @@ absl::Status BlobStore::Adopt(const std::string& temp_path, const std::string& s
   return FsyncDirectory(target.parent_path().string());
 }
 
-absl::Status BlobStore::Remove(const std::string& sha256) {
+absl::Status BlobStore::Remove(const std::string& sha256, absl::Duration min_age, bool* removed) {
+  if (removed != nullptr) *removed = false;
+  const fs::path path = PathOf(sha256);
+  if (!OlderThan(path, min_age)) return absl::OkStatus();
   std::error_code ec;
-  fs::remove(PathOf(sha256), ec);
+  const bool gone = fs::remove(path, ec);
+  if (removed != nullptr) *removed = gone;
   if (ec) return absl::InternalError(absl::StrCat("cannot remove blob ", sha256, ": ", ec.message()));
   return absl::OkStatus();
 }
@@ -95,10 +118,10 @@ std::vector<std::string> BlobStore::List() const {
   return out;
 }
 
-void BlobStore::ClearTemp() {
+void BlobStore::ClearTemp(absl::Duration min_age) {
   std::error_code ec;
   for (auto& entry : fs::directory_iterator(fs::path(root_) / "tmp", ec)) {
-    fs::remove(entry.path(), ec);
+    if (OlderThan(entry.path(), min_age)) fs::remove(entry.path(), ec);
   }
 }
 

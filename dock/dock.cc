@@ -62,6 +62,12 @@ const char* TaskKindName(TaskKind task) {
 
 absl::Status ValidateOptions(const DockOptions& o) {
   if (o.data_dir.empty()) return absl::InvalidArgumentError("data_dir must not be empty");
+  if (o.sync_interval <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("sync_interval must be > 0");
+  }
+  if (o.shared_blob_grace < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("shared_blob_grace must be >= 0");
+  }
   if (o.max_model_bytes <= 0) return absl::InvalidArgumentError("max_model_bytes must be > 0");
   const SandboxOptions& box = o.sandbox;
   if (box.admission_time_limit <= absl::ZeroDuration() ||
@@ -297,10 +303,16 @@ absl::Status DockImpl::Init() {
   store_ = std::move(*store);
   learning_ = std::make_unique<LearningLoop>(
       store_.get(), [this](int64_t version) { return UseAlignment(version); });
-  auto blobs = BlobStore::Create(options_.data_dir);
+  // Several servers may use this database (and, through --blob-dir, this blob directory):
+  // listen before the index is brought up to date, so that no change falls in between.
+  auto feed = store_->OpenChangeFeed();
+  if (!feed.ok()) return feed.status();
+  feed_ = std::move(*feed);
+  shared_ = IsPostgresUrl(options_.metadata_url);
+  auto blobs = BlobStore::Create(options_.blob_dir.empty() ? options_.data_dir : options_.blob_dir);
   if (!blobs.ok()) return blobs.status();
   blobs_ = std::move(*blobs);
-  blobs_->ClearTemp();
+  blobs_->ClearTemp(BlobGrace());
 
   if (absl::Status s = LoadKnowledgeSpace(); !s.ok()) return s;
   if (absl::Status s = ReconcileModels(); !s.ok()) return s;
@@ -317,6 +329,7 @@ absl::Status DockImpl::Init() {
   for (int i = 0; i < options_.probe_workers; ++i) {
     workers_.emplace_back([this] { ProbeWorker(); });
   }
+  if (feed_ != nullptr) sync_thread_ = std::thread([this] { FollowChanges(); });
   return absl::OkStatus();
 }
 
@@ -562,16 +575,136 @@ absl::Status DockImpl::SaveIndex() {
 }
 
 void DockImpl::CollectGarbageBlobs() {
+  // Listed before the rows are read: a blob adopted after the listing is not looked at, and one
+  // adopted before has its row committed by now or was touched within the grace period.
+  const std::vector<std::string> stored = blobs_->List();
   auto records = store_->ListAll();
   if (!records.ok()) return;
   std::set<std::string> referenced;
   for (const auto& r : *records) referenced.insert(r.sha256);
-  for (const std::string& sha : blobs_->List()) {
-    if (!referenced.count(sha)) {
-      spdlog::info("removing unreferenced blob {} (left by an interrupted registration)", sha);
-      blobs_->Remove(sha).IgnoreError();
+  int kept = 0;
+  for (const std::string& sha : stored) {
+    if (referenced.count(sha)) continue;
+    bool removed = false;
+    blobs_->Remove(sha, BlobGrace(), &removed).IgnoreError();
+    if (removed) {
+      spdlog::info("removed unreferenced blob {} (left by an interrupted registration)", sha);
+    } else {
+      ++kept;
     }
   }
+  if (kept > 0) {
+    spdlog::info("kept {} unreferenced blobs modified within the last {} (another replica may be "
+                 "registering them)", kept, absl::FormatDuration(BlobGrace()));
+  }
+}
+
+absl::Duration DockImpl::BlobGrace() const {
+  return shared_ ? options_.shared_blob_grace : absl::ZeroDuration();
+}
+
+void DockImpl::FollowChanges() {
+  // Init rebuilt the index from the store after LISTEN began; one catch-up at once covers a
+  // change committed between that rebuild and this thread's first Wait.
+  bool catch_up = true;
+  absl::Time last_catch_up = absl::InfinitePast();
+  while (true) {
+    {
+      std::lock_guard<std::mutex> lock(queue_mutex_);
+      if (stopping_) return;
+    }
+    auto events = feed_->Wait(absl::Milliseconds(250));
+    if (!events.ok()) {
+      spdlog::warn("{}; catching up from the store once it is back", events.status().ToString());
+      catch_up = true;
+      std::unique_lock<std::mutex> lock(queue_mutex_);
+      sync_cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; });
+      continue;
+    }
+    for (const ModelChangeEvent& event : *events) {
+      if (absl::Status s = SyncModel(event.model_id); !s.ok()) {
+        spdlog::warn("cannot apply change '{}' of model {}: {}; catching up from the store",
+                     ModelChangeName(event.change), event.model_id, s.ToString());
+        catch_up = true;
+      }
+    }
+    if (catch_up || absl::Now() - last_catch_up >= options_.sync_interval) {
+      absl::Status s = CatchUp();
+      if (!s.ok()) spdlog::warn("index catch-up failed: {}", s.ToString());
+      catch_up = !s.ok();
+      last_catch_up = absl::Now();
+    }
+  }
+}
+
+absl::Status DockImpl::SyncModel(const std::string& id) {
+  bool changed = false;
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex_);
+    auto vector = store_->GetVector(id, space_);
+    if (!vector.ok() && !absl::IsNotFound(vector.status())) return vector.status();
+    const LearningLoop::Serving serving = learning_->Current();
+    if (vector.ok()) {
+      if (absl::Status s = index_->Upsert(id, *vector); !s.ok()) return s;
+      if (serving.index) {
+        serving.index->Upsert(id, serving.ranker->projection().ProjectModel(*vector)).IgnoreError();
+      }
+      changed = true;
+    } else {
+      if (index_->Contains(id)) {
+        index_->Remove(id).IgnoreError();
+        changed = true;
+      }
+      if (serving.index && serving.index->Contains(id)) serving.index->Remove(id).IgnoreError();
+    }
+    if (changed) SaveIndex().IgnoreError();
+  }
+  // Another probe (new features) or a deletion: nothing cached about the model stays valid.
+  proxy_cache_.ErasePrefix(absl::StrCat(id, "|"));
+  if (auto record = store_->Get(id); absl::IsNotFound(record.status())) run_costs_.Erase(id);
+  std::lock_guard<std::mutex> lock(state_mutex_);
+  state_changed_.notify_all();
+  return absl::OkStatus();
+}
+
+absl::Status DockImpl::CatchUp() {
+  // Under the registry lock: this server's own probes and deletions (which change the index
+  // under it too) cannot fall between the read and the comparison. Other servers' changes that
+  // do are announced, and applied after this by the same thread.
+  std::lock_guard<std::mutex> lock(registry_mutex_);
+  auto stored = store_->Vectors(space_);
+  if (!stored.ok()) return stored.status();
+  const std::vector<std::pair<std::string, std::vector<float>>> held = index_->Contents();
+  std::map<std::string, const std::vector<float>*> in_index;
+  for (const auto& [id, v] : held) in_index[id] = &v;
+  std::vector<std::pair<std::string, std::vector<float>>> upserts;
+  std::set<std::string> in_store;
+  for (const auto& [id, v] : *stored) {
+    in_store.insert(id);
+    auto it = in_index.find(id);
+    if (it == in_index.end() || *it->second != v) upserts.emplace_back(id, v);
+  }
+  std::vector<std::string> removals;
+  for (const auto& [id, v] : held) {
+    if (!in_store.count(id)) removals.push_back(id);
+  }
+  if (upserts.empty() && removals.empty()) return absl::OkStatus();
+  if (absl::Status s = index_->UpsertBatch(upserts); !s.ok()) return s;
+  for (const std::string& id : removals) index_->Remove(id).IgnoreError();
+  const LearningLoop::Serving serving = learning_->Current();
+  for (const auto& [id, v] : upserts) {
+    proxy_cache_.ErasePrefix(absl::StrCat(id, "|"));
+    if (serving.index) {
+      serving.index->Upsert(id, serving.ranker->projection().ProjectModel(v)).IgnoreError();
+    }
+  }
+  for (const std::string& id : removals) {
+    proxy_cache_.ErasePrefix(absl::StrCat(id, "|"));
+    if (serving.index && serving.index->Contains(id)) serving.index->Remove(id).IgnoreError();
+  }
+  spdlog::info("index catch-up: {} vectors added or replaced, {} removed (changes made by other "
+               "replicas that no notification brought)", upserts.size(), removals.size());
+  return SaveIndex();
 }
 
 void DockImpl::Shutdown() {
@@ -581,6 +714,8 @@ void DockImpl::Shutdown() {
     stopping_ = true;
   }
   queue_cv_.notify_all();
+  sync_cv_.notify_all();
+  if (sync_thread_.joinable()) sync_thread_.join();
   if (learning_) learning_->Shutdown();
   // Killing the workers ends running probes at once instead of waiting for them.
   if (workers_pool_) workers_pool_->Shutdown();
@@ -692,7 +827,9 @@ absl::StatusOr<RegisterResult> DockImpl::FinishRegistration(std::unique_ptr<Uplo
     upload->adopted_ = true;
     if (absl::Status s = store_->Insert(record); !s.ok()) {
       auto count = store_->CountBySha(actual);
-      if (!existed && count.ok() && *count == 0) blobs_->Remove(actual).IgnoreError();
+      if (!existed && count.ok() && *count == 0) {
+        blobs_->Remove(actual, BlobGrace()).IgnoreError();
+      }
       return s;
     }
     if (!record.owner_key_id.empty()) {
@@ -1090,8 +1227,10 @@ absl::StatusOr<std::string> DockImpl::DeleteRecord(const ModelRecord& record,
         serving.index && serving.index->Contains(record.id)) {
       serving.index->Remove(record.id).IgnoreError();
     }
+    // A shared blob directory: another replica may be adopting these bytes right now (it
+    // refreshed the file's time); such a file stays for the next start-up clean-up.
     auto count = store_->CountBySha(record.sha256);
-    if (count.ok() && *count == 0) blobs_->Remove(record.sha256).IgnoreError();
+    if (count.ok() && *count == 0) blobs_->Remove(record.sha256, BlobGrace()).IgnoreError();
   }
   workers_pool_->Forget(ModelKey(record));
   output_cache_.ErasePrefix(record.sha256);

@@ -126,8 +126,21 @@ struct SandboxOptions {
 struct DockOptions {
   std::string data_dir = "modeldock-data";
   // Where the metadata lives: empty = SQLite in data_dir/modeldock.db; "postgresql://..." = a
-  // PostgreSQL database (OpenMetadataStore). Blobs and the index stay in data_dir either way.
+  // PostgreSQL database (OpenMetadataStore). The index stays in data_dir either way.
+  //
+  // Several servers (replicas) may share one PostgreSQL database and one blob_dir: each follows
+  // the others' changes through the store's change feed (PostgreSQL LISTEN/NOTIFY) and compares
+  // its index with the stored vectors every sync_interval (docs/ARCHITECTURE.md, "Replicas").
   std::string metadata_url;
+  // Model files (blob_dir/blobs/ab/<sha256>, uploads in progress in blob_dir/tmp); empty =
+  // data_dir. May be shared by replicas (e.g. an NFS mount): content-addressed, renamed into
+  // place. With a PostgreSQL store, start-up clean-up and deletions leave files modified within
+  // shared_blob_grace alone (another replica's upload or adoption in progress).
+  std::string blob_dir;
+  absl::Duration shared_blob_grace = absl::Minutes(10);
+  // How often a replica compares its index with the stored vectors (a missed notification is
+  // repaired then); also done at once after the change feed reconnected. PostgreSQL only.
+  absl::Duration sync_interval = absl::Seconds(10);
   // Directory written by scripts/make_assets.py (probe set, reference encoder); empty = the
   // compiled-in default (the build's assets directory).
   std::string asset_dir;

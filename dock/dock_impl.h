@@ -113,6 +113,16 @@ class DockImpl : public Dock {
   absl::Status ReconcileModels();
   absl::Status RebuildIndexIfStale();
   void CollectGarbageBlobs();
+  // Zero for a store of one process; DockOptions::shared_blob_grace with PostgreSQL.
+  absl::Duration BlobGrace() const;
+  // Replicas (a store with a change feed): the sync thread applies other servers' changes and
+  // compares the index with the stored vectors every sync_interval and after a lost connection.
+  void FollowChanges();
+  // Brings the index (and the serving version's), the proxy cache and run costs in line with
+  // the store's current state of one model.
+  absl::Status SyncModel(const std::string& id);
+  // Adds, replaces and removes index entries until the index holds exactly the stored vectors.
+  absl::Status CatchUp();
   void ProbeWorker();
   void Probe(const std::string& id);
   void SetState(ModelRecord& record, ModelState state, const std::string& reason);
@@ -164,6 +174,10 @@ class DockImpl : public Dock {
   DockOptions options_;
   std::unique_ptr<MetadataStore> store_;
   std::unique_ptr<BlobStore> blobs_;
+  std::unique_ptr<ChangeFeed> feed_;  // null: this process is the store's only user (SQLite)
+  bool shared_ = false;               // PostgreSQL: other replicas may share the blob directory
+  std::thread sync_thread_;
+  std::condition_variable sync_cv_;   // with queue_mutex_: wakes the sync thread at shutdown
   std::unique_ptr<index::VectorIndex> index_;
   // Every run of uploaded model code goes through these worker processes.
   std::unique_ptr<sandbox::WorkerPool> workers_pool_;

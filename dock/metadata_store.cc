@@ -7,6 +7,15 @@
 
 namespace modeldock::dock {
 
+const char* ModelChangeName(ModelChange change) {
+  switch (change) {
+    case ModelChange::kReady: return "ready";
+    case ModelChange::kVectorChanged: return "vector";
+    case ModelChange::kDeleted: return "deleted";
+  }
+  return "unknown";
+}
+
 bool IsPostgresUrl(std::string_view url_or_path) {
   return url_or_path.rfind("postgresql://", 0) == 0 || url_or_path.rfind("postgres://", 0) == 0;
 }

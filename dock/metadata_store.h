@@ -18,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "common/tensor.h"
 #include "dock/dock.h"
 
@@ -70,6 +71,28 @@ struct AlignmentRow {
   std::string payload;
 };
 
+// A change to a model that other servers on the same database must apply to what they keep in
+// memory (the stage-1 index, caches). Only the id travels: a receiver reads the model's current
+// state from the store, so events may arrive twice, late or out of order without harm.
+enum class ModelChange { kReady, kVectorChanged, kDeleted };
+const char* ModelChangeName(ModelChange change);  // "ready", "vector", "deleted"
+
+struct ModelChangeEvent {
+  std::string model_id;
+  ModelChange change = ModelChange::kReady;
+};
+
+// Changes committed by any server on a shared store (PostgreSQL: LISTEN on a connection of its
+// own). Used by one thread.
+class ChangeFeed {
+ public:
+  virtual ~ChangeFeed() = default;
+  // Waits up to `timeout` for changes and returns those that arrived (empty on timeout).
+  // UNAVAILABLE if the connection broke: changes may have been missed (catch up from the store
+  // after the next successful Wait, which reconnects first).
+  virtual absl::StatusOr<std::vector<ModelChangeEvent>> Wait(absl::Duration timeout) = 0;
+};
+
 class MetadataStore {
  public:
   virtual ~MetadataStore() = default;
@@ -118,6 +141,9 @@ class MetadataStore {
   // Replaces a model's vector (used when the knowledge space changes).
   virtual absl::Status PutVector(const std::string& id, const std::string& space,
                                  const std::vector<float>& vector) = 0;
+  // The vector of one model in `space`; NOT_FOUND if it has none there.
+  virtual absl::StatusOr<std::vector<float>> GetVector(const std::string& id,
+                                                       const std::string& space) = 0;
   // (model id, vector) for every vector in `space`, by model id.
   virtual absl::StatusOr<std::vector<std::pair<std::string, std::vector<float>>>> Vectors(
       const std::string& space) = 0;
@@ -144,6 +170,12 @@ class MetadataStore {
   virtual absl::Status UpdateSpec(const ModelRecord& record) = 0;
   virtual absl::Status AppendAudit(const AuditEntry& entry) = 0;
   virtual absl::StatusOr<std::vector<AuditEntry>> Audit(int limit) = 0;  // newest first
+
+  // A feed of the changes that CommitProbe (kReady), PutVector (kVectorChanged) and Delete
+  // (kDeleted) commit on this database, from any server, this one included: each of those calls
+  // announces its change in its own transaction, so a change is announced if and only if it
+  // committed. nullptr when the store serves one process only (SQLite): nothing to follow.
+  virtual absl::StatusOr<std::unique_ptr<ChangeFeed>> OpenChangeFeed() = 0;
 
   // Small settings in the meta table ("" when unset).
   virtual absl::Status SetMeta(const std::string& key, const std::string& value) = 0;

@@ -593,6 +593,13 @@ TEST_P(MetadataStoreTest, ConcurrentCalls) {
   EXPECT_EQ(store_->Vectors("s")->size(), 40u);
 }
 
+// SQLite serves one process: there is no feed to follow. PostgreSQL's is tested below.
+TEST_P(MetadataStoreTest, ChangeFeedOnlyWhereServersShareTheStore) {
+  auto feed = store_->OpenChangeFeed();
+  ASSERT_TRUE(feed.ok()) << feed.status();
+  EXPECT_EQ(*feed == nullptr, GetParam() == "sqlite");
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, MetadataStoreTest, ::testing::Values("sqlite", "postgres"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            return info.param;
@@ -660,6 +667,69 @@ TEST(PostgresMetadataStoreTest, ReconnectsAfterTheServerDropsTheConnection) {
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->spec.name, "alpha");
   EXPECT_EQ(schema.Exec(backends), "1");
+}
+
+// Waits (up to 10 s) for the feed to bring `change` of `id`; other tests on the same database
+// announce their own ids on the same channel, which are skipped.
+bool Announced(ChangeFeed* feed, ModelChange change, const std::string& id) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (absl::Now() < deadline) {
+    auto events = feed->Wait(absl::Milliseconds(200));
+    if (!events.ok()) return false;
+    for (const ModelChangeEvent& e : *events) {
+      if (e.model_id == id && e.change == change) return true;
+    }
+  }
+  return false;
+}
+
+// Every change another server must apply is announced when, and only when, it commits; a feed
+// whose connection is killed reports UNAVAILABLE once, then listens again.
+TEST(PostgresMetadataStoreTest, ChangeFeedAnnouncesCommittedChanges) {
+  MODELDOCK_REQUIRE_POSTGRES();
+  TestSchema schema;
+  ASSERT_EQ(schema.error(), "");
+  const std::string app = schema.name();
+  auto store = OpenMetadataStore(schema.url() + "&application_name=" + app);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto opened = (*store)->OpenChangeFeed();
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  ASSERT_NE(*opened, nullptr);
+  ChangeFeed* feed = opened->get();
+
+  const std::string id = app + "-m";  // unique on the database's one channel
+  ASSERT_TRUE((*store)->Insert(Record(id, "alpha", "1", 1)).ok());
+  ModelRecord r = *(*store)->Get(id);
+  r.state = ModelState::kReady;
+  ASSERT_TRUE(
+      (*store)->CommitProbe(r, "p", MakeTensor(1, 2, {1, 2}), Tensor(), "s", {1.0f, 2.0f}).ok());
+  EXPECT_TRUE(Announced(feed, ModelChange::kReady, id));
+  ASSERT_TRUE((*store)->PutVector(id, "s", {3.0f, 4.0f}).ok());
+  EXPECT_TRUE(Announced(feed, ModelChange::kVectorChanged, id));
+  EXPECT_THAT(*(*store)->GetVector(id, "s"), ElementsAre(3.0f, 4.0f));
+  EXPECT_EQ((*store)->GetVector(id, "other").status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE((*store)->Delete(id).ok());
+  EXPECT_TRUE(Announced(feed, ModelChange::kDeleted, id));
+  // A probe of a deleted model rolls back: nothing is announced.
+  EXPECT_EQ((*store)->CommitProbe(r, "p", MakeTensor(1, 2, {1, 2}), Tensor(), "s", {1.0f}).code(),
+            absl::StatusCode::kNotFound);
+  auto quiet = feed->Wait(absl::Milliseconds(500));
+  ASSERT_TRUE(quiet.ok()) << quiet.status();
+  for (const ModelChangeEvent& e : *quiet) EXPECT_NE(e.model_id, id);
+
+  // The server drops the feed's connection: UNAVAILABLE (changes may be lost: catch up), then
+  // the next Wait listens again.
+  ASSERT_EQ(schema.Exec("SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                        "application_name = '" + app + "' AND query LIKE 'LISTEN%'"),
+            "1");
+  absl::Status lost;
+  for (int i = 0; i < 50 && lost.ok(); ++i) lost = feed->Wait(absl::Milliseconds(200)).status();
+  EXPECT_EQ(lost.code(), absl::StatusCode::kUnavailable) << lost;
+  auto again = feed->Wait(absl::Milliseconds(10));
+  ASSERT_TRUE(again.ok()) << again.status();
+  ASSERT_TRUE((*store)->Insert(Record(id, "alpha", "1", 1)).ok());
+  ASSERT_TRUE((*store)->PutVector(id, "s", {5.0f}).ok());
+  EXPECT_TRUE(Announced(feed, ModelChange::kVectorChanged, id));
 }
 
 }  // namespace

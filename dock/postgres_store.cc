@@ -2,8 +2,12 @@
 
 #include <libpq-fe.h>
 
+#include <poll.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <initializer_list>
 
@@ -294,7 +298,114 @@ absl::StatusOr<Result> RunUpdateState(PGconn* conn, const ModelRecord& r) {
               r.feature_dim, r.probe_millis, r.revision, r.id});
 }
 
+// Announces a model change to every listener (PostgresChangeFeed) when the surrounding
+// transaction commits; nothing is sent if it rolls back.
+absl::Status NotifyChange(PGconn* conn, ModelChange change, const std::string& id) {
+  return Run(conn, "notify", "SELECT pg_notify($1, $2)",
+             {PostgresMetadataStore::kChangeChannel,
+              absl::StrCat(ModelChangeName(change), " ", id)})
+      .status();
+}
+
+// "<change> <id>" (NotifyChange's payload); false for anything else.
+bool ParseChange(const std::string& payload, ModelChangeEvent* event) {
+  const size_t space = payload.find(' ');
+  if (space == std::string::npos || space + 1 >= payload.size()) return false;
+  const std::string name = payload.substr(0, space);
+  for (ModelChange change :
+       {ModelChange::kReady, ModelChange::kVectorChanged, ModelChange::kDeleted}) {
+    if (name == ModelChangeName(change)) {
+      event->change = change;
+      event->model_id = payload.substr(space + 1);
+      return true;
+    }
+  }
+  return false;
+}
+
+// LISTEN on a connection of its own; Wait polls its socket. A broken connection is dropped and
+// opened again by the next Wait.
+class PostgresChangeFeed : public ChangeFeed {
+ public:
+  PostgresChangeFeed(std::string conninfo, std::string url)
+      : conninfo_(std::move(conninfo)), url_(std::move(url)) {}
+  ~PostgresChangeFeed() override { Drop(); }
+
+  absl::Status Connect() {
+    Drop();
+    conn_ = PQconnectdb(conninfo_.c_str());
+    if (conn_ == nullptr) return absl::ResourceExhaustedError("libpq: out of memory");
+    if (PQstatus(conn_) != CONNECTION_OK) {
+      const std::string message = Trimmed(PQerrorMessage(conn_));
+      Drop();
+      return absl::UnavailableError(absl::StrCat("change feed: cannot connect to PostgreSQL at ",
+                                                 url_, ": ", message));
+    }
+    PQsetNoticeProcessor(conn_, LogNotice, nullptr);
+    if (absl::Status s = Exec(conn_, "listen",
+                              absl::StrCat("LISTEN ", PostgresMetadataStore::kChangeChannel).c_str());
+        !s.ok()) {
+      Drop();
+      return s;
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::vector<ModelChangeEvent>> Wait(absl::Duration timeout) override {
+    if (conn_ == nullptr) {
+      if (absl::Status s = Connect(); !s.ok()) return s;
+      spdlog::info("change feed: listening on PostgreSQL at {} again", url_);
+    }
+    std::vector<ModelChangeEvent> events = Drain();
+    if (!events.empty()) return events;
+    pollfd pfd{PQsocket(conn_), POLLIN, 0};
+    const int rc = ::poll(&pfd, 1, static_cast<int>(absl::ToInt64Milliseconds(timeout)));
+    if (rc < 0 && errno != EINTR) {
+      const std::string message = std::strerror(errno);
+      Drop();
+      return absl::UnavailableError(absl::StrCat("change feed: poll: ", message));
+    }
+    if (rc > 0 && (PQconsumeInput(conn_) == 0 || PQstatus(conn_) != CONNECTION_OK)) {
+      const std::string message = Trimmed(PQerrorMessage(conn_));
+      Drop();
+      return absl::UnavailableError(
+          absl::StrCat("change feed: lost the connection to PostgreSQL at ", url_, ": ", message));
+    }
+    return Drain();
+  }
+
+ private:
+  std::vector<ModelChangeEvent> Drain() {
+    std::vector<ModelChangeEvent> events;
+    while (PGnotify* notify = PQnotifies(conn_)) {
+      ModelChangeEvent event;
+      const std::string payload = notify->extra != nullptr ? notify->extra : "";
+      if (ParseChange(payload, &event)) {
+        events.push_back(std::move(event));
+      } else {
+        spdlog::warn("change feed: ignoring notification '{}'", payload);
+      }
+      PQfreemem(notify);
+    }
+    return events;
+  }
+  void Drop() {
+    if (conn_ != nullptr) PQfinish(conn_);
+    conn_ = nullptr;
+  }
+
+  std::string conninfo_;
+  std::string url_;  // redacted
+  PGconn* conn_ = nullptr;
+};
+
 }  // namespace
+
+absl::StatusOr<std::unique_ptr<ChangeFeed>> PostgresMetadataStore::OpenChangeFeed() {
+  auto feed = std::make_unique<PostgresChangeFeed>(conninfo_, url_);
+  if (absl::Status s = feed->Connect(); !s.ok()) return s;
+  return std::unique_ptr<ChangeFeed>(std::move(feed));
+}
 
 absl::StatusOr<std::unique_ptr<MetadataStore>> PostgresMetadataStore::Open(const std::string& url) {
   const std::string redacted = RedactUrl(url);
@@ -314,7 +425,7 @@ absl::StatusOr<std::unique_ptr<MetadataStore>> PostgresMetadataStore::Open(const
     return absl::UnavailableError(
         absl::StrCat("cannot connect to PostgreSQL at ", redacted, ": ", message));
   }
-  std::unique_ptr<PostgresMetadataStore> store(new PostgresMetadataStore(conn, redacted));
+  std::unique_ptr<PostgresMetadataStore> store(new PostgresMetadataStore(conn, url, redacted));
   if (absl::Status s = Configure(conn); !s.ok()) return s;
   if (absl::Status s = store->Migrate(); !s.ok()) return s;
   return std::unique_ptr<MetadataStore>(std::move(store));
@@ -544,7 +655,7 @@ absl::Status PostgresMetadataStore::Delete(const std::string& id) {
           "DELETE FROM models WHERE id=$1"}) {
       if (auto done = Run(conn_, "delete", sql, {id}); !done.ok()) return done.status();
     }
-    return absl::OkStatus();
+    return NotifyChange(conn_, ModelChange::kDeleted, id);
   });
 }
 
@@ -586,12 +697,14 @@ absl::Status PostgresMetadataStore::CommitProbe(
         return s;
       }
     }
-    if (vector.empty()) return absl::OkStatus();
-    return Run(conn_, "vector",
-               "INSERT INTO vectors(model_id, space, vector) VALUES($1,$2,$3) "
-               "ON CONFLICT (model_id) DO UPDATE SET space=EXCLUDED.space, vector=EXCLUDED.vector",
-               {r.id, space, Param::Floats(vector)})
-        .status();
+    if (!vector.empty()) {
+      auto put = Run(conn_, "vector",
+                     "INSERT INTO vectors(model_id, space, vector) VALUES($1,$2,$3) ON CONFLICT "
+                     "(model_id) DO UPDATE SET space=EXCLUDED.space, vector=EXCLUDED.vector",
+                     {r.id, space, Param::Floats(vector)});
+      if (!put.ok()) return put.status();
+    }
+    return NotifyChange(conn_, ModelChange::kReady, r.id);
   });
 }
 
@@ -641,11 +754,25 @@ absl::Status PostgresMetadataStore::PutVector(const std::string& id, const std::
                                               const std::vector<float>& vector) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (absl::Status s = EnsureConnected(); !s.ok()) return s;
-  return Run(conn_, "vector",
-             "INSERT INTO vectors(model_id, space, vector) VALUES($1,$2,$3) "
-             "ON CONFLICT (model_id) DO UPDATE SET space=EXCLUDED.space, vector=EXCLUDED.vector",
-             {id, space, Param::Floats(vector)})
-      .status();
+  return InTransaction(conn_, [&]() -> absl::Status {
+    auto put = Run(conn_, "vector",
+                   "INSERT INTO vectors(model_id, space, vector) VALUES($1,$2,$3) "
+                   "ON CONFLICT (model_id) DO UPDATE SET space=EXCLUDED.space, vector=EXCLUDED.vector",
+                   {id, space, Param::Floats(vector)});
+    if (!put.ok()) return put.status();
+    return NotifyChange(conn_, ModelChange::kVectorChanged, id);
+  });
+}
+
+absl::StatusOr<std::vector<float>> PostgresMetadataStore::GetVector(const std::string& id,
+                                                                    const std::string& space) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (absl::Status s = EnsureConnected(); !s.ok()) return s;
+  auto result = Run(conn_, "vector", "SELECT vector FROM vectors WHERE model_id=$1 AND space=$2",
+                    {id, space});
+  if (!result.ok()) return result.status();
+  if (result->size() == 0) return absl::NotFoundError(absl::StrCat("no vector for ", id));
+  return result->row(0).Floats(0);
 }
 
 absl::StatusOr<std::vector<std::pair<std::string, std::vector<float>>>>

@@ -54,6 +54,8 @@ class PostgresMetadataStore : public MetadataStore {
                                         const std::string& probe_set_sha) override;
   absl::Status PutVector(const std::string& id, const std::string& space,
                          const std::vector<float>& vector) override;
+  absl::StatusOr<std::vector<float>> GetVector(const std::string& id,
+                                               const std::string& space) override;
   absl::StatusOr<std::vector<std::pair<std::string, std::vector<float>>>> Vectors(
       const std::string& space) override;
   absl::Status AddOutcomes(const OutcomeQueryRow& query,
@@ -69,9 +71,18 @@ class PostgresMetadataStore : public MetadataStore {
   absl::StatusOr<std::vector<AuditEntry>> Audit(int limit) override;
   absl::Status SetMeta(const std::string& key, const std::string& value) override;
   absl::StatusOr<std::string> GetMeta(const std::string& key) override;
+  // LISTEN on a connection of its own (channel kChangeChannel); the changes are announced by
+  // pg_notify in the transactions of CommitProbe, PutVector and Delete.
+  absl::StatusOr<std::unique_ptr<ChangeFeed>> OpenChangeFeed() override;
+
+  // The NOTIFY channel of model changes; payload "<ModelChangeName> <model id>". Channels are
+  // per database, not per schema: a feed may see ids of another schema's docks, which the
+  // receiver does not find and ignores.
+  static constexpr const char* kChangeChannel = "modeldock_models";
 
  private:
-  PostgresMetadataStore(PGconn* conn, std::string url) : conn_(conn), url_(std::move(url)) {}
+  PostgresMetadataStore(PGconn* conn, std::string conninfo, std::string url)
+      : conn_(conn), conninfo_(std::move(conninfo)), url_(std::move(url)) {}
   // Creates the schema or migrates it (Open).
   absl::Status Migrate();
   // Resets a broken connection once; UNAVAILABLE if it stays broken. Every call starts with it,
@@ -80,7 +91,8 @@ class PostgresMetadataStore : public MetadataStore {
   absl::StatusOr<Tensor> GetProbeTensor(const char* sql, const char* what, const std::string& id,
                                         const std::string& probe_set_sha);
   PGconn* conn_;
-  std::string url_;   // redacted, for messages
+  std::string conninfo_;  // the URL as given (with any password): for the change feed's connection
+  std::string url_;       // redacted, for messages
   std::mutex mutex_;  // one connection, serialised
 };
 

@@ -590,6 +590,16 @@ absl::Status SqliteMetadataStore::PutVector(const std::string& id, const std::st
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<float>> SqliteMetadataStore::GetVector(const std::string& id,
+                                                                  const std::string& space) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Statement st(db_, "SELECT vector FROM vectors WHERE model_id=? AND space=?");
+  st.Bind(1, id);
+  st.Bind(2, space);
+  if (st.Step() != SQLITE_ROW) return absl::NotFoundError(absl::StrCat("no vector for ", id));
+  return st.Floats(0);
+}
+
 absl::StatusOr<std::vector<std::pair<std::string, std::vector<float>>>>
 SqliteMetadataStore::Vectors(const std::string& space) {
   std::lock_guard<std::mutex> lock(mutex_);

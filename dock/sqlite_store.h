@@ -46,6 +46,8 @@ class SqliteMetadataStore : public MetadataStore {
                                         const std::string& probe_set_sha) override;
   absl::Status PutVector(const std::string& id, const std::string& space,
                          const std::vector<float>& vector) override;
+  absl::StatusOr<std::vector<float>> GetVector(const std::string& id,
+                                               const std::string& space) override;
   absl::StatusOr<std::vector<std::pair<std::string, std::vector<float>>>> Vectors(
       const std::string& space) override;
   absl::Status AddOutcomes(const OutcomeQueryRow& query,
@@ -61,6 +63,8 @@ class SqliteMetadataStore : public MetadataStore {
   absl::StatusOr<std::vector<AuditEntry>> Audit(int limit) override;
   absl::Status SetMeta(const std::string& key, const std::string& value) override;
   absl::StatusOr<std::string> GetMeta(const std::string& key) override;
+  // One process owns a SQLite file: there is nothing to follow (nullptr).
+  absl::StatusOr<std::unique_ptr<ChangeFeed>> OpenChangeFeed() override { return nullptr; }
 
  private:
   explicit SqliteMetadataStore(sqlite3* db) : db_(db) {}

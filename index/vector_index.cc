@@ -625,6 +625,14 @@ class FaissVectorIndex : public VectorIndex {
     return entries_.count(id) > 0;
   }
 
+  std::vector<std::pair<std::string, std::vector<float>>> Contents() const override {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    std::vector<std::pair<std::string, std::vector<float>>> out;
+    out.reserve(entries_.size());
+    for (const auto& [id, e] : entries_) out.emplace_back(id, e.vector);
+    return out;
+  }
+
   std::string Fingerprint() const override {
     std::shared_lock<std::shared_mutex> lock(mu_);
     std::lock_guard<std::mutex> fp_lock(fingerprint_mu_);

@@ -64,6 +64,8 @@ class VectorIndex {
   virtual size_t size() const = 0;
   virtual int dim() const = 0;
   virtual bool Contains(const std::string& id) const = 0;
+  // Every (id, vector), by id (to compare with what the metadata store holds).
+  virtual std::vector<std::pair<std::string, std::vector<float>>> Contents() const = 0;
   // Hash over the sorted (id, vector bytes) pairs; equal for two indexes holding the same
   // vectors, whatever the FAISS structure. Used to detect a stale saved index.
   virtual std::string Fingerprint() const = 0;

@@ -36,6 +36,8 @@ struct ServerConfig {
   std::string data_dir = "./modeldock-data";
   // Metadata database: empty = SQLite in data_dir; postgresql://... = a PostgreSQL database.
   std::string metadata_url;
+  // Model files: empty = data_dir/blobs; may be a directory replicas share (e.g. NFS).
+  std::string blob_dir;
   std::string asset_dir = MODELDOCK_DEFAULT_ASSET_DIR;
   int64_t max_model_mb = 256;
   std::string index_factory = "Flat";
@@ -78,6 +80,8 @@ Examples:
   modeldock-server --listen 127.0.0.1:0             # any free port; the bound one is printed
   modeldock-server --metadata-url postgresql://modeldock@db:5432/modeldock
                                                     # metadata in PostgreSQL, not in --data-dir
+  modeldock-server --metadata-url postgresql://modeldock@db:5432/modeldock --blob-dir /mnt/blobs
+                                                    # one replica of several on that database
   modeldock-server --config server.json --log-level debug
 
 The --config file is a JSON object with the flags' names as keys (dashes or underscores), e.g.
@@ -109,6 +113,7 @@ std::string LoadConfigFile(const std::string& path, ServerConfig* config) {
     ReadKey(json, "listen", &config->listen);
     ReadKey(json, "data-dir", &config->data_dir);
     ReadKey(json, "metadata-url", &config->metadata_url);
+    ReadKey(json, "blob-dir", &config->blob_dir);
     ReadKey(json, "asset-dir", &config->asset_dir);
     ReadKey(json, "max-model-mb", &config->max_model_mb);
     ReadKey(json, "index-factory", &config->index_factory);
@@ -165,7 +170,12 @@ int main(int argc, char** argv) {
   auto* metadata_url = app.add_option(
       "--metadata-url", flags.metadata_url,
       "Metadata database: postgresql://USER@HOST:PORT/DB (libpq URI; password from ~/.pgpass or "
-      "PGPASSWORD) instead of SQLite in --data-dir (model files and the index stay there)");
+      "PGPASSWORD) instead of SQLite in --data-dir; several servers (replicas) may share one "
+      "database (with --blob-dir)");
+  auto* blob_dir = app.add_option(
+      "--blob-dir", flags.blob_dir,
+      "Directory for model files (DIR/blobs, uploads in DIR/tmp) instead of --data-dir; "
+      "replicas on one --metadata-url share one, e.g. an NFS mount");
   auto* asset_dir =
       app.add_option("--asset-dir", flags.asset_dir,
                      "Directory written by scripts/make_assets.py (probe set, reference encoder)")
@@ -300,6 +310,7 @@ int main(int argc, char** argv) {
   if (listen->count()) config.listen = flags.listen;
   if (data_dir->count()) config.data_dir = flags.data_dir;
   if (metadata_url->count()) config.metadata_url = flags.metadata_url;
+  if (blob_dir->count()) config.blob_dir = flags.blob_dir;
   if (asset_dir->count()) config.asset_dir = flags.asset_dir;
   if (max_mb->count()) config.max_model_mb = flags.max_model_mb;
   if (factory->count()) config.index_factory = flags.index_factory;
@@ -364,6 +375,7 @@ int main(int argc, char** argv) {
   modeldock::dock::DockOptions options;
   options.data_dir = config.data_dir;
   options.metadata_url = config.metadata_url;
+  options.blob_dir = config.blob_dir;
   options.asset_dir = config.asset_dir;
   options.max_model_bytes = config.max_model_mb << 20;
   options.index_factory = config.index_factory;
@@ -391,14 +403,14 @@ int main(int argc, char** argv) {
   sandbox.isolate_network = !config.no_network_isolation;
   sandbox.seccomp = !config.no_seccomp;
   spdlog::info(
-      "config: listen={} data_dir={} metadata={} asset_dir={} max_model_mb={} index_factory={} "
+      "config: listen={} data_dir={} metadata={} blob_dir={} asset_dir={} max_model_mb={} index_factory={} "
       "probe_set={} reference_encoder={} knowledge_encoder={} probe_workers={} torch_threads={} "
       "latency_budget_ms={} stage2_workers={} model_cache_mb={} workers={} worker_threads={} "
       "worker_memory_mb={} admission/probe/run timeouts={}/{}/{} s log_level={}",
       config.listen, config.data_dir,
       config.metadata_url.empty() ? "sqlite (data dir)"
                                   : modeldock::dock::RedactUrl(config.metadata_url),
-      config.asset_dir, config.max_model_mb,
+      config.blob_dir.empty() ? "(data dir)" : config.blob_dir, config.asset_dir, config.max_model_mb,
       config.index_factory, config.probe_set.empty() ? "(asset dir)" : config.probe_set,
       config.reference_encoder.empty() ? "(asset dir)" : config.reference_encoder,
       config.knowledge_encoder.empty() ? "(untrained)" : config.knowledge_encoder,
