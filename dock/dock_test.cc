@@ -22,6 +22,7 @@
 #include "absl/strings/str_join.h"
 #include "common/datasets.h"
 #include "common/sha256.h"
+#include "dock/blob_store.h"
 #include "dock/metadata_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -1181,6 +1182,57 @@ TEST_F(HostileModelTest, WorkerKilledDuringProbingIsRetriedOnceThenFailed) {
   EXPECT_THAT(record.state_reason, ::testing::HasSubstr("twice"));
   // The dock goes on: a good model registers and is probed.
   EXPECT_EQ(Register("fmnist-tops-cnn").state, ModelState::kReady);
+}
+
+// A blob directory shared by replicas: removals with a min_age keep files modified recently (an
+// upload in progress elsewhere, a blob another replica just adopted), and Adopt of an existing
+// blob refreshes its time, or moves its own copy in if the blob vanished meanwhile.
+TEST(BlobStoreTest, SharedDirectoryRemovalsSpareRecentFiles) {
+  std::string pattern = (fs::temp_directory_path() / "modeldock-blobs-XXXXXX").string();
+  ASSERT_NE(mkdtemp(pattern.data()), nullptr);
+  const fs::path root = pattern;
+  auto blobs = BlobStore::Create(root.string());
+  ASSERT_TRUE(blobs.ok()) << blobs.status();
+  auto write_temp = [&](const std::string& text) {
+    const std::string path = (*blobs)->NewTempPath();
+    std::ofstream(path) << text;
+    return path;
+  };
+  const std::string sha = Sha256::Of("model bytes");
+  const auto an_hour_ago = fs::file_time_type::clock::now() - std::chrono::hours(1);
+
+  bool existed = true;
+  ASSERT_TRUE((*blobs)->Adopt(write_temp("model bytes"), sha, &existed).ok());
+  EXPECT_FALSE(existed);
+  fs::last_write_time((*blobs)->PathOf(sha), an_hour_ago);
+  // Adopted again (another replica registering the same bytes): the time is refreshed ...
+  ASSERT_TRUE((*blobs)->Adopt(write_temp("model bytes"), sha, &existed).ok());
+  EXPECT_TRUE(existed);
+  EXPECT_GT(fs::last_write_time((*blobs)->PathOf(sha)), an_hour_ago + std::chrono::minutes(30));
+  // ... so a removal with a grace period keeps it, and one without removes it.
+  bool removed = true;
+  ASSERT_TRUE((*blobs)->Remove(sha, absl::Minutes(10), &removed).ok());
+  EXPECT_FALSE(removed);
+  EXPECT_TRUE((*blobs)->Has(sha));
+  fs::last_write_time((*blobs)->PathOf(sha), an_hour_ago);
+  ASSERT_TRUE((*blobs)->Remove(sha, absl::Minutes(10), &removed).ok());
+  EXPECT_TRUE(removed);
+  EXPECT_FALSE((*blobs)->Has(sha));
+  // Adopting onto a vanished blob moves the new copy in.
+  ASSERT_TRUE((*blobs)->Adopt(write_temp("model bytes"), sha, &existed).ok());
+  EXPECT_FALSE(existed);
+  EXPECT_TRUE((*blobs)->Has(sha));
+
+  // Temp files: an old leftover goes, an upload in progress stays.
+  const std::string stale = write_temp("interrupted");
+  const std::string fresh = write_temp("in progress");
+  fs::last_write_time(stale, an_hour_ago);
+  (*blobs)->ClearTemp(absl::Minutes(10));
+  EXPECT_FALSE(fs::exists(stale));
+  EXPECT_TRUE(fs::exists(fresh));
+  (*blobs)->ClearTemp();
+  EXPECT_FALSE(fs::exists(fresh));
+  fs::remove_all(root);
 }
 
 }  // namespace
