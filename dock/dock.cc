@@ -7,6 +7,7 @@
 #include <set>
 
 #include <sys/random.h>
+#include <unistd.h>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -62,6 +63,9 @@ const char* TaskKindName(TaskKind task) {
 
 absl::Status ValidateOptions(const DockOptions& o) {
   if (o.data_dir.empty()) return absl::InvalidArgumentError("data_dir must not be empty");
+  if (o.probe_lease < absl::Seconds(1)) {
+    return absl::InvalidArgumentError("probe_lease must be at least 1 s");
+  }
   if (o.sync_interval <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("sync_interval must be > 0");
   }
@@ -309,6 +313,12 @@ absl::Status DockImpl::Init() {
   if (!feed.ok()) return feed.status();
   feed_ = std::move(*feed);
   shared_ = IsPostgresUrl(options_.metadata_url);
+  {
+    char host[256] = {};
+    ::gethostname(host, sizeof(host) - 1);
+    replica_id_ = absl::StrCat(host, "/", ::getpid(), "/", NewModelId().substr(2, 8));
+  }
+  if (feed_ != nullptr) spdlog::info("replica {}: probing jobs are shared through the store", replica_id_);
   auto blobs = BlobStore::Create(options_.blob_dir.empty() ? options_.data_dir : options_.blob_dir);
   if (!blobs.ok()) return blobs.status();
   blobs_ = std::move(*blobs);
@@ -608,10 +618,15 @@ void DockImpl::FollowChanges() {
   // change committed between that rebuild and this thread's first Wait.
   bool catch_up = true;
   absl::Time last_catch_up = absl::InfinitePast();
+  absl::Time last_renewal = absl::Now();
   while (true) {
     {
       std::lock_guard<std::mutex> lock(queue_mutex_);
       if (stopping_) return;
+    }
+    if (absl::Now() - last_renewal >= options_.probe_lease / 3) {
+      RenewLeases();
+      last_renewal = absl::Now();
     }
     auto events = feed_->Wait(absl::Milliseconds(250));
     if (!events.ok()) {
@@ -996,12 +1011,14 @@ absl::StatusOr<sandbox::RunResult> DockImpl::RunRemote(const ModelRecord& record
 void DockImpl::Enqueue(const std::string& id) {
   {
     std::lock_guard<std::mutex> lock(queue_mutex_);
-    queue_.push_back(id);
+    // Shared queue: the model's row is the job (PENDING); only wake a worker to claim it.
+    if (feed_ == nullptr) queue_.push_back(id);
   }
   queue_cv_.notify_one();
 }
 
 void DockImpl::ProbeWorker() {
+  if (feed_ != nullptr) return ClaimProbeJobs();
   while (true) {
     std::string id;
     {
@@ -1012,6 +1029,45 @@ void DockImpl::ProbeWorker() {
       queue_.pop_front();
     }
     Probe(id);
+  }
+}
+
+void DockImpl::ClaimProbeJobs() {
+  while (true) {
+    {
+      std::lock_guard<std::mutex> lock(queue_mutex_);
+      if (stopping_) return;
+    }
+    auto claimed = store_->ClaimProbeJob(replica_id_, options_.probe_lease);
+    if (!claimed.ok()) spdlog::warn("cannot claim a probing job: {}", claimed.status().ToString());
+    if (!claimed.ok() || !claimed->has_value()) {
+      // Woken by a registration on this replica; others' jobs and expired leases are found by
+      // looking again every second.
+      std::unique_lock<std::mutex> lock(queue_mutex_);
+      queue_cv_.wait_for(lock, std::chrono::seconds(1));
+      continue;
+    }
+    const std::string id = **claimed;
+    {
+      std::lock_guard<std::mutex> lock(queue_mutex_);
+      leased_.insert(id);
+    }
+    spdlog::info("probing job {} claimed by {}", id, replica_id_);
+    Probe(id);
+    std::lock_guard<std::mutex> lock(queue_mutex_);
+    leased_.erase(id);
+  }
+}
+
+void DockImpl::RenewLeases() {
+  std::vector<std::string> ids;
+  {
+    std::lock_guard<std::mutex> lock(queue_mutex_);
+    ids.assign(leased_.begin(), leased_.end());
+  }
+  if (ids.empty()) return;
+  if (absl::Status s = store_->RenewProbeLeases(ids, replica_id_, options_.probe_lease); !s.ok()) {
+    spdlog::warn("cannot renew the leases of {} probing jobs: {}", ids.size(), s.ToString());
   }
 }
 

@@ -141,6 +141,11 @@ struct DockOptions {
   // How often a replica compares its index with the stored vectors (a missed notification is
   // repaired then); also done at once after the change feed reconnected. PostgreSQL only.
   absl::Duration sync_interval = absl::Seconds(10);
+  // PostgreSQL: probing jobs are claimed from the models table (MetadataStore::ClaimProbeJob) by
+  // any replica's probe workers, under a lease renewed every probe_lease / 3 while the probe
+  // runs; a replica that dies mid-probe lets its lease expire and another replica probes the
+  // model. Idle probe workers look for jobs every second.
+  absl::Duration probe_lease = absl::Seconds(30);
   // Directory written by scripts/make_assets.py (probe set, reference encoder); empty = the
   // compiled-in default (the build's assets directory).
   std::string asset_dir;

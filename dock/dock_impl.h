@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -124,6 +125,10 @@ class DockImpl : public Dock {
   // Adds, replaces and removes index entries until the index holds exactly the stored vectors.
   absl::Status CatchUp();
   void ProbeWorker();
+  // A probe worker of a shared store: claims jobs from the store (leased to replica_id_).
+  void ClaimProbeJobs();
+  // Extends the leases of the jobs this replica's probe workers run (the sync thread calls it).
+  void RenewLeases();
   void Probe(const std::string& id);
   void SetState(ModelRecord& record, ModelState state, const std::string& reason);
   void Enqueue(const std::string& id);
@@ -177,6 +182,8 @@ class DockImpl : public Dock {
   std::unique_ptr<ChangeFeed> feed_;  // null: this process is the store's only user (SQLite)
   bool shared_ = false;               // PostgreSQL: other replicas may share the blob directory
   std::thread sync_thread_;
+  std::string replica_id_;           // "host/pid/random": the owner of this replica's leases
+  std::set<std::string> leased_;     // with queue_mutex_: jobs this replica's workers probe
   std::condition_variable sync_cv_;   // with queue_mutex_: wakes the sync thread at shutdown
   std::unique_ptr<index::VectorIndex> index_;
   // Every run of uploaded model code goes through these worker processes.

@@ -838,7 +838,7 @@ TEST(MetadataStoreMigrationTest, SchemaOneDatabaseIsMigrated) {
   EXPECT_EQ(record->spec.kind, ModelKind::kClassifier);
   EXPECT_EQ(record->feature_dim, 64);
   EXPECT_TRUE(record->layers.empty());
-  EXPECT_EQ(*(*store)->GetMeta("schema_version"), "5");
+  EXPECT_EQ(*(*store)->GetMeta("schema_version"), "6");
   // Schema 4: a name takes several versions, each once.
   ModelRecord v2 = *record;
   v2.id = "m-2";

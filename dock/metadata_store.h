@@ -11,6 +11,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -26,7 +27,7 @@ namespace modeldock::dock {
 
 // The schema version both backends migrate to at open (meta 'schema_version'). A database of a
 // newer version is refused (FAILED_PRECONDITION): this binary would not know what it may write.
-inline constexpr int kMetadataSchemaVersion = 5;
+inline constexpr int kMetadataSchemaVersion = 6;
 
 // A stored API key: salted SHA-256 of its secret (hex), never the secret itself.
 struct ApiKeyRow {
@@ -170,6 +171,18 @@ class MetadataStore {
   virtual absl::Status UpdateSpec(const ModelRecord& record) = 0;
   virtual absl::Status AppendAudit(const AuditEntry& entry) = 0;
   virtual absl::StatusOr<std::vector<AuditEntry>> Audit(int limit) = 0;  // newest first
+
+  // Probing jobs as a queue that the servers on one database share (schema 6: models.lease_owner,
+  // models.lease_until_ms). Claims the oldest model that is PENDING or PROBING and whose lease
+  // has expired (never leased, or its server died), and leases it to `owner` for `lease` (the
+  // database's clock, so servers' clocks need not agree); nullopt when there is none. Claims
+  // exclude each other (PostgreSQL: FOR UPDATE SKIP LOCKED).
+  virtual absl::StatusOr<std::optional<std::string>> ClaimProbeJob(const std::string& owner,
+                                                                   absl::Duration lease) = 0;
+  // Extends `owner`'s leases on `ids` to now + `lease` (an id leased to another owner meanwhile
+  // is left alone).
+  virtual absl::Status RenewProbeLeases(const std::vector<std::string>& ids,
+                                        const std::string& owner, absl::Duration lease) = 0;
 
   // A feed of the changes that CommitProbe (kReady), PutVector (kVectorChanged) and Delete
   // (kDeleted) commit on this database, from any server, this one included: each of those calls

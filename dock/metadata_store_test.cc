@@ -593,6 +593,37 @@ TEST_P(MetadataStoreTest, ConcurrentCalls) {
   EXPECT_EQ(store_->Vectors("s")->size(), 40u);
 }
 
+// The probe queue: oldest PENDING first, a leased job is not claimed again until its lease
+// expires (its server died), READY/FAILED models are no jobs, a renewal extends only the owner's.
+TEST_P(MetadataStoreTest, ProbeJobsAreClaimedOnceUntilTheLeaseExpires) {
+  ASSERT_TRUE(store_->Insert(Record("b", "beta", "1", 2)).ok());
+  ASSERT_TRUE(store_->Insert(Record("a", "alpha", "1", 1)).ok());
+  ModelRecord ready = Record("c", "gamma", "1", 0);
+  ready.state = ModelState::kReady;
+  ASSERT_TRUE(store_->Insert(ready).ok());
+  auto first = store_->ClaimProbeJob("r1", absl::Seconds(60));
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->value_or(""), "a");
+  auto second = store_->ClaimProbeJob("r2", absl::Seconds(60));
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->value_or(""), "b");
+  auto none = store_->ClaimProbeJob("r2", absl::Seconds(60));
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(none->has_value());
+
+  // r1 probes "a" (PROBING) and dies: once its lease expires, r2 takes it over.
+  ModelRecord a = *store_->Get("a");
+  a.state = ModelState::kProbing;
+  ASSERT_TRUE(store_->UpdateState(a).ok());
+  ASSERT_TRUE(store_->RenewProbeLeases({"a"}, "r1", absl::Milliseconds(1)).ok());
+  ASSERT_TRUE(store_->RenewProbeLeases({"b"}, "r1", absl::Milliseconds(1)).ok());  // not r1's
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  auto taken = store_->ClaimProbeJob("r2", absl::Seconds(60));
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  EXPECT_EQ(taken->value_or(""), "a");
+  EXPECT_FALSE(store_->ClaimProbeJob("r3", absl::Seconds(60))->has_value());
+}
+
 // SQLite serves one process: there is no feed to follow. PostgreSQL's is tested below.
 TEST_P(MetadataStoreTest, ChangeFeedOnlyWhereServersShareTheStore) {
   auto feed = store_->OpenChangeFeed();

@@ -434,7 +434,11 @@ absl::StatusOr<std::unique_ptr<MetadataStore>> PostgresMetadataStore::Open(const
 PostgresMetadataStore::~PostgresMetadataStore() { PQfinish(conn_); }
 
 absl::Status PostgresMetadataStore::Migrate() {
-  const std::vector<const char*> migrations = {};  // see kFirstSchema
+  const std::vector<const char*> migrations = {
+      // 6: the probe queue replicas share (ClaimProbeJob).
+      "ALTER TABLE models ADD COLUMN IF NOT EXISTS lease_owner TEXT NOT NULL DEFAULT ''; "
+      "ALTER TABLE models ADD COLUMN IF NOT EXISTS lease_until_ms BIGINT NOT NULL DEFAULT 0",
+  };  // see kFirstSchema
   if (kFirstSchema + static_cast<int>(migrations.size()) != kMetadataSchemaVersion) {
     return absl::InternalError(absl::StrCat("PostgreSQL migrations end at schema ",
                                             kFirstSchema + migrations.size(), ", not ",
@@ -773,6 +777,42 @@ absl::StatusOr<std::vector<float>> PostgresMetadataStore::GetVector(const std::s
   if (!result.ok()) return result.status();
   if (result->size() == 0) return absl::NotFoundError(absl::StrCat("no vector for ", id));
   return result->row(0).Floats(0);
+}
+
+namespace {
+// The database's clock in Unix milliseconds: leases do not depend on the servers' clocks.
+constexpr const char* kNowMs = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
+}  // namespace
+
+absl::StatusOr<std::optional<std::string>> PostgresMetadataStore::ClaimProbeJob(
+    const std::string& owner, absl::Duration lease) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (absl::Status s = EnsureConnected(); !s.ok()) return s;
+  // The queue pattern: a row another server is claiming right now is skipped, not waited for.
+  auto result = Run(conn_, "claim probe job",
+                    absl::StrCat("UPDATE models SET lease_owner=$1, lease_until_ms=", kNowMs,
+                                 " + $2 WHERE id = (SELECT id FROM models WHERE state IN (0, 1) "
+                                 "AND lease_until_ms < ", kNowMs, " ORDER BY created_unix_ms, id",
+                                 kByBytes, " LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id"),
+                    {owner, absl::ToInt64Milliseconds(lease)});
+  if (!result.ok()) return result.status();
+  if (result->size() == 0) return std::optional<std::string>();
+  return std::optional<std::string>(result->row(0).Text(0));
+}
+
+absl::Status PostgresMetadataStore::RenewProbeLeases(const std::vector<std::string>& ids,
+                                                     const std::string& owner,
+                                                     absl::Duration lease) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (absl::Status s = EnsureConnected(); !s.ok()) return s;
+  for (const std::string& id : ids) {
+    auto done = Run(conn_, "renew lease",
+                    absl::StrCat("UPDATE models SET lease_until_ms=", kNowMs,
+                                 " + $1 WHERE id=$2 AND lease_owner=$3"),
+                    {absl::ToInt64Milliseconds(lease), id, owner});
+    if (!done.ok()) return done.status();
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<std::pair<std::string, std::vector<float>>>>

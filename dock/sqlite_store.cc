@@ -19,7 +19,9 @@ using store_rows::StringsJson;
 // Schema versions (kMetadataSchemaVersion): 1 = the first; 2 adds models.kind (feature
 // extractors); 3 adds models.layers (embed_layers: JSON [{"name", "dim"}]); 4 makes (name,
 // version) unique instead of name (model versions); 5 adds models.remote (remote models over
-// KServe v2: JSON {"endpoint", "model", "version"}, '' for stored files). Older databases are
+// KServe v2: JSON {"endpoint", "model", "version"}, '' for stored files); 6 adds
+// models.lease_owner and lease_until_ms (the probe queue replicas share; ClaimProbeJob). Older
+// databases are
 // migrated at Open, one transaction per step.
 constexpr int kSchemaVersion = kMetadataSchemaVersion;
 
@@ -47,6 +49,8 @@ constexpr const char* kModelsColumns = R"sql((
   kind INTEGER NOT NULL DEFAULT 0,
   layers TEXT NOT NULL DEFAULT '[]',
   remote TEXT NOT NULL DEFAULT '',
+  lease_owner TEXT NOT NULL DEFAULT '',
+  lease_until_ms INTEGER NOT NULL DEFAULT 0,
   UNIQUE(name, version)
 ))sql";
 
@@ -263,6 +267,8 @@ absl::StatusOr<std::unique_ptr<MetadataStore>> SqliteMetadataStore::Open(const s
         "ALTER TABLE models ADD COLUMN layers TEXT NOT NULL DEFAULT '[]'",
         rebuild_models,
         "ALTER TABLE models ADD COLUMN remote TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE models ADD COLUMN lease_owner TEXT NOT NULL DEFAULT ''; "
+        "ALTER TABLE models ADD COLUMN lease_until_ms INTEGER NOT NULL DEFAULT 0",
     };
     for (int to = found + 1; to <= kSchemaVersion; ++to) {
       const bool rebuild = to == 4;
@@ -598,6 +604,46 @@ absl::StatusOr<std::vector<float>> SqliteMetadataStore::GetVector(const std::str
   st.Bind(2, space);
   if (st.Step() != SQLITE_ROW) return absl::NotFoundError(absl::StrCat("no vector for ", id));
   return st.Floats(0);
+}
+
+absl::StatusOr<std::optional<std::string>> SqliteMetadataStore::ClaimProbeJob(
+    const std::string& owner, absl::Duration lease) {
+  std::lock_guard<std::mutex> lock(mutex_);  // one process, one connection: claims are serial
+  const int64_t now = absl::ToUnixMillis(absl::Now());
+  std::string id;
+  {
+    Statement st(db_,
+                 "SELECT id FROM models WHERE state IN (0, 1) AND lease_until_ms < ? "
+                 "ORDER BY created_unix_ms, id LIMIT 1");
+    st.Bind(1, now);
+    if (st.Step() != SQLITE_ROW) return std::optional<std::string>();
+    id = st.Text(0);
+  }
+  Statement st(db_, "UPDATE models SET lease_owner=?, lease_until_ms=? WHERE id=?");
+  st.Bind(1, owner);
+  st.Bind(2, now + absl::ToInt64Milliseconds(lease));
+  st.Bind(3, id);
+  if (st.Step() != SQLITE_DONE) {
+    return absl::InternalError(absl::StrCat("sqlite claim: ", sqlite3_errmsg(db_)));
+  }
+  return std::optional<std::string>(id);
+}
+
+absl::Status SqliteMetadataStore::RenewProbeLeases(const std::vector<std::string>& ids,
+                                                   const std::string& owner,
+                                                   absl::Duration lease) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const int64_t until = absl::ToUnixMillis(absl::Now()) + absl::ToInt64Milliseconds(lease);
+  for (const std::string& id : ids) {
+    Statement st(db_, "UPDATE models SET lease_until_ms=? WHERE id=? AND lease_owner=?");
+    st.Bind(1, until);
+    st.Bind(2, id);
+    st.Bind(3, owner);
+    if (st.Step() != SQLITE_DONE) {
+      return absl::InternalError(absl::StrCat("sqlite lease: ", sqlite3_errmsg(db_)));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<std::pair<std::string, std::vector<float>>>>

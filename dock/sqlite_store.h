@@ -48,6 +48,10 @@ class SqliteMetadataStore : public MetadataStore {
                          const std::vector<float>& vector) override;
   absl::StatusOr<std::vector<float>> GetVector(const std::string& id,
                                                const std::string& space) override;
+  absl::StatusOr<std::optional<std::string>> ClaimProbeJob(const std::string& owner,
+                                                           absl::Duration lease) override;
+  absl::Status RenewProbeLeases(const std::vector<std::string>& ids, const std::string& owner,
+                                absl::Duration lease) override;
   absl::StatusOr<std::vector<std::pair<std::string, std::vector<float>>>> Vectors(
       const std::string& space) override;
   absl::Status AddOutcomes(const OutcomeQueryRow& query,

@@ -38,6 +38,7 @@ struct ServerConfig {
   std::string metadata_url;
   // Model files: empty = data_dir/blobs; may be a directory replicas share (e.g. NFS).
   std::string blob_dir;
+  double probe_lease_s = 30;  // replicas: lease of a claimed probing job
   std::string asset_dir = MODELDOCK_DEFAULT_ASSET_DIR;
   int64_t max_model_mb = 256;
   std::string index_factory = "Flat";
@@ -114,6 +115,7 @@ std::string LoadConfigFile(const std::string& path, ServerConfig* config) {
     ReadKey(json, "data-dir", &config->data_dir);
     ReadKey(json, "metadata-url", &config->metadata_url);
     ReadKey(json, "blob-dir", &config->blob_dir);
+    ReadKey(json, "probe-lease-s", &config->probe_lease_s);
     ReadKey(json, "asset-dir", &config->asset_dir);
     ReadKey(json, "max-model-mb", &config->max_model_mb);
     ReadKey(json, "index-factory", &config->index_factory);
@@ -176,6 +178,11 @@ int main(int argc, char** argv) {
       "--blob-dir", flags.blob_dir,
       "Directory for model files (DIR/blobs, uploads in DIR/tmp) instead of --data-dir; "
       "replicas on one --metadata-url share one, e.g. an NFS mount");
+  auto* probe_lease = app.add_option(
+      "--probe-lease-s", flags.probe_lease_s,
+      "With --metadata-url: seconds a replica's claim on a probing job lasts unless renewed; a "
+      "replica that dies mid-probe hands its jobs to the others after this")
+                          ->default_str("30");
   auto* asset_dir =
       app.add_option("--asset-dir", flags.asset_dir,
                      "Directory written by scripts/make_assets.py (probe set, reference encoder)")
@@ -311,6 +318,7 @@ int main(int argc, char** argv) {
   if (data_dir->count()) config.data_dir = flags.data_dir;
   if (metadata_url->count()) config.metadata_url = flags.metadata_url;
   if (blob_dir->count()) config.blob_dir = flags.blob_dir;
+  if (probe_lease->count()) config.probe_lease_s = flags.probe_lease_s;
   if (asset_dir->count()) config.asset_dir = flags.asset_dir;
   if (max_mb->count()) config.max_model_mb = flags.max_model_mb;
   if (factory->count()) config.index_factory = flags.index_factory;
@@ -376,6 +384,7 @@ int main(int argc, char** argv) {
   options.data_dir = config.data_dir;
   options.metadata_url = config.metadata_url;
   options.blob_dir = config.blob_dir;
+  options.probe_lease = absl::Seconds(config.probe_lease_s);
   options.asset_dir = config.asset_dir;
   options.max_model_bytes = config.max_model_mb << 20;
   options.index_factory = config.index_factory;

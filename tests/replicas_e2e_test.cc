@@ -101,12 +101,14 @@ class ReplicasTest : public ::testing::Test {
   }
   std::string Path(const std::string& name) { return (fs::path(temp_.path()) / name).string(); }
 
-  void Start(Replica* replica, const std::string& data_dir, const std::string& url) {
-    replica->process = StartProcess(
-        {MODELDOCK_SERVER_PATH, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
-         "--asset-dir", AssetDir(), "--data-dir", Path(data_dir), "--blob-dir", Path("shared"),
-         "--metadata-url", url, "--workers", "1", "--torch-threads", "1", "--probe-workers", "1"},
-        temp_.path());
+  void Start(Replica* replica, const std::string& data_dir, const std::string& url,
+             const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> argv = {
+        MODELDOCK_SERVER_PATH, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+        "--asset-dir", AssetDir(), "--data-dir", Path(data_dir), "--blob-dir", Path("shared"),
+        "--metadata-url", url, "--workers", "1", "--torch-threads", "1", "--probe-workers", "1"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    replica->process = StartProcess(argv, temp_.path());
   }
   void WaitReady(Replica* replica) {
     replica->address = WaitForLine(replica->process, replica->process.out_path,
@@ -228,6 +230,57 @@ TEST_F(ReplicasTest, RegisterOnOneRecommendOnTheOther) {
     ProcessResult stopped = WaitProcess(replica->process, std::chrono::seconds(60));
     EXPECT_EQ(stopped.exit_code, 0) << stopped.err;
   }
+}
+
+// Probing jobs are a queue in PostgreSQL: whichever replica claimed the job is killed (-9) while
+// it probes, and the other one takes the job over once the lease (3 s here) has expired.
+TEST_F(ReplicasTest, KilledMidProbeTheOtherReplicaFinishes) {
+  TestSchema schema;
+  ASSERT_EQ(schema.error(), "");
+  Replica one, two;
+  Start(&one, "data1", schema.url(), {"--probe-lease-s", "3"});
+  Start(&two, "data2", schema.url(), {"--probe-lease-s", "3"});
+  ASSERT_NO_FATAL_FAILURE(WaitReady(&one));
+  ASSERT_NO_FATAL_FAILURE(WaitReady(&two));
+
+  ProcessResult r = Cli(one, {"register", AssetPath("demo/fmnist-tops-cnn.pt"), "--metadata",
+                              AssetPath("demo/fmnist-tops-cnn.json"), "--no-wait"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string owner;  // "host/pid/random" of the replica probing it
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (owner.empty() && std::chrono::steady_clock::now() < give_up) {
+    owner = schema.Exec("SELECT lease_owner FROM models WHERE state = 1");  // PROBING
+    if (owner.rfind("error", 0) == 0) owner.clear();
+    if (owner.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_FALSE(owner.empty()) << "no replica was seen probing; state "
+                              << schema.Exec("SELECT state FROM models");
+  auto owns = [&](const Replica& replica) {
+    return owner.find("/" + std::to_string(replica.process.pid) + "/") != std::string::npos;
+  };
+  ASSERT_TRUE(owns(one) || owns(two)) << owner;
+  Replica& victim = owns(one) ? one : two;
+  Replica& survivor = owns(one) ? two : one;
+  kill(victim.process.pid, SIGKILL);
+  waitpid(victim.process.pid, nullptr, 0);
+  ASSERT_EQ(schema.Exec("SELECT state FROM models"), "1")
+      << "the probe finished before the kill; nothing was taken over";
+
+  EXPECT_TRUE(Eventually([&] { return schema.Exec("SELECT state FROM models") == "2"; },
+                         std::chrono::seconds(60)))
+      << schema.Exec("SELECT state_reason FROM models") << "\n"
+      << ReadFile(survivor.process.err_path);
+  const std::string finisher = schema.Exec("SELECT lease_owner FROM models");
+  EXPECT_NE(finisher, owner);
+  EXPECT_THAT(finisher, HasSubstr("/" + std::to_string(survivor.process.pid) + "/"));
+  r = Cli(survivor, {"--json", "show", "fmnist-tops-cnn"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["model"]["state"], "READY") << r.out;
+  EXPECT_TRUE(
+      Eventually([&] { return MetricValue(survivor.metrics, "modeldock_index_vectors") == 1; },
+                 std::chrono::seconds(8)));
+  kill(survivor.process.pid, SIGTERM);
+  EXPECT_EQ(WaitProcess(survivor.process, std::chrono::seconds(60)).exit_code, 0);
 }
 
 }  // namespace
