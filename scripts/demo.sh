@@ -8,6 +8,8 @@ BUILD_DIR="${1:-${MODELDOCK_BUILD_DIR:-$ROOT/build}}"
 # OpenMP threads that spin while waiting make LibTorch/FAISS several times slower when processes
 # share the cores (ctest -j, CI); passive waiting costs nothing measurable on an idle machine.
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+# One OpenMP thread per call: concurrent calls are the server's parallelism (bench/replicas).
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
 
 "$ROOT/scripts/build.sh" "$BUILD_DIR"
 
