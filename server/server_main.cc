@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -158,7 +159,20 @@ std::string LoadConfigFile(const std::string& path, ServerConfig* config) {
 
 }  // namespace
 
+// Concurrent calls are the server's parallelism: OpenMP teams per call thread (FAISS, OpenBLAS)
+// oversubscribe the cores and made six concurrent recommendations 25x slower on 2 cores
+// (docs/BENCHMARKS.md, "Replicas and concurrent calls"). libgomp and OpenBLAS read their thread
+// counts when they load, before main, so the server sets them and starts itself again once,
+// unless the operator chose values.
+void UseOneOpenMpThreadPerCall(char** argv) {
+  if (std::getenv("OMP_NUM_THREADS") != nullptr) return;
+  setenv("OMP_NUM_THREADS", "1", 1);
+  setenv("OPENBLAS_NUM_THREADS", "1", 0);
+  execv("/proc/self/exe", argv);  // returns only on failure: then run with the defaults
+}
+
 int main(int argc, char** argv) {
+  UseOneOpenMpThreadPerCall(argv);
   ServerConfig flags;
   std::string config_path;
   CLI::App app("modeldock-server: a model-zoo retrieval server (gRPC API modeldock.v1).",
