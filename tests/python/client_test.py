@@ -152,6 +152,17 @@ class ApiKeyTest(unittest.TestCase):
                     admin_key = f.read().strip()
                 with modeldock.Client(address, api_key=admin_key) as admin:
                     self.assertEqual(admin.list(), [])
+                    key = admin.create_key("consumer", name="reader")
+                    self.assertIn(key["id"], {k["id"] for k in admin.list_keys()})
+                    with modeldock.Client(address, api_key=key["secret"]) as reader:
+                        self.assertEqual(reader.list(), [])
+                        with self.assertRaises(modeldock.ModelDockError) as e:
+                            reader.list_keys()
+                        self.assertEqual(e.exception.code, grpc.StatusCode.PERMISSION_DENIED)
+                        admin.revoke_key(key["id"])
+                        with self.assertRaises(modeldock.ModelDockError) as e:
+                            reader.list()
+                        self.assertEqual(e.exception.code, grpc.StatusCode.UNAUTHENTICATED)
                 with modeldock.Client(address) as anonymous:
                     with self.assertRaises(modeldock.ModelDockError) as e:
                         anonymous.list()

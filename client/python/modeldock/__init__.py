@@ -269,6 +269,30 @@ class Client:
                      pb.DeleteModelRequest(model=model, all_versions=all_versions),
                      timeout=self._timeout, metadata=self._metadata).id
 
+    def create_key(self, role: str, name: str = "") -> Dict:
+        """Admin: a new API key ("consumer", "provider" or "admin"). The secret is returned
+        only here: {"id", "name", "role", "secret"}."""
+        roles = {"consumer": pb.API_KEY_ROLE_CONSUMER, "provider": pb.API_KEY_ROLE_PROVIDER,
+                 "admin": pb.API_KEY_ROLE_ADMIN}
+        if role not in roles:
+            raise ValueError(f"role must be one of {sorted(roles)}; got {role!r}")
+        r = _call(self._stub.CreateApiKey, pb.CreateApiKeyRequest(role=roles[role], name=name),
+                  timeout=self._timeout, metadata=self._metadata)
+        return {"id": r.key.id, "name": r.key.name, "role": role, "secret": r.secret}
+
+    def list_keys(self) -> List[Dict]:
+        """Admin: every key (never the secrets)."""
+        r = _call(self._stub.ListApiKeys, pb.ListApiKeysRequest(), timeout=self._timeout,
+                  metadata=self._metadata)
+        return [{"id": k.id, "name": k.name,
+                 "role": pb.ApiKeyRole.Name(k.role)[len("API_KEY_ROLE_"):].lower(),
+                 "created_unix_ms": k.created_unix_ms, "revoked": k.revoked} for k in r.keys]
+
+    def revoke_key(self, key_id: str) -> None:
+        """Admin: revokes a key; it stops working on the next call."""
+        _call(self._stub.RevokeApiKey, pb.RevokeApiKeyRequest(id=key_id), timeout=self._timeout,
+              metadata=self._metadata)
+
     def update(self, model: str, description: Optional[str] = None, license: Optional[str] = None,
                tags: Optional[Sequence[str]] = None) -> Model:
         """Edits metadata without a new upload; None leaves a field as it is; tags replace all."""
