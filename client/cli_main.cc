@@ -783,6 +783,7 @@ int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client:
                    {"mode_reason", response->mode_reason()},
                    {"latency_budget_ms", response->latency_budget_ms()},
                    {"alignment_version", response->alignment_version()},
+                   {"recorded_outcomes", response->recorded_outcomes()},
                    {"label_source", response->label_source()},
                    {"dataset_notes", dataset->notes},
                    {"warnings", std::vector<std::string>(response->warnings().begin(),
@@ -802,6 +803,11 @@ int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client:
   if (response->alignment_version() > 0) {
     std::cout << "ranker: trained version " << response->alignment_version()
               << " (outcome priors; `modeldock alignments`)\n";
+  }
+  if (response->recorded_outcomes() > 0) {
+    std::cout << "recorded: the dock kept this query's class prototypes and "
+              << response->recorded_outcomes()
+              << " stage-2 standings as weak outcome records (`modeldock records`)\n";
   }
   if (response->results().empty()) {
     std::cout << "no compatible READY models\n";
@@ -982,7 +988,11 @@ int RunReport(const GlobalFlags& global, const ReportFlags& flags, client::Clien
 }
 
 std::string SourceName(v1::OutcomeSource source) {
-  return source == v1::OUTCOME_SOURCE_IMPORT ? "import" : "finetune";
+  switch (source) {
+    case v1::OUTCOME_SOURCE_IMPORT: return "import";
+    case v1::OUTCOME_SOURCE_STAGE2: return "stage2";
+    default: return "finetune";
+  }
 }
 
 int RunRecords(const GlobalFlags& global, const std::string& model, int limit,
@@ -1037,7 +1047,9 @@ json VersionJson(const v1::AlignmentVersion& v) {
               {"vectors_trained", v.vectors_trained()},
               {"vectors_validation_untrained", v.vectors_validation_untrained()},
               {"vectors_validation_trained", v.vectors_validation_trained()},
-              {"vectors_reason", v.vectors_reason()}};
+              {"vectors_reason", v.vectors_reason()},
+              {"weak_queries", v.weak_queries()},
+              {"weak_weight", v.weak_weight()}};
 }
 
 std::string StateName(v1::TrainingState state) {
@@ -1087,6 +1099,11 @@ int RunTrain(const GlobalFlags& global, bool wait, client::Client& client) {
       v.validation_untrained(), v.validation_serving(), v.validation_trained(),
       v.adopted() ? "ADOPTED (now serving)" : "NOT ADOPTED (the serving version stays)",
       v.reason(), v.weight(), v.shrinkage(), v.sharpness());
+  if (v.weak_queries() > 0) {
+    std::cout << absl::StrFormat(
+        "weak records: stage-2 standings of %d recommendations, learned weight %.3f\n",
+        v.weak_queries(), v.weak_weight());
+  }
   std::cout << "knowledge vectors: " << v.vectors_reason() << "\n";
   return kExitOk;
 }

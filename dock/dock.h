@@ -183,6 +183,10 @@ struct DockOptions {
   int proxy_prefilter = 2000;
   // Stage-2 candidates run at once (each in a worker); 0 = the number of workers.
   int stage2_workers = 0;
+  // Every recommendation with given labels leaves weak outcome records (OutcomeSource::kStage2):
+  // the query's class prototypes, stage-1 scores and each scored model's stage-2 standing.
+  // Off by default: the dock then keeps nothing of a recommendation.
+  bool learn_from_recommendations = false;
 };
 
 // Validated once; returns INVALID_ARGUMENT naming the bad option.
@@ -298,11 +302,17 @@ struct RecommendResult {
   std::vector<std::string> warnings;
   // The trained ranker version that ranked this answer (0 = untrained); one version per answer.
   int64_t alignment_version = 0;
+  // Weak outcome records left by this answer (DockOptions::learn_from_recommendations).
+  int recorded_outcomes = 0;
 };
 
 // ---- Learning from outcomes (issue 9).
-enum class OutcomeSource { kFinetune, kImport };
-const char* OutcomeSourceName(OutcomeSource source);  // "finetune", "import"
+// kStage2: weak labels the dock records itself when DockOptions::learn_from_recommendations is
+// on: the stage-2 standing (rank percentile, 1 = best scored) of every model a labelled
+// recommendation scored. Users cannot report it.
+enum class OutcomeSource { kFinetune, kImport, kStage2 };
+inline constexpr const char* kStage2Source = "stage2";
+const char* OutcomeSourceName(OutcomeSource source);  // "finetune", "import", "stage2"
 
 struct ReportedOutcome {
   std::string model;  // id or name
@@ -355,6 +365,8 @@ struct AlignmentVersion {
   int folds = 0;
   double validation_untrained = 0, validation_serving = 0, validation_trained = 0;  // tau_w
   double weight = 0, shrinkage = 0, sharpness = 0;
+  int weak_queries = 0;    // recommendations whose stage-2 standings informed the priors
+  double weak_weight = 0;  // their learned weight against a reported outcome
   // The knowledge vectors' trained projection: held-out tau_w of the similarity, untrained vs
   // trained; whether the version carries it (else its similarity is the untrained one).
   bool vectors_trained = false;

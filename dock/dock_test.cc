@@ -74,10 +74,12 @@ class DockTest : public ::testing::Test {
     dock_.reset();
     fs::remove_all(data_dir_);
   }
+  bool learn_from_recommendations_ = false;  // DockOptions of the next OpenDock()
   virtual void OpenDock() {
     DockOptions options;
     options.data_dir = data_dir_.string();
     options.asset_dir = AssetDir();
+    options.learn_from_recommendations = learn_from_recommendations_;
     auto dock = Dock::Create(options);
     ASSERT_TRUE(dock.ok()) << dock.status();
     dock_ = std::move(*dock);
@@ -262,6 +264,61 @@ TEST_F(LearningTest, ReportStoresOutcomesAndBadReportsStoreNothing) {
   EXPECT_DOUBLE_EQ(tops->records[0].accuracy, 0.5);
   EXPECT_EQ(tops->records[0].source, "import");
   EXPECT_EQ(dock_->ListRecords("no-such-model", 0).status().code(), absl::StatusCode::kNotFound);
+}
+
+// With learn_from_recommendations, a labelled recommendation leaves the scored models' stage-2
+// standings as weak records (rank percentiles); without it, or without labels, nothing.
+TEST_F(LearningTest, RecommendationsLeaveWeakRecordsOnlyWhenAllowed) {
+  RegisterAll();
+  auto off = dock_->Recommend(TopsQuery());
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_EQ(off->recorded_outcomes, 0);
+  EXPECT_EQ(dock_->ListRecords("", 0)->total_records, 0);
+
+  dock_.reset();
+  learn_from_recommendations_ = true;
+  OpenDock();
+  auto on = dock_->Recommend(TopsQuery());
+  ASSERT_TRUE(on.ok()) << on.status();
+  ASSERT_EQ(on->num_scored, 5);
+  EXPECT_EQ(on->recorded_outcomes, 5);
+  auto records = dock_->ListRecords("", 0);
+  ASSERT_TRUE(records.ok()) << records.status();
+  EXPECT_EQ(records->total_records, 5);
+  EXPECT_EQ(records->total_queries, 1);
+  // Oracle: the rank percentile of each model's stage-2 score among the five (ties share).
+  std::map<std::string, double> stage2;
+  for (const Recommendation& r : on->results) stage2[r.model.spec.name] = r.stage2_score;
+  for (const OutcomeRecord& record : records->records) {
+    EXPECT_EQ(record.source, "stage2");
+    double below = 0;
+    for (const auto& [name, score] : stage2) {
+      if (name == record.model_name) continue;
+      const double mine = stage2[record.model_name];
+      below += score < mine ? 1.0 : score == mine ? 0.5 : 0.0;
+    }
+    EXPECT_DOUBLE_EQ(record.accuracy, below / 4.0) << record.model_name;
+  }
+  // Unlabelled (clustered) queries leave nothing; the same query again replaces its records.
+  RecommendQuery unlabelled = TopsQuery();
+  unlabelled.dataset.labels.clear();
+  auto clustered = dock_->Recommend(unlabelled);
+  ASSERT_TRUE(clustered.ok()) << clustered.status();
+  EXPECT_EQ(clustered->recorded_outcomes, 0);
+  ASSERT_TRUE(dock_->Recommend(TopsQuery()).ok());
+  EXPECT_EQ(dock_->ListRecords("", 0)->total_records, 5);
+
+  // Training takes them as one weak task beside the reported queries (the tops query is also
+  // one of them: its accuracies and its standings stay separate tasks).
+  ReportAll();
+  const int64_t version = TrainAndWait();
+  auto list = dock_->ListAlignments();
+  ASSERT_TRUE(list.ok()) << list.status();
+  ASSERT_EQ(list->versions.size(), 1u);
+  EXPECT_EQ(list->versions[0].version, version);
+  EXPECT_EQ(list->versions[0].num_queries, 4);
+  EXPECT_EQ(list->versions[0].weak_queries, 1);
+  EXPECT_GT(list->versions[0].weak_weight, 0.0);
 }
 
 TEST_F(LearningTest, TrainingNeedsOutcomesOnThreeQueries) {

@@ -14,6 +14,7 @@
 #include "common/sha256.h"
 #include "dock/dock_impl.h"
 #include "nlohmann/json.hpp"
+#include "scoring/proxy.h"
 #include "spdlog/spdlog.h"
 
 namespace modeldock::dock {
@@ -34,6 +35,8 @@ nlohmann::json SummaryJson(const AlignmentVersion& v) {
           {"weight", v.weight},
           {"shrinkage", v.shrinkage},
           {"sharpness", v.sharpness},
+          {"weak_queries", v.weak_queries},
+          {"weak_weight", v.weak_weight},
           {"vectors_trained", v.vectors_trained},
           {"vectors_validation_untrained", v.vectors_validation_untrained},
           {"vectors_validation_trained", v.vectors_validation_trained},
@@ -58,6 +61,8 @@ AlignmentVersion VersionFromRow(const AlignmentRow& row) {
     v.weight = j.value("weight", 0.0);
     v.shrinkage = j.value("shrinkage", 0.0);
     v.sharpness = j.value("sharpness", 0.0);
+    v.weak_queries = j.value("weak_queries", 0);
+    v.weak_weight = j.value("weak_weight", 0.0);
     v.vectors_trained = j.value("vectors_trained", false);
     v.vectors_validation_untrained = j.value("vectors_validation_untrained", 0.0);
     v.vectors_validation_trained = j.value("vectors_validation_trained", 0.0);
@@ -82,7 +87,12 @@ void LowerThreadPriority() {
 }  // namespace
 
 const char* OutcomeSourceName(OutcomeSource source) {
-  return source == OutcomeSource::kImport ? "import" : "finetune";
+  switch (source) {
+    case OutcomeSource::kFinetune: return "finetune";
+    case OutcomeSource::kImport: return "import";
+    case OutcomeSource::kStage2: return kStage2Source;
+  }
+  return "finetune";
 }
 
 const char* TrainingStateName(TrainingStatus::State state) {
@@ -93,6 +103,64 @@ const char* TrainingStateName(TrainingStatus::State state) {
     case TrainingStatus::State::kFailed: return "failed";
   }
   return "unknown";
+}
+
+OutcomeQueryRow OutcomeQueryOf(const Dataset& dataset, TaskKind task, const Tensor& basis,
+                               const std::vector<int32_t>& labels, int num_classes) {
+  const Tensor& samples = dataset.samples;
+  OutcomeQueryRow query;
+  {
+    Sha256 h;
+    h.Update(ShapeToString(samples.shape));
+    h.Update(samples.values.data(), samples.values.size() * sizeof(float));
+    h.Update(dataset.labels.data(), dataset.labels.size() * sizeof(int32_t));
+    query.query_id = h.HexDigest();
+  }
+  query.task = static_cast<int>(task);
+  query.num_samples = samples.Rows();
+  query.num_classes = num_classes;
+  query.created_unix_ms = absl::ToUnixMillis(absl::Now());
+  // Class prototypes: the query as the dock may keep it (means, not samples).
+  const int64_t dim = basis.RowSize();
+  query.prototypes.shape = {num_classes, dim};
+  query.prototypes.values.assign(static_cast<size_t>(num_classes * dim), 0.0f);
+  std::vector<int64_t> counts(num_classes, 0);
+  for (int64_t i = 0; i < basis.Rows(); ++i) {
+    const int32_t c = labels[i];
+    ++counts[c];
+    for (int64_t d = 0; d < dim; ++d) query.prototypes.values[c * dim + d] += basis.values[i * dim + d];
+  }
+  for (int c = 0; c < num_classes; ++c) {
+    for (int64_t d = 0; d < dim; ++d) {
+      query.prototypes.values[c * dim + d] /= static_cast<float>(std::max<int64_t>(counts[c], 1));
+    }
+  }
+  return query;
+}
+
+absl::StatusOr<int> RecordStage2Standings(
+    MetadataStore* store, const OutcomeQueryRow& query,
+    const std::vector<std::pair<const ModelRecord*, double>>& stage2_scores) {
+  const size_t n = stage2_scores.size();
+  if (n < 2) return 0;
+  std::vector<double> values;
+  for (const auto& [record, score] : stage2_scores) values.push_back(score);
+  // A percentile, not the score: stage-2 scores are on a metric's own scale, standings are not.
+  const std::vector<double> ranks = scoring::Ranks(values);
+  std::vector<OutcomeRow> rows;
+  for (size_t i = 0; i < n; ++i) {
+    OutcomeRow row;
+    row.query_id = query.query_id;
+    row.model_id = stage2_scores[i].first->id;
+    row.model_name = stage2_scores[i].first->spec.name;
+    row.accuracy = (ranks[i] - 1.0) / static_cast<double>(n - 1);
+    row.source = kStage2Source;
+    row.weight = 1.0;
+    row.created_unix_ms = query.created_unix_ms;
+    rows.push_back(std::move(row));
+  }
+  if (absl::Status s = store->AddOutcomes(query, rows); !s.ok()) return s;
+  return static_cast<int>(rows.size());
 }
 
 std::vector<double> FactsOf(const ModelRecord& record) {
@@ -238,27 +306,34 @@ absl::StatusOr<AlignmentVersion> LearningLoop::TrainOnce(const TrainingInputs& i
     present[m.id] = &m;
     facts[m.id] = FactsOf(m);
   }
-  // Per query and model: the weighted mean of what was reported (models still in the dock).
-  std::map<std::string, std::map<std::string, std::pair<double, double>>> sums;
+  // Per query, kind (reported / weak) and model: the weighted mean of what was recorded (models
+  // still in the dock). Stage-2 standings are never mixed with accuracies: they are on another
+  // scale and say less, so a query's standings form a task of their own (a weak one).
+  using Sums = std::map<std::string, std::pair<double, double>>;
+  std::map<std::pair<std::string, bool>, Sums> sums;
   int64_t num_records = 0;
   for (const OutcomeRow& o : *outcomes) {
     if (!present.count(o.model_id)) continue;
-    auto& [weighted, weight] = sums[o.query_id][o.model_id];
+    const bool weak = o.source == kStage2Source;
+    auto& [weighted, weight] = sums[{o.query_id, weak}][o.model_id];
     weighted += o.weight * o.accuracy;
     weight += o.weight;
     ++num_records;
   }
   std::vector<encoder::RecordedTask> tasks;
   for (const OutcomeQueryRow& q : *queries) {
-    auto it = sums.find(q.query_id);
-    if (it == sums.end()) continue;
-    encoder::RecordedTask task;
-    task.query_id = q.query_id;
-    task.stage1 = q.stage1;
-    for (const auto& [model, sum] : it->second) {
-      if (sum.second > 0) task.accuracy[model] = sum.first / sum.second;
+    for (const bool weak : {false, true}) {
+      auto it = sums.find({q.query_id, weak});
+      if (it == sums.end()) continue;
+      encoder::RecordedTask task;
+      task.query_id = q.query_id;
+      task.stage1 = q.stage1;
+      task.weak = weak;
+      for (const auto& [model, sum] : it->second) {
+        if (sum.second > 0) task.accuracy[model] = sum.first / sum.second;
+      }
+      tasks.push_back(std::move(task));
     }
-    tasks.push_back(std::move(task));
   }
   const Serving serving = Current();
   encoder::RankerTrainingOptions options;
@@ -269,6 +344,7 @@ absl::StatusOr<AlignmentVersion> LearningLoop::TrainOnce(const TrainingInputs& i
   // The knowledge vectors' projection, from the same records.
   std::vector<encoder::AlignmentTask> alignment_tasks;
   for (const encoder::RecordedTask& t : tasks) {
+    if (t.weak) continue;  // the vectors learn from reported accuracies only
     auto q = inputs.query_vectors.find(t.query_id);
     if (q == inputs.query_vectors.end()) continue;
     alignment_tasks.push_back({t.query_id, q->second, t.accuracy});
@@ -300,6 +376,8 @@ absl::StatusOr<AlignmentVersion> LearningLoop::TrainOnce(const TrainingInputs& i
   v.weight = report->params.weight;
   v.shrinkage = report->params.shrinkage;
   v.sharpness = report->params.sharpness;
+  v.weak_queries = report->weak_tasks;
+  v.weak_weight = report->params.weak_weight;
   v.training_seconds = absl::ToDoubleSeconds(absl::Now() - start);
   v.reason = report->reason;
   // The version keeps the usable tasks it learned from, so it ranks the same way forever.
@@ -404,34 +482,9 @@ absl::StatusOr<OutcomeReportResult> DockImpl::ReportOutcome(const OutcomeReport&
   auto prepared = PrepareLabels(report.dataset, embeddings);
   if (!prepared.ok()) return prepared.status();
 
-  OutcomeQueryRow query;
-  {
-    Sha256 h;
-    h.Update(ShapeToString(samples.shape));
-    h.Update(samples.values.data(), samples.values.size() * sizeof(float));
-    h.Update(report.dataset.labels.data(), report.dataset.labels.size() * sizeof(int32_t));
-    query.query_id = h.HexDigest();
-  }
-  query.task = static_cast<int>(report.task);
-  query.num_samples = samples.Rows();
-  query.num_classes = prepared->num_classes;
-  query.created_unix_ms = absl::ToUnixMillis(absl::Now());
-  // Class prototypes: the query as the dock may keep it (means, not samples).
   const Tensor& basis = embeddings ? *embeddings : samples;
-  const int64_t dim = basis.RowSize();
-  query.prototypes.shape = {prepared->num_classes, dim};
-  query.prototypes.values.assign(static_cast<size_t>(prepared->num_classes * dim), 0.0f);
-  std::vector<int64_t> counts(prepared->num_classes, 0);
-  for (int64_t i = 0; i < basis.Rows(); ++i) {
-    const int32_t c = prepared->labels[i];
-    ++counts[c];
-    for (int64_t d = 0; d < dim; ++d) query.prototypes.values[c * dim + d] += basis.values[i * dim + d];
-  }
-  for (int c = 0; c < prepared->num_classes; ++c) {
-    for (int64_t d = 0; d < dim; ++d) {
-      query.prototypes.values[c * dim + d] /= static_cast<float>(std::max<int64_t>(counts[c], 1));
-    }
-  }
+  OutcomeQueryRow query = OutcomeQueryOf(report.dataset, report.task, basis, prepared->labels,
+                                         prepared->num_classes);
   // What stage 1 says about every compatible model now: the view of this task the ranker learns
   // task similarity from.
   if (embeddings) {

@@ -25,6 +25,20 @@ namespace modeldock::dock {
 // Black-box facts the ranker may use for a model (its feature width and class count).
 std::vector<double> FactsOf(const ModelRecord& record);
 
+// The query as outcome records keep it: its id (SHA-256 of the samples and labels as given) and
+// the class prototypes of `basis` (reference-encoder embeddings, else the samples) under the
+// prepared `labels`; not the samples. Stage-1 scores are the caller's to add.
+OutcomeQueryRow OutcomeQueryOf(const Dataset& dataset, TaskKind task, const Tensor& basis,
+                               const std::vector<int32_t>& labels, int num_classes);
+
+// Weak outcome records of one labelled recommendation (DockOptions::learn_from_recommendations):
+// each scored model's stage-2 standing as a rank percentile, 1 = best, 0 = worst (ties share),
+// source "stage2". `query` carries the stage-1 scores. Needs at least 2 scored models (else
+// nothing is stored). Returns how many records were stored.
+absl::StatusOr<int> RecordStage2Standings(
+    MetadataStore* store, const OutcomeQueryRow& query,
+    const std::vector<std::pair<const ModelRecord*, double>>& stage2_scores);
+
 // Builds the FAISS index of every model's vector through a version's projection.
 using ProjectedIndexBuilder = std::function<absl::StatusOr<std::shared_ptr<index::VectorIndex>>(
     const encoder::VectorProjection&)>;

@@ -391,7 +391,7 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
   }
   // The serving trained version adds each model's outcome prior (0 for untrained).
   std::unordered_map<std::string, double> prior;
-  std::unordered_map<std::string, int> prior_tasks;
+  std::unordered_map<std::string, encoder::OutcomeRanker::PriorSources> prior_sources;
   std::unordered_map<std::string, double> stage1_value(proxy_score.begin(), proxy_score.end());
   if (serving.ranker) {
     std::vector<std::string> ids;
@@ -400,12 +400,12 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
       ids.push_back(r.id);
       facts.push_back(FactsOf(r));
     }
-    std::vector<int> used;
+    std::vector<encoder::OutcomeRanker::PriorSources> used;
     std::vector<double> priors = serving.ranker->Priors(
         ids, std::map<std::string, double>(proxy_score.begin(), proxy_score.end()), &used, &facts);
     for (size_t i = 0; i < ids.size(); ++i) {
       prior[ids[i]] = priors[i];
-      prior_tasks[ids[i]] = used[i];
+      prior_sources[ids[i]] = used[i];
     }
     std::vector<double> base, model_prior;
     for (const std::string& id : proxy_order) {
@@ -705,6 +705,25 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
     s.stage2 = s.views[s.best].stage2;
     s.final_score = s.stage2;
   }
+  // The dock learns from its own recommendations when the operator allows it: the scored
+  // models' stage-2 standings on this (labelled) query become weak outcome records. Recorded
+  // before the prior is added, so that a version never learns from its own priors.
+  if (options_.learn_from_recommendations && result.label_source == "given" && query_embeddings &&
+      scored.size() >= 2) {
+    OutcomeQueryRow record =
+        OutcomeQueryOf(dataset, query.task, *query_embeddings, labels, num_classes);
+    record.stage1.insert(proxy_score.begin(), proxy_score.end());
+    std::vector<std::pair<const ModelRecord*, double>> standings;
+    for (const Scored& s : scored) standings.push_back({&compatible[position[s.id]], s.stage2});
+    auto stored = RecordStage2Standings(store_.get(), record, standings);
+    if (stored.ok()) {
+      result.recorded_outcomes = *stored;
+    } else {
+      // The answer does not depend on the record: log, do not fail the call.
+      spdlog::warn("recommend: could not record stage-2 standings: {}",
+                   std::string(stored.status().message()));
+    }
+  }
   if (serving.ranker && !scored.empty()) {
     std::vector<double> base, model_prior;
     for (const Scored& s : scored) {
@@ -793,14 +812,23 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
     if (serving.ranker) {
       rec.has_prior = true;
       rec.prior = prior[s.id];
-      const int tasks = prior_tasks[s.id];
+      const encoder::OutcomeRanker::PriorSources used = prior_sources[s.id];
+      std::string from;
+      if (used.reported > 0) {
+        from = absl::StrFormat("from its outcomes on %d similar reported task%s", used.reported,
+                               used.reported == 1 ? "" : "s");
+      }
+      if (used.weak > 0) {
+        absl::StrAppend(&from, from.empty() ? "from" : " and", absl::StrFormat(
+            " its stage-2 standing in %d similar recommendation%s", used.weak,
+            used.weak == 1 ? "" : "s"));
+      }
+      if (from.empty()) {
+        from = "no outcomes on similar tasks: predicted from its width and class count";
+      }
       absl::StrAppend(&stage1_text, absl::StrFormat(
           "; outcome prior %+.2f (trained version %d, weight %.2f; %s)", rec.prior, serving.version,
-          serving.ranker->params().weight,
-          tasks > 0 ? absl::StrFormat("from its outcomes on %d similar reported task%s", tasks,
-                                      tasks == 1 ? "" : "s")
-                    : std::string("no outcomes on similar tasks: predicted from its width and "
-                                  "class count")));
+          serving.ranker->params().weight, from));
     }
     if (query.metric == Metric::kNone) {
       rec.score = rec.has_stage1_score ? stage1_value[s.id] : rec.similarity;

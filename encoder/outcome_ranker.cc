@@ -136,16 +136,17 @@ OutcomeRanker::OutcomeRanker(RankerParams params, std::vector<RecordedTask> task
 
 std::vector<double> OutcomeRanker::Priors(const std::vector<std::string>& model_ids,
                                           const std::map<std::string, double>& stage1,
-                                          std::vector<int>* tasks_used,
+                                          std::vector<PriorSources>* sources,
                                           const std::vector<std::vector<double>>* current_facts) const {
   std::vector<double> task_weight(tasks_.size(), 0.0);
   for (size_t t = 0; t < tasks_.size(); ++t) {
     if (standardised_[t].empty()) continue;
     const double sim = TaskSimilarity(stage1, tasks_[t].stage1);
     task_weight[t] = sim > 0 ? std::pow(sim, params_.sharpness) : 0.0;
+    if (tasks_[t].weak) task_weight[t] *= params_.weak_weight;
   }
   std::vector<double> priors(model_ids.size(), 0.0);
-  if (tasks_used) tasks_used->assign(model_ids.size(), 0);
+  if (sources) sources->assign(model_ids.size(), PriorSources{});
   for (size_t i = 0; i < model_ids.size(); ++i) {
     double predicted = 0;
     const std::vector<double>* facts = nullptr;
@@ -166,11 +167,16 @@ std::vector<double> OutcomeRanker::Priors(const std::vector<std::string>& model_
       if (z == standardised_[t].end()) continue;
       num += task_weight[t] * z->second;
       den += task_weight[t];
-      if (tasks_used) ++(*tasks_used)[i];
+      if (sources) ++(tasks_[t].weak ? (*sources)[i].weak : (*sources)[i].reported);
     }
     priors[i] = den > 0 ? num / den : 0.0;
   }
   return priors;
+}
+
+int OutcomeRanker::num_weak_tasks() const {
+  return static_cast<int>(
+      std::count_if(tasks_.begin(), tasks_.end(), [](const RecordedTask& t) { return t.weak; }));
 }
 
 std::vector<double> OutcomeRanker::Combine(const std::vector<double>& base,
@@ -186,10 +192,13 @@ std::string OutcomeRanker::ToJson() const {
   j["params"] = {{"weight", params_.weight},
                  {"shrinkage", params_.shrinkage},
                  {"sharpness", params_.sharpness},
+                 {"weak_weight", params_.weak_weight},
                  {"fact_weights", params_.fact_weights}};
   nlohmann::json tasks = nlohmann::json::array();
   for (const RecordedTask& t : tasks_) {
-    tasks.push_back({{"query_id", t.query_id}, {"stage1", t.stage1}, {"accuracy", t.accuracy}});
+    nlohmann::json task = {{"query_id", t.query_id}, {"stage1", t.stage1}, {"accuracy", t.accuracy}};
+    if (t.weak) task["weak"] = true;
+    tasks.push_back(std::move(task));
   }
   j["tasks"] = std::move(tasks);
   j["facts"] = facts_;
@@ -213,6 +222,7 @@ absl::StatusOr<OutcomeRanker> OutcomeRanker::FromJson(const std::string& text) {
     p.weight = params.at("weight").get<double>();
     p.shrinkage = params.at("shrinkage").get<double>();
     p.sharpness = params.at("sharpness").get<double>();
+    p.weak_weight = params.value("weak_weight", 0.0);  // versions before weak tasks: none
     p.fact_weights = params.at("fact_weights").get<std::vector<double>>();
     std::vector<RecordedTask> tasks;
     for (const nlohmann::json& t : j.at("tasks")) {
@@ -220,6 +230,7 @@ absl::StatusOr<OutcomeRanker> OutcomeRanker::FromJson(const std::string& text) {
       task.query_id = t.at("query_id").get<std::string>();
       task.stage1 = t.at("stage1").get<std::map<std::string, double>>();
       task.accuracy = t.at("accuracy").get<std::map<std::string, double>>();
+      task.weak = t.value("weak", false);
       tasks.push_back(std::move(task));
     }
     auto facts = j.at("facts").get<std::map<std::string, std::vector<double>>>();

@@ -15,6 +15,9 @@
 //   prior_q(m) = (sum_t w_qt z_t(m) + shrinkage * facts(m) . fact_weights)
 //                / (sum_{t: m has an outcome in t} w_qt + shrinkage)
 //
+// Weak tasks (stage-2 standings recorded by recommendations, RecordedTask::weak) enter the same
+// sums with w_qt scaled by the learned `weak_weight`; they give never-reported models a prior.
+//
 // The parameters (weight, shrinkage, sharpness, fact_weights) are trained with LibTorch on the
 // records (a pairwise loss weighted like weighted Kendall tau, leave-one-task-out priors,
 // simulated cold models), validated by folds over tasks, and kept
@@ -34,10 +37,15 @@ namespace modeldock::encoder {
 
 // One recorded query: what stage 1 said about each model when the outcome was reported, and the
 // accuracies reported (a weighted mean when a model was reported more than once).
+// A weak task holds no accuracies but the stage-2 standing of the models a recommendation scored
+// on the query (rank percentile, 1 = best): it only informs priors, with the learned
+// `RankerParams::weak_weight`, and is never a training target or a validation query. It is what
+// a dock knows about models nobody fine-tuned.
 struct RecordedTask {
   std::string query_id;
   std::map<std::string, double> stage1;    // model id -> stage-1 score
   std::map<std::string, double> accuracy;  // model id -> fine-tuned accuracy in [0, 1]
+  bool weak = false;
 };
 
 // Black-box facts of a model (no weights read): log2 of its feature width and of its class count.
@@ -48,6 +56,7 @@ struct RankerParams {
   double weight = 0;      // of the prior against the standardised base score
   double shrinkage = 1;   // pseudo-count of the facts prediction
   double sharpness = 1;   // task-similarity exponent
+  double weak_weight = 0; // of a weak task (stage-2 standing) against a reported one
   std::vector<double> fact_weights = std::vector<double>(kNumModelFacts, 0.0);
 };
 
@@ -78,15 +87,21 @@ class OutcomeRanker {
     return OutcomeRanker(params_, tasks_, facts_, VectorProjection{});
   }
   int num_tasks() const { return static_cast<int>(tasks_.size()); }
+  int num_weak_tasks() const;
 
+  // Per model: how many recorded tasks that looked similar (w > 0) informed its prior.
+  struct PriorSources {
+    int reported = 0;  // tasks with a reported outcome for it
+    int weak = 0;      // weak tasks (its stage-2 standing in a recommendation)
+  };
   // Priors of `model_ids` for a query whose stage-1 scores over its models are `stage1` (model id
-  // -> score). Models without facts or outcomes get 0. `tasks_used` (optional): per model, the
-  // number of recorded tasks with an outcome for it that looked similar (w > 0).
+  // -> score). Models without facts or outcomes get 0. `sources` (optional): per model, what
+  // informed its prior.
   // `current_facts` (optional, aligned with model_ids): facts of models registered after
   // training (the frozen facts are used for the others).
   std::vector<double> Priors(const std::vector<std::string>& model_ids,
                              const std::map<std::string, double>& stage1,
-                             std::vector<int>* tasks_used = nullptr,
+                             std::vector<PriorSources>* sources = nullptr,
                              const std::vector<std::vector<double>>* current_facts = nullptr) const;
 
   // z-standardised base + weight * prior, for the same models.
@@ -136,6 +151,7 @@ struct RankerTrainingOptions {
 struct RankerTrainingReport {
   RankerParams params;          // trained on every usable task
   int usable_tasks = 0;         // tasks with >= 2 distinct outcomes
+  int weak_tasks = 0;           // weak tasks (recommendations' stage-2 standings) used as sources
   int folds = 0;
   double validation_untrained = 0;  // mean tau_w on held-out tasks: base score alone
   double validation_serving = 0;    // the serving version's parameters (= untrained for v0)

@@ -33,7 +33,7 @@ TEST(OutcomeRankerTest, PriorsByHand) {
   std::map<std::string, std::vector<double>> facts = {{"a", {1, 0, 0}}, {"c", {1, 0, 0}}};
   OutcomeRanker ranker(params, TwoTasks(), facts);
   std::map<std::string, double> query = {{"a", 1}, {"b", 2}, {"c", 3}, {"d", 4}};
-  std::vector<int> used;
+  std::vector<OutcomeRanker::PriorSources> used;
   // sim(q, t1) = 1 -> w = 1; sim(q, t2) = -1 -> 0. z in t1: a = -1, b = +1.
   // a: (1 * -1 + 1 * 0.2) / (1 + 1); b: (1 * 1 + 0) / 2 (no facts); c: 0.2 / 1; d: 0 / 1.
   std::vector<double> priors = ranker.Priors({"a", "b", "c", "d"}, query, &used);
@@ -41,13 +41,55 @@ TEST(OutcomeRankerTest, PriorsByHand) {
   EXPECT_NEAR(priors[1], 0.5, 1e-12);
   EXPECT_NEAR(priors[2], 0.2, 1e-12);
   EXPECT_NEAR(priors[3], 0.0, 1e-12);
-  EXPECT_EQ(used, (std::vector<int>{1, 1, 0, 0}));
+  std::vector<int> reported;
+  for (const auto& u : used) {
+    reported.push_back(u.reported);
+    EXPECT_EQ(u.weak, 0);
+  }
+  EXPECT_EQ(reported, (std::vector<int>{1, 1, 0, 0}));
   // Combine: standardised base [1,2,3,4] (population sd sqrt(1.25)) + 0.5 * prior.
   std::vector<double> combined = ranker.Combine({1, 2, 3, 4}, priors);
   const double sd = std::sqrt(1.25);
   EXPECT_NEAR(combined[0], -1.5 / sd - 0.2, 1e-12);
   EXPECT_NEAR(combined[1], -0.5 / sd + 0.25, 1e-12);
   EXPECT_NEAR(combined[3], 1.5 / sd, 1e-12);
+}
+
+// A weak task (stage-2 standings of a recommendation) informs priors with weight weak_weight,
+// also of models no task reported on.
+TEST(OutcomeRankerTest, WeakTasksByHand) {
+  RankerParams params;
+  params.weight = 1;
+  params.shrinkage = 1;
+  params.sharpness = 1;
+  params.weak_weight = 0.5;
+  std::vector<RecordedTask> tasks = TwoTasks();
+  // Looks like the query (sim 1); standings of a, c, d: z = -sqrt(1.5), 0, +sqrt(1.5).
+  RecordedTask weak{"q3", {{"a", 1}, {"b", 2}, {"c", 3}, {"d", 4}}, {{"a", 0}, {"c", 0.5}, {"d", 1}}};
+  weak.weak = true;
+  tasks.push_back(weak);
+  OutcomeRanker ranker(params, tasks, {});
+  EXPECT_EQ(ranker.num_weak_tasks(), 1);
+  std::map<std::string, double> query = {{"a", 1}, {"b", 2}, {"c", 3}, {"d", 4}};
+  std::vector<OutcomeRanker::PriorSources> used;
+  std::vector<double> priors = ranker.Priors({"a", "b", "c", "d"}, query, &used);
+  const double z = std::sqrt(1.5);
+  // a: (1 * -1 + 0.5 * -z) / (1 + 0.5 + 1); b: (1 * 1) / (1 + 1); c: 0; d: 0.5 z / 1.5.
+  EXPECT_NEAR(priors[0], (-1 - 0.5 * z) / 2.5, 1e-12);
+  EXPECT_NEAR(priors[1], 0.5, 1e-12);
+  EXPECT_NEAR(priors[2], 0.0, 1e-12);
+  EXPECT_NEAR(priors[3], 0.5 * z / 1.5, 1e-12);
+  EXPECT_EQ(used[0].reported, 1);
+  EXPECT_EQ(used[0].weak, 1);
+  EXPECT_EQ(used[1].weak, 0);
+  EXPECT_EQ(used[3].reported, 0);
+  EXPECT_EQ(used[3].weak, 1);
+  // Exported and reloaded: the weak task and its weight survive.
+  auto reloaded = OutcomeRanker::FromJson(ranker.ToJson());
+  ASSERT_TRUE(reloaded.ok()) << reloaded.status();
+  EXPECT_EQ(reloaded->num_weak_tasks(), 1);
+  EXPECT_EQ(reloaded->params().weak_weight, 0.5);
+  EXPECT_EQ(reloaded->Priors({"a", "b", "c", "d"}, query), priors);
 }
 
 TEST(OutcomeRankerTest, ExportedAndReloadedRanksIdentically) {
@@ -113,6 +155,39 @@ TEST(OutcomeRankerTrainingTest, LossDecreasesAndHeldOutRankingImproves) {
   auto versus_self = TrainOutcomeRanker(tasks, facts, &report->params, options);
   ASSERT_TRUE(versus_self.ok());
   EXPECT_FALSE(versus_self->adopt) << versus_self->reason;
+}
+
+// Weak tasks (stage-2 standings from recommendations, on other queries) carry the models' hidden
+// quality too: training learns a weight for them and, with simulated cold models (whose reported
+// outcomes are withheld in validation), ranks held-out queries better than without them.
+TEST(OutcomeRankerTrainingTest, WeakTasksInformPriorsOfUnreportedModels) {
+  std::vector<RecordedTask> all = SyntheticTasks(16, 20, 7);
+  std::vector<RecordedTask> reported(all.begin(), all.begin() + 8);
+  std::vector<RecordedTask> with_weak = reported;
+  std::mt19937_64 rng(11);
+  std::normal_distribution<double> noise(0, 0.02);
+  for (int t = 8; t < 16; ++t) {
+    RecordedTask weak = all[t];
+    weak.weak = true;
+    for (auto& [id, a] : weak.accuracy) a += noise(rng);  // a noisier view of the same signal
+    with_weak.push_back(std::move(weak));
+  }
+  std::map<std::string, std::vector<double>> facts;
+  for (int m = 0; m < 20; ++m) facts["m" + std::to_string(m)] = ModelFacts(64, 10);
+  RankerTrainingOptions options;
+  options.steps = 200;
+  options.folds = 4;
+  auto without = TrainOutcomeRanker(reported, facts, nullptr, options);
+  auto with = TrainOutcomeRanker(with_weak, facts, nullptr, options);
+  ASSERT_TRUE(without.ok()) << without.status();
+  ASSERT_TRUE(with.ok()) << with.status();
+  EXPECT_EQ(with->usable_tasks, 8);  // weak tasks are never validation queries
+  EXPECT_EQ(with->weak_tasks, 8);
+  EXPECT_EQ(without->weak_tasks, 0);
+  EXPECT_GT(with->params.weak_weight, 0.05);
+  EXPECT_GT(with->validation_trained, without->validation_trained + 0.01)
+      << with->reason << " vs " << without->reason;
+  EXPECT_NE(with->reason.find("8 weak tasks"), std::string::npos) << with->reason;
 }
 
 TEST(OutcomeRankerTrainingTest, RefusesTooFewUsableTasks) {

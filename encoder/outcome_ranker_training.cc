@@ -18,8 +18,10 @@ namespace {
 // ListNet's top-one targets are softmax(z_accuracy / kTargetTemperature) over a task's models
 // (the listwise loss of the vector alignment; the ranker's own loss is pairwise, below).
 constexpr double kTargetTemperature = 0.5;
-// Pull of the prior's weight toward 0 (= the untrained ranking).
+// Pull of the prior's weight toward 0 (= the untrained ranking), and of the weak tasks' weight.
 constexpr double kWeightDecay = 1e-2;
+// Where the weak tasks' weight starts: a stage-2 standing counts a quarter of a reported outcome.
+constexpr double kInitialWeakWeight = 0.25;
 constexpr double kFactWeightDecay = 1e-3;
 // Share of models treated as never reported (cold start) while training and validating: a dock
 // always holds models without outcomes, and their facts-only prior must sit right among the
@@ -34,7 +36,10 @@ struct Problem {
   torch::Tensor outcome_z;     // [T, M] standardised accuracy, 0 where not reported
   torch::Tensor outcome_mask;  // [T, M] 1 where reported
   torch::Tensor base;          // [T, M] standardised stage-1 score over the task's snapshot
-  torch::Tensor similarity;    // [T, T] TaskSimilarity, 0 on the diagonal
+  // [T, T] TaskSimilarity, 0 between tasks of one query (a query never informs its own prior,
+  // not even through the stage-2 standings recorded when it was recommended).
+  torch::Tensor similarity;
+  torch::Tensor weak;          // [T] 1 for a weak task (only ever a source of priors)
   torch::Tensor facts;         // [M, kNumModelFacts]
   // [T, M, M]: for i more accurate than j in task t, the weight weighted Kendall tau gives the
   // pair (1/(r_i+1) + 1/(r_j+1), r = rank by accuracy from 0); else 0. Empty on very large
@@ -60,6 +65,7 @@ Problem BuildProblem(const std::vector<RecordedTask>& tasks,
   p.outcome_mask = torch::zeros({T, M}, opts);
   p.base = torch::zeros({T, M}, opts);
   p.similarity = torch::zeros({T, T}, opts);
+  p.weak = torch::zeros({T}, opts);
   p.facts = torch::zeros({M, kNumModelFacts}, opts);
   auto z = p.outcome_z.accessor<double, 2>();
   auto mask = p.outcome_mask.accessor<double, 2>();
@@ -67,6 +73,7 @@ Problem BuildProblem(const std::vector<RecordedTask>& tasks,
   auto sim = p.similarity.accessor<double, 2>();
   auto f = p.facts.accessor<double, 2>();
   for (int64_t t = 0; t < T; ++t) {
+    if (tasks[t].weak) p.weak[t] = 1.0;
     for (const auto& [id, value] : StandardiseOutcomes(tasks[t].accuracy)) {
       z[t][column[id]] = value;
       mask[t][column[id]] = 1;
@@ -83,7 +90,9 @@ Problem BuildProblem(const std::vector<RecordedTask>& tasks,
       if (c != column.end()) base[t][c->second] = standardised[i];
     }
     for (int64_t u = 0; u < T; ++u) {
-      if (u != t) sim[t][u] = TaskSimilarity(tasks[t].stage1, tasks[u].stage1);
+      if (tasks[u].query_id != tasks[t].query_id) {
+        sim[t][u] = TaskSimilarity(tasks[t].stage1, tasks[u].stage1);
+      }
     }
   }
   // The pairwise loss is a smooth stand-in for weighted Kendall tau, the measure training is
@@ -92,6 +101,7 @@ Problem BuildProblem(const std::vector<RecordedTask>& tasks,
     p.pair_weight = torch::zeros({T, M, M}, opts);
     auto pw = p.pair_weight.accessor<double, 3>();
     for (int64_t t = 0; t < T; ++t) {
+      if (tasks[t].weak) continue;  // never a target
       std::vector<std::pair<double, int64_t>> ranked;
       for (const auto& [id, a] : tasks[t].accuracy) ranked.push_back({a, column[id]});
       std::sort(ranked.begin(), ranked.end(),
@@ -115,13 +125,16 @@ Problem BuildProblem(const std::vector<RecordedTask>& tasks,
 }
 
 struct Parameters {
-  torch::Tensor raw_weight, log_shrinkage, raw_sharpness, fact_weights;
-  std::vector<torch::Tensor> all() { return {raw_weight, log_shrinkage, raw_sharpness, fact_weights}; }
+  torch::Tensor raw_weight, log_shrinkage, raw_sharpness, raw_weak_weight, fact_weights;
+  std::vector<torch::Tensor> all() {
+    return {raw_weight, log_shrinkage, raw_sharpness, raw_weak_weight, fact_weights};
+  }
   RankerParams ToParams() const {
     RankerParams out;
     out.weight = torch::softplus(raw_weight).item<double>();
     out.shrinkage = torch::exp(log_shrinkage).item<double>();
     out.sharpness = torch::softplus(raw_sharpness).item<double>();
+    out.weak_weight = torch::softplus(raw_weak_weight).item<double>();
     auto fw = fact_weights.accessor<double, 1>();
     out.fact_weights.assign(fw.size(0), 0.0);
     for (int64_t i = 0; i < fw.size(0); ++i) out.fact_weights[i] = fw[i];
@@ -135,33 +148,40 @@ Parameters InitialParameters() {
   p.raw_weight = torch::full({1}, InverseSoftplus(0.1), opts);
   p.log_shrinkage = torch::zeros({1}, opts);
   p.raw_sharpness = torch::full({1}, InverseSoftplus(1.0), opts);
+  p.raw_weak_weight = torch::full({1}, InverseSoftplus(kInitialWeakWeight), opts);
   p.fact_weights = torch::zeros({kNumModelFacts}, opts);
   return p;
 }
 
-// Mean ListNet loss over the tasks in `targets`, their priors computed from the tasks in
-// `sources` (leave-one-out: a task never informs its own prior).
-// `cold` [Q, M]: 1 where a model is scored as if it had no outcomes at all (its facts prediction).
+// Mean loss over the (reported) tasks in `targets`, their priors computed from the tasks in
+// `sources` (leave-one-out: a query never informs its own prior).
+// `cold` [Q, M]: 1 where a model is scored as if nobody had reported on it: its reported outcomes
+// leave its prior, its weak standings (what recommendations saw) stay.
 torch::Tensor Loss(const Problem& problem, const Parameters& params, const torch::Tensor& sources,
                    const std::vector<int64_t>& targets, const torch::Tensor& cold) {
   const torch::Tensor weight = torch::softplus(params.raw_weight);
   const torch::Tensor shrinkage = torch::exp(params.log_shrinkage);
   const torch::Tensor sharpness = torch::softplus(params.raw_sharpness);
+  const torch::Tensor weak_weight = torch::softplus(params.raw_weak_weight);
   torch::Tensor index = torch::tensor(targets, torch::kLong);
   torch::Tensor sim = problem.similarity.index_select(0, index);  // [Q, T]
   torch::Tensor task_weight =
       torch::where(sim > 0, torch::exp(sharpness * torch::log(sim.clamp_min(1e-12))),
                    torch::zeros_like(sim)) *
       sources.unsqueeze(0);
+  torch::Tensor reported_weight = task_weight * (1 - problem.weak).unsqueeze(0);
+  torch::Tensor weak_task_weight = task_weight * (problem.weak * weak_weight).unsqueeze(0);
   torch::Tensor predicted = torch::matmul(problem.facts, params.fact_weights);  // [M]
-  torch::Tensor num = torch::matmul(task_weight, problem.outcome_z * problem.outcome_mask) +
-                      shrinkage * predicted.unsqueeze(0);
-  torch::Tensor den = torch::matmul(task_weight, problem.outcome_mask) + shrinkage;
-  torch::Tensor prior =
-      torch::where(cold > 0, predicted.unsqueeze(0).expand_as(num), num / den);
+  torch::Tensor z = problem.outcome_z * problem.outcome_mask;
+  torch::Tensor warm = 1 - cold;
+  torch::Tensor num = warm * torch::matmul(reported_weight, z) +
+                      torch::matmul(weak_task_weight, z) + shrinkage * predicted.unsqueeze(0);
+  torch::Tensor den = warm * torch::matmul(reported_weight, problem.outcome_mask) +
+                      torch::matmul(weak_task_weight, problem.outcome_mask) + shrinkage;
+  torch::Tensor prior = num / den;
   torch::Tensor score = problem.base.index_select(0, index) + weight * prior;  // [Q, M]
   const torch::Tensor penalty = kFactWeightDecay * params.fact_weights.pow(2).sum() +
-                                kWeightDecay * weight.pow(2).sum();
+                                kWeightDecay * (weight.pow(2).sum() + weak_weight.pow(2).sum());
   if (problem.pair_weight.defined()) {
     // Weighted pairwise logistic loss: softplus(-(s_i - s_j)) for i more accurate than j.
     torch::Tensor pw = problem.pair_weight.index_select(0, index);  // [Q, M, M]
@@ -170,10 +190,10 @@ torch::Tensor Loss(const Problem& problem, const Parameters& params, const torch
     return per_pair.sum() / pw.sum().clamp_min(1e-12) + penalty;
   }
   torch::Tensor mask = problem.outcome_mask.index_select(0, index);
-  torch::Tensor z = problem.outcome_z.index_select(0, index);
+  torch::Tensor target_z = problem.outcome_z.index_select(0, index);
   const double neg = -1e9;
-  torch::Tensor target =
-      torch::softmax(torch::where(mask > 0, z / kTargetTemperature, torch::full_like(z, neg)), 1);
+  torch::Tensor target = torch::softmax(
+      torch::where(mask > 0, target_z / kTargetTemperature, torch::full_like(target_z, neg)), 1);
   torch::Tensor log_p = torch::log_softmax(torch::where(mask > 0, score, torch::full_like(score, neg)), 1);
   torch::Tensor per_task = -(target * log_p * mask).sum(1);
   return per_task.mean() + penalty;
@@ -184,11 +204,15 @@ struct FitResult {
   double first_loss = 0, last_loss = 0;
 };
 
+// `train`: the reported tasks trained on (targets and sources); `weak_sources`: the weak tasks
+// that may inform their priors.
 absl::StatusOr<FitResult> Fit(const Problem& problem, const std::vector<int64_t>& train,
+                              const std::vector<int64_t>& weak_sources,
                               const RankerTrainingOptions& options,
                               const std::function<bool()>& cancelled) {
   torch::Tensor sources = torch::zeros({problem.similarity.size(0)}, torch::kFloat64);
   for (int64_t t : train) sources[t] = 1.0;
+  for (int64_t t : weak_sources) sources[t] = 1.0;
   Parameters params = InitialParameters();
   torch::optim::Adam adam(params.all(), torch::optim::AdamOptions(options.learning_rate));
   torch::manual_seed(options.seed);
@@ -212,12 +236,15 @@ absl::StatusOr<FitResult> Fit(const Problem& problem, const std::vector<int64_t>
   return out;
 }
 
-// tau_w on each task of `held_out` of the ranker with `params` built on the `train` tasks, against
-// the held-out tasks' accuracies (over their reported models).
-// `cold`: models whose outcomes are removed from the training tasks (never reported).
+// tau_w on each task of `held_out` of the ranker with `params` built on the `train` tasks (and the
+// `weak_sources`), against the held-out tasks' accuracies (over their reported models).
+// `cold`: models whose outcomes are removed from the training tasks (never reported; their weak
+// standings stay).
 std::vector<double> Validate(const std::vector<RecordedTask>& tasks,
                              const std::map<std::string, std::vector<double>>& facts,
-                             const std::vector<int64_t>& train, const std::vector<int64_t>& held_out,
+                             const std::vector<int64_t>& train,
+                             const std::vector<int64_t>& weak_sources,
+                             const std::vector<int64_t>& held_out,
                              const std::set<std::string>& cold, const RankerParams& params) {
   std::vector<RecordedTask> sources;
   for (int64_t t : train) {
@@ -225,6 +252,7 @@ std::vector<double> Validate(const std::vector<RecordedTask>& tasks,
     for (const std::string& id : cold) source.accuracy.erase(id);
     sources.push_back(std::move(source));
   }
+  for (int64_t t : weak_sources) sources.push_back(tasks[t]);
   OutcomeRanker ranker(params, std::move(sources), facts);
   std::vector<double> taus;
   for (int64_t t : held_out) {
@@ -285,13 +313,23 @@ absl::StatusOr<RankerTrainingReport> TrainOutcomeRanker(
     const std::vector<RecordedTask>& all_tasks,
     const std::map<std::string, std::vector<double>>& facts, const RankerParams* serving,
     const RankerTrainingOptions& options, const std::function<bool()>& cancelled) {
+  // Reported tasks first (indices 0..T-1: the targets and the validation queries), then the
+  // weak ones (sources of priors only).
   std::vector<RecordedTask> tasks;
   for (const RecordedTask& t : all_tasks) {
-    if (!StandardiseOutcomes(t.accuracy).empty()) tasks.push_back(t);
+    if (!t.weak && !StandardiseOutcomes(t.accuracy).empty()) tasks.push_back(t);
   }
   RankerTrainingReport report;
   report.usable_tasks = static_cast<int>(tasks.size());
-  if (tasks.size() < 3) {
+  std::vector<int64_t> weak_tasks;
+  for (const RecordedTask& t : all_tasks) {
+    if (t.weak && !StandardiseOutcomes(t.accuracy).empty()) {
+      weak_tasks.push_back(static_cast<int64_t>(tasks.size()));
+      tasks.push_back(t);
+    }
+  }
+  report.weak_tasks = static_cast<int>(weak_tasks.size());
+  if (report.usable_tasks < 3) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "training needs outcomes on at least 3 queries, each with at least 2 models whose "
         "accuracies differ; the records have %d such queries (report more with `modeldock "
@@ -301,7 +339,7 @@ absl::StatusOr<RankerTrainingReport> TrainOutcomeRanker(
   try {
     torch::manual_seed(options.seed);
     const Problem problem = BuildProblem(tasks, facts);
-    const int64_t T = static_cast<int64_t>(tasks.size());
+    const int64_t T = report.usable_tasks;
     std::vector<int64_t> order(T);
     std::iota(order.begin(), order.end(), 0);
     std::mt19937_64 rng(options.seed);
@@ -315,7 +353,14 @@ absl::StatusOr<RankerTrainingReport> TrainOutcomeRanker(
       std::vector<int64_t> train, held_out;
       for (int64_t i = 0; i < T; ++i) (i % folds == fold ? held_out : train).push_back(order[i]);
       std::sort(train.begin(), train.end());
-      auto fit = Fit(problem, train, options, cancelled);
+      // The held-out queries' own stage-2 standings stay out too.
+      std::set<std::string> held_out_queries;
+      for (int64_t t : held_out) held_out_queries.insert(tasks[t].query_id);
+      std::vector<int64_t> weak_sources;
+      for (int64_t t : weak_tasks) {
+        if (!held_out_queries.count(tasks[t].query_id)) weak_sources.push_back(t);
+      }
+      auto fit = Fit(problem, train, weak_sources, options, cancelled);
       if (!fit.ok()) return fit.status();
       // A quarter of the models count as never reported in this fold (cold start).
       std::set<std::string> cold;
@@ -324,13 +369,14 @@ absl::StatusOr<RankerTrainingReport> TrainOutcomeRanker(
       for (const std::string& id : problem.models) {
         if (uniform(cold_rng) < kColdFraction) cold.insert(id);
       }
-      for (double v : Validate(tasks, facts, train, held_out, cold, untrained)) {
+      for (double v : Validate(tasks, facts, train, weak_sources, held_out, cold, untrained)) {
         tau_untrained.push_back(v);
       }
-      for (double v : Validate(tasks, facts, train, held_out, cold, serving ? *serving : untrained)) {
+      for (double v : Validate(tasks, facts, train, weak_sources, held_out, cold,
+                               serving ? *serving : untrained)) {
         tau_serving.push_back(v);
       }
-      for (double v : Validate(tasks, facts, train, held_out, cold, fit->params)) {
+      for (double v : Validate(tasks, facts, train, weak_sources, held_out, cold, fit->params)) {
         tau_trained.push_back(v);
       }
     }
@@ -343,9 +389,10 @@ absl::StatusOr<RankerTrainingReport> TrainOutcomeRanker(
     report.gain_standard_error = se;
     std::vector<int64_t> everything(T);
     std::iota(everything.begin(), everything.end(), 0);
-    auto final_fit = Fit(problem, everything, options, cancelled);
+    auto final_fit = Fit(problem, everything, weak_tasks, options, cancelled);
     if (!final_fit.ok()) return final_fit.status();
     report.params = final_fit->params;
+    if (weak_tasks.empty()) report.params.weak_weight = 0;  // nothing it weighs
     report.first_loss = final_fit->first_loss;
     report.last_loss = final_fit->last_loss;
     // Adopted only for a gain that is both material and larger than its own noise: a version
@@ -355,9 +402,10 @@ absl::StatusOr<RankerTrainingReport> TrainOutcomeRanker(
     report.adopt = enough && gain > needed;
     report.reason = absl::StrFormat(
         "held-out tau_w %.4f trained vs %.4f serving (%.4f untrained), gain %+.4f +- %.4f "
-        "(standard error over %d held-out queries, %d folds): %s",
+        "(standard error over %d held-out queries, %d folds; %d weak tasks from "
+        "recommendations, weight %.3f): %s",
         report.validation_trained, report.validation_serving, report.validation_untrained, gain,
-        se, report.usable_tasks, folds,
+        se, report.usable_tasks, folds, report.weak_tasks, report.params.weak_weight,
         report.adopt ? std::string("adopted")
         : !enough    ? absl::StrFormat("not adopted (validation needs at least %d reported "
                                        "queries)", options.min_queries_to_adopt)

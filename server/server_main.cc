@@ -50,6 +50,7 @@ struct ServerConfig {
   int torch_threads = 2;
   double latency_budget_ms = 5000;
   int stage2_workers = 0;
+  bool learn_from_recommendations = false;
   int64_t model_cache_mb = 2048;
   // Model workers (sandbox).
   std::string worker_binary;
@@ -127,6 +128,7 @@ std::string LoadConfigFile(const std::string& path, ServerConfig* config) {
     ReadKey(json, "torch-threads", &config->torch_threads);
     ReadKey(json, "latency-budget-ms", &config->latency_budget_ms);
     ReadKey(json, "stage2-workers", &config->stage2_workers);
+    ReadKey(json, "learn-from-recommendations", &config->learn_from_recommendations);
     ReadKey(json, "model-cache-mb", &config->model_cache_mb);
     ReadKey(json, "worker-binary", &config->worker_binary);
     ReadKey(json, "workers", &config->workers);
@@ -228,6 +230,11 @@ int main(int argc, char** argv) {
   auto* stage2_workers = app.add_option("--stage2-workers", flags.stage2_workers,
                                         "Stage-2 candidates run at once (0 = one per model worker)")
                              ->default_str("0");
+  auto* learn_from_recommendations = app.add_flag(
+      "--learn-from-recommendations", flags.learn_from_recommendations,
+      "Keep, for every labelled recommendation, the query's class prototypes and the stage-2 "
+      "standing of each scored model as weak outcome records (source stage2) that `modeldock "
+      "train` learns priors from (off: the dock keeps nothing of a recommendation)");
   auto* model_cache = app.add_option("--model-cache-mb", flags.model_cache_mb,
                                      "Memory for models kept loaded in the workers (MiB, shared "
                                      "out among them)")
@@ -343,6 +350,7 @@ int main(int argc, char** argv) {
   if (threads->count()) config.torch_threads = flags.torch_threads;
   if (budget->count()) config.latency_budget_ms = flags.latency_budget_ms;
   if (stage2_workers->count()) config.stage2_workers = flags.stage2_workers;
+  if (learn_from_recommendations->count()) config.learn_from_recommendations = true;
   if (model_cache->count()) config.model_cache_mb = flags.model_cache_mb;
   if (worker_binary->count()) config.worker_binary = flags.worker_binary;
   if (model_workers->count()) config.workers = flags.workers;
@@ -409,6 +417,7 @@ int main(int argc, char** argv) {
   options.torch_threads = config.torch_threads;
   options.latency_budget_millis = config.latency_budget_ms;
   options.stage2_workers = config.stage2_workers;
+  options.learn_from_recommendations = config.learn_from_recommendations;
   options.model_cache_bytes = config.model_cache_mb << 20;
   modeldock::dock::SandboxOptions& sandbox = options.sandbox;
   sandbox.worker_binary = config.worker_binary;
@@ -428,7 +437,7 @@ int main(int argc, char** argv) {
   spdlog::info(
       "config: listen={} data_dir={} metadata={} blob_dir={} asset_dir={} max_model_mb={} index_factory={} "
       "probe_set={} reference_encoder={} knowledge_encoder={} probe_workers={} torch_threads={} "
-      "latency_budget_ms={} stage2_workers={} model_cache_mb={} workers={} worker_threads={} "
+      "latency_budget_ms={} stage2_workers={} learn_from_recommendations={} model_cache_mb={} workers={} worker_threads={} "
       "worker_memory_mb={} admission/probe/run timeouts={}/{}/{} s log_level={}",
       config.listen, config.data_dir,
       config.metadata_url.empty() ? "sqlite (data dir)"
@@ -438,7 +447,7 @@ int main(int argc, char** argv) {
       config.reference_encoder.empty() ? "(asset dir)" : config.reference_encoder,
       config.knowledge_encoder.empty() ? "(untrained)" : config.knowledge_encoder,
       config.probe_workers, config.torch_threads, config.latency_budget_ms,
-      config.stage2_workers, config.model_cache_mb, config.workers, config.worker_threads,
+      config.stage2_workers, config.learn_from_recommendations, config.model_cache_mb, config.workers, config.worker_threads,
       config.worker_memory_mb, config.admission_timeout_s, config.probe_timeout_s,
       config.run_timeout_s, config.log_level);
   {

@@ -574,6 +574,7 @@ grpc::Status ModelDockServiceImpl::Recommend(grpc::ServerContext* context,
   response->set_mode_reason(result->mode_reason);
   response->set_latency_budget_ms(result->latency_budget_millis);
   response->set_alignment_version(result->alignment_version);
+  response->set_recorded_outcomes(result->recorded_outcomes);
   for (const std::string& warning : result->warnings) response->add_warnings(warning);
   return grpc::Status::OK;
 }
@@ -649,7 +650,9 @@ grpc::Status ModelDockServiceImpl::RevokeApiKey(grpc::ServerContext* context,
 namespace {
 
 v1::OutcomeSource ToProtoSource(const std::string& source) {
-  return source == "import" ? v1::OUTCOME_SOURCE_IMPORT : v1::OUTCOME_SOURCE_FINETUNE;
+  if (source == "import") return v1::OUTCOME_SOURCE_IMPORT;
+  if (source == dock::kStage2Source) return v1::OUTCOME_SOURCE_STAGE2;
+  return v1::OUTCOME_SOURCE_FINETUNE;
 }
 
 void ToProto(const dock::AlignmentVersion& v, v1::AlignmentVersion* out) {
@@ -672,6 +675,8 @@ void ToProto(const dock::AlignmentVersion& v, v1::AlignmentVersion* out) {
   out->set_vectors_validation_untrained(v.vectors_validation_untrained);
   out->set_vectors_validation_trained(v.vectors_validation_trained);
   out->set_vectors_reason(v.vectors_reason);
+  out->set_weak_queries(v.weak_queries);
+  out->set_weak_weight(v.weak_weight);
 }
 
 void ToProto(const dock::TrainingStatus& job, v1::TrainingJob* out) {
@@ -715,6 +720,11 @@ grpc::Status ModelDockServiceImpl::ReportOutcome(grpc::ServerContext* context,
   }
   if (header.outcomes_size() == 0) {
     return InvalidArgument("outcomes are required: at least one model and its accuracy");
+  }
+  if (header.source() == v1::OUTCOME_SOURCE_STAGE2) {
+    return InvalidArgument(
+        "source STAGE2 is kept by the dock itself from recommendations (server flag "
+        "--learn-from-recommendations); report FINETUNE or IMPORT");
   }
   if (header.outcomes_size() > 100000) return InvalidArgument("at most 100,000 outcomes per report");
   std::string data = std::move(*dataset.mutable_inline_data());

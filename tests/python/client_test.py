@@ -171,5 +171,54 @@ class ApiKeyTest(unittest.TestCase):
                 stop_server(server)
 
 
+class LearnFromRecommendationsTest(unittest.TestCase):
+    """Against a server started with --learn-from-recommendations: labelled recommendations leave
+    weak (stage2) records; nobody can report that source."""
+
+    def test_recommendations_leave_stage2_records(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            server, address = start_server(SERVER, ASSETS, os.path.join(tmp, "data"),
+                                           ["--workers", "1", "--learn-from-recommendations"])
+            try:
+                with modeldock.Client(address) as dock:
+                    for stem in ("fmnist-tops-cnn", "fmnist-shuffled-cnn"):
+                        with open(os.path.join(DEMO, stem + ".json")) as f:
+                            meta = json.load(f)
+                        dock.register(os.path.join(DEMO, stem + ".pt"), name=meta["name"],
+                                      input_shape=meta["input_shape"],
+                                      labels=meta["class_labels"])
+                    query = os.path.join(DEMO, "query_tops")
+                    images = read_idx(os.path.join(query, "query-images-idx3-ubyte"))[:, None]
+                    labels = read_idx(os.path.join(query, "query-labels-idx1-ubyte"))
+                    result = dock.recommend(images, labels=labels.astype(np.int64))
+                    self.assertEqual(result.num_scored, 2)
+                    self.assertEqual(result.recorded_outcomes, 2)
+                    records = dock.records()
+                    self.assertEqual(sorted(r["source"] for r in records), ["stage2", "stage2"])
+                    # Oracle: the rank percentile of the stage-2 score (ties share).
+                    stage2 = {r.name: r.stage2_score for r in result}
+                    for r in records:
+                        mine = stage2[r["model"]]
+                        below = sum(v < mine for v in stage2.values())
+                        ties = sum(v == mine for v in stage2.values()) - 1
+                        self.assertEqual(r["accuracy"], (below + ties / 2) / (len(stage2) - 1))
+                    best = max(result, key=lambda r: r.stage2_score).name
+                    self.assertEqual(dock.recommend(images).recorded_outcomes, 0)  # no labels
+                    # The source is the dock's own: a report claiming it is refused.
+                    dataset, data = modeldock._dataset_header(images, labels.astype(np.int64), ())
+                    dataset.inline_data = data
+                    header = modeldock.pb.ReportOutcomeHeader(
+                        dataset=dataset, source=modeldock.pb.OUTCOME_SOURCE_STAGE2,
+                        outcomes=[modeldock.pb.Outcome(model=best, accuracy=0.5)])
+                    with self.assertRaises(grpc.RpcError) as e:
+                        dock._stub.ReportOutcome(iter([modeldock.pb.ReportOutcomeRequest(
+                            header=header)]))
+                    self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+                    self.assertIn("--learn-from-recommendations", e.exception.details())
+                    self.assertEqual(len(dock.records()), 2)
+            finally:
+                stop_server(server)
+
+
 if __name__ == "__main__":
     unittest.main(argv=sys.argv[:1], verbosity=2)

@@ -27,6 +27,8 @@ from modeldock.v1 import modeldock_pb2_grpc as pb_grpc
 __all__ = ["Client", "Model", "Recommendation", "RecommendResult", "ModelDockError"]
 
 _CHUNK = 1 << 20  # the server takes at most 1 MiB per stream message
+_SOURCE_NAMES = {pb.OUTCOME_SOURCE_FINETUNE: "finetune", pb.OUTCOME_SOURCE_IMPORT: "import",
+                 pb.OUTCOME_SOURCE_STAGE2: "stage2"}
 _STATES = {pb.MODEL_STATE_PENDING: "PENDING", pb.MODEL_STATE_PROBING: "PROBING",
            pb.MODEL_STATE_READY: "READY", pb.MODEL_STATE_FAILED: "FAILED"}
 _METRICS = {name[len("METRIC_"):].lower(): value for name, value in pb.Metric.items()
@@ -115,6 +117,7 @@ class RecommendResult:
     warnings: List[str]
     total_millis: float
     alignment_version: int = 0  # the trained ranker version that ranked it (0 = untrained)
+    recorded_outcomes: int = 0  # weak outcome records the dock kept (--learn-from-recommendations)
 
     def __iter__(self):
         return iter(self.results)
@@ -357,7 +360,8 @@ class Client:
                                num_scored=r.num_scored, num_compatible=r.num_compatible,
                                label_source=r.label_source, warnings=list(r.warnings),
                                total_millis=r.timings.total_millis,
-                               alignment_version=r.alignment_version)
+                               alignment_version=r.alignment_version,
+                               recorded_outcomes=r.recorded_outcomes)
 
     # -- learning from outcomes ----------------------------------------------------------------
 
@@ -393,7 +397,7 @@ class Client:
                   timeout=self._timeout, metadata=self._metadata)
         return [{"id": x.id, "query_id": x.query_id, "model": x.model_name,
                  "model_id": x.model_id, "accuracy": x.accuracy,
-                 "source": "import" if x.source == pb.OUTCOME_SOURCE_IMPORT else "finetune"}
+                 "source": _SOURCE_NAMES.get(x.source, "finetune")}
                 for x in r.records]
 
     def train(self, wait: bool = True) -> Dict[str, object]:
