@@ -260,6 +260,13 @@ class Runner:
                 if exp["num_records"] is not None and exp["num_records"] != expected:
                     self.warnings.add(f"`records` listed {exp['num_records']} outcomes after "
                                       f"{expected} were reported ({zoo.key} {name})")
+                if args.weak:
+                    # What every labelled recommendation leaves when the operator allows it.
+                    exp["weak_recorded"] = 0
+                    for task in train_tasks:
+                        resp, _ = self.cli(addr, ["recommend", *zoo.dataset_args(task), "--top",
+                                                  str(n)], f"{name}/weak/{task}")
+                        exp["weak_recorded"] += int((resp or {}).get("recorded_outcomes", 0))
                 t1 = time.time()
                 train, error = self.train(addr, name)
                 exp["train_wall_seconds"] = round(time.time() - t1, 1)
@@ -523,7 +530,11 @@ def markdown(res):
          "fine-tuned accuracy of the top model / the best one; *warm*/*cold*: the same measures "
          "on the ranking restricted to the reported / never-reported models. *served* = trained "
          "where the version was adopted, untrained otherwise (what a user gets); *prior only* = "
-         "the trained responses re-sorted by their `prior` field alone.",
+         "the trained responses re-sorted by their `prior` field alone." +
+         (" **Weak records (`--weak`)**: the servers run with `--learn-from-recommendations` and "
+          "every training task is also recommended (default pipeline) before `train`, so the "
+          "stage-2 standings of every scored model, cold ones included, are weak records."
+          if meta.get("weak") else ""),
          ""]
     for key, z in res["zoos"].items():
         if "cv" not in z:
@@ -702,6 +713,13 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-cv", action="store_true", help="skip the cross-validation")
     ap.add_argument("--no-curve", action="store_true", help="skip the learning curve")
+    ap.add_argument("--latency-budget-ms", type=float, default=None,
+                    help="passed to the servers: a large budget makes the default pipeline score "
+                         "every model however loaded the machine is (its choice is timed)")
+    ap.add_argument("--weak", action="store_true",
+                    help="servers run with --learn-from-recommendations, and every training task "
+                         "is also recommended (default pipeline) before training, so its scored "
+                         "models' stage-2 standings (cold models included) are weak records")
     ap.add_argument("--no-learning", action="store_true",
                     help="skip report/records/train/alignments (untrained rankings only: checks the "
                          "rest of the script against a server without the learning commands)")
@@ -742,6 +760,10 @@ def main():
     work = tempfile.mkdtemp(prefix="modeldock-learning-")
     try:
         bins = Binaries(os.path.abspath(args.build_dir), args.asset_dir, os.path.join(work, "bin"))
+        if args.weak:
+            bins.server_args = bins.server_args + ["--learn-from-recommendations"]
+        if args.latency_budget_ms:
+            bins.server_args = bins.server_args + ["--latency-budget-ms", f"{args.latency_budget_ms:g}"]
         missing = bins.has_commands(LEARNING_COMMANDS)
         if missing and not args.no_learning:
             sys.exit(f"run_learning: {bins.client} has no {', '.join(missing)} command(s); "
@@ -753,7 +775,8 @@ def main():
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "cpu": rq._cpu_model()},
             "seed": args.seed, "folds": args.folds, "cold_fraction": args.cold_fraction,
             "curve_sizes": args.curve_sizes, "curve_reps": args.curve_reps,
-            "no_learning": args.no_learning,
+            "no_learning": args.no_learning, "weak": args.weak,
+            "server_args": bins.server_args,
             "ground_truth_field": "best fine-tune test accuracy (as bench/quality)"},
             "zoos": {}, "spec_warnings": []}
         warnings = set()
