@@ -1049,7 +1049,8 @@ json VersionJson(const v1::AlignmentVersion& v) {
               {"vectors_validation_trained", v.vectors_validation_trained()},
               {"vectors_reason", v.vectors_reason()},
               {"weak_queries", v.weak_queries()},
-              {"weak_weight", v.weak_weight()}};
+              {"weak_weight", v.weak_weight()},
+              {"stage2_weight", v.stage2_weight()}};
 }
 
 std::string StateName(v1::TrainingState state) {
@@ -1094,11 +1095,12 @@ int RunTrain(const GlobalFlags& global, bool wait, client::Client& client) {
   std::cout << absl::StrFormat(
       "version %d trained on %d queries (%d records) in %.1f s\n"
       "held-out queries (%d folds), weighted Kendall tau: untrained %.4f, serving %.4f, "
-      "trained %.4f\n%s: %s\nparameters: prior weight %.3f, shrinkage %.3f, sharpness %.3f\n",
+      "trained %.4f\n%s: %s\nparameters: prior weight %.3f in stage 1, %.3f in stage 2, shrinkage "
+      "%.3f, sharpness %.3f\n",
       v.version(), v.num_queries(), v.num_records(), v.training_seconds(), v.folds(),
       v.validation_untrained(), v.validation_serving(), v.validation_trained(),
       v.adopted() ? "ADOPTED (now serving)" : "NOT ADOPTED (the serving version stays)",
-      v.reason(), v.weight(), v.shrinkage(), v.sharpness());
+      v.reason(), v.weight(), v.stage2_weight(), v.shrinkage(), v.sharpness());
   if (v.weak_queries() > 0) {
     std::cout << absl::StrFormat(
         "weak records: stage-2 standings of %d recommendations, learned weight %.3f\n",

@@ -730,7 +730,7 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
       base.push_back(s.stage2);
       model_prior.push_back(prior[s.id]);
     }
-    std::vector<double> combined = serving.ranker->Combine(base, model_prior);
+    std::vector<double> combined = serving.ranker->CombineStage2(base, model_prior);
     for (size_t i = 0; i < scored.size(); ++i) scored[i].final_score = combined[i];
   }
   std::unordered_map<std::string, std::string> member_text;
@@ -827,8 +827,9 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
         from = "no outcomes on similar tasks: predicted from its width and class count";
       }
       absl::StrAppend(&stage1_text, absl::StrFormat(
-          "; outcome prior %+.2f (trained version %d, weight %.2f; %s)", rec.prior, serving.version,
-          serving.ranker->params().weight, from));
+          "; outcome prior %+.2f (trained version %d, weight %.2f in stage 1, %.2f in stage 2; %s)",
+          rec.prior, serving.version, serving.ranker->params().weight,
+          serving.ranker->params().stage2_weight, from));
     }
     if (query.metric == Metric::kNone) {
       rec.score = rec.has_stage1_score ? stage1_value[s.id] : rec.similarity;

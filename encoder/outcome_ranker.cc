@@ -179,17 +179,32 @@ int OutcomeRanker::num_weak_tasks() const {
       std::count_if(tasks_.begin(), tasks_.end(), [](const RecordedTask& t) { return t.weak; }));
 }
 
+namespace {
+
+std::vector<double> StandardisedPlus(const std::vector<double>& base, double weight,
+                                     const std::vector<double>& priors) {
+  std::vector<double> out = Standardise(base);
+  for (size_t i = 0; i < out.size() && i < priors.size(); ++i) out[i] += weight * priors[i];
+  return out;
+}
+
+}  // namespace
+
 std::vector<double> OutcomeRanker::Combine(const std::vector<double>& base,
                                            const std::vector<double>& priors) const {
-  std::vector<double> out = Standardise(base);
-  for (size_t i = 0; i < out.size() && i < priors.size(); ++i) out[i] += params_.weight * priors[i];
-  return out;
+  return StandardisedPlus(base, params_.weight, priors);
+}
+
+std::vector<double> OutcomeRanker::CombineStage2(const std::vector<double>& stage2,
+                                                 const std::vector<double>& priors) const {
+  return StandardisedPlus(stage2, params_.stage2_weight, priors);
 }
 
 std::string OutcomeRanker::ToJson() const {
   nlohmann::json j;
   j["format"] = "modeldock-outcome-ranker-1";
   j["params"] = {{"weight", params_.weight},
+                 {"stage2_weight", params_.stage2_weight},
                  {"shrinkage", params_.shrinkage},
                  {"sharpness", params_.sharpness},
                  {"weak_weight", params_.weak_weight},
@@ -220,6 +235,8 @@ absl::StatusOr<OutcomeRanker> OutcomeRanker::FromJson(const std::string& text) {
     RankerParams p;
     const nlohmann::json& params = j.at("params");
     p.weight = params.at("weight").get<double>();
+    // Versions before per-stage weights used one weight for both stages.
+    p.stage2_weight = params.value("stage2_weight", p.weight);
     p.shrinkage = params.at("shrinkage").get<double>();
     p.sharpness = params.at("sharpness").get<double>();
     p.weak_weight = params.value("weak_weight", 0.0);  // versions before weak tasks: none

@@ -53,7 +53,10 @@ std::vector<double> ModelFacts(int64_t feature_width, int64_t num_classes);
 inline constexpr int kNumModelFacts = 3;  // bias, log2 width / 8, log2 classes / 8
 
 struct RankerParams {
-  double weight = 0;      // of the prior against the standardised base score
+  double weight = 0;      // of the prior against the standardised stage-1 score
+  // Of the prior against the standardised stage-2 score: chosen on the reported queries whose
+  // stage-2 standings were recorded (weak twins); equal to `weight` when there are too few.
+  double stage2_weight = 0;
   double shrinkage = 1;   // pseudo-count of the facts prediction
   double sharpness = 1;   // task-similarity exponent
   double weak_weight = 0; // of a weak task (stage-2 standing) against a reported one
@@ -104,9 +107,12 @@ class OutcomeRanker {
                              std::vector<PriorSources>* sources = nullptr,
                              const std::vector<std::vector<double>>* current_facts = nullptr) const;
 
-  // z-standardised base + weight * prior, for the same models.
+  // z-standardised stage-1 score + weight * prior, for the same models.
   std::vector<double> Combine(const std::vector<double>& base,
                               const std::vector<double>& priors) const;
+  // z-standardised stage-2 score + stage2_weight * prior.
+  std::vector<double> CombineStage2(const std::vector<double>& stage2,
+                                    const std::vector<double>& priors) const;
 
   // Serialised with everything needed to rank (parameters, frozen records, facts).
   std::string ToJson() const;
@@ -157,6 +163,10 @@ struct RankerTrainingReport {
   double validation_serving = 0;    // the serving version's parameters (= untrained for v0)
   double validation_trained = 0;    // parameters trained without the held-out tasks
   double gain_standard_error = 0;   // of the per-task gain trained - serving
+  // The stage-2 combination on held-out queries whose stage-2 standings were recorded: tau_w
+  // without the prior and with it (the stage-2 weight is set to 0 when it loses there).
+  int validation_stage2_queries = 0;
+  double validation_stage2_untrained = 0, validation_stage2_trained = 0;
   double first_loss = 0, last_loss = 0;  // of the final training run
   bool adopt = false;
   std::string reason;

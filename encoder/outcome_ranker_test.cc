@@ -190,6 +190,81 @@ TEST(OutcomeRankerTrainingTest, WeakTasksInformPriorsOfUnreportedModels) {
   EXPECT_NE(with->reason.find("8 weak tasks"), std::string::npos) << with->reason;
 }
 
+TEST(OutcomeRankerTest, EachStageHasItsWeight) {
+  RankerParams params;
+  params.weight = 0.5;
+  params.stage2_weight = 0.1;
+  OutcomeRanker ranker(params, TwoTasks(), {});
+  const double sd = std::sqrt(1.25);
+  EXPECT_NEAR(ranker.Combine({1, 2, 3, 4}, {1, 0, 0, 0})[0], -1.5 / sd + 0.5, 1e-12);
+  EXPECT_NEAR(ranker.CombineStage2({1, 2, 3, 4}, {1, 0, 0, 0})[0], -1.5 / sd + 0.1, 1e-12);
+  auto reloaded = OutcomeRanker::FromJson(ranker.ToJson());
+  ASSERT_TRUE(reloaded.ok());
+  EXPECT_EQ(reloaded->params().stage2_weight, 0.1);
+  // A version saved before per-stage weights used its one weight in both stages.
+  std::string old_json = ranker.ToJson();
+  const std::string key = "\"stage2_weight\":0.1,";
+  ASSERT_NE(old_json.find(key), std::string::npos) << old_json;
+  old_json.erase(old_json.find(key), key.size());
+  auto old_version = OutcomeRanker::FromJson(old_json);
+  ASSERT_TRUE(old_version.ok()) << old_version.status();
+  EXPECT_EQ(old_version->params().stage2_weight, 0.5);
+}
+
+// When outcomes follow what stage 1 already sees (no hidden model quality), the prior has
+// nothing to add: the chosen weight leaves the untrained ranking (nearly) as it is.
+TEST(OutcomeRankerTrainingTest, UselessPriorGetsLittleWeight) {
+  std::mt19937_64 rng(5);
+  std::normal_distribution<double> normal(0, 1);
+  std::vector<RecordedTask> tasks;
+  for (int t = 0; t < 8; ++t) {
+    RecordedTask task;
+    task.query_id = "q" + std::to_string(t);
+    for (int m = 0; m < 20; ++m) {
+      const std::string id = "m" + std::to_string(m);
+      const double fit = normal(rng);
+      task.stage1[id] = fit + 0.3 * normal(rng);
+      task.accuracy[id] = 0.6 + 0.03 * fit;
+    }
+    tasks.push_back(std::move(task));
+  }
+  RankerTrainingOptions options;
+  options.steps = 200;
+  options.folds = 4;
+  auto report = TrainOutcomeRanker(tasks, {}, nullptr, options);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_LE(report->params.weight, 0.1) << report->reason;
+  EXPECT_GT(report->validation_trained, report->validation_untrained - 0.01) << report->reason;
+  EXPECT_FALSE(report->adopt) << report->reason;
+}
+
+// Reported queries whose recommendation was recorded (weak twins with their stage-2 standings)
+// choose the stage-2 weight: a stage 2 nearly as good as the truth takes less prior than stage 1.
+TEST(OutcomeRankerTrainingTest, StageTwoWeightIsChosenOnRecordedStandings) {
+  std::vector<RecordedTask> tasks = SyntheticTasks(8, 20, 7);
+  std::mt19937_64 rng(3);
+  std::normal_distribution<double> noise(0, 0.005);
+  const size_t reported = tasks.size();
+  for (size_t t = 0; t < reported; ++t) {
+    RecordedTask twin = tasks[t];
+    twin.weak = true;
+    for (auto& [id, a] : twin.accuracy) a += noise(rng);
+    tasks.push_back(std::move(twin));
+  }
+  RankerTrainingOptions options;
+  options.steps = 200;
+  options.folds = 4;
+  auto report = TrainOutcomeRanker(tasks, {}, nullptr, options);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->validation_stage2_queries, 8);
+  EXPECT_LT(report->params.stage2_weight, report->params.weight) << report->reason;
+  // A stage-2 weight that loses on held-out queries is dropped (here stage 2 is nearly the truth).
+  if (report->validation_stage2_trained < report->validation_stage2_untrained) {
+    EXPECT_EQ(report->params.stage2_weight, 0.0) << report->reason;
+  }
+  EXPECT_NE(report->reason.find("stage-2 weight"), std::string::npos) << report->reason;
+}
+
 TEST(OutcomeRankerTrainingTest, RefusesTooFewUsableTasks) {
   std::vector<RecordedTask> tasks = TwoTasks();
   tasks.push_back({"q3", {{"a", 1}}, {{"a", 0.5}}});  // one model: says nothing

@@ -285,6 +285,140 @@ std::vector<double> Validate(const std::vector<RecordedTask>& tasks,
   return taus;
 }
 
+// tau_w against the accuracies of `accuracy`'s models among `ids` of z(base) + weight * prior
+// (base and prior aligned with ids; the base is standardised over all of ids, as when serving).
+double TauOfCombination(const std::vector<std::string>& ids, const std::vector<double>& base,
+                        const std::vector<double>& prior, double weight,
+                        const std::map<std::string, double>& accuracy) {
+  std::vector<double> z = Standardise(base);
+  std::vector<double> score, truth;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto a = accuracy.find(ids[i]);
+    if (a == accuracy.end()) continue;
+    score.push_back(z[i] + weight * prior[i]);
+    truth.push_back(a->second);
+  }
+  return WeightedTau(score, truth);
+}
+
+// One reported query seen by a ranker built without it: its models' priors, its stage-1 scores
+// and, when its recommendation was recorded, its stage-2 standings (the weak twin).
+struct QueryView {
+  const RecordedTask* task = nullptr;
+  std::vector<std::string> ids;  // its stage-1 snapshot's models
+  std::vector<double> stage1, prior;
+  std::vector<std::string> scored_ids;  // models with a recorded stage-2 standing
+  std::vector<double> standing, scored_prior;
+};
+
+// The index of the weak task of `query_id` in `tasks`, or -1.
+int64_t WeakTwin(const std::vector<RecordedTask>& tasks, const std::string& query_id) {
+  for (size_t u = 0; u < tasks.size(); ++u) {
+    if (tasks[u].weak && tasks[u].query_id == query_id) return static_cast<int64_t>(u);
+  }
+  return -1;
+}
+
+// Views of `targets`, each from a ranker with `params` over the `train` tasks (outcomes of the
+// `cold` models removed) and the `weak_sources`, never a task of the target's own query.
+std::vector<QueryView> ViewsOf(const std::vector<RecordedTask>& tasks,
+                               const std::map<std::string, std::vector<double>>& facts,
+                               const std::vector<int64_t>& train,
+                               const std::vector<int64_t>& weak_sources,
+                               const std::vector<int64_t>& targets,
+                               const std::set<std::string>& cold, const RankerParams& params) {
+  std::vector<QueryView> views;
+  for (int64_t t : targets) {
+    const RecordedTask& target = tasks[t];
+    std::vector<RecordedTask> sources;
+    for (int64_t u : train) {
+      if (tasks[u].query_id == target.query_id) continue;
+      RecordedTask source = tasks[u];
+      for (const std::string& id : cold) source.accuracy.erase(id);
+      sources.push_back(std::move(source));
+    }
+    for (int64_t u : weak_sources) {
+      if (tasks[u].query_id != target.query_id) sources.push_back(tasks[u]);
+    }
+    OutcomeRanker ranker(params, std::move(sources), facts);
+    QueryView view;
+    view.task = &target;
+    for (const auto& [id, v] : target.stage1) {
+      view.ids.push_back(id);
+      view.stage1.push_back(v);
+    }
+    view.prior = ranker.Priors(view.ids, target.stage1);
+    if (const int64_t twin = WeakTwin(tasks, target.query_id); twin >= 0) {
+      for (const auto& [id, v] : tasks[twin].accuracy) {
+        view.scored_ids.push_back(id);
+        view.standing.push_back(v);
+      }
+      view.scored_prior = ranker.Priors(view.scored_ids, target.stage1);
+    }
+    views.push_back(std::move(view));
+  }
+  return views;
+}
+
+// The prior's weight in each stage, chosen on the measure training is judged by (tau_w of the
+// combination, leave-one-query-out priors) rather than the loss's surrogate: the loss fits how
+// priors are formed, this how much of them a stage can use (0 = none; a stage whose scores are
+// already better than the prior takes little). Smallest of the best on ties.
+constexpr double kWeightGrid[] = {0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3};
+constexpr int kMinQueriesForStage2Weight = 3;
+
+struct StageWeights {
+  double stage1 = 0, stage2 = 0;
+  int stage2_queries = 0;  // reported queries with recorded standings it was chosen on
+};
+
+StageWeights ChooseStageWeights(const std::vector<QueryView>& views, double fallback) {
+  auto best_of = [&](auto tau_at) {
+    double best_weight = 0, best = -2;
+    for (double w : kWeightGrid) {
+      const double tau = tau_at(w);
+      if (tau > best + 1e-9) {
+        best = tau;
+        best_weight = w;
+      }
+    }
+    return best_weight;
+  };
+  StageWeights out;
+  out.stage1 = best_of([&](double w) {
+    double sum = 0;
+    for (const QueryView& v : views) {
+      sum += TauOfCombination(v.ids, v.stage1, v.prior, w, v.task->accuracy);
+    }
+    return views.empty() ? 0.0 : sum / static_cast<double>(views.size());
+  });
+  for (const QueryView& v : views) out.stage2_queries += v.scored_ids.size() >= 2;
+  if (out.stage2_queries < kMinQueriesForStage2Weight) {
+    out.stage2 = fallback;
+    return out;
+  }
+  out.stage2 = best_of([&](double w) {
+    double sum = 0;
+    for (const QueryView& v : views) {
+      if (v.scored_ids.size() < 2) continue;
+      sum += TauOfCombination(v.scored_ids, v.standing, v.scored_prior, w, v.task->accuracy);
+    }
+    return sum / static_cast<double>(out.stage2_queries);
+  });
+  return out;
+}
+
+// A seeded quarter of `models` (cold start in weight choice and validation).
+std::set<std::string> ColdDraw(const std::vector<std::string>& models, uint64_t seed) {
+  std::set<std::string> cold;
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> uniform(0, 1);
+  for (const std::string& id : models) {
+    if (uniform(rng) < kColdFraction) cold.insert(id);
+  }
+  return cold;
+}
+
 double Mean(const std::vector<double>& v) {
   double sum = 0;
   for (double x : v) sum += x;
@@ -349,6 +483,8 @@ absl::StatusOr<RankerTrainingReport> TrainOutcomeRanker(
     RankerParams untrained;
     // tau_w per held-out task (each task is held out once).
     std::vector<double> tau_untrained, tau_serving, tau_trained;
+    // The same for the stage-2 combination, on held-out queries with recorded standings.
+    std::vector<double> tau2_untrained, tau2_trained;
     for (int fold = 0; fold < folds; ++fold) {
       std::vector<int64_t> train, held_out;
       for (int64_t i = 0; i < T; ++i) (i % folds == fold ? held_out : train).push_back(order[i]);
@@ -363,11 +499,22 @@ absl::StatusOr<RankerTrainingReport> TrainOutcomeRanker(
       auto fit = Fit(problem, train, weak_sources, options, cancelled);
       if (!fit.ok()) return fit.status();
       // A quarter of the models count as never reported in this fold (cold start).
-      std::set<std::string> cold;
-      std::mt19937_64 cold_rng(options.seed + 7919 * (fold + 1));
-      std::uniform_real_distribution<double> uniform(0, 1);
-      for (const std::string& id : problem.models) {
-        if (uniform(cold_rng) < kColdFraction) cold.insert(id);
+      const std::set<std::string> cold = ColdDraw(problem.models, options.seed + 7919 * (fold + 1));
+      // The stages' weights, chosen on the fold's training queries only.
+      const StageWeights weights = ChooseStageWeights(
+          ViewsOf(tasks, facts, train, weak_sources, train,
+                  ColdDraw(problem.models, options.seed + 104729 * (fold + 1)), fit->params),
+          fit->params.weight);
+      fit->params.weight = weights.stage1;
+      fit->params.stage2_weight = weights.stage2;
+      // The held-out queries whose recommendation was recorded check the stage-2 weight.
+      for (const QueryView& v :
+           ViewsOf(tasks, facts, train, weak_sources, held_out, cold, fit->params)) {
+        if (v.scored_ids.size() < 2) continue;
+        tau2_untrained.push_back(
+            TauOfCombination(v.scored_ids, v.standing, v.scored_prior, 0, v.task->accuracy));
+        tau2_trained.push_back(TauOfCombination(v.scored_ids, v.standing, v.scored_prior,
+                                                weights.stage2, v.task->accuracy));
       }
       for (double v : Validate(tasks, facts, train, weak_sources, held_out, cold, untrained)) {
         tau_untrained.push_back(v);
@@ -393,6 +540,35 @@ absl::StatusOr<RankerTrainingReport> TrainOutcomeRanker(
     if (!final_fit.ok()) return final_fit.status();
     report.params = final_fit->params;
     if (weak_tasks.empty()) report.params.weak_weight = 0;  // nothing it weighs
+    const StageWeights weights = ChooseStageWeights(
+        ViewsOf(tasks, facts, everything, weak_tasks, everything,
+                ColdDraw(problem.models, options.seed + 15485863), report.params),
+        report.params.weight);
+    report.params.weight = weights.stage1;
+    report.params.stage2_weight = weights.stage2;
+    report.validation_stage2_queries = static_cast<int>(tau2_trained.size());
+    report.validation_stage2_untrained = Mean(tau2_untrained);
+    report.validation_stage2_trained = Mean(tau2_trained);
+    std::string stage2_text;
+    if (weights.stage2_queries < kMinQueriesForStage2Weight) {
+      stage2_text = absl::StrFormat(
+          "stage-2 weight = stage-1 weight (%d reported queries with recorded standings; "
+          "needs %d)", weights.stage2_queries, kMinQueriesForStage2Weight);
+    } else if (!tau2_trained.empty() &&
+               report.validation_stage2_trained < report.validation_stage2_untrained) {
+      // The stage-2 weight did not hold on held-out queries: stage 2 keeps its own scores.
+      report.params.stage2_weight = 0;
+      stage2_text = absl::StrFormat(
+          "stage-2 weight 0: held-out stage-2 tau_w %.4f with the prior vs %.4f without "
+          "(%d queries)", report.validation_stage2_trained, report.validation_stage2_untrained,
+          report.validation_stage2_queries);
+    } else {
+      stage2_text = absl::StrFormat(
+          "stage-2 weight %.2f chosen on %d queries with recorded standings (held-out stage-2 "
+          "tau_w %.4f vs %.4f without, %d queries)", weights.stage2, weights.stage2_queries,
+          report.validation_stage2_trained, report.validation_stage2_untrained,
+          report.validation_stage2_queries);
+    }
     report.first_loss = final_fit->first_loss;
     report.last_loss = final_fit->last_loss;
     // Adopted only for a gain that is both material and larger than its own noise: a version
@@ -402,10 +578,11 @@ absl::StatusOr<RankerTrainingReport> TrainOutcomeRanker(
     report.adopt = enough && gain > needed;
     report.reason = absl::StrFormat(
         "held-out tau_w %.4f trained vs %.4f serving (%.4f untrained), gain %+.4f +- %.4f "
-        "(standard error over %d held-out queries, %d folds; %d weak tasks from "
-        "recommendations, weight %.3f): %s",
+        "(standard error over %d held-out queries, %d folds; stage-1 weight %.2f; %d weak tasks "
+        "from recommendations, weight %.3f; %s): %s",
         report.validation_trained, report.validation_serving, report.validation_untrained, gain,
-        se, report.usable_tasks, folds, report.weak_tasks, report.params.weak_weight,
+        se, report.usable_tasks, folds, report.params.weight, report.weak_tasks,
+        report.params.weak_weight, stage2_text,
         report.adopt ? std::string("adopted")
         : !enough    ? absl::StrFormat("not adopted (validation needs at least %d reported "
                                        "queries)", options.min_queries_to_adopt)

@@ -677,6 +677,7 @@ void ToProto(const dock::AlignmentVersion& v, v1::AlignmentVersion* out) {
   out->set_vectors_reason(v.vectors_reason);
   out->set_weak_queries(v.weak_queries);
   out->set_weak_weight(v.weak_weight);
+  out->set_stage2_weight(v.stage2_weight);
 }
 
 void ToProto(const dock::TrainingStatus& job, v1::TrainingJob* out) {
