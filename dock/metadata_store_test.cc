@@ -4,6 +4,7 @@
 // including the bytes of stored floats.
 #include "dock/metadata_store.h"
 
+#include <sqlite3.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -141,6 +142,25 @@ class MetadataStoreTest : public ::testing::TestWithParam<std::string> {
     auto store = OpenMetadataStore(url_);
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
+  }
+  // Runs SQL on the backend's database beside the store (a connection of its own); "" or the
+  // error.
+  std::string ExecSql(const std::string& sql) {
+    if (schema_ != nullptr) {
+      const std::string out = schema_->Exec(sql);
+      return out.rfind("error: ", 0) == 0 ? out : "";
+    }
+    sqlite3* db = nullptr;
+    std::string out;
+    char* err = nullptr;
+    if (sqlite3_open(url_.c_str(), &db) != SQLITE_OK) {
+      out = sqlite3_errmsg(db);
+    } else if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+      out = err != nullptr ? err : "error";
+    }
+    sqlite3_free(err);
+    sqlite3_close(db);
+    return out;
   }
 
   std::unique_ptr<TestSchema> schema_;
@@ -497,6 +517,21 @@ TEST_P(MetadataStoreTest, OutcomeStage1ScoresKeepEveryBit) {
   ASSERT_EQ(queries->size(), 1u);
   EXPECT_EQ((*queries)[0].stage1, q.stage1);
   EXPECT_TRUE(store_->Outcomes("", 0)->empty());
+}
+
+// Stage-1 scores that are not a JSON object of numbers: DATA_LOSS naming the query, not a throw.
+TEST_P(MetadataStoreTest, CorruptOutcomeQueryIsDataLoss) {
+  OutcomeQueryRow q;
+  q.query_id = "q-bad";
+  q.prototypes = MakeTensor(1, 2, {1, 2});
+  q.stage1 = {{"a", 0.5}};
+  ASSERT_TRUE(store_->AddOutcomes(q, {}).ok());
+  ASSERT_EQ(ExecSql("UPDATE outcome_queries SET stage1 = '{\"a\": \"high\"}'"), "");
+  auto queries = store_->OutcomeQueries();
+  EXPECT_EQ(queries.status().code(), absl::StatusCode::kDataLoss) << queries.status();
+  EXPECT_THAT(queries.status().message(), HasSubstr("outcome query q-bad: "));
+  ASSERT_EQ(ExecSql("UPDATE outcome_queries SET stage1 = 'not json'"), "");
+  EXPECT_EQ(store_->OutcomeQueries().status().code(), absl::StatusCode::kDataLoss);
 }
 
 TEST_P(MetadataStoreTest, AlignmentVersionsCountUp) {
