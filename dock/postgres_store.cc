@@ -284,6 +284,22 @@ absl::Status InTransaction(PGconn* conn, const std::function<absl::Status()>& bo
   return Exec(conn, "commit", "COMMIT");
 }
 
+// Opens a connection to `url` (a URL Open has parsed). Without a connect_timeout, libpq waits
+// for an unreachable host as long as the kernel retries (minutes; forever for a server that
+// accepts and never answers), so one the URL does not set, nor $PGCONNECT_TIMEOUT, is
+// kDefaultConnectTimeoutSeconds: keywords apply in order and the URL, expanded from dbname
+// (expand_dbname), comes after the default and overrides it. PQreset reuses these options.
+PGconn* OpenConnection(const std::string& url) {
+  const char* env = std::getenv("PGCONNECT_TIMEOUT");
+  const std::string timeout =
+      env != nullptr && *env != '\0'
+          ? std::string(env)
+          : absl::StrCat(PostgresMetadataStore::kDefaultConnectTimeoutSeconds);
+  const char* const keywords[] = {"connect_timeout", "dbname", nullptr};
+  const char* const values[] = {timeout.c_str(), url.c_str(), nullptr};
+  return PQconnectdbParams(keywords, values, /*expand_dbname=*/1);
+}
+
 // Server notices (e.g. "relation already exists, skipping") are not errors.
 void LogNotice(void*, const char* message) { spdlog::debug("postgres: {}", Trimmed(message)); }
 
@@ -345,7 +361,7 @@ class PostgresChangeFeed : public ChangeFeed {
 
   absl::Status Connect() {
     Drop();
-    conn_ = PQconnectdb(conninfo_.c_str());
+    conn_ = OpenConnection(conninfo_);
     if (conn_ == nullptr) return absl::ResourceExhaustedError("libpq: out of memory");
     if (PQstatus(conn_) != CONNECTION_OK) {
       const std::string message = Trimmed(PQerrorMessage(conn_));
@@ -429,7 +445,7 @@ absl::StatusOr<std::unique_ptr<MetadataStore>> PostgresMetadataStore::Open(const
     return absl::InvalidArgumentError(absl::StrCat("bad PostgreSQL URL ", redacted, ": ", message));
   }
   PQconninfoFree(options);
-  PGconn* conn = PQconnectdb(url.c_str());
+  PGconn* conn = OpenConnection(url);
   if (conn == nullptr) return absl::ResourceExhaustedError("libpq: out of memory");
   if (PQstatus(conn) != CONNECTION_OK) {
     const std::string message = Trimmed(PQerrorMessage(conn));
