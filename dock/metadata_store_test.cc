@@ -4,12 +4,18 @@
 // including the bytes of stored floats.
 #include "dock/metadata_store.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sqlite3.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <future>
 #include <memory>
 #include <string>
 #include <thread>
@@ -17,6 +23,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
+#include "dock/postgres_store.h"
 #include "gtest/gtest.h"
 #include "tests/postgres_env.h"
 
@@ -141,6 +148,25 @@ class MetadataStoreTest : public ::testing::TestWithParam<std::string> {
     auto store = OpenMetadataStore(url_);
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
+  }
+  // Runs SQL on the backend's database beside the store (a connection of its own); "" or the
+  // error.
+  std::string ExecSql(const std::string& sql) {
+    if (schema_ != nullptr) {
+      const std::string out = schema_->Exec(sql);
+      return out.rfind("error: ", 0) == 0 ? out : "";
+    }
+    sqlite3* db = nullptr;
+    std::string out;
+    char* err = nullptr;
+    if (sqlite3_open(url_.c_str(), &db) != SQLITE_OK) {
+      out = sqlite3_errmsg(db);
+    } else if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+      out = err != nullptr ? err : "error";
+    }
+    sqlite3_free(err);
+    sqlite3_close(db);
+    return out;
   }
 
   std::unique_ptr<TestSchema> schema_;
@@ -499,6 +525,21 @@ TEST_P(MetadataStoreTest, OutcomeStage1ScoresKeepEveryBit) {
   EXPECT_TRUE(store_->Outcomes("", 0)->empty());
 }
 
+// Stage-1 scores that are not a JSON object of numbers: DATA_LOSS naming the query, not a throw.
+TEST_P(MetadataStoreTest, CorruptOutcomeQueryIsDataLoss) {
+  OutcomeQueryRow q;
+  q.query_id = "q-bad";
+  q.prototypes = MakeTensor(1, 2, {1, 2});
+  q.stage1 = {{"a", 0.5}};
+  ASSERT_TRUE(store_->AddOutcomes(q, {}).ok());
+  ASSERT_EQ(ExecSql("UPDATE outcome_queries SET stage1 = '{\"a\": \"high\"}'"), "");
+  auto queries = store_->OutcomeQueries();
+  EXPECT_EQ(queries.status().code(), absl::StatusCode::kDataLoss) << queries.status();
+  EXPECT_THAT(queries.status().message(), HasSubstr("outcome query q-bad: "));
+  ASSERT_EQ(ExecSql("UPDATE outcome_queries SET stage1 = 'not json'"), "");
+  EXPECT_EQ(store_->OutcomeQueries().status().code(), absl::StatusCode::kDataLoss);
+}
+
 TEST_P(MetadataStoreTest, AlignmentVersionsCountUp) {
   auto v1 = store_->InsertAlignment({0, 100, R"({"gain": 0.1})", R"({"weights": [1, 2]})"});
   ASSERT_TRUE(v1.ok()) << v1.status();
@@ -666,6 +707,65 @@ TEST(OpenMetadataStoreTest, UnreachableServerIsUnavailableAndBadUrlInvalid) {
   auto bad = OpenMetadataStore("postgresql://[::1/dock");
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(bad.status().message(), HasSubstr("bad PostgreSQL URL"));
+}
+
+// A host that accepts TCP connections and never answers, as a blackholed server behind a proxy
+// would: libpq without connect_timeout waits for it forever. Open gives up after the default
+// timeout, or after the URL's or $PGCONNECT_TIMEOUT's when set. About 10 s (the cases overlap).
+TEST(OpenMetadataStoreTest, SilentServerTimesOutAfterTheDefaultOrTheGivenConnectTimeout) {
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(listener, 16), 0);  // the kernel completes handshakes; nothing accepts
+  socklen_t size = sizeof(addr);
+  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &size), 0);
+  const std::string url = absl::StrCat("postgresql://modeldock@127.0.0.1:", ntohs(addr.sin_port),
+                                       "/dock?sslmode=disable");
+  ASSERT_EQ(unsetenv("PGCONNECT_TIMEOUT"), 0);
+
+  // Seconds until Open failed, or -1 if it had not after `limit` (then it is unblocked by
+  // closing the listener, which resets the pending connection).
+  using Clock = std::chrono::steady_clock;
+  auto open = [](const std::string& url) {
+    return std::async(std::launch::async, [url] {
+      const Clock::time_point start = Clock::now();
+      absl::Status status = OpenMetadataStore(url).status();
+      return std::make_pair(status, std::chrono::duration<double>(Clock::now() - start).count());
+    });
+  };
+  const int timeout = PostgresMetadataStore::kDefaultConnectTimeoutSeconds;
+  auto by_default = open(url);
+  auto by_url = open(url + "&connect_timeout=2");
+  const bool finished =
+      by_default.wait_for(std::chrono::seconds(timeout + 20)) == std::future_status::ready;
+  if (!finished) close(listener);
+  ASSERT_TRUE(finished) << "Open still connecting after " << timeout + 20 << " s";
+  const auto [default_status, default_seconds] = by_default.get();
+  const auto [url_status, url_seconds] = by_url.get();
+  EXPECT_EQ(default_status.code(), absl::StatusCode::kUnavailable) << default_status;
+  EXPECT_THAT(default_status.message(), HasSubstr("timeout expired"));
+  // libpq counts whole seconds: a timeout of n ends after n - 1 to n s.
+  EXPECT_GE(default_seconds, timeout - 1.5);
+  EXPECT_LT(default_seconds, timeout + 5);
+  EXPECT_EQ(url_status.code(), absl::StatusCode::kUnavailable) << url_status;
+  EXPECT_THAT(url_status.message(), HasSubstr("timeout expired"));
+  EXPECT_GE(url_seconds, 0.5);
+  EXPECT_LT(url_seconds, 5);  // the URL's 2 s, not the default
+
+  ASSERT_EQ(setenv("PGCONNECT_TIMEOUT", "2", 1), 0);
+  auto by_env = open(url);
+  const bool env_finished =
+      by_env.wait_for(std::chrono::seconds(timeout + 20)) == std::future_status::ready;
+  unsetenv("PGCONNECT_TIMEOUT");
+  if (!env_finished) close(listener);
+  ASSERT_TRUE(env_finished);
+  const auto [env_status, env_seconds] = by_env.get();
+  EXPECT_THAT(env_status.message(), HasSubstr("timeout expired"));
+  EXPECT_LT(env_seconds, 5);  // $PGCONNECT_TIMEOUT's 2 s, not the default
+  close(listener);
 }
 
 // A connection killed by the server: the call that finds it broken is UNAVAILABLE, the next one

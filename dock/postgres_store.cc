@@ -21,9 +21,21 @@
 namespace modeldock::dock {
 namespace {
 
+using store_rows::kSelectAlignments;
+using store_rows::kSelectAlignmentSummaries;
+using store_rows::kSelectApiKeys;
+using store_rows::kSelectAuditEntries;
 using store_rows::kSelectModels;
+using store_rows::kSelectOutcomeQueries;
+using store_rows::kSelectOutcomes;
 using store_rows::LayersJson;
+using store_rows::ReadAlignment;
+using store_rows::ReadAlignmentSummary;
+using store_rows::ReadApiKey;
+using store_rows::ReadAuditEntry;
 using store_rows::ReadModelRecord;
+using store_rows::ReadOutcome;
+using store_rows::ReadOutcomeQuery;
 using store_rows::RemoteJson;
 using store_rows::ShapeJson;
 using store_rows::StringsJson;
@@ -272,6 +284,22 @@ absl::Status InTransaction(PGconn* conn, const std::function<absl::Status()>& bo
   return Exec(conn, "commit", "COMMIT");
 }
 
+// Opens a connection to `url` (a URL Open has parsed). Without a connect_timeout, libpq waits
+// for an unreachable host as long as the kernel retries (minutes; forever for a server that
+// accepts and never answers), so one the URL does not set, nor $PGCONNECT_TIMEOUT, is
+// kDefaultConnectTimeoutSeconds: keywords apply in order and the URL, expanded from dbname
+// (expand_dbname), comes after the default and overrides it. PQreset reuses these options.
+PGconn* OpenConnection(const std::string& url) {
+  const char* env = std::getenv("PGCONNECT_TIMEOUT");
+  const std::string timeout =
+      env != nullptr && *env != '\0'
+          ? std::string(env)
+          : absl::StrCat(PostgresMetadataStore::kDefaultConnectTimeoutSeconds);
+  const char* const keywords[] = {"connect_timeout", "dbname", nullptr};
+  const char* const values[] = {timeout.c_str(), url.c_str(), nullptr};
+  return PQconnectdbParams(keywords, values, /*expand_dbname=*/1);
+}
+
 // Server notices (e.g. "relation already exists, skipping") are not errors.
 void LogNotice(void*, const char* message) { spdlog::debug("postgres: {}", Trimmed(message)); }
 
@@ -333,7 +361,7 @@ class PostgresChangeFeed : public ChangeFeed {
 
   absl::Status Connect() {
     Drop();
-    conn_ = PQconnectdb(conninfo_.c_str());
+    conn_ = OpenConnection(conninfo_);
     if (conn_ == nullptr) return absl::ResourceExhaustedError("libpq: out of memory");
     if (PQstatus(conn_) != CONNECTION_OK) {
       const std::string message = Trimmed(PQerrorMessage(conn_));
@@ -417,7 +445,7 @@ absl::StatusOr<std::unique_ptr<MetadataStore>> PostgresMetadataStore::Open(const
     return absl::InvalidArgumentError(absl::StrCat("bad PostgreSQL URL ", redacted, ": ", message));
   }
   PQconninfoFree(options);
-  PGconn* conn = PQconnectdb(url.c_str());
+  PGconn* conn = OpenConnection(url);
   if (conn == nullptr) return absl::ResourceExhaustedError("libpq: out of memory");
   if (PQstatus(conn) != CONNECTION_OK) {
     const std::string message = Trimmed(PQerrorMessage(conn));
@@ -545,24 +573,15 @@ absl::Status PostgresMetadataStore::InsertKey(const ApiKeyRow& key) {
 absl::StatusOr<std::vector<ApiKeyRow>> PostgresMetadataStore::Keys(const std::string& id) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (absl::Status s = EnsureConnected(); !s.ok()) return s;
-  const std::string columns =
-      "SELECT id, name, role, salt, hash, created_unix_ms, revoked FROM api_keys";
-  auto result = id.empty() ? Run(conn_, "keys",
-                                 absl::StrCat(columns, " ORDER BY created_unix_ms, id", kByBytes))
-                           : Run(conn_, "keys", absl::StrCat(columns, " WHERE id=$1"), {id});
+  const std::string sql =
+      id.empty() ? absl::StrCat(kSelectApiKeys, " ORDER BY created_unix_ms, id", kByBytes)
+                 : absl::StrCat(kSelectApiKeys, " WHERE id=$1");
+  auto result = id.empty() ? Run(conn_, "keys", sql) : Run(conn_, "keys", sql, {id});
   if (!result.ok()) return result.status();
   std::vector<ApiKeyRow> keys;
   for (int i = 0; i < result->size(); ++i) {
     const Row row = result->row(i);
-    ApiKeyRow k;
-    k.id = row.Text(0);
-    k.name = row.Text(1);
-    k.role = static_cast<int>(row.Int(2));
-    k.salt = row.Text(3);
-    k.hash = row.Text(4);
-    k.created_unix_ms = row.Int(5);
-    k.revoked = row.Int(6) != 0;
-    keys.push_back(std::move(k));
+    keys.push_back(ReadApiKey(row));
   }
   return keys;
 }
@@ -873,9 +892,7 @@ absl::StatusOr<std::vector<OutcomeRow>> PostgresMetadataStore::Outcomes(const st
                                                                         int limit) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (absl::Status s = EnsureConnected(); !s.ok()) return s;
-  std::string sql =
-      "SELECT id, query_id, model_id, model_name, accuracy, source, weight, reporter, "
-      "created_unix_ms FROM outcomes";
+  std::string sql = kSelectOutcomes;
   if (!model_id.empty()) sql += " WHERE model_id=$1";
   sql += " ORDER BY id DESC";
   if (limit > 0) absl::StrAppend(&sql, " LIMIT ", limit);
@@ -885,17 +902,7 @@ absl::StatusOr<std::vector<OutcomeRow>> PostgresMetadataStore::Outcomes(const st
   std::vector<OutcomeRow> rows;
   for (int i = 0; i < result->size(); ++i) {
     const Row row = result->row(i);
-    OutcomeRow o;
-    o.id = row.Int(0);
-    o.query_id = row.Text(1);
-    o.model_id = row.Text(2);
-    o.model_name = row.Text(3);
-    o.accuracy = row.Double(4);
-    o.source = row.Text(5);
-    o.weight = row.Double(6);
-    o.reporter_key_id = row.Text(7);
-    o.created_unix_ms = row.Int(8);
-    rows.push_back(std::move(o));
+    rows.push_back(ReadOutcome(row));
   }
   return rows;
 }
@@ -915,31 +922,16 @@ absl::StatusOr<std::pair<int64_t, int64_t>> PostgresMetadataStore::CountOutcomes
 absl::StatusOr<std::vector<OutcomeQueryRow>> PostgresMetadataStore::OutcomeQueries() {
   std::lock_guard<std::mutex> lock(mutex_);
   if (absl::Status s = EnsureConnected(); !s.ok()) return s;
-  auto result = Run(conn_, "outcome queries",
-                    absl::StrCat("SELECT query_id, task, num_samples, num_classes, prototype_dim, "
-                                 "prototypes, stage1, created_unix_ms FROM outcome_queries "
-                                 "ORDER BY created_unix_ms, query_id",
-                                 kByBytes));
+  auto result = Run(
+      conn_, "outcome queries",
+      absl::StrCat(kSelectOutcomeQueries, " ORDER BY created_unix_ms, query_id", kByBytes));
   if (!result.ok()) return result.status();
   std::vector<OutcomeQueryRow> rows;
   for (int i = 0; i < result->size(); ++i) {
     const Row row = result->row(i);
-    OutcomeQueryRow q;
-    q.query_id = row.Text(0);
-    q.task = static_cast<int>(row.Int(1));
-    q.num_samples = row.Int(2);
-    q.num_classes = static_cast<int>(row.Int(3));
-    const int64_t dim = row.Int(4);
-    q.prototypes.values = row.Floats(5);
-    q.prototypes.shape = {dim > 0 ? static_cast<int64_t>(q.prototypes.values.size()) / dim : 0,
-                          dim};
-    try {
-      q.stage1 = nlohmann::json::parse(row.Text(6)).get<std::map<std::string, double>>();
-    } catch (const std::exception& e) {
-      return absl::DataLossError(absl::StrCat("outcome query ", q.query_id, ": ", e.what()));
-    }
-    q.created_unix_ms = row.Int(7);
-    rows.push_back(std::move(q));
+    absl::StatusOr<OutcomeQueryRow> q = ReadOutcomeQuery(row);
+    if (!q.ok()) return q.status();
+    rows.push_back(*std::move(q));
   }
   return rows;
 }
@@ -970,17 +962,13 @@ absl::StatusOr<int64_t> PostgresMetadataStore::InsertAlignment(const AlignmentRo
 absl::StatusOr<std::vector<AlignmentRow>> PostgresMetadataStore::Alignments() {
   std::lock_guard<std::mutex> lock(mutex_);
   if (absl::Status s = EnsureConnected(); !s.ok()) return s;
-  auto result = Run(conn_, "alignments",
-                    "SELECT version, created_unix_ms, summary FROM alignments ORDER BY version");
+  auto result =
+      Run(conn_, "alignments", absl::StrCat(kSelectAlignmentSummaries, " ORDER BY version"));
   if (!result.ok()) return result.status();
   std::vector<AlignmentRow> rows;
   for (int i = 0; i < result->size(); ++i) {
     const Row row = result->row(i);
-    AlignmentRow r;
-    r.version = row.Int(0);
-    r.created_unix_ms = row.Int(1);
-    r.summary = row.Text(2);
-    rows.push_back(std::move(r));
+    rows.push_back(ReadAlignmentSummary(row));
   }
   return rows;
 }
@@ -988,21 +976,14 @@ absl::StatusOr<std::vector<AlignmentRow>> PostgresMetadataStore::Alignments() {
 absl::StatusOr<AlignmentRow> PostgresMetadataStore::Alignment(int64_t version) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (absl::Status s = EnsureConnected(); !s.ok()) return s;
-  auto result = Run(conn_, "alignment",
-                    "SELECT version, created_unix_ms, summary, payload FROM alignments "
-                    "WHERE version=$1",
+  auto result = Run(conn_, "alignment", absl::StrCat(kSelectAlignments, " WHERE version=$1"),
                     {version});
   if (!result.ok()) return result.status();
   if (result->size() == 0) {
     return absl::NotFoundError(absl::StrCat("no alignment version ", version));
   }
   const Row row = result->row(0);
-  AlignmentRow r;
-  r.version = row.Int(0);
-  r.created_unix_ms = row.Int(1);
-  r.summary = row.Text(2);
-  r.payload = row.Text(3);
-  return r;
+  return ReadAlignment(row);
 }
 
 absl::Status PostgresMetadataStore::SetMeta(const std::string& key, const std::string& value) {
@@ -1049,22 +1030,13 @@ absl::StatusOr<std::vector<AuditEntry>> PostgresMetadataStore::Audit(int limit) 
   std::lock_guard<std::mutex> lock(mutex_);
   if (absl::Status s = EnsureConnected(); !s.ok()) return s;
   // A negative limit is no limit, as in SQLite (LIMIT NULL is LIMIT ALL).
-  auto result = Run(conn_, "audit",
-                    "SELECT id, unix_ms, actor, action, target, detail FROM audit_log "
-                    "ORDER BY id DESC LIMIT $1",
+  auto result = Run(conn_, "audit", absl::StrCat(kSelectAuditEntries, " ORDER BY id DESC LIMIT $1"),
                     {limit < 0 ? Param::Null() : Param(limit)});
   if (!result.ok()) return result.status();
   std::vector<AuditEntry> out;
   for (int i = 0; i < result->size(); ++i) {
     const Row row = result->row(i);
-    AuditEntry e;
-    e.id = row.Int(0);
-    e.unix_ms = row.Int(1);
-    e.actor = row.Text(2);
-    e.action = row.Text(3);
-    e.target = row.Text(4);
-    e.detail = row.Text(5);
-    out.push_back(std::move(e));
+    out.push_back(ReadAuditEntry(row));
   }
   return out;
 }

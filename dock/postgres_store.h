@@ -23,10 +23,12 @@ namespace modeldock::dock {
 
 class PostgresMetadataStore : public MetadataStore {
  public:
-  // `url`: a libpq connection URI (postgresql://user@host:port/db?options). Creates the tables
-  // if absent (schema kMetadataSchemaVersion) and applies newer migrations, each in a
-  // transaction. UNAVAILABLE if the server cannot be reached; FAILED_PRECONDITION if the
-  // database has a newer schema than this binary.
+  // `url`: a libpq connection URI (postgresql://user@host:port/db?options); connecting gives up
+  // after kDefaultConnectTimeoutSeconds per host address unless the URL (?connect_timeout=) or
+  // $PGCONNECT_TIMEOUT sets another limit. Creates the tables if absent (schema
+  // kMetadataSchemaVersion) and applies newer migrations, each in a transaction. UNAVAILABLE if
+  // the server cannot be reached; FAILED_PRECONDITION if the database has a newer schema than
+  // this binary.
   static absl::StatusOr<std::unique_ptr<MetadataStore>> Open(const std::string& url);
   ~PostgresMetadataStore() override;
 
@@ -83,6 +85,10 @@ class PostgresMetadataStore : public MetadataStore {
   // per database, not per schema: a feed may see ids of another schema's docks, which the
   // receiver does not find and ignores.
   static constexpr const char* kChangeChannel = "modeldock_models";
+
+  // libpq's connect_timeout when neither the URL nor $PGCONNECT_TIMEOUT sets one (libpq's own
+  // default is to wait as long as the kernel does).
+  static constexpr int kDefaultConnectTimeoutSeconds = 10;
 
  private:
   PostgresMetadataStore(PGconn* conn, std::string conninfo, std::string url)

@@ -9,9 +9,21 @@
 namespace modeldock::dock {
 namespace {
 
+using store_rows::kSelectAlignments;
+using store_rows::kSelectAlignmentSummaries;
+using store_rows::kSelectApiKeys;
+using store_rows::kSelectAuditEntries;
 using store_rows::kSelectModels;
+using store_rows::kSelectOutcomeQueries;
+using store_rows::kSelectOutcomes;
 using store_rows::LayersJson;
+using store_rows::ReadAlignment;
+using store_rows::ReadAlignmentSummary;
+using store_rows::ReadApiKey;
+using store_rows::ReadAuditEntry;
 using store_rows::ReadModelRecord;
+using store_rows::ReadOutcome;
+using store_rows::ReadOutcomeQuery;
 using store_rows::RemoteJson;
 using store_rows::ShapeJson;
 using store_rows::StringsJson;
@@ -319,24 +331,13 @@ absl::Status SqliteMetadataStore::InsertKey(const ApiKeyRow& key) {
 
 absl::StatusOr<std::vector<ApiKeyRow>> SqliteMetadataStore::Keys(const std::string& id) {
   std::lock_guard<std::mutex> lock(mutex_);
-  Statement st(db_, id.empty() ? "SELECT id, name, role, salt, hash, created_unix_ms, revoked "
-                                 "FROM api_keys ORDER BY created_unix_ms, id"
-                               : "SELECT id, name, role, salt, hash, created_unix_ms, revoked "
-                                 "FROM api_keys WHERE id=?");
+  Statement st(db_, absl::StrCat(kSelectApiKeys,
+                                 id.empty() ? " ORDER BY created_unix_ms, id" : " WHERE id=?")
+                        .c_str());
   if (!st.status().ok()) return st.status();
   if (!id.empty()) st.Bind(1, id);
   std::vector<ApiKeyRow> keys;
-  while (st.Step() == SQLITE_ROW) {
-    ApiKeyRow k;
-    k.id = st.Text(0);
-    k.name = st.Text(1);
-    k.role = static_cast<int>(st.Int(2));
-    k.salt = st.Text(3);
-    k.hash = st.Text(4);
-    k.created_unix_ms = st.Int(5);
-    k.revoked = st.Int(6) != 0;
-    keys.push_back(std::move(k));
-  }
+  while (st.Step() == SQLITE_ROW) keys.push_back(ReadApiKey(st));
   return keys;
 }
 
@@ -699,9 +700,7 @@ absl::Status SqliteMetadataStore::AddOutcomes(const OutcomeQueryRow& q,
 absl::StatusOr<std::vector<OutcomeRow>> SqliteMetadataStore::Outcomes(const std::string& model_id,
                                                                       int limit) {
   std::lock_guard<std::mutex> lock(mutex_);
-  std::string sql =
-      "SELECT id, query_id, model_id, model_name, accuracy, source, weight, reporter, "
-      "created_unix_ms FROM outcomes";
+  std::string sql = kSelectOutcomes;
   if (!model_id.empty()) sql += " WHERE model_id=?";
   sql += " ORDER BY id DESC";
   if (limit > 0) absl::StrAppend(&sql, " LIMIT ", limit);
@@ -709,19 +708,7 @@ absl::StatusOr<std::vector<OutcomeRow>> SqliteMetadataStore::Outcomes(const std:
   if (!st.status().ok()) return st.status();
   if (!model_id.empty()) st.Bind(1, model_id);
   std::vector<OutcomeRow> rows;
-  while (st.Step() == SQLITE_ROW) {
-    OutcomeRow o;
-    o.id = st.Int(0);
-    o.query_id = st.Text(1);
-    o.model_id = st.Text(2);
-    o.model_name = st.Text(3);
-    o.accuracy = st.Double(4);
-    o.source = st.Text(5);
-    o.weight = st.Double(6);
-    o.reporter_key_id = st.Text(7);
-    o.created_unix_ms = st.Int(8);
-    rows.push_back(std::move(o));
-  }
+  while (st.Step() == SQLITE_ROW) rows.push_back(ReadOutcome(st));
   return rows;
 }
 
@@ -739,28 +726,14 @@ absl::StatusOr<std::pair<int64_t, int64_t>> SqliteMetadataStore::CountOutcomes(
 
 absl::StatusOr<std::vector<OutcomeQueryRow>> SqliteMetadataStore::OutcomeQueries() {
   std::lock_guard<std::mutex> lock(mutex_);
-  Statement st(
-      db_,
-      "SELECT query_id, task, num_samples, num_classes, prototype_dim, prototypes, stage1, "
-      "created_unix_ms FROM outcome_queries ORDER BY created_unix_ms, query_id");
+  Statement st(db_,
+               absl::StrCat(kSelectOutcomeQueries, " ORDER BY created_unix_ms, query_id").c_str());
   if (!st.status().ok()) return st.status();
   std::vector<OutcomeQueryRow> rows;
   while (st.Step() == SQLITE_ROW) {
-    OutcomeQueryRow q;
-    q.query_id = st.Text(0);
-    q.task = static_cast<int>(st.Int(1));
-    q.num_samples = st.Int(2);
-    q.num_classes = static_cast<int>(st.Int(3));
-    const int64_t dim = st.Int(4);
-    q.prototypes.values = st.Floats(5);
-    q.prototypes.shape = {dim > 0 ? static_cast<int64_t>(q.prototypes.values.size()) / dim : 0, dim};
-    try {
-      q.stage1 = nlohmann::json::parse(st.Text(6)).get<std::map<std::string, double>>();
-    } catch (const std::exception& e) {
-      return absl::DataLossError(absl::StrCat("outcome query ", q.query_id, ": ", e.what()));
-    }
-    q.created_unix_ms = st.Int(7);
-    rows.push_back(std::move(q));
+    absl::StatusOr<OutcomeQueryRow> q = ReadOutcomeQuery(st);
+    if (!q.ok()) return q.status();
+    rows.push_back(*std::move(q));
   }
   return rows;
 }
@@ -790,34 +763,21 @@ absl::StatusOr<int64_t> SqliteMetadataStore::InsertAlignment(const AlignmentRow&
 
 absl::StatusOr<std::vector<AlignmentRow>> SqliteMetadataStore::Alignments() {
   std::lock_guard<std::mutex> lock(mutex_);
-  Statement st(db_, "SELECT version, created_unix_ms, summary FROM alignments ORDER BY version");
+  Statement st(db_, absl::StrCat(kSelectAlignmentSummaries, " ORDER BY version").c_str());
   if (!st.status().ok()) return st.status();
   std::vector<AlignmentRow> rows;
-  while (st.Step() == SQLITE_ROW) {
-    AlignmentRow r;
-    r.version = st.Int(0);
-    r.created_unix_ms = st.Int(1);
-    r.summary = st.Text(2);
-    rows.push_back(std::move(r));
-  }
+  while (st.Step() == SQLITE_ROW) rows.push_back(ReadAlignmentSummary(st));
   return rows;
 }
 
 absl::StatusOr<AlignmentRow> SqliteMetadataStore::Alignment(int64_t version) {
   std::lock_guard<std::mutex> lock(mutex_);
-  Statement st(db_,
-               "SELECT version, created_unix_ms, summary, payload FROM alignments "
-               "WHERE version=?");
+  Statement st(db_, absl::StrCat(kSelectAlignments, " WHERE version=?").c_str());
   st.Bind(1, version);
   if (st.Step() != SQLITE_ROW) {
     return absl::NotFoundError(absl::StrCat("no alignment version ", version));
   }
-  AlignmentRow r;
-  r.version = st.Int(0);
-  r.created_unix_ms = st.Int(1);
-  r.summary = st.Text(2);
-  r.payload = st.Text(3);
-  return r;
+  return ReadAlignment(st);
 }
 
 absl::Status SqliteMetadataStore::SetMeta(const std::string& key, const std::string& value) {
@@ -872,21 +832,10 @@ absl::Status SqliteMetadataStore::AppendAudit(const AuditEntry& e) {
 
 absl::StatusOr<std::vector<AuditEntry>> SqliteMetadataStore::Audit(int limit) {
   std::lock_guard<std::mutex> lock(mutex_);
-  Statement st(db_,
-               "SELECT id, unix_ms, actor, action, target, detail FROM audit_log "
-               "ORDER BY id DESC LIMIT ?");
+  Statement st(db_, absl::StrCat(kSelectAuditEntries, " ORDER BY id DESC LIMIT ?").c_str());
   st.Bind(1, static_cast<int64_t>(limit));
   std::vector<AuditEntry> out;
-  while (st.Step() == SQLITE_ROW) {
-    AuditEntry e;
-    e.id = st.Int(0);
-    e.unix_ms = st.Int(1);
-    e.actor = st.Text(2);
-    e.action = st.Text(3);
-    e.target = st.Text(4);
-    e.detail = st.Text(5);
-    out.push_back(std::move(e));
-  }
+  while (st.Step() == SQLITE_ROW) out.push_back(ReadAuditEntry(st));
   return out;
 }
 

@@ -1,13 +1,22 @@
-// Shared by the metadata store backends (sqlite_store.cc, postgres_store.cc): how a model row is
-// selected and encoded, so that both read and write the same columns the same way.
+// Shared by the metadata store backends (sqlite_store.cc, postgres_store.cc): how each table's
+// rows are selected, encoded and decoded, so that both read and write the same columns the same
+// way. A kSelect... constant lists the columns its Read... template reads, in that order; the
+// backend appends its own WHERE / ORDER BY clause (placeholders and collation differ). `Row` is
+// the backend's current row, with Text(col) (NULL reads as ""), Int(col), Double(col) and
+// Floats(col) (float32 values stored as raw bytes).
 #ifndef MODELDOCK_DOCK_STORE_ROWS_H_
 #define MODELDOCK_DOCK_STORE_ROWS_H_
 
 #include <cstring>
+#include <exception>
+#include <map>
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "dock/dock.h"
+#include "dock/metadata_store.h"
 #include "nlohmann/json.hpp"
 
 namespace modeldock::dock::store_rows {
@@ -52,7 +61,7 @@ inline constexpr const char* kSelectModels =
     "probe_millis, revision, kind, model_owners.key_id, layers, remote FROM models "
     "LEFT JOIN model_owners ON model_owners.model_id = models.id";
 
-// One row of kSelectModels; `row` has Text(col) (NULL reads as "") and Int(col).
+// One row of kSelectModels.
 template <typename Row>
 ModelRecord ReadModelRecord(Row& row) {
   ModelRecord r;
@@ -84,6 +93,108 @@ ModelRecord ReadModelRecord(Row& row) {
     r.spec.remote_version = target.value("version", "");
   }
   return r;
+}
+
+inline constexpr const char* kSelectApiKeys =
+    "SELECT id, name, role, salt, hash, created_unix_ms, revoked FROM api_keys";
+
+// One row of kSelectApiKeys.
+template <typename Row>
+ApiKeyRow ReadApiKey(Row& row) {
+  ApiKeyRow k;
+  k.id = row.Text(0);
+  k.name = row.Text(1);
+  k.role = static_cast<int>(row.Int(2));
+  k.salt = row.Text(3);
+  k.hash = row.Text(4);
+  k.created_unix_ms = row.Int(5);
+  k.revoked = row.Int(6) != 0;
+  return k;
+}
+
+inline constexpr const char* kSelectOutcomes =
+    "SELECT id, query_id, model_id, model_name, accuracy, source, weight, reporter, "
+    "created_unix_ms FROM outcomes";
+
+// One row of kSelectOutcomes.
+template <typename Row>
+OutcomeRow ReadOutcome(Row& row) {
+  OutcomeRow o;
+  o.id = row.Int(0);
+  o.query_id = row.Text(1);
+  o.model_id = row.Text(2);
+  o.model_name = row.Text(3);
+  o.accuracy = row.Double(4);
+  o.source = row.Text(5);
+  o.weight = row.Double(6);
+  o.reporter_key_id = row.Text(7);
+  o.created_unix_ms = row.Int(8);
+  return o;
+}
+
+inline constexpr const char* kSelectOutcomeQueries =
+    "SELECT query_id, task, num_samples, num_classes, prototype_dim, prototypes, stage1, "
+    "created_unix_ms FROM outcome_queries";
+
+// One row of kSelectOutcomeQueries; DATA_LOSS if its stage-1 scores are not a JSON object of
+// numbers.
+template <typename Row>
+absl::StatusOr<OutcomeQueryRow> ReadOutcomeQuery(Row& row) {
+  OutcomeQueryRow q;
+  q.query_id = row.Text(0);
+  q.task = static_cast<int>(row.Int(1));
+  q.num_samples = row.Int(2);
+  q.num_classes = static_cast<int>(row.Int(3));
+  const int64_t dim = row.Int(4);
+  q.prototypes.values = row.Floats(5);
+  q.prototypes.shape = {dim > 0 ? static_cast<int64_t>(q.prototypes.values.size()) / dim : 0, dim};
+  try {
+    q.stage1 = nlohmann::json::parse(row.Text(6)).template get<std::map<std::string, double>>();
+  } catch (const std::exception& e) {
+    return absl::DataLossError(absl::StrCat("outcome query ", q.query_id, ": ", e.what()));
+  }
+  q.created_unix_ms = row.Int(7);
+  return q;
+}
+
+// A ranker version without its payload (the listing), and with it (one version).
+inline constexpr const char* kSelectAlignmentSummaries =
+    "SELECT version, created_unix_ms, summary FROM alignments";
+inline constexpr const char* kSelectAlignments =
+    "SELECT version, created_unix_ms, summary, payload FROM alignments";
+
+// One row of kSelectAlignmentSummaries (payload left empty).
+template <typename Row>
+AlignmentRow ReadAlignmentSummary(Row& row) {
+  AlignmentRow r;
+  r.version = row.Int(0);
+  r.created_unix_ms = row.Int(1);
+  r.summary = row.Text(2);
+  return r;
+}
+
+// One row of kSelectAlignments.
+template <typename Row>
+AlignmentRow ReadAlignment(Row& row) {
+  AlignmentRow r = ReadAlignmentSummary(row);
+  r.payload = row.Text(3);
+  return r;
+}
+
+inline constexpr const char* kSelectAuditEntries =
+    "SELECT id, unix_ms, actor, action, target, detail FROM audit_log";
+
+// One row of kSelectAuditEntries.
+template <typename Row>
+AuditEntry ReadAuditEntry(Row& row) {
+  AuditEntry e;
+  e.id = row.Int(0);
+  e.unix_ms = row.Int(1);
+  e.actor = row.Text(2);
+  e.action = row.Text(3);
+  e.target = row.Text(4);
+  e.detail = row.Text(5);
+  return e;
 }
 
 }  // namespace modeldock::dock::store_rows
