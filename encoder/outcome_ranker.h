@@ -55,7 +55,7 @@ inline constexpr int kNumModelFacts = 3;  // bias, log2 width / 8, log2 classes 
 struct RankerParams {
   double weight = 0;      // of the prior against the standardised stage-1 score
   // Of the prior against the standardised stage-2 score: chosen on the reported queries whose
-  // stage-2 standings were recorded (weak twins); equal to `weight` when there are too few.
+  // stage-2 standings were recorded (weak twins); 0 when there are too few.
   double stage2_weight = 0;
   double shrinkage = 1;   // pseudo-count of the facts prediction
   double sharpness = 1;   // task-similarity exponent
