@@ -1,22 +1,24 @@
-// Registry, storage and probing: everything of the dock except the recommend pipeline.
+// Registry, storage and probing: everything of the dock except the recommend pipeline (the
+// knowledge space, probe queue and replica sync are their own classes).
 #include <algorithm>
+#include <cctype>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <set>
+#include <thread>
 
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/match.h"
-#include "common/datasets.h"
 #include "common/sha256.h"
 #include "dock/dock_impl.h"
-#include "encoder/alignment.h"
 #include "scoring/proxy.h"
 #include "spdlog/spdlog.h"
 
@@ -131,6 +133,8 @@ bool AllFinite(const Tensor& t) {
   return std::all_of(t.values.begin(), t.values.end(), [](float v) { return std::isfinite(v); });
 }
 
+}  // namespace
+
 int64_t NowUnixMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -161,121 +165,6 @@ std::string VersionList(const std::vector<ModelRecord>& versions) {
   }
   return out;
 }
-
-// A version names one registration of a model name: letters, digits, '.', '_', '+', '-'.
-absl::Status ValidateVersion(const std::string& version) {
-  if (version.size() > 64) {
-    return absl::InvalidArgumentError("model version must have at most 64 characters");
-  }
-  for (char c : version) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-' &&
-        c != '+') {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "model version '", version, "' may contain only letters, digits, '.', '_', '+' and '-'"));
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::Status ValidateSpec(const ModelSpec& spec) {
-  if (spec.name.empty() || spec.name.size() > 128) {
-    return absl::InvalidArgumentError("model name must have 1 to 128 characters");
-  }
-  if (!std::isalnum(static_cast<unsigned char>(spec.name[0]))) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model name '", spec.name, "' must start with a letter or digit"));
-  }
-  for (char c : spec.name) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "model name '", spec.name, "' may contain only letters, digits, '.', '_' and '-'"));
-    }
-  }
-  const std::string shape = ShapeToString(spec.input_shape);
-  for (int64_t d : spec.input_shape) {
-    if (d <= 0) return absl::InvalidArgumentError(absl::StrCat("input shape ", shape, " has a non-positive dimension"));
-  }
-  if (spec.task == TaskKind::kImageClassification) {
-    if (spec.input_shape.size() != 3) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "image models declare input_shape [C, H, W] (e.g. 1,28,28); got '", shape, "'"));
-    }
-    if (spec.input_shape[0] != 1 && spec.input_shape[0] != 3) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("image models take 1 (grey) or 3 (RGB) channels; got ", spec.input_shape[0]));
-    }
-    if (spec.input_shape[1] > 1024 || spec.input_shape[2] > 1024) {
-      return absl::InvalidArgumentError(absl::StrCat("input shape ", shape, " exceeds 1024x1024"));
-    }
-  } else if (spec.input_shape.size() != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "tabular models declare input_shape [F] (number of features); got '", shape, "'"));
-  }
-  if (spec.kind == ModelKind::kFeatureExtractor) {
-    if (!spec.class_labels.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "a feature extractor declares no class labels (forward returns features [N, D]); got ",
-          spec.class_labels.size(), " (register it as a classifier if forward returns logits)"));
-    }
-  } else if (spec.class_labels.size() < 2) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "a classifier declares at least 2 class labels (one per output logit); got ",
-        spec.class_labels.size(), " (a headless model that returns features is registered as a "
-        "feature extractor)"));
-  }
-  for (const std::string& label : spec.class_labels) {
-    if (label.empty()) return absl::InvalidArgumentError("class labels must not be empty");
-  }
-  if (spec.description.size() > 8192) return absl::InvalidArgumentError("description exceeds 8192 bytes");
-  if (spec.tags.size() > 64) return absl::InvalidArgumentError("at most 64 tags");
-  for (const std::string& tag : spec.tags) {
-    if (tag.empty() || tag.size() > 64) return absl::InvalidArgumentError("tags must have 1 to 64 characters");
-  }
-  return absl::OkStatus();
-}
-
-// Streams the upload to a temp file, hashing as it goes.
-class UploadImpl : public Upload {
- public:
-  UploadImpl(ModelSpec spec, int64_t declared_size, std::string sha256, std::string temp_path)
-      : spec_(std::move(spec)),
-        declared_size_(declared_size),
-        expected_sha256_(std::move(sha256)),
-        temp_path_(std::move(temp_path)),
-        out_(temp_path_, std::ios::binary | std::ios::trunc) {}
-
-  ~UploadImpl() override {
-    out_.close();
-    std::error_code ec;
-    if (!adopted_) fs::remove(temp_path_, ec);  // nothing of a failed upload stays behind
-  }
-
-  absl::Status Write(std::string_view bytes) override {
-    if (written_ + static_cast<int64_t>(bytes.size()) > declared_size_) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "upload is larger than the declared size_bytes ", declared_size_, " (got at least ",
-          written_ + static_cast<int64_t>(bytes.size()), " bytes)"));
-    }
-    out_.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    if (!out_) return absl::ResourceExhaustedError("cannot write the upload to disk (disk full?)");
-    hash_.Update(bytes);
-    written_ += static_cast<int64_t>(bytes.size());
-    return absl::OkStatus();
-  }
-  int64_t bytes_written() const override { return written_; }
-
-  ModelSpec spec_;
-  std::string owner_key_id_;
-  int64_t declared_size_;
-  std::string expected_sha256_;
-  std::string temp_path_;
-  std::ofstream out_;
-  Sha256 hash_;
-  int64_t written_ = 0;
-  bool adopted_ = false;
-};
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<Dock>> Dock::Create(const DockOptions& options) {
   if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
@@ -311,36 +200,316 @@ absl::Status DockImpl::Init() {
   // listen before the index is brought up to date, so that no change falls in between.
   auto feed = store_->OpenChangeFeed();
   if (!feed.ok()) return feed.status();
-  feed_ = std::move(*feed);
+  const bool replicas = *feed != nullptr;  // null: this process is the store's only user (SQLite)
   shared_ = IsPostgresUrl(options_.metadata_url);
+  ProbeQueueOptions queue;
+  queue.workers = options_.probe_workers;
+  queue.lease = options_.probe_lease;
   {
     char host[256] = {};
     ::gethostname(host, sizeof(host) - 1);
-    replica_id_ = absl::StrCat(host, "/", ::getpid(), "/", NewModelId().substr(2, 8));
+    queue.replica_id = absl::StrCat(host, "/", ::getpid(), "/", NewModelId().substr(2, 8));
   }
-  if (feed_ != nullptr) spdlog::info("replica {}: probing jobs are shared through the store", replica_id_);
+  if (replicas) {
+    queue.shared_store = store_.get();
+    spdlog::info("replica {}: probing jobs are shared through the store", queue.replica_id);
+    replica_sync_ = std::make_unique<ReplicaSync>(
+        *std::move(feed), options_.sync_interval,
+        ReplicaSync::Handlers{[this](const std::string& id) { return SyncModel(id); },
+                              [this] { return CatchUp(); }});
+  }
+  // Created before the models are reconciled (which requeues interrupted probes); started last.
+  probes_ = std::make_unique<ProbeQueue>(std::move(queue),
+                                         [this](const std::string& id) { Probe(id); });
   auto blobs = BlobStore::Create(options_.blob_dir.empty() ? options_.data_dir : options_.blob_dir);
   if (!blobs.ok()) return blobs.status();
   blobs_ = std::move(*blobs);
   blobs_->ClearTemp(BlobGrace());
 
-  if (absl::Status s = LoadKnowledgeSpace(); !s.ok()) return s;
+  const std::string asset_dir =
+      options_.asset_dir.empty() ? MODELDOCK_DEFAULT_ASSET_DIR : options_.asset_dir;
+  KnowledgeSpaceOptions space;
+  space.probe_set_path = options_.probe_set_path.empty()
+                             ? (fs::path(asset_dir) / "probe_set_28.npy").string()
+                             : options_.probe_set_path;
+  space.reference_encoder_path = options_.reference_encoder_path.empty()
+                                     ? (fs::path(asset_dir) / "reference_encoder.pt").string()
+                                     : options_.reference_encoder_path;
+  space.reference_input_shape = options_.reference_input_shape;
+  space.knowledge_encoder_path = options_.knowledge_encoder_path;
+  space.index_factory = options_.index_factory;
+  space.index_path = (fs::path(options_.data_dir) / "index" / "knowledge.index").string();
+  auto knowledge =
+      KnowledgeSpace::Load(space, store_.get(), [this] { return learning_->Current(); });
+  if (!knowledge.ok()) return knowledge.status();
+  knowledge_ = std::move(*knowledge);
   if (absl::Status s = ReconcileModels(); !s.ok()) return s;
-  if (absl::Status s = RebuildIndexIfStale(); !s.ok()) return s;
+  if (absl::Status s = knowledge_->RebuildIfStale(); !s.ok()) return s;
   // After the vectors are current: a trained version re-encodes them into its own index.
-  if (absl::Status s = learning_->Load(space_, [this](const encoder::VectorProjection& p) {
-        return BuildProjectedIndex(p);
-      });
-      !s.ok()) {
-    return s;
-  }
+  auto build = [this](const encoder::VectorProjection& p) { return BuildProjectedIndex(p); };
+  if (absl::Status s = learning_->Load(knowledge_->id(), build); !s.ok()) return s;
   CollectGarbageBlobs();
 
-  for (int i = 0; i < options_.probe_workers; ++i) {
-    workers_.emplace_back([this] { ProbeWorker(); });
-  }
-  if (feed_ != nullptr) sync_thread_ = std::thread([this] { FollowChanges(); });
+  probes_->Start();
+  if (replica_sync_ != nullptr) replica_sync_->Start();
   return absl::OkStatus();
+}
+
+// Brings every stored model into the current knowledge space and resumes interrupted probes.
+absl::Status DockImpl::ReconcileModels() {
+  auto records = store_->ListAll();
+  if (!records.ok()) return records.status();
+  auto vectors = store_->Vectors(knowledge_->id());
+  if (!vectors.ok()) return vectors.status();
+  std::set<std::string> has_vector;
+  for (const auto& [id, v] : *vectors) has_vector.insert(id);
+
+  int rebuilt = 0, requeued = 0;
+  for (ModelRecord& record : *records) {
+    if (record.state == ModelState::kPending || record.state == ModelState::kProbing) {
+      probes_->Enqueue(record.id);
+      ++requeued;
+      continue;
+    }
+    if (record.state != ModelState::kReady || !IsImageModel(record)) continue;
+    auto has_features = store_->HasProbeFeatures(record.id, knowledge_->probe_set_sha());
+    if (!has_features.ok()) return has_features.status();
+    if (!*has_features) {
+      // Probed by an older dock (no stored features for stage-1 proxies): probe again.
+      SetState(record, ModelState::kPending, "probe set changed; waiting to be probed again");
+      probes_->Enqueue(record.id);
+      ++requeued;
+      continue;
+    }
+    if (has_vector.count(record.id)) continue;
+    // READY but no vector in this space: the reference encoder or set encoder changed.
+    auto logits = store_->GetProbeOutputs(record.id, knowledge_->probe_set_sha());
+    if (logits.ok()) {
+      auto vector = knowledge_->EncodeModel(record, *logits);
+      if (vector.ok() && store_->PutVector(record.id, knowledge_->id(), *vector).ok()) {
+        ++rebuilt;
+        continue;
+      }
+    }
+    SetState(record, ModelState::kPending, "probe set changed; waiting to be probed again");
+    probes_->Enqueue(record.id);
+    ++requeued;
+  }
+  spdlog::info("dock holds {} models ({} vectors rebuilt from stored probe outputs, {} queued "
+               "for probing)", records->size(), rebuilt, requeued);
+  return absl::OkStatus();
+}
+
+void DockImpl::CollectGarbageBlobs() {
+  // Listed before the rows are read: a blob adopted after the listing is not looked at, and one
+  // adopted before has its row committed by now or was touched within the grace period.
+  const std::vector<std::string> stored = blobs_->List();
+  auto records = store_->ListAll();
+  if (!records.ok()) return;
+  std::set<std::string> referenced;
+  for (const auto& r : *records) referenced.insert(r.sha256);
+  int kept = 0;
+  for (const std::string& sha : stored) {
+    if (referenced.count(sha)) continue;
+    bool removed = false;
+    blobs_->Remove(sha, BlobGrace(), &removed).IgnoreError();
+    if (removed) {
+      spdlog::info("removed unreferenced blob {} (left by an interrupted registration)", sha);
+    } else {
+      ++kept;
+    }
+  }
+  if (kept > 0) {
+    spdlog::info("kept {} unreferenced blobs modified within the last {} (another replica may be "
+                 "registering them)", kept, absl::FormatDuration(BlobGrace()));
+  }
+}
+
+absl::Duration DockImpl::BlobGrace() const {
+  return shared_ ? options_.shared_blob_grace : absl::ZeroDuration();
+}
+
+absl::Status DockImpl::SyncModel(const std::string& id) {
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex_);
+    if (absl::Status s = knowledge_->Sync(id); !s.ok()) return s;
+  }
+  // Another probe (new features) or a deletion: nothing cached about the model stays valid.
+  proxy_cache_.ErasePrefix(absl::StrCat(id, "|"));
+  if (auto record = store_->Get(id); absl::IsNotFound(record.status())) run_costs_.Erase(id);
+  NotifyStateChanged();
+  return absl::OkStatus();
+}
+
+absl::Status DockImpl::CatchUp() {
+  // Under the registry lock: this server's own probes and deletions (which change the index
+  // under it too) cannot fall between the read and the comparison. Other servers' changes that
+  // do are announced, and applied after this by the same thread.
+  std::lock_guard<std::mutex> lock(registry_mutex_);
+  auto changed = knowledge_->CatchUp();
+  if (!changed.ok()) return changed.status();
+  if (changed->empty()) return absl::OkStatus();
+  for (const std::string& id : *changed) proxy_cache_.ErasePrefix(absl::StrCat(id, "|"));
+  return knowledge_->Save();
+}
+
+void DockImpl::Shutdown() {
+  if (shut_down_.exchange(true)) return;
+  // First, so that a probe that fails because its worker is killed below is not marked FAILED
+  // (PROBING is resumed at the next start).
+  if (probes_) probes_->Stop();
+  if (replica_sync_) replica_sync_->Stop();
+  if (learning_) learning_->Shutdown();
+  // Killing the workers ends running probes at once instead of waiting for them.
+  if (workers_pool_) workers_pool_->Shutdown();
+  if (probes_) probes_->Join();
+}
+
+void DockImpl::SetState(ModelRecord& record, ModelState state, const std::string& reason) {
+  record.state = state;
+  record.state_reason = reason;
+  ++record.revision;
+  absl::Status s = store_->UpdateState(record);
+  if (!s.ok() && !absl::IsNotFound(s)) {
+    spdlog::error("cannot update state of {}: {}", record.id, s.ToString());
+  }
+  NotifyStateChanged();
+}
+
+void DockImpl::NotifyStateChanged() {
+  std::lock_guard<std::mutex> lock(state_mutex_);
+  state_changed_.notify_all();
+}
+
+// Runs the model black-box on the probe set and turns its behaviour into a knowledge vector.
+void DockImpl::Probe(const std::string& id) {
+  auto found = store_->Get(id);
+  if (!found.ok()) return;  // deleted meanwhile
+  ModelRecord record = *found;
+  if (!IsImageModel(record)) {
+    // No default probe set exists for tabular inputs: such models are served by stage 2
+    // (brute force over compatible models) only.
+    SetState(record, ModelState::kReady,
+             "ready for stage-2 scoring; no probe set for tabular inputs, so no knowledge vector");
+    return;
+  }
+  const int64_t probe_rows = knowledge_->probe_set().Rows();
+  SetState(record, ModelState::kProbing,
+           absl::StrCat("running on the probe set (", probe_rows, " samples)"));
+  absl::Time start = absl::Now();
+  auto fail = [&](const absl::Status& status) {
+    ++probes_failed_;
+    spdlog::warn("probing {} ('{}') failed: {}", record.id, record.spec.name, status.ToString());
+    SetState(record, ModelState::kFailed, absl::StrCat("probing failed: ", status.message()));
+  };
+
+  auto outputs = RunModel(record, knowledge_->probe_set(), /*want_features=*/true,
+                         /*want_layers=*/false, options_.sandbox.probe_time_limit,
+                         [this] { return probes_->stopping(); });
+  if (!outputs.ok()) {
+    if (absl::IsNotFound(outputs.status())) return;  // deleted while probing
+    if (probes_->stopping()) return;  // shutting down: PROBING is resumed at the next start
+    return fail(outputs.status());
+  }
+  const Tensor& logits = outputs->logits;
+  if (logits.shape.size() != 2 || logits.shape[1] != OutputWidth(record)) {
+    return fail(absl::FailedPreconditionError(absl::StrCat(
+        "probe outputs have shape ", ShapeToString(logits.shape), "; expected [",
+        probe_rows, ", ", OutputWidth(record), "]")));
+  }
+  if (!AllFinite(logits)) {
+    return fail(absl::FailedPreconditionError("the model returned NaN/Inf on the probe set"));
+  }
+  auto vector = knowledge_->EncodeModel(record, logits);
+  if (!vector.ok()) return fail(vector.status());
+  // Stage-1 proxies read the model's features on the probe set (its logits without embed),
+  // compressed per model so that a large dock stays small.
+  const bool has_features = record.has_embed && !outputs->features.shape.empty();
+  const Tensor& raw_features = has_features ? outputs->features : logits;
+  if (has_features && !AllFinite(raw_features)) {  // the logits were checked above
+    return fail(absl::FailedPreconditionError("embed(x) returned NaN/Inf on the probe set"));
+  }
+  auto compressed = scoring::CompressFeatures(raw_features, options_.proxy.stored_dim);
+  if (!compressed.ok()) return fail(compressed.status());
+
+  record.probe_millis = static_cast<int64_t>(absl::ToDoubleMilliseconds(absl::Now() - start));
+  record.state = ModelState::kReady;
+  record.state_reason = absl::StrCat("probed on ", probe_rows, " samples in ",
+                                     record.probe_millis, " ms; indexed");
+  ++record.revision;
+  {
+    // The registry lock orders this commit against DeleteModel: a model deleted while being
+    // probed is not resurrected in the index.
+    std::lock_guard<std::mutex> lock(registry_mutex_);
+    absl::Status s = store_->CommitProbe(record, knowledge_->probe_set_sha(), logits,
+                                         *compressed, knowledge_->id(), *vector);
+    if (absl::IsNotFound(s)) return;
+    if (!s.ok()) return fail(s);
+    proxy_cache_.ErasePrefix(absl::StrCat(record.id, "|"));  // keys: id|probe set
+    // With the serving version's projected index (it is swapped under this lock too).
+    if (absl::Status u = knowledge_->Upsert(record.id, *vector); !u.ok()) return fail(u);
+  }
+  ++probes_done_;
+  probe_micros_ += record.probe_millis * 1000;
+  spdlog::info("model {} ('{}') READY: probed in {} ms", record.id, record.spec.name,
+               record.probe_millis);
+  NotifyStateChanged();
+}
+
+DockStats DockImpl::Stats() {
+  DockStats stats;
+  // One COUNT per scrape, not a read of every model row.
+  if (auto counts = store_->CountByState(); counts.ok()) {
+    auto count = [&](ModelState state) {
+      auto it = counts->find(state);
+      return it == counts->end() ? 0 : it->second;
+    };
+    stats.models_pending = count(ModelState::kPending);
+    stats.models_probing = count(ModelState::kProbing);
+    stats.models_ready = count(ModelState::kReady);
+    stats.models_failed = count(ModelState::kFailed);
+  }
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex_);  // the index changes under this lock
+    stats.index_vectors = static_cast<int64_t>(knowledge_->index()->size());
+  }
+  stats.probe_queue = probes_->waiting();
+  stats.registrations_admitted = registrations_admitted_;
+  stats.registrations_rejected = registrations_rejected_;
+  stats.probes_done = probes_done_;
+  stats.probes_failed = probes_failed_;
+  stats.probe_seconds = static_cast<double>(probe_micros_) / 1e6;
+  stats.recommends = recommends_;
+  stats.stage1_seconds = static_cast<double>(stage1_micros_) / 1e6;
+  stats.stage2_seconds = static_cast<double>(stage2_micros_) / 1e6;
+  stats.output_cache_hits = output_cache_.hits();
+  stats.output_cache_misses = output_cache_.misses();
+  stats.proxy_cache_hits = proxy_cache_.hits();
+  stats.proxy_cache_misses = proxy_cache_.misses();
+  if (workers_pool_) {
+    sandbox::PoolStats pool = workers_pool_->Stats();
+    stats.workers = pool.workers;
+    stats.workers_waiting_jobs = pool.waiting;
+    stats.worker_jobs = pool.jobs;
+    stats.worker_restarts = pool.restarts;
+  }
+  if (auto counts = store_->CountOutcomes(""); counts.ok()) stats.outcome_records = counts->first;
+  stats.serving_alignment = learning_->Current().version;
+  stats.knowledge_space = knowledge_->id();
+  return stats;
+}
+
+absl::StatusOr<ModelRecord> DockImpl::WaitForChange(const std::string& id, int64_t seen_revision,
+                                                    absl::Duration timeout) {
+  absl::Time deadline = absl::Now() + timeout;
+  std::unique_lock<std::mutex> lock(state_mutex_);
+  while (true) {
+    auto record = store_->Get(id);
+    if (!record.ok()) return record.status();
+    absl::Duration left = deadline - absl::Now();
+    if (record->revision != seen_revision || left <= absl::ZeroDuration()) return record;
+    state_changed_.wait_for(lock, absl::ToChronoMilliseconds(std::min(left, absl::Milliseconds(200))));
+  }
 }
 
 namespace {
@@ -437,305 +606,172 @@ absl::StatusOr<sandbox::RunResult> DockImpl::RunModel(const ModelRecord& record,
   return result;
 }
 
-absl::Status DockImpl::LoadKnowledgeSpace() {
-  std::string asset_dir = options_.asset_dir.empty() ? MODELDOCK_DEFAULT_ASSET_DIR : options_.asset_dir;
-  std::string probe_path = options_.probe_set_path.empty()
-                               ? (fs::path(asset_dir) / "probe_set_28.npy").string()
-                               : options_.probe_set_path;
-  std::string encoder_path = options_.reference_encoder_path.empty()
-                                 ? (fs::path(asset_dir) / "reference_encoder.pt").string()
-                                 : options_.reference_encoder_path;
-  auto probe = datasets::LoadNpy(probe_path);
-  if (!probe.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot load the probe set ", probe_path, ": ", probe.status().message(),
-        " (build the default assets with scripts/make_assets.py, or pass --probe-set)"));
-  }
-  probe_set_ = std::move(probe->samples);
-  if (probe_set_.shape.size() != 4) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "probe set ", probe_path, " must hold images [P, C, H, W]; got ", ShapeToString(probe_set_.shape)));
-  }
-  auto probe_sha = Sha256::OfFile(probe_path);
-  if (!probe_sha.ok()) return probe_sha.status();
-  probe_set_sha_ = *probe_sha;
+absl::StatusOr<sandbox::AdmitResult> DockImpl::Admit(const std::string& model_name,
+                                                    const sandbox::JobRequest& admission) {
+  const sandbox::JobLimits limits = LimitsFor(options_.sandbox.admission_time_limit);
+  return RetryIfWorkerDied(model_name, " (twice: the model crashes its worker)",
+                           [&] { return workers_pool_->Admit(admission, limits, nullptr); });
+}
 
-  auto reference = encoder::ReferenceEncoder::Load(encoder_path, options_.reference_input_shape);
-  if (!reference.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot load the reference encoder ", encoder_path, ": ", reference.status().message()));
-  }
-  reference_ = std::move(*reference);
-  auto embeddings = reference_->Embed(probe_set_);
-  if (!embeddings.ok()) return embeddings.status();
-  probe_embeddings_ = std::move(*embeddings);
-  if (options_.knowledge_encoder_path.empty()) {
-    knowledge_ = encoder::MakeUntrainedEncoder(reference_->dim());
-  } else {
-    // Its Describe() carries the file's SHA-256: a new file is a new knowledge space.
-    auto alignment = encoder::LoadTorchScriptKnowledgeEncoder(options_.knowledge_encoder_path,
-                                                              reference_->dim());
-    if (!alignment.ok()) {
-      return absl::FailedPreconditionError(absl::StrCat("cannot load the knowledge encoder ",
-                                                        options_.knowledge_encoder_path, ": ",
-                                                        alignment.status().message()));
-    }
-    knowledge_ = std::move(*alignment);
-  }
-  space_ = Sha256::Of(absl::StrCat(reference_->sha256(), "|", probe_set_sha_, "|",
-                                   knowledge_->Describe()))
-               .substr(0, 16);
-  spdlog::info("knowledge space {}: probe set {} ({} samples), reference encoder {} ({}-d), {}",
-               space_, probe_path, probe_set_.Rows(), encoder_path, reference_->dim(),
-               knowledge_->Describe());
+remote::KServeClient* DockImpl::RemoteClient(const std::string& endpoint) {
+  std::lock_guard<std::mutex> lock(remote_mutex_);
+  std::unique_ptr<remote::KServeClient>& client = remote_clients_[endpoint];
+  if (client == nullptr) client = remote::KServeClient::Connect(endpoint);
+  return client.get();
+}
 
-  const index::IndexOptions index_options = KnowledgeIndexOptions();
-  index_path_ = (fs::path(options_.data_dir) / "index" / "knowledge.index").string();
-  auto loaded = index::VectorIndex::Load(index_path_, index_options);
-  if (loaded.ok() && (*loaded)->dim() == index_options.dim) {
-    index_ = std::move(*loaded);
-  } else {
-    if (!loaded.ok() && !absl::IsNotFound(loaded.status())) {
-      spdlog::warn("index file {} unusable ({}); rebuilding from stored vectors", index_path_,
-                   loaded.status().ToString());
+absl::StatusOr<sandbox::RunResult> DockImpl::RunRemote(const ModelRecord& record,
+                                                       const Tensor& samples,
+                                                       absl::Duration time_limit,
+                                                       const sandbox::CancelCheck& cancelled) {
+  // The remote server sees the model's declared input shape, as a worker would adapt it.
+  const Tensor* input = &samples;
+  Tensor adapted;
+  if (samples.SampleShape() != record.spec.input_shape) {
+    auto a = encoder::AdaptInputs(samples, record.spec.input_shape);
+    if (!a.ok()) return a.status();
+    adapted = *std::move(a);
+    input = &adapted;
+  }
+  const remote::RemoteTarget target{record.spec.remote_endpoint, record.spec.remote_model,
+                                    record.spec.remote_version};
+  const absl::Time start = absl::Now();
+  auto outputs = RemoteClient(target.endpoint)
+                     ->Infer(target, *input, start + time_limit, remote::InferOptions(),
+                             [&] { return cancelled && cancelled(); });
+  if (!outputs.ok()) return outputs.status();
+  if (outputs->shape[1] != OutputWidth(record)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "remote model '", record.spec.name, "' returned ", outputs->shape[1],
+        " outputs per sample; it was admitted with ", OutputWidth(record)));
+  }
+  for (float v : outputs->values) {
+    if (!std::isfinite(v)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("remote model '", record.spec.name, "' returned NaN/Inf"));
     }
-    auto fresh = index::VectorIndex::Create(index_options);
-    if (!fresh.ok()) return fresh.status();
-    index_ = std::move(*fresh);
+  }
+  sandbox::RunResult result;
+  result.logits = *std::move(outputs);
+  result.millis = absl::ToDoubleMilliseconds(absl::Now() - start);
+  return result;
+}
+
+namespace {
+
+// A version names one registration of a model name: letters, digits, '.', '_', '+', '-'.
+absl::Status ValidateVersion(const std::string& version) {
+  if (version.size() > 64) {
+    return absl::InvalidArgumentError("model version must have at most 64 characters");
+  }
+  for (char c : version) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-' &&
+        c != '+') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model version '", version, "' may contain only letters, digits, '.', '_', '+' and '-'"));
+    }
   }
   return absl::OkStatus();
 }
 
-// Brings every stored model into the current knowledge space and resumes interrupted probes.
-absl::Status DockImpl::ReconcileModels() {
-  auto records = store_->ListAll();
-  if (!records.ok()) return records.status();
-  auto vectors = store_->Vectors(space_);
-  if (!vectors.ok()) return vectors.status();
-  std::set<std::string> has_vector;
-  for (const auto& [id, v] : *vectors) has_vector.insert(id);
+// Streams the upload to a temp file, hashing as it goes.
+class UploadImpl : public Upload {
+ public:
+  UploadImpl(ModelSpec spec, int64_t declared_size, std::string sha256, std::string temp_path)
+      : spec_(std::move(spec)),
+        declared_size_(declared_size),
+        expected_sha256_(std::move(sha256)),
+        temp_path_(std::move(temp_path)),
+        out_(temp_path_, std::ios::binary | std::ios::trunc) {}
 
-  int rebuilt = 0, requeued = 0;
-  for (ModelRecord& record : *records) {
-    if (record.state == ModelState::kPending || record.state == ModelState::kProbing) {
-      Enqueue(record.id);
-      ++requeued;
-      continue;
-    }
-    if (record.state != ModelState::kReady || !IsImageModel(record)) continue;
-    auto has_features = store_->HasProbeFeatures(record.id, probe_set_sha_);
-    if (!has_features.ok()) return has_features.status();
-    if (!*has_features) {
-      // Probed by an older dock (no stored features for stage-1 proxies): probe again.
-      SetState(record, ModelState::kPending, "probe set changed; waiting to be probed again");
-      Enqueue(record.id);
-      ++requeued;
-      continue;
-    }
-    if (has_vector.count(record.id)) continue;
-    // READY but no vector in this space: the reference encoder or set encoder changed.
-    auto logits = store_->GetProbeOutputs(record.id, probe_set_sha_);
-    if (logits.ok()) {
-      auto vector = knowledge_->EncodeModel(encoder::SelectGrid(GridLogits(record, *logits)),
-                                            probe_embeddings_);
-      if (vector.ok() && store_->PutVector(record.id, space_, *vector).ok()) {
-        ++rebuilt;
-        continue;
-      }
-    }
-    SetState(record, ModelState::kPending, "probe set changed; waiting to be probed again");
-    Enqueue(record.id);
-    ++requeued;
+  ~UploadImpl() override {
+    out_.close();
+    std::error_code ec;
+    if (!adopted_) fs::remove(temp_path_, ec);  // nothing of a failed upload stays behind
   }
-  spdlog::info("dock holds {} models ({} vectors rebuilt from stored probe outputs, {} queued "
-               "for probing)", records->size(), rebuilt, requeued);
+
+  absl::Status Write(std::string_view bytes) override {
+    if (written_ + static_cast<int64_t>(bytes.size()) > declared_size_) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "upload is larger than the declared size_bytes ", declared_size_, " (got at least ",
+          written_ + static_cast<int64_t>(bytes.size()), " bytes)"));
+    }
+    out_.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    if (!out_) return absl::ResourceExhaustedError("cannot write the upload to disk (disk full?)");
+    hash_.Update(bytes);
+    written_ += static_cast<int64_t>(bytes.size());
+    return absl::OkStatus();
+  }
+  int64_t bytes_written() const override { return written_; }
+
+  ModelSpec spec_;
+  std::string owner_key_id_;
+  int64_t declared_size_;
+  std::string expected_sha256_;
+  std::string temp_path_;
+  std::ofstream out_;
+  Sha256 hash_;
+  int64_t written_ = 0;
+  bool adopted_ = false;
+};
+
+}  // namespace
+
+absl::Status ValidateSpec(const ModelSpec& spec) {
+  if (spec.name.empty() || spec.name.size() > 128) {
+    return absl::InvalidArgumentError("model name must have 1 to 128 characters");
+  }
+  if (!std::isalnum(static_cast<unsigned char>(spec.name[0]))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model name '", spec.name, "' must start with a letter or digit"));
+  }
+  for (char c : spec.name) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model name '", spec.name, "' may contain only letters, digits, '.', '_' and '-'"));
+    }
+  }
+  const std::string shape = ShapeToString(spec.input_shape);
+  for (int64_t d : spec.input_shape) {
+    if (d <= 0) return absl::InvalidArgumentError(absl::StrCat("input shape ", shape, " has a non-positive dimension"));
+  }
+  if (spec.task == TaskKind::kImageClassification) {
+    if (spec.input_shape.size() != 3) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "image models declare input_shape [C, H, W] (e.g. 1,28,28); got '", shape, "'"));
+    }
+    if (spec.input_shape[0] != 1 && spec.input_shape[0] != 3) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("image models take 1 (grey) or 3 (RGB) channels; got ", spec.input_shape[0]));
+    }
+    if (spec.input_shape[1] > 1024 || spec.input_shape[2] > 1024) {
+      return absl::InvalidArgumentError(absl::StrCat("input shape ", shape, " exceeds 1024x1024"));
+    }
+  } else if (spec.input_shape.size() != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tabular models declare input_shape [F] (number of features); got '", shape, "'"));
+  }
+  if (spec.kind == ModelKind::kFeatureExtractor) {
+    if (!spec.class_labels.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "a feature extractor declares no class labels (forward returns features [N, D]); got ",
+          spec.class_labels.size(), " (register it as a classifier if forward returns logits)"));
+    }
+  } else if (spec.class_labels.size() < 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a classifier declares at least 2 class labels (one per output logit); got ",
+        spec.class_labels.size(), " (a headless model that returns features is registered as a "
+        "feature extractor)"));
+  }
+  for (const std::string& label : spec.class_labels) {
+    if (label.empty()) return absl::InvalidArgumentError("class labels must not be empty");
+  }
+  if (spec.description.size() > 8192) return absl::InvalidArgumentError("description exceeds 8192 bytes");
+  if (spec.tags.size() > 64) return absl::InvalidArgumentError("at most 64 tags");
+  for (const std::string& tag : spec.tags) {
+    if (tag.empty() || tag.size() > 64) return absl::InvalidArgumentError("tags must have 1 to 64 characters");
+  }
   return absl::OkStatus();
-}
-
-absl::Status DockImpl::RebuildIndexIfStale() {
-  auto vectors = store_->Vectors(space_);
-  if (!vectors.ok()) return vectors.status();
-  if (index_->Fingerprint() == index::VectorIndex::FingerprintOf(*vectors)) return absl::OkStatus();
-  auto fresh = NewIndexOf(*vectors);
-  if (!fresh.ok()) return fresh.status();
-  index_ = std::move(*fresh);
-  spdlog::info("rebuilt the stage-1 index from {} stored vectors", vectors->size());
-  return SaveIndex();
-}
-
-index::IndexOptions DockImpl::KnowledgeIndexOptions() const {
-  index::IndexOptions index_options;
-  index_options.dim = knowledge_->dim();
-  index_options.factory = options_.index_factory;
-  return index_options;
-}
-
-absl::StatusOr<std::unique_ptr<index::VectorIndex>> DockImpl::NewIndexOf(
-    const std::vector<std::pair<std::string, std::vector<float>>>& vectors) const {
-  auto fresh = index::VectorIndex::Create(KnowledgeIndexOptions());
-  if (!fresh.ok()) return fresh.status();
-  if (absl::Status s = (*fresh)->UpsertBatch(vectors); !s.ok()) return s;
-  return fresh;
-}
-
-absl::Status DockImpl::SaveIndex() {
-  absl::Status s = index_->Save(index_path_);
-  if (!s.ok()) spdlog::error("cannot save index {}: {}", index_path_, s.ToString());
-  return s;
-}
-
-void DockImpl::CollectGarbageBlobs() {
-  // Listed before the rows are read: a blob adopted after the listing is not looked at, and one
-  // adopted before has its row committed by now or was touched within the grace period.
-  const std::vector<std::string> stored = blobs_->List();
-  auto records = store_->ListAll();
-  if (!records.ok()) return;
-  std::set<std::string> referenced;
-  for (const auto& r : *records) referenced.insert(r.sha256);
-  int kept = 0;
-  for (const std::string& sha : stored) {
-    if (referenced.count(sha)) continue;
-    bool removed = false;
-    blobs_->Remove(sha, BlobGrace(), &removed).IgnoreError();
-    if (removed) {
-      spdlog::info("removed unreferenced blob {} (left by an interrupted registration)", sha);
-    } else {
-      ++kept;
-    }
-  }
-  if (kept > 0) {
-    spdlog::info("kept {} unreferenced blobs modified within the last {} (another replica may be "
-                 "registering them)", kept, absl::FormatDuration(BlobGrace()));
-  }
-}
-
-absl::Duration DockImpl::BlobGrace() const {
-  return shared_ ? options_.shared_blob_grace : absl::ZeroDuration();
-}
-
-void DockImpl::FollowChanges() {
-  // Init rebuilt the index from the store after LISTEN began; one catch-up at once covers a
-  // change committed between that rebuild and this thread's first Wait.
-  bool catch_up = true;
-  absl::Time last_catch_up = absl::InfinitePast();
-  absl::Time last_renewal = absl::Now();
-  while (true) {
-    {
-      std::lock_guard<std::mutex> lock(queue_mutex_);
-      if (stopping_) return;
-    }
-    if (absl::Now() - last_renewal >= options_.probe_lease / 3) {
-      RenewLeases();
-      last_renewal = absl::Now();
-    }
-    auto events = feed_->Wait(absl::Milliseconds(250));
-    if (!events.ok()) {
-      spdlog::warn("{}; catching up from the store once it is back", events.status().ToString());
-      catch_up = true;
-      std::unique_lock<std::mutex> lock(queue_mutex_);
-      sync_cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; });
-      continue;
-    }
-    for (const ModelChangeEvent& event : *events) {
-      if (absl::Status s = SyncModel(event.model_id); !s.ok()) {
-        spdlog::warn("cannot apply change '{}' of model {}: {}; catching up from the store",
-                     ModelChangeName(event.change), event.model_id, s.ToString());
-        catch_up = true;
-      }
-    }
-    if (catch_up || absl::Now() - last_catch_up >= options_.sync_interval) {
-      absl::Status s = CatchUp();
-      if (!s.ok()) spdlog::warn("index catch-up failed: {}", s.ToString());
-      catch_up = !s.ok();
-      last_catch_up = absl::Now();
-    }
-  }
-}
-
-absl::Status DockImpl::SyncModel(const std::string& id) {
-  bool changed = false;
-  {
-    std::lock_guard<std::mutex> lock(registry_mutex_);
-    auto vector = store_->GetVector(id, space_);
-    if (!vector.ok() && !absl::IsNotFound(vector.status())) return vector.status();
-    const LearningLoop::Serving serving = learning_->Current();
-    if (vector.ok()) {
-      if (absl::Status s = index_->Upsert(id, *vector); !s.ok()) return s;
-      if (serving.index) {
-        serving.index->Upsert(id, serving.ranker->projection().ProjectModel(*vector)).IgnoreError();
-      }
-      changed = true;
-    } else {
-      if (index_->Contains(id)) {
-        index_->Remove(id).IgnoreError();
-        changed = true;
-      }
-      if (serving.index && serving.index->Contains(id)) serving.index->Remove(id).IgnoreError();
-    }
-    if (changed) SaveIndex().IgnoreError();
-  }
-  // Another probe (new features) or a deletion: nothing cached about the model stays valid.
-  proxy_cache_.ErasePrefix(absl::StrCat(id, "|"));
-  if (auto record = store_->Get(id); absl::IsNotFound(record.status())) run_costs_.Erase(id);
-  std::lock_guard<std::mutex> lock(state_mutex_);
-  state_changed_.notify_all();
-  return absl::OkStatus();
-}
-
-absl::Status DockImpl::CatchUp() {
-  // Under the registry lock: this server's own probes and deletions (which change the index
-  // under it too) cannot fall between the read and the comparison. Other servers' changes that
-  // do are announced, and applied after this by the same thread.
-  std::lock_guard<std::mutex> lock(registry_mutex_);
-  auto stored = store_->Vectors(space_);
-  if (!stored.ok()) return stored.status();
-  const std::vector<std::pair<std::string, std::vector<float>>> held = index_->Contents();
-  std::map<std::string, const std::vector<float>*> in_index;
-  for (const auto& [id, v] : held) in_index[id] = &v;
-  std::vector<std::pair<std::string, std::vector<float>>> upserts;
-  std::set<std::string> in_store;
-  for (const auto& [id, v] : *stored) {
-    in_store.insert(id);
-    auto it = in_index.find(id);
-    if (it == in_index.end() || *it->second != v) upserts.emplace_back(id, v);
-  }
-  std::vector<std::string> removals;
-  for (const auto& [id, v] : held) {
-    if (!in_store.count(id)) removals.push_back(id);
-  }
-  if (upserts.empty() && removals.empty()) return absl::OkStatus();
-  if (absl::Status s = index_->UpsertBatch(upserts); !s.ok()) return s;
-  for (const std::string& id : removals) index_->Remove(id).IgnoreError();
-  const LearningLoop::Serving serving = learning_->Current();
-  for (const auto& [id, v] : upserts) {
-    proxy_cache_.ErasePrefix(absl::StrCat(id, "|"));
-    if (serving.index) {
-      serving.index->Upsert(id, serving.ranker->projection().ProjectModel(v)).IgnoreError();
-    }
-  }
-  for (const std::string& id : removals) {
-    proxy_cache_.ErasePrefix(absl::StrCat(id, "|"));
-    if (serving.index && serving.index->Contains(id)) serving.index->Remove(id).IgnoreError();
-  }
-  spdlog::info("index catch-up: {} vectors added or replaced, {} removed (changes made by other "
-               "replicas that no notification brought)", upserts.size(), removals.size());
-  return SaveIndex();
-}
-
-void DockImpl::Shutdown() {
-  {
-    std::lock_guard<std::mutex> lock(queue_mutex_);
-    if (stopping_) return;
-    stopping_ = true;
-  }
-  queue_cv_.notify_all();
-  sync_cv_.notify_all();
-  if (sync_thread_.joinable()) sync_thread_.join();
-  if (learning_) learning_->Shutdown();
-  // Killing the workers ends running probes at once instead of waiting for them.
-  if (workers_pool_) workers_pool_->Shutdown();
-  for (std::thread& t : workers_) t.join();
-  workers_.clear();
 }
 
 absl::StatusOr<std::unique_ptr<Upload>> DockImpl::BeginRegistration(
@@ -802,10 +838,7 @@ absl::StatusOr<RegisterResult> DockImpl::FinishRegistration(std::unique_ptr<Uplo
   admission.num_classes = static_cast<int64_t>(spec.class_labels.size());  // 0: extractor
   admission.max_model_bytes = options_.max_model_bytes;
   admission.limits = OutputLimits();
-  const sandbox::JobLimits limits = LimitsFor(options_.sandbox.admission_time_limit);
-  auto report =
-      RetryIfWorkerDied(spec.name, " (twice: the model crashes its worker)",
-                        [&] { return workers_pool_->Admit(admission, limits, nullptr); });
+  auto report = Admit(spec.name, admission);
   if (!report.ok()) {
     ++registrations_rejected_;
     spdlog::info("registration of '{}' rejected: {}", spec.name, report.status().ToString());
@@ -864,7 +897,7 @@ absl::StatusOr<RegisterResult> DockImpl::FinishRegistration(std::unique_ptr<Uplo
   Audit(record.owner_key_id, "register", record.id,
         absl::StrCat(DisplayName(record), " (", ModelKindName(spec.kind), ", ", record.size_bytes,
                      " bytes)"));
-  Enqueue(record.id);
+  probes_->Enqueue(record.id);
   return result;
 }
 
@@ -958,215 +991,10 @@ absl::StatusOr<RegisterResult> DockImpl::RegisterRemote(const ModelSpec& spec,
   Audit(record.owner_key_id, "register", record.id,
         absl::StrCat(DisplayName(record), " (remote ", spec.remote_endpoint, " model ",
                      spec.remote_model, ")"));
-  Enqueue(record.id);
+  probes_->Enqueue(record.id);
   RegisterResult result;
   result.model = record;
   return result;
-}
-
-remote::KServeClient* DockImpl::RemoteClient(const std::string& endpoint) {
-  std::lock_guard<std::mutex> lock(remote_mutex_);
-  std::unique_ptr<remote::KServeClient>& client = remote_clients_[endpoint];
-  if (client == nullptr) client = remote::KServeClient::Connect(endpoint);
-  return client.get();
-}
-
-absl::StatusOr<sandbox::RunResult> DockImpl::RunRemote(const ModelRecord& record,
-                                                       const Tensor& samples,
-                                                       absl::Duration time_limit,
-                                                       const sandbox::CancelCheck& cancelled) {
-  // The remote server sees the model's declared input shape, as a worker would adapt it.
-  const Tensor* input = &samples;
-  Tensor adapted;
-  if (samples.SampleShape() != record.spec.input_shape) {
-    auto a = encoder::AdaptInputs(samples, record.spec.input_shape);
-    if (!a.ok()) return a.status();
-    adapted = *std::move(a);
-    input = &adapted;
-  }
-  const remote::RemoteTarget target{record.spec.remote_endpoint, record.spec.remote_model,
-                                    record.spec.remote_version};
-  const absl::Time start = absl::Now();
-  auto outputs = RemoteClient(target.endpoint)
-                     ->Infer(target, *input, start + time_limit, remote::InferOptions(),
-                             [&] { return cancelled && cancelled(); });
-  if (!outputs.ok()) return outputs.status();
-  if (outputs->shape[1] != OutputWidth(record)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "remote model '", record.spec.name, "' returned ", outputs->shape[1],
-        " outputs per sample; it was admitted with ", OutputWidth(record)));
-  }
-  for (float v : outputs->values) {
-    if (!std::isfinite(v)) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("remote model '", record.spec.name, "' returned NaN/Inf"));
-    }
-  }
-  sandbox::RunResult result;
-  result.logits = *std::move(outputs);
-  result.millis = absl::ToDoubleMilliseconds(absl::Now() - start);
-  return result;
-}
-
-void DockImpl::Enqueue(const std::string& id) {
-  {
-    std::lock_guard<std::mutex> lock(queue_mutex_);
-    // Shared queue: the model's row is the job (PENDING); only wake a worker to claim it.
-    if (feed_ == nullptr) queue_.push_back(id);
-  }
-  queue_cv_.notify_one();
-}
-
-void DockImpl::ProbeWorker() {
-  if (feed_ != nullptr) return ClaimProbeJobs();
-  while (true) {
-    std::string id;
-    {
-      std::unique_lock<std::mutex> lock(queue_mutex_);
-      queue_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (stopping_) return;
-      id = queue_.front();
-      queue_.pop_front();
-    }
-    Probe(id);
-  }
-}
-
-void DockImpl::ClaimProbeJobs() {
-  while (true) {
-    {
-      std::lock_guard<std::mutex> lock(queue_mutex_);
-      if (stopping_) return;
-    }
-    auto claimed = store_->ClaimProbeJob(replica_id_, options_.probe_lease);
-    if (!claimed.ok()) spdlog::warn("cannot claim a probing job: {}", claimed.status().ToString());
-    if (!claimed.ok() || !claimed->has_value()) {
-      // Woken by a registration on this replica; others' jobs and expired leases are found by
-      // looking again every second.
-      std::unique_lock<std::mutex> lock(queue_mutex_);
-      queue_cv_.wait_for(lock, std::chrono::seconds(1));
-      continue;
-    }
-    const std::string id = **claimed;
-    {
-      std::lock_guard<std::mutex> lock(queue_mutex_);
-      leased_.insert(id);
-    }
-    spdlog::info("probing job {} claimed by {}", id, replica_id_);
-    Probe(id);
-    std::lock_guard<std::mutex> lock(queue_mutex_);
-    leased_.erase(id);
-  }
-}
-
-void DockImpl::RenewLeases() {
-  std::vector<std::string> ids;
-  {
-    std::lock_guard<std::mutex> lock(queue_mutex_);
-    ids.assign(leased_.begin(), leased_.end());
-  }
-  if (ids.empty()) return;
-  if (absl::Status s = store_->RenewProbeLeases(ids, replica_id_, options_.probe_lease); !s.ok()) {
-    spdlog::warn("cannot renew the leases of {} probing jobs: {}", ids.size(), s.ToString());
-  }
-}
-
-void DockImpl::SetState(ModelRecord& record, ModelState state, const std::string& reason) {
-  record.state = state;
-  record.state_reason = reason;
-  ++record.revision;
-  absl::Status s = store_->UpdateState(record);
-  if (!s.ok() && !absl::IsNotFound(s)) {
-    spdlog::error("cannot update state of {}: {}", record.id, s.ToString());
-  }
-  std::lock_guard<std::mutex> lock(state_mutex_);
-  state_changed_.notify_all();
-}
-
-// Runs the model black-box on the probe set and turns its behaviour into a knowledge vector.
-void DockImpl::Probe(const std::string& id) {
-  auto found = store_->Get(id);
-  if (!found.ok()) return;  // deleted meanwhile
-  ModelRecord record = *found;
-  if (!IsImageModel(record)) {
-    // No default probe set exists for tabular inputs: such models are served by stage 2
-    // (brute force over compatible models) only.
-    SetState(record, ModelState::kReady,
-             "ready for stage-2 scoring; no probe set for tabular inputs, so no knowledge vector");
-    return;
-  }
-  SetState(record, ModelState::kProbing,
-           absl::StrCat("running on the probe set (", probe_set_.Rows(), " samples)"));
-  absl::Time start = absl::Now();
-  auto fail = [&](const absl::Status& status) {
-    ++probes_failed_;
-    spdlog::warn("probing {} ('{}') failed: {}", record.id, record.spec.name, status.ToString());
-    SetState(record, ModelState::kFailed, absl::StrCat("probing failed: ", status.message()));
-  };
-
-  auto outputs = RunModel(record, probe_set_, /*want_features=*/true, /*want_layers=*/false,
-                         options_.sandbox.probe_time_limit, [this] {
-                           std::lock_guard<std::mutex> lock(queue_mutex_);
-                           return stopping_;
-                         });
-  if (!outputs.ok()) {
-    if (absl::IsNotFound(outputs.status())) return;  // deleted while probing
-    {
-      std::lock_guard<std::mutex> lock(queue_mutex_);
-      if (stopping_) return;  // shutting down: PROBING is resumed at the next start
-    }
-    return fail(outputs.status());
-  }
-  const Tensor& logits = outputs->logits;
-  if (logits.shape.size() != 2 || logits.shape[1] != OutputWidth(record)) {
-    return fail(absl::FailedPreconditionError(absl::StrCat(
-        "probe outputs have shape ", ShapeToString(logits.shape), "; expected [",
-        probe_set_.Rows(), ", ", OutputWidth(record), "]")));
-  }
-  if (!AllFinite(logits)) {
-    return fail(absl::FailedPreconditionError("the model returned NaN/Inf on the probe set"));
-  }
-  auto vector = knowledge_->EncodeModel(encoder::SelectGrid(GridLogits(record, logits)),
-                                        probe_embeddings_);
-  if (!vector.ok()) return fail(vector.status());
-  // Stage-1 proxies read the model's features on the probe set (its logits without embed),
-  // compressed per model so that a large dock stays small.
-  const bool has_features = record.has_embed && !outputs->features.shape.empty();
-  const Tensor& raw_features = has_features ? outputs->features : logits;
-  if (has_features && !AllFinite(raw_features)) {  // the logits were checked above
-    return fail(absl::FailedPreconditionError("embed(x) returned NaN/Inf on the probe set"));
-  }
-  auto compressed = scoring::CompressFeatures(raw_features, options_.proxy.stored_dim);
-  if (!compressed.ok()) return fail(compressed.status());
-
-  record.probe_millis = static_cast<int64_t>(absl::ToDoubleMilliseconds(absl::Now() - start));
-  record.state = ModelState::kReady;
-  record.state_reason = absl::StrCat("probed on ", probe_set_.Rows(), " samples in ",
-                                     record.probe_millis, " ms; indexed");
-  ++record.revision;
-  {
-    // The registry lock orders this commit against DeleteModel: a model deleted while being
-    // probed is not resurrected in the index.
-    std::lock_guard<std::mutex> lock(registry_mutex_);
-    absl::Status s = store_->CommitProbe(record, probe_set_sha_, logits, *compressed, space_,
-                                         *vector);
-    if (absl::IsNotFound(s)) return;
-    if (!s.ok()) return fail(s);
-    proxy_cache_.ErasePrefix(absl::StrCat(record.id, "|"));  // keys: id|probe set
-    if (absl::Status u = index_->Upsert(record.id, *vector); !u.ok()) return fail(u);
-    // The serving version's projected index follows (it is swapped under this lock too).
-    if (LearningLoop::Serving serving = learning_->Current(); serving.index) {
-      serving.index->Upsert(record.id, serving.ranker->projection().ProjectModel(*vector))
-          .IgnoreError();
-    }
-    SaveIndex().IgnoreError();  // the index is rebuilt from the store if this file is stale
-  }
-  ++probes_done_;
-  probe_micros_ += record.probe_millis * 1000;
-  spdlog::info("model {} ('{}') READY: probed in {} ms", record.id, record.spec.name,
-               record.probe_millis);
-  std::lock_guard<std::mutex> lock(state_mutex_);
-  state_changed_.notify_all();
 }
 
 absl::StatusOr<ModelRecord> DockImpl::GetModel(std::string_view id_or_name) {
@@ -1275,14 +1103,7 @@ absl::StatusOr<std::string> DockImpl::DeleteRecord(const ModelRecord& record,
   {
     std::lock_guard<std::mutex> lock(registry_mutex_);
     if (absl::Status s = store_->Delete(record.id); !s.ok()) return s;
-    if (index_->Contains(record.id)) {
-      index_->Remove(record.id).IgnoreError();
-      SaveIndex().IgnoreError();
-    }
-    if (LearningLoop::Serving serving = learning_->Current();
-        serving.index && serving.index->Contains(record.id)) {
-      serving.index->Remove(record.id).IgnoreError();
-    }
+    knowledge_->Remove(record.id);  // and from the serving version's projected index
     // A shared blob directory: another replica may be adopting these bytes right now (it
     // refreshed the file's time); such a file stays for the next start-up clean-up.
     auto count = store_->CountBySha(record.sha256);
@@ -1294,8 +1115,7 @@ absl::StatusOr<std::string> DockImpl::DeleteRecord(const ModelRecord& record,
   run_costs_.Erase(record.id);
   spdlog::info("deleted model {} ('{}')", record.id, record.spec.name);
   Audit(actor, "delete", record.id, DisplayName(record));
-  std::lock_guard<std::mutex> lock(state_mutex_);
-  state_changed_.notify_all();
+  NotifyStateChanged();
   return record.id;
 }
 
@@ -1460,63 +1280,5 @@ absl::StatusOr<ApiKeyInfo> DockImpl::Authenticate(const std::string& secret) {
   return ToInfo(row);
 }
 
-DockStats DockImpl::Stats() {
-  DockStats stats;
-  // One COUNT per scrape, not a read of every model row.
-  if (auto counts = store_->CountByState(); counts.ok()) {
-    auto count = [&](ModelState state) {
-      auto it = counts->find(state);
-      return it == counts->end() ? 0 : it->second;
-    };
-    stats.models_pending = count(ModelState::kPending);
-    stats.models_probing = count(ModelState::kProbing);
-    stats.models_ready = count(ModelState::kReady);
-    stats.models_failed = count(ModelState::kFailed);
-  }
-  {
-    std::lock_guard<std::mutex> lock(registry_mutex_);  // the index changes under this lock
-    stats.index_vectors = static_cast<int64_t>(index_->size());
-  }
-  {
-    std::lock_guard<std::mutex> lock(queue_mutex_);
-    stats.probe_queue = static_cast<int>(queue_.size());
-  }
-  stats.registrations_admitted = registrations_admitted_;
-  stats.registrations_rejected = registrations_rejected_;
-  stats.probes_done = probes_done_;
-  stats.probes_failed = probes_failed_;
-  stats.probe_seconds = static_cast<double>(probe_micros_) / 1e6;
-  stats.recommends = recommends_;
-  stats.stage1_seconds = static_cast<double>(stage1_micros_) / 1e6;
-  stats.stage2_seconds = static_cast<double>(stage2_micros_) / 1e6;
-  stats.output_cache_hits = output_cache_.hits();
-  stats.output_cache_misses = output_cache_.misses();
-  stats.proxy_cache_hits = proxy_cache_.hits();
-  stats.proxy_cache_misses = proxy_cache_.misses();
-  if (workers_pool_) {
-    sandbox::PoolStats pool = workers_pool_->Stats();
-    stats.workers = pool.workers;
-    stats.workers_waiting_jobs = pool.waiting;
-    stats.worker_jobs = pool.jobs;
-    stats.worker_restarts = pool.restarts;
-  }
-  if (auto counts = store_->CountOutcomes(""); counts.ok()) stats.outcome_records = counts->first;
-  stats.serving_alignment = learning_->Current().version;
-  stats.knowledge_space = space_;
-  return stats;
-}
-
-absl::StatusOr<ModelRecord> DockImpl::WaitForChange(const std::string& id, int64_t seen_revision,
-                                                    absl::Duration timeout) {
-  absl::Time deadline = absl::Now() + timeout;
-  std::unique_lock<std::mutex> lock(state_mutex_);
-  while (true) {
-    auto record = store_->Get(id);
-    if (!record.ok()) return record.status();
-    absl::Duration left = deadline - absl::Now();
-    if (record->revision != seen_revision || left <= absl::ZeroDuration()) return record;
-    state_changed_.wait_for(lock, absl::ToChronoMilliseconds(std::min(left, absl::Milliseconds(200))));
-  }
-}
-
 }  // namespace modeldock::dock
+
