@@ -1,5 +1,10 @@
-// Internal: the Dock implementation shared by dock.cc (registry, probing, start-up),
-// recommend.cc (the two-stage pipeline) and learning.cc (outcome reports, ranker versions),
+// Internal: the Dock implementation. DockImpl orchestrates the engine's parts, each in its own
+// file:
+//   dock.cc           start-up, shutdown, probing jobs, replica glue, stats
+//   registration.cc   uploads, admission, versions and owners, remote registration
+//   registry.cc       name resolution, list, update, delete, audit log, API keys
+//   model_runs.cc     runs in the worker processes and on remote KServe servers
+//   recommend.cc      the two-stage pipeline; learning.cc: outcome reports and ranker versions
 // and the parts with their own state and threads:
 //   KnowledgeSpace (knowledge_space.h)  probe set, encoders, index of the knowledge vectors
 //   ProbeQueue (probe_queue.h)          probing jobs, their threads and leases
@@ -50,7 +55,7 @@ inline int64_t OutputWidth(const ModelRecord& record) {
              : static_cast<int64_t>(record.spec.class_labels.size());
 }
 
-// Helpers shared by the dock's files.
+// Helpers shared by the dock's files (dock.cc, registration.cc, registry.cc).
 int64_t NowUnixMs();
 // "m-" and 16 random hex digits.
 std::string NewModelId();
@@ -59,7 +64,7 @@ std::string DisplayName(const ModelRecord& record);
 // "1.0, 1.1, 2.0" (oldest first; an empty version shows as "(none)").
 std::string VersionList(const std::vector<ModelRecord>& versions);
 // INVALID_ARGUMENT unless name, shape, labels, description and tags follow the registration's
-// rules (UpdateModel checks an updated spec by the same rules).
+// rules (registration.cc; UpdateModel checks an updated spec by the same rules).
 absl::Status ValidateSpec(const ModelSpec& spec);
 
 // Query helpers shared by Recommend and ReportOutcome (recommend.cc).
@@ -145,15 +150,15 @@ class DockImpl : public Dock {
   absl::StatusOr<std::shared_ptr<index::VectorIndex>> BuildProjectedIndex(
       const encoder::VectorProjection& projection);
 
-  // Registration (dock.cc).
+  // Registration (registration.cc).
   // A new (name, version) from `owner_key_id`: ALREADY_EXISTS / PERMISSION_DENIED otherwise.
   absl::Status CheckNewVersion(const ModelSpec& spec, const std::string& owner_key_id);
 
-  // Registry (dock.cc).
+  // Registry (registry.cc).
   // Deletes one stored version: row, index entries, blob (when no other row uses it), caches.
   absl::StatusOr<std::string> DeleteRecord(const ModelRecord& record, const std::string& actor);
 
-  // Model runs (dock.cc): every run of uploaded code goes to a worker process, every run
+  // Model runs (model_runs.cc): every run of uploaded code goes to a worker process, every run
   // of a remote model to its KServe v2 server.
   absl::Status StartWorkers();
   // Runs a stored model on `samples` in a worker, within `time_limit`; a job whose worker died
