@@ -26,9 +26,9 @@ absl::StatusOr<std::unique_ptr<KnowledgeSpace>> KnowledgeSpace::Load(
   }
   space->probe_set_ = std::move(probe->samples);
   if (space->probe_set_.shape.size() != 4) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("probe set ", probe_path, " must hold images [P, C, H, W]; got ",
-                     ShapeToString(space->probe_set_.shape)));
+    return absl::FailedPreconditionError(absl::StrCat("probe set ", probe_path,
+                                                      " must hold images [P, C, H, W]; got ",
+                                                      ShapeToString(space->probe_set_.shape)));
   }
   auto probe_sha = Sha256::OfFile(probe_path);
   if (!probe_sha.ok()) return probe_sha.status();
@@ -58,8 +58,8 @@ absl::StatusOr<std::unique_ptr<KnowledgeSpace>> KnowledgeSpace::Load(
     }
     space->encoder_ = std::move(*alignment);
   }
-  space->id_ = Sha256::Of(absl::StrCat(space->reference_->sha256(), "|", space->probe_set_sha_,
-                                       "|", space->encoder_->Describe()))
+  space->id_ = Sha256::Of(absl::StrCat(space->reference_->sha256(), "|", space->probe_set_sha_, "|",
+                                       space->encoder_->Describe()))
                    .substr(0, 16);
   spdlog::info("knowledge space {}: probe set {} ({} samples), reference encoder {} ({}-d), {}",
                space->id_, probe_path, space->probe_set_.Rows(), encoder_path, reference_dim,
@@ -183,8 +183,10 @@ absl::StatusOr<std::vector<std::string>> KnowledgeSpace::CatchUp() {
     changed.push_back(id);
     if (serving.index && serving.index->Contains(id)) serving.index->Remove(id).IgnoreError();
   }
-  spdlog::info("index catch-up: {} vectors added or replaced, {} removed (changes made by other "
-               "replicas that no notification brought)", upserts.size(), removals.size());
+  spdlog::info(
+      "index catch-up: {} vectors added or replaced, {} removed (changes made by other "
+      "replicas that no notification brought)",
+      upserts.size(), removals.size());
   return changed;
 }
 

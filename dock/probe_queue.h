@@ -52,9 +52,9 @@ class ProbeQueue {
   int waiting() const;
 
  private:
-  void RunQueued();      // in-memory mode: one worker thread
+  void RunQueued();       // in-memory mode: one worker thread
   void ClaimFromStore();  // shared mode: one worker thread
-  void RenewLeases();    // shared mode: the renewal thread
+  void RenewLeases();     // shared mode: the renewal thread
 
   const ProbeQueueOptions options_;
   const ProbeFn probe_;

@@ -13,7 +13,9 @@ ReplicaSync::ReplicaSync(std::unique_ptr<ChangeFeed> feed, absl::Duration interv
 
 ReplicaSync::~ReplicaSync() { Stop(); }
 
-void ReplicaSync::Start() { thread_ = std::thread([this] { Run(); }); }
+void ReplicaSync::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
 
 void ReplicaSync::Stop() {
   {

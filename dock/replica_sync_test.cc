@@ -3,6 +3,8 @@
 // change no notification announced is repaired by the periodic catch-up. In-process (unlike
 // tests/replicas_e2e_test.cc, which runs server processes) so that scripts/tsan.sh can check the
 // sync thread, the probe queue's claim and renewal threads and the index under one sanitizer.
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -10,8 +12,6 @@
 #include <functional>
 #include <string>
 #include <thread>
-
-#include <unistd.h>
 
 #include "common/sha256.h"
 #include "dock/dock.h"
@@ -88,8 +88,8 @@ class ReplicaSyncTest : public ::testing::Test {
     spec.name = j.at("name");
     spec.input_shape = j.at("input_shape").get<std::vector<int64_t>>();
     spec.class_labels = j.at("class_labels").get<std::vector<std::string>>();
-    auto upload = dock.BeginRegistration(spec, static_cast<int64_t>(bytes.size()),
-                                         Sha256::Of(bytes), "");
+    auto upload =
+        dock.BeginRegistration(spec, static_cast<int64_t>(bytes.size()), Sha256::Of(bytes), "");
     EXPECT_TRUE(upload.ok()) << upload.status();
     if (!upload.ok()) return {};
     EXPECT_TRUE((*upload)->Write(bytes).ok());
@@ -97,8 +97,8 @@ class ReplicaSyncTest : public ::testing::Test {
     EXPECT_TRUE(result.ok()) << result.status();
     if (!result.ok()) return {};
     ModelRecord record = result->model;
-    for (int i = 0; i < 600 && record.state != ModelState::kReady &&
-                    record.state != ModelState::kFailed;
+    for (int i = 0;
+         i < 600 && record.state != ModelState::kReady && record.state != ModelState::kFailed;
          ++i) {
       auto next = dock.WaitForChange(record.id, record.revision, absl::Milliseconds(500));
       EXPECT_TRUE(next.ok()) << next.status();
