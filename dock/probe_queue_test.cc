@@ -14,11 +14,17 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "spdlog/spdlog.h"
 
 namespace modeldock::dock {
 namespace {
 
 namespace fs = std::filesystem;
+
+// spdlog creates its registry on first use, inside libspdlog, which TSan does not instrument:
+// when two queue threads log first, TSan cannot see the creation guard and reports a race. A
+// process logs on its main thread first (the server and Dock::Create do); so do these tests.
+[[maybe_unused]] const spdlog::logger* const kLogger = spdlog::default_logger_raw();
 
 // Polls `done` every 10 ms for up to `timeout`.
 template <typename Pred>
