@@ -1,28 +1,20 @@
-// Registry, storage and probing: everything of the dock except the recommend pipeline.
+// The dock's orchestration: start-up (stores, knowledge space, reconciling stored models),
+// shutdown, the probing job, the replica glue and stats. Registration, the registry, model runs
+// and the recommend pipeline are in their own files (dock_impl.h lists them).
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <random>
 #include <set>
 
-#include <sys/random.h>
 #include <unistd.h>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
-#include "absl/strings/match.h"
-#include "common/datasets.h"
-#include "common/sha256.h"
 #include "dock/dock_impl.h"
-#include "encoder/alignment.h"
 #include "scoring/proxy.h"
 #include "spdlog/spdlog.h"
 
-#ifndef MODELDOCK_DEFAULT_WORKER_BINARY
-#define MODELDOCK_DEFAULT_WORKER_BINARY "modeldock-worker"
-#endif
 #ifndef MODELDOCK_DEFAULT_ASSET_DIR
 #define MODELDOCK_DEFAULT_ASSET_DIR "assets"
 #endif
@@ -131,6 +123,8 @@ bool AllFinite(const Tensor& t) {
   return std::all_of(t.values.begin(), t.values.end(), [](float v) { return std::isfinite(v); });
 }
 
+}  // namespace
+
 int64_t NowUnixMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -161,121 +155,6 @@ std::string VersionList(const std::vector<ModelRecord>& versions) {
   }
   return out;
 }
-
-// A version names one registration of a model name: letters, digits, '.', '_', '+', '-'.
-absl::Status ValidateVersion(const std::string& version) {
-  if (version.size() > 64) {
-    return absl::InvalidArgumentError("model version must have at most 64 characters");
-  }
-  for (char c : version) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-' &&
-        c != '+') {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "model version '", version, "' may contain only letters, digits, '.', '_', '+' and '-'"));
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::Status ValidateSpec(const ModelSpec& spec) {
-  if (spec.name.empty() || spec.name.size() > 128) {
-    return absl::InvalidArgumentError("model name must have 1 to 128 characters");
-  }
-  if (!std::isalnum(static_cast<unsigned char>(spec.name[0]))) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model name '", spec.name, "' must start with a letter or digit"));
-  }
-  for (char c : spec.name) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "model name '", spec.name, "' may contain only letters, digits, '.', '_' and '-'"));
-    }
-  }
-  const std::string shape = ShapeToString(spec.input_shape);
-  for (int64_t d : spec.input_shape) {
-    if (d <= 0) return absl::InvalidArgumentError(absl::StrCat("input shape ", shape, " has a non-positive dimension"));
-  }
-  if (spec.task == TaskKind::kImageClassification) {
-    if (spec.input_shape.size() != 3) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "image models declare input_shape [C, H, W] (e.g. 1,28,28); got '", shape, "'"));
-    }
-    if (spec.input_shape[0] != 1 && spec.input_shape[0] != 3) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("image models take 1 (grey) or 3 (RGB) channels; got ", spec.input_shape[0]));
-    }
-    if (spec.input_shape[1] > 1024 || spec.input_shape[2] > 1024) {
-      return absl::InvalidArgumentError(absl::StrCat("input shape ", shape, " exceeds 1024x1024"));
-    }
-  } else if (spec.input_shape.size() != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "tabular models declare input_shape [F] (number of features); got '", shape, "'"));
-  }
-  if (spec.kind == ModelKind::kFeatureExtractor) {
-    if (!spec.class_labels.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "a feature extractor declares no class labels (forward returns features [N, D]); got ",
-          spec.class_labels.size(), " (register it as a classifier if forward returns logits)"));
-    }
-  } else if (spec.class_labels.size() < 2) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "a classifier declares at least 2 class labels (one per output logit); got ",
-        spec.class_labels.size(), " (a headless model that returns features is registered as a "
-        "feature extractor)"));
-  }
-  for (const std::string& label : spec.class_labels) {
-    if (label.empty()) return absl::InvalidArgumentError("class labels must not be empty");
-  }
-  if (spec.description.size() > 8192) return absl::InvalidArgumentError("description exceeds 8192 bytes");
-  if (spec.tags.size() > 64) return absl::InvalidArgumentError("at most 64 tags");
-  for (const std::string& tag : spec.tags) {
-    if (tag.empty() || tag.size() > 64) return absl::InvalidArgumentError("tags must have 1 to 64 characters");
-  }
-  return absl::OkStatus();
-}
-
-// Streams the upload to a temp file, hashing as it goes.
-class UploadImpl : public Upload {
- public:
-  UploadImpl(ModelSpec spec, int64_t declared_size, std::string sha256, std::string temp_path)
-      : spec_(std::move(spec)),
-        declared_size_(declared_size),
-        expected_sha256_(std::move(sha256)),
-        temp_path_(std::move(temp_path)),
-        out_(temp_path_, std::ios::binary | std::ios::trunc) {}
-
-  ~UploadImpl() override {
-    out_.close();
-    std::error_code ec;
-    if (!adopted_) fs::remove(temp_path_, ec);  // nothing of a failed upload stays behind
-  }
-
-  absl::Status Write(std::string_view bytes) override {
-    if (written_ + static_cast<int64_t>(bytes.size()) > declared_size_) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "upload is larger than the declared size_bytes ", declared_size_, " (got at least ",
-          written_ + static_cast<int64_t>(bytes.size()), " bytes)"));
-    }
-    out_.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    if (!out_) return absl::ResourceExhaustedError("cannot write the upload to disk (disk full?)");
-    hash_.Update(bytes);
-    written_ += static_cast<int64_t>(bytes.size());
-    return absl::OkStatus();
-  }
-  int64_t bytes_written() const override { return written_; }
-
-  ModelSpec spec_;
-  std::string owner_key_id_;
-  int64_t declared_size_;
-  std::string expected_sha256_;
-  std::string temp_path_;
-  std::ofstream out_;
-  Sha256 hash_;
-  int64_t written_ = 0;
-  bool adopted_ = false;
-};
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<Dock>> Dock::Create(const DockOptions& options) {
   if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
@@ -311,198 +190,58 @@ absl::Status DockImpl::Init() {
   // listen before the index is brought up to date, so that no change falls in between.
   auto feed = store_->OpenChangeFeed();
   if (!feed.ok()) return feed.status();
-  feed_ = std::move(*feed);
+  const bool replicas = *feed != nullptr;  // null: this process is the store's only user (SQLite)
   shared_ = IsPostgresUrl(options_.metadata_url);
+  ProbeQueueOptions queue;
+  queue.workers = options_.probe_workers;
+  queue.lease = options_.probe_lease;
   {
     char host[256] = {};
     ::gethostname(host, sizeof(host) - 1);
-    replica_id_ = absl::StrCat(host, "/", ::getpid(), "/", NewModelId().substr(2, 8));
+    queue.replica_id = absl::StrCat(host, "/", ::getpid(), "/", NewModelId().substr(2, 8));
   }
-  if (feed_ != nullptr) spdlog::info("replica {}: probing jobs are shared through the store", replica_id_);
+  if (replicas) {
+    queue.shared_store = store_.get();
+    spdlog::info("replica {}: probing jobs are shared through the store", queue.replica_id);
+    replica_sync_ = std::make_unique<ReplicaSync>(
+        *std::move(feed), options_.sync_interval,
+        ReplicaSync::Handlers{[this](const std::string& id) { return SyncModel(id); },
+                              [this] { return CatchUp(); }});
+  }
+  // Created before the models are reconciled (which requeues interrupted probes); started last.
+  probes_ = std::make_unique<ProbeQueue>(std::move(queue),
+                                         [this](const std::string& id) { Probe(id); });
   auto blobs = BlobStore::Create(options_.blob_dir.empty() ? options_.data_dir : options_.blob_dir);
   if (!blobs.ok()) return blobs.status();
   blobs_ = std::move(*blobs);
   blobs_->ClearTemp(BlobGrace());
 
-  if (absl::Status s = LoadKnowledgeSpace(); !s.ok()) return s;
+  const std::string asset_dir =
+      options_.asset_dir.empty() ? MODELDOCK_DEFAULT_ASSET_DIR : options_.asset_dir;
+  KnowledgeSpaceOptions space;
+  space.probe_set_path = options_.probe_set_path.empty()
+                             ? (fs::path(asset_dir) / "probe_set_28.npy").string()
+                             : options_.probe_set_path;
+  space.reference_encoder_path = options_.reference_encoder_path.empty()
+                                     ? (fs::path(asset_dir) / "reference_encoder.pt").string()
+                                     : options_.reference_encoder_path;
+  space.reference_input_shape = options_.reference_input_shape;
+  space.knowledge_encoder_path = options_.knowledge_encoder_path;
+  space.index_factory = options_.index_factory;
+  space.index_path = (fs::path(options_.data_dir) / "index" / "knowledge.index").string();
+  auto knowledge =
+      KnowledgeSpace::Load(space, store_.get(), [this] { return learning_->Current(); });
+  if (!knowledge.ok()) return knowledge.status();
+  knowledge_ = std::move(*knowledge);
   if (absl::Status s = ReconcileModels(); !s.ok()) return s;
-  if (absl::Status s = RebuildIndexIfStale(); !s.ok()) return s;
+  if (absl::Status s = knowledge_->RebuildIfStale(); !s.ok()) return s;
   // After the vectors are current: a trained version re-encodes them into its own index.
-  if (absl::Status s = learning_->Load(space_, [this](const encoder::VectorProjection& p) {
-        return BuildProjectedIndex(p);
-      });
-      !s.ok()) {
-    return s;
-  }
+  auto build = [this](const encoder::VectorProjection& p) { return BuildProjectedIndex(p); };
+  if (absl::Status s = learning_->Load(knowledge_->id(), build); !s.ok()) return s;
   CollectGarbageBlobs();
 
-  for (int i = 0; i < options_.probe_workers; ++i) {
-    workers_.emplace_back([this] { ProbeWorker(); });
-  }
-  if (feed_ != nullptr) sync_thread_ = std::thread([this] { FollowChanges(); });
-  return absl::OkStatus();
-}
-
-namespace {
-
-// Runs a worker job; if its worker died under it (ABORTED), once more on a fresh worker, since
-// the crash may have been the host's. A second death is the model's: FAILED_PRECONDITION with
-// the worker's reason and `second_death` appended.
-template <typename Job>
-auto RetryIfWorkerDied(const std::string& model, const char* second_death, const Job& job)
-    -> decltype(job()) {
-  auto result = job();
-  if (!absl::IsAborted(result.status())) return result;
-  spdlog::warn("model '{}': {}; retrying once on a fresh worker", model,
-               std::string(result.status().message()));
-  result = job();
-  if (absl::IsAborted(result.status())) {
-    return absl::FailedPreconditionError(absl::StrCat(result.status().message(), second_death));
-  }
-  return result;
-}
-
-}  // namespace
-
-absl::Status DockImpl::StartWorkers() {
-  const SandboxOptions& box = options_.sandbox;
-  sandbox::PoolOptions pool;
-  pool.worker_binary = box.worker_binary;
-  if (pool.worker_binary.empty()) {
-    // Installed layout: the worker beside the server binary; else the one this build made.
-    std::error_code ec;
-    fs::path beside = fs::read_symlink("/proc/self/exe", ec).parent_path() / "modeldock-worker";
-    pool.worker_binary = !ec && fs::exists(beside, ec) ? beside.string()
-                                                        : MODELDOCK_DEFAULT_WORKER_BINARY;
-  }
-  pool.workers = box.workers > 0 ? box.workers
-                                 : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  pool.torch_threads = box.torch_threads;
-  pool.memory_limit_bytes = box.memory_limit_bytes;
-  pool.model_cache_bytes = options_.model_cache_bytes / pool.workers;
-  pool.max_waiting = box.max_waiting_jobs;
-  pool.isolate_network = box.isolate_network;
-  pool.seccomp = box.seccomp;
-  auto started = sandbox::WorkerPool::Start(pool);
-  if (!started.ok()) return started.status();
-  workers_pool_ = std::move(*started);
-  if (options_.stage2_workers == 0) options_.stage2_workers = pool.workers;
-  return absl::OkStatus();
-}
-
-sandbox::JobLimits DockImpl::LimitsFor(absl::Duration wall) const {
-  sandbox::JobLimits limits;
-  limits.wall = wall;
-  // CPU summed over the worker's threads: a model that starts threads of its own hits this
-  // before the wall-time limit.
-  limits.cpu = wall * std::max(1, options_.sandbox.torch_threads);
-  return limits;
-}
-
-sandbox::WireLimits DockImpl::OutputLimits() const {
-  sandbox::WireLimits limits;
-  limits.max_classes = options_.sandbox.max_classes;
-  limits.max_feature_dim = options_.sandbox.max_feature_dim;
-  limits.max_bytes_per_sample = options_.sandbox.max_output_bytes_per_sample;
-  limits.max_layers = options_.sandbox.max_layers;
-  return limits;
-}
-
-absl::StatusOr<sandbox::RunResult> DockImpl::RunModel(const ModelRecord& record,
-                                                      const Tensor& samples, bool want_features,
-                                                      bool want_layers,
-                                                      absl::Duration time_limit,
-                                                      const sandbox::CancelCheck& cancelled) {
-  if (IsRemote(record.spec)) return RunRemote(record, samples, time_limit, cancelled);
-  sandbox::JobRequest job;
-  job.kind = sandbox::JobKind::kRun;
-  job.model_path = blobs_->PathOf(record.sha256);
-  job.model_key = ModelKey(record);
-  job.input_shape = record.spec.input_shape;
-  job.num_classes = OutputWidth(record);
-  job.want_features = want_features && record.has_embed;
-  job.feature_dim = job.want_features ? record.feature_dim : 0;
-  if (want_layers) {
-    for (const ModelLayer& layer : record.layers) job.layer_dims.push_back(layer.dim);
-  }
-  job.limits = OutputLimits();
-  job.samples = samples;
-  auto result = RetryIfWorkerDied(
-      record.spec.name, " (twice; the model is not retried again)",
-      [&] { return workers_pool_->Run(job, LimitsFor(time_limit), cancelled); });
-  if (absl::IsNotFound(result.status())) {
-    return absl::NotFoundError(absl::StrCat("model '", record.spec.name,
-                                            "' was deleted while the job was running"));
-  }
-  return result;
-}
-
-absl::Status DockImpl::LoadKnowledgeSpace() {
-  std::string asset_dir = options_.asset_dir.empty() ? MODELDOCK_DEFAULT_ASSET_DIR : options_.asset_dir;
-  std::string probe_path = options_.probe_set_path.empty()
-                               ? (fs::path(asset_dir) / "probe_set_28.npy").string()
-                               : options_.probe_set_path;
-  std::string encoder_path = options_.reference_encoder_path.empty()
-                                 ? (fs::path(asset_dir) / "reference_encoder.pt").string()
-                                 : options_.reference_encoder_path;
-  auto probe = datasets::LoadNpy(probe_path);
-  if (!probe.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot load the probe set ", probe_path, ": ", probe.status().message(),
-        " (build the default assets with scripts/make_assets.py, or pass --probe-set)"));
-  }
-  probe_set_ = std::move(probe->samples);
-  if (probe_set_.shape.size() != 4) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "probe set ", probe_path, " must hold images [P, C, H, W]; got ", ShapeToString(probe_set_.shape)));
-  }
-  auto probe_sha = Sha256::OfFile(probe_path);
-  if (!probe_sha.ok()) return probe_sha.status();
-  probe_set_sha_ = *probe_sha;
-
-  auto reference = encoder::ReferenceEncoder::Load(encoder_path, options_.reference_input_shape);
-  if (!reference.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot load the reference encoder ", encoder_path, ": ", reference.status().message()));
-  }
-  reference_ = std::move(*reference);
-  auto embeddings = reference_->Embed(probe_set_);
-  if (!embeddings.ok()) return embeddings.status();
-  probe_embeddings_ = std::move(*embeddings);
-  if (options_.knowledge_encoder_path.empty()) {
-    knowledge_ = encoder::MakeUntrainedEncoder(reference_->dim());
-  } else {
-    // Its Describe() carries the file's SHA-256: a new file is a new knowledge space.
-    auto alignment = encoder::LoadTorchScriptKnowledgeEncoder(options_.knowledge_encoder_path,
-                                                              reference_->dim());
-    if (!alignment.ok()) {
-      return absl::FailedPreconditionError(absl::StrCat("cannot load the knowledge encoder ",
-                                                        options_.knowledge_encoder_path, ": ",
-                                                        alignment.status().message()));
-    }
-    knowledge_ = std::move(*alignment);
-  }
-  space_ = Sha256::Of(absl::StrCat(reference_->sha256(), "|", probe_set_sha_, "|",
-                                   knowledge_->Describe()))
-               .substr(0, 16);
-  spdlog::info("knowledge space {}: probe set {} ({} samples), reference encoder {} ({}-d), {}",
-               space_, probe_path, probe_set_.Rows(), encoder_path, reference_->dim(),
-               knowledge_->Describe());
-
-  const index::IndexOptions index_options = KnowledgeIndexOptions();
-  index_path_ = (fs::path(options_.data_dir) / "index" / "knowledge.index").string();
-  auto loaded = index::VectorIndex::Load(index_path_, index_options);
-  if (loaded.ok() && (*loaded)->dim() == index_options.dim) {
-    index_ = std::move(*loaded);
-  } else {
-    if (!loaded.ok() && !absl::IsNotFound(loaded.status())) {
-      spdlog::warn("index file {} unusable ({}); rebuilding from stored vectors", index_path_,
-                   loaded.status().ToString());
-    }
-    auto fresh = index::VectorIndex::Create(index_options);
-    if (!fresh.ok()) return fresh.status();
-    index_ = std::move(*fresh);
-  }
+  probes_->Start();
+  if (replica_sync_ != nullptr) replica_sync_->Start();
   return absl::OkStatus();
 }
 
@@ -510,7 +249,7 @@ absl::Status DockImpl::LoadKnowledgeSpace() {
 absl::Status DockImpl::ReconcileModels() {
   auto records = store_->ListAll();
   if (!records.ok()) return records.status();
-  auto vectors = store_->Vectors(space_);
+  auto vectors = store_->Vectors(knowledge_->id());
   if (!vectors.ok()) return vectors.status();
   std::set<std::string> has_vector;
   for (const auto& [id, v] : *vectors) has_vector.insert(id);
@@ -518,70 +257,37 @@ absl::Status DockImpl::ReconcileModels() {
   int rebuilt = 0, requeued = 0;
   for (ModelRecord& record : *records) {
     if (record.state == ModelState::kPending || record.state == ModelState::kProbing) {
-      Enqueue(record.id);
+      probes_->Enqueue(record.id);
       ++requeued;
       continue;
     }
     if (record.state != ModelState::kReady || !IsImageModel(record)) continue;
-    auto has_features = store_->HasProbeFeatures(record.id, probe_set_sha_);
+    auto has_features = store_->HasProbeFeatures(record.id, knowledge_->probe_set_sha());
     if (!has_features.ok()) return has_features.status();
     if (!*has_features) {
       // Probed by an older dock (no stored features for stage-1 proxies): probe again.
       SetState(record, ModelState::kPending, "probe set changed; waiting to be probed again");
-      Enqueue(record.id);
+      probes_->Enqueue(record.id);
       ++requeued;
       continue;
     }
     if (has_vector.count(record.id)) continue;
     // READY but no vector in this space: the reference encoder or set encoder changed.
-    auto logits = store_->GetProbeOutputs(record.id, probe_set_sha_);
+    auto logits = store_->GetProbeOutputs(record.id, knowledge_->probe_set_sha());
     if (logits.ok()) {
-      auto vector = knowledge_->EncodeModel(encoder::SelectGrid(GridLogits(record, *logits)),
-                                            probe_embeddings_);
-      if (vector.ok() && store_->PutVector(record.id, space_, *vector).ok()) {
+      auto vector = knowledge_->EncodeModel(record, *logits);
+      if (vector.ok() && store_->PutVector(record.id, knowledge_->id(), *vector).ok()) {
         ++rebuilt;
         continue;
       }
     }
     SetState(record, ModelState::kPending, "probe set changed; waiting to be probed again");
-    Enqueue(record.id);
+    probes_->Enqueue(record.id);
     ++requeued;
   }
   spdlog::info("dock holds {} models ({} vectors rebuilt from stored probe outputs, {} queued "
                "for probing)", records->size(), rebuilt, requeued);
   return absl::OkStatus();
-}
-
-absl::Status DockImpl::RebuildIndexIfStale() {
-  auto vectors = store_->Vectors(space_);
-  if (!vectors.ok()) return vectors.status();
-  if (index_->Fingerprint() == index::VectorIndex::FingerprintOf(*vectors)) return absl::OkStatus();
-  auto fresh = NewIndexOf(*vectors);
-  if (!fresh.ok()) return fresh.status();
-  index_ = std::move(*fresh);
-  spdlog::info("rebuilt the stage-1 index from {} stored vectors", vectors->size());
-  return SaveIndex();
-}
-
-index::IndexOptions DockImpl::KnowledgeIndexOptions() const {
-  index::IndexOptions index_options;
-  index_options.dim = knowledge_->dim();
-  index_options.factory = options_.index_factory;
-  return index_options;
-}
-
-absl::StatusOr<std::unique_ptr<index::VectorIndex>> DockImpl::NewIndexOf(
-    const std::vector<std::pair<std::string, std::vector<float>>>& vectors) const {
-  auto fresh = index::VectorIndex::Create(KnowledgeIndexOptions());
-  if (!fresh.ok()) return fresh.status();
-  if (absl::Status s = (*fresh)->UpsertBatch(vectors); !s.ok()) return s;
-  return fresh;
-}
-
-absl::Status DockImpl::SaveIndex() {
-  absl::Status s = index_->Save(index_path_);
-  if (!s.ok()) spdlog::error("cannot save index {}: {}", index_path_, s.ToString());
-  return s;
 }
 
 void DockImpl::CollectGarbageBlobs() {
@@ -613,72 +319,15 @@ absl::Duration DockImpl::BlobGrace() const {
   return shared_ ? options_.shared_blob_grace : absl::ZeroDuration();
 }
 
-void DockImpl::FollowChanges() {
-  // Init rebuilt the index from the store after LISTEN began; one catch-up at once covers a
-  // change committed between that rebuild and this thread's first Wait.
-  bool catch_up = true;
-  absl::Time last_catch_up = absl::InfinitePast();
-  absl::Time last_renewal = absl::Now();
-  while (true) {
-    {
-      std::lock_guard<std::mutex> lock(queue_mutex_);
-      if (stopping_) return;
-    }
-    if (absl::Now() - last_renewal >= options_.probe_lease / 3) {
-      RenewLeases();
-      last_renewal = absl::Now();
-    }
-    auto events = feed_->Wait(absl::Milliseconds(250));
-    if (!events.ok()) {
-      spdlog::warn("{}; catching up from the store once it is back", events.status().ToString());
-      catch_up = true;
-      std::unique_lock<std::mutex> lock(queue_mutex_);
-      sync_cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; });
-      continue;
-    }
-    for (const ModelChangeEvent& event : *events) {
-      if (absl::Status s = SyncModel(event.model_id); !s.ok()) {
-        spdlog::warn("cannot apply change '{}' of model {}: {}; catching up from the store",
-                     ModelChangeName(event.change), event.model_id, s.ToString());
-        catch_up = true;
-      }
-    }
-    if (catch_up || absl::Now() - last_catch_up >= options_.sync_interval) {
-      absl::Status s = CatchUp();
-      if (!s.ok()) spdlog::warn("index catch-up failed: {}", s.ToString());
-      catch_up = !s.ok();
-      last_catch_up = absl::Now();
-    }
-  }
-}
-
 absl::Status DockImpl::SyncModel(const std::string& id) {
-  bool changed = false;
   {
     std::lock_guard<std::mutex> lock(registry_mutex_);
-    auto vector = store_->GetVector(id, space_);
-    if (!vector.ok() && !absl::IsNotFound(vector.status())) return vector.status();
-    const LearningLoop::Serving serving = learning_->Current();
-    if (vector.ok()) {
-      if (absl::Status s = index_->Upsert(id, *vector); !s.ok()) return s;
-      if (serving.index) {
-        serving.index->Upsert(id, serving.ranker->projection().ProjectModel(*vector)).IgnoreError();
-      }
-      changed = true;
-    } else {
-      if (index_->Contains(id)) {
-        index_->Remove(id).IgnoreError();
-        changed = true;
-      }
-      if (serving.index && serving.index->Contains(id)) serving.index->Remove(id).IgnoreError();
-    }
-    if (changed) SaveIndex().IgnoreError();
+    if (absl::Status s = knowledge_->Sync(id); !s.ok()) return s;
   }
   // Another probe (new features) or a deletion: nothing cached about the model stays valid.
   proxy_cache_.ErasePrefix(absl::StrCat(id, "|"));
   if (auto record = store_->Get(id); absl::IsNotFound(record.status())) run_costs_.Erase(id);
-  std::lock_guard<std::mutex> lock(state_mutex_);
-  state_changed_.notify_all();
+  NotifyStateChanged();
   return absl::OkStatus();
 }
 
@@ -687,388 +336,23 @@ absl::Status DockImpl::CatchUp() {
   // under it too) cannot fall between the read and the comparison. Other servers' changes that
   // do are announced, and applied after this by the same thread.
   std::lock_guard<std::mutex> lock(registry_mutex_);
-  auto stored = store_->Vectors(space_);
-  if (!stored.ok()) return stored.status();
-  const std::vector<std::pair<std::string, std::vector<float>>> held = index_->Contents();
-  std::map<std::string, const std::vector<float>*> in_index;
-  for (const auto& [id, v] : held) in_index[id] = &v;
-  std::vector<std::pair<std::string, std::vector<float>>> upserts;
-  std::set<std::string> in_store;
-  for (const auto& [id, v] : *stored) {
-    in_store.insert(id);
-    auto it = in_index.find(id);
-    if (it == in_index.end() || *it->second != v) upserts.emplace_back(id, v);
-  }
-  std::vector<std::string> removals;
-  for (const auto& [id, v] : held) {
-    if (!in_store.count(id)) removals.push_back(id);
-  }
-  if (upserts.empty() && removals.empty()) return absl::OkStatus();
-  if (absl::Status s = index_->UpsertBatch(upserts); !s.ok()) return s;
-  for (const std::string& id : removals) index_->Remove(id).IgnoreError();
-  const LearningLoop::Serving serving = learning_->Current();
-  for (const auto& [id, v] : upserts) {
-    proxy_cache_.ErasePrefix(absl::StrCat(id, "|"));
-    if (serving.index) {
-      serving.index->Upsert(id, serving.ranker->projection().ProjectModel(v)).IgnoreError();
-    }
-  }
-  for (const std::string& id : removals) {
-    proxy_cache_.ErasePrefix(absl::StrCat(id, "|"));
-    if (serving.index && serving.index->Contains(id)) serving.index->Remove(id).IgnoreError();
-  }
-  spdlog::info("index catch-up: {} vectors added or replaced, {} removed (changes made by other "
-               "replicas that no notification brought)", upserts.size(), removals.size());
-  return SaveIndex();
+  auto changed = knowledge_->CatchUp();
+  if (!changed.ok()) return changed.status();
+  if (changed->empty()) return absl::OkStatus();
+  for (const std::string& id : *changed) proxy_cache_.ErasePrefix(absl::StrCat(id, "|"));
+  return knowledge_->Save();
 }
 
 void DockImpl::Shutdown() {
-  {
-    std::lock_guard<std::mutex> lock(queue_mutex_);
-    if (stopping_) return;
-    stopping_ = true;
-  }
-  queue_cv_.notify_all();
-  sync_cv_.notify_all();
-  if (sync_thread_.joinable()) sync_thread_.join();
+  if (shut_down_.exchange(true)) return;
+  // First, so that a probe that fails because its worker is killed below is not marked FAILED
+  // (PROBING is resumed at the next start).
+  if (probes_) probes_->Stop();
+  if (replica_sync_) replica_sync_->Stop();
   if (learning_) learning_->Shutdown();
   // Killing the workers ends running probes at once instead of waiting for them.
   if (workers_pool_) workers_pool_->Shutdown();
-  for (std::thread& t : workers_) t.join();
-  workers_.clear();
-}
-
-absl::StatusOr<std::unique_ptr<Upload>> DockImpl::BeginRegistration(
-    const ModelSpec& spec, int64_t size_bytes, const std::string& sha256,
-    const std::string& owner_key_id) {
-  if (absl::Status s = ValidateSpec(spec); !s.ok()) return s;
-  if (size_bytes <= 0) return absl::InvalidArgumentError("size_bytes must be > 0");
-  if (size_bytes > options_.max_model_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "model file is ", size_bytes, " bytes; this dock accepts at most ",
-        options_.max_model_bytes, " bytes (server flag --max-model-mb)"));
-  }
-  if (!IsSha256Hex(sha256)) {
-    return absl::InvalidArgumentError("sha256 must be 64 lower-case hex digits");
-  }
-  if (IsRemote(spec)) {
-    return absl::InvalidArgumentError("a remote model is registered with RegisterRemote, not uploaded");
-  }
-  if (absl::Status s = CheckNewVersion(spec, owner_key_id); !s.ok()) return s;
-  auto upload = std::make_unique<UploadImpl>(spec, size_bytes, sha256, blobs_->NewTempPath());
-  upload->owner_key_id_ = owner_key_id;
-  return std::unique_ptr<Upload>(std::move(upload));
-}
-
-absl::Status DockImpl::CheckNewVersion(const ModelSpec& spec, const std::string& owner_key_id) {
-  if (absl::Status s = ValidateVersion(spec.version); !s.ok()) return s;
-  // A registered name takes new versions, from the key that registered it only.
-  auto versions = store_->FindVersions(spec.name);
-  if (!versions.ok()) return versions.status();
-  for (const ModelRecord& r : *versions) {
-    if (r.spec.version == spec.version) {
-      return absl::AlreadyExistsError(absl::StrCat(
-          "model '", spec.name, "' version '", spec.version, "' is already registered (versions: ",
-          VersionList(*versions), "); register another --version, or delete it first"));
-    }
-    if (r.owner_key_id != owner_key_id) {
-      return absl::PermissionDeniedError(absl::StrCat(
-          "model name '", spec.name, "' belongs to key ",
-          r.owner_key_id.empty() ? "(none)" : r.owner_key_id,
-          "; only the key that registered a name adds versions to it (pick another name)"));
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<RegisterResult> DockImpl::FinishRegistration(std::unique_ptr<Upload> upload_base) {
-  auto* upload = static_cast<UploadImpl*>(upload_base.get());
-  upload->out_.close();
-  if (upload->written_ != upload->declared_size_) {
-    return absl::InvalidArgumentError(absl::StrCat("upload truncated: got ", upload->written_,
-                                                   " of ", upload->declared_size_, " bytes"));
-  }
-  std::string actual = upload->hash_.HexDigest();
-  if (actual != upload->expected_sha256_) {
-    return absl::DataLossError(absl::StrCat("uploaded bytes have SHA-256 ", actual,
-                                            " but the header declared ", upload->expected_sha256_,
-                                            "; the file was corrupted or changed in transit"));
-  }
-  const ModelSpec& spec = upload->spec_;
-  sandbox::JobRequest admission;
-  admission.kind = sandbox::JobKind::kAdmit;
-  admission.model_path = upload->temp_path_;
-  admission.input_shape = spec.input_shape;
-  admission.num_classes = static_cast<int64_t>(spec.class_labels.size());  // 0: extractor
-  admission.max_model_bytes = options_.max_model_bytes;
-  admission.limits = OutputLimits();
-  const sandbox::JobLimits limits = LimitsFor(options_.sandbox.admission_time_limit);
-  auto report =
-      RetryIfWorkerDied(spec.name, " (twice: the model crashes its worker)",
-                        [&] { return workers_pool_->Admit(admission, limits, nullptr); });
-  if (!report.ok()) {
-    ++registrations_rejected_;
-    spdlog::info("registration of '{}' rejected: {}", spec.name, report.status().ToString());
-    return absl::Status(report.status().code(),
-                        absl::StrCat("model '", spec.name, "' failed admission: ",
-                                     report.status().message()));
-  }
-
-  ModelRecord record;
-  record.id = NewModelId();
-  record.spec = spec;
-  record.state = ModelState::kPending;
-  record.state_reason = "admitted; waiting to be probed";
-  record.sha256 = actual;
-  record.size_bytes = upload->written_;
-  // A feature extractor's forward output is its features (has_embed stays false: no separate
-  // embed is run); feature_dim is their width.
-  record.has_embed = spec.kind == ModelKind::kClassifier && report->has_embed;
-  record.feature_dim = report->feature_dim;
-  for (size_t l = 0; l < report->layer_names.size() && l < report->layer_dims.size(); ++l) {
-    record.layers.push_back({report->layer_names[l], report->layer_dims[l]});
-  }
-  record.created_unix_ms = NowUnixMs();
-  record.revision = 1;
-  record.owner_key_id = upload->owner_key_id_;
-
-  RegisterResult result;
-  {
-    // Blob first, row second: a crash in between leaves an unreferenced blob (collected at the
-    // next start), never a row without its file.
-    std::lock_guard<std::mutex> lock(registry_mutex_);
-    bool existed = false;
-    if (absl::Status s = blobs_->Adopt(upload->temp_path_, actual, &existed); !s.ok()) return s;
-    upload->adopted_ = true;
-    if (absl::Status s = store_->Insert(record); !s.ok()) {
-      auto count = store_->CountBySha(actual);
-      if (!existed && count.ok() && *count == 0) {
-        blobs_->Remove(actual, BlobGrace()).IgnoreError();
-      }
-      return s;
-    }
-    if (!record.owner_key_id.empty()) {
-      if (absl::Status s = store_->SetOwner(record.id, record.owner_key_id); !s.ok()) {
-        store_->Delete(record.id).IgnoreError();  // no model without its owner
-        return s;
-      }
-    }
-    result.deduplicated = existed;
-  }
-  spdlog::info("registered model '{}' as {} ({} bytes, sha256 {}{}, embed: {})", spec.name,
-               record.id, record.size_bytes, actual.substr(0, 12),
-               result.deduplicated ? ", same bytes already stored" : "",
-               record.has_embed ? absl::StrCat(record.feature_dim, "-d") : "no");
-  result.model = record;
-  ++registrations_admitted_;
-  Audit(record.owner_key_id, "register", record.id,
-        absl::StrCat(DisplayName(record), " (", ModelKindName(spec.kind), ", ", record.size_bytes,
-                     " bytes)"));
-  Enqueue(record.id);
-  return result;
-}
-
-absl::StatusOr<RegisterResult> DockImpl::RegisterRemote(const ModelSpec& spec,
-                                                        const std::string& owner_key_id) {
-  if (!IsRemote(spec) || spec.remote_model.empty()) {
-    return absl::InvalidArgumentError(
-        "a remote model needs its endpoint (HOST:PORT) and its model name there");
-  }
-  if (absl::Status s = ValidateSpec(spec); !s.ok()) return s;
-  if (absl::Status s = CheckNewVersion(spec, owner_key_id); !s.ok()) return s;
-  const remote::RemoteTarget target{spec.remote_endpoint, spec.remote_model, spec.remote_version};
-  const absl::Time deadline = absl::Now() + options_.sandbox.admission_time_limit;
-  auto rejected = [&](const absl::Status& status) {
-    ++registrations_rejected_;
-    spdlog::info("remote registration of '{}' rejected: {}", spec.name, status.ToString());
-    return absl::Status(status.code(), absl::StrCat("model '", spec.name, "' failed admission: ",
-                                                    status.message()));
-  };
-  // Admission, as for an upload: what the server says the model takes, then a seeded test batch.
-  remote::KServeClient* client = RemoteClient(spec.remote_endpoint);
-  auto metadata = client->Metadata(target, deadline);
-  if (!metadata.ok()) return rejected(metadata.status());
-  if (metadata->inputs.size() != 1 || metadata->inputs[0].datatype != "FP32") {
-    return rejected(absl::FailedPreconditionError(absl::StrCat(
-        "it declares ", metadata->inputs.size(), " input(s)",
-        metadata->inputs.empty() ? "" : absl::StrCat(" (first ", metadata->inputs[0].datatype, ")"),
-        "; the dock calls models with one FP32 input")));
-  }
-  const std::vector<int64_t>& declared = metadata->inputs[0].shape;
-  if (declared.size() == spec.input_shape.size() + 1) {
-    for (size_t d = 0; d < spec.input_shape.size(); ++d) {
-      if (declared[d + 1] != -1 && declared[d + 1] != spec.input_shape[d]) {
-        return rejected(absl::FailedPreconditionError(absl::StrCat(
-            "its input is [", absl::StrJoin(declared, ", "), "]; registered as ",
-            ShapeToString(spec.input_shape), " per sample")));
-      }
-    }
-  }
-  Tensor batch({4}, {});
-  batch.shape.insert(batch.shape.end(), spec.input_shape.begin(), spec.input_shape.end());
-  batch.values.resize(batch.NumElements());
-  std::mt19937 rng(42);
-  for (float& v : batch.values) v = static_cast<float>(rng() >> 8) * (1.0f / 16777216.0f);
-  auto outputs = client->Infer(target, batch, deadline, remote::InferOptions(), nullptr);
-  if (!outputs.ok()) return rejected(outputs.status());
-  const int64_t width = outputs->shape[1];
-  const bool extractor = spec.kind == ModelKind::kFeatureExtractor;
-  if (!extractor && width != static_cast<int64_t>(spec.class_labels.size())) {
-    return rejected(absl::FailedPreconditionError(absl::StrCat(
-        "it returned ", width, " outputs per sample but ", spec.class_labels.size(),
-        " labels are declared")));
-  }
-  if (width > (extractor ? options_.sandbox.max_feature_dim : options_.sandbox.max_classes)) {
-    return rejected(absl::FailedPreconditionError(
-        absl::StrCat("it returned ", width, " outputs per sample, over the dock's limit")));
-  }
-  for (float v : outputs->values) {
-    if (!std::isfinite(v)) {
-      return rejected(absl::FailedPreconditionError("it returned NaN/Inf on the test batch"));
-    }
-  }
-
-  ModelRecord record;
-  record.id = NewModelId();
-  record.spec = spec;
-  record.state = ModelState::kPending;
-  record.state_reason = "admitted; waiting to be probed";
-  // No file: the digest names the remote model (caches are keyed by it).
-  record.sha256 = Sha256::Of(absl::StrCat("remote|", spec.remote_endpoint, "|", spec.remote_model,
-                                          "|", spec.remote_version));
-  record.size_bytes = 0;
-  record.has_embed = false;
-  record.feature_dim = extractor ? width : 0;
-  record.created_unix_ms = NowUnixMs();
-  record.revision = 1;
-  record.owner_key_id = owner_key_id;
-  {
-    std::lock_guard<std::mutex> lock(registry_mutex_);
-    if (absl::Status s = store_->Insert(record); !s.ok()) return s;
-    if (!record.owner_key_id.empty()) {
-      if (absl::Status s = store_->SetOwner(record.id, record.owner_key_id); !s.ok()) {
-        store_->Delete(record.id).IgnoreError();
-        return s;
-      }
-    }
-  }
-  spdlog::info("registered remote model '{}' as {} ({} model '{}')", spec.name, record.id,
-               spec.remote_endpoint, spec.remote_model);
-  ++registrations_admitted_;
-  Audit(record.owner_key_id, "register", record.id,
-        absl::StrCat(DisplayName(record), " (remote ", spec.remote_endpoint, " model ",
-                     spec.remote_model, ")"));
-  Enqueue(record.id);
-  RegisterResult result;
-  result.model = record;
-  return result;
-}
-
-remote::KServeClient* DockImpl::RemoteClient(const std::string& endpoint) {
-  std::lock_guard<std::mutex> lock(remote_mutex_);
-  std::unique_ptr<remote::KServeClient>& client = remote_clients_[endpoint];
-  if (client == nullptr) client = remote::KServeClient::Connect(endpoint);
-  return client.get();
-}
-
-absl::StatusOr<sandbox::RunResult> DockImpl::RunRemote(const ModelRecord& record,
-                                                       const Tensor& samples,
-                                                       absl::Duration time_limit,
-                                                       const sandbox::CancelCheck& cancelled) {
-  // The remote server sees the model's declared input shape, as a worker would adapt it.
-  const Tensor* input = &samples;
-  Tensor adapted;
-  if (samples.SampleShape() != record.spec.input_shape) {
-    auto a = encoder::AdaptInputs(samples, record.spec.input_shape);
-    if (!a.ok()) return a.status();
-    adapted = *std::move(a);
-    input = &adapted;
-  }
-  const remote::RemoteTarget target{record.spec.remote_endpoint, record.spec.remote_model,
-                                    record.spec.remote_version};
-  const absl::Time start = absl::Now();
-  auto outputs = RemoteClient(target.endpoint)
-                     ->Infer(target, *input, start + time_limit, remote::InferOptions(),
-                             [&] { return cancelled && cancelled(); });
-  if (!outputs.ok()) return outputs.status();
-  if (outputs->shape[1] != OutputWidth(record)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "remote model '", record.spec.name, "' returned ", outputs->shape[1],
-        " outputs per sample; it was admitted with ", OutputWidth(record)));
-  }
-  for (float v : outputs->values) {
-    if (!std::isfinite(v)) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("remote model '", record.spec.name, "' returned NaN/Inf"));
-    }
-  }
-  sandbox::RunResult result;
-  result.logits = *std::move(outputs);
-  result.millis = absl::ToDoubleMilliseconds(absl::Now() - start);
-  return result;
-}
-
-void DockImpl::Enqueue(const std::string& id) {
-  {
-    std::lock_guard<std::mutex> lock(queue_mutex_);
-    // Shared queue: the model's row is the job (PENDING); only wake a worker to claim it.
-    if (feed_ == nullptr) queue_.push_back(id);
-  }
-  queue_cv_.notify_one();
-}
-
-void DockImpl::ProbeWorker() {
-  if (feed_ != nullptr) return ClaimProbeJobs();
-  while (true) {
-    std::string id;
-    {
-      std::unique_lock<std::mutex> lock(queue_mutex_);
-      queue_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (stopping_) return;
-      id = queue_.front();
-      queue_.pop_front();
-    }
-    Probe(id);
-  }
-}
-
-void DockImpl::ClaimProbeJobs() {
-  while (true) {
-    {
-      std::lock_guard<std::mutex> lock(queue_mutex_);
-      if (stopping_) return;
-    }
-    auto claimed = store_->ClaimProbeJob(replica_id_, options_.probe_lease);
-    if (!claimed.ok()) spdlog::warn("cannot claim a probing job: {}", claimed.status().ToString());
-    if (!claimed.ok() || !claimed->has_value()) {
-      // Woken by a registration on this replica; others' jobs and expired leases are found by
-      // looking again every second.
-      std::unique_lock<std::mutex> lock(queue_mutex_);
-      queue_cv_.wait_for(lock, std::chrono::seconds(1));
-      continue;
-    }
-    const std::string id = **claimed;
-    {
-      std::lock_guard<std::mutex> lock(queue_mutex_);
-      leased_.insert(id);
-    }
-    spdlog::info("probing job {} claimed by {}", id, replica_id_);
-    Probe(id);
-    std::lock_guard<std::mutex> lock(queue_mutex_);
-    leased_.erase(id);
-  }
-}
-
-void DockImpl::RenewLeases() {
-  std::vector<std::string> ids;
-  {
-    std::lock_guard<std::mutex> lock(queue_mutex_);
-    ids.assign(leased_.begin(), leased_.end());
-  }
-  if (ids.empty()) return;
-  if (absl::Status s = store_->RenewProbeLeases(ids, replica_id_, options_.probe_lease); !s.ok()) {
-    spdlog::warn("cannot renew the leases of {} probing jobs: {}", ids.size(), s.ToString());
-  }
+  if (probes_) probes_->Join();
 }
 
 void DockImpl::SetState(ModelRecord& record, ModelState state, const std::string& reason) {
@@ -1079,6 +363,10 @@ void DockImpl::SetState(ModelRecord& record, ModelState state, const std::string
   if (!s.ok() && !absl::IsNotFound(s)) {
     spdlog::error("cannot update state of {}: {}", record.id, s.ToString());
   }
+  NotifyStateChanged();
+}
+
+void DockImpl::NotifyStateChanged() {
   std::lock_guard<std::mutex> lock(state_mutex_);
   state_changed_.notify_all();
 }
@@ -1095,8 +383,9 @@ void DockImpl::Probe(const std::string& id) {
              "ready for stage-2 scoring; no probe set for tabular inputs, so no knowledge vector");
     return;
   }
+  const int64_t probe_rows = knowledge_->probe_set().Rows();
   SetState(record, ModelState::kProbing,
-           absl::StrCat("running on the probe set (", probe_set_.Rows(), " samples)"));
+           absl::StrCat("running on the probe set (", probe_rows, " samples)"));
   absl::Time start = absl::Now();
   auto fail = [&](const absl::Status& status) {
     ++probes_failed_;
@@ -1104,30 +393,24 @@ void DockImpl::Probe(const std::string& id) {
     SetState(record, ModelState::kFailed, absl::StrCat("probing failed: ", status.message()));
   };
 
-  auto outputs = RunModel(record, probe_set_, /*want_features=*/true, /*want_layers=*/false,
-                         options_.sandbox.probe_time_limit, [this] {
-                           std::lock_guard<std::mutex> lock(queue_mutex_);
-                           return stopping_;
-                         });
+  auto outputs = RunModel(record, knowledge_->probe_set(), /*want_features=*/true,
+                         /*want_layers=*/false, options_.sandbox.probe_time_limit,
+                         [this] { return probes_->stopping(); });
   if (!outputs.ok()) {
     if (absl::IsNotFound(outputs.status())) return;  // deleted while probing
-    {
-      std::lock_guard<std::mutex> lock(queue_mutex_);
-      if (stopping_) return;  // shutting down: PROBING is resumed at the next start
-    }
+    if (probes_->stopping()) return;  // shutting down: PROBING is resumed at the next start
     return fail(outputs.status());
   }
   const Tensor& logits = outputs->logits;
   if (logits.shape.size() != 2 || logits.shape[1] != OutputWidth(record)) {
     return fail(absl::FailedPreconditionError(absl::StrCat(
         "probe outputs have shape ", ShapeToString(logits.shape), "; expected [",
-        probe_set_.Rows(), ", ", OutputWidth(record), "]")));
+        probe_rows, ", ", OutputWidth(record), "]")));
   }
   if (!AllFinite(logits)) {
     return fail(absl::FailedPreconditionError("the model returned NaN/Inf on the probe set"));
   }
-  auto vector = knowledge_->EncodeModel(encoder::SelectGrid(GridLogits(record, logits)),
-                                        probe_embeddings_);
+  auto vector = knowledge_->EncodeModel(record, logits);
   if (!vector.ok()) return fail(vector.status());
   // Stage-1 proxies read the model's features on the probe set (its logits without embed),
   // compressed per model so that a large dock stays small.
@@ -1141,323 +424,26 @@ void DockImpl::Probe(const std::string& id) {
 
   record.probe_millis = static_cast<int64_t>(absl::ToDoubleMilliseconds(absl::Now() - start));
   record.state = ModelState::kReady;
-  record.state_reason = absl::StrCat("probed on ", probe_set_.Rows(), " samples in ",
+  record.state_reason = absl::StrCat("probed on ", probe_rows, " samples in ",
                                      record.probe_millis, " ms; indexed");
   ++record.revision;
   {
     // The registry lock orders this commit against DeleteModel: a model deleted while being
     // probed is not resurrected in the index.
     std::lock_guard<std::mutex> lock(registry_mutex_);
-    absl::Status s = store_->CommitProbe(record, probe_set_sha_, logits, *compressed, space_,
-                                         *vector);
+    absl::Status s = store_->CommitProbe(record, knowledge_->probe_set_sha(), logits,
+                                         *compressed, knowledge_->id(), *vector);
     if (absl::IsNotFound(s)) return;
     if (!s.ok()) return fail(s);
     proxy_cache_.ErasePrefix(absl::StrCat(record.id, "|"));  // keys: id|probe set
-    if (absl::Status u = index_->Upsert(record.id, *vector); !u.ok()) return fail(u);
-    // The serving version's projected index follows (it is swapped under this lock too).
-    if (LearningLoop::Serving serving = learning_->Current(); serving.index) {
-      serving.index->Upsert(record.id, serving.ranker->projection().ProjectModel(*vector))
-          .IgnoreError();
-    }
-    SaveIndex().IgnoreError();  // the index is rebuilt from the store if this file is stale
+    // With the serving version's projected index (it is swapped under this lock too).
+    if (absl::Status u = knowledge_->Upsert(record.id, *vector); !u.ok()) return fail(u);
   }
   ++probes_done_;
   probe_micros_ += record.probe_millis * 1000;
   spdlog::info("model {} ('{}') READY: probed in {} ms", record.id, record.spec.name,
                record.probe_millis);
-  std::lock_guard<std::mutex> lock(state_mutex_);
-  state_changed_.notify_all();
-}
-
-absl::StatusOr<ModelRecord> DockImpl::GetModel(std::string_view id_or_name) {
-  std::string key(id_or_name);
-  if (key.empty()) return absl::InvalidArgumentError("model id or name must not be empty");
-  auto by_id = store_->Get(key);
-  if (by_id.ok() || !absl::IsNotFound(by_id.status())) return by_id;
-  // NAME@VERSION: that version ('@' is not allowed in names or versions).
-  const size_t at = key.rfind('@');
-  const std::string name = at == std::string::npos ? key : key.substr(0, at);
-  auto versions = store_->FindVersions(name);
-  if (!versions.ok()) return versions.status();
-  if (versions->empty()) {
-    return absl::NotFoundError(absl::StrCat("no model with id or name '", name,
-                                            "' (list the registered models with `modeldock list`)"));
-  }
-  if (at != std::string::npos) {
-    const std::string version = key.substr(at + 1);
-    for (ModelRecord& r : *versions) {
-      if (r.spec.version == version) return std::move(r);
-    }
-    return absl::NotFoundError(absl::StrCat("model '", name, "' has no version '", version,
-                                            "'; its versions: ", VersionList(*versions)));
-  }
-  // NAME: the latest READY version, else (none is READY yet) the latest registered.
-  for (auto it = versions->rbegin(); it != versions->rend(); ++it) {
-    if (it->state == ModelState::kReady) return std::move(*it);
-  }
-  return std::move(versions->back());
-}
-
-absl::StatusOr<ModelPage> DockImpl::ListModels(const ListFilter& filter, int page_size,
-                                               const std::string& page_token) {
-  if (page_size <= 0) page_size = 100;
-  if (page_size > 1000) page_size = 1000;
-  int64_t offset = 0;
-  if (!page_token.empty() &&
-      (!absl::StartsWith(page_token, "o:") || !absl::SimpleAtoi(page_token.substr(2), &offset) ||
-       offset < 0)) {
-    return absl::InvalidArgumentError(absl::StrCat("invalid page_token '", page_token,
-                                                   "'; pass next_page_token from the previous page"));
-  }
-  auto all = store_->ListAll();
-  if (!all.ok()) return all.status();
-  std::vector<ModelRecord> matching;
-  for (ModelRecord& r : *all) {
-    if (!filter.name_contains.empty() && !absl::StrContains(r.spec.name, filter.name_contains)) continue;
-    if (filter.has_task && r.spec.task != filter.task) continue;
-    if (!filter.input_shape.empty() && r.spec.input_shape != filter.input_shape) continue;
-    if (!filter.tag.empty() &&
-        std::find(r.spec.tags.begin(), r.spec.tags.end(), filter.tag) == r.spec.tags.end()) continue;
-    if (filter.has_state && r.state != filter.state) continue;
-    matching.push_back(std::move(r));
-  }
-  ModelPage page;
-  page.total_size = static_cast<int>(matching.size());
-  for (int64_t i = offset; i < static_cast<int64_t>(matching.size()) && i < offset + page_size; ++i) {
-    page.models.push_back(std::move(matching[i]));
-  }
-  if (offset + page_size < static_cast<int64_t>(matching.size())) {
-    page.next_page_token = absl::StrCat("o:", offset + page_size);
-  }
-  return page;
-}
-
-absl::StatusOr<std::string> DockImpl::DeleteModel(std::string_view id_or_name,
-                                                  const std::string& actor) {
-  auto record = GetModel(id_or_name);
-  if (!record.ok()) return record.status();
-  if (record->id != id_or_name && id_or_name.find('@') == std::string_view::npos) {
-    // A bare name with several versions is ambiguous for a deletion.
-    auto versions = store_->FindVersions(record->spec.name);
-    if (!versions.ok()) return versions.status();
-    if (versions->size() > 1) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "model '", record->spec.name, "' has ", versions->size(), " versions (",
-          VersionList(*versions), "): delete one as NAME@VERSION, or all with --all-versions"));
-    }
-  }
-  return DeleteRecord(*record, actor);
-}
-
-absl::StatusOr<std::vector<std::string>> DockImpl::DeleteAllVersions(std::string_view name,
-                                                                     const std::string& actor) {
-  const std::string key(name);
-  if (key.empty() || key.find('@') != std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "deleting all versions takes a model name without @VERSION; got '", key, "'"));
-  }
-  auto versions = store_->FindVersions(key);
-  if (!versions.ok()) return versions.status();
-  if (versions->empty()) {
-    return absl::NotFoundError(absl::StrCat("no model named '", key, "'"));
-  }
-  std::vector<std::string> ids;
-  for (const ModelRecord& r : *versions) {
-    auto id = DeleteRecord(r, actor);
-    if (!id.ok()) return id.status();
-    ids.push_back(*id);
-  }
-  return ids;
-}
-
-absl::StatusOr<std::string> DockImpl::DeleteRecord(const ModelRecord& record,
-                                                   const std::string& actor) {
-  {
-    std::lock_guard<std::mutex> lock(registry_mutex_);
-    if (absl::Status s = store_->Delete(record.id); !s.ok()) return s;
-    if (index_->Contains(record.id)) {
-      index_->Remove(record.id).IgnoreError();
-      SaveIndex().IgnoreError();
-    }
-    if (LearningLoop::Serving serving = learning_->Current();
-        serving.index && serving.index->Contains(record.id)) {
-      serving.index->Remove(record.id).IgnoreError();
-    }
-    // A shared blob directory: another replica may be adopting these bytes right now (it
-    // refreshed the file's time); such a file stays for the next start-up clean-up.
-    auto count = store_->CountBySha(record.sha256);
-    if (count.ok() && *count == 0) blobs_->Remove(record.sha256, BlobGrace()).IgnoreError();
-  }
-  workers_pool_->Forget(ModelKey(record));
-  output_cache_.ErasePrefix(record.sha256);
-  proxy_cache_.ErasePrefix(absl::StrCat(record.id, "|"));
-  run_costs_.Erase(record.id);
-  spdlog::info("deleted model {} ('{}')", record.id, record.spec.name);
-  Audit(actor, "delete", record.id, DisplayName(record));
-  std::lock_guard<std::mutex> lock(state_mutex_);
-  state_changed_.notify_all();
-  return record.id;
-}
-
-absl::StatusOr<ModelRecord> DockImpl::UpdateModel(std::string_view id_or_name,
-                                                  const ModelUpdate& update,
-                                                  const std::string& actor) {
-  if (!update.has_description && !update.has_license && !update.has_tags) {
-    return absl::InvalidArgumentError("nothing to update: give a description, license or tags");
-  }
-  ModelRecord record;
-  std::vector<std::string> changed;
-  {
-    std::lock_guard<std::mutex> lock(registry_mutex_);
-    auto found = GetModel(id_or_name);
-    if (!found.ok()) return found.status();
-    record = std::move(*found);
-    if (record.state == ModelState::kPending || record.state == ModelState::kProbing) {
-      // The probe job holds the record and writes its revision when it is done.
-      return absl::FailedPreconditionError(absl::StrCat(
-          "model '", record.spec.name, "' is ", ModelStateName(record.state),
-          "; update it once it is READY or FAILED"));
-    }
-    ModelSpec spec = record.spec;
-    if (update.has_description) {
-      spec.description = update.description;
-      changed.push_back("description");
-    }
-    if (update.has_license) {
-      spec.license = update.license;
-      changed.push_back("license");
-    }
-    if (update.has_tags) {
-      spec.tags = update.tags;
-      changed.push_back(absl::StrCat("tags=[", absl::StrJoin(update.tags, ","), "]"));
-    }
-    if (absl::Status s = ValidateSpec(spec); !s.ok()) return s;  // the registration's rules
-    record.spec = std::move(spec);
-    {
-      std::lock_guard<std::mutex> state_lock(state_mutex_);
-      ++record.revision;
-      if (absl::Status s = store_->UpdateSpec(record); !s.ok()) return s;
-      state_changed_.notify_all();
-    }
-  }
-  Audit(actor, "update", record.id, absl::StrCat(record.spec.name, ": ", absl::StrJoin(changed, ", ")));
-  return record;
-}
-
-void DockImpl::Audit(const std::string& actor, const std::string& action,
-                     const std::string& target, const std::string& detail) {
-  AuditEntry entry;
-  entry.unix_ms = NowUnixMs();
-  entry.actor = actor;
-  entry.action = action;
-  entry.target = target;
-  entry.detail = detail;
-  // The change already happened; a failed audit write is logged, not turned into a failure.
-  if (absl::Status s = store_->AppendAudit(entry); !s.ok()) {
-    spdlog::error("audit log: {} {} {}: {}", action, target, detail, s.ToString());
-  }
-}
-
-absl::StatusOr<std::vector<AuditEntry>> DockImpl::AuditLog(int limit) {
-  return store_->Audit(limit <= 0 ? 100 : limit);
-}
-
-namespace {
-
-std::string RandomHex(int bytes) {
-  std::string raw(static_cast<size_t>(bytes), '\0');
-  size_t got = 0;
-  while (got < raw.size()) {
-    ssize_t n = getrandom(raw.data() + got, raw.size() - got, 0);
-    if (n > 0) got += static_cast<size_t>(n);
-  }
-  static const char kHex[] = "0123456789abcdef";
-  std::string hex;
-  for (unsigned char c : raw) {
-    hex.push_back(kHex[c >> 4]);
-    hex.push_back(kHex[c & 0xf]);
-  }
-  return hex;
-}
-
-// Equal-length strings compared without an early exit (no timing hint about the hash).
-bool ConstantTimeEquals(const std::string& a, const std::string& b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
-}
-
-ApiKeyInfo ToInfo(const ApiKeyRow& row) {
-  ApiKeyInfo info;
-  info.id = row.id;
-  info.name = row.name;
-  info.role = static_cast<ApiKeyRole>(row.role);
-  info.created_unix_ms = row.created_unix_ms;
-  info.revoked = row.revoked;
-  return info;
-}
-
-}  // namespace
-
-const char* ApiKeyRoleName(ApiKeyRole role) {
-  switch (role) {
-    case ApiKeyRole::kConsumer: return "consumer";
-    case ApiKeyRole::kProvider: return "provider";
-    case ApiKeyRole::kAdmin: return "admin";
-  }
-  return "unknown";
-}
-
-absl::StatusOr<NewApiKey> DockImpl::CreateApiKey(ApiKeyRole role, const std::string& name) {
-  if (role != ApiKeyRole::kConsumer && role != ApiKeyRole::kProvider &&
-      role != ApiKeyRole::kAdmin) {
-    return absl::InvalidArgumentError("role must be consumer, provider or admin");
-  }
-  if (name.size() > 200) return absl::InvalidArgumentError("key name is longer than 200 characters");
-  ApiKeyRow row;
-  row.id = RandomHex(6);
-  row.name = name;
-  row.role = static_cast<int>(role);
-  row.salt = RandomHex(16);
-  const std::string secret = RandomHex(32);
-  row.hash = Sha256::Of(row.salt + secret);
-  row.created_unix_ms = NowUnixMs();
-  if (absl::Status s = store_->InsertKey(row); !s.ok()) return s;
-  spdlog::info("API key {} ('{}', {}) created", row.id, name, ApiKeyRoleName(role));
-  return NewApiKey{ToInfo(row), absl::StrCat("mdk_", row.id, "_", secret)};
-}
-
-absl::StatusOr<std::vector<ApiKeyInfo>> DockImpl::ListApiKeys() {
-  auto rows = store_->Keys();
-  if (!rows.ok()) return rows.status();
-  std::vector<ApiKeyInfo> keys;
-  for (const ApiKeyRow& row : *rows) keys.push_back(ToInfo(row));
-  return keys;
-}
-
-absl::Status DockImpl::RevokeApiKey(const std::string& id) {
-  absl::Status s = store_->RevokeKey(id);
-  if (s.ok()) spdlog::info("API key {} revoked", id);
-  return s;
-}
-
-absl::StatusOr<ApiKeyInfo> DockImpl::Authenticate(const std::string& secret) {
-  // "mdk_<id>_<secret>": the id finds the row, the salted hash checks the secret.
-  const absl::Status unknown = absl::UnauthenticatedError(
-      "unknown or revoked API key (send 'authorization: Bearer <key>'; an admin creates keys "
-      "with `modeldock keys create`)");
-  if (secret.size() < 6 || secret.compare(0, 4, "mdk_") != 0) return unknown;
-  const size_t split = secret.find('_', 4);
-  if (split == std::string::npos) return unknown;
-  auto rows = store_->Keys(secret.substr(4, split - 4));
-  if (!rows.ok()) return rows.status();
-  if (rows->empty() || rows->front().revoked) return unknown;
-  const ApiKeyRow& row = rows->front();
-  if (!ConstantTimeEquals(Sha256::Of(row.salt + secret.substr(split + 1)), row.hash)) {
-    return unknown;
-  }
-  return ToInfo(row);
+  NotifyStateChanged();
 }
 
 DockStats DockImpl::Stats() {
@@ -1475,12 +461,9 @@ DockStats DockImpl::Stats() {
   }
   {
     std::lock_guard<std::mutex> lock(registry_mutex_);  // the index changes under this lock
-    stats.index_vectors = static_cast<int64_t>(index_->size());
+    stats.index_vectors = static_cast<int64_t>(knowledge_->index()->size());
   }
-  {
-    std::lock_guard<std::mutex> lock(queue_mutex_);
-    stats.probe_queue = static_cast<int>(queue_.size());
-  }
+  stats.probe_queue = probes_->waiting();
   stats.registrations_admitted = registrations_admitted_;
   stats.registrations_rejected = registrations_rejected_;
   stats.probes_done = probes_done_;
@@ -1502,7 +485,7 @@ DockStats DockImpl::Stats() {
   }
   if (auto counts = store_->CountOutcomes(""); counts.ok()) stats.outcome_records = counts->first;
   stats.serving_alignment = learning_->Current().version;
-  stats.knowledge_space = space_;
+  stats.knowledge_space = knowledge_->id();
   return stats;
 }
 
@@ -1520,3 +503,4 @@ absl::StatusOr<ModelRecord> DockImpl::WaitForChange(const std::string& id, int64
 }
 
 }  // namespace modeldock::dock
+

@@ -1,18 +1,27 @@
-// Internal: the Dock implementation shared by dock.cc (registry, probing, start-up) and
-// recommend.cc (the two-stage pipeline).
+// Internal: the Dock implementation. DockImpl orchestrates the engine's parts, each in its own
+// file:
+//   dock.cc           start-up, shutdown, probing jobs, replica glue, stats
+//   registration.cc   uploads, admission, versions and owners, remote registration
+//   registry.cc       name resolution, list, update, delete, audit log, API keys
+//   model_runs.cc     runs in the worker processes and on remote KServe servers
+//   recommend.cc      the two-stage pipeline; learning.cc: outcome reports and ranker versions
+// and the parts with their own state and threads:
+//   KnowledgeSpace (knowledge_space.h)  probe set, encoders, index of the knowledge vectors
+//   ProbeQueue (probe_queue.h)          probing jobs, their threads and leases
+//   ReplicaSync (replica_sync.h)        the sync thread of a replica
+//   LearningLoop (learning.h)           outcome records, training, the serving version
 #ifndef MODELDOCK_DOCK_DOCK_IMPL_H_
 #define MODELDOCK_DOCK_DOCK_IMPL_H_
 
 #include <atomic>
 #include <condition_variable>
-#include <deque>
+#include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -20,8 +29,11 @@
 #include "dock/blob_store.h"
 #include "dock/caches.h"
 #include "dock/dock.h"
+#include "dock/knowledge_space.h"
 #include "dock/learning.h"
 #include "dock/metadata_store.h"
+#include "dock/probe_queue.h"
+#include "dock/replica_sync.h"
 #include "encoder/black_box.h"
 #include "encoder/knowledge.h"
 #include "index/vector_index.h"
@@ -43,13 +55,17 @@ inline int64_t OutputWidth(const ModelRecord& record) {
              : static_cast<int64_t>(record.spec.class_labels.size());
 }
 
-// What the knowledge grid is selected from: a classifier's probe logits, or for a feature
-// extractor pseudo-logits over clusters of its features (encoder::FeatureGridLogits).
-inline Tensor GridLogits(const ModelRecord& record, const Tensor& probe_outputs) {
-  return record.spec.kind == ModelKind::kFeatureExtractor
-             ? encoder::FeatureGridLogits(probe_outputs)
-             : probe_outputs;
-}
+// Helpers shared by the dock's files (dock.cc, registration.cc, registry.cc).
+int64_t NowUnixMs();
+// "m-" and 16 random hex digits.
+std::string NewModelId();
+// "name@version", or "name" for a model registered without a version.
+std::string DisplayName(const ModelRecord& record);
+// "1.0, 1.1, 2.0" (oldest first; an empty version shows as "(none)").
+std::string VersionList(const std::vector<ModelRecord>& versions);
+// INVALID_ARGUMENT unless name, shape, labels, description and tags follow the registration's
+// rules (registration.cc; UpdateModel checks an updated spec by the same rules).
+absl::Status ValidateSpec(const ModelSpec& spec);
 
 // Query helpers shared by Recommend and ReportOutcome (recommend.cc).
 // INVALID_ARGUMENT unless samples are [N, C, H, W] (images) or [N, F] (tabular), N >= 4, finite.
@@ -110,51 +126,41 @@ class DockImpl : public Dock {
   void Shutdown() override;
 
  private:
-  absl::Status LoadKnowledgeSpace();
+  // Start-up (dock.cc): brings every stored model into the current knowledge space and
+  // requeues interrupted probes; removes blobs no row references.
   absl::Status ReconcileModels();
-  absl::Status RebuildIndexIfStale();
   void CollectGarbageBlobs();
   // Zero for a store of one process; DockOptions::shared_blob_grace with PostgreSQL.
   absl::Duration BlobGrace() const;
-  // Replicas (a store with a change feed): the sync thread applies other servers' changes and
-  // compares the index with the stored vectors every sync_interval and after a lost connection.
-  void FollowChanges();
-  // Brings the index (and the serving version's), the proxy cache and run costs in line with
-  // the store's current state of one model.
+  // Replicas (ReplicaSync's handlers): bring the index (and the serving version's), the proxy
+  // cache and run costs in line with the store's current state of one model, or of all.
   absl::Status SyncModel(const std::string& id);
-  // Adds, replaces and removes index entries until the index holds exactly the stored vectors.
   absl::Status CatchUp();
-  void ProbeWorker();
-  // A probe worker of a shared store: claims jobs from the store (leased to replica_id_).
-  void ClaimProbeJobs();
-  // Extends the leases of the jobs this replica's probe workers run (the sync thread calls it).
-  void RenewLeases();
+  // A probing job (ProbeQueue's callback): runs the model on the probe set, commits its probe
+  // outputs, features and vector, indexes the vector; FAILED with the reason otherwise.
   void Probe(const std::string& id);
   void SetState(ModelRecord& record, ModelState state, const std::string& reason);
-  void Enqueue(const std::string& id);
+  // Wakes WaitForChange callers.
+  void NotifyStateChanged();
   bool IsImageModel(const ModelRecord& record) const {
     return record.spec.task == TaskKind::kImageClassification;
   }
-  absl::Status SaveIndex();
-  // The FAISS options of the knowledge space (dimension and factory string).
-  index::IndexOptions KnowledgeIndexOptions() const;
-  // A new index holding `vectors` (the dock's own, or a version's projected ones).
-  absl::StatusOr<std::unique_ptr<index::VectorIndex>> NewIndexOf(
-      const std::vector<std::pair<std::string, std::vector<float>>>& vectors) const;
-  // Every stored model vector through a trained version's projection, in a new index.
+  // Every stored model vector through a trained version's projection, in a new index
+  // (learning.cc).
   absl::StatusOr<std::shared_ptr<index::VectorIndex>> BuildProjectedIndex(
       const encoder::VectorProjection& projection);
 
-  absl::Status StartWorkers();
+  // Registration (registration.cc).
   // A new (name, version) from `owner_key_id`: ALREADY_EXISTS / PERMISSION_DENIED otherwise.
   absl::Status CheckNewVersion(const ModelSpec& spec, const std::string& owner_key_id);
-  // A remote model's run (RunModel's other half): KServe v2 ModelInfer in batches.
-  absl::StatusOr<sandbox::RunResult> RunRemote(const ModelRecord& record, const Tensor& samples,
-                                               absl::Duration time_limit,
-                                               const sandbox::CancelCheck& cancelled);
-  remote::KServeClient* RemoteClient(const std::string& endpoint);
+
+  // Registry (registry.cc).
   // Deletes one stored version: row, index entries, blob (when no other row uses it), caches.
   absl::StatusOr<std::string> DeleteRecord(const ModelRecord& record, const std::string& actor);
+
+  // Model runs (model_runs.cc): every run of uploaded code goes to a worker process, every run
+  // of a remote model to its KServe v2 server.
+  absl::Status StartWorkers();
   // Runs a stored model on `samples` in a worker, within `time_limit`; a job whose worker died
   // is retried once on a fresh worker (the crash may have been the host's, not the model's).
   // want_layers asks for embed_layers(x) of a model that exports it (record.layers).
@@ -162,6 +168,14 @@ class DockImpl : public Dock {
                                               bool want_features, bool want_layers,
                                               absl::Duration time_limit,
                                               const sandbox::CancelCheck& cancelled);
+  // The admission checks of an uploaded file (retried once if the worker died, as RunModel).
+  absl::StatusOr<sandbox::AdmitResult> Admit(const std::string& model_name,
+                                             const sandbox::JobRequest& admission);
+  // A remote model's run (RunModel's other half): KServe v2 ModelInfer in batches.
+  absl::StatusOr<sandbox::RunResult> RunRemote(const ModelRecord& record, const Tensor& samples,
+                                               absl::Duration time_limit,
+                                               const sandbox::CancelCheck& cancelled);
+  remote::KServeClient* RemoteClient(const std::string& endpoint);
   sandbox::JobLimits LimitsFor(absl::Duration wall) const;
   sandbox::WireLimits OutputLimits() const;
 
@@ -179,39 +193,25 @@ class DockImpl : public Dock {
   DockOptions options_;
   std::unique_ptr<MetadataStore> store_;
   std::unique_ptr<BlobStore> blobs_;
-  std::unique_ptr<ChangeFeed> feed_;  // null: this process is the store's only user (SQLite)
-  bool shared_ = false;               // PostgreSQL: other replicas may share the blob directory
-  std::thread sync_thread_;
-  std::string replica_id_;           // "host/pid/random": the owner of this replica's leases
-  std::set<std::string> leased_;     // with queue_mutex_: jobs this replica's workers probe
-  std::condition_variable sync_cv_;   // with queue_mutex_: wakes the sync thread at shutdown
-  std::unique_ptr<index::VectorIndex> index_;
+  bool shared_ = false;  // PostgreSQL: other replicas may share the blob directory
   // Every run of uploaded model code goes through these worker processes.
   std::unique_ptr<sandbox::WorkerPool> workers_pool_;
   // Outcome records, trained ranker versions and the serving one.
   std::unique_ptr<LearningLoop> learning_;
-  std::string index_path_;
+  // Probe set, reference encoder E, set encoder and the index of the models' vectors.
+  std::unique_ptr<KnowledgeSpace> knowledge_;
+  // The probing jobs and their threads (in memory, or leased from a shared store).
+  std::unique_ptr<ProbeQueue> probes_;
+  // Replicas only (a store with a change feed): follows other servers' changes.
+  std::unique_ptr<ReplicaSync> replica_sync_;
+  std::atomic<bool> shut_down_{false};
 
-  // The knowledge space: probe set, reference encoder E, set encoder. space_ fingerprints all
-  // three; vectors from another space are rebuilt at start-up.
-  std::unique_ptr<encoder::ReferenceEncoder> reference_;
-  std::mutex reference_mutex_;  // E's module serves one caller at a time
-  std::unique_ptr<encoder::KnowledgeEncoder> knowledge_;
-  Tensor probe_set_;
-  std::string probe_set_sha_;
-  Tensor probe_embeddings_;
-  std::string space_;
-
-  std::mutex registry_mutex_;  // orders name checks, inserts and deletes
+  // Orders name checks, inserts and deletes, and each store commit with the index change
+  // that reflects it (KnowledgeSpace's changes are made under it).
+  std::mutex registry_mutex_;
 
   std::mutex state_mutex_;
   std::condition_variable state_changed_;
-
-  std::mutex queue_mutex_;
-  std::condition_variable queue_cv_;
-  std::deque<std::string> queue_;
-  bool stopping_ = false;
-  std::vector<std::thread> workers_;
 
   LruCache<const encoder::ModelOutputs> output_cache_;
   std::mutex remote_mutex_;  // guards remote_clients_

@@ -543,13 +543,13 @@ absl::StatusOr<RecordList> DockImpl::ListRecords(std::string_view model, int lim
 absl::StatusOr<TrainingStatus> DockImpl::TrainAlignment(bool wait,
                                                         std::function<bool()> is_cancelled) {
   TrainingInputs inputs;
-  inputs.space = space_;
+  inputs.space = knowledge_->id();
   auto all = store_->ListAll();
   if (!all.ok()) return all.status();
   for (ModelRecord& r : *all) {
     if (r.state == ModelState::kReady) inputs.models.push_back(std::move(r));
   }
-  auto vectors = store_->Vectors(space_);
+  auto vectors = store_->Vectors(knowledge_->id());
   if (!vectors.ok()) return vectors.status();
   for (auto& [id, v] : *vectors) inputs.model_vectors[id] = std::move(v);
   // Each reported query's untrained query vector, from its stored class prototypes (a prototype
@@ -559,7 +559,7 @@ absl::StatusOr<TrainingStatus> DockImpl::TrainAlignment(bool wait,
   if (!queries.ok()) return queries.status();
   for (const OutcomeQueryRow& q : *queries) {
     if (q.task != static_cast<int>(TaskKind::kImageClassification) ||
-        q.prototypes.RowSize() != probe_embeddings_.RowSize()) {
+        q.prototypes.RowSize() != knowledge_->probe_embeddings().RowSize()) {
       continue;
     }
     std::vector<int32_t> labels(q.prototypes.Rows());
@@ -574,10 +574,10 @@ absl::StatusOr<AlignmentList> DockImpl::ListAlignments() { return learning_->Ver
 
 absl::StatusOr<std::shared_ptr<index::VectorIndex>> DockImpl::BuildProjectedIndex(
     const encoder::VectorProjection& projection) {
-  auto vectors = store_->Vectors(space_);
+  auto vectors = store_->Vectors(knowledge_->id());
   if (!vectors.ok()) return vectors.status();
   for (auto& [id, v] : *vectors) v = projection.ProjectModel(v);
-  auto built = NewIndexOf(*vectors);
+  auto built = knowledge_->NewIndexOf(*vectors);
   if (!built.ok()) return built.status();
   return std::shared_ptr<index::VectorIndex>(std::move(*built));
 }
@@ -585,7 +585,7 @@ absl::StatusOr<std::shared_ptr<index::VectorIndex>> DockImpl::BuildProjectedInde
 absl::Status DockImpl::UseAlignment(int64_t version) {
   // Under the registry lock: a model committed meanwhile lands in the index being swapped in.
   std::lock_guard<std::mutex> lock(registry_mutex_);
-  return learning_->Use(version, space_, [this](const encoder::VectorProjection& p) {
+  return learning_->Use(version, knowledge_->id(), [this](const encoder::VectorProjection& p) {
     return BuildProjectedIndex(p);
   });
 }

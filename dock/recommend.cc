@@ -116,14 +116,13 @@ bool Compatible(const ModelRecord& record, TaskKind task, const Tensor& samples)
 }
 
 absl::StatusOr<Tensor> DockImpl::EmbedWithReference(const Tensor& samples) {
-  std::lock_guard<std::mutex> lock(reference_mutex_);
-  return reference_->Embed(samples);
+  return knowledge_->Embed(samples);
 }
 
 absl::StatusOr<std::shared_ptr<const Tensor>> DockImpl::ProbeFeatures(const ModelRecord& record) {
-  std::string key = absl::StrCat(record.id, "|", probe_set_sha_);
+  std::string key = absl::StrCat(record.id, "|", knowledge_->probe_set_sha());
   if (auto cached = proxy_cache_.Get(key)) return cached;
-  auto features = store_->GetProbeFeatures(record.id, probe_set_sha_);
+  auto features = store_->GetProbeFeatures(record.id, knowledge_->probe_set_sha());
   if (!features.ok()) return features.status();
   auto shared = std::make_shared<const Tensor>(std::move(*features));
   proxy_cache_.Put(key, shared, static_cast<int64_t>(shared->values.size() * sizeof(float)));
@@ -256,8 +255,8 @@ absl::StatusOr<std::unordered_map<std::string, double>> DockImpl::ProxyScores(
     const std::vector<const ModelRecord*>& models) {
   std::unordered_map<std::string, double> scores;
   if (models.empty()) return scores;
-  const int k = std::min<int>(options_.proxy.neighbours, static_cast<int>(probe_embeddings_.Rows()));
-  auto neighbours = scoring::NearestProbes(query_embeddings, probe_embeddings_, k);
+  const int k = std::min<int>(options_.proxy.neighbours, static_cast<int>(knowledge_->probe_embeddings().Rows()));
+  auto neighbours = scoring::NearestProbes(query_embeddings, knowledge_->probe_embeddings(), k);
   if (!neighbours.ok()) return neighbours.status();
   std::vector<std::string> ids;
   std::vector<std::vector<double>> per_metric(ProxyMetrics().size());
@@ -346,7 +345,7 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
     if (!query_vector.ok()) return query_vector.status();
     // A trained version's projection: its query encoder and its index of projected models.
     if (serving.index) *query_vector = serving.ranker->projection().ProjectQuery(*query_vector);
-    index::VectorIndex* vectors = serving.index ? serving.index.get() : index_.get();
+    index::VectorIndex* vectors = serving.index ? serving.index.get() : knowledge_->index();
     result.timings.encode_query_millis = MillisSince(encode_start);
     absl::Time stage1_start = absl::Now();
     std::unordered_set<std::string> allowed;
@@ -460,7 +459,7 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
       // cached; else loading it when it is not resident, plus running it (measured per sample on
       // earlier recommendations when there were any, else scaled from its probing time, which
       // ran it on the probe set), plus the metrics.
-      const double probe_rows = std::max<double>(1.0, static_cast<double>(probe_set_.Rows()));
+      const double probe_rows = std::max<double>(1.0, static_cast<double>(knowledge_->probe_set().Rows()));
       const double rows = static_cast<double>(samples.Rows());
       auto estimate = [&](const ModelRecord& r) {
         const double metrics_ms =

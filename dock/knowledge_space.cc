@@ -1,0 +1,199 @@
+#include "dock/knowledge_space.h"
+
+#include <map>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "common/datasets.h"
+#include "common/sha256.h"
+#include "encoder/alignment.h"
+#include "spdlog/spdlog.h"
+
+namespace modeldock::dock {
+
+absl::StatusOr<std::unique_ptr<KnowledgeSpace>> KnowledgeSpace::Load(
+    const KnowledgeSpaceOptions& options, MetadataStore* store, ServingFn serving) {
+  std::unique_ptr<KnowledgeSpace> space(new KnowledgeSpace(store, std::move(serving)));
+  space->index_factory_ = options.index_factory;
+  space->index_path_ = options.index_path;
+
+  const std::string& probe_path = options.probe_set_path;
+  auto probe = datasets::LoadNpy(probe_path);
+  if (!probe.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot load the probe set ", probe_path, ": ", probe.status().message(),
+        " (build the default assets with scripts/make_assets.py, or pass --probe-set)"));
+  }
+  space->probe_set_ = std::move(probe->samples);
+  if (space->probe_set_.shape.size() != 4) {
+    return absl::FailedPreconditionError(absl::StrCat("probe set ", probe_path,
+                                                      " must hold images [P, C, H, W]; got ",
+                                                      ShapeToString(space->probe_set_.shape)));
+  }
+  auto probe_sha = Sha256::OfFile(probe_path);
+  if (!probe_sha.ok()) return probe_sha.status();
+  space->probe_set_sha_ = *probe_sha;
+
+  const std::string& encoder_path = options.reference_encoder_path;
+  auto reference = encoder::ReferenceEncoder::Load(encoder_path, options.reference_input_shape);
+  if (!reference.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot load the reference encoder ", encoder_path, ": ", reference.status().message()));
+  }
+  space->reference_ = std::move(*reference);
+  auto embeddings = space->reference_->Embed(space->probe_set_);
+  if (!embeddings.ok()) return embeddings.status();
+  space->probe_embeddings_ = std::move(*embeddings);
+  const int reference_dim = space->reference_->dim();
+  if (options.knowledge_encoder_path.empty()) {
+    space->encoder_ = encoder::MakeUntrainedEncoder(reference_dim);
+  } else {
+    // Its Describe() carries the file's SHA-256: a new file is a new knowledge space.
+    auto alignment =
+        encoder::LoadTorchScriptKnowledgeEncoder(options.knowledge_encoder_path, reference_dim);
+    if (!alignment.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat("cannot load the knowledge encoder ",
+                                                        options.knowledge_encoder_path, ": ",
+                                                        alignment.status().message()));
+    }
+    space->encoder_ = std::move(*alignment);
+  }
+  space->id_ = Sha256::Of(absl::StrCat(space->reference_->sha256(), "|", space->probe_set_sha_, "|",
+                                       space->encoder_->Describe()))
+                   .substr(0, 16);
+  spdlog::info("knowledge space {}: probe set {} ({} samples), reference encoder {} ({}-d), {}",
+               space->id_, probe_path, space->probe_set_.Rows(), encoder_path, reference_dim,
+               space->encoder_->Describe());
+
+  const index::IndexOptions index_options = space->IndexOptions();
+  auto loaded = index::VectorIndex::Load(space->index_path_, index_options);
+  if (loaded.ok() && (*loaded)->dim() == index_options.dim) {
+    space->index_ = std::move(*loaded);
+  } else {
+    if (!loaded.ok() && !absl::IsNotFound(loaded.status())) {
+      spdlog::warn("index file {} unusable ({}); rebuilding from stored vectors",
+                   space->index_path_, loaded.status().ToString());
+    }
+    auto fresh = index::VectorIndex::Create(index_options);
+    if (!fresh.ok()) return fresh.status();
+    space->index_ = std::move(*fresh);
+  }
+  return space;
+}
+
+index::IndexOptions KnowledgeSpace::IndexOptions() const {
+  index::IndexOptions index_options;
+  index_options.dim = encoder_->dim();
+  index_options.factory = index_factory_;
+  return index_options;
+}
+
+absl::StatusOr<Tensor> KnowledgeSpace::Embed(const Tensor& samples) {
+  std::lock_guard<std::mutex> lock(reference_mutex_);
+  return reference_->Embed(samples);
+}
+
+absl::StatusOr<std::vector<float>> KnowledgeSpace::EncodeModel(const ModelRecord& record,
+                                                               const Tensor& probe_outputs) const {
+  // The grid is selected from a classifier's probe logits, or for a feature extractor from
+  // pseudo-logits over clusters of its features (encoder::FeatureGridLogits).
+  const Tensor grid_logits = record.spec.kind == ModelKind::kFeatureExtractor
+                                 ? encoder::FeatureGridLogits(probe_outputs)
+                                 : probe_outputs;
+  return encoder_->EncodeModel(encoder::SelectGrid(grid_logits), probe_embeddings_);
+}
+
+absl::StatusOr<std::unique_ptr<index::VectorIndex>> KnowledgeSpace::NewIndexOf(
+    const VectorList& vectors) const {
+  auto fresh = index::VectorIndex::Create(IndexOptions());
+  if (!fresh.ok()) return fresh.status();
+  if (absl::Status s = (*fresh)->UpsertBatch(vectors); !s.ok()) return s;
+  return fresh;
+}
+
+absl::Status KnowledgeSpace::RebuildIfStale() {
+  auto vectors = store_->Vectors(id_);
+  if (!vectors.ok()) return vectors.status();
+  if (index_->Fingerprint() == index::VectorIndex::FingerprintOf(*vectors)) return absl::OkStatus();
+  auto fresh = NewIndexOf(*vectors);
+  if (!fresh.ok()) return fresh.status();
+  index_ = std::move(*fresh);
+  spdlog::info("rebuilt the stage-1 index from {} stored vectors", vectors->size());
+  return Save();
+}
+
+absl::Status KnowledgeSpace::Upsert(const std::string& model_id, const std::vector<float>& vector) {
+  if (absl::Status s = index_->Upsert(model_id, vector); !s.ok()) return s;
+  if (const LearningLoop::Serving serving = serving_(); serving.index) {
+    serving.index->Upsert(model_id, serving.ranker->projection().ProjectModel(vector))
+        .IgnoreError();
+  }
+  Save().IgnoreError();  // the index is rebuilt from the store if this file is stale
+  return absl::OkStatus();
+}
+
+void KnowledgeSpace::Remove(const std::string& model_id) {
+  if (index_->Contains(model_id)) {
+    index_->Remove(model_id).IgnoreError();
+    Save().IgnoreError();
+  }
+  if (const LearningLoop::Serving serving = serving_();
+      serving.index && serving.index->Contains(model_id)) {
+    serving.index->Remove(model_id).IgnoreError();
+  }
+}
+
+absl::Status KnowledgeSpace::Sync(const std::string& model_id) {
+  auto vector = store_->GetVector(model_id, id_);
+  if (vector.ok()) return Upsert(model_id, *vector);
+  if (!absl::IsNotFound(vector.status())) return vector.status();
+  Remove(model_id);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> KnowledgeSpace::CatchUp() {
+  auto stored = store_->Vectors(id_);
+  if (!stored.ok()) return stored.status();
+  const VectorList held = index_->Contents();
+  std::map<std::string, const std::vector<float>*> in_index;
+  for (const auto& [id, v] : held) in_index[id] = &v;
+  VectorList upserts;
+  std::set<std::string> in_store;
+  for (const auto& [id, v] : *stored) {
+    in_store.insert(id);
+    auto it = in_index.find(id);
+    if (it == in_index.end() || *it->second != v) upserts.emplace_back(id, v);
+  }
+  std::vector<std::string> removals;
+  for (const auto& [id, v] : held) {
+    if (!in_store.count(id)) removals.push_back(id);
+  }
+  std::vector<std::string> changed;
+  if (upserts.empty() && removals.empty()) return changed;
+  if (absl::Status s = index_->UpsertBatch(upserts); !s.ok()) return s;
+  for (const std::string& id : removals) index_->Remove(id).IgnoreError();
+  const LearningLoop::Serving serving = serving_();
+  for (const auto& [id, v] : upserts) {
+    changed.push_back(id);
+    if (serving.index) {
+      serving.index->Upsert(id, serving.ranker->projection().ProjectModel(v)).IgnoreError();
+    }
+  }
+  for (const std::string& id : removals) {
+    changed.push_back(id);
+    if (serving.index && serving.index->Contains(id)) serving.index->Remove(id).IgnoreError();
+  }
+  spdlog::info(
+      "index catch-up: {} vectors added or replaced, {} removed (changes made by other "
+      "replicas that no notification brought)",
+      upserts.size(), removals.size());
+  return changed;
+}
+
+absl::Status KnowledgeSpace::Save() {
+  absl::Status s = index_->Save(index_path_);
+  if (!s.ok()) spdlog::error("cannot save index {}: {}", index_path_, s.ToString());
+  return s;
+}
+
+}  // namespace modeldock::dock

@@ -1,0 +1,116 @@
+// Internal: the dock's knowledge space (docs/ARCHITECTURE.md, "Knowledge vectors" and
+// "Replicas"): the probe set, the reference encoder E, the set encoder, and the FAISS index of
+// every model's knowledge vector in this space, kept equal to the vectors the metadata store
+// holds. The serving trained version's projected index follows every change of that index.
+#ifndef MODELDOCK_DOCK_KNOWLEDGE_SPACE_H_
+#define MODELDOCK_DOCK_KNOWLEDGE_SPACE_H_
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/tensor.h"
+#include "dock/dock.h"
+#include "dock/learning.h"
+#include "dock/metadata_store.h"
+#include "encoder/knowledge.h"
+#include "index/vector_index.h"
+
+namespace modeldock::dock {
+
+struct KnowledgeSpaceOptions {
+  std::string probe_set_path;          // NPY [P, C, H, W]
+  std::string reference_encoder_path;  // TorchScript E
+  std::vector<int64_t> reference_input_shape = {1, 28, 28};
+  std::string knowledge_encoder_path;  // TorchScript alignment; empty = untrained default
+  std::string index_factory = "Flat";
+  std::string index_path;  // where the index is saved after each change
+};
+
+class KnowledgeSpace {
+ public:
+  using VectorList = std::vector<std::pair<std::string, std::vector<float>>>;
+  // The serving trained version: its projected index is updated with the space's own.
+  using ServingFn = std::function<LearningLoop::Serving()>;
+
+  // Loads the three assets and the saved index (missing or unusable: an empty one, which
+  // RebuildIfStale fills). FAILED_PRECONDITION names an asset that cannot be loaded. `store`
+  // (not owned) is what the index follows.
+  static absl::StatusOr<std::unique_ptr<KnowledgeSpace>> Load(const KnowledgeSpaceOptions& options,
+                                                              MetadataStore* store,
+                                                              ServingFn serving);
+
+  // Fingerprint of (E, probe set, set encoder): the tag of every stored vector of this space.
+  const std::string& id() const { return id_; }
+  const Tensor& probe_set() const { return probe_set_; }
+  const std::string& probe_set_sha() const { return probe_set_sha_; }
+  const Tensor& probe_embeddings() const { return probe_embeddings_; }
+
+  // E's embeddings of `samples` (E's module serves one caller at a time).
+  absl::StatusOr<Tensor> Embed(const Tensor& samples);
+  // A model's knowledge vector from its outputs on the probe set (a classifier's logits, an
+  // extractor's features).
+  absl::StatusOr<std::vector<float>> EncodeModel(const ModelRecord& record,
+                                                 const Tensor& probe_outputs) const;
+  // A query's vector from E's embeddings of its samples and labels 0..num_classes-1.
+  absl::StatusOr<std::vector<float>> EncodeQuery(const Tensor& query_embeddings,
+                                                 const std::vector<int32_t>& labels,
+                                                 int num_classes) const {
+    return encoder_->EncodeQuery(query_embeddings, labels, num_classes);
+  }
+
+  // The index to search (thread-safe; searches need no lock).
+  index::VectorIndex* index() const { return index_.get(); }
+  // A new index of this space's dimension and factory holding `vectors` (the dock's own, or a
+  // trained version's projected ones).
+  absl::StatusOr<std::unique_ptr<index::VectorIndex>> NewIndexOf(const VectorList& vectors) const;
+
+  // Changes. The caller holds the dock's registry lock: it orders each change here with the
+  // store commit it reflects (a model deleted while probed is not put back), and it is the lock
+  // a trained version is swapped under (so the projected index misses no change).
+  //
+  // Start-up: replaces the index by one of the stored vectors if their fingerprints differ.
+  absl::Status RebuildIfStale();
+  // Adds or replaces a model's vector (and its projection), then saves the index; an error of
+  // the index itself is returned, a failed save only logged (the next start rebuilds a stale
+  // file from the store).
+  absl::Status Upsert(const std::string& model_id, const std::vector<float>& vector);
+  // Removes a model's entries (nothing if it has none).
+  void Remove(const std::string& model_id);
+  // Replicas: brings one model's entry in line with the store (its current vector, or none).
+  // Idempotent, so a duplicate, late or own notification is harmless.
+  absl::Status Sync(const std::string& model_id);
+  // Replicas: adds, replaces and removes entries until the index holds exactly the stored
+  // vectors. Returns the ids it changed; the caller saves (Save) when there are any.
+  absl::StatusOr<std::vector<std::string>> CatchUp();
+  // Writes the index file (atomically); logs a failure.
+  absl::Status Save();
+
+ private:
+  KnowledgeSpace(MetadataStore* store, ServingFn serving)
+      : store_(store), serving_(std::move(serving)) {}
+  index::IndexOptions IndexOptions() const;
+
+  MetadataStore* store_;
+  ServingFn serving_;
+  std::string index_factory_;
+  std::string index_path_;
+
+  Tensor probe_set_;
+  std::string probe_set_sha_;
+  std::unique_ptr<encoder::ReferenceEncoder> reference_;
+  std::mutex reference_mutex_;  // E's module serves one caller at a time
+  Tensor probe_embeddings_;
+  std::unique_ptr<encoder::KnowledgeEncoder> encoder_;
+  std::string id_;
+  std::unique_ptr<index::VectorIndex> index_;
+};
+
+}  // namespace modeldock::dock
+
+#endif  // MODELDOCK_DOCK_KNOWLEDGE_SPACE_H_

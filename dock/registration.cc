@@ -1,0 +1,359 @@
+// Registration: an upload streamed to a temp file, checked (size, SHA-256, admission in a
+// worker) and only then adopted into the blob store and inserted PENDING; a remote model admitted
+// through its KServe v2 server. Versions of one name belong to the key that registered it.
+#include <cctype>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/sha256.h"
+#include "dock/dock_impl.h"
+#include "spdlog/spdlog.h"
+
+namespace modeldock::dock {
+namespace fs = std::filesystem;
+
+namespace {
+
+// A version names one registration of a model name: letters, digits, '.', '_', '+', '-'.
+absl::Status ValidateVersion(const std::string& version) {
+  if (version.size() > 64) {
+    return absl::InvalidArgumentError("model version must have at most 64 characters");
+  }
+  for (char c : version) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-' &&
+        c != '+') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model version '", version, "' may contain only letters, digits, '.', '_', '+' and '-'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Streams the upload to a temp file, hashing as it goes.
+class UploadImpl : public Upload {
+ public:
+  UploadImpl(ModelSpec spec, int64_t declared_size, std::string sha256, std::string temp_path)
+      : spec_(std::move(spec)),
+        declared_size_(declared_size),
+        expected_sha256_(std::move(sha256)),
+        temp_path_(std::move(temp_path)),
+        out_(temp_path_, std::ios::binary | std::ios::trunc) {}
+
+  ~UploadImpl() override {
+    out_.close();
+    std::error_code ec;
+    if (!adopted_) fs::remove(temp_path_, ec);  // nothing of a failed upload stays behind
+  }
+
+  absl::Status Write(std::string_view bytes) override {
+    if (written_ + static_cast<int64_t>(bytes.size()) > declared_size_) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "upload is larger than the declared size_bytes ", declared_size_, " (got at least ",
+          written_ + static_cast<int64_t>(bytes.size()), " bytes)"));
+    }
+    out_.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    if (!out_) return absl::ResourceExhaustedError("cannot write the upload to disk (disk full?)");
+    hash_.Update(bytes);
+    written_ += static_cast<int64_t>(bytes.size());
+    return absl::OkStatus();
+  }
+  int64_t bytes_written() const override { return written_; }
+
+  ModelSpec spec_;
+  std::string owner_key_id_;
+  int64_t declared_size_;
+  std::string expected_sha256_;
+  std::string temp_path_;
+  std::ofstream out_;
+  Sha256 hash_;
+  int64_t written_ = 0;
+  bool adopted_ = false;
+};
+
+}  // namespace
+
+absl::Status ValidateSpec(const ModelSpec& spec) {
+  if (spec.name.empty() || spec.name.size() > 128) {
+    return absl::InvalidArgumentError("model name must have 1 to 128 characters");
+  }
+  if (!std::isalnum(static_cast<unsigned char>(spec.name[0]))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model name '", spec.name, "' must start with a letter or digit"));
+  }
+  for (char c : spec.name) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model name '", spec.name, "' may contain only letters, digits, '.', '_' and '-'"));
+    }
+  }
+  const std::string shape = ShapeToString(spec.input_shape);
+  for (int64_t d : spec.input_shape) {
+    if (d <= 0) return absl::InvalidArgumentError(absl::StrCat("input shape ", shape, " has a non-positive dimension"));
+  }
+  if (spec.task == TaskKind::kImageClassification) {
+    if (spec.input_shape.size() != 3) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "image models declare input_shape [C, H, W] (e.g. 1,28,28); got '", shape, "'"));
+    }
+    if (spec.input_shape[0] != 1 && spec.input_shape[0] != 3) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("image models take 1 (grey) or 3 (RGB) channels; got ", spec.input_shape[0]));
+    }
+    if (spec.input_shape[1] > 1024 || spec.input_shape[2] > 1024) {
+      return absl::InvalidArgumentError(absl::StrCat("input shape ", shape, " exceeds 1024x1024"));
+    }
+  } else if (spec.input_shape.size() != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tabular models declare input_shape [F] (number of features); got '", shape, "'"));
+  }
+  if (spec.kind == ModelKind::kFeatureExtractor) {
+    if (!spec.class_labels.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "a feature extractor declares no class labels (forward returns features [N, D]); got ",
+          spec.class_labels.size(), " (register it as a classifier if forward returns logits)"));
+    }
+  } else if (spec.class_labels.size() < 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a classifier declares at least 2 class labels (one per output logit); got ",
+        spec.class_labels.size(), " (a headless model that returns features is registered as a "
+        "feature extractor)"));
+  }
+  for (const std::string& label : spec.class_labels) {
+    if (label.empty()) return absl::InvalidArgumentError("class labels must not be empty");
+  }
+  if (spec.description.size() > 8192) return absl::InvalidArgumentError("description exceeds 8192 bytes");
+  if (spec.tags.size() > 64) return absl::InvalidArgumentError("at most 64 tags");
+  for (const std::string& tag : spec.tags) {
+    if (tag.empty() || tag.size() > 64) return absl::InvalidArgumentError("tags must have 1 to 64 characters");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Upload>> DockImpl::BeginRegistration(
+    const ModelSpec& spec, int64_t size_bytes, const std::string& sha256,
+    const std::string& owner_key_id) {
+  if (absl::Status s = ValidateSpec(spec); !s.ok()) return s;
+  if (size_bytes <= 0) return absl::InvalidArgumentError("size_bytes must be > 0");
+  if (size_bytes > options_.max_model_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "model file is ", size_bytes, " bytes; this dock accepts at most ",
+        options_.max_model_bytes, " bytes (server flag --max-model-mb)"));
+  }
+  if (!IsSha256Hex(sha256)) {
+    return absl::InvalidArgumentError("sha256 must be 64 lower-case hex digits");
+  }
+  if (IsRemote(spec)) {
+    return absl::InvalidArgumentError("a remote model is registered with RegisterRemote, not uploaded");
+  }
+  if (absl::Status s = CheckNewVersion(spec, owner_key_id); !s.ok()) return s;
+  auto upload = std::make_unique<UploadImpl>(spec, size_bytes, sha256, blobs_->NewTempPath());
+  upload->owner_key_id_ = owner_key_id;
+  return std::unique_ptr<Upload>(std::move(upload));
+}
+
+absl::Status DockImpl::CheckNewVersion(const ModelSpec& spec, const std::string& owner_key_id) {
+  if (absl::Status s = ValidateVersion(spec.version); !s.ok()) return s;
+  // A registered name takes new versions, from the key that registered it only.
+  auto versions = store_->FindVersions(spec.name);
+  if (!versions.ok()) return versions.status();
+  for (const ModelRecord& r : *versions) {
+    if (r.spec.version == spec.version) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "model '", spec.name, "' version '", spec.version, "' is already registered (versions: ",
+          VersionList(*versions), "); register another --version, or delete it first"));
+    }
+    if (r.owner_key_id != owner_key_id) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "model name '", spec.name, "' belongs to key ",
+          r.owner_key_id.empty() ? "(none)" : r.owner_key_id,
+          "; only the key that registered a name adds versions to it (pick another name)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RegisterResult> DockImpl::FinishRegistration(std::unique_ptr<Upload> upload_base) {
+  auto* upload = static_cast<UploadImpl*>(upload_base.get());
+  upload->out_.close();
+  if (upload->written_ != upload->declared_size_) {
+    return absl::InvalidArgumentError(absl::StrCat("upload truncated: got ", upload->written_,
+                                                   " of ", upload->declared_size_, " bytes"));
+  }
+  std::string actual = upload->hash_.HexDigest();
+  if (actual != upload->expected_sha256_) {
+    return absl::DataLossError(absl::StrCat("uploaded bytes have SHA-256 ", actual,
+                                            " but the header declared ", upload->expected_sha256_,
+                                            "; the file was corrupted or changed in transit"));
+  }
+  const ModelSpec& spec = upload->spec_;
+  sandbox::JobRequest admission;
+  admission.kind = sandbox::JobKind::kAdmit;
+  admission.model_path = upload->temp_path_;
+  admission.input_shape = spec.input_shape;
+  admission.num_classes = static_cast<int64_t>(spec.class_labels.size());  // 0: extractor
+  admission.max_model_bytes = options_.max_model_bytes;
+  admission.limits = OutputLimits();
+  auto report = Admit(spec.name, admission);
+  if (!report.ok()) {
+    ++registrations_rejected_;
+    spdlog::info("registration of '{}' rejected: {}", spec.name, report.status().ToString());
+    return absl::Status(report.status().code(),
+                        absl::StrCat("model '", spec.name, "' failed admission: ",
+                                     report.status().message()));
+  }
+
+  ModelRecord record;
+  record.id = NewModelId();
+  record.spec = spec;
+  record.state = ModelState::kPending;
+  record.state_reason = "admitted; waiting to be probed";
+  record.sha256 = actual;
+  record.size_bytes = upload->written_;
+  // A feature extractor's forward output is its features (has_embed stays false: no separate
+  // embed is run); feature_dim is their width.
+  record.has_embed = spec.kind == ModelKind::kClassifier && report->has_embed;
+  record.feature_dim = report->feature_dim;
+  for (size_t l = 0; l < report->layer_names.size() && l < report->layer_dims.size(); ++l) {
+    record.layers.push_back({report->layer_names[l], report->layer_dims[l]});
+  }
+  record.created_unix_ms = NowUnixMs();
+  record.revision = 1;
+  record.owner_key_id = upload->owner_key_id_;
+
+  RegisterResult result;
+  {
+    // Blob first, row second: a crash in between leaves an unreferenced blob (collected at the
+    // next start), never a row without its file.
+    std::lock_guard<std::mutex> lock(registry_mutex_);
+    bool existed = false;
+    if (absl::Status s = blobs_->Adopt(upload->temp_path_, actual, &existed); !s.ok()) return s;
+    upload->adopted_ = true;
+    if (absl::Status s = store_->Insert(record); !s.ok()) {
+      auto count = store_->CountBySha(actual);
+      if (!existed && count.ok() && *count == 0) {
+        blobs_->Remove(actual, BlobGrace()).IgnoreError();
+      }
+      return s;
+    }
+    if (!record.owner_key_id.empty()) {
+      if (absl::Status s = store_->SetOwner(record.id, record.owner_key_id); !s.ok()) {
+        store_->Delete(record.id).IgnoreError();  // no model without its owner
+        return s;
+      }
+    }
+    result.deduplicated = existed;
+  }
+  spdlog::info("registered model '{}' as {} ({} bytes, sha256 {}{}, embed: {})", spec.name,
+               record.id, record.size_bytes, actual.substr(0, 12),
+               result.deduplicated ? ", same bytes already stored" : "",
+               record.has_embed ? absl::StrCat(record.feature_dim, "-d") : "no");
+  result.model = record;
+  ++registrations_admitted_;
+  Audit(record.owner_key_id, "register", record.id,
+        absl::StrCat(DisplayName(record), " (", ModelKindName(spec.kind), ", ", record.size_bytes,
+                     " bytes)"));
+  probes_->Enqueue(record.id);
+  return result;
+}
+
+absl::StatusOr<RegisterResult> DockImpl::RegisterRemote(const ModelSpec& spec,
+                                                        const std::string& owner_key_id) {
+  if (!IsRemote(spec) || spec.remote_model.empty()) {
+    return absl::InvalidArgumentError(
+        "a remote model needs its endpoint (HOST:PORT) and its model name there");
+  }
+  if (absl::Status s = ValidateSpec(spec); !s.ok()) return s;
+  if (absl::Status s = CheckNewVersion(spec, owner_key_id); !s.ok()) return s;
+  const remote::RemoteTarget target{spec.remote_endpoint, spec.remote_model, spec.remote_version};
+  const absl::Time deadline = absl::Now() + options_.sandbox.admission_time_limit;
+  auto rejected = [&](const absl::Status& status) {
+    ++registrations_rejected_;
+    spdlog::info("remote registration of '{}' rejected: {}", spec.name, status.ToString());
+    return absl::Status(status.code(), absl::StrCat("model '", spec.name, "' failed admission: ",
+                                                    status.message()));
+  };
+  // Admission, as for an upload: what the server says the model takes, then a seeded test batch.
+  remote::KServeClient* client = RemoteClient(spec.remote_endpoint);
+  auto metadata = client->Metadata(target, deadline);
+  if (!metadata.ok()) return rejected(metadata.status());
+  if (metadata->inputs.size() != 1 || metadata->inputs[0].datatype != "FP32") {
+    return rejected(absl::FailedPreconditionError(absl::StrCat(
+        "it declares ", metadata->inputs.size(), " input(s)",
+        metadata->inputs.empty() ? "" : absl::StrCat(" (first ", metadata->inputs[0].datatype, ")"),
+        "; the dock calls models with one FP32 input")));
+  }
+  const std::vector<int64_t>& declared = metadata->inputs[0].shape;
+  if (declared.size() == spec.input_shape.size() + 1) {
+    for (size_t d = 0; d < spec.input_shape.size(); ++d) {
+      if (declared[d + 1] != -1 && declared[d + 1] != spec.input_shape[d]) {
+        return rejected(absl::FailedPreconditionError(absl::StrCat(
+            "its input is [", absl::StrJoin(declared, ", "), "]; registered as ",
+            ShapeToString(spec.input_shape), " per sample")));
+      }
+    }
+  }
+  Tensor batch({4}, {});
+  batch.shape.insert(batch.shape.end(), spec.input_shape.begin(), spec.input_shape.end());
+  batch.values.resize(batch.NumElements());
+  std::mt19937 rng(42);
+  for (float& v : batch.values) v = static_cast<float>(rng() >> 8) * (1.0f / 16777216.0f);
+  auto outputs = client->Infer(target, batch, deadline, remote::InferOptions(), nullptr);
+  if (!outputs.ok()) return rejected(outputs.status());
+  const int64_t width = outputs->shape[1];
+  const bool extractor = spec.kind == ModelKind::kFeatureExtractor;
+  if (!extractor && width != static_cast<int64_t>(spec.class_labels.size())) {
+    return rejected(absl::FailedPreconditionError(absl::StrCat(
+        "it returned ", width, " outputs per sample but ", spec.class_labels.size(),
+        " labels are declared")));
+  }
+  if (width > (extractor ? options_.sandbox.max_feature_dim : options_.sandbox.max_classes)) {
+    return rejected(absl::FailedPreconditionError(
+        absl::StrCat("it returned ", width, " outputs per sample, over the dock's limit")));
+  }
+  for (float v : outputs->values) {
+    if (!std::isfinite(v)) {
+      return rejected(absl::FailedPreconditionError("it returned NaN/Inf on the test batch"));
+    }
+  }
+
+  ModelRecord record;
+  record.id = NewModelId();
+  record.spec = spec;
+  record.state = ModelState::kPending;
+  record.state_reason = "admitted; waiting to be probed";
+  // No file: the digest names the remote model (caches are keyed by it).
+  record.sha256 = Sha256::Of(absl::StrCat("remote|", spec.remote_endpoint, "|", spec.remote_model,
+                                          "|", spec.remote_version));
+  record.size_bytes = 0;
+  record.has_embed = false;
+  record.feature_dim = extractor ? width : 0;
+  record.created_unix_ms = NowUnixMs();
+  record.revision = 1;
+  record.owner_key_id = owner_key_id;
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex_);
+    if (absl::Status s = store_->Insert(record); !s.ok()) return s;
+    if (!record.owner_key_id.empty()) {
+      if (absl::Status s = store_->SetOwner(record.id, record.owner_key_id); !s.ok()) {
+        store_->Delete(record.id).IgnoreError();
+        return s;
+      }
+    }
+  }
+  spdlog::info("registered remote model '{}' as {} ({} model '{}')", spec.name, record.id,
+               spec.remote_endpoint, spec.remote_model);
+  ++registrations_admitted_;
+  Audit(record.owner_key_id, "register", record.id,
+        absl::StrCat(DisplayName(record), " (remote ", spec.remote_endpoint, " model ",
+                     spec.remote_model, ")"));
+  probes_->Enqueue(record.id);
+  RegisterResult result;
+  result.model = record;
+  return result;
+}
+
+}  // namespace modeldock::dock

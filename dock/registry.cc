@@ -1,0 +1,300 @@
+// The registry over the metadata store: name resolution (id, NAME@VERSION, NAME), listing,
+// updates and deletions, the audit log and API keys.
+#include <algorithm>
+
+#include <sys/random.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/sha256.h"
+#include "dock/dock_impl.h"
+#include "spdlog/spdlog.h"
+
+namespace modeldock::dock {
+
+absl::StatusOr<ModelRecord> DockImpl::GetModel(std::string_view id_or_name) {
+  std::string key(id_or_name);
+  if (key.empty()) return absl::InvalidArgumentError("model id or name must not be empty");
+  auto by_id = store_->Get(key);
+  if (by_id.ok() || !absl::IsNotFound(by_id.status())) return by_id;
+  // NAME@VERSION: that version ('@' is not allowed in names or versions).
+  const size_t at = key.rfind('@');
+  const std::string name = at == std::string::npos ? key : key.substr(0, at);
+  auto versions = store_->FindVersions(name);
+  if (!versions.ok()) return versions.status();
+  if (versions->empty()) {
+    return absl::NotFoundError(absl::StrCat("no model with id or name '", name,
+                                            "' (list the registered models with `modeldock list`)"));
+  }
+  if (at != std::string::npos) {
+    const std::string version = key.substr(at + 1);
+    for (ModelRecord& r : *versions) {
+      if (r.spec.version == version) return std::move(r);
+    }
+    return absl::NotFoundError(absl::StrCat("model '", name, "' has no version '", version,
+                                            "'; its versions: ", VersionList(*versions)));
+  }
+  // NAME: the latest READY version, else (none is READY yet) the latest registered.
+  for (auto it = versions->rbegin(); it != versions->rend(); ++it) {
+    if (it->state == ModelState::kReady) return std::move(*it);
+  }
+  return std::move(versions->back());
+}
+
+absl::StatusOr<ModelPage> DockImpl::ListModels(const ListFilter& filter, int page_size,
+                                               const std::string& page_token) {
+  if (page_size <= 0) page_size = 100;
+  if (page_size > 1000) page_size = 1000;
+  int64_t offset = 0;
+  if (!page_token.empty() &&
+      (!absl::StartsWith(page_token, "o:") || !absl::SimpleAtoi(page_token.substr(2), &offset) ||
+       offset < 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid page_token '", page_token,
+                                                   "'; pass next_page_token from the previous page"));
+  }
+  auto all = store_->ListAll();
+  if (!all.ok()) return all.status();
+  std::vector<ModelRecord> matching;
+  for (ModelRecord& r : *all) {
+    if (!filter.name_contains.empty() && !absl::StrContains(r.spec.name, filter.name_contains)) continue;
+    if (filter.has_task && r.spec.task != filter.task) continue;
+    if (!filter.input_shape.empty() && r.spec.input_shape != filter.input_shape) continue;
+    if (!filter.tag.empty() &&
+        std::find(r.spec.tags.begin(), r.spec.tags.end(), filter.tag) == r.spec.tags.end()) continue;
+    if (filter.has_state && r.state != filter.state) continue;
+    matching.push_back(std::move(r));
+  }
+  ModelPage page;
+  page.total_size = static_cast<int>(matching.size());
+  for (int64_t i = offset; i < static_cast<int64_t>(matching.size()) && i < offset + page_size; ++i) {
+    page.models.push_back(std::move(matching[i]));
+  }
+  if (offset + page_size < static_cast<int64_t>(matching.size())) {
+    page.next_page_token = absl::StrCat("o:", offset + page_size);
+  }
+  return page;
+}
+
+absl::StatusOr<std::string> DockImpl::DeleteModel(std::string_view id_or_name,
+                                                  const std::string& actor) {
+  auto record = GetModel(id_or_name);
+  if (!record.ok()) return record.status();
+  if (record->id != id_or_name && id_or_name.find('@') == std::string_view::npos) {
+    // A bare name with several versions is ambiguous for a deletion.
+    auto versions = store_->FindVersions(record->spec.name);
+    if (!versions.ok()) return versions.status();
+    if (versions->size() > 1) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "model '", record->spec.name, "' has ", versions->size(), " versions (",
+          VersionList(*versions), "): delete one as NAME@VERSION, or all with --all-versions"));
+    }
+  }
+  return DeleteRecord(*record, actor);
+}
+
+absl::StatusOr<std::vector<std::string>> DockImpl::DeleteAllVersions(std::string_view name,
+                                                                     const std::string& actor) {
+  const std::string key(name);
+  if (key.empty() || key.find('@') != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "deleting all versions takes a model name without @VERSION; got '", key, "'"));
+  }
+  auto versions = store_->FindVersions(key);
+  if (!versions.ok()) return versions.status();
+  if (versions->empty()) {
+    return absl::NotFoundError(absl::StrCat("no model named '", key, "'"));
+  }
+  std::vector<std::string> ids;
+  for (const ModelRecord& r : *versions) {
+    auto id = DeleteRecord(r, actor);
+    if (!id.ok()) return id.status();
+    ids.push_back(*id);
+  }
+  return ids;
+}
+
+absl::StatusOr<std::string> DockImpl::DeleteRecord(const ModelRecord& record,
+                                                   const std::string& actor) {
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex_);
+    if (absl::Status s = store_->Delete(record.id); !s.ok()) return s;
+    knowledge_->Remove(record.id);  // and from the serving version's projected index
+    // A shared blob directory: another replica may be adopting these bytes right now (it
+    // refreshed the file's time); such a file stays for the next start-up clean-up.
+    auto count = store_->CountBySha(record.sha256);
+    if (count.ok() && *count == 0) blobs_->Remove(record.sha256, BlobGrace()).IgnoreError();
+  }
+  workers_pool_->Forget(ModelKey(record));
+  output_cache_.ErasePrefix(record.sha256);
+  proxy_cache_.ErasePrefix(absl::StrCat(record.id, "|"));
+  run_costs_.Erase(record.id);
+  spdlog::info("deleted model {} ('{}')", record.id, record.spec.name);
+  Audit(actor, "delete", record.id, DisplayName(record));
+  NotifyStateChanged();
+  return record.id;
+}
+
+absl::StatusOr<ModelRecord> DockImpl::UpdateModel(std::string_view id_or_name,
+                                                  const ModelUpdate& update,
+                                                  const std::string& actor) {
+  if (!update.has_description && !update.has_license && !update.has_tags) {
+    return absl::InvalidArgumentError("nothing to update: give a description, license or tags");
+  }
+  ModelRecord record;
+  std::vector<std::string> changed;
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex_);
+    auto found = GetModel(id_or_name);
+    if (!found.ok()) return found.status();
+    record = std::move(*found);
+    if (record.state == ModelState::kPending || record.state == ModelState::kProbing) {
+      // The probe job holds the record and writes its revision when it is done.
+      return absl::FailedPreconditionError(absl::StrCat(
+          "model '", record.spec.name, "' is ", ModelStateName(record.state),
+          "; update it once it is READY or FAILED"));
+    }
+    ModelSpec spec = record.spec;
+    if (update.has_description) {
+      spec.description = update.description;
+      changed.push_back("description");
+    }
+    if (update.has_license) {
+      spec.license = update.license;
+      changed.push_back("license");
+    }
+    if (update.has_tags) {
+      spec.tags = update.tags;
+      changed.push_back(absl::StrCat("tags=[", absl::StrJoin(update.tags, ","), "]"));
+    }
+    if (absl::Status s = ValidateSpec(spec); !s.ok()) return s;  // the registration's rules
+    record.spec = std::move(spec);
+    {
+      std::lock_guard<std::mutex> state_lock(state_mutex_);
+      ++record.revision;
+      if (absl::Status s = store_->UpdateSpec(record); !s.ok()) return s;
+      state_changed_.notify_all();
+    }
+  }
+  Audit(actor, "update", record.id, absl::StrCat(record.spec.name, ": ", absl::StrJoin(changed, ", ")));
+  return record;
+}
+
+void DockImpl::Audit(const std::string& actor, const std::string& action,
+                     const std::string& target, const std::string& detail) {
+  AuditEntry entry;
+  entry.unix_ms = NowUnixMs();
+  entry.actor = actor;
+  entry.action = action;
+  entry.target = target;
+  entry.detail = detail;
+  // The change already happened; a failed audit write is logged, not turned into a failure.
+  if (absl::Status s = store_->AppendAudit(entry); !s.ok()) {
+    spdlog::error("audit log: {} {} {}: {}", action, target, detail, s.ToString());
+  }
+}
+
+absl::StatusOr<std::vector<AuditEntry>> DockImpl::AuditLog(int limit) {
+  return store_->Audit(limit <= 0 ? 100 : limit);
+}
+
+namespace {
+
+std::string RandomHex(int bytes) {
+  std::string raw(static_cast<size_t>(bytes), '\0');
+  size_t got = 0;
+  while (got < raw.size()) {
+    ssize_t n = getrandom(raw.data() + got, raw.size() - got, 0);
+    if (n > 0) got += static_cast<size_t>(n);
+  }
+  static const char kHex[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned char c : raw) {
+    hex.push_back(kHex[c >> 4]);
+    hex.push_back(kHex[c & 0xf]);
+  }
+  return hex;
+}
+
+// Equal-length strings compared without an early exit (no timing hint about the hash).
+bool ConstantTimeEquals(const std::string& a, const std::string& b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+ApiKeyInfo ToInfo(const ApiKeyRow& row) {
+  ApiKeyInfo info;
+  info.id = row.id;
+  info.name = row.name;
+  info.role = static_cast<ApiKeyRole>(row.role);
+  info.created_unix_ms = row.created_unix_ms;
+  info.revoked = row.revoked;
+  return info;
+}
+
+}  // namespace
+
+const char* ApiKeyRoleName(ApiKeyRole role) {
+  switch (role) {
+    case ApiKeyRole::kConsumer: return "consumer";
+    case ApiKeyRole::kProvider: return "provider";
+    case ApiKeyRole::kAdmin: return "admin";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<NewApiKey> DockImpl::CreateApiKey(ApiKeyRole role, const std::string& name) {
+  if (role != ApiKeyRole::kConsumer && role != ApiKeyRole::kProvider &&
+      role != ApiKeyRole::kAdmin) {
+    return absl::InvalidArgumentError("role must be consumer, provider or admin");
+  }
+  if (name.size() > 200) return absl::InvalidArgumentError("key name is longer than 200 characters");
+  ApiKeyRow row;
+  row.id = RandomHex(6);
+  row.name = name;
+  row.role = static_cast<int>(role);
+  row.salt = RandomHex(16);
+  const std::string secret = RandomHex(32);
+  row.hash = Sha256::Of(row.salt + secret);
+  row.created_unix_ms = NowUnixMs();
+  if (absl::Status s = store_->InsertKey(row); !s.ok()) return s;
+  spdlog::info("API key {} ('{}', {}) created", row.id, name, ApiKeyRoleName(role));
+  return NewApiKey{ToInfo(row), absl::StrCat("mdk_", row.id, "_", secret)};
+}
+
+absl::StatusOr<std::vector<ApiKeyInfo>> DockImpl::ListApiKeys() {
+  auto rows = store_->Keys();
+  if (!rows.ok()) return rows.status();
+  std::vector<ApiKeyInfo> keys;
+  for (const ApiKeyRow& row : *rows) keys.push_back(ToInfo(row));
+  return keys;
+}
+
+absl::Status DockImpl::RevokeApiKey(const std::string& id) {
+  absl::Status s = store_->RevokeKey(id);
+  if (s.ok()) spdlog::info("API key {} revoked", id);
+  return s;
+}
+
+absl::StatusOr<ApiKeyInfo> DockImpl::Authenticate(const std::string& secret) {
+  // "mdk_<id>_<secret>": the id finds the row, the salted hash checks the secret.
+  const absl::Status unknown = absl::UnauthenticatedError(
+      "unknown or revoked API key (send 'authorization: Bearer <key>'; an admin creates keys "
+      "with `modeldock keys create`)");
+  if (secret.size() < 6 || secret.compare(0, 4, "mdk_") != 0) return unknown;
+  const size_t split = secret.find('_', 4);
+  if (split == std::string::npos) return unknown;
+  auto rows = store_->Keys(secret.substr(4, split - 4));
+  if (!rows.ok()) return rows.status();
+  if (rows->empty() || rows->front().revoked) return unknown;
+  const ApiKeyRow& row = rows->front();
+  if (!ConstantTimeEquals(Sha256::Of(row.salt + secret.substr(split + 1)), row.hash)) {
+    return unknown;
+  }
+  return ToInfo(row);
+}
+
+}  // namespace modeldock::dock

@@ -1,0 +1,151 @@
+// Two docks in one process on one PostgreSQL schema and one blob directory: what one commits
+// reaches the other's index through the change feed (ReplicaSync -> KnowledgeSpace::Sync), and a
+// change no notification announced is repaired by the periodic catch-up. In-process (unlike
+// tests/replicas_e2e_test.cc, which runs server processes) so that scripts/tsan.sh can check the
+// sync thread, the probe queue's claim and renewal threads and the index under one sanitizer.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <thread>
+
+#include "common/sha256.h"
+#include "dock/dock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/postgres_env.h"
+
+namespace modeldock::dock {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string AssetDir() {
+  const char* dir = std::getenv("MODELDOCK_ASSET_DIR");
+  return dir ? dir : "";
+}
+
+bool Eventually(const std::function<bool()>& done, int seconds = 30) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return true;
+}
+
+class ReplicaSyncTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    MODELDOCK_REQUIRE_POSTGRES();
+    ASSERT_FALSE(AssetDir().empty()) << "MODELDOCK_ASSET_DIR is not set";
+    ASSERT_EQ(schema_.error(), "");
+    dir_ = fs::temp_directory_path() /
+           ("modeldock-replica-sync-test-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+  }
+  void TearDown() override {
+    one_.reset();
+    two_.reset();
+    fs::remove_all(dir_);
+  }
+
+  // Two docks ("one", "two") that compare their index with the store every `sync_interval`.
+  void OpenBoth(absl::Duration sync_interval) {
+    one_ = Open("one", sync_interval);
+    two_ = Open("two", sync_interval);
+    ASSERT_NE(one_, nullptr);
+    ASSERT_NE(two_, nullptr);
+  }
+
+  std::unique_ptr<Dock> Open(const std::string& name, absl::Duration sync_interval) {
+    DockOptions options;
+    options.data_dir = (dir_ / name).string();
+    options.blob_dir = (dir_ / "blobs").string();
+    options.metadata_url = schema_.url();
+    options.asset_dir = AssetDir();
+    options.sync_interval = sync_interval;
+    options.probe_workers = 1;
+    options.sandbox.workers = 1;
+    auto dock = Dock::Create(options);
+    EXPECT_TRUE(dock.ok()) << dock.status();
+    return dock.ok() ? std::move(*dock) : nullptr;
+  }
+
+  // Registers demo/<name>.pt on `dock` and waits until it is READY (either replica may probe it).
+  ModelRecord Register(Dock& dock, const std::string& name) {
+    const std::string base = (fs::path(AssetDir()) / "demo" / name).string();
+    std::ifstream in(base + ".pt", std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    std::ifstream sidecar(base + ".json");
+    const nlohmann::json j = nlohmann::json::parse(sidecar);
+    ModelSpec spec;
+    spec.name = j.at("name");
+    spec.input_shape = j.at("input_shape").get<std::vector<int64_t>>();
+    spec.class_labels = j.at("class_labels").get<std::vector<std::string>>();
+    auto upload =
+        dock.BeginRegistration(spec, static_cast<int64_t>(bytes.size()), Sha256::Of(bytes), "");
+    EXPECT_TRUE(upload.ok()) << upload.status();
+    if (!upload.ok()) return {};
+    EXPECT_TRUE((*upload)->Write(bytes).ok());
+    auto result = dock.FinishRegistration(std::move(*upload));
+    EXPECT_TRUE(result.ok()) << result.status();
+    if (!result.ok()) return {};
+    ModelRecord record = result->model;
+    for (int i = 0;
+         i < 600 && record.state != ModelState::kReady && record.state != ModelState::kFailed;
+         ++i) {
+      auto next = dock.WaitForChange(record.id, record.revision, absl::Milliseconds(500));
+      EXPECT_TRUE(next.ok()) << next.status();
+      if (!next.ok()) break;
+      record = *next;
+    }
+    EXPECT_EQ(record.state, ModelState::kReady) << record.state_reason;
+    return record;
+  }
+
+  ::modeldock::testing::TestSchema schema_;
+  fs::path dir_;
+  std::unique_ptr<Dock> one_, two_;
+};
+
+// Notifications alone (the periodic catch-up is an hour away): a commit on one replica reaches
+// the other's index.
+TEST_F(ReplicaSyncTest, NotificationsReachTheOtherIndex) {
+  OpenBoth(absl::Hours(1));
+  EXPECT_EQ(one_->Stats().index_vectors, 0);
+  EXPECT_EQ(two_->Stats().index_vectors, 0);
+
+  // Registered on one, READY (probed by whichever replica claimed it): both index it.
+  const ModelRecord tops = Register(*one_, "fmnist-tops-cnn");
+  ASSERT_EQ(tops.state, ModelState::kReady);
+  EXPECT_TRUE(Eventually([&] { return one_->Stats().index_vectors == 1; }));
+  EXPECT_TRUE(Eventually([&] { return two_->Stats().index_vectors == 1; }));
+
+  // Deleted on two: it leaves one's index.
+  auto deleted = two_->DeleteModel(tops.id, "test");
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_TRUE(Eventually([&] { return one_->Stats().index_vectors == 0; }));
+  EXPECT_EQ(two_->Stats().index_vectors, 0);
+}
+
+// A vector row removed behind the docks' backs (no notification): the catch-up, every
+// sync_interval (1 s here), removes the entry from both indexes.
+TEST_F(ReplicaSyncTest, CatchUpRepairsWhatNoNotificationAnnounced) {
+  OpenBoth(absl::Seconds(1));
+  const ModelRecord footwear = Register(*two_, "fmnist-footwear-cnn");
+  ASSERT_EQ(footwear.state, ModelState::kReady);
+  ASSERT_TRUE(Eventually([&] { return one_->Stats().index_vectors == 1; }));
+  ASSERT_TRUE(Eventually([&] { return two_->Stats().index_vectors == 1; }));
+  ASSERT_EQ(schema_.Exec("DELETE FROM vectors"), "");
+  EXPECT_TRUE(Eventually([&] { return one_->Stats().index_vectors == 0; }));
+  EXPECT_TRUE(Eventually([&] { return two_->Stats().index_vectors == 0; }));
+}
+
+}  // namespace
+}  // namespace modeldock::dock
