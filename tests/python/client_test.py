@@ -118,6 +118,9 @@ class ClientTest(unittest.TestCase):
         self.assertGreaterEqual(len(self.dock.records(model="learn-fmnist-tops-cnn")), 3)
         job = self.dock.train(wait=True)
         self.assertEqual(job["state"], "done", job["message"])
+        self.assertEqual(job["weak_queries"], 0)  # this server keeps no recommendations
+        self.assertEqual(job["stage2_weight"], 0.0)  # no recorded standings to support one
+        self.assertIn("stage-2 weight 0", job["reason"])
         self.dock.use_alignment(job["version"])
         self.assertEqual(self.dock.alignments()["serving_version"], job["version"])
         served = self.dock.recommend(images, labels=labels, metric="none", top=3)

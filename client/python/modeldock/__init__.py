@@ -412,7 +412,10 @@ class Client:
             out.update(version=job.result.version, adopted=job.result.adopted,
                        validation_untrained=job.result.validation_untrained,
                        validation_serving=job.result.validation_serving,
-                       validation_trained=job.result.validation_trained)
+                       validation_trained=job.result.validation_trained,
+                       weight=job.result.weight, stage2_weight=job.result.stage2_weight,
+                       weak_queries=job.result.weak_queries, weak_weight=job.result.weak_weight,
+                       reason=job.result.reason)
         return out
 
     def alignments(self) -> Dict[str, object]:
