@@ -219,6 +219,21 @@ TEST_P(MetadataStoreTest, InsertGetListAndFindVersions) {
   EXPECT_EQ(store_->ListAll()->size(), 3u);
 }
 
+// A damaged models row is DATA_LOSS naming the model, not an exception out of the store.
+TEST_P(MetadataStoreTest, CorruptModelRowIsDataLoss) {
+  ASSERT_TRUE(store_->Insert(Record("id-bad", "bad", "1.0", 1000)).ok());
+  ASSERT_EQ(ExecSql("UPDATE models SET input_shape = 'not json' WHERE id = 'id-bad'"), "");
+  auto got = store_->Get("id-bad");
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kDataLoss) << got.status();
+  EXPECT_THAT(got.status().message(), HasSubstr("model id-bad: "));
+  EXPECT_EQ(store_->ListAll().status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(store_->FindVersions("bad").status().code(), absl::StatusCode::kDataLoss);
+  ASSERT_EQ(ExecSql("UPDATE models SET input_shape = '[1, 28, 28]', remote = '{\"model\": 3}' "
+                    "WHERE id = 'id-bad'"),
+            "");
+  EXPECT_EQ(store_->Get("id-bad").status().code(), absl::StatusCode::kDataLoss);
+}
+
 TEST_P(MetadataStoreTest, DuplicateNameVersionOrIdIsAlreadyExists) {
   ASSERT_TRUE(store_->Insert(Record("id-1", "alpha", "1.0", 1)).ok());
   absl::Status same_version = store_->Insert(Record("id-2", "alpha", "1.0", 2));

@@ -648,7 +648,9 @@ absl::StatusOr<std::vector<ModelRecord>> PostgresMetadataStore::FindVersions(
   std::vector<ModelRecord> out;
   for (int i = 0; i < result->size(); ++i) {
     Row row = result->row(i);
-    out.push_back(ReadModelRecord(row));
+    auto record = ReadModelRecord(row);
+    if (!record.ok()) return record.status();
+    out.push_back(std::move(*record));
   }
   return out;
 }
@@ -662,7 +664,9 @@ absl::StatusOr<std::vector<ModelRecord>> PostgresMetadataStore::ListAll() {
   std::vector<ModelRecord> out;
   for (int i = 0; i < result->size(); ++i) {
     Row row = result->row(i);
-    out.push_back(ReadModelRecord(row));
+    auto record = ReadModelRecord(row);
+    if (!record.ok()) return record.status();
+    out.push_back(std::move(*record));
   }
   return out;
 }

@@ -451,7 +451,11 @@ absl::StatusOr<std::vector<ModelRecord>> SqliteMetadataStore::FindVersions(
   if (!st.status().ok()) return st.status();
   st.Bind(1, name);
   std::vector<ModelRecord> out;
-  while (st.Step() == SQLITE_ROW) out.push_back(ReadModelRecord(st));
+  while (st.Step() == SQLITE_ROW) {
+    auto record = ReadModelRecord(st);
+    if (!record.ok()) return record.status();
+    out.push_back(std::move(*record));
+  }
   return out;
 }
 
@@ -461,7 +465,11 @@ absl::StatusOr<std::vector<ModelRecord>> SqliteMetadataStore::ListAll() {
   if (!st.status().ok()) return st.status();
   std::vector<ModelRecord> out;
   int rc;
-  while ((rc = st.Step()) == SQLITE_ROW) out.push_back(ReadModelRecord(st));
+  while ((rc = st.Step()) == SQLITE_ROW) {
+    auto record = ReadModelRecord(st);
+    if (!record.ok()) return record.status();
+    out.push_back(std::move(*record));
+  }
   if (rc != SQLITE_DONE) return absl::InternalError(absl::StrCat("sqlite list: ", sqlite3_errmsg(db_)));
   return out;
 }

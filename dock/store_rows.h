@@ -61,36 +61,43 @@ inline constexpr const char* kSelectModels =
     "probe_millis, revision, kind, model_owners.key_id, layers, remote FROM models "
     "LEFT JOIN model_owners ON model_owners.model_id = models.id";
 
-// One row of kSelectModels.
+// One row of kSelectModels. DATA_LOSS when its JSON columns cannot be read (a damaged row must
+// not throw out of the store).
 template <typename Row>
-ModelRecord ReadModelRecord(Row& row) {
+absl::StatusOr<ModelRecord> ReadModelRecord(Row& row) {
   ModelRecord r;
   r.id = row.Text(0);
-  r.spec.name = row.Text(1);
-  r.spec.version = row.Text(2);
-  r.spec.description = row.Text(3);
-  r.spec.task = static_cast<TaskKind>(row.Int(4));
-  r.spec.input_shape = nlohmann::json::parse(row.Text(5)).template get<std::vector<int64_t>>();
-  r.spec.class_labels = nlohmann::json::parse(row.Text(6)).template get<std::vector<std::string>>();
-  r.spec.license = row.Text(7);
-  r.spec.tags = nlohmann::json::parse(row.Text(8)).template get<std::vector<std::string>>();
-  r.state = static_cast<ModelState>(row.Int(9));
-  r.state_reason = row.Text(10);
-  r.sha256 = row.Text(11);
-  r.size_bytes = row.Int(12);
-  r.has_embed = row.Int(13) != 0;
-  r.feature_dim = row.Int(14);
-  r.created_unix_ms = row.Int(15);
-  r.probe_millis = row.Int(16);
-  r.revision = row.Int(17);
-  r.spec.kind = static_cast<ModelKind>(row.Int(18));
-  r.owner_key_id = row.Text(19);  // NULL (no owner) reads as ""
-  r.layers = ParseLayers(row.Text(20));
-  if (const std::string remote = row.Text(21); !remote.empty()) {
-    const nlohmann::json target = nlohmann::json::parse(remote);
-    r.spec.remote_endpoint = target.at("endpoint").template get<std::string>();
-    r.spec.remote_model = target.at("model").template get<std::string>();
-    r.spec.remote_version = target.value("version", "");
+  try {
+    r.spec.name = row.Text(1);
+    r.spec.version = row.Text(2);
+    r.spec.description = row.Text(3);
+    r.spec.task = static_cast<TaskKind>(row.Int(4));
+    r.spec.input_shape = nlohmann::json::parse(row.Text(5)).template get<std::vector<int64_t>>();
+    r.spec.class_labels =
+        nlohmann::json::parse(row.Text(6)).template get<std::vector<std::string>>();
+    r.spec.license = row.Text(7);
+    r.spec.tags = nlohmann::json::parse(row.Text(8)).template get<std::vector<std::string>>();
+    r.state = static_cast<ModelState>(row.Int(9));
+    r.state_reason = row.Text(10);
+    r.sha256 = row.Text(11);
+    r.size_bytes = row.Int(12);
+    r.has_embed = row.Int(13) != 0;
+    r.feature_dim = row.Int(14);
+    r.created_unix_ms = row.Int(15);
+    r.probe_millis = row.Int(16);
+    r.revision = row.Int(17);
+    r.spec.kind = static_cast<ModelKind>(row.Int(18));
+    r.owner_key_id = row.Text(19);  // NULL (no owner) reads as ""
+    r.layers = ParseLayers(row.Text(20));
+    if (const std::string remote = row.Text(21); !remote.empty()) {
+      const nlohmann::json target = nlohmann::json::parse(remote);
+      r.spec.remote_endpoint = target.at("endpoint").template get<std::string>();
+      r.spec.remote_model = target.at("model").template get<std::string>();
+      r.spec.remote_version = target.value("version", "");
+    }
+  } catch (const std::exception& e) {
+    return absl::DataLossError(
+        absl::StrCat("model ", r.id, ": unreadable stored metadata (", e.what(), ")"));
   }
   return r;
 }
