@@ -5,7 +5,9 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <random>
+#include <sstream>
 #include <set>
 
 #include <unistd.h>
@@ -170,6 +172,32 @@ DockImpl::DockImpl(DockOptions options)
 
 DockImpl::~DockImpl() { Shutdown(); }
 
+absl::Status DockImpl::LoadRemoteSecurity() {
+  const DockOptions& o = options_;
+  if (o.remote_tls_cert_path.empty() != o.remote_tls_key_path.empty()) {
+    return absl::InvalidArgumentError(
+        "--remote-tls-cert and --remote-tls-key go together (the client certificate and its key)");
+  }
+  remote_security_.tls = o.remote_tls || !o.remote_tls_ca_path.empty() ||
+                         !o.remote_tls_cert_path.empty();
+  const std::pair<const std::string*, std::string*> files[] = {
+      {&o.remote_tls_ca_path, &remote_security_.root_certs_pem},
+      {&o.remote_tls_cert_path, &remote_security_.cert_chain_pem},
+      {&o.remote_tls_key_path, &remote_security_.private_key_pem}};
+  for (const auto& [path, pem] : files) {
+    if (path->empty()) continue;
+    std::ifstream in(*path, std::ios::binary);
+    std::ostringstream text;
+    text << in.rdbuf();
+    if (!in || text.str().empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot read ", *path, " (remote TLS PEM file)"));
+    }
+    *pem = text.str();
+  }
+  return absl::OkStatus();
+}
+
 absl::Status DockImpl::Init() {
   std::error_code ec;
   fs::create_directories(fs::path(options_.data_dir) / "index", ec);
@@ -178,6 +206,7 @@ absl::Status DockImpl::Init() {
         absl::StrCat("cannot create data directory ", options_.data_dir, ": ", ec.message()));
   }
   encoder::SetTorchThreads(options_.torch_threads);
+  if (absl::Status s = LoadRemoteSecurity(); !s.ok()) return s;
   if (absl::Status s = StartWorkers(); !s.ok()) return s;
   auto store = OpenMetadataStore(options_.metadata_url.empty()
                                      ? (fs::path(options_.data_dir) / "modeldock.db").string()

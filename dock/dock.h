@@ -187,6 +187,10 @@ struct DockOptions {
   // the query's class prototypes, stage-1 scores and each scored model's stage-2 standing.
   // Off by default: the dock then keeps nothing of a recommendation.
   bool learn_from_recommendations = false;
+  // Remote models (KServe v2 servers): TLS towards all of them when set; the CA file pins their
+  // roots (else the system's), the certificate and key (both or neither) prove this dock.
+  bool remote_tls = false;
+  std::string remote_tls_ca_path, remote_tls_cert_path, remote_tls_key_path;
 };
 
 // Validated once; returns INVALID_ARGUMENT naming the bad option.

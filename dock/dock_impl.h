@@ -176,6 +176,8 @@ class DockImpl : public Dock {
                                                absl::Duration time_limit,
                                                const sandbox::CancelCheck& cancelled);
   remote::KServeClient* RemoteClient(const std::string& endpoint);
+  // Reads the remote TLS files of the options (INVALID_ARGUMENT naming an unreadable one).
+  absl::Status LoadRemoteSecurity();
   sandbox::JobLimits LimitsFor(absl::Duration wall) const;
   sandbox::WireLimits OutputLimits() const;
 
@@ -216,6 +218,7 @@ class DockImpl : public Dock {
   LruCache<const encoder::ModelOutputs> output_cache_;
   std::mutex remote_mutex_;  // guards remote_clients_
   std::map<std::string, std::unique_ptr<remote::KServeClient>> remote_clients_;  // by endpoint
+  remote::ChannelSecurity remote_security_;  // read from the options' files at Init
   LruCache<const Tensor> proxy_cache_;  // model id -> compressed probe features
   RunCosts run_costs_;
 

@@ -37,11 +37,19 @@ absl::Status FromGrpc(const grpc::Status& status, const RemoteTarget& target, co
 
 class GrpcKServeClient : public KServeClient {
  public:
-  explicit GrpcKServeClient(const std::string& endpoint) {
+  GrpcKServeClient(const std::string& endpoint, const ChannelSecurity& security) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(kMaxResponseBytes);
+    std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+    if (security.tls) {
+      grpc::SslCredentialsOptions ssl;
+      ssl.pem_root_certs = security.root_certs_pem;
+      ssl.pem_cert_chain = security.cert_chain_pem;
+      ssl.pem_private_key = security.private_key_pem;
+      credentials = grpc::SslCredentials(ssl);
+    }
     stub_ = inference::GRPCInferenceService::NewStub(
-        grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args));
+        grpc::CreateCustomChannel(endpoint, credentials, args));
   }
 
   absl::StatusOr<RemoteMetadata> Metadata(const RemoteTarget& target,
@@ -166,8 +174,9 @@ class GrpcKServeClient : public KServeClient {
 
 }  // namespace
 
-std::unique_ptr<KServeClient> KServeClient::Connect(const std::string& endpoint) {
-  return std::make_unique<GrpcKServeClient>(endpoint);
+std::unique_ptr<KServeClient> KServeClient::Connect(const std::string& endpoint,
+                                                   const ChannelSecurity& security) {
+  return std::make_unique<GrpcKServeClient>(endpoint, security);
 }
 
 }  // namespace modeldock::remote

@@ -19,7 +19,7 @@ namespace modeldock::remote {
 
 // Which model, where.
 struct RemoteTarget {
-  std::string endpoint;  // "host:port" (plaintext gRPC)
+  std::string endpoint;  // "host:port" (TLS or plaintext: ChannelSecurity)
   std::string model;     // the protocol's model name
   std::string version;   // empty = the server's choice
 };
@@ -43,10 +43,19 @@ struct InferOptions {
   absl::Duration backoff = absl::Milliseconds(200);  // before a retry, doubled each time
 };
 
+// How the dock reaches remote inference servers (one setting for all of them).
+struct ChannelSecurity {
+  bool tls = false;             // plaintext unless set
+  std::string root_certs_pem;   // "" = the system's roots
+  std::string cert_chain_pem;   // client certificate (mutual TLS); "" = none
+  std::string private_key_pem;
+};
+
 class KServeClient {
  public:
   // One channel per endpoint; safe for concurrent calls.
-  static std::unique_ptr<KServeClient> Connect(const std::string& endpoint);
+  static std::unique_ptr<KServeClient> Connect(const std::string& endpoint,
+                                               const ChannelSecurity& security = {});
   virtual ~KServeClient() = default;
 
   // The model's metadata. NOT_FOUND if the server does not know it; UNAVAILABLE (naming the

@@ -51,6 +51,8 @@ struct ServerConfig {
   double latency_budget_ms = 5000;
   int stage2_workers = 0;
   bool learn_from_recommendations = false;
+  bool remote_tls = false;
+  std::string remote_tls_ca, remote_tls_cert, remote_tls_key;
   int64_t model_cache_mb = 2048;
   // Model workers (sandbox).
   std::string worker_binary;
@@ -129,6 +131,10 @@ std::string LoadConfigFile(const std::string& path, ServerConfig* config) {
     ReadKey(json, "latency-budget-ms", &config->latency_budget_ms);
     ReadKey(json, "stage2-workers", &config->stage2_workers);
     ReadKey(json, "learn-from-recommendations", &config->learn_from_recommendations);
+    ReadKey(json, "remote-tls", &config->remote_tls);
+    ReadKey(json, "remote-tls-ca", &config->remote_tls_ca);
+    ReadKey(json, "remote-tls-cert", &config->remote_tls_cert);
+    ReadKey(json, "remote-tls-key", &config->remote_tls_key);
     ReadKey(json, "model-cache-mb", &config->model_cache_mb);
     ReadKey(json, "worker-binary", &config->worker_binary);
     ReadKey(json, "workers", &config->workers);
@@ -235,6 +241,17 @@ int main(int argc, char** argv) {
       "Keep, for every labelled recommendation, the query's class prototypes and the stage-2 "
       "standing of each scored model as weak outcome records (source stage2) that `modeldock "
       "train` learns priors from (off: the dock keeps nothing of a recommendation)");
+  auto* remote_tls = app.add_flag("--remote-tls", flags.remote_tls,
+                                  "Call remote models' KServe v2 servers over TLS (system roots "
+                                  "unless --remote-tls-ca); default plaintext");
+  auto* remote_tls_ca = app.add_option("--remote-tls-ca", flags.remote_tls_ca,
+                                       "PEM roots that remote KServe servers' certificates must "
+                                       "chain to (implies --remote-tls)");
+  auto* remote_tls_cert = app.add_option("--remote-tls-cert", flags.remote_tls_cert,
+                                         "PEM client certificate this dock presents to remote "
+                                         "KServe servers (mutual TLS; with --remote-tls-key)");
+  auto* remote_tls_key = app.add_option("--remote-tls-key", flags.remote_tls_key,
+                                        "PEM private key of --remote-tls-cert");
   auto* model_cache = app.add_option("--model-cache-mb", flags.model_cache_mb,
                                      "Memory for models kept loaded in the workers (MiB, shared "
                                      "out among them)")
@@ -351,6 +368,10 @@ int main(int argc, char** argv) {
   if (budget->count()) config.latency_budget_ms = flags.latency_budget_ms;
   if (stage2_workers->count()) config.stage2_workers = flags.stage2_workers;
   if (learn_from_recommendations->count()) config.learn_from_recommendations = true;
+  if (remote_tls->count()) config.remote_tls = true;
+  if (remote_tls_ca->count()) config.remote_tls_ca = flags.remote_tls_ca;
+  if (remote_tls_cert->count()) config.remote_tls_cert = flags.remote_tls_cert;
+  if (remote_tls_key->count()) config.remote_tls_key = flags.remote_tls_key;
   if (model_cache->count()) config.model_cache_mb = flags.model_cache_mb;
   if (worker_binary->count()) config.worker_binary = flags.worker_binary;
   if (model_workers->count()) config.workers = flags.workers;
@@ -418,6 +439,10 @@ int main(int argc, char** argv) {
   options.latency_budget_millis = config.latency_budget_ms;
   options.stage2_workers = config.stage2_workers;
   options.learn_from_recommendations = config.learn_from_recommendations;
+  options.remote_tls = config.remote_tls;
+  options.remote_tls_ca_path = config.remote_tls_ca;
+  options.remote_tls_cert_path = config.remote_tls_cert;
+  options.remote_tls_key_path = config.remote_tls_key;
   options.model_cache_bytes = config.model_cache_mb << 20;
   modeldock::dock::SandboxOptions& sandbox = options.sandbox;
   sandbox.worker_binary = config.worker_binary;

@@ -7,6 +7,7 @@ B), probes and recommends it, and says clearly when A cannot be reached.
 """
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import unittest
@@ -88,6 +89,68 @@ class RemoteModelTest(unittest.TestCase):
             if server_a is not None:
                 stop_server(server_a)
             stop_server(server_b)
+            err.close()
+            tmp.cleanup()
+
+
+def make_certs(directory):
+    """A CA and a server certificate for 127.0.0.1 signed by it (openssl, EC P-256)."""
+    def openssl(*args):
+        subprocess.run(["/usr/bin/openssl", *args], cwd=directory, check=True,
+                       capture_output=True)
+    openssl("ecparam", "-name", "prime256v1", "-out", "curve.pem")
+    openssl("req", "-x509", "-newkey", "ec:curve.pem", "-nodes", "-days", "1", "-subj", "/CN=ca",
+            "-keyout", "ca.key", "-out", "ca.pem")
+    with open(os.path.join(directory, "san.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("req", "-newkey", "ec:curve.pem", "-nodes", "-subj", "/CN=server", "-keyout",
+            "server.key", "-out", "server.csr")
+    openssl("x509", "-req", "-days", "1", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-extfile", "san.ext", "-out", "server.pem")
+    return {name: os.path.join(directory, name) for name in ("ca.pem", "server.pem", "server.key")}
+
+
+class RemoteTlsTest(unittest.TestCase):
+    def test_remote_models_over_tls(self):
+        """Dock A serves KServe v2 over TLS; B trusts A's CA (--remote-tls-ca) and registers a
+        model of A; C, without remote TLS, cannot reach it and says so."""
+        tmp = tempfile.TemporaryDirectory()
+        certs = make_certs(tmp.name)
+        err = open(os.path.join(tmp.name, "a.err"), "w+")
+        servers = []
+        try:
+            server_a, address_a = start_server(
+                SERVER, ASSETS, os.path.join(tmp.name, "a"),
+                ["--workers", "1", "--kserve-listen", "127.0.0.1:0", "--tls-cert",
+                 certs["server.pem"], "--tls-key", certs["server.key"]], stderr=err)
+            servers.append(server_a)
+            server_b, address_b = start_server(SERVER, ASSETS, os.path.join(tmp.name, "b"),
+                                               ["--workers", "1", "--remote-tls-ca",
+                                                certs["ca.pem"]])
+            servers.append(server_b)
+            server_c, address_c = start_server(SERVER, ASSETS, os.path.join(tmp.name, "c"),
+                                               ["--workers", "1"])
+            servers.append(server_c)
+            kserve = kserve_address(err)
+            with open(os.path.join(DEMO, "fmnist-tops-cnn.json")) as f:
+                labels = json.load(f)["class_labels"]
+            with modeldock.Client(address_a, tls_ca=certs["ca.pem"]) as a:
+                a.register(os.path.join(DEMO, "fmnist-tops-cnn.pt"), name="tops",
+                           input_shape=[1, 28, 28], labels=labels)
+            with modeldock.Client(address_b) as b:
+                remote = b.register_remote(kserve, "tops", name="tops-tls",
+                                           input_shape=[1, 28, 28], labels=labels)
+                self.assertEqual(remote.state, "READY", remote.state_reason)
+            with modeldock.Client(address_c) as c:
+                with self.assertRaises(modeldock.ModelDockError) as e:
+                    c.register_remote(kserve, "tops", name="tops-plain",
+                                      input_shape=[1, 28, 28], labels=labels)
+                self.assertEqual(e.exception.code, grpc.StatusCode.UNAVAILABLE)
+                self.assertIn(kserve, str(e.exception))
+                self.assertEqual(c.list(), [])
+        finally:
+            for server in servers:
+                stop_server(server)
             err.close()
             tmp.cleanup()
 
