@@ -919,6 +919,29 @@ TEST(MetadataStoreMigrationTest, SchemaOneDatabaseIsMigrated) {
   fs::remove_all(dir);
 }
 
+// A damaged models row (here: unreadable JSON in input_shape) makes the dock refuse to open with
+// DATA_LOSS naming the model, rather than throw; the row itself is left for the operator.
+TEST_F(DockTest, DamagedModelRowFailsToOpenWithDataLoss) {
+  const ModelRecord model = Register("fmnist-tops-cnn");
+  ASSERT_EQ(model.state, ModelState::kReady);
+  dock_.reset();
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((data_dir_ / "modeldock.db").c_str(), &db), SQLITE_OK);
+    const std::string sql = "UPDATE models SET input_shape = 'not json' WHERE id = '" + model.id + "'";
+    char* err = nullptr;
+    ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "");
+    sqlite3_close(db);
+  }
+  DockOptions options;
+  options.data_dir = data_dir_.string();
+  options.asset_dir = AssetDir();
+  auto reopened = Dock::Create(options);
+  ASSERT_FALSE(reopened.ok());
+  EXPECT_EQ(reopened.status().code(), absl::StatusCode::kDataLoss) << reopened.status();
+  EXPECT_THAT(std::string(reopened.status().message()), ::testing::HasSubstr(model.id));
+}
+
 TEST_F(DockTest, RegisterProbeAndRecommendRanksMatchingModelFirst) {
   for (const char* name : {"fmnist-tops-cnn", "fmnist-footwear-cnn", "fmnist-shuffled-cnn"}) {
     Register(name);
