@@ -132,13 +132,25 @@ std::vector<RecordedTask> SyntheticTasks(int num_tasks, int num_models, uint64_t
   return tasks;
 }
 
-TEST(OutcomeRankerTrainingTest, LossDecreasesAndHeldOutRankingImproves) {
-  std::vector<RecordedTask> tasks = SyntheticTasks(8, 20, 7);
-  std::map<std::string, std::vector<double>> facts;
-  for (int m = 0; m < 20; ++m) facts["m" + std::to_string(m)] = ModelFacts(64, 10);
+// Training small enough for a unit test: 200 steps, 4 folds over tasks.
+RankerTrainingOptions QuickTraining() {
   RankerTrainingOptions options;
   options.steps = 200;
   options.folds = 4;
+  return options;
+}
+
+// Models m0 .. m<n-1> with the same black-box facts (the facts say nothing).
+std::map<std::string, std::vector<double>> SameFacts(int num_models) {
+  std::map<std::string, std::vector<double>> facts;
+  for (int m = 0; m < num_models; ++m) facts["m" + std::to_string(m)] = ModelFacts(64, 10);
+  return facts;
+}
+
+TEST(OutcomeRankerTrainingTest, LossDecreasesAndHeldOutRankingImproves) {
+  std::vector<RecordedTask> tasks = SyntheticTasks(8, 20, 7);
+  const std::map<std::string, std::vector<double>> facts = SameFacts(20);
+  const RankerTrainingOptions options = QuickTraining();
   auto report = TrainOutcomeRanker(tasks, facts, nullptr, options);
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_LT(report->last_loss, report->first_loss - 0.05);
@@ -172,11 +184,8 @@ TEST(OutcomeRankerTrainingTest, WeakTasksInformPriorsOfUnreportedModels) {
     for (auto& [id, a] : weak.accuracy) a += noise(rng);  // a noisier view of the same signal
     with_weak.push_back(std::move(weak));
   }
-  std::map<std::string, std::vector<double>> facts;
-  for (int m = 0; m < 20; ++m) facts["m" + std::to_string(m)] = ModelFacts(64, 10);
-  RankerTrainingOptions options;
-  options.steps = 200;
-  options.folds = 4;
+  const std::map<std::string, std::vector<double>> facts = SameFacts(20);
+  const RankerTrainingOptions options = QuickTraining();
   auto without = TrainOutcomeRanker(reported, facts, nullptr, options);
   auto with = TrainOutcomeRanker(with_weak, facts, nullptr, options);
   ASSERT_TRUE(without.ok()) << without.status();
@@ -228,9 +237,7 @@ TEST(OutcomeRankerTrainingTest, UselessPriorGetsLittleWeight) {
     }
     tasks.push_back(std::move(task));
   }
-  RankerTrainingOptions options;
-  options.steps = 200;
-  options.folds = 4;
+  const RankerTrainingOptions options = QuickTraining();
   auto report = TrainOutcomeRanker(tasks, {}, nullptr, options);
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_LE(report->params.weight, 0.1) << report->reason;
@@ -251,9 +258,7 @@ TEST(OutcomeRankerTrainingTest, StageTwoWeightIsChosenOnRecordedStandings) {
     for (auto& [id, a] : twin.accuracy) a += noise(rng);
     tasks.push_back(std::move(twin));
   }
-  RankerTrainingOptions options;
-  options.steps = 200;
-  options.folds = 4;
+  const RankerTrainingOptions options = QuickTraining();
   auto report = TrainOutcomeRanker(tasks, {}, nullptr, options);
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->validation_stage2_queries, 8);

@@ -236,6 +236,28 @@ absl::StatusOr<FitResult> Fit(const Problem& problem, const std::vector<int64_t>
   return out;
 }
 
+// What a ranker learns from in validation and weight choice: the `train` tasks with the outcomes
+// of the `cold` models removed (never reported; their weak standings stay) and the
+// `weak_sources`, leaving out every task of `own_query` (a query never informs its own prior;
+// "" = none to leave out).
+std::vector<RecordedTask> PriorSources(const std::vector<RecordedTask>& tasks,
+                                       const std::vector<int64_t>& train,
+                                       const std::vector<int64_t>& weak_sources,
+                                       const std::set<std::string>& cold,
+                                       const std::string& own_query = "") {
+  std::vector<RecordedTask> sources;
+  for (int64_t t : train) {
+    if (!own_query.empty() && tasks[t].query_id == own_query) continue;
+    RecordedTask source = tasks[t];
+    for (const std::string& id : cold) source.accuracy.erase(id);
+    sources.push_back(std::move(source));
+  }
+  for (int64_t t : weak_sources) {
+    if (own_query.empty() || tasks[t].query_id != own_query) sources.push_back(tasks[t]);
+  }
+  return sources;
+}
+
 // tau_w on each task of `held_out` of the ranker with `params` built on the `train` tasks (and the
 // `weak_sources`), against the held-out tasks' accuracies (over their reported models).
 // `cold`: models whose outcomes are removed from the training tasks (never reported; their weak
@@ -246,14 +268,7 @@ std::vector<double> Validate(const std::vector<RecordedTask>& tasks,
                              const std::vector<int64_t>& weak_sources,
                              const std::vector<int64_t>& held_out,
                              const std::set<std::string>& cold, const RankerParams& params) {
-  std::vector<RecordedTask> sources;
-  for (int64_t t : train) {
-    RecordedTask source = tasks[t];
-    for (const std::string& id : cold) source.accuracy.erase(id);
-    sources.push_back(std::move(source));
-  }
-  for (int64_t t : weak_sources) sources.push_back(tasks[t]);
-  OutcomeRanker ranker(params, std::move(sources), facts);
+  OutcomeRanker ranker(params, PriorSources(tasks, train, weak_sources, cold), facts);
   std::vector<double> taus;
   for (int64_t t : held_out) {
     const RecordedTask& task = tasks[t];
@@ -330,17 +345,8 @@ std::vector<QueryView> ViewsOf(const std::vector<RecordedTask>& tasks,
   std::vector<QueryView> views;
   for (int64_t t : targets) {
     const RecordedTask& target = tasks[t];
-    std::vector<RecordedTask> sources;
-    for (int64_t u : train) {
-      if (tasks[u].query_id == target.query_id) continue;
-      RecordedTask source = tasks[u];
-      for (const std::string& id : cold) source.accuracy.erase(id);
-      sources.push_back(std::move(source));
-    }
-    for (int64_t u : weak_sources) {
-      if (tasks[u].query_id != target.query_id) sources.push_back(tasks[u]);
-    }
-    OutcomeRanker ranker(params, std::move(sources), facts);
+    OutcomeRanker ranker(
+        params, PriorSources(tasks, train, weak_sources, cold, target.query_id), facts);
     QueryView view;
     view.task = &target;
     for (const auto& [id, v] : target.stage1) {
