@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/files.h"
 #include "common/sha256.h"
 
 namespace modeldock::client {
@@ -46,12 +47,12 @@ Client::Client(const ClientOptions& options) : options_(options) {
                              std::pair{&options_.tls_cert, &ssl.pem_cert_chain},
                              std::pair{&options_.tls_key, &ssl.pem_private_key}}) {
       if (path->empty()) continue;
-      std::ifstream in(*path);
-      if (!in) {
+      std::optional<std::string> pem = ReadWholeFile(*path);
+      if (!pem) {
         setup_error_ = absl::FailedPreconditionError(absl::StrCat("cannot read TLS file ", *path));
         continue;
       }
-      *out = std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      *out = std::move(*pem);
     }
     if ((options_.tls_cert.empty()) != (options_.tls_key.empty())) {
       setup_error_ = absl::InvalidArgumentError("--tls-cert and --tls-key go together");

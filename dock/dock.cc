@@ -5,14 +5,13 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <random>
-#include <sstream>
 #include <set>
 
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/files.h"
 #include "dock/dock_impl.h"
 #include "scoring/proxy.h"
 #include "spdlog/spdlog.h"
@@ -186,14 +185,12 @@ absl::Status DockImpl::LoadRemoteSecurity() {
       {&o.remote_tls_key_path, &remote_security_.private_key_pem}};
   for (const auto& [path, pem] : files) {
     if (path->empty()) continue;
-    std::ifstream in(*path, std::ios::binary);
-    std::ostringstream text;
-    text << in.rdbuf();
-    if (!in || text.str().empty()) {
+    std::optional<std::string> text = ReadWholeFile(*path);
+    if (!text || text->empty()) {
       return absl::InvalidArgumentError(
           absl::StrCat("cannot read ", *path, " (remote TLS PEM file)"));
     }
-    *pem = text.str();
+    *pem = std::move(*text);
   }
   return absl::OkStatus();
 }

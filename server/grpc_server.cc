@@ -7,7 +7,6 @@
 #include <grpcpp/support/server_interceptor.h>
 
 #include <chrono>
-#include <fstream>
 #include <iterator>
 #include <utility>
 #include <vector>
@@ -15,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/files.h"
 #include "grpc/health/v1/health.pb.h"
 #include "server/kserve_service.h"
 #include "server/metrics.h"
@@ -140,9 +140,9 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(dock::Dock* dock,
       return absl::InvalidArgumentError("TLS needs both a certificate and its key");
     }
     auto read = [](const std::string& path) -> absl::StatusOr<std::string> {
-      std::ifstream in(path);
-      if (!in) return absl::FailedPreconditionError(absl::StrCat("cannot read TLS file ", path));
-      return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      std::optional<std::string> pem = ReadWholeFile(path);
+      if (!pem) return absl::FailedPreconditionError(absl::StrCat("cannot read TLS file ", path));
+      return std::move(*pem);
     };
     auto cert = read(tls.cert);
     if (!cert.ok()) return cert.status();
