@@ -60,6 +60,9 @@ double TaskSimilarity(const std::map<std::string, double>& a,
 
 namespace {
 
+// Below this a weight sum or a spread counts as none (also in the torch twin of the formula).
+constexpr double kCalibrationEpsilon = 1e-12;
+
 // scipy's _weightedrankedtau with rank=None: items ranked by decreasing x (ties: decreasing y);
 // a pair weighs 1/(r_i+1) + 1/(r_j+1).
 double WeightedRankedTau(const std::vector<double>& x, const std::vector<double>& y) {
@@ -134,6 +137,36 @@ OutcomeRanker::OutcomeRanker(RankerParams params, std::vector<RecordedTask> task
   for (const RecordedTask& t : tasks_) standardised_.push_back(StandardiseOutcomes(t.accuracy));
 }
 
+namespace {
+
+// A line y = slope * x + intercept fitted by weighted least squares; flat (slope 0) when the x
+// carry no spread, and 0 everywhere when no weight.
+struct Line {
+  double slope = 0, intercept = 0;
+};
+Line WeightedLine(const std::vector<double>& x, const std::vector<double>& y,
+                  const std::vector<double>& w) {
+  double sw = 0, sx = 0, sy = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    sw += w[i];
+    sx += w[i] * x[i];
+    sy += w[i] * y[i];
+  }
+  Line line;
+  if (!(sw > kCalibrationEpsilon)) return line;
+  const double mx = sx / sw, my = sy / sw;
+  double sxx = 0, sxy = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    sxx += w[i] * (x[i] - mx) * (x[i] - mx);
+    sxy += w[i] * (x[i] - mx) * (y[i] - my);
+  }
+  line.slope = sxx > kCalibrationEpsilon ? sxy / sxx : 0.0;
+  line.intercept = my - line.slope * mx;
+  return line;
+}
+
+}  // namespace
+
 std::vector<double> OutcomeRanker::Priors(const std::vector<std::string>& model_ids,
                                           const std::map<std::string, double>& stage1,
                                           std::vector<PriorSources>* sources,
@@ -145,30 +178,65 @@ std::vector<double> OutcomeRanker::Priors(const std::vector<std::string>& model_
     task_weight[t] = sim > 0 ? std::pow(sim, params_.sharpness) : 0.0;
     if (tasks_[t].weak) task_weight[t] *= params_.weak_weight;
   }
+  // A model's outcome evidence for this query: sum_t w_qt z_t(m) and sum_t w_qt.
+  struct Evidence {
+    double sum = 0, weight = 0;
+  };
+  auto evidence_of = [&](const std::string& id, PriorSources* used) {
+    Evidence e;
+    for (size_t t = 0; t < tasks_.size(); ++t) {
+      if (task_weight[t] <= 0) continue;
+      auto z = standardised_[t].find(id);
+      if (z == standardised_[t].end()) continue;
+      e.sum += task_weight[t] * z->second;
+      e.weight += task_weight[t];
+      if (used) ++(tasks_[t].weak ? used->weak : used->reported);
+    }
+    return e;
+  };
+  // The calibration line over the query's stage-1 models (independent of which ids are asked).
+  std::map<std::string, double> stage1_z;
+  Line calibration;
+  if (params_.calibrated_target && !stage1.empty()) {
+    std::vector<double> values;
+    for (const auto& [id, v] : stage1) values.push_back(v);
+    const std::vector<double> z = Standardise(values);
+    std::vector<double> x, y, w;
+    size_t i = 0;
+    for (const auto& [id, v] : stage1) {
+      stage1_z[id] = z[i++];
+      const Evidence e = evidence_of(id, nullptr);
+      if (e.weight <= 0) continue;
+      x.push_back(stage1_z[id]);
+      y.push_back(e.sum / e.weight);
+      w.push_back(e.weight / (e.weight + params_.shrinkage));
+    }
+    calibration = WeightedLine(x, y, w);
+  }
   std::vector<double> priors(model_ids.size(), 0.0);
   if (sources) sources->assign(model_ids.size(), PriorSources{});
   for (size_t i = 0; i < model_ids.size(); ++i) {
-    double predicted = 0;
-    const std::vector<double>* facts = nullptr;
-    if (auto frozen = facts_.find(model_ids[i]); frozen != facts_.end()) {
-      facts = &frozen->second;
-    } else if (current_facts && i < current_facts->size()) {
-      facts = &(*current_facts)[i];
-    }
-    if (facts) {
-      for (size_t f = 0; f < facts->size() && f < params_.fact_weights.size(); ++f) {
-        predicted += (*facts)[f] * params_.fact_weights[f];
+    double target = 0;
+    if (params_.calibrated_target) {
+      // Models without a stage-1 score get 0 (nothing to read the line at).
+      if (auto z = stage1_z.find(model_ids[i]); z != stage1_z.end()) {
+        target = calibration.slope * z->second + calibration.intercept;
+      }
+    } else {
+      const std::vector<double>* facts = nullptr;
+      if (auto frozen = facts_.find(model_ids[i]); frozen != facts_.end()) {
+        facts = &frozen->second;
+      } else if (current_facts && i < current_facts->size()) {
+        facts = &(*current_facts)[i];
+      }
+      if (facts) {
+        for (size_t f = 0; f < facts->size() && f < params_.fact_weights.size(); ++f) {
+          target += (*facts)[f] * params_.fact_weights[f];
+        }
       }
     }
-    double num = params_.shrinkage * predicted, den = params_.shrinkage;
-    for (size_t t = 0; t < tasks_.size(); ++t) {
-      if (task_weight[t] <= 0) continue;
-      auto z = standardised_[t].find(model_ids[i]);
-      if (z == standardised_[t].end()) continue;
-      num += task_weight[t] * z->second;
-      den += task_weight[t];
-      if (sources) ++(tasks_[t].weak ? (*sources)[i].weak : (*sources)[i].reported);
-    }
+    const Evidence e = evidence_of(model_ids[i], sources ? &(*sources)[i] : nullptr);
+    const double num = params_.shrinkage * target + e.sum, den = params_.shrinkage + e.weight;
     priors[i] = den > 0 ? num / den : 0.0;
   }
   return priors;
@@ -209,6 +277,7 @@ std::string OutcomeRanker::ToJson() const {
                  {"sharpness", params_.sharpness},
                  {"weak_weight", params_.weak_weight},
                  {"fact_weights", params_.fact_weights}};
+  if (params_.calibrated_target) j["params"]["target"] = "stage1-calibration";
   nlohmann::json tasks = nlohmann::json::array();
   for (const RecordedTask& t : tasks_) {
     nlohmann::json task = {{"query_id", t.query_id}, {"stage1", t.stage1}, {"accuracy", t.accuracy}};
@@ -241,6 +310,12 @@ absl::StatusOr<OutcomeRanker> OutcomeRanker::FromJson(const std::string& text) {
     p.sharpness = params.at("sharpness").get<double>();
     p.weak_weight = params.value("weak_weight", 0.0);  // versions before weak tasks: none
     p.fact_weights = params.at("fact_weights").get<std::vector<double>>();
+    // Versions before the calibrated target shrink toward the facts prediction alone.
+    const std::string target = params.value("target", "facts");
+    if (target != "facts" && target != "stage1-calibration") {
+      return absl::DataLossError("outcome ranker: unknown prior target '" + target + "'");
+    }
+    p.calibrated_target = target == "stage1-calibration";
     std::vector<RecordedTask> tasks;
     for (const nlohmann::json& t : j.at("tasks")) {
       RecordedTask task;

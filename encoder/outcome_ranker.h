@@ -12,8 +12,18 @@
 // and shrunk toward a prediction from black-box model facts (embed width, class count) with
 // strength `shrinkage` — a model with no outcomes gets the prediction alone (cold start):
 //
-//   prior_q(m) = (sum_t w_qt z_t(m) + shrinkage * facts(m) . fact_weights)
+//   prior_q(m) = (sum_t w_qt z_t(m) + shrinkage * target_q(m))
 //                / (sum_{t: m has an outcome in t} w_qt + shrinkage)
+//
+// The shrinkage target target_q(m) is either the facts prediction facts(m) . fact_weights, or
+// (versions with `calibrated_target`) what the query's own stage-1 scores say about the model:
+// beta_q * z_q(stage1)(m) + c_q, a line fitted on the models that do have outcomes (their outcome
+// means against their standardised stage-1 scores, each weighted by evidence / (evidence +
+// shrinkage)). With the facts, a model nobody reported on gets a prior from its width and class
+// count alone and can sink below every warm model with a good record however well its own scores
+// look (on zoo2, cold models lost 0.02-0.05 tau_w in stage 1); with the line, its prior is what
+// models that scored like it went on to achieve. Training fits both and keeps the one that ranks
+// its training queries better.
 //
 // Weak tasks (stage-2 standings recorded by recommendations, RecordedTask::weak) enter the same
 // sums with w_qt scaled by the learned `weak_weight`; they give never-reported models a prior.
@@ -60,6 +70,9 @@ struct RankerParams {
   double shrinkage = 1;   // pseudo-count of the facts prediction
   double sharpness = 1;   // task-similarity exponent
   double weak_weight = 0; // of a weak task (stage-2 standing) against a reported one
+  // The shrinkage target is the query-local calibration line instead of the facts prediction
+  // (above). Versions trained before it have false and rank as they always did.
+  bool calibrated_target = false;
   std::vector<double> fact_weights = std::vector<double>(kNumModelFacts, 0.0);
 };
 
