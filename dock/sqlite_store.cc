@@ -194,7 +194,22 @@ class Statement {
     sqlite3_bind_blob(stmt_, i, data, static_cast<int>(size), SQLITE_TRANSIENT);
   }
   // SQLITE_ROW, SQLITE_DONE or an error code.
-  int Step() { return sqlite3_step(stmt_); }
+  int Step() { return last_step_ = sqlite3_step(stmt_); }
+  // After a `while (Step() == SQLITE_ROW)` loop: OK if it ended at the last row, not on an error
+  // (a read that fails halfway must not pass for a shorter list).
+  // One step of a single-row read: true at a row, false when there is none, an error when the
+  // read failed (which must not pass for "no row").
+  absl::StatusOr<bool> NextRow() {
+    if (!status().ok()) return status();
+    const int rc = Step();
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    return absl::InternalError(absl::StrCat("sqlite read: ", sqlite3_errmsg(db_)));
+  }
+  absl::Status Finished() const {
+    if (last_step_ == SQLITE_DONE) return absl::OkStatus();
+    return absl::InternalError(absl::StrCat("sqlite read: ", sqlite3_errmsg(db_)));
+  }
   std::string Text(int col) {
     const unsigned char* t = sqlite3_column_text(stmt_, col);
     return t ? std::string(reinterpret_cast<const char*>(t), sqlite3_column_bytes(stmt_, col))
@@ -210,6 +225,7 @@ class Statement {
   sqlite3* db_;
   sqlite3_stmt* stmt_ = nullptr;
   int rc_;
+  int last_step_ = SQLITE_OK;
 };
 
 // The fields that change after registration; bound as 1..6, the id as 7.
@@ -338,6 +354,7 @@ absl::StatusOr<std::vector<ApiKeyRow>> SqliteMetadataStore::Keys(const std::stri
   if (!id.empty()) st.Bind(1, id);
   std::vector<ApiKeyRow> keys;
   while (st.Step() == SQLITE_ROW) keys.push_back(ReadApiKey(st));
+  if (absl::Status read = st.Finished(); !read.ok()) return read;
   return keys;
 }
 
@@ -370,7 +387,9 @@ absl::StatusOr<std::string> SqliteMetadataStore::OwnerOf(const std::string& mode
   Statement st(db_, "SELECT key_id FROM model_owners WHERE model_id=?");
   if (!st.status().ok()) return st.status();
   st.Bind(1, model_id);
-  if (st.Step() != SQLITE_ROW) return std::string();
+  absl::StatusOr<bool> row = st.NextRow();
+  if (!row.ok()) return row.status();
+  if (!*row) return std::string();
   return st.Text(0);
 }
 
@@ -439,7 +458,9 @@ absl::StatusOr<ModelRecord> SqliteMetadataStore::Get(const std::string& id) {
   Statement st(db_, absl::StrCat(kSelectModels, " WHERE id=?").c_str());
   if (!st.status().ok()) return st.status();
   st.Bind(1, id);
-  if (st.Step() != SQLITE_ROW) return absl::NotFoundError(absl::StrCat("no model with id '", id, "'"));
+  absl::StatusOr<bool> row = st.NextRow();
+  if (!row.ok()) return row.status();
+  if (!*row) return absl::NotFoundError(absl::StrCat("no model with id '", id, "'"));
   return ReadModelRecord(st);
 }
 
@@ -456,6 +477,7 @@ absl::StatusOr<std::vector<ModelRecord>> SqliteMetadataStore::FindVersions(
     if (!record.ok()) return record.status();
     out.push_back(std::move(*record));
   }
+  if (absl::Status read = st.Finished(); !read.ok()) return read;
   return out;
 }
 
@@ -571,6 +593,7 @@ absl::StatusOr<bool> SqliteMetadataStore::HasProbeFeatures(const std::string& id
                                                            const std::string& probe_set_sha) {
   std::lock_guard<std::mutex> lock(mutex_);
   Statement st(db_, "SELECT 1 FROM probe_features WHERE model_id=? AND probe_set_sha=?");
+  if (!st.status().ok()) return st.status();
   st.Bind(1, id);
   st.Bind(2, probe_set_sha);
   const int rc = st.Step();
@@ -584,9 +607,15 @@ absl::StatusOr<Tensor> SqliteMetadataStore::GetProbeTensor(const char* sql, cons
                                                            const std::string& probe_set_sha) {
   std::lock_guard<std::mutex> lock(mutex_);
   Statement st(db_, sql);
+  if (!st.status().ok()) return st.status();
   st.Bind(1, id);
   st.Bind(2, probe_set_sha);
-  if (st.Step() != SQLITE_ROW) return absl::NotFoundError(absl::StrCat("no ", what, " for ", id));
+  const int rc = st.Step();
+  if (rc == SQLITE_DONE) return absl::NotFoundError(absl::StrCat("no ", what, " for ", id));
+  // A failed read is not an absent row: the caller would re-probe or report the model missing.
+  if (rc != SQLITE_ROW) {
+    return absl::InternalError(absl::StrCat("sqlite ", what, ": ", sqlite3_errmsg(db_)));
+  }
   Tensor t;
   t.shape = {st.Int(0), st.Int(1)};
   t.values = st.Floats(2);
@@ -611,7 +640,9 @@ absl::StatusOr<std::vector<float>> SqliteMetadataStore::GetVector(const std::str
   Statement st(db_, "SELECT vector FROM vectors WHERE model_id=? AND space=?");
   st.Bind(1, id);
   st.Bind(2, space);
-  if (st.Step() != SQLITE_ROW) return absl::NotFoundError(absl::StrCat("no vector for ", id));
+  absl::StatusOr<bool> row = st.NextRow();
+  if (!row.ok()) return row.status();
+  if (!*row) return absl::NotFoundError(absl::StrCat("no vector for ", id));
   return st.Floats(0);
 }
 
@@ -625,7 +656,9 @@ absl::StatusOr<std::optional<std::string>> SqliteMetadataStore::ClaimProbeJob(
                  "SELECT id FROM models WHERE state IN (0, 1) AND lease_until_ms < ? "
                  "ORDER BY created_unix_ms, id LIMIT 1");
     st.Bind(1, now);
-    if (st.Step() != SQLITE_ROW) return std::optional<std::string>();
+    absl::StatusOr<bool> row = st.NextRow();
+    if (!row.ok()) return row.status();
+    if (!*row) return std::optional<std::string>();
     id = st.Text(0);
   }
   Statement st(db_, "UPDATE models SET lease_owner=?, lease_until_ms=? WHERE id=?");
@@ -659,9 +692,11 @@ absl::StatusOr<std::vector<std::pair<std::string, std::vector<float>>>>
 SqliteMetadataStore::Vectors(const std::string& space) {
   std::lock_guard<std::mutex> lock(mutex_);
   Statement st(db_, "SELECT model_id, vector FROM vectors WHERE space=? ORDER BY model_id");
+  if (!st.status().ok()) return st.status();
   st.Bind(1, space);
   std::vector<std::pair<std::string, std::vector<float>>> out;
   while (st.Step() == SQLITE_ROW) out.emplace_back(st.Text(0), st.Floats(1));
+  if (absl::Status read = st.Finished(); !read.ok()) return read;
   return out;
 }
 
@@ -717,6 +752,7 @@ absl::StatusOr<std::vector<OutcomeRow>> SqliteMetadataStore::Outcomes(const std:
   if (!model_id.empty()) st.Bind(1, model_id);
   std::vector<OutcomeRow> rows;
   while (st.Step() == SQLITE_ROW) rows.push_back(ReadOutcome(st));
+  if (absl::Status read = st.Finished(); !read.ok()) return read;
   return rows;
 }
 
@@ -743,6 +779,7 @@ absl::StatusOr<std::vector<OutcomeQueryRow>> SqliteMetadataStore::OutcomeQueries
     if (!q.ok()) return q.status();
     rows.push_back(*std::move(q));
   }
+  if (absl::Status read = st.Finished(); !read.ok()) return read;
   return rows;
 }
 
@@ -775,6 +812,7 @@ absl::StatusOr<std::vector<AlignmentRow>> SqliteMetadataStore::Alignments() {
   if (!st.status().ok()) return st.status();
   std::vector<AlignmentRow> rows;
   while (st.Step() == SQLITE_ROW) rows.push_back(ReadAlignmentSummary(st));
+  if (absl::Status read = st.Finished(); !read.ok()) return read;
   return rows;
 }
 
@@ -782,7 +820,9 @@ absl::StatusOr<AlignmentRow> SqliteMetadataStore::Alignment(int64_t version) {
   std::lock_guard<std::mutex> lock(mutex_);
   Statement st(db_, absl::StrCat(kSelectAlignments, " WHERE version=?").c_str());
   st.Bind(1, version);
-  if (st.Step() != SQLITE_ROW) {
+  absl::StatusOr<bool> row = st.NextRow();
+  if (!row.ok()) return row.status();
+  if (!*row) {
     return absl::NotFoundError(absl::StrCat("no alignment version ", version));
   }
   return ReadAlignment(st);
@@ -803,7 +843,9 @@ absl::StatusOr<std::string> SqliteMetadataStore::GetMeta(const std::string& key)
   std::lock_guard<std::mutex> lock(mutex_);
   Statement st(db_, "SELECT value FROM meta WHERE key=?");
   st.Bind(1, key);
-  if (st.Step() != SQLITE_ROW) return std::string();
+  absl::StatusOr<bool> row = st.NextRow();
+  if (!row.ok()) return row.status();
+  if (!*row) return std::string();
   return st.Text(0);
 }
 
@@ -841,9 +883,11 @@ absl::Status SqliteMetadataStore::AppendAudit(const AuditEntry& e) {
 absl::StatusOr<std::vector<AuditEntry>> SqliteMetadataStore::Audit(int limit) {
   std::lock_guard<std::mutex> lock(mutex_);
   Statement st(db_, absl::StrCat(kSelectAuditEntries, " ORDER BY id DESC LIMIT ?").c_str());
+  if (!st.status().ok()) return st.status();
   st.Bind(1, static_cast<int64_t>(limit));
   std::vector<AuditEntry> out;
   while (st.Step() == SQLITE_ROW) out.push_back(ReadAuditEntry(st));
+  if (absl::Status read = st.Finished(); !read.ok()) return read;
   return out;
 }
 
@@ -855,6 +899,7 @@ absl::StatusOr<std::map<ModelState, int>> SqliteMetadataStore::CountByState() {
   while (st.Step() == SQLITE_ROW) {
     counts[static_cast<ModelState>(st.Int(0))] = static_cast<int>(st.Int(1));
   }
+  if (absl::Status read = st.Finished(); !read.ok()) return read;
   return counts;
 }
 
