@@ -119,10 +119,14 @@ class ClientTest(unittest.TestCase):
         job = self.dock.train(wait=True)
         self.assertEqual(job["state"], "done", job["message"])
         self.assertEqual(job["weak_queries"], 0)  # this server keeps no recommendations
-        # No recorded standings to choose a stage-2 weight of its own: stage 2 takes stage 1's.
-        self.assertEqual(job["stage2_weight"], job["weight"])
-        self.assertIn("stage-2 weight = stage-1 weight", job["reason"])
-        self.assertIn("prior shrunk toward", job["reason"])
+        # No recorded standings to choose a stage-2 weight of its own: stage 2 takes stage 1's
+        # with the calibration-line target, none with the facts target.
+        self.assertIn("needs 3 to choose its own", job["reason"])
+        if "toward the stage-1 calibration line" in job["reason"]:
+            self.assertEqual(job["stage2_weight"], job["weight"])
+        else:
+            self.assertIn("toward the facts prediction", job["reason"])
+            self.assertEqual(job["stage2_weight"], 0.0)
         self.dock.use_alignment(job["version"])
         self.assertEqual(self.dock.alignments()["serving_version"], job["version"])
         served = self.dock.recommend(images, labels=labels, metric="none", top=3)
