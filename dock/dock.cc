@@ -364,9 +364,15 @@ absl::Status DockImpl::CatchUp() {
   std::lock_guard<std::mutex> lock(registry_mutex_);
   auto changed = knowledge_->CatchUp();
   if (!changed.ok()) return changed.status();
-  if (changed->empty()) return absl::OkStatus();
-  for (const std::string& id : *changed) proxy_cache_.ErasePrefix(absl::StrCat(id, "|"));
-  return knowledge_->Save();
+  if (!changed->empty()) {
+    for (const std::string& id : *changed) proxy_cache_.ErasePrefix(absl::StrCat(id, "|"));
+    if (absl::Status s = knowledge_->Save(); !s.ok()) return s;
+  }
+  // A trained version chosen on another replica (adopted by its training or `alignments use`)
+  // is served here from the next catch-up on.
+  return learning_->Follow(knowledge_->id(), [this](const encoder::VectorProjection& p) {
+    return BuildProjectedIndex(p);
+  });
 }
 
 void DockImpl::Shutdown() {

@@ -200,6 +200,30 @@ LearningLoop::Serving LearningLoop::Current() const {
 
 absl::Status LearningLoop::Use(int64_t version, const std::string& space,
                                const ProjectedIndexBuilder& build) {
+  return Serve(version, space, build, /*store_choice=*/true);
+}
+
+absl::Status LearningLoop::Follow(const std::string& space, const ProjectedIndexBuilder& build) {
+  auto stored = store_->GetMeta(kServingKey);
+  if (!stored.ok()) return stored.status();
+  int64_t version = 0;
+  if (!stored->empty()) {
+    try {
+      version = std::stoll(*stored);
+    } catch (const std::exception&) {
+      return absl::DataLossError(absl::StrCat("the stored serving version '", *stored,
+                                              "' is unreadable; keeping version ",
+                                              Current().version));
+    }
+  }
+  if (version == Current().version) return absl::OkStatus();
+  if (absl::Status s = Serve(version, space, build, /*store_choice=*/false); !s.ok()) return s;
+  spdlog::info("learning: serving version {}, chosen on another replica", version);
+  return absl::OkStatus();
+}
+
+absl::Status LearningLoop::Serve(int64_t version, const std::string& space,
+                                 const ProjectedIndexBuilder& build, bool store_choice) {
   if (version < 0) return absl::InvalidArgumentError("alignment versions are >= 0 (0 = untrained)");
   Serving next;
   next.version = version;
@@ -224,8 +248,10 @@ absl::Status LearningLoop::Use(int64_t version, const std::string& space,
     }
     next.ranker = std::make_shared<const encoder::OutcomeRanker>(std::move(*ranker));
   }
-  // Stored first: a restart serves what was last chosen.
-  if (absl::Status s = store_->SetMeta(kServingKey, absl::StrCat(version)); !s.ok()) return s;
+  // Stored first: a restart (and every replica) serves what was last chosen.
+  if (store_choice) {
+    if (absl::Status s = store_->SetMeta(kServingKey, absl::StrCat(version)); !s.ok()) return s;
+  }
   std::lock_guard<std::mutex> lock(serving_mutex_);
   serving_ = std::move(next);
   return absl::OkStatus();

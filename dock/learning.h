@@ -80,10 +80,18 @@ class LearningLoop {
   absl::StatusOr<AlignmentList> Versions();
   // Call through DockImpl::UseAlignment (the registry lock must be held).
   absl::Status Use(int64_t version, const std::string& space, const ProjectedIndexBuilder& build);
+  // Replicas: serves the version the store says is serving when it is not the one this server
+  // serves (another replica chose it), without writing the choice back. Called by the sync
+  // thread's catch-up, under the registry lock like Use, so a choice made here in between is
+  // read, not overwritten. An unreadable stored choice is logged and the current one kept.
+  absl::Status Follow(const std::string& space, const ProjectedIndexBuilder& build);
 
   void Shutdown();
 
  private:
+  // Serves `version`; `store_choice`: also record it as the serving version in the store.
+  absl::Status Serve(int64_t version, const std::string& space, const ProjectedIndexBuilder& build,
+                     bool store_choice);
   void RunTraining(TrainingInputs inputs);
   absl::StatusOr<AlignmentVersion> TrainOnce(const TrainingInputs& inputs);
 

@@ -13,6 +13,7 @@
 #include <string>
 #include <thread>
 
+#include "common/datasets.h"
 #include "common/sha256.h"
 #include "dock/dock.h"
 #include "gtest/gtest.h"
@@ -145,6 +146,59 @@ TEST_F(ReplicaSyncTest, CatchUpRepairsWhatNoNotificationAnnounced) {
   ASSERT_EQ(schema_.Exec("DELETE FROM vectors"), "");
   EXPECT_TRUE(Eventually([&] { return one_->Stats().index_vectors == 0; }));
   EXPECT_TRUE(Eventually([&] { return two_->Stats().index_vectors == 0; }));
+}
+
+// The serving trained version is one per dock, not per server: a version chosen on one replica
+// (here with `alignments use`; adoption by training takes the same path) is served by the other
+// from its next catch-up, and a rollback on the other reaches the first the same way.
+TEST_F(ReplicaSyncTest, ServingVersionChosenOnOneReplicaIsServedByAll) {
+  OpenBoth(absl::Seconds(1));
+  for (const char* name : {"fmnist-tops-cnn", "fmnist-all-mlp", "fmnist-shuffled-cnn"}) {
+    ASSERT_EQ(Register(*one_, name).state, ModelState::kReady);
+  }
+  ASSERT_TRUE(Eventually([&] { return two_->Stats().index_vectors == 3; }));
+  const std::string dir = (fs::path(AssetDir()) / "demo" / "query_tops").string();
+  datasets::LoadOptions load;
+  load.labels_path = dir + "/query-labels-idx1-ubyte";
+  auto dataset = datasets::LoadIdx(dir + "/query-images-idx3-ubyte", load);
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  // Three reported queries (the halves and the whole: three query ids).
+  const int64_t n = dataset->samples.Rows(), row = dataset->samples.RowSize();
+  for (auto [begin, end] : {std::pair<int64_t, int64_t>{0, n / 2}, {n / 2, n}, {0, n}}) {
+    OutcomeReport report;
+    report.dataset.samples.shape = dataset->samples.shape;
+    report.dataset.samples.shape[0] = end - begin;
+    report.dataset.samples.values.assign(dataset->samples.values.begin() + begin * row,
+                                         dataset->samples.values.begin() + end * row);
+    report.dataset.labels.assign(dataset->labels.begin() + begin, dataset->labels.begin() + end);
+    report.source = OutcomeSource::kImport;
+    report.outcomes = {{"fmnist-tops-cnn", 0.9 - 0.01 * begin / n},
+                       {"fmnist-all-mlp", 0.8},
+                       {"fmnist-shuffled-cnn", 0.3}};
+    auto stored = one_->ReportOutcome(report);
+    ASSERT_TRUE(stored.ok()) << stored.status();
+  }
+  auto job = one_->TrainAlignment(/*wait=*/true, nullptr);
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_EQ(job->state, TrainingStatus::State::kDone) << job->message;
+  const int64_t version = job->result.version;
+  ASSERT_GT(version, 0);
+  ASSERT_TRUE(one_->UseAlignment(version).ok());
+
+  RecommendQuery query;
+  query.dataset = *dataset;
+  query.metric = Metric::kNone;
+  auto served_version = [&](Dock& dock) {
+    auto answer = dock.Recommend(query);
+    EXPECT_TRUE(answer.ok()) << answer.status();
+    return answer.ok() ? answer->alignment_version : int64_t{-1};
+  };
+  EXPECT_EQ(served_version(*one_), version);
+  EXPECT_TRUE(Eventually([&] { return served_version(*two_) == version; }));
+  // Rolled back on two: one follows.
+  ASSERT_TRUE(two_->UseAlignment(0).ok());
+  EXPECT_EQ(served_version(*two_), 0);
+  EXPECT_TRUE(Eventually([&] { return served_version(*one_) == 0; }));
 }
 
 }  // namespace
