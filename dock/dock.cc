@@ -177,12 +177,12 @@ absl::Status DockImpl::LoadRemoteSecurity() {
     return absl::InvalidArgumentError(
         "--remote-tls-cert and --remote-tls-key go together (the client certificate and its key)");
   }
-  remote_security_.tls = o.remote_tls || !o.remote_tls_ca_path.empty() ||
-                         !o.remote_tls_cert_path.empty();
+  remote::ChannelSecurity& fallback = remote_credentials_.fallback;
+  fallback.tls = o.remote_tls || !o.remote_tls_ca_path.empty() || !o.remote_tls_cert_path.empty();
   const std::pair<const std::string*, std::string*> files[] = {
-      {&o.remote_tls_ca_path, &remote_security_.root_certs_pem},
-      {&o.remote_tls_cert_path, &remote_security_.cert_chain_pem},
-      {&o.remote_tls_key_path, &remote_security_.private_key_pem}};
+      {&o.remote_tls_ca_path, &fallback.root_certs_pem},
+      {&o.remote_tls_cert_path, &fallback.cert_chain_pem},
+      {&o.remote_tls_key_path, &fallback.private_key_pem}};
   for (const auto& [path, pem] : files) {
     if (path->empty()) continue;
     std::optional<std::string> text = ReadWholeFile(*path);
@@ -191,6 +191,18 @@ absl::Status DockImpl::LoadRemoteSecurity() {
           absl::StrCat("cannot read ", *path, " (remote TLS PEM file)"));
     }
     *pem = std::move(*text);
+  }
+  if (!o.remote_credentials_path.empty()) {
+    auto endpoints = remote::ReadCredentialsFile(o.remote_credentials_path);
+    if (!endpoints.ok()) return endpoints.status();
+    remote_credentials_.endpoints = std::move(*endpoints);
+    for (const auto& [endpoint, security] : remote_credentials_.endpoints) {
+      if (!security.bearer_token.empty() && !security.tls) {
+        spdlog::warn("remote credentials: the bearer token for {} is sent without TLS", endpoint);
+      }
+    }
+    spdlog::info("remote credentials: {} endpoint(s) from {}",
+                 remote_credentials_.endpoints.size(), o.remote_credentials_path);
   }
   return absl::OkStatus();
 }

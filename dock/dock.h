@@ -191,6 +191,9 @@ struct DockOptions {
   // roots (else the system's), the certificate and key (both or neither) prove this dock.
   bool remote_tls = false;
   std::string remote_tls_ca_path, remote_tls_cert_path, remote_tls_key_path;
+  // Per-endpoint credentials (remote/credentials.h: TLS files and a bearer token per
+  // "host:port"); listed endpoints use theirs instead of the remote_tls* setting above.
+  std::string remote_credentials_path;
 };
 
 // Validated once; returns INVALID_ARGUMENT naming the bad option.

@@ -37,6 +37,7 @@
 #include "encoder/black_box.h"
 #include "encoder/knowledge.h"
 #include "index/vector_index.h"
+#include "remote/credentials.h"
 #include "remote/kserve_client.h"
 #include "sandbox/worker_pool.h"
 
@@ -218,7 +219,7 @@ class DockImpl : public Dock {
   LruCache<const encoder::ModelOutputs> output_cache_;
   std::mutex remote_mutex_;  // guards remote_clients_
   std::map<std::string, std::unique_ptr<remote::KServeClient>> remote_clients_;  // by endpoint
-  remote::ChannelSecurity remote_security_;  // read from the options' files at Init
+  remote::RemoteCredentials remote_credentials_;  // read from the options' files at Init
   LruCache<const Tensor> proxy_cache_;  // model id -> compressed probe features
   RunCosts run_costs_;
 

@@ -121,7 +121,9 @@ absl::StatusOr<sandbox::AdmitResult> DockImpl::Admit(const std::string& model_na
 remote::KServeClient* DockImpl::RemoteClient(const std::string& endpoint) {
   std::lock_guard<std::mutex> lock(remote_mutex_);
   std::unique_ptr<remote::KServeClient>& client = remote_clients_[endpoint];
-  if (client == nullptr) client = remote::KServeClient::Connect(endpoint, remote_security_);
+  if (client == nullptr) {
+    client = remote::KServeClient::Connect(endpoint, remote_credentials_.For(endpoint));
+  }
   return client.get();
 }
 

@@ -29,7 +29,17 @@ std::string Describe(const RemoteTarget& target) {
 }
 
 absl::Status FromGrpc(const grpc::Status& status, const RemoteTarget& target, const char* call) {
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+  const grpc::StatusCode code = status.error_code();
+  if (code == grpc::StatusCode::UNAUTHENTICATED || code == grpc::StatusCode::PERMISSION_DENIED) {
+    // The remote server refused this dock, not the dock's caller: passing its code on would
+    // tell the caller that their own key is wrong.
+    return absl::FailedPreconditionError(absl::StrCat(
+        Describe(target), ": ", call, " refused this dock's credentials (",
+        code == grpc::StatusCode::UNAUTHENTICATED ? "UNAUTHENTICATED" : "PERMISSION_DENIED", ": ",
+        status.error_message(), "); give the endpoint a token or certificate in the server's "
+        "--remote-credentials file"));
+  }
+  return absl::Status(static_cast<absl::StatusCode>(code),
                       absl::StrCat(Describe(target), ": ", call, " failed: ",
                                    status.error_message().empty() ? "no message"
                                                                   : status.error_message()));
@@ -37,7 +47,8 @@ absl::Status FromGrpc(const grpc::Status& status, const RemoteTarget& target, co
 
 class GrpcKServeClient : public KServeClient {
  public:
-  GrpcKServeClient(const std::string& endpoint, const ChannelSecurity& security) {
+  GrpcKServeClient(const std::string& endpoint, const ChannelSecurity& security)
+      : bearer_token_(security.bearer_token) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(kMaxResponseBytes);
     std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
@@ -55,7 +66,7 @@ class GrpcKServeClient : public KServeClient {
   absl::StatusOr<RemoteMetadata> Metadata(const RemoteTarget& target,
                                           absl::Time deadline) override {
     grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(deadline));
+    Prepare(context, deadline);
     inference::ModelMetadataRequest request;
     request.set_name(target.model);
     request.set_version(target.version);
@@ -103,7 +114,7 @@ class GrpcKServeClient : public KServeClient {
       grpc::Status status;
       for (int attempt = 1;; ++attempt) {
         grpc::ClientContext context;
-        context.set_deadline(absl::ToChronoTime(deadline));
+        Prepare(context, deadline);
         status = stub_->ModelInfer(&context, request, &response);
         if (status.ok() || !Transient(status.error_code()) || attempt >= options.attempts ||
             absl::Now() + wait >= deadline) {
@@ -120,6 +131,11 @@ class GrpcKServeClient : public KServeClient {
   }
 
  private:
+  void Prepare(grpc::ClientContext& context, absl::Time deadline) const {
+    context.set_deadline(absl::ToChronoTime(deadline));
+    if (!bearer_token_.empty()) context.AddMetadata("authorization", "Bearer " + bearer_token_);
+  }
+
   // The response's first output, FP32 [b, K] from raw bytes or fp32_contents, appended to `out`.
   static absl::Status AppendOutput(const RemoteTarget& target,
                                    const inference::ModelInferResponse& response, int64_t b,
@@ -169,6 +185,7 @@ class GrpcKServeClient : public KServeClient {
     return absl::OkStatus();
   }
 
+  const std::string bearer_token_;
   std::unique_ptr<inference::GRPCInferenceService::Stub> stub_;
 };
 

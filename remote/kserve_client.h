@@ -43,12 +43,15 @@ struct InferOptions {
   absl::Duration backoff = absl::Milliseconds(200);  // before a retry, doubled each time
 };
 
-// How the dock reaches remote inference servers (one setting for all of them).
+// How the dock reaches a remote inference server (credentials.h: per endpoint, with a default).
 struct ChannelSecurity {
   bool tls = false;             // plaintext unless set
   std::string root_certs_pem;   // "" = the system's roots
   std::string cert_chain_pem;   // client certificate (mutual TLS); "" = none
   std::string private_key_pem;
+  // Sent as "authorization: Bearer <token>" with every call (KServe / Triton behind a gateway,
+  // another modeldock with --auth); "" = none.
+  std::string bearer_token;
 };
 
 class KServeClient {

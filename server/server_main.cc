@@ -53,6 +53,7 @@ struct ServerConfig {
   bool learn_from_recommendations = false;
   bool remote_tls = false;
   std::string remote_tls_ca, remote_tls_cert, remote_tls_key;
+  std::string remote_credentials;
   int64_t model_cache_mb = 2048;
   // Model workers (sandbox).
   std::string worker_binary;
@@ -135,6 +136,7 @@ std::string LoadConfigFile(const std::string& path, ServerConfig* config) {
     ReadKey(json, "remote-tls-ca", &config->remote_tls_ca);
     ReadKey(json, "remote-tls-cert", &config->remote_tls_cert);
     ReadKey(json, "remote-tls-key", &config->remote_tls_key);
+    ReadKey(json, "remote-credentials", &config->remote_credentials);
     ReadKey(json, "model-cache-mb", &config->model_cache_mb);
     ReadKey(json, "worker-binary", &config->worker_binary);
     ReadKey(json, "workers", &config->workers);
@@ -252,6 +254,11 @@ int main(int argc, char** argv) {
                                          "KServe servers (mutual TLS; with --remote-tls-key)");
   auto* remote_tls_key = app.add_option("--remote-tls-key", flags.remote_tls_key,
                                         "PEM private key of --remote-tls-cert");
+  auto* remote_credentials = app.add_option(
+      "--remote-credentials", flags.remote_credentials,
+      "JSON file of per-endpoint credentials towards remote KServe servers: {\"host:port\": "
+      "{\"tls\", \"ca\", \"cert\", \"key\", \"bearer_token_file\"}}; listed endpoints use "
+      "theirs instead of the --remote-tls* setting (README, \"Remote models\")");
   auto* model_cache = app.add_option("--model-cache-mb", flags.model_cache_mb,
                                      "Memory for models kept loaded in the workers (MiB, shared "
                                      "out among them)")
@@ -372,6 +379,7 @@ int main(int argc, char** argv) {
   if (remote_tls_ca->count()) config.remote_tls_ca = flags.remote_tls_ca;
   if (remote_tls_cert->count()) config.remote_tls_cert = flags.remote_tls_cert;
   if (remote_tls_key->count()) config.remote_tls_key = flags.remote_tls_key;
+  if (remote_credentials->count()) config.remote_credentials = flags.remote_credentials;
   if (model_cache->count()) config.model_cache_mb = flags.model_cache_mb;
   if (worker_binary->count()) config.worker_binary = flags.worker_binary;
   if (model_workers->count()) config.workers = flags.workers;
@@ -443,6 +451,7 @@ int main(int argc, char** argv) {
   options.remote_tls_ca_path = config.remote_tls_ca;
   options.remote_tls_cert_path = config.remote_tls_cert;
   options.remote_tls_key_path = config.remote_tls_key;
+  options.remote_credentials_path = config.remote_credentials;
   options.model_cache_bytes = config.model_cache_mb << 20;
   modeldock::dock::SandboxOptions& sandbox = options.sandbox;
   sandbox.worker_binary = config.worker_binary;

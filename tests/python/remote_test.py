@@ -155,5 +155,70 @@ class RemoteTlsTest(unittest.TestCase):
             tmp.cleanup()
 
 
+class RemoteCredentialsTest(unittest.TestCase):
+    def test_per_endpoint_bearer_token(self):
+        """Dock A requires API keys (--auth) on its KServe endpoint too; B lists A's endpoint in
+        --remote-credentials with a consumer key of A as bearer token and registers a model of A;
+        C, without it, is refused by A: FAILED_PRECONDITION naming the endpoint, nothing stored."""
+        tmp = tempfile.TemporaryDirectory()
+        err = open(os.path.join(tmp.name, "a.err"), "w+")
+        servers = []
+        try:
+            data_a = os.path.join(tmp.name, "a")
+            server_a, address_a = start_server(
+                SERVER, ASSETS, data_a,
+                ["--workers", "1", "--auth", "--kserve-listen", "127.0.0.1:0"], stderr=err)
+            servers.append(server_a)
+            kserve = kserve_address(err)
+            with open(os.path.join(DEMO, "fmnist-tops-cnn.json")) as f:
+                labels = json.load(f)["class_labels"]
+            with open(os.path.join(data_a, "admin.key")) as f:
+                admin_key = f.read().strip()
+            with modeldock.Client(address_a, api_key=admin_key) as a:
+                a.register(os.path.join(DEMO, "fmnist-tops-cnn.pt"), name="tops",
+                           input_shape=[1, 28, 28], labels=labels)
+                consumer = a.create_key("consumer", name="dock-b")
+            with open(os.path.join(tmp.name, "token-for-a"), "w") as f:
+                f.write(consumer["secret"] + "\n")
+            with open(os.path.join(tmp.name, "credentials.json"), "w") as f:
+                json.dump({kserve: {"bearer_token_file": "token-for-a"}}, f)  # relative path
+            server_b, address_b = start_server(
+                SERVER, ASSETS, os.path.join(tmp.name, "b"),
+                ["--workers", "1", "--remote-credentials",
+                 os.path.join(tmp.name, "credentials.json")])
+            servers.append(server_b)
+            server_c, address_c = start_server(SERVER, ASSETS, os.path.join(tmp.name, "c"),
+                                               ["--workers", "1"])
+            servers.append(server_c)
+            with modeldock.Client(address_b) as b:
+                remote = b.register_remote(kserve, "tops", name="tops-with-token",
+                                           input_shape=[1, 28, 28], labels=labels)
+                self.assertEqual(remote.state, "READY", remote.state_reason)
+            with modeldock.Client(address_c) as c:
+                with self.assertRaises(modeldock.ModelDockError) as e:
+                    c.register_remote(kserve, "tops", name="tops-without-token",
+                                      input_shape=[1, 28, 28], labels=labels)
+                self.assertEqual(e.exception.code, grpc.StatusCode.FAILED_PRECONDITION)
+                self.assertIn(kserve, str(e.exception))
+                self.assertIn("--remote-credentials", str(e.exception))
+                self.assertEqual(c.list(), [])
+            # A credentials file the server cannot use stops it at start with the reason.
+            bad = os.path.join(tmp.name, "bad.json")
+            with open(bad, "w") as f:
+                json.dump({kserve: {"bearer_token": "inline secrets are not read"}}, f)
+            run = subprocess.run(
+                [SERVER, "--data-dir", os.path.join(tmp.name, "d"), "--asset-dir", ASSETS,
+                 "--listen", "127.0.0.1:0", "--remote-credentials", bad],
+                capture_output=True, text=True, timeout=120)
+            self.assertNotEqual(run.returncode, 0)
+            self.assertIn("unknown key 'bearer_token'", run.stderr + run.stdout)
+            self.assertNotIn("inline secrets", run.stderr + run.stdout)
+        finally:
+            for server in servers:
+                stop_server(server)
+            err.close()
+            tmp.cleanup()
+
+
 if __name__ == "__main__":
     unittest.main(argv=sys.argv[:1], verbosity=2)
