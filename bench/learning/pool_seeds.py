@@ -33,7 +33,7 @@ def main(dirs):
                 adopted += bool(fold["adopted"])
                 message = fold["train"].get("message", "")
                 target = ("calibration line" if "stage-1 calibration" in message
-                          else "facts" if "facts prediction" in message else "?")
+                          else "facts" if "facts prediction" in message else "not named (older build)")
                 targets[target] = targets.get(target, 0) + 1
                 for task in fold["test_tasks"]:
                     for pipeline in ("stage1", "default"):
