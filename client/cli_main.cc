@@ -1050,7 +1050,8 @@ json VersionJson(const v1::AlignmentVersion& v) {
               {"vectors_reason", v.vectors_reason()},
               {"weak_queries", v.weak_queries()},
               {"weak_weight", v.weak_weight()},
-              {"stage2_weight", v.stage2_weight()}};
+              {"stage2_weight", v.stage2_weight()},
+              {"prior_target", v.prior_target()}};
 }
 
 std::string StateName(v1::TrainingState state) {
@@ -1096,11 +1097,12 @@ int RunTrain(const GlobalFlags& global, bool wait, client::Client& client) {
       "version %d trained on %d queries (%d records) in %.1f s\n"
       "held-out queries (%d folds), weighted Kendall tau: untrained %.4f, serving %.4f, "
       "trained %.4f\n%s: %s\nparameters: prior weight %.3f in stage 1, %.3f in stage 2, shrinkage "
-      "%.3f, sharpness %.3f\n",
+      "%.3f toward %s, sharpness %.3f\n",
       v.version(), v.num_queries(), v.num_records(), v.training_seconds(), v.folds(),
       v.validation_untrained(), v.validation_serving(), v.validation_trained(),
       v.adopted() ? "ADOPTED (now serving)" : "NOT ADOPTED (the serving version stays)",
-      v.reason(), v.weight(), v.stage2_weight(), v.shrinkage(), v.sharpness());
+      v.reason(), v.weight(), v.stage2_weight(), v.shrinkage(),
+      v.prior_target().empty() ? "facts" : v.prior_target(), v.sharpness());
   if (v.weak_queries() > 0) {
     std::cout << absl::StrFormat(
         "weak records: stage-2 standings of %d recommendations, learned weight %.3f\n",
@@ -1135,13 +1137,15 @@ int RunAlignments(const GlobalFlags& global, client::Client& client) {
   }
   std::vector<std::vector<std::string>> rows = {
       {"VERSION", "SERVING", "ADOPTED", "QUERIES", "HELD-OUT TAU_W (UNTRAINED/SERVING/TRAINED)",
-       "WEIGHT", "CREATED"}};
+       "WEIGHT", "PRIOR TARGET", "CREATED"}};
   for (const auto& v : list->versions()) {
     rows.push_back({absl::StrCat(v.version()), v.serving() ? "*" : "", v.adopted() ? "yes" : "no",
                     absl::StrCat(v.num_queries()),
                     absl::StrFormat("%.4f / %.4f / %.4f", v.validation_untrained(),
                                     v.validation_serving(), v.validation_trained()),
-                    absl::StrFormat("%.3f", v.weight()), IsoTime(v.created_unix_ms())});
+                    absl::StrFormat("%.3f", v.weight()),
+                    v.prior_target().empty() ? "facts" : v.prior_target(),
+                    IsoTime(v.created_unix_ms())});
   }
   PrintTable(rows);
   return kExitOk;

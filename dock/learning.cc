@@ -36,6 +36,7 @@ nlohmann::json SummaryJson(const AlignmentVersion& v) {
           {"shrinkage", v.shrinkage},
           {"sharpness", v.sharpness},
           {"stage2_weight", v.stage2_weight},
+          {"prior_target", v.prior_target},
           {"weak_queries", v.weak_queries},
           {"weak_weight", v.weak_weight},
           {"vectors_trained", v.vectors_trained},
@@ -63,6 +64,7 @@ AlignmentVersion VersionFromRow(const AlignmentRow& row) {
     v.shrinkage = j.value("shrinkage", 0.0);
     v.sharpness = j.value("sharpness", 0.0);
     v.stage2_weight = j.value("stage2_weight", v.weight);
+    v.prior_target = j.value("prior_target", std::string("facts"));  // before the choice: facts
     v.weak_queries = j.value("weak_queries", 0);
     v.weak_weight = j.value("weak_weight", 0.0);
     v.vectors_trained = j.value("vectors_trained", false);
@@ -405,6 +407,7 @@ absl::StatusOr<AlignmentVersion> LearningLoop::TrainOnce(const TrainingInputs& i
   v.shrinkage = report->params.shrinkage;
   v.sharpness = report->params.sharpness;
   v.stage2_weight = report->params.stage2_weight;
+  v.prior_target = report->params.calibrated_target ? "stage1-calibration" : "facts";
   v.weak_queries = report->weak_tasks;
   v.weak_weight = report->params.weak_weight;
   v.training_seconds = absl::ToDoubleSeconds(absl::Now() - start);

@@ -678,6 +678,7 @@ void ToProto(const dock::AlignmentVersion& v, v1::AlignmentVersion* out) {
   out->set_weak_queries(v.weak_queries);
   out->set_weak_weight(v.weak_weight);
   out->set_stage2_weight(v.stage2_weight);
+  out->set_prior_target(v.prior_target);
 }
 
 void ToProto(const dock::TrainingStatus& job, v1::TrainingJob* out) {

@@ -122,9 +122,12 @@ class ClientTest(unittest.TestCase):
         # No recorded standings to choose a stage-2 weight of its own: stage 2 takes stage 1's
         # with the calibration-line target, none with the facts target.
         self.assertIn("needs 3 to choose its own", job["reason"])
+        self.assertIn(job["prior_target"], ("facts", "stage1-calibration"))
         if "toward the stage-1 calibration line" in job["reason"]:
+            self.assertEqual(job["prior_target"], "stage1-calibration")
             self.assertEqual(job["stage2_weight"], job["weight"])
         else:
+            self.assertEqual(job["prior_target"], "facts")
             self.assertIn("toward the facts prediction", job["reason"])
             self.assertEqual(job["stage2_weight"], 0.0)
         self.dock.use_alignment(job["version"])

@@ -415,7 +415,7 @@ class Client:
                        validation_trained=job.result.validation_trained,
                        weight=job.result.weight, stage2_weight=job.result.stage2_weight,
                        weak_queries=job.result.weak_queries, weak_weight=job.result.weak_weight,
-                       reason=job.result.reason)
+                       prior_target=job.result.prior_target, reason=job.result.reason)
         return out
 
     def alignments(self) -> Dict[str, object]:
@@ -426,7 +426,9 @@ class Client:
                 "versions": [{"version": v.version, "adopted": v.adopted, "serving": v.serving,
                               "num_queries": v.num_queries,
                               "validation_trained": v.validation_trained,
-                              "validation_serving": v.validation_serving} for v in r.versions]}
+                              "validation_serving": v.validation_serving,
+                              "prior_target": v.prior_target or "facts"}
+                             for v in r.versions]}
 
     def use_alignment(self, version: int) -> None:
         """Serves `version` from the next recommendation on (admin; 0 = untrained)."""
