@@ -82,6 +82,13 @@ struct PreparedLabels {
 absl::StatusOr<PreparedLabels> PrepareLabels(const Dataset& dataset,
                                              const std::optional<Tensor>& embeddings);
 
+// The state Recommend's stages pass between them (defined in recommend.cc).
+struct PreparedQuery;
+struct Stage1Result;
+struct ViewScoring;
+struct ScoredModel;
+struct Stage2Result;
+
 class DockImpl : public Dock {
  public:
   explicit DockImpl(DockOptions options);
@@ -192,6 +199,62 @@ class DockImpl : public Dock {
   absl::StatusOr<std::unordered_map<std::string, double>> ProxyScores(
       const Tensor& query_embeddings, const std::vector<int32_t>& labels, int num_classes,
       const std::vector<const ModelRecord*>& models);
+
+  // Recommend's stages (recommend.cc), in the order it runs them. Each fills in its part of
+  // `result` (timings, mode, warnings, counts).
+  // The query's embeddings in E's space (images), its labels, and the compatible models.
+  absl::StatusOr<PreparedQuery> PrepareQuery(const RecommendQuery& query, RecommendResult* result);
+  // Stage 1 (no model runs): knowledge-vector similarity, probe-proxy scores, the serving
+  // version's outcome priors, and the stage-1 order of every compatible model.
+  absl::StatusOr<Stage1Result> RunStage1(const PreparedQuery& prepared,
+                                         const LearningLoop::Serving& serving,
+                                         RecommendResult* result);
+  // Stage 1 (a): the query's vector (through the serving version's projection) against the
+  // index of the compatible models' knowledge vectors.
+  absl::Status RankByKnowledgeVector(const PreparedQuery& prepared,
+                                     const LearningLoop::Serving& serving, Stage1Result* stage1,
+                                     RecommendResult* result);
+  // Stage 1 (b): probe-proxy scores, with the serving version's priors, in proxy order.
+  absl::Status RankByProbeProxies(const PreparedQuery& prepared,
+                                  const LearningLoop::Serving& serving, Stage1Result* stage1,
+                                  RecommendResult* result);
+  // The mode and the stage-2 candidates (in stage-1 order): none without a metric, all when
+  // forced or without stage-1 standings, a fixed number, or those fitting the latency budget.
+  std::vector<std::string> ChooseCandidates(const RecommendQuery& query,
+                                            const PreparedQuery& prepared,
+                                            const Stage1Result& stage1,
+                                            const std::string& dataset_hash,
+                                            RecommendResult* result);
+  std::vector<std::string> CandidatesWithinBudget(const PreparedQuery& prepared,
+                                                  const std::vector<std::string>& stage1_order,
+                                                  double rows, const std::string& dataset_hash,
+                                                  RecommendResult* result);
+  // Estimated cost of scoring a model on `rows` query samples: nearly free when its outputs on
+  // this dataset are cached; else loading it when it is not resident, plus running it (measured
+  // per sample on earlier recommendations when there were any, else scaled from its probing
+  // time, which ran it on the probe set), plus the metrics.
+  double EstimateScoringMillis(const ModelRecord& r, double rows, double probe_rows,
+                               const std::string& dataset_hash);
+  // Stage 2: runs and scores the candidates, records weak outcomes, adds the serving version's
+  // priors; the scored models best first.
+  absl::StatusOr<Stage2Result> RunStage2(const RecommendQuery& query,
+                                         const PreparedQuery& prepared,
+                                         const Stage1Result& stage1,
+                                         const std::vector<std::string>& candidates,
+                                         const std::string& dataset_hash,
+                                         const LearningLoop::Serving& serving,
+                                         RecommendResult* result);
+  // Each candidate's outputs on the query (run, or cached) scored view by view, in candidate
+  // order; the models none of whose views could be scored are left out with a warning.
+  absl::StatusOr<std::vector<ScoredModel>> ScoreCandidates(
+      const RecommendQuery& query, const PreparedQuery& prepared,
+      const std::vector<std::string>& candidates, const std::string& dataset_hash,
+      const ViewScoring& scoring, RecommendResult* result);
+  // With DockOptions::learn_from_recommendations, the scored models' stage-2 standings on a
+  // labelled image query are stored as weak outcome records.
+  void RecordWeakOutcomes(const RecommendQuery& query, const PreparedQuery& prepared,
+                          const Stage1Result& stage1, const std::vector<ScoredModel>& scored,
+                          RecommendResult* result);
 
   DockOptions options_;
   std::unique_ptr<MetadataStore> store_;

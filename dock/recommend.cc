@@ -281,11 +281,82 @@ absl::StatusOr<std::unordered_map<std::string, double>> DockImpl::ProxyScores(
   return scores;
 }
 
-absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query) {
-  absl::Time start = absl::Now();
-  const Dataset& dataset = query.dataset;
-  const Tensor& samples = dataset.samples;
-  if (absl::Status valid = ValidateQuerySamples(samples, query.task); !valid.ok()) return valid;
+// ---- Recommend, stage by stage. The stages pass their state in these structs.
+
+// A validated query's labels, its embeddings in E's space and the models that can take it.
+struct PreparedQuery {
+  absl::Time encode_start;  // encode_query_millis runs from here to the query's vector
+  std::optional<Tensor> embeddings;  // E's embeddings of the samples (image queries only)
+  std::vector<int32_t> labels;  // given (renumbered) or clustered, 0..num_classes-1
+  int num_classes = 0;
+  std::vector<ModelRecord> compatible;
+  std::unordered_map<std::string, size_t> position;  // model id -> index into compatible
+
+  // Every id the stages pass around is a compatible model's.
+  const ModelRecord& Model(const std::string& id) const { return compatible[position.at(id)]; }
+};
+
+// Stage 1's standings of the compatible models, and the stage-1 order they make.
+struct Stage1Result {
+  std::unordered_map<std::string, std::pair<double, int>> similarity;  // id -> (similarity, rank)
+  std::vector<std::string> similarity_order;  // most similar knowledge vector first
+  std::unordered_map<std::string, double> proxy_score;  // id -> fused proxy rank / models
+  std::vector<std::string> proxy_order;  // the models with a proxy score, best `value` first
+  // The serving trained version's outcome prior of every compatible model (none untrained).
+  std::unordered_map<std::string, double> prior;
+  std::unordered_map<std::string, encoder::OutcomeRanker::PriorSources> prior_sources;
+  std::unordered_map<std::string, double> value;  // proxy score (with the prior when trained)
+  std::vector<std::string> order;  // every compatible model
+  std::unordered_map<std::string, int> rank;  // id -> 1-based position in `order`
+  bool has_stage1 = false;  // some model has a proxy score or a knowledge vector
+};
+
+// How stage 2 scores a candidate's features against the query's labels.
+struct ViewScoring {
+  Metric metric = Metric::kNone;
+  std::vector<scoring::Metric> members;  // the scoring metrics `metric` computes
+  bool all_logits = false;  // every member reads the model's outputs, none its features
+  bool compress = false;  // views on their top principal components (ScoringFor says when)
+  const std::vector<int32_t>* labels = nullptr;
+  int num_classes = 0;
+};
+
+// A model is scored on its default features (embed, else its outputs), or, when it exports
+// embed_layers(x) and the metric reads features, on each exported layer: every (model, layer)
+// pair is one view, all views are ranked together, and a model scores as its best view.
+struct ScoredView {
+  int layer = -1;  // index into the record's layers; -1 = the default features
+  std::vector<double> member_values;
+  double stage2 = 0;
+  std::string features_note;
+};
+struct ScoredModel {
+  std::string id;
+  std::vector<ScoredView> views;
+  size_t best = 0;  // the view the model's score comes from
+  double stage2 = 0;
+  double final_score = 0;  // stage2, plus the outcome prior when a trained version serves
+  bool scored = false;  // false: listed after the scored models by its stage-1 order
+};
+
+// Stage 2's answer: the scored candidates, best first.
+struct Stage2Result {
+  ViewScoring scoring;
+  std::vector<ScoredModel> scored;
+  // Fusions only: each member's value and rank of the model's best view (model id -> text).
+  std::unordered_map<std::string, std::string> member_text;
+};
+
+namespace {
+
+bool Cancelled(const RecommendQuery& query) {
+  return query.is_cancelled && query.is_cancelled();
+}
+
+absl::Status ValidateRecommendQuery(const RecommendQuery& query) {
+  if (absl::Status valid = ValidateQuerySamples(query.dataset.samples, query.task); !valid.ok()) {
+    return valid;
+  }
   if (query.top_k < 1 || query.top_k > 10000) {
     return absl::InvalidArgumentError("top_k must be in 1..10000");
   }
@@ -293,7 +364,397 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
   if (query.latency_budget_millis < 0 || !std::isfinite(query.latency_budget_millis)) {
     return absl::InvalidArgumentError("latency_budget_millis must be >= 0 (0 = server default)");
   }
-  auto cancelled = [&] { return query.is_cancelled && query.is_cancelled(); };
+  return absl::OkStatus();
+}
+
+// The serving trained version adds each model's outcome prior (0 for untrained) to its proxy
+// score.
+void AddStage1Priors(const encoder::OutcomeRanker& ranker,
+                     const std::vector<ModelRecord>& compatible, Stage1Result* stage1) {
+  std::vector<std::string> ids;
+  std::vector<std::vector<double>> facts;
+  for (const ModelRecord& r : compatible) {
+    ids.push_back(r.id);
+    facts.push_back(FactsOf(r));
+  }
+  std::vector<encoder::OutcomeRanker::PriorSources> used;
+  std::vector<double> priors = ranker.Priors(
+      ids, std::map<std::string, double>(stage1->proxy_score.begin(), stage1->proxy_score.end()),
+      &used, &facts);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    stage1->prior[ids[i]] = priors[i];
+    stage1->prior_sources[ids[i]] = used[i];
+  }
+  std::vector<double> base, model_prior;
+  for (const std::string& id : stage1->proxy_order) {
+    base.push_back(stage1->proxy_score[id]);
+    model_prior.push_back(stage1->prior[id]);
+  }
+  std::vector<double> combined = ranker.Combine(base, model_prior);
+  for (size_t i = 0; i < stage1->proxy_order.size(); ++i) {
+    stage1->value[stage1->proxy_order[i]] = combined[i];
+  }
+}
+
+// Stage-1 order: proxy order, then models with only a knowledge vector, then the rest.
+void OrderStage1(const std::vector<ModelRecord>& compatible, Stage1Result* stage1) {
+  stage1->order = stage1->proxy_order;
+  std::unordered_set<std::string> seen(stage1->order.begin(), stage1->order.end());
+  for (const std::string& id : stage1->similarity_order) {
+    if (seen.insert(id).second) stage1->order.push_back(id);
+  }
+  for (const ModelRecord& r : compatible) {
+    if (seen.insert(r.id).second) stage1->order.push_back(r.id);
+  }
+  for (size_t i = 0; i < stage1->order.size(); ++i) {
+    stage1->rank[stage1->order[i]] = static_cast<int>(i) + 1;
+  }
+  stage1->has_stage1 = !stage1->proxy_order.empty() || !stage1->similarity_order.empty();
+}
+
+ViewScoring ScoringFor(Metric metric, const PreparedQuery& prepared,
+                       const std::vector<std::string>& candidates) {
+  ViewScoring scoring;
+  scoring.metric = metric;
+  scoring.members = MembersOf(metric);
+  scoring.all_logits =
+      std::all_of(scoring.members.begin(), scoring.members.end(), scoring::UsesLogits);
+  // The fusion always compresses. A single feature metric does when some candidate exports
+  // layers: raw, it picks the widest layer and ranks layered models badly (bench/layers, chosen
+  // on zoo A: LogME tau_w 0.12 -> 0.74, checked on B: 0.61 -> 0.66); then every view is
+  // compressed, so all models stay on one scale. Not TMI: its L-infinity neighbour entropy
+  // picked layers worse on components (A: 0.94 -> 1.99 points lost).
+  const bool any_layers =
+      std::any_of(candidates.begin(), candidates.end(),
+                  [&](const std::string& id) { return !prepared.Model(id).layers.empty(); });
+  scoring.compress = metric == Metric::kFusion ||
+                     (any_layers && !scoring.all_logits && metric != Metric::kTmi);
+  scoring.labels = &prepared.labels;
+  scoring.num_classes = prepared.num_classes;
+  return scoring;
+}
+
+// Scores one set of features (and the model's logits, for logit metrics) with every member.
+// Returns the failure ("" when scored).
+// Compressed: on the features' own top principal components on the query, so that every view
+// has the same number of dimensions (LogME's evidence and the H-scores otherwise drift with the
+// feature width, which sorts models by architecture and layers by width: bench/select,
+// bench/layers).
+std::string ScoreView(const ViewScoring& scoring, const Tensor& raw, const Tensor& logits,
+                      ScoredView* view) {
+  std::optional<Tensor> reduced;
+  if (scoring.compress) {
+    auto r = scoring::CompressFeatures(raw, kFusionDims);
+    if (r.ok()) reduced = std::move(*r);
+  }
+  const Tensor& feature_input = reduced ? *reduced : raw;
+  for (scoring::Metric metric : scoring.members) {
+    scoring::ScoreInput input;
+    input.features = scoring::UsesLogits(metric) ? &logits : &feature_input;
+    input.logits = &logits;
+    input.labels = scoring.labels;
+    input.num_classes = scoring.num_classes;
+    auto value = scoring::Score(metric, input);
+    if (value.ok() && !std::isfinite(*value) && scoring.members.size() > 1) {
+      // Degenerate features (e.g. all zero: LogME's evidence is -inf) carry no information
+      // about the query: in a fusion the member ranks the view last.
+      view->member_values.push_back(-HUGE_VAL);
+      continue;
+    }
+    if (!value.ok() || !std::isfinite(*value)) {
+      return absl::StrCat(std::string(scoring::MetricName(metric)), ": ",
+                          value.ok() ? "non-finite score" : std::string(value.status().message()));
+    }
+    view->member_values.push_back(*value);
+  }
+  if (reduced) {
+    absl::StrAppend(&view->features_note, " (top ", reduced->RowSize(), " principal components)");
+  }
+  return "";
+}
+
+// A candidate's views scored on its outputs; nullopt when none could be (the warnings say why).
+std::optional<ScoredModel> ScoreCandidate(const ModelRecord& record,
+                                          const encoder::ModelOutputs& out,
+                                          const ViewScoring& scoring,
+                                          std::vector<std::string>* warnings) {
+  const std::vector<scoring::Metric>& members = scoring.members;
+  const bool has_features = record.has_embed && !out.features.shape.empty();
+  const bool extractor = record.spec.kind == ModelKind::kFeatureExtractor;
+  if (extractor && std::any_of(members.begin(), members.end(), scoring::UsesLogits)) {
+    // LEEP and NCE read a classifier's class probabilities; a feature extractor has none.
+    warnings->push_back(absl::StrCat("skipped ", record.spec.name, ": ",
+                                     MetricLabel(scoring.metric),
+                                     " scores a classifier's outputs and it is a feature "
+                                     "extractor (use a feature-based metric, e.g. fusion)"));
+    return std::nullopt;
+  }
+  ScoredModel s;
+  s.id = record.id;
+  const bool by_layer = !scoring.all_logits && !record.layers.empty() &&
+                        out.layers.size() == record.layers.size();
+  if (by_layer) {
+    for (size_t l = 0; l < out.layers.size(); ++l) {
+      ScoredView view;
+      view.layer = static_cast<int>(l);
+      view.features_note = absl::StrCat("layer '", record.layers[l].name, "' (",
+                                        out.layers[l].RowSize(), "-d)");
+      std::string failure = ScoreView(scoring, out.layers[l], out.logits, &view);
+      if (!failure.empty()) {
+        warnings->push_back(absl::StrCat("could not score ", record.spec.name, " layer '",
+                                         record.layers[l].name, "' with ", failure));
+        continue;
+      }
+      s.views.push_back(std::move(view));
+    }
+  } else {
+    ScoredView view;
+    const Tensor& raw = has_features ? out.features : out.logits;
+    view.features_note =
+        scoring.all_logits ? absl::StrCat("its ", record.spec.class_labels.size(), "-class outputs")
+        : has_features     ? absl::StrCat(out.features.RowSize(), "-d embed features")
+        : extractor        ? absl::StrCat(out.logits.RowSize(), "-d features (feature extractor)")
+                           : absl::StrCat(out.logits.RowSize(), "-d logits (no embed)");
+    std::string failure = ScoreView(scoring, raw, out.logits, &view);
+    if (!failure.empty()) {
+      warnings->push_back(absl::StrCat("could not score ", record.spec.name, " with ", failure));
+    } else {
+      s.views.push_back(std::move(view));
+    }
+  }
+  if (s.views.empty()) return std::nullopt;
+  s.scored = true;
+  return s;
+}
+
+// Each member's rank of every scored view, for the reasons.
+struct ViewRanks {
+  std::vector<std::vector<double>> member_ranks;  // [member][view]; fusions only
+  std::unordered_map<const ScoredView*, size_t> position;  // view -> index in member_ranks
+  size_t num_views = 0;
+};
+
+// Stage-2 score of every view: the metric's value, or for a fusion the members' mean rank among
+// all scored views divided by their number (1 = first by every member). A model scores as its
+// best view (ties: the earlier layer).
+ViewRanks RankViews(const std::vector<scoring::Metric>& members,
+                    std::vector<ScoredModel>* scored) {
+  std::vector<ScoredView*> views;
+  for (ScoredModel& s : *scored) {
+    for (ScoredView& v : s.views) views.push_back(&v);
+  }
+  ViewRanks ranks;
+  ranks.num_views = views.size();
+  if (members.size() > 1 && !views.empty()) {
+    std::vector<std::vector<double>> lists(members.size());
+    for (const ScoredView* v : views) {
+      for (size_t m = 0; m < members.size(); ++m) lists[m].push_back(v->member_values[m]);
+    }
+    for (const auto& list : lists) ranks.member_ranks.push_back(scoring::Ranks(list));
+    const std::vector<double> fused = NormalisedRankFusion(lists);
+    for (size_t i = 0; i < views.size(); ++i) views[i]->stage2 = fused[i];
+  } else {
+    for (ScoredView* v : views) v->stage2 = v->member_values.empty() ? 0 : v->member_values[0];
+  }
+  for (size_t i = 0; i < views.size(); ++i) ranks.position[views[i]] = i;
+  for (ScoredModel& s : *scored) {
+    for (size_t v = 1; v < s.views.size(); ++v) {
+      if (s.views[v].stage2 > s.views[s.best].stage2) s.best = v;
+    }
+    s.stage2 = s.views[s.best].stage2;
+    s.final_score = s.stage2;
+  }
+  return ranks;
+}
+
+// The serving trained version's prior combined with each scored model's stage-2 score.
+void AddStage2Priors(const encoder::OutcomeRanker& ranker, const Stage1Result& stage1,
+                     std::vector<ScoredModel>* scored) {
+  std::vector<double> base, model_prior;
+  for (const ScoredModel& s : *scored) {
+    base.push_back(s.stage2);
+    model_prior.push_back(stage1.prior.at(s.id));
+  }
+  std::vector<double> combined = ranker.CombineStage2(base, model_prior);
+  for (size_t i = 0; i < scored->size(); ++i) (*scored)[i].final_score = combined[i];
+}
+
+// "logme 1.23 (rank 2 of 9), shrinkage_hscore ... ": a fusion's members on each model's best view.
+std::unordered_map<std::string, std::string> MemberTexts(
+    const std::vector<scoring::Metric>& members, const ViewRanks& ranks,
+    const std::vector<ScoredModel>& scored) {
+  std::unordered_map<std::string, std::string> member_text;
+  const bool several_views = ranks.num_views > scored.size();
+  for (const ScoredModel& s : scored) {
+    if (members.size() < 2) continue;
+    const ScoredView& best = s.views[s.best];
+    const size_t at = ranks.position.at(&best);
+    std::string text;
+    for (size_t m = 0; m < members.size(); ++m) {
+      absl::StrAppend(&text, m ? ", " : "", absl::StrFormat("%s %.4g (rank %d of %d%s)",
+                      std::string(scoring::MetricName(members[m])), best.member_values[m],
+                      static_cast<int>(ranks.num_views + 1 - ranks.member_ranks[m][at] + 0.5),
+                      static_cast<int>(ranks.num_views), several_views ? " model layers" : ""));
+    }
+    member_text[s.id] = text;
+  }
+  return member_text;
+}
+
+// After the scored models, the rest in stage-1 order (kept in `unscored`, ids only).
+std::vector<const ScoredModel*> RankingOf(const RecommendQuery& query, const Stage1Result& stage1,
+                                          const std::vector<ScoredModel>& scored,
+                                          std::vector<ScoredModel>* unscored) {
+  std::vector<const ScoredModel*> ranking;
+  unscored->reserve(stage1.order.size());  // the ranking points into it
+  std::unordered_set<std::string> listed;
+  for (const ScoredModel& s : scored) {
+    ranking.push_back(&s);
+    listed.insert(s.id);
+  }
+  for (const std::string& id : stage1.order) {
+    // Without all_versions the versions of a name fold into one entry below, so the whole
+    // stage-1 order is kept (ids only) for top_k names to remain.
+    if (static_cast<int>(ranking.size()) >= query.top_k && query.all_versions) break;
+    if (listed.count(id)) continue;
+    ScoredModel s;
+    s.id = id;
+    unscored->push_back(std::move(s));
+    ranking.push_back(&unscored->back());
+  }
+  return ranking;
+}
+
+// "; outcome prior +0.12 (trained version 3, ...; from its outcomes on 2 similar reported tasks)".
+std::string OutcomePriorText(const encoder::OutcomeRanker::PriorSources& used, double prior,
+                             const LearningLoop::Serving& serving) {
+  std::string from;
+  if (used.reported > 0) {
+    from = absl::StrFormat("from its outcomes on %d similar reported task%s", used.reported,
+                           used.reported == 1 ? "" : "s");
+  }
+  if (used.weak > 0) {
+    absl::StrAppend(&from, from.empty() ? "from" : " and", absl::StrFormat(
+        " its stage-2 standing in %d similar recommendation%s", used.weak,
+        used.weak == 1 ? "" : "s"));
+  }
+  if (from.empty()) {
+    from = "no outcomes on similar tasks: predicted from its width and class count";
+  }
+  return absl::StrFormat(
+      "; outcome prior %+.2f (trained version %d, weight %.2f in stage 1, %.2f in stage 2; %s)",
+      prior, serving.version, serving.ranker->params().weight,
+      serving.ranker->params().stage2_weight, from);
+}
+
+// What stage 1 says of a model: its proxy rank, knowledge-vector similarity and outcome prior
+// (recorded in `rec` when a trained version serves).
+std::string Stage1Text(const Stage1Result& stage1, const std::string& id,
+                       const LearningLoop::Serving& serving, Recommendation* rec) {
+  std::string stage1_text;
+  if (rec->has_stage1_score) {
+    stage1_text = absl::StrFormat("stage-1 proxy rank %d of %d", stage1.rank.at(id),
+                                  static_cast<int>(stage1.proxy_order.size()));
+  } else {
+    stage1_text = "no stage-1 proxy";
+  }
+  if (stage1.similarity.count(id)) {
+    absl::StrAppend(&stage1_text,
+                    absl::StrFormat(", knowledge-vector similarity %.3f", rec->similarity));
+  }
+  if (serving.ranker) {
+    rec->has_prior = true;
+    rec->prior = stage1.prior.at(id);
+    absl::StrAppend(&stage1_text,
+                    OutcomePriorText(stage1.prior_sources.at(id), rec->prior, serving));
+  }
+  return stage1_text;
+}
+
+// The reason of a model scored in stage 2 (and its layers' scores in `rec`).
+std::string ScoredReason(const ScoredModel& s, const Stage2Result& stage2, int num_classes,
+                         int num_scored, const std::string& stage1_text, Recommendation* rec) {
+  const ScoredView& best = s.views[s.best];
+  std::string layer_text;
+  if (best.layer >= 0) {
+    rec->layer = rec->model.layers[best.layer].name;
+    for (const ScoredView& v : s.views) {
+      rec->layer_scores.push_back({rec->model.layers[v.layer].name,
+                                   rec->model.layers[v.layer].dim, v.stage2});
+    }
+    layer_text = absl::StrCat("; the best of its ", s.views.size(), " scored layers (",
+                              LayerScoresText(rec->layer_scores), ")");
+  }
+  if (stage2.scoring.members.size() > 1) {
+    return absl::StrFormat("%s on %s over %d query classes (stage-2 rank %d of %d)%s; %s",
+                           stage2.member_text.at(s.id), best.features_note, num_classes,
+                           rec->rank, num_scored, layer_text, stage1_text);
+  }
+  return absl::StrFormat("%s %.4g on %s over %d query classes (stage-2 rank %d of %d)%s; %s",
+                         MetricLabel(stage2.scoring.metric), s.stage2, best.features_note,
+                         num_classes, rec->rank, num_scored, layer_text, stage1_text);
+}
+
+// The answer's entries: the first top_k of the ranking (one per model name unless the query asks
+// for every version), each with its scores and reason.
+void AssembleResults(const RecommendQuery& query, const PreparedQuery& prepared,
+                     const Stage1Result& stage1, const Stage2Result& stage2,
+                     size_t num_candidates, const LearningLoop::Serving& serving,
+                     RecommendResult* result) {
+  std::vector<ScoredModel> unscored;
+  const std::vector<const ScoredModel*> ranking =
+      RankingOf(query, stage1, stage2.scored, &unscored);
+  // One entry per model name, its best-ranked version, unless the query asks for every version.
+  std::unordered_map<std::string, int> versions_of_name;
+  for (const ScoredModel* s : ranking) ++versions_of_name[prepared.Model(s->id).spec.name];
+  std::unordered_set<std::string> names_listed;
+  for (size_t i = 0; i < ranking.size() && static_cast<int>(result->results.size()) < query.top_k;
+       ++i) {
+    const ScoredModel& s = *ranking[i];
+    const ModelRecord& model = prepared.Model(s.id);
+    if (!query.all_versions && !names_listed.insert(model.spec.name).second) continue;
+    Recommendation rec;
+    rec.rank = static_cast<int>(result->results.size()) + 1;
+    rec.model = model;
+    auto sim = stage1.similarity.find(s.id);
+    rec.similarity = sim != stage1.similarity.end() ? sim->second.first : 0;
+    auto proxy = stage1.proxy_score.find(s.id);
+    rec.has_stage1_score = proxy != stage1.proxy_score.end();
+    rec.stage1_score = rec.has_stage1_score ? proxy->second : 0;
+    rec.stage1_rank = query.brute_force ? 0 : stage1.rank.at(s.id);
+    rec.scored = s.scored;
+    rec.stage2_score = s.stage2;
+    const std::string stage1_text = Stage1Text(stage1, s.id, serving, &rec);
+    if (query.metric == Metric::kNone) {
+      rec.score = rec.has_stage1_score ? stage1.value.at(s.id) : rec.similarity;
+      rec.reason = absl::StrCat("ranked by stage 1 (", MemberNames(ProxyMetrics()),
+                                " on probe proxies): ", stage1_text, "; stage 2 off");
+    } else if (s.scored) {
+      rec.score = s.final_score;
+      rec.reason = ScoredReason(s, stage2, prepared.num_classes, result->num_scored, stage1_text,
+                                &rec);
+    } else {
+      rec.score = 0;
+      rec.reason = absl::StrCat("not scored in stage 2 (outside the ", num_candidates,
+                                " candidates); listed by ", stage1_text);
+    }
+    if (const int versions = versions_of_name[model.spec.name]; versions > 1) {
+      absl::StrAppend(
+          &rec.reason,
+          query.all_versions
+              ? absl::StrFormat("; version %s of %d listed", model.spec.version, versions)
+              : absl::StrFormat("; version %s, the best ranked of its %d versions",
+                                model.spec.version, versions));
+    }
+    result->results.push_back(std::move(rec));
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query) {
+  absl::Time start = absl::Now();
+  if (absl::Status valid = ValidateRecommendQuery(query); !valid.ok()) return valid;
 
   // One trained version ranks the whole answer, even if another is switched in meanwhile.
   const LearningLoop::Serving serving = learning_->Current();
@@ -303,583 +764,356 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
   result.latency_budget_millis = query.latency_budget_millis > 0 ? query.latency_budget_millis
                                                                  : options_.latency_budget_millis;
 
-  std::optional<Tensor> query_embeddings;
-  absl::Time encode_start = absl::Now();
-  if (query.task == TaskKind::kImageClassification) {
-    auto embedded = EmbedWithReference(samples);
-    if (!embedded.ok()) return embedded.status();
-    query_embeddings = std::move(*embedded);
-  }
-  auto prepared = PrepareLabels(dataset, query_embeddings);
+  auto prepared = PrepareQuery(query, &result);
   if (!prepared.ok()) return prepared.status();
-  std::vector<int32_t> labels = std::move(prepared->labels);
-  const int num_classes = prepared->num_classes;
-  result.label_source = prepared->source;
-
-  // Compatible models.
-  auto all = store_->ListAll();
-  if (!all.ok()) return all.status();
-  std::vector<ModelRecord> compatible;
-  std::unordered_map<std::string, size_t> position;
-  for (ModelRecord& r : *all) {
-    if (!Compatible(r, query.task, samples)) continue;
-    position[r.id] = compatible.size();
-    compatible.push_back(std::move(r));
-  }
-  result.num_compatible = static_cast<int>(compatible.size());
-  if (compatible.empty()) {
+  if (prepared->compatible.empty()) {
     result.timings.total_millis = MillisSince(start);
-    result.mode = query.metric == Metric::kNone ? RecommendMode::kStage1Only : RecommendMode::kScoredAll;
+    result.mode =
+        query.metric == Metric::kNone ? RecommendMode::kStage1Only : RecommendMode::kScoredAll;
     result.mode_reason = "no compatible model";
-    result.warnings.push_back(absl::StrCat("no READY ", TaskKindName(query.task), " model can take samples of shape ",
-                                           ShapeToString(samples.SampleShape())));
+    result.warnings.push_back(absl::StrCat("no READY ", TaskKindName(query.task),
+                                           " model can take samples of shape ",
+                                           ShapeToString(query.dataset.samples.SampleShape())));
     return result;
   }
-  if (cancelled()) return absl::CancelledError("recommendation cancelled");
+  if (Cancelled(query)) return absl::CancelledError("recommendation cancelled");
 
-  // ---- Stage 1 (a): knowledge-vector similarity of every indexed compatible model.
-  std::unordered_map<std::string, std::pair<double, int>> similarity;  // id -> (similarity, rank)
-  std::vector<std::string> similarity_order;
-  if (query_embeddings) {
-    auto query_vector = knowledge_->EncodeQuery(*query_embeddings, labels, num_classes);
-    if (!query_vector.ok()) return query_vector.status();
-    // A trained version's projection: its query encoder and its index of projected models.
-    if (serving.index) *query_vector = serving.ranker->projection().ProjectQuery(*query_vector);
-    index::VectorIndex* vectors = serving.index ? serving.index.get() : knowledge_->index();
-    result.timings.encode_query_millis = MillisSince(encode_start);
-    absl::Time stage1_start = absl::Now();
-    std::unordered_set<std::string> allowed;
-    for (const ModelRecord& r : compatible) allowed.insert(r.id);
-    auto hits = vectors->Search(*query_vector, static_cast<int>(allowed.size()), &allowed);
-    if (!hits.ok()) return hits.status();
-    result.timings.stage1_millis = MillisSince(stage1_start);
-    for (size_t i = 0; i < hits->size(); ++i) {
-      similarity[(*hits)[i].id] = {(*hits)[i].score, static_cast<int>(i) + 1};
-      similarity_order.push_back((*hits)[i].id);
-    }
-  } else {
-    result.timings.encode_query_millis = MillisSince(encode_start);
-  }
+  auto stage1 = RunStage1(*prepared, serving, &result);
+  if (!stage1.ok()) return stage1.status();
+  if (Cancelled(query)) return absl::CancelledError("recommendation cancelled");
 
-  // ---- Stage 1 (b): probe proxies. On a very large dock FAISS first keeps the models most
-  // similar by knowledge vector; every model kept costs one small gather and two metrics.
-  absl::Time proxy_start = absl::Now();
-  std::vector<std::string> proxy_set;
-  if (query_embeddings) {
-    if (static_cast<int>(compatible.size()) > options_.proxy_prefilter && !similarity_order.empty()) {
-      for (int i = 0; i < options_.proxy_prefilter && i < static_cast<int>(similarity_order.size()); ++i) {
-        proxy_set.push_back(similarity_order[i]);
-      }
-      result.warnings.push_back(absl::StrCat("large dock: stage-1 proxies computed for the ",
-                                             proxy_set.size(), " models nearest by knowledge vector"));
-    } else {
-      for (const ModelRecord& r : compatible) proxy_set.push_back(r.id);
-    }
-  }
-  std::unordered_map<std::string, double> proxy_score;  // id -> fused proxy rank / models
-  if (!proxy_set.empty()) {
-    std::vector<const ModelRecord*> proxied_models;
-    for (const std::string& id : proxy_set) proxied_models.push_back(&compatible[position[id]]);
-    auto scores = ProxyScores(*query_embeddings, labels, num_classes, proxied_models);
-    if (!scores.ok()) return scores.status();
-    proxy_score = std::move(*scores);
-  }
-  std::vector<std::string> proxy_order;
-  for (const std::string& id : proxy_set) {
-    if (proxy_score.count(id)) proxy_order.push_back(id);
-  }
-  // The serving trained version adds each model's outcome prior (0 for untrained).
-  std::unordered_map<std::string, double> prior;
-  std::unordered_map<std::string, encoder::OutcomeRanker::PriorSources> prior_sources;
-  std::unordered_map<std::string, double> stage1_value(proxy_score.begin(), proxy_score.end());
-  if (serving.ranker) {
-    std::vector<std::string> ids;
-    std::vector<std::vector<double>> facts;
-    for (const ModelRecord& r : compatible) {
-      ids.push_back(r.id);
-      facts.push_back(FactsOf(r));
-    }
-    std::vector<encoder::OutcomeRanker::PriorSources> used;
-    std::vector<double> priors = serving.ranker->Priors(
-        ids, std::map<std::string, double>(proxy_score.begin(), proxy_score.end()), &used, &facts);
-    for (size_t i = 0; i < ids.size(); ++i) {
-      prior[ids[i]] = priors[i];
-      prior_sources[ids[i]] = used[i];
-    }
-    std::vector<double> base, model_prior;
-    for (const std::string& id : proxy_order) {
-      base.push_back(proxy_score[id]);
-      model_prior.push_back(prior[id]);
-    }
-    std::vector<double> combined = serving.ranker->Combine(base, model_prior);
-    for (size_t i = 0; i < proxy_order.size(); ++i) stage1_value[proxy_order[i]] = combined[i];
-  }
-  std::stable_sort(proxy_order.begin(), proxy_order.end(), [&](const std::string& a, const std::string& b) {
-    return stage1_value[a] > stage1_value[b];
-  });
-  result.timings.stage1_millis += MillisSince(proxy_start);
+  const std::string dataset_hash = DatasetHash(query.dataset.samples);
+  const std::vector<std::string> candidates =
+      ChooseCandidates(query, *prepared, *stage1, dataset_hash, &result);
+  auto stage2 = RunStage2(query, *prepared, *stage1, candidates, dataset_hash, serving, &result);
+  if (!stage2.ok()) return stage2.status();
+  AssembleResults(query, *prepared, *stage1, *stage2, candidates.size(), serving, &result);
 
-  // Stage-1 order: proxy order, then models with only a knowledge vector, then the rest.
-  std::vector<std::string> stage1_order = proxy_order;
-  {
-    std::unordered_set<std::string> seen(stage1_order.begin(), stage1_order.end());
-    for (const std::string& id : similarity_order) {
-      if (seen.insert(id).second) stage1_order.push_back(id);
-    }
-    for (const ModelRecord& r : compatible) {
-      if (seen.insert(r.id).second) stage1_order.push_back(r.id);
-    }
-  }
-  std::unordered_map<std::string, int> stage1_rank;
-  for (size_t i = 0; i < stage1_order.size(); ++i) stage1_rank[stage1_order[i]] = static_cast<int>(i) + 1;
-  const bool has_stage1 = !proxy_order.empty() || !similarity_order.empty();
-  if (cancelled()) return absl::CancelledError("recommendation cancelled");
-
-  // ---- Mode and candidates.
-  const std::string dataset_hash = DatasetHash(samples);
-  const int num_compatible = result.num_compatible;
-  std::vector<std::string> candidates;
-  if (query.metric == Metric::kNone) {
-    result.mode = RecommendMode::kStage1Only;
-    result.mode_reason = "stage 2 off (metric none)";
-  } else if (query.brute_force || !has_stage1) {
-    result.mode = RecommendMode::kScoredAll;
-    candidates = stage1_order;
-    result.mode_reason = query.brute_force ? "brute force requested"
-                                           : "no compatible model has probe data; scored all";
-  } else {
-    int fixed = query.num_candidates > 0 ? query.num_candidates : options_.default_candidates;
-    if (fixed > 0) {
-      fixed = std::min(fixed, num_compatible);
-      candidates.assign(stage1_order.begin(), stage1_order.begin() + fixed);
-      result.mode = fixed == num_compatible ? RecommendMode::kScoredAll : RecommendMode::kTwoStage;
-      result.mode_reason = absl::StrCat(fixed, " candidates requested");
-    } else {
-      // Estimated cost of scoring a model: nearly free when its outputs on this dataset are
-      // cached; else loading it when it is not resident, plus running it (measured per sample on
-      // earlier recommendations when there were any, else scaled from its probing time, which
-      // ran it on the probe set), plus the metrics.
-      const double probe_rows = std::max<double>(1.0, static_cast<double>(knowledge_->probe_set().Rows()));
-      const double rows = static_cast<double>(samples.Rows());
-      auto estimate = [&](const ModelRecord& r) {
-        const double metrics_ms =
-            (2.0 + 0.02 * rows) * static_cast<double>(std::max<size_t>(1, r.layers.size()));
-        if (output_cache_.Contains(OutputKey(r, dataset_hash))) return metrics_ms;
-        const double load_ms = workers_pool_->IsLoaded(ModelKey(r))
-                                   ? 0.0
-                                   : 10.0 + static_cast<double>(r.size_bytes) / 50e3;  // ~50 MB/s
-        if (std::optional<double> per_sample = run_costs_.PerSampleMillis(r.id)) {
-          return metrics_ms + load_ms + *per_sample * rows;
-        }
-        return metrics_ms + load_ms +
-               static_cast<double>(std::max<int64_t>(r.probe_millis, 1)) * rows / probe_rows;
-      };
-      const double budget = result.latency_budget_millis;
-      std::unordered_map<std::string, double> cost;
-      double total = 0;
-      for (const ModelRecord& r : compatible) total += cost[r.id] = estimate(r);
-      if (total <= budget) {
-        candidates = stage1_order;
-        result.mode = RecommendMode::kScoredAll;
-        result.mode_reason = absl::StrFormat(
-            "scoring all %d compatible models fits the %.0f ms budget (estimated %.0f ms)",
-            num_compatible, budget, total);
-      } else {
-        // The stage-1 candidates that fit, never fewer than min(10, a quarter of the dock).
-        const size_t floor = static_cast<size_t>(
-            std::min(num_compatible, std::max(std::min(10, num_compatible), (num_compatible + 3) / 4)));
-        double used = 0;
-        for (const std::string& id : stage1_order) {
-          if (candidates.size() >= floor && used + cost[id] > budget) break;
-          used += cost[id];
-          candidates.push_back(id);
-        }
-        result.mode = candidates.size() == stage1_order.size() ? RecommendMode::kScoredAll
-                                                               : RecommendMode::kTwoStage;
-        result.mode_reason = absl::StrFormat(
-            "scoring all %d models would take an estimated %.0f ms, over the %.0f ms budget; "
-            "scored the %d best stage-1 candidates (estimated %.0f ms)",
-            num_compatible, total, budget, static_cast<int>(candidates.size()), used);
-      }
-    }
-  }
-
-  // ---- Stage 2: candidates run in parallel (each model serves one caller at a time).
-  // A model is scored on its default features (embed, else its outputs), or, when it exports
-  // embed_layers(x) and the metric reads features, on each exported layer: every (model, layer)
-  // pair is one view, all views are ranked together, and a model scores as its best view.
-  struct View {
-    int layer = -1;  // index into the record's layers; -1 = the default features
-    std::vector<double> member_values;
-    double stage2 = 0;
-    std::string features_note;
-  };
-  struct Scored {
-    std::string id;
-    std::vector<View> views;
-    size_t best = 0;  // the view the model's score comes from
-    double stage2 = 0;
-    double final_score = 0;  // stage2, plus the outcome prior when a trained version serves
-    bool scored = false;
-  };
-  const std::vector<scoring::Metric> members = MembersOf(query.metric);
-  const bool all_logits = std::all_of(members.begin(), members.end(), scoring::UsesLogits);
-  // Scores one set of features (and the model's logits, for logit metrics) with every member.
-  // Returns the failure ("" when scored).
-  // `compress`: on the features' own top principal components on the query, so that every view
-  // has the same number of dimensions (LogME's evidence and the H-scores otherwise drift with the
-  // feature width, which sorts models by architecture and layers by width: bench/select,
-  // bench/layers).
-  auto score_view = [&](const Tensor& raw, const Tensor& logits, bool compress,
-                        View* view) -> std::string {
-    std::optional<Tensor> reduced;
-    if (compress) {
-      auto r = scoring::CompressFeatures(raw, kFusionDims);
-      if (r.ok()) reduced = std::move(*r);
-    }
-    const Tensor& feature_input = reduced ? *reduced : raw;
-    for (scoring::Metric metric : members) {
-      scoring::ScoreInput input;
-      input.features = scoring::UsesLogits(metric) ? &logits : &feature_input;
-      input.logits = &logits;
-      input.labels = &labels;
-      input.num_classes = num_classes;
-      auto value = scoring::Score(metric, input);
-      if (value.ok() && !std::isfinite(*value) && members.size() > 1) {
-        // Degenerate features (e.g. all zero: LogME's evidence is -inf) carry no information
-        // about the query: in a fusion the member ranks the view last.
-        view->member_values.push_back(-HUGE_VAL);
-        continue;
-      }
-      if (!value.ok() || !std::isfinite(*value)) {
-        return absl::StrCat(std::string(scoring::MetricName(metric)), ": ",
-                            value.ok() ? "non-finite score" : std::string(value.status().message()));
-      }
-      view->member_values.push_back(*value);
-    }
-    if (reduced) {
-      absl::StrAppend(&view->features_note, " (top ", reduced->RowSize(), " principal components)");
-    }
-    return "";
-  };
-  // The fusion always compresses. A single feature metric does when some candidate exports
-  // layers: raw, it picks the widest layer and ranks layered models badly (bench/layers, chosen
-  // on zoo A: LogME tau_w 0.12 -> 0.74, checked on B: 0.61 -> 0.66); then every view is
-  // compressed, so all models stay on one scale. Not TMI: its L-infinity neighbour entropy
-  // picked layers worse on components (A: 0.94 -> 1.99 points lost).
-  const bool any_layers = std::any_of(candidates.begin(), candidates.end(), [&](const std::string& id) {
-    return !compatible[position.at(id)].layers.empty();
-  });
-  const bool compress_views = query.metric == Metric::kFusion ||
-                              (any_layers && !all_logits && query.metric != Metric::kTmi);
-  std::vector<Scored> scored;
-  absl::Time stage2_start = absl::Now();
-  bool was_cancelled = false;
-  if (!candidates.empty()) {
-    std::vector<std::optional<Scored>> slots(candidates.size());
-    std::vector<std::vector<std::string>> slot_warnings(candidates.size());
-    std::vector<char> slot_cached(candidates.size(), 0);
-    std::atomic<size_t> next{0};
-    std::atomic<bool> stop{false};
-    absl::Status overloaded;  // the worker pool's queue was full: the whole call is retried
-    std::mutex overloaded_mutex;
-    const int stage2_threads =
-        std::max(1, std::min<int>(options_.stage2_workers, static_cast<int>(candidates.size())));
-    auto work = [&] {
-      for (size_t i = next++; i < candidates.size(); i = next++) {
-        if (stop.load() || cancelled()) {
-          stop = true;
-          return;
-        }
-        const ModelRecord& record = compatible[position.at(candidates[i])];
-        bool from_cache = false;
-        absl::Time run_start = absl::Now();
-        auto outputs = OutputsOn(record, samples, dataset_hash, cancelled, &from_cache);
-        slot_cached[i] = from_cache;
-        if (sandbox::WorkerPool::IsOverloaded(outputs.status())) {
-          std::lock_guard<std::mutex> lock(overloaded_mutex);
-          overloaded = outputs.status();
-          stop = true;
-          return;
-        }
-        if (outputs.ok() && !from_cache) {
-          // Divided by the workers sharing the machine, so that the sum over models estimates
-          // wall time (each run here was slowed by the others running beside it).
-          run_costs_.Record(record.id, MillisSince(run_start) /
-                                           static_cast<double>(samples.Rows() * stage2_threads));
-        }
-        std::vector<std::string>& warnings = slot_warnings[i];
-        if (!outputs.ok()) {
-          warnings.push_back(absl::StrCat("skipped ", record.spec.name, ": ", outputs.status().message()));
-          continue;
-        }
-        const encoder::ModelOutputs& out = **outputs;
-        const bool has_features = record.has_embed && !out.features.shape.empty();
-        const bool extractor = record.spec.kind == ModelKind::kFeatureExtractor;
-        if (extractor && std::any_of(members.begin(), members.end(), scoring::UsesLogits)) {
-          // LEEP and NCE read a classifier's class probabilities; a feature extractor has none.
-          warnings.push_back(absl::StrCat("skipped ", record.spec.name, ": ",
-                                          MetricLabel(query.metric),
-                                          " scores a classifier's outputs and it is a feature "
-                                          "extractor (use a feature-based metric, e.g. fusion)"));
-          continue;
-        }
-        Scored s;
-        s.id = candidates[i];
-        const bool by_layer = !all_logits && !record.layers.empty() &&
-                              out.layers.size() == record.layers.size();
-        if (by_layer) {
-          for (size_t l = 0; l < out.layers.size(); ++l) {
-            View view;
-            view.layer = static_cast<int>(l);
-            view.features_note = absl::StrCat("layer '", record.layers[l].name, "' (",
-                                              out.layers[l].RowSize(), "-d)");
-            std::string failure = score_view(out.layers[l], out.logits, compress_views, &view);
-            if (!failure.empty()) {
-              warnings.push_back(absl::StrCat("could not score ", record.spec.name, " layer '",
-                                              record.layers[l].name, "' with ", failure));
-              continue;
-            }
-            s.views.push_back(std::move(view));
-          }
-        } else {
-          View view;
-          const Tensor& raw = has_features ? out.features : out.logits;
-          view.features_note =
-              all_logits     ? absl::StrCat("its ", record.spec.class_labels.size(), "-class outputs")
-              : has_features ? absl::StrCat(out.features.RowSize(), "-d embed features")
-              : extractor    ? absl::StrCat(out.logits.RowSize(), "-d features (feature extractor)")
-                             : absl::StrCat(out.logits.RowSize(), "-d logits (no embed)");
-          std::string failure = score_view(raw, out.logits, compress_views, &view);
-          if (!failure.empty()) {
-            warnings.push_back(absl::StrCat("could not score ", record.spec.name, " with ", failure));
-          } else {
-            s.views.push_back(std::move(view));
-          }
-        }
-        if (s.views.empty()) continue;
-        s.scored = true;
-        slots[i] = std::move(s);
-      }
-    };
-    std::vector<std::thread> pool;
-    for (int t = 1; t < stage2_threads; ++t) pool.emplace_back(work);
-    work();
-    for (std::thread& t : pool) t.join();
-    if (!overloaded.ok()) return overloaded;
-    if (stop.load()) was_cancelled = true;
-    for (size_t i = 0; i < candidates.size(); ++i) {
-      if (slot_cached[i]) ++result.num_cached;
-      for (std::string& w : slot_warnings[i]) result.warnings.push_back(std::move(w));
-      if (slots[i]) scored.push_back(std::move(*slots[i]));
-    }
-  }
-  if (was_cancelled) return absl::CancelledError("recommendation cancelled while scoring candidates");
-  // Stage-2 score of every view: the metric's value, or for a fusion the members' mean rank among
-  // all scored views divided by their number (1 = first by every member).
-  std::vector<View*> views;
-  for (Scored& s : scored) {
-    for (View& v : s.views) views.push_back(&v);
-  }
-  std::vector<std::vector<double>> member_ranks;  // [member][view]
-  if (members.size() > 1 && !views.empty()) {
-    std::vector<std::vector<double>> lists(members.size());
-    for (const View* v : views) {
-      for (size_t m = 0; m < members.size(); ++m) lists[m].push_back(v->member_values[m]);
-    }
-    for (const auto& list : lists) member_ranks.push_back(scoring::Ranks(list));
-    const std::vector<double> fused = NormalisedRankFusion(lists);
-    for (size_t i = 0; i < views.size(); ++i) views[i]->stage2 = fused[i];
-  } else {
-    for (View* v : views) v->stage2 = v->member_values.empty() ? 0 : v->member_values[0];
-  }
-  // Each member's rank of a view, for the reasons.
-  std::unordered_map<const View*, size_t> view_position;
-  for (size_t i = 0; i < views.size(); ++i) view_position[views[i]] = i;
-  // A model scores as its best view (ties: the earlier layer).
-  for (Scored& s : scored) {
-    for (size_t v = 1; v < s.views.size(); ++v) {
-      if (s.views[v].stage2 > s.views[s.best].stage2) s.best = v;
-    }
-    s.stage2 = s.views[s.best].stage2;
-    s.final_score = s.stage2;
-  }
-  // The dock learns from its own recommendations when the operator allows it: the scored
-  // models' stage-2 standings on this (labelled) query become weak outcome records. Recorded
-  // before the prior is added, so that a version never learns from its own priors.
-  if (options_.learn_from_recommendations && result.label_source == "given" && query_embeddings &&
-      scored.size() >= 2) {
-    OutcomeQueryRow record =
-        OutcomeQueryOf(dataset, query.task, *query_embeddings, labels, num_classes);
-    record.stage1.insert(proxy_score.begin(), proxy_score.end());
-    std::vector<std::pair<const ModelRecord*, double>> standings;
-    for (const Scored& s : scored) standings.push_back({&compatible[position[s.id]], s.stage2});
-    auto stored = RecordStage2Standings(store_.get(), record, standings);
-    if (stored.ok()) {
-      result.recorded_outcomes = *stored;
-    } else {
-      // The answer does not depend on the record: log, do not fail the call.
-      spdlog::warn("recommend: could not record stage-2 standings: {}",
-                   std::string(stored.status().message()));
-    }
-  }
-  if (serving.ranker && !scored.empty()) {
-    std::vector<double> base, model_prior;
-    for (const Scored& s : scored) {
-      base.push_back(s.stage2);
-      model_prior.push_back(prior[s.id]);
-    }
-    std::vector<double> combined = serving.ranker->CombineStage2(base, model_prior);
-    for (size_t i = 0; i < scored.size(); ++i) scored[i].final_score = combined[i];
-  }
-  std::unordered_map<std::string, std::string> member_text;
-  const bool several_views = views.size() > scored.size();
-  for (const Scored& s : scored) {
-    if (members.size() < 2) continue;
-    const View& best = s.views[s.best];
-    const size_t at = view_position[&best];
-    std::string text;
-    for (size_t m = 0; m < members.size(); ++m) {
-      absl::StrAppend(&text, m ? ", " : "", absl::StrFormat("%s %.4g (rank %d of %d%s)",
-                      std::string(scoring::MetricName(members[m])), best.member_values[m],
-                      static_cast<int>(views.size() + 1 - member_ranks[m][at] + 0.5),
-                      static_cast<int>(views.size()), several_views ? " model layers" : ""));
-    }
-    member_text[s.id] = text;
-  }
-  // Ties keep the stage-1 order.
-  std::stable_sort(scored.begin(), scored.end(), [&](const Scored& a, const Scored& b) {
-    if (a.final_score != b.final_score) return a.final_score > b.final_score;
-    return stage1_rank[a.id] < stage1_rank[b.id];
-  });
-  result.timings.stage2_millis = candidates.empty() ? 0 : MillisSince(stage2_start);
-  result.num_scored = static_cast<int>(scored.size());
-
-  // After the scored models, the rest in stage-1 order.
-  std::vector<const Scored*> ranking;
-  std::vector<Scored> unscored;
-  unscored.reserve(stage1_order.size());
-  {
-    std::unordered_set<std::string> listed;
-    for (const Scored& s : scored) {
-      ranking.push_back(&s);
-      listed.insert(s.id);
-    }
-    for (const std::string& id : stage1_order) {
-      // Without all_versions the versions of a name fold into one entry below, so the whole
-      // stage-1 order is kept (ids only) for top_k names to remain.
-      if (static_cast<int>(ranking.size()) >= query.top_k && query.all_versions) break;
-      if (listed.count(id)) continue;
-      Scored s;
-      s.id = id;
-      unscored.push_back(std::move(s));
-      ranking.push_back(&unscored.back());
-    }
-  }
-
-  const std::string metric_label = MetricLabel(query.metric);
-  const int proxied = static_cast<int>(proxy_order.size());
-  // One entry per model name, its best-ranked version, unless the query asks for every version.
-  std::unordered_map<std::string, int> versions_of_name;
-  for (const Scored* s : ranking) ++versions_of_name[compatible[position[s->id]].spec.name];
-  std::unordered_set<std::string> names_listed;
-  for (size_t i = 0; i < ranking.size() && static_cast<int>(result.results.size()) < query.top_k;
-       ++i) {
-    const Scored& s = *ranking[i];
-    const ModelRecord& model = compatible[position[s.id]];
-    if (!query.all_versions && !names_listed.insert(model.spec.name).second) continue;
-    Recommendation rec;
-    rec.rank = static_cast<int>(result.results.size()) + 1;
-    rec.model = model;
-    auto sim = similarity.find(s.id);
-    rec.similarity = sim != similarity.end() ? sim->second.first : 0;
-    auto proxy = proxy_score.find(s.id);
-    rec.has_stage1_score = proxy != proxy_score.end();
-    rec.stage1_score = rec.has_stage1_score ? proxy->second : 0;
-    rec.stage1_rank = query.brute_force ? 0 : stage1_rank[s.id];
-    rec.scored = s.scored;
-    rec.stage2_score = s.stage2;
-    std::string stage1_text;
-    if (rec.has_stage1_score) {
-      stage1_text = absl::StrFormat("stage-1 proxy rank %d of %d", stage1_rank[s.id], proxied);
-    } else {
-      stage1_text = "no stage-1 proxy";
-    }
-    if (sim != similarity.end()) {
-      absl::StrAppend(&stage1_text, absl::StrFormat(", knowledge-vector similarity %.3f", rec.similarity));
-    }
-    if (serving.ranker) {
-      rec.has_prior = true;
-      rec.prior = prior[s.id];
-      const encoder::OutcomeRanker::PriorSources used = prior_sources[s.id];
-      std::string from;
-      if (used.reported > 0) {
-        from = absl::StrFormat("from its outcomes on %d similar reported task%s", used.reported,
-                               used.reported == 1 ? "" : "s");
-      }
-      if (used.weak > 0) {
-        absl::StrAppend(&from, from.empty() ? "from" : " and", absl::StrFormat(
-            " its stage-2 standing in %d similar recommendation%s", used.weak,
-            used.weak == 1 ? "" : "s"));
-      }
-      if (from.empty()) {
-        from = "no outcomes on similar tasks: predicted from its width and class count";
-      }
-      absl::StrAppend(&stage1_text, absl::StrFormat(
-          "; outcome prior %+.2f (trained version %d, weight %.2f in stage 1, %.2f in stage 2; %s)",
-          rec.prior, serving.version, serving.ranker->params().weight,
-          serving.ranker->params().stage2_weight, from));
-    }
-    if (query.metric == Metric::kNone) {
-      rec.score = rec.has_stage1_score ? stage1_value[s.id] : rec.similarity;
-      rec.reason = absl::StrCat("ranked by stage 1 (", MemberNames(ProxyMetrics()),
-                                " on probe proxies): ", stage1_text, "; stage 2 off");
-    } else if (s.scored) {
-      rec.score = s.final_score;
-      const View& best = s.views[s.best];
-      std::string layer_text;
-      if (best.layer >= 0) {
-        rec.layer = rec.model.layers[best.layer].name;
-        for (const View& v : s.views) {
-          rec.layer_scores.push_back({rec.model.layers[v.layer].name,
-                                      rec.model.layers[v.layer].dim, v.stage2});
-        }
-        layer_text = absl::StrCat("; the best of its ", s.views.size(), " scored layers (",
-                                  LayerScoresText(rec.layer_scores), ")");
-      }
-      if (members.size() > 1) {
-        rec.reason = absl::StrFormat("%s on %s over %d query classes (stage-2 rank %d of %d)%s; %s",
-                                     member_text[s.id], best.features_note, num_classes, rec.rank,
-                                     result.num_scored, layer_text, stage1_text);
-      } else {
-        rec.reason = absl::StrFormat("%s %.4g on %s over %d query classes (stage-2 rank %d of %d)%s; %s",
-                                     metric_label, s.stage2, best.features_note, num_classes,
-                                     rec.rank, result.num_scored, layer_text, stage1_text);
-      }
-    } else {
-      rec.score = 0;
-      rec.reason = absl::StrCat("not scored in stage 2 (outside the ", candidates.size(),
-                                " candidates); listed by ", stage1_text);
-    }
-    if (const int versions = versions_of_name[model.spec.name]; versions > 1) {
-      absl::StrAppend(&rec.reason, query.all_versions
-                                       ? absl::StrFormat("; version %s of %d listed", model.spec.version, versions)
-                                       : absl::StrFormat("; version %s, the best ranked of its %d versions",
-                                                         model.spec.version, versions));
-    }
-    result.results.push_back(std::move(rec));
-  }
   result.timings.total_millis = MillisSince(start);
   ++recommends_;
   stage1_micros_ += static_cast<int64_t>(result.timings.stage1_millis * 1000);
   stage2_micros_ += static_cast<int64_t>(result.timings.stage2_millis * 1000);
   spdlog::info("recommend: {} samples, {} classes ({}), {} compatible, mode {} ({}), {} scored "
-               "with {}, top '{}', {:.1f} ms", samples.Rows(), num_classes, result.label_source,
-               result.num_compatible, RecommendModeName(result.mode), result.mode_reason,
-               result.num_scored, metric_label,
+               "with {}, top '{}', {:.1f} ms", query.dataset.samples.Rows(), prepared->num_classes,
+               result.label_source, result.num_compatible, RecommendModeName(result.mode),
+               result.mode_reason, result.num_scored, MetricLabel(query.metric),
                result.results.empty() ? "-" : result.results[0].model.spec.name,
                result.timings.total_millis);
   return result;
+}
+
+absl::StatusOr<PreparedQuery> DockImpl::PrepareQuery(const RecommendQuery& query,
+                                                     RecommendResult* result) {
+  const Tensor& samples = query.dataset.samples;
+  PreparedQuery prepared;
+  prepared.encode_start = absl::Now();
+  if (query.task == TaskKind::kImageClassification) {
+    auto embedded = EmbedWithReference(samples);
+    if (!embedded.ok()) return embedded.status();
+    prepared.embeddings = std::move(*embedded);
+  }
+  auto labels = PrepareLabels(query.dataset, prepared.embeddings);
+  if (!labels.ok()) return labels.status();
+  prepared.labels = std::move(labels->labels);
+  prepared.num_classes = labels->num_classes;
+  result->label_source = labels->source;
+
+  // Compatible models.
+  auto all = store_->ListAll();
+  if (!all.ok()) return all.status();
+  for (ModelRecord& r : *all) {
+    if (!Compatible(r, query.task, samples)) continue;
+    prepared.position[r.id] = prepared.compatible.size();
+    prepared.compatible.push_back(std::move(r));
+  }
+  result->num_compatible = static_cast<int>(prepared.compatible.size());
+  return prepared;
+}
+
+absl::StatusOr<Stage1Result> DockImpl::RunStage1(const PreparedQuery& prepared,
+                                                 const LearningLoop::Serving& serving,
+                                                 RecommendResult* result) {
+  Stage1Result stage1;
+  if (absl::Status s = RankByKnowledgeVector(prepared, serving, &stage1, result); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = RankByProbeProxies(prepared, serving, &stage1, result); !s.ok()) return s;
+  OrderStage1(prepared.compatible, &stage1);
+  return stage1;
+}
+
+absl::Status DockImpl::RankByKnowledgeVector(const PreparedQuery& prepared,
+                                             const LearningLoop::Serving& serving,
+                                             Stage1Result* stage1, RecommendResult* result) {
+  // Tabular queries have no embeddings, so no query vector.
+  if (!prepared.embeddings) {
+    result->timings.encode_query_millis = MillisSince(prepared.encode_start);
+    return absl::OkStatus();
+  }
+  auto query_vector =
+      knowledge_->EncodeQuery(*prepared.embeddings, prepared.labels, prepared.num_classes);
+  if (!query_vector.ok()) return query_vector.status();
+  // A trained version's projection: its query encoder and its index of projected models.
+  if (serving.index) *query_vector = serving.ranker->projection().ProjectQuery(*query_vector);
+  index::VectorIndex* vectors = serving.index ? serving.index.get() : knowledge_->index();
+  result->timings.encode_query_millis = MillisSince(prepared.encode_start);
+  absl::Time stage1_start = absl::Now();
+  std::unordered_set<std::string> allowed;
+  for (const ModelRecord& r : prepared.compatible) allowed.insert(r.id);
+  auto hits = vectors->Search(*query_vector, static_cast<int>(allowed.size()), &allowed);
+  if (!hits.ok()) return hits.status();
+  result->timings.stage1_millis = MillisSince(stage1_start);
+  for (size_t i = 0; i < hits->size(); ++i) {
+    stage1->similarity[(*hits)[i].id] = {(*hits)[i].score, static_cast<int>(i) + 1};
+    stage1->similarity_order.push_back((*hits)[i].id);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DockImpl::RankByProbeProxies(const PreparedQuery& prepared,
+                                          const LearningLoop::Serving& serving,
+                                          Stage1Result* stage1, RecommendResult* result) {
+  // On a very large dock FAISS first keeps the models most similar by knowledge vector; every
+  // model kept costs one small gather and two metrics.
+  absl::Time proxy_start = absl::Now();
+  std::vector<std::string> proxy_set;
+  if (prepared.embeddings) {
+    const std::vector<std::string>& similarity_order = stage1->similarity_order;
+    const int prefilter = options_.proxy_prefilter;
+    if (static_cast<int>(prepared.compatible.size()) > prefilter && !similarity_order.empty()) {
+      for (int i = 0; i < prefilter && i < static_cast<int>(similarity_order.size()); ++i) {
+        proxy_set.push_back(similarity_order[i]);
+      }
+      result->warnings.push_back(absl::StrCat("large dock: stage-1 proxies computed for the ",
+                                              proxy_set.size(),
+                                              " models nearest by knowledge vector"));
+    } else {
+      for (const ModelRecord& r : prepared.compatible) proxy_set.push_back(r.id);
+    }
+  }
+  if (!proxy_set.empty()) {
+    std::vector<const ModelRecord*> proxied_models;
+    for (const std::string& id : proxy_set) proxied_models.push_back(&prepared.Model(id));
+    auto scores =
+        ProxyScores(*prepared.embeddings, prepared.labels, prepared.num_classes, proxied_models);
+    if (!scores.ok()) return scores.status();
+    stage1->proxy_score = std::move(*scores);
+  }
+  for (const std::string& id : proxy_set) {
+    if (stage1->proxy_score.count(id)) stage1->proxy_order.push_back(id);
+  }
+  stage1->value.insert(stage1->proxy_score.begin(), stage1->proxy_score.end());
+  if (serving.ranker) AddStage1Priors(*serving.ranker, prepared.compatible, stage1);
+  std::unordered_map<std::string, double>& value = stage1->value;
+  std::stable_sort(stage1->proxy_order.begin(), stage1->proxy_order.end(),
+                   [&](const std::string& a, const std::string& b) { return value[a] > value[b]; });
+  result->timings.stage1_millis += MillisSince(proxy_start);
+  return absl::OkStatus();
+}
+
+std::vector<std::string> DockImpl::ChooseCandidates(const RecommendQuery& query,
+                                                    const PreparedQuery& prepared,
+                                                    const Stage1Result& stage1,
+                                                    const std::string& dataset_hash,
+                                                    RecommendResult* result) {
+  if (query.metric == Metric::kNone) {
+    result->mode = RecommendMode::kStage1Only;
+    result->mode_reason = "stage 2 off (metric none)";
+    return {};
+  }
+  if (query.brute_force || !stage1.has_stage1) {
+    result->mode = RecommendMode::kScoredAll;
+    result->mode_reason = query.brute_force ? "brute force requested"
+                                            : "no compatible model has probe data; scored all";
+    return stage1.order;
+  }
+  const int num_compatible = result->num_compatible;
+  int fixed = query.num_candidates > 0 ? query.num_candidates : options_.default_candidates;
+  if (fixed > 0) {
+    fixed = std::min(fixed, num_compatible);
+    result->mode = fixed == num_compatible ? RecommendMode::kScoredAll : RecommendMode::kTwoStage;
+    result->mode_reason = absl::StrCat(fixed, " candidates requested");
+    return std::vector<std::string>(stage1.order.begin(), stage1.order.begin() + fixed);
+  }
+  return CandidatesWithinBudget(prepared, stage1.order,
+                                static_cast<double>(query.dataset.samples.Rows()), dataset_hash,
+                                result);
+}
+
+std::vector<std::string> DockImpl::CandidatesWithinBudget(
+    const PreparedQuery& prepared, const std::vector<std::string>& stage1_order, double rows,
+    const std::string& dataset_hash, RecommendResult* result) {
+  const int num_compatible = result->num_compatible;
+  const double probe_rows =
+      std::max<double>(1.0, static_cast<double>(knowledge_->probe_set().Rows()));
+  const double budget = result->latency_budget_millis;
+  std::unordered_map<std::string, double> cost;
+  double total = 0;
+  for (const ModelRecord& r : prepared.compatible) {
+    total += cost[r.id] = EstimateScoringMillis(r, rows, probe_rows, dataset_hash);
+  }
+  std::vector<std::string> candidates;
+  if (total <= budget) {
+    candidates = stage1_order;
+    result->mode = RecommendMode::kScoredAll;
+    result->mode_reason = absl::StrFormat(
+        "scoring all %d compatible models fits the %.0f ms budget (estimated %.0f ms)",
+        num_compatible, budget, total);
+    return candidates;
+  }
+  // The stage-1 candidates that fit, never fewer than min(10, a quarter of the dock).
+  const size_t floor = static_cast<size_t>(
+      std::min(num_compatible, std::max(std::min(10, num_compatible), (num_compatible + 3) / 4)));
+  double used = 0;
+  for (const std::string& id : stage1_order) {
+    if (candidates.size() >= floor && used + cost[id] > budget) break;
+    used += cost[id];
+    candidates.push_back(id);
+  }
+  result->mode = candidates.size() == stage1_order.size() ? RecommendMode::kScoredAll
+                                                          : RecommendMode::kTwoStage;
+  result->mode_reason = absl::StrFormat(
+      "scoring all %d models would take an estimated %.0f ms, over the %.0f ms budget; "
+      "scored the %d best stage-1 candidates (estimated %.0f ms)",
+      num_compatible, total, budget, static_cast<int>(candidates.size()), used);
+  return candidates;
+}
+
+double DockImpl::EstimateScoringMillis(const ModelRecord& r, double rows, double probe_rows,
+                                       const std::string& dataset_hash) {
+  const double metrics_ms =
+      (2.0 + 0.02 * rows) * static_cast<double>(std::max<size_t>(1, r.layers.size()));
+  if (output_cache_.Contains(OutputKey(r, dataset_hash))) return metrics_ms;
+  const double load_ms = workers_pool_->IsLoaded(ModelKey(r))
+                             ? 0.0
+                             : 10.0 + static_cast<double>(r.size_bytes) / 50e3;  // ~50 MB/s
+  if (std::optional<double> per_sample = run_costs_.PerSampleMillis(r.id)) {
+    return metrics_ms + load_ms + *per_sample * rows;
+  }
+  return metrics_ms + load_ms +
+         static_cast<double>(std::max<int64_t>(r.probe_millis, 1)) * rows / probe_rows;
+}
+
+absl::StatusOr<Stage2Result> DockImpl::RunStage2(const RecommendQuery& query,
+                                                 const PreparedQuery& prepared,
+                                                 const Stage1Result& stage1,
+                                                 const std::vector<std::string>& candidates,
+                                                 const std::string& dataset_hash,
+                                                 const LearningLoop::Serving& serving,
+                                                 RecommendResult* result) {
+  Stage2Result stage2;
+  stage2.scoring = ScoringFor(query.metric, prepared, candidates);
+  absl::Time stage2_start = absl::Now();
+  if (!candidates.empty()) {
+    auto scored =
+        ScoreCandidates(query, prepared, candidates, dataset_hash, stage2.scoring, result);
+    if (!scored.ok()) return scored.status();
+    stage2.scored = std::move(*scored);
+  }
+  std::vector<ScoredModel>& scored = stage2.scored;
+  const ViewRanks ranks = RankViews(stage2.scoring.members, &scored);
+  // Recorded before the prior is added, so that a version never learns from its own priors.
+  RecordWeakOutcomes(query, prepared, stage1, scored, result);
+  if (serving.ranker && !scored.empty()) AddStage2Priors(*serving.ranker, stage1, &scored);
+  stage2.member_text = MemberTexts(stage2.scoring.members, ranks, scored);
+  // Ties keep the stage-1 order.
+  std::stable_sort(scored.begin(), scored.end(), [&](const ScoredModel& a, const ScoredModel& b) {
+    if (a.final_score != b.final_score) return a.final_score > b.final_score;
+    return stage1.rank.at(a.id) < stage1.rank.at(b.id);
+  });
+  result->timings.stage2_millis = candidates.empty() ? 0 : MillisSince(stage2_start);
+  result->num_scored = static_cast<int>(scored.size());
+  return stage2;
+}
+
+absl::StatusOr<std::vector<ScoredModel>> DockImpl::ScoreCandidates(
+    const RecommendQuery& query, const PreparedQuery& prepared,
+    const std::vector<std::string>& candidates, const std::string& dataset_hash,
+    const ViewScoring& scoring, RecommendResult* result) {
+  const Tensor& samples = query.dataset.samples;
+  auto cancelled = [&] { return Cancelled(query); };
+  std::vector<std::optional<ScoredModel>> slots(candidates.size());
+  std::vector<std::vector<std::string>> slot_warnings(candidates.size());
+  std::vector<char> slot_cached(candidates.size(), 0);
+  std::atomic<size_t> next{0};
+  std::atomic<bool> stop{false};
+  absl::Status overloaded;  // the worker pool's queue was full: the whole call is retried
+  std::mutex overloaded_mutex;
+  const int stage2_threads =
+      std::max(1, std::min<int>(options_.stage2_workers, static_cast<int>(candidates.size())));
+  auto work = [&] {
+    for (size_t i = next++; i < candidates.size(); i = next++) {
+      if (stop.load() || cancelled()) {
+        stop = true;
+        return;
+      }
+      const ModelRecord& record = prepared.Model(candidates[i]);
+      bool from_cache = false;
+      absl::Time run_start = absl::Now();
+      auto outputs = OutputsOn(record, samples, dataset_hash, cancelled, &from_cache);
+      slot_cached[i] = from_cache;
+      if (sandbox::WorkerPool::IsOverloaded(outputs.status())) {
+        std::lock_guard<std::mutex> lock(overloaded_mutex);
+        overloaded = outputs.status();
+        stop = true;
+        return;
+      }
+      if (outputs.ok() && !from_cache) {
+        // Divided by the workers sharing the machine, so that the sum over models estimates
+        // wall time (each run here was slowed by the others running beside it).
+        run_costs_.Record(record.id, MillisSince(run_start) /
+                                         static_cast<double>(samples.Rows() * stage2_threads));
+      }
+      std::vector<std::string>& warnings = slot_warnings[i];
+      if (!outputs.ok()) {
+        warnings.push_back(
+            absl::StrCat("skipped ", record.spec.name, ": ", outputs.status().message()));
+        continue;
+      }
+      slots[i] = ScoreCandidate(record, **outputs, scoring, &warnings);
+    }
+  };
+  // Candidates run in parallel (each model serves one caller at a time).
+  std::vector<std::thread> pool;
+  for (int t = 1; t < stage2_threads; ++t) pool.emplace_back(work);
+  work();
+  for (std::thread& t : pool) t.join();
+  if (!overloaded.ok()) return overloaded;
+  std::vector<ScoredModel> scored;
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    if (slot_cached[i]) ++result->num_cached;
+    for (std::string& w : slot_warnings[i]) result->warnings.push_back(std::move(w));
+    if (slots[i]) scored.push_back(std::move(*slots[i]));
+  }
+  if (stop.load()) {
+    return absl::CancelledError("recommendation cancelled while scoring candidates");
+  }
+  return scored;
+}
+
+void DockImpl::RecordWeakOutcomes(const RecommendQuery& query, const PreparedQuery& prepared,
+                                  const Stage1Result& stage1,
+                                  const std::vector<ScoredModel>& scored,
+                                  RecommendResult* result) {
+  // The dock learns from its own recommendations when the operator allows it: the scored
+  // models' stage-2 standings on this (labelled) query become weak outcome records.
+  if (!options_.learn_from_recommendations || result->label_source != "given" ||
+      !prepared.embeddings || scored.size() < 2) {
+    return;
+  }
+  OutcomeQueryRow record = OutcomeQueryOf(query.dataset, query.task, *prepared.embeddings,
+                                          prepared.labels, prepared.num_classes);
+  record.stage1.insert(stage1.proxy_score.begin(), stage1.proxy_score.end());
+  std::vector<std::pair<const ModelRecord*, double>> standings;
+  for (const ScoredModel& s : scored) standings.push_back({&prepared.Model(s.id), s.stage2});
+  auto stored = RecordStage2Standings(store_.get(), record, standings);
+  if (stored.ok()) {
+    result->recorded_outcomes = *stored;
+  } else {
+    // The answer does not depend on the record: log, do not fail the call.
+    spdlog::warn("recommend: could not record stage-2 standings: {}",
+                 std::string(stored.status().message()));
+  }
 }
 
 }  // namespace modeldock::dock
