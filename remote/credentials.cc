@@ -4,9 +4,8 @@
 #include <optional>
 #include <set>
 
-#include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "common/files.h"
 #include "nlohmann/json.hpp"
 
@@ -65,8 +64,10 @@ absl::StatusOr<std::map<std::string, ChannelSecurity>> ReadCredentialsFile(
     if (absl::Status s = contents("key", &security.private_key_pem); !s.ok()) return s;
     if (absl::Status s = contents("bearer_token_file", &security.bearer_token); !s.ok()) return s;
     security.bearer_token = std::string(absl::StripAsciiWhitespace(security.bearer_token));
-    if (entry.contains("bearer_token_file") && security.bearer_token.empty()) {
-      return bad("the bearer token file holds only whitespace");
+    if (entry.contains("bearer_token_file")) {
+      if (security.bearer_token.empty()) return bad("the bearer token file holds only whitespace");
+      fs::path file = entry.at("bearer_token_file").get<std::string>();
+      security.bearer_token_file = (file.is_relative() ? folder / file : file).string();
     }
     if (security.cert_chain_pem.empty() != security.private_key_pem.empty()) {
       return bad("'cert' and 'key' go together (the client certificate and its key)");

@@ -27,7 +27,7 @@ struct RemoteCredentials {
 //    "10.0.0.7:8001": {"bearer_token_file": "/run/secrets/dock-b"}}
 // Per endpoint: "tls" (bool; implied by any of "ca", "cert", "key"), "ca", "cert", "key" (PEM
 // files; "cert" and "key" together), "bearer_token_file" (a file holding the token; surrounding
-// whitespace dropped). Relative paths are relative to the credentials file's folder. A listed
+// whitespace dropped; read again before every call, so a rotated token needs no restart). Relative paths are relative to the credentials file's folder. A listed
 // endpoint gets exactly its entry (nothing from the server-wide setting). INVALID_ARGUMENT naming
 // the file, the endpoint and the problem: unreadable or not a JSON object, an unknown key, an
 // unreadable or empty referenced file, a cert without its key.

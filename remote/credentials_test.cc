@@ -57,6 +57,7 @@ TEST_F(CredentialsFileTest, ReadsEachEndpointsOwnCredentials) {
   EXPECT_EQ(triton.cert_chain_pem, "CLIENT PEM");
   EXPECT_EQ(triton.private_key_pem, "CLIENT KEY");
   EXPECT_EQ(triton.bearer_token, "s3cret-token");  // whitespace dropped
+  EXPECT_EQ(triton.bearer_token_file, (dir_ / "token").string());  // re-read before each call
   const ChannelSecurity& gateway = read->at("gateway:443");
   EXPECT_TRUE(gateway.tls);
   EXPECT_EQ(gateway.root_certs_pem, "");  // the system's roots

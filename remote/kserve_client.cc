@@ -4,11 +4,15 @@
 
 #include <algorithm>
 #include <cstring>
+#include <mutex>
+#include <optional>
 #include <thread>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/files.h"
 #include "kserve/inference.grpc.pb.h"
 
 namespace modeldock::remote {
@@ -48,7 +52,7 @@ absl::Status FromGrpc(const grpc::Status& status, const RemoteTarget& target, co
 class GrpcKServeClient : public KServeClient {
  public:
   GrpcKServeClient(const std::string& endpoint, const ChannelSecurity& security)
-      : bearer_token_(security.bearer_token) {
+      : bearer_token_file_(security.bearer_token_file), bearer_token_(security.bearer_token) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(kMaxResponseBytes);
     std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
@@ -131,9 +135,22 @@ class GrpcKServeClient : public KServeClient {
   }
 
  private:
-  void Prepare(grpc::ClientContext& context, absl::Time deadline) const {
+  void Prepare(grpc::ClientContext& context, absl::Time deadline) {
     context.set_deadline(absl::ToChronoTime(deadline));
-    if (!bearer_token_.empty()) context.AddMetadata("authorization", "Bearer " + bearer_token_);
+    const std::string token = BearerToken();
+    if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
+  }
+
+  std::string BearerToken() {
+    std::lock_guard<std::mutex> lock(token_mutex_);
+    if (!bearer_token_file_.empty()) {
+      std::optional<std::string> text = ReadWholeFile(bearer_token_file_);
+      if (text) {
+        std::string token(absl::StripAsciiWhitespace(*text));
+        if (!token.empty()) bearer_token_ = std::move(token);
+      }
+    }
+    return bearer_token_;
   }
 
   // The response's first output, FP32 [b, K] from raw bytes or fp32_contents, appended to `out`.
@@ -185,7 +202,9 @@ class GrpcKServeClient : public KServeClient {
     return absl::OkStatus();
   }
 
-  const std::string bearer_token_;
+  const std::string bearer_token_file_;
+  std::mutex token_mutex_;
+  std::string bearer_token_;  // the last token read (guarded by token_mutex_)
   std::unique_ptr<inference::GRPCInferenceService::Stub> stub_;
 };
 

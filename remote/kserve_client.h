@@ -52,6 +52,10 @@ struct ChannelSecurity {
   // Sent as "authorization: Bearer <token>" with every call (KServe / Triton behind a gateway,
   // another modeldock with --auth); "" = none.
   std::string bearer_token;
+  // Where the token came from: read again before every call, so that a rotated token (a
+  // Kubernetes projected token, a key replaced by the operator) is used without a restart; the
+  // last token read stands while the file is missing or empty (mid-rotation). "" = fixed token.
+  std::string bearer_token_file;
 };
 
 class KServeClient {

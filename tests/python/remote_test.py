@@ -194,6 +194,21 @@ class RemoteCredentialsTest(unittest.TestCase):
                 remote = b.register_remote(kserve, "tops", name="tops-with-token",
                                            input_shape=[1, 28, 28], labels=labels)
                 self.assertEqual(remote.state, "READY", remote.state_reason)
+            # The key is rotated on A: B is refused until the token file holds the new key, and
+            # then served without a restart (the file is read before every call).
+            with modeldock.Client(address_a, api_key=admin_key) as a:
+                a.revoke_key(consumer["id"])
+                rotated = a.create_key("consumer", name="dock-b-rotated")
+            with modeldock.Client(address_b) as b:
+                with self.assertRaises(modeldock.ModelDockError) as e:
+                    b.register_remote(kserve, "tops", name="tops-revoked-token",
+                                      input_shape=[1, 28, 28], labels=labels)
+                self.assertEqual(e.exception.code, grpc.StatusCode.FAILED_PRECONDITION)
+                with open(os.path.join(tmp.name, "token-for-a"), "w") as f:
+                    f.write(rotated["secret"])
+                remote = b.register_remote(kserve, "tops", name="tops-rotated-token",
+                                           input_shape=[1, 28, 28], labels=labels)
+                self.assertEqual(remote.state, "READY", remote.state_reason)
             with modeldock.Client(address_c) as c:
                 with self.assertRaises(modeldock.ModelDockError) as e:
                     c.register_remote(kserve, "tops", name="tops-without-token",
