@@ -373,7 +373,7 @@ struct AlignmentVersion {
   double validation_untrained = 0, validation_serving = 0, validation_trained = 0;  // tau_w
   double weight = 0, shrinkage = 0, sharpness = 0;
   double stage2_weight = 0;  // the prior's weight against stage-2 scores
-  // What priors shrink toward: "facts" or "stage1-calibration" (encoder/outcome_ranker.h).
+  // What priors shrink toward: "facts" or "stage1-calibration" (encoder::PriorTargetName).
   std::string prior_target = "facts";
   int weak_queries = 0;    // recommendations whose stage-2 standings informed the priors
   double weak_weight = 0;  // their learned weight against a reported outcome

@@ -64,7 +64,8 @@ AlignmentVersion VersionFromRow(const AlignmentRow& row) {
     v.shrinkage = j.value("shrinkage", 0.0);
     v.sharpness = j.value("sharpness", 0.0);
     v.stage2_weight = j.value("stage2_weight", v.weight);
-    v.prior_target = j.value("prior_target", std::string("facts"));  // before the choice: facts
+    // Versions from before the choice shrank toward the facts.
+    v.prior_target = j.value("prior_target", std::string(encoder::PriorTargetName(false)));
     v.weak_queries = j.value("weak_queries", 0);
     v.weak_weight = j.value("weak_weight", 0.0);
     v.vectors_trained = j.value("vectors_trained", false);
@@ -407,7 +408,7 @@ absl::StatusOr<AlignmentVersion> LearningLoop::TrainOnce(const TrainingInputs& i
   v.shrinkage = report->params.shrinkage;
   v.sharpness = report->params.sharpness;
   v.stage2_weight = report->params.stage2_weight;
-  v.prior_target = report->params.calibrated_target ? "stage1-calibration" : "facts";
+  v.prior_target = encoder::PriorTargetName(report->params.calibrated_target);
   v.weak_queries = report->weak_tasks;
   v.weak_weight = report->params.weak_weight;
   v.training_seconds = absl::ToDoubleSeconds(absl::Now() - start);

@@ -17,6 +17,10 @@ std::vector<double> ModelFacts(int64_t feature_width, int64_t num_classes) {
           std::log2(static_cast<double>(std::max<int64_t>(num_classes, 1))) / 8.0};
 }
 
+const char* PriorTargetName(bool calibrated_target) {
+  return calibrated_target ? "stage1-calibration" : "facts";
+}
+
 std::vector<double> Standardise(const std::vector<double>& values) {
   std::vector<double> out(values.size(), 0.0);
   if (values.empty()) return out;
@@ -178,11 +182,12 @@ std::vector<double> OutcomeRanker::Priors(const std::vector<std::string>& model_
     task_weight[t] = sim > 0 ? std::pow(sim, params_.sharpness) : 0.0;
     if (tasks_[t].weak) task_weight[t] *= params_.weak_weight;
   }
-  // A model's outcome evidence for this query: sum_t w_qt z_t(m) and sum_t w_qt.
+  // A model's outcome evidence for this query: sum_t w_qt z_t(m), sum_t w_qt, and which tasks.
   struct Evidence {
     double sum = 0, weight = 0;
+    PriorSources used;
   };
-  auto evidence_of = [&](const std::string& id, PriorSources* used) {
+  auto evidence_of = [&](const std::string& id) {
     Evidence e;
     for (size_t t = 0; t < tasks_.size(); ++t) {
       if (task_weight[t] <= 0) continue;
@@ -190,12 +195,14 @@ std::vector<double> OutcomeRanker::Priors(const std::vector<std::string>& model_
       if (z == standardised_[t].end()) continue;
       e.sum += task_weight[t] * z->second;
       e.weight += task_weight[t];
-      if (used) ++(tasks_[t].weak ? used->weak : used->reported);
+      ++(tasks_[t].weak ? e.used.weak : e.used.reported);
     }
     return e;
   };
-  // The calibration line over the query's stage-1 models (independent of which ids are asked).
+  // The calibration line over the query's stage-1 models (independent of which ids are asked);
+  // their evidence is kept for the loop below, which asks for (nearly) the same models.
   std::map<std::string, double> stage1_z;
+  std::map<std::string, Evidence> stage1_evidence;
   Line calibration;
   if (params_.calibrated_target && !stage1.empty()) {
     std::vector<double> values;
@@ -205,7 +212,7 @@ std::vector<double> OutcomeRanker::Priors(const std::vector<std::string>& model_
     size_t i = 0;
     for (const auto& [id, v] : stage1) {
       stage1_z[id] = z[i++];
-      const Evidence e = evidence_of(id, nullptr);
+      const Evidence& e = stage1_evidence[id] = evidence_of(id);
       if (e.weight <= 0) continue;
       x.push_back(stage1_z[id]);
       y.push_back(e.sum / e.weight);
@@ -235,7 +242,9 @@ std::vector<double> OutcomeRanker::Priors(const std::vector<std::string>& model_
         }
       }
     }
-    const Evidence e = evidence_of(model_ids[i], sources ? &(*sources)[i] : nullptr);
+    auto cached = stage1_evidence.find(model_ids[i]);
+    const Evidence e = cached != stage1_evidence.end() ? cached->second : evidence_of(model_ids[i]);
+    if (sources) (*sources)[i] = e.used;
     const double num = params_.shrinkage * target + e.sum, den = params_.shrinkage + e.weight;
     priors[i] = den > 0 ? num / den : 0.0;
   }
@@ -277,7 +286,7 @@ std::string OutcomeRanker::ToJson() const {
                  {"sharpness", params_.sharpness},
                  {"weak_weight", params_.weak_weight},
                  {"fact_weights", params_.fact_weights}};
-  if (params_.calibrated_target) j["params"]["target"] = "stage1-calibration";
+  if (params_.calibrated_target) j["params"]["target"] = PriorTargetName(true);
   nlohmann::json tasks = nlohmann::json::array();
   for (const RecordedTask& t : tasks_) {
     nlohmann::json task = {{"query_id", t.query_id}, {"stage1", t.stage1}, {"accuracy", t.accuracy}};
@@ -311,11 +320,11 @@ absl::StatusOr<OutcomeRanker> OutcomeRanker::FromJson(const std::string& text) {
     p.weak_weight = params.value("weak_weight", 0.0);  // versions before weak tasks: none
     p.fact_weights = params.at("fact_weights").get<std::vector<double>>();
     // Versions before the calibrated target shrink toward the facts prediction alone.
-    const std::string target = params.value("target", "facts");
-    if (target != "facts" && target != "stage1-calibration") {
+    const std::string target = params.value("target", PriorTargetName(false));
+    if (target != PriorTargetName(false) && target != PriorTargetName(true)) {
       return absl::DataLossError("outcome ranker: unknown prior target '" + target + "'");
     }
-    p.calibrated_target = target == "stage1-calibration";
+    p.calibrated_target = target == PriorTargetName(true);
     std::vector<RecordedTask> tasks;
     for (const nlohmann::json& t : j.at("tasks")) {
       RecordedTask task;

@@ -9,8 +9,8 @@
 // standardised over the query's models, and the prior is the model's standardised fine-tune
 // results on the recorded tasks, weighted by how similar each recorded task looked to the dock
 // (correlation of the two tasks' stage-1 scores over their common models, raised to `sharpness`),
-// and shrunk toward a prediction from black-box model facts (embed width, class count) with
-// strength `shrinkage` — a model with no outcomes gets the prediction alone (cold start):
+// and shrunk with strength `shrinkage` toward a target (below) — a model with no outcomes gets
+// the target alone (cold start):
 //
 //   prior_q(m) = (sum_t w_qt z_t(m) + shrinkage * target_q(m))
 //                / (sum_{t: m has an outcome in t} w_qt + shrinkage)
@@ -67,7 +67,7 @@ struct RankerParams {
   // Of the prior against the standardised stage-2 score: chosen on the reported queries whose
   // stage-2 standings were recorded (weak twins); 0 when there are too few.
   double stage2_weight = 0;
-  double shrinkage = 1;   // pseudo-count of the facts prediction
+  double shrinkage = 1;   // pseudo-count of the shrinkage target
   double sharpness = 1;   // task-similarity exponent
   double weak_weight = 0; // of a weak task (stage-2 standing) against a reported one
   // The shrinkage target is the query-local calibration line instead of the facts prediction
@@ -75,6 +75,10 @@ struct RankerParams {
   bool calibrated_target = false;
   std::vector<double> fact_weights = std::vector<double>(kNumModelFacts, 0.0);
 };
+
+// The shrinkage target's name in payloads, version summaries and the API: "facts" or
+// "stage1-calibration".
+const char* PriorTargetName(bool calibrated_target);
 
 // The trained part of the knowledge vectors (the Know2Vec alignment's model-side and query-side
 // encoders, here linear maps on top of the untrained kernel mean embeddings, so that a version
