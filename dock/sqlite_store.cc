@@ -195,8 +195,6 @@ class Statement {
   }
   // SQLITE_ROW, SQLITE_DONE or an error code.
   int Step() { return last_step_ = sqlite3_step(stmt_); }
-  // After a `while (Step() == SQLITE_ROW)` loop: OK if it ended at the last row, not on an error
-  // (a read that fails halfway must not pass for a shorter list).
   // One step of a single-row read: true at a row, false when there is none, an error when the
   // read failed (which must not pass for "no row").
   absl::StatusOr<bool> NextRow() {
@@ -206,6 +204,8 @@ class Statement {
     if (rc == SQLITE_DONE) return false;
     return absl::InternalError(absl::StrCat("sqlite read: ", sqlite3_errmsg(db_)));
   }
+  // After a `while (Step() == SQLITE_ROW)` loop: OK if it ended at the last row, not on an error
+  // (a read that fails halfway must not pass for a shorter list).
   absl::Status Finished() const {
     if (last_step_ == SQLITE_DONE) return absl::OkStatus();
     return absl::InternalError(absl::StrCat("sqlite read: ", sqlite3_errmsg(db_)));
@@ -486,13 +486,12 @@ absl::StatusOr<std::vector<ModelRecord>> SqliteMetadataStore::ListAll() {
   Statement st(db_, absl::StrCat(kSelectModels, " ORDER BY created_unix_ms, id").c_str());
   if (!st.status().ok()) return st.status();
   std::vector<ModelRecord> out;
-  int rc;
-  while ((rc = st.Step()) == SQLITE_ROW) {
+  while (st.Step() == SQLITE_ROW) {
     auto record = ReadModelRecord(st);
     if (!record.ok()) return record.status();
     out.push_back(std::move(*record));
   }
-  if (rc != SQLITE_DONE) return absl::InternalError(absl::StrCat("sqlite list: ", sqlite3_errmsg(db_)));
+  if (absl::Status read = st.Finished(); !read.ok()) return read;
   return out;
 }
 
@@ -596,10 +595,7 @@ absl::StatusOr<bool> SqliteMetadataStore::HasProbeFeatures(const std::string& id
   if (!st.status().ok()) return st.status();
   st.Bind(1, id);
   st.Bind(2, probe_set_sha);
-  const int rc = st.Step();
-  if (rc == SQLITE_ROW) return true;
-  if (rc == SQLITE_DONE) return false;
-  return absl::InternalError(absl::StrCat("sqlite probe features: ", sqlite3_errmsg(db_)));
+  return st.NextRow();
 }
 
 absl::StatusOr<Tensor> SqliteMetadataStore::GetProbeTensor(const char* sql, const char* what,
@@ -610,12 +606,10 @@ absl::StatusOr<Tensor> SqliteMetadataStore::GetProbeTensor(const char* sql, cons
   if (!st.status().ok()) return st.status();
   st.Bind(1, id);
   st.Bind(2, probe_set_sha);
-  const int rc = st.Step();
-  if (rc == SQLITE_DONE) return absl::NotFoundError(absl::StrCat("no ", what, " for ", id));
   // A failed read is not an absent row: the caller would re-probe or report the model missing.
-  if (rc != SQLITE_ROW) {
-    return absl::InternalError(absl::StrCat("sqlite ", what, ": ", sqlite3_errmsg(db_)));
-  }
+  absl::StatusOr<bool> row = st.NextRow();
+  if (!row.ok()) return row.status();
+  if (!*row) return absl::NotFoundError(absl::StrCat("no ", what, " for ", id));
   Tensor t;
   t.shape = {st.Int(0), st.Int(1)};
   t.values = st.Floats(2);
