@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
-#include "common/files.h"
 #include "dock/dock_impl.h"
 #include "scoring/proxy.h"
 #include "spdlog/spdlog.h"
@@ -173,25 +172,12 @@ DockImpl::~DockImpl() { Shutdown(); }
 
 absl::Status DockImpl::LoadRemoteSecurity() {
   const DockOptions& o = options_;
-  if (o.remote_tls_cert_path.empty() != o.remote_tls_key_path.empty()) {
-    return absl::InvalidArgumentError(
-        "--remote-tls-cert and --remote-tls-key go together (the client certificate and its key)");
-  }
-  remote::ChannelSecurity& fallback = remote_credentials_.fallback;
-  fallback.tls = o.remote_tls || !o.remote_tls_ca_path.empty() || !o.remote_tls_cert_path.empty();
-  const std::pair<const std::string*, std::string*> files[] = {
-      {&o.remote_tls_ca_path, &fallback.root_certs_pem},
-      {&o.remote_tls_cert_path, &fallback.cert_chain_pem},
-      {&o.remote_tls_key_path, &fallback.private_key_pem}};
-  for (const auto& [path, pem] : files) {
-    if (path->empty()) continue;
-    std::optional<std::string> text = ReadWholeFile(*path);
-    if (!text || text->empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("cannot read ", *path, " (remote TLS PEM file)"));
-    }
-    *pem = std::move(*text);
-  }
+  // Endpoints not in the credentials file: the server-wide --remote-tls* setting.
+  auto fallback = remote::ReadCredentialFiles(
+      {o.remote_tls, o.remote_tls_ca_path, o.remote_tls_cert_path, o.remote_tls_key_path, ""},
+      {"--remote-tls-ca", "--remote-tls-cert", "--remote-tls-key", ""});
+  if (!fallback.ok()) return fallback.status();
+  remote_credentials_.fallback = std::move(*fallback);
   if (!o.remote_credentials_path.empty()) {
     auto endpoints = remote::ReadCredentialsFile(o.remote_credentials_path);
     if (!endpoints.ok()) return endpoints.status();

@@ -6,6 +6,7 @@
 #define MODELDOCK_REMOTE_CREDENTIALS_H_
 
 #include <map>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -21,6 +22,26 @@ struct RemoteCredentials {
     return it == endpoints.end() ? fallback : it->second;
   }
 };
+
+// Where one endpoint's credentials are read from ("" = none), and what each setting is called in
+// messages (a server flag, or a key of the credentials file).
+struct CredentialFiles {
+  bool tls = false;
+  std::string ca, cert, key, bearer_token_file;
+};
+struct CredentialNames {
+  std::string ca, cert, key, bearer_token_file;
+};
+
+// Reads the files into a ChannelSecurity (TLS is implied by a CA, certificate or key).
+// INVALID_ARGUMENT naming the setting: a certificate without its key or the reverse, an
+// unreadable or empty file, a token file holding only whitespace.
+absl::StatusOr<ChannelSecurity> ReadCredentialFiles(const CredentialFiles& files,
+                                                    const CredentialNames& names);
+
+// The token a bearer-token file holds, surrounding whitespace dropped (may be empty); nullopt
+// when the file cannot be read.
+std::optional<std::string> ReadBearerToken(const std::string& path);
 
 // Reads a credentials file:
 //   {"triton.internal:8001": {"tls": true, "ca": "ca.pem", "bearer_token_file": "token"},

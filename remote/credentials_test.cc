@@ -97,5 +97,26 @@ TEST_F(CredentialsFileTest, BadFilesAreRefusedWithTheReason) {
             std::string::npos);
 }
 
+// The server-wide --remote-tls* setting goes through the same reader, named by its flags.
+TEST_F(CredentialsFileTest, ServerFlagsAreReadTheSameWayAndNamedInErrors) {
+  const CredentialNames flags{"--remote-tls-ca", "--remote-tls-cert", "--remote-tls-key", ""};
+  auto plain = ReadCredentialFiles({}, flags);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_FALSE(plain->tls);
+  auto pinned = ReadCredentialFiles({false, (dir_ / "ca.pem").string(), "", "", ""}, flags);
+  ASSERT_TRUE(pinned.ok()) << pinned.status();
+  EXPECT_TRUE(pinned->tls);  // implied by the CA
+  EXPECT_EQ(pinned->root_certs_pem, "CA PEM");
+  auto half = ReadCredentialFiles({false, "", (dir_ / "client.pem").string(), "", ""}, flags);
+  ASSERT_FALSE(half.ok());
+  EXPECT_EQ(half.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(half.status().message().find("--remote-tls-cert and --remote-tls-key go together"),
+            std::string::npos);
+  auto missing = ReadCredentialFiles({false, (dir_ / "nope.pem").string(), "", "", ""}, flags);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("cannot read --remote-tls-ca file"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace modeldock::remote

@@ -9,11 +9,10 @@
 #include <thread>
 #include <utility>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "common/files.h"
 #include "kserve/inference.grpc.pb.h"
+#include "remote/credentials.h"
 
 namespace modeldock::remote {
 namespace {
@@ -144,11 +143,8 @@ class GrpcKServeClient : public KServeClient {
   std::string BearerToken() {
     std::lock_guard<std::mutex> lock(token_mutex_);
     if (!bearer_token_file_.empty()) {
-      std::optional<std::string> text = ReadWholeFile(bearer_token_file_);
-      if (text) {
-        std::string token(absl::StripAsciiWhitespace(*text));
-        if (!token.empty()) bearer_token_ = std::move(token);
-      }
+      std::optional<std::string> token = ReadBearerToken(bearer_token_file_);
+      if (token && !token->empty()) bearer_token_ = std::move(*token);
     }
     return bearer_token_;
   }
