@@ -20,7 +20,15 @@ from live_server import kserve_address, read_idx, start_server, stop_server
 
 SERVER, ASSETS = sys.argv[1], sys.argv[2]
 DEMO = os.path.join(ASSETS, "demo")
+TOPS_PT = os.path.join(DEMO, "fmnist-tops-cnn.pt")
+with open(os.path.join(DEMO, "fmnist-tops-cnn.json")) as _f:
+    TOPS_LABELS = json.load(_f)["class_labels"]
 
+
+def register_tops_remote(client, kserve, name):
+    """Registers on `client`'s dock the model "tops" that the dock at `kserve` serves."""
+    return client.register_remote(kserve, "tops", name=name, input_shape=[1, 28, 28],
+                                  labels=TOPS_LABELS)
 
 
 class RemoteModelTest(unittest.TestCase):
@@ -35,17 +43,13 @@ class RemoteModelTest(unittest.TestCase):
         a, b = modeldock.Client(address_a), modeldock.Client(address_b)
         try:
             kserve = kserve_address(err)
-            with open(os.path.join(DEMO, "fmnist-tops-cnn.json")) as f:
-                labels = json.load(f)["class_labels"]
-            path = os.path.join(DEMO, "fmnist-tops-cnn.pt")
-            a.register(path, name="tops", input_shape=[1, 28, 28], labels=labels)
+            a.register(TOPS_PT, name="tops", input_shape=[1, 28, 28], labels=TOPS_LABELS)
 
-            remote = b.register_remote(kserve, "tops", name="tops-remote",
-                                       input_shape=[1, 28, 28], labels=labels)
+            remote = register_tops_remote(b, kserve, "tops-remote")
             self.assertEqual(remote.state, "READY", remote.state_reason)
             self.assertEqual(remote.remote, (kserve, "tops", ""))
             self.assertEqual(remote.size_bytes, 0)
-            b.register(path, name="tops-local", input_shape=[1, 28, 28], labels=labels)
+            b.register(TOPS_PT, name="tops-local", input_shape=[1, 28, 28], labels=TOPS_LABELS)
 
             query = os.path.join(DEMO, "query_tops")
             images = read_idx(os.path.join(query, "query-images-idx3-ubyte"))[:, None]
@@ -62,12 +66,12 @@ class RemoteModelTest(unittest.TestCase):
             # Unreachable server / unknown model: refused with the reason; nothing stored.
             with self.assertRaises(modeldock.ModelDockError) as e:
                 b.register_remote("127.0.0.1:1", "tops", name="nowhere", input_shape=[1, 28, 28],
-                                  labels=labels)
+                                  labels=TOPS_LABELS)
             self.assertEqual(e.exception.code, grpc.StatusCode.UNAVAILABLE)
             self.assertIn("127.0.0.1:1", str(e.exception))
             with self.assertRaises(modeldock.ModelDockError) as e:
                 b.register_remote(kserve, "no-such-model", name="unknown",
-                                  input_shape=[1, 28, 28], labels=labels)
+                                  input_shape=[1, 28, 28], labels=TOPS_LABELS)
             self.assertEqual(e.exception.code, grpc.StatusCode.NOT_FOUND)
             with self.assertRaises(modeldock.ModelDockError) as e:
                 b.register_remote(kserve, "tops", name="wrong-labels", input_shape=[1, 28, 28],
@@ -132,19 +136,15 @@ class RemoteTlsTest(unittest.TestCase):
                                                ["--workers", "1"])
             servers.append(server_c)
             kserve = kserve_address(err)
-            with open(os.path.join(DEMO, "fmnist-tops-cnn.json")) as f:
-                labels = json.load(f)["class_labels"]
             with modeldock.Client(address_a, tls_ca=certs["ca.pem"]) as a:
-                a.register(os.path.join(DEMO, "fmnist-tops-cnn.pt"), name="tops",
-                           input_shape=[1, 28, 28], labels=labels)
+                a.register(TOPS_PT, name="tops",
+                           input_shape=[1, 28, 28], labels=TOPS_LABELS)
             with modeldock.Client(address_b) as b:
-                remote = b.register_remote(kserve, "tops", name="tops-tls",
-                                           input_shape=[1, 28, 28], labels=labels)
+                remote = register_tops_remote(b, kserve, "tops-tls")
                 self.assertEqual(remote.state, "READY", remote.state_reason)
             with modeldock.Client(address_c) as c:
                 with self.assertRaises(modeldock.ModelDockError) as e:
-                    c.register_remote(kserve, "tops", name="tops-plain",
-                                      input_shape=[1, 28, 28], labels=labels)
+                    register_tops_remote(c, kserve, "tops-plain")
                 self.assertEqual(e.exception.code, grpc.StatusCode.UNAVAILABLE)
                 self.assertIn(kserve, str(e.exception))
                 self.assertEqual(c.list(), [])
@@ -170,13 +170,11 @@ class RemoteCredentialsTest(unittest.TestCase):
                 ["--workers", "1", "--auth", "--kserve-listen", "127.0.0.1:0"], stderr=err)
             servers.append(server_a)
             kserve = kserve_address(err)
-            with open(os.path.join(DEMO, "fmnist-tops-cnn.json")) as f:
-                labels = json.load(f)["class_labels"]
             with open(os.path.join(data_a, "admin.key")) as f:
                 admin_key = f.read().strip()
             with modeldock.Client(address_a, api_key=admin_key) as a:
-                a.register(os.path.join(DEMO, "fmnist-tops-cnn.pt"), name="tops",
-                           input_shape=[1, 28, 28], labels=labels)
+                a.register(TOPS_PT, name="tops",
+                           input_shape=[1, 28, 28], labels=TOPS_LABELS)
                 consumer = a.create_key("consumer", name="dock-b")
             with open(os.path.join(tmp.name, "token-for-a"), "w") as f:
                 f.write(consumer["secret"] + "\n")
@@ -191,8 +189,7 @@ class RemoteCredentialsTest(unittest.TestCase):
                                                ["--workers", "1"])
             servers.append(server_c)
             with modeldock.Client(address_b) as b:
-                remote = b.register_remote(kserve, "tops", name="tops-with-token",
-                                           input_shape=[1, 28, 28], labels=labels)
+                remote = register_tops_remote(b, kserve, "tops-with-token")
                 self.assertEqual(remote.state, "READY", remote.state_reason)
             # The key is rotated on A: B is refused until the token file holds the new key, and
             # then served without a restart (the file is read before every call).
@@ -201,18 +198,15 @@ class RemoteCredentialsTest(unittest.TestCase):
                 rotated = a.create_key("consumer", name="dock-b-rotated")
             with modeldock.Client(address_b) as b:
                 with self.assertRaises(modeldock.ModelDockError) as e:
-                    b.register_remote(kserve, "tops", name="tops-revoked-token",
-                                      input_shape=[1, 28, 28], labels=labels)
+                    register_tops_remote(b, kserve, "tops-revoked-token")
                 self.assertEqual(e.exception.code, grpc.StatusCode.FAILED_PRECONDITION)
                 with open(os.path.join(tmp.name, "token-for-a"), "w") as f:
                     f.write(rotated["secret"])
-                remote = b.register_remote(kserve, "tops", name="tops-rotated-token",
-                                           input_shape=[1, 28, 28], labels=labels)
+                remote = register_tops_remote(b, kserve, "tops-rotated-token")
                 self.assertEqual(remote.state, "READY", remote.state_reason)
             with modeldock.Client(address_c) as c:
                 with self.assertRaises(modeldock.ModelDockError) as e:
-                    c.register_remote(kserve, "tops", name="tops-without-token",
-                                      input_shape=[1, 28, 28], labels=labels)
+                    register_tops_remote(c, kserve, "tops-without-token")
                 self.assertEqual(e.exception.code, grpc.StatusCode.FAILED_PRECONDITION)
                 self.assertIn(kserve, str(e.exception))
                 self.assertIn("--remote-credentials", str(e.exception))
