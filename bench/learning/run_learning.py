@@ -138,7 +138,8 @@ class Zoo:
         for p in (os.path.join(self.dir, "zoo.json"), os.path.join(self.dir, "tasks.json"),
                   self.gt_path):
             if not os.path.exists(p):
-                sys.exit(f"run_learning: {p} missing (see bench/README.md, bench/zoo2/README.md)")
+                sys.exit(f"run_learning: {p} missing (see bench/README.md, bench/zoo2/README.md, "
+                         "bench/learning/make_more_tasks.py)")
         with open(os.path.join(self.dir, "zoo.json")) as f:
             self.names = [m["name"] for m in json.load(f)["models"]]
         with open(os.path.join(self.dir, "tasks.json")) as f:
@@ -705,6 +706,10 @@ def main():
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--zoo1-only", action="store_true")
     g.add_argument("--zoo2-only", action="store_true")
+    ap.add_argument("--more-tasks", action="store_true",
+                    help="the zoos with seeded extra tasks (bench/learning/artifacts/zoo{1,2}x, "
+                         "built by make_more_tasks.py + bench/zoo/finetune.py) instead of "
+                         "bench/zoo and zoo2")
     ap.add_argument("--folds", type=int, default=None, help="cross-validation folds (4; smoke 2)")
     ap.add_argument("--curve-sizes", default="1,2,4,8",
                     help="training-task counts of the learning curve (those < the zoo's tasks)")
@@ -745,6 +750,9 @@ def main():
                   os.path.join(REPO, "bench", "zoo", "results", "ground_truth.json")),
                  ("zoo2", os.path.join(REPO, "bench", "zoo2", "artifacts", "zoo2"),
                   os.path.join(REPO, "bench", "zoo2", "results", "ground_truth.json"))]
+        if args.more_tasks:
+            specs = [(key + "x", os.path.join(ART, key + "x"),
+                      os.path.join(ART, key + "x", "ground_truth.json")) for key, _, _ in specs]
         if args.zoo1_only:
             specs = specs[:1]
         if args.zoo2_only:
