@@ -706,10 +706,10 @@ def main():
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--zoo1-only", action="store_true")
     g.add_argument("--zoo2-only", action="store_true")
-    ap.add_argument("--more-tasks", action="store_true",
-                    help="the zoos with seeded extra tasks (bench/learning/artifacts/zoo{1,2}x, "
-                         "built by make_more_tasks.py + bench/zoo/finetune.py) instead of "
-                         "bench/zoo and zoo2")
+    ap.add_argument("--more-tasks", nargs="?", const="x", default=None, metavar="SUFFIX",
+                    help="the zoos with seeded extra tasks (bench/learning/artifacts/zoo1SUFFIX "
+                         "and zoo2SUFFIX, SUFFIX default x, built by make_more_tasks.py + "
+                         "bench/zoo/finetune.py) instead of bench/zoo and zoo2")
     ap.add_argument("--folds", type=int, default=None, help="cross-validation folds (4; smoke 2)")
     ap.add_argument("--curve-sizes", default="1,2,4,8",
                     help="training-task counts of the learning curve (those < the zoo's tasks)")
@@ -751,8 +751,9 @@ def main():
                  ("zoo2", os.path.join(REPO, "bench", "zoo2", "artifacts", "zoo2"),
                   os.path.join(REPO, "bench", "zoo2", "results", "ground_truth.json"))]
         if args.more_tasks:
-            specs = [(key + "x", os.path.join(ART, key + "x"),
-                      os.path.join(ART, key + "x", "ground_truth.json")) for key, _, _ in specs]
+            specs = [(key + args.more_tasks, os.path.join(ART, key + args.more_tasks),
+                      os.path.join(ART, key + args.more_tasks, "ground_truth.json"))
+                     for key, _, _ in specs]
         if args.zoo1_only:
             specs = specs[:1]
         if args.zoo2_only:
