@@ -126,21 +126,38 @@ OutcomeQueryRow OutcomeQueryOf(const Dataset& dataset, TaskKind task, const Tens
   query.num_classes = num_classes;
   query.created_unix_ms = absl::ToUnixMillis(absl::Now());
   // Class prototypes: the query as the dock may keep it (means, not samples).
+  query.prototypes = ClassPrototypes(basis, labels, num_classes);
+  return query;
+}
+
+Tensor ClassPrototypes(const Tensor& basis, const std::vector<int32_t>& labels, int num_classes) {
   const int64_t dim = basis.RowSize();
-  query.prototypes.shape = {num_classes, dim};
-  query.prototypes.values.assign(static_cast<size_t>(num_classes * dim), 0.0f);
+  Tensor prototypes;
+  prototypes.shape = {num_classes, dim};
+  prototypes.values.assign(static_cast<size_t>(num_classes * dim), 0.0f);
   std::vector<int64_t> counts(num_classes, 0);
   for (int64_t i = 0; i < basis.Rows(); ++i) {
     const int32_t c = labels[i];
     ++counts[c];
-    for (int64_t d = 0; d < dim; ++d) query.prototypes.values[c * dim + d] += basis.values[i * dim + d];
+    for (int64_t d = 0; d < dim; ++d) prototypes.values[c * dim + d] += basis.values[i * dim + d];
   }
   for (int c = 0; c < num_classes; ++c) {
     for (int64_t d = 0; d < dim; ++d) {
-      query.prototypes.values[c * dim + d] /= static_cast<float>(std::max<int64_t>(counts[c], 1));
+      prototypes.values[c * dim + d] /= static_cast<float>(std::max<int64_t>(counts[c], 1));
     }
   }
-  return query;
+  return prototypes;
+}
+
+std::vector<double> MeanPrototype(const Tensor& prototypes) {
+  const int64_t rows = prototypes.Rows(), dim = prototypes.RowSize();
+  if (rows == 0 || dim == 0) return {};
+  std::vector<double> mean(static_cast<size_t>(dim), 0.0);
+  for (int64_t c = 0; c < rows; ++c) {
+    for (int64_t d = 0; d < dim; ++d) mean[d] += prototypes.values[c * dim + d];
+  }
+  for (double& m : mean) m /= static_cast<double>(rows);
+  return mean;
 }
 
 absl::StatusOr<int> RecordStage2Standings(
@@ -360,6 +377,10 @@ absl::StatusOr<AlignmentVersion> LearningLoop::TrainOnce(const TrainingInputs& i
       task.query_id = q.query_id;
       task.stage1 = q.stage1;
       task.weak = weak;
+      // Image queries' prototypes are in the reference encoder's space, comparable across queries.
+      if (q.task == static_cast<int>(TaskKind::kImageClassification)) {
+        task.embedding = MeanPrototype(q.prototypes);
+      }
       for (const auto& [model, sum] : it->second) {
         if (sum.second > 0) task.accuracy[model] = sum.first / sum.second;
       }

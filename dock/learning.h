@@ -30,6 +30,11 @@ std::vector<double> FactsOf(const ModelRecord& record);
 // prepared `labels`; not the samples. Stage-1 scores are the caller's to add.
 OutcomeQueryRow OutcomeQueryOf(const Dataset& dataset, TaskKind task, const Tensor& basis,
                                const std::vector<int32_t>& labels, int num_classes);
+// [num_classes, D]: row c = mean row of `basis` [N, D] over the samples labelled c (0 if none).
+Tensor ClassPrototypes(const Tensor& basis, const std::vector<int32_t>& labels, int num_classes);
+// The mean of the prototypes' rows: a query as the outcome ranker compares it with the recorded
+// ones (encoder::RecordedTask::embedding); empty for no rows.
+std::vector<double> MeanPrototype(const Tensor& prototypes);
 
 // Weak outcome records of one labelled recommendation (DockOptions::learn_from_recommendations):
 // each scored model's stage-2 standing as a rank percentile, 1 = best, 0 = worst (ties share),

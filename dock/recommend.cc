@@ -369,8 +369,15 @@ absl::Status ValidateRecommendQuery(const RecommendQuery& query) {
 
 // The serving trained version adds each model's outcome prior (0 for untrained) to its proxy
 // score.
-void AddStage1Priors(const encoder::OutcomeRanker& ranker,
-                     const std::vector<ModelRecord>& compatible, Stage1Result* stage1) {
+void AddStage1Priors(const encoder::OutcomeRanker& ranker, const PreparedQuery& prepared,
+                     Stage1Result* stage1) {
+  const std::vector<ModelRecord>& compatible = prepared.compatible;
+  // The query as the ranker compares it with recorded ones (image queries: E's space).
+  std::vector<double> embedding;
+  if (prepared.embeddings) {
+    embedding = MeanPrototype(
+        ClassPrototypes(*prepared.embeddings, prepared.labels, prepared.num_classes));
+  }
   std::vector<std::string> ids;
   std::vector<std::vector<double>> facts;
   for (const ModelRecord& r : compatible) {
@@ -380,7 +387,7 @@ void AddStage1Priors(const encoder::OutcomeRanker& ranker,
   std::vector<encoder::OutcomeRanker::PriorSources> used;
   std::vector<double> priors = ranker.Priors(
       ids, std::map<std::string, double>(stage1->proxy_score.begin(), stage1->proxy_score.end()),
-      &used, &facts);
+      embedding, &used, &facts);
   for (size_t i = 0; i < ids.size(); ++i) {
     stage1->prior[ids[i]] = priors[i];
     stage1->prior_sources[ids[i]] = used[i];
@@ -903,7 +910,7 @@ absl::Status DockImpl::RankByProbeProxies(const PreparedQuery& prepared,
     if (stage1->proxy_score.count(id)) stage1->proxy_order.push_back(id);
   }
   stage1->value.insert(stage1->proxy_score.begin(), stage1->proxy_score.end());
-  if (serving.ranker) AddStage1Priors(*serving.ranker, prepared.compatible, stage1);
+  if (serving.ranker) AddStage1Priors(*serving.ranker, prepared, stage1);
   std::unordered_map<std::string, double>& value = stage1->value;
   std::stable_sort(stage1->proxy_order.begin(), stage1->proxy_order.end(),
                    [&](const std::string& a, const std::string& b) { return value[a] > value[b]; });

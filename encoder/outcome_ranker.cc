@@ -62,6 +62,39 @@ double TaskSimilarity(const std::map<std::string, double>& a,
   return std::max(0.0, r);
 }
 
+std::vector<double> EmbeddingCentre(const std::vector<RecordedTask>& tasks) {
+  std::vector<double> centre;
+  int n = 0;
+  for (const RecordedTask& t : tasks) {
+    if (t.embedding.empty()) continue;
+    if (centre.empty()) centre.assign(t.embedding.size(), 0.0);
+    if (t.embedding.size() != centre.size()) continue;
+    for (size_t d = 0; d < centre.size(); ++d) centre[d] += t.embedding[d];
+    ++n;
+  }
+  for (double& c : centre) c /= std::max(n, 1);
+  return centre;
+}
+
+double QuerySimilarity(const std::map<std::string, double>& stage1_a,
+                       const std::vector<double>& embedding_a,
+                       const std::map<std::string, double>& stage1_b,
+                       const std::vector<double>& embedding_b, const std::vector<double>& centre) {
+  if (centre.empty() || embedding_a.size() != centre.size() ||
+      embedding_b.size() != centre.size()) {
+    return TaskSimilarity(stage1_a, stage1_b);
+  }
+  double ab = 0, aa = 0, bb = 0;
+  for (size_t d = 0; d < centre.size(); ++d) {
+    const double x = embedding_a[d] - centre[d], y = embedding_b[d] - centre[d];
+    ab += x * y;
+    aa += x * x;
+    bb += y * y;
+  }
+  if (!(aa > 0 && bb > 0)) return 0;
+  return std::max(0.0, ab / std::sqrt(aa * bb));
+}
+
 namespace {
 
 // Below this a weight sum or a spread counts as none (also in the torch twin of the formula).
@@ -139,6 +172,7 @@ OutcomeRanker::OutcomeRanker(RankerParams params, std::vector<RecordedTask> task
       tasks_(std::move(tasks)),
       facts_(std::move(facts)) {
   for (const RecordedTask& t : tasks_) standardised_.push_back(StandardiseOutcomes(t.accuracy));
+  centre_ = EmbeddingCentre(tasks_);
 }
 
 namespace {
@@ -173,12 +207,14 @@ Line WeightedLine(const std::vector<double>& x, const std::vector<double>& y,
 
 std::vector<double> OutcomeRanker::Priors(const std::vector<std::string>& model_ids,
                                           const std::map<std::string, double>& stage1,
+                                          const std::vector<double>& embedding,
                                           std::vector<PriorSources>* sources,
                                           const std::vector<std::vector<double>>* current_facts) const {
   std::vector<double> task_weight(tasks_.size(), 0.0);
   for (size_t t = 0; t < tasks_.size(); ++t) {
     if (standardised_[t].empty()) continue;
-    const double sim = TaskSimilarity(stage1, tasks_[t].stage1);
+    const double sim =
+        QuerySimilarity(stage1, embedding, tasks_[t].stage1, tasks_[t].embedding, centre_);
     task_weight[t] = sim > 0 ? std::pow(sim, params_.sharpness) : 0.0;
     if (tasks_[t].weak) task_weight[t] *= params_.weak_weight;
   }
@@ -291,6 +327,7 @@ std::string OutcomeRanker::ToJson() const {
   for (const RecordedTask& t : tasks_) {
     nlohmann::json task = {{"query_id", t.query_id}, {"stage1", t.stage1}, {"accuracy", t.accuracy}};
     if (t.weak) task["weak"] = true;
+    if (!t.embedding.empty()) task["embedding"] = t.embedding;
     tasks.push_back(std::move(task));
   }
   j["tasks"] = std::move(tasks);
@@ -332,6 +369,8 @@ absl::StatusOr<OutcomeRanker> OutcomeRanker::FromJson(const std::string& text) {
       task.stage1 = t.at("stage1").get<std::map<std::string, double>>();
       task.accuracy = t.at("accuracy").get<std::map<std::string, double>>();
       task.weak = t.value("weak", false);
+      // Versions trained before embeddings were kept compare stage-1 scores only.
+      task.embedding = t.value("embedding", std::vector<double>{});
       tasks.push_back(std::move(task));
     }
     auto facts = j.at("facts").get<std::map<std::string, std::vector<double>>>();

@@ -7,9 +7,9 @@
 //
 // where base is what the pipeline computed anyway (stage-1 proxy score, or the stage-2 score),
 // standardised over the query's models, and the prior is the model's standardised fine-tune
-// results on the recorded tasks, weighted by how similar each recorded task looked to the dock
-// (correlation of the two tasks' stage-1 scores over their common models, raised to `sharpness`),
-// and shrunk with strength `shrinkage` toward a target (below) — a model with no outcomes gets
+// results on the recorded tasks, weighted by how similar each recorded task looks to the query
+// (QuerySimilarity, raised to `sharpness`: the cosine of the two tasks' mean class prototypes in
+// the reference encoder's space, else the correlation of their stage-1 scores), and shrunk with strength `shrinkage` toward a target (below) — a model with no outcomes gets
 // the target alone (cold start):
 //
 //   prior_q(m) = (sum_t w_qt z_t(m) + shrinkage * target_q(m))
@@ -56,6 +56,9 @@ struct RecordedTask {
   std::map<std::string, double> stage1;    // model id -> stage-1 score
   std::map<std::string, double> accuracy;  // model id -> fine-tuned accuracy in [0, 1]
   bool weak = false;
+  // The query's mean class prototype in the reference encoder's space (image queries); empty
+  // when unknown (tabular queries; versions trained before it was kept).
+  std::vector<double> embedding;
 };
 
 // Black-box facts of a model (no weights read): log2 of its feature width and of its class count.
@@ -119,8 +122,10 @@ class OutcomeRanker {
   // informed its prior.
   // `current_facts` (optional, aligned with model_ids): facts of models registered after
   // training (the frozen facts are used for the others).
+  // `embedding`: the query's mean class prototype (RecordedTask::embedding; empty = unknown).
   std::vector<double> Priors(const std::vector<std::string>& model_ids,
                              const std::map<std::string, double>& stage1,
+                             const std::vector<double>& embedding,
                              std::vector<PriorSources>* sources = nullptr,
                              const std::vector<std::vector<double>>* current_facts = nullptr) const;
 
@@ -142,6 +147,7 @@ class OutcomeRanker {
   std::map<std::string, std::vector<double>> facts_;
   // Per task: standardised accuracies (z over the task's reported models).
   std::vector<std::map<std::string, double>> standardised_;
+  std::vector<double> centre_;  // EmbeddingCentre(tasks_)
 };
 
 // Standardised outcomes of a task (z over the reported models); empty when fewer than 2 models
@@ -150,6 +156,18 @@ std::map<std::string, double> StandardiseOutcomes(const std::map<std::string, do
 // Pearson correlation of two tasks' stage-1 scores over their common models, clamped at 0; 0
 // with fewer than 3 common models.
 double TaskSimilarity(const std::map<std::string, double>& a, const std::map<std::string, double>& b);
+// The mean of the tasks' embeddings (those of the first non-empty one's size); empty when none.
+std::vector<double> EmbeddingCentre(const std::vector<RecordedTask>& tasks);
+// How much task b's outcomes say about task a: the cosine of their embeddings after subtracting
+// `centre` (the records' mean, so that what every task shares does not count), clamped at 0,
+// when both have one of the centre's size; otherwise TaskSimilarity of their stage-1 scores.
+// Why the embeddings: the stage-1 scores of a shifted domain (a rotated or low-contrast query)
+// can correlate with an unshifted task's while the models that fine-tune well differ; the
+// reference encoder sees the shift (offline on three zoos, docs/BENCHMARKS.md 2b).
+double QuerySimilarity(const std::map<std::string, double>& stage1_a,
+                       const std::vector<double>& embedding_a,
+                       const std::map<std::string, double>& stage1_b,
+                       const std::vector<double>& embedding_b, const std::vector<double>& centre);
 // (x - mean) / std (population); zeros when constant.
 std::vector<double> Standardise(const std::vector<double>& values);
 

@@ -19,8 +19,8 @@ TEST(WeightedTauTest, MatchesScipy) {
 
 // Two recorded tasks: t1 looks exactly like the query to stage 1, t2 the opposite.
 std::vector<RecordedTask> TwoTasks() {
-  RecordedTask t1{"q1", {{"a", 1}, {"b", 2}, {"c", 3}, {"d", 4}}, {{"a", 0.5}, {"b", 0.7}}};
-  RecordedTask t2{"q2", {{"a", 4}, {"b", 3}, {"c", 2}, {"d", 1}}, {{"a", 0.9}, {"b", 0.1}}};
+  RecordedTask t1{"q1", {{"a", 1}, {"b", 2}, {"c", 3}, {"d", 4}}, {{"a", 0.5}, {"b", 0.7}}, false, {}};
+  RecordedTask t2{"q2", {{"a", 4}, {"b", 3}, {"c", 2}, {"d", 1}}, {{"a", 0.9}, {"b", 0.1}}, false, {}};
   return {t1, t2};
 }
 
@@ -36,7 +36,7 @@ TEST(OutcomeRankerTest, PriorsByHand) {
   std::vector<OutcomeRanker::PriorSources> used;
   // sim(q, t1) = 1 -> w = 1; sim(q, t2) = -1 -> 0. z in t1: a = -1, b = +1.
   // a: (1 * -1 + 1 * 0.2) / (1 + 1); b: (1 * 1 + 0) / 2 (no facts); c: 0.2 / 1; d: 0 / 1.
-  std::vector<double> priors = ranker.Priors({"a", "b", "c", "d"}, query, &used);
+  std::vector<double> priors = ranker.Priors({"a", "b", "c", "d"}, query, {}, &used);
   EXPECT_NEAR(priors[0], -0.4, 1e-12);
   EXPECT_NEAR(priors[1], 0.5, 1e-12);
   EXPECT_NEAR(priors[2], 0.2, 1e-12);
@@ -65,14 +65,14 @@ TEST(OutcomeRankerTest, WeakTasksByHand) {
   params.weak_weight = 0.5;
   std::vector<RecordedTask> tasks = TwoTasks();
   // Looks like the query (sim 1); standings of a, c, d: z = -sqrt(1.5), 0, +sqrt(1.5).
-  RecordedTask weak{"q3", {{"a", 1}, {"b", 2}, {"c", 3}, {"d", 4}}, {{"a", 0}, {"c", 0.5}, {"d", 1}}};
+  RecordedTask weak{"q3", {{"a", 1}, {"b", 2}, {"c", 3}, {"d", 4}}, {{"a", 0}, {"c", 0.5}, {"d", 1}}, false, {}};
   weak.weak = true;
   tasks.push_back(weak);
   OutcomeRanker ranker(params, tasks, {});
   EXPECT_EQ(ranker.num_weak_tasks(), 1);
   std::map<std::string, double> query = {{"a", 1}, {"b", 2}, {"c", 3}, {"d", 4}};
   std::vector<OutcomeRanker::PriorSources> used;
-  std::vector<double> priors = ranker.Priors({"a", "b", "c", "d"}, query, &used);
+  std::vector<double> priors = ranker.Priors({"a", "b", "c", "d"}, query, {}, &used);
   const double z = std::sqrt(1.5);
   // a: (1 * -1 + 0.5 * -z) / (1 + 0.5 + 1); b: (1 * 1) / (1 + 1); c: 0; d: 0.5 z / 1.5.
   EXPECT_NEAR(priors[0], (-1 - 0.5 * z) / 2.5, 1e-12);
@@ -89,7 +89,7 @@ TEST(OutcomeRankerTest, WeakTasksByHand) {
   ASSERT_TRUE(reloaded.ok()) << reloaded.status();
   EXPECT_EQ(reloaded->num_weak_tasks(), 1);
   EXPECT_EQ(reloaded->params().weak_weight, 0.5);
-  EXPECT_EQ(reloaded->Priors({"a", "b", "c", "d"}, query), priors);
+  EXPECT_EQ(reloaded->Priors({"a", "b", "c", "d"}, query, {}), priors);
 }
 
 // The calibrated shrinkage target: a line through the warm models' outcome means against their
@@ -109,20 +109,20 @@ TEST(OutcomeRankerTest, CalibratedTargetByHand) {
   // -1, 1, 3, 5 at a, b, c, d.
   // a: (-1 + 1 * -1) / 2; b: (1 + 1) / 2; c: 3 (its facts are not used); d: 5; e (no stage-1
   // score): 0.
-  std::vector<double> priors = ranker.Priors({"a", "b", "c", "d", "e"}, query);
+  std::vector<double> priors = ranker.Priors({"a", "b", "c", "d", "e"}, query, {});
   EXPECT_NEAR(priors[0], -1.0, 1e-12);
   EXPECT_NEAR(priors[1], 1.0, 1e-12);
   EXPECT_NEAR(priors[2], 3.0, 1e-12);
   EXPECT_NEAR(priors[3], 5.0, 1e-12);
   EXPECT_NEAR(priors[4], 0.0, 1e-12);
   // Which ids are asked does not move the line.
-  EXPECT_EQ(ranker.Priors({"d"}, query)[0], priors[3]);
+  EXPECT_EQ(ranker.Priors({"d"}, query, {})[0], priors[3]);
   // Exported and reloaded: bit-identical; a payload without the target shrinks to the facts alone
   // (versions trained before the calibration rank as they did); an unknown target is refused.
   std::string json = ranker.ToJson();
   auto reloaded = OutcomeRanker::FromJson(json);
   ASSERT_TRUE(reloaded.ok()) << reloaded.status();
-  EXPECT_EQ(reloaded->Priors({"a", "b", "c", "d", "e"}, query), priors);
+  EXPECT_EQ(reloaded->Priors({"a", "b", "c", "d", "e"}, query, {}), priors);
   const std::string key = ",\"target\":\"stage1-calibration\"";
   ASSERT_NE(json.find(key), std::string::npos) << json;
   std::string old_json = json;
@@ -130,13 +130,59 @@ TEST(OutcomeRankerTest, CalibratedTargetByHand) {
   auto old_version = OutcomeRanker::FromJson(old_json);
   ASSERT_TRUE(old_version.ok()) << old_version.status();
   EXPECT_FALSE(old_version->params().calibrated_target);
-  EXPECT_NEAR(old_version->Priors({"c", "d"}, query)[0], 0.2, 1e-12);
-  EXPECT_NEAR(old_version->Priors({"c", "d"}, query)[1], 0.0, 1e-12);
+  EXPECT_NEAR(old_version->Priors({"c", "d"}, query, {})[0], 0.2, 1e-12);
+  EXPECT_NEAR(old_version->Priors({"c", "d"}, query, {})[1], 0.0, 1e-12);
   std::string unknown = json;
   unknown.replace(unknown.find("stage1-calibration"), 18, "something-else");
   auto refused = OutcomeRanker::FromJson(unknown);
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kDataLoss);
+}
+
+// Task similarity from the queries' mean prototypes: two recorded tasks that stage 1 cannot tell
+// apart (identical scores) but that the reference encoder places apart (a shifted domain); the
+// query's prior follows the one whose embedding it shares.
+TEST(OutcomeRankerTest, EmbeddingsTellApartTasksStageOneConfuses) {
+  // By hand: centre (1, 1, 0); a - centre = (1, -1, 0), b - centre = (1, 1, 0): cosine 0.
+  EXPECT_NEAR(QuerySimilarity({}, {2, 0, 0}, {}, {2, 2, 0}, {1, 1, 0}), 0.0, 1e-12);
+  // (3, 0, 0) vs (2, 0, 0) around (1, 1, 0): (2, -1, 0) . (1, -1, 0) / (sqrt 5 sqrt 2).
+  EXPECT_NEAR(QuerySimilarity({}, {3, 0, 0}, {}, {2, 0, 0}, {1, 1, 0}), 3 / std::sqrt(10.0), 1e-12);
+  EXPECT_EQ(QuerySimilarity({}, {0, 2, 0}, {}, {2, 0, 0}, {1, 1, 0}), 0.0);  // clamped
+  // Without an embedding on either side, or of another size: stage-1 correlation.
+  const std::map<std::string, double> s1 = {{"a", 1}, {"b", 2}, {"c", 3}};
+  EXPECT_NEAR(QuerySimilarity(s1, {}, s1, {2, 0, 0}, {1, 1, 0}), 1.0, 1e-12);
+  EXPECT_NEAR(QuerySimilarity(s1, {1, 2}, s1, {2, 0, 0}, {1, 1, 0}), 1.0, 1e-12);
+  EXPECT_EQ(EmbeddingCentre({}), std::vector<double>{});
+
+  const std::map<std::string, double> scores = {{"a", 1}, {"b", 2}, {"c", 3}, {"d", 4}};
+  RecordedTask plain{"q1", scores, {{"a", 0.9}, {"b", 0.1}}, false, {2, 0}};
+  RecordedTask shifted{"q2", scores, {{"a", 0.1}, {"b", 0.9}}, false, {0, 2}};
+  RankerParams params;
+  params.weight = 1;
+  params.shrinkage = 1e-9;  // the evidence alone
+  params.sharpness = 1;
+  OutcomeRanker ranker(params, {plain, shifted}, {});
+  // Centre (1, 1): the plain task is at (1, -1), the shifted one at (-1, 1).
+  std::vector<double> like_shifted = ranker.Priors({"a", "b"}, scores, {0.2, 1.8});
+  EXPECT_NEAR(like_shifted[0], -1.0, 1e-6);  // a's z on the shifted task alone
+  EXPECT_NEAR(like_shifted[1], 1.0, 1e-6);
+  std::vector<double> like_plain = ranker.Priors({"a", "b"}, scores, {1.9, 0.1});
+  EXPECT_NEAR(like_plain[0], 1.0, 1e-6);
+  // Without the query's embedding both tasks count alike (stage 1 sees no difference).
+  std::vector<double> unknown = ranker.Priors({"a", "b"}, scores, {});
+  EXPECT_NEAR(unknown[0], 0.0, 1e-6);
+  // The embeddings travel with the version; a payload without them compares stage-1 scores.
+  std::string json = ranker.ToJson();
+  auto reloaded = OutcomeRanker::FromJson(json);
+  ASSERT_TRUE(reloaded.ok()) << reloaded.status();
+  EXPECT_EQ(reloaded->Priors({"a", "b"}, scores, {0.2, 1.8}), like_shifted);
+  for (const std::string key : {",\"embedding\":[2.0,0.0]", ",\"embedding\":[0.0,2.0]"}) {
+    ASSERT_NE(json.find(key), std::string::npos) << json;
+    json.erase(json.find(key), key.size());
+  }
+  auto old_version = OutcomeRanker::FromJson(json);
+  ASSERT_TRUE(old_version.ok()) << old_version.status();
+  EXPECT_NEAR(old_version->Priors({"a", "b"}, scores, {0.2, 1.8})[0], 0.0, 1e-6);
 }
 
 TEST(OutcomeRankerTest, ExportedAndReloadedRanksIdentically) {
@@ -150,7 +196,7 @@ TEST(OutcomeRankerTest, ExportedAndReloadedRanksIdentically) {
   ASSERT_TRUE(reloaded.ok()) << reloaded.status();
   std::map<std::string, double> query = {{"a", 0.3}, {"b", 0.9}, {"c", 0.1}, {"d", 0.5}};
   std::vector<std::string> ids = {"a", "b", "c", "d", "unknown"};
-  EXPECT_EQ(ranker.Priors(ids, query), reloaded->Priors(ids, query));  // bit-identical
+  EXPECT_EQ(ranker.Priors(ids, query, {}), reloaded->Priors(ids, query, {}));  // bit-identical
   EXPECT_FALSE(OutcomeRanker::FromJson("{\"format\": \"x\"}").ok());
   EXPECT_FALSE(OutcomeRanker::FromJson("not json").ok());
 }
@@ -289,9 +335,9 @@ TEST(OutcomeRankerTrainingTest, CalibratedTargetPlacesNeverReportedModels) {
       accuracy.push_back(tasks[t].accuracy.at(id));
     }
     tau_calibrated += WeightedTau(
-        calibrated.Combine(base, calibrated.Priors(ids, tasks[t].stage1)), accuracy);
+        calibrated.Combine(base, calibrated.Priors(ids, tasks[t].stage1, {})), accuracy);
     tau_uncalibrated += WeightedTau(
-        uncalibrated.Combine(base, uncalibrated.Priors(ids, tasks[t].stage1)), accuracy);
+        uncalibrated.Combine(base, uncalibrated.Priors(ids, tasks[t].stage1, {})), accuracy);
   }
   EXPECT_GT(tau_calibrated / 40, tau_uncalibrated / 40 + 0.005);
 }
@@ -352,7 +398,7 @@ TEST(OutcomeRankerTrainingTest, UselessPriorGetsLittleWeight) {
       base.push_back(normal(fresh));
       stage1[ids.back()] = base.back();
     }
-    agreement += WeightedTau(ranker.Combine(base, ranker.Priors(ids, stage1)), base) / 10;
+    agreement += WeightedTau(ranker.Combine(base, ranker.Priors(ids, stage1, {})), base) / 10;
   }
   EXPECT_GT(agreement, 0.9) << report->reason;
   EXPECT_GT(report->validation_trained, report->validation_untrained - 0.01) << report->reason;
@@ -386,7 +432,7 @@ TEST(OutcomeRankerTrainingTest, StageTwoWeightIsChosenOnRecordedStandings) {
 
 TEST(OutcomeRankerTrainingTest, RefusesTooFewUsableTasks) {
   std::vector<RecordedTask> tasks = TwoTasks();
-  tasks.push_back({"q3", {{"a", 1}}, {{"a", 0.5}}});  // one model: says nothing
+  tasks.push_back({"q3", {{"a", 1}}, {{"a", 0.5}}, false, {}});  // one model: says nothing
   auto report = TrainOutcomeRanker(tasks, {}, nullptr, {});
   ASSERT_FALSE(report.ok());
   EXPECT_EQ(report.status().code(), absl::StatusCode::kFailedPrecondition);

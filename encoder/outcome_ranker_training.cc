@@ -38,7 +38,7 @@ struct Problem {
   torch::Tensor outcome_mask;  // [T, M] 1 where reported
   torch::Tensor base;          // [T, M] standardised stage-1 score over the task's snapshot
   torch::Tensor in_snapshot;   // [T, M] 1 where the task's stage-1 snapshot has the model
-  // [T, T] TaskSimilarity, 0 between tasks of one query (a query never informs its own prior,
+  // [T, T] QuerySimilarity (centred on all the tasks' embeddings), 0 between tasks of one query (a query never informs its own prior,
   // not even through the stage-2 standings recorded when it was recommended).
   torch::Tensor similarity;
   torch::Tensor weak;          // [T] 1 for a weak task (only ever a source of priors)
@@ -76,6 +76,7 @@ Problem BuildProblem(const std::vector<RecordedTask>& tasks,
   auto in_snapshot = p.in_snapshot.accessor<double, 2>();
   auto sim = p.similarity.accessor<double, 2>();
   auto f = p.facts.accessor<double, 2>();
+  const std::vector<double> centre = EmbeddingCentre(tasks);
   for (int64_t t = 0; t < T; ++t) {
     if (tasks[t].weak) p.weak[t] = 1.0;
     for (const auto& [id, value] : StandardiseOutcomes(tasks[t].accuracy)) {
@@ -98,7 +99,8 @@ Problem BuildProblem(const std::vector<RecordedTask>& tasks,
     }
     for (int64_t u = 0; u < T; ++u) {
       if (tasks[u].query_id != tasks[t].query_id) {
-        sim[t][u] = TaskSimilarity(tasks[t].stage1, tasks[u].stage1);
+        sim[t][u] = QuerySimilarity(tasks[t].stage1, tasks[t].embedding, tasks[u].stage1,
+                                    tasks[u].embedding, centre);
       }
     }
   }
@@ -316,7 +318,8 @@ std::vector<double> Validate(const std::vector<RecordedTask>& tasks,
       base.push_back(v);
     }
     // Reported models missing from the snapshot stand at the mean (standardised 0).
-    std::vector<double> combined = ranker.Combine(base, ranker.Priors(ids, task.stage1));
+    std::vector<double> combined =
+        ranker.Combine(base, ranker.Priors(ids, task.stage1, task.embedding));
     std::map<std::string, double> by_id;
     for (size_t i = 0; i < ids.size(); ++i) by_id[ids[i]] = combined[i];
     std::vector<std::string> missing;
@@ -324,7 +327,7 @@ std::vector<double> Validate(const std::vector<RecordedTask>& tasks,
       if (!by_id.count(id)) missing.push_back(id);
     }
     if (!missing.empty()) {
-      std::vector<double> extra = ranker.Priors(missing, task.stage1);
+      std::vector<double> extra = ranker.Priors(missing, task.stage1, task.embedding);
       for (size_t i = 0; i < missing.size(); ++i) by_id[missing[i]] = params.weight * extra[i];
     }
     std::vector<double> score, accuracy;
@@ -390,13 +393,13 @@ std::vector<QueryView> ViewsOf(const std::vector<RecordedTask>& tasks,
       view.ids.push_back(id);
       view.stage1.push_back(v);
     }
-    view.prior = ranker.Priors(view.ids, target.stage1);
+    view.prior = ranker.Priors(view.ids, target.stage1, target.embedding);
     if (const int64_t twin = WeakTwin(tasks, target.query_id); twin >= 0) {
       for (const auto& [id, v] : tasks[twin].accuracy) {
         view.scored_ids.push_back(id);
         view.standing.push_back(v);
       }
-      view.scored_prior = ranker.Priors(view.scored_ids, target.stage1);
+      view.scored_prior = ranker.Priors(view.scored_ids, target.stage1, target.embedding);
     }
     views.push_back(std::move(view));
   }
