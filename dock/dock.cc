@@ -203,17 +203,22 @@ absl::Status DockImpl::Init() {
   encoder::SetTorchThreads(options_.torch_threads);
   if (absl::Status s = LoadRemoteSecurity(); !s.ok()) return s;
   if (absl::Status s = StartWorkers(); !s.ok()) return s;
-  auto store = OpenMetadataStore(options_.metadata_url.empty()
-                                     ? (fs::path(options_.data_dir) / "modeldock.db").string()
-                                     : options_.metadata_url);
+  auto opened = OpenMetadataStore(options_.metadata_url.empty()
+                                      ? (fs::path(options_.data_dir) / "modeldock.db").string()
+                                      : options_.metadata_url);
+  if (!opened.ok()) return opened.status();
+  // Several servers may use this database (and, through --blob-dir, this blob directory):
+  // listen before the registry is read and the index brought up to date, so that no change
+  // falls in between.
+  auto feed = (*opened)->OpenChangeFeed();
+  if (!feed.ok()) return feed.status();
+  // The registry in memory: every model row read once here, then kept by this server's writes
+  // and, on replicas, by the change feed (SyncModel, CatchUp).
+  auto store = CachingMetadataStore::Create(std::move(*opened));
   if (!store.ok()) return store.status();
   store_ = std::move(*store);
   learning_ = std::make_unique<LearningLoop>(
       store_.get(), [this](int64_t version) { return UseAlignment(version); });
-  // Several servers may use this database (and, through --blob-dir, this blob directory):
-  // listen before the index is brought up to date, so that no change falls in between.
-  auto feed = store_->OpenChangeFeed();
-  if (!feed.ok()) return feed.status();
   const bool replicas = *feed != nullptr;  // null: this process is the store's only user (SQLite)
   shared_ = IsPostgresUrl(options_.metadata_url);
   ProbeQueueOptions queue;
@@ -229,7 +234,7 @@ absl::Status DockImpl::Init() {
     spdlog::info("replica {}: probing jobs are shared through the store", queue.replica_id);
     replica_sync_ = std::make_unique<ReplicaSync>(
         *std::move(feed), options_.sync_interval,
-        ReplicaSync::Handlers{[this](const std::string& id) { return SyncModel(id); },
+        ReplicaSync::Handlers{[this](const ModelChangeEvent& e) { return SyncModel(e); },
                               [this] { return CatchUp(); }});
   }
   // Created before the models are reconciled (which requeues interrupted probes); started last.
@@ -318,7 +323,9 @@ void DockImpl::CollectGarbageBlobs() {
   // Listed before the rows are read: a blob adopted after the listing is not looked at, and one
   // adopted before has its row committed by now or was touched within the grace period.
   const std::vector<std::string> stored = blobs_->List();
-  auto records = store_->ListAll();
+  // From the database, not the registry in memory: a row another replica committed a moment
+  // ago must keep its blob.
+  auto records = store_->inner()->ListAll();
   if (!records.ok()) return;
   std::set<std::string> referenced;
   for (const auto& r : *records) referenced.insert(r.sha256);
@@ -343,19 +350,35 @@ absl::Duration DockImpl::BlobGrace() const {
   return shared_ ? options_.shared_blob_grace : absl::ZeroDuration();
 }
 
-absl::Status DockImpl::SyncModel(const std::string& id) {
-  {
-    std::lock_guard<std::mutex> lock(registry_mutex_);
-    if (absl::Status s = knowledge_->Sync(id); !s.ok()) return s;
+absl::Status DockImpl::SyncModel(const ModelChangeEvent& event) {
+  const std::string& id = event.model_id;
+  // The registry in memory follows every announcement: a deleted model leaves it before the
+  // index, any other change enters it after the index (a model shown READY is indexed), so a
+  // recommendation never considers a model the index has already dropped.
+  auto refresh = [&] { return store_->GetFresh(id); };
+  absl::StatusOr<ModelRecord> record = absl::UnknownError("not read yet");
+  if (event.change == ModelChange::kDeleted) record = refresh();
+  if (event.change != ModelChange::kRecordChanged) {  // a row only: nothing indexed changed
+    {
+      std::lock_guard<std::mutex> lock(registry_mutex_);
+      if (absl::Status s = knowledge_->Sync(id); !s.ok()) return s;
+    }
+    // Another probe (new features) or a deletion: nothing cached about the model stays valid.
+    proxy_cache_.ErasePrefix(absl::StrCat(id, "|"));
   }
-  // Another probe (new features) or a deletion: nothing cached about the model stays valid.
-  proxy_cache_.ErasePrefix(absl::StrCat(id, "|"));
-  if (auto record = store_->Get(id); absl::IsNotFound(record.status())) run_costs_.Erase(id);
+  if (event.change != ModelChange::kDeleted) record = refresh();
+  if (!record.ok() && !absl::IsNotFound(record.status())) return record.status();
+  if (absl::IsNotFound(record.status())) run_costs_.Erase(id);
   NotifyStateChanged();
   return absl::OkStatus();
 }
 
 absl::Status DockImpl::CatchUp() {
+  // The registry in memory first (it needs no registry lock): rows changed with no announcement
+  // (a lost connection, a server of an older version, a hand edit) are repaired at the same
+  // pace as the index.
+  if (absl::Status s = store_->RefreshAll(); !s.ok()) return s;
+  NotifyStateChanged();
   // Under the registry lock: this server's own probes and deletions (which change the index
   // under it too) cannot fall between the read and the comparison. Other servers' changes that
   // do are announced, and applied after this by the same thread.
@@ -403,7 +426,9 @@ void DockImpl::NotifyStateChanged() {
 
 // Runs the model black-box on the probe set and turns its behaviour into a knowledge vector.
 void DockImpl::Probe(const std::string& id) {
-  auto found = store_->Get(id);
+  // From the database: on replicas the job may be a model another server registered a moment
+  // ago, not announced here yet.
+  auto found = store_->GetFresh(id);
   if (!found.ok()) return;  // deleted meanwhile
   ModelRecord record = *found;
   if (!IsImageModel(record)) {
@@ -478,7 +503,7 @@ void DockImpl::Probe(const std::string& id) {
 
 DockStats DockImpl::Stats() {
   DockStats stats;
-  // One COUNT per scrape, not a read of every model row.
+  // From the registry in memory: no store query per scrape.
   if (auto counts = store_->CountByState(); counts.ok()) {
     auto count = [&](ModelState state) {
       auto it = counts->find(state);

@@ -6,6 +6,12 @@
 //   model_runs.cc     runs in the worker processes and on remote KServe servers
 //   recommend.cc      the two-stage pipeline; learning.cc: outcome reports and ranker versions
 // and the parts with their own state and threads:
+//   CachingMetadataStore                the registry in memory (caching_store.h) over the
+//                                       SQLite/PostgreSQL store: model reads come from it,
+//                                       writes go through it; on replicas SyncModel/CatchUp
+//                                       refresh it with the index; reads that must see other
+//                                       replicas' commits at once (ownership, probe claims,
+//                                       updates, deletions) bypass it
 //   KnowledgeSpace (knowledge_space.h)  probe set, encoders, index of the knowledge vectors
 //   ProbeQueue (probe_queue.h)          probing jobs, their threads and leases
 //   ReplicaSync (replica_sync.h)        the sync thread of a replica
@@ -28,6 +34,7 @@
 #include "absl/strings/str_cat.h"
 #include "dock/blob_store.h"
 #include "dock/caches.h"
+#include "dock/caching_store.h"
 #include "dock/dock.h"
 #include "dock/knowledge_space.h"
 #include "dock/learning.h"
@@ -142,7 +149,7 @@ class DockImpl : public Dock {
   absl::Duration BlobGrace() const;
   // Replicas (ReplicaSync's handlers): bring the index (and the serving version's), the proxy
   // cache and run costs in line with the store's current state of one model, or of all.
-  absl::Status SyncModel(const std::string& id);
+  absl::Status SyncModel(const ModelChangeEvent& event);
   absl::Status CatchUp();
   // A probing job (ProbeQueue's callback): runs the model on the probe set, commits its probe
   // outputs, features and vector, indexes the vector; FAILED with the reason otherwise.
@@ -163,6 +170,9 @@ class DockImpl : public Dock {
   absl::Status CheckNewVersion(const ModelSpec& spec, const std::string& owner_key_id);
 
   // Registry (registry.cc).
+  // GetModel's name resolution from the registry in memory, or (fresh) from the database, for
+  // callers that write what they resolve and must see other replicas' commits at once.
+  absl::StatusOr<ModelRecord> ResolveModel(std::string_view id_or_name, bool fresh);
   // Deletes one stored version: row, index entries, blob (when no other row uses it), caches.
   absl::StatusOr<std::string> DeleteRecord(const ModelRecord& record, const std::string& actor);
 
@@ -257,7 +267,10 @@ class DockImpl : public Dock {
                           RecommendResult* result);
 
   DockOptions options_;
-  std::unique_ptr<MetadataStore> store_;
+  // The model registry in memory over the SQLite or PostgreSQL store (caching_store.h): model
+  // reads are served from it; the few that must see another replica's commit at once go to
+  // store_->inner() or store_->GetFresh.
+  std::unique_ptr<CachingMetadataStore> store_;
   std::unique_ptr<BlobStore> blobs_;
   bool shared_ = false;  // PostgreSQL: other replicas may share the blob directory
   // Every run of uploaded model code goes through these worker processes.

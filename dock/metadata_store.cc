@@ -12,6 +12,7 @@ const char* ModelChangeName(ModelChange change) {
     case ModelChange::kReady: return "ready";
     case ModelChange::kVectorChanged: return "vector";
     case ModelChange::kDeleted: return "deleted";
+    case ModelChange::kRecordChanged: return "record";
   }
   return "unknown";
 }

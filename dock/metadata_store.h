@@ -73,10 +73,13 @@ struct AlignmentRow {
 };
 
 // A change to a model that other servers on the same database must apply to what they keep in
-// memory (the stage-1 index, caches). Only the id travels: a receiver reads the model's current
-// state from the store, so events may arrive twice, late or out of order without harm.
-enum class ModelChange { kReady, kVectorChanged, kDeleted };
-const char* ModelChangeName(ModelChange change);  // "ready", "vector", "deleted"
+// memory (the stage-1 index, the registry, caches). Only the id travels: a receiver reads the
+// model's current state from the store, so events may arrive twice, late or out of order
+// without harm. kRecordChanged: the model's row only (registered, state, spec or owner), no
+// vector or probe output.
+enum class ModelChange { kReady, kVectorChanged, kDeleted, kRecordChanged };
+// "ready", "vector", "deleted", "record"
+const char* ModelChangeName(ModelChange change);
 
 struct ModelChangeEvent {
   std::string model_id;
@@ -184,10 +187,11 @@ class MetadataStore {
   virtual absl::Status RenewProbeLeases(const std::vector<std::string>& ids,
                                         const std::string& owner, absl::Duration lease) = 0;
 
-  // A feed of the changes that CommitProbe (kReady), PutVector (kVectorChanged) and Delete
-  // (kDeleted) commit on this database, from any server, this one included: each of those calls
-  // announces its change in its own transaction, so a change is announced if and only if it
-  // committed. nullptr when the store serves one process only (SQLite): nothing to follow.
+  // A feed of the changes that CommitProbe (kReady), PutVector (kVectorChanged), Delete
+  // (kDeleted), and Insert, SetOwner, UpdateState and UpdateSpec (kRecordChanged) commit on this
+  // database, from any server, this one included: each of those calls announces its change in
+  // its own transaction, so a change is announced if and only if it committed. nullptr when the
+  // store serves one process only (SQLite): nothing to follow.
   virtual absl::StatusOr<std::unique_ptr<ChangeFeed>> OpenChangeFeed() = 0;
 
   // Small settings in the meta table ("" when unset).

@@ -845,7 +845,24 @@ TEST(PostgresMetadataStoreTest, ChangeFeedAnnouncesCommittedChanges) {
 
   const std::string id = app + "-m";  // unique on the database's one channel
   ASSERT_TRUE((*store)->Insert(Record(id, "alpha", "1", 1)).ok());
+  // Row-only changes (the replicas' registries in memory follow them).
+  EXPECT_TRUE(Announced(feed, ModelChange::kRecordChanged, id));
   ModelRecord r = *(*store)->Get(id);
+  r.state = ModelState::kProbing;
+  ++r.revision;
+  ASSERT_TRUE((*store)->UpdateState(r).ok());
+  EXPECT_TRUE(Announced(feed, ModelChange::kRecordChanged, id));
+  r.spec.description = "updated";
+  ++r.revision;
+  ASSERT_TRUE((*store)->UpdateSpec(r).ok());
+  EXPECT_TRUE(Announced(feed, ModelChange::kRecordChanged, id));
+  ApiKeyRow key;
+  key.id = app + "-k";
+  key.name = "k";
+  key.role = 2;
+  ASSERT_TRUE((*store)->InsertKey(key).ok());
+  ASSERT_TRUE((*store)->SetOwner(id, key.id).ok());
+  EXPECT_TRUE(Announced(feed, ModelChange::kRecordChanged, id));
   r.state = ModelState::kReady;
   ASSERT_TRUE(
       (*store)->CommitProbe(r, "p", MakeTensor(1, 2, {1, 2}), Tensor(), "s", {1.0f, 2.0f}).ok());
@@ -856,9 +873,11 @@ TEST(PostgresMetadataStoreTest, ChangeFeedAnnouncesCommittedChanges) {
   EXPECT_EQ((*store)->GetVector(id, "other").status().code(), absl::StatusCode::kNotFound);
   ASSERT_TRUE((*store)->Delete(id).ok());
   EXPECT_TRUE(Announced(feed, ModelChange::kDeleted, id));
-  // A probe of a deleted model rolls back: nothing is announced.
+  // A probe, a state or a spec of a deleted model rolls back: nothing is announced.
   EXPECT_EQ((*store)->CommitProbe(r, "p", MakeTensor(1, 2, {1, 2}), Tensor(), "s", {1.0f}).code(),
             absl::StatusCode::kNotFound);
+  EXPECT_EQ((*store)->UpdateState(r).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ((*store)->UpdateSpec(r).code(), absl::StatusCode::kNotFound);
   auto quiet = feed->Wait(absl::Milliseconds(500));
   ASSERT_TRUE(quiet.ok()) << quiet.status();
   for (const ModelChangeEvent& e : *quiet) EXPECT_NE(e.model_id, id);

@@ -341,7 +341,8 @@ bool ParseChange(const std::string& payload, ModelChangeEvent* event) {
   if (space == std::string::npos || space + 1 >= payload.size()) return false;
   const std::string name = payload.substr(0, space);
   for (ModelChange change :
-       {ModelChange::kReady, ModelChange::kVectorChanged, ModelChange::kDeleted}) {
+       {ModelChange::kReady, ModelChange::kVectorChanged, ModelChange::kDeleted,
+        ModelChange::kRecordChanged}) {
     if (name == ModelChangeName(change)) {
       event->change = change;
       event->model_id = payload.substr(space + 1);
@@ -524,37 +525,42 @@ absl::Status PostgresMetadataStore::EnsureConnected() {
 absl::Status PostgresMetadataStore::Insert(const ModelRecord& r) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (absl::Status s = EnsureConnected(); !s.ok()) return s;
-  auto done = Run(conn_, "insert",
-                  "INSERT INTO models(id, name, version, description, task, input_shape, "
-                  "class_labels, license, tags, state, state_reason, sha256, size_bytes, "
-                  "has_embed, feature_dim, created_unix_ms, probe_millis, revision, kind, layers, "
-                  "remote) VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,"
-                  "$19,$20,$21)",
-                  {r.id,
-                   r.spec.name,
-                   r.spec.version,
-                   r.spec.description,
-                   static_cast<int64_t>(r.spec.task),
-                   ShapeJson(r.spec.input_shape),
-                   StringsJson(r.spec.class_labels),
-                   r.spec.license,
-                   StringsJson(r.spec.tags),
-                   static_cast<int64_t>(r.state),
-                   r.state_reason,
-                   r.sha256,
-                   r.size_bytes,
-                   static_cast<int64_t>(r.has_embed),
-                   r.feature_dim,
-                   r.created_unix_ms,
-                   r.probe_millis,
-                   r.revision,
-                   static_cast<int64_t>(r.spec.kind),
-                   LayersJson(r.layers), RemoteJson(r.spec)});
-  if (absl::IsAlreadyExists(done.status())) {
+  // With its announcement (other servers' registries), in one transaction.
+  absl::Status done = InTransaction(conn_, [&]() -> absl::Status {
+    auto inserted = Run(conn_, "insert",
+                    "INSERT INTO models(id, name, version, description, task, input_shape, "
+                    "class_labels, license, tags, state, state_reason, sha256, size_bytes, "
+                    "has_embed, feature_dim, created_unix_ms, probe_millis, revision, kind, "
+                    "layers, remote) VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,"
+                    "$16,$17,$18,$19,$20,$21)",
+                    {r.id,
+                     r.spec.name,
+                     r.spec.version,
+                     r.spec.description,
+                     static_cast<int64_t>(r.spec.task),
+                     ShapeJson(r.spec.input_shape),
+                     StringsJson(r.spec.class_labels),
+                     r.spec.license,
+                     StringsJson(r.spec.tags),
+                     static_cast<int64_t>(r.state),
+                     r.state_reason,
+                     r.sha256,
+                     r.size_bytes,
+                     static_cast<int64_t>(r.has_embed),
+                     r.feature_dim,
+                     r.created_unix_ms,
+                     r.probe_millis,
+                     r.revision,
+                     static_cast<int64_t>(r.spec.kind),
+                     LayersJson(r.layers), RemoteJson(r.spec)});
+    if (!inserted.ok()) return inserted.status();
+    return NotifyChange(conn_, ModelChange::kRecordChanged, r.id);
+  });
+  if (absl::IsAlreadyExists(done)) {
     return absl::AlreadyExistsError(absl::StrCat("model '", r.spec.name, "' version '",
                                                  r.spec.version, "' is already registered"));
   }
-  return done.status();
+  return done;
 }
 
 absl::Status PostgresMetadataStore::InsertKey(const ApiKeyRow& key) {
@@ -599,11 +605,14 @@ absl::Status PostgresMetadataStore::SetOwner(const std::string& model_id,
                                              const std::string& key_id) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (absl::Status s = EnsureConnected(); !s.ok()) return s;
-  return Run(conn_, "set owner",
-             "INSERT INTO model_owners(model_id, key_id) VALUES($1,$2) "
-             "ON CONFLICT (model_id) DO UPDATE SET key_id=EXCLUDED.key_id",
-             {model_id, key_id})
-      .status();
+  return InTransaction(conn_, [&]() -> absl::Status {
+    auto done = Run(conn_, "set owner",
+                    "INSERT INTO model_owners(model_id, key_id) VALUES($1,$2) "
+                    "ON CONFLICT (model_id) DO UPDATE SET key_id=EXCLUDED.key_id",
+                    {model_id, key_id});
+    if (!done.ok()) return done.status();
+    return NotifyChange(conn_, ModelChange::kRecordChanged, model_id);  // records carry it
+  });
 }
 
 absl::StatusOr<std::string> PostgresMetadataStore::OwnerOf(const std::string& model_id) {
@@ -619,10 +628,12 @@ absl::StatusOr<std::string> PostgresMetadataStore::OwnerOf(const std::string& mo
 absl::Status PostgresMetadataStore::UpdateState(const ModelRecord& r) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (absl::Status s = EnsureConnected(); !s.ok()) return s;
-  auto done = RunUpdateState(conn_, r);
-  if (!done.ok()) return done.status();
-  if (done->changed() == 0) return absl::NotFoundError(absl::StrCat("no model with id ", r.id));
-  return absl::OkStatus();
+  return InTransaction(conn_, [&]() -> absl::Status {
+    auto done = RunUpdateState(conn_, r);
+    if (!done.ok()) return done.status();
+    if (done->changed() == 0) return absl::NotFoundError(absl::StrCat("no model with id ", r.id));
+    return NotifyChange(conn_, ModelChange::kRecordChanged, r.id);
+  });
 }
 
 absl::StatusOr<ModelRecord> PostgresMetadataStore::Get(const std::string& id) {
@@ -1012,12 +1023,15 @@ absl::StatusOr<std::string> PostgresMetadataStore::GetMeta(const std::string& ke
 absl::Status PostgresMetadataStore::UpdateSpec(const ModelRecord& r) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (absl::Status s = EnsureConnected(); !s.ok()) return s;
-  auto done = Run(conn_, "update",
-                  "UPDATE models SET description=$1, license=$2, tags=$3, revision=$4 WHERE id=$5",
-                  {r.spec.description, r.spec.license, StringsJson(r.spec.tags), r.revision, r.id});
-  if (!done.ok()) return done.status();
-  if (done->changed() == 0) return absl::NotFoundError(absl::StrCat("no model ", r.id));
-  return absl::OkStatus();
+  return InTransaction(conn_, [&]() -> absl::Status {
+    auto done =
+        Run(conn_, "update",
+            "UPDATE models SET description=$1, license=$2, tags=$3, revision=$4 WHERE id=$5",
+            {r.spec.description, r.spec.license, StringsJson(r.spec.tags), r.revision, r.id});
+    if (!done.ok()) return done.status();
+    if (done->changed() == 0) return absl::NotFoundError(absl::StrCat("no model ", r.id));
+    return NotifyChange(conn_, ModelChange::kRecordChanged, r.id);
+  });
 }
 
 absl::Status PostgresMetadataStore::AppendAudit(const AuditEntry& e) {

@@ -157,8 +157,10 @@ absl::StatusOr<std::unique_ptr<Upload>> DockImpl::BeginRegistration(
 
 absl::Status DockImpl::CheckNewVersion(const ModelSpec& spec, const std::string& owner_key_id) {
   if (absl::Status s = ValidateVersion(spec.version); !s.ok()) return s;
-  // A registered name takes new versions, from the key that registered it only.
-  auto versions = store_->FindVersions(spec.name);
+  // A registered name takes new versions, from the key that registered it only. From the
+  // database, not the registry in memory: a name another replica registered a moment ago must
+  // keep its owner (the unique (name, version) index guards only the version).
+  auto versions = store_->inner()->FindVersions(spec.name);
   if (!versions.ok()) return versions.status();
   for (const ModelRecord& r : *versions) {
     if (r.spec.version == spec.version) {

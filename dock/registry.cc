@@ -15,14 +15,18 @@
 namespace modeldock::dock {
 
 absl::StatusOr<ModelRecord> DockImpl::GetModel(std::string_view id_or_name) {
+  return ResolveModel(id_or_name, /*fresh=*/false);
+}
+
+absl::StatusOr<ModelRecord> DockImpl::ResolveModel(std::string_view id_or_name, bool fresh) {
   std::string key(id_or_name);
   if (key.empty()) return absl::InvalidArgumentError("model id or name must not be empty");
-  auto by_id = store_->Get(key);
+  auto by_id = fresh ? store_->GetFresh(key) : store_->Get(key);
   if (by_id.ok() || !absl::IsNotFound(by_id.status())) return by_id;
   // NAME@VERSION: that version ('@' is not allowed in names or versions).
   const size_t at = key.rfind('@');
   const std::string name = at == std::string::npos ? key : key.substr(0, at);
-  auto versions = store_->FindVersions(name);
+  auto versions = fresh ? store_->inner()->FindVersions(name) : store_->FindVersions(name);
   if (!versions.ok()) return versions.status();
   if (versions->empty()) {
     return absl::NotFoundError(absl::StrCat("no model with id or name '", name,
@@ -79,11 +83,13 @@ absl::StatusOr<ModelPage> DockImpl::ListModels(const ListFilter& filter, int pag
 
 absl::StatusOr<std::string> DockImpl::DeleteModel(std::string_view id_or_name,
                                                   const std::string& actor) {
-  auto record = GetModel(id_or_name);
+  // From the database, not the registry in memory: what is deleted (and the versions that make a
+  // bare name ambiguous) must include another replica's registration of a moment ago.
+  auto record = ResolveModel(id_or_name, /*fresh=*/true);
   if (!record.ok()) return record.status();
   if (record->id != id_or_name && id_or_name.find('@') == std::string_view::npos) {
     // A bare name with several versions is ambiguous for a deletion.
-    auto versions = store_->FindVersions(record->spec.name);
+    auto versions = store_->inner()->FindVersions(record->spec.name);
     if (!versions.ok()) return versions.status();
     if (versions->size() > 1) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -101,7 +107,7 @@ absl::StatusOr<std::vector<std::string>> DockImpl::DeleteAllVersions(std::string
     return absl::InvalidArgumentError(absl::StrCat(
         "deleting all versions takes a model name without @VERSION; got '", key, "'"));
   }
-  auto versions = store_->FindVersions(key);
+  auto versions = store_->inner()->FindVersions(key);  // every version, as DeleteModel
   if (!versions.ok()) return versions.status();
   if (versions->empty()) {
     return absl::NotFoundError(absl::StrCat("no model named '", key, "'"));
@@ -146,7 +152,9 @@ absl::StatusOr<ModelRecord> DockImpl::UpdateModel(std::string_view id_or_name,
   std::vector<std::string> changed;
   {
     std::lock_guard<std::mutex> lock(registry_mutex_);
-    auto found = GetModel(id_or_name);
+    // From the database: the spec written back below must not undo another replica's update
+    // that this one has not applied yet.
+    auto found = ResolveModel(id_or_name, /*fresh=*/true);
     if (!found.ok()) return found.status();
     record = std::move(*found);
     if (record.state == ModelState::kPending || record.state == ModelState::kProbing) {

@@ -46,7 +46,7 @@ void ReplicaSync::Run() {
       continue;
     }
     for (const ModelChangeEvent& event : *events) {
-      if (absl::Status s = handlers_.apply(event.model_id); !s.ok()) {
+      if (absl::Status s = handlers_.apply(event); !s.ok()) {
         spdlog::warn("cannot apply change '{}' of model {}: {}; catching up from the store",
                      ModelChangeName(event.change), event.model_id, s.ToString());
         catch_up = true;

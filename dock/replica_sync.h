@@ -23,7 +23,7 @@ class ReplicaSync {
   struct Handlers {
     // Brings what this replica holds about one model in line with the store. Must be
     // idempotent: duplicate, late and own notifications arrive too.
-    std::function<absl::Status(const std::string& model_id)> apply;
+    std::function<absl::Status(const ModelChangeEvent& event)> apply;
     // Compares everything with the store and repairs the differences.
     std::function<absl::Status()> catch_up;
   };

@@ -135,6 +135,51 @@ TEST_F(ReplicaSyncTest, NotificationsReachTheOtherIndex) {
   EXPECT_EQ(two_->Stats().index_vectors, 0);
 }
 
+// The registry in memory follows the other replica through the same notifications (the catch-up
+// is an hour away): a registration, its READY state, a spec update and a deletion made on one
+// replica are what the other lists and shows.
+TEST_F(ReplicaSyncTest, RegistryInMemoryFollowsTheOtherReplica) {
+  OpenBoth(absl::Hours(1));
+  const ModelRecord tops = Register(*one_, "fmnist-tops-cnn");
+  ASSERT_EQ(tops.state, ModelState::kReady);
+  EXPECT_TRUE(Eventually([&] {
+    auto shown = two_->GetModel("fmnist-tops-cnn");
+    return shown.ok() && shown->id == tops.id && shown->state == ModelState::kReady;
+  }));
+  EXPECT_TRUE(Eventually([&] { return two_->Stats().models_ready == 1; }));
+
+  ModelUpdate update;
+  update.has_description = true;
+  update.description = "updated on one";
+  auto updated = one_->UpdateModel(tops.id, update, "test");
+  ASSERT_TRUE(updated.ok()) << updated.status();
+  EXPECT_TRUE(Eventually([&] {
+    auto shown = two_->GetModel(tops.id);
+    return shown.ok() && shown->spec.description == "updated on one" &&
+           shown->revision == updated->revision;
+  }));
+  // An update on two starts from the stored record (not a stale copy): both fields stay.
+  ModelUpdate tags;
+  tags.has_tags = true;
+  tags.tags = {"from-two"};
+  auto tagged = two_->UpdateModel(tops.id, tags, "test");
+  ASSERT_TRUE(tagged.ok()) << tagged.status();
+  EXPECT_EQ(tagged->spec.description, "updated on one");
+  EXPECT_TRUE(Eventually([&] {
+    auto shown = one_->GetModel(tops.id);
+    return shown.ok() && shown->spec.tags == std::vector<std::string>{"from-two"} &&
+           shown->spec.description == "updated on one";
+  }));
+
+  ASSERT_TRUE(two_->DeleteModel(tops.id, "test").ok());
+  EXPECT_TRUE(Eventually([&] {
+    auto page = one_->ListModels(ListFilter{}, 100, "");
+    return page.ok() && page->total_size == 0 &&
+           absl::IsNotFound(one_->GetModel("fmnist-tops-cnn").status());
+  }));
+  EXPECT_EQ(one_->Stats().models_ready, 0);
+}
+
 // A vector row removed behind the docks' backs (no notification): the catch-up, every
 // sync_interval (1 s here), removes the entry from both indexes.
 TEST_F(ReplicaSyncTest, CatchUpRepairsWhatNoNotificationAnnounced) {
@@ -146,6 +191,14 @@ TEST_F(ReplicaSyncTest, CatchUpRepairsWhatNoNotificationAnnounced) {
   ASSERT_EQ(schema_.Exec("DELETE FROM vectors"), "");
   EXPECT_TRUE(Eventually([&] { return one_->Stats().index_vectors == 0; }));
   EXPECT_TRUE(Eventually([&] { return two_->Stats().index_vectors == 0; }));
+  // A row edited by hand: both registries in memory reload it at the catch-up.
+  ASSERT_EQ(schema_.Exec("UPDATE models SET description = 'edited by hand'"), "");
+  for (Dock* dock : {one_.get(), two_.get()}) {
+    EXPECT_TRUE(Eventually([&] {
+      auto shown = dock->GetModel(footwear.id);
+      return shown.ok() && shown->spec.description == "edited by hand";
+    }));
+  }
 }
 
 // The serving trained version is one per dock, not per server: a version chosen on one replica

@@ -1,8 +1,9 @@
 // Two modeldock-server processes (replicas) on one PostgreSQL database and one blob directory:
-// a model registered on one is listed by the other and reaches its stage-1 index through
-// LISTEN/NOTIFY within seconds; a deletion on either leaves the other's index; a change that no
-// notification announced (a vector row removed behind the servers' backs) is repaired by the
-// periodic catch-up. Needs the PostgreSQL of scripts/test.sh (MODELDOCK_TEST_PG_URL).
+// a model registered on one is listed by the other (its registry in memory) and reaches its
+// stage-1 index through LISTEN/NOTIFY within seconds; a deletion on either leaves the other's
+// index; a change that no notification announced (a vector row removed behind the servers'
+// backs) is repaired by the periodic catch-up. Needs the PostgreSQL of scripts/test.sh
+// (MODELDOCK_TEST_PG_URL).
 #include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -171,13 +172,24 @@ TEST_F(ReplicasTest, RegisterOnOneRecommendOnTheOther) {
   EXPECT_FALSE(fs::exists(Path("data1/blobs")));
   EXPECT_FALSE(fs::exists(Path("data2/blobs")));
 
-  // Replica two lists and shows them (the metadata is shared) ...
-  ProcessResult r = Cli(two, {"--json", "list"});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(nlohmann::json::parse(r.out)["models"].size(), 2u) << r.out;
-  r = Cli(two, {"--json", "show", "fmnist-tops-cnn"});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(nlohmann::json::parse(r.out)["model"]["state"], "READY") << r.out;
+  // Replica two lists and shows them (the metadata is shared; its registry in memory follows
+  // replica one's registrations and probe commits through the same notifications as its index,
+  // within milliseconds) ...
+  ProcessResult r;
+  EXPECT_TRUE(Eventually(
+      [&] {
+        r = Cli(two, {"--json", "list"});
+        return r.exit_code == 0 && nlohmann::json::parse(r.out)["models"].size() == 2u;
+      },
+      std::chrono::seconds(8)))
+      << r.out << r.err;
+  EXPECT_TRUE(Eventually(
+      [&] {
+        r = Cli(two, {"--json", "show", "fmnist-tops-cnn"});
+        return r.exit_code == 0 && nlohmann::json::parse(r.out)["model"]["state"] == "READY";
+      },
+      std::chrono::seconds(8)))
+      << r.out << r.err;
 
   // ... and holds their knowledge vectors in its own index: the notification of replica one's
   // probe commits reached it (within seconds, long before the 10 s catch-up would matter).
