@@ -629,6 +629,34 @@ class VersionTest : public DockTest {
   }
 };
 
+// Two keys upload a new name at the same time: both pass BeginRegistration's check (the name is
+// free), and the one that finishes second must be refused, not become a second owner.
+TEST_F(VersionTest, ConcurrentUploadsOfANewNameLeaveItOneOwner) {
+  std::string base = (fs::path(AssetDir()) / "demo" / "fmnist-tops-cnn").string();
+  std::string bytes = ReadFile(base + ".pt");
+  ModelSpec spec_a = SpecFromSidecar(base + ".json");
+  spec_a.name = "contested";
+  spec_a.version = "1.0";
+  ModelSpec spec_b = spec_a;
+  spec_b.version = "2.0";
+  auto upload_a = dock_->BeginRegistration(spec_a, static_cast<int64_t>(bytes.size()),
+                                           Sha256::Of(bytes), "key-a");
+  auto upload_b = dock_->BeginRegistration(spec_b, static_cast<int64_t>(bytes.size()),
+                                           Sha256::Of(bytes), "key-b");
+  ASSERT_TRUE(upload_a.ok()) << upload_a.status();
+  ASSERT_TRUE(upload_b.ok()) << upload_b.status();
+  ASSERT_TRUE((*upload_a)->Write(bytes).ok());
+  ASSERT_TRUE((*upload_b)->Write(bytes).ok());
+  auto first = dock_->FinishRegistration(std::move(*upload_a));
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto second = dock_->FinishRegistration(std::move(*upload_b));
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kPermissionDenied) << second.status();
+  EXPECT_THAT(std::string(second.status().message()), ::testing::HasSubstr("belongs to key key-a"));
+  auto versions = dock_->GetModel("contested@2.0");
+  EXPECT_EQ(versions.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(dock_->ListModels(ListFilter(), 100, "")->total_size, 1);
+}
+
 TEST_F(VersionTest, NamesResolveToVersionsAndRecommendationsListEachNameOnce) {
   auto v1 = RegisterVersion("fmnist-tops-cnn", "tops", "1.0", "key-a");
   ASSERT_TRUE(v1.ok()) << v1.status();

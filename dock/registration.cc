@@ -231,6 +231,13 @@ absl::StatusOr<RegisterResult> DockImpl::FinishRegistration(std::unique_ptr<Uplo
     // Blob first, row second: a crash in between leaves an unreferenced blob (collected at the
     // next start), never a row without its file.
     std::lock_guard<std::mutex> lock(registry_mutex_);
+    // Again, under the lock: another upload of this name may have finished since
+    // BeginRegistration checked (two keys could otherwise both own a new name). This orders the
+    // uploads of one server; across replicas nothing in the database ties a name to one owner.
+    if (absl::Status s = CheckNewVersion(spec, upload->owner_key_id_); !s.ok()) {
+      ++registrations_rejected_;
+      return s;
+    }
     bool existed = false;
     if (absl::Status s = blobs_->Adopt(upload->temp_path_, actual, &existed); !s.ok()) return s;
     upload->adopted_ = true;
@@ -338,6 +345,11 @@ absl::StatusOr<RegisterResult> DockImpl::RegisterRemote(const ModelSpec& spec,
   record.owner_key_id = owner_key_id;
   {
     std::lock_guard<std::mutex> lock(registry_mutex_);
+    // Again, under the lock, as for uploads: admission took time.
+    if (absl::Status s = CheckNewVersion(spec, owner_key_id); !s.ok()) {
+      ++registrations_rejected_;
+      return s;
+    }
     if (absl::Status s = store_->Insert(record); !s.ok()) return s;
     if (!record.owner_key_id.empty()) {
       if (absl::Status s = store_->SetOwner(record.id, record.owner_key_id); !s.ok()) {
