@@ -17,9 +17,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/model_records.h"
 
 namespace modeldock::dock {
 namespace {
@@ -28,22 +28,7 @@ namespace fs = std::filesystem;
 using ::testing::ElementsAre;
 using ::testing::Pair;
 
-// Every field of a record, so that a comparison is exact and a difference readable.
-std::string Describe(const ModelRecord& r) {
-  std::vector<std::string> layers;
-  for (const ModelLayer& l : r.layers) layers.push_back(absl::StrCat(l.name, ":", l.dim));
-  return absl::StrCat(
-      "{id=", r.id, " name=", r.spec.name, " version=", r.spec.version,
-      " description=", r.spec.description, " task=", static_cast<int>(r.spec.task),
-      " shape=", absl::StrJoin(r.spec.input_shape, ","),
-      " labels=", absl::StrJoin(r.spec.class_labels, ","), " license=", r.spec.license,
-      " tags=", absl::StrJoin(r.spec.tags, ","), " kind=", static_cast<int>(r.spec.kind),
-      " remote=", r.spec.remote_endpoint, "/", r.spec.remote_model, "/", r.spec.remote_version,
-      " state=", static_cast<int>(r.state), " reason=", r.state_reason, " sha=", r.sha256,
-      " size=", r.size_bytes, " embed=", r.has_embed, " dim=", r.feature_dim,
-      " layers=", absl::StrJoin(layers, ","), " created=", r.created_unix_ms,
-      " probe_ms=", r.probe_millis, " revision=", r.revision, " owner=", r.owner_key_id, "}");
-}
+std::string Describe(const ModelRecord& r) { return ::modeldock::testing::DescribeRecord(r); }
 
 std::vector<std::string> DescribeAll(const std::vector<ModelRecord>& records) {
   std::vector<std::string> out;
@@ -53,25 +38,7 @@ std::vector<std::string> DescribeAll(const std::vector<ModelRecord>& records) {
 
 ModelRecord Record(const std::string& id, const std::string& name, const std::string& version,
                    int64_t created) {
-  ModelRecord r;
-  r.id = id;
-  r.spec.name = name;
-  r.spec.version = version;
-  r.spec.description = "a model";
-  r.spec.input_shape = {1, 28, 28};
-  r.spec.class_labels = {"a", "b"};
-  r.spec.license = "CC0-1.0";
-  r.spec.tags = {"fashion"};
-  r.state = ModelState::kPending;
-  r.state_reason = "queued";
-  r.sha256 = "sha-" + id;
-  r.size_bytes = 1000;
-  r.has_embed = true;
-  r.feature_dim = 16;
-  r.layers = {{"embed", 16}};
-  r.created_unix_ms = created;
-  r.revision = 1;
-  return r;
+  return ::modeldock::testing::TestRecord(id, name, version, created);
 }
 
 Tensor MakeTensor(int64_t rows, int64_t cols) {

@@ -25,12 +25,15 @@
 #include "gmock/gmock.h"
 #include "dock/postgres_store.h"
 #include "gtest/gtest.h"
+#include "tests/model_records.h"
 #include "tests/postgres_env.h"
 
 namespace modeldock::dock {
 namespace {
 
 namespace fs = std::filesystem;
+using ::modeldock::testing::DescribeRecord;
+using ::modeldock::testing::TestRecord;
 using ::modeldock::testing::TestSchema;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -54,59 +57,11 @@ const std::vector<uint32_t> kOddBits = {0x3dcccccd, 0x80000000, 0x00000001, 0x7f
 
 ModelRecord Record(const std::string& id, const std::string& name, const std::string& version,
                    int64_t created) {
-  ModelRecord r;
-  r.id = id;
-  r.spec.name = name;
-  r.spec.version = version;
-  r.spec.description = "a model \"quoted\", 'single', ünïcode";
-  r.spec.task = TaskKind::kImageClassification;
-  r.spec.input_shape = {1, 28, 28};
-  r.spec.class_labels = {"T-shirt/top", "Pullover"};
-  r.spec.license = "CC0-1.0";
-  r.spec.tags = {"fashion", "small"};
-  r.spec.kind = ModelKind::kClassifier;
-  r.state = ModelState::kPending;
-  r.state_reason = "queued";
-  r.sha256 = "sha-" + id;
-  r.size_bytes = 5'000'000'000;  // past 32 bits
-  r.has_embed = true;
-  r.feature_dim = 64;
-  r.layers = {{"conv1", 128}, {"embed", 64}};
-  r.created_unix_ms = created;
-  r.probe_millis = 0;
-  r.revision = 1;
-  return r;
+  return TestRecord(id, name, version, created);
 }
 
 void ExpectSameRecord(const ModelRecord& got, const ModelRecord& want) {
-  EXPECT_EQ(got.id, want.id);
-  EXPECT_EQ(got.spec.name, want.spec.name);
-  EXPECT_EQ(got.spec.version, want.spec.version);
-  EXPECT_EQ(got.spec.description, want.spec.description);
-  EXPECT_EQ(got.spec.task, want.spec.task);
-  EXPECT_EQ(got.spec.input_shape, want.spec.input_shape);
-  EXPECT_EQ(got.spec.class_labels, want.spec.class_labels);
-  EXPECT_EQ(got.spec.license, want.spec.license);
-  EXPECT_EQ(got.spec.tags, want.spec.tags);
-  EXPECT_EQ(got.spec.kind, want.spec.kind);
-  EXPECT_EQ(got.spec.remote_endpoint, want.spec.remote_endpoint);
-  EXPECT_EQ(got.spec.remote_model, want.spec.remote_model);
-  EXPECT_EQ(got.spec.remote_version, want.spec.remote_version);
-  EXPECT_EQ(got.state, want.state);
-  EXPECT_EQ(got.state_reason, want.state_reason);
-  EXPECT_EQ(got.sha256, want.sha256);
-  EXPECT_EQ(got.size_bytes, want.size_bytes);
-  EXPECT_EQ(got.has_embed, want.has_embed);
-  EXPECT_EQ(got.feature_dim, want.feature_dim);
-  ASSERT_EQ(got.layers.size(), want.layers.size());
-  for (size_t i = 0; i < got.layers.size(); ++i) {
-    EXPECT_EQ(got.layers[i].name, want.layers[i].name);
-    EXPECT_EQ(got.layers[i].dim, want.layers[i].dim);
-  }
-  EXPECT_EQ(got.created_unix_ms, want.created_unix_ms);
-  EXPECT_EQ(got.probe_millis, want.probe_millis);
-  EXPECT_EQ(got.revision, want.revision);
-  EXPECT_EQ(got.owner_key_id, want.owner_key_id);
+  EXPECT_EQ(DescribeRecord(got), DescribeRecord(want));
 }
 
 std::vector<std::string> Ids(const std::vector<ModelRecord>& records) {
