@@ -1,6 +1,8 @@
 // Serving side of the outcome ranker: plain C++ (no torch), so that a recommendation pays
 // nothing for the training machinery. The same formulas in torch are in
-// outcome_ranker_training.cc; a test checks both give the same priors.
+// outcome_ranker_training.cc, where they are fitted; the weights, the target and the validation
+// are then chosen and measured with this class (Validate, ViewsOf), so a version is judged by
+// the formula that serves it. No test compares the two formulas value for value.
 #include "encoder/outcome_ranker.h"
 
 #include <algorithm>

@@ -38,8 +38,10 @@ struct Problem {
   torch::Tensor outcome_mask;  // [T, M] 1 where reported
   torch::Tensor base;          // [T, M] standardised stage-1 score over the task's snapshot
   torch::Tensor in_snapshot;   // [T, M] 1 where the task's stage-1 snapshot has the model
-  // [T, T] QuerySimilarity (centred on all the tasks' embeddings), 0 between tasks of one query (a query never informs its own prior,
-  // not even through the stage-2 standings recorded when it was recommended).
+  // [T, T] QuerySimilarity, 0 between tasks of one query (a query never informs its own prior,
+  // not even through the stage-2 standings recorded when it was recommended). Centred on every
+  // task's embedding, held-out ones included (no outcome of theirs enters); the rankers that
+  // choose and validate centre on the tasks they hold, as serving does.
   torch::Tensor similarity;
   torch::Tensor weak;          // [T] 1 for a weak task (only ever a source of priors)
   torch::Tensor facts;         // [M, kNumModelFacts]
