@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <map>
 #include <random>
 #include <set>
 
@@ -55,6 +56,9 @@ const char* TaskKindName(TaskKind task) {
 
 absl::Status ValidateOptions(const DockOptions& o) {
   if (o.data_dir.empty()) return absl::InvalidArgumentError("data_dir must not be empty");
+  if (o.probe_budget < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("probe_budget must be >= 0 (0 = the whole probe set)");
+  }
   if (o.probe_lease < absl::Seconds(1)) {
     return absl::InvalidArgumentError("probe_lease must be at least 1 s");
   }
@@ -247,23 +251,24 @@ absl::Status DockImpl::Init() {
 
   const std::string asset_dir =
       options_.asset_dir.empty() ? MODELDOCK_DEFAULT_ASSET_DIR : options_.asset_dir;
-  KnowledgeSpaceOptions space;
-  space.probe_set_path = options_.probe_set_path.empty()
-                             ? (fs::path(asset_dir) / "probe_set_28.npy").string()
-                             : options_.probe_set_path;
-  space.reference_encoder_path = options_.reference_encoder_path.empty()
-                                     ? (fs::path(asset_dir) / "reference_encoder.pt").string()
-                                     : options_.reference_encoder_path;
-  space.reference_input_shape = options_.reference_input_shape;
-  space.knowledge_encoder_path = options_.knowledge_encoder_path;
-  space.index_factory = options_.index_factory;
-  space.index_path = (fs::path(options_.data_dir) / "index" / "knowledge.index").string();
-  auto knowledge =
-      KnowledgeSpace::Load(space, store_.get(), [this] { return learning_->Current(); });
-  if (!knowledge.ok()) return knowledge.status();
-  knowledge_ = std::move(*knowledge);
+  SpaceOverrides overrides;
+  overrides.probe_set_path = options_.probe_set_path;
+  overrides.reference_encoder_path = options_.reference_encoder_path;
+  overrides.reference_input_shape = options_.reference_input_shape;
+  overrides.knowledge_encoder_path = options_.knowledge_encoder_path;
+  overrides.index_factory = options_.index_factory;
+  overrides.data_dir = options_.data_dir;
+  auto specs = ReadSpaces(asset_dir, overrides);
+  if (!specs.ok()) return specs.status();
+  auto spaces = KnowledgeSpaces::Load(*specs, store_.get(), [this] { return learning_->Current(); });
+  if (!spaces.ok()) return spaces.status();
+  spaces_ = std::move(*spaces);
+  knowledge_ = spaces_->primary();
   if (absl::Status s = ReconcileModels(); !s.ok()) return s;
-  if (absl::Status s = knowledge_->RebuildIfStale(); !s.ok()) return s;
+  for (const auto& space : spaces_->all()) {
+    if (absl::Status s = space->RebuildIfStale(); !s.ok()) return s;
+  }
+  spdlog::info("knowledge spaces: {}", spaces_->Describe());
   // After the vectors are current: a trained version re-encodes them into its own index.
   auto build = [this](const encoder::VectorProjection& p) { return BuildProjectedIndex(p); };
   if (absl::Status s = learning_->Load(knowledge_->id(), build); !s.ok()) return s;
@@ -278,10 +283,12 @@ absl::Status DockImpl::Init() {
 absl::Status DockImpl::ReconcileModels() {
   auto records = store_->ListAll();
   if (!records.ok()) return records.status();
-  auto vectors = store_->Vectors(knowledge_->id());
-  if (!vectors.ok()) return vectors.status();
-  std::set<std::string> has_vector;
-  for (const auto& [id, v] : *vectors) has_vector.insert(id);
+  std::map<const KnowledgeSpace*, std::set<std::string>> has_vector;
+  for (const auto& space : spaces_->all()) {
+    auto vectors = store_->Vectors(space->id());
+    if (!vectors.ok()) return vectors.status();
+    for (const auto& [id, v] : *vectors) has_vector[space.get()].insert(id);
+  }
 
   int rebuilt = 0, requeued = 0;
   for (ModelRecord& record : *records) {
@@ -290,22 +297,24 @@ absl::Status DockImpl::ReconcileModels() {
       ++requeued;
       continue;
     }
-    if (record.state != ModelState::kReady || !IsImageModel(record)) continue;
-    auto has_features = store_->HasProbeFeatures(record.id, knowledge_->probe_set_sha());
+    KnowledgeSpace* space = SpaceFor(record);
+    if (record.state != ModelState::kReady || space == nullptr) continue;
+    auto has_features = store_->HasProbeFeatures(record.id, space->probe_set_sha());
     if (!has_features.ok()) return has_features.status();
     if (!*has_features) {
-      // Probed by an older dock (no stored features for stage-1 proxies): probe again.
+      // Probed by an older dock (no stored features for stage-1 proxies), or in another space
+      // (its kind got a space of its own): probe again.
       SetState(record, ModelState::kPending, "probe set changed; waiting to be probed again");
       probes_->Enqueue(record.id);
       ++requeued;
       continue;
     }
-    if (has_vector.count(record.id)) continue;
+    if (has_vector[space].count(record.id)) continue;
     // READY but no vector in this space: the reference encoder or set encoder changed.
-    auto logits = store_->GetProbeOutputs(record.id, knowledge_->probe_set_sha());
+    auto logits = store_->GetProbeOutputs(record.id, space->probe_set_sha());
     if (logits.ok()) {
-      auto vector = knowledge_->EncodeModel(record, *logits);
-      if (vector.ok() && store_->PutVector(record.id, knowledge_->id(), *vector).ok()) {
+      auto vector = space->EncodeModel(record, *logits);
+      if (vector.ok() && store_->PutVector(record.id, space->id(), *vector).ok()) {
         ++rebuilt;
         continue;
       }
@@ -361,7 +370,9 @@ absl::Status DockImpl::SyncModel(const ModelChangeEvent& event) {
   if (event.change != ModelChange::kRecordChanged) {  // a row only: nothing indexed changed
     {
       std::lock_guard<std::mutex> lock(registry_mutex_);
-      if (absl::Status s = knowledge_->Sync(id); !s.ok()) return s;
+      for (const auto& space : spaces_->all()) {
+        if (absl::Status s = space->Sync(id); !s.ok()) return s;
+      }
     }
     // Another probe (new features) or a deletion: nothing cached about the model stays valid.
     proxy_cache_.ErasePrefix(absl::StrCat(id, "|"));
@@ -383,11 +394,13 @@ absl::Status DockImpl::CatchUp() {
   // under it too) cannot fall between the read and the comparison. Other servers' changes that
   // do are announced, and applied after this by the same thread.
   std::lock_guard<std::mutex> lock(registry_mutex_);
-  auto changed = knowledge_->CatchUp();
-  if (!changed.ok()) return changed.status();
-  if (!changed->empty()) {
-    for (const std::string& id : *changed) proxy_cache_.ErasePrefix(absl::StrCat(id, "|"));
-    if (absl::Status s = knowledge_->Save(); !s.ok()) return s;
+  for (const auto& space : spaces_->all()) {
+    auto changed = space->CatchUp();
+    if (!changed.ok()) return changed.status();
+    if (!changed->empty()) {
+      for (const std::string& id : *changed) proxy_cache_.ErasePrefix(absl::StrCat(id, "|"));
+      if (absl::Status s = space->Save(); !s.ok()) return s;
+    }
   }
   // A trained version chosen on another replica (adopted by its training or `alignments use`)
   // is served here from the next catch-up on.
@@ -424,23 +437,104 @@ void DockImpl::NotifyStateChanged() {
   state_changed_.notify_all();
 }
 
-// Runs the model black-box on the probe set and turns its behaviour into a knowledge vector.
+namespace {
+
+// Probing never stops before this many probe samples (or the whole set, if smaller): fewer
+// leave too few boundary samples for a knowledge vector.
+constexpr int64_t kMinProbeRows = 256;
+// Probe samples per worker job: as many as fit ~32 MiB of model input (a 224x224 colour model
+// takes 32 per job, a 28x28 grey one 512), so that adapting and sending a chunk stays small.
+int64_t ProbeChunkRows(const std::vector<int64_t>& input_shape) {
+  int64_t floats = 1;
+  for (int64_t d : input_shape) floats *= std::max<int64_t>(d, 1);
+  int64_t rows = 512;
+  while (rows > 16 && rows * floats * 4 > (32ll << 20)) rows /= 2;
+  return rows;
+}
+
+Tensor RowsOf(const Tensor& t, int64_t begin, int64_t end) {
+  Tensor out;
+  out.shape = t.shape;
+  out.shape[0] = end - begin;
+  const int64_t row = t.RowSize();
+  out.values.assign(t.values.begin() + begin * row, t.values.begin() + end * row);
+  return out;
+}
+
+// Appends `part`'s rows to `all` (which starts empty).
+void AppendRows(Tensor* all, const Tensor& part) {
+  if (all->shape.empty()) {
+    *all = part;
+    return;
+  }
+  all->shape[0] += part.Rows();
+  all->values.insert(all->values.end(), part.values.begin(), part.values.end());
+}
+
+}  // namespace
+
+absl::StatusOr<DockImpl::ProbeRun> DockImpl::RunOnProbes(ModelRecord& record,
+                                                         const KnowledgeSpace& space) {
+  const Tensor& probes = space.probe_set();
+  const int64_t total = probes.Rows();
+  const int64_t chunk = ProbeChunkRows(record.spec.input_shape);
+  const absl::Duration budget = options_.probe_budget;
+  const absl::Time start = absl::Now();
+  absl::Time last_progress = start;
+  ProbeRun run;
+  while (run.rows < total) {
+    const int64_t end = std::min(total, run.rows + chunk);
+    auto outputs = RunModel(record, RowsOf(probes, run.rows, end), /*want_features=*/true,
+                            /*want_layers=*/false, options_.sandbox.probe_time_limit,
+                            [this] { return probes_->stopping(); });
+    if (!outputs.ok()) return outputs.status();
+    AppendRows(&run.logits, outputs->logits);
+    if (record.has_embed && !outputs->features.shape.empty()) {
+      AppendRows(&run.features, outputs->features);
+    }
+    run.rows = end;
+    const absl::Duration used = absl::Now() - start;
+    const int64_t next = std::min(total, run.rows + chunk) - run.rows;
+    const absl::Duration projected = used + used / run.rows * next;
+    if (budget > absl::ZeroDuration() && run.rows < total && run.rows >= kMinProbeRows &&
+        projected > budget) {
+      run.budget_cut = true;
+      break;
+    }
+    if (absl::Now() - last_progress > absl::Seconds(2) && run.rows < total) {
+      last_progress = absl::Now();
+      SetState(record, ModelState::kProbing,
+               absl::StrCat("running on the probe set (", run.rows, " of ", total, " samples)"));
+    }
+  }
+  return run;
+}
+
+// Runs the model black-box on its space's probe set and turns its behaviour into a knowledge
+// vector.
 void DockImpl::Probe(const std::string& id) {
   // From the database: on replicas the job may be a model another server registered a moment
   // ago, not announced here yet.
   auto found = store_->GetFresh(id);
   if (!found.ok()) return;  // deleted meanwhile
   ModelRecord record = *found;
-  if (!IsImageModel(record)) {
-    // No default probe set exists for tabular inputs: such models are served by stage 2
-    // (brute force over compatible models) only.
+  KnowledgeSpace* space = SpaceFor(record);
+  if (space == nullptr) {
+    // No probe set exists for tabular inputs (or for an image kind no space covers): such
+    // models are served by stage 2 (brute force over compatible models) only.
     SetState(record, ModelState::kReady,
-             "ready for stage-2 scoring; no probe set for tabular inputs, so no knowledge vector");
+             IsImageModel(record)
+                 ? absl::StrCat("ready for stage-2 scoring; no knowledge space takes ",
+                                ShapeToString(record.spec.input_shape),
+                                " inputs, so no knowledge vector")
+                 : "ready for stage-2 scoring; no probe set for tabular inputs, so no knowledge "
+                   "vector");
     return;
   }
-  const int64_t probe_rows = knowledge_->probe_set().Rows();
+  const std::string space_name = spaces_->SpecOf(space).name;
+  const int64_t probe_rows = space->probe_set().Rows();
   SetState(record, ModelState::kProbing,
-           absl::StrCat("running on the probe set (", probe_rows, " samples)"));
+           absl::StrCat("running on the ", space_name, " probe set (", probe_rows, " samples)"));
   absl::Time start = absl::Now();
   auto fail = [&](const absl::Status& status) {
     ++probes_failed_;
@@ -448,9 +542,7 @@ void DockImpl::Probe(const std::string& id) {
     SetState(record, ModelState::kFailed, absl::StrCat("probing failed: ", status.message()));
   };
 
-  auto outputs = RunModel(record, knowledge_->probe_set(), /*want_features=*/true,
-                         /*want_layers=*/false, options_.sandbox.probe_time_limit,
-                         [this] { return probes_->stopping(); });
+  auto outputs = RunOnProbes(record, *space);
   if (!outputs.ok()) {
     if (absl::IsNotFound(outputs.status())) return;  // deleted while probing
     if (probes_->stopping()) return;  // shutting down: PROBING is resumed at the next start
@@ -460,16 +552,16 @@ void DockImpl::Probe(const std::string& id) {
   if (logits.shape.size() != 2 || logits.shape[1] != OutputWidth(record)) {
     return fail(absl::FailedPreconditionError(absl::StrCat(
         "probe outputs have shape ", ShapeToString(logits.shape), "; expected [",
-        probe_rows, ", ", OutputWidth(record), "]")));
+        outputs->rows, ", ", OutputWidth(record), "]")));
   }
   if (!AllFinite(logits)) {
     return fail(absl::FailedPreconditionError("the model returned NaN/Inf on the probe set"));
   }
-  auto vector = knowledge_->EncodeModel(record, logits);
+  auto vector = space->EncodeModel(record, logits);
   if (!vector.ok()) return fail(vector.status());
   // Stage-1 proxies read the model's features on the probe set (its logits without embed),
   // compressed per model so that a large dock stays small.
-  const bool has_features = record.has_embed && !outputs->features.shape.empty();
+  const bool has_features = !outputs->features.shape.empty();
   const Tensor& raw_features = has_features ? outputs->features : logits;
   if (has_features && !AllFinite(raw_features)) {  // the logits were checked above
     return fail(absl::FailedPreconditionError("embed(x) returned NaN/Inf on the probe set"));
@@ -479,25 +571,31 @@ void DockImpl::Probe(const std::string& id) {
 
   record.probe_millis = static_cast<int64_t>(absl::ToDoubleMilliseconds(absl::Now() - start));
   record.state = ModelState::kReady;
-  record.state_reason = absl::StrCat("probed on ", probe_rows, " samples in ",
-                                     record.probe_millis, " ms; indexed");
+  record.state_reason =
+      outputs->budget_cut
+          ? absl::StrCat("probed on the first ", outputs->rows, " of ", probe_rows, " ",
+                         space_name, " probe samples in ", record.probe_millis,
+                         " ms (the probing budget of ",
+                         absl::FormatDuration(options_.probe_budget), " ends there); indexed")
+          : absl::StrCat("probed on ", probe_rows, " ", space_name, " samples in ",
+                         record.probe_millis, " ms; indexed");
   ++record.revision;
   {
     // The registry lock orders this commit against DeleteModel: a model deleted while being
     // probed is not resurrected in the index.
     std::lock_guard<std::mutex> lock(registry_mutex_);
-    absl::Status s = store_->CommitProbe(record, knowledge_->probe_set_sha(), logits,
-                                         *compressed, knowledge_->id(), *vector);
+    absl::Status s = store_->CommitProbe(record, space->probe_set_sha(), logits, *compressed,
+                                         space->id(), *vector);
     if (absl::IsNotFound(s)) return;
     if (!s.ok()) return fail(s);
     proxy_cache_.ErasePrefix(absl::StrCat(record.id, "|"));  // keys: id|probe set
     // With the serving version's projected index (it is swapped under this lock too).
-    if (absl::Status u = knowledge_->Upsert(record.id, *vector); !u.ok()) return fail(u);
+    if (absl::Status u = space->Upsert(record.id, *vector); !u.ok()) return fail(u);
   }
   ++probes_done_;
   probe_micros_ += record.probe_millis * 1000;
-  spdlog::info("model {} ('{}') READY: probed in {} ms", record.id, record.spec.name,
-               record.probe_millis);
+  spdlog::info("model {} ('{}') READY: probed in {} ms on {} {} probe samples", record.id,
+               record.spec.name, record.probe_millis, outputs->rows, space_name);
   NotifyStateChanged();
 }
 
@@ -516,7 +614,9 @@ DockStats DockImpl::Stats() {
   }
   {
     std::lock_guard<std::mutex> lock(registry_mutex_);  // the index changes under this lock
-    stats.index_vectors = static_cast<int64_t>(knowledge_->index()->size());
+    for (const auto& space : spaces_->all()) {
+      stats.index_vectors += static_cast<int64_t>(space->index()->size());
+    }
   }
   stats.probe_queue = probes_->waiting();
   stats.registrations_admitted = registrations_admitted_;

@@ -151,12 +151,22 @@ struct DockOptions {
   std::string asset_dir;
   int64_t max_model_bytes = 256ll << 20;
   SandboxOptions sandbox;
-  // Probe set for image models: NPY [P, 1, 28, 28] (uint8 or float32); empty = asset_dir's.
+  // The knowledge spaces (one per input kind) are listed in asset_dir/spaces.json
+  // (knowledge_spaces.h). These replace a space's files: "PATH" the first (grey) space's,
+  // "NAME=PATH[,NAME=PATH]" the named spaces'. Empty = the asset dir's.
+  // Probe set: NPY [P, C, H, W] (uint8 or float32).
   std::string probe_set_path;
-  // Reference encoder E (TorchScript, [N,1,28,28] -> [N,D]); empty = asset_dir's.
+  // Reference encoder E (TorchScript, [N,C,H,W] -> [N,D]).
   std::string reference_encoder_path;
+  // E's input shape of the first space, when its encoder is replaced (or without spaces.json).
   std::vector<int64_t> reference_input_shape = {1, 28, 28};
-  std::string knowledge_encoder_path;  // TorchScript alignment; empty = untrained default
+  // TorchScript alignment of the first space; empty = untrained default.
+  std::string knowledge_encoder_path;
+  // Probing budget of one model: it runs on its space's probe set chunk by chunk, in the set's
+  // fixed order, and stops after the chunk that would pass this wall time (never before
+  // kMinProbeRows samples), so a large model probes a prefix of the same order as every other
+  // model of its space. Zero = the whole probe set.
+  absl::Duration probe_budget = absl::Seconds(60);
   // FAISS factory string for stage 1 ("Flat", "HNSW32", "IVF256,Flat").
   std::string index_factory = "Flat";
   // Probing jobs run at once (each in a worker, under sandbox.probe_time_limit), so that one slow

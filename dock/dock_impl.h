@@ -12,7 +12,9 @@
 //                                       refresh it with the index; reads that must see other
 //                                       replicas' commits at once (ownership, probe claims,
 //                                       updates, deletions) bypass it
-//   KnowledgeSpace (knowledge_space.h)  probe set, encoders, index of the knowledge vectors
+//   KnowledgeSpaces (knowledge_spaces.h) one KnowledgeSpace per input kind (grey, colour small,
+//                                       colour large, ...): probe set, encoders, index of the
+//                                       knowledge vectors of the models of that kind
 //   ProbeQueue (probe_queue.h)          probing jobs, their threads and leases
 //   ReplicaSync (replica_sync.h)        the sync thread of a replica
 //   LearningLoop (learning.h)           outcome records, training, the serving version
@@ -37,6 +39,7 @@
 #include "dock/caching_store.h"
 #include "dock/dock.h"
 #include "dock/knowledge_space.h"
+#include "dock/knowledge_spaces.h"
 #include "dock/learning.h"
 #include "dock/metadata_store.h"
 #include "dock/probe_queue.h"
@@ -160,6 +163,21 @@ class DockImpl : public Dock {
   bool IsImageModel(const ModelRecord& record) const {
     return record.spec.task == TaskKind::kImageClassification;
   }
+  // The knowledge space a model belongs to (its input kind); nullptr for tabular models and
+  // image kinds no space covers (scored in stage 2 only).
+  KnowledgeSpace* SpaceFor(const ModelRecord& record) const {
+    return IsImageModel(record) ? spaces_->For(record.spec.input_shape) : nullptr;
+  }
+  // Runs a model on a prefix of its space's probe set, chunk by chunk, until the set or the
+  // probing budget (DockOptions::probe_budget) is used up (dock.cc). Progress is shown in the
+  // model's state reason.
+  struct ProbeRun {
+    Tensor logits;
+    Tensor features;  // empty without embed(x)
+    int64_t rows = 0;
+    bool budget_cut = false;
+  };
+  absl::StatusOr<ProbeRun> RunOnProbes(ModelRecord& record, const KnowledgeSpace& space);
   // Every stored model vector through a trained version's projection, in a new index
   // (learning.cc).
   absl::StatusOr<std::shared_ptr<index::VectorIndex>> BuildProjectedIndex(
@@ -204,10 +222,25 @@ class DockImpl : public Dock {
       const ModelRecord& record, const Tensor& samples, const std::string& dataset_hash,
       const sandbox::CancelCheck& cancelled, bool* from_cache);
   absl::StatusOr<Tensor> EmbedWithReference(const Tensor& samples);
+  // A model's compressed features on (a prefix of) its space's probe set.
   absl::StatusOr<std::shared_ptr<const Tensor>> ProbeFeatures(const ModelRecord& record);
-  // Stage-1 proxy score (rank fusion over `models`, in (0, 1]) of every model with probe features.
+  // Stage-1 proxy metric values (ProxyMetrics() order) of every model of `space` that has probe
+  // features, from the query's embeddings in that space. Raw values: the caller fuses the
+  // models of every space together.
+  // The samples through the E of each space that holds one of `models` (`primary_embeddings`
+  // serve the primary space), into `space_embeddings` (spaces already there are kept).
+  absl::Status EmbedInSpaces(const Tensor& samples, const Tensor& primary_embeddings,
+                             const std::vector<const ModelRecord*>& models,
+                             std::map<KnowledgeSpace*, Tensor>* space_embeddings);
+  // Stage-1 proxy score of every model of `models` with probe features: the proxy metric values
+  // of all spaces rank-fused together, divided by their number (in (0, 1]).
   absl::StatusOr<std::unordered_map<std::string, double>> ProxyScores(
-      const Tensor& query_embeddings, const std::vector<int32_t>& labels, int num_classes,
+      const std::map<KnowledgeSpace*, Tensor>& space_embeddings,
+      const std::vector<int32_t>& labels, int num_classes,
+      const std::vector<const ModelRecord*>& models);
+  absl::StatusOr<std::unordered_map<std::string, std::vector<double>>> ProxyValues(
+      const KnowledgeSpace& space, const Tensor& query_embeddings,
+      const std::vector<int32_t>& labels, int num_classes,
       const std::vector<const ModelRecord*>& models);
 
   // Recommend's stages (recommend.cc), in the order it runs them. Each fills in its part of
@@ -277,8 +310,12 @@ class DockImpl : public Dock {
   std::unique_ptr<sandbox::WorkerPool> workers_pool_;
   // Outcome records, trained ranker versions and the serving one.
   std::unique_ptr<LearningLoop> learning_;
-  // Probe set, reference encoder E, set encoder and the index of the models' vectors.
-  std::unique_ptr<KnowledgeSpace> knowledge_;
+  // One knowledge space per input kind: probe set, reference encoder E, set encoder and the
+  // index of its models' vectors.
+  std::unique_ptr<KnowledgeSpaces> spaces_;
+  // The primary space (spaces_->primary()): the learning loop's records and trained versions
+  // are in its E's space, and its E embeds queries for clustering and task similarity.
+  KnowledgeSpace* knowledge_ = nullptr;
   // The probing jobs and their threads (in memory, or leased from a shared store).
   std::unique_ptr<ProbeQueue> probes_;
   // Replicas only (a store with a change feed): follows other servers' changes.

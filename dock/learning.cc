@@ -548,7 +548,13 @@ absl::StatusOr<OutcomeReportResult> DockImpl::ReportOutcome(const OutcomeReport&
     for (const ModelRecord& r : *all) {
       if (Compatible(r, report.task, samples)) compatible.push_back(&r);
     }
-    auto scores = ProxyScores(*embeddings, prepared->labels, prepared->num_classes, compatible);
+    std::map<KnowledgeSpace*, Tensor> space_embeddings;
+    if (absl::Status s = EmbedInSpaces(samples, *embeddings, compatible, &space_embeddings);
+        !s.ok()) {
+      return s;
+    }
+    auto scores =
+        ProxyScores(space_embeddings, prepared->labels, prepared->num_classes, compatible);
     if (!scores.ok()) return scores.status();
     query.stage1.insert(scores->begin(), scores->end());
   }

@@ -120,9 +120,14 @@ absl::StatusOr<Tensor> DockImpl::EmbedWithReference(const Tensor& samples) {
 }
 
 absl::StatusOr<std::shared_ptr<const Tensor>> DockImpl::ProbeFeatures(const ModelRecord& record) {
-  std::string key = absl::StrCat(record.id, "|", knowledge_->probe_set_sha());
+  const KnowledgeSpace* space = SpaceFor(record);
+  if (space == nullptr) {
+    return absl::NotFoundError(absl::StrCat("model '", record.spec.name,
+                                            "' is in no knowledge space, so it has no probe features"));
+  }
+  std::string key = absl::StrCat(record.id, "|", space->probe_set_sha());
   if (auto cached = proxy_cache_.Get(key)) return cached;
-  auto features = store_->GetProbeFeatures(record.id, knowledge_->probe_set_sha());
+  auto features = store_->GetProbeFeatures(record.id, space->probe_set_sha());
   if (!features.ok()) return features.status();
   auto shared = std::make_shared<const Tensor>(std::move(*features));
   proxy_cache_.Put(key, shared, static_cast<int64_t>(shared->values.size() * sizeof(float)));
@@ -250,35 +255,109 @@ absl::StatusOr<PreparedLabels> PrepareLabels(const Dataset& dataset,
   return out;
 }
 
+absl::Status DockImpl::EmbedInSpaces(const Tensor& samples, const Tensor& primary_embeddings,
+                                     const std::vector<const ModelRecord*>& models,
+                                     std::map<KnowledgeSpace*, Tensor>* space_embeddings) {
+  for (const ModelRecord* r : models) {
+    KnowledgeSpace* space = SpaceFor(*r);
+    if (space == nullptr || space_embeddings->count(space)) continue;
+    if (space == knowledge_) {
+      (*space_embeddings)[space] = primary_embeddings;
+      continue;
+    }
+    auto embedded = space->Embed(samples);
+    if (!embedded.ok()) return embedded.status();
+    (*space_embeddings)[space] = *std::move(embedded);
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unordered_map<std::string, double>> DockImpl::ProxyScores(
-    const Tensor& query_embeddings, const std::vector<int32_t>& labels, int num_classes,
+    const std::map<KnowledgeSpace*, Tensor>& space_embeddings,
+    const std::vector<int32_t>& labels, int num_classes,
     const std::vector<const ModelRecord*>& models) {
-  std::unordered_map<std::string, double> scores;
-  if (models.empty()) return scores;
-  const int k = std::min<int>(options_.proxy.neighbours, static_cast<int>(knowledge_->probe_embeddings().Rows()));
-  auto neighbours = scoring::NearestProbes(query_embeddings, knowledge_->probe_embeddings(), k);
-  if (!neighbours.ok()) return neighbours.status();
+  // Each space's models get the proxy metrics from the query's embeddings in that space; the
+  // values of all spaces are then rank-fused together. They are on one scale: the same metrics
+  // of the same query labels over the same number of proxy samples, on features compressed to
+  // the same width (ProxyOptions::stored_dim), whatever the space.
+  std::map<KnowledgeSpace*, std::vector<const ModelRecord*>> by_space;
+  for (const ModelRecord* r : models) {
+    if (KnowledgeSpace* space = SpaceFor(*r)) by_space[space].push_back(r);
+  }
   std::vector<std::string> ids;
   std::vector<std::vector<double>> per_metric(ProxyMetrics().size());
+  for (const auto& [space, members] : by_space) {
+    auto embeddings = space_embeddings.find(space);
+    if (embeddings == space_embeddings.end()) {
+      return absl::InternalError("stage 1: the query was not embedded in every space");
+    }
+    auto values = ProxyValues(*space, embeddings->second, labels, num_classes, members);
+    if (!values.ok()) return values.status();
+    for (const ModelRecord* r : members) {
+      auto it = values->find(r->id);
+      if (it == values->end()) continue;
+      ids.push_back(r->id);
+      for (size_t m = 0; m < per_metric.size(); ++m) per_metric[m].push_back(it->second[m]);
+    }
+  }
+  std::unordered_map<std::string, double> scores;
+  if (ids.empty()) return scores;
+  const std::vector<double> fused = NormalisedRankFusion(per_metric);
+  for (size_t i = 0; i < ids.size(); ++i) scores[ids[i]] = fused[i];
+  return scores;
+}
+
+absl::StatusOr<std::unordered_map<std::string, std::vector<double>>> DockImpl::ProxyValues(
+    const KnowledgeSpace& space, const Tensor& query_embeddings,
+    const std::vector<int32_t>& labels, int num_classes,
+    const std::vector<const ModelRecord*>& models) {
+  std::unordered_map<std::string, std::vector<double>> values;
+  // A model probed within a budget has features on a prefix of the probe set only: its proxies
+  // come from the nearest probes within that prefix (one neighbour search per prefix length).
+  std::map<int64_t, std::pair<int, std::vector<int32_t>>> neighbours_by_rows;
+  auto neighbours_within = [&](int64_t rows)
+      -> absl::StatusOr<const std::pair<int, std::vector<int32_t>>*> {
+    auto it = neighbours_by_rows.find(rows);
+    if (it != neighbours_by_rows.end()) return &it->second;
+    const Tensor& all = space.probe_embeddings();
+    Tensor prefix;
+    if (rows < all.Rows()) {
+      prefix.shape = {rows, all.RowSize()};
+      prefix.values.assign(all.values.begin(), all.values.begin() + rows * all.RowSize());
+    }
+    const Tensor& within = rows < all.Rows() ? prefix : all;
+    const int k = std::min<int>(options_.proxy.neighbours, static_cast<int>(rows));
+    auto found = scoring::NearestProbes(query_embeddings, within, k);
+    if (!found.ok()) return found.status();
+    return &(neighbours_by_rows[rows] = {k, *std::move(found)});
+  };
   for (const ModelRecord* record : models) {
     auto features = ProbeFeatures(*record);
-    if (!features.ok()) continue;  // probed before proxies existed: re-probed at start-up
-    Tensor proxy = scoring::GatherProxy(**features, *neighbours, k);
+    if (!features.ok()) {
+      // Probed before proxies existed (re-probed at start-up) or a store error: the model is
+      // ordered by its knowledge vector, and an error other than "none stored" is logged.
+      if (!absl::IsNotFound(features.status())) {
+        spdlog::warn("stage 1: no probe features of {} ('{}'): {}", record->id, record->spec.name,
+                     features.status().ToString());
+      }
+      continue;
+    }
+    auto neighbours = neighbours_within((*features)->Rows());
+    if (!neighbours.ok()) return neighbours.status();
+    const int k = (*neighbours)->first;
+    Tensor proxy = scoring::GatherProxy(**features, (*neighbours)->second, k);
     scoring::ScoreInput input;
     input.features = &proxy;
     input.logits = &proxy;
     input.labels = &labels;
     input.num_classes = num_classes;
-    ids.push_back(record->id);
-    for (size_t m = 0; m < ProxyMetrics().size(); ++m) {
-      auto value = scoring::Score(ProxyMetrics()[m], input);
-      per_metric[m].push_back(value.ok() ? *value : -HUGE_VAL);
+    std::vector<double>& row = values[record->id];
+    for (scoring::Metric metric : ProxyMetrics()) {
+      auto value = scoring::Score(metric, input);
+      row.push_back(value.ok() ? *value : -HUGE_VAL);
     }
   }
-  if (ids.empty()) return scores;
-  const std::vector<double> fused = NormalisedRankFusion(per_metric);
-  for (size_t i = 0; i < ids.size(); ++i) scores[ids[i]] = fused[i];
-  return scores;
+  return values;
 }
 
 // ---- Recommend, stage by stage. The stages pass their state in these structs.
@@ -291,6 +370,10 @@ struct PreparedQuery {
   int num_classes = 0;
   std::vector<ModelRecord> compatible;
   std::unordered_map<std::string, size_t> position;  // model id -> index into compatible
+  // Image queries: the compatible models of each knowledge space, in compatible's order, and
+  // the query's embeddings in that space's E (the primary space's are `embeddings`).
+  std::map<KnowledgeSpace*, std::vector<std::string>> space_members;
+  std::map<KnowledgeSpace*, Tensor> space_embeddings;
 
   // Every id the stages pass around is a compatible model's.
   const ModelRecord& Model(const std::string& id) const { return compatible[position.at(id)]; }
@@ -814,26 +897,47 @@ absl::StatusOr<PreparedQuery> DockImpl::PrepareQuery(const RecommendQuery& query
   const Tensor& samples = query.dataset.samples;
   PreparedQuery prepared;
   prepared.encode_start = absl::Now();
+  // The query's own space (its channels and size), if any, embeds it for clustering.
+  KnowledgeSpace* own_space = nullptr;
   if (query.task == TaskKind::kImageClassification) {
     auto embedded = EmbedWithReference(samples);
     if (!embedded.ok()) return embedded.status();
     prepared.embeddings = std::move(*embedded);
+    own_space = spaces_->For(samples.SampleShape());
+    if (own_space != nullptr && own_space != knowledge_) {
+      auto own = own_space->Embed(samples);
+      if (!own.ok()) return own.status();
+      prepared.space_embeddings[own_space] = std::move(*own);
+    }
   }
-  auto labels = PrepareLabels(query.dataset, prepared.embeddings);
+  std::optional<Tensor> cluster_basis = prepared.embeddings;
+  if (prepared.space_embeddings.count(own_space)) cluster_basis = prepared.space_embeddings[own_space];
+  auto labels = PrepareLabels(query.dataset, cluster_basis);
   if (!labels.ok()) return labels.status();
   prepared.labels = std::move(labels->labels);
   prepared.num_classes = labels->num_classes;
   result->label_source = labels->source;
 
-  // Compatible models.
+  // Compatible models, and the spaces they are in.
   auto all = store_->ListAll();
   if (!all.ok()) return all.status();
   for (ModelRecord& r : *all) {
     if (!Compatible(r, query.task, samples)) continue;
+    if (KnowledgeSpace* space = SpaceFor(r)) prepared.space_members[space].push_back(r.id);
     prepared.position[r.id] = prepared.compatible.size();
     prepared.compatible.push_back(std::move(r));
   }
   result->num_compatible = static_cast<int>(prepared.compatible.size());
+  // The query through the E of each space that holds compatible models.
+  if (prepared.embeddings) {
+    std::vector<const ModelRecord*> models;
+    for (const ModelRecord& r : prepared.compatible) models.push_back(&r);
+    if (absl::Status s = EmbedInSpaces(samples, *prepared.embeddings, models,
+                                       &prepared.space_embeddings);
+        !s.ok()) {
+      return s;
+    }
+  }
   return prepared;
 }
 
@@ -857,22 +961,44 @@ absl::Status DockImpl::RankByKnowledgeVector(const PreparedQuery& prepared,
     result->timings.encode_query_millis = MillisSince(prepared.encode_start);
     return absl::OkStatus();
   }
-  auto query_vector =
-      knowledge_->EncodeQuery(*prepared.embeddings, prepared.labels, prepared.num_classes);
-  if (!query_vector.ok()) return query_vector.status();
-  // A trained version's projection: its query encoder and its index of projected models.
-  if (serving.index) *query_vector = serving.ranker->projection().ProjectQuery(*query_vector);
-  index::VectorIndex* vectors = serving.index ? serving.index.get() : knowledge_->index();
-  result->timings.encode_query_millis = MillisSince(prepared.encode_start);
-  absl::Time stage1_start = absl::Now();
-  std::unordered_set<std::string> allowed;
-  for (const ModelRecord& r : prepared.compatible) allowed.insert(r.id);
-  auto hits = vectors->Search(*query_vector, static_cast<int>(allowed.size()), &allowed);
-  if (!hits.ok()) return hits.status();
-  result->timings.stage1_millis = MillisSince(stage1_start);
-  for (size_t i = 0; i < hits->size(); ++i) {
-    stage1->similarity[(*hits)[i].id] = {(*hits)[i].score, static_cast<int>(i) + 1};
-    stage1->similarity_order.push_back((*hits)[i].id);
+  // Per space: the query's vector in it against its index of its compatible models.
+  // Similarities of different spaces are cosines in different spaces, so the merged order
+  // interleaves the spaces by relative rank (rank / models of the space).
+  struct Hit {
+    std::string id;
+    double score;
+    double relative_rank;
+  };
+  std::vector<Hit> hits_all;
+  double search_millis = 0;
+  for (const auto& [space, members] : prepared.space_members) {
+    auto query_vector = space->EncodeQuery(prepared.space_embeddings.at(space), prepared.labels,
+                                           prepared.num_classes);
+    if (!query_vector.ok()) return query_vector.status();
+    // A trained version's projection (primary space only): its query encoder and its index of
+    // projected models.
+    const bool projected = space == knowledge_ && serving.index;
+    if (projected) *query_vector = serving.ranker->projection().ProjectQuery(*query_vector);
+    index::VectorIndex* vectors = projected ? serving.index.get() : space->index();
+    absl::Time search_start = absl::Now();
+    std::unordered_set<std::string> allowed(members.begin(), members.end());
+    auto hits = vectors->Search(*query_vector, static_cast<int>(allowed.size()), &allowed);
+    if (!hits.ok()) return hits.status();
+    search_millis += MillisSince(search_start);
+    for (size_t i = 0; i < hits->size(); ++i) {
+      hits_all.push_back({(*hits)[i].id, (*hits)[i].score,
+                          (static_cast<double>(i) + 1) / static_cast<double>(hits->size())});
+    }
+  }
+  result->timings.encode_query_millis = MillisSince(prepared.encode_start) - search_millis;
+  result->timings.stage1_millis = search_millis;
+  std::stable_sort(hits_all.begin(), hits_all.end(), [](const Hit& a, const Hit& b) {
+    return a.relative_rank != b.relative_rank ? a.relative_rank < b.relative_rank
+                                              : a.score > b.score;
+  });
+  for (size_t i = 0; i < hits_all.size(); ++i) {
+    stage1->similarity[hits_all[i].id] = {hits_all[i].score, static_cast<int>(i) + 1};
+    stage1->similarity_order.push_back(hits_all[i].id);
   }
   return absl::OkStatus();
 }
@@ -883,31 +1009,32 @@ absl::Status DockImpl::RankByProbeProxies(const PreparedQuery& prepared,
   // On a very large dock FAISS first keeps the models most similar by knowledge vector; every
   // model kept costs one small gather and two metrics.
   absl::Time proxy_start = absl::Now();
-  std::vector<std::string> proxy_set;
+  std::unordered_set<std::string> kept;
   if (prepared.embeddings) {
     const std::vector<std::string>& similarity_order = stage1->similarity_order;
     const int prefilter = options_.proxy_prefilter;
     if (static_cast<int>(prepared.compatible.size()) > prefilter && !similarity_order.empty()) {
       for (int i = 0; i < prefilter && i < static_cast<int>(similarity_order.size()); ++i) {
-        proxy_set.push_back(similarity_order[i]);
+        kept.insert(similarity_order[i]);
       }
       result->warnings.push_back(absl::StrCat("large dock: stage-1 proxies computed for the ",
-                                              proxy_set.size(),
+                                              kept.size(),
                                               " models nearest by knowledge vector"));
-    } else {
-      for (const ModelRecord& r : prepared.compatible) proxy_set.push_back(r.id);
     }
   }
-  if (!proxy_set.empty()) {
-    std::vector<const ModelRecord*> proxied_models;
-    for (const std::string& id : proxy_set) proxied_models.push_back(&prepared.Model(id));
-    auto scores =
-        ProxyScores(*prepared.embeddings, prepared.labels, prepared.num_classes, proxied_models);
+  std::vector<const ModelRecord*> proxied_models;
+  for (const ModelRecord& r : prepared.compatible) {
+    if (kept.empty() || kept.count(r.id)) proxied_models.push_back(&r);
+  }
+  if (prepared.embeddings) {
+    auto scores = ProxyScores(prepared.space_embeddings, prepared.labels, prepared.num_classes,
+                              proxied_models);
     if (!scores.ok()) return scores.status();
     stage1->proxy_score = std::move(*scores);
   }
-  for (const std::string& id : proxy_set) {
-    if (stage1->proxy_score.count(id)) stage1->proxy_order.push_back(id);
+  // In the compatible models' order (ties keep it).
+  for (const ModelRecord& r : prepared.compatible) {
+    if (stage1->proxy_score.count(r.id)) stage1->proxy_order.push_back(r.id);
   }
   stage1->value.insert(stage1->proxy_score.begin(), stage1->proxy_score.end());
   if (serving.ranker) AddStage1Priors(*serving.ranker, prepared, stage1);
@@ -951,13 +1078,20 @@ std::vector<std::string> DockImpl::CandidatesWithinBudget(
     const PreparedQuery& prepared, const std::vector<std::string>& stage1_order, double rows,
     const std::string& dataset_hash, RecommendResult* result) {
   const int num_compatible = result->num_compatible;
-  const double probe_rows =
-      std::max<double>(1.0, static_cast<double>(knowledge_->probe_set().Rows()));
   const double budget = result->latency_budget_millis;
   std::unordered_map<std::string, double> cost;
   double total = 0;
   for (const ModelRecord& r : prepared.compatible) {
-    total += cost[r.id] = EstimateScoringMillis(r, rows, probe_rows, dataset_hash);
+    // The probe samples its probing time was measured on: a prefix of its space's probe set
+    // when the probing budget cut it (its stored features have that many rows).
+    double probe_rows = static_cast<double>(knowledge_->probe_set().Rows());
+    if (KnowledgeSpace* space = SpaceFor(r)) {
+      auto features = ProbeFeatures(r);
+      probe_rows = static_cast<double>(features.ok() ? (*features)->Rows()
+                                                     : space->probe_set().Rows());
+    }
+    total += cost[r.id] =
+        EstimateScoringMillis(r, rows, std::max(1.0, probe_rows), dataset_hash);
   }
   std::vector<std::string> candidates;
   if (total <= budget) {

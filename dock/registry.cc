@@ -126,7 +126,8 @@ absl::StatusOr<std::string> DockImpl::DeleteRecord(const ModelRecord& record,
   {
     std::lock_guard<std::mutex> lock(registry_mutex_);
     if (absl::Status s = store_->Delete(record.id); !s.ok()) return s;
-    knowledge_->Remove(record.id);  // and from the serving version's projected index
+    // From every space holding it (and the primary space's serving projected index).
+    for (const auto& space : spaces_->all()) space->Remove(record.id);
     // A shared blob directory: another replica may be adopting these bytes right now (it
     // refreshed the file's time); such a file stays for the next start-up clean-up.
     auto count = store_->CountBySha(record.sha256);

@@ -36,7 +36,7 @@ echo "== health"
 "$CLI" health
 
 echo "== registering the sample models"
-for model in "$ASSETS"/demo/*.pt; do
+for model in "$ASSETS"/demo/*.pt "$ASSETS"/demo/colour/*.pt; do
   "$CLI" register "$model" --metadata "${model%.pt}.json"
 done
 
@@ -51,5 +51,10 @@ echo "\$ modeldock recommend query-images-idx3-ubyte --labels query-labels-idx1-
 echo "== stage 1 alone (probe proxies: no model runs), as JSON"
 "$CLI" --json recommend "$QUERY/query-images-idx3-ubyte" --labels "$QUERY/query-labels-idx1-ubyte" \
   --top 5 --metric none
+echo
+PHOTOS="$ASSETS/demo/query_emoji"
+echo "== recommend for a folder of colour images (one sub-folder per class; PNG, 32x32)"
+echo "\$ modeldock recommend query_emoji/ --top 5"
+"$CLI" recommend "$PHOTOS" --top 5
 echo
 echo "== demo done"

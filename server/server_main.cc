@@ -62,6 +62,7 @@ struct ServerConfig {
   int64_t worker_memory_mb = 4096;
   double admission_timeout_s = 60;
   double probe_timeout_s = 300;
+  double probe_budget_s = 60;
   double run_timeout_s = 60;
   int max_waiting_jobs = 256;
   int64_t max_classes = 100000;
@@ -144,6 +145,7 @@ std::string LoadConfigFile(const std::string& path, ServerConfig* config) {
     ReadKey(json, "worker-memory-mb", &config->worker_memory_mb);
     ReadKey(json, "admission-timeout-s", &config->admission_timeout_s);
     ReadKey(json, "probe-timeout-s", &config->probe_timeout_s);
+    ReadKey(json, "probe-budget-s", &config->probe_budget_s);
     ReadKey(json, "run-timeout-s", &config->run_timeout_s);
     ReadKey(json, "max-waiting-jobs", &config->max_waiting_jobs);
     ReadKey(json, "max-classes", &config->max_classes);
@@ -217,10 +219,14 @@ int main(int argc, char** argv) {
   auto* factory = app.add_option("--index-factory", flags.index_factory,
                                  "FAISS factory string for stage 1 (Flat, HNSW32, IVF256,Flat)")
                       ->default_str("Flat");
-  auto* probe_set = app.add_option("--probe-set", flags.probe_set,
-                                   "Probe set NPY [P,1,28,28] (default: the asset dir's)");
-  auto* ref_encoder = app.add_option("--reference-encoder", flags.reference_encoder,
-                                     "Reference encoder TorchScript (default: the asset dir's)");
+  auto* probe_set = app.add_option(
+      "--probe-set", flags.probe_set,
+      "Probe set NPY [P,C,H,W] of the first (grey) knowledge space, or NAME=PATH[,NAME=PATH] "
+      "for named spaces of the asset dir's spaces.json (default: the asset dir's)");
+  auto* ref_encoder = app.add_option(
+      "--reference-encoder", flags.reference_encoder,
+      "Reference encoder TorchScript of the first knowledge space, or NAME=PATH[,...] "
+      "(default: the asset dir's)");
   auto* knowledge_encoder = app.add_option(
       "--knowledge-encoder", flags.knowledge_encoder,
       "Know2Vec alignment TorchScript from scripts/know2vec_alignment.py (default: untrained)");
@@ -281,8 +287,15 @@ int main(int argc, char** argv) {
                                            "Wall-time limit of a model's admission checks")
                                 ->default_str("60")->group(box);
   auto* probe_timeout = app.add_option("--probe-timeout-s", flags.probe_timeout_s,
-                                       "Wall-time limit of probing one model")
+                                       "Wall-time limit of one probing job (a chunk of the "
+                                       "probe set)")
                             ->default_str("300")->group(box);
+  auto* probe_budget = app.add_option(
+      "--probe-budget-s", flags.probe_budget_s,
+      "Probing budget of one model: it runs on its space's probe set in the set's fixed order "
+      "and stops after the chunk that would pass this many seconds (at least 256 samples); "
+      "0 = the whole set")
+                           ->default_str("60")->group(box);
   auto* run_timeout = app.add_option("--run-timeout-s", flags.run_timeout_s,
                                      "Wall-time limit of one stage-2 run of a model")
                           ->default_str("60")->group(box);
@@ -387,6 +400,7 @@ int main(int argc, char** argv) {
   if (worker_memory->count()) config.worker_memory_mb = flags.worker_memory_mb;
   if (admission_timeout->count()) config.admission_timeout_s = flags.admission_timeout_s;
   if (probe_timeout->count()) config.probe_timeout_s = flags.probe_timeout_s;
+  if (probe_budget->count()) config.probe_budget_s = flags.probe_budget_s;
   if (run_timeout->count()) config.run_timeout_s = flags.run_timeout_s;
   if (max_waiting->count()) config.max_waiting_jobs = flags.max_waiting_jobs;
   if (max_classes->count()) config.max_classes = flags.max_classes;
@@ -460,6 +474,7 @@ int main(int argc, char** argv) {
   sandbox.memory_limit_bytes = config.worker_memory_mb << 20;
   sandbox.admission_time_limit = absl::Seconds(config.admission_timeout_s);
   sandbox.probe_time_limit = absl::Seconds(config.probe_timeout_s);
+  options.probe_budget = absl::Seconds(config.probe_budget_s);
   sandbox.run_time_limit = absl::Seconds(config.run_timeout_s);
   sandbox.max_waiting_jobs = config.max_waiting_jobs;
   sandbox.max_classes = config.max_classes;
