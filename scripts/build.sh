@@ -17,6 +17,9 @@ if [[ ! -x "$BUF" ]]; then
   (cd "$ROOT/tools" && npm install --silent --no-audit --no-fund @bufbuild/buf >/dev/null)
 fi
 
+# The colour assets' emoji images come from the npm registry (pinned); cached in tools/.
+"$ROOT/scripts/install_emoji.sh"
+
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
 cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DMODELDOCK_BUF="$BUF" -DMODELDOCK_WERROR="${MODELDOCK_WERROR:-OFF}" >/dev/null

@@ -9,6 +9,13 @@ DIR/reference_encoder.pt     TorchScript E: float32 [N, 1, 28, 28] in [0, 1] -> 
 DIR/demo/<name>.pt|.json     sample models following the model contract, with sidecars
 DIR/demo/query_tops/         IDX query dataset (T-shirt/top, Pullover, Coat, Shirt; 50 each)
 DIR/fixtures/                models that admission must accept or reject, with sidecars
+DIR/colour_small/            colour space <= 64 px: probe_set.npy uint8 [2490, 3, 32, 32] (emoji in
+                             4 styles, wallpaper crops, shifted copies; balanced order),
+                             probe_index.json, reference_encoder.pt [N, 3, 32, 32] -> [N, 64]
+DIR/colour_large/            the same at 64 px ([1360, 3, 64, 64])
+DIR/demo/colour/             colour demo models ([3, 32, 32]) with sidecars
+DIR/demo/query_emoji/        colour query folder: 4 emoji categories x 30 PNG (32 x 32)
+DIR/spaces.json              manifest of the knowledge spaces (grey, colour-small, colour-large)
 DIR/MANIFEST.json            written last: what each file is, seeds, accuracies, sha256
 
 Data split (so that no asset is evaluated on what another was trained on):
@@ -16,6 +23,8 @@ Data split (so that no asset is evaluated on what another was trained on):
   Fashion-MNIST train 30000..    -> demo models and fixtures
   Fashion-MNIST t10k 0..999      -> probe set (bench query tasks avoid these)
   Fashion-MNIST t10k 1000..      -> test accuracies; query_tops draws from 2000.. only
+  colour: emoji (by code points) and wallpapers (by name) hashed into probe / encoder / source /
+  query splits (assets/colour_data.py SPLITS; sources and licences in assets/README.md)
 Idempotent: when DIR/MANIFEST.json has this SCRIPT_VERSION and its files exist, nothing is done.
 """
 import argparse
@@ -40,10 +49,10 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from assets import fmnist, glyphs, nets, probe_shifts  # noqa: E402
+from assets import colour_assets, colour_data, fmnist, glyphs, nets, probe_shifts  # noqa: E402
 
 # Bump whenever any output would change.
-SCRIPT_VERSION = 2
+SCRIPT_VERSION = 3
 
 SEEDS = {
     "probe_glyphs": 101,
@@ -59,6 +68,14 @@ SEEDS = {
     "shuffled_labels": 403,
     "query_tops": 501,
     "fixtures": 601,
+    "colour_probe": 701,
+    "colour_encoder_data": 801,
+    "colour_encoder_init": 802,
+    "colour_encoder_train": 803,
+    "colour_demo_data": 901,
+    "colour_demo_init": 902,
+    "colour_demo_train": 903,
+    "colour_query": 1001,
 }
 
 NUM_FMNIST_PROBES = 1000
@@ -217,7 +234,7 @@ def tabular_blobs(rng, n_per_class, centres):
 
 # ----------------------------------------------------------------------------------------------
 
-def build(out):
+def build(out, emoji_root):
     timer = Timer()
     files = {}  # relative path -> description
 
@@ -406,6 +423,9 @@ def build(out):
         "CSV query for tabular_mlp: header f0..f7,label; 150 rows, labels 0..2 (50 each)")
     timer.step("fixtures")
 
+    # Colour knowledge spaces (probe sets, reference encoders), colour demo models and query folder.
+    colour = colour_assets.build(out, SEEDS, timer, files, emoji_root, save_model, sidecar)
+
     manifest = {
         "script_version": SCRIPT_VERSION,
         "generator": "scripts/make_assets.py",
@@ -429,7 +449,13 @@ def build(out):
                        "class_labels": [names[c] for c in TOPS], "per_class": QUERY_PER_CLASS,
                        "min_t10k_index": QUERY_MIN_INDEX},
         "fixtures": fixtures,
+        "colour": colour,
         "data_split": {
+            "colour": "emoji (by code points) and wallpapers (by name) hashed into "
+                      + ", ".join(f"{n} {f:.0%}" for n, f in colour_data.SPLITS)
+                      + ": probe -> colour probe sets, encoder -> colour reference encoders, "
+                      "source -> colour demo models (and bench/zoo_colour's models), "
+                      "query -> demo/query_emoji (and bench/zoo_colour's tasks)",
             "fmnist_train_0_29999": "reference encoder",
             "fmnist_train_30000_59999": "demo models, fixtures",
             "fmnist_t10k_0_999": "probe set",
@@ -454,6 +480,9 @@ def main():
     parser.add_argument("--out", required=True, help="asset directory to build")
     parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--emoji-dir", default=colour_data.default_emoji_root(),
+                        help="node_modules holding emoji-datasource-{apple,google,twitter,"
+                        "facebook} (default: tools/node_modules, installed by scripts/build.sh)")
     args = parser.parse_args()
 
     out = os.path.abspath(args.out)
@@ -469,11 +498,13 @@ def main():
     np.random.seed(0)
     print(f"make_assets: building {out} (script version {SCRIPT_VERSION}, "
           f"{args.threads} torch threads)", flush=True)
-    manifest = build(out)
+    manifest = build(out, os.path.abspath(args.emoji_dir))
     enc = manifest["reference_encoder"]
     print(f"make_assets: done in {manifest['timings_s']['total']:.1f} s; reference encoder train "
           f"accuracy {enc['train_accuracy']:.3f}; demo test accuracies "
-          + ", ".join(f"{k} {v['test_accuracy']:.3f}" for k, v in manifest["demo"].items()))
+          + ", ".join(f"{k} {v['test_accuracy']:.3f}" for k, v in manifest["demo"].items())
+          + "; colour demos " + ", ".join(f"{k} {v['test_accuracy']:.3f}"
+                                          for k, v in manifest["colour"]["demo"].items()))
     return 0
 
 

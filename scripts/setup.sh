@@ -18,6 +18,10 @@ PACKAGES=(
   python3-protobuf python3-prometheus-client
   python3-matplotlib
   fonts-dejavu-core fonts-liberation2 fonts-urw-base35 fonts-texgyre
+  # Photographs and artwork for the colour probe sets (scripts/assets/colour_data.py; licences in
+  # scripts/assets/README.md). lomiri-wallpapers' photographs are in its -16.04/-20.04 packages.
+  plasma-workspace-wallpapers lomiri-wallpapers lomiri-wallpapers-16.04 lomiri-wallpapers-20.04
+  ukui-wallpapers desktop-base
 )
 
 # The buf CLI (proto lint, reflection test) comes from the npm registry: Node.js is needed only
