@@ -1075,6 +1075,52 @@ json JobJson(const v1::TrainingJob& job) {
   return out;
 }
 
+// `modeldock admin scrub [--wait]`: every stored model file re-hashed (issue 28).
+int RunAdminScrub(const GlobalFlags& global, bool wait, client::Client& client) {
+  auto report = client.Scrub(wait);
+  if (!report.ok()) return RpcError("admin scrub", report.status());
+  const char* state = "unspecified";
+  switch (report->state()) {
+    case v1::SCRUB_STATE_IDLE: state = "idle"; break;
+    case v1::SCRUB_STATE_RUNNING: state = "running"; break;
+    case v1::SCRUB_STATE_DONE: state = "done"; break;
+    case v1::SCRUB_STATE_FAILED: state = "failed"; break;
+    default: break;
+  }
+  // Bad files found: exit 1, so that a cron job notices.
+  const bool bad = report->blobs_bad() > 0 || report->features_bad() > 0 ||
+                   report->state() == v1::SCRUB_STATE_FAILED;
+  if (global.json) {
+    PrintJson(json{{"state", state},
+                   {"message", report->message()},
+                   {"started_unix_ms", report->started_unix_ms()},
+                   {"finished_unix_ms", report->finished_unix_ms()},
+                   {"blobs_checked", report->blobs_checked()},
+                   {"blobs_ok", report->blobs_ok()},
+                   {"blobs_bad", report->blobs_bad()},
+                   {"blobs_restored", report->blobs_restored()},
+                   {"bytes_hashed", report->bytes_hashed()},
+                   {"models_failed", report->models_failed()},
+                   {"models_requeued", report->models_requeued()},
+                   {"features_checked", report->features_checked()},
+                   {"features_bad", report->features_bad()},
+                   {"bad_model_ids", std::vector<std::string>(report->bad_model_ids().begin(),
+                                                              report->bad_model_ids().end())},
+                   {"bad_blobs", std::vector<std::string>(report->bad_blobs().begin(),
+                                                          report->bad_blobs().end())}});
+    return wait && bad ? kExitRpcError : kExitOk;
+  }
+  if (report->state() == v1::SCRUB_STATE_RUNNING) {
+    std::cout << "scrub running in the background; `modeldock admin scrub --wait` waits for it\n";
+    return kExitOk;
+  }
+  std::cout << "scrub " << state << ": " << report->message() << "\n";
+  for (const std::string& id : report->bad_model_ids()) {
+    std::cout << "bad: model " << id << " (FAILED: its stored file does not match its sha256)\n";
+  }
+  return wait && bad ? kExitRpcError : kExitOk;
+}
+
 int RunTrain(const GlobalFlags& global, bool wait, client::Client& client) {
   auto job = client.TrainAlignment(wait);
   if (!job.ok()) return RpcError("train", job.status());
@@ -1400,6 +1446,17 @@ serving version (cross-validation over queries). `modeldock alignments` lists ve
   alignments_use->add_option("VERSION", use_version, "Version number")->required()
       ->check(CLI::NonNegativeNumber);
 
+  CLI::App* admin_cmd = app.add_subcommand("admin", "Operator commands (admin key needed)");
+  bool scrub_wait = false;
+  CLI::App* admin_scrub = admin_cmd->add_subcommand(
+      "scrub", "Re-hash every stored model file and check stored probe features");
+  admin_scrub->add_flag("--wait", scrub_wait,
+                        "Wait for the scrub and print its report (exit 1 if anything is bad)");
+  admin_scrub->footer(R"(
+A bad file is restored from the server's --blob-mirror directories, or its models are marked
+FAILED ("DATA_LOSS: stored file does not match its sha256 ..."); models failed that way whose
+file is good again are probed again. The server also scrubs every --scrub-interval.)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -1435,6 +1492,8 @@ serving version (cross-validation over queries). `modeldock alignments` lists ve
   if (audit_cmd->parsed()) return RunAudit(global, audit_limit, client);
   if (records_cmd->parsed()) return RunRecords(global, records_model, records_limit, client);
   if (train_cmd->parsed()) return RunTrain(global, train_wait, client);
+  if (admin_scrub->parsed()) return RunAdminScrub(global, scrub_wait, client);
+  if (admin_cmd->parsed()) return UsageError("admin: give a command (scrub); see --help");
   if (alignments_use->parsed()) return RunAlignmentsUse(global, use_version, client);
   if (alignments_cmd->parsed()) return RunAlignments(global, client);
   return UsageError("no command given; see modeldock --help");

@@ -371,6 +371,18 @@ absl::StatusOr<v1::TrainingJob> Client::TrainAlignment(bool wait) {
   return response.job();
 }
 
+absl::StatusOr<v1::ScrubReport> Client::Scrub(bool wait) {
+  if (!setup_error_.ok()) return setup_error_;
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::ScrubRequest request;
+  request.set_wait(wait);
+  v1::ScrubResponse response;
+  grpc::Status status = stub_->Scrub(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response.report();
+}
+
 absl::StatusOr<v1::ListAlignmentsResponse> Client::ListAlignments() {
   if (!setup_error_.ok()) return setup_error_;
   grpc::ClientContext context;

@@ -84,6 +84,8 @@ class Client {
                                                           v1::OutcomeSource source);
   absl::StatusOr<v1::ListRecordsResponse> ListRecords(const std::string& model, int limit);
   absl::StatusOr<v1::TrainingJob> TrainAlignment(bool wait);
+  // Re-hashes every stored model file (admin); with `wait`, returns the finished report.
+  absl::StatusOr<v1::ScrubReport> Scrub(bool wait);
   absl::StatusOr<v1::ListAlignmentsResponse> ListAlignments();
   absl::Status UseAlignment(int64_t version);
 

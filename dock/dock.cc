@@ -69,6 +69,12 @@ absl::Status ValidateOptions(const DockOptions& o) {
     return absl::InvalidArgumentError("shared_blob_grace must be >= 0");
   }
   if (o.max_model_bytes <= 0) return absl::InvalidArgumentError("max_model_bytes must be > 0");
+  if (o.scrub_interval < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("scrub_interval must be >= 0 (0 = only on request)");
+  }
+  if (!(o.scrub_mb_per_second >= 0)) {
+    return absl::InvalidArgumentError("scrub_mb_per_second must be >= 0 (0 = unlimited)");
+  }
   const SandboxOptions& box = o.sandbox;
   if (box.admission_time_limit <= absl::ZeroDuration() ||
       box.probe_time_limit <= absl::ZeroDuration() || box.run_time_limit <= absl::ZeroDuration()) {
@@ -244,7 +250,8 @@ absl::Status DockImpl::Init() {
   // Created before the models are reconciled (which requeues interrupted probes); started last.
   probes_ = std::make_unique<ProbeQueue>(std::move(queue),
                                          [this](const std::string& id) { Probe(id); });
-  auto blobs = BlobStore::Create(options_.blob_dir.empty() ? options_.data_dir : options_.blob_dir);
+  auto blobs = BlobStore::Create(options_.blob_dir.empty() ? options_.data_dir : options_.blob_dir,
+                                 options_.blob_mirrors);
   if (!blobs.ok()) return blobs.status();
   blobs_ = std::move(*blobs);
   blobs_->ClearTemp(BlobGrace());
@@ -276,6 +283,7 @@ absl::Status DockImpl::Init() {
 
   probes_->Start();
   if (replica_sync_ != nullptr) replica_sync_->Start();
+  StartScrubber();
   return absl::OkStatus();
 }
 
@@ -411,6 +419,8 @@ absl::Status DockImpl::CatchUp() {
 
 void DockImpl::Shutdown() {
   if (shut_down_.exchange(true)) return;
+  // A running scrub stops between chunks (it queues probes: before the probe queue stops).
+  if (scrubber_) scrubber_->Stop();
   // First, so that a probe that fails because its worker is killed below is not marked FAILED
   // (PROBING is resumed at the next start).
   if (probes_) probes_->Stop();
@@ -545,6 +555,8 @@ void DockImpl::Probe(const std::string& id) {
   auto outputs = RunOnProbes(record, *space);
   if (!outputs.ok()) {
     if (absl::IsNotFound(outputs.status())) return;  // deleted while probing
+    // The stored file is bad: RunModel marked the model FAILED with the DATA_LOSS reason.
+    if (absl::IsDataLoss(outputs.status())) return;
     if (probes_->stopping()) return;  // shutting down: PROBING is resumed at the next start
     return fail(outputs.status());
   }
@@ -641,6 +653,16 @@ DockStats DockImpl::Stats() {
   if (auto counts = store_->CountOutcomes(""); counts.ok()) stats.outcome_records = counts->first;
   stats.serving_alignment = learning_->Current().version;
   stats.knowledge_space = knowledge_->id();
+  const BlobStoreStats blobs = blobs_->Stats();
+  stats.blob_verifications = blobs.verifications;
+  stats.blob_verifications_cached = blobs.verified_cached;
+  stats.blob_bytes_hashed = blobs.bytes_hashed;
+  stats.blobs_found_bad = blobs.bad;
+  stats.blobs_restored = blobs.restored;
+  if (scrubber_) {
+    stats.scrubs_done = scrubber_->runs();
+    stats.last_scrub = scrubber_->Last();
+  }
   return stats;
 }
 

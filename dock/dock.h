@@ -74,6 +74,12 @@ struct ModelLayer {
   int64_t dim = 0;
 };
 
+// The start of the state reason of a model FAILED because its stored file is missing, truncated
+// or changed (issue 28): "DATA_LOSS: stored file does not match its sha256 (...)". Such a model
+// is never run; a scrub that finds the file good again (restored from a mirror, or re-uploaded)
+// queues it for probing again.
+inline constexpr char kDataLossReason[] = "DATA_LOSS: ";
+
 struct ModelRecord {
   std::string id;
   ModelSpec spec;
@@ -138,6 +144,15 @@ struct DockOptions {
   // shared_blob_grace alone (another replica's upload or adoption in progress).
   std::string blob_dir;
   absl::Duration shared_blob_grace = absl::Minutes(10);
+  // Directories that may hold good copies of blobs (another replica's blob directory, a
+  // backup; laid out as DIR/blobs/ab/<sha256> or flat): a model file that fails verification
+  // is restored from the first good copy instead of failing its model.
+  std::vector<std::string> blob_mirrors;
+  // Every blob is re-hashed (and restored or its models failed) this often; zero = only on
+  // request (Dock::Scrub). The schedule survives restarts (meta 'last_scrub_unix_ms').
+  absl::Duration scrub_interval = absl::Hours(24);
+  // Reading speed of a scrub in MB/s (10^6 bytes); 0 = unlimited.
+  double scrub_mb_per_second = 50;
   // How often a replica compares its index with the stored vectors (a missed notification is
   // repaired then); also done at once after the change feed reconnected. PostgreSQL only.
   absl::Duration sync_interval = absl::Seconds(10);
@@ -432,6 +447,27 @@ struct AuditEntry {
   std::string detail;  // e.g. the model's name, the fields changed
 };
 
+// A scrub: every stored model file re-hashed against its registered digest (Dock::Scrub).
+struct ScrubResult {
+  enum class State { kIdle, kRunning, kDone, kFailed };
+  State state = State::kIdle;
+  std::string message;  // a summary, or why it failed
+  int64_t started_unix_ms = 0;
+  int64_t finished_unix_ms = 0;
+  int64_t blobs_checked = 0;   // distinct model files hashed
+  int64_t blobs_ok = 0;
+  int64_t blobs_bad = 0;       // missing, truncated or changed, and no good copy in a mirror
+  int64_t blobs_restored = 0;  // were bad, replaced by a good copy from a mirror
+  int64_t bytes_hashed = 0;
+  int64_t models_failed = 0;   // models marked FAILED (DATA_LOSS) by this scrub
+  int64_t models_requeued = 0;  // FAILED by data loss before, file good again: probed again
+  int64_t features_checked = 0;  // stored probe features read back against their checksum
+  int64_t features_bad = 0;      // of which did not match: the model is probed again
+  std::vector<std::string> bad_model_ids;  // models whose file is bad now
+  std::vector<std::string> bad_blobs;      // their files' digests
+};
+const char* ScrubStateName(ScrubResult::State state);  // "idle", "running", "done", "failed"
+
 // Operational figures for monitoring (Prometheus /metrics): gauges of the current state and
 // counters since start.
 struct DockStats {
@@ -451,6 +487,12 @@ struct DockStats {
   int64_t serving_alignment = 0;  // 0 = untrained
   // Fingerprint of (reference encoder, probe set, set encoder) that the vectors belong to.
   std::string knowledge_space;
+  // Model files verified before runs (issue 28): checks, answered from the verified-state cache,
+  // bytes hashed, found bad, restored from a mirror; and the last scrub.
+  int64_t blob_verifications = 0, blob_verifications_cached = 0, blob_bytes_hashed = 0;
+  int64_t blobs_found_bad = 0, blobs_restored = 0;
+  int64_t scrubs_done = 0;
+  ScrubResult last_scrub;
 };
 
 class Dock {
@@ -514,6 +556,14 @@ class Dock {
       std::string_view model, const Tensor& samples, const std::function<bool()>& cancelled) = 0;
 
   virtual DockStats Stats() = 0;
+
+  // Re-hashes every stored model file (DockOptions::scrub_mb_per_second): a bad one is restored
+  // from a mirror or its models are marked FAILED (DATA_LOSS); models failed by data loss whose
+  // file is good again are probed again; stored probe features are checked against their
+  // checksums. Starts a scrub in the background (or joins the one running); with `wait`,
+  // returns when it is done (CANCELLED if `is_cancelled` says so first; the scrub goes on).
+  // Without `wait`: the running scrub, or the last one.
+  virtual absl::StatusOr<ScrubResult> Scrub(bool wait, std::function<bool()> is_cancelled) = 0;
 
   // Learning from outcomes. ReportOutcome: INVALID_ARGUMENT (accuracy outside [0, 1], bad
   // dataset, label count), NOT_FOUND (unknown model); on any error nothing is stored.

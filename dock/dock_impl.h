@@ -44,6 +44,7 @@
 #include "dock/metadata_store.h"
 #include "dock/probe_queue.h"
 #include "dock/replica_sync.h"
+#include "dock/scrubber.h"
 #include "encoder/black_box.h"
 #include "encoder/knowledge.h"
 #include "index/vector_index.h"
@@ -141,6 +142,7 @@ class DockImpl : public Dock {
                                                 std::function<bool()> is_cancelled) override;
   absl::StatusOr<AlignmentList> ListAlignments() override;
   absl::Status UseAlignment(int64_t version) override;
+  absl::StatusOr<ScrubResult> Scrub(bool wait, std::function<bool()> is_cancelled) override;
   void Shutdown() override;
 
  private:
@@ -216,6 +218,24 @@ class DockImpl : public Dock {
   absl::Status LoadRemoteSecurity();
   sandbox::JobLimits LimitsFor(absl::Duration wall) const;
   sandbox::WireLimits OutputLimits() const;
+
+  // Integrity of stored models (integrity.cc).
+  // OK when the model's file matches its registered digest (or was restored from a mirror);
+  // else DATA_LOSS, and every model of that file is marked FAILED (kDataLossReason). Remote
+  // models have no file: OK.
+  absl::Status CheckModelFile(const ModelRecord& record);
+  // Marks the models stored as `sha256` FAILED with `reason` (those not already failed by data
+  // loss); returns how many; `ids` (may be null) gets every model of the file.
+  int MarkDataLoss(const std::string& sha256, const std::string& reason,
+                   std::vector<std::string>* ids);
+  // Models of `sha256` FAILED by data loss go back to PENDING and are probed again; how many.
+  int RequeueRepaired(const std::string& sha256, const std::string& how);
+  // One blob of a scrub: verified (forced, rate-limited), restored or its models failed.
+  void ScrubBlob(const std::string& sha256, int64_t size_bytes, VerifyOptions verify,
+                 ScrubResult* result);
+  // The scrub job (Scrubber's callback): every model file, then every stored probe feature row.
+  ScrubResult RunScrub(const std::function<bool()>& stop);
+  void StartScrubber();
 
   // Recommend helpers (recommend.cc).
   absl::StatusOr<std::shared_ptr<const encoder::ModelOutputs>> OutputsOn(
@@ -320,6 +340,8 @@ class DockImpl : public Dock {
   std::unique_ptr<ProbeQueue> probes_;
   // Replicas only (a store with a change feed): follows other servers' changes.
   std::unique_ptr<ReplicaSync> replica_sync_;
+  // Re-hashes the model files every DockOptions::scrub_interval and on request.
+  std::unique_ptr<Scrubber> scrubber_;
   std::atomic<bool> shut_down_{false};
 
   // Orders name checks, inserts and deletes, and each store commit with the index change

@@ -88,6 +88,8 @@ absl::StatusOr<sandbox::RunResult> DockImpl::RunModel(const ModelRecord& record,
                                                       absl::Duration time_limit,
                                                       const sandbox::CancelCheck& cancelled) {
   if (IsRemote(record.spec)) return RunRemote(record, samples, time_limit, cancelled);
+  // Never hand a worker a file that is not what was registered (issue 28).
+  if (absl::Status s = CheckModelFile(record); !s.ok()) return s;
   sandbox::JobRequest job;
   job.kind = sandbox::JobKind::kRun;
   job.model_path = blobs_->PathOf(record.sha256);

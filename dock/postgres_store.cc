@@ -103,6 +103,12 @@ CREATE TABLE IF NOT EXISTS api_keys (
   created_unix_ms BIGINT NOT NULL,
   revoked BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS probe_checksums (
+  model_id TEXT NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+  kind TEXT NOT NULL,
+  checksum TEXT NOT NULL,
+  PRIMARY KEY (model_id, kind)
+);
 CREATE TABLE IF NOT EXISTS model_owners (
   model_id TEXT PRIMARY KEY REFERENCES models(id) ON DELETE CASCADE,
   key_id TEXT NOT NULL
@@ -689,7 +695,8 @@ absl::Status PostgresMetadataStore::Delete(const std::string& id) {
   return InTransaction(conn_, [&]() -> absl::Status {
     for (const char* sql :
          {"DELETE FROM probe_outputs WHERE model_id=$1",
-          "DELETE FROM probe_features WHERE model_id=$1", "DELETE FROM vectors WHERE model_id=$1",
+          "DELETE FROM probe_features WHERE model_id=$1",
+          "DELETE FROM probe_checksums WHERE model_id=$1", "DELETE FROM vectors WHERE model_id=$1",
           "DELETE FROM models WHERE id=$1"}) {
       if (auto done = Run(conn_, "delete", sql, {id}); !done.ok()) return done.status();
     }
@@ -718,20 +725,30 @@ absl::Status PostgresMetadataStore::CommitProbe(
       return absl::NotFoundError(absl::StrCat("model ", r.id, " was deleted while probing"));
     }
     // One [rows, cols] float32 tensor per model and probe set (probe outputs, probe features).
-    auto put_tensor = [&](const char* table, const char* column, const Tensor& t) {
-      return Run(conn_, table,
-                 absl::StrCat("INSERT INTO ", table, "(model_id, probe_set_sha, rows, cols, ",
-                              column,
-                              ") VALUES($1,$2,$3,$4,$5) ON CONFLICT (model_id) DO UPDATE SET "
-                              "probe_set_sha=EXCLUDED.probe_set_sha, rows=EXCLUDED.rows, "
-                              "cols=EXCLUDED.cols, ",
-                              column, "=EXCLUDED.", column),
-                 {r.id, probe_set_sha, t.Rows(), t.RowSize(), Param::Floats(t.values)})
+    // Each with its checksum (read back by GetProbeTensor).
+    auto put_tensor = [&](const char* table, const char* column, const char* kind,
+                          const Tensor& t) {
+      auto put = Run(conn_, table,
+                     absl::StrCat("INSERT INTO ", table, "(model_id, probe_set_sha, rows, cols, ",
+                                  column,
+                                  ") VALUES($1,$2,$3,$4,$5) ON CONFLICT (model_id) DO UPDATE SET "
+                                  "probe_set_sha=EXCLUDED.probe_set_sha, rows=EXCLUDED.rows, "
+                                  "cols=EXCLUDED.cols, ",
+                                  column, "=EXCLUDED.", column),
+                     {r.id, probe_set_sha, t.Rows(), t.RowSize(), Param::Floats(t.values)});
+      if (!put.ok()) return put.status();
+      return Run(conn_, "probe checksum",
+                 "INSERT INTO probe_checksums(model_id, kind, checksum) VALUES($1,$2,$3) "
+                 "ON CONFLICT (model_id, kind) DO UPDATE SET checksum=EXCLUDED.checksum",
+                 {r.id, std::string(kind), store_rows::ProbeTensorChecksum(t)})
           .status();
     };
-    if (absl::Status s = put_tensor("probe_outputs", "logits", probe_logits); !s.ok()) return s;
+    if (absl::Status s = put_tensor("probe_outputs", "logits", "outputs", probe_logits); !s.ok()) {
+      return s;
+    }
     if (!probe_features.shape.empty()) {
-      if (absl::Status s = put_tensor("probe_features", "features", probe_features); !s.ok()) {
+      if (absl::Status s = put_tensor("probe_features", "features", "features", probe_features);
+          !s.ok()) {
         return s;
       }
     }
@@ -749,16 +766,17 @@ absl::Status PostgresMetadataStore::CommitProbe(
 absl::StatusOr<Tensor> PostgresMetadataStore::GetProbeOutputs(const std::string& id,
                                                               const std::string& probe_set_sha) {
   return GetProbeTensor(
-      "SELECT rows, cols, logits FROM probe_outputs WHERE model_id=$1 AND "
-      "probe_set_sha=$2",
+      "SELECT rows, cols, logits, c.checksum FROM probe_outputs t LEFT JOIN probe_checksums c "
+      "ON c.model_id=t.model_id AND c.kind='outputs' WHERE t.model_id=$1 AND t.probe_set_sha=$2",
       "probe outputs", id, probe_set_sha);
 }
 
 absl::StatusOr<Tensor> PostgresMetadataStore::GetProbeFeatures(const std::string& id,
                                                                const std::string& probe_set_sha) {
   return GetProbeTensor(
-      "SELECT rows, cols, features FROM probe_features WHERE model_id=$1 AND "
-      "probe_set_sha=$2",
+      "SELECT rows, cols, features, c.checksum FROM probe_features t LEFT JOIN probe_checksums c "
+      "ON c.model_id=t.model_id AND c.kind='features' WHERE t.model_id=$1 AND "
+      "t.probe_set_sha=$2",
       "probe features", id, probe_set_sha);
 }
 
@@ -781,11 +799,8 @@ absl::StatusOr<Tensor> PostgresMetadataStore::GetProbeTensor(const char* sql, co
   auto result = Run(conn_, what, sql, {id, probe_set_sha});
   if (!result.ok()) return result.status();
   if (result->size() == 0) return absl::NotFoundError(absl::StrCat("no ", what, " for ", id));
-  Tensor t = TensorFromRow(result->row(0));
-  if (!t.IsConsistent()) {
-    return absl::DataLossError(absl::StrCat(what, " of ", id, " are corrupt"));
-  }
-  return t;
+  return store_rows::CheckedProbeTensor(TensorFromRow(result->row(0)), result->row(0).Text(3),
+                                        what, id);
 }
 
 absl::Status PostgresMetadataStore::PutVector(const std::string& id, const std::string& space,

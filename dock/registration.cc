@@ -256,6 +256,8 @@ absl::StatusOr<RegisterResult> DockImpl::FinishRegistration(std::unique_ptr<Uplo
     }
     result.deduplicated = existed;
   }
+  // Adopt replaced a bad stored copy with these bytes: its other models may run again.
+  if (result.deduplicated) RequeueRepaired(actual, "the same bytes were uploaded again");
   spdlog::info("registered model '{}' as {} ({} bytes, sha256 {}{}, embed: {})", spec.name,
                record.id, record.size_bytes, actual.substr(0, 12),
                result.deduplicated ? ", same bytes already stored" : "",

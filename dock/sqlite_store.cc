@@ -108,6 +108,14 @@ CREATE TABLE IF NOT EXISTS probe_features (
   cols INTEGER NOT NULL,
   features BLOB NOT NULL
 );
+-- SHA-256 of each stored probe tensor (kind 'outputs' or 'features'), checked on every read;
+-- a table beside the tensors, so older databases need no migration (their rows read unchecked).
+CREATE TABLE IF NOT EXISTS probe_checksums (
+  model_id TEXT NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+  kind TEXT NOT NULL,
+  checksum TEXT NOT NULL,
+  PRIMARY KEY (model_id, kind)
+);
 CREATE TABLE IF NOT EXISTS vectors (
   model_id TEXT PRIMARY KEY REFERENCES models(id) ON DELETE CASCADE,
   space TEXT NOT NULL,
@@ -254,6 +262,15 @@ absl::StatusOr<std::unique_ptr<MetadataStore>> SqliteMetadataStore::Open(const s
     std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close(db);
     return absl::UnavailableError(absl::StrCat("cannot open metadata database ", path, ": ", msg));
+  }
+  // SQLite falls back to a read-only connection when it cannot write the file (a read-only
+  // filesystem, no permission); every write would then fail with a vague message. Say so now.
+  if (sqlite3_db_readonly(db, "main") == 1) {
+    sqlite3_close(db);
+    return absl::FailedPreconditionError(absl::StrCat(
+        "metadata database ", path, " is read-only (a read-only filesystem, or no write "
+        "permission on the file or its directory): the server must write it; mount the data "
+        "directory read-write or give --data-dir another place"));
   }
   sqlite3_busy_timeout(db, 5000);
   std::unique_ptr<SqliteMetadataStore> store(new SqliteMetadataStore(db));
@@ -500,7 +517,8 @@ absl::Status SqliteMetadataStore::Delete(const std::string& id) {
   if (absl::Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
   for (const char* sql :
        {"DELETE FROM probe_outputs WHERE model_id=?", "DELETE FROM probe_features WHERE model_id=?",
-        "DELETE FROM vectors WHERE model_id=?", "DELETE FROM models WHERE id=?"}) {
+        "DELETE FROM probe_checksums WHERE model_id=?", "DELETE FROM vectors WHERE model_id=?",
+        "DELETE FROM models WHERE id=?"}) {
     Statement st(db_, sql);
     st.Bind(1, id);
     if (st.Step() != SQLITE_DONE) {
@@ -542,24 +560,31 @@ absl::Status SqliteMetadataStore::CommitProbe(
     }
   }
   // One [rows, cols] float32 tensor per model and probe set (probe outputs, probe features).
-  auto put_tensor = [&](const char* sql, const Tensor& t) {
+  // Each with its checksum (read back by GetProbeTensor).
+  auto put_tensor = [&](const char* sql, const char* kind, const Tensor& t) {
     Statement st(db_, sql);
     st.Bind(1, r.id);
     st.Bind(2, probe_set_sha);
     st.Bind(3, t.Rows());
     st.Bind(4, t.RowSize());
     st.BindBlob(5, t.values.data(), t.values.size() * sizeof(float));
-    return st.Step() == SQLITE_DONE;
+    if (st.Step() != SQLITE_DONE) return false;
+    Statement sum(db_, "INSERT OR REPLACE INTO probe_checksums(model_id, kind, checksum) "
+                       "VALUES(?,?,?)");
+    sum.Bind(1, r.id);
+    sum.Bind(2, std::string(kind));
+    sum.Bind(3, store_rows::ProbeTensorChecksum(t));
+    return sum.Step() == SQLITE_DONE;
   };
   if (!put_tensor("INSERT OR REPLACE INTO probe_outputs(model_id, probe_set_sha, rows, cols, "
                   "logits) VALUES(?,?,?,?,?)",
-                  probe_logits)) {
+                  "outputs", probe_logits)) {
     return fail("probe outputs");
   }
   if (!probe_features.shape.empty() &&
       !put_tensor("INSERT OR REPLACE INTO probe_features(model_id, probe_set_sha, rows, cols, "
                   "features) VALUES(?,?,?,?,?)",
-                  probe_features)) {
+                  "features", probe_features)) {
     return fail("probe features");
   }
   if (!vector.empty()) {
@@ -575,16 +600,16 @@ absl::Status SqliteMetadataStore::CommitProbe(
 absl::StatusOr<Tensor> SqliteMetadataStore::GetProbeOutputs(const std::string& id,
                                                             const std::string& probe_set_sha) {
   return GetProbeTensor(
-      "SELECT rows, cols, logits FROM probe_outputs WHERE model_id=? AND "
-      "probe_set_sha=?",
+      "SELECT rows, cols, logits, c.checksum FROM probe_outputs t LEFT JOIN probe_checksums c "
+      "ON c.model_id=t.model_id AND c.kind='outputs' WHERE t.model_id=? AND t.probe_set_sha=?",
       "probe outputs", id, probe_set_sha);
 }
 
 absl::StatusOr<Tensor> SqliteMetadataStore::GetProbeFeatures(const std::string& id,
                                                              const std::string& probe_set_sha) {
   return GetProbeTensor(
-      "SELECT rows, cols, features FROM probe_features WHERE model_id=? AND "
-      "probe_set_sha=?",
+      "SELECT rows, cols, features, c.checksum FROM probe_features t LEFT JOIN probe_checksums c "
+      "ON c.model_id=t.model_id AND c.kind='features' WHERE t.model_id=? AND t.probe_set_sha=?",
       "probe features", id, probe_set_sha);
 }
 
@@ -613,8 +638,7 @@ absl::StatusOr<Tensor> SqliteMetadataStore::GetProbeTensor(const char* sql, cons
   Tensor t;
   t.shape = {st.Int(0), st.Int(1)};
   t.values = st.Floats(2);
-  if (!t.IsConsistent()) return absl::DataLossError(absl::StrCat(what, " of ", id, " are corrupt"));
-  return t;
+  return store_rows::CheckedProbeTensor(std::move(t), st.Text(3), what, id);
 }
 
 absl::Status SqliteMetadataStore::PutVector(const std::string& id, const std::string& space,

@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "common/sha256.h"
 #include "dock/dock.h"
 #include "dock/metadata_store.h"
 #include "nlohmann/json.hpp"
@@ -202,6 +203,30 @@ AuditEntry ReadAuditEntry(Row& row) {
   e.target = row.Text(4);
   e.detail = row.Text(5);
   return e;
+}
+
+// The checksum kept with each stored probe tensor (table probe_checksums, issue 28): SHA-256
+// of its shape and float32 bytes. Both backends write it in CommitProbe and compare it on every
+// read; a row without one (stored by an older server) is read unchecked.
+inline std::string ProbeTensorChecksum(const Tensor& t) {
+  Sha256 hash;
+  hash.Update(absl::StrCat(t.Rows(), "x", t.RowSize(), "|"));
+  hash.Update(t.values.data(), t.values.size() * sizeof(float));
+  return hash.HexDigest();
+}
+
+// GetProbeTensor's answer for a row read back: DATA_LOSS unless it is consistent and matches
+// its stored checksum (empty = none stored).
+inline absl::StatusOr<Tensor> CheckedProbeTensor(Tensor t, const std::string& checksum,
+                                                 const char* what, const std::string& id) {
+  if (!t.IsConsistent()) {
+    return absl::DataLossError(absl::StrCat(what, " of ", id, " are corrupt"));
+  }
+  if (!checksum.empty() && checksum != ProbeTensorChecksum(t)) {
+    return absl::DataLossError(
+        absl::StrCat("stored ", what, " of ", id, " do not match their checksum"));
+  }
+  return t;
 }
 
 }  // namespace modeldock::dock::store_rows

@@ -80,6 +80,46 @@ void MetricsRegistry::RecordRpc(const std::string& method, const std::string& co
   }
 }
 
+namespace {
+
+// Model files verified before runs and the last scrub (issue 28).
+void RenderIntegrity(const dock::DockStats& s, std::string* out) {
+  Family(out, "modeldock_blob_verifications_total", "counter",
+         "Model file checks before a run: hashed, or answered from the verified-state cache.");
+  Sample(out, "modeldock_blob_verifications_total", "how=\"hashed\"",
+         static_cast<double>(s.blob_verifications - s.blob_verifications_cached));
+  Sample(out, "modeldock_blob_verifications_total", "how=\"cached\"",
+         static_cast<double>(s.blob_verifications_cached));
+  Family(out, "modeldock_blob_hashed_bytes_total", "counter",
+         "Bytes of model files hashed (checks before runs and scrubs).");
+  Sample(out, "modeldock_blob_hashed_bytes_total", "", static_cast<double>(s.blob_bytes_hashed));
+  Family(out, "modeldock_blobs_bad_total", "counter",
+         "Checks that found a model file missing, truncated or changed.");
+  Sample(out, "modeldock_blobs_bad_total", "", static_cast<double>(s.blobs_found_bad));
+  Family(out, "modeldock_blobs_restored_total", "counter",
+         "Bad model files replaced by a good copy from a mirror.");
+  Sample(out, "modeldock_blobs_restored_total", "", static_cast<double>(s.blobs_restored));
+  Family(out, "modeldock_scrubs_total", "counter", "Scrubs finished since start.");
+  Sample(out, "modeldock_scrubs_total", "", static_cast<double>(s.scrubs_done));
+  const dock::ScrubResult& last = s.last_scrub;
+  Family(out, "modeldock_scrub_last_finished_seconds", "gauge",
+         "When the last scrub finished (Unix time; 0 = none since start).");
+  Sample(out, "modeldock_scrub_last_finished_seconds", "",
+         static_cast<double>(last.finished_unix_ms) / 1000.0);
+  Family(out, "modeldock_scrub_last_blobs", "gauge",
+         "Model files the last finished scrub checked, by result.");
+  for (auto [result, n] : {std::pair{"ok", last.blobs_ok}, {"bad", last.blobs_bad},
+                           {"restored", last.blobs_restored}}) {
+    Sample(out, "modeldock_scrub_last_blobs", absl::StrCat("result=\"", result, "\""),
+           static_cast<double>(n));
+  }
+  Family(out, "modeldock_scrub_last_bad_features", "gauge",
+         "Stored probe feature rows the last scrub found not matching their checksum.");
+  Sample(out, "modeldock_scrub_last_bad_features", "", static_cast<double>(last.features_bad));
+}
+
+}  // namespace
+
 std::string MetricsRegistry::Render(const dock::DockStats& s) const {
   std::string out;
   {
@@ -159,6 +199,7 @@ std::string MetricsRegistry::Render(const dock::DockStats& s) const {
   Family(&out, "modeldock_serving_alignment", "gauge",
          "Trained ranker version serving recommendations (0 = untrained).");
   Sample(&out, "modeldock_serving_alignment", "", static_cast<double>(s.serving_alignment));
+  RenderIntegrity(s, &out);
   return out;
 }
 

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "dock/dock.h"
@@ -40,6 +41,11 @@ struct ServerConfig {
   // Model files: empty = data_dir/blobs; may be a directory replicas share (e.g. NFS).
   std::string blob_dir;
   double probe_lease_s = 30;  // replicas: lease of a claimed probing job
+  // Integrity (issue 28): directories holding good copies of blobs; the scrub's period
+  // (absl duration: "24h", "30m"; "0" = only on request) and reading speed (0 = unlimited).
+  std::vector<std::string> blob_mirrors;
+  std::string scrub_interval = "24h";
+  double scrub_rate_mb_s = 50;
   std::string asset_dir = MODELDOCK_DEFAULT_ASSET_DIR;
   int64_t max_model_mb = 256;
   std::string index_factory = "Flat";
@@ -122,6 +128,9 @@ std::string LoadConfigFile(const std::string& path, ServerConfig* config) {
     ReadKey(json, "metadata-url", &config->metadata_url);
     ReadKey(json, "blob-dir", &config->blob_dir);
     ReadKey(json, "probe-lease-s", &config->probe_lease_s);
+    ReadKey(json, "blob-mirror", &config->blob_mirrors);
+    ReadKey(json, "scrub-interval", &config->scrub_interval);
+    ReadKey(json, "scrub-rate-mb-s", &config->scrub_rate_mb_s);
     ReadKey(json, "asset-dir", &config->asset_dir);
     ReadKey(json, "max-model-mb", &config->max_model_mb);
     ReadKey(json, "index-factory", &config->index_factory);
@@ -204,6 +213,20 @@ int main(int argc, char** argv) {
       "--blob-dir", flags.blob_dir,
       "Directory for model files (DIR/blobs, uploads in DIR/tmp) instead of --data-dir; "
       "replicas on one --metadata-url share one, e.g. an NFS mount");
+  auto* blob_mirror = app.add_option(
+      "--blob-mirror", flags.blob_mirrors,
+      "Directory holding good copies of model files (another replica's blob directory, a "
+      "backup; DIR/blobs/ab/SHA256 or flat): a file that fails its SHA-256 check is restored "
+      "from it instead of failing its model (repeatable)");
+  auto* scrub_interval = app.add_option(
+      "--scrub-interval", flags.scrub_interval,
+      "How often every model file is re-hashed against its SHA-256 (e.g. 24h, 30m; 0 = only "
+      "on `modeldock admin scrub`)")
+                             ->default_str("24h");
+  auto* scrub_rate = app.add_option("--scrub-rate-mb-s", flags.scrub_rate_mb_s,
+                                    "Reading speed of a scrub in MB/s (0 = unlimited)")
+                         ->default_str("50")
+                         ->check(CLI::NonNegativeNumber);
   auto* probe_lease = app.add_option(
       "--probe-lease-s", flags.probe_lease_s,
       "With --metadata-url: seconds a replica's claim on a probing job lasts unless renewed; a "
@@ -377,6 +400,9 @@ int main(int argc, char** argv) {
   if (metadata_url->count()) config.metadata_url = flags.metadata_url;
   if (blob_dir->count()) config.blob_dir = flags.blob_dir;
   if (probe_lease->count()) config.probe_lease_s = flags.probe_lease_s;
+  if (blob_mirror->count()) config.blob_mirrors = flags.blob_mirrors;
+  if (scrub_interval->count()) config.scrub_interval = flags.scrub_interval;
+  if (scrub_rate->count()) config.scrub_rate_mb_s = flags.scrub_rate_mb_s;
   if (asset_dir->count()) config.asset_dir = flags.asset_dir;
   if (max_mb->count()) config.max_model_mb = flags.max_model_mb;
   if (factory->count()) config.index_factory = flags.index_factory;
@@ -450,6 +476,14 @@ int main(int argc, char** argv) {
   options.metadata_url = config.metadata_url;
   options.blob_dir = config.blob_dir;
   options.probe_lease = absl::Seconds(config.probe_lease_s);
+  options.blob_mirrors = config.blob_mirrors;
+  if (!absl::ParseDuration(config.scrub_interval, &options.scrub_interval) ||
+      options.scrub_interval < absl::ZeroDuration()) {
+    std::cerr << "modeldock-server: --scrub-interval '" << config.scrub_interval
+              << "' is not a duration such as 24h, 30m or 0\n";
+    return 2;
+  }
+  options.scrub_mb_per_second = config.scrub_rate_mb_s;
   options.asset_dir = config.asset_dir;
   options.max_model_bytes = config.max_model_mb << 20;
   options.index_factory = config.index_factory;
@@ -499,6 +533,14 @@ int main(int argc, char** argv) {
       config.stage2_workers, config.learn_from_recommendations, config.model_cache_mb, config.workers, config.worker_threads,
       config.worker_memory_mb, config.admission_timeout_s, config.probe_timeout_s,
       config.run_timeout_s, config.log_level);
+  spdlog::info("integrity: model files verified before every run; blob mirrors: {}; scrub every "
+               "{} at {} MB/s",
+               config.blob_mirrors.empty() ? "(none)" : absl::StrJoin(config.blob_mirrors, ", "),
+               options.scrub_interval == absl::ZeroDuration()
+                   ? "(only on request)"
+                   : absl::FormatDuration(options.scrub_interval),
+               config.scrub_rate_mb_s == 0 ? "unlimited"
+                                           : absl::StrCat(config.scrub_rate_mb_s));
   {
     // Without keys, anyone who can reach the port may register and delete: loopback only,
     // unless the operator says otherwise.

@@ -76,6 +76,8 @@ class ModelDockServiceImpl final : public v1::ModelDockService::Service {
                              v1::ReportOutcomeResponse* response) override;
   grpc::Status ListRecords(grpc::ServerContext* context, const v1::ListRecordsRequest* request,
                            v1::ListRecordsResponse* response) override;
+  grpc::Status Scrub(grpc::ServerContext* context, const v1::ScrubRequest* request,
+                     v1::ScrubResponse* response) override;
   grpc::Status TrainAlignment(grpc::ServerContext* context,
                               const v1::TrainAlignmentRequest* request,
                               v1::TrainAlignmentResponse* response) override;
