@@ -41,10 +41,12 @@ absl::StatusOr<std::unique_ptr<KnowledgeSpace>> KnowledgeSpace::Load(
         "cannot load the reference encoder ", encoder_path, ": ", reference.status().message()));
   }
   space->reference_ = std::move(*reference);
-  auto embeddings = space->reference_->Embed(space->probe_set_);
-  if (!embeddings.ok()) return embeddings.status();
-  space->probe_embeddings_ = std::move(*embeddings);
+  if (options.embed_probes_at_load) {
+    auto embeddings = space->ProbeEmbeddings();
+    if (!embeddings.ok()) return embeddings.status();
+  }
   const int reference_dim = space->reference_->dim();
+  space->reference_dim_ = reference_dim;
   if (options.knowledge_encoder_path.empty()) {
     space->encoder_ = encoder::MakeUntrainedEncoder(reference_dim);
   } else {
@@ -88,6 +90,22 @@ index::IndexOptions KnowledgeSpace::IndexOptions() const {
   return index_options;
 }
 
+absl::StatusOr<const Tensor*> KnowledgeSpace::ProbeEmbeddings() const {
+  std::call_once(embed_once_, [this] {
+    std::lock_guard<std::mutex> lock(reference_mutex_);
+    auto embeddings = reference_->Embed(probe_set_);
+    if (embeddings.ok()) {
+      probe_embeddings_ = *std::move(embeddings);
+    } else {
+      embed_status_ = absl::Status(embeddings.status().code(),
+                                   absl::StrCat("cannot embed the probe set with the reference "
+                                                "encoder: ", embeddings.status().message()));
+    }
+  });
+  if (!embed_status_.ok()) return embed_status_;
+  return &probe_embeddings_;
+}
+
 absl::StatusOr<Tensor> KnowledgeSpace::Embed(const Tensor& samples) {
   std::lock_guard<std::mutex> lock(reference_mutex_);
   return reference_->Embed(samples);
@@ -100,7 +118,9 @@ absl::StatusOr<std::vector<float>> KnowledgeSpace::EncodeModel(const ModelRecord
   const Tensor grid_logits = record.spec.kind == ModelKind::kFeatureExtractor
                                  ? encoder::FeatureGridLogits(probe_outputs)
                                  : probe_outputs;
-  return encoder_->EncodeModel(encoder::SelectGrid(grid_logits), probe_embeddings_);
+  auto embeddings = ProbeEmbeddings();
+  if (!embeddings.ok()) return embeddings.status();
+  return encoder_->EncodeModel(encoder::SelectGrid(grid_logits), **embeddings);
 }
 
 absl::StatusOr<std::unique_ptr<index::VectorIndex>> KnowledgeSpace::NewIndexOf(

@@ -30,6 +30,7 @@ struct KnowledgeSpaceOptions {
   std::string knowledge_encoder_path;  // TorchScript alignment; empty = untrained default
   std::string index_factory = "Flat";
   std::string index_path;  // where the index is saved after each change
+  bool embed_probes_at_load = true;  // else on first use (ProbeEmbeddings)
 };
 
 class KnowledgeSpace {
@@ -49,7 +50,12 @@ class KnowledgeSpace {
   const std::string& id() const { return id_; }
   const Tensor& probe_set() const { return probe_set_; }
   const std::string& probe_set_sha() const { return probe_set_sha_; }
-  const Tensor& probe_embeddings() const { return probe_embeddings_; }
+  // E's embeddings of the probe set, computed on first use (once; thread-safe), so that a dock
+  // opens without embedding the probe sets of spaces it has no model of yet. Load computes the
+  // primary space's at once (options.embed_probes_at_load).
+  absl::StatusOr<const Tensor*> ProbeEmbeddings() const;
+  // E's embedding width.
+  int reference_dim() const { return reference_dim_; }
 
   // E's embeddings of `samples` (E's module serves one caller at a time).
   absl::StatusOr<Tensor> Embed(const Tensor& samples);
@@ -104,8 +110,11 @@ class KnowledgeSpace {
   Tensor probe_set_;
   std::string probe_set_sha_;
   std::unique_ptr<encoder::ReferenceEncoder> reference_;
-  std::mutex reference_mutex_;  // E's module serves one caller at a time
-  Tensor probe_embeddings_;
+  mutable std::mutex reference_mutex_;  // E's module serves one caller at a time
+  int reference_dim_ = 0;
+  mutable std::once_flag embed_once_;
+  mutable absl::Status embed_status_;
+  mutable Tensor probe_embeddings_;  // set once, under embed_once_
   std::unique_ptr<encoder::KnowledgeEncoder> encoder_;
   std::string id_;
   std::unique_ptr<index::VectorIndex> index_;

@@ -158,7 +158,11 @@ absl::StatusOr<std::unique_ptr<KnowledgeSpaces>> KnowledgeSpaces::Load(
     // Only the primary space follows the learning loop's serving version.
     KnowledgeSpace::ServingFn space_serving =
         i == 0 ? serving : KnowledgeSpace::ServingFn([] { return LearningLoop::Serving(); });
-    auto space = KnowledgeSpace::Load(specs[i].options, store, space_serving);
+    // The primary space embeds its probe set at once, as the dock always did (its E is used
+    // by every image query); the others on first use.
+    KnowledgeSpaceOptions options = specs[i].options;
+    options.embed_probes_at_load = i == 0;
+    auto space = KnowledgeSpace::Load(options, store, space_serving);
     if (!space.ok()) {
       return absl::Status(space.status().code(), absl::StrCat("knowledge space '", specs[i].name,
                                                               "': ", space.status().message()));

@@ -616,7 +616,7 @@ absl::StatusOr<TrainingStatus> DockImpl::TrainAlignment(bool wait,
   if (!queries.ok()) return queries.status();
   for (const OutcomeQueryRow& q : *queries) {
     if (q.task != static_cast<int>(TaskKind::kImageClassification) ||
-        q.prototypes.RowSize() != knowledge_->probe_embeddings().RowSize()) {
+        q.prototypes.RowSize() != knowledge_->reference_dim()) {
       continue;
     }
     std::vector<int32_t> labels(q.prototypes.Rows());

@@ -319,7 +319,9 @@ absl::StatusOr<std::unordered_map<std::string, std::vector<double>>> DockImpl::P
       -> absl::StatusOr<const std::pair<int, std::vector<int32_t>>*> {
     auto it = neighbours_by_rows.find(rows);
     if (it != neighbours_by_rows.end()) return &it->second;
-    const Tensor& all = space.probe_embeddings();
+    auto embedded = space.ProbeEmbeddings();
+    if (!embedded.ok()) return embedded.status();
+    const Tensor& all = **embedded;
     Tensor prefix;
     if (rows < all.Rows()) {
       prefix.shape = {rows, all.RowSize()};
