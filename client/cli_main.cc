@@ -34,6 +34,7 @@ using json = nlohmann::ordered_json;
 constexpr int kExitOk = 0;
 constexpr int kExitRpcError = 1;
 constexpr int kExitUsage = 2;
+constexpr int kExitInternal = 3;  // an exception escaped Main: a bug, reported, never an abort
 
 struct GlobalFlags {
   std::string server;
@@ -271,12 +272,19 @@ struct RegisterFlags {
   std::string remote_version;
 };
 
+// Whether `path` names a regular file. Never throws: a comma list of 43 labels is longer than a
+// file name may be (ENAMETOOLONG), and that only means it is not a file.
+bool IsRegularFile(const std::string& path) {
+  std::error_code ec;
+  return std::filesystem::is_regular_file(path, ec);
+}
+
 // --labels: "@FILE", or an existing file path (one label per line), or a comma list.
 absl::StatusOr<std::vector<std::string>> ReadLabels(const std::string& arg) {
   std::string path;
   if (!arg.empty() && arg[0] == '@') {
     path = arg.substr(1);
-  } else if (std::filesystem::is_regular_file(arg)) {
+  } else if (IsRegularFile(arg)) {
     path = arg;
   }
   std::vector<std::string> labels;
@@ -430,7 +438,7 @@ int RunRegister(const GlobalFlags& global, const RegisterFlags& flags, client::C
     *registered_response.mutable_model() = *registered;
   } else {
     if (flags.file.empty()) return UsageError("register needs a FILE (or --remote HOST:PORT)");
-    if (!std::filesystem::is_regular_file(flags.file) || !std::ifstream(flags.file)) {
+    if (!IsRegularFile(flags.file) || !std::ifstream(flags.file)) {
       return UsageError(absl::StrCat("cannot read model file ", flags.file));
     }
     ProgressReporter progress(flags.file);
@@ -1502,4 +1510,13 @@ file is good again are probed again. The server also scrubs every --scrub-interv
 }  // namespace
 }  // namespace modeldock::cli
 
-int main(int argc, char** argv) { return modeldock::cli::Main(argc, argv); }
+// No argument a user can type may abort the CLI: whatever escaped Main is reported, with its own
+// exit status.
+int main(int argc, char** argv) {
+  try {
+    return modeldock::cli::Main(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "modeldock: internal error: " << e.what() << " (please report it)\n";
+    return modeldock::cli::kExitInternal;
+  }
+}

@@ -113,7 +113,8 @@ struct SandboxOptions {
   std::string worker_binary;
   int workers = 0;        // worker processes; 0 = one per core
   int torch_threads = 1;  // LibTorch threads in each worker
-  int64_t memory_limit_bytes = 4ll << 30;  // address space of each worker
+  // Memory each worker may use (resident, or cgroup memory.max; sandbox/memory_limit.h).
+  int64_t memory_limit_bytes = 4ll << 30;
   // Wall time of one job; its CPU time is capped at wall x torch_threads.
   absl::Duration admission_time_limit = absl::Seconds(60);
   absl::Duration probe_time_limit = absl::Seconds(300);
@@ -126,7 +127,7 @@ struct SandboxOptions {
   // Layers a model may export through embed_layers(x) (each is scored in stage 2): 1..64.
   int max_layers = 8;
   bool isolate_network = true;  // own user + network namespace where the kernel allows
-  bool seccomp = true;          // syscall filter (x86_64)
+  bool seccomp = true;          // syscall filter (libseccomp)
 };
 
 struct DockOptions {

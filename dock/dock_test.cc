@@ -1177,7 +1177,8 @@ class HostileModelTest : public DockTest {
     options.data_dir = data_dir_.string();
     options.asset_dir = AssetDir();
     options.sandbox.workers = 2;
-    options.sandbox.memory_limit_bytes = 1536ll << 20;
+    // Small enough that memory_hog is killed, on every batch, within the admission time.
+    options.sandbox.memory_limit_bytes = 768ll << 20;
     options.sandbox.admission_time_limit = absl::Seconds(3);
     options.sandbox.probe_time_limit = probe_time_limit_;
     options.probe_workers = 2;
@@ -1217,12 +1218,12 @@ class HostileModelTest : public DockTest {
 TEST_F(HostileModelTest, EveryCraftedModelIsContainedWithAReason) {
   const std::vector<std::tuple<std::string, absl::StatusCode, std::string>> refused = {
       {"raises", absl::StatusCode::kFailedPrecondition, "this model always fails"},
-      {"huge_allocation", absl::StatusCode::kResourceExhausted, "memory limit 1536 MiB"},
+      {"huge_allocation", absl::StatusCode::kResourceExhausted, "memory limit 768 MiB"},
       {"wrong_width", absl::StatusCode::kFailedPrecondition, "declares 10 labels"},
       {"integer_outputs", absl::StatusCode::kFailedPrecondition, "expected float"},
       {"out_of_bounds_strided", absl::StatusCode::kFailedPrecondition, "raised an error"},
       {"huge_embed", absl::StatusCode::kFailedPrecondition, "accepts at most 65536"},
-      {"memory_hog", absl::StatusCode::kResourceExhausted, "memory limit 1536 MiB"},
+      {"memory_hog", absl::StatusCode::kResourceExhausted, "MiB resident > 768 MiB (--worker-memory-mb)"},
       {"never_returns", absl::StatusCode::kDeadlineExceeded, "wall-time limit of 3s"},
       // Its tasks share the worker's one inter-op thread: the wall limit ends it (sandbox_test
       // shows the CPU limit on it).

@@ -89,6 +89,23 @@ class MemoryHog(nn.Module):
         return x.flatten(1)[:, :10] + total
 
 
+class ReservesAddressSpace(nn.Module):
+    """Reserves 128 MiB per sample that it never touches (as allocators, arenas and thread stacks
+    do): address space, not memory used. 16 samples fail under a 1536 MiB address-space limit."""
+
+    def forward(self, x):
+        reserved = torch.empty([x.size(0), 32 * 1024 * 1024])
+        return x.flatten(1)[:, :10] + reserved.size(1) * 0.0
+
+
+class PerSampleHog(nn.Module):
+    """Fills 24 MiB per sample: a batch of 64 holds 1.5 GiB, 32 hold 768 MiB, 16 hold 384 MiB."""
+
+    def forward(self, x):
+        filled = torch.ones([x.size(0), 6 * 1024 * 1024])
+        return x.flatten(1)[:, :10] + filled[:, :10]
+
+
 class NeverReturns(nn.Module):
     def forward(self, x):
         y = x.flatten(1)[:, :10]
@@ -254,6 +271,8 @@ MODELS = {
     "out_of_bounds_strided": OutOfBoundsStrided,
     "huge_embed": HugeEmbed,
     "memory_hog": MemoryHog,
+    "reserves_address_space": ReservesAddressSpace,
+    "per_sample_hog": PerSampleHog,
     "never_returns": NeverReturns,
     "hangs_on_probing": HangsOnProbing,
     "spawns_threads": SpawnsThreads,

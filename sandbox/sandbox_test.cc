@@ -52,7 +52,7 @@ PoolOptions Options(int workers = 2) {
   PoolOptions options;
   options.worker_binary = MODELDOCK_WORKER_BINARY;
   options.workers = workers;
-  options.memory_limit_bytes = 1536ll << 20;
+  options.memory_limit_bytes = 768ll << 20;  // address space <= 4864 MiB (768 MiB + 4 GiB)
   return options;
 }
 
@@ -148,13 +148,17 @@ TEST_F(SandboxTest, CraftedModelsAreRefusedAtAdmissionWithAReason) {
   ASSERT_TRUE(pool.ok()) << pool.status();
   const std::vector<AdmissionCase> cases = {
       {"raises", absl::StatusCode::kFailedPrecondition, "this model always fails"},
-      {"huge_allocation", absl::StatusCode::kResourceExhausted, "worker memory limit 1536 MiB"},
+      {"huge_allocation", absl::StatusCode::kResourceExhausted,
+       "at a batch of 1 sample; worker address space capped at 4864 MiB, the backstop of the "
+       "worker memory limit 768 MiB (--worker-memory-mb))"},
       {"wrong_width", absl::StatusCode::kFailedPrecondition, "declares 10 labels"},
       {"integer_outputs", absl::StatusCode::kFailedPrecondition, "expected float"},
       {"out_of_bounds_strided", absl::StatusCode::kFailedPrecondition, "raised an error"},
       {"huge_embed", absl::StatusCode::kFailedPrecondition,
        "embed returned 100352 values per sample; the dock accepts at most 65536"},
-      {"memory_hog", absl::StatusCode::kResourceExhausted, "worker memory limit 1536 MiB"},
+      {"memory_hog", absl::StatusCode::kResourceExhausted,
+       "MiB resident > 768 MiB (--worker-memory-mb); the worker was killed (at batches of 4, 2, "
+       "1 samples)"},
   };
   for (const AdmissionCase& c : cases) {
     auto admitted = (*pool)->Admit(AdmitJob(c.model), Limits(60), nullptr);
@@ -188,6 +192,77 @@ TEST_F(SandboxTest, CraftedModelsAreRefusedAtAdmissionWithAReason) {
   EXPECT_TRUE((*pool)->Run(RunJob("good", 64, 16), Limits(60), nullptr).ok());
   EXPECT_GE((*pool)->Stats().restarts, 5);
   ExpectIdle(**pool);
+}
+
+// The first 10 pixels of each image: what reserves_address_space and per_sample_hog (+ 1) return.
+std::vector<float> FirstPixels(const Tensor& images, float plus) {
+  std::vector<float> out;
+  for (int64_t r = 0; r < images.Rows(); ++r) {
+    for (int64_t c = 0; c < 10; ++c) out.push_back(images.values[r * 784 + c] + plus);
+  }
+  return out;
+}
+
+// Issue 23: the address space is not what a model uses. A model that reserves 2 GiB and touches
+// none of it could not run its batch under an address-space limit of 1536 MiB; it runs whole
+// under a limit on resident memory half that size.
+TEST_F(SandboxTest, MemoryIsLimitedByUseNotByAddressSpace) {
+  PoolOptions options = Options(1);
+  options.address_space_limit_bytes = 1536ll << 20;  // the old limit
+  auto old_pool = WorkerPool::Start(options);
+  ASSERT_TRUE(old_pool.ok()) << old_pool.status();
+  const JobRequest job = RunJob("reserves_address_space", 16);
+  auto halved = (*old_pool)->Run(job, Limits(60), nullptr);
+  // Its allocations failed at 16 samples: run again in the worker at smaller batches.
+  ASSERT_TRUE(halved.ok()) << halved.status();
+  EXPECT_LT(halved->batch_size, 16);
+  EXPECT_GE(halved->batch_size, 1);
+  EXPECT_EQ(halved->logits.values, FirstPixels(job.samples, 0));
+  (*old_pool)->Shutdown();
+
+  auto pool = WorkerPool::Start(Options(1));
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  auto run = (*pool)->Run(job, Limits(60), nullptr);
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->batch_size, 16);
+  EXPECT_EQ(run->logits.values, FirstPixels(job.samples, 0));
+  EXPECT_EQ((*pool)->Stats().memory_kills, 0);
+  // 64 samples reserve 8 GiB, over the 4864 MiB backstop: halved inside the worker, no kill.
+  auto large = (*pool)->Run(RunJob("reserves_address_space", 64), Limits(60), nullptr);
+  ASSERT_TRUE(large.ok()) << large.status();
+  EXPECT_LE(large->batch_size, 32);
+  EXPECT_EQ((*pool)->Stats().memory_kills, 0);
+}
+
+// A model that fills 24 MiB per sample under a 640 MiB limit (a worker holds ~60 MiB before
+// it): 64 and 32 samples go past it and the worker is killed; 16 fit, and the model's next job
+// starts there.
+TEST_F(SandboxTest, AJobKilledForMemoryIsRetriedAtHalfTheBatch) {
+  PoolOptions options = Options(1);
+  options.memory_limit_bytes = 640ll << 20;
+  auto pool = WorkerPool::Start(options);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  const JobRequest job = RunJob("per_sample_hog", 64);
+  auto run = (*pool)->Run(job, Limits(120), nullptr);
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->batch_size, 16);
+  EXPECT_EQ(run->logits.values, FirstPixels(job.samples, 1));
+  EXPECT_EQ((*pool)->Stats().memory_kills, 2);
+  auto again = (*pool)->Run(job, Limits(120), nullptr);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->batch_size, 16);
+  EXPECT_EQ((*pool)->Stats().memory_kills, 2);  // remembered: no kill
+  // A model that goes past the limit at any batch is killed with the limit named.
+  auto hog = (*pool)->Run(RunJob("memory_hog", 2), Limits(120), nullptr);
+  EXPECT_EQ(hog.status().code(), absl::StatusCode::kResourceExhausted) << hog.status();
+  EXPECT_TRUE(WorkerPool::IsMemoryExceeded(hog.status()));
+  EXPECT_THAT(std::string(hog.status().message()),
+              ::testing::MatchesRegex("the model job exceeded the worker memory limit: "
+                                      "[0-9.]+ MiB resident > 640 MiB "
+                                      "\\(--worker-memory-mb\\); the worker was killed \\(at "
+                                      "batches of 2, 1 samples\\)"));
+  EXPECT_EQ((*pool)->Stats().memory_kills, 4);
+  EXPECT_TRUE((*pool)->Run(RunJob("good", 8, 16), Limits(60), nullptr).ok());
 }
 
 TEST_F(SandboxTest, AWorkerThatCrashesIsReportedAndReplaced) {
@@ -269,7 +344,9 @@ TEST_F(SandboxTest, WorkersAreConfined) {
   auto pool = WorkerPool::Start(Options(1));
   ASSERT_TRUE(pool.ok()) << pool.status();
   PoolStats stats = (*pool)->Stats();
-  EXPECT_THAT(stats.confinement, HasSubstr("address space <= 1536 MiB"));
+  EXPECT_THAT(stats.confinement, HasSubstr("address space <= 4864 MiB"));  // the backstop
+  EXPECT_THAT(stats.memory_limit, ::testing::AnyOf(HasSubstr("resident memory <= 768 MiB"),
+                                                   HasSubstr("cgroup v2 memory.max 768 MiB")));
   EXPECT_THAT(stats.confinement, HasSubstr("no new privileges"));
   ASSERT_GT(stats.pids[0], 0);
   // Where the host allows user namespaces (this one, CI), the worker has its own network.

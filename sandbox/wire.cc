@@ -5,6 +5,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <limits>
@@ -272,7 +273,11 @@ absl::Status ReadFloats(int fd, float* out, uint64_t count, const WaitCheck& che
   return ReadExact(fd, reinterpret_cast<char*>(out), count * sizeof(float), check);
 }
 
-std::string EncodeRequestHead(const JobRequest& r, const std::vector<std::string>* unload) {
+std::string EncodeRequestHead(const JobRequest& r, const std::vector<std::string>* unload,
+                              int64_t batch_cap) {
+  auto capped = [batch_cap](int64_t batch) {
+    return batch_cap > 0 ? std::min(batch, batch_cap) : batch;
+  };
   HeadWriter w;
   w.U64(static_cast<uint64_t>(r.kind));
   w.Str(r.model_path);
@@ -282,8 +287,8 @@ std::string EncodeRequestHead(const JobRequest& r, const std::vector<std::string
   w.I64(r.feature_dim);
   w.U64(r.want_features ? 1 : 0);
   w.Ints(r.layer_dims);
-  w.I64(r.batch_size);
-  w.I64(r.test_batch);
+  w.I64(capped(r.batch_size));
+  w.I64(capped(r.test_batch));
   w.I64(r.max_model_bytes);
   w.I64(r.limits.max_classes);
   w.I64(r.limits.max_feature_dim);
@@ -330,6 +335,7 @@ std::string EncodeResponseHead(const JobResponse& r) {
   w.Ints(r.layer_dims);
   w.F64(r.millis);
   w.U64(r.cache_hit ? 1 : 0);
+  w.I64(r.batch_size);
   w.Shape(r.logits.shape);
   w.Shape(r.features.shape);
   w.U64(r.layers.size());
@@ -351,7 +357,7 @@ absl::StatusOr<JobResponse> DecodeResponseHead(std::string_view head) {
     if (!in.Str(&name)) return BadHead("response");
   }
   if (!in.Ints(&r.layer_dims) || !in.F64(&r.millis) || !in.Bool(&r.cache_hit) ||
-      !in.Shape(&r.logits.shape) || !in.Shape(&r.features.shape) || !in.U64(&layers) ||
+      !in.I64(&r.batch_size) || !in.Shape(&r.logits.shape) || !in.Shape(&r.features.shape) || !in.U64(&layers) ||
       layers > static_cast<uint64_t>(kMaxLayers)) {
     return BadHead("response");
   }
@@ -397,8 +403,8 @@ absl::StatusOr<JobResponse> ReadResponse(int fd, uint64_t max_floats, const Wait
 }
 
 absl::Status WriteRequest(int fd, const JobRequest& request, const WaitCheck& check,
-                          const std::vector<std::string>* unload) {
-  return WriteFrame(fd, EncodeRequestHead(request, unload), {&request.samples}, check);
+                          const std::vector<std::string>* unload, int64_t batch_cap) {
+  return WriteFrame(fd, EncodeRequestHead(request, unload, batch_cap), {&request.samples}, check);
 }
 
 absl::Status WriteResponse(int fd, const JobResponse& response, const WaitCheck& check) {

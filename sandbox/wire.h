@@ -67,6 +67,8 @@ struct JobResponse {
   std::vector<Tensor> layers;  // when the request asked for layers
   double millis = 0;     // time the worker spent on the job
   bool cache_hit = false;  // the model was already loaded
+  // The batch the model ran at: smaller than asked after an allocation failed (halved, retried).
+  int64_t batch_size = 0;
 };
 
 // Called while a read or write waits (every few tens of milliseconds); a non-OK status aborts the
@@ -92,8 +94,10 @@ absl::Status SendJobMarker(int fd, int attached_fd, const WaitCheck& check);
 absl::Status ReceiveJobMarker(int fd, int* attached_fd);
 
 // Heads. Decoders validate every length against the bytes available (INVALID_ARGUMENT).
+// `batch_cap` > 0 caps the batch_size and test_batch sent.
 std::string EncodeRequestHead(const JobRequest& request,
-                              const std::vector<std::string>* unload = nullptr);
+                              const std::vector<std::string>* unload = nullptr,
+                              int64_t batch_cap = 0);
 absl::StatusOr<JobRequest> DecodeRequestHead(std::string_view head);
 std::string EncodeResponseHead(const JobResponse& response);
 absl::StatusOr<JobResponse> DecodeResponseHead(std::string_view head);
@@ -101,10 +105,11 @@ absl::StatusOr<JobResponse> DecodeResponseHead(std::string_view head);
 // Reads a whole request or response (head and tensor values) from `fd`.
 absl::StatusOr<JobRequest> ReadRequest(int fd, uint64_t max_floats, const WaitCheck& check);
 absl::StatusOr<JobResponse> ReadResponse(int fd, uint64_t max_floats, const WaitCheck& check);
-// `unload`, when given, replaces request.unload (so the caller's request is sent as is, without
-// copying its samples).
+// `unload`, when given, replaces request.unload, and `batch_cap` > 0 caps its batch sizes (so the
+// caller's request is sent as is, without copying its samples).
 absl::Status WriteRequest(int fd, const JobRequest& request, const WaitCheck& check,
-                          const std::vector<std::string>* unload = nullptr);
+                          const std::vector<std::string>* unload = nullptr,
+                          int64_t batch_cap = 0);
 absl::Status WriteResponse(int fd, const JobResponse& response, const WaitCheck& check);
 
 }  // namespace modeldock::sandbox

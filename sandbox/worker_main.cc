@@ -2,15 +2,11 @@
 // it inherits as fd 3. Started only by sandbox::WorkerPool. Before it touches a model it locks
 // itself down (see ConfineProcess); the server enforces time limits and kills it when needed.
 #include <fcntl.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -26,10 +22,12 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "encoder/black_box.h"
+#include "sandbox/syscall_filter.h"
 #include "sandbox/wire.h"
 
 namespace modeldock::sandbox {
@@ -37,7 +35,8 @@ namespace {
 
 struct WorkerArgs {
   int fd = 3;
-  int64_t memory_mb = 0;  // 0 = no address-space limit
+  int64_t memory_mb = 0;         // the pool's memory limit (for messages); 0 = none
+  int64_t address_space_mb = 0;  // RLIMIT_AS, a backstop; 0 = none
   int torch_threads = 1;
   pid_t parent = 0;
   bool isolate_network = true;
@@ -54,6 +53,8 @@ bool ParseArgs(int argc, char** argv, WorkerArgs* args) {
       args->fd = static_cast<int>(v);
     } else if (arg == "--memory-mb" && value(&v)) {
       args->memory_mb = v;
+    } else if (arg == "--address-space-mb" && value(&v)) {
+      args->address_space_mb = v;
     } else if (arg == "--torch-threads" && value(&v)) {
       args->torch_threads = static_cast<int>(v);
     } else if (arg == "--parent" && value(&v)) {
@@ -84,49 +85,6 @@ void CloseInheritedFds(int keep) {
   for (int fd : fds) close(fd);  // includes the directory iterator's own fd, already closed
 }
 
-// Denies syscalls a model never needs: new sockets (no network even where namespaces are not
-// available), exec, new processes (threads stay allowed), tracing, mounts and namespaces.
-// x86_64 only; elsewhere the worker runs without this filter (logged).
-absl::Status InstallSeccompFilter() {
-#if defined(__x86_64__)
-  const int denied[] = {
-      SYS_socket, SYS_socketpair, SYS_connect, SYS_bind, SYS_listen, SYS_accept, SYS_accept4,
-      SYS_execve, SYS_execveat, SYS_fork, SYS_vfork, SYS_ptrace, SYS_process_vm_readv,
-      SYS_process_vm_writev, SYS_mount, SYS_umount2, SYS_pivot_root, SYS_chroot, SYS_unshare,
-      SYS_setns, SYS_kexec_load, SYS_init_module, SYS_finit_module, SYS_bpf,
-      SYS_perf_event_open, SYS_keyctl, SYS_add_key, SYS_request_key, SYS_userfaultfd,
-      SYS_io_uring_setup};
-  std::vector<sock_filter> program;
-  auto add = [&](sock_filter f) { program.push_back(f); };
-  add(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)));
-  add(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0));
-  add(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS));
-  add(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)));
-  add(BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 0, 1));  // x32 ABI numbers
-  add(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS));
-  for (int nr : denied) {
-    add(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(nr), 0, 1));
-    add(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM));
-  }
-  // clone3's flags live in memory the filter cannot read: ENOSYS makes glibc fall back to clone.
-  add(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone3, 0, 1));
-  add(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS));
-  // clone: threads (CLONE_THREAD) only.
-  add(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone, 0, 3));
-  add(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])));
-  add(BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_THREAD, 1, 0));
-  add(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM));
-  add(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
-  sock_fprog fprog{static_cast<unsigned short>(program.size()), program.data()};
-  if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fprog) != 0) {
-    return absl::UnavailableError(absl::StrCat("seccomp: ", strerror(errno)));
-  }
-  return absl::OkStatus();
-#else
-  return absl::UnimplementedError("seccomp filter is written for x86_64 only");
-#endif
-}
-
 // Locks the process down before any model code runs. Returns what is in force, for the log.
 std::string ConfineProcess(const WorkerArgs& args) {
   std::vector<std::string> in_force;
@@ -151,13 +109,15 @@ std::string ConfineProcess(const WorkerArgs& args) {
   const bool limit_memory = false;
   in_force.push_back("no address-space limit (sanitizer build)");
 #else
-  const bool limit_memory = args.memory_mb > 0;
+  const bool limit_memory = args.address_space_mb > 0;
 #endif
+  // Memory used is limited from outside (cgroup or the pool's polling); the address space only
+  // as a backstop, generous enough for what LibTorch and glibc reserve without using.
   if (limit_memory) {
-    rlim_t bytes = static_cast<rlim_t>(args.memory_mb) << 20;
+    rlim_t bytes = static_cast<rlim_t>(args.address_space_mb) << 20;
     rlimit as{bytes, bytes};
     if (setrlimit(RLIMIT_AS, &as) == 0) {
-      in_force.push_back(absl::StrCat("address space <= ", args.memory_mb, " MiB"));
+      in_force.push_back(absl::StrCat("address space <= ", args.address_space_mb, " MiB"));
     }
   }
   rlimit files{256, 256};
@@ -177,7 +137,7 @@ std::string ConfineProcess(const WorkerArgs& args) {
   }
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0) in_force.push_back("no new privileges");
   if (args.seccomp) {
-    absl::Status s = InstallSeccompFilter();
+    absl::Status s = InstallSyscallFilter();
     in_force.push_back(s.ok() ? "seccomp (no sockets, exec or processes)"
                               : absl::StrCat("seccomp unavailable (", s.message(), ")"));
   }
@@ -185,19 +145,25 @@ std::string ConfineProcess(const WorkerArgs& args) {
 }
 
 // Loaded models by cache key; the server says which to drop (JobRequest::unload).
+struct LoadedModel {
+  std::unique_ptr<encoder::BlackBoxModel> model;
+  int64_t load_batch = 0;  // the batch it was loaded with (its own batching)
+  int64_t batch = 0;       // the largest batch known to fit (smaller after an allocation failed)
+};
+
 class ModelCache {
  public:
-  encoder::BlackBoxModel* Find(const std::string& key) {
+  LoadedModel* Find(const std::string& key) {
     auto it = models_.find(key);
-    return it == models_.end() ? nullptr : it->second.get();
+    return it == models_.end() ? nullptr : &it->second;
   }
-  void Put(const std::string& key, std::unique_ptr<encoder::BlackBoxModel> model) {
-    models_[key] = std::move(model);
+  LoadedModel* Put(const std::string& key, LoadedModel model) {
+    return &(models_[key] = std::move(model));
   }
   void Drop(const std::string& key) { models_.erase(key); }
 
  private:
-  std::unordered_map<std::string, std::unique_ptr<encoder::BlackBoxModel>> models_;
+  std::unordered_map<std::string, LoadedModel> models_;
 };
 
 // The whole file behind a descriptor the server passed (closed afterwards).
@@ -232,6 +198,12 @@ encoder::OutputLimits ToLimits(const WireLimits& w) {
   return limits;
 }
 
+// An allocation failed inside the model (LibTorch or std::bad_alloc; encoder/black_box.cc), as
+// opposed to other RESOURCE_EXHAUSTED refusals such as a file over the size limit.
+bool IsOutOfMemory(const absl::Status& status) {
+  return absl::IsResourceExhausted(status) && absl::StrContains(status.message(), "out of memory");
+}
+
 void SetStatus(const absl::Status& status, JobResponse* response) {
   response->code = static_cast<int32_t>(status.code());
   response->message = std::string(status.message());
@@ -241,15 +213,21 @@ JobResponse Admit(const JobRequest& request, int model_fd) {
   JobResponse response;
   encoder::AdmissionOptions options;
   options.max_bytes = request.max_model_bytes;
-  options.test_batch = static_cast<int>(request.test_batch);
   options.limits = ToLimits(request.limits);
   auto bytes = ReadModelFile(model_fd);
   if (!bytes.ok()) {
     SetStatus(bytes.status(), &response);
     return response;
   }
-  auto report = encoder::CheckAdmissionOfBytes(*bytes, "the uploaded file", request.input_shape,
-                                               static_cast<int>(request.num_classes), options);
+  // An allocation that fails on the test batch is tried again at half the batch, down to one.
+  absl::StatusOr<encoder::AdmissionReport> report;
+  for (int64_t batch = std::max<int64_t>(1, request.test_batch);; batch /= 2) {
+    options.test_batch = static_cast<int>(batch);
+    response.batch_size = batch;
+    report = encoder::CheckAdmissionOfBytes(*bytes, "the uploaded file", request.input_shape,
+                                            static_cast<int>(request.num_classes), options);
+    if (report.ok() || !IsOutOfMemory(report.status()) || batch <= 1) break;
+  }
   if (!report.ok()) {
     SetStatus(report.status(), &response);
     return response;
@@ -263,50 +241,125 @@ JobResponse Admit(const JobRequest& request, int model_fd) {
   return response;
 }
 
+// Rows [start, start + count) of a [N, ...] tensor.
+Tensor SliceRows(const Tensor& samples, int64_t start, int64_t count) {
+  Tensor part;
+  part.shape = samples.shape;
+  part.shape[0] = count;
+  const int64_t row = samples.RowSize();
+  part.values.assign(samples.values.begin() + start * row,
+                     samples.values.begin() + (start + count) * row);
+  return part;
+}
+
+// Appends the rows of `part` ([b, W]) to `all` ([n, W], shapeless at first).
+absl::Status AppendRows(const Tensor& part, Tensor* all) {
+  if (part.shape.empty()) return absl::OkStatus();
+  if (all->shape.empty()) {
+    all->shape = {0, part.shape.size() > 1 ? part.shape[1] : 1};
+  } else if (part.shape.size() != 2 || part.shape[1] != all->shape[1]) {
+    return absl::FailedPreconditionError("the model's output width changed between batches");
+  }
+  all->shape[0] += part.shape[0];
+  all->values.insert(all->values.end(), part.values.begin(), part.values.end());
+  return absl::OkStatus();
+}
+
+// The model on `samples` in batches of at most `batch` rows.
+absl::StatusOr<encoder::ModelOutputs> RunInBatches(const LoadedModel& loaded, const Tensor& samples,
+                                                   bool want_features, bool want_layers,
+                                                   int64_t batch) {
+  const int64_t n = samples.Rows();
+  // Its own batching is as small: no copies.
+  if (batch >= n || batch >= loaded.load_batch) {
+    return loaded.model->Run(samples, want_features, want_layers);
+  }
+  encoder::ModelOutputs all;
+  for (int64_t start = 0; start < n; start += batch) {
+    auto part = loaded.model->Run(SliceRows(samples, start, std::min(batch, n - start)),
+                                  want_features, want_layers);
+    if (!part.ok()) return part.status();
+    absl::Status s = AppendRows(part->logits, &all.logits);
+    if (s.ok()) s = AppendRows(part->features, &all.features);
+    if (all.layers.empty()) all.layers.resize(part->layers.size());
+    if (s.ok() && part->layers.size() != all.layers.size()) {
+      s = absl::FailedPreconditionError("embed_layers changed its number of layers");
+    }
+    for (size_t l = 0; s.ok() && l < part->layers.size(); ++l) {
+      s = AppendRows(part->layers[l], &all.layers[l]);
+    }
+    if (!s.ok()) return s;
+  }
+  return all;
+}
+
+// RunInBatches, again at half the batch after an allocation failed, down to one row; *batch
+// ends as the batch that ran (or failed last).
+absl::StatusOr<encoder::ModelOutputs> RunHalving(const LoadedModel& loaded, const Tensor& samples,
+                                                 bool want_features, bool want_layers,
+                                                 int64_t* batch) {
+  *batch = std::max<int64_t>(1, std::min(*batch, samples.Rows()));
+  while (true) {
+    auto outputs = RunInBatches(loaded, samples, want_features, want_layers, *batch);
+    if (outputs.ok() || !IsOutOfMemory(outputs.status()) || *batch <= 1) {
+      return outputs;
+    }
+    *batch /= 2;
+  }
+}
+
+// The cached model, or the one loaded from the file the server passed (cached under its key).
+absl::StatusOr<LoadedModel*> FindOrLoad(const JobRequest& request, int model_fd,
+                                        ModelCache& cache, LoadedModel* uncached) {
+  LoadedModel* loaded = request.model_key.empty() ? nullptr : cache.Find(request.model_key);
+  if (loaded != nullptr) {
+    if (model_fd >= 0) close(model_fd);
+    return loaded;
+  }
+  auto bytes = ReadModelFile(model_fd);
+  if (!bytes.ok()) return bytes.status();
+  encoder::TorchScriptOptions options;
+  options.input_shape = request.input_shape;
+  options.batch_size = static_cast<int>(std::max<int64_t>(1, request.batch_size));
+  options.limits = ToLimits(request.limits);
+  auto model = encoder::LoadTorchScriptModelFromBytes(*bytes, "the model file", options);
+  if (!model.ok()) return model.status();
+  LoadedModel fresh{std::move(*model), options.batch_size, options.batch_size};
+  if (request.model_key.empty()) {
+    *uncached = std::move(fresh);
+    return uncached;
+  }
+  return cache.Put(request.model_key, std::move(fresh));
+}
+
 JobResponse Run(const JobRequest& request, int model_fd, ModelCache& cache) {
   JobResponse response;
   const auto start = std::chrono::steady_clock::now();
-  encoder::BlackBoxModel* model = request.model_key.empty() ? nullptr : cache.Find(request.model_key);
-  std::unique_ptr<encoder::BlackBoxModel> uncached;
-  response.cache_hit = model != nullptr;
-  if (model != nullptr) {
-    if (model_fd >= 0) close(model_fd);
-  } else {
-    auto bytes = ReadModelFile(model_fd);
-    if (!bytes.ok()) {
-      SetStatus(bytes.status(), &response);
-      return response;
-    }
-    encoder::TorchScriptOptions options;
-    options.input_shape = request.input_shape;
-    options.batch_size = static_cast<int>(request.batch_size);
-    options.limits = ToLimits(request.limits);
-    auto loaded = encoder::LoadTorchScriptModelFromBytes(*bytes, "the model file", options);
-    if (!loaded.ok()) {
-      SetStatus(loaded.status(), &response);
-      return response;
-    }
-    model = loaded->get();
-    if (request.model_key.empty()) {
-      uncached = std::move(*loaded);
-    } else {
-      cache.Put(request.model_key, std::move(*loaded));
-    }
+  response.cache_hit = !request.model_key.empty() && cache.Find(request.model_key) != nullptr;
+  LoadedModel uncached;
+  auto loaded = FindOrLoad(request, model_fd, cache, &uncached);
+  if (!loaded.ok()) {
+    SetStatus(loaded.status(), &response);
+    return response;
   }
+  LoadedModel& model = **loaded;
   const bool want_layers = !request.layer_dims.empty();
-  if (want_layers && !model->has_layers()) {
+  if (want_layers && !model.model->has_layers()) {
     SetStatus(absl::FailedPreconditionError("the model no longer exports embed_layers"), &response);
     return response;
   }
-  auto outputs = model->Run(request.samples, request.want_features, want_layers);
+  int64_t batch = std::min(std::max<int64_t>(1, request.batch_size), model.batch);
+  auto outputs = RunHalving(model, request.samples, request.want_features, want_layers, &batch);
+  response.batch_size = batch;
   if (!outputs.ok()) {
     SetStatus(outputs.status(), &response);
     return response;
   }
+  model.batch = std::min(model.batch, batch);  // the next job starts at what fitted
   absl::Status s = encoder::CheckOutputs(
       *outputs, request.samples.Rows(), request.num_classes,
-      request.want_features && model->has_embed() ? request.feature_dim : 0, request.layer_dims,
-      ToLimits(request.limits));
+      request.want_features && model.model->has_embed() ? request.feature_dim : 0,
+      request.layer_dims, ToLimits(request.limits));
   if (!s.ok()) {
     SetStatus(s, &response);
     return response;
@@ -317,6 +370,25 @@ JobResponse Run(const JobRequest& request, int model_fd, ModelCache& cache) {
   response.millis =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   return response;
+}
+
+// " (at a batch of 1 sample; worker address space capped at 6144 MiB, the backstop of the worker
+// memory limit 1536 MiB (--worker-memory-mb))": which limits an allocation failure ran into.
+std::string DescribeMemoryLimits(const WorkerArgs& args, int64_t batch) {
+  std::string what = " (";
+  if (batch > 0) absl::StrAppend(&what, "at a batch of ", batch, batch == 1 ? " sample; " : " samples; ");
+  // The pool's limit on memory used kills the worker from outside: an allocation that fails
+  // inside hit the address-space backstop, or the host ran out.
+  if (args.address_space_mb > 0) {
+    absl::StrAppend(&what, "worker address space capped at ", args.address_space_mb,
+                    " MiB, the backstop of");
+  } else {
+    absl::StrAppend(&what, "the host is out of memory; under");
+  }
+  absl::StrAppend(&what, args.memory_mb > 0 ? absl::StrCat(" the worker memory limit ", args.memory_mb,
+                                                          " MiB (--worker-memory-mb))")
+                                            : " no worker memory limit)");
+  return what;
 }
 
 int Serve(const WorkerArgs& args) {
@@ -338,13 +410,15 @@ int Serve(const WorkerArgs& args) {
       response = request->kind == JobKind::kAdmit ? Admit(*request, model_fd)
                                                   : Run(*request, model_fd, cache);
     } catch (const std::bad_alloc&) {
-      SetStatus(absl::ResourceExhaustedError("out of memory"), &response);
+      SetStatus(absl::ResourceExhaustedError("the job ran out of memory"), &response);
     } catch (const std::exception& e) {
       SetStatus(absl::InternalError(absl::StrCat("worker error: ", e.what())), &response);
     }
-    if (response.code == static_cast<int32_t>(absl::StatusCode::kResourceExhausted) &&
-        args.memory_mb > 0) {
-      response.message += absl::StrCat(" (worker memory limit ", args.memory_mb, " MiB)");
+    if (IsOutOfMemory(absl::Status(static_cast<absl::StatusCode>(response.code),
+                                   response.message))) {
+      // Which limit: the address-space backstop, else the host's memory (the pool's own limit
+      // on memory used kills the worker from outside instead).
+      response.message += DescribeMemoryLimits(args, response.batch_size);
     }
     if (!WriteResponse(args.fd, response, nullptr).ok()) return 0;
   }
@@ -358,16 +432,23 @@ int main(int argc, char** argv) {
   WorkerArgs args;
   if (!ParseArgs(argc, argv, &args)) {
     fprintf(stderr,
-            "usage: modeldock-worker [--fd N] [--memory-mb MB] [--torch-threads N] [--parent PID]"
+            "usage: modeldock-worker [--fd N] [--memory-mb MB] [--address-space-mb MB]"
+            " [--torch-threads N] [--parent PID] [--root DIR]"
             " [--no-network-isolation] [--no-seccomp]\n"
             "Started by modeldock-server; runs uploaded models in a confined process.\n");
     return 64;
   }
   signal(SIGPIPE, SIG_IGN);
-  const std::string confinement = ConfineProcess(args);
-  // Hello: tells the pool the worker is up and what confines it.
-  JobResponse hello;
-  hello.message = confinement;
-  if (!WriteResponse(args.fd, hello, nullptr).ok()) return 0;
-  return Serve(args);
+  try {
+    const std::string confinement = ConfineProcess(args);
+    // Hello: tells the pool the worker is up and what confines it.
+    JobResponse hello;
+    hello.message = confinement;
+    if (!WriteResponse(args.fd, hello, nullptr).ok()) return 0;
+    return Serve(args);
+  } catch (const std::exception& e) {
+    // Jobs catch their own; this is the worker's own code failing (the pool reports the exit).
+    fprintf(stderr, "modeldock-worker: %s\n", e.what());
+    return 70;
+  }
 }

@@ -18,6 +18,7 @@
 
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "spdlog/spdlog.h"
 
 extern char** environ;
@@ -58,6 +59,7 @@ std::string DescribeExit(int status) {
 std::string Millis(absl::Duration d) { return absl::FormatDuration(d); }
 
 constexpr char kOverloadedPayload[] = "modeldock.sandbox/overloaded";
+constexpr char kMemoryPayload[] = "modeldock.sandbox/memory";
 
 }  // namespace
 
@@ -94,16 +96,47 @@ absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Start(const PoolOptions&
     chmod(root.c_str(), 0555);
     pool->root_dir_ = root;
   }
+  // Memory actually used: a cgroup per worker where the host delegates one, else polling.
+  if (options.memory_limit_bytes > 0) {
+    const std::string limit = FormatMiB(options.memory_limit_bytes);
+    std::string why_not = "not asked for";
+    if (options.use_cgroup) {
+      auto cgroups = WorkerCgroups::Detect();
+      if (cgroups.ok()) {
+        pool->cgroups_ = std::move(*cgroups);
+      } else {
+        why_not = std::string(cgroups.status().message());
+      }
+    }
+    pool->memory_limit_ =
+        pool->cgroups_ != nullptr
+            ? absl::StrCat("cgroup v2 memory.max ", limit, " per worker under ",
+                           pool->cgroups_->parent())
+            : absl::StrCat("resident memory <= ", limit, " per worker, polled every 25 ms (no ",
+                           "cgroup: ", why_not, ")");
+  } else {
+    pool->memory_limit_ = "no memory limit";
+  }
+  const int64_t backstop = pool->AddressSpaceLimit();
+  if (backstop > 0) {
+    absl::StrAppend(&pool->memory_limit_, "; address space <= ", FormatMiB(backstop),
+                    " as a backstop");
+  }
   // All workers now: a broken binary or host fails at start-up, and the first recommendation
   // does not pay for starting LibTorch in a new process (~0.3 s each).
   for (Slot& slot : pool->slots_) {
     if (absl::Status s = pool->Spawn(slot); !s.ok()) return s;
   }
-  spdlog::info("model workers: {} x modeldock-worker ({} torch thread(s), memory limit {} MiB); "
+  spdlog::info("model workers: {} x modeldock-worker ({} torch thread(s)); memory: {}; "
                "confinement: {}",
-               options.workers, options.torch_threads, options.memory_limit_bytes >> 20,
-               pool->confinement_);
+               options.workers, options.torch_threads, pool->memory_limit_, pool->confinement_);
   return pool;
+}
+
+int64_t WorkerPool::AddressSpaceLimit() const {
+  if (options_.address_space_limit_bytes < 0) return 0;
+  if (options_.address_space_limit_bytes > 0) return options_.address_space_limit_bytes;
+  return AddressSpaceBackstop(options_.memory_limit_bytes);
 }
 
 WorkerPool::~WorkerPool() {
@@ -132,6 +165,7 @@ absl::Status WorkerPool::Spawn(Slot& slot) {
   std::vector<std::string> args = {options_.worker_binary,
                                    "--fd", "3",
                                    "--memory-mb", absl::StrCat(options_.memory_limit_bytes >> 20),
+                                   "--address-space-mb", absl::StrCat(AddressSpaceLimit() >> 20),
                                    "--torch-threads", absl::StrCat(options_.torch_threads),
                                    "--parent", absl::StrCat(getpid())};
   if (!options_.isolate_network) args.push_back("--no-network-isolation");
@@ -186,6 +220,18 @@ absl::Status WorkerPool::Spawn(Slot& slot) {
     if (absl::Now() > deadline) return absl::DeadlineExceededError("no hello within 60 s");
     return absl::OkStatus();
   });
+  std::string cgroup;
+  if (hello.ok() && cgroups_ != nullptr) {
+    // Moved in once it is up: what it allocated before (LibTorch's start) stays charged where
+    // it was, which the limit can spare.
+    auto added = cgroups_->Add(pid, options_.memory_limit_bytes);
+    if (added.ok()) {
+      cgroup = *added;
+    } else {
+      spdlog::warn("model worker {}: no cgroup ({}); its resident memory is polled instead", pid,
+                   std::string(added.status().message()));
+    }
+  }
   if (!hello.ok()) {
     kill(pid, SIGKILL);
     int status = 0;
@@ -198,6 +244,7 @@ absl::Status WorkerPool::Spawn(Slot& slot) {
   std::lock_guard<std::mutex> lock(mutex_);
   slot.pid = pid;
   slot.fd = fds[0];
+  slot.cgroup = std::move(cgroup);
   confinement_ = hello->message;
   return absl::OkStatus();
 }
@@ -208,6 +255,8 @@ void WorkerPool::Kill(Slot& slot) {
     int status = 0;
     waitpid(slot.pid, &status, 0);
   }
+  WorkerCgroups::Remove(slot.cgroup);
+  slot.cgroup.clear();
   if (slot.fd >= 0) close(slot.fd);
   slot.pid = -1;
   slot.fd = -1;
@@ -287,13 +336,27 @@ void WorkerPool::NoteLoaded(Slot& slot, const std::string& key, int64_t cost) {
   }
 }
 
+absl::Status WorkerPool::MemoryExceeded(int64_t used, const std::string& cgroup) const {
+  const std::string limit = FormatMiB(options_.memory_limit_bytes);
+  absl::Status status = absl::ResourceExhaustedError(
+      cgroup.empty()
+          ? absl::StrCat("the model job exceeded the worker memory limit: ", FormatMiB(used),
+                         " resident > ", limit, " (--worker-memory-mb); the worker was killed")
+          : absl::StrCat("the model job exceeded the worker memory limit: cgroup memory.max ",
+                         limit, " (--worker-memory-mb); the kernel killed the worker"));
+  status.SetPayload(kMemoryPayload, absl::Cord("1"));
+  return status;
+}
+
 absl::StatusOr<JobResponse> WorkerPool::Execute(int index, const JobRequest& request,
                                                 const JobLimits& limits,
                                                 const CancelCheck& cancelled,
-                                                uint64_t max_floats) {
+                                                uint64_t max_floats, int64_t batch_cap,
+                                                absl::Time job_start) {
   Slot& slot = slots_[index];  // ours while busy; its fields change only under mutex_
   pid_t pid;
   int fd;
+  std::string cgroup;
   std::vector<std::string> unload;  // sent with this job
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -318,6 +381,7 @@ absl::StatusOr<JobResponse> WorkerPool::Execute(int index, const JobRequest& req
     std::lock_guard<std::mutex> lock(mutex_);
     pid = slot.pid;
     fd = slot.fd;
+    cgroup = slot.cgroup;
     unload = std::move(slot.unload);
     slot.unload.clear();
     ++jobs_;
@@ -325,16 +389,21 @@ absl::StatusOr<JobResponse> WorkerPool::Execute(int index, const JobRequest& req
   const absl::Time start = absl::Now();
   const double cpu_start = ProcessCpuSeconds(pid);
   const double cpu_limit = absl::ToDoubleSeconds(limits.cpu);
+  // Without a cgroup the pool is the memory limit: the worker's resident memory, every check.
+  const int64_t memory_limit = cgroup.empty() ? options_.memory_limit_bytes : 0;
   absl::Status aborted;
   absl::Time next_cpu_check = start;
   WaitCheck check = [&]() -> absl::Status {
     const absl::Time now = absl::Now();
     if (cancelled && cancelled()) {
       aborted = absl::CancelledError("the request was cancelled; its model job was stopped");
-    } else if (now - start > limits.wall) {
+    } else if (now - job_start > limits.wall) {
       aborted = absl::DeadlineExceededError(absl::StrCat(
           "the model job exceeded its wall-time limit of ", Millis(limits.wall),
           "; the worker was killed"));
+    } else if (int64_t resident = memory_limit > 0 ? ResidentBytes(pid) : 0;
+               resident > memory_limit) {
+      aborted = MemoryExceeded(resident, "");
     } else if (now >= next_cpu_check) {
       next_cpu_check = now + absl::Milliseconds(100);
       double used = ProcessCpuSeconds(pid) - cpu_start;
@@ -363,7 +432,7 @@ absl::StatusOr<JobResponse> WorkerPool::Execute(int index, const JobRequest& req
   }
   sent = SendJobMarker(fd, model_fd, check);
   if (model_fd >= 0) close(model_fd);
-  if (sent.ok()) sent = WriteRequest(fd, request, check, &unload);
+  if (sent.ok()) sent = WriteRequest(fd, request, check, &unload, batch_cap);
   absl::StatusOr<JobResponse> response =
       sent.ok() ? ReadResponse(fd, max_floats, check) : absl::StatusOr<JobResponse>(sent);
   if (!response.ok()) {
@@ -372,25 +441,7 @@ absl::StatusOr<JobResponse> WorkerPool::Execute(int index, const JobRequest& req
       Release(index, false);
       return aborted;
     }
-    if (absl::IsUnavailable(response.status())) {
-      // The worker died under the job: say how.
-      int status = 0;
-      std::string how = "lost";
-      const bool reaped = waitpid(pid, &status, 0) == pid;
-      if (reaped) how = DescribeExit(status);
-      bool stopping;
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        stopping = stopping_;
-        if (reaped) slot.pid = -1;  // Release must not kill a recycled pid
-        ++restarts_;
-      }
-      Release(index, false);
-      if (stopping) return absl::UnavailableError("the server is shutting down");
-      spdlog::warn("model worker {} died during a job: {}", pid, how);
-      // ABORTED: the job may be retried once (a crash can be the host's, not the model's).
-      return absl::AbortedError(absl::StrCat("the worker running the model died: ", how));
-    }
+    if (absl::IsUnavailable(response.status())) return WorkerDied(index, pid, cgroup);
     Release(index, false);
     return absl::InternalError(
         absl::StrCat("model worker protocol error: ", response.status().message()));
@@ -407,12 +458,103 @@ absl::StatusOr<JobResponse> WorkerPool::Execute(int index, const JobRequest& req
   return response;
 }
 
+absl::Status WorkerPool::WorkerDied(int index, pid_t pid, const std::string& cgroup) {
+  Slot& slot = slots_[index];
+  int status = 0;
+  std::string how = "lost";
+  const bool reaped = waitpid(pid, &status, 0) == pid;
+  if (reaped) how = DescribeExit(status);
+  // The kernel's OOM killer within the worker's cgroup: the memory limit, not a crash.
+  const bool out_of_memory = !cgroup.empty() && WorkerCgroups::OomKilled(cgroup);
+  bool stopping;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping = stopping_;
+    if (reaped) slot.pid = -1;  // Release must not kill a recycled pid
+    ++restarts_;
+  }
+  Release(index, false);
+  if (stopping) return absl::UnavailableError("the server is shutting down");
+  if (out_of_memory) {
+    absl::Status exceeded = MemoryExceeded(options_.memory_limit_bytes, cgroup);
+    spdlog::warn("model worker {} killed: {}", pid, std::string(exceeded.message()));
+    return exceeded;
+  }
+  spdlog::warn("model worker {} died during a job: {}", pid, how);
+  // ABORTED: the job may be retried once (a crash can be the host's, not the model's).
+  return absl::AbortedError(absl::StrCat("the worker running the model died: ", how));
+}
+
+absl::StatusOr<JobResponse> WorkerPool::ExecuteHalving(const JobRequest& request,
+                                                       const JobLimits& limits,
+                                                       const CancelCheck& cancelled,
+                                                       uint64_t max_floats) {
+  const bool run = request.kind == JobKind::kRun;
+  int64_t batch = std::max<int64_t>(1, run ? request.batch_size : request.test_batch);
+  if (run) {
+    batch = std::min(batch, std::max<int64_t>(1, request.samples.Rows()));
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto fitted = fitted_batch_.find(request.model_key);
+    if (!request.model_key.empty() && fitted != fitted_batch_.end()) {
+      batch = std::min(batch, fitted->second);
+    }
+  }
+  const int64_t asked = batch;
+  const absl::Time start = absl::Now();
+  std::vector<int64_t> tried;
+  absl::Status killed;  // the last kill for memory
+  // The memory limit named with the batches tried (and kept recognisable).
+  auto exceeded = [&](const absl::Status& kill, const std::string& more) {
+    absl::Status failed(kill.code(), absl::StrCat(kill.message(), " (at batches of ",
+                                                  absl::StrJoin(tried, ", "), " samples", more,
+                                                  ")"));
+    failed.SetPayload(kMemoryPayload, absl::Cord("1"));
+    return failed;
+  };
+  while (true) {
+    auto slot = Acquire(run ? request.model_key : "", cancelled);
+    if (!slot.ok()) return slot.status();
+    tried.push_back(batch);
+    // The retries share the job's wall time: it counts from `start`.
+    auto response = Execute(*slot, request, limits, cancelled, max_floats, batch, start);
+    if (!killed.ok() && absl::IsDeadlineExceeded(response.status())) {
+      return exceeded(killed, "; the wall-time limit ended the retries");
+    }
+    if (response.ok() || !IsMemoryExceeded(response.status())) {
+      // A smaller batch fitted (here or in the worker): the model's next jobs start there.
+      if (run && !request.model_key.empty() && response.ok() && response->code == 0) {
+        const int64_t ran_at = response->batch_size > 0 ? response->batch_size : batch;
+        if (ran_at < asked) {
+          std::lock_guard<std::mutex> lock(mutex_);
+          fitted_batch_[request.model_key] = ran_at;
+        }
+      }
+      return response;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      ++memory_kills_;
+    }
+    killed = response.status();
+    if (batch <= 1) return exceeded(killed, "");
+    if (absl::Now() - start >= limits.wall) {
+      return exceeded(killed, "; the wall-time limit ended the retries");
+    }
+    batch /= 2;
+    spdlog::warn("{}: {}; retrying at a batch of {} on a fresh worker",
+                 request.model_key.empty() ? request.model_path : request.model_key,
+                 std::string(killed.message()), batch);
+  }
+}
+
+bool WorkerPool::IsMemoryExceeded(const absl::Status& status) {
+  return status.GetPayload(kMemoryPayload).has_value();
+}
+
 absl::StatusOr<AdmitResult> WorkerPool::Admit(const JobRequest& request, const JobLimits& limits,
                                               const CancelCheck& cancelled) {
   if (request.kind != JobKind::kAdmit) return absl::InvalidArgumentError("not an admission job");
-  auto slot = Acquire("", cancelled);
-  if (!slot.ok()) return slot.status();
-  auto response = Execute(*slot, request, limits, cancelled, 0);
+  auto response = ExecuteHalving(request, limits, cancelled, 0);
   if (!response.ok()) return response.status();
   if (response->code != 0) {
     return absl::Status(static_cast<absl::StatusCode>(response->code), response->message);
@@ -430,13 +572,11 @@ absl::StatusOr<AdmitResult> WorkerPool::Admit(const JobRequest& request, const J
 absl::StatusOr<RunResult> WorkerPool::Run(const JobRequest& request, const JobLimits& limits,
                                           const CancelCheck& cancelled) {
   if (request.kind != JobKind::kRun) return absl::InvalidArgumentError("not a run job");
-  auto slot = Acquire(request.model_key, cancelled);
-  if (!slot.ok()) return slot.status();
   const uint64_t rows = static_cast<uint64_t>(request.samples.Rows());
   uint64_t width = static_cast<uint64_t>(request.num_classes) +
                    (request.want_features ? static_cast<uint64_t>(request.feature_dim) : 0);
   for (int64_t d : request.layer_dims) width += static_cast<uint64_t>(d);
-  auto response = Execute(*slot, request, limits, cancelled, rows * width);
+  auto response = ExecuteHalving(request, limits, cancelled, rows * width);
   if (!response.ok()) return response.status();
   if (response->code != 0) {
     return absl::Status(static_cast<absl::StatusCode>(response->code), response->message);
@@ -458,11 +598,13 @@ absl::StatusOr<RunResult> WorkerPool::Run(const JobRequest& request, const JobLi
   result.layers = std::move(response->layers);
   result.millis = response->millis;
   result.cache_hit = response->cache_hit;
+  result.batch_size = response->batch_size;
   return result;
 }
 
 void WorkerPool::Forget(const std::string& model_key) {
   std::lock_guard<std::mutex> lock(mutex_);
+  fitted_batch_.erase(model_key);
   for (Slot& s : slots_) {
     auto it = std::find_if(s.loaded.begin(), s.loaded.end(),
                            [&](const auto& entry) { return entry.first == model_key; });
@@ -482,6 +624,8 @@ PoolStats WorkerPool::Stats() {
   stats.restarts = restarts_;
   stats.waiting = waiting_;
   stats.confinement = confinement_;
+  stats.memory_limit = memory_limit_;
+  stats.memory_kills = memory_kills_;
   return stats;
 }
 

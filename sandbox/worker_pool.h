@@ -2,9 +2,11 @@
 // checks, probing, stage-2 runs), so that none runs in the server process.
 //
 // Limits per job, enforced from outside the worker: wall time and CPU time (the pool watches the
-// worker and SIGKILLs it), memory (the worker's own RLIMIT_AS, set before any model loads: an
-// allocation past it fails inside the model and the worker is replaced). Hot models stay loaded
-// in the worker that ran them, and jobs for a model go to that worker when it is free.
+// worker and SIGKILLs it), memory actually used (a cgroup v2 memory.max per worker where the host
+// delegates one, else the worker's resident memory polled with the other limits; see
+// memory_limit.h). A job killed for memory is run again on a fresh worker at half the batch, down
+// to one sample; the batch that fitted is remembered per model. Hot models stay loaded in the
+// worker that ran them, and jobs for a model go to that worker when it is free.
 #ifndef MODELDOCK_SANDBOX_WORKER_POOL_H_
 #define MODELDOCK_SANDBOX_WORKER_POOL_H_
 
@@ -17,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -24,6 +27,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/tensor.h"
+#include "sandbox/memory_limit.h"
 #include "sandbox/wire.h"
 
 namespace modeldock::sandbox {
@@ -36,7 +40,14 @@ struct PoolOptions {
   std::string worker_binary;  // path of modeldock-worker
   int workers = 2;
   int torch_threads = 1;                  // LibTorch threads inside each worker
-  int64_t memory_limit_bytes = 4ll << 30;  // address space of each worker (0 = none)
+  // Memory each worker may use: resident (anonymous + shared) memory, or the cgroup's memory.max
+  // where one is available. 0 = none.
+  int64_t memory_limit_bytes = 4ll << 30;
+  // Address-space cap (RLIMIT_AS) kept as a backstop against one huge allocation between two
+  // polls; 0 = AddressSpaceBackstop(memory_limit_bytes), -1 = none.
+  int64_t address_space_limit_bytes = 0;
+  // Limit memory by cgroup v2 where this process's cgroup allows it (else resident memory).
+  bool use_cgroup = true;
   // Loaded models kept per worker, by an estimate of their memory (twice the file size).
   int64_t model_cache_bytes = 1ll << 30;
   // Jobs allowed to wait for a free worker; past this, RESOURCE_EXHAUSTED with a retry hint.
@@ -68,6 +79,7 @@ struct RunResult {
   std::vector<Tensor> layers;  // embed_layers' outputs when request.layer_dims was set
   double millis = 0;
   bool cache_hit = false;
+  int64_t batch_size = 0;  // the batch the model ran at (smaller than asked after running out)
 };
 
 struct PoolStats {
@@ -77,6 +89,8 @@ struct PoolStats {
   int64_t restarts = 0;     // workers killed or lost and replaced
   int waiting = 0;
   std::string confinement;  // what the last started worker reported
+  std::string memory_limit;  // how memory is limited ("resident memory <= 4.00 GiB, ...")
+  int64_t memory_kills = 0;  // jobs killed for memory (each retried at half the batch)
 };
 
 class WorkerPool {
@@ -100,6 +114,8 @@ class WorkerPool {
   // The pool refused a job because too many were waiting (retry later), as opposed to a job
   // that failed on its own.
   static bool IsOverloaded(const absl::Status& status);
+  // The worker was killed for going past the memory limit (after the retries at smaller batches).
+  static bool IsMemoryExceeded(const absl::Status& status);
   PoolStats Stats();
   // Kills every worker; jobs waiting or running end with UNAVAILABLE.
   void Shutdown();
@@ -111,6 +127,7 @@ class WorkerPool {
     bool busy = false;
     std::list<std::pair<std::string, int64_t>> loaded;  // (key, cost), most recent first
     std::vector<std::string> unload;                    // sent with the next job
+    std::string cgroup;  // its cgroup (memory.max); empty = resident memory is polled
   };
 
   explicit WorkerPool(const PoolOptions& options);
@@ -120,7 +137,17 @@ class WorkerPool {
   void Kill(Slot& slot);
   absl::StatusOr<JobResponse> Execute(int slot, const JobRequest& request,
                                       const JobLimits& limits, const CancelCheck& cancelled,
-                                      uint64_t max_floats);
+                                      uint64_t max_floats, int64_t batch_cap,
+                                      absl::Time job_start);
+  // Execute on a free worker, again at half the batch (down to 1) while the worker is killed for
+  // memory, within the job's wall-time limit.
+  absl::StatusOr<JobResponse> ExecuteHalving(const JobRequest& request, const JobLimits& limits,
+                                             const CancelCheck& cancelled, uint64_t max_floats);
+  // RESOURCE_EXHAUSTED naming the limit, with a payload that IsMemoryExceeded recognises.
+  absl::Status MemoryExceeded(int64_t used, const std::string& cgroup) const;
+  // The worker died under a job: reaped, its slot freed, and the cause named.
+  absl::Status WorkerDied(int index, pid_t pid, const std::string& cgroup);
+  int64_t AddressSpaceLimit() const;  // the backstop passed to workers; 0 = none
   void NoteLoaded(Slot& slot, const std::string& key, int64_t cost);
 
   PoolOptions options_;
@@ -133,6 +160,11 @@ class WorkerPool {
   bool stopping_ = false;
   std::string confinement_;
   std::string root_dir_;  // empty directory the workers chroot into
+  std::unique_ptr<WorkerCgroups> cgroups_;  // null: resident memory is polled
+  std::string memory_limit_;  // PoolStats::memory_limit
+  int64_t memory_kills_ = 0;
+  // Batch that fitted a model after a memory kill or an allocation failure, by model key.
+  std::unordered_map<std::string, int64_t> fitted_batch_;
 };
 
 }  // namespace modeldock::sandbox

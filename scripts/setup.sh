@@ -9,6 +9,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libspdlog-dev libfmt-dev libabsl-dev libsqlite3-dev libpq-dev libssl-dev
   libcli11-dev nlohmann-json3-dev libstb-dev openssl
+  libseccomp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # PostgreSQL 15's server binaries for the tests (scripts/postgres_test_server.sh); the
   # server itself links libpq only.

@@ -192,7 +192,7 @@ void UseOneOpenMpThreadPerCall(char** argv) {
   execv("/proc/self/exe", argv);  // returns only on failure: then run with the defaults
 }
 
-int main(int argc, char** argv) {
+static int ServerMain(int argc, char** argv) {
   UseOneOpenMpThreadPerCall(argv);
   ServerConfig flags;
   std::string config_path;
@@ -303,8 +303,12 @@ int main(int argc, char** argv) {
   auto* worker_threads = app.add_option("--worker-threads", flags.worker_threads,
                                         "LibTorch threads in each worker")
                              ->default_str("1")->group(box);
-  auto* worker_memory = app.add_option("--worker-memory-mb", flags.worker_memory_mb,
-                                       "Address-space limit of each worker (MiB; 0 = none)")
+  auto* worker_memory = app.add_option(
+                            "--worker-memory-mb", flags.worker_memory_mb,
+                            "Memory each worker may use (MiB; 0 = none): cgroup v2 memory.max where "
+                            "the server's cgroup allows it, else resident memory polled and the "
+                            "worker killed past it (the job is retried at half the batch); address "
+                            "space capped at 4x, at least +4 GiB, as a backstop")
                             ->default_str("4096")->group(box);
   auto* admission_timeout = app.add_option("--admission-timeout-s", flags.admission_timeout_s,
                                            "Wall-time limit of a model's admission checks")
@@ -650,4 +654,15 @@ int main(int argc, char** argv) {
   (*dock)->Shutdown();
   spdlog::info("stopped");
   return 0;
+}
+
+// Whatever escapes ServerMain (a flag value, a file, a library) ends as a message and exit
+// status 3, never as an abort.
+int main(int argc, char** argv) {
+  try {
+    return ServerMain(argc, argv);
+  } catch (const std::exception& e) {
+    spdlog::critical("modeldock-server stopped by an internal error: {}", e.what());
+    return 3;
+  }
 }

@@ -427,6 +427,28 @@ TEST_F(CliE2eTest, ErrorsExitNonZeroWithTheStatusCodeName) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
+// Issue 22: a comma list longer than a file name may be (255 bytes) made the CLI abort with an
+// uncaught filesystem_error ("File name too long") while it asked whether the list was a path.
+TEST_F(CliE2eTest, AHundredLabelListIsALabelListNotAnAbort) {
+  std::string labels;
+  for (int i = 0; i < 100; ++i) labels += (i == 0 ? "" : ",") + std::string("class-") + std::to_string(i);
+  ASSERT_GT(labels.size(), 255u);
+  // The tops model has 4 classes: the server refuses 100 labels, and says so.
+  ProcessResult r = Cli({"register", AssetPath(std::string(kTops) + ".pt"), "--name", "many",
+                         "--input-shape", "1,28,28", "--labels", labels});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("100 labels"));
+  EXPECT_THAT(r.err, Not(HasSubstr("terminate")));
+  // The same list as a model file path, or after '@': a usage error naming it.
+  r = Cli({"register", labels, "--name", "many", "--input-shape", "1,28,28", "--labels", "a,b"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("cannot read model file class-0,class-1,"));
+  r = Cli({"register", AssetPath(std::string(kTops) + ".pt"), "--name", "many", "--input-shape",
+           "1,28,28", "--labels", "@" + labels});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("cannot read labels file class-0,class-1,"));
+}
+
 TEST_F(CliE2eTest, UsageErrorsExitTwo) {
   ProcessResult r = Cli({"list", "--bogus"});
   EXPECT_EQ(r.exit_code, 2);
