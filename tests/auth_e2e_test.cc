@@ -100,6 +100,7 @@ class AuthTest : public ::testing::Test {
     update.set_description("by " + who);
     codes["UpdateModel"] = c.Update(update).status().code();
     codes["ListAuditLog"] = c.AuditLog(10).status().code();
+    codes["Scrub"] = c.Scrub(/*wait=*/false).status().code();
     return codes;
   }
 
@@ -119,20 +120,21 @@ TEST_F(AuthTest, EveryRoleGetsExactlyItsCalls) {
                  {"ListApiKeys", ok}, {"CreateApiKey", ok},
                  {"RevokeApiKey", C::kNotFound}, {"ReportOutcome", ok}, {"ListRecords", ok},
                  {"TrainAlignment", ok}, {"ListAlignments", ok}, {"UseAlignment", ok},
-                 {"UpdateModel", ok}, {"ListAuditLog", ok}}},
+                 {"UpdateModel", ok}, {"ListAuditLog", ok}, {"Scrub", ok}}},
       {"provider", {{"GetModel", ok}, {"ListModels", ok}, {"WatchModel", ok}, {"Recommend", ok},
                     {"RegisterModel", ok}, {"RegisterRemoteModel", C::kUnavailable},
                     {"ListApiKeys", denied}, {"CreateApiKey", denied},
                     {"RevokeApiKey", denied}, {"ReportOutcome", ok}, {"ListRecords", ok},
                     {"TrainAlignment", denied}, {"ListAlignments", ok},
-                    {"UseAlignment", denied}, {"UpdateModel", ok}, {"ListAuditLog", denied}}},
+                    {"UseAlignment", denied}, {"UpdateModel", ok}, {"ListAuditLog", denied},
+                    {"Scrub", denied}}},
       {"consumer", {{"GetModel", ok}, {"ListModels", ok}, {"WatchModel", ok}, {"Recommend", ok},
                     {"RegisterModel", denied}, {"RegisterRemoteModel", denied},
                     {"ListApiKeys", denied},
                     {"CreateApiKey", denied}, {"RevokeApiKey", denied}, {"ReportOutcome", ok},
                     {"ListRecords", ok}, {"TrainAlignment", denied}, {"ListAlignments", ok},
                     {"UseAlignment", denied}, {"UpdateModel", denied},
-                    {"ListAuditLog", denied}}},
+                    {"ListAuditLog", denied}, {"Scrub", denied}}},
   };
   for (const auto& [who, calls] : expected) {
     std::map<std::string, C> got = Calls(who);
