@@ -145,11 +145,11 @@ ScrubResult DockImpl::RunScrub(const std::function<bool()>& stop) {
   }
   // The stored probe features carry a checksum (the store checks it on every read): a row
   // that no longer matches is derived data, so the model is probed again.
-  const std::string probe_set_sha = knowledge_->probe_set_sha();
   for (const ModelRecord& r : *records) {
     if (stop()) break;
-    if (r.state != ModelState::kReady || !IsImageModel(r)) continue;
-    auto features = store_->GetProbeFeatures(r.id, probe_set_sha);
+    const KnowledgeSpace* space = SpaceFor(r);  // its features are under its space's probe set
+    if (r.state != ModelState::kReady || space == nullptr) continue;
+    auto features = store_->GetProbeFeatures(r.id, space->probe_set_sha());
     if (absl::IsNotFound(features.status())) continue;
     ++result.features_checked;
     if (!absl::IsDataLoss(features.status())) continue;
