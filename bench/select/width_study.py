@@ -106,14 +106,16 @@ def shrinkage_hscore_raw(f, y):
     beta = 1.0 / (d * n) * (beta_ / n - delta_)
     delta = (delta_ - 2.0 * mu * sq.sum() / n + d * mu ** 2) / d
     beta = min(beta, delta)
-    s = 0.0 if beta == 0 else beta / delta
+    # One column: any shrinkage gives the same 1 x 1 estimate; scoring/hscore.cc takes 0.
+    s = 0.0 if beta == 0 or d == 1 or delta <= 0 else beta / delta
     _, sv, vt = np.linalg.svd(x, full_matrices=False)
     lam = sv ** 2 / n
     g = mo.class_mean_rows(x, y)
     g = g - g.mean(axis=0, keepdims=True)
     gv = g @ vt.T
-    if s * mu <= 0:
-        return float(mo.shrinkage_hscore(f, y))
+    if s * mu <= 0:  # no shrinkage: the pseudo-inverse with the oracle's cutoff
+        keep = lam > d * np.finfo(np.float64).eps * lam.max()
+        return float(np.sum(gv[:, keep] ** 2 / lam[keep]) / (n - 1))
     inside = np.sum(gv ** 2 / ((1 - s) * lam + s * mu))
     outside = (np.sum(g * g) - np.sum(gv ** 2)) / (s * mu)
     return float((1.0 - s) * (inside + outside) / (n - 1))
@@ -126,18 +128,16 @@ def variance_k(sv, frac):
 
 def score(args):
     models, tasks = load_zoo(args.zoo)
-    gt = json.load(open(args.ground_truth))
     feats = {m: np.load(os.path.join(args.cache, f"{m}.npz")) for m in models}
     rules = list(RULES) + [f"v{int(v * 100)}" for v in VARIANCE]
-    out = {"zoo": args.zoo, "models": models, "tasks": [t["name"] for t in tasks], "accuracy": {},
-           "meta": {}, "dims": {}, "widths": {}, "scores": {}}
+    out = {"zoo": args.zoo, "ground_truth": os.path.abspath(args.ground_truth), "models": models,
+           "tasks": [t["name"] for t in tasks], "meta": {}, "dims": {}, "widths": {}, "scores": {}}
     checked = 0
     t0 = time.time()
     for t in tasks:
         tn = t["name"]
         y = read_idx(os.path.join(args.zoo, t["train_labels"])).astype(np.int64)
         n, k_cls = len(y), len(np.unique(y))
-        out["accuracy"][tn] = [gt["tasks"][tn][m]["best"] for m in models]
         out["meta"][tn] = {"N": n, "K": k_cls}
         for m in models:
             f = feats[m][tn].astype(np.float64)
@@ -166,7 +166,7 @@ def score(args):
                     else:
                         z = u[:, :k] * sv[:k]
                         lm = mo.logme(z, y) if rank else -np.inf
-                        sh = mo.shrinkage_hscore(z, y) if rank else -np.inf
+                        sh = shrinkage_hscore_raw(z, y) if rank else -np.inf
                     by_k[k] = (lm, sh)
                 lm, sh = by_k[k]
                 out["scores"].setdefault(f"logme@{r}", {}).setdefault(tn, []).append(float(lm))
@@ -191,6 +191,16 @@ def zs(v):
     v = np.where(np.isnan(v), lo, v)
     s = v.std()
     return (v - v.mean()) / s if s > 0 else np.zeros_like(v)
+
+
+def attach_accuracy(z):
+    """Fine-tune accuracy ("best" of finetune.py) of every model on every task, read from the
+    ground truth named in the score file (so scores can be computed before it is complete);
+    tasks the ground truth lacks are left out."""
+    gt = json.load(open(z["ground_truth"]))
+    z["tasks"] = [t for t in z["tasks"] if t in gt["tasks"]]
+    z["accuracy"] = {t: [gt["tasks"][t][m]["best"] for m in z["models"]] for t in z["tasks"]}
+    return z
 
 
 def candidate_scores(z, spec, task):
@@ -220,7 +230,7 @@ def label(spec):
 
 
 def select(args):
-    zoos = [json.load(open(p)) for p in args.scores]
+    zoos = [attach_accuracy(json.load(open(p))) for p in args.scores]
     names = [os.path.basename(os.path.normpath(z["zoo"])) for z in zoos]
     views = sorted({k.split("@")[1] for k in zoos[0]["scores"]})
     singles = [("single", f"{m}@{v}") for m in ("logme", "shrink") for v in views]
@@ -281,7 +291,7 @@ def main():
     s = sub.add_parser("score")
     s.add_argument("--zoo", required=True)
     s.add_argument("--cache", required=True)
-    s.add_argument("--ground-truth", required=True)
+    s.add_argument("--ground-truth", required=True, help="read by select (may be written later)")
     s.add_argument("--out", required=True)
     c = sub.add_parser("select")
     c.add_argument("scores", nargs="+")

@@ -2,7 +2,7 @@
 """Builds zoo3, the third benchmark zoo: Fashion-MNIST and rendered glyphs mixed in one dock, wide
 and narrow embeddings (D = 32 to 1,568), five input conventions and training recipes, class sets
 of 5 to 62 classes that overlap the tasks' in part, shuffled-label and barely trained models; plus
-its 9 query tasks (K = 5 to 62).
+its 5 query tasks (K = 5 to 62).
 
     nice -n 10 /usr/bin/python3 bench/zoo3/make_zoo3.py --out bench/zoo3/artifacts/zoo3 --seed 0
 
@@ -67,16 +67,11 @@ BARELY_STEPS = 5
 def zoo_specs():
     """(name, arch, class set, shift, budget letter, kind); kind in normal|shuffled|barely."""
     table = {
-        "flat": [("fm10", None, "l"), ("glyph62", None, "m"), ("digits", "inv", "l"), ("fmup", None, "m"),
-                 ("upper", "noise", "l"), ("lower", None, "s"), ("fmdig", "blur", "m")],
-        "tiny": [("fm10", None, "l"), ("digup", None, "l"), ("glyph62", None, "l"), ("lower", "inv", "m"),
-                 ("fmdig", None, "s"), ("upper", None, "m"), ("fm10", "rot90", "l")],
-        "cos": [("fmdig", None, "l"), ("uplow", None, "m"), ("digits", None, "l"), ("fm10", "noise", "m"),
-                ("glyph62", "blur", "l"), ("upper", "inv", "l"), ("fmup", None, "s")],
-        "wide": [("glyph62", None, "m"), ("fm10", "inv", "l"), ("upper", None, "l"), ("digup", "blur", "m"),
-                 ("lower", None, "l"), ("fmdig", "noise", "l"), ("fm10", None, "s")],
-        "gap": [("fm10", None, "m"), ("uplow", None, "l"), ("fmup", "inv", "l"), ("digits", "rot90", "m"),
-                ("lower", "blur", "l"), ("glyph62", None, "s"), ("fmdig", None, "l")],
+        "flat": [("fm10", None, "l"), ("glyph62", None, "m"), ("fmup", None, "m"), ("upper", "noise", "l")],
+        "tiny": [("fm10", None, "l"), ("digup", None, "l"), ("glyph62", None, "l"), ("fm10", "rot90", "l")],
+        "cos": [("fmdig", None, "l"), ("uplow", None, "m"), ("glyph62", "blur", "l"), ("upper", "inv", "l")],
+        "wide": [("glyph62", None, "m"), ("fm10", "inv", "l"), ("upper", None, "l"), ("fmdig", "noise", "l")],
+        "gap": [("uplow", None, "l"), ("fmup", "inv", "l"), ("lower", "blur", "l"), ("fmdig", None, "l")],
     }
     specs = [(f"{arch}-{cs}-{shift or 'clean'}-{b}", arch, cs, shift, b, "normal")
              for arch, rows in table.items() for cs, shift, b in rows]
@@ -100,18 +95,17 @@ def smoke_specs():
 # Query tasks: name, class items, shift, train per class, test per class. Fashion-MNIST images
 # from t10k 2000..5999 (train) and 6000..9999 (test); glyphs from the query fonts (train and
 # test fonts disjoint), never from the source fonts.
-_CONFUSABLE = [("g", c) for c in "CcOoSsWwZzXxVvPpKkUu"]
 TASKS = [
-    ("q_fmdig_n15", FM10 + DIG, None, 15, 30),
     ("q_glyph62_n8", DIG + UP + LOW, None, 8, 12),
-    ("q_upper_inv_n12", UP, "inv", 12, 20),
     ("q_fmup_n10", FM10 + UP, None, 10, 20),
-    ("q_lower_n20", LOW, None, 20, 20),
-    ("q_fmtops_blur_n40", [("f", c) for c in (0, 2, 3, 4, 6)], "blur", 40, 60),
-    ("q_digits_noise_n30", DIG, "noise", 30, 30),
+    ("q_upper_inv_n12", UP, "inv", 12, 20),
     ("q_fm8_rot_n30", [("f", c) for c in (0, 1, 2, 3, 5, 7, 8, 9)], "rot90", 30, 50),
-    ("q_case_n15", _CONFUSABLE, None, 15, 20),
+    ("q_fmtops_blur_n40", [("f", c) for c in (0, 2, 3, 4, 6)], "blur", 40, 60),
 ]
+# Built and timed, then left out so that the fine-tune ground truth fits the shared box
+# (finetune.py --estimate: 117 min for 40 models x 9 tasks under load; README.md):
+# q_fmdig_n15 (FM10 + DIG), q_lower_n20 (LOW), q_digits_noise_n30 (DIG, noise) and q_case_n15
+# (CcOoSsWwZzXxVvPpKkUu); and 15 normal models.
 SMOKE_TASKS = [("q_fmdig_n5", FM10 + DIG, None, 5, 5), ("q_upper_inv_n5", UP, "inv", 5, 5)]
 
 SHIFT_TEXT = {None: "", "inv": ", inverted", "rot90": ", rotated 90 degrees",
