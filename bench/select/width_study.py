@@ -18,6 +18,9 @@
   nice -n 10 /usr/bin/python3 bench/select/width_study.py score --zoo Z --cache C \
       --ground-truth GT --out S.json
   /usr/bin/python3 bench/select/width_study.py select S1.json S2.json S3.json [--json OUT]
+
+Committed: width_selection.{txt,json} (select over zoo1, zoo2 and zoo3; zoo3 scored against its
+linear-probe ground truth, bench/zoo3/README.md); docs/BENCHMARKS.md section 2e reads them.
 """
 import argparse
 import itertools
@@ -232,6 +235,7 @@ def label(spec):
 def select(args):
     zoos = [attach_accuracy(json.load(open(p))) for p in args.scores]
     names = [os.path.basename(os.path.normpath(z["zoo"])) for z in zoos]
+    names = ["zoo1" if n == "zoo" else n for n in names]
     views = sorted({k.split("@")[1] for k in zoos[0]["scores"]})
     singles = [("single", f"{m}@{v}") for m in ("logme", "shrink") for v in views]
     fusions = [(kind, lv, sv, w) for kind in ("rank", "z") for lv in views for sv in views
@@ -251,11 +255,42 @@ def select(args):
         lines.append(f"  {k:58s} {row(k)}  mean {tw[k].mean():.3f}")
     for k in ("logme@raw", "shrink@raw", "logme@pc32", "shrink@pc32"):
         lines.append(f"  {k:58s} {row(k)}  mean {tw[k].mean():.3f}")
+    lines.append("== per view, tau_w per zoo: LogME | shrinkage H | rank(0.5 + 0.5) on that view")
+    for v in views:
+        f = label(("rank", v, v, 0.5))
+        cells = "  ".join(f"{tw['logme@' + v][i]:.3f} {tw['shrink@' + v][i]:.3f} {tw[f][i]:.3f}"
+                          for i in range(len(zoos)))
+        lines.append(f"  {v:10s} {cells}")
     lines.append("== served before: rank(0.5 logme@pc32 + 0.5 shrink@pc32): " +
                  row(label(("rank", "pc32", "pc32", 0.5))))
     best_single = [max(tw[label(s)][i] for s in singles) for i in range(len(zoos))]
     best_single_raw = [max(tw["logme@raw"][i], tw["shrink@raw"][i]) for i in range(len(zoos))]
-    result = {"zoos": names, "table": {k: v for k, v in table.items()}, "lozo": []}
+    same_view = {label(("rank", v, v, 0.5)) for v in views}
+    result = {"zoos": names, "tasks": [len(z["tasks"]) for z in zoos],
+              "table": {k: [[round(a, 4), round(b, 4)] for a, b in v] for k, v in table.items()
+                        if k in same_view or not k.startswith(("rank(", "z("))},
+              "lozo": []}
+    families = {
+        "every fusion (kind, LogME view, shrinkage-H view, weight)": fusions,
+        "one view for both, equal-weight rank fusion": [f for f in fusions
+                                                        if f[0] == "rank" and f[1] == f[2] and f[3] == 0.5],
+    }
+    for family, specs in families.items():
+        lines.append(f"#### leave one zoo out over: {family} ({len(specs)} candidates)")
+        result["lozo"] += lozo(zoos, names, specs, tw, table, best_single, best_single_raw, lines, row)
+    fusion_labels = [label(s) for s in fusions]
+    allpick = max(fusion_labels, key=lambda k: tw[k].mean())
+    lines.append(f"== best over all zoos: {allpick}: {row(allpick)}")
+    print("\n".join(lines))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=1)
+
+
+def lozo(zoos, names, fusions, tw, table, best_single, best_single_raw, lines, row):
+    """Per zoo left out: the fusion with the best mean tau_w over the other zoos, and how it
+    does on the zoo left out against the issue's two checks."""
+    out = []
     fusion_labels = [label(s) for s in fusions]
     for h in range(len(zoos)):
         others = [i for i in range(len(zoos)) if i != h]
@@ -270,16 +305,11 @@ def select(args):
                      f"{tw[label(('rank', 'pc32', 'pc32', 0.5))][h]:.3f}")
         for k in ranked[:5]:
             lines.append(f"     {k:58s} {row(k)}")
-        result["lozo"].append({"held_out": names[h], "chosen": pick, "on_others": tw[pick][others].mean(),
-                               "on_held_out": tw[pick][h], "rel1_held_out": table[pick][h][1],
-                               "best_single": best_single[h], "best_raw_single": best_single_raw[h],
-                               "own_best_member": own})
-    allpick = max(fusion_labels, key=lambda k: tw[k].mean())
-    lines.append(f"== best over all zoos: {allpick}: {row(allpick)}")
-    print("\n".join(lines))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=1)
+        out.append({"held_out": names[h], "chosen": pick, "on_others": tw[pick][others].mean(),
+                    "on_held_out": tw[pick][h], "rel1_held_out": table[pick][h][1],
+                    "best_single": best_single[h], "best_raw_single": best_single_raw[h],
+                    "own_best_member": own, "candidates": len(fusions)})
+    return out
 
 
 def main():
