@@ -189,9 +189,10 @@ def ranks(v):
 
 def zs(v):
     v = np.asarray(v, dtype=np.float64)
-    v = np.where(np.isfinite(v), v, np.nan)
-    lo = np.nanmin(v) if np.any(np.isfinite(v)) else 0.0
-    v = np.where(np.isnan(v), lo, v)
+    finite = np.isfinite(v)
+    # Degenerate features (-inf, NaN) below every finite score, as in the rank fusion.
+    lo = v[finite].min() - (np.ptp(v[finite]) + 1.0) if finite.any() else 0.0
+    v = np.where(finite, v, lo)
     s = v.std()
     return (v - v.mean()) / s if s > 0 else np.zeros_like(v)
 
