@@ -25,6 +25,9 @@ import sys
 import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Small matrices: BLAS worker threads only spin on a loaded machine.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -113,14 +116,25 @@ PCA_METRICS = ("logme", "shrinkage_hscore", "hscore", "gbc", "tmi")
 LOGIT = {"leep": mo.leep, "nce": mo.nce}
 
 
-def scores_for(models, labels, feats, keys, dims):
-    """{method: {task: array over models}}."""
+def scores_for(models, labels, feats, keys, dims, cache):
+    """{method: {task: array over models}}; each task's scores are cached in CACHE/scores_TASK.json
+    (reused when the model list is the same)."""
     out = {}
 
     def put(method, tn, i, v):
         out.setdefault(method, {}).setdefault(tn, np.full(len(models), np.nan))[i] = v
 
+    names = [m["name"] for m in models]
     for tn, y in labels.items():
+        path = os.path.join(cache, f"scores_{tn}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                saved = json.load(f)
+            if saved["models"] == names:
+                for method, values in saved["scores"].items():
+                    out.setdefault(method, {})[tn] = np.array(values)
+                continue
+        t0 = time.time()
         nbr = {s: study.neighbours(k[tn], k["probe"], 1)[:, 0] for s, k in keys.items()}
         for i, m in enumerate(models):
             d = feats[m["name"]]
@@ -142,6 +156,10 @@ def scores_for(models, labels, feats, keys, dims):
                     study.safe(mo.shrinkage_hscore, pf[nb], y))
                 put("stage1_proxy/leep", tn, i,
                     study.safe(mo.leep, np.log(study.softmax(d["probe_l"])[nb] + 1e-12), y))
+        with open(path, "w") as f:
+            json.dump({"models": names, "scores": {m: out[m][tn].tolist() for m in out
+                                                   if tn in out[m]}}, f)
+        print(f"  scored {tn} ({time.time() - t0:.0f} s)", flush=True)
     return out
 
 
@@ -164,22 +182,53 @@ def add_fusions(scores, tasks):
             scores[name] = {t: study.fuse(scores, parts, "rank", t) for t in tasks}
 
 
-def summarise(scores, acc, tasks):
+def informative(task, acc):
+    """False when even the best model is within 3 binomial standard errors of chance on the test
+    split: the task's ranking is then noise, whatever the metric."""
+    chance = 1.0 / task["num_classes"]
+    return acc.max() >= chance + 3.0 * np.sqrt(chance * (1 - chance) / task["num_test"])
+
+
+def summarise(scores, acc, tasks, kept):
     rows = {}
     for method, per_task in scores.items():
         taus = {t: study.tau_w(per_task[t], acc[t]) for t in tasks}
         rels = {t: study.rel1(per_task[t], acc[t]) for t in tasks}
         rows[method] = {"tau_w": taus, "rel1": rels,
                         "mean_tau_w": float(np.mean(list(taus.values()))),
-                        "mean_rel1": float(np.mean(list(rels.values())))}
+                        "mean_rel1": float(np.mean(list(rels.values()))),
+                        "mean_tau_w_informative": float(np.mean([taus[t] for t in kept])),
+                        "mean_rel1_informative": float(np.mean([rels[t] for t in kept]))}
     return rows
 
 
-def write_table(path, rows, tasks, header):
-    lines = [header, "", "| method | mean tau_w | mean rel@1 | " + " | ".join(tasks) + " |",
-             "|---|---|---|" + "---|" * len(tasks)]
+def ground_truth_lines(gt, models, tasks):
+    """Per task: spread of the best fine-tune accuracy, the best model, the share of models whose
+    best lr was 1e-3, and tau_w(linear probe, fine-tune)."""
+    lines = ["| task | min | median | max | std | best model | lr 1e-3 won | tau_w(lp, ft) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for t in tasks:
+        rows = gt["tasks"][t]
+        acc = np.array([rows[m]["best"] for m in models])
+        lp = np.array([rows[m]["linear_probe"] for m in models])
+        lr3 = np.mean([rows[m]["best_lr"] == "0.001" for m in models])
+        lines.append(f"| {t} | {acc.min():.3f} | {np.median(acc):.3f} | {acc.max():.3f} | "
+                     f"{acc.std():.3f} | {models[int(np.argmax(acc))]} | {lr3:.0%} | "
+                     f"{study.tau_w(lp, acc):.2f} |")
+    return lines
+
+
+def write_table(path, rows, tasks, header, gt_lines, kept):
+    lines = [header, "", "Ground truth (best fine-tune accuracy over the models):", ""] + gt_lines
+    dropped = [t for t in tasks if t not in kept]
+    lines += ["", "Per metric, sorted by mean tau_w over all tasks. 'informative' leaves out "
+              "the tasks where even the best model is within 3 binomial standard errors of "
+              f"chance ({', '.join(dropped) or 'none'}).", "",
+              "| method | mean tau_w | mean rel@1 | tau_w informative | rel@1 informative | "
+              + " | ".join(tasks) + " |", "|---|---|---|---|---|" + "---|" * len(tasks)]
     for method, r in sorted(rows.items(), key=lambda kv: -kv[1]["mean_tau_w"]):
         lines.append(f"| {method} | {r['mean_tau_w']:.3f} | {r['mean_rel1']:.3f} | "
+                     f"{r['mean_tau_w_informative']:.3f} | {r['mean_rel1_informative']:.3f} | "
                      + " | ".join(f"{r['tau_w'][t]:.2f}" for t in tasks) + " |")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -195,13 +244,18 @@ def main():
     ap.add_argument("--table", default=None)
     ap.add_argument("--extract-only", action="store_true",
                     help="fill the feature cache (every task) and stop; no ground truth needed")
+    ap.add_argument("--score-only", action="store_true",
+                    help="fill the feature and score caches (every task); no ground truth needed")
     args = ap.parse_args()
     with open(os.path.join(args.zoo, "tasks.json")) as f:
         tasks = json.load(f)["tasks"]
     with open(os.path.join(args.zoo, "zoo.json")) as f:
         zoo_models = json.load(f)["models"]
-    if args.extract_only:
-        extract(args, zoo_models, tasks, load_spaces(args.assets) if args.assets else {})
+    if args.extract_only or args.score_only:
+        labels, feats, keys = extract(args, zoo_models, tasks,
+                                      load_spaces(args.assets) if args.assets else {})
+        if args.score_only:
+            scores_for(zoo_models, labels, feats, keys, (16, 32, 64), args.cache)
         return
     with open(args.ground_truth) as f:
         gt = json.load(f)
@@ -211,10 +265,11 @@ def main():
     spaces = load_spaces(args.assets) if args.assets else {}
     labels, feats, keys = extract(args, zoo_models, tasks, spaces)
     t0 = time.time()
-    scores = scores_for(zoo_models, labels, feats, keys, dims=(16, 32, 64))
+    scores = scores_for(zoo_models, labels, feats, keys, (16, 32, 64), args.cache)
     add_fusions(scores, names)
     acc = {t: np.array([gt["tasks"][t][m["name"]]["best"] for m in zoo_models]) for t in names}
-    rows = summarise(scores, acc, names)
+    kept = [t["name"] for t in tasks if informative(t, acc[t["name"]])]
+    rows = summarise(scores, acc, names, kept)
     print(f"scores in {time.time() - t0:.0f} s", flush=True)
     with open(args.out, "w") as f:
         json.dump({"zoo": os.path.relpath(args.zoo), "models": [m["name"] for m in zoo_models],
@@ -225,9 +280,11 @@ def main():
     if args.table:
         write_table(args.table, rows, names,
                     f"Colour zoo, brute force per metric: {len(zoo_models)} models, "
-                    f"{len(names)} tasks (tau_w per task; evaluate.py)")
+                    f"{len(names)} tasks (tau_w per task; evaluate.py)",
+                    ground_truth_lines(gt, [m["name"] for m in zoo_models], names), kept)
     for method, r in sorted(rows.items(), key=lambda kv: -kv[1]["mean_tau_w"]):
-        print(f"{method:50s} tau_w {r['mean_tau_w']:+.3f}  rel@1 {r['mean_rel1']:.3f}")
+        print(f"{method:50s} tau_w {r['mean_tau_w']:+.3f}  rel@1 {r['mean_rel1']:.3f}  "
+              f"informative {r['mean_tau_w_informative']:+.3f} / {r['mean_rel1_informative']:.3f}")
 
 
 if __name__ == "__main__":

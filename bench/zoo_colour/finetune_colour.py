@@ -94,6 +94,10 @@ def main():
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=None, help="override (changes the protocol id)")
     ap.add_argument("--estimate", action="store_true")
+    ap.add_argument("--write-only", action="store_true",
+                    help="write --out from the cache without running anything (partial runs)")
+    ap.add_argument("--task-order", default=None,
+                    help="comma-separated task names: run these tasks first, in this order")
     args = ap.parse_args()
     torch.set_num_threads(1)
     zoo = os.path.abspath(args.zoo)
@@ -116,9 +120,13 @@ def main():
             if (m["name"], t["name"]) not in done]
     # Task by task (models in a seeded order within a task), so that an interrupted run leaves
     # whole tasks complete.
-    order = {t["name"]: i for i, t in enumerate(tasks)}
+    first = args.task_order.split(",") if args.task_order else []
+    order = {t["name"]: (first.index(t["name"]) if t["name"] in first else len(first) + i)
+             for i, t in enumerate(tasks)}
     todo.sort(key=lambda j: (order[j[2]["name"]], ft._key(j[1]["name"], j[2]["name"]) % 1000))
     print(f"{len(done)} pairs cached, {len(todo)} to run with {jobs_n} processes", flush=True)
+    if args.write_only:
+        todo = []
     t0 = time.time()
     with open(jsonl, "a") as f, mp.get_context("fork").Pool(jobs_n) as pool:
         for i, r in enumerate(pool.imap_unordered(run_pair, todo), 1):
