@@ -285,7 +285,8 @@ def shift_images(images, shift, seed):
 def _merge_proportionally(groups):
     """Interleaves lists so that after every step each list has given about its share: the next
     row comes from the list furthest behind its quota (step * n_g / N - taken), ties to the
-    earlier list. Tijdeman's bound: no prefix is off by a whole row."""
+    earlier list. Every prefix then holds each list's share within one row (colour_assets_test
+    checks it; Tijdeman's chairman-assignment result bounds the deviation below 1)."""
     total = sum(len(g) for g in groups)
     taken = [0] * len(groups)
     out = []
