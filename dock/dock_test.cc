@@ -1177,9 +1177,11 @@ class HostileModelTest : public DockTest {
     options.data_dir = data_dir_.string();
     options.asset_dir = AssetDir();
     options.sandbox.workers = 2;
-    // Small enough that memory_hog is killed, on every batch, within the admission time.
+    // Small enough that memory_hog is killed, on every batch, within the admission time: it is
+    // killed at batches of 4, 2 and 1 (a fresh worker each time), which takes a few seconds on a
+    // busy box, so the limit leaves room for that.
     options.sandbox.memory_limit_bytes = 768ll << 20;
-    options.sandbox.admission_time_limit = absl::Seconds(3);
+    options.sandbox.admission_time_limit = absl::Seconds(8);
     options.sandbox.probe_time_limit = probe_time_limit_;
     options.probe_workers = 2;
     auto dock = Dock::Create(options);
@@ -1224,10 +1226,10 @@ TEST_F(HostileModelTest, EveryCraftedModelIsContainedWithAReason) {
       {"out_of_bounds_strided", absl::StatusCode::kFailedPrecondition, "raised an error"},
       {"huge_embed", absl::StatusCode::kFailedPrecondition, "accepts at most 65536"},
       {"memory_hog", absl::StatusCode::kResourceExhausted, "MiB resident > 768 MiB (--worker-memory-mb)"},
-      {"never_returns", absl::StatusCode::kDeadlineExceeded, "wall-time limit of 3s"},
+      {"never_returns", absl::StatusCode::kDeadlineExceeded, "wall-time limit of 8s"},
       // Its tasks share the worker's one inter-op thread: the wall limit ends it (sandbox_test
       // shows the CPU limit on it).
-      {"spawns_threads", absl::StatusCode::kDeadlineExceeded, "wall-time limit of 3s"},
+      {"spawns_threads", absl::StatusCode::kDeadlineExceeded, "wall-time limit of 8s"},
   };
   for (const auto& [name, code, reason] : refused) {
     auto record = Upload(name);
