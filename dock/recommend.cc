@@ -88,6 +88,12 @@ std::vector<double> NormalisedRankFusion(const std::vector<std::vector<double>>&
   return fused;
 }
 
+// Key of a model's compressed probe features in the proxy cache: its id and its space's probe
+// set (a model's entries are dropped by the "id|" prefix).
+std::string ProxyCacheKey(const std::string& model_id, const KnowledgeSpace& space) {
+  return absl::StrCat(model_id, "|", space.probe_set_sha());
+}
+
 std::string DatasetHash(const Tensor& samples) {
   Sha256 h;
   h.Update(ShapeToString(samples.shape));
@@ -125,7 +131,7 @@ absl::StatusOr<std::shared_ptr<const Tensor>> DockImpl::ProbeFeatures(const Mode
     return absl::NotFoundError(absl::StrCat("model '", record.spec.name,
                                             "' is in no knowledge space, so it has no probe features"));
   }
-  std::string key = absl::StrCat(record.id, "|", space->probe_set_sha());
+  const std::string key = ProxyCacheKey(record.id, *space);
   if (auto cached = proxy_cache_.Get(key)) return cached;
   auto features = store_->GetProbeFeatures(record.id, space->probe_set_sha());
   if (!features.ok()) return features.status();
@@ -1085,12 +1091,13 @@ std::vector<std::string> DockImpl::CandidatesWithinBudget(
   double total = 0;
   for (const ModelRecord& r : prepared.compatible) {
     // The probe samples its probing time was measured on: a prefix of its space's probe set
-    // when the probing budget cut it (its stored features have that many rows).
+    // when the probing budget cut it (its stored features have that many rows). Read from the
+    // proxy cache only, which stage 1 just filled for every model it proxied: a model the
+    // prefilter left out is not worth a store read here, and counts its whole probe set.
     double probe_rows = static_cast<double>(knowledge_->probe_set().Rows());
     if (KnowledgeSpace* space = SpaceFor(r)) {
-      auto features = ProbeFeatures(r);
-      probe_rows = static_cast<double>(features.ok() ? (*features)->Rows()
-                                                     : space->probe_set().Rows());
+      auto features = proxy_cache_.Get(ProxyCacheKey(r.id, *space));
+      probe_rows = static_cast<double>(features ? features->Rows() : space->probe_set().Rows());
     }
     total += cost[r.id] =
         EstimateScoringMillis(r, rows, std::max(1.0, probe_rows), dataset_hash);
