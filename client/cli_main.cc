@@ -22,14 +22,24 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "client/client.h"
+#include "client/json_output.h"
 #include "common/datasets.h"
 #include "nlohmann/json.hpp"
 
 namespace modeldock::cli {
 namespace {
 
-// Keys keep the order docs/CLI.md lists them in.
-using json = nlohmann::ordered_json;
+using client::json;
+using client::LayerScoresToJson;
+using client::LayersToJson;
+using client::MetricName;
+using client::MetricNames;
+using client::ModeName;
+using client::ModelToJson;
+using client::ParseShape;
+using client::ParseTask;
+using client::StateName;
+using client::TaskName;
 
 constexpr int kExitOk = 0;
 constexpr int kExitRpcError = 1;
@@ -68,74 +78,6 @@ int RpcError(const std::string& what, const absl::Status& status) {
   return kExitRpcError;
 }
 
-std::string StateName(v1::ModelState state) {
-  switch (state) {
-    case v1::MODEL_STATE_PENDING: return "PENDING";
-    case v1::MODEL_STATE_PROBING: return "PROBING";
-    case v1::MODEL_STATE_READY: return "READY";
-    case v1::MODEL_STATE_FAILED: return "FAILED";
-    default: return "UNSPECIFIED";
-  }
-}
-
-std::string TaskName(v1::TaskKind task) {
-  switch (task) {
-    case v1::TASK_KIND_IMAGE_CLASSIFICATION: return "image_classification";
-    case v1::TASK_KIND_TABULAR_CLASSIFICATION: return "tabular_classification";
-    default: return "unspecified";
-  }
-}
-
-// "image", "tabular" or the long names; nullopt for anything else.
-std::optional<v1::TaskKind> ParseTask(std::string_view text) {
-  if (text == "image" || text == "image_classification") {
-    return v1::TASK_KIND_IMAGE_CLASSIFICATION;
-  }
-  if (text == "tabular" || text == "tabular_classification") {
-    return v1::TASK_KIND_TABULAR_CLASSIFICATION;
-  }
-  return std::nullopt;
-}
-
-const std::vector<std::pair<std::string, v1::Metric>>& MetricNames() {
-  static const auto* names = new std::vector<std::pair<std::string, v1::Metric>>{
-      {"fusion", v1::METRIC_FUSION}, {"tmi", v1::METRIC_TMI},
-      {"logme", v1::METRIC_LOGME},
-      {"leep", v1::METRIC_LEEP},     {"nce", v1::METRIC_NCE},
-      {"hscore", v1::METRIC_HSCORE}, {"shrinkage_hscore", v1::METRIC_SHRINKAGE_HSCORE},
-      {"gbc", v1::METRIC_GBC},       {"sfda", v1::METRIC_SFDA},
-      {"none", v1::METRIC_NONE}};
-  return *names;
-}
-
-std::string ModeName(v1::RecommendMode mode) {
-  switch (mode) {
-    case v1::RECOMMEND_MODE_SCORED_ALL: return "scored_all";
-    case v1::RECOMMEND_MODE_TWO_STAGE: return "two_stage";
-    case v1::RECOMMEND_MODE_STAGE1_ONLY: return "stage1_only";
-    default: return "unspecified";
-  }
-}
-
-std::string MetricName(v1::Metric metric) {
-  for (const auto& [name, value] : MetricNames()) {
-    if (value == metric) return name;
-  }
-  return "unspecified";
-}
-
-// "1,28,28" (or "1x28x28") -> {1, 28, 28}; nullopt if malformed.
-std::optional<std::vector<int64_t>> ParseShape(const std::string& text) {
-  std::vector<int64_t> shape;
-  for (absl::string_view part : absl::StrSplit(text, absl::ByAnyChar(",x"))) {
-    int64_t d = 0;
-    if (!absl::SimpleAtoi(part, &d) || d <= 0) return std::nullopt;
-    shape.push_back(d);
-  }
-  if (shape.empty()) return std::nullopt;
-  return shape;
-}
-
 std::string FormatShape(const google::protobuf::RepeatedField<int64_t>& shape) {
   return absl::StrJoin(shape, "x");
 }
@@ -144,45 +86,6 @@ std::string FormatBytes(int64_t bytes) {
   if (bytes < 1024) return absl::StrCat(bytes, " B");
   if (bytes < (1 << 20)) return absl::StrFormat("%.1f KiB", bytes / 1024.0);
   return absl::StrFormat("%.1f MiB", bytes / 1048576.0);
-}
-
-json LayersToJson(const google::protobuf::RepeatedPtrField<v1::ModelLayer>& layers) {
-  json out = json::array();
-  for (const v1::ModelLayer& layer : layers) {
-    out.push_back(json{{"name", layer.name()}, {"dim", layer.dim()}});
-  }
-  return out;
-}
-
-json ModelToJson(const v1::Model& model) {
-  const v1::ModelSpec& spec = model.spec();
-  return json{{"id", model.id()},
-              {"name", spec.name()},
-              {"version", spec.version()},
-              {"description", spec.description()},
-              {"task", TaskName(spec.task())},
-              {"kind", spec.kind() == v1::MODEL_KIND_FEATURE_EXTRACTOR ? "feature_extractor"
-                                                                       : "classifier"},
-              {"input_shape", std::vector<int64_t>(spec.input_shape().begin(),
-                                                   spec.input_shape().end())},
-              {"class_labels", std::vector<std::string>(spec.class_labels().begin(),
-                                                        spec.class_labels().end())},
-              {"license", spec.license()},
-              {"tags", std::vector<std::string>(spec.tags().begin(), spec.tags().end())},
-              {"state", StateName(model.state())},
-              {"state_reason", model.state_reason()},
-              {"sha256", model.sha256()},
-              {"size_bytes", model.size_bytes()},
-              {"has_embed", model.has_embed()},
-              {"feature_dim", model.feature_dim()},
-              {"created_unix_ms", model.created_unix_ms()},
-              {"probe_millis", model.probe_millis()},
-              {"layers", LayersToJson(model.layers())},
-              {"remote", spec.remote().endpoint().empty()
-                             ? json(nullptr)
-                             : json{{"endpoint", spec.remote().endpoint()},
-                                    {"model", spec.remote().model()},
-                                    {"version", spec.remote().version()}}}};
 }
 
 // "block1 (32-d), block2 (64-d)".
@@ -308,46 +211,14 @@ absl::StatusOr<std::vector<std::string>> ReadLabels(const std::string& arg) {
 std::string LoadMetadata(const std::string& path, v1::ModelSpec* spec) {
   std::ifstream in(path);
   if (!in) return absl::StrCat("cannot read metadata file ", path);
+  json meta;
   try {
-    json meta = json::parse(in);
-    if (!meta.is_object()) return absl::StrCat(path, ": metadata must be a JSON object");
-    if (meta.contains("name")) spec->set_name(meta["name"].get<std::string>());
-    if (meta.contains("version")) spec->set_version(meta["version"].get<std::string>());
-    if (meta.contains("description")) {
-      spec->set_description(meta["description"].get<std::string>());
-    }
-    if (meta.contains("license")) spec->set_license(meta["license"].get<std::string>());
-    if (meta.contains("task")) {
-      auto task = ParseTask(meta["task"].get<std::string>());
-      if (!task) return absl::StrCat(path, ": task must be \"image\" or \"tabular\"");
-      spec->set_task(*task);
-    }
-    if (meta.contains("input_shape")) {
-      spec->clear_input_shape();
-      for (int64_t d : meta["input_shape"].get<std::vector<int64_t>>()) spec->add_input_shape(d);
-    }
-    if (meta.contains("class_labels")) {
-      spec->clear_class_labels();
-      for (const auto& label : meta["class_labels"].get<std::vector<std::string>>()) {
-        spec->add_class_labels(label);
-      }
-    }
-    if (meta.contains("kind")) {
-      const std::string kind = meta["kind"].get<std::string>();
-      if (kind != "classifier" && kind != "feature_extractor") {
-        return absl::StrCat(path, ": kind must be \"classifier\" or \"feature_extractor\"");
-      }
-      spec->set_kind(kind == "feature_extractor" ? v1::MODEL_KIND_FEATURE_EXTRACTOR
-                                                 : v1::MODEL_KIND_CLASSIFIER);
-    }
-    if (meta.contains("tags")) {
-      spec->clear_tags();
-      for (const auto& tag : meta["tags"].get<std::vector<std::string>>()) spec->add_tags(tag);
-    }
+    meta = json::parse(in);
   } catch (const std::exception& e) {
     return absl::StrCat(path, ": ", e.what());
   }
-  return "";
+  absl::Status status = client::SpecFromMetadata(meta, path, spec);
+  return status.ok() ? "" : std::string(status.message());
 }
 
 // Upload progress: a redrawn bar on a terminal, else one line at the end.
@@ -730,14 +601,6 @@ v1::TaskKind TaskOf(const std::string& task_flag, const Dataset& dataset) {
                                            : v1::TASK_KIND_IMAGE_CLASSIFICATION;
 }
 
-json LayerScoresToJson(const google::protobuf::RepeatedPtrField<v1::LayerScore>& scores) {
-  json out = json::array();
-  for (const v1::LayerScore& layer : scores) {
-    out.push_back(json{{"name", layer.name()}, {"dim", layer.dim()}, {"score", layer.score()}});
-  }
-  return out;
-}
-
 int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client::Client& client) {
   int exit_code = kExitOk;
   std::optional<Dataset> dataset = LoadQueryDataset(global, flags.dataset, flags.labels,
@@ -758,44 +621,7 @@ int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client:
 
   const v1::StageTimings& t = response->timings();
   if (global.json) {
-    json results = json::array();
-    for (const auto& r : response->results()) {
-      results.push_back(json{{"rank", r.rank()},
-                             {"name", r.model().spec().name()},
-                             {"version", r.model().spec().version()},
-                             {"id", r.model().id()},
-                             {"score", r.score()},
-                             {"similarity", r.similarity()},
-                             {"stage1_rank", r.stage1_rank()},
-                             {"stage1_score", r.has_stage1_score() ? json(r.stage1_score())
-                                                                   : json(nullptr)},
-                             {"stage2_score", r.stage2_score()},
-                             {"prior", r.has_prior() ? json(r.prior()) : json(nullptr)},
-                             {"scored", r.scored()},
-                             {"layer", r.layer()},
-                             {"layer_scores", LayerScoresToJson(r.layer_scores())},
-                             {"reason", r.reason()}});
-    }
-    PrintJson(json{{"results", results},
-                   {"timings",
-                    {{"receive_millis", t.receive_millis()},
-                     {"encode_query_millis", t.encode_query_millis()},
-                     {"stage1_millis", t.stage1_millis()},
-                     {"stage2_millis", t.stage2_millis()},
-                     {"total_millis", t.total_millis()}}},
-                   {"num_scored", response->num_scored()},
-                   {"num_compatible", response->num_compatible()},
-                   {"num_cached", response->num_cached()},
-                   {"metric", MetricName(response->metric())},
-                   {"mode", ModeName(response->mode())},
-                   {"mode_reason", response->mode_reason()},
-                   {"latency_budget_ms", response->latency_budget_ms()},
-                   {"alignment_version", response->alignment_version()},
-                   {"recorded_outcomes", response->recorded_outcomes()},
-                   {"label_source", response->label_source()},
-                   {"dataset_notes", dataset->notes},
-                   {"warnings", std::vector<std::string>(response->warnings().begin(),
-                                                         response->warnings().end())}});
+    PrintJson(client::RecommendToJson(*response, dataset->notes));
     return kExitOk;
   }
   for (const auto& warning : response->warnings()) std::cerr << "warning: " << warning << "\n";

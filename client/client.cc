@@ -64,12 +64,19 @@ Client::Client(const ClientOptions& options) : options_(options) {
   health_stub_ = grpc::health::v1::Health::NewStub(channel_);
 }
 
+Client::Client(std::shared_ptr<grpc::Channel> channel, const ClientOptions& options)
+    : options_(options), channel_(std::move(channel)) {
+  stub_ = v1::ModelDockService::NewStub(channel_);
+  health_stub_ = grpc::health::v1::Health::NewStub(channel_);
+}
+
 void Client::SetDeadline(grpc::ClientContext* context) const {
   context->set_deadline(std::chrono::system_clock::now() +
                         absl::ToChronoMilliseconds(options_.timeout));
   if (!options_.api_key.empty()) {
     context->AddMetadata("authorization", "Bearer " + options_.api_key);
   }
+  if (!options_.request_id.empty()) context->AddMetadata("x-request-id", options_.request_id);
 }
 
 absl::StatusOr<v1::CreateApiKeyResponse> Client::CreateApiKey(v1::ApiKeyRole role,

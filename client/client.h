@@ -33,6 +33,9 @@ struct ClientOptions {
   std::string tls_key;
   // Sent as "authorization: Bearer <api_key>" on every call when not empty.
   std::string api_key;
+  // Sent as "x-request-id" on every call when not empty: the server then logs the call and
+  // names it in errors under this id (the HTTP front door passes its own request's id).
+  std::string request_id;
 };
 
 class Client {
@@ -46,6 +49,9 @@ class Client {
   // as UNAVAILABLE on the first call. Unreadable TLS files are reported by the first call too
   // (FAILED_PRECONDITION naming the file).
   explicit Client(const ClientOptions& options);
+  // Over an existing channel (e.g. a server's in-process channel); options.address and the
+  // TLS files are not used.
+  Client(std::shared_ptr<grpc::Channel> channel, const ClientOptions& options);
 
   // Uploads a TorchScript file (SHA-256 computed first, then 1 MiB chunks).
   absl::StatusOr<v1::RegisterModelResponse> Register(const std::string& path,

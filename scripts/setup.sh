@@ -9,6 +9,8 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libspdlog-dev libfmt-dev libabsl-dev libsqlite3-dev libpq-dev libssl-dev
   libcli11-dev nlohmann-json3-dev libstb-dev openssl
+  # The HTTP listener (http/): header-only, TLS through OpenSSL.
+  libcpp-httplib-dev
   libseccomp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # PostgreSQL 15's server binaries for the tests (scripts/postgres_test_server.sh); the

@@ -114,7 +114,8 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(dock::Dock* dock,
                                                               const TlsOptions& tls,
                                                               MetricsRegistry* metrics,
                                                               bool require_api_keys,
-                                                              const std::string& kserve_listen) {
+                                                              const std::string& kserve_listen,
+                                                              bool serve_kserve) {
   if (max_rpc_threads < 4) {
     return absl::InvalidArgumentError("max_rpc_threads must be >= 4 (gRPC's pollers need some)");
   }
@@ -169,8 +170,10 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(dock::Dock* dock,
     }
     // A second port of the same server (same TLS, keys, thread limit); the KServe service is
     // therefore reachable on the main port too.
-    server->kserve_ = std::make_unique<KServeServiceImpl>(dock, require_api_keys);
     builder.AddListeningPort(kserve_listen, credentials, &server->kserve_port_);
+  }
+  if (!kserve_listen.empty() || serve_kserve) {
+    server->kserve_ = std::make_unique<KServeServiceImpl>(dock, require_api_keys);
     builder.RegisterService(server->kserve_.get());
   }
   builder.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
@@ -203,6 +206,13 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(dock::Dock* dock,
     health->SetServingStatus(true);
   }
   return server;
+}
+
+std::shared_ptr<grpc::Channel> GrpcServer::InProcessChannel() const {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
+  args.SetMaxSendMessageSize(kMaxReceiveMessageBytes);
+  return server_->InProcessChannel(args);
 }
 
 void GrpcServer::Shutdown(absl::Duration grace) {

@@ -11,6 +11,7 @@
 #include "dock/dock.h"
 
 namespace grpc {
+class Channel;
 class Server;
 }  // namespace grpc
 
@@ -51,13 +52,21 @@ class GrpcServer {
       MetricsRegistry* metrics = nullptr,  // not owned; records every call when given
       bool require_api_keys = false,
       // Also serve the models over the KServe v2 inference protocol on this address.
-      const std::string& kserve_listen = "");
+      const std::string& kserve_listen = "",
+      // Register the KServe v2 service even without kserve_listen (on the main port and the
+      // in-process channel), for the HTTP front door's /v2 routes.
+      bool serve_kserve = false);
 
   // "host:port" with the port actually bound.
   const std::string& address() const { return address_; }
   int port() const { return port_; }
   // The KServe v2 endpoint's "host:port" (empty without kserve_listen).
   const std::string& kserve_address() const { return kserve_address_; }
+
+  // A channel to this server that bypasses the network (gRPC's in-process transport): calls on
+  // it pass the same interceptors, API-key checks, thread limit and handlers as calls from
+  // outside. The HTTP front door (http/) forwards its requests over it.
+  std::shared_ptr<grpc::Channel> InProcessChannel() const;
 
   // Marks the server NOT_SERVING in grpc.health.v1, then stops accepting calls and waits for
   // running calls up to `grace`, cancelling those still running after it. Idempotent.

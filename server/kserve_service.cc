@@ -26,16 +26,19 @@ grpc::Status Invalid(const std::string& message) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
 }
 
-// The request's single FP32 input as a Tensor (from fp32_contents or raw_input_contents).
+// The request's single input as a float Tensor (from its contents or raw_input_contents).
+// FP32 values go as they are; UINT8 values v (pixels) become v / 255, as the dock's uint8
+// samples do everywhere (RecommendHeader SAMPLE_ENCODING_UINT8).
 grpc::Status ReadInput(const inference::ModelInferRequest& request, Tensor* out) {
   if (request.inputs_size() != 1) {
     return Invalid(absl::StrCat("modeldock models take exactly one input tensor ('", kInputName,
                                 "'); got ", request.inputs_size()));
   }
   const auto& input = request.inputs(0);
-  if (input.datatype() != "FP32") {
+  const bool uint8 = input.datatype() == "UINT8";
+  if (input.datatype() != "FP32" && !uint8) {
     return Invalid(absl::StrCat("input '", input.name(), "' has datatype ", input.datatype(),
-                                "; modeldock models take FP32"));
+                                "; modeldock models take FP32 (or UINT8 pixels, scaled by 1/255)"));
   }
   if (input.shape_size() < 2) {
     return Invalid(absl::StrCat("input shape must be [N, ...]; got ",
@@ -59,13 +62,31 @@ grpc::Status ReadInput(const inference::ModelInferRequest& request, Tensor* out)
       return Invalid("give the input either as contents or as one raw_input_contents entry");
     }
     const std::string& raw = request.raw_input_contents(0);
-    if (raw.size() != static_cast<size_t>(elements) * sizeof(float)) {
+    const size_t value_bytes = uint8 ? 1 : sizeof(float);
+    if (raw.size() != static_cast<size_t>(elements) * value_bytes) {
       return Invalid(absl::StrCat("raw_input_contents holds ", raw.size(), " bytes; shape [",
-                                  absl::StrJoin(input.shape(), ", "), "] FP32 needs ",
-                                  elements * 4));
+                                  absl::StrJoin(input.shape(), ", "), "] ", input.datatype(),
+                                  " needs ", elements * static_cast<int64_t>(value_bytes)));
     }
     out->values.resize(static_cast<size_t>(elements));
-    std::memcpy(out->values.data(), raw.data(), raw.size());
+    if (uint8) {
+      for (size_t i = 0; i < raw.size(); ++i) {
+        out->values[i] = static_cast<unsigned char>(raw[i]) / 255.0f;
+      }
+    } else {
+      std::memcpy(out->values.data(), raw.data(), raw.size());
+    }
+  } else if (uint8) {
+    const auto& values = input.contents().uint_contents();
+    if (values.size() != elements) {
+      return Invalid(absl::StrCat("uint_contents holds ", values.size(), " values; shape [",
+                                  absl::StrJoin(input.shape(), ", "), "] needs ", elements));
+    }
+    out->values.resize(static_cast<size_t>(elements));
+    for (int64_t i = 0; i < elements; ++i) {
+      if (values[i] > 255) return Invalid("UINT8 values must be in 0..255");
+      out->values[i] = static_cast<float>(values[i]) / 255.0f;
+    }
   } else {
     const auto& values = input.contents().fp32_contents();
     if (values.size() != elements) {

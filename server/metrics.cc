@@ -1,19 +1,7 @@
 #include "server/metrics.h"
 
-#include <arpa/inet.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "server/grpc_server.h"
-#include "spdlog/spdlog.h"
 
 namespace modeldock::server {
 namespace {
@@ -201,99 +189,6 @@ std::string MetricsRegistry::Render(const dock::DockStats& s) const {
   Sample(&out, "modeldock_serving_alignment", "", static_cast<double>(s.serving_alignment));
   RenderIntegrity(s, &out);
   return out;
-}
-
-MetricsHttpServer::~MetricsHttpServer() { Stop(); }
-
-absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
-    const std::string& address, std::function<std::string()> render) {
-  std::string host;
-  int port = 0;
-  if (!SplitHostPort(address, &host, &port)) {
-    return absl::InvalidArgumentError(absl::StrCat("metrics address '", address,
-                                                   "' is not HOST:PORT"));
-  }
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE;
-  addrinfo* found = nullptr;
-  const std::string bare = host.size() > 2 && host.front() == '[' ? host.substr(1, host.size() - 2)
-                                                                  : host;
-  if (getaddrinfo(bare.c_str(), std::to_string(port).c_str(), &hints, &found) != 0 ||
-      found == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot resolve metrics host '", host, "'"));
-  }
-  int fd = socket(found->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (fd < 0 || bind(fd, found->ai_addr, found->ai_addrlen) != 0 || listen(fd, 16) != 0) {
-    const std::string why = strerror(errno);
-    freeaddrinfo(found);
-    if (fd >= 0) close(fd);
-    return absl::UnavailableError(absl::StrCat("cannot listen for metrics on ", address, ": ", why));
-  }
-  freeaddrinfo(found);
-  sockaddr_storage bound{};
-  socklen_t length = sizeof bound;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &length);
-  std::unique_ptr<MetricsHttpServer> server(new MetricsHttpServer());
-  server->listen_fd_ = fd;
-  server->port_ = ntohs(bound.ss_family == AF_INET6
-                            ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
-                            : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
-  server->render_ = std::move(render);
-  server->thread_ = std::thread([s = server.get()] { s->Serve(); });
-  return server;
-}
-
-void MetricsHttpServer::Serve() {
-  while (!stopping_) {
-    pollfd p{listen_fd_, POLLIN, 0};
-    if (poll(&p, 1, 200) <= 0) continue;  // wakes up to notice Stop()
-    int client = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (client < 0) continue;
-    timeval timeout{5, 0};  // a slow or silent client does not hold the scraper thread
-    setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-    setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
-    std::string request;
-    char buffer[1024];
-    while (request.find("\r\n\r\n") == std::string::npos && request.size() < 8192) {
-      ssize_t n = recv(client, buffer, sizeof buffer, 0);
-      if (n <= 0) break;
-      request.append(buffer, static_cast<size_t>(n));
-    }
-    std::string status = "200 OK", type = "text/plain; version=0.0.4; charset=utf-8", body;
-    if (request.rfind("GET /metrics", 0) == 0 &&
-        (request.size() == 12 || request[12] == ' ' || request[12] == '?')) {
-      body = render_();
-    } else if (request.rfind("GET ", 0) == 0) {
-      status = "404 Not Found";
-      type = "text/plain";
-      body = "only /metrics is served here\n";
-    } else {
-      status = "405 Method Not Allowed";
-      type = "text/plain";
-      body = "GET /metrics\n";
-    }
-    const std::string response =
-        absl::StrCat("HTTP/1.0 ", status, "\r\nContent-Type: ", type,
-                     "\r\nContent-Length: ", body.size(), "\r\nConnection: close\r\n\r\n", body);
-    size_t sent = 0;
-    while (sent < response.size()) {
-      ssize_t n = send(client, response.data() + sent, response.size() - sent, MSG_NOSIGNAL);
-      if (n <= 0) break;
-      sent += static_cast<size_t>(n);
-    }
-    close(client);
-  }
-}
-
-void MetricsHttpServer::Stop() {
-  if (stopping_.exchange(true)) return;
-  if (thread_.joinable()) thread_.join();
-  if (listen_fd_ >= 0) close(listen_fd_);
-  listen_fd_ = -1;
 }
 
 }  // namespace modeldock::server

@@ -1,22 +1,17 @@
 // Prometheus metrics of a running server: RPC counts and latency histograms by method and status
 // code (recorded by a gRPC server interceptor, so every handler is covered), and the dock's own
-// figures (dock::DockStats) rendered at scrape time. Served as text format 0.0.4 on
-// `--metrics-listen HOST:PORT` at /metrics by MetricsHttpServer.
+// figures (dock::DockStats) rendered at scrape time. Served as text format 0.0.4 at /metrics
+// by the HTTP front door (http/; --http-listen, or --metrics-listen for /metrics alone).
 #ifndef MODELDOCK_SERVER_METRICS_H_
 #define MODELDOCK_SERVER_METRICS_H_
 
 #include <array>
-#include <atomic>
 #include <cstdint>
-#include <functional>
 #include <map>
-#include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <utility>
 
-#include "absl/status/statusor.h"
 #include "dock/dock.h"
 
 namespace modeldock::server {
@@ -47,28 +42,6 @@ class MetricsRegistry {
 
 // Status code name as gRPC spells it ("OK", "INVALID_ARGUMENT", ...).
 const char* StatusCodeName(int code);
-
-// A minimal HTTP/1.0 server for GET /metrics on its own thread (one connection at a time: a
-// Prometheus scraper calls every few seconds).
-class MetricsHttpServer {
- public:
-  ~MetricsHttpServer();
-  // Binds "host:port" (port 0: any free one). UNAVAILABLE if it cannot.
-  static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(
-      const std::string& address, std::function<std::string()> render);
-  int port() const { return port_; }
-  void Stop();
-
- private:
-  MetricsHttpServer() = default;
-  void Serve();
-
-  int listen_fd_ = -1;
-  int port_ = 0;
-  std::atomic<bool> stopping_{false};
-  std::function<std::string()> render_;
-  std::thread thread_;
-};
 
 }  // namespace modeldock::server
 

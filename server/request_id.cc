@@ -12,15 +12,35 @@ namespace {
 
 thread_local std::string current_request_id;
 
+std::string IdFor(const grpc::ServerContext& context) {
+  const auto& metadata = context.client_metadata();
+  auto sent = metadata.find(kRequestIdHeader);
+  if (sent != metadata.end()) {
+    std::string id(sent->second.data(), sent->second.size());
+    if (IsValidRequestId(id)) return id;
+  }
+  return NewRequestId();
+}
+
+}  // namespace
+
 std::string NewRequestId() {
   // A random start, then a counter: unique within a process, hard to confuse across restarts.
   static std::atomic<uint32_t> next{std::random_device{}()};
   return absl::StrFormat("r-%08x", next.fetch_add(1));
 }
 
-}  // namespace
+bool IsValidRequestId(const std::string& id) {
+  if (id.empty() || id.size() > 64) return false;
+  for (char c : id) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
 
-RequestScope::RequestScope(grpc::ServerContext* context) : id_(NewRequestId()) {
+RequestScope::RequestScope(grpc::ServerContext* context) : id_(IdFor(*context)) {
   current_request_id = id_;
   context->AddTrailingMetadata(kRequestIdHeader, id_);
 }

@@ -17,8 +17,14 @@ namespace modeldock::server {
 
 inline constexpr char kRequestIdHeader[] = "x-request-id";
 
+// A new id, "r-" + 8 hex digits.
+std::string NewRequestId();
+// An id a client may choose (sent as "x-request-id"): 1 to 64 of [A-Za-z0-9._-].
+bool IsValidRequestId(const std::string& id);
+
 // Sets the calling thread's request id for the life of a call and adds it to the call's
-// trailing metadata.
+// trailing metadata: the client's "x-request-id" when it sent a valid one (the HTTP front door
+// passes its request's id this way), else a new one.
 class RequestScope {
  public:
   explicit RequestScope(grpc::ServerContext* context);

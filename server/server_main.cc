@@ -13,6 +13,7 @@
 #include <fstream>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
@@ -21,6 +22,7 @@
 #include "dock/dock.h"
 #include "dock/metadata_store.h"
 #include "nlohmann/json.hpp"
+#include "http/http_server.h"
 #include "server/grpc_server.h"
 #include "server/metrics.h"
 #include "server/request_id.h"
@@ -81,6 +83,8 @@ struct ServerConfig {
   std::string tls_cert, tls_key, tls_client_ca;
   std::string metrics_listen;
   std::string kserve_listen;
+  std::string http_listen;
+  int http_threads = 16;
   bool auth = false;
   bool insecure_open = false;
   std::string log_level = "info";
@@ -169,6 +173,8 @@ std::string LoadConfigFile(const std::string& path, ServerConfig* config) {
     ReadKey(json, "tls-client-ca", &config->tls_client_ca);
     ReadKey(json, "metrics-listen", &config->metrics_listen);
     ReadKey(json, "kserve-listen", &config->kserve_listen);
+    ReadKey(json, "http-listen", &config->http_listen);
+    ReadKey(json, "http-threads", &config->http_threads);
     ReadKey(json, "auth", &config->auth);
     ReadKey(json, "insecure-open", &config->insecure_open);
     ReadKey(json, "log-level", &config->log_level);
@@ -192,7 +198,42 @@ void UseOneOpenMpThreadPerCall(char** argv) {
   execv("/proc/self/exe", argv);  // returns only on failure: then run with the defaults
 }
 
-static int ServerMain(int argc, char** argv) {
+static // The HTTP listeners, both over the gRPC server's in-process channel: --http-listen (REST API,
+// /metrics, health) and --metrics-listen (/metrics only). False after logging why not.
+bool StartHttpServers(const ServerConfig& config, modeldock::dock::Dock* dock,
+                      const modeldock::server::GrpcServer& grpc_server,
+                      modeldock::server::MetricsRegistry* metrics,
+                      std::vector<std::unique_ptr<modeldock::http::HttpServer>>* out) {
+  for (const std::string* address : {&config.http_listen, &config.metrics_listen}) {
+    if (address->empty()) continue;
+    const bool metrics_only = address == &config.metrics_listen;
+    modeldock::http::HttpOptions options;
+    options.listen = *address;
+    options.metrics_only = metrics_only;
+    options.threads = metrics_only ? 2 : config.http_threads;
+    options.max_queued = 4 * options.threads;
+    options.tls_cert = config.tls_cert;
+    options.tls_key = config.tls_key;
+    options.tls_client_ca = config.tls_client_ca;
+    options.spool_dir = (std::filesystem::path(config.data_dir) / "http-uploads").string();
+    options.metrics = [metrics, dock] { return metrics->Render(dock->Stats()); };
+    auto started = modeldock::http::HttpServer::Start(grpc_server.InProcessChannel(), options);
+    if (!started.ok()) {
+      spdlog::critical("{}", started.status().ToString());
+      return false;
+    }
+    if (metrics_only) {
+      spdlog::info("metrics listening on {} (GET /metrics)", (*started)->address());
+    } else {
+      spdlog::info("HTTP API listening on http{}://{}/ (REST /v1, /metrics)",
+                   (*started)->tls() ? "s" : "", (*started)->address());
+    }
+    out->push_back(std::move(*started));
+  }
+  return true;
+}
+
+int ServerMain(int argc, char** argv) {
   UseOneOpenMpThreadPerCall(argv);
   ServerConfig flags;
   std::string config_path;
@@ -369,7 +410,16 @@ static int ServerMain(int argc, char** argv) {
       "delete and recommend)");
   auto* metrics_listen = app.add_option(
       "--metrics-listen", flags.metrics_listen,
-      "HOST:PORT serving Prometheus metrics at /metrics (port 0: any free one; off by default)");
+      "HOST:PORT serving only Prometheus metrics at /metrics (port 0: any free one; off by "
+      "default); --http-listen serves them too");
+  auto* http_listen = app.add_option(
+      "--http-listen", flags.http_listen,
+      "HOST:PORT serving the REST/JSON API (/v1), /metrics and health over HTTP (same TLS, "
+      "keys and roles; off by default, e.g. 127.0.0.1:8000)");
+  auto* http_threads = app.add_option("--http-threads", flags.http_threads,
+                                      "HTTP connections served at once (4x as many may wait)")
+                           ->default_str("16")
+                           ->check(CLI::Range(1, 1024));
   auto* kserve_listen = app.add_option(
       "--kserve-listen", flags.kserve_listen,
       "HOST:PORT serving the registered models over the KServe v2 inference protocol "
@@ -453,6 +503,8 @@ static int ServerMain(int argc, char** argv) {
   if (tls_client_ca->count()) config.tls_client_ca = flags.tls_client_ca;
   if (metrics_listen->count()) config.metrics_listen = flags.metrics_listen;
   if (kserve_listen->count()) config.kserve_listen = flags.kserve_listen;
+  if (http_listen->count()) config.http_listen = flags.http_listen;
+  if (http_threads->count()) config.http_threads = flags.http_threads;
   if (auth->count()) config.auth = true;
   if (insecure_open->count()) config.insecure_open = true;
   if (log_level->count()) config.log_level = flags.log_level;
@@ -548,8 +600,8 @@ static int ServerMain(int argc, char** argv) {
   {
     // Without keys, anyone who can reach the port may register and delete: loopback only,
     // unless the operator says otherwise.
-    // The KServe port belongs to the same server, so the same rule holds for it.
-    for (const std::string& address : {config.listen, config.kserve_listen}) {
+    // The KServe and HTTP ports belong to the same server, so the same rule holds for them.
+    for (const std::string& address : {config.listen, config.kserve_listen, config.http_listen}) {
       if (address.empty()) continue;
       std::string host;
       int port = 0;
@@ -607,26 +659,12 @@ static int ServerMain(int argc, char** argv) {
     spdlog::info("API keys required on every call (health stays open)");
   }
   modeldock::server::MetricsRegistry metrics;
-  std::unique_ptr<modeldock::server::MetricsHttpServer> metrics_server;
-  if (!config.metrics_listen.empty()) {
-    modeldock::dock::Dock* engine = dock->get();
-    auto started = modeldock::server::MetricsHttpServer::Start(
-        config.metrics_listen, [&metrics, engine] { return metrics.Render(engine->Stats()); });
-    if (!started.ok()) {
-      spdlog::critical("{}", started.status().ToString());
-      (*dock)->Shutdown();
-      return 1;
-    }
-    metrics_server = std::move(*started);
-    std::string host;
-    int ignored = 0;
-    modeldock::server::SplitHostPort(config.metrics_listen, &host, &ignored);
-    spdlog::info("metrics listening on {}:{} (GET /metrics)", host, metrics_server->port());
-  }
+  const bool record_metrics = !config.metrics_listen.empty() || !config.http_listen.empty();
   auto server = modeldock::server::GrpcServer::Start(
       dock->get(), config.listen, config.max_rpc_threads,
       {config.tls_cert, config.tls_key, config.tls_client_ca},
-      metrics_server ? &metrics : nullptr, config.auth, config.kserve_listen);
+      record_metrics ? &metrics : nullptr, config.auth, config.kserve_listen,
+      /*serve_kserve=*/!config.http_listen.empty());
   if (!server.ok()) {
     spdlog::critical("{}", server.status().ToString());
     (*dock)->Shutdown();
@@ -642,6 +680,12 @@ static int ServerMain(int argc, char** argv) {
     spdlog::info("KServe v2 inference protocol on {} (inference.GRPCInferenceService)",
                  (*server)->kserve_address());
   }
+  std::vector<std::unique_ptr<modeldock::http::HttpServer>> http_servers;
+  if (!StartHttpServers(config, dock->get(), **server, &metrics, &http_servers)) {
+    (*server)->Shutdown(absl::ZeroDuration());
+    (*dock)->Shutdown();
+    return 1;
+  }
   std::printf("modeldock-server listening on %s\n", (*server)->address().c_str());
   std::fflush(stdout);
 
@@ -649,8 +693,8 @@ static int ServerMain(int argc, char** argv) {
   sigwait(&stop_signals, &signal_number);
   spdlog::info("received {}, shutting down (in-flight calls get 10 s)",
                signal_number == SIGINT ? "SIGINT" : "SIGTERM");
+  for (auto& http : http_servers) http->Stop();
   (*server)->Shutdown(absl::Seconds(10));
-  if (metrics_server) metrics_server->Stop();
   (*dock)->Shutdown();
   spdlog::info("stopped");
   return 0;

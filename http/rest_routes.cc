@@ -1,0 +1,286 @@
+// The /v1 REST API: each route decodes its query string or body, makes the modeldock.v1 call
+// the CLI would make, and answers with the CLI's --json document.
+#include <exception>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/datasets.h"
+#include "http/routes.h"
+#include "http/spool.h"
+
+namespace modeldock::http {
+namespace {
+
+absl::Status BadRequest(const std::string& message) {
+  return absl::InvalidArgumentError(message);
+}
+
+// A JSON body or form field; INVALID_ARGUMENT naming `what` when it is not a JSON object.
+absl::StatusOr<json> ParseObject(const std::string& text, const std::string& what) {
+  try {
+    json value = json::parse(text);
+    if (value.is_object()) return value;
+  } catch (const std::exception& e) {
+    return BadRequest(absl::StrCat(what, " is not valid JSON: ", e.what()));
+  }
+  return BadRequest(absl::StrCat(what, " must be a JSON object"));
+}
+
+bool ParseBool(const std::string& text) { return text == "true" || text == "1"; }
+
+absl::StatusOr<v1::ListModelsRequest> ListRequestOf(const httplib::Request& request) {
+  v1::ListModelsRequest out;
+  for (const auto& [key, value] : request.params) {
+    if (key == "name_contains") {
+      out.set_name_contains(value);
+    } else if (key == "tag") {
+      out.set_tag(value);
+    } else if (key == "page_token") {
+      out.set_page_token(value);
+    } else if (key == "task") {
+      auto task = client::ParseTask(value);
+      if (!task) return BadRequest("task must be image or tabular");
+      out.set_task(*task);
+    } else if (key == "state") {
+      auto state = client::ParseState(value);
+      if (!state) return BadRequest("state must be PENDING, PROBING, READY or FAILED");
+      out.set_state(*state);
+    } else if (key == "input_shape") {
+      auto shape = client::ParseShape(value);
+      if (!shape) return BadRequest("input_shape must look like 1,28,28");
+      for (int64_t d : *shape) out.add_input_shape(d);
+    } else if (key == "page_size") {
+      int size = 0;
+      if (!absl::SimpleAtoi(value, &size)) return BadRequest("page_size must be an integer");
+      out.set_page_size(size);
+    } else {
+      return BadRequest(absl::StrCat("unknown query parameter '", key, "'"));
+    }
+  }
+  return out;
+}
+
+absl::Status ListModels(Call& call, const httplib::Request& request,
+                        httplib::Response& response) {
+  auto list_request = ListRequestOf(request);
+  if (!list_request.ok()) return list_request.status();
+  auto page = call.client->List(*list_request);
+  if (!page.ok()) return page.status();
+  json models = json::array();
+  for (const v1::Model& model : page->models()) models.push_back(client::ModelToJson(model));
+  SendJson(response, 200,
+           json{{"models", models},
+                {"total_size", page->total_size()},
+                {"next_page_token", page->next_page_token()}});
+  return absl::OkStatus();
+}
+
+absl::Status GetModel(Call& call, const httplib::Request& request, httplib::Response& response) {
+  auto model = call.client->Get(request.matches[1].str());
+  if (!model.ok()) return model.status();
+  SendJson(response, 200, json{{"model", client::ModelToJson(*model)}});
+  return absl::OkStatus();
+}
+
+absl::Status DeleteModel(Call& call, const httplib::Request& request,
+                         httplib::Response& response) {
+  auto ids = call.client->Delete(request.matches[1].str(),
+                                 ParseBool(request.get_param_value("all_versions")));
+  if (!ids.ok()) return ids.status();
+  SendJson(response, 200, json{{"id", ids->front()}, {"ids", *ids}});
+  return absl::OkStatus();
+}
+
+// Body: {"description": ..., "license": ..., "tags": [...]} (absent keys stay as they are).
+absl::Status UpdateModel(Call& call, const httplib::Request& request,
+                         httplib::Response& response) {
+  auto body = ParseObject(request.body, "the body");
+  if (!body.ok()) return body.status();
+  v1::UpdateModelRequest update;
+  update.set_model(request.matches[1].str());
+  try {
+    for (const auto& [key, value] : body->items()) {
+      if (key == "description") {
+        update.set_description(value.get<std::string>());
+      } else if (key == "license") {
+        update.set_license(value.get<std::string>());
+      } else if (key == "tags") {
+        update.set_replace_tags(true);
+        for (const auto& tag : value.get<std::vector<std::string>>()) update.add_tags(tag);
+      } else {
+        return BadRequest(absl::StrCat("unknown key '", key,
+                                       "' (description, license and tags can change)"));
+      }
+    }
+  } catch (const std::exception& e) {
+    return BadRequest(absl::StrCat("the body: ", e.what()));
+  }
+  auto model = call.client->Update(update);
+  if (!model.ok()) return model.status();
+  SendJson(response, 200, json{{"model", client::ModelToJson(*model)}});
+  return absl::OkStatus();
+}
+
+// Multipart: "metadata" (the JSON of the CLI's --metadata) and "model" (the TorchScript file),
+// spooled to disk and uploaded in chunks; or "metadata" alone with a "remote" object
+// ({"endpoint", "model", "version"}) for a model that stays on a KServe v2 server.
+absl::Status RegisterModel(const RouteContext& context, Call& call,
+                           const httplib::Request& request, httplib::Response& response,
+                           const httplib::ContentReader& reader) {
+  Spool spool(context.options.spool_dir, {"model"});
+  if (absl::Status s = spool.Read(request, reader); !s.ok()) return s;
+  if (!spool.Has("metadata")) return BadRequest("the part 'metadata' (JSON) is required");
+  auto meta = ParseObject(spool.Text("metadata"), "the part 'metadata'");
+  if (!meta.ok()) return meta.status();
+  v1::ModelSpec spec;
+  if (absl::Status s = client::SpecFromMetadata(*meta, "metadata", &spec); !s.ok()) return s;
+  if (meta->contains("remote")) {
+    if (spool.Has("model")) return BadRequest("send a 'model' part or a remote model, not both");
+    try {
+      const json& remote = (*meta)["remote"];
+      spec.mutable_remote()->set_endpoint(remote.value("endpoint", ""));
+      spec.mutable_remote()->set_model(remote.value("model", ""));
+      spec.mutable_remote()->set_version(remote.value("version", ""));
+    } catch (const std::exception& e) {
+      return BadRequest(absl::StrCat("metadata.remote: ", e.what()));
+    }
+    auto model = call.client->RegisterRemote(spec);
+    if (!model.ok()) return model.status();
+    SendJson(response, 200, json{{"model", client::ModelToJson(*model)}, {"deduplicated", false}});
+    return absl::OkStatus();
+  }
+  if (!spool.Has("model")) return BadRequest("the part 'model' (a TorchScript file) is required");
+  auto registered = call.client->Register(spool.Path("model"), spec);
+  if (!registered.ok()) return registered.status();
+  SendJson(response, 200,
+           json{{"model", client::ModelToJson(registered->model())},
+                {"deduplicated", registered->deduplicated()}});
+  return absl::OkStatus();
+}
+
+// The "options" part of a recommendation: the CLI's recommend flags as JSON keys.
+absl::Status ApplyRecommendOptions(const json& options, datasets::LoadOptions* load,
+                                   v1::RecommendHeader* header) {
+  try {
+    for (const auto& [key, value] : options.items()) {
+      if (key == "top") {
+        header->set_top_k(value.get<int>());
+      } else if (key == "candidates") {
+        header->set_num_candidates(value.get<int>());
+      } else if (key == "metric") {
+        auto metric = client::ParseMetric(value.get<std::string>());
+        if (!metric) return BadRequest("options.metric: unknown metric (see modeldock recommend --help)");
+        header->set_metric(*metric);
+      } else if (key == "brute_force") {
+        header->set_brute_force(value.get<bool>());
+      } else if (key == "all_versions") {
+        header->set_all_versions(value.get<bool>());
+      } else if (key == "budget_ms") {
+        header->set_latency_budget_ms(value.get<double>());
+      } else if (key == "task") {
+        auto task = client::ParseTask(value.get<std::string>());
+        if (!task) return BadRequest("options.task must be image or tabular");
+        header->set_task(*task);
+      } else if (key == "max_samples") {
+        load->max_samples = value.get<int64_t>();
+      } else if (key == "image_size") {
+        auto size = value.get<std::vector<int64_t>>();
+        if (size.size() != 2 || size[0] <= 0 || size[1] <= 0) {
+          return BadRequest("options.image_size must be [H, W]");
+        }
+        load->image_height = size[0];
+        load->image_width = size[1];
+      } else {
+        return BadRequest(absl::StrCat("unknown option '", key, "'"));
+      }
+    }
+  } catch (const std::exception& e) {
+    return BadRequest(absl::StrCat("the part 'options': ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+// Multipart: "dataset" (any file the CLI's recommend reads), optional "labels" (a labels file
+// as --labels) and "options" (JSON such as {"top": 5, "metric": "fusion"}).
+absl::Status Recommend(const RouteContext& context, Call& call, const httplib::Request& request,
+                       httplib::Response& response, const httplib::ContentReader& reader) {
+  Spool spool(context.options.spool_dir, {"dataset", "labels"});
+  if (absl::Status s = spool.Read(request, reader); !s.ok()) return s;
+  if (!spool.Has("dataset")) return BadRequest("the part 'dataset' (a dataset file) is required");
+  datasets::LoadOptions load;
+  load.labels_path = spool.Path("labels");
+  v1::RecommendHeader header;
+  header.set_top_k(5);
+  header.set_metric(v1::METRIC_FUSION);
+  if (spool.Has("options")) {
+    auto options = ParseObject(spool.Text("options"), "the part 'options'");
+    if (!options.ok()) return options.status();
+    if (absl::Status s = ApplyRecommendOptions(*options, &load, &header); !s.ok()) return s;
+  }
+  auto dataset = datasets::LoadDataset(spool.Path("dataset"), load);
+  if (!dataset.ok()) {
+    return BadRequest(absl::StrCat("cannot load dataset: ", dataset.status().message()));
+  }
+  auto result = call.client->Recommend(*dataset, header);
+  if (!result.ok()) return result.status();
+  SendJson(response, 200, client::RecommendToJson(*result, dataset->notes));
+  return absl::OkStatus();
+}
+
+// Server-sent events: one "state" event per state change of the model until READY or FAILED.
+absl::Status WatchModel(Call& call, const httplib::Request& request,
+                        httplib::Response& response) {
+  const std::string model = request.matches[1].str();
+  auto first = call.client->Get(model);  // an unknown model is a 404, not an empty stream
+  if (!first.ok()) return first.status();
+  std::shared_ptr<client::Client> watcher = std::move(call.client);
+  const std::string request_id = call.request_id;
+  response.set_header("Cache-Control", "no-cache");
+  response.set_chunked_content_provider(
+      "text/event-stream", [watcher, model, request_id](size_t, httplib::DataSink& sink) {
+        auto send = [&sink](const std::string& event, const json& data) {
+          const std::string text = absl::StrCat("event: ", event, "\ndata: ", data.dump(), "\n\n");
+          return sink.write(text.data(), text.size());
+        };
+        auto last = watcher->Watch(model, [&](const v1::Model& update) {
+          send("state", json{{"model", client::ModelToJson(update)}});
+        });
+        if (!last.ok()) {
+          send("error", json{{"code", absl::StatusCodeToString(last.status().code())},
+                             {"message", std::string(last.status().message())},
+                             {"request_id", request_id}});
+        }
+        sink.done();
+        return true;
+      });
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void AddRestRoutes(httplib::Server& server, std::shared_ptr<const RouteContext> context) {
+  const std::string model_path = R"(/v1/models/([^/]+))";
+  server.Get("/v1/models", Route(context, ListModels));
+  server.Get(model_path, Route(context, GetModel));
+  server.Delete(model_path, Route(context, DeleteModel));
+  server.Patch(model_path, Route(context, UpdateModel));
+  server.Get(model_path + "/events", Route(context, WatchModel));
+  const RouteContext* raw = context.get();
+  server.Post("/v1/models", UploadRoute(context, [raw](Call& call, const httplib::Request& request,
+                                                       httplib::Response& response,
+                                                       const httplib::ContentReader& reader) {
+                return RegisterModel(*raw, call, request, response, reader);
+              }));
+  server.Post("/v1/recommend",
+              UploadRoute(context, [raw](Call& call, const httplib::Request& request,
+                                         httplib::Response& response,
+                                         const httplib::ContentReader& reader) {
+                return Recommend(*raw, call, request, response, reader);
+              }));
+}
+
+}  // namespace modeldock::http

@@ -1,0 +1,288 @@
+#!/usr/bin/python3
+"""The HTTP front door (--http-listen) of a real modeldock-server with the demo models, called
+with nothing but urllib: every /v1 route, the error mapping, request ids, API keys and roles,
+/metrics on the same listener, and that the recommend JSON is the CLI's --json document.
+
+    PYTHONPATH=<build>/python http_test.py SERVER_BINARY ASSET_DIR CLI_BINARY
+"""
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.error
+import urllib.request
+import uuid
+
+import modeldock
+from live_server import start_server, stop_server
+
+SERVER, ASSETS, CLI = sys.argv[1], sys.argv[2], sys.argv[3]
+DEMO = os.path.join(ASSETS, "demo")
+QUERY = os.path.join(DEMO, "query_tops")
+MODELS = ["fmnist-tops-cnn", "fmnist-footwear-cnn", "fmnist-all-mlp"]
+
+
+def http_port(stderr_file):
+    for _ in range(100):
+        stderr_file.seek(0)
+        found = re.search(r"HTTP API listening on http://127\.0\.0\.1:(\d+)/", stderr_file.read())
+        if found:
+            return int(found.group(1))
+        time.sleep(0.1)
+    raise RuntimeError("the server did not log its HTTP address")
+
+
+def multipart(fields):
+    """fields: name -> bytes, or (filename, bytes). Returns (content type, body)."""
+    boundary = uuid.uuid4().hex
+    body = b""
+    for name, value in fields.items():
+        filename = ""
+        if isinstance(value, tuple):
+            filename, value = value
+            filename = f'; filename="{filename}"'
+        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"{filename}\r\n"
+                 "Content-Type: application/octet-stream\r\n\r\n").encode() + value + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    return f"multipart/form-data; boundary={boundary}", body
+
+
+class Http:
+    def __init__(self, port, key=None):
+        self.base = f"http://127.0.0.1:{port}"
+        self.key = key
+
+    def call(self, method, path, body=None, content_type=None, headers=None):
+        """Returns (status, headers, body: parsed JSON or text)."""
+        request = urllib.request.Request(self.base + path, data=body, method=method)
+        if content_type:
+            request.add_header("Content-Type", content_type)
+        if self.key:
+            request.add_header("Authorization", f"Bearer {self.key}")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        try:
+            with urllib.request.urlopen(request, timeout=300) as response:
+                status, head, raw = response.status, response.headers, response.read()
+        except urllib.error.HTTPError as e:
+            status, head, raw = e.code, e.headers, e.read()
+        text = raw.decode()
+        if head.get("Content-Type", "").startswith("application/json"):
+            return status, head, json.loads(text)
+        return status, head, text
+
+    def register(self, name):
+        with open(os.path.join(DEMO, name + ".json"), "rb") as f:
+            meta = f.read()
+        with open(os.path.join(DEMO, name + ".pt"), "rb") as f:
+            model = f.read()
+        return self.call("POST", "/v1/models",
+                         *reversed(multipart({"metadata": meta, "model": (name + ".pt", model)})))
+
+    def events(self, name):
+        """The server-sent events of /v1/models/NAME/events, until the stream ends."""
+        request = urllib.request.Request(f"{self.base}/v1/models/{name}/events")
+        if self.key:
+            request.add_header("Authorization", f"Bearer {self.key}")
+        with urllib.request.urlopen(request, timeout=300) as response:
+            self_type = response.headers["Content-Type"]
+            assert self_type.startswith("text/event-stream"), self_type
+            text = response.read().decode()
+        return [(m.group(1), json.loads(m.group(2)))
+                for m in re.finditer(r"event: (\w+)\ndata: (.*)\n\n", text)]
+
+
+def read_file(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def query_parts(options=None):
+    parts = {"dataset": ("query-images-idx3-ubyte",
+                         read_file(os.path.join(QUERY, "query-images-idx3-ubyte"))),
+             "labels": ("query-labels-idx1-ubyte",
+                        read_file(os.path.join(QUERY, "query-labels-idx1-ubyte")))}
+    if options is not None:
+        parts["options"] = json.dumps(options).encode()
+    return multipart(parts)
+
+
+class HttpTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.err = open(os.path.join(cls.tmp.name, "server.err"), "w+")
+        cls.data = os.path.join(cls.tmp.name, "d")
+        cls.server, cls.address = start_server(
+            SERVER, ASSETS, cls.data, ["--workers", "1", "--http-listen", "127.0.0.1:0"],
+            stderr=cls.err)
+        cls.http = Http(http_port(cls.err))
+        for name in MODELS:
+            status, _, body = cls.http.register(name)
+            assert status == 200, body
+        for name in MODELS:
+            events = cls.http.events(name)
+            assert events[-1][1]["model"]["state"] == "READY", events
+
+    @classmethod
+    def tearDownClass(cls):
+        stop_server(cls.server)
+        cls.err.close()
+        cls.tmp.cleanup()
+
+    def test_registered_model_matches_its_file(self):
+        status, _, body = self.http.call("GET", "/v1/models/fmnist-tops-cnn")
+        self.assertEqual(status, 200)
+        model = body["model"]
+        content = read_file(os.path.join(DEMO, "fmnist-tops-cnn.pt"))
+        meta = json.loads(read_file(os.path.join(DEMO, "fmnist-tops-cnn.json")))
+        self.assertEqual(model["sha256"], hashlib.sha256(content).hexdigest())
+        self.assertEqual(model["size_bytes"], len(content))
+        self.assertEqual(model["class_labels"], meta["class_labels"])
+        self.assertEqual(model["input_shape"], meta["input_shape"])
+        self.assertEqual(model["state"], "READY")
+
+    def test_list_filters_and_pages(self):
+        status, _, body = self.http.call("GET", "/v1/models?name_contains=cnn&state=ready")
+        self.assertEqual(status, 200)
+        self.assertEqual(sorted(m["name"] for m in body["models"]),
+                         ["fmnist-footwear-cnn", "fmnist-tops-cnn"])
+        self.assertEqual(body["total_size"], 2)
+        seen = []
+        token = ""
+        while True:
+            status, _, page = self.http.call("GET", f"/v1/models?page_size=1&page_token={token}")
+            self.assertEqual(status, 200)
+            self.assertEqual(len(page["models"]), 1)
+            self.assertEqual(page["total_size"], len(MODELS))
+            seen.append(page["models"][0]["name"])
+            token = page["next_page_token"]
+            if not token:
+                break
+        self.assertEqual(sorted(seen), sorted(MODELS))
+
+    def test_errors_map_to_http_codes_with_the_request_id(self):
+        cases = [
+            ("GET", "/v1/models/nobody", None, None, 404, "NOT_FOUND"),
+            ("GET", "/v1/models?page_size=-1", None, None, 400, "INVALID_ARGUMENT"),
+            ("GET", "/v1/models?colour=red", None, None, 400, "INVALID_ARGUMENT"),
+            ("GET", "/v1/nothing-here", None, None, 404, "NOT_FOUND"),
+            ("PATCH", "/v1/models/fmnist-tops-cnn", b"[1]", "application/json", 400,
+             "INVALID_ARGUMENT"),
+            ("POST", "/v1/recommend", b"{}", "application/json", 400, "INVALID_ARGUMENT"),
+        ]
+        for method, path, body, content_type, code, name in cases:
+            with self.subTest(path=path):
+                status, head, error = self.http.call(method, path, body, content_type)
+                self.assertEqual(status, code, error)
+                self.assertEqual(error["code"], name)
+                self.assertTrue(error["message"])
+                self.assertRegex(error["request_id"], r"^r-[0-9a-f]{8}$")
+                self.assertEqual(head["X-Request-Id"], error["request_id"])
+        # A duplicate registration is ALREADY_EXISTS: 409.
+        status, _, error = self.http.register("fmnist-tops-cnn")
+        self.assertEqual((status, error["code"]), (409, "ALREADY_EXISTS"), error)
+
+    def test_a_client_request_id_is_kept_and_reaches_the_log(self):
+        status, head, error = self.http.call("GET", "/v1/models/nobody-at-all",
+                                             headers={"X-Request-Id": "curl-test-42"})
+        self.assertEqual(status, 404)
+        self.assertEqual(head["X-Request-Id"], "curl-test-42")
+        self.assertEqual(error["request_id"], "curl-test-42")
+        self.assertIn("(request curl-test-42)", error["message"])
+
+    def test_update_and_delete(self):
+        status, _, body = self.http.register("fmnist-shuffled-cnn")
+        self.assertEqual(status, 200, body)
+        # Metadata changes once probing is over (FAILED_PRECONDITION, 400, before).
+        states = [e[1]["model"]["state"] for e in self.http.events("fmnist-shuffled-cnn")]
+        self.assertEqual(states[-1], "READY")
+        status, _, body = self.http.call(
+            "PATCH", "/v1/models/fmnist-shuffled-cnn",
+            json.dumps({"description": "edited", "tags": ["a", "b"]}).encode(), "application/json")
+        self.assertEqual(status, 200, body)
+        self.assertEqual((body["model"]["description"], body["model"]["tags"]), ("edited", ["a", "b"]))
+        status, _, body = self.http.call("DELETE", "/v1/models/fmnist-shuffled-cnn")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["ids"], [body["id"]])
+        status, _, _ = self.http.call("GET", "/v1/models/fmnist-shuffled-cnn")
+        self.assertEqual(status, 404)
+
+    def test_recommend_answers_what_the_cli_prints(self):
+        options = {"top": 3, "metric": "fusion"}
+        status, _, body = self.http.call("POST", "/v1/recommend",
+                                         *reversed(query_parts(options)))
+        self.assertEqual(status, 200, body)
+        cli = subprocess.run(
+            [CLI, "--server", self.address, "--json", "recommend",
+             os.path.join(QUERY, "query-images-idx3-ubyte"),
+             "--labels", os.path.join(QUERY, "query-labels-idx1-ubyte"),
+             "--top", "3", "--metric", "fusion"],
+            capture_output=True, text=True, timeout=300, check=True)
+        expected = json.loads(cli.stdout)
+        self.assertEqual(list(body.keys()), list(expected.keys()))
+        # How long it took, what was cached by then, and the budget's estimate of the time.
+        for key in ("timings", "num_cached", "mode_reason"):
+            del body[key], expected[key]
+        self.assertEqual(body, expected)
+        self.assertEqual(len(body["results"]), 3)
+        self.assertEqual(body["results"][0]["name"], "fmnist-tops-cnn")
+        self.assertEqual(body["metric"], "fusion")
+
+    def test_recommend_rejects_bad_options(self):
+        status, _, error = self.http.call("POST", "/v1/recommend",
+                                          *reversed(query_parts({"top": 3, "colour": 1})))
+        self.assertEqual((status, error["code"]), (400, "INVALID_ARGUMENT"))
+        self.assertIn("colour", error["message"])
+
+    def test_metrics_on_the_same_listener(self):
+        self.http.call("GET", "/v1/models/nobody")
+        status, head, text = self.http.call("GET", "/metrics")
+        self.assertEqual(status, 200)
+        self.assertTrue(head["Content-Type"].startswith("text/plain; version=0.0.4"))
+        found = re.search(r'modeldock_rpc_total\{method="/modeldock.v1.ModelDockService/GetModel",'
+                          r'code="NOT_FOUND"\} (\d+)', text)
+        self.assertIsNotNone(found, text[:2000])
+        self.assertGreaterEqual(int(found.group(1)), 1)
+
+
+class HttpAuthTest(unittest.TestCase):
+    """A server with --auth: the same keys and roles as on gRPC."""
+
+    def test_keys_and_roles(self):
+        with tempfile.TemporaryDirectory() as tmp, open(os.path.join(tmp, "err"), "w+") as err:
+            data = os.path.join(tmp, "d")
+            server, address = start_server(
+                SERVER, ASSETS, data, ["--workers", "1", "--auth", "--http-listen", "127.0.0.1:0"],
+                stderr=err)
+            try:
+                port = http_port(err)
+                with open(os.path.join(data, "admin.key")) as f:
+                    admin_key = f.read().strip()
+                with modeldock.Client(address, api_key=admin_key) as admin:
+                    consumer = admin.create_key("consumer", "reader")["secret"]
+                status, _, error = Http(port).call("GET", "/v1/models")
+                self.assertEqual((status, error["code"]), (401, "UNAUTHENTICATED"))
+                status, _, error = Http(port).call("GET", "/v1/models",
+                                                   headers={"Authorization": "Basic eDp5"})
+                self.assertEqual((status, error["code"]), (401, "UNAUTHENTICATED"))
+                status, _, error = Http(port, "mdk_bad_key").call("GET", "/v1/models")
+                self.assertEqual((status, error["code"]), (401, "UNAUTHENTICATED"))
+                status, _, body = Http(port, consumer).call("GET", "/v1/models")
+                self.assertEqual((status, body["total_size"]), (200, 0))
+                status, _, error = Http(port, consumer).register("fmnist-tops-cnn")
+                self.assertEqual((status, error["code"]), (403, "PERMISSION_DENIED"))
+                self.assertIn("provider", error["message"])
+                status, _, body = Http(port, admin_key).register("fmnist-tops-cnn")
+                self.assertEqual(status, 200, body)
+            finally:
+                stop_server(server)
+
+
+if __name__ == "__main__":
+    unittest.main(argv=sys.argv[:1], verbosity=2)
