@@ -139,6 +139,29 @@ class HttpTest(unittest.TestCase):
         cls.err.close()
         cls.tmp.cleanup()
 
+    def test_0_a_100_mb_upload_is_streamed_not_held(self):
+        """Runs first (name): the server's peak resident memory (VmHWM) may not grow by more
+        than 32 MB while a 100 MB model file goes through the HTTP spool and the gRPC stream
+        to the dock's temp file (the admission checks then refuse it: it is no TorchScript)."""
+        def peak_kb():
+            with open(f"/proc/{self.server.pid}/status") as f:
+                return int(re.search(r"VmHWM:\s+(\d+) kB", f.read()).group(1))
+        meta = json.dumps({"name": "big", "input_shape": [1, 28, 28],
+                           "class_labels": ["a", "b"]}).encode()
+        content = np.random.default_rng(0).bytes(100 * 1000 * 1000)
+        content_type, body = multipart({"metadata": meta, "model": ("big.pt", content)})
+        del content
+        before = peak_kb()
+        status, _, error = self.http.call("POST", "/v1/models", body, content_type)
+        after = peak_kb()
+        print(f"\n100 MB upload: server peak RSS {before / 1024:.1f} -> {after / 1024:.1f} MB",
+              file=sys.stderr)
+        self.assertEqual(status, 400, error)
+        self.assertEqual(error["code"], "INVALID_ARGUMENT")
+        self.assertLess(after - before, 32 * 1024, f"peak RSS grew {(after - before) / 1024:.1f} MB")
+        self.assertEqual(os.listdir(os.path.join(self.data, "http-uploads")), [])
+        self.assertEqual(self.http.call("GET", "/v1/models/big")[0], 404)
+
     def test_registered_model_matches_its_file(self):
         status, _, body = self.http.call("GET", "/v1/models/fmnist-tops-cnn")
         self.assertEqual(status, 200)
