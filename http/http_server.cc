@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "http/routes.h"
+#include "http/web_files.h"
 #include "server/grpc_server.h"  // SplitHostPort
 #include "server/request_id.h"
 #include "spdlog/spdlog.h"
@@ -264,6 +265,15 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   if (!options.metrics_only) {
     AddRestRoutes(server, context);
     AddKServeRoutes(server, context);
+    for (const WebFile& file : WebFiles()) {
+      server.Get(file.path, [&file](const httplib::Request&, httplib::Response& response) {
+        response.set_content(reinterpret_cast<const char*>(file.data), file.size,
+                             file.content_type);
+        // The page loads its own script and style only, and talks to this server only.
+        response.set_header("Content-Security-Policy", "default-src 'self'");
+        response.set_header("X-Content-Type-Options", "nosniff");
+      });
+    }
   }
   if (options.metrics) {
     auto metrics = options.metrics;

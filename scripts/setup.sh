@@ -20,6 +20,8 @@ PACKAGES=(
   python3 python3-torch python3-numpy python3-scipy python3-sklearn python3-pil python3-grpcio
   python3-protobuf python3-prometheus-client
   python3-matplotlib
+  # The web page's test in a real browser (tests/python/http_browser_test.py).
+  chromium chromium-driver python3-selenium
   fonts-dejavu-core fonts-liberation2 fonts-urw-base35 fonts-texgyre
   # Photographs and artwork for the colour probe sets (scripts/assets/colour_data.py; licences in
   # scripts/assets/README.md). lomiri-wallpapers' photographs are in its -16.04/-20.04 packages.

@@ -1,0 +1,134 @@
+#!/usr/bin/python3
+"""The web page at / of a real modeldock-server with the demo models, in a real browser
+(Debian's chromium, driven through chromium-driver by python3-selenium, headless): the model
+list and its search, a model card, "ask the dock" with the demo query (the ranking shown must be
+the one the REST API answers), registering a model until it is READY, and a phone-width layout.
+Screenshots go to SCREENSHOT_DIR.
+
+    PYTHONPATH=<build>/python http_browser_test.py SERVER ASSET_DIR CLI SCREENSHOT_DIR
+"""
+import json
+import os
+import sys
+import tempfile
+import unittest
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from http_test import DEMO, MODELS, QUERY, Http, http_port, query_parts
+from live_server import start_server, stop_server
+
+SERVER, ASSETS, SHOTS = sys.argv[1], sys.argv[2], sys.argv[4]
+DEMO, QUERY = os.path.abspath(DEMO), os.path.abspath(QUERY)  # the browser needs full paths
+
+
+class BrowserTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.err = open(os.path.join(cls.tmp.name, "server.err"), "w+")
+        cls.server, _ = start_server(
+            SERVER, ASSETS, os.path.join(cls.tmp.name, "d"),
+            ["--workers", "1", "--http-listen", "127.0.0.1:0"], stderr=cls.err)
+        port = http_port(cls.err)
+        cls.http = Http(port)
+        cls.url = f"http://127.0.0.1:{port}/"
+        for name in MODELS:
+            status, _, body = cls.http.register(name)
+            assert status == 200, body
+            assert cls.http.events(name)[-1][1]["model"]["state"] == "READY"
+        options = webdriver.ChromeOptions()
+        options.binary_location = "/usr/bin/chromium"
+        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--window-size=1280,800"):
+            options.add_argument(arg)
+        cls.browser = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+        os.makedirs(SHOTS, exist_ok=True)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.browser.quit()
+        stop_server(cls.server)
+        cls.err.close()
+        cls.tmp.cleanup()
+
+    def wait(self, condition, timeout=120):
+        return WebDriverWait(self.browser, timeout).until(lambda _: condition())
+
+    def rows(self, table):
+        """The cells' text, read at once (the page may redraw the table between two reads)."""
+        return self.browser.execute_script(
+            "return [...document.querySelectorAll(arguments[0])]"
+            ".map(r => [...r.cells].map(c => c.textContent))", f"#{table} tbody tr")
+
+    def test_page(self):
+        b = self.browser
+        b.get(self.url)
+        self.wait(lambda: len(self.rows("models")) == len(MODELS))
+        self.assertEqual(sorted(r[0] for r in self.rows("models")), sorted(MODELS))
+        self.assertIn(f"of {len(MODELS)}", b.find_element(By.ID, "models-summary").text)
+
+        # Search, then the model card.
+        b.find_element(By.ID, "search").send_keys("tops")
+        b.find_element(By.CSS_SELECTOR, "#search-form button").click()
+        self.wait(lambda: [r[0] for r in self.rows("models")] == ["fmnist-tops-cnn"])
+        b.find_element(By.LINK_TEXT, "fmnist-tops-cnn").click()
+        card = b.find_element(By.ID, "card")
+        self.wait(lambda: card.is_displayed() and "fmnist-tops-cnn" in
+                  b.find_element(By.ID, "card-title").text)
+        facts = dict(zip([e.text for e in card.find_elements(By.TAG_NAME, "dt")],
+                         [e.text for e in card.find_elements(By.TAG_NAME, "dd")]))
+        with open(os.path.join(DEMO, "fmnist-tops-cnn.json")) as f:
+            meta = json.load(f)
+        self.assertEqual(facts["Labels"], ", ".join(meta["class_labels"]))
+        model = self.http.call("GET", "/v1/models/fmnist-tops-cnn")[2]["model"]
+        self.assertEqual(facts["State"], f"READY ({model['state_reason']})")
+        self.assertEqual(facts["SHA-256"], model["sha256"])
+        self.assertEqual(facts["Input shape"], " x ".join(map(str, meta["input_shape"])))
+        b.save_screenshot(os.path.join(SHOTS, "page-card.png"))
+
+        # Ask the dock with the demo query; the REST API's answer is the oracle.
+        status, _, expected = self.http.call("POST", "/v1/recommend",
+                                             *reversed(query_parts({"top": 3, "metric": "fusion"})))
+        self.assertEqual(status, 200, expected)
+        b.find_element(By.ID, "dataset").send_keys(os.path.join(QUERY, "query-images-idx3-ubyte"))
+        b.find_element(By.ID, "labels").send_keys(os.path.join(QUERY, "query-labels-idx1-ubyte"))
+        top = b.find_element(By.ID, "top")
+        top.clear()
+        top.send_keys("3")
+        b.find_element(By.ID, "ask").click()
+        answer = b.find_element(By.ID, "answer")
+        self.wait(lambda: answer.is_displayed())
+        shown = self.rows("ranking")
+        self.assertEqual([r[1] for r in shown], [r["name"] for r in expected["results"]])
+        self.assertEqual(shown[0][1], "fmnist-tops-cnn")
+        self.assertEqual(shown[0][3], f"{expected['results'][0]['score']:.4f}")
+        self.assertIn(f"Mode {expected['mode']}", b.find_element(By.ID, "answer-mode").text)
+        self.assertTrue(b.find_element(By.ID, "download").get_attribute("href").startswith("blob:"))
+        b.save_screenshot(os.path.join(SHOTS, "page-ask.png"))
+
+        # Register a model from the page and watch it reach READY (server-sent events).
+        b.find_element(By.ID, "metadata").send_keys(os.path.join(DEMO, "glyph-digits-cnn.json"))
+        b.find_element(By.ID, "model-file").send_keys(os.path.join(DEMO, "glyph-digits-cnn.pt"))
+        b.find_element(By.ID, "register").click()
+        status_line = b.find_element(By.ID, "register-status")
+        self.wait(lambda: status_line.text.startswith("glyph-digits-cnn: READY"))
+        model = self.http.call("GET", "/v1/models/glyph-digits-cnn")[2]["model"]
+        self.assertEqual(status_line.text, f"glyph-digits-cnn: READY ({model['state_reason']})")
+        self.assertEqual(b.find_element(By.ID, "register-progress").get_attribute("value"), "1")
+
+        # A phone's width: nothing wider than the screen.
+        b.set_window_size(390, 844)
+        b.get(self.url)
+        self.wait(lambda: len(self.rows("models")) == len(MODELS) + 1)
+        overflow = b.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        self.assertLessEqual(overflow, 0)
+        b.save_screenshot(os.path.join(SHOTS, "page-phone.png"))
+
+
+if __name__ == "__main__":
+    unittest.main(argv=sys.argv[:1], verbosity=2)
