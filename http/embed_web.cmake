@@ -2,7 +2,8 @@
 # serves its page with no files to install: cmake -DOUT=... -DDIR=... -P embed_web.cmake
 set(files "index.html|/|text/html"
           "app.js|/static/app.js|text/javascript"
-          "style.css|/static/style.css|text/css")
+          "style.css|/static/style.css|text/css"
+          "openapi.json|/v1/openapi.json|application/json")
 set(arrays "")
 set(entries "")
 set(i 0)

@@ -343,6 +343,33 @@ class HttpTest(unittest.TestCase):
                 if by_service:
                     self.assertIn(f"(request {head['X-Request-Id']})", error["error"])
 
+    def test_openapi_documents_only_routes_that_exist(self):
+        """Every operation of /v1/openapi.json is routed: called on a model that does not exist
+        (nothing changes), each answers anything but the server's own "no route" 404."""
+        status, _, doc = self.http.call("GET", "/v1/openapi.json")
+        self.assertEqual(status, 200)
+        self.assertEqual(doc["openapi"], "3.0.3")
+        operations = [(path, method) for path, item in doc["paths"].items()
+                      for method in item if method != "parameters"]
+        self.assertEqual(len({doc["paths"][p][m]["operationId"] for p, m in operations}),
+                         len(operations))
+        self.assertLessEqual({"listModels", "getModel", "registerModel", "recommend", "watchModel",
+                              "modelInfer", "serverReady", "metrics"},
+                             {doc["paths"][p][m]["operationId"] for p, m in operations})
+        for path, method in operations:
+            with self.subTest(route=f"{method.upper()} {path}"):
+                url = path.replace("{model}", "no-such-model").replace("{version}", "9")
+                status, _, body = self.http.call(method.upper(), url, b"{}" if method in (
+                    "post", "patch") else None, "application/json")
+                no_route = status == 404 and isinstance(body, dict) and \
+                    body.get("message", "").startswith("no route")
+                self.assertFalse(no_route, body)
+                responses = doc["paths"][path][method]["responses"]
+                self.assertTrue(str(status) in responses or "default" in responses, status)
+        # And the check can fail: an undocumented path is not routed.
+        status, _, body = self.http.call("GET", "/v1/undocumented")
+        self.assertTrue(status == 404 and body["message"].startswith("no route"))
+
 
 class HttpAuthTest(unittest.TestCase):
     """A server with --auth: the same keys and roles as on gRPC."""
