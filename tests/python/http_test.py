@@ -7,9 +7,11 @@ KServe v2 HTTP endpoints (/v2) with outputs checked against the TorchScript file
     PYTHONPATH=<build>/python http_test.py SERVER_BINARY ASSET_DIR CLI_BINARY
 """
 import hashlib
+import http.client
 import json
 import os
 import re
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -34,7 +36,7 @@ MODELS = ["fmnist-tops-cnn", "fmnist-footwear-cnn", "fmnist-all-mlp"]
 def http_port(stderr_file):
     for _ in range(100):
         stderr_file.seek(0)
-        found = re.search(r"HTTP API listening on http://127\.0\.0\.1:(\d+)/", stderr_file.read())
+        found = re.search(r"HTTP API listening on https?://127\.0\.0\.1:(\d+)/", stderr_file.read())
         if found:
             return int(found.group(1))
         time.sleep(0.1)
@@ -407,6 +409,42 @@ class HttpAuthTest(unittest.TestCase):
                 self.assertIn("API key", error["error"])
                 status, _, meta = Http(port, consumer).call("GET", "/v2/models/fmnist-tops-cnn")
                 self.assertEqual((status, meta["name"]), (200, "fmnist-tops-cnn"))
+            finally:
+                stop_server(server)
+
+
+class HttpTlsTest(unittest.TestCase):
+    """--tls-cert/--tls-key/--tls-client-ca hold for the HTTP listener as for gRPC."""
+
+    def test_mutual_tls(self):
+        from remote_test import make_certs
+        with tempfile.TemporaryDirectory() as tmp, open(os.path.join(tmp, "err"), "w+") as err:
+            certs = make_certs(tmp)
+            for args in (["req", "-newkey", "ec:curve.pem", "-nodes", "-subj", "/CN=client",
+                          "-keyout", "client.key", "-out", "client.csr"],
+                         ["x509", "-req", "-days", "1", "-in", "client.csr", "-CA", "ca.pem",
+                          "-CAkey", "ca.key", "-CAcreateserial", "-out", "client.pem"]):
+                subprocess.run(["/usr/bin/openssl", *args], cwd=tmp, check=True,
+                               capture_output=True)
+            server, _ = start_server(
+                SERVER, ASSETS, os.path.join(tmp, "d"),
+                ["--workers", "1", "--http-listen", "127.0.0.1:0", "--tls-cert", certs["server.pem"],
+                 "--tls-key", certs["server.key"], "--tls-client-ca", certs["ca.pem"]],
+                stderr=err)
+            try:
+                url = f"https://127.0.0.1:{http_port(err)}/v1/models"
+                context = ssl.create_default_context(cafile=certs["ca.pem"])
+                context.load_cert_chain(os.path.join(tmp, "client.pem"),
+                                        os.path.join(tmp, "client.key"))
+                with urllib.request.urlopen(url, context=context, timeout=30) as response:
+                    self.assertEqual(json.loads(response.read())["total_size"], 0)
+                # No client certificate: the handshake fails; plaintext is not answered.
+                without = ssl.create_default_context(cafile=certs["ca.pem"])
+                with self.assertRaises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+                    urllib.request.urlopen(url, context=without, timeout=30).read()
+                with self.assertRaises((urllib.error.URLError, ConnectionError,
+                                        http.client.HTTPException)):
+                    urllib.request.urlopen(url.replace("https", "http"), timeout=30).read()
             finally:
                 stop_server(server)
 
