@@ -18,7 +18,8 @@ DATA_DIR="$(mktemp -d /tmp/modeldock-demo.XXXXXX)"
 LOG="$DATA_DIR/server.log"
 SERVER_OUT="$DATA_DIR/server.out"
 "$BUILD_DIR/server/modeldock-server" --listen 127.0.0.1:0 --data-dir "$DATA_DIR/data" \
-  --asset-dir "$ASSETS" >"$SERVER_OUT" 2>"$LOG" &
+  --asset-dir "$ASSETS" --http-listen "${MODELDOCK_HTTP_LISTEN:-127.0.0.1:0}" \
+  >"$SERVER_OUT" 2>"$LOG" &
 SERVER_PID=$!
 trap 'kill $SERVER_PID 2>/dev/null || true; wait $SERVER_PID 2>/dev/null || true' EXIT
 
@@ -31,6 +32,8 @@ ADDR="$(sed -n 's/.*listening on //p' "$SERVER_OUT" | head -1)"
 export MODELDOCK_SERVER="$ADDR"
 CLI="$BUILD_DIR/client/modeldock"
 echo "== modeldock-server listening on $ADDR (data: $DATA_DIR/data, log: $LOG)"
+HTTP_URL="$(sed -n 's/.*HTTP API listening on \(http[^ ]*\).*/\1/p' "$LOG" | head -1)"
+echo "== web page and REST API: $HTTP_URL (curl ${HTTP_URL}v1/models)"
 
 echo "== health"
 "$CLI" health
@@ -56,5 +59,9 @@ PHOTOS="$ASSETS/demo/query_emoji"
 echo "== recommend for a folder of colour images (one sub-folder per class; PNG, 32x32)"
 echo "\$ modeldock recommend query_emoji/ --top 5"
 "$CLI" recommend "$PHOTOS" --top 5
+echo
+echo "== the same over HTTP: the first result of POST /v1/recommend (curl -F)"
+curl -s -F dataset=@"$QUERY/query-images-idx3-ubyte" -F labels=@"$QUERY/query-labels-idx1-ubyte" \
+  -F 'options={"top": 1}' "${HTTP_URL}v1/recommend" | sed -n 's/^      "name": "\(.*\)",$/  rank 1: \1/p'
 echo
 echo "== demo done"
