@@ -491,13 +491,6 @@ int RunHealth(const GlobalFlags& global, client::Client& client) {
 // ---------------------------------------------------------------------------------------------
 // keys
 
-json KeyJson(const v1::ApiKey& key) {
-  std::string role = v1::ApiKeyRole_Name(key.role());
-  role = absl::AsciiStrToLower(role.substr(std::string("API_KEY_ROLE_").size()));
-  return json{{"id", key.id()}, {"name", key.name()}, {"role", role},
-              {"created_unix_ms", key.created_unix_ms()}, {"revoked", key.revoked()}};
-}
-
 int RunKeysCreate(const GlobalFlags& global, const std::string& role, const std::string& name,
                   client::Client& client) {
   v1::ApiKeyRole value = role == "admin"      ? v1::API_KEY_ROLE_ADMIN
@@ -506,7 +499,7 @@ int RunKeysCreate(const GlobalFlags& global, const std::string& role, const std:
   auto created = client.CreateApiKey(value, name);
   if (!created.ok()) return RpcError("keys create", created.status());
   if (global.json) {
-    json out = KeyJson(created->key());
+    json out = client::ApiKeyToJson(created->key());
     out["secret"] = created->secret();
     PrintJson(out);
   } else {
@@ -521,7 +514,7 @@ int RunKeysList(const GlobalFlags& global, client::Client& client) {
   auto keys = client.ListApiKeys();
   if (!keys.ok()) return RpcError("keys list", keys.status());
   json all = json::array();
-  for (const v1::ApiKey& key : keys->keys()) all.push_back(KeyJson(key));
+  for (const v1::ApiKey& key : keys->keys()) all.push_back(client::ApiKeyToJson(key));
   if (global.json) {
     PrintJson(json{{"keys", all}});
     return kExitOk;

@@ -3,6 +3,7 @@
 #include <cctype>
 #include <exception>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -180,6 +181,20 @@ json RecommendToJson(const v1::RecommendResponse& response,
               {"dataset_notes", dataset_notes},
               {"warnings", std::vector<std::string>(response.warnings().begin(),
                                                     response.warnings().end())}};
+}
+
+json ApiKeyToJson(const v1::ApiKey& key) {
+  std::string role = v1::ApiKeyRole_Name(key.role());
+  role = absl::AsciiStrToLower(role.substr(std::string("API_KEY_ROLE_").size()));
+  return json{{"id", key.id()}, {"name", key.name()}, {"role", role},
+              {"created_unix_ms", key.created_unix_ms()}, {"revoked", key.revoked()}};
+}
+
+std::optional<v1::ApiKeyRole> ParseRole(std::string_view text) {
+  if (text == "consumer") return v1::API_KEY_ROLE_CONSUMER;
+  if (text == "provider") return v1::API_KEY_ROLE_PROVIDER;
+  if (text == "admin") return v1::API_KEY_ROLE_ADMIN;
+  return std::nullopt;
 }
 
 absl::Status SpecFromMetadata(const json& meta, const std::string& source, v1::ModelSpec* spec) {

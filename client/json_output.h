@@ -41,6 +41,11 @@ json LayerScoresToJson(const google::protobuf::RepeatedPtrField<v1::LayerScore>&
 json RecommendToJson(const v1::RecommendResponse& response,
                      const std::vector<std::string>& dataset_notes);
 
+// {"id", "name", "role": "consumer"|"provider"|"admin", "created_unix_ms", "revoked"}.
+json ApiKeyToJson(const v1::ApiKey& key);
+// "consumer", "provider", "admin"; nullopt for anything else.
+std::optional<v1::ApiKeyRole> ParseRole(std::string_view text);
+
 // Fills `spec` from a metadata document ({"name", "version", "description", "license", "task",
 // "input_shape", "class_labels", "kind", "tags"}; absent keys leave the field as it is).
 // INVALID_ARGUMENT naming `source` and the bad key.

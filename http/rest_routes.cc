@@ -260,6 +260,43 @@ absl::Status WatchModel(Call& call, const httplib::Request& request,
   return absl::OkStatus();
 }
 
+// API keys (admin): list, create ({"role", "name"}; the secret is in this answer only), revoke.
+absl::Status ListKeys(Call& call, const httplib::Request&, httplib::Response& response) {
+  auto keys = call.client->ListApiKeys();
+  if (!keys.ok()) return keys.status();
+  json all = json::array();
+  for (const v1::ApiKey& key : keys->keys()) all.push_back(client::ApiKeyToJson(key));
+  SendJson(response, 200, json{{"keys", all}});
+  return absl::OkStatus();
+}
+
+absl::Status CreateKey(Call& call, const httplib::Request& request, httplib::Response& response) {
+  auto body = ParseObject(request.body, "the body");
+  if (!body.ok()) return body.status();
+  std::string role_name, name;
+  try {
+    role_name = body->value("role", "");
+    name = body->value("name", "");
+  } catch (const std::exception& e) {
+    return BadRequest(absl::StrCat("the body: ", e.what()));
+  }
+  auto role = client::ParseRole(role_name);
+  if (!role) return BadRequest("role must be consumer, provider or admin");
+  auto created = call.client->CreateApiKey(*role, name);
+  if (!created.ok()) return created.status();
+  json out = client::ApiKeyToJson(created->key());
+  out["secret"] = created->secret();
+  SendJson(response, 200, out);
+  return absl::OkStatus();
+}
+
+absl::Status RevokeKey(Call& call, const httplib::Request& request, httplib::Response& response) {
+  const std::string id = request.matches[1].str();
+  if (absl::Status s = call.client->RevokeApiKey(id); !s.ok()) return s;
+  SendJson(response, 200, json{{"revoked", id}});
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 void AddRestRoutes(httplib::Server& server, std::shared_ptr<const RouteContext> context) {
@@ -269,6 +306,9 @@ void AddRestRoutes(httplib::Server& server, std::shared_ptr<const RouteContext> 
   server.Delete(model_path, Route(context, DeleteModel));
   server.Patch(model_path, Route(context, UpdateModel));
   server.Get(model_path + "/events", Route(context, WatchModel));
+  server.Get("/v1/keys", Route(context, ListKeys));
+  server.Post("/v1/keys", Route(context, CreateKey));
+  server.Delete(R"(/v1/keys/([^/]+))", Route(context, RevokeKey));
   const RouteContext* raw = context.get();
   server.Post("/v1/models", UploadRoute(context, [raw](Call& call, const httplib::Request& request,
                                                        httplib::Response& response,

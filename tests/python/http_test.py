@@ -360,7 +360,8 @@ class HttpTest(unittest.TestCase):
                              {doc["paths"][p][m]["operationId"] for p, m in operations})
         for path, method in operations:
             with self.subTest(route=f"{method.upper()} {path}"):
-                url = path.replace("{model}", "no-such-model").replace("{version}", "9")
+                url = path.replace("{model}", "no-such-model").replace("{version}", "9").replace(
+                    "{id}", "no-such-key")
                 status, _, body = self.http.call(method.upper(), url, b"{}" if method in (
                     "post", "patch") else None, "application/json")
                 no_route = status == 404 and isinstance(body, dict) and \
@@ -386,8 +387,22 @@ class HttpAuthTest(unittest.TestCase):
                 port = http_port(err)
                 with open(os.path.join(data, "admin.key")) as f:
                     admin_key = f.read().strip()
-                with modeldock.Client(address, api_key=admin_key) as admin:
-                    consumer = admin.create_key("consumer", "reader")["secret"]
+                admin = Http(port, admin_key)
+                status, _, created = admin.call("POST", "/v1/keys", json.dumps(
+                    {"role": "consumer", "name": "reader"}).encode(), "application/json")
+                self.assertEqual(status, 200, created)
+                self.assertEqual((created["role"], created["name"]), ("consumer", "reader"))
+                consumer = created["secret"]
+                with modeldock.Client(address, api_key=admin_key) as grpc_admin:
+                    self.assertIn(created["id"], {k["id"] for k in grpc_admin.list_keys()})
+                status, _, keys = admin.call("GET", "/v1/keys")
+                self.assertEqual(status, 200)
+                self.assertIn(created["id"], {k["id"] for k in keys["keys"]})
+                status, _, error = Http(port, consumer).call("GET", "/v1/keys")
+                self.assertEqual((status, error["code"]), (403, "PERMISSION_DENIED"))
+                status, _, error = admin.call("POST", "/v1/keys", b'{"role": "root"}',
+                                              "application/json")
+                self.assertEqual((status, error["code"]), (400, "INVALID_ARGUMENT"))
                 status, _, error = Http(port).call("GET", "/v1/models")
                 self.assertEqual((status, error["code"]), (401, "UNAUTHENTICATED"))
                 status, _, error = Http(port).call("GET", "/v1/models",
@@ -409,6 +424,11 @@ class HttpAuthTest(unittest.TestCase):
                 self.assertIn("API key", error["error"])
                 status, _, meta = Http(port, consumer).call("GET", "/v2/models/fmnist-tops-cnn")
                 self.assertEqual((status, meta["name"]), (200, "fmnist-tops-cnn"))
+                # A revoked key is refused from then on.
+                status, _, body = admin.call("DELETE", f"/v1/keys/{created['id']}")
+                self.assertEqual((status, body), (200, {"revoked": created["id"]}))
+                status, _, error = Http(port, consumer).call("GET", "/v1/models")
+                self.assertEqual((status, error["code"]), (401, "UNAUTHENTICATED"))
             finally:
                 stop_server(server)
 
