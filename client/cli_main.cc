@@ -797,13 +797,7 @@ int RunReport(const GlobalFlags& global, const ReportFlags& flags, client::Clien
       flags.source == "import" ? v1::OUTCOME_SOURCE_IMPORT : v1::OUTCOME_SOURCE_FINETUNE);
   if (!response.ok()) return RpcError("report", response.status());
   if (global.json) {
-    PrintJson(json{{"query_id", response->query_id()},
-                   {"num_stored", response->num_stored()},
-                   {"num_classes", response->num_classes()},
-                   {"num_stage1_scores", response->num_stage1_scores()},
-                   {"total_records", response->total_records()},
-                   {"total_queries", response->total_queries()},
-                   {"dataset_notes", dataset->notes}});
+    PrintJson(client::ReportToJson(*response, dataset->notes));
     return kExitOk;
   }
   std::cout << "stored " << response->num_stored() << " outcome(s) on query "

@@ -183,6 +183,17 @@ json RecommendToJson(const v1::RecommendResponse& response,
                                                     response.warnings().end())}};
 }
 
+json ReportToJson(const v1::ReportOutcomeResponse& response,
+                  const std::vector<std::string>& dataset_notes) {
+  return json{{"query_id", response.query_id()},
+              {"num_stored", response.num_stored()},
+              {"num_classes", response.num_classes()},
+              {"num_stage1_scores", response.num_stage1_scores()},
+              {"total_records", response.total_records()},
+              {"total_queries", response.total_queries()},
+              {"dataset_notes", dataset_notes}};
+}
+
 json ApiKeyToJson(const v1::ApiKey& key) {
   std::string role = v1::ApiKeyRole_Name(key.role());
   role = absl::AsciiStrToLower(role.substr(std::string("API_KEY_ROLE_").size()));

@@ -41,6 +41,10 @@ json LayerScoresToJson(const google::protobuf::RepeatedPtrField<v1::LayerScore>&
 json RecommendToJson(const v1::RecommendResponse& response,
                      const std::vector<std::string>& dataset_notes);
 
+// `report --json`.
+json ReportToJson(const v1::ReportOutcomeResponse& response,
+                  const std::vector<std::string>& dataset_notes);
+
 // {"id", "name", "role": "consumer"|"provider"|"admin", "created_unix_ms", "revoked"}.
 json ApiKeyToJson(const v1::ApiKey& key);
 // "consumer", "provider", "admin"; nullopt for anything else.

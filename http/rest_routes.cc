@@ -231,6 +231,52 @@ absl::Status Recommend(const RouteContext& context, Call& call, const httplib::R
   return absl::OkStatus();
 }
 
+// Multipart: "dataset" and optional "labels" as for a recommendation, and "outcomes": JSON
+// {"outcomes": [{"model", "accuracy"}], "source": "finetune"|"import", "task", "max_samples"}.
+absl::Status Report(const RouteContext& context, Call& call, const httplib::Request& request,
+                    httplib::Response& response, const httplib::ContentReader& reader) {
+  Spool spool(context.options.spool_dir, {"dataset", "labels"});
+  if (absl::Status s = spool.Read(request, reader); !s.ok()) return s;
+  if (!spool.Has("dataset")) return BadRequest("the part 'dataset' (a dataset file) is required");
+  auto body = ParseObject(spool.Text("outcomes"), "the part 'outcomes'");
+  if (!body.ok()) return body.status();
+  datasets::LoadOptions load;
+  load.labels_path = spool.Path("labels");
+  std::vector<v1::Outcome> outcomes;
+  v1::TaskKind task = v1::TASK_KIND_UNSPECIFIED;  // the server infers it from the shape
+  v1::OutcomeSource source = v1::OUTCOME_SOURCE_FINETUNE;
+  try {
+    for (const json& item : body->value("outcomes", json::array())) {
+      v1::Outcome outcome;
+      outcome.set_model(item.at("model").get<std::string>());
+      outcome.set_accuracy(item.at("accuracy").get<double>());
+      outcomes.push_back(std::move(outcome));
+    }
+    const std::string source_name = body->value("source", "finetune");
+    if (source_name != "finetune" && source_name != "import") {
+      return BadRequest("outcomes.source must be finetune or import");
+    }
+    if (source_name == "import") source = v1::OUTCOME_SOURCE_IMPORT;
+    if (body->contains("task")) {
+      auto parsed = client::ParseTask((*body)["task"].get<std::string>());
+      if (!parsed) return BadRequest("outcomes.task must be image or tabular");
+      task = *parsed;
+    }
+    load.max_samples = body->value("max_samples", int64_t{0});
+  } catch (const std::exception& e) {
+    return BadRequest(absl::StrCat("the part 'outcomes': ", e.what()));
+  }
+  if (outcomes.empty()) return BadRequest("outcomes.outcomes lists no {model, accuracy}");
+  auto dataset = datasets::LoadDataset(spool.Path("dataset"), load);
+  if (!dataset.ok()) {
+    return BadRequest(absl::StrCat("cannot load dataset: ", dataset.status().message()));
+  }
+  auto result = call.client->ReportOutcome(*dataset, task, outcomes, source);
+  if (!result.ok()) return result.status();
+  SendJson(response, 200, client::ReportToJson(*result, dataset->notes));
+  return absl::OkStatus();
+}
+
 // Server-sent events: one "state" event per state change of the model until READY or FAILED.
 absl::Status WatchModel(Call& call, const httplib::Request& request,
                         httplib::Response& response) {
@@ -314,6 +360,11 @@ void AddRestRoutes(httplib::Server& server, std::shared_ptr<const RouteContext> 
                                                        httplib::Response& response,
                                                        const httplib::ContentReader& reader) {
                 return RegisterModel(*raw, call, request, response, reader);
+              }));
+  server.Post("/v1/report", UploadRoute(context, [raw](Call& call, const httplib::Request& request,
+                                                       httplib::Response& response,
+                                                       const httplib::ContentReader& reader) {
+                return Report(*raw, call, request, response, reader);
               }));
   server.Post("/v1/recommend",
               UploadRoute(context, [raw](Call& call, const httplib::Request& request,

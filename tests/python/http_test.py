@@ -263,6 +263,32 @@ class HttpTest(unittest.TestCase):
         self.assertEqual(body["results"][0]["name"], "fmnist-tops-cnn")
         self.assertEqual(body["metric"], "fusion")
 
+    def test_report_answers_what_the_cli_prints(self):
+        def report(outcomes):
+            parts = {"dataset": ("q", read_file(os.path.join(QUERY, "query-images-idx3-ubyte"))),
+                     "labels": ("l", read_file(os.path.join(QUERY, "query-labels-idx1-ubyte"))),
+                     "outcomes": json.dumps({"outcomes": outcomes}).encode()}
+            return self.http.call("POST", "/v1/report", *reversed(multipart(parts)))
+        status, _, body = report([{"model": "fmnist-tops-cnn", "accuracy": 0.9}])
+        self.assertEqual(status, 200, body)
+        self.assertEqual((body["num_stored"], body["num_classes"]), (1, 4))
+        cli = subprocess.run(
+            [CLI, "--server", self.address, "--json", "report",
+             os.path.join(QUERY, "query-images-idx3-ubyte"),
+             "--labels", os.path.join(QUERY, "query-labels-idx1-ubyte"),
+             "--model", "fmnist-footwear-cnn", "--accuracy", "0.5"],
+            capture_output=True, text=True, timeout=300, check=True)
+        expected = json.loads(cli.stdout)
+        self.assertEqual(list(body.keys()), list(expected.keys()))
+        self.assertEqual(expected["total_records"], body["total_records"] + 1)
+        for outcomes, code, name in (([{"model": "fmnist-tops-cnn", "accuracy": 1.5}], 400,
+                                      "INVALID_ARGUMENT"),
+                                     ([{"model": "nobody", "accuracy": 0.5}], 404, "NOT_FOUND"),
+                                     ([], 400, "INVALID_ARGUMENT")):
+            with self.subTest(outcomes=outcomes):
+                status, _, error = report(outcomes)
+                self.assertEqual((status, error["code"]), (code, name), error)
+
     def test_recommend_rejects_bad_options(self):
         status, _, error = self.http.call("POST", "/v1/recommend",
                                           *reversed(query_parts({"top": 3, "colour": 1})))
