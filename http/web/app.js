@@ -158,6 +158,7 @@ function showAnswer(answer) {
     cell(row, r.reason, "reason");
   }
   $("answer-mode").textContent = `Mode ${answer.mode}: ${answer.mode_reason}. Metric ${answer.metric}; labels ${answer.label_source}.`;
+  drawChart(answer);
   const t = answer.timings;
   $("answer-timings").textContent =
     `Timings: receive ${t.receive_millis.toFixed(1)} ms, encode query ${t.encode_query_millis.toFixed(1)} ms, ` +
@@ -166,6 +167,44 @@ function showAnswer(answer) {
   if (link.href) URL.revokeObjectURL(link.href);
   link.href = URL.createObjectURL(new Blob([JSON.stringify(answer, null, 2)], { type: "application/json" }));
   $("answer").hidden = false;
+}
+
+// Two bars per model: its stage-1 and stage-2 scores, each scaled min..max over the answer
+// (their scales differ). A score the answer does not have draws no bar.
+function drawChart(answer) {
+  const svg = $("chart");
+  const ns = "http://www.w3.org/2000/svg";
+  const rowHeight = 34, labelWidth = 190, barWidth = 480;
+  const scale = (values) => {
+    const known = values.filter((v) => v !== null);
+    const lo = Math.min(...known), hi = Math.max(...known);
+    return values.map((v) => (v === null ? null : hi > lo ? 0.05 + 0.95 * (v - lo) / (hi - lo) : 1));
+  };
+  const s1 = scale(answer.results.map((r) => r.stage1_score));
+  const s2 = scale(answer.results.map((r) => (r.scored ? r.stage2_score : null)));
+  svg.replaceChildren();
+  svg.setAttribute("viewBox", `0 0 ${labelWidth + barWidth + 10} ${rowHeight * answer.results.length + 4}`);
+  answer.results.forEach((r, i) => {
+    const y = i * rowHeight + 2;
+    const label = document.createElementNS(ns, "text");
+    label.setAttribute("x", 0);
+    label.setAttribute("y", y + 20);
+    label.textContent = `${r.rank}. ${r.name}`;
+    svg.appendChild(label);
+    [[s1[i], "bar-s1", 0, "stage 1"], [s2[i], "bar-s2", 15, "stage 2"]].forEach(([value, cls, dy, name]) => {
+      if (value === null) return;
+      const bar = document.createElementNS(ns, "rect");
+      bar.setAttribute("class", cls);
+      bar.setAttribute("x", labelWidth);
+      bar.setAttribute("y", y + dy);
+      bar.setAttribute("height", 13);
+      bar.setAttribute("width", (value * barWidth).toFixed(1));
+      const title = document.createElementNS(ns, "title");
+      title.textContent = `${r.name}: ${name}`;
+      bar.appendChild(title);
+      svg.appendChild(bar);
+    });
+  });
 }
 
 // ---- Register a model: upload progress, then its state changes (server-sent events).

@@ -108,6 +108,17 @@ class BrowserTest(unittest.TestCase):
         self.assertEqual(shown[0][3], f"{expected['results'][0]['score']:.4f}")
         self.assertIn(f"Mode {expected['mode']}", b.find_element(By.ID, "answer-mode").text)
         self.assertTrue(b.find_element(By.ID, "download").get_attribute("href").startswith("blob:"))
+        # The chart: a stage-1 and a stage-2 bar per model, as long as the scores order them.
+        widths = b.execute_script(
+            "return ['bar-s1', 'bar-s2'].map(c => [...document.querySelectorAll('#chart .' + c)]"
+            ".map(r => Number(r.getAttribute('width'))))")
+        results = expected["results"]
+        self.assertEqual([len(w) for w in widths], [len(results), len(results)])
+        for bars, key in zip(widths, ("stage1_score", "stage2_score")):
+            by_score = sorted(range(len(results)), key=lambda i: results[i][key])
+            self.assertEqual(sorted(range(len(results)), key=lambda i: bars[i]), by_score, key)
+            self.assertEqual(max(bars), 480)
+        b.execute_script("document.getElementById('answer-mode').scrollIntoView()")
         b.save_screenshot(os.path.join(SHOTS, "page-ask.png"))
 
         # Register a model from the page and watch it reach READY (server-sent events).
