@@ -459,6 +459,19 @@ class HttpAuthTest(unittest.TestCase):
                 stop_server(server)
 
 
+class HttpNonLoopbackTest(unittest.TestCase):
+    def test_an_open_http_address_needs_auth(self):
+        """Without --auth (or --insecure-open) the server refuses a non-loopback HTTP address,
+        as it does for its gRPC address."""
+        with tempfile.TemporaryDirectory() as tmp:
+            done = subprocess.run(
+                [SERVER, "--listen", "127.0.0.1:0", "--data-dir", os.path.join(tmp, "d"),
+                 "--asset-dir", ASSETS, "--http-listen", "0.0.0.0:0"],
+                capture_output=True, text=True, timeout=120)
+        self.assertEqual(done.returncode, 2, done.stderr)
+        self.assertIn("refusing to serve 0.0.0.0:0 without --auth", done.stderr)
+
+
 class HttpTlsTest(unittest.TestCase):
     """--tls-cert/--tls-key/--tls-client-ca hold for the HTTP listener as for gRPC."""
 
