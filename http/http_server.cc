@@ -2,6 +2,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -130,6 +131,99 @@ void RunRoute(const RouteContext& context, const httplib::Request& request,
                 response.status);
 }
 
+absl::Status CheckOptions(const HttpOptions& options, std::string* host, int* port) {
+  if (!server::SplitHostPort(options.listen, host, port)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("HTTP listen address '", options.listen, "' is not HOST:PORT"));
+  }
+  if (options.threads < 1 || options.max_queued < 0) {
+    return absl::InvalidArgumentError("HTTP threads must be >= 1 and max_queued >= 0");
+  }
+  if (options.tls_cert.empty() != options.tls_key.empty() ||
+      (!options.tls_client_ca.empty() && options.tls_cert.empty())) {
+    return absl::InvalidArgumentError("TLS needs both a certificate and its key");
+  }
+  std::error_code error;
+  std::filesystem::create_directories(options.spool_dir, error);
+  if (options.spool_dir.empty() || error) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot create the HTTP spool directory '", options.spool_dir, "'"));
+  }
+  return absl::OkStatus();
+}
+
+// Plaintext, or TLS from the PEM files (client certificates required with tls_client_ca).
+absl::StatusOr<std::unique_ptr<httplib::Server>> MakeServer(const HttpOptions& options) {
+  if (options.tls_cert.empty()) return std::make_unique<httplib::Server>();
+  auto tls_server = std::make_unique<httplib::SSLServer>(
+      options.tls_cert.c_str(), options.tls_key.c_str(),
+      options.tls_client_ca.empty() ? nullptr : options.tls_client_ca.c_str());
+  if (!tls_server->is_valid()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot use the TLS files ", options.tls_cert, ", ", options.tls_key,
+        options.tls_client_ca.empty() ? "" : ", " + options.tls_client_ca));
+  }
+  return tls_server;
+}
+
+// The bounded queue, size and time limits, the 503 of a shed connection, and JSON bodies for
+// the errors cpp-httplib answers itself (no route 404, body too large 413).
+void InstallHandlers(const HttpOptions& options, httplib::Server* server) {
+  const int threads = options.threads;
+  const int max_queued = options.max_queued;
+  server->new_task_queue = [threads, max_queued] {
+    return new BoundedTaskQueue(threads, max_queued);
+  };
+  server->set_payload_max_length(static_cast<size_t>(options.max_body_bytes));
+  server->set_read_timeout(30, 0);
+  server->set_pre_routing_handler([](const httplib::Request& request,
+                                     httplib::Response& response) {
+    if (!shedding) return httplib::Server::HandlerResponse::Unhandled;
+    const std::string id = RequestIdOf(request);
+    response.set_header("X-Request-Id", id);
+    response.set_header("Connection", "close");
+    SendError(response, absl::UnavailableError("the server is busy; retry later"), id);
+    return httplib::Server::HandlerResponse::Handled;
+  });
+  server->set_error_handler([](const httplib::Request& request, httplib::Response& response) {
+    if (!response.body.empty()) return;
+    const std::string id = RequestIdOf(request);
+    response.set_header("X-Request-Id", id);
+    const int code = response.status;
+    SendError(response,
+              code == 404   ? absl::NotFoundError(absl::StrCat("no route ", request.method, " ",
+                                                               request.path))
+              : code == 413 ? absl::ResourceExhaustedError("request body too large")
+                            : absl::InvalidArgumentError(absl::StrCat("HTTP error ", code)),
+              id);
+    response.status = code;
+  });
+}
+
+// /v1, /v2 and the page's files (unless metrics_only), and /metrics.
+void AddRoutes(std::shared_ptr<const RouteContext> context, httplib::Server* server) {
+  const HttpOptions& options = context->options;
+  if (!options.metrics_only) {
+    AddRestRoutes(*server, context);
+    AddKServeRoutes(*server, context);
+    for (const WebFile& file : WebFiles()) {
+      server->Get(file.path, [&file](const httplib::Request&, httplib::Response& response) {
+        response.set_content(reinterpret_cast<const char*>(file.data), file.size,
+                             file.content_type);
+        // The page loads its own script and style only, and talks to this server only.
+        response.set_header("Content-Security-Policy", "default-src 'self'");
+        response.set_header("X-Content-Type-Options", "nosniff");
+      });
+    }
+  }
+  if (options.metrics) {
+    auto metrics = options.metrics;
+    server->Get("/metrics", [metrics](const httplib::Request&, httplib::Response& response) {
+      response.set_content(metrics(), "text/plain; version=0.0.4; charset=utf-8");
+    });
+  }
+}
+
 }  // namespace
 
 int HttpStatusFor(absl::StatusCode code) {
@@ -196,104 +290,41 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     std::shared_ptr<grpc::Channel> channel, const HttpOptions& options) {
   std::string host;
   int port = 0;
-  if (!server::SplitHostPort(options.listen, &host, &port)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("HTTP listen address '", options.listen, "' is not HOST:PORT"));
-  }
-  if (options.threads < 1 || options.max_queued < 0) {
-    return absl::InvalidArgumentError("HTTP threads must be >= 1 and max_queued >= 0");
-  }
-  if (options.tls_cert.empty() != options.tls_key.empty() ||
-      (!options.tls_client_ca.empty() && options.tls_cert.empty())) {
-    return absl::InvalidArgumentError("TLS needs both a certificate and its key");
-  }
-  std::error_code error;
-  std::filesystem::create_directories(options.spool_dir, error);
-  if (options.spool_dir.empty() || error) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot create the HTTP spool directory '", options.spool_dir, "'"));
-  }
+  if (absl::Status s = CheckOptions(options, &host, &port); !s.ok()) return s;
   std::unique_ptr<HttpServer> out(new HttpServer());
-  if (!options.tls_cert.empty()) {
-    auto tls_server = std::make_unique<httplib::SSLServer>(
-        options.tls_cert.c_str(), options.tls_key.c_str(),
-        options.tls_client_ca.empty() ? nullptr : options.tls_client_ca.c_str());
-    if (!tls_server->is_valid()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "cannot use the TLS files ", options.tls_cert, ", ", options.tls_key,
-          options.tls_client_ca.empty() ? "" : ", " + options.tls_client_ca));
-    }
-    out->server_ = std::move(tls_server);
-    out->tls_ = true;
-  } else {
-    out->server_ = std::make_unique<httplib::Server>();
-  }
-  httplib::Server& server = *out->server_;
-  const int threads = options.threads;
-  const int max_queued = options.max_queued;
-  server.new_task_queue = [threads, max_queued] {
-    return new BoundedTaskQueue(threads, max_queued);
-  };
-  server.set_payload_max_length(static_cast<size_t>(options.max_body_bytes));
-  server.set_read_timeout(30, 0);
-  server.set_pre_routing_handler([](const httplib::Request& request, httplib::Response& response) {
-    if (!shedding) return httplib::Server::HandlerResponse::Unhandled;
-    const std::string id = RequestIdOf(request);
-    response.set_header("X-Request-Id", id);
-    response.set_header("Connection", "close");
-    SendError(response, absl::UnavailableError("the server is busy; retry later"), id);
-    return httplib::Server::HandlerResponse::Handled;
-  });
-  // Unknown routes, and bodies over the limit (cpp-httplib answers those 413 itself).
-  server.set_error_handler([](const httplib::Request& request, httplib::Response& response) {
-    if (!response.body.empty()) return;
-    const std::string id = RequestIdOf(request);
-    response.set_header("X-Request-Id", id);
-    const int code = response.status;
-    SendError(response,
-              code == 404   ? absl::NotFoundError(absl::StrCat("no route ", request.method, " ",
-                                                               request.path))
-              : code == 413 ? absl::ResourceExhaustedError("request body too large")
-                            : absl::InvalidArgumentError(absl::StrCat("HTTP error ", code)),
-              id);
-    response.status = code;
-  });
-
+  auto server = MakeServer(options);
+  if (!server.ok()) return server.status();
+  out->server_ = std::move(*server);
+  out->tls_ = !options.tls_cert.empty();
+  InstallHandlers(options, out->server_.get());
   auto context = std::make_shared<RouteContext>();
   context->channel = std::move(channel);
   context->options = options;
-  if (!options.metrics_only) {
-    AddRestRoutes(server, context);
-    AddKServeRoutes(server, context);
-    for (const WebFile& file : WebFiles()) {
-      server.Get(file.path, [&file](const httplib::Request&, httplib::Response& response) {
-        response.set_content(reinterpret_cast<const char*>(file.data), file.size,
-                             file.content_type);
-        // The page loads its own script and style only, and talks to this server only.
-        response.set_header("Content-Security-Policy", "default-src 'self'");
-        response.set_header("X-Content-Type-Options", "nosniff");
-      });
-    }
-  }
-  if (options.metrics) {
-    auto metrics = options.metrics;
-    server.Get("/metrics", [metrics](const httplib::Request&, httplib::Response& response) {
-      response.set_content(metrics(), "text/plain; version=0.0.4; charset=utf-8");
-    });
-  }
+  AddRoutes(context, out->server_.get());
 
+  httplib::Server& bound = *out->server_;
   const std::string bind_host =
       host.size() > 2 && host.front() == '[' ? host.substr(1, host.size() - 2) : host;
-  out->port_ = port == 0 ? server.bind_to_any_port(bind_host)
-                         : (server.bind_to_port(bind_host, port) ? port : -1);
+  out->port_ = port == 0 ? bound.bind_to_any_port(bind_host)
+                         : (bound.bind_to_port(bind_host, port) ? port : -1);
   if (out->port_ <= 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen,
                                                " for HTTP (address in use or not local?)"));
   }
   out->address_ = absl::StrCat(host, ":", out->port_);
-  out->thread_ = std::thread([&server] { server.listen_after_bind(); });
+  auto finished = std::make_shared<std::atomic<bool>>(false);
+  out->thread_ = std::thread([&bound, finished] {
+    bound.listen_after_bind();
+    *finished = true;
+  });
   // Stop() before the loop runs would not reach it; wait until it does (it starts at once).
-  while (!server.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  while (!bound.is_running() && !*finished) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (*finished) {
+    out->thread_.join();
+    return absl::UnavailableError(absl::StrCat("HTTP listener on ", options.listen, " stopped"));
+  }
   return out;
 }
 
