@@ -141,5 +141,52 @@ class BrowserTest(unittest.TestCase):
         b.save_screenshot(os.path.join(SHOTS, "page-phone.png"))
 
 
+class BrowserAuthTest(unittest.TestCase):
+    def test_a_consumer_key_cannot_register(self):
+        """With --auth: the page without a key says the server needs one; with a consumer key
+        it lists the models, and registering is refused with the role it needs."""
+        with tempfile.TemporaryDirectory() as tmp, open(os.path.join(tmp, "err"), "w+") as err:
+            data = os.path.join(tmp, "d")
+            server, _ = start_server(SERVER, ASSETS, data, ["--workers", "1", "--auth",
+                                                            "--http-listen", "127.0.0.1:0"],
+                                     stderr=err)
+            browser = None
+            try:
+                port = http_port(err)
+                with open(os.path.join(data, "admin.key")) as f:
+                    admin = Http(port, f.read().strip())
+                status, _, created = admin.call("POST", "/v1/keys", json.dumps(
+                    {"role": "consumer", "name": "browser"}).encode(), "application/json")
+                self.assertEqual(status, 200, created)
+                options = webdriver.ChromeOptions()
+                options.binary_location = "/usr/bin/chromium"
+                for arg in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                            "--disable-dev-shm-usage", "--window-size=1280,800"):
+                    options.add_argument(arg)
+                browser = webdriver.Chrome(service=Service("/usr/bin/chromedriver"),
+                                           options=options)
+                browser.get(f"http://127.0.0.1:{port}/")
+                summary = browser.find_element(By.ID, "models-summary")
+                WebDriverWait(browser, 60).until(lambda _: "UNAUTHENTICATED" in summary.text)
+                key = browser.find_element(By.ID, "api-key")
+                key.send_keys(created["secret"])
+                browser.find_element(By.ID, "search").click()  # leaving the field saves the key
+                WebDriverWait(browser, 60).until(lambda _: summary.text == "No models match.")
+                browser.find_element(By.ID, "metadata").send_keys(
+                    os.path.join(DEMO, "fmnist-tops-cnn.json"))
+                browser.find_element(By.ID, "model-file").send_keys(
+                    os.path.join(DEMO, "fmnist-tops-cnn.pt"))
+                browser.find_element(By.ID, "register").click()
+                line = browser.find_element(By.ID, "register-status")
+                WebDriverWait(browser, 60).until(lambda _: "PERMISSION_DENIED" in line.text)
+                self.assertIn("needs the provider role", line.text)
+                browser.save_screenshot(os.path.join(SHOTS, "page-consumer-register.png"))
+                self.assertEqual(admin.call("GET", "/v1/models")[2]["total_size"], 0)
+            finally:
+                if browser is not None:
+                    browser.quit()
+                stop_server(server)
+
+
 if __name__ == "__main__":
     unittest.main(argv=sys.argv[:1], verbosity=2)
