@@ -20,14 +20,19 @@ PACKAGES=(
   python3 python3-torch python3-numpy python3-scipy python3-sklearn python3-pil python3-grpcio
   python3-protobuf python3-prometheus-client
   python3-matplotlib
-  # The web page's test in a real browser (tests/python/http_browser_test.py).
-  chromium chromium-driver python3-selenium
   fonts-dejavu-core fonts-liberation2 fonts-urw-base35 fonts-texgyre
   # Photographs and artwork for the colour probe sets (scripts/assets/colour_data.py; licences in
   # scripts/assets/README.md). lomiri-wallpapers' photographs are in its -16.04/-20.04 packages.
   plasma-workspace-wallpapers lomiri-wallpapers lomiri-wallpapers-16.04 lomiri-wallpapers-20.04
   ukui-wallpapers desktop-base
 )
+
+# The web page's test in a real browser (tests/python/http_browser_test.py): Debian's chromium,
+# driven by chromium-driver and python3-selenium. Images without tests skip them
+# (MODELDOCK_SETUP_NO_BROWSER=1, docker/Dockerfile).
+if [[ "${MODELDOCK_SETUP_NO_BROWSER:-0}" != 1 ]]; then
+  PACKAGES+=(chromium chromium-driver python3-selenium)
+fi
 
 # The buf CLI (proto lint, reflection test) comes from the npm registry: Node.js is needed only
 # if the machine does not already have npm (Debian splits it into nodejs + npm).
