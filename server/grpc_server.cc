@@ -205,6 +205,7 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(dock::Dock* dock,
     health->SetServingStatus(kServiceName, true);
     health->SetServingStatus(true);
   }
+  if (server->kserve_ != nullptr) server->kserve_->SetReady(true);
   return server;
 }
 
@@ -215,11 +216,17 @@ std::shared_ptr<grpc::Channel> GrpcServer::InProcessChannel() const {
   return server_->InProcessChannel(args);
 }
 
+void GrpcServer::MarkNotReady() {
+  if (server_ == nullptr) return;
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  if (health != nullptr) health->SetServingStatus(false);
+  if (kserve_ != nullptr) kserve_->SetReady(false);
+}
+
 void GrpcServer::Shutdown(absl::Duration grace) {
   if (shut_down_ || server_ == nullptr) return;
   shut_down_ = true;
-  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
-  if (health != nullptr) health->SetServingStatus(false);
+  MarkNotReady();
   server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(grace));
   server_->Wait();
 }

@@ -68,8 +68,12 @@ class GrpcServer {
   // outside. The HTTP front door (http/) forwards its requests over it.
   std::shared_ptr<grpc::Channel> InProcessChannel() const;
 
-  // Marks the server NOT_SERVING in grpc.health.v1, then stops accepting calls and waits for
-  // running calls up to `grace`, cancelling those still running after it. Idempotent.
+  // Marks the server NOT_SERVING in grpc.health.v1 and not ready in KServe v2 ServerReady
+  // (also over HTTP), while calls are still served: the first step of a shutdown.
+  void MarkNotReady();
+
+  // MarkNotReady, then stops accepting calls and waits for running calls up to `grace`,
+  // cancelling those still running after it. Idempotent.
   void Shutdown(absl::Duration grace);
 
  private:

@@ -116,7 +116,7 @@ grpc::Status KServeServiceImpl::ServerLive(grpc::ServerContext* /*context*/,
 grpc::Status KServeServiceImpl::ServerReady(grpc::ServerContext* /*context*/,
                                             const inference::ServerReadyRequest* /*request*/,
                                             inference::ServerReadyResponse* response) {
-  response->set_ready(true);
+  response->set_ready(ready_);
   return grpc::Status::OK;
 }
 

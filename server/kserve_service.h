@@ -10,6 +10,8 @@
 #ifndef MODELDOCK_SERVER_KSERVE_SERVICE_H_
 #define MODELDOCK_SERVER_KSERVE_SERVICE_H_
 
+#include <atomic>
+
 #include "dock/dock.h"
 #include "kserve/inference.grpc.pb.h"
 
@@ -23,6 +25,10 @@ class KServeServiceImpl final : public inference::GRPCInferenceService::Service 
   // `dock` is not owned and must outlive the service.
   KServeServiceImpl(dock::Dock* dock, bool require_api_keys)
       : dock_(dock), require_api_keys_(require_api_keys) {}
+
+  // ServerReady's answer: false until the server has started and from the start of its
+  // shutdown on (GrpcServer sets it).
+  void SetReady(bool ready) { ready_ = ready; }
 
   grpc::Status ServerLive(grpc::ServerContext* context, const inference::ServerLiveRequest* request,
                           inference::ServerLiveResponse* response) override;
@@ -46,6 +52,7 @@ class KServeServiceImpl final : public inference::GRPCInferenceService::Service 
 
   dock::Dock* dock_;
   bool require_api_keys_;
+  std::atomic<bool> ready_{false};
 };
 
 }  // namespace modeldock::server

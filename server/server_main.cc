@@ -693,6 +693,7 @@ int ServerMain(int argc, char** argv) {
   sigwait(&stop_signals, &signal_number);
   spdlog::info("received {}, shutting down (in-flight calls get 10 s)",
                signal_number == SIGINT ? "SIGINT" : "SIGTERM");
+  (*server)->MarkNotReady();
   for (auto& http : http_servers) http->Stop();
   (*server)->Shutdown(absl::Seconds(10));
   (*dock)->Shutdown();
