@@ -156,6 +156,12 @@ function showAnswer(answer) {
     cell(row, r.stage1_score === null ? "-" : r.stage1_score.toFixed(4));
     cell(row, r.stage1_rank > 0 ? String(r.stage1_rank) : "-");
     cell(row, r.reason, "reason");
+    const report = document.createElement("button");
+    report.type = "button";
+    report.className = "report";
+    report.textContent = "Report accuracy";
+    report.addEventListener("click", () => reportOutcome(r.name + (r.version ? "@" + r.version : "")));
+    row.insertCell().appendChild(report);
   }
   $("answer-mode").textContent = `Mode ${answer.mode}: ${answer.mode_reason}. Metric ${answer.metric}; labels ${answer.label_source}.`;
   drawChart(answer);
@@ -167,6 +173,26 @@ function showAnswer(answer) {
   if (link.href) URL.revokeObjectURL(link.href);
   link.href = URL.createObjectURL(new Blob([JSON.stringify(answer, null, 2)], { type: "application/json" }));
   $("answer").hidden = false;
+}
+
+// "I fine-tuned this model on this dataset and reached this accuracy": POST /v1/report with
+// the dataset (and labels) of the question asked.
+async function reportOutcome(model) {
+  const answer = window.prompt(`Accuracy ${model} reached, fine-tuned on this dataset (0 to 1):`);
+  if (answer === null) return;
+  const form = new FormData();
+  form.append("dataset", $("dataset").files[0]);
+  if ($("labels").files.length) form.append("labels", $("labels").files[0]);
+  form.append("outcomes", JSON.stringify({ outcomes: [{ model, accuracy: Number(answer) }] }));
+  const status = $("ask-status");
+  try {
+    const stored = await api("/v1/report", { method: "POST", body: form });
+    status.className = "";
+    status.textContent = `Reported ${model}: ${Number(answer)}; the dock holds ${stored.total_records} outcome records.`;
+  } catch (e) {
+    status.className = "error";
+    status.textContent = e.message;
+  }
 }
 
 // Two bars per model: its stage-1 and stage-2 scores, each scaled min..max over the answer

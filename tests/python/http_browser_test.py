@@ -18,6 +18,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+import modeldock
 from http_test import DEMO, MODELS, QUERY, Http, http_port, query_parts
 from live_server import start_server, stop_server
 
@@ -30,7 +31,7 @@ class BrowserTest(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
         cls.err = open(os.path.join(cls.tmp.name, "server.err"), "w+")
-        cls.server, _ = start_server(
+        cls.server, cls.address = start_server(
             SERVER, ASSETS, os.path.join(cls.tmp.name, "d"),
             ["--workers", "1", "--http-listen", "127.0.0.1:0"], stderr=cls.err)
         port = http_port(cls.err)
@@ -118,6 +119,21 @@ class BrowserTest(unittest.TestCase):
             by_score = sorted(range(len(results)), key=lambda i: results[i][key])
             self.assertEqual(sorted(range(len(results)), key=lambda i: bars[i]), by_score, key)
             self.assertEqual(max(bars), 480)
+        # Report an outcome from the first row.
+        b.find_element(By.CSS_SELECTOR, "#ranking tbody tr button.report").click()
+        WebDriverWait(b, 30).until(lambda _: b.switch_to.alert)
+        prompt = b.switch_to.alert
+        prompt.send_keys("0.875")
+        prompt.accept()
+        ask_status = b.find_element(By.ID, "ask-status")
+        self.wait(lambda: ask_status.text.startswith("Reported"))
+        first = expected["results"][0]
+        self.assertEqual(ask_status.text, f"Reported {first['name']}@{first['version']}: 0.875; "
+                         "the dock holds 1 outcome records.")
+        with modeldock.Client(self.address) as dock:
+            records = dock.records()
+        self.assertEqual([(r["model"], r["accuracy"]) for r in records],
+                         [(expected["results"][0]["name"], 0.875)])
         b.execute_script("document.getElementById('answer-mode').scrollIntoView()")
         b.save_screenshot(os.path.join(SHOTS, "page-ask.png"))
 
