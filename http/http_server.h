@@ -1,11 +1,13 @@
 // The HTTP front door of modeldock-server (--http-listen): the REST/JSON API under /v1, the
-// Prometheus text at /metrics and health under /v2/health, on Debian's cpp-httplib.
+// KServe v2 HTTP/REST protocol under /v2, Prometheus text at /metrics, the web page at / and
+// /v1/openapi.json, on Debian's cpp-httplib.
 //
-// It only translates. Every /v1 call is forwarded as the matching modeldock.v1 RPC over the
-// gRPC server's in-process channel (GrpcServer::InProcessChannel), with the caller's
-// "Authorization: Bearer" key and request id as call metadata, so that API keys, roles,
-// ownership, validation, request ids and call metrics are the gRPC service's, implemented
-// once. JSON bodies are those of the CLI's --json (client/json_output.h).
+// It only translates. Every /v1 and /v2 call is forwarded as the matching modeldock.v1 or
+// inference.GRPCInferenceService RPC over the gRPC server's in-process channel
+// (GrpcServer::InProcessChannel), with the caller's "Authorization: Bearer" key and request id
+// as call metadata, so that API keys, roles, ownership, validation, request ids and call
+// metrics are the gRPC services', implemented once. JSON bodies are those of the CLI's --json
+// (client/json_output.h).
 #ifndef MODELDOCK_HTTP_HTTP_SERVER_H_
 #define MODELDOCK_HTTP_HTTP_SERVER_H_
 
