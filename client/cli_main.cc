@@ -1239,6 +1239,7 @@ int Main(int argc, char** argv) {
                "models transfer best to your dataset.",
                "modeldock");
   app.footer(kMainFooter);
+  app.set_version_flag("--version", std::string("modeldock ") + MODELDOCK_VERSION);
   app.require_subcommand(1);
   app.fallthrough();  // global flags may also follow the command
   app.add_option("--server", global.server,

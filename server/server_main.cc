@@ -212,6 +212,7 @@ static int ServerMain(int argc, char** argv) {
   CLI::App app("modeldock-server: a model-zoo retrieval server (gRPC API modeldock.v1).",
                "modeldock-server");
   app.footer(kExamples);
+  app.set_version_flag("--version", std::string("modeldock-server ") + MODELDOCK_VERSION);
   auto* listen = app.add_option("--listen", flags.listen, "HOST:PORT to serve on")
                      ->default_str("127.0.0.1:50051");
   auto* data_dir = app.add_option("--data-dir", flags.data_dir,

@@ -24,6 +24,11 @@ for f in bin/modeldock bin/modeldock-server bin/modeldock-worker \
   [[ -e "$PREFIX/$f" ]] || fail "not installed: $f"
 done
 [[ ! -e "$PREFIX/share/modeldock/assets/fixtures" ]] || fail "test fixtures were installed"
+# One version (CMake's project version) from all three binaries.
+VERSION="$(sed -n 's/^CMAKE_PROJECT_VERSION:STATIC=//p' "$BUILD_DIR/CMakeCache.txt")"
+for b in modeldock modeldock-server modeldock-worker; do
+  [[ "$("$PREFIX/bin/$b" --version)" == "$b $VERSION" ]] || fail "$b --version: $("$PREFIX/bin/$b" --version)"
+done
 
 # The installed Python client imports from its dist-packages, not from the build tree.
 PYTHONPATH="$PREFIX/lib/python3/dist-packages" /usr/bin/python3 -c \
