@@ -1239,6 +1239,7 @@ int Main(int argc, char** argv) {
                "models transfer best to your dataset.",
                "modeldock");
   app.footer(kMainFooter);
+  app.set_version_flag("--version", std::string("modeldock ") + MODELDOCK_VERSION);
   app.require_subcommand(1);
   app.fallthrough();  // global flags may also follow the command
   app.add_option("--server", global.server,
@@ -1363,7 +1364,7 @@ Exit status 1 also when the model was admitted but probing FAILED.)");
   std::vector<std::string> metric_names;
   for (const auto& [name, value] : MetricNames()) metric_names.push_back(name);
   rec_cmd->add_option("--metric", rec.metric,
-                      "Stage-2 metric; fusion = rank fusion of logme and shrinkage_hscore "
+                      "Stage-2 metric; fusion = rank fusion of logme, shrinkage_hscore and nce "
                       "(none: stage 1 only)")
       ->capture_default_str()
       ->check(CLI::IsMember(metric_names));

@@ -72,17 +72,26 @@ TEST_F(FeatureExtractorTest, RegistersWithoutLabelsAndScoresOnTheClassifiersScal
   EXPECT_EQ(headless->feature_dim, 64);
   EXPECT_TRUE(headless->spec.class_labels.empty());
 
-  // Its features are the classifier's embed features: the default (features on their top
-  // principal components) and stage 1 must give both exactly the same scores.
+  // Its features are the classifier's embed features: the default's feature members (on the
+  // top principal components) and stage 1 must give both exactly the same values. NCE, the
+  // fusion's class-output member, measures the classifier only.
   RecommendQuery query = TopsQuery();
   query.brute_force = true;
   auto result = dock_->Recommend(query);
   ASSERT_TRUE(result.ok()) << result.status();
   auto by_name = ByName(*result);
   ASSERT_EQ(by_name.size(), 3u);
-  EXPECT_DOUBLE_EQ(by_name["tops-headless"]->stage2_score, by_name["fmnist-tops-cnn"]->stage2_score);
-  EXPECT_DOUBLE_EQ(by_name["tops-headless"]->score, by_name["fmnist-tops-cnn"]->score);
-  EXPECT_THAT(by_name["tops-headless"]->reason, ::testing::HasSubstr("feature extractor"));
+  const std::string& headless_reason = by_name["tops-headless"]->reason;
+  const std::string& classifier_reason = by_name["fmnist-tops-cnn"]->reason;
+  for (const std::string member : {"logme ", "shrinkage_hscore "}) {
+    const size_t at = classifier_reason.find(member);
+    ASSERT_NE(at, std::string::npos) << classifier_reason;
+    const std::string value = classifier_reason.substr(at, classifier_reason.find(' ', at + member.size()) - at);
+    EXPECT_THAT(headless_reason, ::testing::HasSubstr(value + " (rank")) << classifier_reason;
+  }
+  EXPECT_THAT(headless_reason, ::testing::HasSubstr("nce not measured"));
+  EXPECT_THAT(classifier_reason, ::testing::HasSubstr("nce "));
+  EXPECT_THAT(headless_reason, ::testing::HasSubstr("feature extractor"));
   query.brute_force = false;
   query.metric = Metric::kNone;
   auto stage1 = dock_->Recommend(query);

@@ -9,7 +9,8 @@
 //   Mode: the latency budget decides whether stage 2 scores every compatible model or the
 //     stage-1 candidates that fit (estimated from each model's measured run or probing time).
 //   Stage 2: each candidate runs black-box on the query samples; the metric (default: rank
-//     fusion of LogME and shrinkage H-score) scores its features against the query labels.
+//     fusion of LogME and shrinkage H-score on its features and NCE on its class outputs)
+//     scores it against the query labels.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -24,6 +25,7 @@
 #include "absl/strings/str_format.h"
 #include "common/sha256.h"
 #include "dock/dock_impl.h"
+#include "scoring/fusion.h"
 #include "scoring/metrics.h"
 #include "scoring/proxy.h"
 #include "spdlog/spdlog.h"
@@ -31,14 +33,22 @@
 namespace modeldock::dock {
 namespace {
 
-// The members of the default fusion, and of the stage-1 proxy: chosen on one benchmark zoo and
-// checked on another (bench/select/, docs/BENCHMARKS.md "Choosing the defaults").
+// The default fusion: LogME and shrinkage H-score on the features' top principal components,
+// and NCE on the class outputs (a model without class outputs is ranked without it), with equal
+// weights. NCE was added on the colour zoo (tau_w 0.437 -> 0.469) and holds on the grey zoo
+// (0.662 -> 0.661); weighting it by how well the models' predicted classes explain the query's
+// labels did not help on either (bench/select/nce_weight.py, docs/BENCHMARKS.md). The stage-1
+// proxy fuses the two feature metrics.
 const std::vector<scoring::Metric>& FusionMembers() {
+  static const std::vector<scoring::Metric> kMembers = {
+      scoring::Metric::kLogMe, scoring::Metric::kShrinkageHScore, scoring::Metric::kNce};
+  return kMembers;
+}
+const std::vector<scoring::Metric>& ProxyMetrics() {
   static const std::vector<scoring::Metric> kMembers = {scoring::Metric::kLogMe,
                                                         scoring::Metric::kShrinkageHScore};
   return kMembers;
 }
-const std::vector<scoring::Metric>& ProxyMetrics() { return FusionMembers(); }
 // Principal components the fusion keeps of each model's features (bench/select).
 constexpr int kFusionDims = 32;
 
@@ -408,6 +418,9 @@ struct ViewScoring {
   std::vector<scoring::Metric> members;  // the scoring metrics `metric` computes
   bool all_logits = false;  // every member reads the model's outputs, none its features
   bool compress = false;  // views on their top principal components (ScoringFor says when)
+  // The fusion: a logit member (NCE) may be missing for a model without class outputs (a
+  // feature extractor) or whose outputs it cannot score; the model is then ranked without it.
+  bool logits_optional = false;
   const std::vector<int32_t>* labels = nullptr;
   int num_classes = 0;
 };
@@ -417,7 +430,7 @@ struct ViewScoring {
 // pair is one view, all views are ranked together, and a model scores as its best view.
 struct ScoredView {
   int layer = -1;  // index into the record's layers; -1 = the default features
-  std::vector<double> member_values;
+  std::vector<double> member_values;  // NaN: not measured (an optional logit member)
   double stage2 = 0;
   std::string features_note;
 };
@@ -527,19 +540,21 @@ ViewScoring ScoringFor(Metric metric, const PreparedQuery& prepared,
                   [&](const std::string& id) { return !prepared.Model(id).layers.empty(); });
   scoring.compress = metric == Metric::kFusion ||
                      (any_layers && !scoring.all_logits && metric != Metric::kTmi);
+  scoring.logits_optional = metric == Metric::kFusion;
   scoring.labels = &prepared.labels;
   scoring.num_classes = prepared.num_classes;
   return scoring;
 }
 
-// Scores one set of features (and the model's logits, for logit metrics) with every member.
-// Returns the failure ("" when scored).
+// Scores one set of features (and the model's logits, for logit metrics; null when it has no
+// class outputs) with every member. Returns the failure ("" when scored); an optional logit
+// member that cannot be scored is NaN and says why in `unmeasured`.
 // Compressed: on the features' own top principal components on the query, so that every view
 // has the same number of dimensions (LogME's evidence and the H-scores otherwise drift with the
 // feature width, which sorts models by architecture and layers by width: bench/select,
 // bench/layers).
-std::string ScoreView(const ViewScoring& scoring, const Tensor& raw, const Tensor& logits,
-                      ScoredView* view) {
+std::string ScoreView(const ViewScoring& scoring, const Tensor& raw, const Tensor* logits,
+                      ScoredView* view, std::string* unmeasured) {
   std::optional<Tensor> reduced;
   if (scoring.compress) {
     auto r = scoring::CompressFeatures(raw, kFusionDims);
@@ -547,9 +562,14 @@ std::string ScoreView(const ViewScoring& scoring, const Tensor& raw, const Tenso
   }
   const Tensor& feature_input = reduced ? *reduced : raw;
   for (scoring::Metric metric : scoring.members) {
+    const bool optional = scoring.logits_optional && scoring::UsesLogits(metric);
+    if (optional && logits == nullptr) {
+      view->member_values.push_back(NAN);
+      continue;
+    }
     scoring::ScoreInput input;
-    input.features = scoring::UsesLogits(metric) ? &logits : &feature_input;
-    input.logits = &logits;
+    input.features = scoring::UsesLogits(metric) ? logits : &feature_input;
+    input.logits = logits;
     input.labels = scoring.labels;
     input.num_classes = scoring.num_classes;
     auto value = scoring::Score(metric, input);
@@ -557,6 +577,13 @@ std::string ScoreView(const ViewScoring& scoring, const Tensor& raw, const Tenso
       // Degenerate features (e.g. all zero: LogME's evidence is -inf) carry no information
       // about the query: in a fusion the member ranks the view last.
       view->member_values.push_back(-HUGE_VAL);
+      continue;
+    }
+    if (optional && (!value.ok() || !std::isfinite(*value))) {
+      *unmeasured = absl::StrCat(std::string(scoring::MetricName(metric)), ": ",
+                                 value.ok() ? "non-finite score"
+                                            : std::string(value.status().message()));
+      view->member_values.push_back(NAN);
       continue;
     }
     if (!value.ok() || !std::isfinite(*value)) {
@@ -579,7 +606,8 @@ std::optional<ScoredModel> ScoreCandidate(const ModelRecord& record,
   const std::vector<scoring::Metric>& members = scoring.members;
   const bool has_features = record.has_embed && !out.features.shape.empty();
   const bool extractor = record.spec.kind == ModelKind::kFeatureExtractor;
-  if (extractor && std::any_of(members.begin(), members.end(), scoring::UsesLogits)) {
+  if (extractor && !scoring.logits_optional &&
+      std::any_of(members.begin(), members.end(), scoring::UsesLogits)) {
     // LEEP and NCE read a classifier's class probabilities; a feature extractor has none.
     warnings->push_back(absl::StrCat("skipped ", record.spec.name, ": ",
                                      MetricLabel(scoring.metric),
@@ -589,6 +617,8 @@ std::optional<ScoredModel> ScoreCandidate(const ModelRecord& record,
   }
   ScoredModel s;
   s.id = record.id;
+  const Tensor* logits = extractor || out.logits.shape.empty() ? nullptr : &out.logits;
+  std::string unmeasured;  // an optional member's failure, reported once per model
   const bool by_layer = !scoring.all_logits && !record.layers.empty() &&
                         out.layers.size() == record.layers.size();
   if (by_layer) {
@@ -597,7 +627,7 @@ std::optional<ScoredModel> ScoreCandidate(const ModelRecord& record,
       view.layer = static_cast<int>(l);
       view.features_note = absl::StrCat("layer '", record.layers[l].name, "' (",
                                         out.layers[l].RowSize(), "-d)");
-      std::string failure = ScoreView(scoring, out.layers[l], out.logits, &view);
+      std::string failure = ScoreView(scoring, out.layers[l], logits, &view, &unmeasured);
       if (!failure.empty()) {
         warnings->push_back(absl::StrCat("could not score ", record.spec.name, " layer '",
                                          record.layers[l].name, "' with ", failure));
@@ -613,12 +643,15 @@ std::optional<ScoredModel> ScoreCandidate(const ModelRecord& record,
         : has_features     ? absl::StrCat(out.features.RowSize(), "-d embed features")
         : extractor        ? absl::StrCat(out.logits.RowSize(), "-d features (feature extractor)")
                            : absl::StrCat(out.logits.RowSize(), "-d logits (no embed)");
-    std::string failure = ScoreView(scoring, raw, out.logits, &view);
+    std::string failure = ScoreView(scoring, raw, logits, &view, &unmeasured);
     if (!failure.empty()) {
       warnings->push_back(absl::StrCat("could not score ", record.spec.name, " with ", failure));
     } else {
       s.views.push_back(std::move(view));
     }
+  }
+  if (!unmeasured.empty()) {
+    warnings->push_back(absl::StrCat("ranked ", record.spec.name, " without ", unmeasured));
   }
   if (s.views.empty()) return std::nullopt;
   s.scored = true;
@@ -627,16 +660,34 @@ std::optional<ScoredModel> ScoreCandidate(const ModelRecord& record,
 
 // Each member's rank of every scored view, for the reasons.
 struct ViewRanks {
-  std::vector<std::vector<double>> member_ranks;  // [member][view]; fusions only
+  // [member][view], fusions only: 1 = best; 0 = not measured.
+  std::vector<std::vector<double>> member_ranks;
+  std::vector<int> num_measured;  // [member]: views the member measured
   std::unordered_map<const ScoredView*, size_t> position;  // view -> index in member_ranks
   size_t num_views = 0;
 };
 
+// Each member's rank (1 = best) of the views it measured, 0 for the others.
+std::vector<double> MemberRanks(const std::vector<double>& values, int* num_measured) {
+  std::vector<double> measured;
+  for (double v : values) {
+    if (!std::isnan(v)) measured.push_back(v);
+  }
+  const std::vector<double> ascending = scoring::Ranks(measured);
+  *num_measured = static_cast<int>(measured.size());
+  std::vector<double> ranks(values.size(), 0.0);
+  for (size_t i = 0, j = 0; i < values.size(); ++i) {
+    if (!std::isnan(values[i])) ranks[i] = static_cast<double>(measured.size()) + 1 - ascending[j++];
+  }
+  return ranks;
+}
+
 // Stage-2 score of every view: the metric's value, or for a fusion the members' mean rank among
-// all scored views divided by their number (1 = first by every member). A model scores as its
-// best view (ties: the earlier layer).
-ViewRanks RankViews(const std::vector<scoring::Metric>& members,
-                    std::vector<ScoredModel>* scored) {
+// the scored views they measured, each divided by that number (1 = first by every member;
+// scoring::WeightedRankFusion with equal weights). A model scores as its best view (ties: the earlier
+// layer).
+ViewRanks RankViews(const ViewScoring& scoring, std::vector<ScoredModel>* scored) {
+  const std::vector<scoring::Metric>& members = scoring.members;
   std::vector<ScoredView*> views;
   for (ScoredModel& s : *scored) {
     for (ScoredView& v : s.views) views.push_back(&v);
@@ -648,8 +699,12 @@ ViewRanks RankViews(const std::vector<scoring::Metric>& members,
     for (const ScoredView* v : views) {
       for (size_t m = 0; m < members.size(); ++m) lists[m].push_back(v->member_values[m]);
     }
-    for (const auto& list : lists) ranks.member_ranks.push_back(scoring::Ranks(list));
-    const std::vector<double> fused = NormalisedRankFusion(lists);
+    ranks.num_measured.resize(members.size());
+    for (size_t m = 0; m < members.size(); ++m) {
+      ranks.member_ranks.push_back(MemberRanks(lists[m], &ranks.num_measured[m]));
+    }
+    const std::vector<double> fused =
+        scoring::WeightedRankFusion(lists, std::vector<double>(members.size(), 1.0));
     for (size_t i = 0; i < views.size(); ++i) views[i]->stage2 = fused[i];
   } else {
     for (ScoredView* v : views) v->stage2 = v->member_values.empty() ? 0 : v->member_values[0];
@@ -689,10 +744,15 @@ std::unordered_map<std::string, std::string> MemberTexts(
     const size_t at = ranks.position.at(&best);
     std::string text;
     for (size_t m = 0; m < members.size(); ++m) {
-      absl::StrAppend(&text, m ? ", " : "", absl::StrFormat("%s %.4g (rank %d of %d%s)",
-                      std::string(scoring::MetricName(members[m])), best.member_values[m],
-                      static_cast<int>(ranks.num_views + 1 - ranks.member_ranks[m][at] + 0.5),
-                      static_cast<int>(ranks.num_views), several_views ? " model layers" : ""));
+      const std::string name(scoring::MetricName(members[m]));
+      absl::StrAppend(&text, m ? ", " : "");
+      if (ranks.member_ranks[m][at] == 0) {
+        absl::StrAppend(&text, name, " not measured (no class outputs it can score)");
+        continue;
+      }
+      absl::StrAppend(&text, absl::StrFormat("%s %.4g (rank %d of %d%s)", name,
+                      best.member_values[m], static_cast<int>(ranks.member_ranks[m][at] + 0.5),
+                      ranks.num_measured[m], several_views ? " model layers" : ""));
     }
     member_text[s.id] = text;
   }
@@ -1161,7 +1221,7 @@ absl::StatusOr<Stage2Result> DockImpl::RunStage2(const RecommendQuery& query,
     stage2.scored = std::move(*scored);
   }
   std::vector<ScoredModel>& scored = stage2.scored;
-  const ViewRanks ranks = RankViews(stage2.scoring.members, &scored);
+  const ViewRanks ranks = RankViews(stage2.scoring, &scored);
   // Recorded before the prior is added, so that a version never learns from its own priors.
   RecordWeakOutcomes(query, prepared, stage1, scored, result);
   if (serving.ranker && !scored.empty()) AddStage2Priors(*serving.ranker, stage1, &scored);

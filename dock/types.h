@@ -248,8 +248,8 @@ struct ModelPage {
   int total_size = 0;
 };
 
-// kFusion (the default): rank fusion of LogME and shrinkage H-score, chosen across two benchmark
-// zoos (README, docs/BENCHMARKS.md). kNone: stage 1 only.
+// kFusion (the default): rank fusion of LogME and shrinkage H-score (features) and NCE (class
+// outputs), chosen on benchmark zoos (README, docs/BENCHMARKS.md). kNone: stage 1 only.
 enum class Metric {
   kFusion, kTmi, kLogMe, kLeep, kNce, kHScore, kShrinkageHScore, kGbc, kSfda, kNone
 };

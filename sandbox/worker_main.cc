@@ -430,6 +430,10 @@ int Serve(const WorkerArgs& args) {
 int main(int argc, char** argv) {
   using namespace modeldock::sandbox;
   WorkerArgs args;
+  if (argc == 2 && std::string(argv[1]) == "--version") {
+    printf("modeldock-worker %s\n", MODELDOCK_VERSION);
+    return 0;
+  }
   if (!ParseArgs(argc, argv, &args)) {
     fprintf(stderr,
             "usage: modeldock-worker [--fd N] [--memory-mb MB] [--address-space-mb MB]"

@@ -33,6 +33,19 @@
 
 namespace {
 
+// The default --asset-dir: an installed server's share/modeldock/assets (beside its bin/), else
+// the build tree's assets (a server run from its build directory).
+std::string DefaultAssetDir() {
+  std::error_code ec;
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const std::filesystem::path installed =
+        exe.parent_path().parent_path() / "share" / "modeldock" / "assets";
+    if (std::filesystem::exists(installed / "MANIFEST.json", ec)) return installed.string();
+  }
+  return MODELDOCK_DEFAULT_ASSET_DIR;
+}
+
 struct ServerConfig {
   std::string listen = "127.0.0.1:50051";
   std::string data_dir = "./modeldock-data";
@@ -46,7 +59,7 @@ struct ServerConfig {
   std::vector<std::string> blob_mirrors;
   std::string scrub_interval = "24h";
   double scrub_rate_mb_s = 50;
-  std::string asset_dir = MODELDOCK_DEFAULT_ASSET_DIR;
+  std::string asset_dir = DefaultAssetDir();
   int64_t max_model_mb = 256;
   std::string index_factory = "Flat";
   std::string probe_set;
@@ -199,6 +212,7 @@ static int ServerMain(int argc, char** argv) {
   CLI::App app("modeldock-server: a model-zoo retrieval server (gRPC API modeldock.v1).",
                "modeldock-server");
   app.footer(kExamples);
+  app.set_version_flag("--version", std::string("modeldock-server ") + MODELDOCK_VERSION);
   auto* listen = app.add_option("--listen", flags.listen, "HOST:PORT to serve on")
                      ->default_str("127.0.0.1:50051");
   auto* data_dir = app.add_option("--data-dir", flags.data_dir,
@@ -235,7 +249,7 @@ static int ServerMain(int argc, char** argv) {
   auto* asset_dir =
       app.add_option("--asset-dir", flags.asset_dir,
                      "Directory written by scripts/make_assets.py (probe set, reference encoder)")
-          ->default_str(MODELDOCK_DEFAULT_ASSET_DIR);
+          ->default_str(DefaultAssetDir());
   auto* max_mb = app.add_option("--max-model-mb", flags.max_model_mb,
                                 "Largest model file accepted, in MiB")
                      ->default_str("256");

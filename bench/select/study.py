@@ -164,7 +164,7 @@ def softmax(l):
     return e / e.sum(1, keepdims=True)
 
 
-def compute_scores(data, models, tasks, proxy_variants, metrics):
+def compute_scores(data, models, tasks, proxy_variants, metrics, dims=(16, 32, 64)):
     """Returns {method: {task: np.array over models}}."""
     scores = {}
 
@@ -189,7 +189,7 @@ def compute_scores(data, models, tasks, proxy_variants, metrics):
                     put(f"brute_{name}", tn, i, safe(LOGIT_METRICS[name], lg, y))
                 else:
                     put(f"brute_{name}", tn, i, safe(FEATURE_METRICS[name], f, y))
-            for dim in (16, 32, 64):
+            for dim in dims:
                 fq = pca_own(f, dim)
                 for name in ("logme", "shrinkage_hscore"):
                     put(f"brute_{name}_pc{dim}", tn, i, safe(FEATURE_METRICS[name], fq, y))
@@ -252,6 +252,8 @@ def main():
     ap.add_argument("--cache", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--tmi", action="store_true", help="also TMI (slow)")
+    ap.add_argument("--brute-only", action="store_true",
+                    help="only LogME, shrinkage H-score (full and pc32), LEEP and NCE; no proxies")
     args = ap.parse_args()
     tasks = json.load(open(os.path.join(args.zoo, "tasks.json")))["tasks"]
     gt = json.load(open(args.ground_truth))
@@ -271,8 +273,11 @@ def main():
     for pm in ("logme", "shrinkage_hscore", "knn", "leep"):
         proxy_variants.append(("ref", 1, 0, pm))
     proxy_variants.append(("ref", 1, 32, "knn"))
+    dims = (16, 32, 64)
+    if args.brute_only:
+        metrics, proxy_variants, dims = ["logme", "shrinkage_hscore", "leep", "nce"], [], (32,)
     t0 = time.time()
-    scores = compute_scores(data, models, tasks, proxy_variants, metrics)
+    scores = compute_scores(data, models, tasks, proxy_variants, metrics, dims)
     print(f"scores in {time.time() - t0:.0f} s", flush=True)
     acc = {t["name"]: np.array([gt["tasks"][t["name"]][m]["best"] for m in models]) for t in tasks}
     out = {"zoo": args.zoo, "models": models, "tasks": [t["name"] for t in tasks],
