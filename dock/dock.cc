@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "dock/dock_impl.h"
+#include "dock/dock_testing.h"
 #include "scoring/proxy.h"
 #include "spdlog/spdlog.h"
 
@@ -127,14 +128,6 @@ absl::Status ValidateOptions(const DockOptions& o) {
   return absl::OkStatus();
 }
 
-namespace {
-
-bool AllFinite(const Tensor& t) {
-  return std::all_of(t.values.begin(), t.values.end(), [](float v) { return std::isfinite(v); });
-}
-
-}  // namespace
-
 int64_t NowUnixMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -167,9 +160,14 @@ std::string VersionList(const std::vector<ModelRecord>& versions) {
 }
 
 absl::StatusOr<std::unique_ptr<Dock>> Dock::Create(const DockOptions& options) {
+  return CreateDockWithStore(options, nullptr);
+}
+
+absl::StatusOr<std::unique_ptr<Dock>> CreateDockWithStore(const DockOptions& options,
+                                                          StoreWrapper wrap) {
   if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
   auto dock = std::make_unique<DockImpl>(options);
-  if (absl::Status s = dock->Init(); !s.ok()) return s;
+  if (absl::Status s = dock->Init(std::move(wrap)); !s.ok()) return s;
   return std::unique_ptr<Dock>(std::move(dock));
 }
 
@@ -180,30 +178,7 @@ DockImpl::DockImpl(DockOptions options)
 
 DockImpl::~DockImpl() { Shutdown(); }
 
-absl::Status DockImpl::LoadRemoteSecurity() {
-  const DockOptions& o = options_;
-  // Endpoints not in the credentials file: the server-wide --remote-tls* setting.
-  auto fallback = remote::ReadCredentialFiles(
-      {o.remote_tls, o.remote_tls_ca_path, o.remote_tls_cert_path, o.remote_tls_key_path, ""},
-      {"--remote-tls-ca", "--remote-tls-cert", "--remote-tls-key", ""});
-  if (!fallback.ok()) return fallback.status();
-  remote_credentials_.fallback = std::move(*fallback);
-  if (!o.remote_credentials_path.empty()) {
-    auto endpoints = remote::ReadCredentialsFile(o.remote_credentials_path);
-    if (!endpoints.ok()) return endpoints.status();
-    remote_credentials_.endpoints = std::move(*endpoints);
-    for (const auto& [endpoint, security] : remote_credentials_.endpoints) {
-      if (!security.bearer_token.empty() && !security.tls) {
-        spdlog::warn("remote credentials: the bearer token for {} is sent without TLS", endpoint);
-      }
-    }
-    spdlog::info("remote credentials: {} endpoint(s) from {}",
-                 remote_credentials_.endpoints.size(), o.remote_credentials_path);
-  }
-  return absl::OkStatus();
-}
-
-absl::Status DockImpl::Init() {
+absl::Status DockImpl::Init(const StoreWrapper& wrap_store) {
   std::error_code ec;
   fs::create_directories(fs::path(options_.data_dir) / "index", ec);
   if (ec) {
@@ -211,12 +186,12 @@ absl::Status DockImpl::Init() {
         absl::StrCat("cannot create data directory ", options_.data_dir, ": ", ec.message()));
   }
   encoder::SetTorchThreads(options_.torch_threads);
-  if (absl::Status s = LoadRemoteSecurity(); !s.ok()) return s;
-  if (absl::Status s = StartWorkers(); !s.ok()) return s;
+  if (absl::Status s = StartRunners(); !s.ok()) return s;
   auto opened = OpenMetadataStore(options_.metadata_url.empty()
                                       ? (fs::path(options_.data_dir) / "modeldock.db").string()
                                       : options_.metadata_url);
   if (!opened.ok()) return opened.status();
+  if (wrap_store) *opened = wrap_store(*std::move(opened));
   // Several servers may use this database (and, through --blob-dir, this blob directory):
   // listen before the registry is read and the index brought up to date, so that no change
   // falls in between.
@@ -231,25 +206,16 @@ absl::Status DockImpl::Init() {
       store_.get(), [this](int64_t version) { return UseAlignment(version); });
   const bool replicas = *feed != nullptr;  // null: this process is the store's only user (SQLite)
   shared_ = IsPostgresUrl(options_.metadata_url);
-  ProbeQueueOptions queue;
-  queue.workers = options_.probe_workers;
-  queue.lease = options_.probe_lease;
-  {
-    char host[256] = {};
-    ::gethostname(host, sizeof(host) - 1);
-    queue.replica_id = absl::StrCat(host, "/", ::getpid(), "/", NewModelId().substr(2, 8));
-  }
+  states_ = std::make_unique<ModelStates>(store_.get());
+  ProberOptions probing = ProbingOptions(replicas);
   if (replicas) {
-    queue.shared_store = store_.get();
-    spdlog::info("replica {}: probing jobs are shared through the store", queue.replica_id);
+    spdlog::info("replica {}: probing jobs are shared through the store",
+                 probing.queue.replica_id);
     replica_sync_ = std::make_unique<ReplicaSync>(
         *std::move(feed), options_.sync_interval,
         ReplicaSync::Handlers{[this](const ModelChangeEvent& e) { return SyncModel(e); },
                               [this] { return CatchUp(); }});
   }
-  // Created before the models are reconciled (which requeues interrupted probes); started last.
-  probes_ = std::make_unique<ProbeQueue>(std::move(queue),
-                                         [this](const std::string& id) { Probe(id); });
   auto blobs = BlobStore::Create(options_.blob_dir.empty() ? options_.data_dir : options_.blob_dir,
                                  options_.blob_mirrors);
   if (!blobs.ok()) return blobs.status();
@@ -271,6 +237,10 @@ absl::Status DockImpl::Init() {
   if (!spaces.ok()) return spaces.status();
   spaces_ = std::move(*spaces);
   knowledge_ = spaces_->primary();
+  // Created before the models are reconciled (which requeues interrupted probes); started last.
+  probes_ = std::make_unique<Prober>(
+      std::move(probing), Prober::Deps{store_.get(), spaces_.get(), runner_.get(), states_.get(),
+                                       &registry_mutex_, &proxy_cache_});
   if (absl::Status s = ReconcileModels(); !s.ok()) return s;
   for (const auto& space : spaces_->all()) {
     if (absl::Status s = space->RebuildIfStale(); !s.ok()) return s;
@@ -285,6 +255,21 @@ absl::Status DockImpl::Init() {
   if (replica_sync_ != nullptr) replica_sync_->Start();
   StartScrubber();
   return absl::OkStatus();
+}
+
+ProberOptions DockImpl::ProbingOptions(bool replicas) {
+  ProberOptions probing;
+  probing.budget = options_.probe_budget;
+  probing.run_time_limit = options_.sandbox.probe_time_limit;
+  probing.stored_dim = options_.proxy.stored_dim;
+  ProbeQueueOptions& queue = probing.queue;
+  queue.workers = options_.probe_workers;
+  queue.lease = options_.probe_lease;
+  char host[256] = {};
+  ::gethostname(host, sizeof(host) - 1);
+  queue.replica_id = absl::StrCat(host, "/", ::getpid(), "/", NewModelId().substr(2, 8));
+  if (replicas) queue.shared_store = store_.get();
+  return probing;
 }
 
 // Brings every stored model into the current knowledge space and resumes interrupted probes.
@@ -343,14 +328,23 @@ void DockImpl::CollectGarbageBlobs() {
   // From the database, not the registry in memory: a row another replica committed a moment
   // ago must keep its blob.
   auto records = store_->inner()->ListAll();
-  if (!records.ok()) return;
+  if (!records.ok()) {
+    // Only space is at stake: unreferenced blobs wait for the next start-up.
+    spdlog::warn("unreferenced blobs not collected: cannot list the models: {}",
+                 records.status().ToString());
+    return;
+  }
   std::set<std::string> referenced;
   for (const auto& r : *records) referenced.insert(r.sha256);
   int kept = 0;
   for (const std::string& sha : stored) {
     if (referenced.count(sha)) continue;
     bool removed = false;
-    blobs_->Remove(sha, BlobGrace(), &removed).IgnoreError();
+    if (absl::Status s = blobs_->Remove(sha, BlobGrace(), &removed); !s.ok()) {
+      // Harmless: an unreferenced blob only takes space; the next start-up tries again.
+      spdlog::warn("kept unreferenced blob {}: {}", sha, s.ToString());
+      continue;
+    }
     if (removed) {
       spdlog::info("removed unreferenced blob {} (left by an interrupted registration)", sha);
     } else {
@@ -427,188 +421,8 @@ void DockImpl::Shutdown() {
   if (replica_sync_) replica_sync_->Stop();
   if (learning_) learning_->Shutdown();
   // Killing the workers ends running probes at once instead of waiting for them.
-  if (workers_pool_) workers_pool_->Shutdown();
+  if (sandbox_) sandbox_->Shutdown();
   if (probes_) probes_->Join();
-}
-
-void DockImpl::SetState(ModelRecord& record, ModelState state, const std::string& reason) {
-  record.state = state;
-  record.state_reason = reason;
-  ++record.revision;
-  absl::Status s = store_->UpdateState(record);
-  if (!s.ok() && !absl::IsNotFound(s)) {
-    spdlog::error("cannot update state of {}: {}", record.id, s.ToString());
-  }
-  NotifyStateChanged();
-}
-
-void DockImpl::NotifyStateChanged() {
-  std::lock_guard<std::mutex> lock(state_mutex_);
-  state_changed_.notify_all();
-}
-
-namespace {
-
-// Probing never stops before this many probe samples (or the whole set, if smaller): fewer
-// leave too few boundary samples for a knowledge vector.
-constexpr int64_t kMinProbeRows = 256;
-// Probe samples per worker job: as many as fit ~32 MiB of model input (a 224x224 colour model
-// takes 32 per job, a 28x28 grey one 512), so that adapting and sending a chunk stays small.
-int64_t ProbeChunkRows(const std::vector<int64_t>& input_shape) {
-  int64_t floats = 1;
-  for (int64_t d : input_shape) floats *= std::max<int64_t>(d, 1);
-  int64_t rows = 512;
-  while (rows > 16 && rows * floats * 4 > (32ll << 20)) rows /= 2;
-  return rows;
-}
-
-Tensor RowsOf(const Tensor& t, int64_t begin, int64_t end) {
-  Tensor out;
-  out.shape = t.shape;
-  out.shape[0] = end - begin;
-  const int64_t row = t.RowSize();
-  out.values.assign(t.values.begin() + begin * row, t.values.begin() + end * row);
-  return out;
-}
-
-// Appends `part`'s rows to `all` (which starts empty).
-void AppendRows(Tensor* all, const Tensor& part) {
-  if (all->shape.empty()) {
-    *all = part;
-    return;
-  }
-  all->shape[0] += part.Rows();
-  all->values.insert(all->values.end(), part.values.begin(), part.values.end());
-}
-
-}  // namespace
-
-absl::StatusOr<DockImpl::ProbeRun> DockImpl::RunOnProbes(ModelRecord& record,
-                                                         const KnowledgeSpace& space) {
-  const Tensor& probes = space.probe_set();
-  const int64_t total = probes.Rows();
-  const int64_t chunk = ProbeChunkRows(record.spec.input_shape);
-  const absl::Duration budget = options_.probe_budget;
-  const absl::Time start = absl::Now();
-  absl::Time last_progress = start;
-  ProbeRun run;
-  while (run.rows < total) {
-    const int64_t end = std::min(total, run.rows + chunk);
-    auto outputs = RunModel(record, RowsOf(probes, run.rows, end), /*want_features=*/true,
-                            /*want_layers=*/false, options_.sandbox.probe_time_limit,
-                            [this] { return probes_->stopping(); });
-    if (!outputs.ok()) return outputs.status();
-    AppendRows(&run.logits, outputs->logits);
-    if (record.has_embed && !outputs->features.shape.empty()) {
-      AppendRows(&run.features, outputs->features);
-    }
-    run.rows = end;
-    const absl::Duration used = absl::Now() - start;
-    const int64_t next = std::min(total, run.rows + chunk) - run.rows;
-    const absl::Duration projected = used + used / run.rows * next;
-    if (budget > absl::ZeroDuration() && run.rows < total && run.rows >= kMinProbeRows &&
-        projected > budget) {
-      run.budget_cut = true;
-      break;
-    }
-    if (absl::Now() - last_progress > absl::Seconds(2) && run.rows < total) {
-      last_progress = absl::Now();
-      SetState(record, ModelState::kProbing,
-               absl::StrCat("running on the probe set (", run.rows, " of ", total, " samples)"));
-    }
-  }
-  return run;
-}
-
-// Runs the model black-box on its space's probe set and turns its behaviour into a knowledge
-// vector.
-void DockImpl::Probe(const std::string& id) {
-  // From the database: on replicas the job may be a model another server registered a moment
-  // ago, not announced here yet.
-  auto found = store_->GetFresh(id);
-  if (!found.ok()) return;  // deleted meanwhile
-  ModelRecord record = *found;
-  KnowledgeSpace* space = SpaceFor(record);
-  if (space == nullptr) {
-    // No probe set exists for tabular inputs (or for an image kind no space covers): such
-    // models are served by stage 2 (brute force over compatible models) only.
-    SetState(record, ModelState::kReady,
-             IsImageModel(record)
-                 ? absl::StrCat("ready for stage-2 scoring; no knowledge space takes ",
-                                ShapeToString(record.spec.input_shape),
-                                " inputs, so no knowledge vector")
-                 : "ready for stage-2 scoring; no probe set for tabular inputs, so no knowledge "
-                   "vector");
-    return;
-  }
-  const std::string space_name = spaces_->SpecOf(space).name;
-  const int64_t probe_rows = space->probe_set().Rows();
-  SetState(record, ModelState::kProbing,
-           absl::StrCat("running on the ", space_name, " probe set (", probe_rows, " samples)"));
-  absl::Time start = absl::Now();
-  auto fail = [&](const absl::Status& status) {
-    ++probes_failed_;
-    spdlog::warn("probing {} ('{}') failed: {}", record.id, record.spec.name, status.ToString());
-    SetState(record, ModelState::kFailed, absl::StrCat("probing failed: ", status.message()));
-  };
-
-  auto outputs = RunOnProbes(record, *space);
-  if (!outputs.ok()) {
-    if (absl::IsNotFound(outputs.status())) return;  // deleted while probing
-    // The stored file is bad: RunModel marked the model FAILED with the DATA_LOSS reason.
-    if (absl::IsDataLoss(outputs.status())) return;
-    if (probes_->stopping()) return;  // shutting down: PROBING is resumed at the next start
-    return fail(outputs.status());
-  }
-  const Tensor& logits = outputs->logits;
-  if (logits.shape.size() != 2 || logits.shape[1] != OutputWidth(record)) {
-    return fail(absl::FailedPreconditionError(absl::StrCat(
-        "probe outputs have shape ", ShapeToString(logits.shape), "; expected [",
-        outputs->rows, ", ", OutputWidth(record), "]")));
-  }
-  if (!AllFinite(logits)) {
-    return fail(absl::FailedPreconditionError("the model returned NaN/Inf on the probe set"));
-  }
-  auto vector = space->EncodeModel(record, logits);
-  if (!vector.ok()) return fail(vector.status());
-  // Stage-1 proxies read the model's features on the probe set (its logits without embed),
-  // compressed per model so that a large dock stays small.
-  const bool has_features = !outputs->features.shape.empty();
-  const Tensor& raw_features = has_features ? outputs->features : logits;
-  if (has_features && !AllFinite(raw_features)) {  // the logits were checked above
-    return fail(absl::FailedPreconditionError("embed(x) returned NaN/Inf on the probe set"));
-  }
-  auto compressed = scoring::CompressFeatures(raw_features, options_.proxy.stored_dim);
-  if (!compressed.ok()) return fail(compressed.status());
-
-  record.probe_millis = static_cast<int64_t>(absl::ToDoubleMilliseconds(absl::Now() - start));
-  record.state = ModelState::kReady;
-  record.state_reason =
-      outputs->budget_cut
-          ? absl::StrCat("probed on the first ", outputs->rows, " of ", probe_rows, " ",
-                         space_name, " probe samples in ", record.probe_millis,
-                         " ms (the probing budget of ",
-                         absl::FormatDuration(options_.probe_budget), " ends there); indexed")
-          : absl::StrCat("probed on ", probe_rows, " ", space_name, " samples in ",
-                         record.probe_millis, " ms; indexed");
-  ++record.revision;
-  {
-    // The registry lock orders this commit against DeleteModel: a model deleted while being
-    // probed is not resurrected in the index.
-    std::lock_guard<std::mutex> lock(registry_mutex_);
-    absl::Status s = store_->CommitProbe(record, space->probe_set_sha(), logits, *compressed,
-                                         space->id(), *vector);
-    if (absl::IsNotFound(s)) return;
-    if (!s.ok()) return fail(s);
-    proxy_cache_.ErasePrefix(absl::StrCat(record.id, "|"));  // keys: id|probe set
-    // With the serving version's projected index (it is swapped under this lock too).
-    if (absl::Status u = space->Upsert(record.id, *vector); !u.ok()) return fail(u);
-  }
-  ++probes_done_;
-  probe_micros_ += record.probe_millis * 1000;
-  spdlog::info("model {} ('{}') READY: probed in {} ms on {} {} probe samples", record.id,
-               record.spec.name, record.probe_millis, outputs->rows, space_name);
-  NotifyStateChanged();
 }
 
 DockStats DockImpl::Stats() {
@@ -633,9 +447,9 @@ DockStats DockImpl::Stats() {
   stats.probe_queue = probes_->waiting();
   stats.registrations_admitted = registrations_admitted_;
   stats.registrations_rejected = registrations_rejected_;
-  stats.probes_done = probes_done_;
-  stats.probes_failed = probes_failed_;
-  stats.probe_seconds = static_cast<double>(probe_micros_) / 1e6;
+  stats.probes_done = probes_->done();
+  stats.probes_failed = probes_->failed();
+  stats.probe_seconds = probes_->seconds();
   stats.recommends = recommends_;
   stats.stage1_seconds = static_cast<double>(stage1_micros_) / 1e6;
   stats.stage2_seconds = static_cast<double>(stage2_micros_) / 1e6;
@@ -643,8 +457,8 @@ DockStats DockImpl::Stats() {
   stats.output_cache_misses = output_cache_.misses();
   stats.proxy_cache_hits = proxy_cache_.hits();
   stats.proxy_cache_misses = proxy_cache_.misses();
-  if (workers_pool_) {
-    sandbox::PoolStats pool = workers_pool_->Stats();
+  if (sandbox_) {
+    sandbox::PoolStats pool = sandbox_->Stats();
     stats.workers = pool.workers;
     stats.workers_waiting_jobs = pool.waiting;
     stats.worker_jobs = pool.jobs;
@@ -668,15 +482,7 @@ DockStats DockImpl::Stats() {
 
 absl::StatusOr<ModelRecord> DockImpl::WaitForChange(const std::string& id, int64_t seen_revision,
                                                     absl::Duration timeout) {
-  absl::Time deadline = absl::Now() + timeout;
-  std::unique_lock<std::mutex> lock(state_mutex_);
-  while (true) {
-    auto record = store_->Get(id);
-    if (!record.ok()) return record.status();
-    absl::Duration left = deadline - absl::Now();
-    if (record->revision != seen_revision || left <= absl::ZeroDuration()) return record;
-    state_changed_.wait_for(lock, absl::ToChronoMilliseconds(std::min(left, absl::Milliseconds(200))));
-  }
+  return states_->WaitForChange(id, seen_revision, timeout);
 }
 
 }  // namespace modeldock::dock

@@ -38,34 +38,25 @@
 #include "dock/caches.h"
 #include "dock/caching_store.h"
 #include "dock/dock.h"
+#include "dock/dock_testing.h"
 #include "dock/knowledge_space.h"
 #include "dock/knowledge_spaces.h"
+#include "dock/kserve_runner.h"
 #include "dock/learning.h"
 #include "dock/metadata_store.h"
+#include "dock/model_runner.h"
+#include "dock/model_states.h"
 #include "dock/probe_queue.h"
+#include "dock/prober.h"
 #include "dock/replica_sync.h"
+#include "dock/sandbox_runner.h"
 #include "dock/scrubber.h"
 #include "encoder/black_box.h"
 #include "encoder/knowledge.h"
 #include "index/vector_index.h"
-#include "remote/credentials.h"
-#include "remote/kserve_client.h"
 #include "sandbox/worker_pool.h"
 
 namespace modeldock::dock {
-
-// Key of a loaded model in the workers and in the caches: a loaded module depends on the model's
-// bytes and its declared input shape.
-inline std::string ModelKey(const ModelRecord& record) {
-  return absl::StrCat(record.sha256, "|", ShapeToString(record.spec.input_shape));
-}
-
-// Width of forward(x): K logits of a classifier, D features of a feature extractor.
-inline int64_t OutputWidth(const ModelRecord& record) {
-  return record.spec.kind == ModelKind::kFeatureExtractor
-             ? record.feature_dim
-             : static_cast<int64_t>(record.spec.class_labels.size());
-}
 
 // Helpers shared by the dock's files (dock.cc, registration.cc, registry.cc).
 int64_t NowUnixMs();
@@ -100,12 +91,13 @@ struct ViewScoring;
 struct ScoredModel;
 struct Stage2Result;
 
-class DockImpl : public Dock {
+class DockImpl : public Dock, private ModelFiles {
  public:
   explicit DockImpl(DockOptions options);
   ~DockImpl() override;
 
-  absl::Status Init();
+  // `wrap_store` (tests, dock_testing.h; may be empty) wraps the opened metadata store.
+  absl::Status Init(const StoreWrapper& wrap_store);
 
   absl::StatusOr<std::unique_ptr<Upload>> BeginRegistration(
       const ModelSpec& spec, int64_t size_bytes, const std::string& sha256,
@@ -149,6 +141,8 @@ class DockImpl : public Dock {
   // Start-up (dock.cc): brings every stored model into the current knowledge space and
   // requeues interrupted probes; removes blobs no row references.
   absl::Status ReconcileModels();
+  // The prober's options; `replicas`: probing jobs are claimed from the shared store.
+  ProberOptions ProbingOptions(bool replicas);
   void CollectGarbageBlobs();
   // Zero for a store of one process; DockOptions::shared_blob_grace with PostgreSQL.
   absl::Duration BlobGrace() const;
@@ -156,30 +150,17 @@ class DockImpl : public Dock {
   // cache and run costs in line with the store's current state of one model, or of all.
   absl::Status SyncModel(const ModelChangeEvent& event);
   absl::Status CatchUp();
-  // A probing job (ProbeQueue's callback): runs the model on the probe set, commits its probe
-  // outputs, features and vector, indexes the vector; FAILED with the reason otherwise.
-  void Probe(const std::string& id);
-  void SetState(ModelRecord& record, ModelState state, const std::string& reason);
-  // Wakes WaitForChange callers.
-  void NotifyStateChanged();
+  // State transitions and their waiters (states_).
+  void SetState(ModelRecord& record, ModelState state, const std::string& reason) {
+    states_->Set(record, state, reason);
+  }
+  void NotifyStateChanged() { states_->Notify(); }
   bool IsImageModel(const ModelRecord& record) const {
     return record.spec.task == TaskKind::kImageClassification;
   }
   // The knowledge space a model belongs to (its input kind); nullptr for tabular models and
   // image kinds no space covers (scored in stage 2 only).
-  KnowledgeSpace* SpaceFor(const ModelRecord& record) const {
-    return IsImageModel(record) ? spaces_->For(record.spec.input_shape) : nullptr;
-  }
-  // Runs a model on a prefix of its space's probe set, chunk by chunk, until the set or the
-  // probing budget (DockOptions::probe_budget) is used up (dock.cc). Progress is shown in the
-  // model's state reason.
-  struct ProbeRun {
-    Tensor logits;
-    Tensor features;  // empty without embed(x)
-    int64_t rows = 0;
-    bool budget_cut = false;
-  };
-  absl::StatusOr<ProbeRun> RunOnProbes(ModelRecord& record, const KnowledgeSpace& space);
+  KnowledgeSpace* SpaceFor(const ModelRecord& record) const { return spaces_->ForModel(record); }
   // Every stored model vector through a trained version's projection, in a new index
   // (learning.cc).
   absl::StatusOr<std::shared_ptr<index::VectorIndex>> BuildProjectedIndex(
@@ -195,29 +176,19 @@ class DockImpl : public Dock {
   absl::StatusOr<ModelRecord> ResolveModel(std::string_view id_or_name, bool fresh);
   // Deletes one stored version: row, index entries, blob (when no other row uses it), caches.
   absl::StatusOr<std::string> DeleteRecord(const ModelRecord& record, const std::string& actor);
+  // Removes the blob `sha256` when no row uses it (a shared blob directory keeps files modified
+  // within BlobGrace()); a failure is logged with `why`, as the start-up clean-up repairs it.
+  void RemoveUnreferencedBlob(const std::string& sha256, const std::string& why);
 
-  // Model runs (model_runs.cc): every run of uploaded code goes to a worker process, every run
-  // of a remote model to its KServe v2 server.
-  absl::Status StartWorkers();
-  // Runs a stored model on `samples` in a worker, within `time_limit`; a job whose worker died
-  // is retried once on a fresh worker (the crash may have been the host's, not the model's).
-  // want_layers asks for embed_layers(x) of a model that exports it (record.layers).
-  absl::StatusOr<sandbox::RunResult> RunModel(const ModelRecord& record, const Tensor& samples,
-                                              bool want_features, bool want_layers,
-                                              absl::Duration time_limit,
-                                              const sandbox::CancelCheck& cancelled);
-  // The admission checks of an uploaded file (retried once if the worker died, as RunModel).
-  absl::StatusOr<sandbox::AdmitResult> Admit(const std::string& model_name,
-                                             const sandbox::JobRequest& admission);
-  // A remote model's run (RunModel's other half): KServe v2 ModelInfer in batches.
-  absl::StatusOr<sandbox::RunResult> RunRemote(const ModelRecord& record, const Tensor& samples,
-                                               absl::Duration time_limit,
-                                               const sandbox::CancelCheck& cancelled);
-  remote::KServeClient* RemoteClient(const std::string& endpoint);
-  // Reads the remote TLS files of the options (INVALID_ARGUMENT naming an unreadable one).
-  absl::Status LoadRemoteSecurity();
-  sandbox::JobLimits LimitsFor(absl::Duration wall) const;
-  sandbox::WireLimits OutputLimits() const;
+  // Model runs (model_runs.cc) go through runner_ (model_runner.h): uploaded files to the
+  // sandbox's workers, remote models to their KServe v2 servers.
+  absl::Status StartRunners();
+  absl::StatusOr<RunOutputs> RunModel(const ModelRecord& record, const Tensor& samples,
+                                      bool want_features, bool want_layers,
+                                      absl::Duration time_limit,
+                                      const std::function<bool()>& cancelled);
+  // ModelFiles: the verified path of a stored model's file (CheckModelFile, then the blob).
+  absl::StatusOr<std::string> VerifiedPath(const ModelRecord& record) override;
 
   // Integrity of stored models (integrity.cc).
   // OK when the model's file matches its registered digest (or was restored from a mirror);
@@ -326,8 +297,14 @@ class DockImpl : public Dock {
   std::unique_ptr<CachingMetadataStore> store_;
   std::unique_ptr<BlobStore> blobs_;
   bool shared_ = false;  // PostgreSQL: other replicas may share the blob directory
-  // Every run of uploaded model code goes through these worker processes.
-  std::unique_ptr<sandbox::WorkerPool> workers_pool_;
+  // Every run of uploaded model code goes through the sandbox's worker processes, every run of
+  // a remote model through its KServe client; runner_ routes each model to its runner.
+  std::unique_ptr<SandboxRunner> sandbox_;
+  std::unique_ptr<KServeRunner> remote_;
+  std::unique_ptr<RoutingRunner> runner_;
+  // recommend.cc's cost estimate reads the pool until it asks runner_->IsLoaded (the pool is
+  // sandbox_'s).
+  sandbox::WorkerPool* workers_pool_ = nullptr;
   // Outcome records, trained ranker versions and the serving one.
   std::unique_ptr<LearningLoop> learning_;
   // One knowledge space per input kind: probe set, reference encoder E, set encoder and the
@@ -336,8 +313,10 @@ class DockImpl : public Dock {
   // The primary space (spaces_->primary()): the learning loop's records and trained versions
   // are in its E's space, and its E embeds queries for clustering and task similarity.
   KnowledgeSpace* knowledge_ = nullptr;
+  // Model state transitions and WaitForChange's waiters.
+  std::unique_ptr<ModelStates> states_;
   // The probing jobs and their threads (in memory, or leased from a shared store).
-  std::unique_ptr<ProbeQueue> probes_;
+  std::unique_ptr<Prober> probes_;
   // Replicas only (a store with a change feed): follows other servers' changes.
   std::unique_ptr<ReplicaSync> replica_sync_;
   // Re-hashes the model files every DockOptions::scrub_interval and on request.
@@ -348,19 +327,12 @@ class DockImpl : public Dock {
   // that reflects it (KnowledgeSpace's changes are made under it).
   std::mutex registry_mutex_;
 
-  std::mutex state_mutex_;
-  std::condition_variable state_changed_;
-
   LruCache<const encoder::ModelOutputs> output_cache_;
-  std::mutex remote_mutex_;  // guards remote_clients_
-  std::map<std::string, std::unique_ptr<remote::KServeClient>> remote_clients_;  // by endpoint
-  remote::RemoteCredentials remote_credentials_;  // read from the options' files at Init
   LruCache<const Tensor> proxy_cache_;  // model id -> compressed probe features
   RunCosts run_costs_;
 
   // Counters for Stats() (microseconds for durations).
   std::atomic<int64_t> registrations_admitted_{0}, registrations_rejected_{0};
-  std::atomic<int64_t> probes_done_{0}, probes_failed_{0}, probe_micros_{0};
   std::atomic<int64_t> recommends_{0}, stage1_micros_{0}, stage2_micros_{0};
 };
 

@@ -22,6 +22,7 @@
 #include "common/sha256.h"
 #include "dock/blob_store.h"
 #include "dock/dock.h"
+#include "dock/testing/dock_fixture.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -33,10 +34,10 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
+using test::AssetDir;
+using test::ReadFile;
+using test::RegisterDemo;
+using test::WaitUntilSettled;
 
 void WriteFile(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
@@ -226,22 +227,6 @@ TEST_F(BlobIntegrityTest, RateLimitAndStop) {
 
 // ---- The dock on the demo models.
 
-std::string AssetDir() {
-  const char* dir = std::getenv("MODELDOCK_ASSET_DIR");
-  return dir ? dir : "";
-}
-
-ModelSpec SpecFromSidecar(const std::string& json_path) {
-  std::ifstream in(json_path);
-  nlohmann::json j = nlohmann::json::parse(in);
-  ModelSpec spec;
-  spec.name = j.at("name");
-  spec.version = j.value("version", "");
-  spec.input_shape = j.at("input_shape").get<std::vector<int64_t>>();
-  spec.class_labels = j.at("class_labels").get<std::vector<std::string>>();
-  return spec;
-}
-
 class DockIntegrityTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -266,30 +251,8 @@ class DockIntegrityTest : public ::testing::Test {
     ASSERT_TRUE(dock.ok()) << dock.status();
     dock_ = std::move(*dock);
   }
-  ModelRecord WaitSettled(ModelRecord record) {
-    for (int i = 0; i < 600 && (record.state == ModelState::kPending ||
-                                record.state == ModelState::kProbing); ++i) {
-      auto next = dock_->WaitForChange(record.id, record.revision, absl::Milliseconds(500));
-      if (!next.ok()) break;
-      record = *next;
-    }
-    return record;
-  }
-  ModelRecord Register(const std::string& name) {
-    const std::string base = (fs::path(AssetDir()) / "demo" / name).string();
-    const std::string bytes = ReadFile(base + ".pt");
-    auto upload = dock_->BeginRegistration(SpecFromSidecar(base + ".json"),
-                                           static_cast<int64_t>(bytes.size()), Sha256::Of(bytes));
-    EXPECT_TRUE(upload.ok()) << upload.status();
-    if (!upload.ok()) return {};
-    EXPECT_TRUE((*upload)->Write(bytes).ok());
-    auto result = dock_->FinishRegistration(std::move(*upload));
-    EXPECT_TRUE(result.ok()) << result.status();
-    if (!result.ok()) return {};
-    ModelRecord record = WaitSettled(result->model);
-    EXPECT_EQ(record.state, ModelState::kReady) << record.state_reason;
-    return record;
-  }
+  ModelRecord WaitSettled(ModelRecord record) { return WaitUntilSettled(*dock_, record); }
+  ModelRecord Register(const std::string& name) { return RegisterDemo(*dock_, name); }
   RecommendQuery TopsQuery() {
     const std::string dir = (fs::path(AssetDir()) / "demo" / "query_tops").string();
     datasets::LoadOptions load;

@@ -144,31 +144,44 @@ absl::Status KnowledgeSpace::RebuildIfStale() {
 
 absl::Status KnowledgeSpace::Upsert(const std::string& model_id, const std::vector<float>& vector) {
   if (absl::Status s = index_->Upsert(model_id, vector); !s.ok()) return s;
+  // The serving version's projected index must not silently miss the model: its error is
+  // returned after the file is saved (a probe fails the model with it; a replica's sync logs
+  // it and catches up).
+  absl::Status serving_status;
   if (const LearningLoop::Serving serving = serving_(); serving.index) {
-    serving.index->Upsert(model_id, serving.ranker->projection().ProjectModel(vector))
-        .IgnoreError();
+    serving_status =
+        serving.index->Upsert(model_id, serving.ranker->projection().ProjectModel(vector));
+    if (!serving_status.ok()) {
+      serving_status = absl::Status(
+          serving_status.code(),
+          absl::StrCat("cannot add model ", model_id, " to the index of trained version ",
+                       serving.version, ": ", serving_status.message()));
+    }
   }
-  Save().IgnoreError();  // the index is rebuilt from the store if this file is stale
-  return absl::OkStatus();
+  // A failed save is logged by Save and not returned: the file is only a cache of the store's
+  // vectors, and the next start rebuilds a stale one (RebuildIfStale).
+  Save().IgnoreError();
+  return serving_status;
 }
 
-void KnowledgeSpace::Remove(const std::string& model_id) {
+absl::Status KnowledgeSpace::Remove(const std::string& model_id) {
+  absl::Status status;
   if (index_->Contains(model_id)) {
-    index_->Remove(model_id).IgnoreError();
-    Save().IgnoreError();
+    status.Update(index_->Remove(model_id));
+    Save().IgnoreError();  // logged; a stale file is rebuilt at start (see Upsert)
   }
   if (const LearningLoop::Serving serving = serving_();
       serving.index && serving.index->Contains(model_id)) {
-    serving.index->Remove(model_id).IgnoreError();
+    status.Update(serving.index->Remove(model_id));
   }
+  return status;
 }
 
 absl::Status KnowledgeSpace::Sync(const std::string& model_id) {
   auto vector = store_->GetVector(model_id, id_);
   if (vector.ok()) return Upsert(model_id, *vector);
   if (!absl::IsNotFound(vector.status())) return vector.status();
-  Remove(model_id);
-  return absl::OkStatus();
+  return Remove(model_id);
 }
 
 absl::StatusOr<std::vector<std::string>> KnowledgeSpace::CatchUp() {
@@ -191,18 +204,21 @@ absl::StatusOr<std::vector<std::string>> KnowledgeSpace::CatchUp() {
   std::vector<std::string> changed;
   if (upserts.empty() && removals.empty()) return changed;
   if (absl::Status s = index_->UpsertBatch(upserts); !s.ok()) return s;
-  for (const std::string& id : removals) index_->Remove(id).IgnoreError();
+  // Every change is attempted; the first error is returned (the next catch-up tries again).
+  absl::Status status;
+  for (const std::string& id : removals) status.Update(index_->Remove(id));
   const LearningLoop::Serving serving = serving_();
   for (const auto& [id, v] : upserts) {
     changed.push_back(id);
     if (serving.index) {
-      serving.index->Upsert(id, serving.ranker->projection().ProjectModel(v)).IgnoreError();
+      status.Update(serving.index->Upsert(id, serving.ranker->projection().ProjectModel(v)));
     }
   }
   for (const std::string& id : removals) {
     changed.push_back(id);
-    if (serving.index && serving.index->Contains(id)) serving.index->Remove(id).IgnoreError();
+    if (serving.index && serving.index->Contains(id)) status.Update(serving.index->Remove(id));
   }
+  if (!status.ok()) return status;
   spdlog::info(
       "index catch-up: {} vectors added or replaced, {} removed (changes made by other "
       "replicas that no notification brought)",

@@ -2,6 +2,10 @@
 // "Replicas"): the probe set, the reference encoder E, the set encoder, and the FAISS index of
 // every model's knowledge vector in this space, kept equal to the vectors the metadata store
 // holds. The serving trained version's projected index follows every change of that index.
+//
+// Owns: the probe set, E (`reference_mutex_`: one caller at a time), the set encoder, the index
+// (thread-safe for searches) and its file. Changes (Upsert, Remove, Sync, CatchUp, Rebuild) are
+// made under the dock's registry lock, which the caller holds.
 #ifndef MODELDOCK_DOCK_KNOWLEDGE_SPACE_H_
 #define MODELDOCK_DOCK_KNOWLEDGE_SPACE_H_
 
@@ -15,9 +19,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/tensor.h"
-#include "dock/dock.h"
 #include "dock/learning.h"
 #include "dock/metadata_store.h"
+#include "dock/types.h"
 #include "encoder/knowledge.h"
 #include "index/vector_index.h"
 
@@ -83,11 +87,12 @@ class KnowledgeSpace {
   // Start-up: replaces the index by one of the stored vectors if their fingerprints differ.
   absl::Status RebuildIfStale();
   // Adds or replaces a model's vector (and its projection), then saves the index; an error of
-  // the index itself is returned, a failed save only logged (the next start rebuilds a stale
-  // file from the store).
+  // the index or of the serving version's projected index is returned, a failed save only
+  // logged (the next start rebuilds a stale file from the store).
   absl::Status Upsert(const std::string& model_id, const std::vector<float>& vector);
-  // Removes a model's entries (nothing if it has none).
-  void Remove(const std::string& model_id);
+  // Removes a model's entries (nothing if it has none); every index is tried, the first error
+  // returned.
+  absl::Status Remove(const std::string& model_id);
   // Replicas: brings one model's entry in line with the store (its current vector, or none).
   // Idempotent, so a duplicate, late or own notification is harmless.
   absl::Status Sync(const std::string& model_id);

@@ -63,6 +63,12 @@ class KnowledgeSpaces {
   // The space a model of this per-sample shape joins; nullptr when none does (tabular models,
   // or an image kind no space covers: such models are scored in stage 2 only).
   KnowledgeSpace* For(const std::vector<int64_t>& sample_shape) const;
+  // The space a model belongs to: that of its input shape for an image model; nullptr for
+  // tabular models and image kinds no space covers.
+  KnowledgeSpace* ForModel(const ModelRecord& record) const {
+    return record.spec.task == TaskKind::kImageClassification ? For(record.spec.input_shape)
+                                                              : nullptr;
+  }
   const SpaceSpec& SpecOf(const KnowledgeSpace* space) const;
   // The first space of the manifest: the learning loop's.
   KnowledgeSpace* primary() const { return spaces_.front().get(); }

@@ -2,10 +2,10 @@
 // (MODELDOCK_ASSET_DIR): a colour model joins the colour space and is probed with colour images,
 // one query is ranked across spaces, the probing budget probes a prefix, and a dock made with
 // assets that had no spaces.json opens unchanged with the ones that have it.
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <algorithm>
 #include <map>
 #include <vector>
 
@@ -14,6 +14,7 @@
 #include "common/datasets.h"
 #include "common/sha256.h"
 #include "dock/dock.h"
+#include "dock/testing/dock_fixture.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
@@ -21,27 +22,8 @@ namespace modeldock::dock {
 namespace {
 namespace fs = std::filesystem;
 
-std::string AssetDir() {
-  const char* dir = std::getenv("MODELDOCK_ASSET_DIR");
-  return dir ? dir : "";
-}
-
-std::string ReadBytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-ModelSpec SpecFromSidecar(const fs::path& json_path) {
-  std::ifstream in(json_path);
-  const nlohmann::json j = nlohmann::json::parse(in);
-  ModelSpec spec;
-  spec.name = j.at("name");
-  spec.description = j.value("description", "");
-  spec.input_shape = j.at("input_shape").get<std::vector<int64_t>>();
-  spec.class_labels = j.at("class_labels").get<std::vector<std::string>>();
-  spec.license = j.value("license", "");
-  return spec;
-}
+using test::AssetDir;
+using test::RegisterDemo;
 
 // The demo tops query (grey 1x28x28), or its colour version: each grey image tinted into three
 // different channels, so that it is a 3x28x28 image of the colour-small kind.
@@ -93,31 +75,8 @@ class SpacesDockTest : public ::testing::Test {
     ASSERT_TRUE(dock.ok()) << dock.status();
     dock_ = std::move(*dock);
   }
-  // Registers demo/<name>.pt and waits until it leaves PENDING/PROBING.
-  ModelRecord Register(const std::string& name) {
-    const fs::path base = fs::path(AssetDir()) / "demo" / name;
-    const std::string bytes = ReadBytes(base.string() + ".pt");
-    auto upload = dock_->BeginRegistration(SpecFromSidecar(base.string() + ".json"),
-                                           static_cast<int64_t>(bytes.size()), Sha256::Of(bytes));
-    EXPECT_TRUE(upload.ok()) << upload.status();
-    if (!upload.ok()) return {};
-    EXPECT_TRUE((*upload)->Write(bytes).ok());
-    auto result = dock_->FinishRegistration(std::move(*upload));
-    EXPECT_TRUE(result.ok()) << result.status();
-    if (!result.ok()) return {};
-    return WaitUntilSettled(result->model);
-  }
-  ModelRecord WaitUntilSettled(ModelRecord record) {
-    for (int i = 0; i < 600 && (record.state == ModelState::kPending ||
-                                record.state == ModelState::kProbing); ++i) {
-      auto next = dock_->WaitForChange(record.id, record.revision, absl::Milliseconds(500));
-      EXPECT_TRUE(next.ok()) << next.status();
-      if (!next.ok()) break;
-      record = *next;
-    }
-    EXPECT_EQ(record.state, ModelState::kReady) << record.spec.name << ": " << record.state_reason;
-    return record;
-  }
+  // Registers demo/<name>.pt and waits until it leaves PENDING/PROBING; expects it READY.
+  ModelRecord Register(const std::string& name) { return RegisterDemo(*dock_, name); }
   RecommendResult Recommend(bool colour_query, Metric metric = Metric::kNone) {
     RecommendQuery query;
     query.dataset = TopsQuery(colour_query);

@@ -131,19 +131,32 @@ OutcomeQueryRow OutcomeQueryOf(const Dataset& dataset, TaskKind task, const Tens
 }
 
 Tensor ClassPrototypes(const Tensor& basis, const std::vector<int32_t>& labels, int num_classes) {
+  // Each sample's row is scaled to unit length before it is averaged, as the knowledge encoder
+  // does when it serves a query (encoder::KnowledgeEncoder::EncodeQuery): training re-encodes a
+  // recorded query from these prototypes (DockImpl::TrainAlignment), and gets the vector the
+  // query had when it was served only if the rows were averaged the same way.
   const int64_t dim = basis.RowSize();
-  Tensor prototypes;
-  prototypes.shape = {num_classes, dim};
-  prototypes.values.assign(static_cast<size_t>(num_classes * dim), 0.0f);
+  std::vector<double> sums(static_cast<size_t>(num_classes * dim), 0.0);
   std::vector<int64_t> counts(num_classes, 0);
   for (int64_t i = 0; i < basis.Rows(); ++i) {
     const int32_t c = labels[i];
     ++counts[c];
-    for (int64_t d = 0; d < dim; ++d) prototypes.values[c * dim + d] += basis.values[i * dim + d];
-  }
-  for (int c = 0; c < num_classes; ++c) {
+    double norm = 0;
     for (int64_t d = 0; d < dim; ++d) {
-      prototypes.values[c * dim + d] /= static_cast<float>(std::max<int64_t>(counts[c], 1));
+      const double x = basis.values[i * dim + d];
+      norm += x * x;
+    }
+    norm = std::sqrt(norm);
+    const double scale = norm > 0 ? 1.0 / norm : 0.0;  // a zero row stays zero
+    for (int64_t d = 0; d < dim; ++d) sums[c * dim + d] += basis.values[i * dim + d] * scale;
+  }
+  Tensor prototypes;
+  prototypes.shape = {num_classes, dim};
+  prototypes.values.resize(sums.size());
+  for (int c = 0; c < num_classes; ++c) {
+    const double n = static_cast<double>(std::max<int64_t>(counts[c], 1));
+    for (int64_t d = 0; d < dim; ++d) {
+      prototypes.values[c * dim + d] = static_cast<float>(sums[c * dim + d] / n);
     }
   }
   return prototypes;

@@ -1,6 +1,10 @@
 // The dock's learning loop (issue 9): outcome records, background training of the outcome
 // ranker, versions and the serving version. One part of the engine with its own state; DockImpl
 // feeds it reports (after encoding the dataset) and asks it which version ranks a recommendation.
+//
+// Owns: the serving version (`serving_mutex_`), the training job and its thread
+// (`training_mutex_`). Serving a version goes through `adopt` (the dock's UseAlignment), which
+// holds the dock's registry lock while the version's index is built and swapped in.
 #ifndef MODELDOCK_DOCK_LEARNING_H_
 #define MODELDOCK_DOCK_LEARNING_H_
 
@@ -15,8 +19,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "dock/dock.h"
 #include "dock/metadata_store.h"
+#include "dock/types.h"
 #include "encoder/outcome_ranker.h"
 #include "index/vector_index.h"
 
@@ -30,7 +34,9 @@ std::vector<double> FactsOf(const ModelRecord& record);
 // prepared `labels`; not the samples. Stage-1 scores are the caller's to add.
 OutcomeQueryRow OutcomeQueryOf(const Dataset& dataset, TaskKind task, const Tensor& basis,
                                const std::vector<int32_t>& labels, int num_classes);
-// [num_classes, D]: row c = mean row of `basis` [N, D] over the samples labelled c (0 if none).
+// [num_classes, D]: row c = mean of the unit-length rows of `basis` [N, D] over the samples
+// labelled c (0 if none): the class prototypes the knowledge encoder builds when it serves the
+// query (EncodeQuery of the prototypes, one row per class, gives the query's vector).
 Tensor ClassPrototypes(const Tensor& basis, const std::vector<int32_t>& labels, int num_classes);
 // The mean of the prototypes' rows: a query as the outcome ranker compares it with the recorded
 // ones (encoder::RecordedTask::embedding); empty for no rows.

@@ -21,7 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/tensor.h"
-#include "dock/dock.h"
+#include "dock/types.h"
 
 namespace modeldock::dock {
 
@@ -101,7 +101,8 @@ class MetadataStore {
  public:
   virtual ~MetadataStore() = default;
 
-  // ALREADY_EXISTS if the id or the (name, version) pair is taken.
+  // ALREADY_EXISTS if the id or the (name, version) pair is taken. The owner (unless
+  // record.owner_key_id is empty) is stored with the row, in the same transaction.
   virtual absl::Status Insert(const ModelRecord& record) = 0;
 
   // API keys and model ownership.

@@ -291,6 +291,25 @@ TEST_P(MetadataStoreTest, KeysAndOwners) {
   EXPECT_FALSE(store_->SetOwner("nobody", "B").ok());
 }
 
+// Insert writes the record's owner in the row's own transaction (issue 22: it was a second call
+// whose failure left a model without its owner); a refused insert writes no owner either.
+TEST_P(MetadataStoreTest, InsertStoresTheOwnerWithTheRow) {
+  ModelRecord owned = Record("m1", "alpha", "1.0", 1);
+  owned.owner_key_id = "key-a";
+  ASSERT_TRUE(store_->Insert(owned).ok());
+  EXPECT_EQ(*store_->OwnerOf("m1"), "key-a");
+  EXPECT_EQ(store_->Get("m1")->owner_key_id, "key-a");
+
+  ModelRecord taken = Record("m2", "alpha", "1.0", 2);  // the same (name, version)
+  taken.owner_key_id = "key-b";
+  EXPECT_EQ(store_->Insert(taken).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(*store_->OwnerOf("m2"), "");
+  EXPECT_EQ(store_->Get("m2").status().code(), absl::StatusCode::kNotFound);
+  // A record without an owner has none.
+  ASSERT_TRUE(store_->Insert(Record("m3", "beta", "1.0", 3)).ok());
+  EXPECT_EQ(*store_->OwnerOf("m3"), "");
+}
+
 TEST_P(MetadataStoreTest, ProbeOutputsFeaturesAndVectorRoundTripExactBytes) {
   ModelRecord r = Record("m", "alpha", "1.0", 1);
   ASSERT_TRUE(store_->Insert(r).ok());

@@ -560,6 +560,13 @@ absl::Status PostgresMetadataStore::Insert(const ModelRecord& r) {
                      static_cast<int64_t>(r.spec.kind),
                      LayersJson(r.layers), RemoteJson(r.spec)});
     if (!inserted.ok()) return inserted.status();
+    // The owner in the same transaction: no model is ever stored without its owner.
+    if (!r.owner_key_id.empty()) {
+      auto owned = Run(conn_, "insert owner",
+                       "INSERT INTO model_owners(model_id, key_id) VALUES($1,$2)",
+                       {r.id, r.owner_key_id});
+      if (!owned.ok()) return owned.status();
+    }
     return NotifyChange(conn_, ModelChange::kRecordChanged, r.id);
   });
   if (absl::IsAlreadyExists(done)) {

@@ -58,6 +58,12 @@ bool ProbeQueue::stopping() const {
   return stopping_;
 }
 
+bool ProbeQueue::WaitUnlessStopping(absl::Duration delay) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  renewal_wake_.wait_for(lock, absl::ToChronoMilliseconds(delay), [this] { return stopping_; });
+  return !stopping_;
+}
+
 int ProbeQueue::waiting() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return static_cast<int>(queue_.size());

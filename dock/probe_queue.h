@@ -1,6 +1,9 @@
 // Internal: the dock's probing jobs and the threads that run them (docs/ARCHITECTURE.md,
 // "Registration" and "Replicas"). The queue knows nothing of what a probe does: each job is a
-// model id handed to the dock's `probe` callback.
+// model id handed to the dock's `probe` callback (the Prober, prober.h).
+//
+// Owns: the in-memory jobs, the leases this replica holds and the worker and renewal threads;
+// `mutex_` guards the jobs, leases and stopping flag.
 #ifndef MODELDOCK_DOCK_PROBE_QUEUE_H_
 #define MODELDOCK_DOCK_PROBE_QUEUE_H_
 
@@ -48,6 +51,9 @@ class ProbeQueue {
   void Stop();
   void Join();
   bool stopping() const;
+  // Waits `delay`, or less if Stop is called meanwhile; false when stopping. A job uses it to
+  // back off before it retries a failed store read (the job stays its thread's).
+  bool WaitUnlessStopping(absl::Duration delay);
   // Jobs waiting in the in-memory queue (0 in shared mode: the store holds them).
   int waiting() const;
 
@@ -61,7 +67,7 @@ class ProbeQueue {
 
   mutable std::mutex mutex_;
   std::condition_variable wake_;          // a job was queued, or stopping
-  std::condition_variable renewal_wake_;  // stopping
+  std::condition_variable renewal_wake_;  // stopping (renewal thread, WaitUnlessStopping)
   std::deque<std::string> queue_;         // in-memory mode only
   std::set<std::string> leased_;          // shared mode: the jobs this replica's workers run
   bool stopping_ = false;

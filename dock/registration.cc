@@ -61,7 +61,6 @@ class UploadImpl : public Upload {
     written_ += static_cast<int64_t>(bytes.size());
     return absl::OkStatus();
   }
-  int64_t bytes_written() const override { return written_; }
 
   ModelSpec spec_;
   std::string owner_key_id_;
@@ -198,8 +197,7 @@ absl::StatusOr<RegisterResult> DockImpl::FinishRegistration(std::unique_ptr<Uplo
   admission.input_shape = spec.input_shape;
   admission.num_classes = static_cast<int64_t>(spec.class_labels.size());  // 0: extractor
   admission.max_model_bytes = options_.max_model_bytes;
-  admission.limits = OutputLimits();
-  auto report = Admit(spec.name, admission);
+  auto report = sandbox_->Admit(spec.name, std::move(admission));
   if (!report.ok()) {
     ++registrations_rejected_;
     spdlog::info("registration of '{}' rejected: {}", spec.name, report.status().ToString());
@@ -241,18 +239,10 @@ absl::StatusOr<RegisterResult> DockImpl::FinishRegistration(std::unique_ptr<Uplo
     bool existed = false;
     if (absl::Status s = blobs_->Adopt(upload->temp_path_, actual, &existed); !s.ok()) return s;
     upload->adopted_ = true;
+    // The row and its owner in one transaction (MetadataStore::Insert).
     if (absl::Status s = store_->Insert(record); !s.ok()) {
-      auto count = store_->CountBySha(actual);
-      if (!existed && count.ok() && *count == 0) {
-        blobs_->Remove(actual, BlobGrace()).IgnoreError();
-      }
+      if (!existed) RemoveUnreferencedBlob(actual, "its registration failed");
       return s;
-    }
-    if (!record.owner_key_id.empty()) {
-      if (absl::Status s = store_->SetOwner(record.id, record.owner_key_id); !s.ok()) {
-        store_->Delete(record.id).IgnoreError();  // no model without its owner
-        return s;
-      }
     }
     result.deduplicated = existed;
   }
@@ -288,7 +278,7 @@ absl::StatusOr<RegisterResult> DockImpl::RegisterRemote(const ModelSpec& spec,
                                                     status.message()));
   };
   // Admission, as for an upload: what the server says the model takes, then a seeded test batch.
-  remote::KServeClient* client = RemoteClient(spec.remote_endpoint);
+  remote::KServeClient* client = remote_->Client(spec.remote_endpoint);
   auto metadata = client->Metadata(target, deadline);
   if (!metadata.ok()) return rejected(metadata.status());
   if (metadata->inputs.size() != 1 || metadata->inputs[0].datatype != "FP32") {
@@ -352,13 +342,8 @@ absl::StatusOr<RegisterResult> DockImpl::RegisterRemote(const ModelSpec& spec,
       ++registrations_rejected_;
       return s;
     }
+    // The row and its owner in one transaction (MetadataStore::Insert).
     if (absl::Status s = store_->Insert(record); !s.ok()) return s;
-    if (!record.owner_key_id.empty()) {
-      if (absl::Status s = store_->SetOwner(record.id, record.owner_key_id); !s.ok()) {
-        store_->Delete(record.id).IgnoreError();
-        return s;
-      }
-    }
   }
   spdlog::info("registered remote model '{}' as {} ({} model '{}')", spec.name, record.id,
                spec.remote_endpoint, spec.remote_model);

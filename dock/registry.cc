@@ -121,19 +121,39 @@ absl::StatusOr<std::vector<std::string>> DockImpl::DeleteAllVersions(std::string
   return ids;
 }
 
+void DockImpl::RemoveUnreferencedBlob(const std::string& sha256, const std::string& why) {
+  // A blob left behind is harmless (the next start-up's clean-up collects it), so a failure
+  // here is logged, not returned: the caller's own result stands.
+  auto count = store_->CountBySha(sha256);
+  if (!count.ok()) {
+    spdlog::warn("kept blob {} ({}): cannot count the models that use it: {}", sha256, why,
+                 count.status().ToString());
+    return;
+  }
+  if (*count > 0) return;
+  if (absl::Status s = blobs_->Remove(sha256, BlobGrace()); !s.ok()) {
+    spdlog::warn("kept blob {} ({}): {}; the next start-up removes it", sha256, why, s.ToString());
+  }
+}
+
 absl::StatusOr<std::string> DockImpl::DeleteRecord(const ModelRecord& record,
                                                    const std::string& actor) {
   {
     std::lock_guard<std::mutex> lock(registry_mutex_);
     if (absl::Status s = store_->Delete(record.id); !s.ok()) return s;
     // From every space holding it (and the primary space's serving projected index).
-    for (const auto& space : spaces_->all()) space->Remove(record.id);
+    for (const auto& space : spaces_->all()) {
+      // The row is gone (the deletion stands); an entry left behind is never served (stage 1
+      // keeps the registry's models only) and a replica's catch-up or the next start drops it.
+      if (absl::Status s = space->Remove(record.id); !s.ok()) {
+        spdlog::error("model {} deleted, but not from the index: {}", record.id, s.ToString());
+      }
+    }
     // A shared blob directory: another replica may be adopting these bytes right now (it
     // refreshed the file's time); such a file stays for the next start-up clean-up.
-    auto count = store_->CountBySha(record.sha256);
-    if (count.ok() && *count == 0) blobs_->Remove(record.sha256, BlobGrace()).IgnoreError();
+    RemoveUnreferencedBlob(record.sha256, absl::StrCat("model ", record.id, " was deleted"));
   }
-  workers_pool_->Forget(ModelKey(record));
+  runner_->Forget(record);
   output_cache_.ErasePrefix(record.sha256);
   proxy_cache_.ErasePrefix(absl::StrCat(record.id, "|"));
   run_costs_.Erase(record.id);
@@ -179,12 +199,7 @@ absl::StatusOr<ModelRecord> DockImpl::UpdateModel(std::string_view id_or_name,
     }
     if (absl::Status s = ValidateSpec(spec); !s.ok()) return s;  // the registration's rules
     record.spec = std::move(spec);
-    {
-      std::lock_guard<std::mutex> state_lock(state_mutex_);
-      ++record.revision;
-      if (absl::Status s = store_->UpdateSpec(record); !s.ok()) return s;
-      state_changed_.notify_all();
-    }
+    if (absl::Status s = states_->UpdateSpec(record); !s.ok()) return s;
   }
   Audit(actor, "update", record.id, absl::StrCat(record.spec.name, ": ", absl::StrJoin(changed, ", ")));
   return record;

@@ -2,6 +2,9 @@
 // PostgreSQL announce committed model changes on a ChangeFeed; this thread hands each to the
 // dock and, at start, every `interval` and after a lost connection, has the dock compare all
 // it holds with the store (notifications may have been missed meanwhile).
+//
+// Owns: the ChangeFeed and the sync thread (`mutex_` guards stopping). The handlers run on that
+// thread and take the dock's locks themselves.
 #ifndef MODELDOCK_DOCK_REPLICA_SYNC_H_
 #define MODELDOCK_DOCK_REPLICA_SYNC_H_
 

@@ -16,6 +16,7 @@
 #include "common/datasets.h"
 #include "common/sha256.h"
 #include "dock/dock.h"
+#include "dock/testing/dock_fixture.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/postgres_env.h"
@@ -25,10 +26,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string AssetDir() {
-  const char* dir = std::getenv("MODELDOCK_ASSET_DIR");
-  return dir ? dir : "";
-}
+using test::AssetDir;
+using test::RegisterDemo;
 
 bool Eventually(const std::function<bool()>& done, int seconds = 30) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
@@ -79,36 +78,7 @@ class ReplicaSyncTest : public ::testing::Test {
   }
 
   // Registers demo/<name>.pt on `dock` and waits until it is READY (either replica may probe it).
-  ModelRecord Register(Dock& dock, const std::string& name) {
-    const std::string base = (fs::path(AssetDir()) / "demo" / name).string();
-    std::ifstream in(base + ".pt", std::ios::binary);
-    const std::string bytes((std::istreambuf_iterator<char>(in)), {});
-    std::ifstream sidecar(base + ".json");
-    const nlohmann::json j = nlohmann::json::parse(sidecar);
-    ModelSpec spec;
-    spec.name = j.at("name");
-    spec.input_shape = j.at("input_shape").get<std::vector<int64_t>>();
-    spec.class_labels = j.at("class_labels").get<std::vector<std::string>>();
-    auto upload =
-        dock.BeginRegistration(spec, static_cast<int64_t>(bytes.size()), Sha256::Of(bytes), "");
-    EXPECT_TRUE(upload.ok()) << upload.status();
-    if (!upload.ok()) return {};
-    EXPECT_TRUE((*upload)->Write(bytes).ok());
-    auto result = dock.FinishRegistration(std::move(*upload));
-    EXPECT_TRUE(result.ok()) << result.status();
-    if (!result.ok()) return {};
-    ModelRecord record = result->model;
-    for (int i = 0;
-         i < 600 && record.state != ModelState::kReady && record.state != ModelState::kFailed;
-         ++i) {
-      auto next = dock.WaitForChange(record.id, record.revision, absl::Milliseconds(500));
-      EXPECT_TRUE(next.ok()) << next.status();
-      if (!next.ok()) break;
-      record = *next;
-    }
-    EXPECT_EQ(record.state, ModelState::kReady) << record.state_reason;
-    return record;
-  }
+  ModelRecord Register(Dock& dock, const std::string& name) { return RegisterDemo(dock, name); }
 
   ::modeldock::testing::TestSchema schema_;
   fs::path dir_;

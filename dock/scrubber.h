@@ -12,7 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "dock/dock.h"
+#include "dock/types.h"
 
 namespace modeldock::dock {
 

@@ -317,12 +317,17 @@ absl::StatusOr<std::unique_ptr<MetadataStore>> SqliteMetadataStore::Open(const s
     };
     for (int to = found + 1; to <= kSchemaVersion; ++to) {
       const bool rebuild = to == 4;
-      if (rebuild) store->Exec("PRAGMA foreign_keys=OFF;").IgnoreError();
-      absl::Status s = store->Exec(absl::StrCat("BEGIN IMMEDIATE; ", migrations[to - 2],
-                                                "; UPDATE meta SET value='", to,
-                                                "' WHERE key='schema_version'; COMMIT;"));
-      if (!s.ok()) store->Exec("ROLLBACK").IgnoreError();
-      if (rebuild) store->Exec("PRAGMA foreign_keys=ON;").IgnoreError();
+      // The rebuild drops and renames the models table: with foreign keys on, the drop would
+      // cascade to the owners, so the migration does not run unless they are off.
+      absl::Status s = rebuild ? store->Exec("PRAGMA foreign_keys=OFF;") : absl::OkStatus();
+      if (s.ok()) {
+        s = store->Exec(absl::StrCat("BEGIN IMMEDIATE; ", migrations[to - 2],
+                                     "; UPDATE meta SET value='", to,
+                                     "' WHERE key='schema_version'; COMMIT;"));
+        if (!s.ok()) store->Rollback();
+      }
+      // Without foreign keys deletions would leave owners behind: fail rather than serve so.
+      if (rebuild) s.Update(store->Exec("PRAGMA foreign_keys=ON;"));
       if (!s.ok()) {
         return absl::DataLossError(
             absl::StrCat("migrating ", path, " to schema ", to, ": ", s.message()));
@@ -389,6 +394,11 @@ absl::Status SqliteMetadataStore::RevokeKey(const std::string& id) {
 
 absl::Status SqliteMetadataStore::SetOwner(const std::string& model_id, const std::string& key_id) {
   std::lock_guard<std::mutex> lock(mutex_);
+  return SetOwnerLocked(model_id, key_id);
+}
+
+absl::Status SqliteMetadataStore::SetOwnerLocked(const std::string& model_id,
+                                                 const std::string& key_id) {
   Statement st(db_, "INSERT OR REPLACE INTO model_owners(model_id, key_id) VALUES(?,?)");
   if (!st.status().ok()) return st.status();
   st.Bind(1, model_id);
@@ -410,6 +420,13 @@ absl::StatusOr<std::string> SqliteMetadataStore::OwnerOf(const std::string& mode
   return st.Text(0);
 }
 
+void SqliteMetadataStore::Rollback() {
+  // Ignoring the result is right: a ROLLBACK fails only when no transaction is open, which
+  // happens when SQLite already rolled back by itself (an I/O error, a full disk); either way
+  // nothing of the failed transaction is committed, and the caller returns its own error.
+  Exec("ROLLBACK").IgnoreError();
+}
+
 absl::Status SqliteMetadataStore::Exec(const std::string& sql) {
   char* err = nullptr;
   if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
@@ -422,6 +439,19 @@ absl::Status SqliteMetadataStore::Exec(const std::string& sql) {
 
 absl::Status SqliteMetadataStore::Insert(const ModelRecord& r) {
   std::lock_guard<std::mutex> lock(mutex_);
+  // The row and its owner in one transaction: no model is ever stored without its owner.
+  if (absl::Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  absl::Status s = InsertRowLocked(r);
+  if (s.ok() && !r.owner_key_id.empty()) s = SetOwnerLocked(r.id, r.owner_key_id);
+  if (!s.ok()) {
+    // A failed ROLLBACK leaves nothing to undo: SQLite rolls back by itself when it cannot.
+    Rollback();
+    return s;
+  }
+  return Exec("COMMIT");
+}
+
+absl::Status SqliteMetadataStore::InsertRowLocked(const ModelRecord& r) {
   Statement st(db_,
                "INSERT INTO models(id, name, version, description, task, input_shape, "
                "class_labels, license, tags, state, state_reason, sha256, size_bytes, has_embed, "
@@ -523,7 +553,7 @@ absl::Status SqliteMetadataStore::Delete(const std::string& id) {
     st.Bind(1, id);
     if (st.Step() != SQLITE_DONE) {
       std::string msg = sqlite3_errmsg(db_);
-      Exec("ROLLBACK").IgnoreError();
+      Rollback();
       return absl::InternalError(absl::StrCat("sqlite delete: ", msg));
     }
   }
@@ -545,7 +575,7 @@ absl::Status SqliteMetadataStore::CommitProbe(
   if (absl::Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
   auto fail = [&](const char* what) {
     std::string msg = sqlite3_errmsg(db_);
-    Exec("ROLLBACK").IgnoreError();
+    Rollback();
     return absl::InternalError(absl::StrCat("sqlite ", what, ": ", msg));
   };
   // The state first: a model deleted while probing is NOT_FOUND, not a foreign-key failure of
@@ -555,7 +585,7 @@ absl::Status SqliteMetadataStore::CommitProbe(
     BindState(st, r);
     if (st.Step() != SQLITE_DONE) return fail("state");
     if (sqlite3_changes(db_) == 0) {
-      Exec("ROLLBACK").IgnoreError();
+      Rollback();
       return absl::NotFoundError(absl::StrCat("model ", r.id, " was deleted while probing"));
     }
   }
@@ -724,7 +754,7 @@ absl::Status SqliteMetadataStore::AddOutcomes(const OutcomeQueryRow& q,
   if (absl::Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
   auto fail = [&](const char* what) {
     std::string msg = sqlite3_errmsg(db_);
-    Exec("ROLLBACK").IgnoreError();
+    Rollback();
     return absl::InternalError(absl::StrCat("sqlite ", what, ": ", msg));
   };
   {
@@ -817,7 +847,7 @@ absl::StatusOr<int64_t> SqliteMetadataStore::InsertAlignment(const AlignmentRow&
   st.Bind(4, row.payload);
   if (st.Step() != SQLITE_DONE) {
     std::string msg = sqlite3_errmsg(db_);
-    Exec("ROLLBACK").IgnoreError();
+    Rollback();
     return absl::InternalError(absl::StrCat("sqlite alignment: ", msg));
   }
   if (absl::Status s = Exec("COMMIT"); !s.ok()) return s;

@@ -73,6 +73,11 @@ class SqliteMetadataStore : public MetadataStore {
  private:
   explicit SqliteMetadataStore(sqlite3* db) : db_(db) {}
   absl::Status Exec(const std::string& sql);
+  // Ends the open transaction without committing (its failure is ignored: see the definition).
+  void Rollback();
+  // Insert's and SetOwner's statements; mutex_ held by the caller.
+  absl::Status InsertRowLocked(const ModelRecord& r);
+  absl::Status SetOwnerLocked(const std::string& model_id, const std::string& key_id);
   absl::StatusOr<Tensor> GetProbeTensor(const char* sql, const char* what, const std::string& id,
                                         const std::string& probe_set_sha);
   sqlite3* db_;

@@ -16,8 +16,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "common/sha256.h"
-#include "dock/dock.h"
 #include "dock/metadata_store.h"
+#include "dock/types.h"
 #include "nlohmann/json.hpp"
 
 namespace modeldock::dock::store_rows {

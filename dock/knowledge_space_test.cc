@@ -1,0 +1,96 @@
+// A knowledge space's index changes and the serving trained version's projected index that
+// follows them (issue 22: a failed write to the trained index was ignored).
+#include "dock/knowledge_space.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include "dock/knowledge_spaces.h"
+#include "encoder/outcome_ranker.h"
+#include "gtest/gtest.h"
+#include "index/vector_index.h"
+
+namespace modeldock::dock {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string AssetDir() {
+  const char* dir = std::getenv("MODELDOCK_ASSET_DIR");
+  return dir ? dir : "";
+}
+
+class DockKnowledgeSpaceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(AssetDir().empty()) << "MODELDOCK_ASSET_DIR is not set";
+    dir_ = fs::temp_directory_path() /
+           ("modeldock-space-test-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_ / "index");
+    SpaceOverrides overrides;
+    overrides.data_dir = dir_.string();
+    auto specs = ReadSpaces(AssetDir(), overrides);
+    ASSERT_TRUE(specs.ok()) << specs.status();
+    KnowledgeSpaceOptions options = specs->front().options;
+    options.embed_probes_at_load = false;  // no model is encoded here
+    auto space = KnowledgeSpace::Load(options, /*store=*/nullptr, [this] { return serving_; });
+    ASSERT_TRUE(space.ok()) << space.status();
+    space_ = std::move(*space);
+  }
+  void TearDown() override {
+    space_.reset();
+    fs::remove_all(dir_);
+  }
+  // A trained version with the identity projection, serving an index of `dim` dimensions.
+  void Serve(int dim) {
+    index::IndexOptions options;
+    options.dim = dim;
+    auto index = index::VectorIndex::Create(options);
+    ASSERT_TRUE(index.ok()) << index.status();
+    serving_.version = 7;
+    serving_.ranker = std::make_shared<encoder::OutcomeRanker>(
+        encoder::RankerParams{}, std::vector<encoder::RecordedTask>{},
+        std::map<std::string, std::vector<double>>{});
+    serving_.index = std::shared_ptr<index::VectorIndex>(std::move(*index));
+  }
+  std::vector<float> UnitVector() const {
+    std::vector<float> v(static_cast<size_t>(space_->index()->dim()), 0.0f);
+    v[0] = 1.0f;
+    return v;
+  }
+
+  fs::path dir_;
+  LearningLoop::Serving serving_;
+  std::unique_ptr<KnowledgeSpace> space_;
+};
+
+TEST_F(DockKnowledgeSpaceTest, UpsertReachesTheServingIndex) {
+  Serve(space_->index()->dim());
+  ASSERT_TRUE(space_->Upsert("m-1", UnitVector()).ok());
+  EXPECT_TRUE(space_->index()->Contains("m-1"));
+  EXPECT_TRUE(serving_.index->Contains("m-1"));
+  ASSERT_TRUE(space_->Remove("m-1").ok());
+  EXPECT_FALSE(space_->index()->Contains("m-1"));
+  EXPECT_FALSE(serving_.index->Contains("m-1"));
+}
+
+// A serving index that refuses the model's projected vector (here: of another dimension) is an
+// error the caller sees, not an index that silently misses the model.
+TEST_F(DockKnowledgeSpaceTest, FailedWriteToTheServingIndexIsReturned) {
+  Serve(space_->index()->dim() + 1);
+  const absl::Status s = space_->Upsert("m-1", UnitVector());
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(std::string(s.message()).find("trained version 7"), std::string::npos) << s;
+  EXPECT_TRUE(space_->index()->Contains("m-1"));  // the space's own index took it
+  EXPECT_FALSE(serving_.index->Contains("m-1"));
+}
+
+}  // namespace
+}  // namespace modeldock::dock
