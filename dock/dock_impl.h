@@ -215,9 +215,8 @@ class DockImpl : public Dock, private ModelFiles {
   absl::StatusOr<Tensor> EmbedWithReference(const Tensor& samples);
   // A model's compressed features on (a prefix of) its space's probe set.
   absl::StatusOr<std::shared_ptr<const Tensor>> ProbeFeatures(const ModelRecord& record);
-  // Stage-1 proxy metric values (ProxyMetrics() order) of every model of `space` that has probe
-  // features, from the query's embeddings in that space. Raw values: the caller fuses the
-  // models of every space together.
+  // A classifier's class probabilities (softmax of its stored outputs) on the same probe rows.
+  absl::StatusOr<std::shared_ptr<const Tensor>> ProbeProbabilities(const ModelRecord& record);
   // The samples through the E of each space that holds one of `models` (`primary_embeddings`
   // serve the primary space), into `space_embeddings` (spaces already there are kept).
   absl::Status EmbedInSpaces(const Tensor& samples, const Tensor& primary_embeddings,
@@ -229,6 +228,9 @@ class DockImpl : public Dock, private ModelFiles {
       const std::map<KnowledgeSpace*, Tensor>& space_embeddings,
       const std::vector<int32_t>& labels, int num_classes,
       const std::vector<const ModelRecord*>& models);
+  // Stage-1 proxy metric values (ProxyMetrics() order; NaN = not measured) of every model of
+  // `space` that has probe features, from the query's embeddings in that space. Raw values: the
+  // caller fuses the models of every space together.
   absl::StatusOr<std::unordered_map<std::string, std::vector<double>>> ProxyValues(
       const KnowledgeSpace& space, const Tensor& query_embeddings,
       const std::vector<int32_t>& labels, int num_classes,

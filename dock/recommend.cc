@@ -4,8 +4,9 @@
 //         vector (sublinear; on docks above DockOptions::proxy_prefilter models it cuts the dock
 //         down first);
 //     (b) probe proxies: each query sample's nearest probe samples in E's space; each model's
-//         stored features there stand in for its features on the query; LogME and shrinkage
-//         H-score on those, rank-fused, order the models (O(models), a few ms for 100 models).
+//         stored features and class outputs there stand in for its outputs on the query; the
+//         default fusion's members (LogME and shrinkage H-score on the features, NCE on the class
+//         outputs), rank-fused, order the models (O(models), a few ms for 100 models).
 //   Mode: the latency budget decides whether stage 2 scores every compatible model or the
 //     stage-1 candidates that fit (estimated from each model's measured run or probing time).
 //   Stage 2: each candidate runs black-box on the query samples; the metric (default: rank
@@ -38,17 +39,14 @@ namespace {
 // weights. NCE was added on the colour zoo (tau_w 0.437 -> 0.469) and holds on the grey zoo
 // (0.662 -> 0.661); weighting it by how well the models' predicted classes explain the query's
 // labels did not help on either (bench/select/nce_weight.py, docs/BENCHMARKS.md). The stage-1
-// proxy fuses the two feature metrics.
+// proxy fuses the same three members on the probe outputs (bench/select/stage1_proxy.py: colour
+// zoo 0.274 -> 0.304, grey zoo A 0.706 -> 0.713).
 const std::vector<scoring::Metric>& FusionMembers() {
   static const std::vector<scoring::Metric> kMembers = {
       scoring::Metric::kLogMe, scoring::Metric::kShrinkageHScore, scoring::Metric::kNce};
   return kMembers;
 }
-const std::vector<scoring::Metric>& ProxyMetrics() {
-  static const std::vector<scoring::Metric> kMembers = {scoring::Metric::kLogMe,
-                                                        scoring::Metric::kShrinkageHScore};
-  return kMembers;
-}
+const std::vector<scoring::Metric>& ProxyMetrics() { return FusionMembers(); }
 // Principal components the fusion keeps of each model's features (bench/select).
 constexpr int kFusionDims = 32;
 
@@ -92,12 +90,6 @@ std::string OutputKey(const ModelRecord& record, const std::string& dataset_hash
 
 // Rank fusion of score lists over the same models, divided by their number: in (0, 1], 1 = first
 // by every list. The stage-1 proxy score and the default stage-2 score.
-std::vector<double> NormalisedRankFusion(const std::vector<std::vector<double>>& lists) {
-  std::vector<double> fused = scoring::RankFusion(lists);
-  for (double& f : fused) f /= static_cast<double>(fused.size());
-  return fused;
-}
-
 // Key of a model's compressed probe features in the proxy cache: its id and its space's probe
 // set (a model's entries are dropped by the "id|" prefix).
 std::string ProxyCacheKey(const std::string& model_id, const KnowledgeSpace& space) {
@@ -146,6 +138,31 @@ absl::StatusOr<std::shared_ptr<const Tensor>> DockImpl::ProbeFeatures(const Mode
   auto features = store_->GetProbeFeatures(record.id, space->probe_set_sha());
   if (!features.ok()) return features.status();
   auto shared = std::make_shared<const Tensor>(std::move(*features));
+  proxy_cache_.Put(key, shared, static_cast<int64_t>(shared->values.size() * sizeof(float)));
+  return shared;
+}
+
+absl::StatusOr<std::shared_ptr<const Tensor>> DockImpl::ProbeProbabilities(
+    const ModelRecord& record) {
+  const KnowledgeSpace* space = SpaceFor(record);
+  if (space == nullptr) {
+    return absl::NotFoundError(absl::StrCat("model '", record.spec.name,
+                                            "' is in no knowledge space, so it has no probe outputs"));
+  }
+  const std::string key = absl::StrCat(ProxyCacheKey(record.id, *space), "|probabilities");
+  if (auto cached = proxy_cache_.Get(key)) return cached;
+  auto outputs = store_->GetProbeOutputs(record.id, space->probe_set_sha());
+  if (!outputs.ok()) return outputs.status();
+  Tensor probabilities = *std::move(outputs);
+  const int64_t k = probabilities.RowSize();
+  for (int64_t i = 0; i < probabilities.Rows(); ++i) {
+    float* row = probabilities.values.data() + i * k;
+    const float top = *std::max_element(row, row + k);
+    double sum = 0;
+    for (int64_t j = 0; j < k; ++j) sum += row[j] = std::exp(row[j] - top);
+    for (int64_t j = 0; j < k; ++j) row[j] = static_cast<float>(row[j] / sum);
+  }
+  auto shared = std::make_shared<const Tensor>(std::move(probabilities));
   proxy_cache_.Put(key, shared, static_cast<int64_t>(shared->values.size() * sizeof(float)));
   return shared;
 }
@@ -318,7 +335,9 @@ absl::StatusOr<std::unordered_map<std::string, double>> DockImpl::ProxyScores(
   }
   std::unordered_map<std::string, double> scores;
   if (ids.empty()) return scores;
-  const std::vector<double> fused = NormalisedRankFusion(per_metric);
+  // Equal weights; a NaN (NCE of a feature extractor) leaves that member out for the model.
+  const std::vector<double> fused =
+      scoring::WeightedRankFusion(per_metric, std::vector<double>(per_metric.size(), 1.0));
   for (size_t i = 0; i < ids.size(); ++i) scores[ids[i]] = fused[i];
   return scores;
 }
@@ -364,15 +383,30 @@ absl::StatusOr<std::unordered_map<std::string, std::vector<double>>> DockImpl::P
     if (!neighbours.ok()) return neighbours.status();
     const int k = (*neighbours)->first;
     Tensor proxy = scoring::GatherProxy(**features, (*neighbours)->second, k);
+    // A classifier's class outputs at the same probes (mean probabilities), for NCE.
+    std::optional<Tensor> proxy_classes;
+    if (record->spec.kind == ModelKind::kClassifier) {
+      auto probabilities = ProbeProbabilities(*record);
+      if (probabilities.ok() && (*probabilities)->Rows() == (*features)->Rows()) {
+        proxy_classes = scoring::GatherProxy(**probabilities, (*neighbours)->second, k);
+      } else if (!probabilities.ok()) {
+        spdlog::warn("stage 1: no probe outputs of {} ('{}'): {}", record->id, record->spec.name,
+                     probabilities.status().ToString());
+      }
+    }
     scoring::ScoreInput input;
     input.features = &proxy;
-    input.logits = &proxy;
+    input.logits = proxy_classes ? &*proxy_classes : nullptr;
     input.labels = &labels;
     input.num_classes = num_classes;
     std::vector<double>& row = values[record->id];
     for (scoring::Metric metric : ProxyMetrics()) {
+      if (scoring::UsesLogits(metric) && !proxy_classes) {
+        row.push_back(NAN);  // not measured: ranked by the feature members
+        continue;
+      }
       auto value = scoring::Score(metric, input);
-      row.push_back(value.ok() ? *value : -HUGE_VAL);
+      row.push_back(value.ok() && std::isfinite(*value) ? *value : -HUGE_VAL);
     }
   }
   return values;

@@ -130,14 +130,22 @@ def main():
     models = build_models(work, args.only)
     server = Server(server_bin, os.path.join(args.build_dir, "assets"),
                     os.path.join(work, "data"), os.path.join(work, "server.log"),
-                    ["--probe-budget-s", str(args.budget_s), "--probe-workers", "1"])
+                    ["--probe-budget-s", str(args.budget_s), "--probe-workers", "1",
+                     # ViT-B/16's file is 343 MB, past the default 256 MB upload limit
+                     "--max-model-mb", "1024"])
     rows = []
     try:
         for name, side, size in models:
             t0 = time.time()
-            resp, _ = cli(client_bin, server.address,
-                          ["register", os.path.join(work, f"{name}.pt"), "--metadata",
-                           os.path.join(work, f"{name}.json")], timeout=1800)
+            try:
+                resp, _ = cli(client_bin, server.address,
+                              ["register", os.path.join(work, f"{name}.pt"), "--metadata",
+                               os.path.join(work, f"{name}.json")], timeout=1800)
+            except RuntimeError as e:  # recorded as a row, the other models still run
+                rows.append({"model": name, "input": f"3x{side}x{side}", "file_mb": size / 2**20,
+                             "state": "FAILED", "probe_rows": None, "reason": str(e)[-300:]})
+                print(json.dumps(rows[-1]), flush=True)
+                continue
             wall = time.time() - t0
             model = resp.get("model", resp)
             done, total = probed_rows(model.get("state_reason", ""))
@@ -164,7 +172,8 @@ def main():
         json.dump(result, f, indent=1)
     with open(args.out + ".md", "w") as f:
         f.write(f"Probing budget {args.budget_s:g} s, 2-core box, one worker thread per model "
-                "(the server's default); random weights.\n\n")
+                f"(the server's default); random weights; load average at the end "
+                f"{os.getloadavg()[0]:.1f}.\n\n")
         f.write("| model | input | file MB | probe s | probe samples | ms/sample | state |\n")
         f.write("|---|---|---|---|---|---|---|\n")
         for r in rows:
