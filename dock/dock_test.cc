@@ -250,6 +250,13 @@ TEST_F(DockTest, LatencyBudgetDecidesTheMode) {
   EXPECT_LE(all->results[0].score, 1.0);
   EXPECT_NE(all->results[0].reason.find("logme"), std::string::npos) << all->results[0].reason;
   EXPECT_NE(all->results[0].reason.find("shrinkage_hscore"), std::string::npos);
+  // A budget nothing fits still scores a dock this small in full, and says why.
+  query.latency_budget_millis = 0.001;
+  auto small = dock_->Recommend(query);
+  ASSERT_TRUE(small.ok()) << small.status();
+  EXPECT_EQ(small->mode, RecommendMode::kScoredAll);
+  EXPECT_EQ(small->num_scored, 3);
+  EXPECT_THAT(small->mode_reason, ::testing::HasSubstr("a dock this small is always scored in full"));
   // A cancelled call stops with CANCELLED before scoring.
   query.is_cancelled = [] { return true; };
   EXPECT_TRUE(absl::IsCancelled(dock_->Recommend(query).status()));

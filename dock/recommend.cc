@@ -1216,6 +1216,14 @@ std::vector<std::string> DockImpl::CandidatesWithinBudget(
   }
   result->mode = candidates.size() == stage1_order.size() ? RecommendMode::kScoredAll
                                                           : RecommendMode::kTwoStage;
+  if (floor >= stage1_order.size()) {
+    result->mode_reason = absl::StrFormat(
+        "scoring all %d models would take an estimated %.0f ms, over the %.0f ms budget, but a "
+        "dock this small is always scored in full (stage 2 scores at least min(10, a quarter "
+        "of the dock) models)",
+        num_compatible, total, budget);
+    return candidates;
+  }
   result->mode_reason = absl::StrFormat(
       "scoring all %d models would take an estimated %.0f ms, over the %.0f ms budget; "
       "scored the %d best stage-1 candidates (estimated %.0f ms)",

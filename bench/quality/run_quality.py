@@ -250,11 +250,14 @@ def collect(args, zoo, tasks, names):
         print(f"registered {n} models in {reg['wall_seconds']} s; failed: {list(reg['failed'])}",
               flush=True)
         for task in tasks:
-            images = os.path.join(zoo, task["train_images"])
-            labels = os.path.join(zoo, task["train_labels"])
-            for method in METHODS:
+            if "train_file" in task:  # colour zoo: one .npz with x and y
+                dataset = [os.path.join(zoo, task["train_file"])]
+            else:
+                dataset = [os.path.join(zoo, task["train_images"]), "--labels",
+                           os.path.join(zoo, task["train_labels"])]
+            for method in args.methods:
                 resp, wall = cli(client_bin, server.address,
-                                 ["recommend", images, "--labels", labels, "--top", str(n),
+                                 ["recommend", *dataset, "--top", str(n),
                                   *method_args(method, n)])
                 responses[(task["name"], method)] = (resp, wall)
                 print(f"  {task['name']:16s} {method:26s} scored {resp.get('num_scored')}/"
@@ -293,6 +296,15 @@ def run(args):
     n = len(names)
     if not args.collect_only and not os.path.exists(args.ground_truth):
         sys.exit(f"run_quality: no ground truth at {args.ground_truth} (bench/zoo/finetune.py)")
+    skipped = []
+    if os.path.exists(args.ground_truth):
+        # A task whose fine-tune ground truth is incomplete cannot be scored: left out, said.
+        with open(args.ground_truth) as f:
+            gt_tasks = json.load(f)["tasks"]
+        skipped = [t["name"] for t in tasks if len(gt_tasks.get(t["name"], {})) < n]
+        tasks = [t for t in tasks if t["name"] not in skipped]
+        if skipped:
+            print(f"run_quality: no complete ground truth for {skipped}: left out", flush=True)
     if args.from_raw:
         with open(args.from_raw) as f:
             raw = json.load(f)
@@ -306,7 +318,7 @@ def run(args):
         gt = json.load(f)
     responses = {(r["task"], r["method"]): (r["response"], r["wall_millis"]) for r in raw["responses"]}
     reg, peak_rss = raw["registration"], raw["server_peak_rss_kib"]
-    methods = METHODS
+    methods = [m for m in METHODS if all((t["name"], m) in responses for t in tasks)]
     os.makedirs(args.out_dir, exist_ok=True)
 
     # Score every method on every task.
@@ -371,7 +383,7 @@ def run(args):
         "date_utc": raw["date_utc"], "server_build_dir": raw["build_dir"],
         "binaries": raw.get("binaries"),
         "zoo": os.path.relpath(zoo, REPO), "num_models": n, "num_tasks": len(tasks),
-        "tasks": [t["name"] for t in tasks], "ground_truth": os.path.relpath(args.ground_truth, REPO),
+        "tasks": [t["name"] for t in tasks], "tasks_left_out": skipped, "ground_truth": os.path.relpath(args.ground_truth, REPO),
         "ground_truth_field": "best fine-tune test accuracy",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "cpu": _cpu_model()},
@@ -554,6 +566,8 @@ def main():
     ap.add_argument("--from-raw", default=None,
                     help="evaluate saved raw responses instead of running the server")
     ap.add_argument("--random-seeds", type=int, default=20)
+    ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS,
+                    help="the rankings to ask for (default: all)")
     ap.add_argument("--register-timeout", type=float, default=3600)
     ap.add_argument("--keep-data", action="store_true", help="keep the server's temporary data dir")
     args = ap.parse_args()
