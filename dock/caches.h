@@ -1,9 +1,11 @@
 // In-memory caches of the recommend path: model outputs on query datasets keyed by content hash,
-// compressed probe features, and measured run costs. (Loaded models live in the workers.)
+// compressed probe features, measured run costs and recent run failures. (Loaded models live in
+// the workers.)
 #ifndef MODELDOCK_DOCK_CACHES_H_
 #define MODELDOCK_DOCK_CACHES_H_
 
 #include <cstdint>
+#include <iterator>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -11,6 +13,9 @@
 #include <string>
 #include <unordered_map>
 
+#include "absl/status/status.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "encoder/black_box.h"
 
 namespace modeldock::dock {
@@ -113,6 +118,44 @@ class RunCosts {
  private:
   std::mutex mutex_;
   std::unordered_map<std::string, double> per_sample_;
+};
+
+// Runs that hit a limit (wall time, CPU time, memory) on a dataset, by output-cache key (model
+// file and dataset): later calls on the same dataset skip the model for `ttl` and say why,
+// instead of paying the limit again on every call (on a dock of large models a repeated query
+// would otherwise take minutes each time).
+class RecentFailures {
+ public:
+  explicit RecentFailures(absl::Duration ttl) : ttl_(ttl) {}
+  void Record(const std::string& key, const absl::Status& status) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const absl::Time now = absl::Now();
+    if (failures_.size() >= kMaxEntries) {
+      for (auto it = failures_.begin(); it != failures_.end();) {
+        it = now - it->second.second > ttl_ ? failures_.erase(it) : std::next(it);
+      }
+      if (failures_.size() >= kMaxEntries) failures_.clear();
+    }
+    failures_[key] = {status, now};
+  }
+  // The failure recorded for `key` less than ttl ago, and when.
+  std::optional<std::pair<absl::Status, absl::Time>> Get(const std::string& key) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = failures_.find(key);
+    if (it == failures_.end()) return std::nullopt;
+    if (absl::Now() - it->second.second > ttl_) {
+      failures_.erase(it);
+      return std::nullopt;
+    }
+    return it->second;
+  }
+  absl::Duration ttl() const { return ttl_; }
+
+ private:
+  static constexpr size_t kMaxEntries = 10000;
+  const absl::Duration ttl_;
+  std::mutex mutex_;
+  std::unordered_map<std::string, std::pair<absl::Status, absl::Time>> failures_;
 };
 
 }  // namespace modeldock::dock

@@ -78,6 +78,7 @@ class HostileModelTest : public DockTest {
     options.sandbox.memory_limit_bytes = 768ll << 20;
     options.sandbox.admission_time_limit = absl::Seconds(8);
     options.sandbox.probe_time_limit = probe_time_limit_;
+    options.sandbox.run_time_limit = run_time_limit_;
     options.probe_workers = 2;
     auto dock = Dock::Create(options);
     ASSERT_TRUE(dock.ok()) << dock.status();
@@ -102,6 +103,7 @@ class HostileModelTest : public DockTest {
   }
   ModelRecord WaitSettled(ModelRecord record) { return WaitUntilSettled(*dock_, record); }
   absl::Duration probe_time_limit_ = absl::Seconds(20);
+  absl::Duration run_time_limit_ = absl::Seconds(60);
 };
 
 TEST_F(HostileModelTest, EveryCraftedModelIsContainedWithAReason) {
@@ -184,9 +186,51 @@ TEST_F(HostileModelTest, WorkerKilledDuringProbingIsRetriedOnceThenFailed) {
   EXPECT_EQ(Register("fmnist-tops-cnn").state, ModelState::kReady);
 }
 
-// A blob directory shared by replicas: removals with a min_age keep files modified recently (an
-// upload in progress elsewhere, a blob another replica just adopted), and Adopt of an existing
-// blob refreshes its time, or moves its own copy in if the blob vanished meanwhile.
+// A model that hits its run-time limit on a query is skipped on that query's later calls, with
+// the reason, instead of paying the limit on every call; other queries still run it.
+class RunLimitTest : public HostileModelTest {
+ protected:
+  RunLimitTest() { run_time_limit_ = absl::Seconds(3); }
+  static RecommendQuery Query(bool marked) {
+    RecommendQuery query;
+    query.dataset.samples = Tensor({8, 1, 28, 28}, std::vector<float>(8 * 28 * 28, 0.0f));
+    for (int i = 0; i < 8; ++i) {
+      query.dataset.samples.values[static_cast<size_t>(i) * 28 * 28 + 1] = i % 2 ? 1.0f : 0.0f;
+      query.dataset.labels.push_back(i % 2);
+    }
+    if (marked) query.dataset.samples.values[0] = 0.5f;  // hangs_on_marked_queries hangs on it
+    query.brute_force = true;
+    query.top_k = 2;
+    return query;
+  }
+};
+
+TEST_F(RunLimitTest, AModelThatHitsItsRunLimitOnAQueryIsNotRunOnItAgain) {
+  for (const char* name : {"good", "hangs_on_marked_queries"}) {
+    auto uploaded = Upload(name);
+    ASSERT_TRUE(uploaded.ok()) << uploaded.status();
+    EXPECT_EQ(WaitSettled(*uploaded).state, ModelState::kReady) << name;
+  }
+  auto first = dock_->Recommend(Query(true));
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->num_scored, 1);
+  const std::string first_warnings = absl::StrJoin(first->warnings, "\n");
+  // Its wall-time or CPU-time limit, whichever a loaded machine reaches first.
+  EXPECT_THAT(first_warnings, ::testing::HasSubstr(
+                                  "skipped hangs_on_marked_queries: the model job exceeded its "));
+  auto second = dock_->Recommend(Query(true));
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->num_scored, 1);
+  EXPECT_THAT(absl::StrJoin(second->warnings, "\n"),
+              ::testing::HasSubstr("skipped hangs_on_marked_queries: on this dataset it hit a "
+                                   "limit"));
+  EXPECT_THAT(absl::StrJoin(second->warnings, "\n"),
+              ::testing::HasSubstr("not run on it again for 10m"));
+  // Another dataset runs it as before.
+  auto other = dock_->Recommend(Query(false));
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_EQ(other->num_scored, 2) << absl::StrJoin(other->warnings, "\n");
+}
 
 }  // namespace
 }  // namespace modeldock::dock

@@ -331,6 +331,7 @@ class DockImpl : public Dock, private ModelFiles {
   LruCache<const encoder::ModelOutputs> output_cache_;
   LruCache<const Tensor> proxy_cache_;  // model id -> compressed probe features
   RunCosts run_costs_;
+  RecentFailures run_failures_{absl::Minutes(10)};
 
   // Counters for Stats() (microseconds for durations).
   std::atomic<int64_t> registrations_admitted_{0}, registrations_rejected_{0};

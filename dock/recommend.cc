@@ -88,8 +88,6 @@ std::string OutputKey(const ModelRecord& record, const std::string& dataset_hash
   return absl::StrCat(ModelKey(record), "|", dataset_hash);
 }
 
-// Rank fusion of score lists over the same models, divided by their number: in (0, 1], 1 = first
-// by every list. The stage-1 proxy score and the default stage-2 score.
 // Key of a model's compressed probe features in the proxy cache: its id and its space's probe
 // set (a model's entries are dropped by the "id|" prefix).
 std::string ProxyCacheKey(const std::string& model_id, const KnowledgeSpace& space) {
@@ -1315,6 +1313,15 @@ absl::StatusOr<std::vector<ScoredModel>> DockImpl::ScoreCandidates(
         return;
       }
       const ModelRecord& record = prepared.Model(candidates[i]);
+      const std::string run_key = OutputKey(record, dataset_hash);
+      if (auto failed = run_failures_.Get(run_key)) {
+        slot_warnings[i].push_back(absl::StrCat(
+            "skipped ", record.spec.name, ": on this dataset it hit a limit ",
+            absl::FormatDuration(absl::Trunc(absl::Now() - failed->second, absl::Seconds(1))),
+            " ago (", failed->first.message(), "); not run on it again for ",
+            absl::FormatDuration(run_failures_.ttl()), " after that"));
+        continue;
+      }
       bool from_cache = false;
       absl::Time run_start = absl::Now();
       auto outputs = OutputsOn(record, samples, dataset_hash, cancelled, &from_cache);
@@ -1335,6 +1342,11 @@ absl::StatusOr<std::vector<ScoredModel>> DockImpl::ScoreCandidates(
       if (!outputs.ok()) {
         warnings.push_back(
             absl::StrCat("skipped ", record.spec.name, ": ", outputs.status().message()));
+        // A limit (not a cancelled call, not a full queue) will be hit again on this dataset.
+        if (absl::IsDeadlineExceeded(outputs.status()) ||
+            absl::IsResourceExhausted(outputs.status())) {
+          run_failures_.Record(run_key, outputs.status());
+        }
         continue;
       }
       slots[i] = ScoreCandidate(record, **outputs, scoring, &warnings);

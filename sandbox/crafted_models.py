@@ -129,6 +129,20 @@ class HangsOnProbing(nn.Module):
         return y
 
 
+class HangsOnMarkedQueries(nn.Module):
+    """Answers admission and probing; never returns on a query whose first pixel is exactly 0.5
+    (no probe pixel is: probes are k / 255)."""
+
+    def forward(self, x):
+        y = x.flatten(1)[:, :10]
+        if bool(x.flatten(1)[0, 0] == 0.5):
+            i = 0
+            while i >= 0:
+                y = y + 0.0
+                i = i + 1
+        return y
+
+
 def _spin(x: torch.Tensor) -> torch.Tensor:
     i = 0
     while i >= 0:
@@ -275,6 +289,7 @@ MODELS = {
     "per_sample_hog": PerSampleHog,
     "never_returns": NeverReturns,
     "hangs_on_probing": HangsOnProbing,
+    "hangs_on_marked_queries": HangsOnMarkedQueries,
     "spawns_threads": SpawnsThreads,
 }
 
