@@ -600,8 +600,11 @@ ViewScoring ScoringFor(Metric metric, const PreparedQuery& prepared,
 // has the same number of dimensions (LogME's evidence and the H-scores otherwise drift with the
 // feature width, which sorts models by architecture and layers by width: bench/select,
 // bench/layers).
+// `logit_values` keeps the logit members' values across the views of one model: they read its
+// class outputs, which every view shares, so they are computed once.
 std::string ScoreView(const ViewScoring& scoring, const Tensor& raw, const Tensor* logits,
-                      ScoredView* view, std::string* unmeasured) {
+                      ScoredView* view, std::string* unmeasured,
+                      std::map<scoring::Metric, absl::StatusOr<double>>* logit_values) {
   std::optional<Tensor> reduced;
   if (scoring.compress) {
     auto r = scoring::CompressFeatures(raw, kFusionDims);
@@ -619,7 +622,16 @@ std::string ScoreView(const ViewScoring& scoring, const Tensor& raw, const Tenso
     input.logits = logits;
     input.labels = scoring.labels;
     input.num_classes = scoring.num_classes;
-    auto value = scoring::Score(metric, input);
+    absl::StatusOr<double> value;
+    if (scoring::UsesLogits(metric)) {
+      auto known = logit_values->find(metric);
+      if (known == logit_values->end()) {
+        known = logit_values->emplace(metric, scoring::Score(metric, input)).first;
+      }
+      value = known->second;
+    } else {
+      value = scoring::Score(metric, input);
+    }
     if (value.ok() && !std::isfinite(*value) && scoring.members.size() > 1) {
       // Degenerate features (e.g. all zero: LogME's evidence is -inf) carry no information
       // about the query: in a fusion the member ranks the view last.
@@ -666,6 +678,7 @@ std::optional<ScoredModel> ScoreCandidate(const ModelRecord& record,
   s.id = record.id;
   const Tensor* logits = extractor || out.logits.shape.empty() ? nullptr : &out.logits;
   std::string unmeasured;  // an optional member's failure, reported once per model
+  std::map<scoring::Metric, absl::StatusOr<double>> logit_values;
   const bool by_layer = !scoring.all_logits && !record.layers.empty() &&
                         out.layers.size() == record.layers.size();
   if (by_layer) {
@@ -674,7 +687,8 @@ std::optional<ScoredModel> ScoreCandidate(const ModelRecord& record,
       view.layer = static_cast<int>(l);
       view.features_note = absl::StrCat("layer '", record.layers[l].name, "' (",
                                         out.layers[l].RowSize(), "-d)");
-      std::string failure = ScoreView(scoring, out.layers[l], logits, &view, &unmeasured);
+      std::string failure = ScoreView(scoring, out.layers[l], logits, &view, &unmeasured,
+                                        &logit_values);
       if (!failure.empty()) {
         warnings->push_back(absl::StrCat("could not score ", record.spec.name, " layer '",
                                          record.layers[l].name, "' with ", failure));
@@ -690,7 +704,7 @@ std::optional<ScoredModel> ScoreCandidate(const ModelRecord& record,
         : has_features     ? absl::StrCat(out.features.RowSize(), "-d embed features")
         : extractor        ? absl::StrCat(out.logits.RowSize(), "-d features (feature extractor)")
                            : absl::StrCat(out.logits.RowSize(), "-d logits (no embed)");
-    std::string failure = ScoreView(scoring, raw, logits, &view, &unmeasured);
+    std::string failure = ScoreView(scoring, raw, logits, &view, &unmeasured, &logit_values);
     if (!failure.empty()) {
       warnings->push_back(absl::StrCat("could not score ", record.spec.name, " with ", failure));
     } else {
