@@ -25,6 +25,9 @@ PACKAGES=(
   # scripts/assets/README.md). lomiri-wallpapers' photographs are in its -16.04/-20.04 packages.
   plasma-workspace-wallpapers lomiri-wallpapers lomiri-wallpapers-16.04 lomiri-wallpapers-20.04
   ukui-wallpapers desktop-base
+  # The Debian package (scripts/package.sh: CPack, dpkg-shlibdeps) and its test's check of the
+  # systemd unit (systemd-analyze).
+  dpkg-dev systemd
 )
 
 # The web page's test in a real browser (tests/python/http_browser_test.py): Debian's chromium,
