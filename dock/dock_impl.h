@@ -4,7 +4,8 @@
 //   registration.cc   uploads, admission, versions and owners, remote registration
 //   registry.cc       name resolution, list, update, delete, audit log, API keys
 //   model_runs.cc     runs in the worker processes and on remote KServe servers
-//   recommend.cc      the two-stage pipeline; learning.cc: outcome reports and ranker versions
+//   recommend.cc      the two-stage pipeline and stage 1; stage2.cc: candidates, runs, scores;
+//                     learning.cc: outcome reports and ranker versions
 // and the parts with their own state and threads:
 //   CachingMetadataStore                the registry in memory (caching_store.h) over the
 //                                       SQLite/PostgreSQL store: model reads come from it,
@@ -84,7 +85,7 @@ struct PreparedLabels {
 absl::StatusOr<PreparedLabels> PrepareLabels(const Dataset& dataset,
                                              const std::optional<Tensor>& embeddings);
 
-// The state Recommend's stages pass between them (defined in recommend.cc).
+// The state Recommend's stages pass between them (defined in recommend_internal.h).
 struct PreparedQuery;
 struct Stage1Result;
 struct ViewScoring;

@@ -9,9 +9,11 @@
 //         outputs), rank-fused, order the models (O(models), a few ms for 100 models).
 //   Mode: the latency budget decides whether stage 2 scores every compatible model or the
 //     stage-1 candidates that fit (estimated from each model's measured run or probing time).
-//   Stage 2: each candidate runs black-box on the query samples; the metric (default: rank
-//     fusion of LogME and shrinkage H-score on its features and NCE on its class outputs)
-//     scores it against the query labels.
+//   Stage 2 (dock/stage2.cc): each candidate runs black-box on the query samples; the metric
+//     (default: rank fusion of LogME and shrinkage H-score on its features and NCE on its class
+//     outputs) scores it against the query labels.
+// This file holds the pipeline, stage 1 and the answer's assembly; recommend_internal.h the state
+// the stages pass each other.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -26,13 +28,13 @@
 #include "absl/strings/str_format.h"
 #include "common/sha256.h"
 #include "dock/dock_impl.h"
+#include "dock/recommend_internal.h"
 #include "scoring/fusion.h"
 #include "scoring/metrics.h"
 #include "scoring/proxy.h"
 #include "spdlog/spdlog.h"
 
 namespace modeldock::dock {
-namespace {
 
 // The default fusion: LogME and shrinkage H-score on the features' top principal components,
 // and NCE on the class outputs (a model without class outputs is ranked without it), with equal
@@ -47,10 +49,7 @@ const std::vector<scoring::Metric>& FusionMembers() {
   return kMembers;
 }
 const std::vector<scoring::Metric>& ProxyMetrics() { return FusionMembers(); }
-// Principal components the fusion keeps of each model's features (bench/select).
-constexpr int kFusionDims = 32;
 
-// The scoring metrics a dock metric computes (several for a fusion). Empty for kNone.
 std::vector<scoring::Metric> MembersOf(Metric metric) {
   switch (metric) {
     case Metric::kFusion: return FusionMembers();
@@ -81,18 +80,21 @@ std::string MemberNames(const std::vector<scoring::Metric>& members) {
   return out;
 }
 
-// Cache key of a model's outputs on a query: ModelKey and the dataset's content (so the same query
-// sent twice, or by two users, runs each model once). The latency budget's estimates probe the
-// same keys.
 std::string OutputKey(const ModelRecord& record, const std::string& dataset_hash) {
   return absl::StrCat(ModelKey(record), "|", dataset_hash);
 }
 
-// Key of a model's compressed probe features in the proxy cache: its id and its space's probe
-// set (a model's entries are dropped by the "id|" prefix).
 std::string ProxyCacheKey(const std::string& model_id, const KnowledgeSpace& space) {
   return absl::StrCat(model_id, "|", space.probe_set_sha());
 }
+
+double MillisSince(absl::Time start) { return absl::ToDoubleMilliseconds(absl::Now() - start); }
+
+bool Cancelled(const RecommendQuery& query) {
+  return query.is_cancelled && query.is_cancelled();
+}
+
+namespace {
 
 std::string DatasetHash(const Tensor& samples) {
   Sha256 h;
@@ -109,8 +111,6 @@ std::string LayerScoresText(const std::vector<LayerScore>& scores) {
   }
   return out;
 }
-
-double MillisSince(absl::Time start) { return absl::ToDoubleMilliseconds(absl::Now() - start); }
 
 }  // namespace
 
@@ -162,31 +162,6 @@ absl::StatusOr<std::shared_ptr<const Tensor>> DockImpl::ProbeProbabilities(
   }
   auto shared = std::make_shared<const Tensor>(std::move(probabilities));
   proxy_cache_.Put(key, shared, static_cast<int64_t>(shared->values.size() * sizeof(float)));
-  return shared;
-}
-
-absl::StatusOr<std::shared_ptr<const encoder::ModelOutputs>> DockImpl::OutputsOn(
-    const ModelRecord& record, const Tensor& samples, const std::string& dataset_hash,
-    const sandbox::CancelCheck& cancelled, bool* from_cache) {
-  const std::string key = OutputKey(record, dataset_hash);
-  *from_cache = false;
-  if (auto cached = output_cache_.Get(key)) {
-    *from_cache = true;
-    return cached;
-  }
-  auto run = RunModel(record, samples, /*want_features=*/true, /*want_layers=*/true,
-                      options_.sandbox.run_time_limit,
-                      cancelled);
-  if (!run.ok()) return run.status();
-  encoder::ModelOutputs outputs;
-  outputs.logits = std::move(run->logits);
-  outputs.features = std::move(run->features);
-  outputs.layers = std::move(run->layers);
-  auto shared = std::make_shared<const encoder::ModelOutputs>(std::move(outputs));
-  size_t floats = shared->logits.values.size() + shared->features.values.size();
-  for (const Tensor& layer : shared->layers) floats += layer.values.size();
-  const int64_t bytes = static_cast<int64_t>(floats * sizeof(float));
-  output_cache_.Put(key, shared, bytes);
   return shared;
 }
 
@@ -425,84 +400,7 @@ absl::StatusOr<std::unordered_map<std::string, std::vector<double>>> DockImpl::P
   return values;
 }
 
-// ---- Recommend, stage by stage. The stages pass their state in these structs.
-
-// A validated query's labels, its embeddings in E's space and the models that can take it.
-struct PreparedQuery {
-  absl::Time encode_start;  // encode_query_millis runs from here to the query's vector
-  std::optional<Tensor> embeddings;  // E's embeddings of the samples (image queries only)
-  std::vector<int32_t> labels;  // given (renumbered) or clustered, 0..num_classes-1
-  int num_classes = 0;
-  std::vector<ModelRecord> compatible;
-  std::unordered_map<std::string, size_t> position;  // model id -> index into compatible
-  // Image queries: the compatible models of each knowledge space, in compatible's order, and
-  // the query's embeddings in that space's E (the primary space's are `embeddings`).
-  std::map<KnowledgeSpace*, std::vector<std::string>> space_members;
-  std::map<KnowledgeSpace*, Tensor> space_embeddings;
-
-  // Every id the stages pass around is a compatible model's.
-  const ModelRecord& Model(const std::string& id) const { return compatible[position.at(id)]; }
-};
-
-// Stage 1's standings of the compatible models, and the stage-1 order they make.
-struct Stage1Result {
-  std::unordered_map<std::string, std::pair<double, int>> similarity;  // id -> (similarity, rank)
-  std::vector<std::string> similarity_order;  // most similar knowledge vector first
-  std::unordered_map<std::string, double> proxy_score;  // id -> fused proxy rank / models
-  std::vector<std::string> proxy_order;  // the models with a proxy score, best `value` first
-  // The serving trained version's outcome prior of every compatible model (none untrained).
-  std::unordered_map<std::string, double> prior;
-  std::unordered_map<std::string, encoder::OutcomeRanker::PriorSources> prior_sources;
-  std::unordered_map<std::string, double> value;  // proxy score (with the prior when trained)
-  std::vector<std::string> order;  // every compatible model
-  std::unordered_map<std::string, int> rank;  // id -> 1-based position in `order`
-  bool has_stage1 = false;  // some model has a proxy score or a knowledge vector
-};
-
-// How stage 2 scores a candidate's features against the query's labels.
-struct ViewScoring {
-  Metric metric = Metric::kNone;
-  std::vector<scoring::Metric> members;  // the scoring metrics `metric` computes
-  bool all_logits = false;  // every member reads the model's outputs, none its features
-  bool compress = false;  // views on their top principal components (ScoringFor says when)
-  // The fusion: a logit member (NCE) may be missing for a model without class outputs (a
-  // feature extractor) or whose outputs it cannot score; the model is then ranked without it.
-  bool logits_optional = false;
-  const std::vector<int32_t>* labels = nullptr;
-  int num_classes = 0;
-};
-
-// A model is scored on its default features (embed, else its outputs), or, when it exports
-// embed_layers(x) and the metric reads features, on each exported layer: every (model, layer)
-// pair is one view, all views are ranked together, and a model scores as its best view.
-struct ScoredView {
-  int layer = -1;  // index into the record's layers; -1 = the default features
-  std::vector<double> member_values;  // NaN: not measured (an optional logit member)
-  double stage2 = 0;
-  std::string features_note;
-};
-struct ScoredModel {
-  std::string id;
-  std::vector<ScoredView> views;
-  size_t best = 0;  // the view the model's score comes from
-  double stage2 = 0;
-  double final_score = 0;  // stage2, plus the outcome prior when a trained version serves
-  bool scored = false;  // false: listed after the scored models by its stage-1 order
-};
-
-// Stage 2's answer: the scored candidates, best first.
-struct Stage2Result {
-  ViewScoring scoring;
-  std::vector<ScoredModel> scored;
-  // Fusions only: each member's value and rank of the model's best view (model id -> text).
-  std::unordered_map<std::string, std::string> member_text;
-};
-
 namespace {
-
-bool Cancelled(const RecommendQuery& query) {
-  return query.is_cancelled && query.is_cancelled();
-}
 
 absl::Status ValidateRecommendQuery(const RecommendQuery& query) {
   if (absl::Status valid = ValidateQuerySamples(query.dataset.samples, query.task); !valid.ok()) {
@@ -568,256 +466,6 @@ void OrderStage1(const std::vector<ModelRecord>& compatible, Stage1Result* stage
     stage1->rank[stage1->order[i]] = static_cast<int>(i) + 1;
   }
   stage1->has_stage1 = !stage1->proxy_order.empty() || !stage1->similarity_order.empty();
-}
-
-ViewScoring ScoringFor(Metric metric, const PreparedQuery& prepared,
-                       const std::vector<std::string>& candidates) {
-  ViewScoring scoring;
-  scoring.metric = metric;
-  scoring.members = MembersOf(metric);
-  scoring.all_logits =
-      std::all_of(scoring.members.begin(), scoring.members.end(), scoring::UsesLogits);
-  // The fusion always compresses. A single feature metric does when some candidate exports
-  // layers: raw, it picks the widest layer and ranks layered models badly (bench/layers, chosen
-  // on zoo A: LogME tau_w 0.12 -> 0.74, checked on B: 0.61 -> 0.66); then every view is
-  // compressed, so all models stay on one scale. Not TMI: its L-infinity neighbour entropy
-  // picked layers worse on components (A: 0.94 -> 1.99 points lost).
-  const bool any_layers =
-      std::any_of(candidates.begin(), candidates.end(),
-                  [&](const std::string& id) { return !prepared.Model(id).layers.empty(); });
-  scoring.compress = metric == Metric::kFusion ||
-                     (any_layers && !scoring.all_logits && metric != Metric::kTmi);
-  scoring.logits_optional = metric == Metric::kFusion;
-  scoring.labels = &prepared.labels;
-  scoring.num_classes = prepared.num_classes;
-  return scoring;
-}
-
-// Scores one set of features (and the model's logits, for logit metrics; null when it has no
-// class outputs) with every member. Returns the failure ("" when scored); an optional logit
-// member that cannot be scored is NaN and says why in `unmeasured`.
-// Compressed: on the features' own top principal components on the query, so that every view
-// has the same number of dimensions (LogME's evidence and the H-scores otherwise drift with the
-// feature width, which sorts models by architecture and layers by width: bench/select,
-// bench/layers).
-// `logit_values` keeps the logit members' values across the views of one model: they read its
-// class outputs, which every view shares, so they are computed once.
-std::string ScoreView(const ViewScoring& scoring, const Tensor& raw, const Tensor* logits,
-                      ScoredView* view, std::string* unmeasured,
-                      std::map<scoring::Metric, absl::StatusOr<double>>* logit_values) {
-  std::optional<Tensor> reduced;
-  if (scoring.compress) {
-    auto r = scoring::CompressFeatures(raw, kFusionDims);
-    if (r.ok()) reduced = std::move(*r);
-  }
-  const Tensor& feature_input = reduced ? *reduced : raw;
-  for (scoring::Metric metric : scoring.members) {
-    const bool optional = scoring.logits_optional && scoring::UsesLogits(metric);
-    if (optional && logits == nullptr) {
-      view->member_values.push_back(NAN);
-      continue;
-    }
-    scoring::ScoreInput input;
-    input.features = scoring::UsesLogits(metric) ? logits : &feature_input;
-    input.logits = logits;
-    input.labels = scoring.labels;
-    input.num_classes = scoring.num_classes;
-    absl::StatusOr<double> value;
-    if (scoring::UsesLogits(metric)) {
-      auto known = logit_values->find(metric);
-      if (known == logit_values->end()) {
-        known = logit_values->emplace(metric, scoring::Score(metric, input)).first;
-      }
-      value = known->second;
-    } else {
-      value = scoring::Score(metric, input);
-    }
-    if (value.ok() && !std::isfinite(*value) && scoring.members.size() > 1) {
-      // Degenerate features (e.g. all zero: LogME's evidence is -inf) carry no information
-      // about the query: in a fusion the member ranks the view last.
-      view->member_values.push_back(-HUGE_VAL);
-      continue;
-    }
-    if (optional && (!value.ok() || !std::isfinite(*value))) {
-      *unmeasured = absl::StrCat(std::string(scoring::MetricName(metric)), ": ",
-                                 value.ok() ? "non-finite score"
-                                            : std::string(value.status().message()));
-      view->member_values.push_back(NAN);
-      continue;
-    }
-    if (!value.ok() || !std::isfinite(*value)) {
-      return absl::StrCat(std::string(scoring::MetricName(metric)), ": ",
-                          value.ok() ? "non-finite score" : std::string(value.status().message()));
-    }
-    view->member_values.push_back(*value);
-  }
-  if (reduced) {
-    absl::StrAppend(&view->features_note, " (top ", reduced->RowSize(), " principal components)");
-  }
-  return "";
-}
-
-// A candidate's views scored on its outputs; nullopt when none could be (the warnings say why).
-std::optional<ScoredModel> ScoreCandidate(const ModelRecord& record,
-                                          const encoder::ModelOutputs& out,
-                                          const ViewScoring& scoring,
-                                          std::vector<std::string>* warnings) {
-  const std::vector<scoring::Metric>& members = scoring.members;
-  const bool has_features = record.has_embed && !out.features.shape.empty();
-  const bool extractor = record.spec.kind == ModelKind::kFeatureExtractor;
-  if (extractor && !scoring.logits_optional &&
-      std::any_of(members.begin(), members.end(), scoring::UsesLogits)) {
-    // LEEP and NCE read a classifier's class probabilities; a feature extractor has none.
-    warnings->push_back(absl::StrCat("skipped ", record.spec.name, ": ",
-                                     MetricLabel(scoring.metric),
-                                     " scores a classifier's outputs and it is a feature "
-                                     "extractor (use a feature-based metric, e.g. fusion)"));
-    return std::nullopt;
-  }
-  ScoredModel s;
-  s.id = record.id;
-  const Tensor* logits = extractor || out.logits.shape.empty() ? nullptr : &out.logits;
-  std::string unmeasured;  // an optional member's failure, reported once per model
-  std::map<scoring::Metric, absl::StatusOr<double>> logit_values;
-  const bool by_layer = !scoring.all_logits && !record.layers.empty() &&
-                        out.layers.size() == record.layers.size();
-  if (by_layer) {
-    for (size_t l = 0; l < out.layers.size(); ++l) {
-      ScoredView view;
-      view.layer = static_cast<int>(l);
-      view.features_note = absl::StrCat("layer '", record.layers[l].name, "' (",
-                                        out.layers[l].RowSize(), "-d)");
-      std::string failure = ScoreView(scoring, out.layers[l], logits, &view, &unmeasured,
-                                        &logit_values);
-      if (!failure.empty()) {
-        warnings->push_back(absl::StrCat("could not score ", record.spec.name, " layer '",
-                                         record.layers[l].name, "' with ", failure));
-        continue;
-      }
-      s.views.push_back(std::move(view));
-    }
-  } else {
-    ScoredView view;
-    const Tensor& raw = has_features ? out.features : out.logits;
-    view.features_note =
-        scoring.all_logits ? absl::StrCat("its ", record.spec.class_labels.size(), "-class outputs")
-        : has_features     ? absl::StrCat(out.features.RowSize(), "-d embed features")
-        : extractor        ? absl::StrCat(out.logits.RowSize(), "-d features (feature extractor)")
-                           : absl::StrCat(out.logits.RowSize(), "-d logits (no embed)");
-    std::string failure = ScoreView(scoring, raw, logits, &view, &unmeasured, &logit_values);
-    if (!failure.empty()) {
-      warnings->push_back(absl::StrCat("could not score ", record.spec.name, " with ", failure));
-    } else {
-      s.views.push_back(std::move(view));
-    }
-  }
-  if (!unmeasured.empty()) {
-    warnings->push_back(absl::StrCat("ranked ", record.spec.name, " without ", unmeasured));
-  }
-  if (s.views.empty()) return std::nullopt;
-  s.scored = true;
-  return s;
-}
-
-// Each member's rank of every scored view, for the reasons.
-struct ViewRanks {
-  // [member][view], fusions only: 1 = best; 0 = not measured.
-  std::vector<std::vector<double>> member_ranks;
-  std::vector<int> num_measured;  // [member]: views the member measured
-  std::unordered_map<const ScoredView*, size_t> position;  // view -> index in member_ranks
-  size_t num_views = 0;
-};
-
-// Each member's rank (1 = best) of the views it measured, 0 for the others.
-std::vector<double> MemberRanks(const std::vector<double>& values, int* num_measured) {
-  std::vector<double> measured;
-  for (double v : values) {
-    if (!std::isnan(v)) measured.push_back(v);
-  }
-  const std::vector<double> ascending = scoring::Ranks(measured);
-  *num_measured = static_cast<int>(measured.size());
-  std::vector<double> ranks(values.size(), 0.0);
-  for (size_t i = 0, j = 0; i < values.size(); ++i) {
-    if (!std::isnan(values[i])) ranks[i] = static_cast<double>(measured.size()) + 1 - ascending[j++];
-  }
-  return ranks;
-}
-
-// Stage-2 score of every view: the metric's value, or for a fusion the members' mean rank among
-// the scored views they measured, each divided by that number (1 = first by every member;
-// scoring::WeightedRankFusion with equal weights). A model scores as its best view (ties: the earlier
-// layer).
-ViewRanks RankViews(const ViewScoring& scoring, std::vector<ScoredModel>* scored) {
-  const std::vector<scoring::Metric>& members = scoring.members;
-  std::vector<ScoredView*> views;
-  for (ScoredModel& s : *scored) {
-    for (ScoredView& v : s.views) views.push_back(&v);
-  }
-  ViewRanks ranks;
-  ranks.num_views = views.size();
-  if (members.size() > 1 && !views.empty()) {
-    std::vector<std::vector<double>> lists(members.size());
-    for (const ScoredView* v : views) {
-      for (size_t m = 0; m < members.size(); ++m) lists[m].push_back(v->member_values[m]);
-    }
-    ranks.num_measured.resize(members.size());
-    for (size_t m = 0; m < members.size(); ++m) {
-      ranks.member_ranks.push_back(MemberRanks(lists[m], &ranks.num_measured[m]));
-    }
-    const std::vector<double> fused =
-        scoring::WeightedRankFusion(lists, std::vector<double>(members.size(), 1.0));
-    for (size_t i = 0; i < views.size(); ++i) views[i]->stage2 = fused[i];
-  } else {
-    for (ScoredView* v : views) v->stage2 = v->member_values.empty() ? 0 : v->member_values[0];
-  }
-  for (size_t i = 0; i < views.size(); ++i) ranks.position[views[i]] = i;
-  for (ScoredModel& s : *scored) {
-    for (size_t v = 1; v < s.views.size(); ++v) {
-      if (s.views[v].stage2 > s.views[s.best].stage2) s.best = v;
-    }
-    s.stage2 = s.views[s.best].stage2;
-    s.final_score = s.stage2;
-  }
-  return ranks;
-}
-
-// The serving trained version's prior combined with each scored model's stage-2 score.
-void AddStage2Priors(const encoder::OutcomeRanker& ranker, const Stage1Result& stage1,
-                     std::vector<ScoredModel>* scored) {
-  std::vector<double> base, model_prior;
-  for (const ScoredModel& s : *scored) {
-    base.push_back(s.stage2);
-    model_prior.push_back(stage1.prior.at(s.id));
-  }
-  std::vector<double> combined = ranker.CombineStage2(base, model_prior);
-  for (size_t i = 0; i < scored->size(); ++i) (*scored)[i].final_score = combined[i];
-}
-
-// "logme 1.23 (rank 2 of 9), shrinkage_hscore ... ": a fusion's members on each model's best view.
-std::unordered_map<std::string, std::string> MemberTexts(
-    const std::vector<scoring::Metric>& members, const ViewRanks& ranks,
-    const std::vector<ScoredModel>& scored) {
-  std::unordered_map<std::string, std::string> member_text;
-  const bool several_views = ranks.num_views > scored.size();
-  for (const ScoredModel& s : scored) {
-    if (members.size() < 2) continue;
-    const ScoredView& best = s.views[s.best];
-    const size_t at = ranks.position.at(&best);
-    std::string text;
-    for (size_t m = 0; m < members.size(); ++m) {
-      const std::string name(scoring::MetricName(members[m]));
-      absl::StrAppend(&text, m ? ", " : "");
-      if (ranks.member_ranks[m][at] == 0) {
-        absl::StrAppend(&text, name, " not measured (no class outputs it can score)");
-        continue;
-      }
-      absl::StrAppend(&text, absl::StrFormat("%s %.4g (rank %d of %d%s)", name,
-                      best.member_values[m], static_cast<int>(ranks.member_ranks[m][at] + 0.5),
-                      ranks.num_measured[m], several_views ? " model layers" : ""));
-    }
-    member_text[s.id] = text;
-  }
-  return member_text;
 }
 
 // After the scored models, the rest in stage-1 order (kept in `unscored`, ids only).
@@ -1172,216 +820,6 @@ absl::Status DockImpl::RankByProbeProxies(const PreparedQuery& prepared,
                    [&](const std::string& a, const std::string& b) { return value[a] > value[b]; });
   result->timings.stage1_millis += MillisSince(proxy_start);
   return absl::OkStatus();
-}
-
-std::vector<std::string> DockImpl::ChooseCandidates(const RecommendQuery& query,
-                                                    const PreparedQuery& prepared,
-                                                    const Stage1Result& stage1,
-                                                    const std::string& dataset_hash,
-                                                    RecommendResult* result) {
-  if (query.metric == Metric::kNone) {
-    result->mode = RecommendMode::kStage1Only;
-    result->mode_reason = "stage 2 off (metric none)";
-    return {};
-  }
-  if (query.brute_force || !stage1.has_stage1) {
-    result->mode = RecommendMode::kScoredAll;
-    result->mode_reason = query.brute_force ? "brute force requested"
-                                            : "no compatible model has probe data; scored all";
-    return stage1.order;
-  }
-  const int num_compatible = result->num_compatible;
-  int fixed = query.num_candidates > 0 ? query.num_candidates : options_.default_candidates;
-  if (fixed > 0) {
-    fixed = std::min(fixed, num_compatible);
-    result->mode = fixed == num_compatible ? RecommendMode::kScoredAll : RecommendMode::kTwoStage;
-    result->mode_reason = absl::StrCat(fixed, " candidates requested");
-    return std::vector<std::string>(stage1.order.begin(), stage1.order.begin() + fixed);
-  }
-  return CandidatesWithinBudget(prepared, stage1.order,
-                                static_cast<double>(query.dataset.samples.Rows()), dataset_hash,
-                                result);
-}
-
-std::vector<std::string> DockImpl::CandidatesWithinBudget(
-    const PreparedQuery& prepared, const std::vector<std::string>& stage1_order, double rows,
-    const std::string& dataset_hash, RecommendResult* result) {
-  const int num_compatible = result->num_compatible;
-  const double budget = result->latency_budget_millis;
-  std::unordered_map<std::string, double> cost;
-  double total = 0;
-  for (const ModelRecord& r : prepared.compatible) {
-    // The probe samples its probing time was measured on: a prefix of its space's probe set
-    // when the probing budget cut it (its stored features have that many rows). Read from the
-    // proxy cache only, which stage 1 just filled for every model it proxied: a model the
-    // prefilter left out is not worth a store read here, and counts its whole probe set.
-    double probe_rows = static_cast<double>(knowledge_->probe_set().Rows());
-    if (KnowledgeSpace* space = SpaceFor(r)) {
-      auto features = proxy_cache_.Get(ProxyCacheKey(r.id, *space));
-      probe_rows = static_cast<double>(features ? features->Rows() : space->probe_set().Rows());
-    }
-    total += cost[r.id] =
-        EstimateScoringMillis(r, rows, std::max(1.0, probe_rows), dataset_hash);
-  }
-  std::vector<std::string> candidates;
-  if (total <= budget) {
-    candidates = stage1_order;
-    result->mode = RecommendMode::kScoredAll;
-    result->mode_reason = absl::StrFormat(
-        "scoring all %d compatible models fits the %.0f ms budget (estimated %.0f ms)",
-        num_compatible, budget, total);
-    return candidates;
-  }
-  // The stage-1 candidates that fit, never fewer than min(10, a quarter of the dock).
-  const size_t floor = static_cast<size_t>(
-      std::min(num_compatible, std::max(std::min(10, num_compatible), (num_compatible + 3) / 4)));
-  double used = 0;
-  for (const std::string& id : stage1_order) {
-    if (candidates.size() >= floor && used + cost[id] > budget) break;
-    used += cost[id];
-    candidates.push_back(id);
-  }
-  result->mode = candidates.size() == stage1_order.size() ? RecommendMode::kScoredAll
-                                                          : RecommendMode::kTwoStage;
-  if (floor >= stage1_order.size()) {
-    result->mode_reason = absl::StrFormat(
-        "scoring all %d models would take an estimated %.0f ms, over the %.0f ms budget, but a "
-        "dock this small is always scored in full (stage 2 scores at least min(10, a quarter "
-        "of the dock) models)",
-        num_compatible, total, budget);
-    return candidates;
-  }
-  result->mode_reason = absl::StrFormat(
-      "scoring all %d models would take an estimated %.0f ms, over the %.0f ms budget; "
-      "scored the %d best stage-1 candidates (estimated %.0f ms)",
-      num_compatible, total, budget, static_cast<int>(candidates.size()), used);
-  return candidates;
-}
-
-double DockImpl::EstimateScoringMillis(const ModelRecord& r, double rows, double probe_rows,
-                                       const std::string& dataset_hash) {
-  const double metrics_ms =
-      (2.0 + 0.02 * rows) * static_cast<double>(std::max<size_t>(1, r.layers.size()));
-  if (output_cache_.Contains(OutputKey(r, dataset_hash))) return metrics_ms;
-  const double load_ms = runner_->IsLoaded(r)
-                             ? 0.0
-                             : 10.0 + static_cast<double>(r.size_bytes) / 50e3;  // ~50 MB/s
-  if (std::optional<double> per_sample = run_costs_.PerSampleMillis(r.id)) {
-    return metrics_ms + load_ms + *per_sample * rows;
-  }
-  return metrics_ms + load_ms +
-         static_cast<double>(std::max<int64_t>(r.probe_millis, 1)) * rows / probe_rows;
-}
-
-absl::StatusOr<Stage2Result> DockImpl::RunStage2(const RecommendQuery& query,
-                                                 const PreparedQuery& prepared,
-                                                 const Stage1Result& stage1,
-                                                 const std::vector<std::string>& candidates,
-                                                 const std::string& dataset_hash,
-                                                 const LearningLoop::Serving& serving,
-                                                 RecommendResult* result) {
-  Stage2Result stage2;
-  stage2.scoring = ScoringFor(query.metric, prepared, candidates);
-  absl::Time stage2_start = absl::Now();
-  if (!candidates.empty()) {
-    auto scored =
-        ScoreCandidates(query, prepared, candidates, dataset_hash, stage2.scoring, result);
-    if (!scored.ok()) return scored.status();
-    stage2.scored = std::move(*scored);
-  }
-  std::vector<ScoredModel>& scored = stage2.scored;
-  const ViewRanks ranks = RankViews(stage2.scoring, &scored);
-  // Recorded before the prior is added, so that a version never learns from its own priors.
-  RecordWeakOutcomes(query, prepared, stage1, scored, result);
-  if (serving.ranker && !scored.empty()) AddStage2Priors(*serving.ranker, stage1, &scored);
-  stage2.member_text = MemberTexts(stage2.scoring.members, ranks, scored);
-  // Ties keep the stage-1 order.
-  std::stable_sort(scored.begin(), scored.end(), [&](const ScoredModel& a, const ScoredModel& b) {
-    if (a.final_score != b.final_score) return a.final_score > b.final_score;
-    return stage1.rank.at(a.id) < stage1.rank.at(b.id);
-  });
-  result->timings.stage2_millis = candidates.empty() ? 0 : MillisSince(stage2_start);
-  result->num_scored = static_cast<int>(scored.size());
-  return stage2;
-}
-
-absl::StatusOr<std::vector<ScoredModel>> DockImpl::ScoreCandidates(
-    const RecommendQuery& query, const PreparedQuery& prepared,
-    const std::vector<std::string>& candidates, const std::string& dataset_hash,
-    const ViewScoring& scoring, RecommendResult* result) {
-  const Tensor& samples = query.dataset.samples;
-  auto cancelled = [&] { return Cancelled(query); };
-  std::vector<std::optional<ScoredModel>> slots(candidates.size());
-  std::vector<std::vector<std::string>> slot_warnings(candidates.size());
-  std::vector<char> slot_cached(candidates.size(), 0);
-  std::atomic<size_t> next{0};
-  std::atomic<bool> stop{false};
-  absl::Status overloaded;  // the worker pool's queue was full: the whole call is retried
-  std::mutex overloaded_mutex;
-  const int stage2_threads =
-      std::max(1, std::min<int>(options_.stage2_workers, static_cast<int>(candidates.size())));
-  auto work = [&] {
-    for (size_t i = next++; i < candidates.size(); i = next++) {
-      if (stop.load() || cancelled()) {
-        stop = true;
-        return;
-      }
-      const ModelRecord& record = prepared.Model(candidates[i]);
-      const std::string run_key = OutputKey(record, dataset_hash);
-      if (auto failed = run_failures_.Get(run_key)) {
-        slot_warnings[i].push_back(absl::StrCat(
-            "skipped ", record.spec.name, ": on this dataset it hit a limit ",
-            absl::FormatDuration(absl::Trunc(absl::Now() - failed->second, absl::Seconds(1))),
-            " ago (", failed->first.message(), "); not run on it again for ",
-            absl::FormatDuration(run_failures_.ttl()), " after that"));
-        continue;
-      }
-      bool from_cache = false;
-      absl::Time run_start = absl::Now();
-      auto outputs = OutputsOn(record, samples, dataset_hash, cancelled, &from_cache);
-      slot_cached[i] = from_cache;
-      if (sandbox::WorkerPool::IsOverloaded(outputs.status())) {
-        std::lock_guard<std::mutex> lock(overloaded_mutex);
-        overloaded = outputs.status();
-        stop = true;
-        return;
-      }
-      if (outputs.ok() && !from_cache) {
-        // Divided by the workers sharing the machine, so that the sum over models estimates
-        // wall time (each run here was slowed by the others running beside it).
-        run_costs_.Record(record.id, MillisSince(run_start) /
-                                         static_cast<double>(samples.Rows() * stage2_threads));
-      }
-      std::vector<std::string>& warnings = slot_warnings[i];
-      if (!outputs.ok()) {
-        warnings.push_back(
-            absl::StrCat("skipped ", record.spec.name, ": ", outputs.status().message()));
-        // A limit (not a cancelled call, not a full queue) will be hit again on this dataset.
-        if (absl::IsDeadlineExceeded(outputs.status()) ||
-            absl::IsResourceExhausted(outputs.status())) {
-          run_failures_.Record(run_key, outputs.status());
-        }
-        continue;
-      }
-      slots[i] = ScoreCandidate(record, **outputs, scoring, &warnings);
-    }
-  };
-  // Candidates run in parallel (each model serves one caller at a time).
-  std::vector<std::thread> pool;
-  for (int t = 1; t < stage2_threads; ++t) pool.emplace_back(work);
-  work();
-  for (std::thread& t : pool) t.join();
-  if (!overloaded.ok()) return overloaded;
-  std::vector<ScoredModel> scored;
-  for (size_t i = 0; i < candidates.size(); ++i) {
-    if (slot_cached[i]) ++result->num_cached;
-    for (std::string& w : slot_warnings[i]) result->warnings.push_back(std::move(w));
-    if (slots[i]) scored.push_back(std::move(*slots[i]));
-  }
-  if (stop.load()) {
-    return absl::CancelledError("recommendation cancelled while scoring candidates");
-  }
-  return scored;
 }
 
 void DockImpl::RecordWeakOutcomes(const RecommendQuery& query, const PreparedQuery& prepared,

@@ -1,0 +1,115 @@
+// What dock/recommend.cc (the pipeline and stage 1) and dock/stage2.cc (stage 2: running and
+// scoring the candidates, and the latency budget that picks them) share: the state the stages
+// pass each other and a few helpers. Internal to dock/.
+#ifndef MODELDOCK_DOCK_RECOMMEND_INTERNAL_H_
+#define MODELDOCK_DOCK_RECOMMEND_INTERNAL_H_
+
+#include <map>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "common/tensor.h"
+#include "dock/dock_impl.h"
+#include "scoring/metrics.h"
+
+namespace modeldock::dock {
+
+// The default fusion's members (LogME, shrinkage H-score, NCE) and the stage-1 proxy's (the same).
+const std::vector<scoring::Metric>& FusionMembers();
+const std::vector<scoring::Metric>& ProxyMetrics();
+// Principal components the fusion keeps of each model's features (bench/select).
+inline constexpr int kFusionDims = 32;
+// The scoring metrics a dock metric computes (several for a fusion). Empty for kNone.
+std::vector<scoring::Metric> MembersOf(Metric metric);
+std::string MetricLabel(Metric metric);                                // "fusion", "logme", ...
+std::string MemberNames(const std::vector<scoring::Metric>& members);  // "logme + nce"
+// Cache key of a model's outputs on a query: ModelKey and the dataset's content (so the same
+// query sent twice, or by two users, runs each model once). The latency budget's estimates probe
+// the same keys, and RecentFailures uses them too.
+std::string OutputKey(const ModelRecord& record, const std::string& dataset_hash);
+// Key of a model's compressed probe features in the proxy cache: its id and its space's probe
+// set (a model's entries are dropped by the "id|" prefix).
+std::string ProxyCacheKey(const std::string& model_id, const KnowledgeSpace& space);
+double MillisSince(absl::Time start);
+bool Cancelled(const RecommendQuery& query);
+
+// ---- Recommend, stage by stage. The stages pass their state in these structs.
+
+// A validated query's labels, its embeddings in E's space and the models that can take it.
+struct PreparedQuery {
+  absl::Time encode_start;  // encode_query_millis runs from here to the query's vector
+  std::optional<Tensor> embeddings;  // E's embeddings of the samples (image queries only)
+  std::vector<int32_t> labels;  // given (renumbered) or clustered, 0..num_classes-1
+  int num_classes = 0;
+  std::vector<ModelRecord> compatible;
+  std::unordered_map<std::string, size_t> position;  // model id -> index into compatible
+  // Image queries: the compatible models of each knowledge space, in compatible's order, and
+  // the query's embeddings in that space's E (the primary space's are `embeddings`).
+  std::map<KnowledgeSpace*, std::vector<std::string>> space_members;
+  std::map<KnowledgeSpace*, Tensor> space_embeddings;
+
+  // Every id the stages pass around is a compatible model's.
+  const ModelRecord& Model(const std::string& id) const { return compatible[position.at(id)]; }
+};
+
+// Stage 1's standings of the compatible models, and the stage-1 order they make.
+struct Stage1Result {
+  std::unordered_map<std::string, std::pair<double, int>> similarity;  // id -> (similarity, rank)
+  std::vector<std::string> similarity_order;  // most similar knowledge vector first
+  std::unordered_map<std::string, double> proxy_score;  // id -> fused proxy rank / models
+  std::vector<std::string> proxy_order;  // the models with a proxy score, best `value` first
+  // The serving trained version's outcome prior of every compatible model (none untrained).
+  std::unordered_map<std::string, double> prior;
+  std::unordered_map<std::string, encoder::OutcomeRanker::PriorSources> prior_sources;
+  std::unordered_map<std::string, double> value;  // proxy score (with the prior when trained)
+  std::vector<std::string> order;  // every compatible model
+  std::unordered_map<std::string, int> rank;  // id -> 1-based position in `order`
+  bool has_stage1 = false;  // some model has a proxy score or a knowledge vector
+};
+
+// How stage 2 scores a candidate's features against the query's labels.
+struct ViewScoring {
+  Metric metric = Metric::kNone;
+  std::vector<scoring::Metric> members;  // the scoring metrics `metric` computes
+  bool all_logits = false;  // every member reads the model's outputs, none its features
+  bool compress = false;  // views on their top principal components (ScoringFor says when)
+  // The fusion: a logit member (NCE) may be missing for a model without class outputs (a
+  // feature extractor) or whose outputs it cannot score; the model is then ranked without it.
+  bool logits_optional = false;
+  const std::vector<int32_t>* labels = nullptr;
+  int num_classes = 0;
+};
+
+// A model is scored on its default features (embed, else its outputs), or, when it exports
+// embed_layers(x) and the metric reads features, on each exported layer: every (model, layer)
+// pair is one view, all views are ranked together, and a model scores as its best view.
+struct ScoredView {
+  int layer = -1;  // index into the record's layers; -1 = the default features
+  std::vector<double> member_values;  // NaN: not measured (an optional logit member)
+  double stage2 = 0;
+  std::string features_note;
+};
+struct ScoredModel {
+  std::string id;
+  std::vector<ScoredView> views;
+  size_t best = 0;  // the view the model's score comes from
+  double stage2 = 0;
+  double final_score = 0;  // stage2, plus the outcome prior when a trained version serves
+  bool scored = false;  // false: listed after the scored models by its stage-1 order
+};
+
+// Stage 2's answer: the scored candidates, best first.
+struct Stage2Result {
+  ViewScoring scoring;
+  std::vector<ScoredModel> scored;
+  // Fusions only: each member's value and rank of the model's best view (model id -> text).
+  std::unordered_map<std::string, std::string> member_text;
+};
+
+}  // namespace modeldock::dock
+
+#endif  // MODELDOCK_DOCK_RECOMMEND_INTERNAL_H_
