@@ -29,6 +29,43 @@ Tensor UniformSamples(int64_t rows, const std::vector<int64_t>& sample_shape, ui
   return t;
 }
 
+std::vector<TestText> TextTestBatch(int64_t random_rows, uint32_t seed) {
+  std::string long_text;
+  while (long_text.size() < 65536) long_text += "the quick brown fox jumps over the lazy dog ";
+  std::vector<TestText> batch = {
+      {"the empty string", ""},
+      {"a whitespace-only string", " \t \n  "},
+      {"a 64 KiB string", long_text},
+      {"a non-ASCII string", "Gr\xC3\xBC\xC3\x9F" "e, \xE6\x9D\xB1\xE4\xBA\xAC, "
+                             "\xD0\x9C\xD0\xBE\xD1\x81\xD0\xBA\xD0\xB2\xD0\xB0, "
+                             "\xD8\xB3\xD9\x84\xD8\xA7\xD9\x85 \xF0\x9F\x98\x80 caf\xC3\xA9"},
+      {"a string of control characters", "\x01\x02\x1b[31mred\x1b[0m\r\n\x7f\x08\f\v"},
+      {"a string with a NUL byte", std::string("before\0after", 12)},
+  };
+  // Seeded words: lowercase ASCII letters with now and then a 2-byte UTF-8 letter (U+00E0..).
+  std::mt19937 rng(seed);
+  for (int64_t r = 0; r < random_rows; ++r) {
+    std::string text;
+    const int words = 1 + static_cast<int>(rng() % 24);
+    for (int w = 0; w < words; ++w) {
+      if (w > 0) text += ' ';
+      const int letters = 1 + static_cast<int>(rng() % 9);
+      for (int l = 0; l < letters; ++l) {
+        const uint32_t v = rng();
+        if (v % 16 == 0) {
+          const uint32_t cp = 0xE0 + (v >> 8) % 32;
+          text += static_cast<char>(0xC0 | (cp >> 6));
+          text += static_cast<char>(0x80 | (cp & 0x3F));
+        } else {
+          text += static_cast<char>('a' + (v >> 8) % 26);
+        }
+      }
+    }
+    batch.push_back({absl::StrCat("seeded test string ", r), std::move(text)});
+  }
+  return batch;
+}
+
 }  // namespace internal
 
 namespace {
@@ -121,6 +158,7 @@ absl::Status CheckSize(int64_t bytes, const AdmissionOptions& options) {
 TorchScriptOptions LoadOptions(const std::vector<int64_t>& input_shape,
                                const AdmissionOptions& options) {
   TorchScriptOptions load;
+  load.input_kind = options.input_kind;
   load.input_shape = input_shape;
   load.batch_size = options.test_batch;
   load.limits = options.limits;
@@ -232,28 +270,61 @@ absl::StatusOr<AdmissionReport> CheckAdmissionOfBytes(const std::string& bytes,
 
 namespace {
 
+// The test batch of an image or tabular model: seeded uniform samples of input_shape.
+absl::StatusOr<ModelOutputs> RunTestBatch(BlackBoxModel& model,
+                                          const std::vector<int64_t>& input_shape,
+                                          const AdmissionOptions& options) {
+  const Tensor batch = internal::UniformSamples(options.test_batch, input_shape, kTestBatchSeed);
+  absl::StatusOr<ModelOutputs> out = model.Run(batch, /*want_features=*/true,
+                                               /*want_layers=*/true);
+  if (!out.ok()) {
+    return absl::Status(out.status().code(), absl::StrCat("test batch of shape ", ShapeOf(batch),
+                                                          ": ", out.status().message()));
+  }
+  return out;
+}
+
+// The test batch of a text model (internal::TextTestBatch). When the batch fails, each string is
+// run alone so that the message names the first one the model fails on.
+absl::StatusOr<ModelOutputs> RunTextTestBatch(BlackBoxModel& model,
+                                              const AdmissionOptions& options) {
+  const std::vector<internal::TestText> batch =
+      internal::TextTestBatch(options.test_batch, kTestBatchSeed);
+  std::vector<std::string> texts;
+  for (const internal::TestText& t : batch) texts.push_back(t.text);
+  absl::StatusOr<ModelOutputs> out = model.RunText(texts, /*want_features=*/true,
+                                                   /*want_layers=*/true);
+  if (out.ok()) return out;
+  for (const internal::TestText& t : batch) {
+    absl::StatusOr<ModelOutputs> one = model.RunText({t.text}, true, true);
+    if (!one.ok()) {
+      return absl::Status(one.status().code(), absl::StrCat("text test batch, on ", t.what, ": ",
+                                                            one.status().message()));
+    }
+  }
+  return absl::Status(out.status().code(), absl::StrCat("text test batch of ", texts.size(),
+                                                        " strings: ", out.status().message()));
+}
+
 absl::StatusOr<AdmissionReport> CheckLoaded(
     absl::StatusOr<std::unique_ptr<BlackBoxModel>> model, const std::vector<int64_t>& input_shape,
     int num_labels, const AdmissionOptions& options,
     std::chrono::steady_clock::time_point start) {
   if (!model.ok()) return model.status();
-
-  const Tensor batch = internal::UniformSamples(options.test_batch, input_shape, kTestBatchSeed);
-  absl::StatusOr<ModelOutputs> out =
-      (*model)->Run(batch, /*want_features=*/true, /*want_layers=*/true);
-  if (!out.ok()) {
-    return absl::Status(out.status().code(), absl::StrCat("test batch of shape ", ShapeOf(batch),
-                                                          ": ", out.status().message()));
-  }
+  absl::StatusOr<ModelOutputs> out = options.input_kind == InputKind::kText
+                                         ? RunTextTestBatch(**model, options)
+                                         : RunTestBatch(**model, input_shape, options);
+  if (!out.ok()) return out.status();
+  const int64_t rows = out->logits.shape.empty() ? 0 : out->logits.shape[0];
   const Tensor& logits = out->logits;
   AdmissionReport report;
   if (num_labels == 0) {
     // A feature extractor: forward(x) returns features [N, D]; embed, if exported, is not used.
     const int64_t width = logits.shape.size() == 2 ? logits.shape[1] : 0;
-    if (logits.shape.size() != 2 || logits.shape[0] != options.test_batch || width <= 0) {
+    if (logits.shape.size() != 2 || logits.shape[0] != rows || width <= 0) {
       return absl::FailedPreconditionError(
           absl::StrCat("forward returned shape ", ShapeOf(logits), "; a feature extractor returns [",
-                       options.test_batch, ", D] with D > 0"));
+                       rows, ", D] with D > 0"));
     }
     if (absl::Status s = CheckFinite("forward", logits); !s.ok()) return s;
     if (width > options.limits.max_feature_dim) {
@@ -265,7 +336,7 @@ absl::StatusOr<AdmissionReport> CheckLoaded(
     ModelOutputs features_only;
     features_only.logits = logits;
     features_only.layers = out->layers;
-    if (absl::Status s = CheckOutputs(features_only, options.test_batch, width, 0,
+    if (absl::Status s = CheckOutputs(features_only, rows, width, 0,
                                       report.layer_dims, options.limits);
         !s.ok()) {
       return s;
@@ -287,13 +358,13 @@ absl::StatusOr<AdmissionReport> CheckLoaded(
     if (features.shape.size() != 2 || features.shape[1] <= 0) {
       return absl::FailedPreconditionError(
           absl::StrCat("embed returned shape ", ShapeOf(features), ", expected [",
-                       options.test_batch, ", D] with D > 0"));
+                       rows, ", D] with D > 0"));
     }
     if (absl::Status s = CheckFinite("embed", features); !s.ok()) return s;
     report.feature_dim = features.shape[1];
   }
   if (absl::Status s = CheckLayers(**model, *out, &report); !s.ok()) return s;
-  if (absl::Status s = CheckOutputs(*out, options.test_batch, num_labels, report.feature_dim,
+  if (absl::Status s = CheckOutputs(*out, rows, num_labels, report.feature_dim,
                                     report.layer_dims, options.limits);
       !s.ok()) {
     return s;

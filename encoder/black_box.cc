@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 #include <exception>
+#include <functional>
 #include <new>
 #include <mutex>
 #include <sstream>
@@ -39,6 +40,7 @@ class TorchScriptModel : public BlackBoxModel {
   TorchScriptModel(torch::jit::Module module, const TorchScriptOptions& options)
       : module_(std::move(module)),
         input_shape_(options.input_shape),
+        text_(options.input_kind == InputKind::kText),
         batch_size_(std::max(1, options.batch_size)),
         limits_(options.limits),
         has_embed_(module_.find_method("embed").has_value()),
@@ -47,6 +49,7 @@ class TorchScriptModel : public BlackBoxModel {
   }
 
   const std::vector<int64_t>& input_shape() const override { return input_shape_; }
+  InputKind input_kind() const override { return text_ ? InputKind::kText : InputKind::kTensor; }
   bool has_embed() const override { return has_embed_; }
   bool has_layers() const override { return has_layers_; }
   const std::vector<std::string>& layer_names() const override { return layer_names_; }
@@ -54,6 +57,10 @@ class TorchScriptModel : public BlackBoxModel {
 
   absl::StatusOr<ModelOutputs> Run(const Tensor& samples, bool want_features,
                                    bool want_layers) override {
+    if (text_) {
+      return absl::InvalidArgumentError(
+          "this is a text model: it takes a list of strings, not a tensor of samples");
+    }
     if (!samples.IsConsistent() || samples.shape.size() < 2) {
       return absl::InvalidArgumentError(
           absl::StrCat("samples must be a consistent [N, ...] tensor, got shape [",
@@ -64,41 +71,72 @@ class TorchScriptModel : public BlackBoxModel {
     // Samples of another shape are adapted batch by batch, so that a large query for a large
     // model (5,000 64x64 images for a 224x224 model: 3 GB adapted) never exists whole.
     const bool adapt = samples.SampleShape() != input_shape_;
+    const int64_t row = samples.RowSize();
+    return RunBatches(
+        samples.Rows(), want_features, want_layers,
+        [&](int64_t start, int64_t b) -> absl::StatusOr<c10::IValue> {
+          std::vector<int64_t> batch_shape = samples.shape;
+          batch_shape[0] = b;
+          const float* first = samples.values.data() + start * row;
+          if (adapt) {
+            absl::StatusOr<Tensor> a =
+                AdaptInputs(Tensor(batch_shape, std::vector<float>(first, first + b * row)),
+                            input_shape_);
+            if (!a.ok()) return a.status();
+            return c10::IValue(
+                torch::from_blob(a->values.data(), a->shape, torch::kFloat32).clone());
+          }
+          // Cloned so that a model writing into its input cannot touch the caller's data.
+          return c10::IValue(
+              torch::from_blob(const_cast<float*>(first), batch_shape, torch::kFloat32).clone());
+        });
+  }
+
+  absl::StatusOr<ModelOutputs> RunText(const std::vector<std::string>& texts, bool want_features,
+                                       bool want_layers) override {
+    if (!text_) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "this model takes samples of shape ", ShapeToString(input_shape_), ", not text"));
+    }
+    if (texts.empty()) return absl::InvalidArgumentError("no texts to run");
+    return RunBatches(static_cast<int64_t>(texts.size()), want_features, want_layers,
+                      [&](int64_t start, int64_t b) -> absl::StatusOr<c10::IValue> {
+                        c10::List<std::string> list;
+                        list.reserve(b);
+                        for (int64_t i = start; i < start + b; ++i) list.push_back(texts[i]);
+                        return c10::IValue(std::move(list));
+                      });
+  }
+
+ private:
+  using MakeInput = std::function<absl::StatusOr<c10::IValue>(int64_t start, int64_t b)>;
+
+  // Runs forward (and embed, embed_layers when wanted) on n inputs in batches made by
+  // make_input, with the model's exceptions turned into statuses.
+  absl::StatusOr<ModelOutputs> RunBatches(int64_t n, bool want_features, bool want_layers,
+                                          const MakeInput& make_input) {
     const bool run_embed = want_features && has_embed_;
     const bool run_layers = want_layers && has_layers_;
     const char* stage = "forward";
     try {
       c10::InferenceMode guard;
       ModelOutputs out;
-      std::vector<int64_t> batch_shape = samples.shape;
-      const int64_t n = samples.Rows();
-      const int64_t row = samples.RowSize();
       for (int64_t start = 0; start < n; start += batch_size_) {
         const int64_t b = std::min<int64_t>(batch_size_, n - start);
-        batch_shape[0] = b;
-        const float* first = samples.values.data() + start * row;
-        at::Tensor x;
-        if (adapt) {
-          absl::StatusOr<Tensor> a =
-              AdaptInputs(Tensor(batch_shape, std::vector<float>(first, first + b * row)),
-                          input_shape_);
-          if (!a.ok()) return a.status();
-          x = torch::from_blob(a->values.data(), a->shape, torch::kFloat32).clone();
-        } else {
-          // Cloned so that a model writing into its input cannot touch the caller's data.
-          x = torch::from_blob(const_cast<float*>(first), batch_shape, torch::kFloat32).clone();
-        }
+        absl::StatusOr<c10::IValue> x = make_input(start, b);
+        if (!x.ok()) return x.status();
         stage = "forward";
-        absl::Status s = Append(stage, module_.forward({x}), b, n, ClassLimit(), &out.logits);
+        absl::Status s = Append(stage, module_.forward({*x}), b, n, ClassLimit(), &out.logits);
         if (!s.ok()) return s;
         if (run_embed) {
           stage = "embed";
-          s = Append(stage, module_.get_method("embed")({x}), b, n, FeatureLimit(), &out.features);
+          s = Append(stage, module_.get_method("embed")({*x}), b, n, FeatureLimit(),
+                     &out.features);
           if (!s.ok()) return s;
         }
         if (run_layers) {
           stage = "embed_layers";
-          s = AppendLayers(module_.get_method("embed_layers")({x}), b, n, &out.layers);
+          s = AppendLayers(module_.get_method("embed_layers")({*x}), b, n, &out.layers);
           if (!s.ok()) return s;
         }
       }
@@ -123,7 +161,6 @@ class TorchScriptModel : public BlackBoxModel {
     }
   }
 
- private:
   int64_t ClassLimit() const {
     return std::min(limits_.max_classes, limits_.max_bytes_per_sample / 4);
   }
@@ -231,6 +268,7 @@ class TorchScriptModel : public BlackBoxModel {
 
   torch::jit::Module module_;
   std::vector<int64_t> input_shape_;
+  bool text_;
   int batch_size_;
   OutputLimits limits_;
   bool has_embed_;
@@ -265,7 +303,14 @@ absl::Status CheckInputShape(const std::vector<int64_t>& input_shape) {
 template <typename Source>
 absl::StatusOr<std::unique_ptr<BlackBoxModel>> Load(Source& source, const std::string& name,
                                                      const TorchScriptOptions& options) {
-  if (absl::Status s = CheckInputShape(options.input_shape); !s.ok()) return s;
+  if (options.input_kind == InputKind::kText) {
+    if (!options.input_shape.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "a text model has no input shape, got ", ShapeToString(options.input_shape)));
+    }
+  } else if (absl::Status s = CheckInputShape(options.input_shape); !s.ok()) {
+    return s;
+  }
   try {
     torch::jit::Module module = torch::jit::load(source, torch::kCPU);
     module.eval();

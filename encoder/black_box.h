@@ -28,11 +28,17 @@ struct ModelOutputs {
 // names are called layer0, layer1, ... (LayerNames).
 std::vector<std::string> LayerNames(const std::vector<std::string>& exported, size_t count);
 
+// What a model takes: tensors of samples (images [N, C, H, W], tabular [N, F]) or text, a
+// TorchScript forward(texts: List[str]) -> [N, K] (and embed(texts) -> [N, D]) that carries its
+// own tokenizer. A text model has no input shape.
+enum class InputKind { kTensor = 0, kText = 1 };
+
 class BlackBoxModel {
  public:
   virtual ~BlackBoxModel() = default;
   // Declared per-sample input shape, e.g. {1, 28, 28}.
-  virtual const std::vector<int64_t>& input_shape() const = 0;
+  virtual const std::vector<int64_t>& input_shape() const = 0;  // empty for a text model
+  virtual InputKind input_kind() const = 0;
   virtual bool has_embed() const = 0;
   virtual bool has_layers() const = 0;  // exports embed_layers(x)
   // The module's `layer_names` attribute; empty when it has none. INVALID_ARGUMENT-worthy
@@ -47,6 +53,10 @@ class BlackBoxModel {
   absl::StatusOr<ModelOutputs> Run(const Tensor& samples, bool want_features) {
     return Run(samples, want_features, /*want_layers=*/false);
   }
+  // Runs a text model on strings (any bytes: the model's tokenizer decides what they mean).
+  // INVALID_ARGUMENT for a tensor model, as Run is for a text model.
+  virtual absl::StatusOr<ModelOutputs> RunText(const std::vector<std::string>& texts,
+                                               bool want_features, bool want_layers) = 0;
 };
 
 // Bounds on what a model may return, so that one upload cannot make every recommendation that
@@ -59,7 +69,8 @@ struct OutputLimits {
 };
 
 struct TorchScriptOptions {
-  std::vector<int64_t> input_shape;  // declared per-sample shape
+  InputKind input_kind = InputKind::kTensor;
+  std::vector<int64_t> input_shape;  // declared per-sample shape; empty for text
   int batch_size = 256;
   // Outputs wider than these fail before they are copied (FAILED_PRECONDITION).
   OutputLimits limits;
@@ -97,6 +108,10 @@ absl::Status CheckOutputs(const ModelOutputs& outputs, int64_t rows, int64_t exp
 // Admission: the checks every model passes before it is stored. Time and memory are bounded by
 // the worker process that runs them (sandbox/), not here.
 struct AdmissionOptions {
+  // kText: the model takes List[str] (input_shape must be empty) and is admitted on
+  // internal::TextTestBatch (the hard strings and test_batch seeded ones); a failure names the
+  // first test string it failed on.
+  InputKind input_kind = InputKind::kTensor;
   int64_t max_bytes = 512ll << 20;
   int test_batch = 4;
   OutputLimits limits;

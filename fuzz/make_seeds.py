@@ -322,6 +322,30 @@ def worker_frame_seeds(rng):
         "error.frame": _frame(_response_head(9, "forward raised an error", [], []), []),
         "values_missing.frame": _frame(_response_head(0, "", [3, 2], []), [])[:-0 or None],
         "request_head.bin": request_head,
+        "text_request_head.bin": _text_request_head(),
+    }
+
+
+def _text_request_head():
+    """A run request of a text model: no input shape, no samples, three framed texts."""
+    texts = ["", "caf\u00e9 au lait", "a\x00b"]
+    return (struct.pack("<Q", 2) + _str("") + _str("k") + _shape([])
+            + struct.pack("<qqQ", 3, 0, 0) + struct.pack("<Q", 0)
+            + struct.pack("<qqq", 256, 4, 0)
+            + struct.pack("<qqqq", 100000, 65536, 1 << 20, 8) + struct.pack("<Q", 0)
+            + _shape([]) + struct.pack("<QQ", 1, len(texts))
+            + b"".join(_str(t) for t in texts))
+
+
+def text_frames_seeds():
+    """Declared count byte, then u32-length-prefixed UTF-8 texts (common/text_frames.h)."""
+    def frame(texts):
+        return bytes([len(texts)]) + b"".join(struct.pack("<I", len(t)) + t for t in texts)
+    return {
+        "three.bin": frame([b"", "caf\u00e9".encode("utf-8"), b"a\x00b"]),
+        "emoji.bin": frame(["\U0001F600 \u6771\u4eac".encode("utf-8")]),
+        "latin1.bin": frame([b"caf\xe9"]),
+        "short.bin": frame([b"abc"])[:-1],
     }
 
 
@@ -339,6 +363,7 @@ def main():
         "recommend_request_fuzzer": recommend_seeds(rng),
         "register_request_fuzzer": register_seeds(),
         "worker_frame_fuzzer": worker_frame_seeds(rng),
+        "text_frames_fuzzer": text_frames_seeds(),
     }
     total = 0
     for target, files in corpora.items():

@@ -267,7 +267,35 @@ class LayersMisnamed(nn.Module):
         return [f[:, :4], f[:, 4:8]]
 
 
+class TextCounts(nn.Module):
+    """A text model: forward(texts) -> counts of 'a', 'e' and ' ' [N, 3]; embed doubles them."""
+
+    def counts(self, texts: List[str]) -> torch.Tensor:
+        rows: List[List[float]] = []
+        for t in texts:
+            rows.append([float(t.count("a")), float(t.count("e")), float(t.count(" "))])
+        return torch.tensor(rows).reshape(len(texts), 3)
+
+    def forward(self, texts: List[str]) -> torch.Tensor:
+        return self.counts(texts)
+
+    @torch.jit.export
+    def embed(self, texts: List[str]) -> torch.Tensor:
+        return self.counts(texts) * 2.0
+
+
+class TextFailsOnControl(nn.Module):
+    """A text model whose tokenizer refuses control characters."""
+
+    def forward(self, texts: List[str]) -> torch.Tensor:
+        for t in texts:
+            assert "\x1b" not in t, "escape character in the text"
+        return torch.zeros(len(texts), 3)
+
+
 MODELS = {
+    "text_counts": TextCounts,
+    "text_fails_on_control": TextFailsOnControl,
     "good": Good,
     "layers": Layers,
     "layers_unnamed": LayersUnnamed,

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cmath>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -133,6 +134,80 @@ TEST_F(SandboxTest, GoodModelIsAdmittedRunAndKeptHot) {
   ASSERT_TRUE(logits_only.ok()) << logits_only.status();
   EXPECT_TRUE(logits_only->features.shape.empty());
   EXPECT_EQ(logits_only->logits.values.size(), 50u);
+}
+
+JobRequest TextJob(JobKind kind, const std::string& name) {
+  JobRequest job;
+  job.kind = kind;
+  job.input_kind = WireInputKind::kText;
+  job.model_path = Crafted(name);
+  job.model_key = kind == JobKind::kRun ? name : "";
+  job.num_classes = 3;
+  job.max_model_bytes = 64 << 20;
+  return job;
+}
+
+// Text models: admitted on the hard strings in the worker, run on texts framed in the request.
+TEST_F(SandboxTest, TextModelsAreAdmittedAndRunOnFramedTexts) {
+  auto pool = WorkerPool::Start(Options(1));
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  auto admitted = (*pool)->Admit(TextJob(JobKind::kAdmit, "text_counts"), Limits(60), nullptr);
+  ASSERT_TRUE(admitted.ok()) << admitted.status();
+  EXPECT_EQ(admitted->num_outputs, 3);
+  EXPECT_EQ(admitted->feature_dim, 3);
+
+  auto refused =
+      (*pool)->Admit(TextJob(JobKind::kAdmit, "text_fails_on_control"), Limits(60), nullptr);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.status().message(), HasSubstr("on a string of control characters"));
+  EXPECT_THAT(refused.status().message(), HasSubstr("escape character in the text"));
+
+  JobRequest run = TextJob(JobKind::kRun, "text_counts");
+  run.feature_dim = 3;
+  run.want_features = true;
+  run.texts = {"a banana", "", std::string("e\0 e", 4), "caf\xC3\xA9 au lait"};
+  auto out = (*pool)->Run(run, Limits(60), nullptr);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->logits.shape, (std::vector<int64_t>{4, 3}));
+  EXPECT_EQ(out->logits.values,
+            (std::vector<float>{4, 0, 1, 0, 0, 0, 0, 2, 1, 3, 0, 2}));
+  EXPECT_EQ(out->features.values[0], 8);
+
+  // An image model does not take texts, and a text model does not take images.
+  JobRequest image_as_text = TextJob(JobKind::kAdmit, "good");
+  image_as_text.num_classes = 10;
+  EXPECT_EQ((*pool)->Admit(image_as_text, Limits(60), nullptr).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  JobRequest text_as_image = RunJob("text_counts", 2);
+  text_as_image.num_classes = 3;
+  EXPECT_FALSE((*pool)->Run(text_as_image, Limits(60), nullptr).ok());
+}
+
+TEST(WireTest, TextFramesRoundTripAndBadLengthsAreRefused) {
+  JobRequest job;
+  job.kind = JobKind::kRun;
+  job.input_kind = WireInputKind::kText;
+  job.texts = {"", "caf\xC3\xA9", std::string("a\0b", 3)};
+  const std::string head = EncodeRequestHead(job);
+  auto decoded = DecodeRequestHead(head);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->input_kind, WireInputKind::kText);
+  EXPECT_EQ(decoded->texts, job.texts);
+  // Every truncation is refused (a length past the end, a missing string).
+  for (size_t cut = 0; cut < head.size(); ++cut) {
+    EXPECT_FALSE(DecodeRequestHead(std::string_view(head).substr(0, cut)).ok()) << cut;
+  }
+  // The last string's length says one byte more than the head holds.
+  std::string longer = head;
+  longer[head.size() - 3 - 8] = 4;
+  EXPECT_FALSE(DecodeRequestHead(longer).ok());
+  // A text count far past what the head could hold.
+  JobRequest none = job;
+  none.texts.clear();
+  std::string many = EncodeRequestHead(none);
+  const uint64_t count = kMaxTexts;
+  std::memcpy(many.data() + many.size() - 8, &count, 8);
+  EXPECT_FALSE(DecodeRequestHead(many).ok());
 }
 
 struct AdmissionCase {

@@ -18,8 +18,6 @@ namespace {
 
 constexpr uint32_t kMagic = 0x4d445731;  // "MDW1"
 constexpr int kPollMillis = 25;
-// Heads hold paths, shapes and a message: anything larger is not a head.
-constexpr uint32_t kMaxHeadBytes = 1 << 20;
 
 // Waits until `fd` is ready for `events`, calling `check` between waits.
 absl::Status WaitReady(int fd, short events, const WaitCheck& check) {
@@ -250,14 +248,14 @@ absl::Status WriteFrame(int fd, const std::string& head, const std::vector<const
 }
 
 absl::StatusOr<std::string> ReadHead(int fd, uint64_t max_floats, uint64_t* float_count,
-                                     const WaitCheck& check) {
+                                     const WaitCheck& check, uint32_t max_head_bytes) {
   char prefix[16];
   if (absl::Status s = ReadExact(fd, prefix, sizeof prefix, check); !s.ok()) return s;
   uint32_t magic, head_bytes;
   std::memcpy(&magic, prefix, 4);
   std::memcpy(&head_bytes, prefix + 4, 4);
   std::memcpy(float_count, prefix + 8, 8);
-  if (magic != kMagic || head_bytes > kMaxHeadBytes) {
+  if (magic != kMagic || head_bytes > max_head_bytes) {
     return absl::InvalidArgumentError("not a modeldock worker frame");
   }
   if (*float_count > max_floats) {
@@ -298,6 +296,9 @@ std::string EncodeRequestHead(const JobRequest& r, const std::vector<std::string
   w.U64(drop.size());
   for (const std::string& key : drop) w.Str(key);
   w.Shape(r.samples.shape);
+  w.U64(static_cast<uint64_t>(r.input_kind));
+  w.U64(r.texts.size());
+  for (const std::string& text : r.texts) w.Str(text);
   return w.Take();
 }
 
@@ -319,7 +320,21 @@ absl::StatusOr<JobRequest> DecodeRequestHead(std::string_view head) {
   for (std::string& key : r.unload) {
     if (!in.Str(&key)) return BadHead("request");
   }
-  if (!in.Shape(&r.samples.shape) || !in.Done()) return BadHead("request");
+  uint64_t input_kind = 0, texts = 0;
+  if (!in.Shape(&r.samples.shape) || !in.U64(&input_kind) || input_kind > 1 ||
+      !in.U64(&texts) || texts > kMaxTexts) {
+    return BadHead("request");
+  }
+  r.input_kind = static_cast<WireInputKind>(input_kind);
+  // Each string takes at least its 8-byte length: a count past the head's end is refused before
+  // anything is allocated for it.
+  if (texts > head.size() / 8) return BadHead("request");
+  r.texts.resize(texts);
+  for (std::string& text : r.texts) {
+    if (!in.Str(&text)) return BadHead("request");
+  }
+  if (!in.Done()) return BadHead("request");
+  if (r.input_kind == WireInputKind::kText && !r.samples.shape.empty()) return BadHead("request");
   return r;
 }
 
@@ -372,7 +387,7 @@ absl::StatusOr<JobResponse> DecodeResponseHead(std::string_view head) {
 
 absl::StatusOr<JobRequest> ReadRequest(int fd, uint64_t max_floats, const WaitCheck& check) {
   uint64_t floats = 0;
-  auto head = ReadHead(fd, max_floats, &floats, check);
+  auto head = ReadHead(fd, max_floats, &floats, check, kMaxTextHeadBytes);
   if (!head.ok()) return head.status();
   auto request = DecodeRequestHead(*head);
   if (!request.ok()) return request.status();

@@ -25,6 +25,13 @@ inline constexpr int64_t kMaxLayers = 64;
 
 enum class JobKind : uint32_t { kAdmit = 1, kRun = 2 };
 
+// What the model takes (mirrors encoder::InputKind): tensors of samples, or UTF-8 texts.
+enum class WireInputKind : uint32_t { kTensor = 0, kText = 1 };
+
+// Text frame bounds: texts travel in the request head as a count and length-prefixed strings.
+inline constexpr uint64_t kMaxTexts = 1 << 20;
+inline constexpr uint32_t kMaxTextHeadBytes = 256u << 20;
+
 // Bounds on a model's outputs (mirrors encoder::OutputLimits; this library links no torch).
 struct WireLimits {
   int64_t max_classes = 100000;
@@ -37,7 +44,8 @@ struct JobRequest {
   JobKind kind = JobKind::kRun;
   std::string model_path;
   std::string model_key;  // the worker's cache key (the file's SHA-256); empty = do not cache
-  std::vector<int64_t> input_shape;
+  WireInputKind input_kind = WireInputKind::kTensor;
+  std::vector<int64_t> input_shape;  // empty for text
   int64_t num_classes = 0;  // declared K
   int64_t feature_dim = 0;  // admitted D for runs; 0 = no features expected
   bool want_features = false;
@@ -49,8 +57,15 @@ struct JobRequest {
   WireLimits limits;
   // Models the worker drops from its cache before this job (the server decides what stays hot).
   std::vector<std::string> unload;
-  Tensor samples;  // run only
+  Tensor samples;  // run only (tensor models)
+  std::vector<std::string> texts;  // run only (text models)
 };
+
+// The rows a run job asks for: its texts for a text model, else its samples.
+inline int64_t RequestRows(const JobRequest& request) {
+  return request.input_kind == WireInputKind::kText ? static_cast<int64_t>(request.texts.size())
+                                                    : request.samples.Rows();
+}
 
 struct JobResponse {
   int32_t code = 0;  // absl::StatusCode
@@ -80,9 +95,10 @@ absl::Status WriteFrame(int fd, const std::string& head, const std::vector<const
                         const WaitCheck& check);
 
 // Reads a frame's head; the float count follows in *float_count (at most max_floats, else
-// RESOURCE_EXHAUSTED). UNAVAILABLE when the peer closed the socket.
+// RESOURCE_EXHAUSTED). UNAVAILABLE when the peer closed the socket. Heads are at most 1 MiB,
+// except requests (which carry a text model's texts): max_head_bytes.
 absl::StatusOr<std::string> ReadHead(int fd, uint64_t max_floats, uint64_t* float_count,
-                                     const WaitCheck& check);
+                                     const WaitCheck& check, uint32_t max_head_bytes = 1u << 20);
 // Reads exactly `count` floats into `out`.
 absl::Status ReadFloats(int fd, float* out, uint64_t count, const WaitCheck& check);
 

@@ -198,6 +198,10 @@ encoder::OutputLimits ToLimits(const WireLimits& w) {
   return limits;
 }
 
+encoder::InputKind ToInputKind(WireInputKind kind) {
+  return kind == WireInputKind::kText ? encoder::InputKind::kText : encoder::InputKind::kTensor;
+}
+
 // An allocation failed inside the model (LibTorch or std::bad_alloc; encoder/black_box.cc), as
 // opposed to other RESOURCE_EXHAUSTED refusals such as a file over the size limit.
 bool IsOutOfMemory(const absl::Status& status) {
@@ -214,6 +218,7 @@ JobResponse Admit(const JobRequest& request, int model_fd) {
   encoder::AdmissionOptions options;
   options.max_bytes = request.max_model_bytes;
   options.limits = ToLimits(request.limits);
+  options.input_kind = ToInputKind(request.input_kind);
   auto bytes = ReadModelFile(model_fd);
   if (!bytes.ok()) {
     SetStatus(bytes.status(), &response);
@@ -319,6 +324,7 @@ absl::StatusOr<LoadedModel*> FindOrLoad(const JobRequest& request, int model_fd,
   auto bytes = ReadModelFile(model_fd);
   if (!bytes.ok()) return bytes.status();
   encoder::TorchScriptOptions options;
+  options.input_kind = ToInputKind(request.input_kind);
   options.input_shape = request.input_shape;
   options.batch_size = static_cast<int>(std::max<int64_t>(1, request.batch_size));
   options.limits = ToLimits(request.limits);
@@ -348,8 +354,17 @@ JobResponse Run(const JobRequest& request, int model_fd, ModelCache& cache) {
     SetStatus(absl::FailedPreconditionError("the model no longer exports embed_layers"), &response);
     return response;
   }
+  const bool text = request.input_kind == WireInputKind::kText;
+  if (text != (model.model->input_kind() == encoder::InputKind::kText)) {
+    SetStatus(absl::InvalidArgumentError("the job's input kind is not the model's"), &response);
+    return response;
+  }
   int64_t batch = std::min(std::max<int64_t>(1, request.batch_size), model.batch);
-  auto outputs = RunHalving(model, request.samples, request.want_features, want_layers, &batch);
+  const int64_t rows = RequestRows(request);
+  // Texts run at the model's load batch (its own batching), without halving.
+  auto outputs = text ? model.model->RunText(request.texts, request.want_features, want_layers)
+                      : RunHalving(model, request.samples, request.want_features, want_layers,
+                                   &batch);
   response.batch_size = batch;
   if (!outputs.ok()) {
     SetStatus(outputs.status(), &response);
@@ -357,7 +372,7 @@ JobResponse Run(const JobRequest& request, int model_fd, ModelCache& cache) {
   }
   model.batch = std::min(model.batch, batch);  // the next job starts at what fitted
   absl::Status s = encoder::CheckOutputs(
-      *outputs, request.samples.Rows(), request.num_classes,
+      *outputs, rows, request.num_classes,
       request.want_features && model.model->has_embed() ? request.feature_dim : 0,
       request.layer_dims, ToLimits(request.limits));
   if (!s.ok()) {

@@ -492,7 +492,7 @@ absl::StatusOr<JobResponse> WorkerPool::ExecuteHalving(const JobRequest& request
   const bool run = request.kind == JobKind::kRun;
   int64_t batch = std::max<int64_t>(1, run ? request.batch_size : request.test_batch);
   if (run) {
-    batch = std::min(batch, std::max<int64_t>(1, request.samples.Rows()));
+    batch = std::min(batch, std::max<int64_t>(1, RequestRows(request)));
     std::lock_guard<std::mutex> lock(mutex_);
     auto fitted = fitted_batch_.find(request.model_key);
     if (!request.model_key.empty() && fitted != fitted_batch_.end()) {
@@ -572,7 +572,7 @@ absl::StatusOr<AdmitResult> WorkerPool::Admit(const JobRequest& request, const J
 absl::StatusOr<RunResult> WorkerPool::Run(const JobRequest& request, const JobLimits& limits,
                                           const CancelCheck& cancelled) {
   if (request.kind != JobKind::kRun) return absl::InvalidArgumentError("not a run job");
-  const uint64_t rows = static_cast<uint64_t>(request.samples.Rows());
+  const uint64_t rows = static_cast<uint64_t>(RequestRows(request));
   uint64_t width = static_cast<uint64_t>(request.num_classes) +
                    (request.want_features ? static_cast<uint64_t>(request.feature_dim) : 0);
   for (int64_t d : request.layer_dims) width += static_cast<uint64_t>(d);

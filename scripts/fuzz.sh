@@ -43,6 +43,7 @@ TARGETS=(
   recommend_request_fuzzer:2048
   register_request_fuzzer:1024
   worker_frame_fuzzer:2048
+  text_frames_fuzzer:2048
 )
 share=$(( SECONDS_TOTAL / ${#TARGETS[@]} ))
 if (( share < 1 )); then share=1; fi
