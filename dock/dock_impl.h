@@ -224,15 +224,17 @@ class DockImpl : public Dock, private ModelFiles {
                              const std::vector<const ModelRecord*>& models,
                              std::map<KnowledgeSpace*, Tensor>* space_embeddings);
   // Stage-1 proxy score of every model of `models` with probe features: the proxy metric values
-  // of all spaces rank-fused together, divided by their number (in (0, 1]).
+  // of all spaces rank-fused together, divided by their number (in (0, 1]). `warnings` gets one
+  // line per model whose probe features could not be read (other than none stored) or one of
+  // whose proxy metrics failed.
   absl::StatusOr<std::unordered_map<std::string, double>> ProxyScores(
       const std::map<KnowledgeSpace*, Tensor>& space_embeddings,
       const std::vector<int32_t>& labels, int num_classes,
-      const std::vector<const ModelRecord*>& models);
+      const std::vector<const ModelRecord*>& models, std::vector<std::string>* warnings);
   absl::StatusOr<std::unordered_map<std::string, std::vector<double>>> ProxyValues(
       const KnowledgeSpace& space, const Tensor& query_embeddings,
       const std::vector<int32_t>& labels, int num_classes,
-      const std::vector<const ModelRecord*>& models);
+      const std::vector<const ModelRecord*>& models, std::vector<std::string>* warnings);
 
   // Recommend's stages (recommend.cc), in the order it runs them. Each fills in its part of
   // `result` (timings, mode, warnings, counts).
@@ -302,9 +304,6 @@ class DockImpl : public Dock, private ModelFiles {
   std::unique_ptr<SandboxRunner> sandbox_;
   std::unique_ptr<KServeRunner> remote_;
   std::unique_ptr<RoutingRunner> runner_;
-  // recommend.cc's cost estimate reads the pool until it asks runner_->IsLoaded (the pool is
-  // sandbox_'s).
-  sandbox::WorkerPool* workers_pool_ = nullptr;
   // Outcome records, trained ranker versions and the serving one.
   std::unique_ptr<LearningLoop> learning_;
   // One knowledge space per input kind: probe set, reference encoder E, set encoder and the

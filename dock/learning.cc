@@ -566,9 +566,13 @@ absl::StatusOr<OutcomeReportResult> DockImpl::ReportOutcome(const OutcomeReport&
         !s.ok()) {
       return s;
     }
-    auto scores =
-        ProxyScores(space_embeddings, prepared->labels, prepared->num_classes, compatible);
+    // A model left out here is missing from num_stage1_scores, which the caller sees; the
+    // reason goes to the log (a report result has no warnings).
+    std::vector<std::string> warnings;
+    auto scores = ProxyScores(space_embeddings, prepared->labels, prepared->num_classes,
+                              compatible, &warnings);
     if (!scores.ok()) return scores.status();
+    for (const std::string& w : warnings) spdlog::warn("outcome report: {}", w);
     query.stage1.insert(scores->begin(), scores->end());
   }
   std::vector<OutcomeRow> rows;

@@ -14,7 +14,6 @@ absl::Status DockImpl::StartRunners() {
   auto sandbox = SandboxRunner::Start(options_.sandbox, options_.model_cache_bytes, this);
   if (!sandbox.ok()) return sandbox.status();
   sandbox_ = *std::move(sandbox);
-  workers_pool_ = sandbox_->pool();
   runner_ = std::make_unique<RoutingRunner>(sandbox_.get(), remote_.get());
   if (options_.stage2_workers == 0) options_.stage2_workers = sandbox_->workers();
   return absl::OkStatus();

@@ -291,7 +291,7 @@ absl::Status DockImpl::EmbedInSpaces(const Tensor& samples, const Tensor& primar
 absl::StatusOr<std::unordered_map<std::string, double>> DockImpl::ProxyScores(
     const std::map<KnowledgeSpace*, Tensor>& space_embeddings,
     const std::vector<int32_t>& labels, int num_classes,
-    const std::vector<const ModelRecord*>& models) {
+    const std::vector<const ModelRecord*>& models, std::vector<std::string>* warnings) {
   // Each space's models get the proxy metrics from the query's embeddings in that space; the
   // values of all spaces are then rank-fused together. They are on one scale: the same metrics
   // of the same query labels over the same number of proxy samples, on features compressed to
@@ -307,7 +307,8 @@ absl::StatusOr<std::unordered_map<std::string, double>> DockImpl::ProxyScores(
     if (embeddings == space_embeddings.end()) {
       return absl::InternalError("stage 1: the query was not embedded in every space");
     }
-    auto values = ProxyValues(*space, embeddings->second, labels, num_classes, members);
+    auto values =
+        ProxyValues(*space, embeddings->second, labels, num_classes, members, warnings);
     if (!values.ok()) return values.status();
     for (const ModelRecord* r : members) {
       auto it = values->find(r->id);
@@ -326,7 +327,7 @@ absl::StatusOr<std::unordered_map<std::string, double>> DockImpl::ProxyScores(
 absl::StatusOr<std::unordered_map<std::string, std::vector<double>>> DockImpl::ProxyValues(
     const KnowledgeSpace& space, const Tensor& query_embeddings,
     const std::vector<int32_t>& labels, int num_classes,
-    const std::vector<const ModelRecord*>& models) {
+    const std::vector<const ModelRecord*>& models, std::vector<std::string>* warnings) {
   std::unordered_map<std::string, std::vector<double>> values;
   // A model probed within a budget has features on a prefix of the probe set only: its proxies
   // come from the nearest probes within that prefix (one neighbour search per prefix length).
@@ -353,10 +354,14 @@ absl::StatusOr<std::unordered_map<std::string, std::vector<double>>> DockImpl::P
     auto features = ProbeFeatures(*record);
     if (!features.ok()) {
       // Probed before proxies existed (re-probed at start-up) or a store error: the model is
-      // ordered by its knowledge vector, and an error other than "none stored" is logged.
+      // ordered by its knowledge vector. An error other than "none stored" (a store that is
+      // unreachable, a damaged row) is the caller's to know: a warning of the result.
       if (!absl::IsNotFound(features.status())) {
         spdlog::warn("stage 1: no probe features of {} ('{}'): {}", record->id, record->spec.name,
                      features.status().ToString());
+        warnings->push_back(absl::StrCat("stage 1: no probe proxies for ", record->spec.name, " (",
+                                         features.status().ToString(),
+                                         "); ordered by its knowledge vector only"));
       }
       continue;
     }
@@ -372,6 +377,12 @@ absl::StatusOr<std::unordered_map<std::string, std::vector<double>>> DockImpl::P
     std::vector<double>& row = values[record->id];
     for (scoring::Metric metric : ProxyMetrics()) {
       auto value = scoring::Score(metric, input);
+      if (!value.ok()) {
+        // Ranked last on that metric (the fusion's other members still count), and said so.
+        warnings->push_back(absl::StrCat("stage 1: proxy ", std::string(scoring::MetricName(metric)), " of ",
+                                         record->spec.name, " failed (",
+                                         value.status().ToString(), "); ranked last on it"));
+      }
       row.push_back(value.ok() ? *value : -HUGE_VAL);
     }
   }
@@ -1096,7 +1107,7 @@ absl::Status DockImpl::RankByProbeProxies(const PreparedQuery& prepared,
   }
   if (prepared.embeddings) {
     auto scores = ProxyScores(prepared.space_embeddings, prepared.labels, prepared.num_classes,
-                              proxied_models);
+                              proxied_models, &result->warnings);
     if (!scores.ok()) return scores.status();
     stage1->proxy_score = std::move(*scores);
   }
@@ -1194,7 +1205,7 @@ double DockImpl::EstimateScoringMillis(const ModelRecord& r, double rows, double
   const double metrics_ms =
       (2.0 + 0.02 * rows) * static_cast<double>(std::max<size_t>(1, r.layers.size()));
   if (output_cache_.Contains(OutputKey(r, dataset_hash))) return metrics_ms;
-  const double load_ms = workers_pool_->IsLoaded(ModelKey(r))
+  const double load_ms = runner_->IsLoaded(r)
                              ? 0.0
                              : 10.0 + static_cast<double>(r.size_bytes) / 50e3;  // ~50 MB/s
   if (std::optional<double> per_sample = run_costs_.PerSampleMillis(r.id)) {

@@ -43,7 +43,6 @@ class SandboxRunner : public ModelRunner {
                                              sandbox::JobRequest admission);
   int workers() const { return workers_; }
   sandbox::PoolStats Stats() { return pool_->Stats(); }
-  sandbox::WorkerPool* pool() const { return pool_.get(); }
   // Kills the workers: running jobs end at once (ABORTED).
   void Shutdown() { pool_->Shutdown(); }
 

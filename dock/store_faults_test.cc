@@ -148,5 +148,44 @@ TEST_F(DockStoreFaultsTest, BlobKeptByAFailedCleanUpIsCollectedAtTheNextStart) {
   EXPECT_EQ(ListedModels(), 0);
 }
 
+// recommend.cc dropped a model from the stage-1 proxies on any error reading its probe features,
+// UNAVAILABLE included, with no word to the caller. NOT_FOUND (none stored) stays silent; any
+// other error is now a warning of the result, and the model is still ordered by its vector.
+TEST_F(DockStoreFaultsTest, UnreadableProbeFeaturesAreAWarningOfTheResult) {
+  auto tops = UploadDemo(*dock_, "fmnist-tops-cnn");
+  ASSERT_TRUE(tops.ok()) << tops.status();
+  ASSERT_EQ(WaitUntilSettled(*dock_, tops->model).state, ModelState::kReady);
+  RecommendQuery query = test::DemoTopsQuery();
+  query.metric = Metric::kNone;  // stage 1 only
+
+  auto healthy = dock_->Recommend(query);
+  ASSERT_TRUE(healthy.ok()) << healthy.status();
+  for (const std::string& w : healthy->warnings) {
+    EXPECT_EQ(w.find("probe proxies"), std::string::npos) << w;
+  }
+
+  // A fresh dock on the same data (the first one cached the features) reads them again.
+  OpenDock();
+  std::atomic<int> reads{0};
+  store_->SetFault([&](std::string_view method, std::string_view) -> absl::Status {
+    if (method != "GetProbeFeatures") return absl::OkStatus();
+    ++reads;
+    return absl::UnavailableError("injected: the database is unreachable");
+  });
+  auto result = dock_->Recommend(query);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_GE(reads.load(), 1);
+  bool warned = false;
+  for (const std::string& w : result->warnings) {
+    if (w.find("no probe proxies for fmnist-tops-cnn") != std::string::npos &&
+        w.find("UNAVAILABLE") != std::string::npos) {
+      warned = true;
+    }
+  }
+  EXPECT_TRUE(warned) << "warnings: " << result->warnings.size();
+  ASSERT_EQ(result->results.size(), 1u);  // still ranked (by its knowledge vector)
+  EXPECT_EQ(result->results[0].model.id, tops->model.id);
+}
+
 }  // namespace
 }  // namespace modeldock::dock

@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/datasets.h"
 #include "common/sha256.h"
 #include "dock/dock.h"
 #include "gtest/gtest.h"
@@ -46,6 +47,19 @@ inline ModelSpec SpecFromSidecar(const std::string& json_path) {
   spec.license = j.value("license", "");
   spec.tags = j.value("tags", std::vector<std::string>{});
   return spec;
+}
+
+// The demo tops query (grey 1x28x28 images of 4 Fashion-MNIST classes, labelled), top_k 10.
+inline RecommendQuery DemoTopsQuery() {
+  const std::string dir = (std::filesystem::path(AssetDir()) / "demo" / "query_tops").string();
+  datasets::LoadOptions load;
+  load.labels_path = dir + "/query-labels-idx1-ubyte";
+  auto dataset = datasets::LoadIdx(dir + "/query-images-idx3-ubyte", load);
+  EXPECT_TRUE(dataset.ok()) << dataset.status();
+  RecommendQuery query;
+  if (dataset.ok()) query.dataset = *std::move(dataset);
+  query.top_k = 10;
+  return query;
 }
 
 // Waits (up to 600 waits of `step`) until the model leaves PENDING/PROBING; the last record seen.
