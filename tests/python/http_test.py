@@ -119,6 +119,39 @@ def query_parts(options=None):
     return multipart(parts)
 
 
+HTTP_SOURCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "http")
+
+
+def registered_routes():
+    """[(method, regex)] of every server.Get/Post/Patch/Delete in http/*.cc, with the patterns
+    named by a `const std::string x = ...` or a `constexpr char kX[] = ...` of the same file
+    resolved; the page's files (a loop over the embedded web/ files) as "/" only."""
+    routes = []
+    for name in sorted(os.listdir(HTTP_SOURCES)):
+        if not name.endswith(".cc"):
+            continue
+        with open(os.path.join(HTTP_SOURCES, name)) as f:
+            source = f.read()
+        names = {k: v for k, v in re.findall(r'constexpr char (\w+)\[\] = R"\((.*?)\)";', source)}
+        for var, value in re.findall(r'const std::string (\w+) = (R"\(.*?\)"|\w+);', source):
+            names[var] = value[3:-2] if value.startswith('R"(') else names[value]
+        for method, arg in re.findall(r'server(?:\.|->)(Get|Post|Patch|Delete|Put)\(\s*([^,]+),',
+                                      source):
+            parts = [part.strip() for part in arg.split(" + ")]
+            pattern = ""
+            for part in parts:
+                if part.startswith('R"('):
+                    pattern += part[3:-2]
+                elif part.startswith('"'):
+                    pattern += re.escape(part[1:-1])
+                elif part == "file.path":
+                    pattern += "/"
+                else:
+                    pattern += names[part]
+            routes.append((method.lower(), pattern))
+    return routes
+
+
 class HttpTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -402,6 +435,24 @@ class HttpTest(unittest.TestCase):
         # And the check can fail: an undocumented path is not routed.
         status, _, body = self.http.call("GET", "/v1/undocumented")
         self.assertTrue(status == 404 and body["message"].startswith("no route"))
+
+    def test_every_route_is_documented(self):
+        """The reverse of the test above: every route the http/ sources register (server.Get,
+        Post, Patch, Delete with a literal or a named pattern) matches a documented operation
+        of /v1/openapi.json; the page's own files (/static/...) are not API."""
+        _, _, doc = self.http.call("GET", "/v1/openapi.json")
+        documented = [(method, path.replace("{model}", "m").replace("{version}", "1")
+                       .replace("{id}", "k")) for path, item in doc["paths"].items()
+                      for method in item if method != "parameters"]
+        routes = registered_routes()
+        self.assertGreaterEqual(len(routes), 19)  # the parse found the registrations (19 today)
+        for method, pattern in routes:
+            with self.subTest(route=f"{method.upper()} {pattern}"):
+                self.assertTrue(any(m == method and re.fullmatch(pattern, p)
+                                    for m, p in documented), "not in openapi.json")
+        # And the check can fail: a route missing from the document is caught.
+        self.assertFalse(any(m == "get" and re.fullmatch(r"/v1/undocumented", p)
+                             for m, p in documented))
 
 
 class HttpAuthTest(unittest.TestCase):
