@@ -455,6 +455,50 @@ class HttpTest(unittest.TestCase):
                              for m, p in documented))
 
 
+class HttpBusyTest(unittest.TestCase):
+    """The bounded work queue: with --http-threads 1 one connection is served and 4 wait; a
+    connection past that is answered 503 with the API's JSON error at once, and the listener
+    serves again once they are gone."""
+
+    def test_full_queue_answers_503_with_a_json_error(self):
+        import socket
+        with tempfile.TemporaryDirectory() as tmp, open(os.path.join(tmp, "err"), "w+") as err:
+            server, _ = start_server(SERVER, ASSETS, os.path.join(tmp, "d"),
+                                     ["--workers", "1", "--http-threads", "1",
+                                      "--http-listen", "127.0.0.1:0"], stderr=err)
+            try:
+                port = http_port(err)
+                # Each sends its headers and promises a body it never sends: the one served
+                # waits for it (up to the 30 s read timeout), the next 4 wait in the queue.
+                head = (b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+                        b"Content-Type: multipart/form-data; boundary=b\r\n\r\n")
+                held = []
+                for _ in range(1 + 4 + 2):
+                    conn = socket.create_connection(("127.0.0.1", port), timeout=20)
+                    conn.sendall(head)
+                    held.append(conn)
+                answer = b""
+                while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                    chunk = held[-1].recv(65536)
+                    if not chunk:
+                        break
+                    answer += chunk
+                status_line, _, rest = answer.partition(b"\r\n")
+                self.assertTrue(status_line.startswith(b"HTTP/1.1 503"), answer[:300])
+                body = json.loads(rest.partition(b"\r\n\r\n")[2])
+                self.assertEqual(body["code"], "UNAVAILABLE")
+                self.assertIn("busy", body["message"])
+                self.assertTrue(body["request_id"])
+                for conn in held:
+                    conn.close()
+                # Once they are gone the listener serves again.
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/live",
+                                            timeout=30) as response:
+                    self.assertEqual(response.status, 200)
+            finally:
+                stop_server(server)
+
+
 class HttpAuthTest(unittest.TestCase):
     """A server with --auth: the same keys and roles as on gRPC."""
 
