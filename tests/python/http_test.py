@@ -491,12 +491,51 @@ class HttpBusyTest(unittest.TestCase):
                 self.assertTrue(body["request_id"])
                 for conn in held:
                     conn.close()
-                # Once they are gone the listener serves again.
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/live",
-                                            timeout=30) as response:
-                    self.assertEqual(response.status, 200)
+                # Once they are gone (the queued ones end as their peers close) the listener
+                # serves again.
+                served = None
+                for _ in range(300):
+                    try:
+                        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/live",
+                                                    timeout=30) as response:
+                            served = response.status
+                            break
+                    except urllib.error.HTTPError as e:
+                        self.assertEqual(e.code, 503)
+                        time.sleep(0.1)
+                self.assertEqual(served, 200)
             finally:
                 stop_server(server)
+
+
+class HttpDrainTest(unittest.TestCase):
+    """--drain-delay-s: at SIGTERM readiness turns false while the listener still answers (so a
+    load balancer sees not-ready rather than a refused connection), then the server stops."""
+
+    def test_not_ready_while_draining(self):
+        import signal
+        with tempfile.TemporaryDirectory() as tmp, open(os.path.join(tmp, "err"), "w+") as err:
+            server, _ = start_server(SERVER, ASSETS, os.path.join(tmp, "d"),
+                                     ["--workers", "1", "--drain-delay-s", "5",
+                                      "--http-listen", "127.0.0.1:0"], stderr=err)
+            port = http_port(err)
+            url = f"http://127.0.0.1:{port}/v2/health/ready"
+            with urllib.request.urlopen(url, timeout=10) as response:
+                self.assertEqual(response.status, 200)
+            server.send_signal(signal.SIGTERM)
+            answer = None
+            for _ in range(200):
+                try:
+                    with urllib.request.urlopen(url, timeout=10) as response:
+                        pass
+                except urllib.error.HTTPError as e:
+                    answer = (e.code, json.loads(e.read()))
+                    break
+                time.sleep(0.01)
+            self.assertEqual(answer, (503, {"ready": False}))
+            self.assertEqual(server.wait(timeout=60), 0)
+            err.seek(0)
+            self.assertIn("draining for 5 s", err.read())
 
 
 class HttpAuthTest(unittest.TestCase):
