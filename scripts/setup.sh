@@ -11,6 +11,9 @@ PACKAGES=(
   libcli11-dev nlohmann-json3-dev libstb-dev openssl
   # The HTTP listener (http/): header-only, TLS through OpenSSL.
   libcpp-httplib-dev
+  # Prometheus metrics (server/metrics.cc): its core library's registry and text encoder; the
+  # package's civetweb exposer is not used (/metrics is served by http/).
+  prometheus-cpp-dev
   libseccomp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # PostgreSQL 15's server binaries for the tests (scripts/postgres_test_server.sh); the

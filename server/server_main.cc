@@ -7,12 +7,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "CLI/CLI.hpp"
@@ -98,6 +100,8 @@ struct ServerConfig {
   std::string kserve_listen;
   std::string http_listen;
   int http_threads = 16;
+  // Seconds between readiness turning false and the listeners closing at shutdown.
+  int drain_delay_s = 0;
   bool auth = false;
   bool insecure_open = false;
   std::string log_level = "info";
@@ -188,6 +192,7 @@ std::string LoadConfigFile(const std::string& path, ServerConfig* config) {
     ReadKey(json, "kserve-listen", &config->kserve_listen);
     ReadKey(json, "http-listen", &config->http_listen);
     ReadKey(json, "http-threads", &config->http_threads);
+    ReadKey(json, "drain-delay-s", &config->drain_delay_s);
     ReadKey(json, "auth", &config->auth);
     ReadKey(json, "insecure-open", &config->insecure_open);
     ReadKey(json, "log-level", &config->log_level);
@@ -434,6 +439,12 @@ int ServerMain(int argc, char** argv) {
                                       "HTTP connections served at once (4x as many may wait)")
                            ->default_str("16")
                            ->check(CLI::Range(1, 1024));
+  auto* drain_delay = app.add_option(
+                             "--drain-delay-s", flags.drain_delay_s,
+                             "At SIGTERM/SIGINT: seconds to keep serving while answering not "
+                             "ready (so load balancers stop sending), before the listeners close")
+                          ->default_str("0")
+                          ->check(CLI::Range(0, 600));
   auto* kserve_listen = app.add_option(
       "--kserve-listen", flags.kserve_listen,
       "HOST:PORT serving the registered models over the KServe v2 inference protocol "
@@ -519,6 +530,7 @@ int ServerMain(int argc, char** argv) {
   if (kserve_listen->count()) config.kserve_listen = flags.kserve_listen;
   if (http_listen->count()) config.http_listen = flags.http_listen;
   if (http_threads->count()) config.http_threads = flags.http_threads;
+  if (drain_delay->count()) config.drain_delay_s = flags.drain_delay_s;
   if (auth->count()) config.auth = true;
   if (insecure_open->count()) config.insecure_open = true;
   if (log_level->count()) config.log_level = flags.log_level;
@@ -708,6 +720,11 @@ int ServerMain(int argc, char** argv) {
   spdlog::info("received {}, shutting down (in-flight calls get 10 s)",
                signal_number == SIGINT ? "SIGINT" : "SIGTERM");
   (*server)->MarkNotReady();
+  if (config.drain_delay_s > 0) {
+    // Readiness is false from here; calls are still served until the listeners close.
+    spdlog::info("not ready; draining for {} s before closing the listeners", config.drain_delay_s);
+    std::this_thread::sleep_for(std::chrono::seconds(config.drain_delay_s));
+  }
   for (auto& http : http_servers) http->Stop();
   (*server)->Shutdown(absl::Seconds(10));
   (*dock)->Shutdown();

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """The HTTP front door (--http-listen) of a real modeldock-server with the demo models, called
 with nothing but urllib: every /v1 route, the error mapping, request ids, API keys and roles,
-/metrics on the same listener, that the recommend JSON is the CLI's --json document, and the
+/metrics on the same listener (parsed by the Prometheus client), that the recommend JSON is the CLI's --json document, and the
 KServe v2 HTTP endpoints (/v2) with outputs checked against the TorchScript file run in PyTorch.
 
     PYTHONPATH=<build>/python http_test.py SERVER_BINARY ASSET_DIR CLI_BINARY
@@ -23,6 +23,7 @@ import uuid
 
 import numpy as np
 import torch
+from prometheus_client.parser import text_string_to_metric_families
 
 import modeldock
 from live_server import read_idx, start_server, stop_server
@@ -116,6 +117,39 @@ def query_parts(options=None):
     if options is not None:
         parts["options"] = json.dumps(options).encode()
     return multipart(parts)
+
+
+HTTP_SOURCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "http")
+
+
+def registered_routes():
+    """[(method, regex)] of every server.Get/Post/Patch/Delete in http/*.cc, with the patterns
+    named by a `const std::string x = ...` or a `constexpr char kX[] = ...` of the same file
+    resolved; the page's files (a loop over the embedded web/ files) as "/" only."""
+    routes = []
+    for name in sorted(os.listdir(HTTP_SOURCES)):
+        if not name.endswith(".cc"):
+            continue
+        with open(os.path.join(HTTP_SOURCES, name)) as f:
+            source = f.read()
+        names = {k: v for k, v in re.findall(r'constexpr char (\w+)\[\] = R"\((.*?)\)";', source)}
+        for var, value in re.findall(r'const std::string (\w+) = (R"\(.*?\)"|\w+);', source):
+            names[var] = value[3:-2] if value.startswith('R"(') else names[value]
+        for method, arg in re.findall(r'server(?:\.|->)(Get|Post|Patch|Delete|Put)\(\s*([^,]+),',
+                                      source):
+            parts = [part.strip() for part in arg.split(" + ")]
+            pattern = ""
+            for part in parts:
+                if part.startswith('R"('):
+                    pattern += part[3:-2]
+                elif part.startswith('"'):
+                    pattern += re.escape(part[1:-1])
+                elif part == "file.path":
+                    pattern += "/"
+                else:
+                    pattern += names[part]
+            routes.append((method.lower(), pattern))
+    return routes
 
 
 class HttpTest(unittest.TestCase):
@@ -300,10 +334,13 @@ class HttpTest(unittest.TestCase):
         status, head, text = self.http.call("GET", "/metrics")
         self.assertEqual(status, 200)
         self.assertTrue(head["Content-Type"].startswith("text/plain; version=0.0.4"))
-        found = re.search(r'modeldock_rpc_total\{method="/modeldock.v1.ModelDockService/GetModel",'
-                          r'code="NOT_FOUND"\} (\d+)', text)
-        self.assertIsNotNone(found, text[:2000])
-        self.assertGreaterEqual(int(found.group(1)), 1)
+        # Parsed by the stock Prometheus client: the order of a series' labels is not fixed.
+        found = [sample.value for family in text_string_to_metric_families(text)
+                 for sample in family.samples
+                 if sample.name == "modeldock_rpc_total" and sample.labels == {
+                     "method": "/modeldock.v1.ModelDockService/GetModel", "code": "NOT_FOUND"}]
+        self.assertEqual(len(found), 1, text[:2000])
+        self.assertGreaterEqual(found[0], 1)
 
     def test_kserve_v2_health_metadata_and_readiness(self):
         self.assertEqual(self.http.call("GET", "/v2/health/live")[::2], (200, {"live": True}))
@@ -398,6 +435,107 @@ class HttpTest(unittest.TestCase):
         # And the check can fail: an undocumented path is not routed.
         status, _, body = self.http.call("GET", "/v1/undocumented")
         self.assertTrue(status == 404 and body["message"].startswith("no route"))
+
+    def test_every_route_is_documented(self):
+        """The reverse of the test above: every route the http/ sources register (server.Get,
+        Post, Patch, Delete with a literal or a named pattern) matches a documented operation
+        of /v1/openapi.json; the page's own files (/static/...) are not API."""
+        _, _, doc = self.http.call("GET", "/v1/openapi.json")
+        documented = [(method, path.replace("{model}", "m").replace("{version}", "1")
+                       .replace("{id}", "k")) for path, item in doc["paths"].items()
+                      for method in item if method != "parameters"]
+        routes = registered_routes()
+        self.assertGreaterEqual(len(routes), 19)  # the parse found the registrations (19 today)
+        for method, pattern in routes:
+            with self.subTest(route=f"{method.upper()} {pattern}"):
+                self.assertTrue(any(m == method and re.fullmatch(pattern, p)
+                                    for m, p in documented), "not in openapi.json")
+        # And the check can fail: a route missing from the document is caught.
+        self.assertFalse(any(m == "get" and re.fullmatch(r"/v1/undocumented", p)
+                             for m, p in documented))
+
+
+class HttpBusyTest(unittest.TestCase):
+    """The bounded work queue: with --http-threads 1 one connection is served and 4 wait; a
+    connection past that is answered 503 with the API's JSON error at once, and the listener
+    serves again once they are gone."""
+
+    def test_full_queue_answers_503_with_a_json_error(self):
+        import socket
+        with tempfile.TemporaryDirectory() as tmp, open(os.path.join(tmp, "err"), "w+") as err:
+            server, _ = start_server(SERVER, ASSETS, os.path.join(tmp, "d"),
+                                     ["--workers", "1", "--http-threads", "1",
+                                      "--http-listen", "127.0.0.1:0"], stderr=err)
+            try:
+                port = http_port(err)
+                # Each sends its headers and promises a body it never sends: the one served
+                # waits for it (up to the 30 s read timeout), the next 4 wait in the queue.
+                head = (b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+                        b"Content-Type: multipart/form-data; boundary=b\r\n\r\n")
+                held = []
+                for _ in range(1 + 4 + 2):
+                    conn = socket.create_connection(("127.0.0.1", port), timeout=20)
+                    conn.sendall(head)
+                    held.append(conn)
+                answer = b""
+                while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                    chunk = held[-1].recv(65536)
+                    if not chunk:
+                        break
+                    answer += chunk
+                status_line, _, rest = answer.partition(b"\r\n")
+                self.assertTrue(status_line.startswith(b"HTTP/1.1 503"), answer[:300])
+                body = json.loads(rest.partition(b"\r\n\r\n")[2])
+                self.assertEqual(body["code"], "UNAVAILABLE")
+                self.assertIn("busy", body["message"])
+                self.assertTrue(body["request_id"])
+                for conn in held:
+                    conn.close()
+                # Once they are gone (the queued ones end as their peers close) the listener
+                # serves again.
+                served = None
+                for _ in range(300):
+                    try:
+                        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/live",
+                                                    timeout=30) as response:
+                            served = response.status
+                            break
+                    except urllib.error.HTTPError as e:
+                        self.assertEqual(e.code, 503)
+                        time.sleep(0.1)
+                self.assertEqual(served, 200)
+            finally:
+                stop_server(server)
+
+
+class HttpDrainTest(unittest.TestCase):
+    """--drain-delay-s: at SIGTERM readiness turns false while the listener still answers (so a
+    load balancer sees not-ready rather than a refused connection), then the server stops."""
+
+    def test_not_ready_while_draining(self):
+        import signal
+        with tempfile.TemporaryDirectory() as tmp, open(os.path.join(tmp, "err"), "w+") as err:
+            server, _ = start_server(SERVER, ASSETS, os.path.join(tmp, "d"),
+                                     ["--workers", "1", "--drain-delay-s", "5",
+                                      "--http-listen", "127.0.0.1:0"], stderr=err)
+            port = http_port(err)
+            url = f"http://127.0.0.1:{port}/v2/health/ready"
+            with urllib.request.urlopen(url, timeout=10) as response:
+                self.assertEqual(response.status, 200)
+            server.send_signal(signal.SIGTERM)
+            answer = None
+            for _ in range(200):
+                try:
+                    with urllib.request.urlopen(url, timeout=10) as response:
+                        pass
+                except urllib.error.HTTPError as e:
+                    answer = (e.code, json.loads(e.read()))
+                    break
+                time.sleep(0.01)
+            self.assertEqual(answer, (503, {"ready": False}))
+            self.assertEqual(server.wait(timeout=60), 0)
+            err.seek(0)
+            self.assertIn("draining for 5 s", err.read())
 
 
 class HttpAuthTest(unittest.TestCase):
