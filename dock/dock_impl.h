@@ -25,6 +25,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -209,7 +210,7 @@ class DockImpl : public Dock, private ModelFiles {
   ScrubResult RunScrub(const std::function<bool()>& stop);
   void StartScrubber();
 
-  // Recommend helpers (recommend.cc).
+  // Recommend helpers (recommend.cc; OutputsOn in stage2.cc).
   absl::StatusOr<std::shared_ptr<const encoder::ModelOutputs>> OutputsOn(
       const ModelRecord& record, const Tensor& samples, const std::string& dataset_hash,
       const sandbox::CancelCheck& cancelled, bool* from_cache);
@@ -218,6 +219,12 @@ class DockImpl : public Dock, private ModelFiles {
   absl::StatusOr<std::shared_ptr<const Tensor>> ProbeFeatures(const ModelRecord& record);
   // A classifier's class probabilities (softmax of its stored outputs) on the same probe rows.
   absl::StatusOr<std::shared_ptr<const Tensor>> ProbeProbabilities(const ModelRecord& record);
+  // A tensor of the model's probing (`read` from the store for its space), kept in proxy_cache_
+  // under the model's proxy key + `key_suffix`; `what` names it in the error of a model in no
+  // space.
+  absl::StatusOr<std::shared_ptr<const Tensor>> CachedProbeTensor(
+      const ModelRecord& record, const char* what, const char* key_suffix,
+      const std::function<absl::StatusOr<Tensor>(const KnowledgeSpace&)>& read);
   // The samples through the E of each space that holds one of `models` (`primary_embeddings`
   // serve the primary space), into `space_embeddings` (spaces already there are kept).
   absl::Status EmbedInSpaces(const Tensor& samples, const Tensor& primary_embeddings,
@@ -239,8 +246,8 @@ class DockImpl : public Dock, private ModelFiles {
       const std::vector<int32_t>& labels, int num_classes,
       const std::vector<const ModelRecord*>& models, std::vector<std::string>* warnings);
 
-  // Recommend's stages (recommend.cc), in the order it runs them. Each fills in its part of
-  // `result` (timings, mode, warnings, counts).
+  // Recommend's stages (recommend.cc; ChooseCandidates and RunStage2 in stage2.cc), in the
+  // order it runs them. Each fills in its part of `result` (timings, mode, warnings, counts).
   // The query's embeddings in E's space (images), its labels, and the compatible models.
   absl::StatusOr<PreparedQuery> PrepareQuery(const RecommendQuery& query, RecommendResult* result);
   // Stage 1 (no model runs): knowledge-vector similarity, probe-proxy scores, the serving
@@ -330,7 +337,8 @@ class DockImpl : public Dock, private ModelFiles {
   std::mutex registry_mutex_;
 
   LruCache<const encoder::ModelOutputs> output_cache_;
-  LruCache<const Tensor> proxy_cache_;  // model id -> compressed probe features
+  // model id (+ suffix) -> compressed probe features, class probabilities on the probes
+  LruCache<const Tensor> proxy_cache_;
   RunCosts run_costs_;
   RecentFailures run_failures_{absl::Minutes(10)};
 

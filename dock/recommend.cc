@@ -125,44 +125,38 @@ absl::StatusOr<Tensor> DockImpl::EmbedWithReference(const Tensor& samples) {
   return knowledge_->Embed(samples);
 }
 
-absl::StatusOr<std::shared_ptr<const Tensor>> DockImpl::ProbeFeatures(const ModelRecord& record) {
+absl::StatusOr<std::shared_ptr<const Tensor>> DockImpl::CachedProbeTensor(
+    const ModelRecord& record, const char* what, const char* key_suffix,
+    const std::function<absl::StatusOr<Tensor>(const KnowledgeSpace&)>& read) {
   const KnowledgeSpace* space = SpaceFor(record);
   if (space == nullptr) {
     return absl::NotFoundError(absl::StrCat("model '", record.spec.name,
-                                            "' is in no knowledge space, so it has no probe features"));
+                                            "' is in no knowledge space, so it has no ", what));
   }
-  const std::string key = ProxyCacheKey(record.id, *space);
+  const std::string key = absl::StrCat(ProxyCacheKey(record.id, *space), key_suffix);
   if (auto cached = proxy_cache_.Get(key)) return cached;
-  auto features = store_->GetProbeFeatures(record.id, space->probe_set_sha());
-  if (!features.ok()) return features.status();
-  auto shared = std::make_shared<const Tensor>(std::move(*features));
+  auto tensor = read(*space);
+  if (!tensor.ok()) return tensor.status();
+  auto shared = std::make_shared<const Tensor>(std::move(*tensor));
   proxy_cache_.Put(key, shared, static_cast<int64_t>(shared->values.size() * sizeof(float)));
   return shared;
 }
 
+absl::StatusOr<std::shared_ptr<const Tensor>> DockImpl::ProbeFeatures(const ModelRecord& record) {
+  return CachedProbeTensor(record, "probe features", "", [&](const KnowledgeSpace& space) {
+    return store_->GetProbeFeatures(record.id, space.probe_set_sha());
+  });
+}
+
 absl::StatusOr<std::shared_ptr<const Tensor>> DockImpl::ProbeProbabilities(
     const ModelRecord& record) {
-  const KnowledgeSpace* space = SpaceFor(record);
-  if (space == nullptr) {
-    return absl::NotFoundError(absl::StrCat("model '", record.spec.name,
-                                            "' is in no knowledge space, so it has no probe outputs"));
-  }
-  const std::string key = absl::StrCat(ProxyCacheKey(record.id, *space), "|probabilities");
-  if (auto cached = proxy_cache_.Get(key)) return cached;
-  auto outputs = store_->GetProbeOutputs(record.id, space->probe_set_sha());
-  if (!outputs.ok()) return outputs.status();
-  Tensor probabilities = *std::move(outputs);
-  const int64_t k = probabilities.RowSize();
-  for (int64_t i = 0; i < probabilities.Rows(); ++i) {
-    float* row = probabilities.values.data() + i * k;
-    const float top = *std::max_element(row, row + k);
-    double sum = 0;
-    for (int64_t j = 0; j < k; ++j) sum += row[j] = std::exp(row[j] - top);
-    for (int64_t j = 0; j < k; ++j) row[j] = static_cast<float>(row[j] / sum);
-  }
-  auto shared = std::make_shared<const Tensor>(std::move(probabilities));
-  proxy_cache_.Put(key, shared, static_cast<int64_t>(shared->values.size() * sizeof(float)));
-  return shared;
+  return CachedProbeTensor(
+      record, "probe outputs", "|probabilities",
+      [&](const KnowledgeSpace& space) -> absl::StatusOr<Tensor> {
+        auto outputs = store_->GetProbeOutputs(record.id, space.probe_set_sha());
+        if (!outputs.ok()) return outputs.status();
+        return scoring::ClassProbabilities(*outputs);
+      });
 }
 
 absl::StatusOr<std::pair<ModelRecord, Tensor>> DockImpl::Infer(
@@ -365,9 +359,14 @@ absl::StatusOr<std::unordered_map<std::string, std::vector<double>>> DockImpl::P
     std::optional<Tensor> proxy_classes;
     if (record->spec.kind == ModelKind::kClassifier) {
       auto probabilities = ProbeProbabilities(*record);
-      if (probabilities.ok() && (*probabilities)->Rows() == (*features)->Rows()) {
+      if (probabilities.ok() && (*probabilities)->Rows() != (*features)->Rows()) {
+        probabilities = absl::DataLossError(
+            absl::StrCat("its stored probe outputs have ", (*probabilities)->Rows(),
+                         " rows and its probe features ", (*features)->Rows()));
+      }
+      if (probabilities.ok()) {
         proxy_classes = scoring::GatherProxy(**probabilities, (*neighbours)->second, k);
-      } else if (!probabilities.ok()) {
+      } else {
         spdlog::warn("stage 1: no probe outputs of {} ('{}'): {}", record->id, record->spec.name,
                      probabilities.status().ToString());
         warnings->push_back(absl::StrCat("stage 1: no probe class outputs for ",

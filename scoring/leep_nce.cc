@@ -10,30 +10,13 @@
 #include "scoring/metrics.h"
 
 namespace modeldock::scoring {
-namespace {
-
-// Row-wise softmax in place (max-shifted).
-void Softmax(internal::Matrix& m) {
-  for (int64_t i = 0; i < m.rows; ++i) {
-    double* row = m.Row(i);
-    const double top = *std::max_element(row, row + m.cols);
-    double sum = 0.0;
-    for (int64_t j = 0; j < m.cols; ++j) {
-      row[j] = std::exp(row[j] - top);
-      sum += row[j];
-    }
-    for (int64_t j = 0; j < m.cols; ++j) row[j] /= sum;
-  }
-}
-
-}  // namespace
 
 absl::StatusOr<double> Leep(const Tensor& logits, const std::vector<int32_t>& labels,
                             int num_classes) {
   auto data = internal::Prepare(logits, labels, num_classes, "logits");
   if (!data.ok()) return data.status();
   internal::Matrix& theta = data->x;
-  Softmax(theta);
+  internal::SoftmaxRows(theta);
   const int64_t n = theta.rows;
   const int64_t cs = theta.cols;
   const int num_c = data->num_classes();

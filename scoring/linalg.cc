@@ -41,6 +41,19 @@ void Symmetrize(Matrix& m) {
 }  // namespace
 
 // A row-major [r, c] array is the column-major [c, r] matrix A^T; BLAS sees that.
+void SoftmaxRows(Matrix& m) {
+  for (int64_t i = 0; i < m.rows; ++i) {
+    double* row = m.Row(i);
+    const double top = *std::max_element(row, row + m.cols);
+    double sum = 0.0;
+    for (int64_t j = 0; j < m.cols; ++j) {
+      row[j] = std::exp(row[j] - top);
+      sum += row[j];
+    }
+    for (int64_t j = 0; j < m.cols; ++j) row[j] /= sum;
+  }
+}
+
 Matrix Gram(const Matrix& a, double scale) {
   const int n = static_cast<int>(a.cols);
   const int k = static_cast<int>(a.rows);

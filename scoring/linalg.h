@@ -26,6 +26,8 @@ struct Matrix {
 
 // scale * A^T A (cols x cols, both triangles filled).
 Matrix Gram(const Matrix& a, double scale = 1.0);
+// Row-wise softmax in place (max-shifted).
+void SoftmaxRows(Matrix& m);
 // scale * A A^T (rows x rows, both triangles filled).
 Matrix OuterGram(const Matrix& a, double scale = 1.0);
 // A B^T for A [m, k] and B [n, k]: [m, n].

@@ -73,6 +73,16 @@ Tensor GatherProxy(const Tensor& probe_values, const std::vector<int32_t>& neigh
   return out;
 }
 
+Tensor ClassProbabilities(const Tensor& logits) {
+  const int64_t n = logits.Rows(), k = logits.RowSize();
+  internal::Matrix m(n, k);
+  for (int64_t i = 0; i < n * k; ++i) m.data[i] = logits.values[i];
+  internal::SoftmaxRows(m);
+  Tensor out({n, k}, std::vector<float>(static_cast<size_t>(n * k)));
+  for (int64_t i = 0; i < n * k; ++i) out.values[i] = static_cast<float>(m.data[i]);
+  return out;
+}
+
 absl::StatusOr<Tensor> CompressFeatures(const Tensor& features, int dim) {
   if (!features.IsConsistent() || features.shape.size() != 2 || features.Rows() < 2 || dim < 1) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -25,6 +25,10 @@ absl::StatusOr<std::vector<int32_t>> NearestProbes(const Tensor& query_keys,
 // Proxy outputs [N, D]: row i = mean of probe_values' rows at neighbours[i*k .. i*k+k).
 Tensor GatherProxy(const Tensor& probe_values, const std::vector<int32_t>& neighbours, int k);
 
+// Class probabilities [N, K]: the row-wise softmax of logits [N, K] (what stage 1 averages over a
+// query sample's nearest probes before NCE reads their argmax).
+Tensor ClassProbabilities(const Tensor& logits);
+
 // Compresses a model's probe features [P, D] for storage: centred on their column means and
 // projected onto the top min(dim, D) principal directions (eigenvectors of the covariance, sign
 // fixed so that each direction's largest-magnitude loading is positive). Returns [P, min(dim, D)].

@@ -127,6 +127,20 @@ TEST_F(ProxyOracleTest, RanksAndFusionMatchScipyRankdata) {
   EXPECT_THAT(RankFusion(lists), ElementsAreArray(m_["fusion"].get<std::vector<double>>()));
 }
 
+// Class probabilities are each row's softmax, max-shifted so that large logits do not overflow.
+TEST(ProxyTest, ClassProbabilitiesAreTheRowSoftmax) {
+  const Tensor logits({2, 3}, {0.0f, 1.0f, 2.0f, 1000.0f, 1000.0f, -1000.0f});
+  const Tensor p = ClassProbabilities(logits);
+  ASSERT_EQ(p.shape, (std::vector<int64_t>{2, 3}));
+  const double z = 1.0 + std::exp(1.0) + std::exp(2.0);
+  EXPECT_FLOAT_EQ(p.values[0], static_cast<float>(1.0 / z));
+  EXPECT_FLOAT_EQ(p.values[1], static_cast<float>(std::exp(1.0) / z));
+  EXPECT_FLOAT_EQ(p.values[2], static_cast<float>(std::exp(2.0) / z));
+  EXPECT_FLOAT_EQ(p.values[3], 0.5f);
+  EXPECT_FLOAT_EQ(p.values[4], 0.5f);
+  EXPECT_FLOAT_EQ(p.values[5], 0.0f);
+}
+
 TEST(ProxyTest, NonFiniteScoresRankLowest) {
   EXPECT_THAT(Ranks({2.0, -HUGE_VAL, NAN, 1.0}), ElementsAreArray({4.0, 1.5, 1.5, 3.0}));
   EXPECT_TRUE(RankFusion({}).empty());
