@@ -23,6 +23,7 @@
 #include "absl/strings/strip.h"
 #include "client/client.h"
 #include "client/json_output.h"
+#include "client/query_datasets.h"
 #include "common/datasets.h"
 #include "nlohmann/json.hpp"
 
@@ -250,6 +251,15 @@ class ProgressReporter {
   bool drawn_ = false;
 };
 
+// "image", "tabular" or "text" (the --task words).
+const char* TaskShortName(v1::TaskKind task) {
+  switch (task) {
+    case v1::TASK_KIND_TABULAR_CLASSIFICATION: return "tabular";
+    case v1::TASK_KIND_TEXT_CLASSIFICATION: return "text";
+    default: return "image";
+  }
+}
+
 int RunRegister(const GlobalFlags& global, const RegisterFlags& flags, client::Client& client) {
   v1::ModelSpec spec;
   if (!flags.metadata.empty()) {
@@ -282,8 +292,13 @@ int RunRegister(const GlobalFlags& global, const RegisterFlags& flags, client::C
     for (const auto& label : *labels) spec.add_class_labels(label);
   }
   if (spec.name().empty()) return UsageError("register needs --name (or \"name\" in --metadata)");
-  if (spec.input_shape().empty()) {
-    return UsageError("register needs --input-shape, e.g. 1,28,28 (or \"input_shape\" in --metadata)");
+  if (spec.task() == v1::TASK_KIND_TEXT_CLASSIFICATION) {
+    if (!spec.input_shape().empty()) {
+      return UsageError("a text model takes strings: give no --input-shape");
+    }
+  } else if (spec.input_shape().empty()) {
+    return UsageError("register needs --input-shape, e.g. 1,28,28 (or \"input_shape\" in --metadata), "
+                      "or --input-kind text for a text model");
   }
   if (flags.feature_extractor) spec.set_kind(v1::MODEL_KIND_FEATURE_EXTRACTOR);
   const bool extractor = spec.kind() == v1::MODEL_KIND_FEATURE_EXTRACTOR;
@@ -418,9 +433,10 @@ int RunList(const GlobalFlags& global, const ListFlags& flags, bool one_page,
       {"ID", "NAME", "VERSION", "TASK", "INPUT", "CLASSES", "STATE", "SIZE"}};
   for (const auto& model : models) {
     rows.push_back({model.id(), model.spec().name(), model.spec().version(),
-                    model.spec().task() == v1::TASK_KIND_TABULAR_CLASSIFICATION ? "tabular"
-                                                                                : "image",
-                    FormatShape(model.spec().input_shape()),
+                    TaskShortName(model.spec().task()),
+                    model.spec().task() == v1::TASK_KIND_TEXT_CLASSIFICATION
+                        ? "strings"
+                        : FormatShape(model.spec().input_shape()),
                     absl::StrCat(model.spec().class_labels_size()), StateName(model.state()),
                     FormatBytes(model.size_bytes())});
   }
@@ -567,7 +583,19 @@ bool ParseImageSize(const std::string& text, int64_t* height, int64_t* width) {
 // and returns nullopt (exit status in *exit_code).
 std::optional<Dataset> LoadQueryDataset(const GlobalFlags& global, const std::string& path,
                                         const std::string& labels, int64_t max_samples,
-                                        const std::string& image_size, int* exit_code) {
+                                        const std::string& image_size, const std::string& task,
+                                        int* exit_code) {
+  if (client::IsTextDataset(path, task)) {
+    auto dataset = client::LoadTextQuery(path, labels, max_samples);
+    if (!dataset.ok()) {
+      *exit_code = UsageError(absl::StrCat("cannot load dataset: ", dataset.status().message()));
+      return std::nullopt;
+    }
+    if (!global.json) {
+      for (const std::string& note : dataset->notes) std::cerr << "dataset: " << note << "\n";
+    }
+    return std::move(*dataset);
+  }
   datasets::LoadOptions load;
   load.labels_path = labels;
   load.max_samples = max_samples;
@@ -590,6 +618,7 @@ std::optional<Dataset> LoadQueryDataset(const GlobalFlags& global, const std::st
 
 v1::TaskKind TaskOf(const std::string& task_flag, const Dataset& dataset) {
   if (!task_flag.empty()) return *ParseTask(task_flag);
+  if (dataset.is_text()) return v1::TASK_KIND_TEXT_CLASSIFICATION;
   return dataset.samples.shape.size() == 2 ? v1::TASK_KIND_TABULAR_CLASSIFICATION
                                            : v1::TASK_KIND_IMAGE_CLASSIFICATION;
 }
@@ -597,7 +626,8 @@ v1::TaskKind TaskOf(const std::string& task_flag, const Dataset& dataset) {
 int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client::Client& client) {
   int exit_code = kExitOk;
   std::optional<Dataset> dataset = LoadQueryDataset(global, flags.dataset, flags.labels,
-                                                    flags.max_samples, flags.image_size, &exit_code);
+                                                    flags.max_samples, flags.image_size,
+                                                    flags.task, &exit_code);
   if (!dataset) return exit_code;
   v1::RecommendHeader options;
   options.set_top_k(flags.top);
@@ -618,8 +648,10 @@ int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client:
     return kExitOk;
   }
   for (const auto& warning : response->warnings()) std::cerr << "warning: " << warning << "\n";
-  std::cout << "query: " << dataset->samples.Rows() << " samples of "
-            << ShapeToString(dataset->samples.SampleShape()) << ", labels "
+  std::cout << "query: " << dataset->samples.Rows()
+            << (dataset->is_text() ? " texts"
+                                   : " samples of " + ShapeToString(dataset->samples.SampleShape()))
+            << ", labels "
             << response->label_source() << "; metric " << MetricName(response->metric())
             << "; scored " << response->num_scored() << " of " << response->num_compatible()
             << " compatible models";
@@ -790,7 +822,8 @@ int RunReport(const GlobalFlags& global, const ReportFlags& flags, client::Clien
   }
   int exit_code = kExitOk;
   std::optional<Dataset> dataset = LoadQueryDataset(global, flags.dataset, flags.labels,
-                                                    flags.max_samples, flags.image_size, &exit_code);
+                                                    flags.max_samples, flags.image_size,
+                                                    flags.task, &exit_code);
   if (!dataset) return exit_code;
   auto response = client.ReportOutcome(
       *dataset, TaskOf(flags.task, *dataset), outcomes,
@@ -1075,7 +1108,7 @@ int Main(int argc, char** argv) {
                  "Deadline of each call in seconds (register: of the upload and of the wait)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  const auto task_check = CLI::IsMember({"image", "tabular"});
+  const auto task_check = CLI::IsMember({"image", "tabular", "text"});
 
   RegisterFlags reg;
   CLI::App* register_cmd = app.add_subcommand(
@@ -1096,7 +1129,9 @@ int Main(int argc, char** argv) {
   register_cmd->add_option("--description", reg.description, "Free text");
   register_cmd->add_option("--license", reg.license, "SPDX identifier or free text");
   register_cmd->add_option("--tag", reg.tags, "Tag (repeatable)")->allow_extra_args(false);
-  register_cmd->add_option("--task", reg.task, "image (default for [C,H,W]) or tabular")
+  register_cmd->add_option("--task,--input-kind", reg.task,
+                           "image (default for [C,H,W]), tabular, or text (forward(List[str]); "
+                           "no --input-shape)")
       ->check(task_check);
   register_cmd->add_option("--metadata", reg.metadata,
                            "JSON sidecar with name, version, description, task, input_shape, "
@@ -1118,7 +1153,7 @@ Exit status 1 also when the model was admitted but probing FAILED.)");
   ListFlags list;
   CLI::App* list_cmd = app.add_subcommand("list", "List registered models (all pages)");
   list_cmd->add_option("--name-contains", list.name_contains, "Name substring");
-  list_cmd->add_option("--task", list.task, "image or tabular")->check(task_check);
+  list_cmd->add_option("--task,--input-kind", list.task, "image, tabular or text")->check(task_check);
   list_cmd->add_option("--input-shape", list.input_shape, "Exact input shape, e.g. 1,28,28");
   list_cmd->add_option("--tag", list.tag, "Models carrying this tag");
   list_cmd->add_option("--state", list.state, "ready, probing, pending or failed")
@@ -1187,7 +1222,9 @@ Exit status 1 also when the model was admitted but probing FAILED.)");
                     "List every version of a model name (default: its best-ranked version)");
   rec_cmd->add_option("--max-samples", rec.max_samples, "Use only the first N samples")
       ->check(CLI::NonNegativeNumber);
-  rec_cmd->add_option("--task", rec.task, "image or tabular (default: from the data's shape)")
+  rec_cmd->add_option("--task,--input-kind", rec.task,
+                      "image, tabular or text (default: from the data: a CSV/TSV with a 'text' "
+                      "column, JSON Lines, or a folder of .txt files per class is text)")
       ->check(task_check);
   rec_cmd->add_option("--image-size", rec.image_size,
                       "H,W that an image folder's images are resized to (bilinear with "

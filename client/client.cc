@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
 #include "common/sha256.h"
+#include "common/text_frames.h"
 
 namespace modeldock::client {
 namespace {
@@ -242,6 +243,7 @@ absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Client::Hea
 // Images read from 8-bit files go as one byte per value, a quarter of the float32 size.
 absl::StatusOr<std::string> Client::EncodeDataset(const Dataset& dataset,
                                                   v1::RecommendHeader* header) {
+  if (dataset.is_text()) return EncodeTextDataset(dataset, header);
   const Tensor& samples = dataset.samples;
   if (samples.shape.size() < 2 || !samples.IsConsistent()) {
     return absl::InvalidArgumentError(
@@ -271,6 +273,26 @@ absl::StatusOr<std::string> Client::EncodeDataset(const Dataset& dataset,
     std::memcpy(data.data(), samples.values.data(), data.size());
   }
   // Small datasets go inline in the header.
+  if (static_cast<int64_t>(data.size()) <= kChunkBytes) {
+    header->set_inline_data(data);
+    data.clear();
+  }
+  return data;
+}
+
+absl::StatusOr<std::string> Client::EncodeTextDataset(const Dataset& dataset,
+                                                      v1::RecommendHeader* header) {
+  header->clear_sample_shape();
+  header->set_task(v1::TASK_KIND_TEXT_CLASSIFICATION);
+  header->set_encoding(v1::SAMPLE_ENCODING_UTF8_TEXT);
+  header->set_num_samples(static_cast<int64_t>(dataset.texts.size()));
+  header->clear_labels();
+  for (int32_t label : dataset.labels) header->add_labels(label);
+  header->clear_class_names();
+  for (const std::string& name : dataset.class_names) header->add_class_names(name);
+  header->clear_inline_data();
+  std::string data = EncodeTexts(dataset.texts);
+  header->set_text_bytes(static_cast<int64_t>(data.size()));
   if (static_cast<int64_t>(data.size()) <= kChunkBytes) {
     header->set_inline_data(data);
     data.clear();

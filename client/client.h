@@ -101,6 +101,9 @@ class Client {
   void SetDeadline(grpc::ClientContext* context) const;
   static absl::StatusOr<std::string> EncodeDataset(const Dataset& dataset,
                                                    v1::RecommendHeader* header);
+  // A text dataset: framed UTF-8 texts (SAMPLE_ENCODING_UTF8_TEXT).
+  static absl::StatusOr<std::string> EncodeTextDataset(const Dataset& dataset,
+                                                       v1::RecommendHeader* header);
 
   ClientOptions options_;
   absl::Status setup_error_;  // an unreadable TLS file, reported by every call

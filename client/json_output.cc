@@ -24,6 +24,7 @@ std::string TaskName(v1::TaskKind task) {
   switch (task) {
     case v1::TASK_KIND_IMAGE_CLASSIFICATION: return "image_classification";
     case v1::TASK_KIND_TABULAR_CLASSIFICATION: return "tabular_classification";
+    case v1::TASK_KIND_TEXT_CLASSIFICATION: return "text_classification";
     default: return "unspecified";
   }
 }
@@ -35,6 +36,7 @@ std::optional<v1::TaskKind> ParseTask(std::string_view text) {
   if (text == "tabular" || text == "tabular_classification") {
     return v1::TASK_KIND_TABULAR_CLASSIFICATION;
   }
+  if (text == "text" || text == "text_classification") return v1::TASK_KIND_TEXT_CLASSIFICATION;
   return std::nullopt;
 }
 

@@ -31,15 +31,18 @@ struct Tensor {
   bool IsConsistent() const { return static_cast<int64_t>(values.size()) == NumElements(); }
 };
 
-// Samples of one shape, with labels 0..C-1 (or none).
+// Samples of one shape, with labels 0..C-1 (or none). A text dataset (issue 25) holds its
+// strings in `texts` and a `samples` of shape [N, 0], so that row counts work alike.
 struct Dataset {
-  Tensor samples;                        // [N, ...sample shape]
+  Tensor samples;                        // [N, ...sample shape]; [N, 0] for texts
+  std::vector<std::string> texts;        // text datasets only: one UTF-8 string per sample
   std::vector<int32_t> labels;           // N labels, or empty when unlabelled
   std::vector<std::string> class_names;  // optional, index = label
   // What loading did to the data beyond reading it (resized, converted, skipped), for the user.
   std::vector<std::string> notes;
 
   bool labelled() const { return !labels.empty(); }
+  bool is_text() const { return !texts.empty(); }
   // max(label) + 1 (or class_names.size() if larger); 0 when unlabelled.
   int NumClasses() const;
 };

@@ -51,6 +51,7 @@ const char* TaskKindName(TaskKind task) {
   switch (task) {
     case TaskKind::kImageClassification: return "image_classification";
     case TaskKind::kTabularClassification: return "tabular_classification";
+    case TaskKind::kTextClassification: return "text_classification";
   }
   return "unknown";
 }

@@ -185,7 +185,8 @@ class DockImpl : public Dock, private ModelFiles {
   // Model runs (model_runs.cc) go through runner_ (model_runner.h): uploaded files to the
   // sandbox's workers, remote models to their KServe v2 servers.
   absl::Status StartRunners();
-  absl::StatusOr<RunOutputs> RunModel(const ModelRecord& record, const Tensor& samples,
+  // `data`: a text dataset's texts for a text model, else its samples.
+  absl::StatusOr<RunOutputs> RunModel(const ModelRecord& record, const Dataset& data,
                                       bool want_features, bool want_layers,
                                       absl::Duration time_limit,
                                       const std::function<bool()>& cancelled);
@@ -212,7 +213,7 @@ class DockImpl : public Dock, private ModelFiles {
 
   // Recommend helpers (recommend.cc; OutputsOn in stage2.cc).
   absl::StatusOr<std::shared_ptr<const encoder::ModelOutputs>> OutputsOn(
-      const ModelRecord& record, const Tensor& samples, const std::string& dataset_hash,
+      const ModelRecord& record, const Dataset& data, const std::string& dataset_hash,
       const sandbox::CancelCheck& cancelled, bool* from_cache);
   absl::StatusOr<Tensor> EmbedWithReference(const Tensor& samples);
   // A model's compressed features on (a prefix of) its space's probe set.

@@ -5,6 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/datasets.h"
+#include "common/files.h"
+#include "common/text_datasets.h"
 #include "common/sha256.h"
 #include "encoder/alignment.h"
 #include "spdlog/spdlog.h"
@@ -18,24 +20,12 @@ absl::StatusOr<std::unique_ptr<KnowledgeSpace>> KnowledgeSpace::Load(
   space->index_path_ = options.index_path;
 
   const std::string& probe_path = options.probe_set_path;
-  auto probe = datasets::LoadNpy(probe_path);
-  if (!probe.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot load the probe set ", probe_path, ": ", probe.status().message(),
-        " (build the default assets with scripts/make_assets.py, or pass --probe-set)"));
-  }
-  space->probe_set_ = std::move(probe->samples);
-  if (space->probe_set_.shape.size() != 4) {
-    return absl::FailedPreconditionError(absl::StrCat("probe set ", probe_path,
-                                                      " must hold images [P, C, H, W]; got ",
-                                                      ShapeToString(space->probe_set_.shape)));
-  }
-  auto probe_sha = Sha256::OfFile(probe_path);
-  if (!probe_sha.ok()) return probe_sha.status();
-  space->probe_set_sha_ = *probe_sha;
+  if (absl::Status s = space->LoadProbeSet(options); !s.ok()) return s;
 
   const std::string& encoder_path = options.reference_encoder_path;
-  auto reference = encoder::ReferenceEncoder::Load(encoder_path, options.reference_input_shape);
+  auto reference = options.text
+                       ? encoder::ReferenceEncoder::LoadText(encoder_path)
+                       : encoder::ReferenceEncoder::Load(encoder_path, options.reference_input_shape);
   if (!reference.ok()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "cannot load the reference encoder ", encoder_path, ": ", reference.status().message()));
@@ -83,6 +73,41 @@ absl::StatusOr<std::unique_ptr<KnowledgeSpace>> KnowledgeSpace::Load(
   return space;
 }
 
+absl::Status KnowledgeSpace::LoadProbeSet(const KnowledgeSpaceOptions& options) {
+  const std::string& path = options.probe_set_path;
+  const char* hint = " (build the default assets with scripts/make_assets.py, or pass --probe-set)";
+  if (options.text) {
+    std::optional<std::string> content = ReadWholeFile(path);
+    if (!content) {
+      return absl::FailedPreconditionError(absl::StrCat("cannot read the probe set ", path, hint));
+    }
+    auto texts = DecodeTextJsonl(path, *content);
+    if (!texts.ok() || texts->texts.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot load the text probe set ", path, ": ",
+          texts.ok() ? "it holds no text" : texts.status().message(), hint));
+    }
+    probe_texts_ = std::move(texts->texts);
+    probe_set_.shape = {static_cast<int64_t>(probe_texts_.size()), 0};
+  } else {
+    auto probe = datasets::LoadNpy(path);
+    if (!probe.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat("cannot load the probe set ", path, ": ",
+                                                        probe.status().message(), hint));
+    }
+    probe_set_ = std::move(probe->samples);
+    if (probe_set_.shape.size() != 4) {
+      return absl::FailedPreconditionError(absl::StrCat("probe set ", path,
+                                                        " must hold images [P, C, H, W]; got ",
+                                                        ShapeToString(probe_set_.shape)));
+    }
+  }
+  auto probe_sha = Sha256::OfFile(path);
+  if (!probe_sha.ok()) return probe_sha.status();
+  probe_set_sha_ = *probe_sha;
+  return absl::OkStatus();
+}
+
 index::IndexOptions KnowledgeSpace::IndexOptions() const {
   index::IndexOptions index_options;
   index_options.dim = encoder_->dim();
@@ -93,7 +118,8 @@ index::IndexOptions KnowledgeSpace::IndexOptions() const {
 absl::StatusOr<const Tensor*> KnowledgeSpace::ProbeEmbeddings() const {
   std::call_once(embed_once_, [this] {
     std::lock_guard<std::mutex> lock(reference_mutex_);
-    auto embeddings = reference_->Embed(probe_set_);
+    auto embeddings =
+        is_text() ? reference_->EmbedTexts(probe_texts_) : reference_->Embed(probe_set_);
     if (embeddings.ok()) {
       probe_embeddings_ = *std::move(embeddings);
     } else {
@@ -109,6 +135,11 @@ absl::StatusOr<const Tensor*> KnowledgeSpace::ProbeEmbeddings() const {
 absl::StatusOr<Tensor> KnowledgeSpace::Embed(const Tensor& samples) {
   std::lock_guard<std::mutex> lock(reference_mutex_);
   return reference_->Embed(samples);
+}
+
+absl::StatusOr<Tensor> KnowledgeSpace::EmbedTexts(const std::vector<std::string>& texts) {
+  std::lock_guard<std::mutex> lock(reference_mutex_);
+  return reference_->EmbedTexts(texts);
 }
 
 absl::StatusOr<std::vector<float>> KnowledgeSpace::EncodeModel(const ModelRecord& record,

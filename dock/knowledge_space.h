@@ -28,9 +28,12 @@
 namespace modeldock::dock {
 
 struct KnowledgeSpaceOptions {
-  std::string probe_set_path;          // NPY [P, C, H, W]
+  // An image space's probe set is NPY [P, C, H, W] and its E takes images; a text space's
+  // (issue 25) is JSON Lines with a "text" per line and its E takes List[str].
+  bool text = false;
+  std::string probe_set_path;          // NPY [P, C, H, W], or JSONL for text
   std::string reference_encoder_path;  // TorchScript E
-  std::vector<int64_t> reference_input_shape = {1, 28, 28};
+  std::vector<int64_t> reference_input_shape = {1, 28, 28};  // images only
   std::string knowledge_encoder_path;  // TorchScript alignment; empty = untrained default
   std::string index_factory = "Flat";
   std::string index_path;  // where the index is saved after each change
@@ -52,7 +55,10 @@ class KnowledgeSpace {
 
   // Fingerprint of (E, probe set, set encoder): the tag of every stored vector of this space.
   const std::string& id() const { return id_; }
+  bool is_text() const { return !probe_texts_.empty(); }
+  // The probe images; for a text space a [P, 0] tensor (row count only) beside probe_texts().
   const Tensor& probe_set() const { return probe_set_; }
+  const std::vector<std::string>& probe_texts() const { return probe_texts_; }
   const std::string& probe_set_sha() const { return probe_set_sha_; }
   // E's embeddings of the probe set, computed on first use (once; thread-safe), so that a dock
   // opens without embedding the probe sets of spaces it has no model of yet. Load computes the
@@ -63,6 +69,12 @@ class KnowledgeSpace {
 
   // E's embeddings of `samples` (E's module serves one caller at a time).
   absl::StatusOr<Tensor> Embed(const Tensor& samples);
+  // E's embeddings of strings (text spaces).
+  absl::StatusOr<Tensor> EmbedTexts(const std::vector<std::string>& texts);
+  // A dataset through E: its texts in a text space, else its samples.
+  absl::StatusOr<Tensor> Embed(const Dataset& dataset) {
+    return dataset.is_text() ? EmbedTexts(dataset.texts) : Embed(dataset.samples);
+  }
   // A model's knowledge vector from its outputs on the probe set (a classifier's logits, an
   // extractor's features).
   absl::StatusOr<std::vector<float>> EncodeModel(const ModelRecord& record,
@@ -112,7 +124,11 @@ class KnowledgeSpace {
   std::string index_factory_;
   std::string index_path_;
 
+  // Loads the probe set (images or texts) and its SHA-256.
+  absl::Status LoadProbeSet(const KnowledgeSpaceOptions& options);
+
   Tensor probe_set_;
+  std::vector<std::string> probe_texts_;  // text spaces
   std::string probe_set_sha_;
   std::unique_ptr<encoder::ReferenceEncoder> reference_;
   mutable std::mutex reference_mutex_;  // E's module serves one caller at a time

@@ -38,16 +38,27 @@ absl::StatusOr<std::vector<SpaceSpec>> ParseManifest(const std::string& asset_di
       SpaceSpec spec;
       spec.name = entry.at("name").get<std::string>();
       spec.description = entry.value("description", "");
-      spec.channels = entry.at("channels").get<int64_t>();
-      spec.min_side = entry.value("min_side", int64_t{1});
-      spec.max_side = entry.value("max_side", int64_t{4096});
       auto in_dir = [&](const char* key) {
         return (fs::path(asset_dir) / entry.at(key).get<std::string>()).string();
       };
       spec.options.probe_set_path = in_dir("probe_set");
       spec.options.reference_encoder_path = in_dir("reference_encoder");
-      spec.options.reference_input_shape =
-          entry.at("reference_input_shape").get<std::vector<int64_t>>();
+      const std::string kind = entry.value("input_kind", "image");
+      if (kind == "text") {
+        // Texts have no channels or sides: every text model joins the space.
+        spec.options.text = true;
+        spec.channels = 0;
+        spec.options.reference_input_shape.clear();
+      } else if (kind == "image") {
+        spec.channels = entry.at("channels").get<int64_t>();
+        spec.min_side = entry.value("min_side", int64_t{1});
+        spec.max_side = entry.value("max_side", int64_t{4096});
+        spec.options.reference_input_shape =
+            entry.at("reference_input_shape").get<std::vector<int64_t>>();
+      } else {
+        return absl::FailedPreconditionError(absl::StrCat(
+            where, ": space '", spec.name, "' has input_kind '", kind, "' (image or text)"));
+      }
       specs.push_back(std::move(spec));
     }
   } catch (const nlohmann::json::exception& e) {
@@ -63,6 +74,7 @@ absl::StatusOr<std::vector<SpaceSpec>> ParseManifest(const std::string& asset_di
       return absl::FailedPreconditionError(
           absl::StrCat(where, ": space names must be unique and non-empty ('", s.name, "')"));
     }
+    if (s.options.text) continue;
     if (s.options.reference_input_shape.size() != 3 ||
         s.options.reference_input_shape[0] != s.channels || s.min_side > s.max_side) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -102,6 +114,7 @@ absl::Status ApplyPathOverride(const std::string& value, const char* flag,
 }  // namespace
 
 bool SpaceAccepts(const SpaceSpec& spec, const std::vector<int64_t>& sample_shape) {
+  if (spec.options.text) return false;
   if (sample_shape.size() != 3 || sample_shape[0] != spec.channels) return false;
   const int64_t side = std::max(sample_shape[1], sample_shape[2]);
   return spec.min_side <= side && side <= spec.max_side;
@@ -178,6 +191,24 @@ KnowledgeSpace* KnowledgeSpaces::For(const std::vector<int64_t>& sample_shape) c
     if (SpaceAccepts(specs_[i], sample_shape)) return spaces_[i].get();
   }
   return nullptr;
+}
+
+KnowledgeSpace* KnowledgeSpaces::ForText() const {
+  for (size_t i = 0; i < specs_.size(); ++i) {
+    if (specs_[i].options.text) return spaces_[i].get();
+  }
+  return nullptr;
+}
+
+KnowledgeSpace* KnowledgeSpaces::ForModel(const ModelRecord& record) const {
+  switch (record.spec.task) {
+    case TaskKind::kImageClassification:
+      return For(record.spec.input_shape);
+    case TaskKind::kTextClassification:
+      return ForText();
+    default:
+      return nullptr;
+  }
 }
 
 const SpaceSpec& KnowledgeSpaces::SpecOf(const KnowledgeSpace* space) const {

@@ -21,9 +21,9 @@ namespace modeldock::dock {
 
 // One entry of spaces.json: which models a space holds, and its assets.
 struct SpaceSpec {
-  std::string name;  // "grey", "colour-small", "colour-large"
+  std::string name;  // "grey", "colour-small", "colour-large", "text"
   std::string description;
-  int64_t channels = 1;
+  int64_t channels = 1;  // 0 for the text space (options.text)
   // A model with `channels` channels whose largest side S has min_side <= S <= max_side.
   int64_t min_side = 1;
   int64_t max_side = 4096;
@@ -63,12 +63,11 @@ class KnowledgeSpaces {
   // The space a model of this per-sample shape joins; nullptr when none does (tabular models,
   // or an image kind no space covers: such models are scored in stage 2 only).
   KnowledgeSpace* For(const std::vector<int64_t>& sample_shape) const;
-  // The space a model belongs to: that of its input shape for an image model; nullptr for
-  // tabular models and image kinds no space covers.
-  KnowledgeSpace* ForModel(const ModelRecord& record) const {
-    return record.spec.task == TaskKind::kImageClassification ? For(record.spec.input_shape)
-                                                              : nullptr;
-  }
+  // The text space (input_kind "text" in spaces.json); nullptr when the assets have none.
+  KnowledgeSpace* ForText() const;
+  // The space a model belongs to: that of its input shape for an image model, the text space
+  // for a text model; nullptr for tabular models and kinds no space covers.
+  KnowledgeSpace* ForModel(const ModelRecord& record) const;
   const SpaceSpec& SpecOf(const KnowledgeSpace* space) const;
   // The first space of the manifest: the learning loop's.
   KnowledgeSpace* primary() const { return spaces_.front().get(); }

@@ -45,6 +45,22 @@ class ModelRunner {
   // DEADLINE_EXCEEDED / CANCELLED / RESOURCE_EXHAUSTED for the limits.
   virtual absl::StatusOr<RunOutputs> Run(const ModelRecord& record, const Tensor& samples,
                                          const RunRequest& request) = 0;
+  // Runs a text model (task kTextClassification) on strings; the same errors. A runner that
+  // has no text models (remote ones, today) says so.
+  virtual absl::StatusOr<RunOutputs> RunTexts(const ModelRecord& record,
+                                              const std::vector<std::string>& texts,
+                                              const RunRequest& request) {
+    (void)texts;
+    (void)request;
+    return absl::UnimplementedError(
+        absl::StrCat("model '", record.spec.name, "': this runner does not run text models"));
+  }
+  // A dataset's texts for a text model, else its samples.
+  absl::StatusOr<RunOutputs> RunOn(const ModelRecord& record, const Dataset& dataset,
+                                   const RunRequest& request) {
+    return dataset.is_text() ? RunTexts(record, dataset.texts, request)
+                             : Run(record, dataset.samples, request);
+  }
   // Whether a run would find the model loaded (cost estimates); false when unknown.
   virtual bool IsLoaded(const ModelRecord& record) = 0;
   // Drops what is kept of a deleted model (loaded modules); nothing when none.
@@ -59,6 +75,11 @@ class RoutingRunner : public ModelRunner {
   absl::StatusOr<RunOutputs> Run(const ModelRecord& record, const Tensor& samples,
                                  const RunRequest& request) override {
     return For(record).Run(record, samples, request);
+  }
+  absl::StatusOr<RunOutputs> RunTexts(const ModelRecord& record,
+                                      const std::vector<std::string>& texts,
+                                      const RunRequest& request) override {
+    return For(record).RunTexts(record, texts, request);
   }
   bool IsLoaded(const ModelRecord& record) override { return For(record).IsLoaded(record); }
   void Forget(const ModelRecord& record) override { For(record).Forget(record); }

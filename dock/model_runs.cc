@@ -19,7 +19,7 @@ absl::Status DockImpl::StartRunners() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<RunOutputs> DockImpl::RunModel(const ModelRecord& record, const Tensor& samples,
+absl::StatusOr<RunOutputs> DockImpl::RunModel(const ModelRecord& record, const Dataset& data,
                                               bool want_features, bool want_layers,
                                               absl::Duration time_limit,
                                               const std::function<bool()>& cancelled) {
@@ -28,7 +28,7 @@ absl::StatusOr<RunOutputs> DockImpl::RunModel(const ModelRecord& record, const T
   request.want_layers = want_layers;
   request.time_limit = time_limit;
   request.cancelled = cancelled;
-  return runner_->Run(record, samples, request);
+  return runner_->RunOn(record, data, request);
 }
 
 absl::StatusOr<std::string> DockImpl::VerifiedPath(const ModelRecord& record) {

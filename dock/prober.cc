@@ -77,7 +77,7 @@ absl::StatusOr<ModelRecord> Prober::ReadJob(const std::string& id) {
 
 absl::StatusOr<Prober::ProbeRun> Prober::RunOnProbes(ModelRecord& record,
                                                      const KnowledgeSpace& space) {
-  const Tensor& probes = space.probe_set();
+  const Tensor& probes = space.probe_set();  // [P, 0] for a text space: rows only
   const int64_t total = probes.Rows();
   const int64_t chunk = ProbeChunkRows(record.spec.input_shape);
   const absl::Duration budget = options_.budget;
@@ -90,7 +90,13 @@ absl::StatusOr<Prober::ProbeRun> Prober::RunOnProbes(ModelRecord& record,
   ProbeRun run;
   while (run.rows < total) {
     const int64_t end = std::min(total, run.rows + chunk);
-    auto outputs = deps_.runner->Run(record, RowsOf(probes, run.rows, end), request);
+    auto outputs =
+        space.is_text()
+            ? deps_.runner->RunTexts(record,
+                                     std::vector<std::string>(space.probe_texts().begin() + run.rows,
+                                                              space.probe_texts().begin() + end),
+                                     request)
+            : deps_.runner->Run(record, RowsOf(probes, run.rows, end), request);
     if (!outputs.ok()) return outputs.status();
     AppendRows(&run.logits, outputs->logits);
     if (record.has_embed && !outputs->features.shape.empty()) {
@@ -118,12 +124,21 @@ absl::StatusOr<Prober::ProbeRun> Prober::RunOnProbes(ModelRecord& record,
 void Prober::ReadyWithoutSpace(ModelRecord& record) {
   // No probe set exists for tabular inputs (or for an image kind no space covers): such models
   // are served by stage 2 (brute force over compatible models) only.
-  deps_.states->Set(
-      record, ModelState::kReady,
-      record.spec.task == TaskKind::kImageClassification
-          ? absl::StrCat("ready for stage-2 scoring; no knowledge space takes ",
-                         ShapeToString(record.spec.input_shape), " inputs, so no knowledge vector")
-          : "ready for stage-2 scoring; no probe set for tabular inputs, so no knowledge vector");
+  std::string reason;
+  switch (record.spec.task) {
+    case TaskKind::kImageClassification:
+      reason = absl::StrCat("ready for stage-2 scoring; no knowledge space takes ",
+                            ShapeToString(record.spec.input_shape),
+                            " inputs, so no knowledge vector");
+      break;
+    case TaskKind::kTextClassification:
+      reason = "ready for stage-2 scoring; the dock's assets have no text knowledge space, so no "
+               "knowledge vector";
+      break;
+    default:
+      reason = "ready for stage-2 scoring; no probe set for tabular inputs, so no knowledge vector";
+  }
+  deps_.states->Set(record, ModelState::kReady, reason);
 }
 
 // Runs the model black-box on its space's probe set and turns its behaviour into a knowledge

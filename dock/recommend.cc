@@ -96,10 +96,15 @@ bool Cancelled(const RecommendQuery& query) {
 
 namespace {
 
-std::string DatasetHash(const Tensor& samples) {
+std::string DatasetHash(const Dataset& data) {
   Sha256 h;
-  h.Update(ShapeToString(samples.shape));
-  h.Update(samples.values.data(), samples.values.size() * sizeof(float));
+  h.Update(ShapeToString(data.samples.shape));
+  h.Update(data.samples.values.data(), data.samples.values.size() * sizeof(float));
+  // Texts: each with its length, so that ["ab", "c"] and ["a", "bc"] differ.
+  for (const std::string& text : data.texts) {
+    h.Update(absl::StrCat("|", text.size(), ":"));
+    h.Update(text);
+  }
   return h.HexDigest();
 }
 
@@ -116,6 +121,7 @@ std::string LayerScoresText(const std::vector<LayerScore>& scores) {
 
 bool Compatible(const ModelRecord& record, TaskKind task, const Tensor& samples) {
   if (record.state != ModelState::kReady || record.spec.task != task) return false;
+  if (task == TaskKind::kTextClassification) return true;  // every text model takes strings
   std::vector<int64_t> sample_shape = samples.SampleShape();
   if (task == TaskKind::kTabularClassification) return record.spec.input_shape == sample_shape;
   return sample_shape.size() == 3 && (sample_shape[0] == 1 || sample_shape[0] == 3);
@@ -173,6 +179,11 @@ absl::StatusOr<std::pair<ModelRecord, Tensor>> DockImpl::Infer(
         "the input must be a non-empty [N, ...] tensor with matching data; got shape ",
         ShapeToString(samples.shape), " and ", samples.values.size(), " values"));
   }
+  if (record->spec.task == TaskKind::kTextClassification) {
+    return absl::UnimplementedError(absl::StrCat(
+        "model '", record->spec.name, "' is a text model; inference on texts is not offered "
+        "yet (Infer takes tensors)"));
+  }
   if (record->spec.task == TaskKind::kTabularClassification
           ? samples.SampleShape() != record->spec.input_shape
           : samples.shape.size() != 4) {
@@ -182,13 +193,24 @@ absl::StatusOr<std::pair<ModelRecord, Tensor>> DockImpl::Infer(
         " per sample; got ", ShapeToString(samples.shape)));
   }
   sandbox::CancelCheck check = [&] { return cancelled && cancelled(); };
-  auto run = RunModel(*record, samples, /*want_features=*/false, /*want_layers=*/false,
+  Dataset data;
+  data.samples = samples;
+  auto run = RunModel(*record, data, /*want_features=*/false, /*want_layers=*/false,
                       options_.sandbox.run_time_limit, check);
   if (!run.ok()) return run.status();
   return std::make_pair(*std::move(record), std::move(run->logits));
 }
 
 absl::Status ValidateQuerySamples(const Tensor& samples, TaskKind task) {
+  if (task == TaskKind::kTextClassification) {
+    // A text dataset's samples are [N, 0] beside its N texts (the server's decoding checks that
+    // the texts are valid UTF-8).
+    if (samples.shape.size() != 2 || samples.shape[1] != 0 || samples.Rows() < 4) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "a text query needs at least 4 texts; got ", samples.Rows()));
+    }
+    return absl::OkStatus();
+  }
   if (!samples.IsConsistent() || samples.shape.size() < 2) {
     return absl::InvalidArgumentError(absl::StrCat(
         "query samples must be [N, ...] with matching data; got shape ", ShapeToString(samples.shape),
@@ -243,6 +265,11 @@ absl::StatusOr<PreparedLabels> PrepareLabels(const Dataset& dataset,
     return out;
   }
   // Unlabelled: k-means clusters of E's embeddings (raw features for tabular data).
+  if (dataset.is_text() && !embeddings) {
+    return absl::FailedPreconditionError(
+        "an unlabelled text query is clustered in the text knowledge space, which this dock's "
+        "assets do not have (scripts/make_assets.py builds it); send the labels");
+  }
   int k = static_cast<int>(std::clamp<int64_t>(samples.Rows() / 10, 2, 10));
   const Tensor& basis = embeddings ? *embeddings : samples;
   Tensor flat = basis;
@@ -404,6 +431,14 @@ namespace {
 absl::Status ValidateRecommendQuery(const RecommendQuery& query) {
   if (absl::Status valid = ValidateQuerySamples(query.dataset.samples, query.task); !valid.ok()) {
     return valid;
+  }
+  const bool text_task = query.task == TaskKind::kTextClassification;
+  if (text_task != query.dataset.is_text() ||
+      (text_task && static_cast<int64_t>(query.dataset.texts.size()) !=
+                        query.dataset.samples.Rows())) {
+    return absl::InvalidArgumentError(
+        text_task ? "a text query carries one text per sample"
+                  : "texts were sent for a query whose task is not text classification");
   }
   if (query.top_k < 1 || query.top_k > 10000) {
     return absl::InvalidArgumentError("top_k must be in 1..10000");
@@ -648,7 +683,7 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
   if (!stage1.ok()) return stage1.status();
   if (Cancelled(query)) return absl::CancelledError("recommendation cancelled");
 
-  const std::string dataset_hash = DatasetHash(query.dataset.samples);
+  const std::string dataset_hash = DatasetHash(query.dataset);
   const std::vector<std::string> candidates =
       ChooseCandidates(query, *prepared, *stage1, dataset_hash, &result);
   auto stage2 = RunStage2(query, *prepared, *stage1, candidates, dataset_hash, serving, &result);
@@ -675,6 +710,14 @@ absl::StatusOr<PreparedQuery> DockImpl::PrepareQuery(const RecommendQuery& query
   prepared.encode_start = absl::Now();
   // The query's own space (its channels and size), if any, embeds it for clustering.
   KnowledgeSpace* own_space = nullptr;
+  if (query.task == TaskKind::kTextClassification && spaces_->ForText() != nullptr) {
+    // A text query is embedded in the text space only: no image space is its own.
+    own_space = spaces_->ForText();
+    auto embedded = own_space->EmbedTexts(query.dataset.texts);
+    if (!embedded.ok()) return embedded.status();
+    prepared.embeddings = *embedded;
+    prepared.space_embeddings[own_space] = *std::move(embedded);
+  }
   if (query.task == TaskKind::kImageClassification) {
     auto embedded = EmbedWithReference(samples);
     if (!embedded.ok()) return embedded.status();

@@ -105,6 +105,11 @@ absl::Status ValidateSpec(const ModelSpec& spec) {
     if (spec.input_shape[1] > 1024 || spec.input_shape[2] > 1024) {
       return absl::InvalidArgumentError(absl::StrCat("input shape ", shape, " exceeds 1024x1024"));
     }
+  } else if (spec.task == TaskKind::kTextClassification) {
+    if (!spec.input_shape.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "text models take strings and declare no input_shape; got '", shape, "'"));
+    }
   } else if (spec.input_shape.size() != 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "tabular models declare input_shape [F] (number of features); got '", shape, "'"));
@@ -195,6 +200,9 @@ absl::StatusOr<RegisterResult> DockImpl::FinishRegistration(std::unique_ptr<Uplo
   admission.kind = sandbox::JobKind::kAdmit;
   admission.model_path = upload->temp_path_;
   admission.input_shape = spec.input_shape;
+  if (spec.task == TaskKind::kTextClassification) {
+    admission.input_kind = sandbox::WireInputKind::kText;
+  }
   admission.num_classes = static_cast<int64_t>(spec.class_labels.size());  // 0: extractor
   admission.max_model_bytes = options_.max_model_bytes;
   auto report = sandbox_->Admit(spec.name, std::move(admission));
@@ -268,6 +276,11 @@ absl::StatusOr<RegisterResult> DockImpl::RegisterRemote(const ModelSpec& spec,
         "a remote model needs its endpoint (HOST:PORT) and its model name there");
   }
   if (absl::Status s = ValidateSpec(spec); !s.ok()) return s;
+  if (spec.task == TaskKind::kTextClassification) {
+    return absl::UnimplementedError(
+        "remote text models are not supported yet: the dock calls remote models with one FP32 "
+        "input (register the TorchScript file instead)");
+  }
   if (absl::Status s = CheckNewVersion(spec, owner_key_id); !s.ok()) return s;
   const remote::RemoteTarget target{spec.remote_endpoint, spec.remote_model, spec.remote_version};
   const absl::Time deadline = absl::Now() + options_.sandbox.admission_time_limit;

@@ -80,8 +80,8 @@ sandbox::WireLimits SandboxRunner::OutputLimits() const {
   return limits;
 }
 
-absl::StatusOr<RunOutputs> SandboxRunner::Run(const ModelRecord& record, const Tensor& samples,
-                                              const RunRequest& request) {
+absl::StatusOr<sandbox::JobRequest> SandboxRunner::RunJob(const ModelRecord& record,
+                                                          const RunRequest& request) {
   // Never hand a worker a file that is not what was registered (issue 28).
   auto path = files_->VerifiedPath(record);
   if (!path.ok()) return path.status();
@@ -97,7 +97,12 @@ absl::StatusOr<RunOutputs> SandboxRunner::Run(const ModelRecord& record, const T
     for (const ModelLayer& layer : record.layers) job.layer_dims.push_back(layer.dim);
   }
   job.limits = OutputLimits();
-  job.samples = samples;
+  return job;
+}
+
+absl::StatusOr<RunOutputs> SandboxRunner::RunInPool(const ModelRecord& record,
+                                                    const sandbox::JobRequest& job,
+                                                    const RunRequest& request) {
   const sandbox::CancelCheck cancelled = request.cancelled;
   auto result = RetryIfWorkerDied(
       record.spec.name, " (twice; the model is not retried again)",
@@ -113,6 +118,32 @@ absl::StatusOr<RunOutputs> SandboxRunner::Run(const ModelRecord& record, const T
   outputs.layers = std::move(result->layers);
   outputs.millis = result->millis;
   return outputs;
+}
+
+absl::StatusOr<RunOutputs> SandboxRunner::Run(const ModelRecord& record, const Tensor& samples,
+                                              const RunRequest& request) {
+  if (record.spec.task == TaskKind::kTextClassification) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model '", record.spec.name, "' is a text model; it runs on texts, not tensors"));
+  }
+  auto job = RunJob(record, request);
+  if (!job.ok()) return job.status();
+  job->samples = samples;
+  return RunInPool(record, *job, request);
+}
+
+absl::StatusOr<RunOutputs> SandboxRunner::RunTexts(const ModelRecord& record,
+                                                   const std::vector<std::string>& texts,
+                                                   const RunRequest& request) {
+  if (record.spec.task != TaskKind::kTextClassification) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model '", record.spec.name, "' takes tensors, not texts"));
+  }
+  auto job = RunJob(record, request);
+  if (!job.ok()) return job.status();
+  job->input_kind = sandbox::WireInputKind::kText;
+  job->texts = texts;
+  return RunInPool(record, *job, request);
 }
 
 bool SandboxRunner::IsLoaded(const ModelRecord& record) {

@@ -35,6 +35,9 @@ class SandboxRunner : public ModelRunner {
 
   absl::StatusOr<RunOutputs> Run(const ModelRecord& record, const Tensor& samples,
                                  const RunRequest& request) override;
+  absl::StatusOr<RunOutputs> RunTexts(const ModelRecord& record,
+                                      const std::vector<std::string>& texts,
+                                      const RunRequest& request) override;
   bool IsLoaded(const ModelRecord& record) override;
   void Forget(const ModelRecord& record) override;
 
@@ -47,6 +50,12 @@ class SandboxRunner : public ModelRunner {
   void Shutdown() { pool_->Shutdown(); }
 
  private:
+  // A run job of `record` (its verified file, widths and limits) without its inputs.
+  absl::StatusOr<sandbox::JobRequest> RunJob(const ModelRecord& record,
+                                             const RunRequest& request);
+  // Runs the job on the pool (once more if its worker died) and takes its outputs.
+  absl::StatusOr<RunOutputs> RunInPool(const ModelRecord& record, const sandbox::JobRequest& job,
+                                       const RunRequest& request);
   SandboxRunner(const SandboxOptions& box, std::unique_ptr<sandbox::WorkerPool> pool,
                 int workers, ModelFiles* files)
       : box_(box), pool_(std::move(pool)), workers_(workers), files_(files) {}

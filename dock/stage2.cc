@@ -276,7 +276,7 @@ std::unordered_map<std::string, std::string> MemberTexts(
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<const encoder::ModelOutputs>> DockImpl::OutputsOn(
-    const ModelRecord& record, const Tensor& samples, const std::string& dataset_hash,
+    const ModelRecord& record, const Dataset& data, const std::string& dataset_hash,
     const sandbox::CancelCheck& cancelled, bool* from_cache) {
   const std::string key = OutputKey(record, dataset_hash);
   *from_cache = false;
@@ -284,7 +284,7 @@ absl::StatusOr<std::shared_ptr<const encoder::ModelOutputs>> DockImpl::OutputsOn
     *from_cache = true;
     return cached;
   }
-  auto run = RunModel(record, samples, /*want_features=*/true, /*want_layers=*/true,
+  auto run = RunModel(record, data, /*want_features=*/true, /*want_layers=*/true,
                       options_.sandbox.run_time_limit,
                       cancelled);
   if (!run.ok()) return run.status();
@@ -464,7 +464,7 @@ absl::StatusOr<std::vector<ScoredModel>> DockImpl::ScoreCandidates(
       }
       bool from_cache = false;
       absl::Time run_start = absl::Now();
-      auto outputs = OutputsOn(record, samples, dataset_hash, cancelled, &from_cache);
+      auto outputs = OutputsOn(record, query.dataset, dataset_hash, cancelled, &from_cache);
       slot_cached[i] = from_cache;
       if (sandbox::WorkerPool::IsOverloaded(outputs.status())) {
         std::lock_guard<std::mutex> lock(overloaded_mutex);

@@ -22,8 +22,10 @@ namespace modeldock::dock {
 enum class ModelState { kPending, kProbing, kReady, kFailed };
 const char* ModelStateName(ModelState state);  // "PENDING", ...
 
-enum class TaskKind { kImageClassification, kTabularClassification };
-const char* TaskKindName(TaskKind task);  // "image_classification", "tabular_classification"
+// Stored as integers: append new kinds at the end.
+enum class TaskKind { kImageClassification, kTabularClassification, kTextClassification };
+// "image_classification", "tabular_classification", "text_classification"
+const char* TaskKindName(TaskKind task);
 
 // A classifier's forward(x) returns logits [N, K] over its declared labels; a feature extractor
 // (a headless backbone: an autoencoder's encoder, a contrastive model, a classifier whose head

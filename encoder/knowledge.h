@@ -26,7 +26,12 @@ class ReferenceEncoder {
   // `path` is a TorchScript file whose forward returns [N, D]; input_shape its per-sample shape.
   static absl::StatusOr<std::unique_ptr<ReferenceEncoder>> Load(
       const std::string& path, const std::vector<int64_t>& input_shape);
+  // A text space's E (issue 25): forward(texts: List[str]) returns [N, D].
+  static absl::StatusOr<std::unique_ptr<ReferenceEncoder>> LoadText(const std::string& path);
+  // Images (or tensors) through an image E; INVALID_ARGUMENT on a text E.
   virtual absl::StatusOr<Tensor> Embed(const Tensor& samples) = 0;
+  // Strings through a text E; INVALID_ARGUMENT on an image E.
+  virtual absl::StatusOr<Tensor> EmbedTexts(const std::vector<std::string>& texts) = 0;
   virtual int dim() const = 0;
   // SHA-256 of the TorchScript file: part of the knowledge-space fingerprint.
   virtual const std::string& sha256() const = 0;

@@ -20,7 +20,16 @@ class TorchScriptReferenceEncoder : public ReferenceEncoder {
       : model_(std::move(model)), dim_(dim), sha256_(std::move(sha256)) {}
 
   absl::StatusOr<Tensor> Embed(const Tensor& samples) override {
-    absl::StatusOr<ModelOutputs> out = model_->Run(samples, /*want_features=*/false);
+    return Checked(model_->Run(samples, /*want_features=*/false));
+  }
+  absl::StatusOr<Tensor> EmbedTexts(const std::vector<std::string>& texts) override {
+    return Checked(model_->RunText(texts, /*want_features=*/false, /*want_layers=*/false));
+  }
+  int dim() const override { return dim_; }
+  const std::string& sha256() const override { return sha256_; }
+
+ private:
+  absl::StatusOr<Tensor> Checked(absl::StatusOr<ModelOutputs> out) const {
     if (!out.ok()) return out.status();
     if (out->logits.shape[1] != dim_) {
       return absl::InternalError(absl::StrCat("reference encoder returned width ",
@@ -28,28 +37,18 @@ class TorchScriptReferenceEncoder : public ReferenceEncoder {
     }
     return std::move(out->logits);
   }
-  int dim() const override { return dim_; }
-  const std::string& sha256() const override { return sha256_; }
 
- private:
   std::unique_ptr<BlackBoxModel> model_;
   int dim_;
   std::string sha256_;
 };
 
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<ReferenceEncoder>> ReferenceEncoder::Load(
-    const std::string& path, const std::vector<int64_t>& input_shape) {
+// The E of `model`, whose width is what forward returns on one deterministic sample.
+absl::StatusOr<std::unique_ptr<ReferenceEncoder>> Finish(const std::string& path,
+                                                         std::unique_ptr<BlackBoxModel> model,
+                                                         absl::StatusOr<ModelOutputs> probe) {
   absl::StatusOr<std::string> sha = Sha256::OfFile(path);
   if (!sha.ok()) return sha.status();
-  TorchScriptOptions options;
-  options.input_shape = input_shape;
-  absl::StatusOr<std::unique_ptr<BlackBoxModel>> model = LoadTorchScriptModel(path, options);
-  if (!model.ok()) return model.status();
-  // The embedding width is whatever forward returns on one deterministic sample.
-  absl::StatusOr<ModelOutputs> probe =
-      (*model)->Run(internal::UniformSamples(1, input_shape, 42), /*want_features=*/false);
   if (!probe.ok()) {
     return absl::FailedPreconditionError(
         absl::StrCat("reference encoder ", path, " failed on a test sample: ",
@@ -61,7 +60,30 @@ absl::StatusOr<std::unique_ptr<ReferenceEncoder>> ReferenceEncoder::Load(
         absl::StrCat("reference encoder ", path, " returns empty embeddings"));
   }
   return std::unique_ptr<ReferenceEncoder>(
-      new TorchScriptReferenceEncoder(*std::move(model), dim, *std::move(sha)));
+      new TorchScriptReferenceEncoder(std::move(model), dim, *std::move(sha)));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ReferenceEncoder>> ReferenceEncoder::Load(
+    const std::string& path, const std::vector<int64_t>& input_shape) {
+  TorchScriptOptions options;
+  options.input_shape = input_shape;
+  absl::StatusOr<std::unique_ptr<BlackBoxModel>> model = LoadTorchScriptModel(path, options);
+  if (!model.ok()) return model.status();
+  auto probe = (*model)->Run(internal::UniformSamples(1, input_shape, 42), /*want_features=*/false);
+  return Finish(path, *std::move(model), std::move(probe));
+}
+
+absl::StatusOr<std::unique_ptr<ReferenceEncoder>> ReferenceEncoder::LoadText(
+    const std::string& path) {
+  TorchScriptOptions options;
+  options.input_kind = InputKind::kText;
+  absl::StatusOr<std::unique_ptr<BlackBoxModel>> model = LoadTorchScriptModel(path, options);
+  if (!model.ok()) return model.status();
+  auto probe = (*model)->RunText({"a test sentence"}, /*want_features=*/false,
+                                 /*want_layers=*/false);
+  return Finish(path, *std::move(model), std::move(probe));
 }
 
 }  // namespace modeldock::encoder

@@ -8,6 +8,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "client/query_datasets.h"
 #include "common/datasets.h"
 #include "http/routes.h"
 #include "http/spool.h"
@@ -43,7 +44,7 @@ absl::StatusOr<v1::ListModelsRequest> ListRequestOf(const httplib::Request& requ
       out.set_page_token(value);
     } else if (key == "task") {
       auto task = client::ParseTask(value);
-      if (!task) return BadRequest("task must be image or tabular");
+      if (!task) return BadRequest("task must be image, tabular or text");
       out.set_task(*task);
     } else if (key == "state") {
       auto state = client::ParseState(value);
@@ -183,7 +184,7 @@ absl::Status ApplyRecommendOptions(const json& options, datasets::LoadOptions* l
         header->set_latency_budget_ms(value.get<double>());
       } else if (key == "task") {
         auto task = client::ParseTask(value.get<std::string>());
-        if (!task) return BadRequest("options.task must be image or tabular");
+        if (!task) return BadRequest("options.task must be image, tabular or text");
         header->set_task(*task);
       } else if (key == "max_samples") {
         load->max_samples = value.get<int64_t>();
@@ -221,7 +222,14 @@ absl::Status Recommend(const RouteContext& context, Call& call, const httplib::R
     if (!options.ok()) return options.status();
     if (absl::Status s = ApplyRecommendOptions(*options, &load, &header); !s.ok()) return s;
   }
-  auto dataset = datasets::LoadDataset(spool.Path("dataset"), load);
+  const bool text = client::IsTextDataset(
+      spool.Path("dataset"), header.task() == v1::TASK_KIND_UNSPECIFIED
+                                 ? ""
+                                 : (header.task() == v1::TASK_KIND_TEXT_CLASSIFICATION ? "text"
+                                                                                        : "image"));
+  auto dataset = text ? client::LoadTextQuery(spool.Path("dataset"), load.labels_path,
+                                              load.max_samples)
+                      : datasets::LoadDataset(spool.Path("dataset"), load);
   if (!dataset.ok()) {
     return BadRequest(absl::StrCat("cannot load dataset: ", dataset.status().message()));
   }

@@ -1,11 +1,13 @@
 #include "server/request_decoding.h"
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/sha256.h"
+#include "common/text_frames.h"
 
 namespace modeldock::server {
 namespace {
@@ -25,6 +27,7 @@ absl::StatusOr<dock::TaskKind> FromProto(v1::TaskKind task, size_t shape_rank) {
   switch (task) {
     case v1::TASK_KIND_IMAGE_CLASSIFICATION: return dock::TaskKind::kImageClassification;
     case v1::TASK_KIND_TABULAR_CLASSIFICATION: return dock::TaskKind::kTabularClassification;
+    case v1::TASK_KIND_TEXT_CLASSIFICATION: return dock::TaskKind::kTextClassification;
     case v1::TASK_KIND_UNSPECIFIED:
       // Unset: a per-sample shape [F] is tabular, [C, H, W] an image; anything else is an error.
       if (shape_rank == 1) return dock::TaskKind::kTabularClassification;
@@ -100,10 +103,65 @@ absl::StatusOr<dock::ModelSpec> DecodeRegisterHeader(const v1::RegisterModelHead
   return FromProto(header.spec());
 }
 
+namespace {
+
+// The labels and options every query header has, whatever its samples.
+absl::Status CheckLabelsAndOptions(const v1::RecommendHeader& header) {
+  if (!header.labels().empty() && header.labels_size() != header.num_samples()) {
+    return absl::InvalidArgumentError(absl::StrCat("got ", header.labels_size(),
+                                                   " labels for ", header.num_samples(),
+                                                   " samples; give one per sample or none"));
+  }
+  for (int i = 0; i < header.labels_size(); ++i) {
+    if (header.labels(i) < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("label ", i, " is ", header.labels(i), "; labels must be in 0..C-1"));
+    }
+  }
+  if (header.top_k() < 0 || header.num_candidates() < 0) {
+    return absl::InvalidArgumentError("top_k and num_candidates must not be negative");
+  }
+  return absl::OkStatus();
+}
+
+// A text query: framed texts of text_bytes bytes, no sample shape.
+absl::StatusOr<int64_t> ExpectedTextBytes(const v1::RecommendHeader& header) {
+  if (!header.sample_shape().empty()) {
+    return absl::InvalidArgumentError(
+        "a text query (SAMPLE_ENCODING_UTF8_TEXT) has no sample_shape; leave it empty");
+  }
+  if (header.task() != v1::TASK_KIND_TEXT_CLASSIFICATION) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "SAMPLE_ENCODING_UTF8_TEXT is for task TASK_KIND_TEXT_CLASSIFICATION, got ",
+        v1::TaskKind_Name(header.task())));
+  }
+  // Each text takes at least its 4-byte length.
+  if (header.num_samples() > kMaxQueryBytes / 4 || header.text_bytes() < 4 * header.num_samples()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "text_bytes must hold the framed texts (at least 4 bytes per text: ",
+        4 * std::min<int64_t>(header.num_samples(), kMaxQueryBytes), "), got ",
+        header.text_bytes()));
+  }
+  if (header.text_bytes() > kMaxQueryBytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("query texts of ", header.text_bytes(), " bytes exceed the limit of ",
+                     kMaxQueryBytes >> 20, " MiB"));
+  }
+  if (absl::Status s = CheckLabelsAndOptions(header); !s.ok()) return s;
+  return header.text_bytes();
+}
+
+}  // namespace
+
 absl::StatusOr<int64_t> ExpectedQueryBytes(const v1::RecommendHeader& header) {
   if (header.num_samples() <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("num_samples must be positive, got ", header.num_samples()));
+  }
+  if (header.encoding() == v1::SAMPLE_ENCODING_UTF8_TEXT) return ExpectedTextBytes(header);
+  if (header.task() == v1::TASK_KIND_TEXT_CLASSIFICATION) {
+    return absl::InvalidArgumentError(
+        "a text query's samples are sent as SAMPLE_ENCODING_UTF8_TEXT");
   }
   if (header.sample_shape().empty()) {
     return absl::InvalidArgumentError("sample_shape is empty; expected e.g. [1, 28, 28] or [F]");
@@ -111,7 +169,8 @@ absl::StatusOr<int64_t> ExpectedQueryBytes(const v1::RecommendHeader& header) {
   const int width = EncodingWidth(header.encoding());
   if (width == 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "encoding must be SAMPLE_ENCODING_FLOAT32 or SAMPLE_ENCODING_UINT8, got ",
+        "encoding must be SAMPLE_ENCODING_FLOAT32, SAMPLE_ENCODING_UINT8 or "
+        "SAMPLE_ENCODING_UTF8_TEXT, got ",
         v1::SampleEncoding_Name(header.encoding())));
   }
   // Integer arithmetic that refuses overflow and huge uploads before anything is received:
@@ -133,21 +192,20 @@ absl::StatusOr<int64_t> ExpectedQueryBytes(const v1::RecommendHeader& header) {
     if (total > kMaxQueryBytes / d) return too_big();
     total *= d;
   }
-  if (!header.labels().empty() && header.labels_size() != header.num_samples()) {
-    return absl::InvalidArgumentError(absl::StrCat("got ", header.labels_size(),
-                                                   " labels for ", header.num_samples(),
-                                                   " samples; give one per sample or none"));
-  }
-  for (int i = 0; i < header.labels_size(); ++i) {
-    if (header.labels(i) < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("label ", i, " is ", header.labels(i), "; labels must be in 0..C-1"));
-    }
-  }
-  if (header.top_k() < 0 || header.num_candidates() < 0) {
-    return absl::InvalidArgumentError("top_k and num_candidates must not be negative");
-  }
+  if (absl::Status s = CheckLabelsAndOptions(header); !s.ok()) return s;
   return total;
+}
+
+absl::StatusOr<Dataset> DecodeTextSamples(const v1::RecommendHeader& header,
+                                          const std::string& data) {
+  TextFrameLimits limits;
+  limits.max_total_bytes = kMaxQueryBytes;
+  auto texts = DecodeTexts(data, header.num_samples(), limits);
+  if (!texts.ok()) return texts.status();
+  Dataset dataset;
+  dataset.texts = *std::move(texts);
+  dataset.samples.shape = {header.num_samples(), 0};
+  return dataset;
 }
 
 Tensor DecodeSamples(const v1::RecommendHeader& header, const std::string& data) {

@@ -34,6 +34,10 @@ absl::StatusOr<int64_t> ExpectedQueryBytes(const v1::RecommendHeader& header);
 // Decodes the received bytes into float32 samples [N, ...sample_shape]. `data` must hold exactly
 // ExpectedQueryBytes(header) bytes of a header that passed that check.
 Tensor DecodeSamples(const v1::RecommendHeader& header, const std::string& data);
+// A text query's framed texts (SAMPLE_ENCODING_UTF8_TEXT) as a text dataset (texts, and samples
+// [N, 0]): INVALID_ARGUMENT naming the text and offset of bad framing or bad UTF-8.
+absl::StatusOr<Dataset> DecodeTextSamples(const v1::RecommendHeader& header,
+                                          const std::string& data);
 
 }  // namespace modeldock::server
 

@@ -139,6 +139,7 @@ v1::TaskKind ToProto(dock::TaskKind task) {
   switch (task) {
     case dock::TaskKind::kImageClassification: return v1::TASK_KIND_IMAGE_CLASSIFICATION;
     case dock::TaskKind::kTabularClassification: return v1::TASK_KIND_TABULAR_CLASSIFICATION;
+    case dock::TaskKind::kTextClassification: return v1::TASK_KIND_TEXT_CLASSIFICATION;
   }
   return v1::TASK_KIND_UNSPECIFIED;
 }
@@ -515,7 +516,13 @@ grpc::Status ModelDockServiceImpl::Recommend(grpc::ServerContext* context,
     return s;
   }
 
-  query.dataset.samples = DecodeSamples(header, data);
+  if (header.encoding() == v1::SAMPLE_ENCODING_UTF8_TEXT) {
+    auto texts = DecodeTextSamples(header, data);
+    if (!texts.ok()) return ToGrpcStatus(texts.status());
+    query.dataset = *std::move(texts);
+  } else {
+    query.dataset.samples = DecodeSamples(header, data);
+  }
   std::string().swap(data);
   query.dataset.labels.assign(header.labels().begin(), header.labels().end());
   query.dataset.class_names.assign(header.class_names().begin(), header.class_names().end());
@@ -711,6 +718,11 @@ grpc::Status ModelDockServiceImpl::ReportOutcome(grpc::ServerContext* context,
   }
   v1::ReportOutcomeHeader header = std::move(*request.mutable_header());
   v1::RecommendHeader& dataset = *header.mutable_dataset();
+  if (dataset.encoding() == v1::SAMPLE_ENCODING_UTF8_TEXT) {
+    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                        "outcome reports on text datasets are not accepted yet: the learning "
+                        "loop learns in the grey image space only");
+  }
   auto expected = ExpectedQueryBytes(dataset);
   if (!expected.ok()) return ToGrpcStatus(expected.status());
   std::vector<int64_t> sample_shape(dataset.sample_shape().begin(), dataset.sample_shape().end());

@@ -1,0 +1,27 @@
+// Text query datasets as users keep them (issue 25), for the CLI and the REST API: a CSV or TSV
+// with a `text` and a `label` column, JSON Lines, or a folder of .txt files per class.
+#ifndef MODELDOCK_CLIENT_QUERY_DATASETS_H_
+#define MODELDOCK_CLIENT_QUERY_DATASETS_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/tensor.h"
+
+namespace modeldock::client {
+
+// Whether `path` holds texts: `task_flag` "text" (any other non-empty task: no), else by its
+// form: a .jsonl file, a CSV/TSV whose header names a `text` column, or a folder whose class
+// folders hold .txt files.
+bool IsTextDataset(const std::string& path, const std::string& task_flag);
+
+// A text dataset as the client sends it: texts, labels, class names and samples [N, 0]; at most
+// `max_samples` texts when > 0. `labels` (a --labels file) is refused: a text dataset's labels
+// are its label column or class folders.
+absl::StatusOr<Dataset> LoadTextQuery(const std::string& path, const std::string& labels,
+                                      int64_t max_samples);
+
+}  // namespace modeldock::client
+
+#endif  // MODELDOCK_CLIENT_QUERY_DATASETS_H_
