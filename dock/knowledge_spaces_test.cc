@@ -126,6 +126,28 @@ TEST_F(ReadSpacesTest, UnknownSpaceNameIsRefusedWithTheKnownOnes) {
   EXPECT_NE(specs.status().message().find("grey, colour-small, colour-large"), std::string::npos);
 }
 
+// A text space (issue 25) has no channels or sides: it takes text models only, never an image.
+TEST_F(ReadSpacesTest, TextSpaceTakesNoImageShape) {
+  WriteManifest(R"({"version": 1, "spaces": [
+    {"name": "grey", "channels": 1, "probe_set": "probe_set_28.npy",
+     "reference_encoder": "reference_encoder.pt", "reference_input_shape": [1, 28, 28]},
+    {"name": "text", "input_kind": "text", "probe_set": "text/probe_texts.jsonl",
+     "reference_encoder": "text/reference_encoder.pt"}]})");
+  auto specs = ReadSpaces(dir_.string(), overrides_);
+  ASSERT_TRUE(specs.ok()) << specs.status();
+  ASSERT_EQ(specs->size(), 2u);
+  const SpaceSpec& text = (*specs)[1];
+  EXPECT_TRUE(text.options.text);
+  EXPECT_FALSE((*specs)[0].options.text);
+  EXPECT_EQ(text.options.probe_set_path, (dir_ / "text/probe_texts.jsonl").string());
+  EXPECT_TRUE(text.options.reference_input_shape.empty());
+  EXPECT_EQ(text.options.index_path, (dir_ / "data/index/knowledge-text.index").string());
+  for (const std::vector<int64_t>& shape :
+       {std::vector<int64_t>{1, 28, 28}, {3, 32, 32}, {0, 1, 1}, {}}) {
+    EXPECT_FALSE(SpaceAccepts(text, shape)) << ShapeToString(shape);
+  }
+}
+
 TEST_F(ReadSpacesTest, BadManifestsNameTheFileAndTheProblem) {
   const std::pair<const char*, const char*> cases[] = {
       {"not json", "cannot read the knowledge-space manifest"},
@@ -139,6 +161,9 @@ TEST_F(ReadSpacesTest, BadManifestsNameTheFileAndTheProblem) {
            "reference_input_shape": [3, 28, 28]}]})",
        "unique"},
       {R"({"spaces": [{"name": "a", "channels": 1}]})", "cannot read the knowledge-space"},
+      {R"({"spaces": [{"name": "a", "input_kind": "audio", "probe_set": "p",
+           "reference_encoder": "e"}]})",
+       "input_kind 'audio' (image or text)"},
   };
   for (const auto& [text, expected] : cases) {
     WriteManifest(text);

@@ -55,6 +55,56 @@ TEST(RequestDecodingTest, HugeNumSamplesIsResourceExhausted) {
   EXPECT_EQ(ExpectedQueryBytes(header).status().code(), absl::StatusCode::kResourceExhausted);
 }
 
+v1::RecommendHeader TextHeader(int64_t num_samples, int64_t text_bytes) {
+  v1::RecommendHeader header = Header(num_samples, {}, v1::SAMPLE_ENCODING_UTF8_TEXT);
+  header.set_task(v1::TASK_KIND_TEXT_CLASSIFICATION);
+  header.set_text_bytes(text_bytes);
+  return header;
+}
+
+// Text queries (issue 25): text_bytes of framed texts, no sample shape, the text task.
+TEST(RequestDecodingTest, TextQueriesDeclareTheirFramedBytes) {
+  auto bytes = ExpectedQueryBytes(TextHeader(3, 20));
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  EXPECT_EQ(*bytes, 20);
+  // Fewer bytes than the 4-byte lengths of the texts.
+  EXPECT_THAT(ExpectedQueryBytes(TextHeader(3, 11)).status().message(), HasSubstr("text_bytes"));
+  EXPECT_EQ(ExpectedQueryBytes(TextHeader(3, kMaxQueryBytes + 1)).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  v1::RecommendHeader shaped = TextHeader(3, 20);
+  shaped.add_sample_shape(5);
+  EXPECT_THAT(ExpectedQueryBytes(shaped).status().message(), HasSubstr("no sample_shape"));
+  v1::RecommendHeader image_task = TextHeader(3, 20);
+  image_task.set_task(v1::TASK_KIND_IMAGE_CLASSIFICATION);
+  EXPECT_THAT(ExpectedQueryBytes(image_task).status().message(),
+              HasSubstr("TASK_KIND_TEXT_CLASSIFICATION"));
+  // The text task with an image encoding.
+  v1::RecommendHeader floats = Header(3, {4}, v1::SAMPLE_ENCODING_FLOAT32);
+  floats.set_task(v1::TASK_KIND_TEXT_CLASSIFICATION);
+  EXPECT_THAT(ExpectedQueryBytes(floats).status().message(),
+              HasSubstr("SAMPLE_ENCODING_UTF8_TEXT"));
+  v1::RecommendHeader labelled = TextHeader(3, 20);
+  labelled.add_labels(0);
+  EXPECT_THAT(ExpectedQueryBytes(labelled).status().message(), HasSubstr("1 labels for 3"));
+}
+
+TEST(RequestDecodingTest, DecodeTextSamples) {
+  // "ab", "" and "\xc3\xa9" (e acute), each after its little-endian u32 length.
+  const std::string frame("\x02\0\0\0ab\0\0\0\0\x02\0\0\0\xc3\xa9", 16);
+  auto dataset = DecodeTextSamples(TextHeader(3, 16), frame);
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  EXPECT_THAT(dataset->texts, ElementsAre("ab", "", "\xc3\xa9"));
+  EXPECT_THAT(dataset->samples.shape, ElementsAre(3, 0));
+  // Invalid UTF-8 (a lone continuation byte) names the text.
+  const std::string bad("\x02\0\0\0ab\0\0\0\0\x02\0\0\0\xa9\xa9", 16);
+  auto refused = DecodeTextSamples(TextHeader(3, 16), bad);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.status().message(), HasSubstr("UTF-8"));
+  // Two texts declared, three sent.
+  EXPECT_EQ(DecodeTextSamples(TextHeader(2, 16), frame).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(RequestDecodingTest, DecodeSamples) {
   v1::RecommendHeader header = Header(2, {1, 1, 2}, v1::SAMPLE_ENCODING_UINT8);
   Tensor samples = DecodeSamples(header, std::string("\x00\xff\x33\x66", 4));
