@@ -49,10 +49,11 @@ inline v1::ModelSpec SpecFromSidecar(const std::string& json_path) {
   spec.set_version(meta.value("version", ""));
   spec.set_description(meta.value("description", ""));
   spec.set_license(meta.value("license", ""));
-  spec.set_task(meta.value("task", "") == "tabular_classification"
-                    ? v1::TASK_KIND_TABULAR_CLASSIFICATION
-                    : v1::TASK_KIND_IMAGE_CLASSIFICATION);
-  for (int64_t d : meta["input_shape"]) spec.add_input_shape(d);
+  const std::string task = meta.value("task", "");
+  spec.set_task(task == "tabular_classification" ? v1::TASK_KIND_TABULAR_CLASSIFICATION
+                : task == "text_classification"  ? v1::TASK_KIND_TEXT_CLASSIFICATION
+                                                 : v1::TASK_KIND_IMAGE_CLASSIFICATION);
+  for (int64_t d : meta.value("input_shape", std::vector<int64_t>{})) spec.add_input_shape(d);
   for (const std::string label : meta["class_labels"]) spec.add_class_labels(label);
   for (const std::string& tag : meta.value("tags", std::vector<std::string>{})) spec.add_tags(tag);
   return spec;
