@@ -7,6 +7,7 @@ Starts the server on 127.0.0.1:0 with a temporary data directory, then registers
 recommends (numpy arrays: float32 and uint8, labelled and not) and deletes through the package,
 and checks that errors arrive as ModelDockError with the gRPC code. Exits non-zero on failure.
 """
+import csv
 import json
 import os
 import sys
@@ -81,6 +82,34 @@ class ClientTest(unittest.TestCase):
         with self.assertRaises(modeldock.ModelDockError) as e:
             self.dock.get("fmnist-footwear-cnn")
         self.assertEqual(e.exception.code, grpc.StatusCode.NOT_FOUND)
+
+    def test_text_models(self):
+        """Text models (issue 25): registered with text=True, recommended for a list of str."""
+        stem = os.path.join(DEMO, "text", "english-fortune-topics-cnn")
+        with open(stem + ".json") as f:
+            meta = json.load(f)
+        model = self.dock.register(stem + ".pt", name=meta["name"], labels=meta["class_labels"],
+                                   text=True)
+        self.assertEqual(model.state, "READY", model.state_reason)
+        self.assertEqual(model.input_shape, [])
+        self.assertIn("text samples", model.state_reason)
+        with open(os.path.join(DEMO, "query_text.csv"), newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        names = sorted({r["label"] for r in rows})
+        texts = [r["text"] for r in rows]
+        labels = [names.index(r["label"]) for r in rows]
+        result = self.dock.recommend(texts, labels=labels, top=3, class_names=names)
+        self.assertEqual([r.name for r in result], ["english-fortune-topics-cnn"])
+        self.assertEqual(result.num_compatible, 1)  # the image models are not compatible
+        self.assertIn("over 4 query classes", result[0].reason)
+        with self.assertRaises(ValueError):
+            self.dock.recommend(texts, labels=labels[:-1])
+        # A text model with an input shape is refused by the server.
+        with self.assertRaises(modeldock.ModelDockError) as e:
+            self.dock.register(stem + ".pt", name="shaped", labels=meta["class_labels"],
+                               input_shape=[4], text=True)
+        self.assertEqual(e.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.dock.delete("english-fortune-topics-cnn")
 
     def test_versions(self):
         with open(os.path.join(DEMO, "fmnist-tops-cnn.json")) as f:

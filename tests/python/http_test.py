@@ -297,6 +297,30 @@ class HttpTest(unittest.TestCase):
         self.assertEqual(body["results"][0]["name"], "fmnist-tops-cnn")
         self.assertEqual(body["metric"], "fusion")
 
+    def test_text_model_and_text_query_as_the_cli(self):
+        """Text (issue 25): a text model registered with its sidecar (task text_classification,
+        no input_shape), a CSV of texts recommended over REST as the CLI does it."""
+        status, _, body = self.http.register("text/spanish-fortune-topics-gru")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["model"]["input_shape"], [])
+        events = self.http.events("spanish-fortune-topics-gru")
+        self.assertEqual(events[-1][1]["model"]["state"], "READY", events)
+        csv_path = os.path.join(DEMO, "query_text.csv")
+        status, _, body = self.http.call("POST", "/v1/recommend", *reversed(multipart({
+            "dataset": ("query_text.csv", read_file(csv_path)),
+            "options": json.dumps({"top": 3}).encode()})))
+        self.assertEqual(status, 200, body)
+        cli = subprocess.run([CLI, "--server", self.address, "--json", "recommend", csv_path,
+                              "--top", "3"], capture_output=True, text=True, timeout=300,
+                             check=True)
+        expected = json.loads(cli.stdout)
+        for key in ("timings", "num_cached", "mode_reason"):
+            del body[key], expected[key]
+        self.assertEqual(body, expected)
+        self.assertEqual([r["name"] for r in body["results"]], ["spanish-fortune-topics-gru"])
+        self.assertEqual(body["num_compatible"], 1)
+        self.assertEqual(self.http.call("DELETE", "/v1/models/spanish-fortune-topics-gru")[0], 200)
+
     def test_report_answers_what_the_cli_prints(self):
         def report(outcomes):
             parts = {"dataset": ("q", read_file(os.path.join(QUERY, "query-images-idx3-ubyte"))),

@@ -15,6 +15,7 @@ Errors are raised as modeldock.ModelDockError carrying the gRPC status code.
 """
 import hashlib
 import os
+import struct
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -174,19 +175,22 @@ class Client:
 
     # -- models --------------------------------------------------------------------------------
 
-    def register(self, path: str, name: str, input_shape: Sequence[int],
+    def register(self, path: str, name: str, input_shape: Sequence[int] = (),
                  labels: Sequence[str] = (), description: str = "", license: str = "",
                  tags: Sequence[str] = (), version: str = "", tabular: bool = False,
-                 wait: bool = True, feature_extractor: bool = False) -> Model:
+                 wait: bool = True, feature_extractor: bool = False,
+                 text: bool = False) -> Model:
         """Uploads a TorchScript file. With wait (the default), returns once the model is READY
         or FAILED (a FAILED model raises ModelDockError with FAILED_PRECONDITION).
-        feature_extractor: a headless model whose forward returns features [N, D]; no labels."""
+        feature_extractor: a headless model whose forward returns features [N, D]; no labels.
+        text: a text model, forward(texts: List[str]) -> [N, K], with no input_shape."""
         with open(path, "rb") as f:
             data = f.read()
         spec = pb.ModelSpec(name=name, version=version, description=description,
                             input_shape=list(input_shape), class_labels=list(labels),
                             license=license, tags=list(tags),
-                            task=pb.TASK_KIND_TABULAR_CLASSIFICATION if tabular
+                            task=pb.TASK_KIND_TEXT_CLASSIFICATION if text
+                            else pb.TASK_KIND_TABULAR_CLASSIFICATION if tabular
                             else pb.TASK_KIND_IMAGE_CLASSIFICATION,
                             kind=pb.MODEL_KIND_FEATURE_EXTRACTOR if feature_extractor
                             else pb.MODEL_KIND_CLASSIFIER)
@@ -325,7 +329,7 @@ class Client:
         """Ranks the dock's models for a dataset.
 
         samples: numpy array [N, C, H, W] (images, values in [0, 1], or uint8 0..255) or [N, F]
-        (tabular). labels: N integers 0..C-1, or None (unlabelled: the server clusters).
+        (tabular), or a list of N strings (texts, for text models). labels: N integers 0..C-1, or None (unlabelled: the server clusters).
         metric: fusion (default), tmi, logme, leep, nce, hscore, shrinkage_hscore, gbc, sfda,
         none. all_versions: list every version of a model name (default: its best-ranked one).
         """
@@ -436,8 +440,25 @@ class Client:
               timeout=self._timeout, metadata=self._metadata)
 
 
+def _text_header(texts, labels, class_names):
+    """A text dataset: each text as a little-endian u32 byte length and its UTF-8 bytes."""
+    encoded = [t.encode("utf-8") for t in texts]
+    data = b"".join(struct.pack("<I", len(b)) + b for b in encoded)
+    header = pb.RecommendHeader(num_samples=len(encoded), encoding=pb.SAMPLE_ENCODING_UTF8_TEXT,
+                                task=pb.TASK_KIND_TEXT_CLASSIFICATION, text_bytes=len(data),
+                                class_names=list(class_names))
+    if labels is not None:
+        labels = list(labels)
+        if len(labels) != len(encoded):
+            raise ValueError(f"labels must be one per text ({len(encoded)}), got {len(labels)}")
+        header.labels.extend(int(v) for v in labels)
+    return header, data
+
+
 def _dataset_header(samples, labels, class_names):
     """A RecommendHeader describing the dataset (shape, labels, encoding) and its bytes."""
+    if isinstance(samples, (list, tuple)) and samples and all(isinstance(t, str) for t in samples):
+        return _text_header(samples, labels, class_names)
     samples = np.asarray(samples)
     if samples.ndim not in (2, 4):
         raise ValueError(f"samples must be [N, C, H, W] or [N, F], got shape {samples.shape}")
