@@ -549,7 +549,11 @@ def main():
           f"accuracy {enc['train_accuracy']:.3f}; demo test accuracies "
           + ", ".join(f"{k} {v['test_accuracy']:.3f}" for k, v in manifest["demo"].items())
           + "; colour demos " + ", ".join(f"{k} {v['test_accuracy']:.3f}"
-                                          for k, v in manifest["colour"]["demo"].items()))
+                                          for k, v in manifest["colour"]["demo"].items())
+          + "; text demos " + ", ".join(f"{k} {v['test_accuracy']:.3f}"
+                                        for k, v in manifest["text"]["demo"].items())
+          + f"; text E {manifest['text']['reference_encoder']['texts_per_second_1_thread']} "
+          "texts/s on one thread")
     return 0
 
 

@@ -86,7 +86,7 @@ DEMOS = (
      "Which English fortune database a text comes from (8 topics): 1-D CNN over bytes",
      ["text", "english", "topics", "fortunes", "cnn", "demo"]),
     ("spanish-fortune-topics-gru", "gru", [(c, _is("fortunes-es", {c})) for c in ES_TOPICS], 250,
-     6, "Which Spanish fortune database a text comes from (6 topics): GRU over bytes",
+     8, "Which Spanish fortune database a text comes from (6 topics): GRU over bytes",
      ["text", "spanish", "topics", "fortunes", "gru", "demo"]),
 )
 
@@ -237,6 +237,9 @@ def append_space(out, dim, rows):
     write_json(path, spaces)
 
 
+DEMO_LR = {"ngram": 5e-3, "cnn": 3e-3, "gru": 1e-2}
+
+
 def make_net(kind, num_classes):
     if kind == "ngram":
         return tn.NgramMLP(num_classes, buckets=8192, dim=48, hidden=96, feature_dim=48, salt=7)
@@ -256,8 +259,7 @@ def build_demos(out, records, seeds, files, save_model, sidecar, timer):
         tx, ty = task_texts(records, "query", classes, 100)
         torch.manual_seed(seeds["text_demo_init"] + i)
         net = make_net(kind, len(classes))
-        train_acc = tn.train(net, x, y, epochs, seeds["text_demo_train"] + i,
-                             lr=5e-3 if kind == "ngram" else 3e-3)
+        train_acc = tn.train(net, x, y, epochs, seeds["text_demo_train"] + i, lr=DEMO_LR[kind])
         test_acc = tn.accuracy(net, tx, ty)
         save_model(net, os.path.join(demo_dir, name + ".pt"))
         labels = [label for label, _ in classes]

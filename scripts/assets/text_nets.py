@@ -126,7 +126,8 @@ class NgramMLP(nn.Module):
 
 class CharCNN(nn.Module):
     """Byte embeddings -> two 1-D convolutions (the second dilated) -> masked max and mean
-    pooling -> Linear -> ReLU features -> head."""
+    pooling -> Linear -> ReLU features -> head. Padding positions are zeroed after each
+    convolution, so a text's output does not depend on how far its batch is padded."""
 
     def __init__(self, num_classes: int, emb: int = 32, width: int = 96, feature_dim: int = 64,
                  max_bytes: int = 400):
@@ -145,10 +146,11 @@ class CharCNN(nn.Module):
         return collate_padded(items, 8)
 
     def features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        h = self.byte_embedding(x).transpose(1, 2)
-        h = torch.relu(self.conv2(torch.relu(self.conv1(h))))
         mask = (torch.arange(x.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(1)
-        h = h * mask.to(h.dtype)  # after ReLU h >= 0: zeros at padding do not change the max
+        mask = mask.to(torch.float32)
+        h = self.byte_embedding(x).transpose(1, 2) * mask
+        h = torch.relu(self.conv1(h)) * mask
+        h = torch.relu(self.conv2(h)) * mask  # h >= 0: zeros at padding do not change the max
         pooled = torch.cat([h.amax(2), h.sum(2) / lengths.unsqueeze(1).to(h.dtype)], 1)
         return self.proj(pooled)
 
