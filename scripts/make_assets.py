@@ -179,6 +179,10 @@ def sources_sha256():
     return h.hexdigest()
 
 
+# Taken when the generator starts, so that sources edited during a build do not pass as built.
+SOURCES_SHA256 = sources_sha256()
+
+
 def up_to_date(out):
     path = os.path.join(out, "MANIFEST.json")
     try:
@@ -188,7 +192,7 @@ def up_to_date(out):
         return False
     if manifest.get("script_version") != SCRIPT_VERSION:
         return False
-    if manifest.get("sources_sha256") != sources_sha256():
+    if manifest.get("sources_sha256") != SOURCES_SHA256:
         return False
     return all(os.path.exists(os.path.join(out, rel)) for rel in manifest.get("files", {}))
 
@@ -466,7 +470,7 @@ def build(out, emoji_root):
 
     manifest = {
         "script_version": SCRIPT_VERSION,
-        "sources_sha256": sources_sha256(),
+        "sources_sha256": SOURCES_SHA256,
         "generator": "scripts/make_assets.py",
         "torch_version": torch.__version__,
         "seeds": SEEDS,

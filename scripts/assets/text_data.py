@@ -18,7 +18,6 @@ import os
 import re
 import zlib
 
-import numpy as np
 
 FORTUNE_ROOT = "/usr/share/games/fortunes"
 LICENSE_ROOT = "/usr/share/common-licenses"
