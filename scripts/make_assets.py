@@ -15,7 +15,13 @@ DIR/colour_small/            colour space <= 64 px: probe_set.npy uint8 [2490, 3
 DIR/colour_large/            the same at 64 px ([1360, 3, 64, 64])
 DIR/demo/colour/             colour demo models ([3, 32, 32]) with sidecars
 DIR/demo/query_emoji/        colour query folder: 4 emoji categories x 30 PNG (32 x 32)
-DIR/spaces.json              manifest of the knowledge spaces (grey, colour-small, colour-large)
+DIR/text/                    text space: probe_texts.jsonl ({text, label} per line, balanced order;
+                             fortune databases in 4 languages, licence paragraphs, shifted copies),
+                             reference_encoder.pt forward(texts: List[str]) -> [N, 64]
+DIR/demo/text/               text demo models (forward(texts) -> logits, embed) with sidecars
+DIR/demo/query_text.csv      text query CSV (text,label): 4 English fortune databases x 30
+DIR/spaces.json              manifest of the knowledge spaces (grey, colour-small, colour-large,
+                             text)
 DIR/MANIFEST.json            written last: what each file is, seeds, accuracies, sha256
 
 Data split (so that no asset is evaluated on what another was trained on):
@@ -25,7 +31,9 @@ Data split (so that no asset is evaluated on what another was trained on):
   Fashion-MNIST t10k 1000..      -> test accuracies; query_tops draws from 2000.. only
   colour: emoji (by code points) and wallpapers (by name) hashed into probe / encoder / source /
   query splits (assets/colour_data.py SPLITS; sources and licences in assets/README.md)
-Idempotent: when DIR/MANIFEST.json has this SCRIPT_VERSION and its files exist, nothing is done.
+  text: every text hashed into the same four splits (assets/text_data.py SPLITS)
+Idempotent: when DIR/MANIFEST.json has this SCRIPT_VERSION, the same sha256 of the generator's
+Python sources (this file and assets/*.py but the tests) and its files exist, nothing is done.
 """
 import argparse
 import hashlib
@@ -50,9 +58,10 @@ from torch import nn  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from assets import colour_assets, colour_data, fmnist, glyphs, nets, probe_shifts  # noqa: E402
+from assets import text_assets, text_data  # noqa: E402
 
 # Bump whenever any output would change.
-SCRIPT_VERSION = 3
+SCRIPT_VERSION = 4
 
 SEEDS = {
     "probe_glyphs": 101,
@@ -76,6 +85,14 @@ SEEDS = {
     "colour_demo_init": 902,
     "colour_demo_train": 903,
     "colour_query": 1001,
+    "text_probe": 1101,
+    "text_encoder_data": 1201,
+    "text_encoder_init": 1202,
+    "text_encoder_train": 1203,
+    "text_demo_data": 1301,
+    "text_demo_init": 1302,
+    "text_demo_train": 1303,
+    "text_query": 1401,
 }
 
 NUM_FMNIST_PROBES = 1000
@@ -145,6 +162,27 @@ class Timer:
         return round(time.perf_counter() - self.start, 2)
 
 
+def sources_sha256():
+    """One sha256 over the generator's Python sources (this file, assets/*.py but *_test.py), so
+    that any change to them rebuilds the assets."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    adir = os.path.join(here, "assets")
+    paths = [os.path.abspath(__file__)] + [
+        os.path.join(adir, n) for n in sorted(os.listdir(adir))
+        if n.endswith(".py") and not n.endswith("_test.py")]
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(os.path.relpath(path, here).encode() + b"\0")
+        with open(path, "rb") as f:
+            h.update(f.read())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+# Taken when the generator starts, so that sources edited during a build do not pass as built.
+SOURCES_SHA256 = sources_sha256()
+
+
 def up_to_date(out):
     path = os.path.join(out, "MANIFEST.json")
     try:
@@ -153,6 +191,8 @@ def up_to_date(out):
     except (OSError, ValueError):
         return False
     if manifest.get("script_version") != SCRIPT_VERSION:
+        return False
+    if manifest.get("sources_sha256") != SOURCES_SHA256:
         return False
     return all(os.path.exists(os.path.join(out, rel)) for rel in manifest.get("files", {}))
 
@@ -425,9 +465,12 @@ def build(out, emoji_root):
 
     # Colour knowledge spaces (probe sets, reference encoders), colour demo models and query folder.
     colour = colour_assets.build(out, SEEDS, timer, files, emoji_root, save_model, sidecar)
+    # Text knowledge space (appended to spaces.json), text demo models and query CSV.
+    text = text_assets.build(out, SEEDS, timer, files, save_model, sidecar)
 
     manifest = {
         "script_version": SCRIPT_VERSION,
+        "sources_sha256": SOURCES_SHA256,
         "generator": "scripts/make_assets.py",
         "torch_version": torch.__version__,
         "seeds": SEEDS,
@@ -450,12 +493,18 @@ def build(out, emoji_root):
                        "min_t10k_index": QUERY_MIN_INDEX},
         "fixtures": fixtures,
         "colour": colour,
+        "text": text,
         "data_split": {
             "colour": "emoji (by code points) and wallpapers (by name) hashed into "
                       + ", ".join(f"{n} {f:.0%}" for n, f in colour_data.SPLITS)
                       + ": probe -> colour probe sets, encoder -> colour reference encoders, "
                       "source -> colour demo models (and bench/zoo_colour's models), "
                       "query -> demo/query_emoji (and bench/zoo_colour's tasks)",
+            "text": "texts (by a hash of the text) into "
+                    + ", ".join(f"{n} {f:.0%}" for n, f in text_data.SPLITS)
+                    + ": probe -> text/probe_texts.jsonl, encoder -> text/reference_encoder.pt, "
+                    "source -> demo/text models, query -> demo/query_text.csv and the demo "
+                    "models' held-out accuracies",
             "fmnist_train_0_29999": "reference encoder",
             "fmnist_train_30000_59999": "demo models, fixtures",
             "fmnist_t10k_0_999": "probe set",
@@ -504,7 +553,11 @@ def main():
           f"accuracy {enc['train_accuracy']:.3f}; demo test accuracies "
           + ", ".join(f"{k} {v['test_accuracy']:.3f}" for k, v in manifest["demo"].items())
           + "; colour demos " + ", ".join(f"{k} {v['test_accuracy']:.3f}"
-                                          for k, v in manifest["colour"]["demo"].items()))
+                                          for k, v in manifest["colour"]["demo"].items())
+          + "; text demos " + ", ".join(f"{k} {v['test_accuracy']:.3f}"
+                                        for k, v in manifest["text"]["demo"].items())
+          + f"; text E {manifest['text']['reference_encoder']['texts_per_second_1_thread']} "
+          "texts/s on one thread")
     return 0
 
 

@@ -28,6 +28,10 @@ PACKAGES=(
   # scripts/assets/README.md). lomiri-wallpapers' photographs are in its -16.04/-20.04 packages.
   plasma-workspace-wallpapers lomiri-wallpapers lomiri-wallpapers-16.04 lomiri-wallpapers-20.04
   ukui-wallpapers desktop-base
+  # Texts for the text probe set, reference encoder and demo models (scripts/assets/text_data.py;
+  # licences in scripts/assets/README.md): fortune databases in four languages. The licence
+  # texts of /usr/share/common-licenses come with base-files.
+  fortunes fortunes-de fortunes-it fortunes-es base-files
   # The Debian package (scripts/package.sh: CPack, dpkg-shlibdeps) and its test's check of the
   # systemd unit (systemd-analyze).
   dpkg-dev systemd
