@@ -39,7 +39,7 @@ echo "== health"
 "$CLI" health
 
 echo "== registering the sample models"
-for model in "$ASSETS"/demo/*.pt "$ASSETS"/demo/colour/*.pt; do
+for model in "$ASSETS"/demo/*.pt "$ASSETS"/demo/colour/*.pt "$ASSETS"/demo/text/*.pt; do
   "$CLI" register "$model" --metadata "${model%.pt}.json"
 done
 
@@ -60,6 +60,10 @@ echo "== recommend for a folder of colour images (one sub-folder per class; PNG,
 echo "\$ modeldock recommend query_emoji/ --top 5"
 "$CLI" recommend "$PHOTOS" --top 5
 echo
+echo "== recommend for a CSV of texts (a 'text' and a 'label' column; English fortunes, 4 topics)"
+echo "\$ modeldock recommend query_text.csv --top 5"
+"$CLI" recommend "$ASSETS/demo/query_text.csv" --top 5
+
 echo "== the same over HTTP: the first result of POST /v1/recommend (curl -F)"
 curl -s -F dataset=@"$QUERY/query-images-idx3-ubyte" -F labels=@"$QUERY/query-labels-idx1-ubyte" \
   -F 'options={"top": 1}' "${HTTP_URL}v1/recommend" | sed -n 's/^      "name": "\(.*\)",$/  rank 1: \1/p'
