@@ -256,6 +256,7 @@ const char* TaskShortName(v1::TaskKind task) {
   switch (task) {
     case v1::TASK_KIND_TABULAR_CLASSIFICATION: return "tabular";
     case v1::TASK_KIND_TEXT_CLASSIFICATION: return "text";
+    case v1::TASK_KIND_AUDIO_CLASSIFICATION: return "audio";
     default: return "image";
   }
 }
@@ -585,8 +586,15 @@ std::optional<Dataset> LoadQueryDataset(const GlobalFlags& global, const std::st
                                         const std::string& labels, int64_t max_samples,
                                         const std::string& image_size, const std::string& task,
                                         int* exit_code) {
-  if (client::IsTextDataset(path, task)) {
-    auto dataset = client::LoadTextQuery(path, labels, max_samples);
+  const bool audio = client::IsAudioDataset(path, task);
+  if (audio && !labels.empty()) {
+    *exit_code = UsageError("--labels is for image and tabular data; an audio folder's labels "
+                            "are its class folders");
+    return std::nullopt;
+  }
+  if (audio || client::IsTextDataset(path, task)) {
+    auto dataset = audio ? client::LoadAudioQuery(path, 0, max_samples)
+                         : client::LoadTextQuery(path, labels, max_samples);
     if (!dataset.ok()) {
       *exit_code = UsageError(absl::StrCat("cannot load dataset: ", dataset.status().message()));
       return std::nullopt;
@@ -616,9 +624,11 @@ std::optional<Dataset> LoadQueryDataset(const GlobalFlags& global, const std::st
   return std::move(*dataset);
 }
 
-v1::TaskKind TaskOf(const std::string& task_flag, const Dataset& dataset) {
+v1::TaskKind TaskOf(const std::string& task_flag, const Dataset& dataset,
+                    const std::string& path) {
   if (!task_flag.empty()) return *ParseTask(task_flag);
   if (dataset.is_text()) return v1::TASK_KIND_TEXT_CLASSIFICATION;
+  if (client::IsAudioDataset(path, "")) return v1::TASK_KIND_AUDIO_CLASSIFICATION;
   return dataset.samples.shape.size() == 2 ? v1::TASK_KIND_TABULAR_CLASSIFICATION
                                            : v1::TASK_KIND_IMAGE_CLASSIFICATION;
 }
@@ -638,7 +648,7 @@ int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client:
   options.set_brute_force(flags.brute_force);
   options.set_all_versions(flags.all_versions);
   options.set_latency_budget_ms(flags.budget_ms);
-  options.set_task(TaskOf(flags.task, *dataset));
+  options.set_task(TaskOf(flags.task, *dataset, flags.dataset));
   auto response = client.Recommend(*dataset, options);
   if (!response.ok()) return RpcError("recommend", response.status());
 
@@ -826,7 +836,7 @@ int RunReport(const GlobalFlags& global, const ReportFlags& flags, client::Clien
                                                     flags.task, &exit_code);
   if (!dataset) return exit_code;
   auto response = client.ReportOutcome(
-      *dataset, TaskOf(flags.task, *dataset), outcomes,
+      *dataset, TaskOf(flags.task, *dataset, flags.dataset), outcomes,
       flags.source == "import" ? v1::OUTCOME_SOURCE_IMPORT : v1::OUTCOME_SOURCE_FINETUNE);
   if (!response.ok()) return RpcError("report", response.status());
   if (global.json) {
@@ -1108,7 +1118,7 @@ int Main(int argc, char** argv) {
                  "Deadline of each call in seconds (register: of the upload and of the wait)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  const auto task_check = CLI::IsMember({"image", "tabular", "text"});
+  const auto task_check = CLI::IsMember({"image", "tabular", "text", "audio"});
 
   RegisterFlags reg;
   CLI::App* register_cmd = app.add_subcommand(
@@ -1130,8 +1140,9 @@ int Main(int argc, char** argv) {
   register_cmd->add_option("--license", reg.license, "SPDX identifier or free text");
   register_cmd->add_option("--tag", reg.tags, "Tag (repeatable)")->allow_extra_args(false);
   register_cmd->add_option("--task,--input-kind", reg.task,
-                           "image (default for [C,H,W]), tabular, or text (forward(List[str]); "
-                           "no --input-shape)")
+                           "image (default for [C,H,W]), tabular, text (forward(List[str]); no "
+                           "--input-shape) or audio (forward([N, T]) on 16 kHz mono; "
+                           "--input-shape T)")
       ->check(task_check);
   register_cmd->add_option("--metadata", reg.metadata,
                            "JSON sidecar with name, version, description, task, input_shape, "
@@ -1223,8 +1234,9 @@ Exit status 1 also when the model was admitted but probing FAILED.)");
   rec_cmd->add_option("--max-samples", rec.max_samples, "Use only the first N samples")
       ->check(CLI::NonNegativeNumber);
   rec_cmd->add_option("--task,--input-kind", rec.task,
-                      "image, tabular or text (default: from the data: a CSV/TSV with a 'text' "
-                      "column, JSON Lines, or a folder of .txt files per class is text)")
+                      "image, tabular, text or audio (default: from the data: a CSV/TSV with a "
+                      "'text' column, JSON Lines, or a folder of .txt files per class is text; a "
+                      "folder of .wav files per class is audio)")
       ->check(task_check);
   rec_cmd->add_option("--image-size", rec.image_size,
                       "H,W that an image folder's images are resized to (bilinear with "

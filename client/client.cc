@@ -259,6 +259,7 @@ absl::StatusOr<std::string> Client::EncodeDataset(const Dataset& dataset,
   for (const std::string& name : dataset.class_names) header->add_class_names(name);
   header->clear_inline_data();
   const bool tabular = header->task() == v1::TASK_KIND_TABULAR_CLASSIFICATION ||
+                       header->task() == v1::TASK_KIND_AUDIO_CLASSIFICATION ||
                        (header->task() == v1::TASK_KIND_UNSPECIFIED && samples.shape.size() == 2);
   std::string data;
   if (!tabular && FitsUint8(samples.values)) {

@@ -25,6 +25,7 @@ std::string TaskName(v1::TaskKind task) {
     case v1::TASK_KIND_IMAGE_CLASSIFICATION: return "image_classification";
     case v1::TASK_KIND_TABULAR_CLASSIFICATION: return "tabular_classification";
     case v1::TASK_KIND_TEXT_CLASSIFICATION: return "text_classification";
+    case v1::TASK_KIND_AUDIO_CLASSIFICATION: return "audio_classification";
     default: return "unspecified";
   }
 }
@@ -37,6 +38,7 @@ std::optional<v1::TaskKind> ParseTask(std::string_view text) {
     return v1::TASK_KIND_TABULAR_CLASSIFICATION;
   }
   if (text == "text" || text == "text_classification") return v1::TASK_KIND_TEXT_CLASSIFICATION;
+  if (text == "audio" || text == "audio_classification") return v1::TASK_KIND_AUDIO_CLASSIFICATION;
   return std::nullopt;
 }
 

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/audio.h"
 #include "common/text_datasets.h"
 
 namespace modeldock::client {
@@ -63,6 +64,30 @@ absl::StatusOr<Dataset> LoadTextQuery(const std::string& path, const std::string
   }
   dataset.samples.shape = {static_cast<int64_t>(dataset.texts.size()), 0};
   if (dataset.texts.empty()) return absl::InvalidArgumentError(path + " holds no text");
+  return dataset;
+}
+
+bool IsAudioDataset(const std::string& path, const std::string& task_flag) {
+  if (!task_flag.empty()) return task_flag == "audio";
+  return IsAudioFolder(path);
+}
+
+absl::StatusOr<Dataset> LoadAudioQuery(const std::string& path, double seconds,
+                                       int64_t max_samples) {
+  if (!std::filesystem::is_directory(path)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": audio datasets are folders with one sub-folder of .wav files per class"));
+  }
+  auto dataset = LoadAudioFolder(path, static_cast<int64_t>(seconds * kAudioRate));
+  if (!dataset.ok()) return dataset.status();
+  const int64_t rows = dataset->samples.Rows();
+  if (max_samples > 0 && rows > max_samples) {
+    const int64_t length = dataset->samples.RowSize();
+    dataset->samples.values.resize(max_samples * length);
+    dataset->samples.shape[0] = max_samples;
+    dataset->labels.resize(max_samples);
+    dataset->notes.push_back(absl::StrCat("kept the first ", max_samples, " clips"));
+  }
   return dataset;
 }
 

@@ -22,6 +22,16 @@ bool IsTextDataset(const std::string& path, const std::string& task_flag);
 absl::StatusOr<Dataset> LoadTextQuery(const std::string& path, const std::string& labels,
                                       int64_t max_samples);
 
+// Whether `path` holds audio: `task_flag` "audio", or (no flag) a folder whose class folders
+// hold .wav (.flac, .ogg) files.
+bool IsAudioDataset(const std::string& path, const std::string& task_flag);
+
+// An audio folder as the client sends it: clips [N, T] of 16 kHz mono (resampled and mixed down
+// as needed, fitted to `seconds` when > 0, else to the longest clip), labels from the class
+// folders; at most `max_samples` clips when > 0. `notes` say what was done.
+absl::StatusOr<Dataset> LoadAudioQuery(const std::string& path, double seconds,
+                                       int64_t max_samples);
+
 }  // namespace modeldock::client
 
 #endif  // MODELDOCK_CLIENT_QUERY_DATASETS_H_

@@ -52,6 +52,7 @@ const char* TaskKindName(TaskKind task) {
     case TaskKind::kImageClassification: return "image_classification";
     case TaskKind::kTabularClassification: return "tabular_classification";
     case TaskKind::kTextClassification: return "text_classification";
+    case TaskKind::kAudioClassification: return "audio_classification";
   }
   return "unknown";
 }

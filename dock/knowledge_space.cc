@@ -4,6 +4,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "common/audio.h"
 #include "common/datasets.h"
 #include "common/files.h"
 #include "common/text_datasets.h"
@@ -31,6 +32,8 @@ absl::StatusOr<std::unique_ptr<KnowledgeSpace>> KnowledgeSpace::Load(
         "cannot load the reference encoder ", encoder_path, ": ", reference.status().message()));
   }
   space->reference_ = std::move(*reference);
+  space->audio_ = options.audio;
+  if (options.audio) space->audio_length_ = options.reference_input_shape.at(0);
   if (options.embed_probes_at_load) {
     auto embeddings = space->ProbeEmbeddings();
     if (!embeddings.ok()) return embeddings.status();
@@ -96,7 +99,13 @@ absl::Status KnowledgeSpace::LoadProbeSet(const KnowledgeSpaceOptions& options) 
                                                         probe.status().message(), hint));
     }
     probe_set_ = std::move(probe->samples);
-    if (probe_set_.shape.size() != 4) {
+    if (options.audio) {
+      if (probe_set_.shape.size() != 2) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "probe set ", path, " must hold audio clips [P, T]; got ",
+            ShapeToString(probe_set_.shape)));
+      }
+    } else if (probe_set_.shape.size() != 4) {
       return absl::FailedPreconditionError(absl::StrCat("probe set ", path,
                                                         " must hold images [P, C, H, W]; got ",
                                                         ShapeToString(probe_set_.shape)));
@@ -118,8 +127,9 @@ index::IndexOptions KnowledgeSpace::IndexOptions() const {
 absl::StatusOr<const Tensor*> KnowledgeSpace::ProbeEmbeddings() const {
   std::call_once(embed_once_, [this] {
     std::lock_guard<std::mutex> lock(reference_mutex_);
-    auto embeddings =
-        is_text() ? reference_->EmbedTexts(probe_texts_) : reference_->Embed(probe_set_);
+    auto embeddings = is_text()  ? reference_->EmbedTexts(probe_texts_)
+                      : audio_   ? reference_->Embed(FitAudioLength(probe_set_, audio_length_))
+                                 : reference_->Embed(probe_set_);
     if (embeddings.ok()) {
       probe_embeddings_ = *std::move(embeddings);
     } else {
@@ -134,6 +144,9 @@ absl::StatusOr<const Tensor*> KnowledgeSpace::ProbeEmbeddings() const {
 
 absl::StatusOr<Tensor> KnowledgeSpace::Embed(const Tensor& samples) {
   std::lock_guard<std::mutex> lock(reference_mutex_);
+  if (audio_ && samples.shape.size() == 2 && samples.shape[1] != audio_length_) {
+    return reference_->Embed(FitAudioLength(samples, audio_length_));
+  }
   return reference_->Embed(samples);
 }
 

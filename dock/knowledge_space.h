@@ -31,6 +31,9 @@ struct KnowledgeSpaceOptions {
   // An image space's probe set is NPY [P, C, H, W] and its E takes images; a text space's
   // (issue 25) is JSON Lines with a "text" per line and its E takes List[str].
   bool text = false;
+  // An audio space's probe set is NPY [P, T] of 16 kHz clips and its E takes [T]; clips of
+  // another length are fitted to it (FitAudioLength).
+  bool audio = false;
   std::string probe_set_path;          // NPY [P, C, H, W], or JSONL for text
   std::string reference_encoder_path;  // TorchScript E
   std::vector<int64_t> reference_input_shape = {1, 28, 28};  // images only
@@ -124,7 +127,9 @@ class KnowledgeSpace {
   std::string index_factory_;
   std::string index_path_;
 
-  // Loads the probe set (images or texts) and its SHA-256.
+  bool audio_ = false;
+  int64_t audio_length_ = 0;  // E's [T] in an audio space
+  // Loads the probe set (images, texts or clips) and its SHA-256.
   absl::Status LoadProbeSet(const KnowledgeSpaceOptions& options);
 
   Tensor probe_set_;

@@ -49,6 +49,12 @@ absl::StatusOr<std::vector<SpaceSpec>> ParseManifest(const std::string& asset_di
         spec.options.text = true;
         spec.channels = 0;
         spec.options.reference_input_shape.clear();
+      } else if (kind == "audio") {
+        // Clips of 16 kHz mono: every audio model joins the space; E takes [T].
+        spec.options.audio = true;
+        spec.channels = 0;
+        spec.options.reference_input_shape =
+            entry.at("reference_input_shape").get<std::vector<int64_t>>();
       } else if (kind == "image") {
         spec.channels = entry.at("channels").get<int64_t>();
         spec.min_side = entry.value("min_side", int64_t{1});
@@ -57,7 +63,7 @@ absl::StatusOr<std::vector<SpaceSpec>> ParseManifest(const std::string& asset_di
             entry.at("reference_input_shape").get<std::vector<int64_t>>();
       } else {
         return absl::FailedPreconditionError(absl::StrCat(
-            where, ": space '", spec.name, "' has input_kind '", kind, "' (image or text)"));
+            where, ": space '", spec.name, "' has input_kind '", kind, "' (image, text or audio)"));
       }
       specs.push_back(std::move(spec));
     }
@@ -75,6 +81,13 @@ absl::StatusOr<std::vector<SpaceSpec>> ParseManifest(const std::string& asset_di
           absl::StrCat(where, ": space names must be unique and non-empty ('", s.name, "')"));
     }
     if (s.options.text) continue;
+    if (s.options.audio) {
+      if (s.options.reference_input_shape.size() != 1) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            where, ": audio space '", s.name, "' needs reference_input_shape [T]"));
+      }
+      continue;
+    }
     if (s.options.reference_input_shape.size() != 3 ||
         s.options.reference_input_shape[0] != s.channels || s.min_side > s.max_side) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -114,7 +127,7 @@ absl::Status ApplyPathOverride(const std::string& value, const char* flag,
 }  // namespace
 
 bool SpaceAccepts(const SpaceSpec& spec, const std::vector<int64_t>& sample_shape) {
-  if (spec.options.text) return false;
+  if (spec.options.text || spec.options.audio) return false;
   if (sample_shape.size() != 3 || sample_shape[0] != spec.channels) return false;
   const int64_t side = std::max(sample_shape[1], sample_shape[2]);
   return spec.min_side <= side && side <= spec.max_side;
@@ -200,12 +213,21 @@ KnowledgeSpace* KnowledgeSpaces::ForText() const {
   return nullptr;
 }
 
+KnowledgeSpace* KnowledgeSpaces::ForAudio() const {
+  for (size_t i = 0; i < specs_.size(); ++i) {
+    if (specs_[i].options.audio) return spaces_[i].get();
+  }
+  return nullptr;
+}
+
 KnowledgeSpace* KnowledgeSpaces::ForModel(const ModelRecord& record) const {
   switch (record.spec.task) {
     case TaskKind::kImageClassification:
       return For(record.spec.input_shape);
     case TaskKind::kTextClassification:
       return ForText();
+    case TaskKind::kAudioClassification:
+      return ForAudio();
     default:
       return nullptr;
   }

@@ -23,7 +23,7 @@ namespace modeldock::dock {
 struct SpaceSpec {
   std::string name;  // "grey", "colour-small", "colour-large", "text"
   std::string description;
-  int64_t channels = 1;  // 0 for the text space (options.text)
+  int64_t channels = 1;  // 0 for the text and audio spaces (options.text, options.audio)
   // A model with `channels` channels whose largest side S has min_side <= S <= max_side.
   int64_t min_side = 1;
   int64_t max_side = 4096;
@@ -65,8 +65,10 @@ class KnowledgeSpaces {
   KnowledgeSpace* For(const std::vector<int64_t>& sample_shape) const;
   // The text space (input_kind "text" in spaces.json); nullptr when the assets have none.
   KnowledgeSpace* ForText() const;
-  // The space a model belongs to: that of its input shape for an image model, the text space
-  // for a text model; nullptr for tabular models and kinds no space covers.
+  // The audio space (input_kind "audio"); nullptr when the assets have none.
+  KnowledgeSpace* ForAudio() const;
+  // The space a model belongs to: that of its input shape for an image model, the text or audio
+  // space for a text or audio model; nullptr for tabular models and kinds no space covers.
   KnowledgeSpace* ForModel(const ModelRecord& record) const;
   const SpaceSpec& SpecOf(const KnowledgeSpace* space) const;
   // The first space of the manifest: the learning loop's.

@@ -126,16 +126,24 @@ TEST_F(ReadSpacesTest, UnknownSpaceNameIsRefusedWithTheKnownOnes) {
   EXPECT_NE(specs.status().message().find("grey, colour-small, colour-large"), std::string::npos);
 }
 
-// A text space (issue 25) has no channels or sides: it takes text models only, never an image.
-TEST_F(ReadSpacesTest, TextSpaceTakesNoImageShape) {
+// Text and audio spaces (issue 25) have no channels or sides: they take text or audio models
+// only, never an image.
+TEST_F(ReadSpacesTest, TextAndAudioSpacesTakeNoImageShape) {
   WriteManifest(R"({"version": 1, "spaces": [
     {"name": "grey", "channels": 1, "probe_set": "probe_set_28.npy",
      "reference_encoder": "reference_encoder.pt", "reference_input_shape": [1, 28, 28]},
     {"name": "text", "input_kind": "text", "probe_set": "text/probe_texts.jsonl",
-     "reference_encoder": "text/reference_encoder.pt"}]})");
+     "reference_encoder": "text/reference_encoder.pt"},
+    {"name": "audio", "input_kind": "audio", "probe_set": "audio/probe_set.npy",
+     "reference_encoder": "audio/reference_encoder.pt", "reference_input_shape": [16000]}]})");
   auto specs = ReadSpaces(dir_.string(), overrides_);
   ASSERT_TRUE(specs.ok()) << specs.status();
-  ASSERT_EQ(specs->size(), 2u);
+  ASSERT_EQ(specs->size(), 3u);
+  const SpaceSpec& audio = (*specs)[2];
+  EXPECT_TRUE(audio.options.audio);
+  EXPECT_FALSE(audio.options.text);
+  EXPECT_EQ(audio.options.reference_input_shape, std::vector<int64_t>{16000});
+  EXPECT_FALSE(SpaceAccepts(audio, {16000}));
   const SpaceSpec& text = (*specs)[1];
   EXPECT_TRUE(text.options.text);
   EXPECT_FALSE((*specs)[0].options.text);
@@ -161,9 +169,12 @@ TEST_F(ReadSpacesTest, BadManifestsNameTheFileAndTheProblem) {
            "reference_input_shape": [3, 28, 28]}]})",
        "unique"},
       {R"({"spaces": [{"name": "a", "channels": 1}]})", "cannot read the knowledge-space"},
-      {R"({"spaces": [{"name": "a", "input_kind": "audio", "probe_set": "p",
+      {R"({"spaces": [{"name": "a", "input_kind": "video", "probe_set": "p",
            "reference_encoder": "e"}]})",
-       "input_kind 'audio' (image or text)"},
+       "input_kind 'video' (image, text or audio)"},
+      {R"({"spaces": [{"name": "a", "input_kind": "audio", "probe_set": "p",
+           "reference_encoder": "e", "reference_input_shape": [1, 16000]}]})",
+       "audio space 'a' needs reference_input_shape [T]"},
   };
   for (const auto& [text, expected] : cases) {
     WriteManifest(text);

@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "common/audio.h"
 #include "common/tensor.h"
 #include "dock/types.h"
 
@@ -74,6 +75,12 @@ class RoutingRunner : public ModelRunner {
   RoutingRunner(ModelRunner* local, ModelRunner* remote) : local_(local), remote_(remote) {}
   absl::StatusOr<RunOutputs> Run(const ModelRecord& record, const Tensor& samples,
                                  const RunRequest& request) override {
+    // Audio clips of another length than the model's [T]: centre-cropped or zero-padded (the
+    // workers' image adaptation does not apply to them).
+    if (record.spec.task == TaskKind::kAudioClassification && samples.shape.size() == 2 &&
+        record.spec.input_shape.size() == 1 && samples.shape[1] != record.spec.input_shape[0]) {
+      return For(record).Run(record, FitAudioLength(samples, record.spec.input_shape[0]), request);
+    }
     return For(record).Run(record, samples, request);
   }
   absl::StatusOr<RunOutputs> RunTexts(const ModelRecord& record,

@@ -135,6 +135,10 @@ void Prober::ReadyWithoutSpace(ModelRecord& record) {
       reason = "ready for stage-2 scoring; the dock's assets have no text knowledge space, so no "
                "knowledge vector";
       break;
+    case TaskKind::kAudioClassification:
+      reason = "ready for stage-2 scoring; the dock's assets have no audio knowledge space, so "
+               "no knowledge vector";
+      break;
     default:
       reason = "ready for stage-2 scoring; no probe set for tabular inputs, so no knowledge vector";
   }

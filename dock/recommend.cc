@@ -122,6 +122,8 @@ std::string LayerScoresText(const std::vector<LayerScore>& scores) {
 bool Compatible(const ModelRecord& record, TaskKind task, const Tensor& samples) {
   if (record.state != ModelState::kReady || record.spec.task != task) return false;
   if (task == TaskKind::kTextClassification) return true;  // every text model takes strings
+  // Audio: clips of any length (fitted to the model's [T]).
+  if (task == TaskKind::kAudioClassification) return samples.shape.size() == 2;
   std::vector<int64_t> sample_shape = samples.SampleShape();
   if (task == TaskKind::kTabularClassification) return record.spec.input_shape == sample_shape;
   return sample_shape.size() == 3 && (sample_shape[0] == 1 || sample_shape[0] == 3);
@@ -184,12 +186,15 @@ absl::StatusOr<std::pair<ModelRecord, Tensor>> DockImpl::Infer(
         "model '", record->spec.name, "' is a text model; inference on texts is not offered "
         "yet (Infer takes tensors)"));
   }
-  if (record->spec.task == TaskKind::kTabularClassification
-          ? samples.SampleShape() != record->spec.input_shape
-          : samples.shape.size() != 4) {
+  const TaskKind task = record->spec.task;
+  if (task == TaskKind::kTabularClassification  ? samples.SampleShape() != record->spec.input_shape
+      : task == TaskKind::kAudioClassification ? samples.shape.size() != 2
+                                                : samples.shape.size() != 4) {
     return absl::InvalidArgumentError(absl::StrCat(
         "model '", record->spec.name, "' takes ", ShapeToString(record->spec.input_shape),
-        record->spec.task == TaskKind::kTabularClassification ? "" : " images (any size: resized)",
+        task == TaskKind::kTabularClassification ? ""
+        : task == TaskKind::kAudioClassification ? " audio clips (any length: cropped or padded)"
+                                                 : " images (any size: resized)",
         " per sample; got ", ShapeToString(samples.shape)));
   }
   sandbox::CancelCheck check = [&] { return cancelled && cancelled(); };
@@ -227,6 +232,10 @@ absl::Status ValidateQuerySamples(const Tensor& samples, TaskKind task) {
   if (task == TaskKind::kTabularClassification && samples.shape.size() != 2) {
     return absl::InvalidArgumentError(absl::StrCat(
         "tabular queries are [N, F]; got ", ShapeToString(samples.shape)));
+  }
+  if (task == TaskKind::kAudioClassification && samples.shape.size() != 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "audio queries are [N, T] clips of 16 kHz mono; got ", ShapeToString(samples.shape)));
   }
   for (float v : samples.values) {
     if (!std::isfinite(v)) return absl::InvalidArgumentError("query samples contain NaN or Inf");
@@ -714,6 +723,14 @@ absl::StatusOr<PreparedQuery> DockImpl::PrepareQuery(const RecommendQuery& query
     // A text query is embedded in the text space only: no image space is its own.
     own_space = spaces_->ForText();
     auto embedded = own_space->EmbedTexts(query.dataset.texts);
+    if (!embedded.ok()) return embedded.status();
+    prepared.embeddings = *embedded;
+    prepared.space_embeddings[own_space] = *std::move(embedded);
+  }
+  if (query.task == TaskKind::kAudioClassification && spaces_->ForAudio() != nullptr) {
+    // An audio query is embedded in the audio space only.
+    own_space = spaces_->ForAudio();
+    auto embedded = own_space->Embed(samples);
     if (!embedded.ok()) return embedded.status();
     prepared.embeddings = *embedded;
     prepared.space_embeddings[own_space] = *std::move(embedded);

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/audio.h"
 #include "common/sha256.h"
 #include "dock/dock_impl.h"
 #include "spdlog/spdlog.h"
@@ -104,6 +105,13 @@ absl::Status ValidateSpec(const ModelSpec& spec) {
     }
     if (spec.input_shape[1] > 1024 || spec.input_shape[2] > 1024) {
       return absl::InvalidArgumentError(absl::StrCat("input shape ", shape, " exceeds 1024x1024"));
+    }
+  } else if (spec.task == TaskKind::kAudioClassification) {
+    if (spec.input_shape.size() != 1 || spec.input_shape[0] < kAudioRate / 10 ||
+        spec.input_shape[0] > kMaxAudioSamples) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "audio models declare input_shape [T]: T samples of 16 kHz mono audio, 1600 (0.1 s) "
+          "to ", kMaxAudioSamples, " (30 s), e.g. 16000 for one second; got '", shape, "'"));
     }
   } else if (spec.task == TaskKind::kTextClassification) {
     if (!spec.input_shape.empty()) {

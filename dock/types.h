@@ -23,8 +23,14 @@ enum class ModelState { kPending, kProbing, kReady, kFailed };
 const char* ModelStateName(ModelState state);  // "PENDING", ...
 
 // Stored as integers: append new kinds at the end.
-enum class TaskKind { kImageClassification, kTabularClassification, kTextClassification };
-// "image_classification", "tabular_classification", "text_classification"
+enum class TaskKind {
+  kImageClassification,
+  kTabularClassification,
+  kTextClassification,
+  kAudioClassification,  // input [T]: T samples of 16 kHz mono audio
+};
+// "image_classification", "tabular_classification", "text_classification",
+// "audio_classification"
 const char* TaskKindName(TaskKind task);
 
 // A classifier's forward(x) returns logits [N, K] over its declared labels; a feature extractor

@@ -44,7 +44,7 @@ absl::StatusOr<v1::ListModelsRequest> ListRequestOf(const httplib::Request& requ
       out.set_page_token(value);
     } else if (key == "task") {
       auto task = client::ParseTask(value);
-      if (!task) return BadRequest("task must be image, tabular or text");
+      if (!task) return BadRequest("task must be image, tabular, text or audio");
       out.set_task(*task);
     } else if (key == "state") {
       auto state = client::ParseState(value);
@@ -184,7 +184,7 @@ absl::Status ApplyRecommendOptions(const json& options, datasets::LoadOptions* l
         header->set_latency_budget_ms(value.get<double>());
       } else if (key == "task") {
         auto task = client::ParseTask(value.get<std::string>());
-        if (!task) return BadRequest("options.task must be image, tabular or text");
+        if (!task) return BadRequest("options.task must be image, tabular, text or audio");
         header->set_task(*task);
       } else if (key == "max_samples") {
         load->max_samples = value.get<int64_t>();
@@ -230,6 +230,7 @@ absl::Status Recommend(const RouteContext& context, Call& call, const httplib::R
   auto dataset = text ? client::LoadTextQuery(spool.Path("dataset"), load.labels_path,
                                               load.max_samples)
                       : datasets::LoadDataset(spool.Path("dataset"), load);
+  // (An audio dataset is a folder: REST takes single files, so audio is not offered here yet.)
   if (!dataset.ok()) {
     return BadRequest(absl::StrCat("cannot load dataset: ", dataset.status().message()));
   }

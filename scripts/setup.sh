@@ -9,6 +9,8 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libspdlog-dev libfmt-dev libabsl-dev libsqlite3-dev libpq-dev libssl-dev
   libcli11-dev nlohmann-json3-dev libstb-dev openssl
+  # Audio query datasets (common/audio.cc): reading WAV/FLAC/Ogg, resampling to 16 kHz.
+  libsndfile1-dev libsamplerate0-dev
   # The HTTP listener (http/): header-only, TLS through OpenSSL.
   libcpp-httplib-dev
   # Prometheus metrics (server/metrics.cc): its core library's registry and text encoder; the

@@ -28,6 +28,7 @@ absl::StatusOr<dock::TaskKind> FromProto(v1::TaskKind task, size_t shape_rank) {
     case v1::TASK_KIND_IMAGE_CLASSIFICATION: return dock::TaskKind::kImageClassification;
     case v1::TASK_KIND_TABULAR_CLASSIFICATION: return dock::TaskKind::kTabularClassification;
     case v1::TASK_KIND_TEXT_CLASSIFICATION: return dock::TaskKind::kTextClassification;
+    case v1::TASK_KIND_AUDIO_CLASSIFICATION: return dock::TaskKind::kAudioClassification;
     case v1::TASK_KIND_UNSPECIFIED:
       // Unset: a per-sample shape [F] is tabular, [C, H, W] an image; anything else is an error.
       if (shape_rank == 1) return dock::TaskKind::kTabularClassification;

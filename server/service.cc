@@ -140,6 +140,7 @@ v1::TaskKind ToProto(dock::TaskKind task) {
     case dock::TaskKind::kImageClassification: return v1::TASK_KIND_IMAGE_CLASSIFICATION;
     case dock::TaskKind::kTabularClassification: return v1::TASK_KIND_TABULAR_CLASSIFICATION;
     case dock::TaskKind::kTextClassification: return v1::TASK_KIND_TEXT_CLASSIFICATION;
+    case dock::TaskKind::kAudioClassification: return v1::TASK_KIND_AUDIO_CLASSIFICATION;
   }
   return v1::TASK_KIND_UNSPECIFIED;
 }
@@ -503,9 +504,11 @@ grpc::Status ModelDockServiceImpl::Recommend(grpc::ServerContext* context,
   std::vector<int64_t> sample_shape(header.sample_shape().begin(), header.sample_shape().end());
   auto task = FromProto(header.task(), sample_shape.size());
   if (!task.ok()) return ToGrpcStatus(task.status());
-  if (*task == dock::TaskKind::kTabularClassification &&
+  if ((*task == dock::TaskKind::kTabularClassification ||
+       *task == dock::TaskKind::kAudioClassification) &&
       header.encoding() == v1::SAMPLE_ENCODING_UINT8) {
-    return InvalidArgument("SAMPLE_ENCODING_UINT8 is for images only; send tabular data as FLOAT32");
+    return InvalidArgument(
+        "SAMPLE_ENCODING_UINT8 is for images only; send tabular data and audio as FLOAT32");
   }
   auto metric = FromProto(header.metric());
   if (!metric.ok()) return ToGrpcStatus(metric.status());

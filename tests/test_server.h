@@ -52,6 +52,7 @@ inline v1::ModelSpec SpecFromSidecar(const std::string& json_path) {
   const std::string task = meta.value("task", "");
   spec.set_task(task == "tabular_classification" ? v1::TASK_KIND_TABULAR_CLASSIFICATION
                 : task == "text_classification"  ? v1::TASK_KIND_TEXT_CLASSIFICATION
+                : task == "audio_classification" ? v1::TASK_KIND_AUDIO_CLASSIFICATION
                                                  : v1::TASK_KIND_IMAGE_CLASSIFICATION);
   for (int64_t d : meta.value("input_shape", std::vector<int64_t>{})) spec.add_input_shape(d);
   for (const std::string label : meta["class_labels"]) spec.add_class_labels(label);

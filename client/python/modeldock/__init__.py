@@ -179,17 +179,19 @@ class Client:
                  labels: Sequence[str] = (), description: str = "", license: str = "",
                  tags: Sequence[str] = (), version: str = "", tabular: bool = False,
                  wait: bool = True, feature_extractor: bool = False,
-                 text: bool = False) -> Model:
+                 text: bool = False, audio: bool = False) -> Model:
         """Uploads a TorchScript file. With wait (the default), returns once the model is READY
         or FAILED (a FAILED model raises ModelDockError with FAILED_PRECONDITION).
         feature_extractor: a headless model whose forward returns features [N, D]; no labels.
-        text: a text model, forward(texts: List[str]) -> [N, K], with no input_shape."""
+        text: a text model, forward(texts: List[str]) -> [N, K], with no input_shape.
+        audio: an audio model, forward(x [N, T]) on 16 kHz mono clips; input_shape [T]."""
         with open(path, "rb") as f:
             data = f.read()
         spec = pb.ModelSpec(name=name, version=version, description=description,
                             input_shape=list(input_shape), class_labels=list(labels),
                             license=license, tags=list(tags),
                             task=pb.TASK_KIND_TEXT_CLASSIFICATION if text
+                            else pb.TASK_KIND_AUDIO_CLASSIFICATION if audio
                             else pb.TASK_KIND_TABULAR_CLASSIFICATION if tabular
                             else pb.TASK_KIND_IMAGE_CLASSIFICATION,
                             kind=pb.MODEL_KIND_FEATURE_EXTRACTOR if feature_extractor
@@ -325,15 +327,21 @@ class Client:
 
     def recommend(self, samples, labels=None, top: int = 5, metric: Optional[str] = None,
                   candidates: int = 0, brute_force: bool = False, budget_ms: float = 0,
-                  class_names: Iterable[str] = (), all_versions: bool = False) -> RecommendResult:
+                  class_names: Iterable[str] = (), all_versions: bool = False,
+                  audio: bool = False) -> RecommendResult:
         """Ranks the dock's models for a dataset.
 
         samples: numpy array [N, C, H, W] (images, values in [0, 1], or uint8 0..255) or [N, F]
-        (tabular), or a list of N strings (texts, for text models). labels: N integers 0..C-1, or None (unlabelled: the server clusters).
+        (tabular), or a list of N strings (texts, for text models); with audio=True, [N, T]
+        clips of 16 kHz mono in [-1, 1] (for audio models). labels: N integers 0..C-1, or None (unlabelled: the server clusters).
         metric: fusion (default), tmi, logme, leep, nce, hscore, shrinkage_hscore, gbc, sfda,
         none. all_versions: list every version of a model name (default: its best-ranked one).
         """
         header, data = _dataset_header(samples, labels, class_names)
+        if audio:
+            if header.encoding != pb.SAMPLE_ENCODING_FLOAT32 or len(header.sample_shape) != 1:
+                raise ValueError("audio samples are float clips [N, T]")
+            header.task = pb.TASK_KIND_AUDIO_CLASSIFICATION
         header.top_k = top
         header.all_versions = all_versions
         header.num_candidates = candidates
