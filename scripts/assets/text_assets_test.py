@@ -69,6 +69,8 @@ class TokenizerTest(unittest.TestCase):
         # 'A' folds to 'a'; 'Ä' (C3 84) is not folded by TorchScript's lower().
         self.assertEqual(tn.text_bytes("AbÄ\x00", 10).tolist(), [256, 97, 98, 195, 132, 0, 257])
         self.assertEqual(tn.text_bytes("abcdef", 3).tolist(), [256, 97, 98, 99, 257])
+        # Exactly A-Z fold: '@' (64) and '[' (91) around them stay.
+        self.assertEqual(tn.text_bytes("@AZ[az", 10).tolist(), [256, 64, 97, 122, 91, 97, 122, 257])
 
     def test_hashed_ngrams_count_and_range(self):
         for text in ["", "a", "hello", "日本"]:

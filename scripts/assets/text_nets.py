@@ -4,10 +4,11 @@ Contract (issue 25): a TorchScript module whose forward(texts: List[str]) return
 and whose exported embed(texts: List[str]) returns [N, D] penultimate features. The module carries
 its own tokenizer, written in TorchScript so that Python and LibTorch (the dock) tokenize alike:
 
-- TorchScript strings are UTF-8 bytes: slicing, len(), lower() and ord() act on bytes (lower()
-  folds ASCII only). Every tokenizer here therefore works on the bytes of the first MAX bytes of
-  the lowercased text (a cut through a multi-byte character only leaves its first bytes), between
-  a start marker (256) and an end marker (257); 258 pads.
+- TorchScript strings are UTF-8 bytes: slicing, len() and ord() act on bytes. Every tokenizer
+  here therefore works on the first MAX bytes of the text (a cut through a multi-byte character
+  only leaves its first bytes), with A-Z folded to a-z by arithmetic on the byte values (not
+  str.lower(), whose C++ side follows the process's C locale), between a start marker (256) and
+  an end marker (257); 258 pads.
 - The empty string, NUL and other control characters, any Unicode and 64 KiB strings are valid
   input: they become at least the two markers.
 
@@ -27,13 +28,13 @@ VOCAB = 259
 
 @torch.jit.script
 def text_bytes(text: str, max_bytes: int) -> torch.Tensor:
-    """int64 [L + 2]: START, the first max_bytes bytes of the lowercased text, END."""
-    cut = text[:max_bytes].lower()
+    """int64 [L + 2]: START, the first max_bytes bytes of the text with A-Z folded to a-z, END."""
     ids: List[int] = [256]
-    for c in cut:
+    for c in text[:max_bytes]:
         ids.append(ord(c))
     ids.append(257)
-    return torch.tensor(ids, dtype=torch.long)
+    b = torch.tensor(ids, dtype=torch.long)
+    return torch.where((b >= 65) & (b <= 90), b + 32, b)
 
 
 @torch.jit.script
