@@ -20,8 +20,14 @@ DIR/text/                    text space: probe_texts.jsonl ({text, label} per li
                              reference_encoder.pt forward(texts: List[str]) -> [N, 64]
 DIR/demo/text/               text demo models (forward(texts) -> logits, embed) with sidecars
 DIR/demo/query_text.csv      text query CSV (text,label): 4 English fortune databases x 30
+DIR/audio/                   audio space: probe_set.npy float32 [2040, 16000] (1 s at 16 kHz:
+                             espeak-ng words and digits in 13 languages, noise/speed/pitch/reverb/
+                             gain/offset copies; balanced order), probe_index.json,
+                             reference_encoder.pt [N, 16000] -> [N, 64]
+DIR/demo/audio/              audio demo models (forward(x [N, 16000]) -> logits, embed) + sidecars
+DIR/demo/query_audio/        audio query folder: 4 command words x 20 WAV (some 22,050 Hz/stereo)
 DIR/spaces.json              manifest of the knowledge spaces (grey, colour-small, colour-large,
-                             text)
+                             text, audio)
 DIR/MANIFEST.json            written last: what each file is, seeds, accuracies, sha256
 
 Data split (so that no asset is evaluated on what another was trained on):
@@ -32,6 +38,8 @@ Data split (so that no asset is evaluated on what another was trained on):
   colour: emoji (by code points) and wallpapers (by name) hashed into probe / encoder / source /
   query splits (assets/colour_data.py SPLITS; sources and licences in assets/README.md)
   text: every text hashed into the same four splits (assets/text_data.py SPLITS)
+  audio: every espeak-ng speaker (voice + variant) hashed into the same four splits
+  (assets/audio_data.py SPLITS)
 Idempotent: when DIR/MANIFEST.json has this SCRIPT_VERSION, the same sha256 of the generator's
 Python sources (this file and assets/*.py but the tests) and its files exist, nothing is done.
 """
@@ -58,10 +66,10 @@ from torch import nn  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from assets import colour_assets, colour_data, fmnist, glyphs, nets, probe_shifts  # noqa: E402
-from assets import text_assets, text_data  # noqa: E402
+from assets import audio_assets, audio_data, text_assets, text_data  # noqa: E402
 
 # Bump whenever any output would change.
-SCRIPT_VERSION = 4
+SCRIPT_VERSION = 5
 
 SEEDS = {
     "probe_glyphs": 101,
@@ -93,6 +101,14 @@ SEEDS = {
     "text_demo_init": 1302,
     "text_demo_train": 1303,
     "text_query": 1401,
+    "audio_probe": 1501,
+    "audio_encoder_data": 1601,
+    "audio_encoder_init": 1602,
+    "audio_encoder_train": 1603,
+    "audio_demo_data": 1701,
+    "audio_demo_init": 1702,
+    "audio_demo_train": 1703,
+    "audio_query": 1801,
 }
 
 NUM_FMNIST_PROBES = 1000
@@ -467,6 +483,8 @@ def build(out, emoji_root):
     colour = colour_assets.build(out, SEEDS, timer, files, emoji_root, save_model, sidecar)
     # Text knowledge space (appended to spaces.json), text demo models and query CSV.
     text = text_assets.build(out, SEEDS, timer, files, save_model, sidecar)
+    # Audio knowledge space (appended to spaces.json after text), audio demo models, query folder.
+    audio = audio_assets.build(out, SEEDS, timer, files, save_model, sidecar)
 
     manifest = {
         "script_version": SCRIPT_VERSION,
@@ -494,6 +512,7 @@ def build(out, emoji_root):
         "fixtures": fixtures,
         "colour": colour,
         "text": text,
+        "audio": audio,
         "data_split": {
             "colour": "emoji (by code points) and wallpapers (by name) hashed into "
                       + ", ".join(f"{n} {f:.0%}" for n, f in colour_data.SPLITS)
@@ -505,6 +524,11 @@ def build(out, emoji_root):
                     + ": probe -> text/probe_texts.jsonl, encoder -> text/reference_encoder.pt, "
                     "source -> demo/text models, query -> demo/query_text.csv and the demo "
                     "models' held-out accuracies",
+            "audio": "espeak-ng speakers (voice + variant, by a hash of the name) into "
+                     + ", ".join(f"{n} {f:.0%}" for n, f in audio_data.SPLITS)
+                     + ": probe -> audio/probe_set.npy, encoder -> audio/reference_encoder.pt, "
+                     "source -> demo/audio models, query -> demo/query_audio and the held-out "
+                     "accuracies",
             "fmnist_train_0_29999": "reference encoder",
             "fmnist_train_30000_59999": "demo models, fixtures",
             "fmnist_t10k_0_999": "probe set",
@@ -557,7 +581,11 @@ def main():
           + "; text demos " + ", ".join(f"{k} {v['test_accuracy']:.3f}"
                                         for k, v in manifest["text"]["demo"].items())
           + f"; text E {manifest['text']['reference_encoder']['texts_per_second_1_thread']} "
-          "texts/s on one thread")
+          "texts/s on one thread; audio demos "
+          + ", ".join(f"{k} {v['test_accuracy']:.3f}"
+                      for k, v in manifest["audio"]["demo"].items())
+          + f"; audio E {manifest['audio']['reference_encoder']['clips_per_second_1_thread']} "
+          "clips/s on one thread")
     return 0
 
 

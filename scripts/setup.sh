@@ -34,6 +34,10 @@ PACKAGES=(
   # licences in scripts/assets/README.md): fortune databases in four languages. The licence
   # texts of /usr/share/common-licenses come with base-files.
   fortunes fortunes-de fortunes-it fortunes-es base-files
+  # Speech for the audio probe set, reference encoder, demo models and query folder
+  # (scripts/assets/audio_data.py; licences in scripts/assets/README.md): espeak-ng speaks the
+  # words (its libespeak-ng1 in-process), sox resamples and shifts them.
+  espeak-ng sox
   # The Debian package (scripts/package.sh: CPack, dpkg-shlibdeps) and its test's check of the
   # systemd unit (systemd-analyze).
   dpkg-dev systemd
