@@ -37,9 +37,9 @@ from assets import text_nets as tn  # noqa: E402
 # Source tasks: name -> (label set of data_text.LABEL_SETS, shift of the training texts).
 SOURCES = {s: (s, None) for s in dt.LABEL_SETS}
 SOURCES["en8typos"] = ("en8", "mixed")    # half the training texts typos/upper/lower/truncated
-BUDGETS = {"l": 150, "s": 30}              # training texts per class (at most)
-EPOCHS = {"l": {"ngram": 6, "cnn": 5, "gru": 4, "lstm": 4, "transformer": 6},
-          "s": {"ngram": 15, "cnn": 15, "gru": 12, "lstm": 12, "transformer": 15}}
+BUDGETS = {"l": 300, "s": 30}              # training texts per class (at most)
+EPOCHS = {"l": {"ngram": 10, "cnn": 10, "gru": 10, "lstm": 10, "transformer": 12},
+          "s": {"ngram": 25, "cnn": 25, "gru": 25, "lstm": 25, "transformer": 25}}
 VAL_PER_CLASS = 30
 BATCH = 64
 
@@ -59,7 +59,7 @@ _ZOO = {
 # Query tasks: name, classes [(label, predicate)], train per class, test per class, shift, note.
 TASKS = [
     ("q_en4_n20", dt.topics("fortunes", ("computers", "politics", "science", "songs-poems")),
-     20, 60, None, "4 English databases (class overlap with en8, en16)"),
+     20, 70, None, "4 English databases (class overlap with en8, en16)"),
     ("q_ennew5_n12", dt.topics("fortunes", ("startrek", "law", "food", "education",
                                             "disclaimer")),
      12, 24, None, "5 English databases that no source model was trained to tell apart"),
@@ -70,10 +70,10 @@ TASKS = [
      20, 45, None, "4 German databases (3 in de6)"),
     ("q_it4_n20", dt.topics("fortunes-it", ("italia", "luke", "norm", "zuse")),
      20, 45, None, "4 Italian databases (3 in it6)"),
-    ("q_lang4_short_n10", dt.LANG4, 10, 60, "short", "language of the first 24 characters"),
+    ("q_lang4_short_n10", dt.LANG4, 10, 100, "short", "language of the first 24 characters"),
     ("q_en4_typos_n20", dt.topics("fortunes", ("people", "work", "definitions", "zippy")),
      20, 60, "typos_upper", "4 English databases (in en8) with typos, half upper-case"),
-    ("q_tech2_n25", dt.LABEL_SETS["tech2"], 25, 80, None,
+    ("q_tech2_n25", dt.LABEL_SETS["tech2"], 25, 120, None,
      "technology or not, fortunes in 4 languages (the tech2 source's classes)"),
 ]
 SHORT_CHARS = 24
