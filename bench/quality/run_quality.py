@@ -3,6 +3,14 @@
 
     /usr/bin/python3 bench/quality/run_quality.py [--build-dir /work/main/build]
     /usr/bin/python3 bench/quality/run_quality.py --smoke     # tiny zoo, builds it if missing
+    /usr/bin/python3 bench/quality/run_quality.py --zoo bench/zoo_text/artifacts/zoo \
+        --ground-truth bench/zoo_text/results/ground_truth.json \
+        --out-dir bench/zoo_text/results/server --plot bench/zoo_text/results/server/scores.png
+
+Zoos: grey (bench/zoo, zoo2, zoo3: IDX task files), colour (bench/zoo_colour: one .npz per split)
+and text (bench/zoo_text: one CSV per split with `text` and `label` columns; the models' sidecars
+say task "text_classification" and give no input shape, so `modeldock register --metadata` files
+them as text models and `modeldock recommend train.csv` sends the texts).
 
 Starts modeldock-server on a free port with a fresh data dir, registers every zoo model with the
 `modeldock` CLI (--json), waits until all are READY, then for every query task's train split asks
@@ -250,7 +258,7 @@ def collect(args, zoo, tasks, names):
         print(f"registered {n} models in {reg['wall_seconds']} s; failed: {list(reg['failed'])}",
               flush=True)
         for task in tasks:
-            if "train_file" in task:  # colour zoo: one .npz with x and y
+            if "train_file" in task:  # colour zoo: one .npz with x and y; text zoo: one CSV
                 dataset = [os.path.join(zoo, task["train_file"])]
             else:
                 dataset = [os.path.join(zoo, task["train_images"]), "--labels",
@@ -495,7 +503,10 @@ def plot(path, tasks, names, zoo_meta, responses, per_task_acc, default_measures
     import matplotlib.pyplot as plt
 
     arch = {m["name"]: m["arch"] for m in zoo_meta["models"]}
-    colours = {"mlp": "tab:blue", "lenet": "tab:orange", "cnn": "tab:green", "resnet": "tab:red"}
+    palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
+               "tab:pink", "tab:olive", "tab:cyan"]
+    archs = list(dict.fromkeys(m["arch"] for m in zoo_meta["models"]))  # zoo order
+    colours = {a: palette[i % len(palette)] for i, a in enumerate(archs)}
     cols = min(4, len(tasks))
     rows = (len(tasks) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
