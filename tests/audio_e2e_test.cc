@@ -35,6 +35,7 @@ std::vector<std::string> AudioStems() {
 
 class AudioE2eTest : public ::testing::Test {
  protected:
+  // One server per test process (gtest_discover_tests runs each test alone).
   static void SetUpTestSuite() {
     temp_ = new TempDir();
     server_ = new InProcessServer((fs::path(temp_->path()) / "data").string());
@@ -43,6 +44,13 @@ class AudioE2eTest : public ::testing::Test {
     client::ClientOptions options;
     options.address = server_->address();
     client_ = new client::Client(options);
+    started_ = true;
+  }
+
+  // Registers the demo models once per process (probing them takes a while): only the tests
+  // that rank models call it.
+  static void RegisterModels() {
+    if (ready_ || !started_) return;
     std::vector<std::string> stems = AudioStems();
     stems.push_back("demo/fmnist-tops-cnn");
     for (const std::string& stem : stems) {
@@ -74,7 +82,7 @@ class AudioE2eTest : public ::testing::Test {
   void SetUp() override {
     ASSERT_FALSE(AssetDir().empty()) << "MODELDOCK_ASSET_DIR is not set";
     ASSERT_TRUE(fs::exists(QueryFolder())) << "missing " << QueryFolder();
-    ASSERT_TRUE(ready_) << "the demo audio models could not be registered";
+    ASSERT_TRUE(started_) << "the server did not start";
   }
 
   static TempDir* temp_;
@@ -82,6 +90,7 @@ class AudioE2eTest : public ::testing::Test {
   static client::Client* client_;
   static std::vector<v1::Model>* models_;
   static bool ready_;
+  static bool started_;
 };
 
 TempDir* AudioE2eTest::temp_ = nullptr;
@@ -89,17 +98,19 @@ InProcessServer* AudioE2eTest::server_ = nullptr;
 client::Client* AudioE2eTest::client_ = nullptr;
 std::vector<v1::Model>* AudioE2eTest::models_ = new std::vector<v1::Model>();
 bool AudioE2eTest::ready_ = false;
+bool AudioE2eTest::started_ = false;
 
-TEST_F(AudioE2eTest, AudioModelsAreProbedInTheAudioSpace) {
+// One test registers and probes the models (each test runs in its own process).
+TEST_F(AudioE2eTest, AudioModelsAreProbedInTheAudioSpaceAndRankedForWavFolders) {
+  RegisterModels();
+  ASSERT_TRUE(ready_) << "the demo audio models could not be registered";
   ASSERT_GE(models_->size(), 4u);
   for (const v1::Model& model : *models_) {
     const bool audio = model.spec().task() == v1::TASK_KIND_AUDIO_CLASSIFICATION;
     EXPECT_THAT(model.state_reason(), HasSubstr(audio ? " audio samples" : " grey samples"))
         << model.spec().name();
   }
-}
-
-TEST_F(AudioE2eTest, WavFolderRanksOnlyAudioModels) {
+  // A folder of WAV files ranks only the audio models.
   auto query = client::LoadAudioQuery(QueryFolder(), 0, 0);
   ASSERT_TRUE(query.ok()) << query.status();
   // The folder holds 22.05 kHz and stereo files: the loader says what it did.

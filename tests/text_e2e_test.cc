@@ -25,7 +25,7 @@ std::string QueryCsv() { return AssetPath("demo/query_text.csv"); }
 
 class TextE2eTest : public ::testing::Test {
  protected:
-  // One server with the three text models and one image model READY for the whole suite.
+  // One server per test process (gtest_discover_tests runs each test alone).
   static void SetUpTestSuite() {
     temp_ = new TempDir();
     server_ = new InProcessServer((fs::path(temp_->path()) / "data").string());
@@ -34,6 +34,13 @@ class TextE2eTest : public ::testing::Test {
     client::ClientOptions options;
     options.address = server_->address();
     client_ = new client::Client(options);
+    started_ = true;
+  }
+
+  // Registers the demo models once per process (probing them takes a while): only the tests
+  // that rank models call it.
+  static void RegisterModels() {
+    if (ready_ || !started_) return;
     std::vector<std::string> stems;
     for (const char* name : kTextModels) stems.push_back(std::string("demo/text/") + name);
     stems.push_back("demo/fmnist-tops-cnn");
@@ -66,7 +73,7 @@ class TextE2eTest : public ::testing::Test {
   void SetUp() override {
     ASSERT_FALSE(AssetDir().empty()) << "MODELDOCK_ASSET_DIR is not set";
     ASSERT_TRUE(fs::exists(QueryCsv())) << "missing " << QueryCsv();
-    ASSERT_TRUE(ready_) << "the demo text models could not be registered";
+    ASSERT_TRUE(started_) << "the server did not start";
     auto query = client::LoadTextQuery(QueryCsv(), "", 0);
     ASSERT_TRUE(query.ok()) << query.status();
     query_ = *std::move(query);
@@ -83,6 +90,7 @@ class TextE2eTest : public ::testing::Test {
   static client::Client* client_;
   static std::vector<v1::Model>* models_;
   static bool ready_;
+  static bool started_;
   Dataset query_;
 };
 
@@ -91,8 +99,12 @@ InProcessServer* TextE2eTest::server_ = nullptr;
 client::Client* TextE2eTest::client_ = nullptr;
 std::vector<v1::Model>* TextE2eTest::models_ = new std::vector<v1::Model>();
 bool TextE2eTest::ready_ = false;
+bool TextE2eTest::started_ = false;
 
-TEST_F(TextE2eTest, TextModelsAreProbedInTheTextSpace) {
+// One test registers and probes the models (each test runs in its own process).
+TEST_F(TextE2eTest, TextModelsAreProbedInTheTextSpaceAndRankedForTexts) {
+  RegisterModels();
+  ASSERT_TRUE(ready_) << "the demo text models could not be registered";
   for (const v1::Model& model : *models_) {
     const bool text = model.spec().task() == v1::TASK_KIND_TEXT_CLASSIFICATION;
     EXPECT_EQ(model.spec().input_shape_size(), text ? 0 : 3) << model.spec().name();
@@ -100,9 +112,7 @@ TEST_F(TextE2eTest, TextModelsAreProbedInTheTextSpace) {
         << model.spec().name();
     EXPECT_TRUE(model.has_embed()) << model.spec().name();
   }
-}
-
-TEST_F(TextE2eTest, TextQueryRanksOnlyTextModelsAndTheTopicsModelFirst) {
+  // Only text models are compatible with a text query, the topics model first.
   ASSERT_GE(query_.texts.size(), 40u);
   ASSERT_EQ(query_.class_names.size(), 4u);
   auto response = client_->Recommend(query_, Options());
