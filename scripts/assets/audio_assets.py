@@ -73,7 +73,7 @@ def build_probe_set(seed):
 # ENCODER_PER_CLASS clips of encoder-split speakers each, a share ENCODER_SHIFTED shifted.
 ENCODER_PER_CLASS = 20
 ENCODER_SHIFTED = 0.4
-ENCODER_EPOCHS = 8
+ENCODER_EPOCHS = 10
 ENCODER_SPEED_CLIPS = 512
 HELD_OUT_PER_CLASS = 4
 

@@ -12,6 +12,7 @@ import collections
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -352,8 +353,9 @@ class AssetDirTest(unittest.TestCase):
                 channels[ch] += 1
                 clips.append(np.pad(clip, (0, ad.CLIP - len(clip))))
                 labels.append(cls)
-                speaker = manifest[f"demo/query_audio/{cls}/{name}"]["description"].split(
-                    " said by ")[1].split(" ")[0]
+                # "'yes' said by en-us+Mr serious (query split), ..." (variant names have spaces)
+                speaker = re.search(r" said by (.+) \(query split\)",
+                                    manifest[f"demo/query_audio/{cls}/{name}"]["description"])[1]
                 self.assertEqual(ad.split_of(speaker), "query", speaker)
         self.assertEqual(set(rates), {16000, 22050})
         self.assertEqual(set(channels), {1, 2})

@@ -52,17 +52,18 @@ class LogMel(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.n_fft, self.hop = N_FFT, HOP
+        # TorchScript reads module attributes, not module-level constants.
+        self.n_fft, self.hop, self.log_floor = N_FFT, HOP, LOG_FLOOR
         self.register_buffer("window", torch.hann_window(N_FFT))
         self.register_buffer("filters", torch.from_numpy(mel_filterbank()).t().contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.nan_to_num(x.to(torch.float32), 0.0, 1.0, -1.0).clamp(-1.0, 1.0)
         x = x - x.mean(1, keepdim=True)
-        spec = torch.stft(x, self.n_fft, self.hop, self.n_fft, self.window, center=True, pad_mode="reflect",
-                          return_complex=True)
+        spec = torch.stft(x, self.n_fft, self.hop, self.n_fft, self.window, center=True,
+                          pad_mode="reflect", return_complex=True)
         power = spec.real * spec.real + spec.imag * spec.imag
-        mel = torch.log(torch.matmul(self.filters, power) + 1e-6)  # LOG_FLOOR
+        mel = torch.log(torch.matmul(self.filters, power) + self.log_floor)
         return (mel - mel.mean((1, 2), keepdim=True)) / 4.0
 
 
