@@ -86,21 +86,9 @@ class RecommendE2eTest : public ::testing::Test {
     client::ClientOptions options;
     options.address = server_->address();
     client_ = new client::Client(options);
-    for (const char* name : kDemoModels) {
-      const std::string stem = std::string("demo/") + name;
-      auto registered =
-          client_->Register(AssetPath(stem + ".pt"), SpecFromSidecar(AssetPath(stem + ".json")));
-      if (!registered.ok()) {
-        ADD_FAILURE() << name << ": " << registered.status();
-        return;
-      }
-      auto ready = client_->Watch(registered->model().id());
-      if (!ready.ok() || ready->state() != v1::MODEL_STATE_READY) {
-        ADD_FAILURE() << name << " did not become READY";
-        return;
-      }
-    }
-    ready_ = true;
+    std::vector<std::string> stems;
+    for (const char* name : kDemoModels) stems.push_back(std::string("demo/") + name);
+    ready_ = RegisterAssetModels(*client_, stems, nullptr);
   }
 
   static void TearDownTestSuite() {

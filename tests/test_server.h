@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "client/client.h"
 #include "dock/dock.h"
 #include "modeldock/v1/modeldock.grpc.pb.h"
 #include "nlohmann/json.hpp"
@@ -58,6 +59,28 @@ inline v1::ModelSpec SpecFromSidecar(const std::string& json_path) {
   for (const std::string label : meta["class_labels"]) spec.add_class_labels(label);
   for (const std::string& tag : meta.value("tags", std::vector<std::string>{})) spec.add_tags(tag);
   return spec;
+}
+
+// Registers ASSET_DIR/STEM.pt with the spec of STEM.json for each stem and waits until each is
+// READY. False (after a test failure naming the model) when one is refused or does not become
+// READY. `ready` (may be null) gets the READY models in order.
+inline bool RegisterAssetModels(client::Client& client, const std::vector<std::string>& stems,
+                                std::vector<v1::Model>* ready) {
+  for (const std::string& stem : stems) {
+    auto registered =
+        client.Register(AssetPath(stem + ".pt"), SpecFromSidecar(AssetPath(stem + ".json")));
+    if (!registered.ok()) {
+      ADD_FAILURE() << stem << ": " << registered.status();
+      return false;
+    }
+    auto model = client.Watch(registered->model().id());
+    if (!model.ok() || model->state() != v1::MODEL_STATE_READY) {
+      ADD_FAILURE() << stem << " did not become READY";
+      return false;
+    }
+    if (ready != nullptr) ready->push_back(*model);
+  }
+  return true;
 }
 
 // Every regular file under `dir` (relative paths), for "nothing was stored" checks.

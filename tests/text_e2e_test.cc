@@ -44,21 +44,7 @@ class TextE2eTest : public ::testing::Test {
     std::vector<std::string> stems;
     for (const char* name : kTextModels) stems.push_back(std::string("demo/text/") + name);
     stems.push_back("demo/fmnist-tops-cnn");
-    for (const std::string& stem : stems) {
-      auto registered =
-          client_->Register(AssetPath(stem + ".pt"), SpecFromSidecar(AssetPath(stem + ".json")));
-      if (!registered.ok()) {
-        ADD_FAILURE() << stem << ": " << registered.status();
-        return;
-      }
-      auto ready = client_->Watch(registered->model().id());
-      if (!ready.ok() || ready->state() != v1::MODEL_STATE_READY) {
-        ADD_FAILURE() << stem << " did not become READY";
-        return;
-      }
-      models_->push_back(*ready);
-    }
-    ready_ = true;
+    ready_ = RegisterAssetModels(*client_, stems, models_);
   }
 
   static void TearDownTestSuite() {
