@@ -45,10 +45,9 @@ class TorchScriptReferenceEncoder : public ReferenceEncoder {
 
 // The E of `model`, whose width is what forward returns on one deterministic sample.
 absl::StatusOr<std::unique_ptr<ReferenceEncoder>> Finish(const std::string& path,
+                                                         std::string sha,
                                                          std::unique_ptr<BlackBoxModel> model,
                                                          absl::StatusOr<ModelOutputs> probe) {
-  absl::StatusOr<std::string> sha = Sha256::OfFile(path);
-  if (!sha.ok()) return sha.status();
   if (!probe.ok()) {
     return absl::FailedPreconditionError(
         absl::StrCat("reference encoder ", path, " failed on a test sample: ",
@@ -60,30 +59,34 @@ absl::StatusOr<std::unique_ptr<ReferenceEncoder>> Finish(const std::string& path
         absl::StrCat("reference encoder ", path, " returns empty embeddings"));
   }
   return std::unique_ptr<ReferenceEncoder>(
-      new TorchScriptReferenceEncoder(std::move(model), dim, *std::move(sha)));
+      new TorchScriptReferenceEncoder(std::move(model), dim, std::move(sha)));
 }
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ReferenceEncoder>> ReferenceEncoder::Load(
     const std::string& path, const std::vector<int64_t>& input_shape) {
+  absl::StatusOr<std::string> sha = Sha256::OfFile(path);  // NOT_FOUND for a missing file
+  if (!sha.ok()) return sha.status();
   TorchScriptOptions options;
   options.input_shape = input_shape;
   absl::StatusOr<std::unique_ptr<BlackBoxModel>> model = LoadTorchScriptModel(path, options);
   if (!model.ok()) return model.status();
   auto probe = (*model)->Run(internal::UniformSamples(1, input_shape, 42), /*want_features=*/false);
-  return Finish(path, *std::move(model), std::move(probe));
+  return Finish(path, *std::move(sha), *std::move(model), std::move(probe));
 }
 
 absl::StatusOr<std::unique_ptr<ReferenceEncoder>> ReferenceEncoder::LoadText(
     const std::string& path) {
+  absl::StatusOr<std::string> sha = Sha256::OfFile(path);
+  if (!sha.ok()) return sha.status();
   TorchScriptOptions options;
   options.input_kind = InputKind::kText;
   absl::StatusOr<std::unique_ptr<BlackBoxModel>> model = LoadTorchScriptModel(path, options);
   if (!model.ok()) return model.status();
   auto probe = (*model)->RunText({"a test sentence"}, /*want_features=*/false,
                                  /*want_layers=*/false);
-  return Finish(path, *std::move(model), std::move(probe));
+  return Finish(path, *std::move(sha), *std::move(model), std::move(probe));
 }
 
 }  // namespace modeldock::encoder
