@@ -44,6 +44,9 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, size_t limit = 0) 
   }
   gzbuffer(file, 1 << 18);
   std::string out;
+  // Uncompressed files (the usual case) are read without growing the string again and again.
+  const uintmax_t size = fs::file_size(path, ec);
+  if (!ec) out.reserve(limit == 0 ? size : std::min<uintmax_t>(size, limit));
   char buffer[1 << 16];
   while (limit == 0 || out.size() < limit) {
     int n = gzread(file, buffer, sizeof(buffer));
@@ -151,12 +154,11 @@ int64_t Product(const std::vector<int64_t>& shape, size_t from = 0) {
 // Checks that the data after the header is exactly what the shape needs. The dimensions are
 // untrusted: their product must not overflow, and a shape with a zero dimension is refused, as
 // no caller can use an array without values (and its other dimensions could be anything).
-absl::Status CheckDataSize(const std::string& path, const std::string& bytes,
-                           const RawArray& a) {
+absl::Status CheckDataSize(const std::string& path, uint64_t content_size, const RawArray& a) {
   if (std::find(a.shape.begin(), a.shape.end(), 0) != a.shape.end()) {
     return Bad(path, absl::StrCat("array of shape ", ShapeToString(a.shape), " is empty"));
   }
-  const uint64_t have = bytes.size() - a.data_offset;
+  const uint64_t have = content_size - a.data_offset;
   uint64_t want = DtypeSize(a.dtype);
   for (int64_t d : a.shape) {
     if (static_cast<uint64_t>(d) > std::numeric_limits<uint64_t>::max() / want) {
@@ -201,7 +203,7 @@ absl::StatusOr<RawArray> ParseIdxHeader(const std::string& path, const std::stri
     a.shape.push_back((int64_t{p[0]} << 24) | (p[1] << 16) | (p[2] << 8) | p[3]);
   }
   a.data_offset = 4 + 4 * ndims;
-  if (absl::Status st = CheckDataSize(path, bytes, a); !st.ok()) return st;
+  if (absl::Status st = CheckDataSize(path, bytes.size(), a); !st.ok()) return st;
   return a;
 }
 
@@ -230,7 +232,8 @@ bool NpyField(absl::string_view header, absl::string_view key, std::string* valu
   return true;
 }
 
-absl::StatusOr<RawArray> ParseNpyHeader(const std::string& path, const std::string& bytes) {
+// The header of NPY content (`bytes` may end after it); the data size is not checked.
+absl::StatusOr<RawArray> ParseNpyHeaderFields(const std::string& path, const std::string& bytes) {
   if (!StartsWith(bytes, kNpyMagic) || bytes.size() < 10) {
     return Bad(path, "not an NPY file (bad magic string)");
   }
@@ -284,7 +287,13 @@ absl::StatusOr<RawArray> ParseNpyHeader(const std::string& path, const std::stri
   }
   if (a.shape.empty()) return Bad(path, "NPY array is a scalar, expected samples");
   a.data_offset = header_start + header_len;
-  if (absl::Status st = CheckDataSize(path, bytes, a); !st.ok()) return st;
+  return a;
+}
+
+absl::StatusOr<RawArray> ParseNpyHeader(const std::string& path, const std::string& bytes) {
+  auto a = ParseNpyHeaderFields(path, bytes);
+  if (!a.ok()) return a.status();
+  if (absl::Status st = CheckDataSize(path, bytes.size(), *a); !st.ok()) return st;
   return a;
 }
 
@@ -320,8 +329,20 @@ absl::StatusOr<Tensor> ToSamples(const std::string& path, const std::string& byt
     }
     t.shape = {n, c, h, w};
   } else {
-    for (size_t i = 0; i < t.values.size(); ++i) {
-      t.values[i] = static_cast<float>(Element(data, i, a.dtype, a.big_endian) * scale);
+    if (a.dtype == Dtype::kF32 && !a.big_endian) {
+      // The common case (probe sets, float arrays): the bytes are the values (x86 is
+      // little-endian), copied at memory speed.
+      std::memcpy(t.values.data(), data, t.values.size() * sizeof(float));
+    } else if (a.dtype == Dtype::kU8) {
+      // Image probe sets: a table of the 256 values, each computed as Element() * scale is.
+      float table[256];
+      for (int v = 0; v < 256; ++v) table[v] = static_cast<float>(v * scale);
+      const auto* bytes_u8 = reinterpret_cast<const unsigned char*>(data);
+      for (size_t i = 0; i < t.values.size(); ++i) t.values[i] = table[bytes_u8[i]];
+    } else {
+      for (size_t i = 0; i < t.values.size(); ++i) {
+        t.values[i] = static_cast<float>(Element(data, i, a.dtype, a.big_endian) * scale);
+      }
     }
     switch (a.shape.size()) {
       case 1: t.shape = {n, 1}; break;
@@ -539,6 +560,24 @@ absl::StatusOr<Dataset> LoadNpy(const std::string& samples_path, const LoadOptio
     return st;
   }
   return dataset;
+}
+
+absl::StatusOr<std::vector<int64_t>> ReadNpyShape(const std::string& path) {
+  auto head = ReadFile(path, 1 << 16);  // NPY headers are a few hundred bytes
+  if (!head.ok()) return head.status();
+  auto raw = ParseNpyHeaderFields(path, *head);
+  if (!raw.ok()) return raw.status();
+  std::ifstream file(path, std::ios::binary);
+  char magic[2] = {0, 0};
+  file.read(magic, 2);
+  const bool gzipped = magic[0] == '\x1f' && magic[1] == '\x8b';
+  if (!gzipped) {  // a gzipped file's data size is checked when it is loaded
+    std::error_code ec;
+    const uintmax_t size = fs::file_size(path, ec);
+    if (ec) return absl::NotFoundError(absl::StrCat(path, ": ", ec.message()));
+    if (absl::Status st = CheckDataSize(path, size, *raw); !st.ok()) return st;
+  }
+  return raw->shape;
 }
 
 absl::StatusOr<DecodedImage> DecodeImage(const std::string& name, const std::string& bytes) {

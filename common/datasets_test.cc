@@ -294,6 +294,25 @@ TEST_F(DatasetsTest, NpyErrors) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// The header alone: the shape, and a data size that does not match the file is refused before
+// anything is loaded.
+TEST_F(DatasetsTest, ReadNpyShapeReadsTheHeaderAndChecksTheFileSize) {
+  auto shape = ReadNpyShape(Write("clips.npy", Npy("<f4", "(3, 4)", Raw(std::vector<float>(12)))));
+  ASSERT_TRUE(shape.ok()) << shape.status();
+  EXPECT_THAT(*shape, ElementsAre(3, 4));
+  shape = ReadNpyShape(Write("img.npy", Npy("|u1", "(2, 1, 2, 3)", std::string(12, '\x7f'), 2)));
+  ASSERT_TRUE(shape.ok()) << shape.status();
+  EXPECT_THAT(*shape, ElementsAre(2, 1, 2, 3));
+  shape = ReadNpyShape(Write("cut.npy", Npy("<f4", "(3, 4)", Raw(std::vector<float>(11)))));
+  EXPECT_EQ(shape.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(shape.status().message(), HasSubstr("truncated"));
+  shape = ReadNpyShape(Write("long.npy", Npy("<f4", "(3, 4)", Raw(std::vector<float>(13)))));
+  EXPECT_EQ(shape.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ReadNpyShape(Write("text.npy", "not an array")).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ReadNpyShape(Path("missing.npy")).status().code(), absl::StatusCode::kNotFound);
+}
+
 TEST_F(DatasetsTest, WriteNpyRoundTrip) {
   Tensor t({2, 1, 2, 2}, {0, 0.2f, 0.4f, 1, -1, 2, 0.5f, 3.25f});
   const std::string fp = Path("f.npy");

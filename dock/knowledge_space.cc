@@ -57,7 +57,7 @@ absl::StatusOr<std::unique_ptr<KnowledgeSpace>> KnowledgeSpace::Load(
                                        space->encoder_->Describe()))
                    .substr(0, 16);
   spdlog::info("knowledge space {}: probe set {} ({} samples), reference encoder {} ({}-d), {}",
-               space->id_, probe_path, space->probe_set_.Rows(), encoder_path, reference_dim,
+               space->id_, probe_path, space->probe_rows_, encoder_path, reference_dim,
                space->encoder_->Describe());
 
   const index::IndexOptions index_options = space->IndexOptions();
@@ -91,30 +91,67 @@ absl::Status KnowledgeSpace::LoadProbeSet(const KnowledgeSpaceOptions& options) 
           texts.ok() ? "it holds no text" : texts.status().message(), hint));
     }
     probe_texts_ = std::move(texts->texts);
-    probe_set_.shape = {static_cast<int64_t>(probe_texts_.size()), 0};
+    probe_rows_ = static_cast<int64_t>(probe_texts_.size());
+    probe_set_.shape = {probe_rows_, 0};
   } else {
-    auto probe = datasets::LoadNpy(path);
-    if (!probe.ok()) {
+    // Only the shape now: the samples are loaded on first use (ProbeSet), so that a dock holds
+    // no probe set of a kind it has no model of (the audio one is 130 MB).
+    auto shape = datasets::ReadNpyShape(path);
+    if (!shape.ok()) {
       return absl::FailedPreconditionError(absl::StrCat("cannot load the probe set ", path, ": ",
-                                                        probe.status().message(), hint));
+                                                        shape.status().message(), hint));
     }
-    probe_set_ = std::move(probe->samples);
-    if (options.audio) {
-      if (probe_set_.shape.size() != 2) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "probe set ", path, " must hold audio clips [P, T]; got ",
-            ShapeToString(probe_set_.shape)));
-      }
-    } else if (probe_set_.shape.size() != 4) {
-      return absl::FailedPreconditionError(absl::StrCat("probe set ", path,
-                                                        " must hold images [P, C, H, W]; got ",
-                                                        ShapeToString(probe_set_.shape)));
-    }
+    if (absl::Status s = CheckProbeShape(options, path, *shape); !s.ok()) return s;
+    probe_rows_ = shape->front();
   }
+  probe_set_path_ = path;
   auto probe_sha = Sha256::OfFile(path);
   if (!probe_sha.ok()) return probe_sha.status();
   probe_set_sha_ = *probe_sha;
   return absl::OkStatus();
+}
+
+absl::Status KnowledgeSpace::CheckProbeShape(const KnowledgeSpaceOptions& options,
+                                             const std::string& path,
+                                             const std::vector<int64_t>& shape) {
+  if (options.audio && shape.size() != 2) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "probe set ", path, " must hold audio clips [P, T]; got ", ShapeToString(shape)));
+  }
+  if (!options.audio && shape.size() != 4) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "probe set ", path, " must hold images [P, C, H, W]; got ", ShapeToString(shape)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<const Tensor*> KnowledgeSpace::ProbeSet() const {
+  if (is_text()) return &probe_set_;  // [P, 0]: the rows of probe_texts()
+  std::call_once(probe_once_, [this] {
+    // The file must still be the one the space's id was made from.
+    auto sha = Sha256::OfFile(probe_set_path_);
+    if (!sha.ok()) {
+      probe_status_ = absl::FailedPreconditionError(absl::StrCat(
+          "cannot read the probe set ", probe_set_path_, ": ", sha.status().message()));
+      return;
+    }
+    if (*sha != probe_set_sha_) {
+      probe_status_ = absl::FailedPreconditionError(absl::StrCat(
+          "the probe set ", probe_set_path_, " changed since the dock opened (SHA-256 ",
+          sha->substr(0, 12), ", opened as ", probe_set_sha_.substr(0, 12),
+          "); restart the server to use the new file"));
+      return;
+    }
+    auto probe = datasets::LoadNpy(probe_set_path_);
+    if (!probe.ok()) {
+      probe_status_ = absl::FailedPreconditionError(absl::StrCat(
+          "cannot load the probe set ", probe_set_path_, ": ", probe.status().message()));
+      return;
+    }
+    probe_set_ = std::move(probe->samples);
+  });
+  if (!probe_status_.ok()) return probe_status_;
+  return &probe_set_;
 }
 
 index::IndexOptions KnowledgeSpace::IndexOptions() const {
@@ -126,10 +163,15 @@ index::IndexOptions KnowledgeSpace::IndexOptions() const {
 
 absl::StatusOr<const Tensor*> KnowledgeSpace::ProbeEmbeddings() const {
   std::call_once(embed_once_, [this] {
+    auto probes = ProbeSet();
+    if (!probes.ok()) {
+      embed_status_ = probes.status();
+      return;
+    }
     std::lock_guard<std::mutex> lock(reference_mutex_);
     auto embeddings = is_text()  ? reference_->EmbedTexts(probe_texts_)
-                      : audio_   ? reference_->Embed(FitAudioLength(probe_set_, audio_length_))
-                                 : reference_->Embed(probe_set_);
+                      : audio_   ? reference_->Embed(FitAudioLength(**probes, audio_length_))
+                                 : reference_->Embed(**probes);
     if (embeddings.ok()) {
       probe_embeddings_ = *std::move(embeddings);
     } else {

@@ -59,13 +59,17 @@ class KnowledgeSpace {
   // Fingerprint of (E, probe set, set encoder): the tag of every stored vector of this space.
   const std::string& id() const { return id_; }
   bool is_text() const { return !probe_texts_.empty(); }
-  // The probe images; for a text space a [P, 0] tensor (row count only) beside probe_texts().
-  const Tensor& probe_set() const { return probe_set_; }
+  // How many probes the space has (known at open).
+  int64_t probe_rows() const { return probe_rows_; }
+  // The probe images or clips, loaded on first use (once; thread-safe) after checking that the
+  // file is still the one the space was opened with (else FAILED_PRECONDITION); for a text
+  // space a [P, 0] tensor (row count only) beside probe_texts().
+  absl::StatusOr<const Tensor*> ProbeSet() const;
   const std::vector<std::string>& probe_texts() const { return probe_texts_; }
   const std::string& probe_set_sha() const { return probe_set_sha_; }
   // E's embeddings of the probe set, computed on first use (once; thread-safe), so that a dock
-  // opens without embedding the probe sets of spaces it has no model of yet. Load computes the
-  // primary space's at once (options.embed_probes_at_load).
+  // opens without embedding probe sets it may not need yet (KnowledgeSpaces loads every space
+  // so; options.embed_probes_at_load computes them in Load).
   absl::StatusOr<const Tensor*> ProbeEmbeddings() const;
   // E's embedding width.
   int reference_dim() const { return reference_dim_; }
@@ -129,10 +133,17 @@ class KnowledgeSpace {
 
   bool audio_ = false;
   int64_t audio_length_ = 0;  // E's [T] in an audio space
-  // Loads the probe set (images, texts or clips) and its SHA-256.
+  // Reads the probe set's SHA-256 and its row count (and a text space's texts); ProbeSet loads
+  // the samples.
   absl::Status LoadProbeSet(const KnowledgeSpaceOptions& options);
+  static absl::Status CheckProbeShape(const KnowledgeSpaceOptions& options,
+                                      const std::string& path, const std::vector<int64_t>& shape);
 
-  Tensor probe_set_;
+  std::string probe_set_path_;
+  int64_t probe_rows_ = 0;
+  mutable std::once_flag probe_once_;
+  mutable absl::Status probe_status_;
+  mutable Tensor probe_set_;  // set once, under probe_once_ (text spaces: at open)
   std::vector<std::string> probe_texts_;  // text spaces
   std::string probe_set_sha_;
   std::unique_ptr<encoder::ReferenceEncoder> reference_;

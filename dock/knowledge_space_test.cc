@@ -4,12 +4,14 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include <unistd.h>
 
+#include "common/datasets.h"
 #include "dock/knowledge_spaces.h"
 #include "encoder/outcome_ranker.h"
 #include "gtest/gtest.h"
@@ -90,6 +92,52 @@ TEST_F(DockKnowledgeSpaceTest, FailedWriteToTheServingIndexIsReturned) {
   EXPECT_NE(std::string(s.message()).find("trained version 7"), std::string::npos) << s;
   EXPECT_TRUE(space_->index()->Contains("m-1"));  // the space's own index took it
   EXPECT_FALSE(serving_.index->Contains("m-1"));
+}
+
+// A space opens on the probe set's header and hash; the samples are loaded on first use, and
+// only if the file is still the one the space was opened with.
+TEST_F(DockKnowledgeSpaceTest, ProbeSetIsLoadedOnFirstUseFromTheFileItWasOpenedWith) {
+  SpaceOverrides overrides;
+  overrides.data_dir = dir_.string();
+  auto specs = ReadSpaces(AssetDir(), overrides);
+  ASSERT_TRUE(specs.ok()) << specs.status();
+  KnowledgeSpaceOptions options = specs->front().options;
+  options.embed_probes_at_load = false;
+  const fs::path copy = dir_ / "probe_set.npy";
+  fs::copy_file(options.probe_set_path, copy);
+  options.probe_set_path = copy.string();
+  auto space = KnowledgeSpace::Load(options, nullptr, [] { return LearningLoop::Serving(); });
+  ASSERT_TRUE(space.ok()) << space.status();
+  auto expected = datasets::LoadNpy(copy.string());
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  EXPECT_EQ((*space)->probe_rows(), expected->samples.Rows());
+  auto probes = (*space)->ProbeSet();
+  ASSERT_TRUE(probes.ok()) << probes.status();
+  EXPECT_EQ((*probes)->shape, expected->samples.shape);
+  EXPECT_EQ((*probes)->values, expected->samples.values);
+
+  // Another space on the same file; the file changes before its first use.
+  auto changed = KnowledgeSpace::Load(options, nullptr, [] { return LearningLoop::Serving(); });
+  ASSERT_TRUE(changed.ok()) << changed.status();
+  {
+    std::fstream file(copy, std::ios::in | std::ios::out | std::ios::binary);
+    file.seekp(-1, std::ios::end);
+    file.put('\x01');
+  }
+  auto refused = (*changed)->ProbeSet();
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(std::string(refused.status().message()).find("changed since the dock opened"),
+            std::string::npos)
+      << refused.status();
+  EXPECT_EQ((*changed)->ProbeEmbeddings().status().code(),
+            absl::StatusCode::kFailedPrecondition);
+
+  // A file cut short is refused when the space opens.
+  fs::resize_file(copy, fs::file_size(copy) - 1);
+  EXPECT_EQ(KnowledgeSpace::Load(options, nullptr, [] { return LearningLoop::Serving(); })
+                .status()
+                .code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 }  // namespace

@@ -184,10 +184,11 @@ absl::StatusOr<std::unique_ptr<KnowledgeSpaces>> KnowledgeSpaces::Load(
     // Only the primary space follows the learning loop's serving version.
     KnowledgeSpace::ServingFn space_serving =
         i == 0 ? serving : KnowledgeSpace::ServingFn([] { return LearningLoop::Serving(); });
-    // The primary space embeds its probe set at once, as the dock always did (its E is used
-    // by every image query); the others on first use.
+    // Every space embeds its probe set on first use (the first model probed or vector rebuilt
+    // in it, or the first query): a dock opens in a second instead of paying E on thousands of
+    // probes it may not need yet (the first image query of a fresh server takes ~1 s longer).
     KnowledgeSpaceOptions options = specs[i].options;
-    options.embed_probes_at_load = i == 0;
+    options.embed_probes_at_load = false;
     auto space = KnowledgeSpace::Load(options, store, space_serving);
     if (!space.ok()) {
       return absl::Status(space.status().code(), absl::StrCat("knowledge space '", specs[i].name,
@@ -244,7 +245,7 @@ std::string KnowledgeSpaces::Describe() const {
   std::string out;
   for (size_t i = 0; i < spaces_.size(); ++i) {
     absl::StrAppend(&out, i ? ", " : "", specs_[i].name, " ", spaces_[i]->id(), " (",
-                    spaces_[i]->probe_set().Rows(), " probes, ", spaces_[i]->index()->size(),
+                    spaces_[i]->probe_rows(), " probes, ", spaces_[i]->index()->size(),
                     " vectors)");
   }
   return out;

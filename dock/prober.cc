@@ -77,7 +77,9 @@ absl::StatusOr<ModelRecord> Prober::ReadJob(const std::string& id) {
 
 absl::StatusOr<Prober::ProbeRun> Prober::RunOnProbes(ModelRecord& record,
                                                      const KnowledgeSpace& space) {
-  const Tensor& probes = space.probe_set();  // [P, 0] for a text space: rows only
+  auto loaded = space.ProbeSet();  // [P, 0] for a text space: rows only
+  if (!loaded.ok()) return loaded.status();
+  const Tensor& probes = **loaded;
   const int64_t total = probes.Rows();
   const int64_t chunk = ProbeChunkRows(record.spec.input_shape);
   const absl::Duration budget = options_.budget;
@@ -156,7 +158,7 @@ void Prober::Probe(const std::string& id) {
   const std::string& space_name = deps_.spaces->SpecOf(space).name;
   deps_.states->Set(record, ModelState::kProbing,
                     absl::StrCat("running on the ", space_name, " probe set (",
-                                 space->probe_set().Rows(), " samples)"));
+                                 space->probe_rows(), " samples)"));
   const absl::Time start = absl::Now();
   auto fail = [&](const absl::Status& status) {
     ++failed_;
@@ -206,7 +208,7 @@ absl::Status Prober::Commit(ModelRecord& record, KnowledgeSpace& space, const Pr
   if (!compressed.ok()) return compressed.status();
 
   const std::string& space_name = deps_.spaces->SpecOf(&space).name;
-  const int64_t probe_rows = space.probe_set().Rows();
+  const int64_t probe_rows = space.probe_rows();
   record.probe_millis = static_cast<int64_t>(absl::ToDoubleMilliseconds(absl::Now() - start));
   record.state = ModelState::kReady;
   record.state_reason =

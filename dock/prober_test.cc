@@ -133,13 +133,13 @@ TEST_F(DockProberTest, RunOnTheWholeProbeSetCommitsReadyAndIndexes) {
   const ModelRecord r = Stored("m-1");
   EXPECT_EQ(r.state, ModelState::kReady) << r.state_reason;
   EXPECT_NE(r.state_reason.find("indexed"), std::string::npos) << r.state_reason;
-  EXPECT_EQ(runner_.rows_run_, Grey().probe_set().Rows());
+  EXPECT_EQ(runner_.rows_run_, Grey().probe_rows());
   EXPECT_TRUE(runner_.want_features_);
   EXPECT_TRUE(Grey().index()->Contains("m-1"));
   EXPECT_TRUE(store_->GetVector("m-1", Grey().id()).ok());
   auto features = store_->GetProbeFeatures("m-1", Grey().probe_set_sha());
   ASSERT_TRUE(features.ok()) << features.status();
-  EXPECT_EQ(features->Rows(), Grey().probe_set().Rows());
+  EXPECT_EQ(features->Rows(), Grey().probe_rows());
   EXPECT_FALSE(proxy_cache_.Contains("m-1|old"));  // the model's cached features are dropped
   EXPECT_EQ(prober_->done(), 1);
   EXPECT_EQ(prober_->failed(), 0);
@@ -162,7 +162,7 @@ TEST_F(DockProberTest, OutputsOfAnotherWidthFailTheModel) {
   prober_->Probe("m-1");
   const ModelRecord r = Stored("m-1");
   EXPECT_EQ(r.state, ModelState::kFailed);
-  const std::string rows = std::to_string(Grey().probe_set().Rows());
+  const std::string rows = std::to_string(Grey().probe_rows());
   EXPECT_EQ(r.state_reason, "probing failed: probe outputs have shape " + rows + "x11; expected [" +
                                 rows + ", 10]");
 }

@@ -341,10 +341,10 @@ std::vector<std::string> DockImpl::CandidatesWithinBudget(
     // when the probing budget cut it (its stored features have that many rows). Read from the
     // proxy cache only, which stage 1 just filled for every model it proxied: a model the
     // prefilter left out is not worth a store read here, and counts its whole probe set.
-    double probe_rows = static_cast<double>(knowledge_->probe_set().Rows());
+    double probe_rows = static_cast<double>(knowledge_->probe_rows());
     if (KnowledgeSpace* space = SpaceFor(r)) {
       auto features = proxy_cache_.Get(ProxyCacheKey(r.id, *space));
-      probe_rows = static_cast<double>(features ? features->Rows() : space->probe_set().Rows());
+      probe_rows = static_cast<double>(features ? features->Rows() : space->probe_rows());
     }
     total += cost[r.id] =
         EstimateScoringMillis(r, rows, std::max(1.0, probe_rows), dataset_hash);
