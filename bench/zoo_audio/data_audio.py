@@ -4,11 +4,12 @@ dock's audio space: espeak-ng words and digits, sox shifts, 1 s clips at 16 kHz 
 audio_data.split_of (a fixed hash of each speaker, "<voice>+<variant>") gives four disjoint
 speaker sets: "probe" (the dock's audio probe set), "encoder" (the audio reference encoder),
 "source" and "query". Here:
-- source models train on "source" speakers only; VAL_SHARE of them (a second hash of the speaker
-  name) are kept for validation accuracy only;
+- source models train on "source" speakers only; VAL_SHARE of the speakers of each language (and
+  gender) -- those with the smallest second hash of the name, at least one -- are kept for
+  validation accuracy only;
 - query tasks use "query" speakers only; within a task, a third hash of the speaker (TASK_SALT)
-  splits the speakers into task-train (TASK_TRAIN_SHARE) and task-test speakers, so no voice of
-  a task's test clips is heard in its train clips.
+  splits each language's speakers into task-train (TASK_TRAIN_SHARE, at least one) and task-test
+  speakers, so no voice of a task's test clips is heard in its train clips.
 
 A class is a list of (language, text) pairs that may say it, plus an optional speaker gender
 (espeak-ng's voice variants declare one). A clip of a class picks a pair and a speaker of that
@@ -40,14 +41,22 @@ def _share(salt, name):
     return (crc(salt, name) % 100000) / 100000.0
 
 
-def is_val(speaker):
-    """Source speakers kept for validation (never trained on)."""
-    return _share(VAL_SALT, speaker) < VAL_SHARE
+def first_share(pool, salt, share):
+    """The speakers of `pool` with the smallest hash (salt, name): round(share x its size), at
+    least one and at most all but one (a pool of one: that one). A fixed choice per pool."""
+    ranked = sorted(pool, key=lambda s: (_share(salt, s), s))
+    k = min(max(1, int(round(share * len(ranked)))), max(1, len(ranked) - 1))
+    return set(ranked[:k])
 
 
-def task_part(speaker):
-    """'train' or 'test' within a query task (by speaker)."""
-    return "train" if _share(TASK_SALT, speaker) < TASK_TRAIN_SHARE else "test"
+def val_speakers(pool):
+    """Source speakers of a pool (a language and gender) kept for validation (never trained on)."""
+    return first_share(pool, VAL_SALT, VAL_SHARE)
+
+
+def task_train_speakers(pool):
+    """Query speakers of a pool whose clips go to a task's train split (the rest: test)."""
+    return first_share(pool, TASK_SALT, TASK_TRAIN_SHARE)
 
 
 _GENDER = {}
@@ -103,14 +112,17 @@ LABEL_SETS = {
 
 
 def speakers(split, lang, want_gender, part=None):
-    """Speakers of `lang` in `split` (part: a predicate on the speaker), of a gender if given."""
-    return [s for s in ad.speakers(lang, split)
-            if (part is None or part(s)) and (want_gender is None or gender(s) == want_gender)]
+    """Speakers of `lang` in `split`, of a gender if given; part(pool) -> the subset to use."""
+    pool = [s for s in ad.speakers(lang, split) if want_gender is None or gender(s) == want_gender]
+    if part is None:
+        return pool
+    keep = part(pool)
+    return [s for s in pool if s in keep]
 
 
 def draw(split, classes, per_class, rng, part=None):
     """per_class specs per class (the classes in turn): audio_data spec dicts (text, speaker,
-    rate, pitch) plus label (the class index). part: a predicate on the speaker."""
+    rate, pitch) plus label (the class index). part: pool of speakers -> the ones to use."""
     pools = {}
     specs = []
     for i in range(per_class * len(classes)):
@@ -132,15 +144,17 @@ def draw(split, classes, per_class, rng, part=None):
 def source_specs(label_set, per_class, val_per_class, seed):
     classes = LABEL_SETS[label_set]
     rng = np.random.default_rng(crc(seed, "source", label_set))
-    train = draw("source", classes, per_class, rng, part=lambda s: not is_val(s))
-    val = draw("source", classes, val_per_class, rng, part=is_val)
+    train = draw("source", classes, per_class, rng,
+                 part=lambda pool: set(pool) - val_speakers(pool))
+    val = draw("source", classes, val_per_class, rng, part=val_speakers)
     return train, val, [label for label, _, _ in classes]
 
 
 def query_specs(name, classes, n_train, n_test, seed):
     rng = np.random.default_rng(crc(seed, "query", name))
-    train = draw("query", classes, n_train, rng, part=lambda s: task_part(s) == "train")
-    test = draw("query", classes, n_test, rng, part=lambda s: task_part(s) == "test")
+    train = draw("query", classes, n_train, rng, part=task_train_speakers)
+    test = draw("query", classes, n_test, rng,
+                part=lambda pool: set(pool) - task_train_speakers(pool))
     return train, test
 
 

@@ -23,6 +23,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
+import wave
 
 if os.environ.get("PYTHONHASHSEED") != "0":  # TorchScript writes constants in hash order
     os.environ["PYTHONHASHSEED"] = "0"
@@ -160,12 +161,19 @@ def task_clips(words, shift, rng):
 
 
 def write_wav_folder(root, clips, labels, names):
+    """root/<class>/NNN.wav, 16-bit PCM mono 16 kHz; clips hold q / 32768 with integer q, written
+    as q: libsndfile (the dock's reader) gives back q / 32768, the very numbers of the NPZ."""
     count = {}
     for clip, k in zip(clips, labels):
         j = count.get(k, 0)
         count[k] = j + 1
         os.makedirs(os.path.join(root, names[k]), exist_ok=True)
-        aa.write_wav(os.path.join(root, names[k], f"{j:03d}.wav"), clip, ad.SAMPLE_RATE, False)
+        pcm = np.clip(np.round(clip * 32768.0), -32768, 32767).astype("<i2")
+        with wave.open(os.path.join(root, names[k], f"{j:03d}.wav"), "wb") as f:
+            f.setnchannels(1)
+            f.setsampwidth(2)
+            f.setframerate(ad.SAMPLE_RATE)
+            f.writeframes(pcm.tobytes())
 
 
 def make_task(out, seed, spec, cache):
@@ -176,7 +184,8 @@ def make_task(out, seed, spec, cache):
     rng = np.random.default_rng(da.crc(seed, name, "clips"))
     x = task_clips(words[:len(train)], shift, rng)
     tx = task_clips(words[len(train):], shift, rng)
-    # 16-bit PCM values, so the .npz and the WAV folder hold the same numbers.
+    # 16-bit PCM values q / 32768 (as libsndfile reads them), so the .npz and the WAV folder
+    # hold the same numbers.
     x, tx = (np.round(a * 32767.0) / 32768.0 for a in (x, tx))
     raw = [label for label, _, _ in classes]
     names = sorted(raw)
