@@ -8,9 +8,13 @@
         --out-dir bench/zoo_text/results/server --plot bench/zoo_text/results/server/scores.png
 
 Zoos: grey (bench/zoo, zoo2, zoo3: IDX task files), colour (bench/zoo_colour: one .npz per split)
-and text (bench/zoo_text: one CSV per split with `text` and `label` columns; the models' sidecars
+text (bench/zoo_text: one CSV per split with `text` and `label` columns; the models' sidecars
 say task "text_classification" and give no input shape, so `modeldock register --metadata` files
-them as text models and `modeldock recommend train.csv` sends the texts).
+them as text models and `modeldock recommend train.csv` sends the texts) and audio
+(bench/zoo_audio: sidecars say task "audio_classification" with input_shape [16000]; a task with
+a `train_dir` (one sub-folder of WAV files per class) is sent by `modeldock recommend DIR`, the
+others (an .npz with samples [N, 16000] and labels) by the Python client's
+`Client.recommend(clips, labels=..., audio=True)` from BUILD_DIR/python).
 
 Starts modeldock-server on a free port with a fresh data dir, registers every zoo model with the
 `modeldock` CLI (--json), waits until all are READY, then for every query task's train split asks
@@ -183,6 +187,41 @@ def register_zoo(client, address, zoo, models, timeout_s):
     return {"wall_seconds": round(wall, 1), "probe_millis": probe, "failed": failed}
 
 
+def python_client(build_dir, address):
+    """The dock's Python client (BUILD_DIR/python: the package and its generated gRPC stubs)."""
+    sys.path.insert(0, os.path.join(build_dir, "python"))
+    import modeldock  # noqa: E402  (only needed for audio NPZ tasks)
+    return modeldock.Client(address, timeout=1800)
+
+
+def recommend_audio_npz(dock, path, n_models, method):
+    """Client.recommend(clips, labels, audio=True) with `method`'s options, on an NPZ with
+    samples float32 [N, T], labels (indices) and class_labels; returns (a dict in the CLI's
+    --json layout for the fields this script reads, wall milliseconds). The Python client gives
+    the server's total time only, not its per-stage timings or num_cached."""
+    z = np.load(path)
+    kwargs = {"top": n_models, "audio": True,
+              "class_names": [str(c) for c in z["class_labels"]]}
+    cli_args = method_args(method, n_models)
+    if "--metric" in cli_args:
+        kwargs["metric"] = cli_args[cli_args.index("--metric") + 1]
+    if "--candidates" in cli_args:
+        kwargs["candidates"] = int(cli_args[cli_args.index("--candidates") + 1])
+    kwargs["brute_force"] = "--brute-force" in cli_args
+    t0 = time.perf_counter()
+    r = dock.recommend(np.ascontiguousarray(z["samples"], dtype=np.float32),
+                       labels=z["labels"].astype(np.int64), **kwargs)
+    wall = (time.perf_counter() - t0) * 1000.0
+    resp = {"results": [{"rank": x.rank, "name": x.name, "score": x.score,
+                         "similarity": x.similarity, "stage2_score": x.stage2_score,
+                         "scored": x.scored} for x in r.results],
+            "timings": {"total_millis": r.total_millis}, "num_scored": r.num_scored,
+            "num_compatible": r.num_compatible, "num_cached": None, "mode": r.mode,
+            "mode_reason": r.mode_reason, "label_source": r.label_source,
+            "warnings": r.warnings, "client": "python"}
+    return resp, wall
+
+
 # --------------------------------------------------------------------------- the benchmark
 
 def method_args(method, n_models):
@@ -257,16 +296,27 @@ def collect(args, zoo, tasks, names):
         reg = register_zoo(client_bin, server.address, zoo, names, args.register_timeout)
         print(f"registered {n} models in {reg['wall_seconds']} s; failed: {list(reg['failed'])}",
               flush=True)
+        dock = None
         for task in tasks:
-            if "train_file" in task:  # colour zoo: one .npz with x and y; text zoo: one CSV
+            if task.get("kind") == "audio" and "train_dir" not in task:
+                # Audio NPZ (samples [N, 16000], labels): the CLI reads audio only as WAV class
+                # folders, so these go through the Python client.
+                dock = dock or python_client(args.build_dir, server.address)
+            elif "train_dir" in task:  # audio zoo: a folder with one sub-folder of WAVs per class
+                dataset = [os.path.join(zoo, task["train_dir"])]
+            elif "train_file" in task:  # colour zoo: one .npz with x and y; text zoo: one CSV
                 dataset = [os.path.join(zoo, task["train_file"])]
             else:
                 dataset = [os.path.join(zoo, task["train_images"]), "--labels",
                            os.path.join(zoo, task["train_labels"])]
             for method in args.methods:
-                resp, wall = cli(client_bin, server.address,
-                                 ["recommend", *dataset, "--top", str(n),
-                                  *method_args(method, n)])
+                if task.get("kind") == "audio" and "train_dir" not in task:
+                    resp, wall = recommend_audio_npz(dock, os.path.join(zoo, task["train_file"]),
+                                                     n, method)
+                else:
+                    resp, wall = cli(client_bin, server.address,
+                                     ["recommend", *dataset, "--top", str(n),
+                                      *method_args(method, n)])
                 responses[(task["name"], method)] = (resp, wall)
                 print(f"  {task['name']:16s} {method:26s} scored {resp.get('num_scored')}/"
                       f"{resp.get('num_compatible')} in {wall:7.0f} ms", flush=True)
