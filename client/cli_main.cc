@@ -587,13 +587,8 @@ std::optional<Dataset> LoadQueryDataset(const GlobalFlags& global, const std::st
                                         const std::string& image_size, const std::string& task,
                                         int* exit_code) {
   const bool audio = client::IsAudioDataset(path, task);
-  if (audio && !labels.empty()) {
-    *exit_code = UsageError("--labels is for image and tabular data; an audio folder's labels "
-                            "are its class folders");
-    return std::nullopt;
-  }
   if (audio || client::IsTextDataset(path, task)) {
-    auto dataset = audio ? client::LoadAudioQuery(path, 0, max_samples)
+    auto dataset = audio ? client::LoadAudioQuery(path, labels, 0, max_samples)
                          : client::LoadTextQuery(path, labels, max_samples);
     if (!dataset.ok()) {
       *exit_code = UsageError(absl::StrCat("cannot load dataset: ", dataset.status().message()));
@@ -1236,7 +1231,9 @@ Exit status 1 also when the model was admitted but probing FAILED.)");
   rec_cmd->add_option("--task,--input-kind", rec.task,
                       "image, tabular, text or audio (default: from the data: a CSV/TSV with a "
                       "'text' column, JSON Lines, or a folder of .txt files per class is text; a "
-                      "folder of .wav files per class is audio)")
+                      "folder of .wav files per class is audio). With audio, an NPZ (samples "
+                      "[N, T] and labels) or an NPY [N, T] (+ --labels) holds clips taken as "
+                      "16 kHz mono: float32 in [-1, 1], or int16 PCM (scaled by 1/32768)")
       ->check(task_check);
   rec_cmd->add_option("--image-size", rec.image_size,
                       "H,W that an image folder's images are resized to (bilinear with "
@@ -1246,6 +1243,9 @@ Examples:
   modeldock recommend query-images-idx3-ubyte.gz --labels query-labels-idx1-ubyte.gz
   modeldock recommend ./photos --top 10 --metric logme     # folder: one sub-folder per class
   modeldock recommend table.csv --task tabular --brute-force
+  modeldock recommend ./speech --top 3                     # folder of .wav files per class
+  modeldock recommend clips.npz --task audio               # samples [N, T] 16 kHz mono + labels
+  modeldock recommend clips.npy --labels labels.npy --task audio
 Without labels the server clusters the samples first (label_source says so).)");
 
   UpdateFlags update;

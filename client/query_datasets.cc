@@ -1,4 +1,4 @@
-// Text query datasets as the CLI and the REST API read them (issue 25).
+// Text and audio query datasets as the CLI and the REST API read them (issue 25).
 #include "client/query_datasets.h"
 
 #include <filesystem>
@@ -72,18 +72,29 @@ bool IsAudioDataset(const std::string& path, const std::string& task_flag) {
   return IsAudioFolder(path);
 }
 
-absl::StatusOr<Dataset> LoadAudioQuery(const std::string& path, double seconds,
-                                       int64_t max_samples) {
+absl::StatusOr<Dataset> LoadAudioQuery(const std::string& path, const std::string& labels,
+                                       double seconds, int64_t max_samples) {
+  const int64_t length = static_cast<int64_t>(seconds * kAudioRate);
   if (!std::filesystem::is_directory(path)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": audio datasets are folders with one sub-folder of .wav files per class"));
+    auto dataset = LoadAudioArrays(path, labels, max_samples);
+    if (!dataset.ok()) return dataset.status();
+    if (length > 0 && dataset->samples.RowSize() != length) {
+      dataset->samples = FitAudioLength(dataset->samples, length);
+      dataset->notes.push_back(absl::StrCat("made every clip ", length, " samples (", seconds,
+                                            " s), centre-cropped or zero-padded"));
+    }
+    return dataset;
   }
-  auto dataset = LoadAudioFolder(path, static_cast<int64_t>(seconds * kAudioRate));
+  if (!labels.empty()) {
+    return absl::InvalidArgumentError(
+        "--labels is for arrays (NPY); an audio folder's labels are its class folders");
+  }
+  auto dataset = LoadAudioFolder(path, length);
   if (!dataset.ok()) return dataset.status();
   const int64_t rows = dataset->samples.Rows();
   if (max_samples > 0 && rows > max_samples) {
-    const int64_t length = dataset->samples.RowSize();
-    dataset->samples.values.resize(max_samples * length);
+    const int64_t row_size = dataset->samples.RowSize();
+    dataset->samples.values.resize(max_samples * row_size);
     dataset->samples.shape[0] = max_samples;
     dataset->labels.resize(max_samples);
     dataset->notes.push_back(absl::StrCat("kept the first ", max_samples, " clips"));

@@ -11,6 +11,8 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/datasets.h"
 
 namespace modeldock {
 namespace fs = std::filesystem;
@@ -166,6 +168,53 @@ absl::StatusOr<Dataset> LoadAudioFolder(const std::string& dir, int64_t length) 
                                          static_cast<double>(target) / kAudioRate, " s): ",
                                          cropped, " centre-cropped, ", padded,
                                          " zero-padded"));
+  }
+  return dataset;
+}
+
+absl::StatusOr<Dataset> LoadAudioArrays(const std::string& path, const std::string& labels_path,
+                                        int64_t max_samples) {
+  auto header = datasets::ReadSamplesHeader(path);
+  if (!header.ok()) return header.status();
+  if (header->shape.size() != 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": audio samples must be a 2-D array [N, T] (N clips of T samples, 16 kHz mono); "
+              "got a ", header->shape.size(), "-D array of shape [",
+        absl::StrJoin(header->shape, ", "), "]"));
+  }
+  const bool int16 = header->dtype == "i2";
+  if (!int16 && header->dtype != "f4" && header->dtype != "f8") {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": audio samples must be float32 (or float64) in [-1, 1] or int16 PCM; "
+                           "got NumPy type ", header->dtype));
+  }
+  datasets::LoadOptions load;
+  load.labels_path = labels_path;
+  load.max_samples = max_samples;
+  auto dataset = datasets::LoadDataset(path, load);  // NPY or NPZ, by content
+  if (!dataset.ok()) return dataset.status();
+  const int64_t rows = dataset->samples.Rows();
+  const int64_t length = dataset->samples.RowSize();
+  dataset->notes.push_back(absl::StrCat("took the ", rows, " rows of ", length,
+                                        " samples as 16 kHz mono clips"));
+  int64_t clipped = 0;
+  for (float& v : dataset->samples.values) {
+    if (int16) v /= 32768.0f;  // exact: a power of two
+    const float kept = std::clamp(v, -1.0f, 1.0f);
+    clipped += kept != v;
+    v = kept;
+  }
+  if (int16) dataset->notes.push_back("scaled int16 PCM by 1/32768 to [-1, 1)");
+  if (clipped > 0) {
+    dataset->notes.push_back(absl::StrCat("clipped ", clipped, " values outside [-1, 1]"));
+  }
+  if (length > kMaxAudioSamples) {
+    dataset->samples = FitAudioLength(dataset->samples, kMaxAudioSamples);
+    dataset->notes.push_back(absl::StrCat("centre-cropped every clip to ", kMaxAudioSamples,
+                                          " samples (", kMaxAudioSamples / kAudioRate, " s)"));
+  }
+  if (max_samples > 0 && header->shape[0] > max_samples) {
+    dataset->notes.push_back(absl::StrCat("kept the first ", max_samples, " clips"));
   }
   return dataset;
 }

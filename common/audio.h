@@ -37,6 +37,15 @@ bool IsAudioFolder(const std::string& dir);
 // at most kMaxAudioSamples. `notes` say what was done (resampled, mixed down, cropped, padded).
 absl::StatusOr<Dataset> LoadAudioFolder(const std::string& dir, int64_t length);
 
+// Audio arrays as users keep them: an NPY file of samples [N, T] with labels from `labels_path`
+// (an integer NPY or IDX file; "" = unlabelled), or an NPZ archive with samples and labels as
+// datasets::LoadNpz reads them. Rows are taken as 16 kHz mono clips: float32/float64 as they
+// are, int16 PCM scaled by 1/32768; values outside [-1, 1] are clipped; clips longer than
+// kMaxAudioSamples are centre-cropped. Any other rank or type is INVALID_ARGUMENT naming the
+// shape expected. At most `max_samples` clips when > 0. `notes` say what was done.
+absl::StatusOr<Dataset> LoadAudioArrays(const std::string& path, const std::string& labels_path,
+                                        int64_t max_samples);
+
 }  // namespace modeldock
 
 #endif  // MODELDOCK_COMMON_AUDIO_H_

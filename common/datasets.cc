@@ -11,6 +11,7 @@
 #include <limits>
 #include <map>
 #include <set>
+#include <utility>
 
 #include <stb/stb_image.h>
 
@@ -983,6 +984,34 @@ absl::StatusOr<Dataset> LoadNpz(const std::string& path, const LoadOptions& opti
     }
   }
   return dataset;
+}
+
+absl::StatusOr<ArrayHeader> ReadSamplesHeader(const std::string& path) {
+  auto bytes = ReadFile(path);
+  if (!bytes.ok()) return bytes.status();
+  absl::StatusOr<RawArray> raw;
+  if (StartsWith(*bytes, kNpyMagic)) {
+    raw = ParseNpyHeader(path, *bytes);
+  } else if (StartsWith(*bytes, absl::string_view("PK\x03\x04", 4))) {
+    auto members = ReadZip(path, *bytes);
+    if (!members.ok()) return members.status();
+    std::string x = FindMember(*members, {"x", "X", "samples", "images", "data"});
+    if (x.empty() && members->size() == 1) x = members->begin()->first;
+    if (x.empty()) return Bad(path, "holds no samples array (x, X, samples, images or data)");
+    raw = ParseNpyHeader(absl::StrCat(path, ":", x), members->at(x));
+  } else {
+    return Bad(path, "is neither an NPY file nor an NPZ archive");
+  }
+  if (!raw.ok()) return raw.status();
+  static constexpr std::pair<Dtype, const char*> kCodes[] = {
+      {Dtype::kU8, "u1"},  {Dtype::kI8, "i1"},  {Dtype::kI16, "i2"}, {Dtype::kI32, "i4"},
+      {Dtype::kI64, "i8"}, {Dtype::kF32, "f4"}, {Dtype::kF64, "f8"}};
+  ArrayHeader header;
+  for (const auto& [dtype, code] : kCodes) {
+    if (dtype == raw->dtype) header.dtype = code;
+  }
+  header.shape = raw->shape;
+  return header;
 }
 
 absl::StatusOr<Dataset> LoadCsv(const std::string& path, const LoadOptions& options) {

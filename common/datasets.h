@@ -50,6 +50,14 @@ absl::StatusOr<Dataset> LoadCsv(const std::string& path, const LoadOptions& opti
 // images, data, or the only array), labels from y (else Y, labels, targets) unless
 // options.labels_path is given.
 absl::StatusOr<Dataset> LoadNpz(const std::string& path, const LoadOptions& options = {});
+// What the samples array of an NPY file, or of an NPZ archive (the member LoadNpz takes),
+// declares before any conversion: NumPy's type code ("f4", "f8", "i2", "u1", ...) and its shape.
+// Lets a caller refuse a shape or scale a type the generic loaders take as they are.
+struct ArrayHeader {
+  std::string dtype;
+  std::vector<int64_t> shape;
+};
+absl::StatusOr<ArrayHeader> ReadSamplesHeader(const std::string& path);
 
 // In-memory decoders behind the loaders above, which read a file whole (gunzipping gzip content)
 // and hand its bytes to these. Exposed so that the parsers can be fuzzed (fuzz/) and tested

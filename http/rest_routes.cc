@@ -205,6 +205,22 @@ absl::Status ApplyRecommendOptions(const json& options, datasets::LoadOptions* l
   return absl::OkStatus();
 }
 
+// A query dataset as the CLI's recommend loads it: text by options.task or by its form (CSV/TSV
+// with a text column, JSON Lines); audio by options.task "audio" (NPY [N, T] with a labels part,
+// or NPZ: 16 kHz mono clips); else an image or tabular file.
+absl::StatusOr<Dataset> LoadQuery(const std::string& path, const datasets::LoadOptions& load,
+                                  v1::TaskKind task) {
+  if (task == v1::TASK_KIND_AUDIO_CLASSIFICATION) {
+    return client::LoadAudioQuery(path, load.labels_path, 0, load.max_samples);
+  }
+  const bool text = client::IsTextDataset(
+      path, task == v1::TASK_KIND_UNSPECIFIED
+                ? ""
+                : (task == v1::TASK_KIND_TEXT_CLASSIFICATION ? "text" : "image"));
+  if (text) return client::LoadTextQuery(path, load.labels_path, load.max_samples);
+  return datasets::LoadDataset(path, load);
+}
+
 // Multipart: "dataset" (any file the CLI's recommend reads), optional "labels" (a labels file
 // as --labels) and "options" (JSON such as {"top": 5, "metric": "fusion"}).
 absl::Status Recommend(const RouteContext& context, Call& call, const httplib::Request& request,
@@ -222,15 +238,7 @@ absl::Status Recommend(const RouteContext& context, Call& call, const httplib::R
     if (!options.ok()) return options.status();
     if (absl::Status s = ApplyRecommendOptions(*options, &load, &header); !s.ok()) return s;
   }
-  const bool text = client::IsTextDataset(
-      spool.Path("dataset"), header.task() == v1::TASK_KIND_UNSPECIFIED
-                                 ? ""
-                                 : (header.task() == v1::TASK_KIND_TEXT_CLASSIFICATION ? "text"
-                                                                                        : "image"));
-  auto dataset = text ? client::LoadTextQuery(spool.Path("dataset"), load.labels_path,
-                                              load.max_samples)
-                      : datasets::LoadDataset(spool.Path("dataset"), load);
-  // (An audio dataset is a folder: REST takes single files, so audio is not offered here yet.)
+  auto dataset = LoadQuery(spool.Path("dataset"), load, header.task());
   if (!dataset.ok()) {
     return BadRequest(absl::StrCat("cannot load dataset: ", dataset.status().message()));
   }
@@ -268,7 +276,7 @@ absl::Status Report(const RouteContext& context, Call& call, const httplib::Requ
     if (source_name == "import") source = v1::OUTCOME_SOURCE_IMPORT;
     if (body->contains("task")) {
       auto parsed = client::ParseTask((*body)["task"].get<std::string>());
-      if (!parsed) return BadRequest("outcomes.task must be image or tabular");
+      if (!parsed) return BadRequest("outcomes.task must be image, tabular, text or audio");
       task = *parsed;
     }
     load.max_samples = body->value("max_samples", int64_t{0});
@@ -276,7 +284,7 @@ absl::Status Report(const RouteContext& context, Call& call, const httplib::Requ
     return BadRequest(absl::StrCat("the part 'outcomes': ", e.what()));
   }
   if (outcomes.empty()) return BadRequest("outcomes.outcomes lists no {model, accuracy}");
-  auto dataset = datasets::LoadDataset(spool.Path("dataset"), load);
+  auto dataset = LoadQuery(spool.Path("dataset"), load, task);
   if (!dataset.ok()) {
     return BadRequest(absl::StrCat("cannot load dataset: ", dataset.status().message()));
   }

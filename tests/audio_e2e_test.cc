@@ -97,7 +97,7 @@ TEST_F(AudioE2eTest, AudioModelsAreProbedInTheAudioSpaceAndRankedForWavFolders) 
         << model.spec().name();
   }
   // A folder of WAV files ranks only the audio models.
-  auto query = client::LoadAudioQuery(QueryFolder(), 0, 0);
+  auto query = client::LoadAudioQuery(QueryFolder(), "", 0, 0);
   ASSERT_TRUE(query.ok()) << query.status();
   // The folder holds 22.05 kHz and stereo files: the loader says what it did.
   std::string notes;

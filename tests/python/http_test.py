@@ -321,6 +321,65 @@ class HttpTest(unittest.TestCase):
         self.assertEqual(body["num_compatible"], 1)
         self.assertEqual(self.http.call("DELETE", "/v1/models/spanish-fortune-topics-gru")[0], 200)
 
+    def test_audio_arrays_as_the_cli(self):
+        """Audio (issue 25): an audio model registered with its sidecar, and an NPZ of int16
+        clips [N, T] recommended over REST with options.task "audio" as the CLI does it; the same
+        clips as a float32 NPY with a labels part rank the same; a 1-D array is a 400."""
+        status, _, body = self.http.register("audio/speech-commands-cnn")
+        self.assertEqual(status, 200, body)
+        events = self.http.events("speech-commands-cnn")
+        self.assertEqual(events[-1][1]["model"]["state"], "READY", events)
+        # Two classes of seeded noisy tones, 16 kHz mono, int16 PCM.
+        rng = np.random.default_rng(25)
+        t = np.arange(16000) / 16000.0
+        clips, labels = [], []
+        for label, hz in enumerate((440.0, 1760.0)):
+            for _ in range(8):
+                wave = 0.4 * np.sin(2 * np.pi * hz * rng.uniform(0.9, 1.1) * t)
+                wave += 0.05 * rng.standard_normal(t.size)
+                clips.append(np.round(wave * 32767).astype(np.int16))
+                labels.append(label)
+        clips, labels = np.stack(clips), np.array(labels, dtype=np.int64)
+        npz_path = os.path.join(self.tmp.name, "clips.npz")
+        np.savez(npz_path, samples=clips, labels=labels)
+        options = json.dumps({"top": 3, "task": "audio"}).encode()
+        status, _, body = self.http.call("POST", "/v1/recommend", *reversed(multipart({
+            "dataset": ("clips.npz", read_file(npz_path)), "options": options})))
+        self.assertEqual(status, 200, body)
+        cli = subprocess.run([CLI, "--server", self.address, "--json", "recommend", npz_path,
+                              "--task", "audio", "--top", "3"], capture_output=True, text=True,
+                             timeout=300, check=True)
+        expected = json.loads(cli.stdout)
+        for key in ("timings", "num_cached", "mode_reason"):
+            del body[key], expected[key]
+        self.assertEqual(body, expected)
+        self.assertEqual([r["name"] for r in body["results"]], ["speech-commands-cnn"])
+        self.assertEqual(body["num_compatible"], 1)
+        self.assertIn("took the 16 rows of 16000 samples as 16 kHz mono clips",
+                      body["dataset_notes"])
+        self.assertIn("scaled int16 PCM by 1/32768 to [-1, 1)", body["dataset_notes"])
+        # The same clips as float32 in [-1, 1) (exact: int16 / 2^15) in an NPY with labels.
+        npy_path = os.path.join(self.tmp.name, "clips.npy")
+        np.save(npy_path, (clips / 32768.0).astype(np.float32))
+        np.save(os.path.join(self.tmp.name, "labels.npy"), labels)
+        status, _, floats = self.http.call("POST", "/v1/recommend", *reversed(multipart({
+            "dataset": ("clips.npy", read_file(npy_path)),
+            "labels": ("labels.npy", read_file(os.path.join(self.tmp.name, "labels.npy"))),
+            "options": options})))
+        self.assertEqual(status, 200, floats)
+        self.assertEqual(floats["results"], body["results"])
+        self.assertEqual(floats["dataset_notes"], body["dataset_notes"][:1])
+        # A 1-D array: INVALID_ARGUMENT (400) naming the shape expected.
+        one_d = os.path.join(self.tmp.name, "one_d.npy")
+        np.save(one_d, clips[0])
+        status, _, error = self.http.call("POST", "/v1/recommend", *reversed(multipart({
+            "dataset": ("one_d.npy", read_file(one_d)), "options": options})))
+        self.assertEqual(status, 400, error)
+        self.assertEqual(error["code"], "INVALID_ARGUMENT")
+        self.assertIn("[N, T]", error["message"])
+        self.assertIn("1-D array of shape [16000]", error["message"])
+        self.assertEqual(self.http.call("DELETE", "/v1/models/speech-commands-cnn")[0], 200)
+
     def test_report_answers_what_the_cli_prints(self):
         def report(outcomes):
             parts = {"dataset": ("q", read_file(os.path.join(QUERY, "query-images-idx3-ubyte"))),
