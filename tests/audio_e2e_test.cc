@@ -35,7 +35,7 @@ std::vector<std::string> AudioStems() {
 
 class AudioE2eTest : public ::testing::Test {
  protected:
-  // One server per test process (gtest_discover_tests runs each test alone).
+  // One server for the whole suite (the binary runs as one ctest process: ONE_PROCESS).
   static void SetUpTestSuite() {
     temp_ = new TempDir();
     server_ = new InProcessServer((fs::path(temp_->path()) / "data").string());
@@ -86,7 +86,7 @@ std::vector<v1::Model>* AudioE2eTest::models_ = new std::vector<v1::Model>();
 bool AudioE2eTest::ready_ = false;
 bool AudioE2eTest::started_ = false;
 
-// One test registers and probes the models (each test runs in its own process).
+// The tests that rank models register and probe them (once; the others do not need them).
 TEST_F(AudioE2eTest, AudioModelsAreProbedInTheAudioSpaceAndRankedForWavFolders) {
   RegisterModels();
   ASSERT_TRUE(ready_) << "the demo audio models could not be registered";

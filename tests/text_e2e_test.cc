@@ -25,7 +25,7 @@ std::string QueryCsv() { return AssetPath("demo/query_text.csv"); }
 
 class TextE2eTest : public ::testing::Test {
  protected:
-  // One server per test process (gtest_discover_tests runs each test alone).
+  // One server for the whole suite (the binary runs as one ctest process: ONE_PROCESS).
   static void SetUpTestSuite() {
     temp_ = new TempDir();
     server_ = new InProcessServer((fs::path(temp_->path()) / "data").string());
@@ -87,7 +87,7 @@ std::vector<v1::Model>* TextE2eTest::models_ = new std::vector<v1::Model>();
 bool TextE2eTest::ready_ = false;
 bool TextE2eTest::started_ = false;
 
-// One test registers and probes the models (each test runs in its own process).
+// The tests that rank models register and probe them (once; the others do not need them).
 TEST_F(TextE2eTest, TextModelsAreProbedInTheTextSpaceAndRankedForTexts) {
   RegisterModels();
   ASSERT_TRUE(ready_) << "the demo text models could not be registered";
