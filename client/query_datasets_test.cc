@@ -23,8 +23,7 @@ using ::testing::HasSubstr;
 
 // NPY v1 with a raw little-endian payload.
 std::string Npy(const std::string& descr, const std::string& shape, const std::string& payload) {
-  std::string dict =
-      "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
+  std::string dict = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
   while ((10 + dict.size() + 1) % 64 != 0) dict += ' ';
   dict += '\n';
   std::string out("\x93NUMPY\x01\x00", 8);
@@ -91,11 +90,11 @@ class AudioArraysTest : public ::testing::Test {
 
 // int16 PCM [3, 4] and int64 labels in an NPZ: values / 32768 exactly, labels as stored.
 TEST_F(AudioArraysTest, NpzOfInt16PcmIsScaledBy1Over32768) {
-  const std::vector<int16_t> pcm = {-32768, -16384, 0, 32767, 1, -1, 8192, 100,
-                                    3, 4, 5, 6};
-  const std::string path = Write(
-      "clips.npz", StoredZip({{"samples.npy", Npy("<i2", "(3, 4)", Raw(pcm))},
-                              {"labels.npy", Npy("<i8", "(3,)", Raw(std::vector<int64_t>{1, 0, 1}))}}));
+  const std::vector<int16_t> pcm = {-32768, -16384, 0, 32767, 1, -1, 8192, 100, 3, 4, 5, 6};
+  const std::string path =
+      Write("clips.npz",
+            StoredZip({{"samples.npy", Npy("<i2", "(3, 4)", Raw(pcm))},
+                       {"labels.npy", Npy("<i8", "(3,)", Raw(std::vector<int64_t>{1, 0, 1}))}}));
   auto dataset = LoadAudioQuery(path, "", 0, 0);
   ASSERT_TRUE(dataset.ok()) << dataset.status();
   EXPECT_THAT(dataset->samples.shape, ElementsAre(3, 4));
@@ -112,10 +111,11 @@ TEST_F(AudioArraysTest, NpzOfInt16PcmIsScaledBy1Over32768) {
 
 // float32 [2, 3] in an NPY with a labels NPY: values kept, the two outside [-1, 1] clipped.
 TEST_F(AudioArraysTest, NpyOfFloat32WithALabelsFile) {
-  const std::string path =
-      Write("clips.npy", Npy("<f4", "(2, 3)",
-                             Raw(std::vector<float>{0.25f, -0.75f, 1.5f, 0.125f, -2.0f, 1.0f})));
-  const std::string labels = Write("labels.npy", Npy("<i4", "(2,)", Raw(std::vector<int32_t>{4, 2})));
+  const std::string path = Write(
+      "clips.npy",
+      Npy("<f4", "(2, 3)", Raw(std::vector<float>{0.25f, -0.75f, 1.5f, 0.125f, -2.0f, 1.0f})));
+  const std::string labels =
+      Write("labels.npy", Npy("<i4", "(2,)", Raw(std::vector<int32_t>{4, 2})));
   auto dataset = LoadAudioQuery(path, labels, 0, 0);
   ASSERT_TRUE(dataset.ok()) << dataset.status();
   EXPECT_THAT(dataset->samples.shape, ElementsAre(2, 3));
@@ -128,15 +128,17 @@ TEST_F(AudioArraysTest, NpyOfFloat32WithALabelsFile) {
   ASSERT_TRUE(unlabelled.ok()) << unlabelled.status();
   EXPECT_TRUE(unlabelled->labels.empty());
   // Labels of another length are refused.
-  const std::string three = Write("three.npy", Npy("<i4", "(3,)", Raw(std::vector<int32_t>{0, 1, 2})));
+  const std::string three =
+      Write("three.npy", Npy("<i4", "(3,)", Raw(std::vector<int32_t>{0, 1, 2})));
   EXPECT_EQ(LoadAudioQuery(path, three, 0, 0).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(AudioArraysTest, MaxSamplesAndSecondsFitTheClips) {
-  const std::string path = Write(
-      "clips.npz", StoredZip({{"x.npy", Npy("<f4", "(3, 2)",
-                                            Raw(std::vector<float>{0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f}))},
-                              {"y.npy", Npy("<i8", "(3,)", Raw(std::vector<int64_t>{0, 1, 0}))}}));
+  const std::string path =
+      Write("clips.npz",
+            StoredZip({{"x.npy", Npy("<f4", "(3, 2)",
+                                     Raw(std::vector<float>{0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f}))},
+                       {"y.npy", Npy("<i8", "(3,)", Raw(std::vector<int64_t>{0, 1, 0}))}}));
   auto first_two = LoadAudioQuery(path, "", 0, 2);
   ASSERT_TRUE(first_two.ok()) << first_two.status();
   EXPECT_THAT(first_two->samples.shape, ElementsAre(2, 2));
@@ -160,8 +162,9 @@ TEST_F(AudioArraysTest, OtherShapesAndTypesAreRefusedNamingTheShapeExpected) {
   EXPECT_THAT(refused.status().message(), HasSubstr("2-D array [N, T]"));
   EXPECT_THAT(refused.status().message(), HasSubstr("1-D array of shape [5]"));
 
-  const std::string three_d = Write(
-      "three.npz", StoredZip({{"x.npy", Npy("<i2", "(2, 3, 4)", Raw(std::vector<int16_t>(24, 7)))}}));
+  const std::string three_d =
+      Write("three.npz",
+            StoredZip({{"x.npy", Npy("<i2", "(2, 3, 4)", Raw(std::vector<int16_t>(24, 7)))}}));
   refused = LoadAudioQuery(three_d, "", 0, 0);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(refused.status().message(), HasSubstr("[N, T]"));
