@@ -17,6 +17,7 @@ namespace modeldock::dock {
 absl::StatusOr<std::unique_ptr<KnowledgeSpace>> KnowledgeSpace::Load(
     const KnowledgeSpaceOptions& options, MetadataStore* store, ServingFn serving) {
   std::unique_ptr<KnowledgeSpace> space(new KnowledgeSpace(store, std::move(serving)));
+  space->input_kind_ = options.input_kind;
   space->index_factory_ = options.index_factory;
   space->index_path_ = options.index_path;
 
@@ -24,7 +25,7 @@ absl::StatusOr<std::unique_ptr<KnowledgeSpace>> KnowledgeSpace::Load(
   if (absl::Status s = space->LoadProbeSet(options); !s.ok()) return s;
 
   const std::string& encoder_path = options.reference_encoder_path;
-  auto reference = options.text
+  auto reference = options.input_kind == InputKind::kText
                        ? encoder::ReferenceEncoder::LoadText(encoder_path)
                        : encoder::ReferenceEncoder::Load(encoder_path, options.reference_input_shape);
   if (!reference.ok()) {
@@ -32,8 +33,7 @@ absl::StatusOr<std::unique_ptr<KnowledgeSpace>> KnowledgeSpace::Load(
         "cannot load the reference encoder ", encoder_path, ": ", reference.status().message()));
   }
   space->reference_ = std::move(*reference);
-  space->audio_ = options.audio;
-  if (options.audio) space->audio_length_ = options.reference_input_shape.at(0);
+  if (options.input_kind == InputKind::kAudio) space->audio_length_ = options.reference_input_shape.at(0);
   if (options.embed_probes_at_load) {
     auto embeddings = space->ProbeEmbeddings();
     if (!embeddings.ok()) return embeddings.status();
@@ -79,7 +79,7 @@ absl::StatusOr<std::unique_ptr<KnowledgeSpace>> KnowledgeSpace::Load(
 absl::Status KnowledgeSpace::LoadProbeSet(const KnowledgeSpaceOptions& options) {
   const std::string& path = options.probe_set_path;
   const char* hint = " (build the default assets with scripts/make_assets.py, or pass --probe-set)";
-  if (options.text) {
+  if (options.input_kind == InputKind::kText) {
     std::optional<std::string> content = ReadWholeFile(path);
     if (!content) {
       return absl::FailedPreconditionError(absl::StrCat("cannot read the probe set ", path, hint));
@@ -114,11 +114,12 @@ absl::Status KnowledgeSpace::LoadProbeSet(const KnowledgeSpaceOptions& options) 
 absl::Status KnowledgeSpace::CheckProbeShape(const KnowledgeSpaceOptions& options,
                                              const std::string& path,
                                              const std::vector<int64_t>& shape) {
-  if (options.audio && shape.size() != 2) {
+  const bool audio = options.input_kind == InputKind::kAudio;
+  if (audio && shape.size() != 2) {
     return absl::FailedPreconditionError(absl::StrCat(
         "probe set ", path, " must hold audio clips [P, T]; got ", ShapeToString(shape)));
   }
-  if (!options.audio && shape.size() != 4) {
+  if (!audio && shape.size() != 4) {
     return absl::FailedPreconditionError(absl::StrCat(
         "probe set ", path, " must hold images [P, C, H, W]; got ", ShapeToString(shape)));
   }
@@ -169,9 +170,10 @@ absl::StatusOr<const Tensor*> KnowledgeSpace::ProbeEmbeddings() const {
       return;
     }
     std::lock_guard<std::mutex> lock(reference_mutex_);
-    auto embeddings = is_text()  ? reference_->EmbedTexts(probe_texts_)
-                      : audio_   ? reference_->Embed(FitAudioLength(**probes, audio_length_))
-                                 : reference_->Embed(**probes);
+    auto embeddings =
+        is_text()                            ? reference_->EmbedTexts(probe_texts_)
+        : input_kind_ == InputKind::kAudio ? reference_->Embed(FitAudioLength(**probes, audio_length_))
+                                             : reference_->Embed(**probes);
     if (embeddings.ok()) {
       probe_embeddings_ = *std::move(embeddings);
     } else {
@@ -186,7 +188,7 @@ absl::StatusOr<const Tensor*> KnowledgeSpace::ProbeEmbeddings() const {
 
 absl::StatusOr<Tensor> KnowledgeSpace::Embed(const Tensor& samples) {
   std::lock_guard<std::mutex> lock(reference_mutex_);
-  if (audio_ && samples.shape.size() == 2 && samples.shape[1] != audio_length_) {
+  if (input_kind_ == InputKind::kAudio && samples.shape.size() == 2 && samples.shape[1] != audio_length_) {
     return reference_->Embed(FitAudioLength(samples, audio_length_));
   }
   return reference_->Embed(samples);

@@ -27,13 +27,16 @@
 
 namespace modeldock::dock {
 
+// What a space's probes, E and models take.
+enum class InputKind {
+  kImage,  // probe set NPY [P, C, H, W]; E takes images
+  kText,   // probe set JSON Lines with a "text" per line; E takes List[str] (issue 25)
+  kAudio,  // probe set NPY [P, T] of 16 kHz clips; E takes [T], other lengths are fitted to it
+           // (FitAudioLength)
+};
+
 struct KnowledgeSpaceOptions {
-  // An image space's probe set is NPY [P, C, H, W] and its E takes images; a text space's
-  // (issue 25) is JSON Lines with a "text" per line and its E takes List[str].
-  bool text = false;
-  // An audio space's probe set is NPY [P, T] of 16 kHz clips and its E takes [T]; clips of
-  // another length are fitted to it (FitAudioLength).
-  bool audio = false;
+  InputKind input_kind = InputKind::kImage;
   std::string probe_set_path;          // NPY [P, C, H, W], or JSONL for text
   std::string reference_encoder_path;  // TorchScript E
   std::vector<int64_t> reference_input_shape = {1, 28, 28};  // images only
@@ -58,7 +61,8 @@ class KnowledgeSpace {
 
   // Fingerprint of (E, probe set, set encoder): the tag of every stored vector of this space.
   const std::string& id() const { return id_; }
-  bool is_text() const { return !probe_texts_.empty(); }
+  InputKind input_kind() const { return input_kind_; }
+  bool is_text() const { return input_kind_ == InputKind::kText; }
   // How many probes the space has (known at open).
   int64_t probe_rows() const { return probe_rows_; }
   // The probe images or clips, loaded on first use (once; thread-safe) after checking that the
@@ -131,7 +135,7 @@ class KnowledgeSpace {
   std::string index_factory_;
   std::string index_path_;
 
-  bool audio_ = false;
+  InputKind input_kind_ = InputKind::kImage;
   int64_t audio_length_ = 0;  // E's [T] in an audio space
   // Reads the probe set's SHA-256 and its row count (and a text space's texts); ProbeSet loads
   // the samples.

@@ -46,12 +46,12 @@ absl::StatusOr<std::vector<SpaceSpec>> ParseManifest(const std::string& asset_di
       const std::string kind = entry.value("input_kind", "image");
       if (kind == "text") {
         // Texts have no channels or sides: every text model joins the space.
-        spec.options.text = true;
+        spec.options.input_kind = InputKind::kText;
         spec.channels = 0;
         spec.options.reference_input_shape.clear();
       } else if (kind == "audio") {
         // Clips of 16 kHz mono: every audio model joins the space; E takes [T].
-        spec.options.audio = true;
+        spec.options.input_kind = InputKind::kAudio;
         spec.channels = 0;
         spec.options.reference_input_shape =
             entry.at("reference_input_shape").get<std::vector<int64_t>>();
@@ -80,8 +80,8 @@ absl::StatusOr<std::vector<SpaceSpec>> ParseManifest(const std::string& asset_di
       return absl::FailedPreconditionError(
           absl::StrCat(where, ": space names must be unique and non-empty ('", s.name, "')"));
     }
-    if (s.options.text) continue;
-    if (s.options.audio) {
+    if (s.options.input_kind == InputKind::kText) continue;
+    if (s.options.input_kind == InputKind::kAudio) {
       if (s.options.reference_input_shape.size() != 1) {
         return absl::FailedPreconditionError(absl::StrCat(
             where, ": audio space '", s.name, "' needs reference_input_shape [T]"));
@@ -127,7 +127,7 @@ absl::Status ApplyPathOverride(const std::string& value, const char* flag,
 }  // namespace
 
 bool SpaceAccepts(const SpaceSpec& spec, const std::vector<int64_t>& sample_shape) {
-  if (spec.options.text || spec.options.audio) return false;
+  if (spec.options.input_kind != InputKind::kImage) return false;
   if (sample_shape.size() != 3 || sample_shape[0] != spec.channels) return false;
   const int64_t side = std::max(sample_shape[1], sample_shape[2]);
   return spec.min_side <= side && side <= spec.max_side;
@@ -207,30 +207,24 @@ KnowledgeSpace* KnowledgeSpaces::For(const std::vector<int64_t>& sample_shape) c
   return nullptr;
 }
 
-KnowledgeSpace* KnowledgeSpaces::ForText() const {
+KnowledgeSpace* KnowledgeSpaces::ForKind(InputKind kind) const {
   for (size_t i = 0; i < specs_.size(); ++i) {
-    if (specs_[i].options.text) return spaces_[i].get();
+    if (specs_[i].options.input_kind == kind) return spaces_[i].get();
   }
   return nullptr;
 }
 
-KnowledgeSpace* KnowledgeSpaces::ForAudio() const {
-  for (size_t i = 0; i < specs_.size(); ++i) {
-    if (specs_[i].options.audio) return spaces_[i].get();
-  }
-  return nullptr;
-}
-
-KnowledgeSpace* KnowledgeSpaces::ForModel(const ModelRecord& record) const {
-  switch (record.spec.task) {
+KnowledgeSpace* KnowledgeSpaces::ForTask(TaskKind task,
+                                         const std::vector<int64_t>& sample_shape) const {
+  switch (task) {
     case TaskKind::kImageClassification:
-      return For(record.spec.input_shape);
+      return For(sample_shape);
     case TaskKind::kTextClassification:
-      return ForText();
+      return ForKind(InputKind::kText);
     case TaskKind::kAudioClassification:
-      return ForAudio();
+      return ForKind(InputKind::kAudio);
     default:
-      return nullptr;
+      return nullptr;  // tabular: no probe set
   }
 }
 

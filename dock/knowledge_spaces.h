@@ -23,7 +23,7 @@ namespace modeldock::dock {
 struct SpaceSpec {
   std::string name;  // "grey", "colour-small", "colour-large", "text"
   std::string description;
-  int64_t channels = 1;  // 0 for the text and audio spaces (options.text, options.audio)
+  int64_t channels = 1;  // 0 for the text and audio spaces (options.input_kind)
   // A model with `channels` channels whose largest side S has min_side <= S <= max_side.
   int64_t min_side = 1;
   int64_t max_side = 4096;
@@ -63,13 +63,14 @@ class KnowledgeSpaces {
   // The space a model of this per-sample shape joins; nullptr when none does (tabular models,
   // or an image kind no space covers: such models are scored in stage 2 only).
   KnowledgeSpace* For(const std::vector<int64_t>& sample_shape) const;
-  // The text space (input_kind "text" in spaces.json); nullptr when the assets have none.
-  KnowledgeSpace* ForText() const;
-  // The audio space (input_kind "audio"); nullptr when the assets have none.
-  KnowledgeSpace* ForAudio() const;
-  // The space a model belongs to: that of its input shape for an image model, the text or audio
-  // space for a text or audio model; nullptr for tabular models and kinds no space covers.
-  KnowledgeSpace* ForModel(const ModelRecord& record) const;
+  // The first space of this input kind (input_kind in spaces.json); nullptr when none.
+  KnowledgeSpace* ForKind(InputKind kind) const;
+  // The space of a model or query of this task: that of its per-sample shape for images, the
+  // text or audio space for text or audio; nullptr for tabular and for kinds no space covers.
+  KnowledgeSpace* ForTask(TaskKind task, const std::vector<int64_t>& sample_shape) const;
+  KnowledgeSpace* ForModel(const ModelRecord& record) const {
+    return ForTask(record.spec.task, record.spec.input_shape);
+  }
   const SpaceSpec& SpecOf(const KnowledgeSpace* space) const;
   // The first space of the manifest: the learning loop's.
   KnowledgeSpace* primary() const { return spaces_.front().get(); }

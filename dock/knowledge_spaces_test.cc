@@ -140,13 +140,12 @@ TEST_F(ReadSpacesTest, TextAndAudioSpacesTakeNoImageShape) {
   ASSERT_TRUE(specs.ok()) << specs.status();
   ASSERT_EQ(specs->size(), 3u);
   const SpaceSpec& audio = (*specs)[2];
-  EXPECT_TRUE(audio.options.audio);
-  EXPECT_FALSE(audio.options.text);
+  EXPECT_EQ(audio.options.input_kind, InputKind::kAudio);
   EXPECT_EQ(audio.options.reference_input_shape, std::vector<int64_t>{16000});
   EXPECT_FALSE(SpaceAccepts(audio, {16000}));
   const SpaceSpec& text = (*specs)[1];
-  EXPECT_TRUE(text.options.text);
-  EXPECT_FALSE((*specs)[0].options.text);
+  EXPECT_EQ(text.options.input_kind, InputKind::kText);
+  EXPECT_EQ((*specs)[0].options.input_kind, InputKind::kImage);
   EXPECT_EQ(text.options.probe_set_path, (dir_ / "text/probe_texts.jsonl").string());
   EXPECT_TRUE(text.options.reference_input_shape.empty());
   EXPECT_EQ(text.options.index_path, (dir_ / "data/index/knowledge-text.index").string());

@@ -1,5 +1,5 @@
-// What dock/recommend.cc (the pipeline and stage 1) and dock/stage2.cc (stage 2: running and
-// scoring the candidates, and the latency budget that picks them) share: the state the stages
+// What dock/recommend.cc (the pipeline), dock/stage1.cc (stage 1) and dock/stage2.cc (stage 2:
+// running and scoring the candidates, and the latency budget that picks them) share: the state the stages
 // pass each other and a few helpers. Internal to dock/.
 #ifndef MODELDOCK_DOCK_RECOMMEND_INTERNAL_H_
 #define MODELDOCK_DOCK_RECOMMEND_INTERNAL_H_
