@@ -72,9 +72,17 @@ def sidecar_models(pt_paths):
 
 
 def zoo_models(zoo):
-    with open(os.path.join(zoo, "zoo.json")) as f:
-        names = [m["name"] for m in json.load(f)["models"]]
-    return sidecar_models([os.path.join(zoo, "models", f"{n}.pt") for n in names])
+    """The zoo's models (zoo.json, which the zoo scripts rewrite after every model: a zoo still
+    being built gives the models finished so far). Without zoo.json: the sidecars present."""
+    manifest = os.path.join(zoo, "zoo.json")
+    if os.path.exists(manifest):
+        with open(manifest) as f:
+            names = [m["name"] for m in json.load(f)["models"]]
+        return sidecar_models([os.path.join(zoo, "models", f"{n}.pt") for n in names])
+    done = sorted(glob.glob(os.path.join(zoo, "models", "*.json")))
+    print(f"warning: {manifest} missing (zoo not finished): the {len(done)} models built so far",
+          flush=True)
+    return sidecar_models([p[:-5] + ".pt" for p in done])
 
 
 def zoo_queries(zoo, kind):
@@ -199,7 +207,8 @@ class Dock:
                             "stage1_millis": t.stage1_millis, "stage2_millis": t.stage2_millis,
                             "total_millis": t.total_millis},
                 "num_scored": r.num_scored, "num_compatible": r.num_compatible,
-                "num_cached": r.num_cached, "mode": pb.RecommendMode.Name(r.mode),
+                "num_cached": r.num_cached,
+                "mode": pb.RecommendMode.Name(r.mode)[len("RECOMMEND_MODE_"):].lower(),
                 "mode_reason": r.mode_reason, "warnings": list(r.warnings)}, wall
 
     def stop(self):
@@ -450,7 +459,23 @@ def main():
     ap.add_argument("--out-dir", default=os.path.join(HERE, "results"))
     ap.add_argument("--raw", default=os.path.join(HERE, "artifacts", "responses.json"))
     ap.add_argument("--register-timeout", type=float, default=3600)
+    ap.add_argument("--from-raw", default=None,
+                    help="rewrite results.json and results.md from a saved --raw file")
     args = ap.parse_args()
+    if args.from_raw:
+        with open(args.from_raw) as f:
+            raw = json.load(f)
+        for r in raw["records"]:  # raws written before the CLI's mode names were used
+            for calls in r["calls"].values():
+                for c in calls["default"] + calls["brute"]:
+                    m = c[0].get("mode") or ""
+                    if m.startswith("RECOMMEND_MODE_"):
+                        c[0]["mode"] = m[len("RECOMMEND_MODE_"):].lower()
+            for cmp in r["summary"].get("compare", {}).values():
+                cmp["mode"] = [m[len("RECOMMEND_MODE_"):].lower()
+                               if m and m.startswith("RECOMMEND_MODE_") else m for m in cmp["mode"]]
+        write_results(args.out_dir, raw["meta"], raw["docks"], raw["records"])
+        return
     args.build_dir = os.path.abspath(args.build_dir)
     args.asset_dir = os.path.abspath(args.asset_dir or os.path.join(args.build_dir, "assets"))
     queries = (zoo_queries(args.text_zoo, "text") + zoo_queries(args.audio_zoo, "audio") +
