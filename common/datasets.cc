@@ -18,6 +18,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
@@ -527,7 +528,9 @@ absl::StatusOr<std::vector<int32_t>> DecodeLabels(const std::string& name,
   for (size_t i = 0; i < labels.size(); ++i) {
     const double v = Element(data, i, a->dtype, a->big_endian);
     if (v < 0 || v > INT32_MAX) {
-      return Bad(name, absl::StrCat("label ", static_cast<int64_t>(v), " at index ", i,
+      // Printed from the double: an int64 near its maximum rounds up to 2^63, which does not
+      // convert back to int64.
+      return Bad(name, absl::StrCat("label ", absl::StrFormat("%.0f", v), " at index ", i,
                                     " out of range"));
     }
     labels[i] = static_cast<int32_t>(v);

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <numeric>
 
 #include <stb/stb_image_write.h>
@@ -292,6 +293,12 @@ TEST_F(DatasetsTest, NpyErrors) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(LoadNpy(Write("c8.npy", Npy("<c8", "(1, 1)", std::string(8, '\0')))).status().code(),
             absl::StatusCode::kInvalidArgument);
+  // A label at int64's maximum is out of range, said without converting it back from double
+  // (npy_fuzzer found that conversion overflowing).
+  auto big = DecodeLabels("big.npy", Npy("<i8", "(2,)", Raw(std::vector<int64_t>{
+                                                             1, std::numeric_limits<int64_t>::max()})));
+  EXPECT_EQ(big.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(big.status().message(), HasSubstr("label 9223372036854775808 at index 1 out of range"));
 }
 
 // The header alone: the shape, and a data size that does not match the file is refused before
