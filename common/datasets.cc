@@ -299,24 +299,42 @@ absl::StatusOr<RawArray> ParseNpyHeader(const std::string& path, const std::stri
   return a;
 }
 
-// Converts the first `rows` samples of a raw array into an [N, ...] tensor in NCHW layout:
-// [N] -> [N,1]; [N,F] kept; [N,H,W] -> [N,1,H,W]; [N,H,W,C] with C in {1,3} -> [N,C,H,W];
-// other 4-d shapes are taken as NCHW already. uint8 values are scaled by 1/255.
-absl::StatusOr<Tensor> ToSamples(const std::string& path, const std::string& bytes,
-                                 const RawArray& a, int64_t max_samples) {
-  if (a.shape.size() > 4) {
-    return Bad(path, absl::StrCat("rank-", a.shape.size(), " array ", ShapeToString(a.shape),
+absl::Status CheckSamplesRank(const std::string& path, const std::vector<int64_t>& shape) {
+  if (shape.size() > 4) {
+    return Bad(path, absl::StrCat("rank-", shape.size(), " array ", ShapeToString(shape),
                                   " unsupported (expected 1 to 4 dimensions)"));
   }
+  return absl::OkStatus();
+}
+bool IsNhwc(const std::vector<int64_t>& shape) {
+  return shape.size() == 4 && (shape[3] == 1 || shape[3] == 3) && shape[1] != 1 && shape[1] != 3;
+}
+// The tensor shape of the first n samples of an array of `shape` (rank 1 to 4):
+// [N] -> [N,1]; [N,F] kept; [N,H,W] -> [N,1,H,W]; [N,H,W,C] with C in {1,3} -> [N,C,H,W];
+// other 4-d shapes are taken as NCHW already.
+std::vector<int64_t> SamplesShape(const std::vector<int64_t>& shape, int64_t n) {
+  if (IsNhwc(shape)) return {n, shape[3], shape[1], shape[2]};
+  switch (shape.size()) {
+    case 1: return {n, 1};
+    case 2: return {n, shape[1]};
+    case 3: return {n, 1, shape[1], shape[2]};
+    default: return {n, shape[1], shape[2], shape[3]};
+  }
+}
+
+// Converts the first `max_samples` samples (0: all) of a raw array into a tensor of
+// SamplesShape, in NCHW layout. uint8 values are scaled by 1/255.
+absl::StatusOr<Tensor> ToSamples(const std::string& path, const std::string& bytes,
+                                 const RawArray& a, int64_t max_samples) {
+  if (absl::Status s = CheckSamplesRank(path, a.shape); !s.ok()) return s;
   const int64_t n = max_samples > 0 ? std::min(max_samples, a.shape[0]) : a.shape[0];
   const int64_t row = Product(a.shape, 1);
   const double scale = a.dtype == Dtype::kU8 ? 1.0 / 255.0 : 1.0;
   const char* data = bytes.data() + a.data_offset;
   Tensor t;
   t.values.resize(static_cast<size_t>(n * row));
-  const bool nhwc = a.shape.size() == 4 && (a.shape[3] == 1 || a.shape[3] == 3) &&
-                    a.shape[1] != 1 && a.shape[1] != 3;
-  if (nhwc) {
+  t.shape = SamplesShape(a.shape, n);
+  if (IsNhwc(a.shape)) {
     const int64_t h = a.shape[1], w = a.shape[2], c = a.shape[3];
     for (int64_t i = 0; i < n; ++i) {
       for (int64_t y = 0; y < h; ++y) {
@@ -329,7 +347,6 @@ absl::StatusOr<Tensor> ToSamples(const std::string& path, const std::string& byt
         }
       }
     }
-    t.shape = {n, c, h, w};
   } else {
     if (a.dtype == Dtype::kF32 && !a.big_endian) {
       // The common case (probe sets, float arrays): the bytes are the values (x86 is
@@ -345,12 +362,6 @@ absl::StatusOr<Tensor> ToSamples(const std::string& path, const std::string& byt
       for (size_t i = 0; i < t.values.size(); ++i) {
         t.values[i] = static_cast<float>(Element(data, i, a.dtype, a.big_endian) * scale);
       }
-    }
-    switch (a.shape.size()) {
-      case 1: t.shape = {n, 1}; break;
-      case 2: t.shape = {n, a.shape[1]}; break;
-      case 3: t.shape = {n, 1, a.shape[1], a.shape[2]}; break;
-      default: t.shape = {n, a.shape[1], a.shape[2], a.shape[3]}; break;
     }
   }
   for (float v : t.values) {
@@ -581,7 +592,8 @@ absl::StatusOr<std::vector<int64_t>> ReadNpyShape(const std::string& path) {
     if (ec) return absl::NotFoundError(absl::StrCat(path, ": ", ec.message()));
     if (absl::Status st = CheckDataSize(path, size, *raw); !st.ok()) return st;
   }
-  return raw->shape;
+  if (absl::Status st = CheckSamplesRank(path, raw->shape); !st.ok()) return st;
+  return SamplesShape(raw->shape, raw->shape[0]);
 }
 
 absl::StatusOr<DecodedImage> DecodeImage(const std::string& name, const std::string& bytes) {

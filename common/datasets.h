@@ -41,8 +41,9 @@ absl::StatusOr<Dataset> LoadDataset(const std::string& path, const LoadOptions& 
 
 absl::StatusOr<Dataset> LoadIdx(const std::string& images_path, const LoadOptions& options = {});
 absl::StatusOr<Dataset> LoadNpy(const std::string& samples_path, const LoadOptions& options = {});
-// The shape an NPY file declares, from its header alone, checked against the file's size (for
-// gzipped content only when loaded): a large array can be loaded when it is first needed.
+// The shape LoadNpy would give the samples of an NPY file ([N,H,W] -> [N,1,H,W], NHWC -> NCHW,
+// ...), from its header alone, checked against the file's size (for gzipped content only when
+// loaded): a large array can be loaded when it is first needed.
 absl::StatusOr<std::vector<int64_t>> ReadNpyShape(const std::string& path);
 absl::StatusOr<Dataset> LoadImageFolder(const std::string& dir, const LoadOptions& options = {});
 absl::StatusOr<Dataset> LoadCsv(const std::string& path, const LoadOptions& options = {});

@@ -310,6 +310,14 @@ TEST_F(DatasetsTest, ReadNpyShapeReadsTheHeaderAndChecksTheFileSize) {
   shape = ReadNpyShape(Write("img.npy", Npy("|u1", "(2, 1, 2, 3)", std::string(12, '\x7f'), 2)));
   ASSERT_TRUE(shape.ok()) << shape.status();
   EXPECT_THAT(*shape, ElementsAre(2, 1, 2, 3));
+  // As LoadNpy shapes the samples: [N, H, W] -> [N, 1, H, W], NHWC -> NCHW.
+  shape = ReadNpyShape(Write("hw.npy", Npy("|u1", "(2, 2, 3)", std::string(12, '\x7f'))));
+  ASSERT_TRUE(shape.ok()) << shape.status();
+  EXPECT_THAT(*shape, ElementsAre(2, 1, 2, 3));
+  EXPECT_EQ(*shape, LoadNpy(Path("hw.npy"))->samples.shape);
+  shape = ReadNpyShape(Write("nhwc.npy", Npy("|u1", "(1, 2, 2, 3)", std::string(12, '\x7f'))));
+  ASSERT_TRUE(shape.ok()) << shape.status();
+  EXPECT_THAT(*shape, ElementsAre(1, 3, 2, 2));
   shape = ReadNpyShape(Write("cut.npy", Npy("<f4", "(3, 4)", Raw(std::vector<float>(11)))));
   EXPECT_EQ(shape.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(shape.status().message(), HasSubstr("truncated"));
