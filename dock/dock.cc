@@ -24,6 +24,9 @@
 namespace modeldock::dock {
 namespace fs = std::filesystem;
 
+// The samples that reports waiting for their stage-2 standings may hold in memory together.
+constexpr size_t kReportJobBytes = size_t{512} << 20;
+
 const char* ModelKindName(ModelKind kind) {
   return kind == ModelKind::kFeatureExtractor ? "feature_extractor" : "classifier";
 }
@@ -256,6 +259,12 @@ absl::Status DockImpl::Init(const StoreWrapper& wrap_store) {
   probes_->Start();
   if (replica_sync_ != nullptr) replica_sync_->Start();
   StartScrubber();
+  // Bounded (each job holds its report's samples): a report waits for no one; when reports
+  // arrive faster than their models can be scored, the standings of the extra ones are dropped
+  // (logged).
+  if (options_.report_standings) {
+    report_jobs_ = std::make_unique<BackgroundQueue>("report standings", 64, kReportJobBytes);
+  }
   return absl::OkStatus();
 }
 
@@ -417,6 +426,8 @@ void DockImpl::Shutdown() {
   if (shut_down_.exchange(true)) return;
   // A running scrub stops between chunks (it queues probes: before the probe queue stops).
   if (scrubber_) scrubber_->Stop();
+  // Before the workers go: a scoring job in progress stops between models.
+  if (report_jobs_) report_jobs_->Shutdown();
   // First, so that a probe that fails because its worker is killed below is not marked FAILED
   // (PROBING is resumed at the next start).
   if (probes_) probes_->Stop();

@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "dock/background_queue.h"
 #include "dock/blob_store.h"
 #include "dock/caches.h"
 #include "dock/caching_store.h"
@@ -302,6 +303,11 @@ class DockImpl : public Dock, private ModelFiles {
   void RecordWeakOutcomes(const RecommendQuery& query, const PreparedQuery& prepared,
                           const Stage1Result& stage1, const std::vector<ScoredModel>& scored,
                           RecommendResult* result);
+  // DockOptions::report_standings, run on report_jobs_: the reported models' stage-2 standings
+  // on a report's samples (fusion, each of them scored) stored as weak records of its query.
+  void RecordReportStandings(const Dataset& dataset, TaskKind task, const OutcomeQueryRow& query,
+                             const std::vector<std::string>& model_ids,
+                             const std::function<bool()>& stopping);
 
   DockOptions options_;
   // The model registry in memory over the SQLite or PostgreSQL store (caching_store.h): model
@@ -331,6 +337,9 @@ class DockImpl : public Dock, private ModelFiles {
   std::unique_ptr<ReplicaSync> replica_sync_;
   // Re-hashes the model files every DockOptions::scrub_interval and on request.
   std::unique_ptr<Scrubber> scrubber_;
+  // Work done after a call has been answered (the stage-2 standings of reports), one job at a
+  // time; null when DockOptions::report_standings is off.
+  std::unique_ptr<BackgroundQueue> report_jobs_;
   std::atomic<bool> shut_down_{false};
 
   // Orders name checks, inserts and deletes, and each store commit with the index change

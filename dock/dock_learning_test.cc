@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -205,6 +206,70 @@ TEST_F(LearningTest, RecommendationsLeaveWeakRecordsOnlyWhenAllowed) {
   EXPECT_EQ(list->versions[0].num_queries, 4);
   EXPECT_EQ(list->versions[0].weak_queries, 1);
   EXPECT_GT(list->versions[0].weak_weight, 0.0);
+}
+
+// With report_standings, a report of several models leaves, in the background, their stage-2
+// standings on the report's samples as weak records of the same query; training then chooses
+// the prior's stage-2 weight on them instead of borrowing the stage-1 weight.
+TEST_F(LearningTest, ReportsLeaveTheReportedModelsStandings) {
+  dock_.reset();
+  report_standings_ = true;
+  OpenDock();
+  RegisterAll();
+  // Oracle: every compatible model scored (the report names all five), as in the background.
+  RecommendQuery brute = TopsQuery();
+  brute.brute_force = true;
+  auto scored = dock_->Recommend(brute);
+  ASSERT_TRUE(scored.ok()) << scored.status();
+  ASSERT_EQ(scored->num_scored, 5);
+  std::map<std::string, double> stage2;
+  for (const Recommendation& r : scored->results) stage2[r.model.spec.name] = r.stage2_score;
+
+  auto weak_records = [&](size_t want) {
+    std::vector<OutcomeRecord> weak;
+    for (int attempt = 0; attempt < 1200 && weak.size() < want; ++attempt) {
+      if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      auto records = dock_->ListRecords("", 0);
+      EXPECT_TRUE(records.ok()) << records.status();
+      if (!records.ok()) break;
+      weak.clear();
+      for (const OutcomeRecord& r : records->records) {
+        if (r.source == "stage2") weak.push_back(r);
+      }
+    }
+    return weak;
+  };
+  auto stored = dock_->ReportOutcome(ReportFor(TopsQuery().dataset, 0));
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->num_stored, 5);  // the answer counts the reported outcomes only
+  const std::vector<OutcomeRecord> weak = weak_records(5);
+  ASSERT_EQ(weak.size(), 5u);
+  for (const OutcomeRecord& record : weak) {
+    EXPECT_EQ(record.query_id, stored->query_id);
+    double below = 0;
+    const double mine = stage2.at(record.model_name);
+    for (const auto& [name, score] : stage2) {
+      if (name != record.model_name) below += score < mine ? 1.0 : score == mine ? 0.5 : 0.0;
+    }
+    EXPECT_DOUBLE_EQ(record.accuracy, below / 4.0) << record.model_name;
+  }
+
+  // A report of one model has no standings to leave; the next report's standings still come.
+  OutcomeReport single;
+  single.dataset = DerivedQueries(TopsQuery().dataset)[0];
+  single.source = OutcomeSource::kImport;
+  single.outcomes = {{"fmnist-tops-cnn", 0.9}};
+  ASSERT_TRUE(dock_->ReportOutcome(single).ok());
+  ReportAll();  // four queries, the first of them the one-model report's dataset
+  // Four queries: the tops query again (its standings replaced) and three derived ones.
+  ASSERT_EQ(weak_records(20).size(), 20u);
+  TrainAndWait();
+  auto list = dock_->ListAlignments();
+  ASSERT_TRUE(list.ok()) << list.status();
+  ASSERT_EQ(list->versions.size(), 1u);
+  EXPECT_EQ(list->versions[0].weak_queries, 4);
+  EXPECT_THAT(list->versions[0].reason, ::testing::Not(::testing::HasSubstr("= stage-1 weight")));
+  EXPECT_THAT(list->versions[0].reason, ::testing::Not(::testing::HasSubstr("unchecked")));
 }
 
 TEST_F(LearningTest, TrainingNeedsOutcomesOnThreeQueries) {

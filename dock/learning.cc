@@ -588,6 +588,17 @@ absl::StatusOr<OutcomeReportResult> DockImpl::ReportOutcome(const OutcomeReport&
     rows.push_back(std::move(row));
   }
   if (absl::Status s = store_->AddOutcomes(query, rows); !s.ok()) return s;
+  if (report_jobs_ && embeddings && prepared->source == "given" && models.size() >= 2) {
+    std::vector<std::string> ids;
+    for (const ModelRecord& m : models) ids.push_back(m.id);
+    report_jobs_->Submit(
+        absl::StrCat("standings of query ", query.query_id.substr(0, 12)),
+        [this, dataset = report.dataset, task = report.task, query, ids](
+            const std::function<bool()>& stopping) {
+          RecordReportStandings(dataset, task, query, ids, stopping);
+        },
+        report.dataset.samples.values.size() * sizeof(float));
+  }
   OutcomeReportResult result;
   result.query_id = query.query_id;
   result.num_stored = static_cast<int>(rows.size());
@@ -616,6 +627,9 @@ absl::StatusOr<RecordList> DockImpl::ListRecords(std::string_view model, int lim
 
 absl::StatusOr<TrainingStatus> DockImpl::TrainAlignment(bool wait,
                                                         std::function<bool()> is_cancelled) {
+  // Reports made before this call are trained on with their stage-2 standings: those still
+  // being scored are waited for (at most the queue's bound of them).
+  if (report_jobs_) report_jobs_->WaitIdle();
   TrainingInputs inputs;
   inputs.space = knowledge_->id();
   auto all = store_->ListAll();

@@ -95,8 +95,6 @@ bool Cancelled(const RecommendQuery& query) {
   return query.is_cancelled && query.is_cancelled();
 }
 
-namespace {
-
 std::string DatasetHash(const Dataset& data) {
   Sha256 h;
   h.Update(ShapeToString(data.samples.shape));
@@ -108,6 +106,8 @@ std::string DatasetHash(const Dataset& data) {
   }
   return h.HexDigest();
 }
+
+namespace {
 
 // "block1 0.41, block2 0.62, fc 0.83": each layer's stage-2 score, in the model's order.
 std::string LayerScoresText(const std::vector<LayerScore>& scores) {

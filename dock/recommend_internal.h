@@ -36,6 +36,8 @@ std::string OutputKey(const ModelRecord& record, const std::string& dataset_hash
 std::string ProxyCacheKey(const std::string& model_id, const KnowledgeSpace& space);
 double MillisSince(absl::Time start);
 bool Cancelled(const RecommendQuery& query);
+// The key of a dataset's cached model outputs: SHA-256 of its shape, samples and texts.
+std::string DatasetHash(const Dataset& data);
 
 // ---- Recommend, stage by stage. The stages pass their state in these structs.
 

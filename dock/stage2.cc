@@ -510,4 +510,42 @@ absl::StatusOr<std::vector<ScoredModel>> DockImpl::ScoreCandidates(
   return scored;
 }
 
+void DockImpl::RecordReportStandings(const Dataset& dataset, TaskKind task,
+                                     const OutcomeQueryRow& query,
+                                     const std::vector<std::string>& model_ids,
+                                     const std::function<bool()>& stopping) {
+  const absl::Time start = absl::Now();
+  RecommendQuery scoring_query;
+  scoring_query.dataset = dataset;
+  scoring_query.task = task;
+  scoring_query.metric = Metric::kFusion;
+  scoring_query.brute_force = true;
+  scoring_query.is_cancelled = stopping;
+  RecommendResult unused;
+  auto prepared = PrepareQuery(scoring_query, &unused);
+  auto fail = [&](const absl::Status& s) {
+    spdlog::warn("learning: no stage-2 standings for reported query {}: {}",
+                 query.query_id.substr(0, 12), std::string(s.message()));
+  };
+  if (!prepared.ok()) return fail(prepared.status());
+  // The reported models still compatible (one may have been deleted since the report).
+  std::vector<std::string> candidates;
+  for (const std::string& id : model_ids) {
+    if (prepared->position.count(id)) candidates.push_back(id);
+  }
+  if (candidates.size() < 2) return;
+  const ViewScoring scoring = ScoringFor(scoring_query.metric, *prepared, candidates);
+  auto scored = ScoreCandidates(scoring_query, *prepared, candidates, DatasetHash(dataset),
+                                scoring, &unused);
+  if (!scored.ok()) return fail(scored.status());
+  RankViews(scoring, &*scored);
+  for (const std::string& w : unused.warnings) spdlog::warn("learning: standings: {}", w);
+  std::vector<std::pair<const ModelRecord*, double>> standings;
+  for (const ScoredModel& s : *scored) standings.push_back({&prepared->Model(s.id), s.stage2});
+  auto stored = RecordStage2Standings(store_.get(), query, standings);
+  if (!stored.ok()) return fail(stored.status());
+  spdlog::info("learning: stage-2 standings of {} reported model(s) recorded for query {} "
+               "({:.0f} ms)", *stored, query.query_id.substr(0, 12), MillisSince(start));
+}
+
 }  // namespace modeldock::dock

@@ -223,6 +223,12 @@ struct DockOptions {
   // the query's class prototypes, stage-1 scores and each scored model's stage-2 standing.
   // Off by default: the dock then keeps nothing of a recommendation.
   bool learn_from_recommendations = false;
+  // A report of two or more image models' accuracies also leaves those models' stage-2
+  // standings on the report's samples as weak records (source "stage2"), computed in the
+  // background after the report is stored: the evidence on which training fits the prior's
+  // weight in stage 2 (without it that weight is borrowed from stage 1, or 0). A report already
+  // keeps the query's class prototypes, so nothing more of the query is kept.
+  bool report_standings = true;
   // Remote models (KServe v2 servers): TLS towards all of them when set; the CA file pins their
   // roots (else the system's), the certificate and key (both or neither) prove this dock.
   bool remote_tls = false;

@@ -664,7 +664,7 @@ absl::StatusOr<RankerTrainingReport> TrainOutcomeRanker(
     if (weights.stage2_queries < kMinQueriesForStage2Weight) {
       stage2_text = absl::StrFormat(
           "%s: %d reported queries with recorded stage-2 standings, needs %d to choose its own "
-          "(--learn-from-recommendations)",
+          "(a report of 2 or more image models records them)",
           report.params.calibrated_target
               ? "stage-2 weight = stage-1 weight"
               : "stage-2 weight 0 (a facts-target prior is not added to stage-2 scores unchecked)",

@@ -74,6 +74,7 @@ struct ServerConfig {
   double latency_budget_ms = 5000;
   int stage2_workers = 0;
   bool learn_from_recommendations = false;
+  bool report_standings = true;
   bool remote_tls = false;
   std::string remote_tls_ca, remote_tls_cert, remote_tls_key;
   std::string remote_credentials;
@@ -163,6 +164,7 @@ std::string LoadConfigFile(const std::string& path, ServerConfig* config) {
     ReadKey(json, "latency-budget-ms", &config->latency_budget_ms);
     ReadKey(json, "stage2-workers", &config->stage2_workers);
     ReadKey(json, "learn-from-recommendations", &config->learn_from_recommendations);
+    ReadKey(json, "report-standings", &config->report_standings);
     ReadKey(json, "remote-tls", &config->remote_tls);
     ReadKey(json, "remote-tls-ca", &config->remote_tls_ca);
     ReadKey(json, "remote-tls-cert", &config->remote_tls_cert);
@@ -332,6 +334,12 @@ int ServerMain(int argc, char** argv) {
       "Keep, for every labelled recommendation, the query's class prototypes and the stage-2 "
       "standing of each scored model as weak outcome records (source stage2) that `modeldock "
       "train` learns priors from (off: the dock keeps nothing of a recommendation)");
+  bool no_report_standings = false;
+  auto* no_standings = app.add_flag(
+      "--no-report-standings", no_report_standings,
+      "Do not score, after a report of several image models, those models' stage-2 standings on "
+      "the report's samples (weak records that fit the outcome prior's stage-2 weight; config "
+      "key report-standings, default on)");
   auto* remote_tls = app.add_flag("--remote-tls", flags.remote_tls,
                                   "Call remote models' KServe v2 servers over TLS (system roots "
                                   "unless --remote-tls-ca); default plaintext");
@@ -493,6 +501,7 @@ int ServerMain(int argc, char** argv) {
   if (budget->count()) config.latency_budget_ms = flags.latency_budget_ms;
   if (stage2_workers->count()) config.stage2_workers = flags.stage2_workers;
   if (learn_from_recommendations->count()) config.learn_from_recommendations = true;
+  if (no_standings->count()) config.report_standings = false;
   if (remote_tls->count()) config.remote_tls = true;
   if (remote_tls_ca->count()) config.remote_tls_ca = flags.remote_tls_ca;
   if (remote_tls_cert->count()) config.remote_tls_cert = flags.remote_tls_cert;
@@ -577,6 +586,7 @@ int ServerMain(int argc, char** argv) {
   options.latency_budget_millis = config.latency_budget_ms;
   options.stage2_workers = config.stage2_workers;
   options.learn_from_recommendations = config.learn_from_recommendations;
+  options.report_standings = config.report_standings;
   options.remote_tls = config.remote_tls;
   options.remote_tls_ca_path = config.remote_tls_ca;
   options.remote_tls_cert_path = config.remote_tls_cert;
@@ -602,7 +612,7 @@ int ServerMain(int argc, char** argv) {
   spdlog::info(
       "config: listen={} data_dir={} metadata={} blob_dir={} asset_dir={} max_model_mb={} index_factory={} "
       "probe_set={} reference_encoder={} knowledge_encoder={} probe_workers={} torch_threads={} "
-      "latency_budget_ms={} stage2_workers={} learn_from_recommendations={} model_cache_mb={} workers={} worker_threads={} "
+      "latency_budget_ms={} stage2_workers={} learn_from_recommendations={} report_standings={} model_cache_mb={} workers={} worker_threads={} "
       "worker_memory_mb={} admission/probe/run timeouts={}/{}/{} s log_level={}",
       config.listen, config.data_dir,
       config.metadata_url.empty() ? "sqlite (data dir)"
@@ -612,7 +622,7 @@ int ServerMain(int argc, char** argv) {
       config.reference_encoder.empty() ? "(asset dir)" : config.reference_encoder,
       config.knowledge_encoder.empty() ? "(untrained)" : config.knowledge_encoder,
       config.probe_workers, config.torch_threads, config.latency_budget_ms,
-      config.stage2_workers, config.learn_from_recommendations, config.model_cache_mb, config.workers, config.worker_threads,
+      config.stage2_workers, config.learn_from_recommendations, config.report_standings, config.model_cache_mb, config.workers, config.worker_threads,
       config.worker_memory_mb, config.admission_timeout_s, config.probe_timeout_s,
       config.run_timeout_s, config.log_level);
   spdlog::info("integrity: model files verified before every run; blob mirrors: {}; scrub every "

@@ -725,6 +725,10 @@ def main():
                     help="servers run with --learn-from-recommendations, and every training task "
                          "is also recommended (default pipeline) before training, so its scored "
                          "models' stage-2 standings (cold models included) are weak records")
+    ap.add_argument("--server-arg", action="append", default=[], metavar="FLAG",
+                    help="one more flag for the servers (repeatable; e.g. "
+                         "--server-arg=--no-report-standings for the arm without the reports' "
+                         "stage-2 standings)")
     ap.add_argument("--no-learning", action="store_true",
                     help="skip report/records/train/alignments (untrained rankings only: checks the "
                          "rest of the script against a server without the learning commands)")
@@ -773,6 +777,7 @@ def main():
             bins.server_args = bins.server_args + ["--learn-from-recommendations"]
         if args.latency_budget_ms:
             bins.server_args = bins.server_args + ["--latency-budget-ms", f"{args.latency_budget_ms:g}"]
+        bins.server_args = bins.server_args + args.server_arg
         missing = bins.has_commands(LEARNING_COMMANDS)
         if missing and not args.no_learning:
             sys.exit(f"run_learning: {bins.client} has no {', '.join(missing)} command(s); "

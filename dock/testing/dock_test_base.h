@@ -36,11 +36,14 @@ class DockTest : public ::testing::Test {
     std::filesystem::remove_all(data_dir_);
   }
   bool learn_from_recommendations_ = false;  // DockOptions of the next OpenDock()
+  // Off in the fixture, so that records a test counts are only the ones it reported.
+  bool report_standings_ = false;
   virtual void OpenDock() {
     DockOptions options;
     options.data_dir = data_dir_.string();
     options.asset_dir = AssetDir();
     options.learn_from_recommendations = learn_from_recommendations_;
+    options.report_standings = report_standings_;
     auto dock = Dock::Create(options);
     ASSERT_TRUE(dock.ok()) << dock.status();
     dock_ = std::move(*dock);
