@@ -17,10 +17,11 @@ Errors are raised as modeldock.ModelDockError carrying the gRPC status code.
 """
 from modeldock._version import __version__
 from modeldock.client import Client
-from modeldock.datasets import _dataset_header, _text_header
-from modeldock.types import LayerScore, Model, ModelDockError, Recommendation, RecommendResult
-from modeldock.v1 import modeldock_pb2 as pb
-from modeldock.v1 import modeldock_pb2_grpc as pb_grpc
+from modeldock.datasets import _dataset_header, _text_header  # noqa: F401 (tests build requests)
+from modeldock.types import (LayerScore, Model, ModelDockError, ModelPage, Recommendation,
+                             RecommendResult, RecordList, ScrubReport)
+from modeldock.v1 import modeldock_pb2 as pb  # noqa: F401 (the messages, for raw stub calls)
+from modeldock.v1 import modeldock_pb2_grpc as pb_grpc  # noqa: F401
 
-__all__ = ["Client", "Model", "LayerScore", "Recommendation", "RecommendResult", "ModelDockError",
-           "__version__"]
+__all__ = ["Client", "Model", "ModelPage", "LayerScore", "Recommendation", "RecommendResult",
+           "RecordList", "ScrubReport", "ModelDockError", "__version__"]
