@@ -7,8 +7,8 @@ Checks the wheel's contents (the package and its generated gRPC stubs, nothing e
 project version; the declared dependencies and the modeldock-py entry point), installs it with
 pip into a fresh `python3 -m venv --system-site-packages` (grpcio, protobuf and numpy are
 Debian's), then, from a directory outside the repository with PYTHONPATH unset: imports it,
-runs `python3 -m modeldock --help`, and lists, shows and registers models of a real
-modeldock-server through the installed `modeldock-py` command. Exits non-zero on failure.
+runs `python3 -m modeldock --help`, and runs the installed `modeldock-py` command's commands
+against a real modeldock-server. Exits non-zero on failure.
 """
 import json
 import os
@@ -18,7 +18,9 @@ import tempfile
 import unittest
 import zipfile
 
-from live_server import start_server, stop_server
+import numpy as np
+
+from live_server import read_idx, start_server, stop_server
 
 WHEEL, VERSION, SERVER, ASSETS = sys.argv[1:5]
 DEMO = os.path.join(ASSETS, "demo")
@@ -104,7 +106,7 @@ class WheelTest(unittest.TestCase):
         self.assertEqual((code, out.strip()), (0, f"modeldock-py {VERSION}"))
 
     def test_console_script_lists_models_of_a_real_server(self):
-        code, out, err = self.cli("list")
+        code, out, err = self.cli("list", "--name-contains", "wheel-")
         self.assertEqual(code, 0, err)
         self.assertEqual(json.loads(out), {"models": []})
         with open(os.path.join(DEMO, "fmnist-tops-cnn.json")) as f:
@@ -117,7 +119,7 @@ class WheelTest(unittest.TestCase):
             json.dumps(meta["input_shape"]), json.dumps(meta["class_labels"])])
         model_id, state = registered.split()
         self.assertEqual(state, "READY")
-        code, out, err = self.cli("list")
+        code, out, err = self.cli("list", "--name-contains", "wheel-")
         self.assertEqual(code, 0, err)
         models = json.loads(out)["models"]
         self.assertEqual([(m["name"], m["id"], m["state"]) for m in models],
@@ -130,6 +132,52 @@ class WheelTest(unittest.TestCase):
         code, out, err = self.cli("show", "no-such-model")
         self.assertEqual((code, out), (1, ""))
         self.assertIn("NOT_FOUND", err)
+
+    def test_console_script_covers_the_cli_commands(self):
+        """The installed command end to end: register from a sidecar, watch, health, update,
+        audit, recommend from an .npz, records, alignments, scrub, rm."""
+        sidecar = os.path.join(DEMO, "fmnist-tops-cnn.json")
+        with open(sidecar) as f:
+            meta = json.load(f)
+        code, out, err = self.cli("register", os.path.join(DEMO, "fmnist-tops-cnn.pt"),
+                                  "--metadata", sidecar, "--name", "cli-tops", "--tag", "cli")
+        self.assertEqual(code, 0, err)
+        model = json.loads(out)
+        self.assertEqual((model["name"], model["state"], model["tags"], model["version"]),
+                         ("cli-tops", "READY", ["cli"], meta["version"]))
+        code, out, err = self.cli("watch", "cli-tops")
+        self.assertEqual(code, 0, err)
+        self.assertEqual([json.loads(line)["state"] for line in out.splitlines()], ["READY"])
+        self.assertEqual(self.cli("health")[:2], (0, '{\n  "status": "SERVING"\n}\n'))
+        code, out, err = self.cli("update", "cli-tops", "--clear-tags", "--license", "MIT")
+        self.assertEqual((code, json.loads(out)["tags"], json.loads(out)["license"]),
+                         (0, [], "MIT"), err)
+        code, out, err = self.cli("audit", "--action", "update")
+        self.assertEqual(code, 0, err)
+        self.assertEqual({e["action"] for e in json.loads(out)["entries"]}, {"update"})
+
+        query = os.path.join(DEMO, "query_tops")
+        npz = os.path.join(self.home, "query.npz")
+        np.savez(npz, x=read_idx(os.path.join(query, "query-images-idx3-ubyte"))[:, None],
+                 y=read_idx(os.path.join(query, "query-labels-idx1-ubyte")))
+        code, out, err = self.cli("recommend", npz, "--top", "3", "--metric", "leep")
+        self.assertEqual(code, 0, err)
+        result = json.loads(out)
+        self.assertEqual((result["metric"], result["label_source"]), ("leep", "given"))
+        self.assertIn("cli-tops", [r["name"] for r in result["results"]])
+        code, out, err = self.cli("records")
+        self.assertEqual((code, json.loads(out)), (0, {"records": [], "total_records": 0,
+                                                       "total_queries": 0}), err)
+        code, out, err = self.cli("alignments")
+        self.assertEqual((code, json.loads(out)["serving_version"]), (0, 0), err)
+        code, out, err = self.cli("admin", "scrub", "--wait")
+        self.assertEqual(code, 0, err)
+        self.assertEqual((json.loads(out)["state"], json.loads(out)["blobs_bad"]), ("done", 0))
+        code, out, err = self.cli("rm", "cli-tops")
+        self.assertEqual((code, json.loads(out)), (0, {"deleted": [model["id"]]}), err)
+        # Usage errors (exit 2): a metric the client refuses, a state argparse refuses.
+        self.assertEqual(self.cli("recommend", npz, "--metric", "best")[0], 2)
+        self.assertEqual(self.cli("list", "--state", "asleep")[0], 2)
 
 
 if __name__ == "__main__":
