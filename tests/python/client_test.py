@@ -158,10 +158,13 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(e.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
         outcomes = {"learn-fmnist-tops-cnn": 0.9, "learn-fmnist-all-mlp": 0.8,
                     "learn-fmnist-shuffled-cnn": 0.3}
-        for n in (60, 120, 200):  # three queries: different samples
+        compatible = len(self.dock.list(task="image", input_shape=[1, 28, 28], state="ready"))
+        for i, n in enumerate((60, 120, 200)):  # three queries: different samples
             stored = self.dock.report(images, labels, outcomes, source="import", max_samples=n)
-            self.assertEqual(stored["num_stored"], 3)
-            self.assertEqual(stored["num_classes"], len(np.unique(labels[:n])))
+            self.assertEqual((stored["num_stored"], stored["num_classes"],
+                              stored["num_stage1_scores"], stored["total_records"],
+                              stored["total_queries"]),
+                             (3, len(np.unique(labels[:n])), compatible, 3 * (i + 1), i + 1))
         # This test is the only one that reports to this server: 3 queries of 3 outcomes.
         records = self.dock.records(model="learn-fmnist-tops-cnn")
         self.assertEqual((len(records), records.total_records, records.total_queries), (3, 3, 3))
