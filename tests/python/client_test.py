@@ -379,6 +379,16 @@ class ApiKeyTest(unittest.TestCase):
                     self.assertEqual(admin.list(), [])
                     key = admin.create_key("consumer", name="reader")
                     self.assertIn(key["id"], {k["id"] for k in admin.list_keys()})
+                    provider_key = admin.create_key("provider", name="uploader")
+                    with modeldock.Client(address, api_key=provider_key["secret"]) as provider:
+                        with open(os.path.join(DEMO, "fmnist-tops-cnn.json")) as f:
+                            meta = json.load(f)
+                        owned = provider.register(os.path.join(DEMO, "fmnist-tops-cnn.pt"),
+                                                  metadata=meta, wait=False)
+                    self.assertEqual(owned.owner_key_id, provider_key["id"])
+                    self.assertEqual(admin.audit(limit=1, action="register")[0]["actor"],
+                                     provider_key["id"])
+                    admin.delete(owned.id)
                     with modeldock.Client(address, api_key=key["secret"]) as reader:
                         self.assertEqual(reader.list(), [])
                         with self.assertRaises(modeldock.ModelDockError) as e:
