@@ -9,7 +9,8 @@ from modeldock.v1 import modeldock_pb2 as pb
 
 _STATES = {pb.MODEL_STATE_PENDING: "PENDING", pb.MODEL_STATE_PROBING: "PROBING",
            pb.MODEL_STATE_READY: "READY", pb.MODEL_STATE_FAILED: "FAILED"}
-_TASKS = {pb.TASK_KIND_IMAGE_CLASSIFICATION: "image", pb.TASK_KIND_TABULAR_CLASSIFICATION: "tabular",
+_TASKS = {pb.TASK_KIND_IMAGE_CLASSIFICATION: "image",
+          pb.TASK_KIND_TABULAR_CLASSIFICATION: "tabular",
           pb.TASK_KIND_TEXT_CLASSIFICATION: "text", pb.TASK_KIND_AUDIO_CLASSIFICATION: "audio"}
 
 
@@ -68,6 +69,7 @@ class Model:
 
 @dataclass
 class LayerScore:
+    """One exported layer's score for a model (models with embed_layers)."""
     name: str
     dim: int
     score: float  # on the scale of Recommendation.stage2_score
@@ -75,6 +77,7 @@ class LayerScore:
 
 @dataclass
 class Recommendation:
+    """One ranked model of a RecommendResult: its scores and the reason in words."""
     rank: int
     name: str
     model_id: str
