@@ -27,6 +27,9 @@ PACKAGES=(
   python3 python3-torch python3-numpy python3-scipy python3-sklearn python3-pil python3-grpcio
   python3-protobuf python3-prometheus-client
   python3-matplotlib
+  # The Python client's wheel (client/python/pyproject.toml, the modeldock_wheel target) and its
+  # test's venv with the system site packages (tests/python/wheel_test.py).
+  python3-setuptools python3-wheel python3-build python3-venv
   fonts-dejavu-core fonts-liberation2 fonts-urw-base35 fonts-texgyre
   # Photographs and artwork for the colour probe sets (scripts/assets/colour_data.py; licences in
   # scripts/assets/README.md). lomiri-wallpapers' photographs are in its -16.04/-20.04 packages.

@@ -21,6 +21,9 @@ fail() { echo "package_test: FAIL: $*"; exit 1; }
 VERSION="$(sed -n 's/^CMAKE_PROJECT_VERSION:STATIC=//p' "$BUILD_DIR/CMakeCache.txt")"
 DEB="$TMP/dist/modeldock_${VERSION}_amd64.deb"
 [[ -f "$DEB" ]] || fail "no $DEB: $(ls "$TMP/dist")"
+# The Python client's wheel beside it, the build's very file (wheel_test.py checks its contents).
+cmp "$TMP/dist/modeldock-${VERSION}-py3-none-any.whl" "$BUILD_DIR/dist/modeldock-${VERSION}-py3-none-any.whl" \
+  || fail "package.sh did not copy the wheel: $(ls "$TMP/dist")"
 
 field() { dpkg-deb -f "$DEB" "$1"; }
 [[ "$(field Package)" == modeldock ]] || fail "Package: $(field Package)"

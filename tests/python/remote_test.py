@@ -78,6 +78,26 @@ class RemoteModelTest(unittest.TestCase):
                                   labels=["a", "b"])
             self.assertEqual(e.exception.code, grpc.StatusCode.FAILED_PRECONDITION)
             self.assertEqual({m.name for m in b.list()}, {"tops-remote", "tops-local"})
+            # The options of `modeldock register --remote`: a metadata sidecar (its labels,
+            # shape, description...), the task, a remote version, arguments overriding.
+            sidecar = os.path.join(DEMO, "fmnist-tops-cnn.json")
+            with open(sidecar) as f:
+                meta = json.load(f)
+            described = b.register_remote(kserve, "tops", metadata=sidecar, name="tops-meta",
+                                          task="image", tags=["remote"])
+            self.assertEqual((described.state, described.remote), ("READY", (kserve, "tops", "")))
+            self.assertEqual((described.description, described.version, described.license,
+                              described.tags, described.class_labels, described.input_shape,
+                              described.task),
+                             (meta["description"], meta["version"], meta["license"], ["remote"],
+                              meta["class_labels"], meta["input_shape"], "image"))
+            with self.assertRaises(modeldock.ModelDockError) as e:  # A serves no version 7
+                b.register_remote(kserve, "tops", metadata=sidecar, name="tops-v7",
+                                  remote_version="7")
+            self.assertIn(e.exception.code, (grpc.StatusCode.NOT_FOUND,
+                                             grpc.StatusCode.FAILED_PRECONDITION))
+            self.assertEqual(b.delete_versions("tops-meta"), [described.id])
+            self.assertEqual({m.name for m in b.list()}, {"tops-remote", "tops-local"})
 
             # A gone: the remote model is skipped with a warning that says why; B still answers.
             stop_server(server_a)
