@@ -122,12 +122,38 @@ window.addEventListener("hashchange", route);
 $("card-close").addEventListener("click", () => { location.hash = ""; });
 
 // ---- Ask the dock.
+// The task a dataset file suggests, as the CLI decides it: JSON Lines, or CSV/TSV with a "text"
+// column, are texts; other CSV is tabular; images, IDX and zipped image folders are images;
+// NPY/NPZ arrays say nothing (images or tabular by their shape, unless audio is chosen).
+async function taskOfFile(file) {
+  const name = file.name.toLowerCase();
+  if (name.endsWith(".jsonl")) return "text";
+  if (name.endsWith(".csv") || name.endsWith(".tsv")) {
+    const header = (await file.slice(0, 4096).text()).split(/\r?\n/)[0];
+    const columns = header.split(/[,\t]/).map((c) => c.trim().replace(/^"(.*)"$/, "$1"));
+    return columns.includes("text") ? "text" : "tabular";
+  }
+  if (/\.(npy|npz)(\.gz)?$/.test(name)) return "";
+  return "image";
+}
+$("dataset").addEventListener("change", async () => {
+  const file = $("dataset").files[0];
+  if (file) $("task").value = await taskOfFile(file);
+});
+
+// The options part: top and metric, and the task when one is chosen.
+function askOptions() {
+  const options = { top: Number($("top").value), metric: $("metric").value };
+  if ($("task").value) options.task = $("task").value;
+  return options;
+}
+
 $("ask-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const form = new FormData();
   form.append("dataset", $("dataset").files[0]);
   if ($("labels").files.length) form.append("labels", $("labels").files[0]);
-  form.append("options", JSON.stringify({ top: Number($("top").value), metric: $("metric").value }));
+  form.append("options", JSON.stringify(askOptions()));
   $("ask").disabled = true;
   $("ask-status").className = "";
   $("ask-status").textContent = "Ranking…";
@@ -183,7 +209,9 @@ async function reportOutcome(model) {
   const form = new FormData();
   form.append("dataset", $("dataset").files[0]);
   if ($("labels").files.length) form.append("labels", $("labels").files[0]);
-  form.append("outcomes", JSON.stringify({ outcomes: [{ model, accuracy: Number(answer) }] }));
+  const outcomes = { outcomes: [{ model, accuracy: Number(answer) }] };
+  if ($("task").value) outcomes.task = $("task").value;
+  form.append("outcomes", JSON.stringify(outcomes));
   const status = $("ask-status");
   try {
     const stored = await api("/v1/report", { method: "POST", body: form });
