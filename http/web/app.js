@@ -105,13 +105,35 @@ async function showCard(ref) {
       const dd = document.createElement("dd"); dd.textContent = value;
       dl.append(dt, dd);
     }
+    await showRecords(m.id);
   } catch (e) {
     $("card-title").textContent = ref;
     $("card-description").textContent = e.message;
     $("card-facts").replaceChildren();
+    $("card-records").tBodies[0].replaceChildren();
+    $("card-records-summary").textContent = "";
   }
   card.hidden = false;
   $("card-close").focus();
+}
+
+// The model's outcome records (GET /v1/records?model=ID), newest first.
+async function showRecords(id) {
+  const tbody = $("card-records").tBodies[0];
+  tbody.replaceChildren();
+  const list = await api(`/v1/records?model=${encodeURIComponent(id)}&limit=20`);
+  for (const r of list.records) {
+    const row = tbody.insertRow();
+    cell(row, r.accuracy.toFixed(4));
+    cell(row, r.source);
+    cell(row, r.query_id.slice(0, 12));
+    cell(row, r.created);
+  }
+  $("card-records-summary").textContent = list.total_records === 0
+    ? "No outcomes reported yet (report one from a row of an answer below)."
+    : `${list.total_records} outcome${list.total_records === 1 ? "" : "s"} reported on ` +
+      `${list.total_queries} dataset${list.total_queries === 1 ? "" : "s"}` +
+      (list.records.length < list.total_records ? ` (newest ${list.records.length} shown).` : ".");
 }
 
 function route() {

@@ -89,6 +89,9 @@ class BrowserTest(unittest.TestCase):
         self.assertEqual(facts["State"], f"READY ({model['state_reason']})")
         self.assertEqual(facts["SHA-256"], model["sha256"])
         self.assertEqual(facts["Input shape"], " x ".join(map(str, meta["input_shape"])))
+        self.wait(lambda: b.find_element(By.ID, "card-records-summary").text.startswith(
+            "No outcomes reported yet"))
+        self.assertEqual(self.rows("card-records"), [])
         b.save_screenshot(os.path.join(SHOTS, "page-card.png"))
 
         # Ask the dock with the demo query; the REST API's answer is the oracle.
@@ -136,6 +139,17 @@ class BrowserTest(unittest.TestCase):
                          [(expected["results"][0]["name"], 0.875)])
         b.execute_script("document.getElementById('answer-mode').scrollIntoView()")
         b.save_screenshot(os.path.join(SHOTS, "page-ask.png"))
+        # The model's card lists the outcome just reported (GET /v1/records as the oracle).
+        stored = self.http.call("GET", f"/v1/records?model={first['name']}")[2]
+        self.assertEqual(stored["total_records"], 1)
+        record = stored["records"][0]
+        b.execute_script("location.hash = ''")
+        b.execute_script("location.hash = arguments[0]", "#model/" + first["name"])
+        self.wait(lambda: self.rows("card-records") == [
+            ["0.8750", "finetune", record["query_id"][:12], record["created"]]], 60)
+        self.assertEqual(b.find_element(By.ID, "card-records-summary").text,
+                         "1 outcome reported on 1 dataset.")
+        b.execute_script("location.hash = ''")
 
         # Register a model from the page and watch it reach READY (server-sent events).
         b.find_element(By.ID, "metadata").send_keys(os.path.join(DEMO, "glyph-digits-cnn.json"))
