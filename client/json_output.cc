@@ -283,7 +283,9 @@ json TrainingJobToJson(const v1::TrainingJob& job) {
 
 json AlignmentsToJson(const v1::ListAlignmentsResponse& list) {
   json versions = json::array();
-  for (const v1::AlignmentVersion& v : list.versions()) versions.push_back(AlignmentVersionToJson(v));
+  for (const v1::AlignmentVersion& v : list.versions()) {
+    versions.push_back(AlignmentVersionToJson(v));
+  }
   return json{{"serving_version", list.serving_version()},
               {"versions", versions},
               {"last_training", TrainingJobToJson(list.last_training())}};

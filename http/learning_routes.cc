@@ -31,7 +31,9 @@ absl::StatusOr<int> LimitOf(const httplib::Request& request,
     }
     bool known = false;
     for (const char* other : others) known = known || key == other;
-    if (!known) return absl::InvalidArgumentError(absl::StrCat("unknown query parameter '", key, "'"));
+    if (!known) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown query parameter '", key, "'"));
+    }
   }
   return limit;
 }
