@@ -25,6 +25,7 @@ using client::ModelToJson;
 using client::ParseShape;
 using client::ParseTask;
 using client::StateName;
+using client::IsoTime;
 using client::TaskName;
 
 constexpr int kExitOk = 0;
@@ -112,7 +113,6 @@ void PrintJson(const json& document);
 void PrintTable(const std::vector<std::vector<std::string>>& rows);
 void PrintModel(const v1::Model& model);
 const char* TaskShortName(v1::TaskKind task);
-std::string IsoTime(int64_t unix_ms);
 
 // The commands: each returns the process's exit status.
 int RunRegister(const GlobalFlags& global, const RegisterFlags& flags, client::Client& client);

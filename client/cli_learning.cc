@@ -28,29 +28,12 @@
 
 namespace modeldock::cli {
 
-std::string SourceName(v1::OutcomeSource source) {
-  switch (source) {
-    case v1::OUTCOME_SOURCE_IMPORT: return "import";
-    case v1::OUTCOME_SOURCE_STAGE2: return "stage2";
-    default: return "finetune";
-  }
-}
-
 int RunRecords(const GlobalFlags& global, const std::string& model, int limit,
                client::Client& client) {
   auto records = client.ListRecords(model, limit);
   if (!records.ok()) return RpcError("records", records.status());
   if (global.json) {
-    json all = json::array();
-    for (const auto& r : records->records()) {
-      all.push_back(json{{"id", r.id()}, {"query_id", r.query_id()}, {"model_id", r.model_id()},
-                         {"model", r.model_name()}, {"accuracy", r.accuracy()},
-                         {"source", SourceName(r.source())},
-                         {"created", IsoTime(r.created_unix_ms())}});
-    }
-    PrintJson(json{{"records", all},
-                   {"total_records", records->total_records()},
-                   {"total_queries", records->total_queries()}});
+    PrintJson(client::RecordsToJson(*records));
     return kExitOk;
   }
   std::cout << records->total_records() << " records on " << records->total_queries()
@@ -62,100 +45,30 @@ int RunRecords(const GlobalFlags& global, const std::string& model, int limit,
   std::vector<std::vector<std::string>> rows = {{"ID", "QUERY", "MODEL", "ACCURACY", "SOURCE", "CREATED"}};
   for (const auto& r : records->records()) {
     rows.push_back({absl::StrCat(r.id()), r.query_id().substr(0, 12), r.model_name(),
-                    absl::StrFormat("%.4f", r.accuracy()), SourceName(r.source()),
+                    absl::StrFormat("%.4f", r.accuracy()), client::OutcomeSourceName(r.source()),
                     IsoTime(r.created_unix_ms())});
   }
   PrintTable(rows);
   return kExitOk;
 }
 
-json VersionJson(const v1::AlignmentVersion& v) {
-  return json{{"version", v.version()},
-              {"created", IsoTime(v.created_unix_ms())},
-              {"serving", v.serving()},
-              {"adopted", v.adopted()},
-              {"num_queries", v.num_queries()},
-              {"num_records", v.num_records()},
-              {"folds", v.folds()},
-              {"validation_untrained", v.validation_untrained()},
-              {"validation_serving", v.validation_serving()},
-              {"validation_trained", v.validation_trained()},
-              {"weight", v.weight()},
-              {"shrinkage", v.shrinkage()},
-              {"sharpness", v.sharpness()},
-              {"training_seconds", v.training_seconds()},
-              {"reason", v.reason()},
-              {"vectors_trained", v.vectors_trained()},
-              {"vectors_validation_untrained", v.vectors_validation_untrained()},
-              {"vectors_validation_trained", v.vectors_validation_trained()},
-              {"vectors_reason", v.vectors_reason()},
-              {"weak_queries", v.weak_queries()},
-              {"weak_weight", v.weak_weight()},
-              {"stage2_weight", v.stage2_weight()},
-              {"prior_target", v.prior_target()}};
-}
-
-std::string StateName(v1::TrainingState state) {
-  switch (state) {
-    case v1::TRAINING_STATE_RUNNING: return "running";
-    case v1::TRAINING_STATE_DONE: return "done";
-    case v1::TRAINING_STATE_FAILED: return "failed";
-    default: return "idle";
-  }
-}
-
-json JobJson(const v1::TrainingJob& job) {
-  json out{{"state", StateName(job.state())}, {"message", job.message()}};
-  if (job.state() == v1::TRAINING_STATE_DONE) {
-    out["result"] = VersionJson(job.result());
-    // Flattened for scripts: the version and whether it serves now.
-    out["version"] = job.result().version();
-    out["adopted"] = job.result().adopted();
-  }
-  out["reason"] = job.message();
-  return out;
-}
-
 // `modeldock admin scrub [--wait]`: every stored model file re-hashed (issue 28).
 int RunAdminScrub(const GlobalFlags& global, bool wait, client::Client& client) {
   auto report = client.Scrub(wait);
   if (!report.ok()) return RpcError("admin scrub", report.status());
-  const char* state = "unspecified";
-  switch (report->state()) {
-    case v1::SCRUB_STATE_IDLE: state = "idle"; break;
-    case v1::SCRUB_STATE_RUNNING: state = "running"; break;
-    case v1::SCRUB_STATE_DONE: state = "done"; break;
-    case v1::SCRUB_STATE_FAILED: state = "failed"; break;
-    default: break;
-  }
   // Bad files found: exit 1, so that a cron job notices.
   const bool bad = report->blobs_bad() > 0 || report->features_bad() > 0 ||
                    report->state() == v1::SCRUB_STATE_FAILED;
   if (global.json) {
-    PrintJson(json{{"state", state},
-                   {"message", report->message()},
-                   {"started_unix_ms", report->started_unix_ms()},
-                   {"finished_unix_ms", report->finished_unix_ms()},
-                   {"blobs_checked", report->blobs_checked()},
-                   {"blobs_ok", report->blobs_ok()},
-                   {"blobs_bad", report->blobs_bad()},
-                   {"blobs_restored", report->blobs_restored()},
-                   {"bytes_hashed", report->bytes_hashed()},
-                   {"models_failed", report->models_failed()},
-                   {"models_requeued", report->models_requeued()},
-                   {"features_checked", report->features_checked()},
-                   {"features_bad", report->features_bad()},
-                   {"bad_model_ids", std::vector<std::string>(report->bad_model_ids().begin(),
-                                                              report->bad_model_ids().end())},
-                   {"bad_blobs", std::vector<std::string>(report->bad_blobs().begin(),
-                                                          report->bad_blobs().end())}});
+    PrintJson(client::ScrubReportToJson(*report));
     return wait && bad ? kExitRpcError : kExitOk;
   }
   if (report->state() == v1::SCRUB_STATE_RUNNING) {
     std::cout << "scrub running in the background; `modeldock admin scrub --wait` waits for it\n";
     return kExitOk;
   }
-  std::cout << "scrub " << state << ": " << report->message() << "\n";
+  std::cout << "scrub " << client::ScrubStateName(report->state()) << ": " << report->message()
+            << "\n";
   for (const std::string& id : report->bad_model_ids()) {
     std::cout << "bad: model " << id << " (FAILED: its stored file does not match its sha256)\n";
   }
@@ -166,7 +79,7 @@ int RunTrain(const GlobalFlags& global, bool wait, client::Client& client) {
   auto job = client.TrainAlignment(wait);
   if (!job.ok()) return RpcError("train", job.status());
   if (global.json) {
-    PrintJson(JobJson(*job));
+    PrintJson(client::TrainingJobToJson(*job));
     return job->state() == v1::TRAINING_STATE_FAILED ? kExitRpcError : kExitOk;
   }
   switch (job->state()) {
@@ -203,11 +116,7 @@ int RunAlignments(const GlobalFlags& global, client::Client& client) {
   auto list = client.ListAlignments();
   if (!list.ok()) return RpcError("alignments", list.status());
   if (global.json) {
-    json versions = json::array();
-    for (const auto& v : list->versions()) versions.push_back(VersionJson(v));
-    PrintJson(json{{"serving_version", list->serving_version()},
-                   {"versions", versions},
-                   {"last_training", JobJson(list->last_training())}});
+    PrintJson(client::AlignmentsToJson(*list));
     return kExitOk;
   }
   std::cout << "serving: " << (list->serving_version() == 0
@@ -215,7 +124,7 @@ int RunAlignments(const GlobalFlags& global, client::Client& client) {
                                    : absl::StrCat("version ", list->serving_version()))
             << "\n";
   if (list->last_training().state() != v1::TRAINING_STATE_IDLE) {
-    std::cout << "last training: " << StateName(list->last_training().state()) << ": "
+    std::cout << "last training: " << client::TrainingStateName(list->last_training().state()) << ": "
               << list->last_training().message() << "\n";
   }
   if (list->versions().empty()) {

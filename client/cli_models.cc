@@ -424,13 +424,7 @@ int RunAudit(const GlobalFlags& global, int limit, client::Client& client) {
   auto log = client.AuditLog(limit);
   if (!log.ok()) return RpcError("audit", log.status());
   if (global.json) {
-    json entries = json::array();
-    for (const auto& e : log->entries()) {
-      entries.push_back(json{{"id", e.id()}, {"time", IsoTime(e.unix_ms())}, {"actor", e.actor()},
-                             {"action", e.action()}, {"target", e.target()},
-                             {"detail", e.detail()}});
-    }
-    PrintJson(json{{"entries", entries}});
+    PrintJson(client::AuditLogToJson(*log));
     return kExitOk;
   }
   std::vector<std::vector<std::string>> rows = {{"TIME", "ACTOR", "ACTION", "TARGET", "DETAIL"}};

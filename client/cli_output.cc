@@ -138,8 +138,5 @@ const char* TaskShortName(v1::TaskKind task) {
   }
 }
 
-std::string IsoTime(int64_t unix_ms) {
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMillis(unix_ms), absl::UTCTimeZone());
-}
 
 }  // namespace modeldock::cli

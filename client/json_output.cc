@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/time.h"
 
 namespace modeldock::client {
 
@@ -196,6 +197,128 @@ json ReportToJson(const v1::ReportOutcomeResponse& response,
               {"total_records", response.total_records()},
               {"total_queries", response.total_queries()},
               {"dataset_notes", dataset_notes}};
+}
+
+std::string IsoTime(int64_t unix_ms) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMillis(unix_ms), absl::UTCTimeZone());
+}
+
+json AuditLogToJson(const v1::ListAuditLogResponse& log) {
+  json entries = json::array();
+  for (const v1::AuditEntry& e : log.entries()) {
+    entries.push_back(json{{"id", e.id()}, {"time", IsoTime(e.unix_ms())}, {"actor", e.actor()},
+                           {"action", e.action()}, {"target", e.target()},
+                           {"detail", e.detail()}});
+  }
+  return json{{"entries", entries}};
+}
+
+std::string OutcomeSourceName(v1::OutcomeSource source) {
+  switch (source) {
+    case v1::OUTCOME_SOURCE_IMPORT: return "import";
+    case v1::OUTCOME_SOURCE_STAGE2: return "stage2";
+    default: return "finetune";
+  }
+}
+
+json RecordsToJson(const v1::ListRecordsResponse& records) {
+  json all = json::array();
+  for (const v1::OutcomeRecord& r : records.records()) {
+    all.push_back(json{{"id", r.id()}, {"query_id", r.query_id()}, {"model_id", r.model_id()},
+                       {"model", r.model_name()}, {"accuracy", r.accuracy()},
+                       {"source", OutcomeSourceName(r.source())},
+                       {"created", IsoTime(r.created_unix_ms())}});
+  }
+  return json{{"records", all},
+              {"total_records", records.total_records()},
+              {"total_queries", records.total_queries()}};
+}
+
+std::string TrainingStateName(v1::TrainingState state) {
+  switch (state) {
+    case v1::TRAINING_STATE_RUNNING: return "running";
+    case v1::TRAINING_STATE_DONE: return "done";
+    case v1::TRAINING_STATE_FAILED: return "failed";
+    default: return "idle";
+  }
+}
+
+json AlignmentVersionToJson(const v1::AlignmentVersion& v) {
+  return json{{"version", v.version()},
+              {"created", IsoTime(v.created_unix_ms())},
+              {"serving", v.serving()},
+              {"adopted", v.adopted()},
+              {"num_queries", v.num_queries()},
+              {"num_records", v.num_records()},
+              {"folds", v.folds()},
+              {"validation_untrained", v.validation_untrained()},
+              {"validation_serving", v.validation_serving()},
+              {"validation_trained", v.validation_trained()},
+              {"weight", v.weight()},
+              {"shrinkage", v.shrinkage()},
+              {"sharpness", v.sharpness()},
+              {"training_seconds", v.training_seconds()},
+              {"reason", v.reason()},
+              {"vectors_trained", v.vectors_trained()},
+              {"vectors_validation_untrained", v.vectors_validation_untrained()},
+              {"vectors_validation_trained", v.vectors_validation_trained()},
+              {"vectors_reason", v.vectors_reason()},
+              {"weak_queries", v.weak_queries()},
+              {"weak_weight", v.weak_weight()},
+              {"stage2_weight", v.stage2_weight()},
+              {"prior_target", v.prior_target()}};
+}
+
+json TrainingJobToJson(const v1::TrainingJob& job) {
+  json out{{"state", TrainingStateName(job.state())}, {"message", job.message()}};
+  if (job.state() == v1::TRAINING_STATE_DONE) {
+    out["result"] = AlignmentVersionToJson(job.result());
+    // Flattened for scripts: the version and whether it serves now.
+    out["version"] = job.result().version();
+    out["adopted"] = job.result().adopted();
+  }
+  out["reason"] = job.message();
+  return out;
+}
+
+json AlignmentsToJson(const v1::ListAlignmentsResponse& list) {
+  json versions = json::array();
+  for (const v1::AlignmentVersion& v : list.versions()) {
+    versions.push_back(AlignmentVersionToJson(v));
+  }
+  return json{{"serving_version", list.serving_version()},
+              {"versions", versions},
+              {"last_training", TrainingJobToJson(list.last_training())}};
+}
+
+std::string ScrubStateName(v1::ScrubState state) {
+  switch (state) {
+    case v1::SCRUB_STATE_IDLE: return "idle";
+    case v1::SCRUB_STATE_RUNNING: return "running";
+    case v1::SCRUB_STATE_DONE: return "done";
+    case v1::SCRUB_STATE_FAILED: return "failed";
+    default: return "unspecified";
+  }
+}
+
+json ScrubReportToJson(const v1::ScrubReport& report) {
+  return json{{"state", ScrubStateName(report.state())},
+              {"message", report.message()},
+              {"started_unix_ms", report.started_unix_ms()},
+              {"finished_unix_ms", report.finished_unix_ms()},
+              {"blobs_checked", report.blobs_checked()},
+              {"blobs_ok", report.blobs_ok()},
+              {"blobs_bad", report.blobs_bad()},
+              {"blobs_restored", report.blobs_restored()},
+              {"bytes_hashed", report.bytes_hashed()},
+              {"models_failed", report.models_failed()},
+              {"models_requeued", report.models_requeued()},
+              {"features_checked", report.features_checked()},
+              {"features_bad", report.features_bad()},
+              {"bad_model_ids", std::vector<std::string>(report.bad_model_ids().begin(),
+                                                         report.bad_model_ids().end())},
+              {"bad_blobs", std::vector<std::string>(report.bad_blobs().begin(),
+                                                     report.bad_blobs().end())}};
 }
 
 json ApiKeyToJson(const v1::ApiKey& key) {

@@ -45,6 +45,27 @@ json RecommendToJson(const v1::RecommendResponse& response,
 json ReportToJson(const v1::ReportOutcomeResponse& response,
                   const std::vector<std::string>& dataset_notes);
 
+// 2026-12-07T01:02:03Z: times in the JSON documents below.
+std::string IsoTime(int64_t unix_ms);
+
+// `audit --json`: {"entries": [{"id", "time", "actor", "action", "target", "detail"}]}.
+json AuditLogToJson(const v1::ListAuditLogResponse& log);
+// "finetune", "import" or "stage2".
+std::string OutcomeSourceName(v1::OutcomeSource source);
+// `records --json`: {"records": [...], "total_records", "total_queries"}.
+json RecordsToJson(const v1::ListRecordsResponse& records);
+// "idle", "running", "done", "failed".
+std::string TrainingStateName(v1::TrainingState state);
+json AlignmentVersionToJson(const v1::AlignmentVersion& version);
+// `train --json`: {"state", "message", ["result", "version", "adopted"], "reason"}.
+json TrainingJobToJson(const v1::TrainingJob& job);
+// `alignments --json`: {"serving_version", "versions", "last_training"}.
+json AlignmentsToJson(const v1::ListAlignmentsResponse& list);
+// "idle", "running", "done", "failed".
+std::string ScrubStateName(v1::ScrubState state);
+// `admin scrub --json`.
+json ScrubReportToJson(const v1::ScrubReport& report);
+
 // {"id", "name", "role": "consumer"|"provider"|"admin", "created_unix_ms", "revoked"}.
 json ApiKeyToJson(const v1::ApiKey& key);
 // "consumer", "provider", "admin"; nullopt for anything else.

@@ -23,6 +23,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "common/zip_reader.h"
 
 namespace modeldock::datasets {
 namespace {
@@ -388,11 +389,6 @@ absl::Status AttachLabels(const std::string& path, int64_t total, const LoadOpti
   return absl::OkStatus();
 }
 
-bool IsImageExtension(const fs::path& p) {
-  std::string ext = absl::AsciiStrToLower(p.extension().string());
-  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp" || ext == ".gif" ||
-         ext == ".tga" || ext == ".pgm" || ext == ".ppm" || ext == ".pnm";
-}
 
 // Where the pixels of binary PGM/PPM content start, reading the header as stb_image does: "P5" or
 // "P6", then width, height and maxval, each after whitespace and #-comments, and one more byte
@@ -445,6 +441,12 @@ bool ParseNumber(const std::string& s, double* v) {
 }
 
 }  // namespace
+
+bool IsImageFileName(const std::string& name) {
+  std::string ext = absl::AsciiStrToLower(fs::path(name).extension().string());
+  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp" || ext == ".gif" ||
+         ext == ".tga" || ext == ".pgm" || ext == ".ppm" || ext == ".pnm";
+}
 
 const char* FormatName(Format format) {
   switch (format) {
@@ -500,7 +502,11 @@ absl::StatusOr<Dataset> LoadDataset(const std::string& path, const LoadOptions& 
     case Format::kNpy: return LoadNpy(path, options);
     case Format::kImageFolder: return LoadImageFolder(path, options);
     case Format::kCsv: return LoadCsv(path, options);
-    case Format::kNpz: return LoadNpz(path, options);
+    case Format::kNpz: {
+      auto images = IsImageFolderZip(path);
+      if (!images.ok()) return images.status();
+      return *images ? LoadImageFolderZip(path, options) : LoadNpz(path, options);
+    }
   }
   return absl::InternalError("unreachable");
 }
@@ -642,28 +648,37 @@ absl::StatusOr<Dataset> LoadImageFolder(const std::string& dir, const LoadOption
   if (!fs::is_directory(dir, ec)) return Bad(dir, "is not a directory");
 
   // Sorted class folders, then sorted image files inside each (as torchvision's ImageFolder).
-  Dataset dataset;
-  std::vector<std::pair<std::string, int32_t>> files;
+  std::vector<std::string> class_names;
+  std::vector<ImageFile> files;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
-    if (entry.is_directory() && !name.empty() && name[0] != '.') {
-      dataset.class_names.push_back(name);
-    }
+    if (entry.is_directory() && !name.empty() && name[0] != '.') class_names.push_back(name);
   }
   if (ec) return absl::ErrnoToStatus(ec.value(), absl::StrCat(dir, ": cannot list"));
-  std::sort(dataset.class_names.begin(), dataset.class_names.end());
-  if (dataset.class_names.empty()) return Bad(dir, "has no class sub-folders");
-  for (size_t c = 0; c < dataset.class_names.size(); ++c) {
+  std::sort(class_names.begin(), class_names.end());
+  if (class_names.empty()) return Bad(dir, "has no class sub-folders");
+  for (size_t c = 0; c < class_names.size(); ++c) {
     std::vector<std::string> class_files;
-    for (const auto& entry : fs::directory_iterator(fs::path(dir) / dataset.class_names[c])) {
+    for (const auto& entry : fs::directory_iterator(fs::path(dir) / class_names[c])) {
       const std::string name = entry.path().filename().string();
-      if (entry.is_regular_file() && name[0] != '.' && IsImageExtension(entry.path())) {
+      if (entry.is_regular_file() && name[0] != '.' && IsImageFileName(name)) {
         class_files.push_back(entry.path().string());
       }
     }
     std::sort(class_files.begin(), class_files.end());
-    for (std::string& f : class_files) files.emplace_back(std::move(f), static_cast<int32_t>(c));
+    for (std::string& f : class_files) files.push_back({std::move(f), static_cast<int32_t>(c)});
   }
+  return DecodeImageFiles(dir, std::move(class_names), files,
+                          [&files](size_t i) { return ReadFile(files[i].name); }, options);
+}
+
+absl::StatusOr<Dataset> DecodeImageFiles(const std::string& name,
+                                         std::vector<std::string> class_names,
+                                         std::vector<ImageFile> files, const ImageReader& read,
+                                         const LoadOptions& options) {
+  const std::string& dir = name;
+  Dataset dataset;
+  dataset.class_names = std::move(class_names);
   if (files.empty()) return Bad(dir, "contains no images");
   if (options.max_samples > 0 && static_cast<int64_t>(files.size()) > options.max_samples) {
     files.resize(options.max_samples);
@@ -676,8 +691,9 @@ absl::StatusOr<Dataset> LoadImageFolder(const std::string& dir, const LoadOption
   bool all_grey = true;
   int alpha = 0;
   std::map<std::pair<int, int>, int> sizes;  // (height, width) -> images
-  for (const auto& [file, label] : files) {
-    auto bytes = ReadFile(file);
+  for (size_t i = 0; i < files.size(); ++i) {
+    const auto& [file, label] = files[i];
+    auto bytes = read(i);
     absl::StatusOr<DecodedImage> img =
         bytes.ok() ? DecodeImage(file, *bytes) : absl::StatusOr<DecodedImage>(bytes.status());
     if (!img.ok()) {
@@ -837,110 +853,18 @@ std::vector<float> ResizePlane(const std::vector<float>& plane, int height, int 
 
 namespace {
 
-// Little-endian fields of zip records, bounds-checked by the callers.
-uint64_t Le(const std::string& b, size_t at, int bytes) {
-  uint64_t v = 0;
-  for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(b[at + i]);
-  return v;
-}
-
-// The members of a zip archive by name: their content, inflated. Reads the central directory
-// (np.savez writes zip64 records even for small arrays).
+// The members of a zip archive by name: their content, inflated (np.savez writes zip64
+// records even for small arrays).
 absl::StatusOr<std::map<std::string, std::string>> ReadZip(const std::string& name,
                                                            const std::string& b) {
-  constexpr uint64_t kMaxMember = uint64_t{1} << 31;
-  // End of central directory: the last signature in the final 64 KiB + 22 bytes.
-  if (b.size() < 22) return Bad(name, "is too short for a zip archive");
-  size_t eocd = std::string::npos;
-  for (size_t i = b.size() - 22 + 1; i-- > 0 && b.size() - i <= 65557;) {
-    if (Le(b, i, 4) == 0x06054b50) {
-      eocd = i;
-      break;
-    }
-  }
-  if (eocd == std::string::npos) return Bad(name, "has no zip central directory");
-  uint64_t entries = Le(b, eocd + 10, 2), cd_size = Le(b, eocd + 12, 4),
-           cd_offset = Le(b, eocd + 16, 4);
-  if ((entries == 0xFFFF || cd_offset == 0xFFFFFFFF || cd_size == 0xFFFFFFFF) && eocd >= 20 &&
-      Le(b, eocd - 20, 4) == 0x07064b50) {
-    const uint64_t z = Le(b, eocd - 20 + 8, 8);
-    if (z > b.size() || b.size() - z < 56 || Le(b, z, 4) != 0x06064b50) {
-      return Bad(name, "has a broken zip64 directory record");
-    }
-    entries = Le(b, z + 32, 8);
-    cd_size = Le(b, z + 40, 8);
-    cd_offset = Le(b, z + 48, 8);
-  }
-  if (cd_offset > b.size() || cd_size > b.size() - cd_offset || entries > 10000) {
-    return Bad(name, "has a zip directory outside the file");
-  }
+  constexpr uint64_t kMaxMembers = 10000, kMaxMember = uint64_t{1} << 31;
+  auto entries = zip::ReadDirectory(name, b, kMaxMembers);
+  if (!entries.ok()) return entries.status();
   std::map<std::string, std::string> members;
-  size_t at = cd_offset;
-  for (uint64_t e = 0; e < entries; ++e) {
-    if (at > b.size() || b.size() - at < 46 || Le(b, at, 4) != 0x02014b50) {
-      return Bad(name, "has a broken zip directory entry");
-    }
-    const uint64_t method = Le(b, at + 10, 2), name_len = Le(b, at + 28, 2),
-                   extra_len = Le(b, at + 30, 2), comment_len = Le(b, at + 32, 2);
-    uint64_t packed = Le(b, at + 20, 4), size = Le(b, at + 24, 4), offset = Le(b, at + 42, 4);
-    if (b.size() - at - 46 < name_len + extra_len + comment_len) {
-      return Bad(name, "has a broken zip directory entry");
-    }
-    const std::string member = b.substr(at + 46, name_len);
-    // Zip64 extra field: the 8-byte values of the fields marked 0xFFFFFFFF, in this order.
-    for (size_t x = at + 46 + name_len; x + 4 <= at + 46 + name_len + extra_len;) {
-      const uint64_t id = Le(b, x, 2), len = Le(b, x + 2, 2);
-      if (x + 4 + len > at + 46 + name_len + extra_len) break;
-      if (id == 0x0001) {
-        size_t f = x + 4;
-        auto next = [&](uint64_t* v) {
-          if (*v == 0xFFFFFFFF && f + 8 <= x + 4 + len) {
-            *v = Le(b, f, 8);
-            f += 8;
-          }
-        };
-        next(&size);
-        next(&packed);
-        next(&offset);
-      }
-      x += 4 + len;
-    }
-    at += 46 + name_len + extra_len + comment_len;
-    if (offset > b.size() || b.size() - offset < 30 || Le(b, offset, 4) != 0x04034b50) {
-      return Bad(name, absl::StrCat("zip member ", member, " has no local header"));
-    }
-    const uint64_t data = offset + 30 + Le(b, offset + 26, 2) + Le(b, offset + 28, 2);
-    if (data > b.size() || packed > b.size() - data) {
-      return Bad(name, absl::StrCat("zip member ", member, " runs past the end of the file"));
-    }
-    if (size > kMaxMember) {
-      return Bad(name, absl::StrCat("zip member ", member, " is ", size, " bytes (limit ",
-                                    kMaxMember, ")"));
-    }
-    std::string content;
-    if (method == 0) {
-      if (packed != size) return Bad(name, absl::StrCat("zip member ", member, " is inconsistent"));
-      content = b.substr(data, packed);
-    } else if (method == 8) {
-      content.resize(size);
-      z_stream z{};
-      if (inflateInit2(&z, -15) != Z_OK) return absl::InternalError("zlib inflateInit2 failed");
-      z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(b.data() + data));
-      z.avail_in = static_cast<uInt>(std::min<uint64_t>(packed, UINT32_MAX));
-      z.next_out = reinterpret_cast<Bytef*>(content.data());
-      z.avail_out = static_cast<uInt>(size);
-      const int rc = inflate(&z, Z_FINISH);
-      const uint64_t produced = z.total_out;
-      inflateEnd(&z);
-      if (rc != Z_STREAM_END || produced != size) {
-        return Bad(name, absl::StrCat("zip member ", member, " does not inflate to its ", size,
-                                      " bytes"));
-      }
-    } else {
-      return Bad(name, absl::StrCat("zip member ", member, " uses compression method ", method,
-                                    " (only stored and deflate are read)"));
-    }
-    members[member] = std::move(content);
+  for (const zip::Entry& entry : *entries) {
+    auto content = zip::ReadMember(name, b, entry, kMaxMember);
+    if (!content.ok()) return content.status();
+    members[entry.name] = *std::move(content);
   }
   return members;
 }

@@ -5,6 +5,7 @@
 #define MODELDOCK_COMMON_DATASETS_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -33,7 +34,8 @@ struct LoadOptions {
 };
 
 // Detects the format from the content: a directory is an image folder; IDX and NPY by their
-// magic bytes (after gunzip for .gz); text with commas is CSV.
+// magic bytes (after gunzip for .gz); text with commas is CSV; a zip archive is kNpz (LoadDataset
+// loads one without .npy members as a zipped image folder).
 absl::StatusOr<Format> DetectFormat(const std::string& path);
 
 // Detects the format and loads. Errors name the file and what is wrong with it.
@@ -46,6 +48,37 @@ absl::StatusOr<Dataset> LoadNpy(const std::string& samples_path, const LoadOptio
 // loaded): a large array can be loaded when it is first needed.
 absl::StatusOr<std::vector<int64_t>> ReadNpyShape(const std::string& path);
 absl::StatusOr<Dataset> LoadImageFolder(const std::string& dir, const LoadOptions& options = {});
+
+// What a zipped image folder may declare in its central directory; anything over is refused
+// before a byte is inflated.
+struct ImageZipLimits {
+  uint64_t max_members = 100000;                // directory records, folders included
+  uint64_t max_member_bytes = uint64_t{64} << 20;  // one image, uncompressed
+  uint64_t max_total_bytes = uint64_t{1} << 30;    // all members, uncompressed
+};
+// An image folder as a zip archive (image_zip.cc): CLASS/IMAGE members, or TOP/CLASS/IMAGE
+// when every image is under one top folder (`zip -r photos.zip photos`); folders and files
+// whose name starts with '.', and __MACOSX/, are skipped, as are files beside the class folders.
+// INVALID_ARGUMENT, saying what to change, when the directory breaks `limits`, a path is
+// absolute or has "..", or an image is nested deeper than CLASS/IMAGE. Loads as LoadImageFolder
+// of the unpacked folder would (same order, labels, sizes and notes).
+absl::StatusOr<Dataset> LoadImageFolderZip(const std::string& path, const LoadOptions& options = {},
+                                           const ImageZipLimits& limits = {});
+// True if the zip archive at `path` holds no .npy member (so it is not an .npz).
+absl::StatusOr<bool> IsImageFolderZip(const std::string& path);
+// The image file extensions an image folder's loaders read (.png, .jpg, ...; any case).
+bool IsImageFileName(const std::string& name);
+// Behind LoadImageFolder and LoadImageFolderZip: decodes `files` (sorted by class, then name;
+// `read(i)` gives the bytes of files[i]) into [N, C, H, W] as described at LoadImageFolder.
+struct ImageFile {
+  std::string name;  // in notes and errors
+  int32_t label = 0;  // index into class_names
+};
+using ImageReader = std::function<absl::StatusOr<std::string>(size_t index)>;
+absl::StatusOr<Dataset> DecodeImageFiles(const std::string& name,
+                                         std::vector<std::string> class_names,
+                                         std::vector<ImageFile> files, const ImageReader& read,
+                                         const LoadOptions& options);
 absl::StatusOr<Dataset> LoadCsv(const std::string& path, const LoadOptions& options = {});
 // NumPy .npz (np.savez or np.savez_compressed): samples from the array named x (else X, samples,
 // images, data, or the only array), labels from y (else Y, labels, targets) unless

@@ -205,6 +205,7 @@ void AddRoutes(std::shared_ptr<const RouteContext> context, httplib::Server* ser
   const HttpOptions& options = context->options;
   if (!options.metrics_only) {
     AddRestRoutes(*server, context);
+    AddLearningRoutes(*server, context);
     AddKServeRoutes(*server, context);
     for (const WebFile& file : WebFiles()) {
       server->Get(file.path, [&file](const httplib::Request&, httplib::Response& response) {

@@ -126,6 +126,44 @@ absl::Status UpdateModel(Call& call, const httplib::Request& request,
   return absl::OkStatus();
 }
 
+// A model that stays on a KServe v2 server: `spec` (from the metadata) plus meta["remote"]
+// ({"endpoint", "model", "version"}, as the CLI's --remote, --remote-model, --remote-version).
+absl::Status RegisterRemote(const json& meta, v1::ModelSpec spec, Call& call,
+                            httplib::Response& response) {
+  if (!meta.contains("remote") || !meta["remote"].is_object()) {
+    return BadRequest("\"remote\" must be an object {\"endpoint\": \"HOST:PORT\", \"model\": NAME, "
+                      "\"version\": V}");
+  }
+  try {
+    const json& remote = meta["remote"];
+    for (const auto& [key, value] : remote.items()) {
+      if (key != "endpoint" && key != "model" && key != "version") {
+        return BadRequest(absl::StrCat("unknown key 'remote.", key,
+                                       "' (endpoint, model and version are read)"));
+      }
+    }
+    spec.mutable_remote()->set_endpoint(remote.value("endpoint", ""));
+    spec.mutable_remote()->set_model(remote.value("model", ""));
+    spec.mutable_remote()->set_version(remote.value("version", ""));
+  } catch (const std::exception& e) {
+    return BadRequest(absl::StrCat("remote: ", e.what()));
+  }
+  auto model = call.client->RegisterRemote(spec);
+  if (!model.ok()) return model.status();
+  SendJson(response, 200, json{{"model", client::ModelToJson(*model)}, {"deduplicated", false}});
+  return absl::OkStatus();
+}
+
+// JSON: the metadata the CLI's --metadata reads plus "remote" (the CLI's `register --remote`).
+absl::Status RegisterRemoteModel(Call& call, const httplib::Request& request,
+                                 httplib::Response& response) {
+  auto meta = ParseObject(request.body, "the body");
+  if (!meta.ok()) return meta.status();
+  v1::ModelSpec spec;
+  if (absl::Status s = client::SpecFromMetadata(*meta, "the body", &spec); !s.ok()) return s;
+  return RegisterRemote(*meta, std::move(spec), call, response);
+}
+
 // Multipart: "metadata" (the JSON of the CLI's --metadata) and "model" (the TorchScript file),
 // spooled to disk and uploaded in chunks; or "metadata" alone with a "remote" object
 // ({"endpoint", "model", "version"}) for a model that stays on a KServe v2 server.
@@ -141,18 +179,7 @@ absl::Status RegisterModel(const RouteContext& context, Call& call,
   if (absl::Status s = client::SpecFromMetadata(*meta, "metadata", &spec); !s.ok()) return s;
   if (meta->contains("remote")) {
     if (spool.Has("model")) return BadRequest("send a 'model' part or a remote model, not both");
-    try {
-      const json& remote = (*meta)["remote"];
-      spec.mutable_remote()->set_endpoint(remote.value("endpoint", ""));
-      spec.mutable_remote()->set_model(remote.value("model", ""));
-      spec.mutable_remote()->set_version(remote.value("version", ""));
-    } catch (const std::exception& e) {
-      return BadRequest(absl::StrCat("metadata.remote: ", e.what()));
-    }
-    auto model = call.client->RegisterRemote(spec);
-    if (!model.ok()) return model.status();
-    SendJson(response, 200, json{{"model", client::ModelToJson(*model)}, {"deduplicated", false}});
-    return absl::OkStatus();
+    return RegisterRemote(*meta, std::move(spec), call, response);
   }
   if (!spool.Has("model")) return BadRequest("the part 'model' (a TorchScript file) is required");
   auto registered = call.client->Register(spool.Path("model"), spec);
@@ -369,6 +396,7 @@ void AddRestRoutes(httplib::Server& server, std::shared_ptr<const RouteContext> 
   server.Delete(model_path, Route(context, DeleteModel));
   server.Patch(model_path, Route(context, UpdateModel));
   server.Get(model_path + "/events", Route(context, WatchModel));
+  server.Post("/v1/models:remote", Route(context, RegisterRemoteModel));
   server.Get("/v1/keys", Route(context, ListKeys));
   server.Post("/v1/keys", Route(context, CreateKey));
   server.Delete(R"(/v1/keys/([^/]+))", Route(context, RevokeKey));

@@ -67,6 +67,8 @@ httplib::Server::HandlerWithContentReader UploadRoute(std::shared_ptr<const Rout
 
 // The /v1 REST API (rest_routes.cc).
 void AddRestRoutes(httplib::Server& server, std::shared_ptr<const RouteContext> context);
+// The /v1 routes of the audit log, outcome records, alignments and scrub (learning_routes.cc).
+void AddLearningRoutes(httplib::Server& server, std::shared_ptr<const RouteContext> context);
 // The KServe v2 HTTP/REST protocol under /v2 (kserve_routes.cc).
 void AddKServeRoutes(httplib::Server& server, std::shared_ptr<const RouteContext> context);
 

@@ -105,13 +105,35 @@ async function showCard(ref) {
       const dd = document.createElement("dd"); dd.textContent = value;
       dl.append(dt, dd);
     }
+    await showRecords(m.id);
   } catch (e) {
     $("card-title").textContent = ref;
     $("card-description").textContent = e.message;
     $("card-facts").replaceChildren();
+    $("card-records").tBodies[0].replaceChildren();
+    $("card-records-summary").textContent = "";
   }
   card.hidden = false;
   $("card-close").focus();
+}
+
+// The model's outcome records (GET /v1/records?model=ID), newest first.
+async function showRecords(id) {
+  const tbody = $("card-records").tBodies[0];
+  tbody.replaceChildren();
+  const list = await api(`/v1/records?model=${encodeURIComponent(id)}&limit=20`);
+  for (const r of list.records) {
+    const row = tbody.insertRow();
+    cell(row, r.accuracy.toFixed(4));
+    cell(row, r.source);
+    cell(row, r.query_id.slice(0, 12));
+    cell(row, r.created);
+  }
+  $("card-records-summary").textContent = list.total_records === 0
+    ? "No outcomes reported yet (report one from a row of an answer below)."
+    : `${list.total_records} outcome${list.total_records === 1 ? "" : "s"} reported on ` +
+      `${list.total_queries} dataset${list.total_queries === 1 ? "" : "s"}` +
+      (list.records.length < list.total_records ? ` (newest ${list.records.length} shown).` : ".");
 }
 
 function route() {
@@ -122,12 +144,38 @@ window.addEventListener("hashchange", route);
 $("card-close").addEventListener("click", () => { location.hash = ""; });
 
 // ---- Ask the dock.
+// The task a dataset file suggests, as the CLI decides it: JSON Lines, or CSV/TSV with a "text"
+// column, are texts; other CSV is tabular; images, IDX and zipped image folders are images;
+// NPY/NPZ arrays say nothing (images or tabular by their shape, unless audio is chosen).
+async function taskOfFile(file) {
+  const name = file.name.toLowerCase();
+  if (name.endsWith(".jsonl")) return "text";
+  if (name.endsWith(".csv") || name.endsWith(".tsv")) {
+    const header = (await file.slice(0, 4096).text()).split(/\r?\n/)[0];
+    const columns = header.split(/[,\t]/).map((c) => c.trim().replace(/^"(.*)"$/, "$1"));
+    return columns.includes("text") ? "text" : "tabular";
+  }
+  if (/\.(npy|npz)(\.gz)?$/.test(name)) return "";
+  return "image";
+}
+$("dataset").addEventListener("change", async () => {
+  const file = $("dataset").files[0];
+  if (file) $("task").value = await taskOfFile(file);
+});
+
+// The options part: top and metric, and the task when one is chosen.
+function askOptions() {
+  const options = { top: Number($("top").value), metric: $("metric").value };
+  if ($("task").value) options.task = $("task").value;
+  return options;
+}
+
 $("ask-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const form = new FormData();
   form.append("dataset", $("dataset").files[0]);
   if ($("labels").files.length) form.append("labels", $("labels").files[0]);
-  form.append("options", JSON.stringify({ top: Number($("top").value), metric: $("metric").value }));
+  form.append("options", JSON.stringify(askOptions()));
   $("ask").disabled = true;
   $("ask-status").className = "";
   $("ask-status").textContent = "Ranking…";
@@ -183,7 +231,9 @@ async function reportOutcome(model) {
   const form = new FormData();
   form.append("dataset", $("dataset").files[0]);
   if ($("labels").files.length) form.append("labels", $("labels").files[0]);
-  form.append("outcomes", JSON.stringify({ outcomes: [{ model, accuracy: Number(answer) }] }));
+  const outcomes = { outcomes: [{ model, accuracy: Number(answer) }] };
+  if ($("task").value) outcomes.task = $("task").value;
+  form.append("outcomes", JSON.stringify(outcomes));
   const status = $("ask-status");
   try {
     const stored = await api("/v1/report", { method: "POST", body: form });

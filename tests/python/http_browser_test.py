@@ -19,7 +19,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 import modeldock
-from http_test import DEMO, MODELS, QUERY, Http, http_port, query_parts
+from http_test import DEMO, MODELS, QUERY, Http, http_port, multipart, query_parts
 from live_server import start_server, stop_server
 
 SERVER, ASSETS, SHOTS = sys.argv[1], sys.argv[2], sys.argv[4]
@@ -89,6 +89,9 @@ class BrowserTest(unittest.TestCase):
         self.assertEqual(facts["State"], f"READY ({model['state_reason']})")
         self.assertEqual(facts["SHA-256"], model["sha256"])
         self.assertEqual(facts["Input shape"], " x ".join(map(str, meta["input_shape"])))
+        self.wait(lambda: b.find_element(By.ID, "card-records-summary").text.startswith(
+            "No outcomes reported yet"))
+        self.assertEqual(self.rows("card-records"), [])
         b.save_screenshot(os.path.join(SHOTS, "page-card.png"))
 
         # Ask the dock with the demo query; the REST API's answer is the oracle.
@@ -136,6 +139,17 @@ class BrowserTest(unittest.TestCase):
                          [(expected["results"][0]["name"], 0.875)])
         b.execute_script("document.getElementById('answer-mode').scrollIntoView()")
         b.save_screenshot(os.path.join(SHOTS, "page-ask.png"))
+        # The model's card lists the outcome just reported (GET /v1/records as the oracle).
+        stored = self.http.call("GET", f"/v1/records?model={first['name']}")[2]
+        self.assertEqual(stored["total_records"], 1)
+        record = stored["records"][0]
+        b.execute_script("location.hash = ''")
+        b.execute_script("location.hash = arguments[0]", "#model/" + first["name"])
+        self.wait(lambda: self.rows("card-records") == [
+            ["0.8750", "finetune", record["query_id"][:12], record["created"]]], 60)
+        self.assertEqual(b.find_element(By.ID, "card-records-summary").text,
+                         "1 outcome reported on 1 dataset.")
+        b.execute_script("location.hash = ''")
 
         # Register a model from the page and watch it reach READY (server-sent events).
         b.find_element(By.ID, "metadata").send_keys(os.path.join(DEMO, "glyph-digits-cnn.json"))
@@ -155,6 +169,58 @@ class BrowserTest(unittest.TestCase):
             "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
         self.assertLessEqual(overflow, 0)
         b.save_screenshot(os.path.join(SHOTS, "page-phone.png"))
+
+    def test_text_and_audio_queries_from_the_page(self):
+        """The task selector: a CSV of texts sets it to text by itself; audio clips in an NPZ
+        are asked with audio chosen. Each ranking shown is the REST API's with that task."""
+        import numpy as np
+        for stem in ("text/spanish-fortune-topics-gru", "audio/speech-commands-cnn"):
+            status, _, body = self.http.register(stem)
+            self.assertEqual(status, 200, body)
+            name = os.path.basename(stem)
+            self.assertEqual(self.http.events(name)[-1][1]["model"]["state"], "READY")
+        # Two classes of seeded tones, 16 kHz mono int16 (as the REST test's).
+        rng = np.random.default_rng(25)
+        t = np.arange(16000) / 16000.0
+        clips = [np.round((0.4 * np.sin(2 * np.pi * hz * rng.uniform(0.9, 1.1) * t)
+                           + 0.05 * rng.standard_normal(t.size)) * 32767).astype(np.int16)
+                 for hz in (440.0, 1760.0) for _ in range(6)]
+        npz = os.path.join(self.tmp.name, "clips.npz")
+        np.savez(npz, samples=np.stack(clips), labels=np.repeat(np.arange(2), 6))
+        csv = os.path.join(DEMO, "query_text.csv")
+        b = self.browser
+        b.set_window_size(1280, 800)
+        b.get(self.url)
+        task = b.find_element(By.ID, "task")
+        for path, chosen, expected_task in ((csv, None, "text"), (npz, "audio", "audio")):
+            with self.subTest(path=os.path.basename(path)):
+                with open(path, "rb") as f:
+                    content = f.read()
+                status, _, expected = self.http.call("POST", "/v1/recommend", *reversed(
+                    multipart({"dataset": (os.path.basename(path), content),
+                               "options": json.dumps({"top": 3, "task": expected_task}).encode()})))
+                self.assertEqual(status, 200, expected)
+                dataset = b.find_element(By.ID, "dataset")
+                b.execute_script("arguments[0].value = ''", dataset)
+                dataset.send_keys(path)
+                if chosen is None:  # chosen by the page from the file
+                    self.wait(lambda: task.get_attribute("value") == expected_task, 30)
+                else:
+                    self.wait(lambda: task.get_attribute("value") == "", 30)
+                    b.execute_script("arguments[0].value = arguments[1]", task, chosen)
+                top = b.find_element(By.ID, "top")
+                top.clear()
+                top.send_keys("3")
+                b.execute_script("document.getElementById('answer').hidden = true")
+                b.find_element(By.ID, "ask").click()
+                answer = b.find_element(By.ID, "answer")
+                self.wait(lambda: answer.is_displayed())
+                shown = self.rows("ranking")
+                self.assertEqual([r[1] for r in shown], [r["name"] for r in expected["results"]])
+                self.assertEqual(shown[0][3], f"{expected['results'][0]['score']:.4f}")
+                self.assertEqual(len(shown), expected["num_compatible"])
+                self.assertEqual(len(shown), 1)  # only the model of that kind is compatible
+        b.save_screenshot(os.path.join(SHOTS, "page-ask-audio.png"))
 
 
 class BrowserAuthTest(unittest.TestCase):
