@@ -694,7 +694,7 @@ absl::StatusOr<RankerTrainingReport> TrainOutcomeRanker(
     report.reason = absl::StrFormat(
         "held-out tau_w %.4f trained vs %.4f serving (%.4f untrained), gain %+.4f +- %.4f "
         "(standard error over %d held-out queries, %d folds; prior shrunk toward %s; stage-1 "
-        "weight %.2f; %d weak tasks from recommendations, weight %.3f; %s): %s",
+        "weight %.2f; %d weak tasks (stage-2 standings), weight %.3f; %s): %s",
         report.validation_trained, report.validation_serving, report.validation_untrained, gain,
         se, report.usable_tasks, folds,
         report.params.calibrated_target ? "the stage-1 calibration line" : "the facts prediction",
