@@ -16,6 +16,7 @@
 #include "absl/time/clock.h"
 #include "common/files.h"
 #include "grpc/health/v1/health.pb.h"
+#include "server/authorization.h"
 #include "server/kserve_service.h"
 #include "server/metrics.h"
 #include "server/request_id.h"
@@ -133,7 +134,8 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(dock::Dock* dock,
   (void)grpc::health::v1::HealthCheckRequest::descriptor();
 
   std::unique_ptr<GrpcServer> server(new GrpcServer());
-  server->service_ = std::make_unique<ModelDockServiceImpl>(dock, require_api_keys);
+  server->authorizer_ = std::make_unique<Authorizer>(dock, require_api_keys);
+  server->service_ = std::make_unique<ModelDockServiceImpl>(dock, server->authorizer_.get());
   grpc::ServerBuilder builder;
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
   if (!tls.cert.empty() || !tls.key.empty() || !tls.client_ca.empty()) {
@@ -173,11 +175,12 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(dock::Dock* dock,
     builder.AddListeningPort(kserve_listen, credentials, &server->kserve_port_);
   }
   if (!kserve_listen.empty() || serve_kserve) {
-    server->kserve_ = std::make_unique<KServeServiceImpl>(dock, require_api_keys);
+    server->kserve_ = std::make_unique<KServeServiceImpl>(dock, server->authorizer_.get());
     builder.RegisterService(server->kserve_.get());
   }
   builder.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
+  creators.push_back(server->authorizer_->InterceptorFactory());
   creators.push_back(std::make_unique<RequestIdInterceptorFactory>());
   if (metrics != nullptr) creators.push_back(std::make_unique<MetricsInterceptorFactory>(metrics));
   builder.experimental().SetInterceptorCreators(std::move(creators));

@@ -2,7 +2,6 @@
 // (Dock::Scrub), this file only translates.
 #include "server/service.h"
 
-#include "server/request_id.h"
 
 namespace modeldock::server {
 
@@ -36,12 +35,8 @@ void ToProto(const dock::ScrubResult& r, v1::ScrubReport* out) {
 grpc::Status ModelDockServiceImpl::Scrub(grpc::ServerContext* context,
                                          const v1::ScrubRequest* request,
                                          v1::ScrubResponse* response) {
-  RequestScope request_scope(context);
-  dock::ApiKeyInfo caller;
-  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kAdmin, "scrubbing the store", &caller);
-      !s.ok()) {
-    return s;
-  }
+  CallScope call(*authorizer_, context);
+  if (!call.ok()) return call.status();
   auto report = dock_->Scrub(request->wait(), [context] { return context->IsCancelled(); });
   if (!report.ok()) return ToGrpcStatus(report.status());
   ToProto(*report, response->mutable_report());

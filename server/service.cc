@@ -1,7 +1,5 @@
 #include "server/service.h"
 
-#include "server/request_id.h"
-
 #include <chrono>
 #include <cmath>
 #include <memory>
@@ -180,47 +178,11 @@ void ToProto(const dock::ModelRecord& record, v1::Model* out) {
   }
 }
 
-grpc::Status AuthorizeCall(dock::Dock* dock, bool require_api_keys, grpc::ServerContext* context,
-                           dock::ApiKeyRole needed, const char* what, dock::ApiKeyInfo* caller) {
-  if (!require_api_keys) {
-    caller->role = dock::ApiKeyRole::kAdmin;
-    return grpc::Status::OK;
-  }
-  const auto& metadata = context->client_metadata();
-  auto header = metadata.find("authorization");
-  if (header == metadata.end()) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "this server requires an API key: send 'authorization: Bearer <key>' "
-                        "(CLI: $MODELDOCK_API_KEY or --api-key-file)");
-  }
-  const std::string value(header->second.data(), header->second.size());
-  if (value.rfind("Bearer ", 0) != 0) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "the authorization header must be 'Bearer <key>'");
-  }
-  auto key = dock->Authenticate(value.substr(7));
-  if (!key.ok()) return ToGrpcStatus(key.status());
-  if (static_cast<int>(key->role) < static_cast<int>(needed)) {
-    return grpc::Status(
-        grpc::StatusCode::PERMISSION_DENIED,
-        absl::StrCat(what, " needs the ", dock::ApiKeyRoleName(needed), " role",
-                     needed == dock::ApiKeyRole::kAdmin ? "" : " (or admin)", "; key ", key->id,
-                     " ('", key->name, "') is a ", dock::ApiKeyRoleName(key->role), " key"));
-  }
-  *caller = *key;
-  return grpc::Status::OK;
-}
-
 grpc::Status ModelDockServiceImpl::RegisterModel(
     grpc::ServerContext* context, grpc::ServerReader<v1::RegisterModelRequest>* reader,
     v1::RegisterModelResponse* response) {
-  RequestScope request_scope(context);
-  dock::ApiKeyInfo caller;
-  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kProvider, "registering a model",
-                                 &caller);
-      !s.ok()) {
-    return s;
-  }
+  CallScope call(*authorizer_, context);
+  if (!call.ok()) return call.status();
   v1::RegisterModelRequest request;
   if (!reader->Read(&request)) {
     return InvalidArgument("empty RegisterModel stream: the first message must be a header");
@@ -234,7 +196,8 @@ grpc::Status ModelDockServiceImpl::RegisterModel(
   spdlog::debug("RegisterModel name={} size={} peer={}", spec->name, header.size_bytes(),
                 context->peer());
 
-  auto upload = dock_->BeginRegistration(*spec, header.size_bytes(), header.sha256(), caller.id);
+  auto upload =
+      dock_->BeginRegistration(*spec, header.size_bytes(), header.sha256(), call.caller().id);
   if (!upload.ok()) return ToGrpcStatus(upload.status());
 
   // On every early return the Upload is destroyed, which discards its temporary file.
@@ -281,19 +244,14 @@ grpc::Status ModelDockServiceImpl::RegisterModel(
 grpc::Status ModelDockServiceImpl::RegisterRemoteModel(
     grpc::ServerContext* context, const v1::RegisterRemoteModelRequest* request,
     v1::RegisterRemoteModelResponse* response) {
-  RequestScope request_scope(context);
-  dock::ApiKeyInfo caller;
-  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kProvider,
-                                 "registering a remote model", &caller);
-      !s.ok()) {
-    return s;
-  }
+  CallScope call(*authorizer_, context);
+  if (!call.ok()) return call.status();
   if (request->spec().remote().endpoint().empty() || request->spec().remote().model().empty()) {
     return InvalidArgument("spec.remote needs the endpoint (HOST:PORT) and the model's name there");
   }
   auto spec = FromProto(request->spec());
   if (!spec.ok()) return ToGrpcStatus(spec.status());
-  auto result = dock_->RegisterRemote(*spec, caller.id);
+  auto result = dock_->RegisterRemote(*spec, call.caller().id);
   if (!result.ok()) return ToGrpcStatus(result.status());
   ToProto(result->model, response->mutable_model());
   return grpc::Status::OK;
@@ -302,11 +260,8 @@ grpc::Status ModelDockServiceImpl::RegisterRemoteModel(
 grpc::Status ModelDockServiceImpl::GetModel(grpc::ServerContext* context,
                                             const v1::GetModelRequest* request,
                                             v1::GetModelResponse* response) {
-  RequestScope request_scope(context);
-  dock::ApiKeyInfo caller;
-  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kConsumer, "GetModel", &caller); !s.ok()) {
-    return s;
-  }
+  CallScope call(*authorizer_, context);
+  if (!call.ok()) return call.status();
   if (request->model().empty()) return InvalidArgument("model (an id or a name) is required");
   auto record = dock_->GetModel(request->model());
   if (!record.ok()) return ToGrpcStatus(record.status());
@@ -317,11 +272,8 @@ grpc::Status ModelDockServiceImpl::GetModel(grpc::ServerContext* context,
 grpc::Status ModelDockServiceImpl::ListModels(grpc::ServerContext* context,
                                               const v1::ListModelsRequest* request,
                                               v1::ListModelsResponse* response) {
-  RequestScope request_scope(context);
-  dock::ApiKeyInfo caller;
-  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kConsumer, "ListModels", &caller); !s.ok()) {
-    return s;
-  }
+  CallScope call(*authorizer_, context);
+  if (!call.ok()) return call.status();
   if (request->page_size() < 0) {
     return InvalidArgument(
         absl::StrCat("page_size must not be negative, got ", request->page_size()));
@@ -371,23 +323,22 @@ grpc::Status ModelDockServiceImpl::CheckOwnership(const dock::ApiKeyInfo& caller
 grpc::Status ModelDockServiceImpl::DeleteModel(grpc::ServerContext* context,
                                                const v1::DeleteModelRequest* request,
                                                v1::DeleteModelResponse* response) {
-  RequestScope request_scope(context);
-  dock::ApiKeyInfo caller;
-  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kProvider, "deleting a model", &caller); !s.ok()) {
-    return s;
-  }
+  CallScope call(*authorizer_, context);
+  if (!call.ok()) return call.status();
   if (request->model().empty()) return InvalidArgument("model (an id or a name) is required");
   // Every version of a name has the key that registered the name as its owner.
-  if (grpc::Status s = CheckOwnership(caller, request->model(), "deletes"); !s.ok()) return s;
+  if (grpc::Status s = CheckOwnership(call.caller(), request->model(), "deletes"); !s.ok()) {
+    return s;
+  }
   if (request->all_versions()) {
-    auto ids = dock_->DeleteAllVersions(request->model(), caller.id);
+    auto ids = dock_->DeleteAllVersions(request->model(), call.caller().id);
     if (!ids.ok()) return ToGrpcStatus(ids.status());
     spdlog::info("deleted {} version(s) of '{}'", ids->size(), request->model());
     response->set_id(ids->front());
     for (const std::string& id : *ids) response->add_ids(id);
     return grpc::Status::OK;
   }
-  auto id = dock_->DeleteModel(request->model(), caller.id);
+  auto id = dock_->DeleteModel(request->model(), call.caller().id);
   if (!id.ok()) return ToGrpcStatus(id.status());
   spdlog::info("deleted model {} ('{}')", *id, request->model());
   response->set_id(*id);
@@ -398,17 +349,15 @@ grpc::Status ModelDockServiceImpl::DeleteModel(grpc::ServerContext* context,
 grpc::Status ModelDockServiceImpl::UpdateModel(grpc::ServerContext* context,
                                                const v1::UpdateModelRequest* request,
                                                v1::UpdateModelResponse* response) {
-  RequestScope request_scope(context);
-  dock::ApiKeyInfo caller;
-  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kProvider, "updating a model", &caller);
-      !s.ok()) {
-    return s;
-  }
+  CallScope call(*authorizer_, context);
+  if (!call.ok()) return call.status();
   if (request->model().empty()) return InvalidArgument("model (an id or a name) is required");
   if (!request->replace_tags() && request->tags_size() > 0) {
     return InvalidArgument("tags are replaced as a whole: set replace_tags with the new tags");
   }
-  if (grpc::Status s = CheckOwnership(caller, request->model(), "updates"); !s.ok()) return s;
+  if (grpc::Status s = CheckOwnership(call.caller(), request->model(), "updates"); !s.ok()) {
+    return s;
+  }
   dock::ModelUpdate update;
   update.has_description = request->has_description();
   update.description = request->description();
@@ -416,7 +365,7 @@ grpc::Status ModelDockServiceImpl::UpdateModel(grpc::ServerContext* context,
   update.license = request->license();
   update.has_tags = request->replace_tags();
   update.tags.assign(request->tags().begin(), request->tags().end());
-  auto record = dock_->UpdateModel(request->model(), update, caller.id);
+  auto record = dock_->UpdateModel(request->model(), update, call.caller().id);
   if (!record.ok()) return ToGrpcStatus(record.status());
   ToProto(*record, response->mutable_model());
   return grpc::Status::OK;
@@ -425,12 +374,8 @@ grpc::Status ModelDockServiceImpl::UpdateModel(grpc::ServerContext* context,
 grpc::Status ModelDockServiceImpl::ListAuditLog(grpc::ServerContext* context,
                                                 const v1::ListAuditLogRequest* request,
                                                 v1::ListAuditLogResponse* response) {
-  RequestScope request_scope(context);
-  dock::ApiKeyInfo caller;
-  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kAdmin, "reading the audit log", &caller);
-      !s.ok()) {
-    return s;
-  }
+  CallScope call(*authorizer_, context);
+  if (!call.ok()) return call.status();
   if (request->limit() < 0 || request->limit() > 10000) {
     return InvalidArgument("limit must be in 0..10000 (0 = 100)");
   }
@@ -451,11 +396,8 @@ grpc::Status ModelDockServiceImpl::ListAuditLog(grpc::ServerContext* context,
 grpc::Status ModelDockServiceImpl::WatchModel(grpc::ServerContext* context,
                                               const v1::WatchModelRequest* request,
                                               grpc::ServerWriter<v1::WatchModelResponse>* writer) {
-  RequestScope request_scope(context);
-  dock::ApiKeyInfo caller;
-  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kConsumer, "WatchModel", &caller); !s.ok()) {
-    return s;
-  }
+  CallScope call(*authorizer_, context);
+  if (!call.ok()) return call.status();
   if (request->model().empty()) return InvalidArgument("model (an id or a name) is required");
   auto record = dock_->GetModel(request->model());
   if (!record.ok()) return ToGrpcStatus(record.status());
@@ -483,11 +425,8 @@ grpc::Status ModelDockServiceImpl::WatchModel(grpc::ServerContext* context,
 grpc::Status ModelDockServiceImpl::Recommend(grpc::ServerContext* context,
                                              grpc::ServerReader<v1::RecommendRequest>* reader,
                                              v1::RecommendResponse* response) {
-  RequestScope request_scope(context);
-  dock::ApiKeyInfo caller;
-  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kConsumer, "Recommend", &caller); !s.ok()) {
-    return s;
-  }
+  CallScope call(*authorizer_, context);
+  if (!call.ok()) return call.status();
   const auto start = std::chrono::steady_clock::now();
   v1::RecommendRequest request;
   if (!reader->Read(&request)) {
@@ -606,19 +545,15 @@ v1::ApiKey ToProto(const dock::ApiKeyInfo& key) {
 grpc::Status ModelDockServiceImpl::CreateApiKey(grpc::ServerContext* context,
                                                 const v1::CreateApiKeyRequest* request,
                                                 v1::CreateApiKeyResponse* response) {
-  RequestScope request_scope(context);
-  dock::ApiKeyInfo caller;
-  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kAdmin, "managing API keys", &caller);
-      !s.ok()) {
-    return s;
-  }
+  CallScope call(*authorizer_, context);
+  if (!call.ok()) return call.status();
   if (request->role() == v1::API_KEY_ROLE_UNSPECIFIED) {
     return InvalidArgument("role is required: consumer, provider or admin");
   }
   auto key = dock_->CreateApiKey(static_cast<dock::ApiKeyRole>(static_cast<int>(request->role())),
                                  request->name());
   if (!key.ok()) return ToGrpcStatus(key.status());
-  dock_->Audit(caller.id, "create_key", key->info.id,
+  dock_->Audit(call.caller().id, "create_key", key->info.id,
                absl::StrCat(dock::ApiKeyRoleName(key->info.role), " '", key->info.name, "'"));
   *response->mutable_key() = ToProto(key->info);
   response->set_secret(key->secret);
@@ -628,12 +563,8 @@ grpc::Status ModelDockServiceImpl::CreateApiKey(grpc::ServerContext* context,
 grpc::Status ModelDockServiceImpl::ListApiKeys(grpc::ServerContext* context,
                                                const v1::ListApiKeysRequest* /*request*/,
                                                v1::ListApiKeysResponse* response) {
-  RequestScope request_scope(context);
-  dock::ApiKeyInfo caller;
-  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kAdmin, "managing API keys", &caller);
-      !s.ok()) {
-    return s;
-  }
+  CallScope call(*authorizer_, context);
+  if (!call.ok()) return call.status();
   auto keys = dock_->ListApiKeys();
   if (!keys.ok()) return ToGrpcStatus(keys.status());
   for (const dock::ApiKeyInfo& key : *keys) *response->add_keys() = ToProto(key);
@@ -643,15 +574,11 @@ grpc::Status ModelDockServiceImpl::ListApiKeys(grpc::ServerContext* context,
 grpc::Status ModelDockServiceImpl::RevokeApiKey(grpc::ServerContext* context,
                                                 const v1::RevokeApiKeyRequest* request,
                                                 v1::RevokeApiKeyResponse* /*response*/) {
-  RequestScope request_scope(context);
-  dock::ApiKeyInfo caller;
-  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kAdmin, "managing API keys", &caller);
-      !s.ok()) {
-    return s;
-  }
+  CallScope call(*authorizer_, context);
+  if (!call.ok()) return call.status();
   if (request->id().empty()) return InvalidArgument("id of the key to revoke is required");
   absl::Status revoked = dock_->RevokeApiKey(request->id());
-  if (revoked.ok()) dock_->Audit(caller.id, "revoke_key", request->id(), "");
+  if (revoked.ok()) dock_->Audit(call.caller().id, "revoke_key", request->id(), "");
   return ToGrpcStatus(revoked);
 }
 
@@ -709,12 +636,8 @@ void ToProto(const dock::TrainingStatus& job, v1::TrainingJob* out) {
 grpc::Status ModelDockServiceImpl::ReportOutcome(grpc::ServerContext* context,
                                                  grpc::ServerReader<v1::ReportOutcomeRequest>* reader,
                                                  v1::ReportOutcomeResponse* response) {
-  RequestScope request_scope(context);
-  dock::ApiKeyInfo caller;
-  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kConsumer, "ReportOutcome", &caller);
-      !s.ok()) {
-    return s;
-  }
+  CallScope call(*authorizer_, context);
+  if (!call.ok()) return call.status();
   v1::ReportOutcomeRequest request;
   if (!reader->Read(&request) || !request.has_header()) {
     return InvalidArgument("the first ReportOutcome message must be a header");
@@ -755,7 +678,7 @@ grpc::Status ModelDockServiceImpl::ReportOutcome(grpc::ServerContext* context,
   report.task = *task;
   report.source = header.source() == v1::OUTCOME_SOURCE_IMPORT ? dock::OutcomeSource::kImport
                                                                : dock::OutcomeSource::kFinetune;
-  report.reporter_key_id = caller.id;
+  report.reporter_key_id = call.caller().id;
   for (const v1::Outcome& o : header.outcomes()) {
     if (o.model().empty()) return InvalidArgument("every outcome names a model (id or name)");
     report.outcomes.push_back({o.model(), o.accuracy()});
@@ -774,12 +697,8 @@ grpc::Status ModelDockServiceImpl::ReportOutcome(grpc::ServerContext* context,
 grpc::Status ModelDockServiceImpl::ListRecords(grpc::ServerContext* context,
                                                const v1::ListRecordsRequest* request,
                                                v1::ListRecordsResponse* response) {
-  RequestScope request_scope(context);
-  dock::ApiKeyInfo caller;
-  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kConsumer, "ListRecords", &caller);
-      !s.ok()) {
-    return s;
-  }
+  CallScope call(*authorizer_, context);
+  if (!call.ok()) return call.status();
   if (request->limit() < 0 || request->limit() > 10000) {
     return InvalidArgument("limit must be in 0..10000 (0 = 100)");
   }
@@ -803,15 +722,11 @@ grpc::Status ModelDockServiceImpl::ListRecords(grpc::ServerContext* context,
 grpc::Status ModelDockServiceImpl::TrainAlignment(grpc::ServerContext* context,
                                                   const v1::TrainAlignmentRequest* request,
                                                   v1::TrainAlignmentResponse* response) {
-  RequestScope request_scope(context);
-  dock::ApiKeyInfo caller;
-  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kAdmin, "training the ranker", &caller);
-      !s.ok()) {
-    return s;
-  }
+  CallScope call(*authorizer_, context);
+  if (!call.ok()) return call.status();
   auto job = dock_->TrainAlignment(request->wait(), [context] { return context->IsCancelled(); });
   if (!job.ok()) return ToGrpcStatus(job.status());
-  dock_->Audit(caller.id, "train", "", job->message);
+  dock_->Audit(call.caller().id, "train", "", job->message);
   ToProto(*job, response->mutable_job());
   return grpc::Status::OK;
 }
@@ -819,12 +734,8 @@ grpc::Status ModelDockServiceImpl::TrainAlignment(grpc::ServerContext* context,
 grpc::Status ModelDockServiceImpl::ListAlignments(grpc::ServerContext* context,
                                                   const v1::ListAlignmentsRequest* /*request*/,
                                                   v1::ListAlignmentsResponse* response) {
-  RequestScope request_scope(context);
-  dock::ApiKeyInfo caller;
-  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kConsumer, "ListAlignments", &caller);
-      !s.ok()) {
-    return s;
-  }
+  CallScope call(*authorizer_, context);
+  if (!call.ok()) return call.status();
   auto list = dock_->ListAlignments();
   if (!list.ok()) return ToGrpcStatus(list.status());
   response->set_serving_version(list->serving_version);
@@ -836,15 +747,10 @@ grpc::Status ModelDockServiceImpl::ListAlignments(grpc::ServerContext* context,
 grpc::Status ModelDockServiceImpl::UseAlignment(grpc::ServerContext* context,
                                                 const v1::UseAlignmentRequest* request,
                                                 v1::UseAlignmentResponse* response) {
-  RequestScope request_scope(context);
-  dock::ApiKeyInfo caller;
-  if (grpc::Status s = Authorize(context, dock::ApiKeyRole::kAdmin, "choosing the serving ranker",
-                                 &caller);
-      !s.ok()) {
-    return s;
-  }
+  CallScope call(*authorizer_, context);
+  if (!call.ok()) return call.status();
   if (absl::Status s = dock_->UseAlignment(request->version()); !s.ok()) return ToGrpcStatus(s);
-  dock_->Audit(caller.id, "use_alignment", absl::StrCat(request->version()), "");
+  dock_->Audit(call.caller().id, "use_alignment", absl::StrCat(request->version()), "");
   response->set_serving_version(request->version());
   return grpc::Status::OK;
 }
