@@ -1,5 +1,6 @@
-// The gRPC transport of modeldock: translates modeldock.v1 requests into dock::Dock calls and
-// absl::Status into grpc::Status. It holds no state of its own besides the engine pointer.
+// The gRPC transport of modeldock: each handler fetches its call's authorization decision
+// (authorization.h), decodes the request (proto_conversion.h), calls dock::Dock and encodes the
+// answer; absl::Status becomes grpc::Status here. No state besides the engine pointer.
 #ifndef MODELDOCK_SERVER_SERVICE_H_
 #define MODELDOCK_SERVER_SERVICE_H_
 
@@ -9,23 +10,15 @@
 #include "dock/dock.h"
 #include "modeldock/v1/modeldock.grpc.pb.h"
 #include "server/authorization.h"
-#include "server/request_decoding.h"  // kMaxQueryBytes, FromProto
+#include "server/proto_conversion.h"  // ToProto (tests and the CLI use them)
+#include "server/request_decoding.h"  // kMaxQueryBytes
 
 namespace modeldock::server {
 
 // Largest data chunk accepted in a RegisterModel or Recommend stream.
 inline constexpr int64_t kMaxChunkBytes = 1 << 20;
-// ListModels page size when the request says 0, and the largest one served.
-inline constexpr int kDefaultPageSize = 100;
-inline constexpr int kMaxPageSize = 1000;
-
 // The only place where engine status codes become gRPC status codes (1:1, message kept).
 grpc::Status ToGrpcStatus(const absl::Status& status);
-
-// Proto <-> engine translations (exposed for tests and the CLI's JSON output).
-v1::ModelState ToProto(dock::ModelState state);
-v1::TaskKind ToProto(dock::TaskKind task);
-void ToProto(const dock::ModelRecord& record, v1::Model* out);
 
 // The service is written against gRPC's synchronous API on purpose: every handler ends in an
 // engine call that blocks (disk writes and fsync, TorchScript admission checks, running models
