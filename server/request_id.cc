@@ -42,8 +42,6 @@ RequestScope::RequestScope(std::string id) : id_(std::move(id)) { current_reques
 
 RequestScope::~RequestScope() { current_request_id.clear(); }
 
-const std::string& CurrentRequestId() { return current_request_id; }
-
 void RequestIdFlag::format(const spdlog::details::log_msg& /*message*/, const std::tm& /*time*/,
                            spdlog::memory_buf_t& dest) {
   if (current_request_id.empty()) return;

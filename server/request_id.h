@@ -39,9 +39,6 @@ class RequestScope {
   std::string id_;
 };
 
-// The id of the call running on this thread, or "".
-const std::string& CurrentRequestId();
-
 // spdlog flag: "[r-1a2b3c4d] " while a call runs on the thread, nothing otherwise.
 class RequestIdFlag : public spdlog::custom_flag_formatter {
  public:
