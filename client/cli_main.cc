@@ -46,14 +46,34 @@ Examples:
 Exit status: 0 success, 1 server/RPC error (the message names the gRPC status code),
 2 usage error (bad flags, unreadable file). Run 'modeldock COMMAND --help' for a command.)";
 
-int Main(int argc, char** argv) {
+// Every command's flags and the CLI11 command that fills them (none owns anything).
+struct CommandLine {
   GlobalFlags global;
+  RegisterFlags reg;
+  ListFlags list;
+  std::string model_ref;
+  bool rm_all_versions = false;
+  std::string key_role = "consumer", key_name, key_id;
+  RecommendFlags rec;
+  UpdateFlags update;
+  int audit_limit = 100;
+  ReportFlags report;
+  std::string records_model;
+  int records_limit = 100;
+  bool train_wait = false;
+  int64_t use_version = 0;
+  bool scrub_wait = false;
+
+  CLI::App *register_cmd, *list_cmd, *show_cmd, *rm_cmd, *watch_cmd, *keys_create, *keys_list,
+      *keys_revoke, *health_cmd, *rec_cmd, *update_cmd, *audit_cmd, *report_cmd, *records_cmd,
+      *train_cmd, *alignments_cmd, *alignments_use, *admin_cmd, *admin_scrub;
+  CLI::Option* page_size_opt;
+};
+
+// The CLI's own flags, before or after the command (--server, --json, TLS, key, timeout).
+void AddGlobalOptions(CLI::App& app, GlobalFlags& global) {
   const char* env_server = std::getenv("MODELDOCK_SERVER");
   global.server = env_server != nullptr && *env_server ? env_server : "127.0.0.1:50051";
-
-  CLI::App app("modeldock: register TorchScript models in a modeldock server and ask it which "
-               "models transfer best to your dataset.",
-               "modeldock");
   app.footer(kMainFooter);
   app.set_version_flag("--version", std::string("modeldock ") + MODELDOCK_VERSION);
   app.require_subcommand(1);
@@ -78,9 +98,10 @@ int Main(int argc, char** argv) {
                  "Deadline of each call in seconds (register: of the upload and of the wait)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  const auto task_check = CLI::IsMember({"image", "tabular", "text", "audio"});
+}
 
-  RegisterFlags reg;
+CLI::App* AddRegisterCommand(CLI::App& app, RegisterFlags& reg) {
+  const auto task_check = CLI::IsMember({"image", "tabular", "text", "audio"});
   CLI::App* register_cmd = app.add_subcommand(
       "register", "Upload a TorchScript model and wait until it is READY (or FAILED)");
   register_cmd->add_option("FILE", reg.file, "TorchScript file (torch.jit.save); none with --remote");
@@ -121,7 +142,11 @@ The file must be TorchScript; forward(x) gets [N, ...input shape] floats in [0, 
 [N, number of labels] logits; an optional embed(x) returns penultimate features.
 Exit status 1 also when the model was admitted but probing FAILED.)");
 
-  ListFlags list;
+  return register_cmd;
+}
+
+CLI::App* AddListCommand(CLI::App& app, ListFlags& list, CLI::Option** page_size_opt) {
+  const auto task_check = CLI::IsMember({"image", "tabular", "text", "audio"});
   CLI::App* list_cmd = app.add_subcommand("list", "List registered models (all pages)");
   list_cmd->add_option("--name-contains", list.name_contains, "Name substring");
   list_cmd->add_option("--task,--input-kind", list.task, "image, tabular or text")->check(task_check);
@@ -129,40 +154,45 @@ Exit status 1 also when the model was admitted but probing FAILED.)");
   list_cmd->add_option("--tag", list.tag, "Models carrying this tag");
   list_cmd->add_option("--state", list.state, "ready, probing, pending or failed")
       ->check(CLI::IsMember({"ready", "probing", "pending", "failed"}));
-  CLI::Option* page_size_opt =
+  *page_size_opt =
       list_cmd->add_option("--page-size", list.page_size, "One page of at most N models")
           ->check(CLI::Range(1, 1000));
   list_cmd->footer("\nExamples:\n  modeldock list\n  modeldock list --state ready --tag fashion\n"
                    "  modeldock --json list --name-contains cnn");
 
-  std::string model_ref;
-  CLI::App* show_cmd = app.add_subcommand("show", "Show one model, all fields");
-  show_cmd->add_option("MODEL", model_ref, "Model id, NAME@VERSION, or NAME (its latest READY version)")->required();
-  bool rm_all_versions = false;
-  CLI::App* rm_cmd = app.add_subcommand("rm", "Delete a model version (its file too if unshared)");
-  rm_cmd->add_option("MODEL", model_ref,
+  return list_cmd;
+}
+
+// show, rm and watch: one model each.
+void AddModelCommands(CLI::App& app, CommandLine& cl) {
+  cl.show_cmd = app.add_subcommand("show", "Show one model, all fields");
+  cl.show_cmd->add_option("MODEL", cl.model_ref, "Model id, NAME@VERSION, or NAME (its latest READY version)")->required();
+  cl.rm_cmd = app.add_subcommand("rm", "Delete a model version (its file too if unshared)");
+  cl.rm_cmd->add_option("MODEL", cl.model_ref,
                      "Model id, NAME@VERSION, or NAME (when it has one version)")
       ->required();
-  rm_cmd->add_flag("--all-versions", rm_all_versions, "Delete every version of NAME");
-  CLI::App* watch_cmd =
+  cl.rm_cmd->add_flag("--all-versions", cl.rm_all_versions, "Delete every version of NAME");
+  cl.watch_cmd =
       app.add_subcommand("watch", "Print a model's state changes until READY or FAILED");
-  watch_cmd->add_option("MODEL", model_ref, "Model id, NAME@VERSION, or NAME (its latest READY version)")->required();
-  std::string key_role = "consumer", key_name, key_id;
+  cl.watch_cmd->add_option("MODEL", cl.model_ref, "Model id, NAME@VERSION, or NAME (its latest READY version)")->required();
+}
+
+void AddKeysCommands(CLI::App& app, CommandLine& cl) {
   CLI::App* keys_cmd = app.add_subcommand("keys", "Manage API keys (admin key needed)");
   keys_cmd->require_subcommand(1);
-  CLI::App* keys_create = keys_cmd->add_subcommand("create", "Create a key; prints it once");
-  keys_create->add_option("--role", key_role, "consumer, provider or admin")
+  cl.keys_create = keys_cmd->add_subcommand("create", "Create a key; prints it once");
+  cl.keys_create->add_option("--role", cl.key_role, "consumer, provider or admin")
       ->capture_default_str()
       ->check(CLI::IsMember({"consumer", "provider", "admin"}));
-  keys_create->add_option("--name", key_name, "Who holds it (a label)");
-  CLI::App* keys_list = keys_cmd->add_subcommand("list", "List keys (never their secrets)");
-  CLI::App* keys_revoke = keys_cmd->add_subcommand("revoke", "Revoke a key at once");
-  keys_revoke->add_option("ID", key_id, "Key id (from keys list)")->required();
+  cl.keys_create->add_option("--name", cl.key_name, "Who holds it (a label)");
+  cl.keys_list = keys_cmd->add_subcommand("list", "List keys (never their secrets)");
+  cl.keys_revoke = keys_cmd->add_subcommand("revoke", "Revoke a key at once");
+  cl.keys_revoke->add_option("ID", cl.key_id, "Key id (from keys list)")->required();
 
-  CLI::App* health_cmd = app.add_subcommand(
-      "health", "grpc.health.v1 check of the server; exit 0 only when SERVING");
+}
 
-  RecommendFlags rec;
+CLI::App* AddRecommendCommand(CLI::App& app, RecommendFlags& rec) {
+  const auto task_check = CLI::IsMember({"image", "tabular", "text", "audio"});
   CLI::App* rec_cmd =
       app.add_subcommand("recommend", "Rank registered models for a query dataset");
   rec_cmd->add_option("DATASET", rec.dataset,
@@ -213,23 +243,29 @@ Examples:
   modeldock recommend clips.npy --labels labels.npy --task audio
 Without labels the server clusters the samples first (label_source says so).)");
 
-  UpdateFlags update;
-  CLI::App* update_cmd = app.add_subcommand(
+  return rec_cmd;
+}
+
+// update and audit: the registry's metadata edits and their log.
+void AddUpdateAndAuditCommands(CLI::App& app, CommandLine& cl) {
+  cl.update_cmd = app.add_subcommand(
       "update", "Edit a model's description, license or tags (no re-upload; providers: own)");
-  update_cmd->add_option("MODEL", update.model, "Model id, NAME@VERSION, or NAME (its latest READY version)")->required();
-  update_cmd->add_option("--description", update.description, "New description");
-  update_cmd->add_option("--license", update.license, "New license");
-  update_cmd->add_option("--tag", update.tags, "Tag (repeatable); the given tags replace all")
+  cl.update_cmd->add_option("MODEL", cl.update.model, "Model id, NAME@VERSION, or NAME (its latest READY version)")->required();
+  cl.update_cmd->add_option("--description", cl.update.description, "New description");
+  cl.update_cmd->add_option("--license", cl.update.license, "New license");
+  cl.update_cmd->add_option("--tag", cl.update.tags, "Tag (repeatable); the given tags replace all")
       ->allow_extra_args(false);
-  update_cmd->add_flag("--clear-tags", update.clear_tags, "Remove every tag");
-  int audit_limit = 100;
-  CLI::App* audit_cmd = app.add_subcommand(
+  cl.update_cmd->add_flag("--clear-tags", cl.update.clear_tags, "Remove every tag");
+  cl.audit_cmd = app.add_subcommand(
       "audit", "Who registered, updated, deleted what and when (admin)");
-  audit_cmd->add_option("--limit", audit_limit, "At most N entries, newest first")
+  cl.audit_cmd->add_option("--limit", cl.audit_limit, "At most N entries, newest first")
       ->capture_default_str()
       ->check(CLI::Range(1, 10000));
 
-  ReportFlags report;
+}
+
+CLI::App* AddReportCommand(CLI::App& app, ReportFlags& report) {
+  const auto task_check = CLI::IsMember({"image", "tabular", "text", "audio"});
   CLI::App* report_cmd = app.add_subcommand(
       "report", "Tell the dock how a model fine-tuned on your dataset (it learns from outcomes)");
   report_cmd->add_option("DATASET", report.dataset, "The dataset, in any format recommend takes")
@@ -257,82 +293,118 @@ Examples:
 The dock keeps the dataset's class prototypes (mean reference-encoder embedding per class) and
 what stage 1 said about each model, never the samples.)");
 
-  std::string records_model;
-  int records_limit = 100;
-  CLI::App* records_cmd = app.add_subcommand("records", "List reported outcomes (newest first)");
-  records_cmd->add_option("--model", records_model, "Only this model (name or id)");
-  records_cmd->add_option("--limit", records_limit, "At most N records")
+  return report_cmd;
+}
+
+// records, train and alignments: the learning loop.
+void AddLearningCommands(CLI::App& app, CommandLine& cl) {
+  cl.records_cmd = app.add_subcommand("records", "List reported outcomes (newest first)");
+  cl.records_cmd->add_option("--model", cl.records_model, "Only this model (name or id)");
+  cl.records_cmd->add_option("--limit", cl.records_limit, "At most N records")
       ->capture_default_str()
       ->check(CLI::Range(1, 10000));
 
-  bool train_wait = false;
-  CLI::App* train_cmd = app.add_subcommand(
+
+  cl.train_cmd = app.add_subcommand(
       "train", "Train a new ranker version from the records, in the background (admin)");
-  train_cmd->add_flag("--wait", train_wait,
+  cl.train_cmd->add_flag("--wait", cl.train_wait,
                       "Wait for it and print the held-out validation figures");
-  train_cmd->footer(R"(
+  cl.train_cmd->footer(R"(
 The new version is adopted (served) only if it ranks held-out reported queries better than the
 serving version (cross-validation over queries). `modeldock alignments` lists versions.)");
 
-  CLI::App* alignments_cmd =
+
+  cl.alignments_cmd =
       app.add_subcommand("alignments", "List trained ranker versions and which one serves");
-  int64_t use_version = 0;
-  CLI::App* alignments_use = alignments_cmd->add_subcommand(
+  cl.alignments_use = cl.alignments_cmd->add_subcommand(
       "use", "Serve VERSION from the next recommendation on (0 = untrained; admin)");
-  alignments_use->add_option("VERSION", use_version, "Version number")->required()
+  cl.alignments_use->add_option("VERSION", cl.use_version, "Version number")->required()
       ->check(CLI::NonNegativeNumber);
 
-  CLI::App* admin_cmd = app.add_subcommand("admin", "Operator commands (admin key needed)");
-  bool scrub_wait = false;
-  CLI::App* admin_scrub = admin_cmd->add_subcommand(
+}
+
+void AddAdminCommand(CLI::App& app, CommandLine& cl) {
+  cl.admin_cmd = app.add_subcommand("admin", "Operator commands (admin key needed)");
+  cl.admin_scrub = cl.admin_cmd->add_subcommand(
       "scrub", "Re-hash every stored model file and check stored probe features");
-  admin_scrub->add_flag("--wait", scrub_wait,
+  cl.admin_scrub->add_flag("--wait", cl.scrub_wait,
                         "Wait for the scrub and print its report (exit 1 if anything is bad)");
-  admin_scrub->footer(R"(
+  cl.admin_scrub->footer(R"(
 A bad file is restored from the server's --blob-mirror directories, or its models are marked
 FAILED ("DATA_LOSS: stored file does not match its sha256 ..."); models failed that way whose
 file is good again are probed again. The server also scrubs every --scrub-interval.)");
 
+}
+
+// The connection the global flags describe; a usage error's exit status if the key file cannot
+// be read.
+std::optional<int> MakeClientOptions(const GlobalFlags& global, client::ClientOptions* options) {
+  options->address = global.server;
+  options->tls_ca = global.tls_ca;
+  options->tls_cert = global.tls_cert;
+  options->tls_key = global.tls_key;
+  options->timeout = absl::Milliseconds(global.timeout_seconds * 1000);
+  options->api_key = Env("MODELDOCK_API_KEY");
+  if (!global.api_key_file.empty()) {
+    std::ifstream in(global.api_key_file);
+    if (!in) return UsageError("cannot read --api-key-file " + global.api_key_file);
+    std::getline(in, options->api_key);
+  }
+  return std::nullopt;
+}
+
+// Runs the command that was parsed.
+int Dispatch(const CommandLine& cl, client::Client& client) {
+  const GlobalFlags& global = cl.global;
+  if (cl.keys_create->parsed()) return RunKeysCreate(global, cl.key_role, cl.key_name, client);
+  if (cl.keys_list->parsed()) return RunKeysList(global, client);
+  if (cl.keys_revoke->parsed()) return RunKeysRevoke(global, cl.key_id, client);
+  if (cl.register_cmd->parsed()) return RunRegister(global, cl.reg, client);
+  if (cl.list_cmd->parsed()) return RunList(global, cl.list, cl.page_size_opt->count() > 0, client);
+  if (cl.show_cmd->parsed()) return RunShow(global, cl.model_ref, client);
+  if (cl.rm_cmd->parsed()) return RunRemove(global, cl.model_ref, cl.rm_all_versions, client);
+  if (cl.watch_cmd->parsed()) return RunWatch(global, cl.model_ref, client);
+  if (cl.health_cmd->parsed()) return RunHealth(global, client);
+  if (cl.rec_cmd->parsed()) return RunRecommend(global, cl.rec, client);
+  if (cl.report_cmd->parsed()) return RunReport(global, cl.report, client);
+  if (cl.update_cmd->parsed()) return RunUpdate(global, cl.update, client);
+  if (cl.audit_cmd->parsed()) return RunAudit(global, cl.audit_limit, client);
+  if (cl.records_cmd->parsed()) return RunRecords(global, cl.records_model, cl.records_limit, client);
+  if (cl.train_cmd->parsed()) return RunTrain(global, cl.train_wait, client);
+  if (cl.admin_scrub->parsed()) return RunAdminScrub(global, cl.scrub_wait, client);
+  if (cl.admin_cmd->parsed()) return UsageError("admin: give a command (scrub); see --help");
+  if (cl.alignments_use->parsed()) return RunAlignmentsUse(global, cl.use_version, client);
+  if (cl.alignments_cmd->parsed()) return RunAlignments(global, client);
+  return UsageError("no command given; see modeldock --help");
+}
+
+int Main(int argc, char** argv) {
+  CommandLine cl;
+  CLI::App app("modeldock: register TorchScript models in a modeldock server and ask it which "
+               "models transfer best to your dataset.",
+               "modeldock");
+  AddGlobalOptions(app, cl.global);
+  cl.register_cmd = AddRegisterCommand(app, cl.reg);
+  cl.list_cmd = AddListCommand(app, cl.list, &cl.page_size_opt);
+  AddModelCommands(app, cl);
+  AddKeysCommands(app, cl);
+  cl.health_cmd = app.add_subcommand(
+      "health", "grpc.health.v1 check of the server; exit 0 only when SERVING");
+  cl.rec_cmd = AddRecommendCommand(app, cl.rec);
+  AddUpdateAndAuditCommands(app, cl);
+  cl.report_cmd = AddReportCommand(app, cl.report);
+  AddLearningCommands(app, cl);
+  AddAdminCommand(app, cl);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int code = app.exit(e);
     return code == 0 ? kExitOk : kExitUsage;
   }
-
   client::ClientOptions options;
-  options.address = global.server;
-  options.tls_ca = global.tls_ca;
-  options.tls_cert = global.tls_cert;
-  options.tls_key = global.tls_key;
-  options.timeout = absl::Milliseconds(global.timeout_seconds * 1000);
-  options.api_key = Env("MODELDOCK_API_KEY");
-  if (!global.api_key_file.empty()) {
-    std::ifstream in(global.api_key_file);
-    if (!in) return UsageError("cannot read --api-key-file " + global.api_key_file);
-    std::getline(in, options.api_key);
-  }
+  if (std::optional<int> usage = MakeClientOptions(cl.global, &options)) return *usage;
   client::Client client(options);
-  if (keys_create->parsed()) return RunKeysCreate(global, key_role, key_name, client);
-  if (keys_list->parsed()) return RunKeysList(global, client);
-  if (keys_revoke->parsed()) return RunKeysRevoke(global, key_id, client);
-  if (register_cmd->parsed()) return RunRegister(global, reg, client);
-  if (list_cmd->parsed()) return RunList(global, list, page_size_opt->count() > 0, client);
-  if (show_cmd->parsed()) return RunShow(global, model_ref, client);
-  if (rm_cmd->parsed()) return RunRemove(global, model_ref, rm_all_versions, client);
-  if (watch_cmd->parsed()) return RunWatch(global, model_ref, client);
-  if (health_cmd->parsed()) return RunHealth(global, client);
-  if (rec_cmd->parsed()) return RunRecommend(global, rec, client);
-  if (report_cmd->parsed()) return RunReport(global, report, client);
-  if (update_cmd->parsed()) return RunUpdate(global, update, client);
-  if (audit_cmd->parsed()) return RunAudit(global, audit_limit, client);
-  if (records_cmd->parsed()) return RunRecords(global, records_model, records_limit, client);
-  if (train_cmd->parsed()) return RunTrain(global, train_wait, client);
-  if (admin_scrub->parsed()) return RunAdminScrub(global, scrub_wait, client);
-  if (admin_cmd->parsed()) return UsageError("admin: give a command (scrub); see --help");
-  if (alignments_use->parsed()) return RunAlignmentsUse(global, use_version, client);
-  if (alignments_cmd->parsed()) return RunAlignments(global, client);
-  return UsageError("no command given; see modeldock --help");
+  return Dispatch(cl, client);
 }
 
 }  // namespace

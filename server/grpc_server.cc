@@ -16,6 +16,7 @@
 #include "absl/time/clock.h"
 #include "common/files.h"
 #include "grpc/health/v1/health.pb.h"
+#include "server/authorization.h"
 #include "server/kserve_service.h"
 #include "server/metrics.h"
 #include "server/request_id.h"
@@ -92,6 +93,35 @@ class MetricsInterceptorFactory
   MetricsRegistry* metrics_;
 };
 
+// Plaintext, TLS or mutual TLS, from the PEM files `tls` names.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(
+    const TlsOptions& tls) {
+  if (tls.cert.empty() && tls.key.empty() && tls.client_ca.empty()) {
+    return grpc::InsecureServerCredentials();
+  }
+  if (tls.cert.empty() || tls.key.empty()) {
+    return absl::InvalidArgumentError("TLS needs both a certificate and its key");
+  }
+  auto read = [](const std::string& path) -> absl::StatusOr<std::string> {
+    std::optional<std::string> pem = ReadWholeFile(path);
+    if (!pem) return absl::FailedPreconditionError(absl::StrCat("cannot read TLS file ", path));
+    return std::move(*pem);
+  };
+  auto cert = read(tls.cert);
+  if (!cert.ok()) return cert.status();
+  auto key = read(tls.key);
+  if (!key.ok()) return key.status();
+  grpc::SslServerCredentialsOptions ssl(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  ssl.pem_key_cert_pairs.push_back({*key, *cert});
+  if (!tls.client_ca.empty()) {
+    auto ca = read(tls.client_ca);
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *ca;
+    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
 }  // namespace
 
 bool SplitHostPort(const std::string& address, std::string* host, int* port) {
@@ -133,33 +163,12 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(dock::Dock* dock,
   (void)grpc::health::v1::HealthCheckRequest::descriptor();
 
   std::unique_ptr<GrpcServer> server(new GrpcServer());
-  server->service_ = std::make_unique<ModelDockServiceImpl>(dock, require_api_keys);
+  server->authorizer_ = std::make_unique<Authorizer>(dock, require_api_keys);
+  server->service_ = std::make_unique<ModelDockServiceImpl>(dock, server->authorizer_.get());
   grpc::ServerBuilder builder;
-  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
-  if (!tls.cert.empty() || !tls.key.empty() || !tls.client_ca.empty()) {
-    if (tls.cert.empty() || tls.key.empty()) {
-      return absl::InvalidArgumentError("TLS needs both a certificate and its key");
-    }
-    auto read = [](const std::string& path) -> absl::StatusOr<std::string> {
-      std::optional<std::string> pem = ReadWholeFile(path);
-      if (!pem) return absl::FailedPreconditionError(absl::StrCat("cannot read TLS file ", path));
-      return std::move(*pem);
-    };
-    auto cert = read(tls.cert);
-    if (!cert.ok()) return cert.status();
-    auto key = read(tls.key);
-    if (!key.ok()) return key.status();
-    grpc::SslServerCredentialsOptions ssl(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
-    ssl.pem_key_cert_pairs.push_back({*key, *cert});
-    if (!tls.client_ca.empty()) {
-      auto ca = read(tls.client_ca);
-      if (!ca.ok()) return ca.status();
-      ssl.pem_root_certs = *ca;
-      ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
-    }
-    credentials = grpc::SslServerCredentials(ssl);
-  }
-  builder.AddListeningPort(listen_address, credentials, &server->port_);
+  auto credentials = ServerCredentials(tls);
+  if (!credentials.ok()) return credentials.status();
+  builder.AddListeningPort(listen_address, *credentials, &server->port_);
   builder.RegisterService(server->service_.get());
   std::string kserve_host;
   if (!kserve_listen.empty()) {
@@ -170,14 +179,15 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(dock::Dock* dock,
     }
     // A second port of the same server (same TLS, keys, thread limit); the KServe service is
     // therefore reachable on the main port too.
-    builder.AddListeningPort(kserve_listen, credentials, &server->kserve_port_);
+    builder.AddListeningPort(kserve_listen, *credentials, &server->kserve_port_);
   }
   if (!kserve_listen.empty() || serve_kserve) {
-    server->kserve_ = std::make_unique<KServeServiceImpl>(dock, require_api_keys);
+    server->kserve_ = std::make_unique<KServeServiceImpl>(dock, server->authorizer_.get());
     builder.RegisterService(server->kserve_.get());
   }
   builder.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
+  creators.push_back(server->authorizer_->InterceptorFactory());
   creators.push_back(std::make_unique<RequestIdInterceptorFactory>());
   if (metrics != nullptr) creators.push_back(std::make_unique<MetricsInterceptorFactory>(metrics));
   builder.experimental().SetInterceptorCreators(std::move(creators));

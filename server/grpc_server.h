@@ -17,6 +17,7 @@ class Server;
 
 namespace modeldock::server {
 
+class Authorizer;
 class ModelDockServiceImpl;
 class KServeServiceImpl;
 class MetricsRegistry;
@@ -79,6 +80,7 @@ class GrpcServer {
  private:
   GrpcServer() = default;
 
+  std::unique_ptr<Authorizer> authorizer_;  // before the services, which point to it
   std::unique_ptr<ModelDockServiceImpl> service_;
   std::unique_ptr<KServeServiceImpl> kserve_;
   std::unique_ptr<grpc::Server> server_;

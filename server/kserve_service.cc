@@ -7,7 +7,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "server/request_id.h"
 #include "server/service.h"
 #include "spdlog/spdlog.h"
 
@@ -100,12 +99,6 @@ grpc::Status ReadInput(const inference::ModelInferRequest& request, Tensor* out)
 
 }  // namespace
 
-grpc::Status KServeServiceImpl::Authorize(grpc::ServerContext* context, const char* what) {
-  dock::ApiKeyInfo caller;
-  return AuthorizeCall(dock_, require_api_keys_, context, dock::ApiKeyRole::kConsumer, what,
-                       &caller);
-}
-
 grpc::Status KServeServiceImpl::ServerLive(grpc::ServerContext* /*context*/,
                                            const inference::ServerLiveRequest* /*request*/,
                                            inference::ServerLiveResponse* response) {
@@ -123,8 +116,8 @@ grpc::Status KServeServiceImpl::ServerReady(grpc::ServerContext* /*context*/,
 grpc::Status KServeServiceImpl::ModelReady(grpc::ServerContext* context,
                                            const inference::ModelReadyRequest* request,
                                            inference::ModelReadyResponse* response) {
-  RequestScope request_scope(context);
-  if (grpc::Status s = Authorize(context, "ModelReady"); !s.ok()) return s;
+  CallScope call(*authorizer_, context);
+  if (!call.ok()) return call.status();
   auto record = dock_->GetModel(ModelRef(request->name(), request->version()));
   if (!record.ok() && !absl::IsNotFound(record.status())) return ToGrpcStatus(record.status());
   response->set_ready(record.ok() && record->state == dock::ModelState::kReady);
@@ -142,8 +135,8 @@ grpc::Status KServeServiceImpl::ServerMetadata(grpc::ServerContext* /*context*/,
 grpc::Status KServeServiceImpl::ModelMetadata(grpc::ServerContext* context,
                                               const inference::ModelMetadataRequest* request,
                                               inference::ModelMetadataResponse* response) {
-  RequestScope request_scope(context);
-  if (grpc::Status s = Authorize(context, "ModelMetadata"); !s.ok()) return s;
+  CallScope call(*authorizer_, context);
+  if (!call.ok()) return call.status();
   auto record = dock_->GetModel(ModelRef(request->name(), request->version()));
   if (!record.ok()) return ToGrpcStatus(record.status());
   response->set_name(record->spec.name);
@@ -167,8 +160,8 @@ grpc::Status KServeServiceImpl::ModelMetadata(grpc::ServerContext* context,
 grpc::Status KServeServiceImpl::ModelInfer(grpc::ServerContext* context,
                                            const inference::ModelInferRequest* request,
                                            inference::ModelInferResponse* response) {
-  RequestScope request_scope(context);
-  if (grpc::Status s = Authorize(context, "ModelInfer"); !s.ok()) return s;
+  CallScope call(*authorizer_, context);
+  if (!call.ok()) return call.status();
   for (const auto& wanted : request->outputs()) {
     if (wanted.name() != kOutputName) {
       return Invalid(absl::StrCat("modeldock models have one output, '", kOutputName,

@@ -14,6 +14,7 @@
 
 #include "dock/dock.h"
 #include "kserve/inference.grpc.pb.h"
+#include "server/authorization.h"
 
 namespace modeldock::server {
 
@@ -22,9 +23,9 @@ inline constexpr int64_t kMaxInferRows = 4096;
 
 class KServeServiceImpl final : public inference::GRPCInferenceService::Service {
  public:
-  // `dock` is not owned and must outlive the service.
-  KServeServiceImpl(dock::Dock* dock, bool require_api_keys)
-      : dock_(dock), require_api_keys_(require_api_keys) {}
+  // `dock` and `authorizer` are not owned and must outlive the service.
+  KServeServiceImpl(dock::Dock* dock, const Authorizer* authorizer)
+      : dock_(dock), authorizer_(authorizer) {}
 
   // ServerReady's answer: false until the server has started and from the start of its
   // shutdown on (GrpcServer sets it).
@@ -47,11 +48,8 @@ class KServeServiceImpl final : public inference::GRPCInferenceService::Service 
                           inference::ModelInferResponse* response) override;
 
  private:
-  // Model calls need the consumer role under --auth (liveness and server metadata stay open).
-  grpc::Status Authorize(grpc::ServerContext* context, const char* what);
-
   dock::Dock* dock_;
-  bool require_api_keys_;
+  const Authorizer* authorizer_;  // model calls need the consumer role (authorization.cc)
   std::atomic<bool> ready_{false};
 };
 

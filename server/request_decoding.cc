@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "common/sha256.h"
 #include "common/text_frames.h"
+#include "server/proto_conversion.h"
 
 namespace modeldock::server {
 namespace {
@@ -22,75 +23,6 @@ int EncodingWidth(v1::SampleEncoding encoding) {
 }
 
 }  // namespace
-
-absl::StatusOr<dock::TaskKind> FromProto(v1::TaskKind task, size_t shape_rank) {
-  switch (task) {
-    case v1::TASK_KIND_IMAGE_CLASSIFICATION: return dock::TaskKind::kImageClassification;
-    case v1::TASK_KIND_TABULAR_CLASSIFICATION: return dock::TaskKind::kTabularClassification;
-    case v1::TASK_KIND_TEXT_CLASSIFICATION: return dock::TaskKind::kTextClassification;
-    case v1::TASK_KIND_AUDIO_CLASSIFICATION: return dock::TaskKind::kAudioClassification;
-    case v1::TASK_KIND_UNSPECIFIED:
-      // Unset: a per-sample shape [F] is tabular, [C, H, W] an image; anything else is an error.
-      if (shape_rank == 1) return dock::TaskKind::kTabularClassification;
-      if (shape_rank == 3) return dock::TaskKind::kImageClassification;
-      return absl::InvalidArgumentError(
-          "task is unspecified and cannot be inferred from a shape that is neither [F] nor "
-          "[C, H, W]");
-    default:
-      return absl::InvalidArgumentError(absl::StrCat("unknown task kind ", task));
-  }
-}
-
-absl::StatusOr<dock::ModelState> FromProto(v1::ModelState state) {
-  switch (state) {
-    case v1::MODEL_STATE_PENDING: return dock::ModelState::kPending;
-    case v1::MODEL_STATE_PROBING: return dock::ModelState::kProbing;
-    case v1::MODEL_STATE_READY: return dock::ModelState::kReady;
-    case v1::MODEL_STATE_FAILED: return dock::ModelState::kFailed;
-    default: return absl::InvalidArgumentError(absl::StrCat("unknown model state ", state));
-  }
-}
-
-absl::StatusOr<dock::Metric> FromProto(v1::Metric metric) {
-  switch (metric) {
-    case v1::METRIC_UNSPECIFIED:
-    case v1::METRIC_FUSION: return dock::Metric::kFusion;
-    case v1::METRIC_TMI: return dock::Metric::kTmi;
-    case v1::METRIC_LOGME: return dock::Metric::kLogMe;
-    case v1::METRIC_LEEP: return dock::Metric::kLeep;
-    case v1::METRIC_NCE: return dock::Metric::kNce;
-    case v1::METRIC_HSCORE: return dock::Metric::kHScore;
-    case v1::METRIC_SHRINKAGE_HSCORE: return dock::Metric::kShrinkageHScore;
-    case v1::METRIC_GBC: return dock::Metric::kGbc;
-    case v1::METRIC_SFDA: return dock::Metric::kSfda;
-    case v1::METRIC_NONE: return dock::Metric::kNone;
-    default: return absl::InvalidArgumentError(absl::StrCat("unknown metric ", metric));
-  }
-}
-
-absl::StatusOr<dock::ModelSpec> FromProto(const v1::ModelSpec& spec) {
-  dock::ModelSpec out;
-  out.name = spec.name();
-  out.version = spec.version();
-  out.description = spec.description();
-  out.input_shape.assign(spec.input_shape().begin(), spec.input_shape().end());
-  auto task = FromProto(spec.task(), out.input_shape.size());
-  if (!task.ok()) return task.status();
-  out.task = *task;
-  out.class_labels.assign(spec.class_labels().begin(), spec.class_labels().end());
-  out.license = spec.license();
-  out.tags.assign(spec.tags().begin(), spec.tags().end());
-  switch (spec.kind()) {
-    case v1::MODEL_KIND_UNSPECIFIED:
-    case v1::MODEL_KIND_CLASSIFIER: out.kind = dock::ModelKind::kClassifier; break;
-    case v1::MODEL_KIND_FEATURE_EXTRACTOR: out.kind = dock::ModelKind::kFeatureExtractor; break;
-    default: return absl::InvalidArgumentError(absl::StrCat("unknown model kind ", spec.kind()));
-  }
-  out.remote_endpoint = spec.remote().endpoint();
-  out.remote_model = spec.remote().model();
-  out.remote_version = spec.remote().version();
-  return out;
-}
 
 absl::StatusOr<dock::ModelSpec> DecodeRegisterHeader(const v1::RegisterModelHeader& header) {
   if (header.size_bytes() <= 0) {

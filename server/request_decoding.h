@@ -1,6 +1,7 @@
-// Validation and decoding of modeldock.v1 requests into engine types: pure functions with no
-// gRPC calls and no engine behind them, split from service.cc so that they can be fuzzed
-// (fuzz/) and unit-tested without a server, LibTorch or FAISS.
+// Validation and decoding of the streamed parts of modeldock.v1 requests (a RegisterModel
+// header, a Recommend's sample bytes): pure functions with no gRPC calls and no engine behind
+// them, so that they can be fuzzed (fuzz/) and unit-tested without a server, LibTorch or FAISS.
+// The message <-> engine type conversions are in proto_conversion.h.
 #ifndef MODELDOCK_SERVER_REQUEST_DECODING_H_
 #define MODELDOCK_SERVER_REQUEST_DECODING_H_
 
@@ -12,18 +13,12 @@
 #include "common/tensor.h"
 #include "dock/dock.h"
 #include "modeldock/v1/modeldock.pb.h"
+#include "server/proto_conversion.h"  // FromProto
 
 namespace modeldock::server {
 
 // Largest query dataset a Recommend call may upload (it is held in memory as float32).
 inline constexpr int64_t kMaxQueryBytes = 1ll << 30;
-
-// An unspecified task is inferred from the rank of the per-sample shape ([F] or [C, H, W]).
-absl::StatusOr<dock::TaskKind> FromProto(v1::TaskKind task, size_t shape_rank);
-absl::StatusOr<dock::ModelState> FromProto(v1::ModelState state);
-// METRIC_UNSPECIFIED is the server's default, kFusion.
-absl::StatusOr<dock::Metric> FromProto(v1::Metric metric);
-absl::StatusOr<dock::ModelSpec> FromProto(const v1::ModelSpec& spec);
 
 // Checks the header of a RegisterModel stream and returns the declared spec.
 absl::StatusOr<dock::ModelSpec> DecodeRegisterHeader(const v1::RegisterModelHeader& header);

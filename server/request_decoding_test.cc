@@ -139,5 +139,76 @@ TEST(RequestDecodingTest, DecodeRegisterHeader) {
   EXPECT_THAT(DecodeRegisterHeader(header).status().message(), HasSubstr("size_bytes"));
 }
 
+TEST(ProtoConversionTest, ListModelsPageSizeAndFilter) {
+  v1::ListModelsRequest request;
+  EXPECT_EQ(DecodeListModels(request)->page_size, kDefaultPageSize);
+  request.set_page_size(5000);
+  EXPECT_EQ(DecodeListModels(request)->page_size, kMaxPageSize);
+  request.set_page_size(-1);
+  EXPECT_THAT(DecodeListModels(request).status().message(), HasSubstr("must not be negative"));
+  request.set_page_size(7);
+  request.set_state(v1::MODEL_STATE_FAILED);
+  request.set_task(v1::TASK_KIND_TEXT_CLASSIFICATION);
+  auto query = DecodeListModels(request);
+  ASSERT_TRUE(query.ok()) << query.status();
+  EXPECT_EQ(query->page_size, 7);
+  EXPECT_TRUE(query->filter.has_state);
+  EXPECT_EQ(query->filter.state, dock::ModelState::kFailed);
+  EXPECT_TRUE(query->filter.has_task);
+  EXPECT_EQ(query->filter.task, dock::TaskKind::kTextClassification);
+}
+
+TEST(ProtoConversionTest, UpdateReplacesTagsOnlyWhenAsked) {
+  v1::UpdateModelRequest request;
+  EXPECT_THAT(DecodeUpdateModel(request).status().message(), HasSubstr("model"));
+  request.set_model("m");
+  request.add_tags("a");
+  EXPECT_THAT(DecodeUpdateModel(request).status().message(), HasSubstr("replace_tags"));
+  request.set_replace_tags(true);
+  request.set_license("MIT");
+  auto update = DecodeUpdateModel(request);
+  ASSERT_TRUE(update.ok()) << update.status();
+  EXPECT_TRUE(update->has_tags);
+  EXPECT_THAT(update->tags, ElementsAre("a"));
+  EXPECT_TRUE(update->has_license);
+  EXPECT_FALSE(update->has_description);
+}
+
+TEST(ProtoConversionTest, RecommendHeaderThenData) {
+  v1::RecommendHeader header = Header(2, {3}, v1::SAMPLE_ENCODING_UINT8);
+  EXPECT_THAT(DecodeRecommendHeader(header).status().message(), HasSubstr("images only"));
+  header = Header(2, {3}, v1::SAMPLE_ENCODING_FLOAT32);
+  header.set_metric(v1::METRIC_LOGME);
+  auto query = DecodeRecommendHeader(header);
+  ASSERT_TRUE(query.ok()) << query.status();
+  EXPECT_EQ(query->task, dock::TaskKind::kTabularClassification);
+  EXPECT_EQ(query->metric, dock::Metric::kLogMe);
+  const std::vector<float> values = {1, 2, 3, 4, 5, 6};
+  std::string data(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
+  header.add_labels(0);
+  header.add_labels(1);
+  header.set_latency_budget_ms(-1);
+  EXPECT_THAT(DecodeRecommendData(header, data, &*query).message(),
+              HasSubstr("latency_budget_ms"));
+  header.set_latency_budget_ms(250);
+  ASSERT_TRUE(DecodeRecommendData(header, data, &*query).ok());
+  EXPECT_EQ(query->top_k, 5);  // 0 = five
+  EXPECT_EQ(query->latency_budget_millis, 250);
+  EXPECT_THAT(query->dataset.labels, ElementsAre(0, 1));
+  ASSERT_EQ(query->dataset.samples.values.size(), 6u);
+  EXPECT_EQ(query->dataset.samples.values[5], 6.0f);
+}
+
+TEST(ProtoConversionTest, OutcomeHeaderRefusesStage2AndText) {
+  v1::ReportOutcomeHeader header;
+  *header.mutable_dataset() = Header(1, {3}, v1::SAMPLE_ENCODING_FLOAT32);
+  EXPECT_THAT(DecodeOutcomeHeader(header).status().message(), HasSubstr("outcomes are required"));
+  header.add_outcomes()->set_model("m");
+  header.set_source(v1::OUTCOME_SOURCE_STAGE2);
+  EXPECT_THAT(DecodeOutcomeHeader(header).status().message(), HasSubstr("STAGE2"));
+  header.mutable_dataset()->set_encoding(v1::SAMPLE_ENCODING_UTF8_TEXT);
+  EXPECT_EQ(DecodeOutcomeHeader(header).status().code(), absl::StatusCode::kUnimplemented);
+}
+
 }  // namespace
 }  // namespace modeldock::server

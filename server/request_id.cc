@@ -1,9 +1,8 @@
 #include "server/request_id.h"
 
-#include <grpcpp/grpcpp.h>
-
 #include <atomic>
 #include <random>
+#include <utility>
 
 #include "absl/strings/str_format.h"
 
@@ -12,8 +11,9 @@ namespace {
 
 thread_local std::string current_request_id;
 
-std::string IdFor(const grpc::ServerContext& context) {
-  const auto& metadata = context.client_metadata();
+}  // namespace
+
+std::string ChooseRequestId(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) {
   auto sent = metadata.find(kRequestIdHeader);
   if (sent != metadata.end()) {
     std::string id(sent->second.data(), sent->second.size());
@@ -21,8 +21,6 @@ std::string IdFor(const grpc::ServerContext& context) {
   }
   return NewRequestId();
 }
-
-}  // namespace
 
 std::string NewRequestId() {
   // A random start, then a counter: unique within a process, hard to confuse across restarts.
@@ -40,14 +38,9 @@ bool IsValidRequestId(const std::string& id) {
   return true;
 }
 
-RequestScope::RequestScope(grpc::ServerContext* context) : id_(IdFor(*context)) {
-  current_request_id = id_;
-  context->AddTrailingMetadata(kRequestIdHeader, id_);
-}
+RequestScope::RequestScope(std::string id) : id_(std::move(id)) { current_request_id = id_; }
 
 RequestScope::~RequestScope() { current_request_id.clear(); }
-
-const std::string& CurrentRequestId() { return current_request_id; }
 
 void RequestIdFlag::format(const spdlog::details::log_msg& /*message*/, const std::tm& /*time*/,
                            spdlog::memory_buf_t& dest) {

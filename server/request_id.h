@@ -4,14 +4,13 @@
 #ifndef MODELDOCK_SERVER_REQUEST_ID_H_
 #define MODELDOCK_SERVER_REQUEST_ID_H_
 
+#include <map>
 #include <memory>
 #include <string>
 
-#include "spdlog/pattern_formatter.h"
+#include <grpcpp/support/string_ref.h>
 
-namespace grpc {
-class ServerContext;
-}  // namespace grpc
+#include "spdlog/pattern_formatter.h"
 
 namespace modeldock::server {
 
@@ -22,12 +21,15 @@ std::string NewRequestId();
 // An id a client may choose (sent as "x-request-id"): 1 to 64 of [A-Za-z0-9._-].
 bool IsValidRequestId(const std::string& id);
 
-// Sets the calling thread's request id for the life of a call and adds it to the call's
-// trailing metadata: the client's "x-request-id" when it sent a valid one (the HTTP front door
-// passes its request's id this way), else a new one.
+// A call's id: the client's "x-request-id" when it sent a valid one (the HTTP front door passes
+// its request's id this way), else a new one. The authorization interceptor chooses it and
+// adds it to the call's trailing metadata.
+std::string ChooseRequestId(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata);
+
+// Sets the calling thread's request id for the life of a call (CallScope holds one).
 class RequestScope {
  public:
-  explicit RequestScope(grpc::ServerContext* context);
+  explicit RequestScope(std::string id);
   ~RequestScope();
   RequestScope(const RequestScope&) = delete;
   RequestScope& operator=(const RequestScope&) = delete;
@@ -36,9 +38,6 @@ class RequestScope {
  private:
   std::string id_;
 };
-
-// The id of the call running on this thread, or "".
-const std::string& CurrentRequestId();
 
 // spdlog flag: "[r-1a2b3c4d] " while a call runs on the thread, nothing otherwise.
 class RequestIdFlag : public spdlog::custom_flag_formatter {

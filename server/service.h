@@ -1,5 +1,6 @@
-// The gRPC transport of modeldock: translates modeldock.v1 requests into dock::Dock calls and
-// absl::Status into grpc::Status. It holds no state of its own besides the engine pointer.
+// The gRPC transport of modeldock: each handler fetches its call's authorization decision
+// (authorization.h), decodes the request (proto_conversion.h), calls dock::Dock and encodes the
+// answer; absl::Status becomes grpc::Status here. No state besides the engine pointer.
 #ifndef MODELDOCK_SERVER_SERVICE_H_
 #define MODELDOCK_SERVER_SERVICE_H_
 
@@ -8,29 +9,16 @@
 #include "absl/status/status.h"
 #include "dock/dock.h"
 #include "modeldock/v1/modeldock.grpc.pb.h"
-#include "server/request_decoding.h"  // kMaxQueryBytes, FromProto
+#include "server/authorization.h"
+#include "server/proto_conversion.h"  // ToProto (tests and the CLI use them)
+#include "server/request_decoding.h"  // kMaxQueryBytes
 
 namespace modeldock::server {
 
 // Largest data chunk accepted in a RegisterModel or Recommend stream.
 inline constexpr int64_t kMaxChunkBytes = 1 << 20;
-// ListModels page size when the request says 0, and the largest one served.
-inline constexpr int kDefaultPageSize = 100;
-inline constexpr int kMaxPageSize = 1000;
-
 // The only place where engine status codes become gRPC status codes (1:1, message kept).
 grpc::Status ToGrpcStatus(const absl::Status& status);
-
-// Proto <-> engine translations (exposed for tests and the CLI's JSON output).
-v1::ModelState ToProto(dock::ModelState state);
-v1::TaskKind ToProto(dock::TaskKind task);
-void ToProto(const dock::ModelRecord& record, v1::Model* out);
-
-// The caller's key ("authorization: Bearer KEY"), checked against the role a call needs:
-// UNAUTHENTICATED (no, unknown or revoked key) or PERMISSION_DENIED (naming the role needed).
-// Without `require_api_keys` every caller acts as admin. Shared by every service of the server.
-grpc::Status AuthorizeCall(dock::Dock* dock, bool require_api_keys, grpc::ServerContext* context,
-                           dock::ApiKeyRole needed, const char* what, dock::ApiKeyInfo* caller);
 
 // The service is written against gRPC's synchronous API on purpose: every handler ends in an
 // engine call that blocks (disk writes and fsync, TorchScript admission checks, running models
@@ -38,11 +26,10 @@ grpc::Status AuthorizeCall(dock::Dock* dock, bool require_api_keys, grpc::Server
 // to run exactly that blocking work; the synchronous server's thread pool already is one.
 class ModelDockServiceImpl final : public v1::ModelDockService::Service {
  public:
-  // `dock` is not owned and must outlive the service. With `require_api_keys`, every call must
-  // carry "authorization: Bearer <key>" of a role allowed to make it; without, callers act as
-  // admin (the server then listens on loopback only unless told otherwise).
-  explicit ModelDockServiceImpl(dock::Dock* dock, bool require_api_keys = false)
-      : dock_(dock), require_api_keys_(require_api_keys) {}
+  // `dock` and `authorizer` are not owned and must outlive the service. Every handler opens
+  // with the decision `authorizer`'s interceptor made about its call (authorization.h).
+  ModelDockServiceImpl(dock::Dock* dock, const Authorizer* authorizer)
+      : dock_(dock), authorizer_(authorizer) {}
 
   grpc::Status RegisterModel(grpc::ServerContext* context,
                              grpc::ServerReader<v1::RegisterModelRequest>* reader,
@@ -88,16 +75,12 @@ class ModelDockServiceImpl final : public v1::ModelDockService::Service {
                             v1::UseAlignmentResponse* response) override;
 
  private:
-  grpc::Status Authorize(grpc::ServerContext* context, dock::ApiKeyRole needed, const char* what,
-                         dock::ApiKeyInfo* caller) {
-    return AuthorizeCall(dock_, require_api_keys_, context, needed, what, caller);
-  }
   // PERMISSION_DENIED unless the caller is an admin or registered `model`.
   grpc::Status CheckOwnership(const dock::ApiKeyInfo& caller, const std::string& model,
                               const char* verb);
 
   dock::Dock* dock_;
-  bool require_api_keys_;
+  const Authorizer* authorizer_;
 };
 
 }  // namespace modeldock::server

@@ -1,14 +1,20 @@
 // API keys and roles over a real gRPC server started with keys required: every cell of the
 // role x RPC matrix, ownership of models, revocation taking effect at once, health staying open.
 #include <gmock/gmock.h>
+#include <google/protobuf/descriptor.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <gtest/gtest.h>
 
 #include <map>
+#include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "client/client.h"
 #include "common/datasets.h"
+#include "kserve/inference.grpc.pb.h"
+#include "server/authorization.h"
 #include "tests/test_server.h"
 
 namespace modeldock::testing {
@@ -208,6 +214,82 @@ TEST_F(AuthTest, RevocationTakesEffectAtOnce) {
   forged.back() = forged.back() == 'a' ? 'b' : 'a';
   secrets_["forged"] = forged;
   EXPECT_EQ(As("forged").Get("owned").status().code(), absl::StatusCode::kUnauthenticated);
+}
+
+// The method -> role table names every RPC of both services, and nothing else: a new RPC
+// cannot be added without deciding who may call it.
+TEST(MethodRulesTest, NameEveryMethodOfBothServicesAndNothingElse) {
+  std::set<std::string> methods;
+  for (const char* name : {v1::ModelDockService::service_full_name(),
+                           inference::GRPCInferenceService::service_full_name()}) {
+    const google::protobuf::ServiceDescriptor* service =
+        google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(name);
+    ASSERT_NE(service, nullptr) << name;
+    for (int i = 0; i < service->method_count(); ++i) {
+      const std::string method = "/" + service->full_name() + "/" + service->method(i)->name();
+      methods.insert(method);
+      const server::MethodRule* rule = server::FindMethodRule(method);
+      ASSERT_NE(rule, nullptr) << method << " has no row in server/authorization.cc";
+      EXPECT_EQ(rule->method, method);
+    }
+  }
+  EXPECT_EQ(methods.size(), 24u);  // 18 modeldock.v1 + 6 KServe v2
+  EXPECT_EQ(server::MethodRules().size(), methods.size());
+  for (const server::MethodRule& rule : server::MethodRules()) {
+    EXPECT_EQ(methods.count(rule.method), 1u) << rule.method << " is no method of either service";
+  }
+  EXPECT_EQ(server::FindMethodRule("/modeldock.v1.ModelDockService/NoSuchCall"), nullptr);
+}
+
+// One call of `method` with an empty message (valid for every request type) and the given key.
+grpc::Status CallEmpty(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
+                       const std::string& key) {
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext context;
+  SetDeadline(&context, 30);
+  if (!key.empty()) context.AddMetadata("authorization", "Bearer " + key);
+  grpc::Slice nothing("");
+  grpc::ByteBuffer request(&nothing, 1);
+  grpc::CompletionQueue queue;
+  auto call = stub.PrepareUnaryCall(&context, method, request, &queue);
+  call->StartCall();
+  grpc::ByteBuffer reply;
+  grpc::Status status;
+  call->Finish(&reply, &status, reinterpret_cast<void*>(1));
+  void* tag = nullptr;
+  bool ok = false;
+  EXPECT_TRUE(queue.Next(&tag, &ok));
+  queue.Shutdown();
+  while (queue.Next(&tag, &ok)) {
+  }
+  return status;
+}
+
+// Every row of the table, called on a server with both services: the guarded ones refuse a
+// caller without a key (with a request id in the message) and a consumer key only where the
+// row asks for more; the open ones answer anybody.
+TEST_F(AuthTest, EveryMethodOfTheTableIsGuardedByItsRow) {
+  auto both = server::GrpcServer::Start(server_->dock(), "127.0.0.1:0",
+                                        server::kDefaultMaxRpcThreads, {}, nullptr,
+                                        /*require_api_keys=*/true, "", /*serve_kserve=*/true);
+  ASSERT_TRUE(both.ok()) << both.status();
+  auto channel = grpc::CreateChannel((*both)->address(), grpc::InsecureChannelCredentials());
+  for (const server::MethodRule& rule : server::MethodRules()) {
+    const grpc::Status anonymous = CallEmpty(channel, rule.method, "");
+    if (rule.open) {
+      EXPECT_TRUE(anonymous.ok()) << rule.method << ": " << anonymous.error_message();
+      continue;
+    }
+    EXPECT_EQ(anonymous.error_code(), grpc::StatusCode::UNAUTHENTICATED) << rule.method;
+    EXPECT_THAT(anonymous.error_message(), HasSubstr("(request r-")) << rule.method;
+    if (rule.role == dock::ApiKeyRole::kConsumer) continue;
+    const grpc::Status consumer = CallEmpty(channel, rule.method, secrets_["consumer"]);
+    EXPECT_EQ(consumer.error_code(), grpc::StatusCode::PERMISSION_DENIED) << rule.method;
+    EXPECT_THAT(consumer.error_message(),
+                HasSubstr(std::string(rule.what) + " needs the " +
+                          dock::ApiKeyRoleName(rule.role) + " role"));
+  }
+  (*both)->Shutdown(absl::Seconds(5));
 }
 
 }  // namespace

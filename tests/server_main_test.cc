@@ -4,12 +4,22 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
 #include <fstream>
+#include <set>
+#include <type_traits>
+#include <variant>
 #include <regex>
 #include <string>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+#include "dock/types.h"
 #include "nlohmann/json.hpp"
+#include "server/server_options.h"
 #include "tests/postgres_env.h"
 #include "tests/subprocess.h"
 #include "tests/test_server.h"
@@ -314,6 +324,99 @@ TEST_F(ServerMainTest, BadConfigurationExitsTwo) {
                  std::chrono::seconds(60));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(r.out.empty());
+}
+
+// The options table is what --help shows: every row's flag with its default, in the table's
+// order, and nothing the table does not hold.
+TEST_F(ServerMainTest, HelpShowsEveryOptionOfTheTableWithItsDefault) {
+  ProcessResult help = RunProcess({MODELDOCK_SERVER_PATH, "--help"}, temp_.path());
+  ASSERT_EQ(help.exit_code, 0) << help.err;
+  size_t last_main = 0, last_sandbox = 0;
+  int flags_in_help = 0;
+  for (absl::string_view line : absl::StrSplit(help.out, '\n')) {
+    if (absl::StartsWith(line, "  --")) ++flags_in_help;
+  }
+  for (const server::ServerOption& row : server::ServerOptions()) {
+    // "  --NAME" then a space (type, description) or a newline (a long flag's description
+    // goes on the next line).
+    size_t at = help.out.find(absl::StrCat("  --", row.name, " "));
+    if (at == std::string::npos) at = help.out.find(absl::StrCat("  --", row.name, "\n"));
+    ASSERT_NE(at, std::string::npos) << row.name << " is not in --help:\n" << help.out;
+    // In the table's order within each group of --help.
+    size_t& last = row.sandbox_group ? last_sandbox : last_main;
+    EXPECT_GT(at, last) << row.name << " is out of the table's order";
+    last = at;
+    // After the flag: "TEXT=127.0.0.1:50051" (type, checks and default) then the description
+    // (on the same line after spaces, or on the next), or the description of a bare flag.
+    const size_t token = at + std::strlen(row.name) + 5;
+    const std::string line = help.out.substr(token, help.out.find('\n', token) - token) + " ";
+    const std::string type = line.substr(0, line.find(' '));
+    const std::string shown = server::DefaultText(row);
+    if (!shown.empty()) {
+      EXPECT_THAT(line, HasSubstr("=" + shown + " ")) << row.name;
+    } else {
+      EXPECT_THAT(type, ::testing::Not(HasSubstr("="))) << row.name;
+    }
+  }
+  // The table's rows plus --version and --config (and -h,--help).
+  EXPECT_EQ(flags_in_help, static_cast<int>(server::ServerOptions().size()) + 2) << help.out;
+  // Engine defaults are DockOptions': the server does not restate them.
+  const dock::DockOptions engine;
+  const server::ServerConfig defaults;
+  EXPECT_EQ(defaults.latency_budget_ms, engine.latency_budget_millis);
+  EXPECT_EQ(defaults.worker_memory_mb << 20, engine.sandbox.memory_limit_bytes);
+  EXPECT_EQ(defaults.scrub_interval, "24h");
+}
+
+// A value for `row` that differs from its default, as JSON.
+nlohmann::json OtherValue(const server::ServerOption& row) {
+  return std::visit(
+      [](auto field) -> nlohmann::json {
+        using T = std::decay_t<decltype(server::ServerConfig().*field)>;
+        if constexpr (std::is_same_v<T, std::string>) return "other";
+        if constexpr (std::is_same_v<T, bool>) return true;
+        if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+          return std::vector<std::string>{"a", "b"};
+        }
+        if constexpr (std::is_same_v<T, double>) return 12.5;
+        if constexpr (std::is_same_v<T, int> || std::is_same_v<T, int64_t>) return 7;
+        return nullptr;
+      },
+      row.field);
+}
+
+// The config file's keys are the table's names (with dashes or underscores) and each sets its
+// own field only; the environment variables are the table's.
+TEST_F(ServerMainTest, ConfigKeysAndEnvironmentAreTheTables) {
+  const server::ServerConfig defaults;
+  for (const server::ServerOption& row : server::ServerOptions()) {
+    std::string underscored = row.name;
+    std::replace(underscored.begin(), underscored.end(), '-', '_');
+    for (const std::string& key : {std::string(row.name), underscored}) {
+      nlohmann::json file = {{key, OtherValue(row)}};
+      std::ofstream(Path("one.json"), std::ios::trunc) << file.dump();
+      server::ServerConfig config;
+      ASSERT_EQ(server::LoadConfigFile(Path("one.json"), &config), "") << key;
+      EXPECT_NE(server::ValueText(row, config), server::ValueText(row, defaults)) << key;
+      for (const server::ServerOption& other : server::ServerOptions()) {
+        if (&other == &row) continue;
+        EXPECT_EQ(server::ValueText(other, config), server::ValueText(other, defaults))
+            << key << " changed " << other.name;
+      }
+    }
+  }
+  std::set<std::string> env_names;
+  for (const server::ServerOption& row : server::ServerOptions()) {
+    if (row.env == nullptr) continue;
+    env_names.insert(row.env);
+    ASSERT_EQ(setenv(row.env, "from-env", 1), 0);
+    server::ServerConfig config;
+    server::ApplyEnvironment(&config);
+    unsetenv(row.env);
+    EXPECT_EQ(server::ValueText(row, config), "from-env") << row.env;
+  }
+  EXPECT_EQ(env_names, (std::set<std::string>{"MODELDOCK_LISTEN", "MODELDOCK_DATA_DIR",
+                                              "MODELDOCK_TLS_CERT", "MODELDOCK_TLS_KEY"}));
 }
 
 }  // namespace
