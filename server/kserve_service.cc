@@ -15,6 +15,11 @@ namespace {
 
 constexpr char kInputName[] = "input";
 constexpr char kOutputName[] = "output";
+// ModelMetadata's platform: an uploaded model is a TorchScript file run by LibTorch in the
+// dock's workers; a remote model runs on another KServe v2 server whose framework the dock does
+// not know (it forwards the tensors), so it says that instead of naming a framework.
+constexpr char kLocalPlatform[] = "pytorch_torchscript";
+constexpr char kRemotePlatform[] = "remote_kserve_v2";
 
 // The protocol names a model by name and optional version; the dock by NAME or NAME@VERSION.
 std::string ModelRef(const std::string& name, const std::string& version) {
@@ -141,7 +146,7 @@ grpc::Status KServeServiceImpl::ModelMetadata(grpc::ServerContext* context,
   if (!record.ok()) return ToGrpcStatus(record.status());
   response->set_name(record->spec.name);
   response->add_versions(record->spec.version);
-  response->set_platform("pytorch_torchscript");
+  response->set_platform(dock::IsRemote(record->spec) ? kRemotePlatform : kLocalPlatform);
   auto* input = response->add_inputs();
   input->set_name(kInputName);
   input->set_datatype("FP32");

@@ -5,7 +5,10 @@
 // Each READY model is one protocol model: name = the model's name (version = its version; no
 // version = the latest READY one), one FP32 input "input" [-1, ...input shape] (UINT8 pixels
 // are taken too, scaled by 1/255 like every uint8 sample of the dock), one FP32 output
-// "output" [-1, K] (an extractor's features [-1, D]). Runs go to the same sandboxed workers as
+// "output" [-1, K] (an extractor's features [-1, D]); platform "pytorch_torchscript" for an
+// uploaded model, "remote_kserve_v2" for a remote one (RegisterRemote). ModelReady is true only
+// for a READY model (NAME: its latest READY version, as ModelInfer picks it); ServerReady only
+// while the server serves (SetReady). Runs go to the same sandboxed workers as
 // everything else. Calls need the consumer role when the server runs with --auth.
 #ifndef MODELDOCK_SERVER_KSERVE_SERVICE_H_
 #define MODELDOCK_SERVER_KSERVE_SERVICE_H_

@@ -63,7 +63,8 @@ class KServeTest(unittest.TestCase):
         self.assertTrue(self.kserve.ModelReady(pb.ModelReadyRequest(name="tops", version="1.0")).ready)
         self.assertFalse(self.kserve.ModelReady(pb.ModelReadyRequest(name="nope")).ready)
         meta = self.kserve.ModelMetadata(pb.ModelMetadataRequest(name="tops"))
-        self.assertEqual((meta.name, list(meta.versions)), ("tops", ["1.0"]))
+        self.assertEqual((meta.name, list(meta.versions), meta.platform),
+                         ("tops", ["1.0"], "pytorch_torchscript"))
         self.assertEqual(list(meta.inputs[0].shape), [-1, 1, 28, 28])
         self.assertEqual(meta.inputs[0].datatype, "FP32")
         self.assertEqual(list(meta.outputs[0].shape), [-1, 4])

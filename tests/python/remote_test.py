@@ -16,6 +16,8 @@ import grpc
 import numpy as np
 
 import modeldock
+from kserve import inference_pb2 as pb
+from kserve import inference_pb2_grpc as pb_grpc
 from live_server import kserve_address, read_idx, start_server, stop_server
 
 SERVER, ASSETS = sys.argv[1], sys.argv[2]
@@ -38,9 +40,12 @@ class RemoteModelTest(unittest.TestCase):
         server_a, address_a = start_server(SERVER, ASSETS, os.path.join(tmp.name, "a"),
                                            ["--workers", "1", "--kserve-listen", "127.0.0.1:0"],
                                            stderr=err)
+        err_b = open(os.path.join(tmp.name, "b.err"), "w+")
         server_b, address_b = start_server(SERVER, ASSETS, os.path.join(tmp.name, "b"),
-                                           ["--workers", "1"])
+                                           ["--workers", "1", "--kserve-listen", "127.0.0.1:0"],
+                                           stderr=err_b)
         a, b = modeldock.Client(address_a), modeldock.Client(address_b)
+        channel_b = grpc.insecure_channel(kserve_address(err_b))
         try:
             kserve = kserve_address(err)
             a.register(TOPS_PT, name="tops", input_shape=[1, 28, 28], labels=TOPS_LABELS)
@@ -50,6 +55,13 @@ class RemoteModelTest(unittest.TestCase):
             self.assertEqual(remote.remote, (kserve, "tops", ""))
             self.assertEqual(remote.size_bytes, 0)
             b.register(TOPS_PT, name="tops-local", input_shape=[1, 28, 28], labels=TOPS_LABELS)
+            # B's own KServe endpoint says what each model is: a TorchScript file it runs, or a
+            # model it forwards to another KServe v2 server.
+            kserve_b = pb_grpc.GRPCInferenceServiceStub(channel_b)
+            platforms = {name: kserve_b.ModelMetadata(pb.ModelMetadataRequest(name=name)).platform
+                         for name in ("tops-remote", "tops-local")}
+            self.assertEqual(platforms, {"tops-remote": "remote_kserve_v2",
+                                         "tops-local": "pytorch_torchscript"})
 
             query = os.path.join(DEMO, "query_tops")
             images = read_idx(os.path.join(query, "query-images-idx3-ubyte"))[:, None]
@@ -108,12 +120,14 @@ class RemoteModelTest(unittest.TestCase):
             self.assertTrue(any("tops-remote" in w and kserve in w for w in gone.warnings),
                             gone.warnings)
         finally:
+            channel_b.close()
             a.close()
             b.close()
             if server_a is not None:
                 stop_server(server_a)
             stop_server(server_b)
             err.close()
+            err_b.close()
             tmp.cleanup()
 
 
