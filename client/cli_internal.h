@@ -119,6 +119,8 @@ int RunRegister(const GlobalFlags& global, const RegisterFlags& flags, client::C
 int RunList(const GlobalFlags& global, const ListFlags& flags, bool one_page,
             client::Client& client);
 int RunShow(const GlobalFlags& global, const std::string& model_ref, client::Client& client);
+int RunNearest(const GlobalFlags& global, const std::string& model_ref, int k,
+               client::Client& client);
 int RunRemove(const GlobalFlags& global, const std::string& model_ref, bool all_versions,
               client::Client& client);
 int RunWatch(const GlobalFlags& global, const std::string& model_ref, client::Client& client);

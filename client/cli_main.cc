@@ -53,6 +53,7 @@ struct CommandLine {
   ListFlags list;
   std::string model_ref;
   bool rm_all_versions = false;
+  int nearest_k = 5;
   std::string key_role = "consumer", key_name, key_id;
   RecommendFlags rec;
   UpdateFlags update;
@@ -64,9 +65,9 @@ struct CommandLine {
   int64_t use_version = 0;
   bool scrub_wait = false;
 
-  CLI::App *register_cmd, *list_cmd, *show_cmd, *rm_cmd, *watch_cmd, *keys_create, *keys_list,
-      *keys_revoke, *health_cmd, *rec_cmd, *update_cmd, *audit_cmd, *report_cmd, *records_cmd,
-      *train_cmd, *alignments_cmd, *alignments_use, *admin_cmd, *admin_scrub;
+  CLI::App *register_cmd, *list_cmd, *show_cmd, *rm_cmd, *nearest_cmd, *watch_cmd, *keys_create,
+      *keys_list, *keys_revoke, *health_cmd, *rec_cmd, *update_cmd, *audit_cmd, *report_cmd,
+      *records_cmd, *train_cmd, *alignments_cmd, *alignments_use, *admin_cmd, *admin_scrub;
   CLI::Option* page_size_opt;
 };
 
@@ -163,10 +164,23 @@ CLI::App* AddListCommand(CLI::App& app, ListFlags& list, CLI::Option** page_size
   return list_cmd;
 }
 
-// show, rm and watch: one model each.
+// show, nearest, rm and watch: one model each.
 void AddModelCommands(CLI::App& app, CommandLine& cl) {
   cl.show_cmd = app.add_subcommand("show", "Show one model, all fields");
   cl.show_cmd->add_option("MODEL", cl.model_ref, "Model id, NAME@VERSION, or NAME (its latest READY version)")->required();
+  cl.nearest_cmd = app.add_subcommand(
+      "nearest", "A READY model's nearest models in its knowledge space, best first");
+  cl.nearest_cmd
+      ->add_option("MODEL", cl.model_ref,
+                   "Model id, NAME@VERSION, or NAME (its latest READY version)")
+      ->required();
+  cl.nearest_cmd->add_option("--k", cl.nearest_k, "At most K models")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100));
+  cl.nearest_cmd->footer(
+      "\nSimilarity: the inner product of the two models' knowledge vectors (stage 1's);\n"
+      "only models of the same knowledge space (input kind) are compared.\n"
+      "Examples:\n  modeldock nearest fmnist-tops-cnn\n  modeldock --json nearest m-0123 --k 10");
   cl.rm_cmd = app.add_subcommand("rm", "Delete a model version (its file too if unshared)");
   cl.rm_cmd->add_option("MODEL", cl.model_ref,
                      "Model id, NAME@VERSION, or NAME (when it has one version)")
@@ -362,6 +376,7 @@ int Dispatch(const CommandLine& cl, client::Client& client) {
   if (cl.register_cmd->parsed()) return RunRegister(global, cl.reg, client);
   if (cl.list_cmd->parsed()) return RunList(global, cl.list, cl.page_size_opt->count() > 0, client);
   if (cl.show_cmd->parsed()) return RunShow(global, cl.model_ref, client);
+  if (cl.nearest_cmd->parsed()) return RunNearest(global, cl.model_ref, cl.nearest_k, client);
   if (cl.rm_cmd->parsed()) return RunRemove(global, cl.model_ref, cl.rm_all_versions, client);
   if (cl.watch_cmd->parsed()) return RunWatch(global, cl.model_ref, client);
   if (cl.health_cmd->parsed()) return RunHealth(global, client);

@@ -300,6 +300,31 @@ int RunShow(const GlobalFlags& global, const std::string& model_ref, client::Cli
   return kExitOk;
 }
 
+int RunNearest(const GlobalFlags& global, const std::string& model_ref, int k,
+               client::Client& client) {
+  auto nearest = client.Nearest(model_ref, k);
+  if (!nearest.ok()) return RpcError(absl::StrCat("nearest '", model_ref, "'"), nearest.status());
+  if (global.json) {
+    PrintJson(client::NearestToJson(model_ref, *nearest));
+    return kExitOk;
+  }
+  if (nearest->models().empty()) {
+    std::cout << "no other READY model in " << model_ref << "'s knowledge space\n";
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows = {
+      {"RANK", "SIMILARITY", "ID", "NAME", "VERSION", "TASK", "CLASSES"}};
+  int rank = 0;
+  for (const v1::NearestModel& n : nearest->models()) {
+    const v1::Model& m = n.model();
+    rows.push_back({std::to_string(++rank), absl::StrFormat("%.4f", n.similarity()), m.id(),
+                    m.spec().name(), m.spec().version(), TaskShortName(m.spec().task()),
+                    absl::StrCat(m.spec().class_labels_size())});
+  }
+  PrintTable(rows);
+  return kExitOk;
+}
+
 int RunRemove(const GlobalFlags& global, const std::string& model_ref, bool all_versions,
               client::Client& client) {
   auto ids = client.Delete(model_ref, all_versions);

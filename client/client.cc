@@ -178,6 +178,19 @@ absl::StatusOr<v1::Model> Client::Get(const std::string& model) {
   return response.model();
 }
 
+absl::StatusOr<v1::ListNearestModelsResponse> Client::Nearest(const std::string& model, int k) {
+  if (!setup_error_.ok()) return setup_error_;
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::ListNearestModelsRequest request;
+  request.set_model(model);
+  request.set_k(k);
+  v1::ListNearestModelsResponse response;
+  grpc::Status status = stub_->ListNearestModels(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
 absl::StatusOr<v1::ListModelsResponse> Client::List(const v1::ListModelsRequest& request) {
   if (!setup_error_.ok()) return setup_error_;
   grpc::ClientContext context;

@@ -60,6 +60,8 @@ class Client {
   // A model that stays on a KServe v2 inference server (spec.remote set).
   absl::StatusOr<v1::Model> RegisterRemote(const v1::ModelSpec& spec);
   absl::StatusOr<v1::Model> Get(const std::string& model);
+  // A READY model's nearest models in its knowledge space, best first (k = 0: the server's 5).
+  absl::StatusOr<v1::ListNearestModelsResponse> Nearest(const std::string& model, int k);
   // API keys (admin).
   absl::StatusOr<v1::CreateApiKeyResponse> CreateApiKey(v1::ApiKeyRole role,
                                                         const std::string& name);

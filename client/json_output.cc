@@ -203,6 +203,14 @@ std::string IsoTime(int64_t unix_ms) {
   return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMillis(unix_ms), absl::UTCTimeZone());
 }
 
+json NearestToJson(const std::string& model_ref, const v1::ListNearestModelsResponse& response) {
+  json nearest = json::array();
+  for (const v1::NearestModel& n : response.models()) {
+    nearest.push_back({{"model", ModelToJson(n.model())}, {"similarity", n.similarity()}});
+  }
+  return json{{"model", model_ref}, {"nearest", std::move(nearest)}};
+}
+
 json AuditLogToJson(const v1::ListAuditLogResponse& log) {
   json entries = json::array();
   for (const v1::AuditEntry& e : log.entries()) {

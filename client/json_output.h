@@ -36,6 +36,8 @@ std::string ModeName(v1::RecommendMode mode);  // "scored_all", "two_stage", "st
 
 json LayersToJson(const google::protobuf::RepeatedPtrField<v1::ModelLayer>& layers);
 json ModelToJson(const v1::Model& model);
+// {"model": the model asked about (as asked), "nearest": [{"model": ..., "similarity": ...}]}.
+json NearestToJson(const std::string& model_ref, const v1::ListNearestModelsResponse& response);
 json LayerScoresToJson(const google::protobuf::RepeatedPtrField<v1::LayerScore>& scores);
 // `recommend --json`: the response plus what loading the dataset noted (resized, skipped...).
 json RecommendToJson(const v1::RecommendResponse& response,

@@ -55,6 +55,13 @@ class Dock {
   virtual absl::StatusOr<ModelRecord> GetModel(std::string_view id_or_name) = 0;
   virtual absl::StatusOr<ModelPage> ListModels(const ListFilter& filter, int page_size,
                                                const std::string& page_token) = 0;
+  // The model's nearest models in its knowledge space: up to `k` (<= 0: 5; at most 100) other
+  // READY models of the same space by the inner product of their knowledge vectors with its own
+  // (stage 1's similarity), best first; never the model itself. NOT_FOUND for an unknown model;
+  // FAILED_PRECONDITION for a model that is not READY or has no knowledge vector (a tabular
+  // model, or an input kind no space covers).
+  virtual absl::StatusOr<std::vector<NearestModel>> NearestModels(std::string_view id_or_name,
+                                                                  int k) = 0;
   // Deletes one model version (by id, NAME@VERSION, or a NAME with a single version: a name with
   // several is FAILED_PRECONDITION) and returns its id. `actor`: the API key asking (audit log).
   virtual absl::StatusOr<std::string> DeleteModel(std::string_view id_or_name,

@@ -2,7 +2,8 @@
 // file:
 //   dock.cc           start-up, shutdown, probing jobs, replica glue, stats
 //   registration.cc   uploads, admission, versions and owners, remote registration
-//   registry.cc       name resolution, list, update, delete, audit log, API keys
+//   registry.cc       name resolution, list, nearest models, update, delete, audit log,
+//                     API keys
 //   model_runs.cc     runs in the worker processes and on remote KServe servers
 //   recommend.cc      the two-stage pipeline and stage 1; stage2.cc: candidates, runs, scores;
 //                     learning.cc: outcome reports and ranker versions
@@ -111,6 +112,8 @@ class DockImpl : public Dock, private ModelFiles {
   absl::StatusOr<ModelRecord> GetModel(std::string_view id_or_name) override;
   absl::StatusOr<ModelPage> ListModels(const ListFilter& filter, int page_size,
                                        const std::string& page_token) override;
+  absl::StatusOr<std::vector<NearestModel>> NearestModels(std::string_view id_or_name,
+                                                          int k) override;
   absl::StatusOr<std::string> DeleteModel(std::string_view id_or_name,
                                           const std::string& actor) override;
   absl::StatusOr<std::vector<std::string>> DeleteAllVersions(std::string_view name,

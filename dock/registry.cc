@@ -1,6 +1,8 @@
 // The registry over the metadata store: name resolution (id, NAME@VERSION, NAME), listing,
 // updates and deletions, the audit log and API keys.
 #include <algorithm>
+#include <unordered_map>
+#include <unordered_set>
 
 #include <sys/random.h>
 
@@ -79,6 +81,55 @@ absl::StatusOr<ModelPage> DockImpl::ListModels(const ListFilter& filter, int pag
     page.next_page_token = absl::StrCat("o:", offset + page_size);
   }
   return page;
+}
+
+absl::StatusOr<std::vector<NearestModel>> DockImpl::NearestModels(std::string_view id_or_name,
+                                                                    int k) {
+  constexpr int kDefaultNearest = 5, kMaxNearest = 100;
+  if (k <= 0) k = kDefaultNearest;
+  k = std::min(k, kMaxNearest);
+  auto record = ResolveModel(id_or_name, /*fresh=*/false);
+  if (!record.ok()) return record.status();
+  const std::string shown = DisplayName(*record);
+  if (record->state != ModelState::kReady) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("model '", shown, "' (", record->id, ") is ", ModelStateName(record->state),
+                     ", not READY: it has no knowledge vector yet"));
+  }
+  KnowledgeSpace* space = SpaceFor(*record);
+  if (space == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "model '", shown, "' is in no knowledge space (a tabular model, or an input kind no "
+        "space covers), so it has no nearest models"));
+  }
+  auto vector = store_->GetVector(record->id, space->id());
+  if (absl::IsNotFound(vector.status())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "model '", shown, "' has no knowledge vector in its space (", space->id(), ")"));
+  }
+  if (!vector.ok()) return vector.status();
+  // The other READY models of the same space (the index may still hold a model that has left
+  // READY, e.g. failed by data loss).
+  auto all = store_->ListAll();
+  if (!all.ok()) return all.status();
+  std::unordered_map<std::string, ModelRecord> candidates;
+  std::unordered_set<std::string> allowed;
+  for (ModelRecord& other : *all) {
+    if (other.id == record->id || other.state != ModelState::kReady) continue;
+    if (SpaceFor(other) != space) continue;
+    allowed.insert(other.id);
+    candidates.emplace(other.id, std::move(other));
+  }
+  std::vector<NearestModel> nearest;
+  if (allowed.empty()) return nearest;
+  auto hits = space->index()->Search(*vector, k, &allowed);
+  if (!hits.ok()) return hits.status();
+  for (const index::SearchHit& hit : *hits) {
+    auto it = candidates.find(hit.id);
+    if (it == candidates.end()) continue;  // not READY any more
+    nearest.push_back({std::move(it->second), static_cast<double>(hit.score)});
+  }
+  return nearest;
 }
 
 absl::StatusOr<std::string> DockImpl::DeleteModel(std::string_view id_or_name,

@@ -262,6 +262,12 @@ struct ModelPage {
   int total_size = 0;
 };
 
+// One of a model's nearest models in its knowledge space (Dock::NearestModels).
+struct NearestModel {
+  ModelRecord model;
+  double similarity = 0;  // inner product of the two knowledge vectors (stage 1's similarity)
+};
+
 // kFusion (the default): rank fusion of LogME and shrinkage H-score (features) and NCE (class
 // outputs), chosen on benchmark zoos (README, docs/BENCHMARKS.md). kNone: stage 1 only.
 enum class Metric {

@@ -87,6 +87,23 @@ absl::Status GetModel(Call& call, const httplib::Request& request, httplib::Resp
   return absl::OkStatus();
 }
 
+// ?k=N (1..100; default 5): the model's nearest models in its knowledge space.
+absl::Status NearestModels(Call& call, const httplib::Request& request,
+                           httplib::Response& response) {
+  int k = 0;
+  for (const auto& [key, value] : request.params) {
+    if (key != "k") return BadRequest(absl::StrCat("unknown query parameter '", key, "'"));
+    if (!absl::SimpleAtoi(value, &k) || k < 1 || k > 100) {
+      return BadRequest("k must be an integer from 1 to 100");
+    }
+  }
+  const std::string model = request.matches[1].str();
+  auto nearest = call.client->Nearest(model, k);
+  if (!nearest.ok()) return nearest.status();
+  SendJson(response, 200, client::NearestToJson(model, *nearest));
+  return absl::OkStatus();
+}
+
 absl::Status DeleteModel(Call& call, const httplib::Request& request,
                          httplib::Response& response) {
   auto ids = call.client->Delete(request.matches[1].str(),
@@ -396,6 +413,7 @@ void AddRestRoutes(httplib::Server& server, std::shared_ptr<const RouteContext> 
   server.Delete(model_path, Route(context, DeleteModel));
   server.Patch(model_path, Route(context, UpdateModel));
   server.Get(model_path + "/events", Route(context, WatchModel));
+  server.Get(model_path + "/nearest", Route(context, NearestModels));
   server.Post("/v1/models:remote", Route(context, RegisterRemoteModel));
   server.Get("/v1/keys", Route(context, ListKeys));
   server.Post("/v1/keys", Route(context, CreateKey));

@@ -20,6 +20,8 @@ const MethodRule kRules[] = {
      "registering a remote model"},
     {"/modeldock.v1.ModelDockService/GetModel", false, ApiKeyRole::kConsumer, "GetModel"},
     {"/modeldock.v1.ModelDockService/ListModels", false, ApiKeyRole::kConsumer, "ListModels"},
+    {"/modeldock.v1.ModelDockService/ListNearestModels", false, ApiKeyRole::kConsumer,
+     "ListNearestModels"},
     // Providers delete and update only their own models (the handlers check ownership).
     {"/modeldock.v1.ModelDockService/DeleteModel", false, ApiKeyRole::kProvider,
      "deleting a model"},

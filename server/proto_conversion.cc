@@ -272,6 +272,18 @@ absl::StatusOr<dock::ModelSpec> DecodeRemoteModel(const v1::RegisterRemoteModelR
   return FromProto(request.spec());
 }
 
+absl::StatusOr<NearestQuery> DecodeListNearest(const v1::ListNearestModelsRequest& request) {
+  constexpr int kMaxNearest = 100;
+  if (request.model().empty()) {
+    return absl::InvalidArgumentError("model (an id or a name) is required");
+  }
+  if (request.k() < 0 || request.k() > kMaxNearest) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("k must be in [0, ", kMaxNearest, "] (0 = 5), got ", request.k()));
+  }
+  return NearestQuery{request.model(), request.k()};
+}
+
 absl::StatusOr<ListModelsQuery> DecodeListModels(const v1::ListModelsRequest& request) {
   if (request.page_size() < 0) {
     return absl::InvalidArgumentError(
@@ -419,6 +431,14 @@ void Encode(const dock::ModelPage& page, v1::ListModelsResponse* out) {
   for (const dock::ModelRecord& record : page.models) ToProto(record, out->add_models());
   out->set_next_page_token(page.next_page_token);
   out->set_total_size(page.total_size);
+}
+
+void Encode(const std::vector<dock::NearestModel>& nearest, v1::ListNearestModelsResponse* out) {
+  for (const dock::NearestModel& n : nearest) {
+    v1::NearestModel* entry = out->add_models();
+    ToProto(n.model, entry->mutable_model());
+    entry->set_similarity(n.similarity);
+  }
 }
 
 void Encode(const std::vector<dock::AuditEntry>& entries, v1::ListAuditLogResponse* out) {

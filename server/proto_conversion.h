@@ -48,6 +48,12 @@ struct ListModelsQuery {
 };
 absl::StatusOr<ListModelsQuery> DecodeListModels(const v1::ListModelsRequest& request);
 
+// The model named and how many neighbours (INVALID_ARGUMENT: no model, k outside [0, 100]).
+struct NearestQuery {
+  std::string model;
+  int k = 0;
+};
+absl::StatusOr<NearestQuery> DecodeListNearest(const v1::ListNearestModelsRequest& request);
 // The model named and the changes asked for (tags are replaced as a whole).
 absl::StatusOr<dock::ModelUpdate> DecodeUpdateModel(const v1::UpdateModelRequest& request);
 
@@ -67,6 +73,7 @@ absl::Status DecodeOutcomeData(const v1::ReportOutcomeHeader& header, const std:
 
 // ---- Engine results -> responses.
 void Encode(const dock::ModelPage& page, v1::ListModelsResponse* out);
+void Encode(const std::vector<dock::NearestModel>& nearest, v1::ListNearestModelsResponse* out);
 void Encode(const std::vector<dock::AuditEntry>& entries, v1::ListAuditLogResponse* out);
 // Everything but the timings the transport measures (receive and total).
 void Encode(const dock::RecommendResult& result, v1::RecommendResponse* out);

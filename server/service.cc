@@ -209,6 +209,19 @@ grpc::Status ModelDockServiceImpl::ListModels(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
+grpc::Status ModelDockServiceImpl::ListNearestModels(grpc::ServerContext* context,
+                                                     const v1::ListNearestModelsRequest* request,
+                                                     v1::ListNearestModelsResponse* response) {
+  CallScope call(*authorizer_, context);
+  if (!call.ok()) return call.status();
+  auto query = DecodeListNearest(*request);
+  if (!query.ok()) return ToGrpcStatus(query.status());
+  auto nearest = dock_->NearestModels(query->model, query->k);
+  if (!nearest.ok()) return ToGrpcStatus(nearest.status());
+  Encode(*nearest, response);
+  return grpc::Status::OK;
+}
+
 // Providers change only the models they registered; admins any.
 grpc::Status ModelDockServiceImpl::CheckOwnership(const dock::ApiKeyInfo& caller,
                                                   const std::string& model, const char* verb) {

@@ -41,6 +41,9 @@ class ModelDockServiceImpl final : public v1::ModelDockService::Service {
                         v1::GetModelResponse* response) override;
   grpc::Status ListModels(grpc::ServerContext* context, const v1::ListModelsRequest* request,
                           v1::ListModelsResponse* response) override;
+  grpc::Status ListNearestModels(grpc::ServerContext* context,
+                                 const v1::ListNearestModelsRequest* request,
+                                 v1::ListNearestModelsResponse* response) override;
   grpc::Status DeleteModel(grpc::ServerContext* context, const v1::DeleteModelRequest* request,
                            v1::DeleteModelResponse* response) override;
   grpc::Status UpdateModel(grpc::ServerContext* context, const v1::UpdateModelRequest* request,

@@ -76,6 +76,7 @@ class AuthTest : public ::testing::Test {
     std::map<std::string, absl::StatusCode> codes;
     codes["GetModel"] = c.Get("owned").status().code();
     codes["ListModels"] = c.List(v1::ListModelsRequest()).status().code();
+    codes["ListNearestModels"] = c.Nearest("owned", 5).status().code();
     codes["WatchModel"] = c.Watch("owned").status().code();
     v1::RecommendHeader options;
     options.set_metric(v1::METRIC_NONE);  // stage 1 only: fast
@@ -121,20 +122,23 @@ TEST_F(AuthTest, EveryRoleGetsExactlyItsCalls) {
   const C ok = C::kOk, denied = C::kPermissionDenied, unauth = C::kUnauthenticated;
   // Keys managed by an admin; RevokeApiKey of an unknown id is NOT_FOUND once allowed.
   const std::map<std::string, std::map<std::string, C>> expected = {
-      {"admin", {{"GetModel", ok}, {"ListModels", ok}, {"WatchModel", ok}, {"Recommend", ok},
+      {"admin", {{"GetModel", ok}, {"ListModels", ok}, {"ListNearestModels", ok},
+                 {"WatchModel", ok}, {"Recommend", ok},
                  {"RegisterModel", ok}, {"RegisterRemoteModel", C::kUnavailable},
                  {"ListApiKeys", ok}, {"CreateApiKey", ok},
                  {"RevokeApiKey", C::kNotFound}, {"ReportOutcome", ok}, {"ListRecords", ok},
                  {"TrainAlignment", ok}, {"ListAlignments", ok}, {"UseAlignment", ok},
                  {"UpdateModel", ok}, {"ListAuditLog", ok}, {"Scrub", ok}}},
-      {"provider", {{"GetModel", ok}, {"ListModels", ok}, {"WatchModel", ok}, {"Recommend", ok},
+      {"provider", {{"GetModel", ok}, {"ListModels", ok}, {"ListNearestModels", ok},
+                    {"WatchModel", ok}, {"Recommend", ok},
                     {"RegisterModel", ok}, {"RegisterRemoteModel", C::kUnavailable},
                     {"ListApiKeys", denied}, {"CreateApiKey", denied},
                     {"RevokeApiKey", denied}, {"ReportOutcome", ok}, {"ListRecords", ok},
                     {"TrainAlignment", denied}, {"ListAlignments", ok},
                     {"UseAlignment", denied}, {"UpdateModel", ok}, {"ListAuditLog", denied},
                     {"Scrub", denied}}},
-      {"consumer", {{"GetModel", ok}, {"ListModels", ok}, {"WatchModel", ok}, {"Recommend", ok},
+      {"consumer", {{"GetModel", ok}, {"ListModels", ok}, {"ListNearestModels", ok},
+                    {"WatchModel", ok}, {"Recommend", ok},
                     {"RegisterModel", denied}, {"RegisterRemoteModel", denied},
                     {"ListApiKeys", denied},
                     {"CreateApiKey", denied}, {"RevokeApiKey", denied}, {"ReportOutcome", ok},
@@ -233,7 +237,7 @@ TEST(MethodRulesTest, NameEveryMethodOfBothServicesAndNothingElse) {
       EXPECT_EQ(rule->method, method);
     }
   }
-  EXPECT_EQ(methods.size(), 24u);  // 18 modeldock.v1 + 6 KServe v2
+  EXPECT_EQ(methods.size(), 25u);  // 19 modeldock.v1 + 6 KServe v2
   EXPECT_EQ(server::MethodRules().size(), methods.size());
   for (const server::MethodRule& rule : server::MethodRules()) {
     EXPECT_EQ(methods.count(rule.method), 1u) << rule.method << " is no method of either service";

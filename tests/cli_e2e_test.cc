@@ -377,6 +377,47 @@ TEST_F(CliE2eTest, RegistersAFeatureExtractorWithoutLabels) {
   EXPECT_EQ(ParseJson(rec)["results"][0]["name"], "tops-headless");
 }
 
+TEST_F(CliE2eTest, NearestListsTheOtherModelsOfTheSpaceBestFirst) {
+  const std::vector<std::string> names = {"fmnist-tops-cnn", "fmnist-footwear-cnn",
+                                          "fmnist-all-mlp"};
+  for (const std::string& name : names) {
+    ProcessResult r = Cli({"register", AssetPath("demo/" + name + ".pt"), "--metadata",
+                           AssetPath("demo/" + name + ".json")});
+    ASSERT_EQ(r.exit_code, 0) << name << ": " << r.err;
+  }
+  ProcessResult r = Cli({"--json", "nearest", "fmnist-tops-cnn"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json all = ParseJson(r);
+  EXPECT_EQ(all["model"], "fmnist-tops-cnn");
+  ASSERT_EQ(all["nearest"].size(), 2u) << all.dump();
+  std::vector<std::string> found;
+  for (const json& n : all["nearest"]) {
+    found.push_back(n["model"]["name"]);
+    EXPECT_EQ(n["model"]["state"], "READY");
+  }
+  EXPECT_THAT(found, ::testing::UnorderedElementsAre("fmnist-footwear-cnn", "fmnist-all-mlp"));
+  EXPECT_GE(all["nearest"][0]["similarity"].get<double>(),
+            all["nearest"][1]["similarity"].get<double>());
+  // --k 1: the first of the same order.
+  r = Cli({"--json", "nearest", "fmnist-tops-cnn", "--k", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json one = ParseJson(r);
+  ASSERT_EQ(one["nearest"].size(), 1u);
+  EXPECT_EQ(one["nearest"][0]["model"]["id"], all["nearest"][0]["model"]["id"]);
+  EXPECT_EQ(one["nearest"][0]["similarity"], all["nearest"][0]["similarity"]);
+  // The table.
+  r = Cli({"nearest", "fmnist-tops-cnn"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("SIMILARITY"));
+  EXPECT_THAT(r.out, HasSubstr(found[0]));
+  EXPECT_THAT(r.out, Not(HasSubstr("fmnist-tops-cnn")));
+  // Errors.
+  r = Cli({"nearest", "no-such-model"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("NOT_FOUND"));
+  EXPECT_EQ(Cli({"nearest", "fmnist-tops-cnn", "--k", "0"}).exit_code, 2);
+}
+
 TEST_F(CliE2eTest, UpdateEditsMetadataAndAuditListsIt) {
   ProcessResult r = Cli({"register", AssetPath(std::string(kTops) + ".pt"), "--metadata",
                          AssetPath(std::string(kTops) + ".json")});

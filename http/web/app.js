@@ -105,6 +105,7 @@ async function showCard(ref) {
       const dd = document.createElement("dd"); dd.textContent = value;
       dl.append(dt, dd);
     }
+    await showNearest(m);
     await showRecords(m.id);
   } catch (e) {
     $("card-title").textContent = ref;
@@ -112,9 +113,41 @@ async function showCard(ref) {
     $("card-facts").replaceChildren();
     $("card-records").tBodies[0].replaceChildren();
     $("card-records-summary").textContent = "";
+    $("card-nearest").tBodies[0].replaceChildren();
+    $("card-nearest-summary").textContent = "";
   }
   card.hidden = false;
   $("card-close").focus();
+}
+
+// The model's nearest models in its knowledge space (GET /v1/models/ID/nearest), best first,
+// each a link to its own card. A model that is not READY has none yet: the API's message says so.
+async function showNearest(m) {
+  const tbody = $("card-nearest").tBodies[0];
+  const summary = $("card-nearest-summary");
+  tbody.replaceChildren();
+  summary.className = "";
+  let answer;
+  try {
+    answer = await api(`/v1/models/${encodeURIComponent(m.id)}/nearest?k=5`);
+  } catch (e) {
+    summary.textContent = e.message;
+    summary.className = "error";
+    return;
+  }
+  for (const n of answer.nearest) {
+    const row = tbody.insertRow();
+    const link = document.createElement("a");
+    link.href = "#model/" + encodeURIComponent(n.model.name + (n.model.version ? "@" + n.model.version : ""));
+    link.textContent = n.model.name;
+    row.insertCell().appendChild(link);
+    cell(row, n.model.version || "-");
+    cell(row, n.similarity.toFixed(4));
+    cell(row, n.model.class_labels.slice(0, 6).join(", ") + (n.model.class_labels.length > 6 ? ", …" : "") || "-");
+  }
+  summary.textContent = answer.nearest.length === 0
+    ? "No other READY model in this model's knowledge space."
+    : "By the inner product of the knowledge vectors (stage 1's similarity), best first.";
 }
 
 // The model's outcome records (GET /v1/records?model=ID), newest first.

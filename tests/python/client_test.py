@@ -55,6 +55,13 @@ class ClientTest(unittest.TestCase):
         names = {m.name for m in self.dock.list()}
         self.assertTrue({"fmnist-tops-cnn", "fmnist-footwear-cnn"} <= names)
         self.assertEqual(self.dock.get("fmnist-tops-cnn").id, tops.id)
+        # Its nearest models: the other READY model of its space (at least the footwear one).
+        nearest = self.dock.nearest("fmnist-tops-cnn", k=100)
+        self.assertIn("fmnist-footwear-cnn", [m.name for m, _ in nearest])
+        self.assertNotIn(tops.id, [m.id for m, _ in nearest])
+        similarities = [s for _, s in nearest]
+        self.assertEqual(similarities, sorted(similarities, reverse=True))
+        self.assertEqual(self.dock.nearest("fmnist-tops-cnn", k=1), nearest[:1])
 
         query = os.path.join(DEMO, "query_tops")
         images = read_idx(os.path.join(query, "query-images-idx3-ubyte"))[:, None]  # [N,1,28,28]

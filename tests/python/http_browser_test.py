@@ -92,7 +92,17 @@ class BrowserTest(unittest.TestCase):
         self.wait(lambda: b.find_element(By.ID, "card-records-summary").text.startswith(
             "No outcomes reported yet"))
         self.assertEqual(self.rows("card-records"), [])
+        # Its nearest models: the REST answer is the oracle; each links to its card.
+        nearest = self.http.call("GET", "/v1/models/fmnist-tops-cnn/nearest?k=5")[2]["nearest"]
+        self.assertEqual(len(nearest), len(MODELS) - 1)
+        expected_nearest = [[n["model"]["name"], n["model"]["version"] or "-",
+                             f"{n['similarity']:.4f}"] for n in nearest]
+        self.wait(lambda: [r[:3] for r in self.rows("card-nearest")] == expected_nearest)
         b.save_screenshot(os.path.join(SHOTS, "page-card.png"))
+        b.find_element(By.CSS_SELECTOR, "#card-nearest tbody a").click()
+        self.wait(lambda: nearest[0]["model"]["name"] in b.find_element(By.ID, "card-title").text)
+        b.execute_script("location.hash = '#model/fmnist-tops-cnn'")
+        self.wait(lambda: "fmnist-tops-cnn" in b.find_element(By.ID, "card-title").text)
 
         # Ask the dock with the demo query; the REST API's answer is the oracle.
         status, _, expected = self.http.call("POST", "/v1/recommend",

@@ -276,6 +276,32 @@ class HttpTest(unittest.TestCase):
         status, _, _ = self.http.call("GET", "/v1/models/fmnist-shuffled-cnn")
         self.assertEqual(status, 404)
 
+    def test_nearest_answers_what_the_cli_prints(self):
+        status, _, body = self.http.call("GET", "/v1/models/fmnist-tops-cnn/nearest?k=2")
+        self.assertEqual(status, 200, body)
+        cli = subprocess.run([CLI, "--server", self.address, "--json", "nearest",
+                              "fmnist-tops-cnn", "--k", "2"],
+                             capture_output=True, text=True, timeout=60, check=True)
+        self.assertEqual(body, json.loads(cli.stdout))
+        self.assertEqual(body["model"], "fmnist-tops-cnn")
+        names = [n["model"]["name"] for n in body["nearest"]]
+        self.assertEqual(sorted(names), ["fmnist-all-mlp", "fmnist-footwear-cnn"])
+        similarities = [n["similarity"] for n in body["nearest"]]
+        self.assertEqual(similarities, sorted(similarities, reverse=True))
+        # k=1: the first of the same order; no k: the server's default (5, so both).
+        status, _, one = self.http.call("GET", "/v1/models/fmnist-tops-cnn/nearest?k=1")
+        self.assertEqual(status, 200, one)
+        self.assertEqual(one["nearest"], body["nearest"][:1])
+        status, _, default = self.http.call("GET", "/v1/models/fmnist-tops-cnn/nearest")
+        self.assertEqual((status, default), (200, body))
+        for path, code in (("/v1/models/nobody/nearest", 404),
+                           ("/v1/models/fmnist-tops-cnn/nearest?k=0", 400),
+                           ("/v1/models/fmnist-tops-cnn/nearest?k=x", 400),
+                           ("/v1/models/fmnist-tops-cnn/nearest?top=2", 400)):
+            with self.subTest(path=path):
+                status, _, error = self.http.call("GET", path)
+                self.assertEqual(status, code, error)
+
     def test_recommend_answers_what_the_cli_prints(self):
         options = {"top": 3, "metric": "fusion"}
         status, _, body = self.http.call("POST", "/v1/recommend",

@@ -3,7 +3,7 @@ key, audit, health and scrub calls here; recommend and the learning calls in lea
 import hashlib
 import json
 import os
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import grpc
 
@@ -244,6 +244,14 @@ class Client(LearningCalls):
         """By id, NAME@VERSION, or NAME (its latest READY version)."""
         return Model._from_proto(self._unary(self._stub.GetModel,
                                              pb.GetModelRequest(model=model)).model)
+
+    def nearest(self, model: str, k: int = 5) -> List[Tuple[Model, float]]:
+        """A READY model's nearest models in its knowledge space, best first: (model,
+        similarity) pairs, the similarity the inner product of the two knowledge vectors; at
+        most k (1..100). FAILED_PRECONDITION for a model that is not READY or in no space."""
+        response = self._unary(self._stub.ListNearestModels,
+                               pb.ListNearestModelsRequest(model=model, k=k))
+        return [(Model._from_proto(n.model), n.similarity) for n in response.models]
 
     def list_page(self, page_size: int = 100, page_token: str = "", name_contains: str = "",
                   tag: str = "", task: Optional[str] = None,
