@@ -182,6 +182,7 @@ absl::StatusOr<int> RecordStage2Standings(
   for (const auto& [record, score] : stage2_scores) values.push_back(score);
   // A percentile, not the score: stage-2 scores are on a metric's own scale, standings are not.
   const std::vector<double> ranks = scoring::Ranks(values);
+  const int64_t now = NowMillis();
   std::vector<OutcomeRow> rows;
   for (size_t i = 0; i < n; ++i) {
     OutcomeRow row;
@@ -191,7 +192,9 @@ absl::StatusOr<int> RecordStage2Standings(
     row.accuracy = (ranks[i] - 1.0) / static_cast<double>(n - 1);
     row.source = kStage2Source;
     row.weight = 1.0;
-    row.created_unix_ms = query.created_unix_ms;
+    // When the record was made: a report's standings are scored after the report, and records
+    // are listed newest first.
+    row.created_unix_ms = now;
     rows.push_back(std::move(row));
   }
   if (absl::Status s = store->AddOutcomes(query, rows); !s.ok()) return s;
