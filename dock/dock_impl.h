@@ -308,7 +308,7 @@ class DockImpl : public Dock, private ModelFiles {
                           RecommendResult* result);
   // DockOptions::report_standings, run on report_jobs_: the reported models' stage-2 standings
   // on a report's samples (fusion, each of them scored) stored as weak records of its query.
-  void RecordReportStandings(const Dataset& dataset, TaskKind task, const OutcomeQueryRow& query,
+  void RecordReportStandings(Dataset dataset, TaskKind task, const OutcomeQueryRow& query,
                              const std::vector<std::string>& model_ids,
                              const std::function<bool()>& stopping);
 

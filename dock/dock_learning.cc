@@ -111,8 +111,8 @@ absl::StatusOr<OutcomeReportResult> DockImpl::ReportOutcome(const OutcomeReport&
     report_jobs_->Submit(
         absl::StrCat("standings of query ", query.query_id.substr(0, 12)),
         [this, dataset = report.dataset, task = report.task, query, ids](
-            const std::function<bool()>& stopping) {
-          RecordReportStandings(dataset, task, query, ids, stopping);
+            const std::function<bool()>& stopping) mutable {
+          RecordReportStandings(std::move(dataset), task, query, ids, stopping);
         },
         report.dataset.samples.values.size() * sizeof(float));
   }

@@ -510,13 +510,14 @@ absl::StatusOr<std::vector<ScoredModel>> DockImpl::ScoreCandidates(
   return scored;
 }
 
-void DockImpl::RecordReportStandings(const Dataset& dataset, TaskKind task,
+void DockImpl::RecordReportStandings(Dataset dataset, TaskKind task,
                                      const OutcomeQueryRow& query,
                                      const std::vector<std::string>& model_ids,
                                      const std::function<bool()>& stopping) {
   const absl::Time start = absl::Now();
+  const auto dataset_hash = DatasetHash(dataset);
   RecommendQuery scoring_query;
-  scoring_query.dataset = dataset;
+  scoring_query.dataset = std::move(dataset);  // the report's samples: moved, not copied again
   scoring_query.task = task;
   scoring_query.metric = Metric::kFusion;
   scoring_query.brute_force = true;
@@ -535,7 +536,7 @@ void DockImpl::RecordReportStandings(const Dataset& dataset, TaskKind task,
   }
   if (candidates.size() < 2) return;
   const ViewScoring scoring = ScoringFor(scoring_query.metric, *prepared, candidates);
-  auto scored = ScoreCandidates(scoring_query, *prepared, candidates, DatasetHash(dataset),
+  auto scored = ScoreCandidates(scoring_query, *prepared, candidates, dataset_hash,
                                 scoring, &unused);
   if (!scored.ok()) return fail(scored.status());
   RankViews(scoring, &*scored);
