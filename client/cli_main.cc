@@ -107,8 +107,10 @@ CLI::App* AddRegisterCommand(CLI::App& app, RegisterFlags& reg) {
       "register", "Upload a TorchScript model and wait until it is READY (or FAILED)");
   register_cmd->add_option("FILE", reg.file, "TorchScript file (torch.jit.save); none with --remote");
   register_cmd->add_option("--remote", reg.remote,
-                           "HOST:PORT of a KServe v2 inference server (Triton, KServe, MLServer, "
-                           "another dock's --kserve-listen) that keeps the model: no upload");
+                           "A KServe v2 inference server (Triton, KServe, MLServer, another dock) "
+                           "that keeps the model, no upload: HOST:PORT over gRPC (a dock's "
+                           "--kserve-listen) or http[s]://HOST:PORT[/PATH] over HTTP/REST (a "
+                           "dock's --http-listen)");
   register_cmd->add_option("--remote-model", reg.remote_model, "The model's name on --remote");
   register_cmd->add_option("--remote-version", reg.remote_version,
                            "The model's version on --remote (default: the server's choice)");
@@ -139,6 +141,7 @@ Examples:
   modeldock register cnn.pt --metadata cnn.json --version 2.0.0   # flags override the sidecar
   modeldock register --remote triton:8001 --remote-model resnet --name resnet-remote \
       --input-shape 3,32,32 --labels @labels.txt        # stays on its server (KServe v2)
+  modeldock register --remote http://mlserver:8080 --remote-model resnet --metadata resnet.json
 The file must be TorchScript; forward(x) gets [N, ...input shape] floats in [0, 1] and returns
 [N, number of labels] logits; an optional embed(x) returns penultimate features.
 Exit status 1 also when the model was admitted but probing FAILED.)");

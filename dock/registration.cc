@@ -281,7 +281,8 @@ absl::StatusOr<RegisterResult> DockImpl::RegisterRemote(const ModelSpec& spec,
                                                         const std::string& owner_key_id) {
   if (!IsRemote(spec) || spec.remote_model.empty()) {
     return absl::InvalidArgumentError(
-        "a remote model needs its endpoint (HOST:PORT) and its model name there");
+        "a remote model needs its endpoint (HOST:PORT or http[s]://HOST:PORT) and its model "
+        "name there");
   }
   if (absl::Status s = ValidateSpec(spec); !s.ok()) return s;
   if (spec.task == TaskKind::kTextClassification) {

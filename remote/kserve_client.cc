@@ -9,10 +9,12 @@
 #include <thread>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "kserve/inference.grpc.pb.h"
 #include "remote/credentials.h"
+#include "remote/kserve_http_client.h"
 
 namespace modeldock::remote {
 namespace {
@@ -206,8 +208,13 @@ class GrpcKServeClient : public KServeClient {
 
 }  // namespace
 
+bool IsHttpEndpoint(const std::string& endpoint) {
+  return absl::StartsWith(endpoint, "http://") || absl::StartsWith(endpoint, "https://");
+}
+
 std::unique_ptr<KServeClient> KServeClient::Connect(const std::string& endpoint,
                                                    const ChannelSecurity& security) {
+  if (IsHttpEndpoint(endpoint)) return ConnectHttp(endpoint, security);
   return std::make_unique<GrpcKServeClient>(endpoint, security);
 }
 

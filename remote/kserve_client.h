@@ -19,7 +19,10 @@ namespace modeldock::remote {
 
 // Which model, where.
 struct RemoteTarget {
-  std::string endpoint;  // "host:port" (TLS or plaintext: ChannelSecurity)
+  // "host:port": KServe v2 over gRPC (TLS or plaintext: ChannelSecurity); or a URL
+  // "http[s]://host[:port][/path]": KServe v2 over HTTP/REST with JSON tensors (the scheme
+  // decides TLS; ChannelSecurity's certificates and token still apply).
+  std::string endpoint;
   std::string model;     // the protocol's model name
   std::string version;   // empty = the server's choice
 };
@@ -58,9 +61,12 @@ struct ChannelSecurity {
   std::string bearer_token_file;
 };
 
+// Whether `endpoint` is a URL (the HTTP/REST binding) rather than gRPC's "host:port".
+bool IsHttpEndpoint(const std::string& endpoint);
+
 class KServeClient {
  public:
-  // One channel per endpoint; safe for concurrent calls.
+  // One channel per endpoint (a connection per call for URLs); safe for concurrent calls.
   static std::unique_ptr<KServeClient> Connect(const std::string& endpoint,
                                                const ChannelSecurity& security = {});
   virtual ~KServeClient() = default;

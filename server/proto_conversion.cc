@@ -267,7 +267,8 @@ void ToProto(const dock::ScrubResult& result, v1::ScrubReport* out) {
 absl::StatusOr<dock::ModelSpec> DecodeRemoteModel(const v1::RegisterRemoteModelRequest& request) {
   if (request.spec().remote().endpoint().empty() || request.spec().remote().model().empty()) {
     return absl::InvalidArgumentError(
-        "spec.remote needs the endpoint (HOST:PORT) and the model's name there");
+        "spec.remote needs the endpoint (HOST:PORT or http[s]://HOST:PORT) and the model's name "
+        "there");
   }
   return FromProto(request.spec());
 }

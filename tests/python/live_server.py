@@ -32,6 +32,18 @@ def kserve_address(stderr_file):
     raise RuntimeError("the server did not log its KServe address")
 
 
+def http_address(stderr_file):
+    """The "http[s]://127.0.0.1:PORT" a server started with --http-listen logs."""
+    for _ in range(100):
+        stderr_file.seek(0)
+        found = re.search(r"HTTP API listening on (https?://127\.0\.0\.1:\d+)/",
+                          stderr_file.read())
+        if found:
+            return found.group(1)
+        time.sleep(0.1)
+    raise RuntimeError("the server did not log its HTTP address")
+
+
 def stop_server(proc):
     """SIGTERM, then waits for the server to exit (it drains its calls first)."""
     proc.send_signal(signal.SIGTERM)

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Remote models over the KServe v2 protocol, between two real docks: dock A serves its models
-(--kserve-listen); dock B registers one of them with `register_remote` (the weights never reach
-B), probes and recommends it, and says clearly when A cannot be reached.
+(--kserve-listen for gRPC, --http-listen for HTTP/REST); dock B registers one of them with
+`register_remote` over each binding (the weights never reach B), probes and recommends it, and
+says clearly when A cannot be reached.
 
     PYTHONPATH=<build>/python remote_test.py SERVER_BINARY ASSET_DIR
 """
@@ -18,7 +19,7 @@ import numpy as np
 import modeldock
 from kserve import inference_pb2 as pb
 from kserve import inference_pb2_grpc as pb_grpc
-from live_server import kserve_address, read_idx, start_server, stop_server
+from live_server import http_address, kserve_address, read_idx, start_server, stop_server
 
 SERVER, ASSETS = sys.argv[1], sys.argv[2]
 DEMO = os.path.join(ASSETS, "demo")
@@ -38,7 +39,8 @@ class RemoteModelTest(unittest.TestCase):
         tmp = tempfile.TemporaryDirectory()
         err = open(os.path.join(tmp.name, "a.err"), "w+")
         server_a, address_a = start_server(SERVER, ASSETS, os.path.join(tmp.name, "a"),
-                                           ["--workers", "1", "--kserve-listen", "127.0.0.1:0"],
+                                           ["--workers", "1", "--kserve-listen", "127.0.0.1:0",
+                                            "--http-listen", "127.0.0.1:0"],
                                            stderr=err)
         err_b = open(os.path.join(tmp.name, "b.err"), "w+")
         server_b, address_b = start_server(SERVER, ASSETS, os.path.join(tmp.name, "b"),
@@ -55,6 +57,12 @@ class RemoteModelTest(unittest.TestCase):
             self.assertEqual(remote.remote, (kserve, "tops", ""))
             self.assertEqual(remote.size_bytes, 0)
             b.register(TOPS_PT, name="tops-local", input_shape=[1, 28, 28], labels=TOPS_LABELS)
+            # The same model of A over KServe v2's HTTP/REST binding (JSON tensors): an
+            # endpoint written as a URL.
+            http_a = http_address(err)
+            over_http = register_tops_remote(b, http_a, "tops-http")
+            self.assertEqual(over_http.state, "READY", over_http.state_reason)
+            self.assertEqual(over_http.remote, (http_a, "tops", ""))
             # B's own KServe endpoint says what each model is: a TorchScript file it runs, or a
             # model it forwards to another KServe v2 server.
             kserve_b = pb_grpc.GRPCInferenceServiceStub(channel_b)
@@ -69,10 +77,11 @@ class RemoteModelTest(unittest.TestCase):
             # LEEP reads the logits only: the remote and the local copy score the same.
             leep = {r.name: r for r in b.recommend(images, y, top=5, metric="leep",
                                                    brute_force=True)}
-            self.assertEqual(set(leep), {"tops-remote", "tops-local"})
+            self.assertEqual(set(leep), {"tops-remote", "tops-local", "tops-http"})
             self.assertAlmostEqual(leep["tops-remote"].score, leep["tops-local"].score, places=6)
+            self.assertAlmostEqual(leep["tops-http"].score, leep["tops-local"].score, places=5)
             default = b.recommend(images, y, top=5, brute_force=True)
-            self.assertEqual(default.num_scored, 2)
+            self.assertEqual(default.num_scored, 3)
             self.assertIn("logits (no embed)", {r.name: r for r in default}["tops-remote"].reason)
 
             # Unreachable server / unknown model: refused with the reason; nothing stored.
@@ -81,15 +90,27 @@ class RemoteModelTest(unittest.TestCase):
                                   labels=TOPS_LABELS)
             self.assertEqual(e.exception.code, grpc.StatusCode.UNAVAILABLE)
             self.assertIn("127.0.0.1:1", str(e.exception))
+            for endpoint in ("http://127.0.0.1:1", "https://127.0.0.1:1"):
+                with self.assertRaises(modeldock.ModelDockError) as e:
+                    b.register_remote(endpoint, "tops", name="nowhere",
+                                      input_shape=[1, 28, 28], labels=TOPS_LABELS)
+                self.assertEqual(e.exception.code, grpc.StatusCode.UNAVAILABLE)
+                self.assertIn(endpoint, str(e.exception))
             with self.assertRaises(modeldock.ModelDockError) as e:
-                b.register_remote(kserve, "no-such-model", name="unknown",
+                b.register_remote("http://127.0.0.1:99999", "tops", name="bad-url",
                                   input_shape=[1, 28, 28], labels=TOPS_LABELS)
-            self.assertEqual(e.exception.code, grpc.StatusCode.NOT_FOUND)
+            self.assertEqual(e.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn("is not a URL", str(e.exception))
+            for endpoint in (kserve, http_a):
+                with self.assertRaises(modeldock.ModelDockError) as e:
+                    b.register_remote(endpoint, "no-such-model", name="unknown",
+                                      input_shape=[1, 28, 28], labels=TOPS_LABELS)
+                self.assertEqual(e.exception.code, grpc.StatusCode.NOT_FOUND)
             with self.assertRaises(modeldock.ModelDockError) as e:
                 b.register_remote(kserve, "tops", name="wrong-labels", input_shape=[1, 28, 28],
                                   labels=["a", "b"])
             self.assertEqual(e.exception.code, grpc.StatusCode.FAILED_PRECONDITION)
-            self.assertEqual({m.name for m in b.list()}, {"tops-remote", "tops-local"})
+            self.assertEqual({m.name for m in b.list()}, {"tops-remote", "tops-local", "tops-http"})
             # The options of `modeldock register --remote`: a metadata sidecar (its labels,
             # shape, description...), the task, a remote version, arguments overriding.
             sidecar = os.path.join(DEMO, "fmnist-tops-cnn.json")
@@ -109,7 +130,7 @@ class RemoteModelTest(unittest.TestCase):
             self.assertIn(e.exception.code, (grpc.StatusCode.NOT_FOUND,
                                              grpc.StatusCode.FAILED_PRECONDITION))
             self.assertEqual(b.delete_versions("tops-meta"), [described.id])
-            self.assertEqual({m.name for m in b.list()}, {"tops-remote", "tops-local"})
+            self.assertEqual({m.name for m in b.list()}, {"tops-remote", "tops-local", "tops-http"})
 
             # A gone: the remote model is skipped with a warning that says why; B still answers.
             stop_server(server_a)
@@ -159,8 +180,9 @@ class RemoteTlsTest(unittest.TestCase):
         try:
             server_a, address_a = start_server(
                 SERVER, ASSETS, os.path.join(tmp.name, "a"),
-                ["--workers", "1", "--kserve-listen", "127.0.0.1:0", "--tls-cert",
-                 certs["server.pem"], "--tls-key", certs["server.key"]], stderr=err)
+                ["--workers", "1", "--kserve-listen", "127.0.0.1:0", "--http-listen",
+                 "127.0.0.1:0", "--tls-cert", certs["server.pem"], "--tls-key",
+                 certs["server.key"]], stderr=err)
             servers.append(server_a)
             server_b, address_b = start_server(SERVER, ASSETS, os.path.join(tmp.name, "b"),
                                                ["--workers", "1", "--remote-tls-ca",
@@ -173,14 +195,20 @@ class RemoteTlsTest(unittest.TestCase):
             with modeldock.Client(address_a, tls_ca=certs["ca.pem"]) as a:
                 a.register(TOPS_PT, name="tops",
                            input_shape=[1, 28, 28], labels=TOPS_LABELS)
+            https_a = http_address(err)
+            self.assertTrue(https_a.startswith("https://"), https_a)
             with modeldock.Client(address_b) as b:
                 remote = register_tops_remote(b, kserve, "tops-tls")
                 self.assertEqual(remote.state, "READY", remote.state_reason)
+                # HTTPS: the same CA (--remote-tls-ca) verifies A's HTTP listener.
+                remote = register_tops_remote(b, https_a, "tops-https")
+                self.assertEqual(remote.state, "READY", remote.state_reason)
             with modeldock.Client(address_c) as c:
-                with self.assertRaises(modeldock.ModelDockError) as e:
-                    register_tops_remote(c, kserve, "tops-plain")
-                self.assertEqual(e.exception.code, grpc.StatusCode.UNAVAILABLE)
-                self.assertIn(kserve, str(e.exception))
+                for endpoint in (kserve, https_a):
+                    with self.assertRaises(modeldock.ModelDockError) as e:
+                        register_tops_remote(c, endpoint, "tops-plain")
+                    self.assertEqual(e.exception.code, grpc.StatusCode.UNAVAILABLE)
+                    self.assertIn(endpoint, str(e.exception))
                 self.assertEqual(c.list(), [])
         finally:
             for server in servers:
@@ -201,9 +229,11 @@ class RemoteCredentialsTest(unittest.TestCase):
             data_a = os.path.join(tmp.name, "a")
             server_a, address_a = start_server(
                 SERVER, ASSETS, data_a,
-                ["--workers", "1", "--auth", "--kserve-listen", "127.0.0.1:0"], stderr=err)
+                ["--workers", "1", "--auth", "--kserve-listen", "127.0.0.1:0", "--http-listen",
+                 "127.0.0.1:0"], stderr=err)
             servers.append(server_a)
             kserve = kserve_address(err)
+            http_a = http_address(err)
             with open(os.path.join(data_a, "admin.key")) as f:
                 admin_key = f.read().strip()
             with modeldock.Client(address_a, api_key=admin_key) as a:
@@ -213,7 +243,8 @@ class RemoteCredentialsTest(unittest.TestCase):
             with open(os.path.join(tmp.name, "token-for-a"), "w") as f:
                 f.write(consumer["secret"] + "\n")
             with open(os.path.join(tmp.name, "credentials.json"), "w") as f:
-                json.dump({kserve: {"bearer_token_file": "token-for-a"}}, f)  # relative path
+                json.dump({kserve: {"bearer_token_file": "token-for-a"},  # relative path
+                           http_a: {"bearer_token_file": "token-for-a"}}, f)
             server_b, address_b = start_server(
                 SERVER, ASSETS, os.path.join(tmp.name, "b"),
                 ["--workers", "1", "--remote-credentials",
@@ -224,6 +255,8 @@ class RemoteCredentialsTest(unittest.TestCase):
             servers.append(server_c)
             with modeldock.Client(address_b) as b:
                 remote = register_tops_remote(b, kserve, "tops-with-token")
+                self.assertEqual(remote.state, "READY", remote.state_reason)
+                remote = register_tops_remote(b, http_a, "tops-http-with-token")
                 self.assertEqual(remote.state, "READY", remote.state_reason)
             # The key is rotated on A: B is refused until the token file holds the new key, and
             # then served without a restart (the file is read before every call).
@@ -239,11 +272,12 @@ class RemoteCredentialsTest(unittest.TestCase):
                 remote = register_tops_remote(b, kserve, "tops-rotated-token")
                 self.assertEqual(remote.state, "READY", remote.state_reason)
             with modeldock.Client(address_c) as c:
-                with self.assertRaises(modeldock.ModelDockError) as e:
-                    register_tops_remote(c, kserve, "tops-without-token")
-                self.assertEqual(e.exception.code, grpc.StatusCode.FAILED_PRECONDITION)
-                self.assertIn(kserve, str(e.exception))
-                self.assertIn("--remote-credentials", str(e.exception))
+                for endpoint in (kserve, http_a):
+                    with self.assertRaises(modeldock.ModelDockError) as e:
+                        register_tops_remote(c, endpoint, "tops-without-token")
+                    self.assertEqual(e.exception.code, grpc.StatusCode.FAILED_PRECONDITION)
+                    self.assertIn(endpoint, str(e.exception))
+                    self.assertIn("--remote-credentials", str(e.exception))
                 self.assertEqual(c.list(), [])
             # A credentials file the server cannot use stops it at start with the reason.
             bad = os.path.join(tmp.name, "bad.json")

@@ -97,7 +97,8 @@ def _model_commands(sub: Any) -> None:
     c = sub.add_parser("register", help="Upload a TorchScript model (or register a remote one) "
                                         "and wait until it is READY (or FAILED)")
     c.add_argument("file", nargs="?", default="", help="TorchScript file; none with --remote")
-    c.add_argument("--remote", default="", help="HOST:PORT of a KServe v2 inference server")
+    c.add_argument("--remote", default="", help="KServe v2 inference server: HOST:PORT (gRPC) or "
+                   "http[s]://HOST:PORT[/PATH] (HTTP/REST)")
     c.add_argument("--remote-model", default="", help="The model's name on --remote")
     c.add_argument("--remote-version", default="", help="The model's version on --remote")
     c.add_argument("--name", help="Unique model name")

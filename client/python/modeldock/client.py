@@ -198,7 +198,8 @@ class Client(LearningCalls):
                         feature_extractor: bool = False, task: Optional[str] = None,
                         metadata: Optional[Metadata] = None) -> Model:
         """Registers a model that stays on a KServe v2 inference server (Triton, KServe,
-        MLServer, another dock's --kserve-listen) at endpoint "host:port" under the name
+        MLServer, another dock) at endpoint "host:port" (gRPC: a dock's --kserve-listen) or
+        "http[s]://host:port[/path]" (HTTP/REST: a dock's --http-listen) under the name
         remote_model (remote_version: "" = the server's choice); the dock calls it over the
         protocol, nothing is uploaded. task and metadata as in register(); waits like it."""
         spec = _spec(metadata, name, input_shape, labels, description, license, tags, version,

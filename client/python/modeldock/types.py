@@ -43,7 +43,8 @@ class Model:
     kind: str = "classifier"  # or "feature_extractor"
     # embed_layers(x): (name, width) per exported layer, in the model's order; empty without.
     layers: List[Tuple[str, int]] = field(default_factory=list)
-    # A remote model: "host:port", its name and version there; None for a stored file.
+    # A remote model: "host:port" or an http[s]:// URL, its name and version there; None for a
+    # stored file.
     remote: Optional[Tuple[str, str, str]] = None
     task: str = ""  # "image", "tabular", "text" or "audio" ("" when the server left it unset)
     created_unix_ms: int = 0
