@@ -1,5 +1,6 @@
 #include "dock/knowledge_space.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -61,9 +62,11 @@ absl::StatusOr<std::unique_ptr<KnowledgeSpace>> KnowledgeSpace::Load(
                space->encoder_->Describe());
 
   const index::IndexOptions index_options = space->IndexOptions();
+  space->log_ = std::make_unique<index::IndexLog>(space->index_path_);
   auto loaded = index::VectorIndex::Load(space->index_path_, index_options);
   if (loaded.ok() && (*loaded)->dim() == index_options.dim) {
     space->index_ = std::move(*loaded);
+    space->ReplayLog();
   } else {
     if (!loaded.ok() && !absl::IsNotFound(loaded.status())) {
       spdlog::warn("index file {} unusable ({}); rebuilding from stored vectors",
@@ -72,8 +75,44 @@ absl::StatusOr<std::unique_ptr<KnowledgeSpace>> KnowledgeSpace::Load(
     auto fresh = index::VectorIndex::Create(index_options);
     if (!fresh.ok()) return fresh.status();
     space->index_ = std::move(*fresh);
+    // A log holds the changes since a snapshot that is gone: an empty snapshot (which also
+    // empties the log) is what RebuildIfStale's rebuild, if any, and later changes build on.
+    if (absl::Status s = space->Save(); !s.ok()) return s;
   }
   return space;
+}
+
+void KnowledgeSpace::ReplayLog() {
+  auto replay = log_->ReplayInto(index_.get());
+  if (!replay.ok()) {
+    spdlog::warn("index log {} unusable ({}); rebuilding from stored vectors", log_->path(),
+                 replay.status().ToString());
+    auto fresh = index::VectorIndex::Create(IndexOptions());
+    if (fresh.ok()) index_ = std::move(*fresh);  // else the snapshot stays; RebuildIfStale checks
+    return;
+  }
+  if (replay->applied + replay->skipped_removals > 0) {
+    spdlog::info("index {}: {} change(s) replayed from its log", index_path_,
+                 replay->applied + replay->skipped_removals);
+  }
+  if (replay->ignored_bytes > 0) {
+    spdlog::warn("index log {}: {} byte(s) at its end ignored ({}); the store decides at start",
+                 log_->path(), replay->ignored_bytes, replay->ignored_reason);
+  }
+}
+
+void KnowledgeSpace::Persist(const std::function<absl::Status()>& append) {
+  absl::Status appended = append();
+  const int64_t threshold =
+      std::max<int64_t>(kMinRecordsBeforeSnapshot, static_cast<int64_t>(index_->size()) / 4);
+  if (appended.ok() && log_->records() < threshold) return;
+  if (!appended.ok()) {
+    spdlog::warn("cannot log an index change ({}); saving the whole index instead",
+                 appended.ToString());
+  }
+  // A failed save is logged by Save and not returned: the files are only a cache of the
+  // store's vectors, and the next start rebuilds a stale index (RebuildIfStale).
+  Save().IgnoreError();
 }
 
 absl::Status KnowledgeSpace::LoadProbeSet(const KnowledgeSpaceOptions& options) {
@@ -246,9 +285,7 @@ absl::Status KnowledgeSpace::Upsert(const std::string& model_id, const std::vect
                        serving.version, ": ", serving_status.message()));
     }
   }
-  // A failed save is logged by Save and not returned: the file is only a cache of the store's
-  // vectors, and the next start rebuilds a stale one (RebuildIfStale).
-  Save().IgnoreError();
+  Persist([&] { return log_->AppendUpsert(model_id, vector); });
   return serving_status;
 }
 
@@ -256,7 +293,7 @@ absl::Status KnowledgeSpace::Remove(const std::string& model_id) {
   absl::Status status;
   if (index_->Contains(model_id)) {
     status.Update(index_->Remove(model_id));
-    Save().IgnoreError();  // logged; a stale file is rebuilt at start (see Upsert)
+    Persist([&] { return log_->AppendRemove(model_id); });
   }
   if (const LearningLoop::Serving serving = serving_();
       serving.index && serving.index->Contains(model_id)) {
@@ -316,6 +353,8 @@ absl::StatusOr<std::vector<std::string>> KnowledgeSpace::CatchUp() {
 
 absl::Status KnowledgeSpace::Save() {
   absl::Status s = index_->Save(index_path_);
+  // The log is emptied only once the new snapshot holds its changes.
+  if (s.ok()) s = log_->Reset();
   if (!s.ok()) spdlog::error("cannot save index {}: {}", index_path_, s.ToString());
   return s;
 }

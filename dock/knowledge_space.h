@@ -4,7 +4,8 @@
 // holds. The serving trained version's projected index follows every change of that index.
 //
 // Owns: the probe set, E (`reference_mutex_`: one caller at a time), the set encoder, the index
-// (thread-safe for searches) and its file. Changes (Upsert, Remove, Sync, CatchUp, Rebuild) are
+// (thread-safe for searches) and its files: a snapshot and the log of the changes since
+// (index/index_log.h), folded into a new snapshot when it has grown. Changes (Upsert, Remove, Sync, CatchUp, Rebuild) are
 // made under the dock's registry lock, which the caller holds.
 #ifndef MODELDOCK_DOCK_KNOWLEDGE_SPACE_H_
 #define MODELDOCK_DOCK_KNOWLEDGE_SPACE_H_
@@ -23,6 +24,7 @@
 #include "dock/metadata_store.h"
 #include "dock/types.h"
 #include "encoder/knowledge.h"
+#include "index/index_log.h"
 #include "index/vector_index.h"
 
 namespace modeldock::dock {
@@ -109,9 +111,9 @@ class KnowledgeSpace {
   //
   // Start-up: replaces the index by one of the stored vectors if their fingerprints differ.
   absl::Status RebuildIfStale();
-  // Adds or replaces a model's vector (and its projection), then saves the index; an error of
-  // the index or of the serving version's projected index is returned, a failed save only
-  // logged (the next start rebuilds a stale file from the store).
+  // Adds or replaces a model's vector (and its projection), then logs the change beside the
+  // index file (Persist); an error of the index or of the serving version's projected index is
+  // returned, a failed write only logged (the next start rebuilds a stale file from the store).
   absl::Status Upsert(const std::string& model_id, const std::vector<float>& vector);
   // Removes a model's entries (nothing if it has none); every index is tried, the first error
   // returned.
@@ -122,18 +124,29 @@ class KnowledgeSpace {
   // Replicas: adds, replaces and removes entries until the index holds exactly the stored
   // vectors. Returns the ids it changed; the caller saves (Save) when there are any.
   absl::StatusOr<std::vector<std::string>> CatchUp();
-  // Writes the index file (atomically); logs a failure.
+  // Writes the index file (atomically) and empties its change log; logs a failure.
   absl::Status Save();
+  // The change log is folded into a new snapshot once it holds this many records, or a quarter
+  // of the index's size if that is more: a registration appends ~300 bytes instead of
+  // rewriting the index (BENCHMARKS.md, "Index persistence").
+  static constexpr int64_t kMinRecordsBeforeSnapshot = 256;
 
  private:
   KnowledgeSpace(MetadataStore* store, ServingFn serving)
       : store_(store), serving_(std::move(serving)) {}
   index::IndexOptions IndexOptions() const;
+  // Replays the change log over the index just loaded; on a log that does not apply, an empty
+  // index (RebuildIfStale then rebuilds it from the store).
+  void ReplayLog();
+  // After a change: `append` writes it to the log; a snapshot is saved instead when the log has
+  // grown (kMinRecordsBeforeSnapshot) or the append failed. Failures are logged only.
+  void Persist(const std::function<absl::Status()>& append);
 
   MetadataStore* store_;
   ServingFn serving_;
   std::string index_factory_;
   std::string index_path_;
+  std::unique_ptr<index::IndexLog> log_;  // the changes since the snapshot at index_path_
 
   InputKind input_kind_ = InputKind::kImage;
   int64_t audio_length_ = 0;  // E's [T] in an audio space
