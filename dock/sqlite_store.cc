@@ -2,9 +2,11 @@
 
 #include <sqlite3.h>
 
+#include <variant>
+
 #include "absl/strings/str_cat.h"
 #include "dock/store_rows.h"
-#include "nlohmann/json.hpp"
+#include "dock/store_schema.h"
 
 namespace modeldock::dock {
 namespace {
@@ -16,7 +18,6 @@ using store_rows::kSelectAuditEntries;
 using store_rows::kSelectModels;
 using store_rows::kSelectOutcomeQueries;
 using store_rows::kSelectOutcomes;
-using store_rows::LayersJson;
 using store_rows::ReadAlignment;
 using store_rows::ReadAlignmentSummary;
 using store_rows::ReadApiKey;
@@ -24,9 +25,6 @@ using store_rows::ReadAuditEntry;
 using store_rows::ReadModelRecord;
 using store_rows::ReadOutcome;
 using store_rows::ReadOutcomeQuery;
-using store_rows::RemoteJson;
-using store_rows::ShapeJson;
-using store_rows::StringsJson;
 
 // Schema versions (kMetadataSchemaVersion): 1 = the first; 2 adds models.kind (feature
 // extractors); 3 adds models.layers (embed_layers: JSON [{"name", "dim"}]); 4 makes (name,
@@ -36,35 +34,7 @@ using store_rows::StringsJson;
 // databases are
 // migrated at Open, one transaction per step.
 constexpr int kSchemaVersion = kMetadataSchemaVersion;
-
-// The models table as a new database creates it. Names are unique per version (schema 4;
-// before, a name was unique); `remote` is a remote model's target as JSON (schema 5).
-constexpr const char* kModelsColumns = R"sql((
-  id TEXT PRIMARY KEY,
-  name TEXT NOT NULL,
-  version TEXT NOT NULL,
-  description TEXT NOT NULL,
-  task INTEGER NOT NULL,
-  input_shape TEXT NOT NULL,
-  class_labels TEXT NOT NULL,
-  license TEXT NOT NULL,
-  tags TEXT NOT NULL,
-  state INTEGER NOT NULL,
-  state_reason TEXT NOT NULL,
-  sha256 TEXT NOT NULL,
-  size_bytes INTEGER NOT NULL,
-  has_embed INTEGER NOT NULL,
-  feature_dim INTEGER NOT NULL,
-  created_unix_ms INTEGER NOT NULL,
-  probe_millis INTEGER NOT NULL,
-  revision INTEGER NOT NULL,
-  kind INTEGER NOT NULL DEFAULT 0,
-  layers TEXT NOT NULL DEFAULT '[]',
-  remote TEXT NOT NULL DEFAULT '',
-  lease_owner TEXT NOT NULL DEFAULT '',
-  lease_until_ms INTEGER NOT NULL DEFAULT 0,
-  UNIQUE(name, version)
-))sql";
+constexpr store_schema::Dialect kSqlite = store_schema::Dialect::kSqlite;
 
 // The models table as schema 4 rebuilt it (frozen: later columns come by their own steps).
 constexpr const char* kModelsColumnsV4 = R"sql((
@@ -91,101 +61,17 @@ constexpr const char* kModelsColumnsV4 = R"sql((
   UNIQUE(name, version)
 ))sql";
 
-constexpr const char* kSchema = R"sql(
-CREATE INDEX IF NOT EXISTS models_sha256 ON models(sha256);
-CREATE TABLE IF NOT EXISTS probe_outputs (
-  model_id TEXT PRIMARY KEY REFERENCES models(id) ON DELETE CASCADE,
-  probe_set_sha TEXT NOT NULL,
-  rows INTEGER NOT NULL,
-  cols INTEGER NOT NULL,
-  logits BLOB NOT NULL
-);
--- Compressed probe features (PCA of embed(x), or of the logits without embed) for stage-1 proxies.
-CREATE TABLE IF NOT EXISTS probe_features (
-  model_id TEXT PRIMARY KEY REFERENCES models(id) ON DELETE CASCADE,
-  probe_set_sha TEXT NOT NULL,
-  rows INTEGER NOT NULL,
-  cols INTEGER NOT NULL,
-  features BLOB NOT NULL
-);
--- SHA-256 of each stored probe tensor (kind 'outputs' or 'features'), checked on every read;
--- a table beside the tensors, so older databases need no migration (their rows read unchecked).
-CREATE TABLE IF NOT EXISTS probe_checksums (
-  model_id TEXT NOT NULL REFERENCES models(id) ON DELETE CASCADE,
-  kind TEXT NOT NULL,
-  checksum TEXT NOT NULL,
-  PRIMARY KEY (model_id, kind)
-);
-CREATE TABLE IF NOT EXISTS vectors (
-  model_id TEXT PRIMARY KEY REFERENCES models(id) ON DELETE CASCADE,
-  space TEXT NOT NULL,
-  vector BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
--- API keys: a salted SHA-256 of the secret, never the secret.
-CREATE TABLE IF NOT EXISTS api_keys (
-  id TEXT PRIMARY KEY,
-  name TEXT NOT NULL,
-  role INTEGER NOT NULL,
-  salt TEXT NOT NULL,
-  hash TEXT NOT NULL,
-  created_unix_ms INTEGER NOT NULL,
-  revoked INTEGER NOT NULL
-);
--- Which key registered a model (added beside models, so older databases need no migration).
-CREATE TABLE IF NOT EXISTS model_owners (
-  model_id TEXT PRIMARY KEY REFERENCES models(id) ON DELETE CASCADE,
-  key_id TEXT NOT NULL
-);
--- Outcome records (issue 9). A query keeps its class prototypes in the reference encoder's space
--- (never the samples) and the stage-1 scores of the models at report time (JSON id -> score).
-CREATE TABLE IF NOT EXISTS outcome_queries (
-  query_id TEXT PRIMARY KEY,
-  task INTEGER NOT NULL,
-  num_samples INTEGER NOT NULL,
-  num_classes INTEGER NOT NULL,
-  prototype_dim INTEGER NOT NULL,
-  prototypes BLOB NOT NULL,
-  stage1 TEXT NOT NULL,
-  created_unix_ms INTEGER NOT NULL
-);
--- Outcomes outlive their model's deletion (training ignores models no longer in the dock).
-CREATE TABLE IF NOT EXISTS outcomes (
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  query_id TEXT NOT NULL REFERENCES outcome_queries(query_id),
-  model_id TEXT NOT NULL,
-  model_name TEXT NOT NULL,
-  accuracy REAL NOT NULL,
-  source TEXT NOT NULL,
-  weight REAL NOT NULL,
-  reporter TEXT NOT NULL,
-  created_unix_ms INTEGER NOT NULL,
-  UNIQUE(query_id, model_id, source)
-);
-CREATE INDEX IF NOT EXISTS outcomes_model ON outcomes(model_id);
--- Who changed what, when.
-CREATE TABLE IF NOT EXISTS audit_log (
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  unix_ms INTEGER NOT NULL,
-  actor TEXT NOT NULL,
-  action TEXT NOT NULL,
-  target TEXT NOT NULL,
-  detail TEXT NOT NULL
-);
--- Trained ranker versions; the serving one is meta 'serving_alignment'.
-CREATE TABLE IF NOT EXISTS alignments (
-  version INTEGER PRIMARY KEY,
-  created_unix_ms INTEGER NOT NULL,
-  summary TEXT NOT NULL,
-  payload TEXT NOT NULL
-);
-)sql";
-
 // RAII statement with typed binders.
 class Statement {
  public:
   Statement(sqlite3* db, const char* sql) : db_(db) {
     rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
+  }
+  // A row's write (dock/store_schema.h), its values bound.
+  Statement(sqlite3* db, const store_schema::Write& write) : Statement(db, write.sql.c_str()) {
+    for (size_t i = 0; i < write.params.size(); ++i) {
+      BindValue(static_cast<int>(i) + 1, write.params[i]);
+    }
   }
   ~Statement() { sqlite3_finalize(stmt_); }
   absl::Status status() const {
@@ -198,6 +84,18 @@ class Statement {
   void Bind(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
   void BindDouble(int i, double v) { sqlite3_bind_double(stmt_, i, v); }
   double Double(int col) { return sqlite3_column_double(stmt_, col); }
+  void BindValue(int i, const store_schema::Value& v) {
+    if (const auto* text = std::get_if<std::string>(&v)) {
+      Bind(i, *text);
+    } else if (const auto* integer = std::get_if<int64_t>(&v)) {
+      Bind(i, *integer);
+    } else if (const auto* real = std::get_if<double>(&v)) {
+      BindDouble(i, *real);
+    } else {
+      const auto& floats = std::get<store_schema::FloatBytes>(v);
+      BindBlob(i, floats.data, floats.count * sizeof(float));
+    }
+  }
   void BindBlob(int i, const void* data, size_t size) {
     sqlite3_bind_blob(stmt_, i, data, static_cast<int>(size), SQLITE_TRANSIENT);
   }
@@ -236,19 +134,10 @@ class Statement {
   int last_step_ = SQLITE_OK;
 };
 
-// The fields that change after registration; bound as 1..6, the id as 7.
-constexpr const char* kUpdateState =
-    "UPDATE models SET state=?, state_reason=?, has_embed=?, feature_dim=?, probe_millis=?, "
-    "revision=? WHERE id=?";
-
-void BindState(Statement& st, const ModelRecord& r) {
-  st.Bind(1, static_cast<int64_t>(r.state));
-  st.Bind(2, r.state_reason);
-  st.Bind(3, static_cast<int64_t>(r.has_embed));
-  st.Bind(4, r.feature_dim);
-  st.Bind(5, r.probe_millis);
-  st.Bind(6, r.revision);
-  st.Bind(7, r.id);
+// The fields that change after registration (UpdateState, CommitProbe).
+store_schema::Write UpdateStateWrite(const ModelRecord& r) {
+  return store_schema::UpdateRow(kSqlite, "models", store_schema::ModelStateColumns(r),
+                                 {"id", r.id});
 }
 
 }  // namespace
@@ -278,9 +167,7 @@ absl::StatusOr<std::unique_ptr<MetadataStore>> SqliteMetadataStore::Open(const s
                              "PRAGMA foreign_keys=ON;"}) {
     if (absl::Status s = store->Exec(pragma); !s.ok()) return s;
   }
-  if (absl::Status s = store->Exec(absl::StrCat("CREATE TABLE IF NOT EXISTS models ",
-                                                kModelsColumns, ";", kSchema));
-      !s.ok()) {
+  if (absl::Status s = store->Exec(store_schema::SchemaSql(kSqlite)); !s.ok()) {
     return absl::DataLossError(absl::StrCat("metadata database ", path,
                                             " is not a modeldock database: ", s.message()));
   }
@@ -347,16 +234,8 @@ SqliteMetadataStore::~SqliteMetadataStore() { sqlite3_close(db_); }
 
 absl::Status SqliteMetadataStore::InsertKey(const ApiKeyRow& key) {
   std::lock_guard<std::mutex> lock(mutex_);
-  Statement st(db_,
-               "INSERT INTO api_keys(id, name, role, salt, hash, created_unix_ms, revoked) "
-               "VALUES(?,?,?,?,?,?,0)");
+  Statement st(db_, store_schema::InsertRow(kSqlite, "api_keys", store_schema::ApiKeyColumns(key)));
   if (!st.status().ok()) return st.status();
-  st.Bind(1, key.id);
-  st.Bind(2, key.name);
-  st.Bind(3, static_cast<int64_t>(key.role));
-  st.Bind(4, key.salt);
-  st.Bind(5, key.hash);
-  st.Bind(6, key.created_unix_ms);
   const int rc = st.Step();
   if (rc == SQLITE_CONSTRAINT) {
     return absl::AlreadyExistsError(absl::StrCat("API key '", key.id, "' already exists"));
@@ -399,10 +278,9 @@ absl::Status SqliteMetadataStore::SetOwner(const std::string& model_id, const st
 
 absl::Status SqliteMetadataStore::SetOwnerLocked(const std::string& model_id,
                                                  const std::string& key_id) {
-  Statement st(db_, "INSERT OR REPLACE INTO model_owners(model_id, key_id) VALUES(?,?)");
+  Statement st(db_, store_schema::UpsertRow(kSqlite, "model_owners",
+                                            store_schema::OwnerColumns(model_id, key_id)));
   if (!st.status().ok()) return st.status();
-  st.Bind(1, model_id);
-  st.Bind(2, key_id);
   if (st.Step() != SQLITE_DONE) {
     return absl::InternalError(absl::StrCat("sqlite set owner: ", sqlite3_errmsg(db_)));
   }
@@ -452,33 +330,8 @@ absl::Status SqliteMetadataStore::Insert(const ModelRecord& r) {
 }
 
 absl::Status SqliteMetadataStore::InsertRowLocked(const ModelRecord& r) {
-  Statement st(db_,
-               "INSERT INTO models(id, name, version, description, task, input_shape, "
-               "class_labels, license, tags, state, state_reason, sha256, size_bytes, has_embed, "
-               "feature_dim, created_unix_ms, probe_millis, revision, kind, layers, remote) "
-               "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+  Statement st(db_, store_schema::InsertRow(kSqlite, "models", store_schema::ModelColumns(r)));
   if (!st.status().ok()) return st.status();
-  st.Bind(1, r.id);
-  st.Bind(2, r.spec.name);
-  st.Bind(3, r.spec.version);
-  st.Bind(4, r.spec.description);
-  st.Bind(5, static_cast<int64_t>(r.spec.task));
-  st.Bind(6, ShapeJson(r.spec.input_shape));
-  st.Bind(7, StringsJson(r.spec.class_labels));
-  st.Bind(8, r.spec.license);
-  st.Bind(9, StringsJson(r.spec.tags));
-  st.Bind(10, static_cast<int64_t>(r.state));
-  st.Bind(11, r.state_reason);
-  st.Bind(12, r.sha256);
-  st.Bind(13, r.size_bytes);
-  st.Bind(14, static_cast<int64_t>(r.has_embed));
-  st.Bind(15, r.feature_dim);
-  st.Bind(16, r.created_unix_ms);
-  st.Bind(17, r.probe_millis);
-  st.Bind(18, r.revision);
-  st.Bind(19, static_cast<int64_t>(r.spec.kind));
-  st.Bind(20, LayersJson(r.layers));
-  st.Bind(21, RemoteJson(r.spec));
   int rc = st.Step();
   if (rc == SQLITE_CONSTRAINT) {
     return absl::AlreadyExistsError(absl::StrCat(
@@ -490,9 +343,8 @@ absl::Status SqliteMetadataStore::InsertRowLocked(const ModelRecord& r) {
 
 absl::Status SqliteMetadataStore::UpdateState(const ModelRecord& r) {
   std::lock_guard<std::mutex> lock(mutex_);
-  Statement st(db_, kUpdateState);
+  Statement st(db_, UpdateStateWrite(r));
   if (!st.status().ok()) return st.status();
-  BindState(st, r);
   if (st.Step() != SQLITE_DONE) {
     return absl::InternalError(absl::StrCat("sqlite update: ", sqlite3_errmsg(db_)));
   }
@@ -581,8 +433,7 @@ absl::Status SqliteMetadataStore::CommitProbe(
   // The state first: a model deleted while probing is NOT_FOUND, not a foreign-key failure of
   // its outputs.
   {
-    Statement st(db_, kUpdateState);
-    BindState(st, r);
+    Statement st(db_, UpdateStateWrite(r));
     if (st.Step() != SQLITE_DONE) return fail("state");
     if (sqlite3_changes(db_) == 0) {
       Rollback();
@@ -591,37 +442,23 @@ absl::Status SqliteMetadataStore::CommitProbe(
   }
   // One [rows, cols] float32 tensor per model and probe set (probe outputs, probe features).
   // Each with its checksum (read back by GetProbeTensor).
-  auto put_tensor = [&](const char* sql, const char* kind, const Tensor& t) {
-    Statement st(db_, sql);
-    st.Bind(1, r.id);
-    st.Bind(2, probe_set_sha);
-    st.Bind(3, t.Rows());
-    st.Bind(4, t.RowSize());
-    st.BindBlob(5, t.values.data(), t.values.size() * sizeof(float));
+  auto put_tensor = [&](const char* table, const char* kind, const Tensor& t) {
+    Statement st(db_, store_schema::UpsertRow(
+                          kSqlite, table,
+                          store_schema::ProbeTensorColumns(table, r.id, probe_set_sha, t)));
     if (st.Step() != SQLITE_DONE) return false;
-    Statement sum(db_, "INSERT OR REPLACE INTO probe_checksums(model_id, kind, checksum) "
-                       "VALUES(?,?,?)");
-    sum.Bind(1, r.id);
-    sum.Bind(2, std::string(kind));
-    sum.Bind(3, store_rows::ProbeTensorChecksum(t));
+    Statement sum(db_, store_schema::UpsertRow(kSqlite, "probe_checksums",
+                                               store_schema::ProbeChecksumColumns(r.id, kind, t)));
     return sum.Step() == SQLITE_DONE;
   };
-  if (!put_tensor("INSERT OR REPLACE INTO probe_outputs(model_id, probe_set_sha, rows, cols, "
-                  "logits) VALUES(?,?,?,?,?)",
-                  "outputs", probe_logits)) {
-    return fail("probe outputs");
-  }
+  if (!put_tensor("probe_outputs", "outputs", probe_logits)) return fail("probe outputs");
   if (!probe_features.shape.empty() &&
-      !put_tensor("INSERT OR REPLACE INTO probe_features(model_id, probe_set_sha, rows, cols, "
-                  "features) VALUES(?,?,?,?,?)",
-                  "features", probe_features)) {
+      !put_tensor("probe_features", "features", probe_features)) {
     return fail("probe features");
   }
   if (!vector.empty()) {
-    Statement st(db_, "INSERT OR REPLACE INTO vectors(model_id, space, vector) VALUES(?,?,?)");
-    st.Bind(1, r.id);
-    st.Bind(2, space);
-    st.BindBlob(3, vector.data(), vector.size() * sizeof(float));
+    Statement st(db_, store_schema::UpsertRow(kSqlite, "vectors",
+                                              store_schema::VectorColumns(r.id, space, vector)));
     if (st.Step() != SQLITE_DONE) return fail("vector");
   }
   return Exec("COMMIT");
@@ -674,10 +511,8 @@ absl::StatusOr<Tensor> SqliteMetadataStore::GetProbeTensor(const char* sql, cons
 absl::Status SqliteMetadataStore::PutVector(const std::string& id, const std::string& space,
                                             const std::vector<float>& vector) {
   std::lock_guard<std::mutex> lock(mutex_);
-  Statement st(db_, "INSERT OR REPLACE INTO vectors(model_id, space, vector) VALUES(?,?,?)");
-  st.Bind(1, id);
-  st.Bind(2, space);
-  st.BindBlob(3, vector.data(), vector.size() * sizeof(float));
+  Statement st(db_, store_schema::UpsertRow(kSqlite, "vectors",
+                                            store_schema::VectorColumns(id, space, vector)));
   if (st.Step() != SQLITE_DONE) return absl::InternalError(sqlite3_errmsg(db_));
   return absl::OkStatus();
 }
@@ -758,31 +593,15 @@ absl::Status SqliteMetadataStore::AddOutcomes(const OutcomeQueryRow& q,
     return absl::InternalError(absl::StrCat("sqlite ", what, ": ", msg));
   };
   {
-    Statement st(db_,
-                 "INSERT OR REPLACE INTO outcome_queries(query_id, task, num_samples, num_classes, "
-                 "prototype_dim, prototypes, stage1, created_unix_ms) VALUES(?,?,?,?,?,?,?,?)");
-    st.Bind(1, q.query_id);
-    st.Bind(2, static_cast<int64_t>(q.task));
-    st.Bind(3, q.num_samples);
-    st.Bind(4, static_cast<int64_t>(q.num_classes));
-    st.Bind(5, q.prototypes.RowSize());
-    st.BindBlob(6, q.prototypes.values.data(), q.prototypes.values.size() * sizeof(float));
-    st.Bind(7, nlohmann::json(q.stage1).dump());
-    st.Bind(8, q.created_unix_ms);
+    Statement st(db_, store_schema::UpsertRow(kSqlite, "outcome_queries",
+                                              store_schema::OutcomeQueryColumns(q)));
     if (st.Step() != SQLITE_DONE) return fail("outcome query");
   }
+  // INSERT OR REPLACE deletes the outcome of the same (query, model, source) and inserts a new
+  // row: a new report gets a new id and so lists as the newest.
   for (const OutcomeRow& o : outcomes) {
-    Statement st(db_,
-                 "INSERT OR REPLACE INTO outcomes(query_id, model_id, model_name, accuracy, source, "
-                 "weight, reporter, created_unix_ms) VALUES(?,?,?,?,?,?,?,?)");
-    st.Bind(1, q.query_id);
-    st.Bind(2, o.model_id);
-    st.Bind(3, o.model_name);
-    st.BindDouble(4, o.accuracy);
-    st.Bind(5, o.source);
-    st.BindDouble(6, o.weight);
-    st.Bind(7, o.reporter_key_id);
-    st.Bind(8, o.created_unix_ms);
+    Statement st(db_, store_schema::UpsertRow(kSqlite, "outcomes",
+                                              store_schema::OutcomeColumns(q.query_id, o)));
     if (st.Step() != SQLITE_DONE) return fail("outcome");
   }
   return Exec("COMMIT");
@@ -839,12 +658,8 @@ absl::StatusOr<int64_t> SqliteMetadataStore::InsertAlignment(const AlignmentRow&
     Statement st(db_, "SELECT COALESCE(MAX(version), 0) + 1 FROM alignments");
     if (st.Step() == SQLITE_ROW) version = st.Int(0);
   }
-  Statement st(db_, "INSERT INTO alignments(version, created_unix_ms, summary, payload) "
-                    "VALUES(?,?,?,?)");
-  st.Bind(1, version);
-  st.Bind(2, row.created_unix_ms);
-  st.Bind(3, row.summary);
-  st.Bind(4, row.payload);
+  Statement st(db_, store_schema::InsertRow(kSqlite, "alignments",
+                                            store_schema::AlignmentColumns(version, row)));
   if (st.Step() != SQLITE_DONE) {
     std::string msg = sqlite3_errmsg(db_);
     Rollback();
@@ -878,9 +693,8 @@ absl::StatusOr<AlignmentRow> SqliteMetadataStore::Alignment(int64_t version) {
 
 absl::Status SqliteMetadataStore::SetMeta(const std::string& key, const std::string& value) {
   std::lock_guard<std::mutex> lock(mutex_);
-  Statement st(db_, "INSERT OR REPLACE INTO meta(key, value) VALUES(?,?)");
-  st.Bind(1, key);
-  st.Bind(2, value);
+  Statement st(db_,
+               store_schema::UpsertRow(kSqlite, "meta", store_schema::MetaColumns(key, value)));
   if (st.Step() != SQLITE_DONE) {
     return absl::InternalError(absl::StrCat("sqlite meta: ", sqlite3_errmsg(db_)));
   }
@@ -899,12 +713,8 @@ absl::StatusOr<std::string> SqliteMetadataStore::GetMeta(const std::string& key)
 
 absl::Status SqliteMetadataStore::UpdateSpec(const ModelRecord& r) {
   std::lock_guard<std::mutex> lock(mutex_);
-  Statement st(db_, "UPDATE models SET description=?, license=?, tags=?, revision=? WHERE id=?");
-  st.Bind(1, r.spec.description);
-  st.Bind(2, r.spec.license);
-  st.Bind(3, StringsJson(r.spec.tags));
-  st.Bind(4, r.revision);
-  st.Bind(5, r.id);
+  Statement st(db_, store_schema::UpdateRow(kSqlite, "models", store_schema::ModelSpecColumns(r),
+                                            {"id", r.id}));
   if (st.Step() != SQLITE_DONE) {
     return absl::InternalError(absl::StrCat("sqlite update: ", sqlite3_errmsg(db_)));
   }
@@ -914,14 +724,7 @@ absl::Status SqliteMetadataStore::UpdateSpec(const ModelRecord& r) {
 
 absl::Status SqliteMetadataStore::AppendAudit(const AuditEntry& e) {
   std::lock_guard<std::mutex> lock(mutex_);
-  Statement st(db_,
-               "INSERT INTO audit_log(unix_ms, actor, action, target, detail) "
-               "VALUES(?,?,?,?,?)");
-  st.Bind(1, e.unix_ms);
-  st.Bind(2, e.actor);
-  st.Bind(3, e.action);
-  st.Bind(4, e.target);
-  st.Bind(5, e.detail);
+  Statement st(db_, store_schema::InsertRow(kSqlite, "audit_log", store_schema::AuditColumns(e)));
   if (st.Step() != SQLITE_DONE) {
     return absl::InternalError(absl::StrCat("sqlite audit: ", sqlite3_errmsg(db_)));
   }
