@@ -64,48 +64,9 @@ Table ProbeTensorTable(const char* name, const char* values) {
           {}};
 }
 
-std::vector<Table> MakeTables() {
+// The learning loop's tables (outcome records, ranker versions) and the audit log.
+std::vector<Table> LearningAndAuditTables() {
   std::vector<Table> tables;
-  tables.push_back(ModelsTable());
-  tables.push_back(ProbeTensorTable("probe_outputs", "logits"));
-  tables.push_back(ProbeTensorTable("probe_features", "features"));
-  // SHA-256 of each stored probe tensor (kind 'outputs' or 'features'), checked on every read;
-  // a table beside the tensors, so older databases need no migration (their rows read
-  // unchecked).
-  tables.push_back({"probe_checksums",
-                    {{"model_id", T::kText, "NOT NULL REFERENCES models(id) ON DELETE CASCADE"},
-                     {"kind", T::kText, kNotNull},
-                     {"checksum", T::kText, kNotNull}},
-                    {"model_id", "kind"},
-                    nullptr,
-                    {}});
-  tables.push_back({"vectors",
-                    {{"model_id", T::kText, kModelRef},
-                     {"space", T::kText, kNotNull},
-                     {"vector", T::kBlob, kNotNull}},
-                    {"model_id"},
-                    nullptr,
-                    {}});
-  tables.push_back(
-      {"meta", {{"key", T::kText, ""}, {"value", T::kText, kNotNull}}, {"key"}, nullptr, {}});
-  // API keys: a salted SHA-256 of the secret, never the secret.
-  tables.push_back({"api_keys",
-                    {{"id", T::kText, ""},
-                     {"name", T::kText, kNotNull},
-                     {"role", T::kInt, kNotNull},
-                     {"salt", T::kText, kNotNull},
-                     {"hash", T::kText, kNotNull},
-                     {"created_unix_ms", T::kInt, kNotNull},
-                     {"revoked", T::kInt, kNotNull}},
-                    {"id"},
-                    nullptr,
-                    {}});
-  // Which key registered a model (beside models, so older databases need no migration).
-  tables.push_back({"model_owners",
-                    {{"model_id", T::kText, kModelRef}, {"key_id", T::kText, kNotNull}},
-                    {"model_id"},
-                    nullptr,
-                    {}});
   // Outcome records (issue 9). A query keeps its class prototypes in the reference encoder's
   // space (never the samples) and the stage-1 scores of the models at report time (JSON
   // id -> score).
@@ -158,6 +119,52 @@ std::vector<Table> MakeTables() {
   return tables;
 }
 
+std::vector<Table> MakeTables() {
+  std::vector<Table> tables;
+  tables.push_back(ModelsTable());
+  tables.push_back(ProbeTensorTable("probe_outputs", "logits"));
+  tables.push_back(ProbeTensorTable("probe_features", "features"));
+  // SHA-256 of each stored probe tensor (kind 'outputs' or 'features'), checked on every read;
+  // a table beside the tensors, so older databases need no migration (their rows read
+  // unchecked).
+  tables.push_back({"probe_checksums",
+                    {{"model_id", T::kText, "NOT NULL REFERENCES models(id) ON DELETE CASCADE"},
+                     {"kind", T::kText, kNotNull},
+                     {"checksum", T::kText, kNotNull}},
+                    {"model_id", "kind"},
+                    nullptr,
+                    {}});
+  tables.push_back({"vectors",
+                    {{"model_id", T::kText, kModelRef},
+                     {"space", T::kText, kNotNull},
+                     {"vector", T::kBlob, kNotNull}},
+                    {"model_id"},
+                    nullptr,
+                    {}});
+  tables.push_back(
+      {"meta", {{"key", T::kText, ""}, {"value", T::kText, kNotNull}}, {"key"}, nullptr, {}});
+  // API keys: a salted SHA-256 of the secret, never the secret.
+  tables.push_back({"api_keys",
+                    {{"id", T::kText, ""},
+                     {"name", T::kText, kNotNull},
+                     {"role", T::kInt, kNotNull},
+                     {"salt", T::kText, kNotNull},
+                     {"hash", T::kText, kNotNull},
+                     {"created_unix_ms", T::kInt, kNotNull},
+                     {"revoked", T::kInt, kNotNull}},
+                    {"id"},
+                    nullptr,
+                    {}});
+  // Which key registered a model (beside models, so older databases need no migration).
+  tables.push_back({"model_owners",
+                    {{"model_id", T::kText, kModelRef}, {"key_id", T::kText, kNotNull}},
+                    {"model_id"},
+                    nullptr,
+                    {}});
+  for (Table& table : LearningAndAuditTables()) tables.push_back(std::move(table));
+  return tables;
+}
+
 const char* TypeName(Dialect dialect, ColumnType type) {
   const bool sqlite = dialect == Dialect::kSqlite;
   switch (type) {
@@ -197,7 +204,9 @@ std::string CreateTableSql(Dialect dialect, const Table& table) {
 
 std::string Placeholders(Dialect dialect, int first, size_t count) {
   std::vector<std::string> out;
-  for (size_t i = 0; i < count; ++i) out.push_back(Placeholder(dialect, first + static_cast<int>(i)));
+  for (size_t i = 0; i < count; ++i) {
+    out.push_back(Placeholder(dialect, first + static_cast<int>(i)));
+  }
   return absl::StrJoin(out, ",");
 }
 
@@ -263,12 +272,14 @@ Write UpsertRow(Dialect dialect, const char* table, ColumnValues row) {
   const Table* schema = FindTable(table);
   std::vector<std::string> updates;
   for (const ColumnValue& c : row) {
-    if (!IsKey(*schema, c.column)) updates.push_back(absl::StrCat(c.column, "=EXCLUDED.", c.column));
+    if (IsKey(*schema, c.column)) continue;
+    updates.push_back(absl::StrCat(c.column, "=EXCLUDED.", c.column));
   }
   std::string sql = absl::StrCat("INSERT INTO ", table, "(", ColumnNames(row), ") VALUES(", values,
                                  ") ON CONFLICT (", absl::StrJoin(schema->key, ", "), ") DO ");
-  absl::StrAppend(&sql, updates.empty() ? "NOTHING"
-                                        : absl::StrCat("UPDATE SET ", absl::StrJoin(updates, ", ")));
+  absl::StrAppend(&sql, updates.empty()
+                            ? "NOTHING"
+                            : absl::StrCat("UPDATE SET ", absl::StrJoin(updates, ", ")));
   return {std::move(sql), Params(std::move(row))};
 }
 

@@ -146,7 +146,8 @@ std::string OrderBy(const Table& table, bool postgres) {
   std::vector<std::string> order;
   for (const Column& c : table.columns) {
     if (c.type == ColumnType::kBlob) continue;
-    order.push_back(absl::StrCat(c.name, postgres && c.type == ColumnType::kText ? " COLLATE \"C\"" : ""));
+    const bool text = c.type == ColumnType::kText;
+    order.push_back(absl::StrCat(c.name, postgres && text ? " COLLATE \"C\"" : ""));
   }
   return absl::StrJoin(order, ", ");
 }
@@ -154,11 +155,12 @@ std::string OrderBy(const Table& table, bool postgres) {
 // One column of a table as text, rows in OrderBy's order: a blob as lowercase hex, anything
 // else as the database prints it; rows joined by '|'.
 std::string SqliteColumn(sqlite3* db, const Table& table, const Column& c) {
-  const std::string value = c.type == ColumnType::kBlob ? absl::StrCat("lower(hex(", c.name, "))")
-                                                        : absl::StrCat("CAST(", c.name, " AS TEXT)");
+  const std::string value = c.type == ColumnType::kBlob
+                                ? absl::StrCat("lower(hex(", c.name, "))")
+                                : absl::StrCat("CAST(", c.name, " AS TEXT)");
   const std::string sql =
-      absl::StrCat("SELECT COALESCE(group_concat(v, '|'), '') FROM (SELECT ", value, " AS v FROM ",
-                   table.name, " ORDER BY ", OrderBy(table, false), ")");
+      absl::StrCat("SELECT COALESCE(group_concat(v, '|'), '') FROM (SELECT ", value,
+                   " AS v FROM ", table.name, " ORDER BY ", OrderBy(table, false), ")");
   sqlite3_stmt* st = nullptr;
   std::string out = "error";
   if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) == SQLITE_OK &&
@@ -170,8 +172,9 @@ std::string SqliteColumn(sqlite3* db, const Table& table, const Column& c) {
 }
 
 std::string PostgresColumn(const TestSchema& schema, const Table& table, const Column& c) {
-  const std::string value = c.type == ColumnType::kBlob ? absl::StrCat("encode(", c.name, ", 'hex')")
-                                                        : absl::StrCat(c.name, "::text");
+  const std::string value = c.type == ColumnType::kBlob
+                                ? absl::StrCat("encode(", c.name, ", 'hex')")
+                                : absl::StrCat(c.name, "::text");
   return schema.Exec(absl::StrCat("SELECT COALESCE(string_agg(", value, ", '|' ORDER BY ",
                                   OrderBy(table, true), "), '') FROM ", table.name));
 }
