@@ -72,6 +72,9 @@ class SqliteMetadataStore : public MetadataStore {
 
  private:
   explicit SqliteMetadataStore(sqlite3* db) : db_(db) {}
+  // Brings a database of schema `found` (0: new, its tables just created) to
+  // kMetadataSchemaVersion, one transaction per step (Open).
+  absl::Status Migrate(int found, const std::string& path);
   absl::Status Exec(const std::string& sql);
   // Ends the open transaction without committing (its failure is ignored: see the definition).
   void Rollback();

@@ -1,6 +1,6 @@
-// Shared by the metadata store backends (sqlite_store.cc, postgres_store.cc): how each table's
-// rows are selected, encoded and decoded, so that both read and write the same columns the same
-// way. A kSelect... constant lists the columns its Read... template reads, in that order; the
+// Shared by the metadata store backends (sqlite_store*.cc, postgres_store*.cc): how each table's
+// rows are selected and decoded, so that both read the same columns the same way, and the JSON
+// and byte helpers that the writing side (dock/store_schema.h) encodes with. A kSelect... constant lists the columns its Read... template reads, in that order; the
 // backend appends its own WHERE / ORDER BY clause (placeholders and collation differ). `Row` is
 // the backend's current row, with Text(col) (NULL reads as ""), Int(col), Double(col) and
 // Floats(col) (float32 values stored as raw bytes).
