@@ -13,6 +13,10 @@
 #include "client/client.h"
 #include "client/json_output.h"
 
+namespace CLI {
+class App;
+}  // namespace CLI
+
 namespace modeldock::cli {
 
 using client::json;
@@ -102,6 +106,20 @@ struct ReportFlags {
   std::string image_size;
 };
 
+struct TuneFlags {
+  std::string dataset;
+  std::string labels;
+  int top = 3;
+  double budget_s = 120;
+  uint64_t seed = 0;
+  std::string out;
+  int max_epochs = 0;
+  int patience = 0;
+  double learning_rate = 0;
+  int64_t max_samples = 0;
+  std::string image_size;
+};
+
 // Shared helpers (cli_output.cc).
 std::string Env(const char* name);
 int UsageError(const std::string& message);
@@ -133,6 +151,14 @@ int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client:
 int RunUpdate(const GlobalFlags& global, const UpdateFlags& flags, client::Client& client);
 int RunAudit(const GlobalFlags& global, int limit, client::Client& client);
 int RunReport(const GlobalFlags& global, const ReportFlags& flags, client::Client& client);
+// tune (cli_tune.cc): the subcommand and its run.
+CLI::App* AddTuneCommand(CLI::App& app, TuneFlags& flags);
+int RunTune(const GlobalFlags& global, const TuneFlags& flags, client::Client& client);
+// Dataset loading shared by recommend, report and tune (cli_recommend.cc).
+std::optional<Dataset> LoadQueryDataset(const GlobalFlags& global, const std::string& path,
+                                        const std::string& labels, int64_t max_samples,
+                                        const std::string& image_size, const std::string& task,
+                                        int* exit_code);
 int RunRecords(const GlobalFlags& global, const std::string& model, int limit,
                client::Client& client);
 int RunAdminScrub(const GlobalFlags& global, bool wait, client::Client& client);

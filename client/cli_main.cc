@@ -59,6 +59,7 @@ struct CommandLine {
   UpdateFlags update;
   int audit_limit = 100;
   ReportFlags report;
+  TuneFlags tune;
   std::string records_model;
   int records_limit = 100;
   bool train_wait = false;
@@ -67,7 +68,8 @@ struct CommandLine {
 
   CLI::App *register_cmd, *list_cmd, *show_cmd, *rm_cmd, *nearest_cmd, *watch_cmd, *keys_create,
       *keys_list, *keys_revoke, *health_cmd, *rec_cmd, *update_cmd, *audit_cmd, *report_cmd,
-      *records_cmd, *train_cmd, *alignments_cmd, *alignments_use, *admin_cmd, *admin_scrub;
+      *records_cmd, *train_cmd, *alignments_cmd, *alignments_use, *admin_cmd, *admin_scrub,
+      *tune_cmd;
   CLI::Option* page_size_opt;
 };
 
@@ -385,6 +387,7 @@ int Dispatch(const CommandLine& cl, client::Client& client) {
   if (cl.health_cmd->parsed()) return RunHealth(global, client);
   if (cl.rec_cmd->parsed()) return RunRecommend(global, cl.rec, client);
   if (cl.report_cmd->parsed()) return RunReport(global, cl.report, client);
+  if (cl.tune_cmd->parsed()) return RunTune(global, cl.tune, client);
   if (cl.update_cmd->parsed()) return RunUpdate(global, cl.update, client);
   if (cl.audit_cmd->parsed()) return RunAudit(global, cl.audit_limit, client);
   if (cl.records_cmd->parsed()) return RunRecords(global, cl.records_model, cl.records_limit, client);
@@ -411,6 +414,7 @@ int Main(int argc, char** argv) {
   cl.rec_cmd = AddRecommendCommand(app, cl.rec);
   AddUpdateAndAuditCommands(app, cl);
   cl.report_cmd = AddReportCommand(app, cl.report);
+  cl.tune_cmd = AddTuneCommand(app, cl.tune);
   AddLearningCommands(app, cl);
   AddAdminCommand(app, cl);
   try {

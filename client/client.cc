@@ -347,6 +347,52 @@ absl::StatusOr<v1::RecommendResponse> Client::Recommend(const Dataset& dataset,
   return response;
 }
 
+absl::StatusOr<Client::TuneOutput> Client::Tune(
+    const Dataset& dataset, const v1::TuneHeader& options,
+    const std::function<void(const v1::TuneProgress&)>& on_progress) {
+  if (!setup_error_.ok()) return setup_error_;
+  v1::TuneRequest request;
+  *request.mutable_header() = options;
+  auto data = EncodeDataset(dataset, request.mutable_header()->mutable_dataset());
+  if (!data.ok()) return data.status();
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  const double budget = options.budget_seconds() > 0 ? options.budget_seconds() : 120;
+  const int k = options.top_k() > 0 ? options.top_k() : 3;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       absl::ToChronoMilliseconds(options_.timeout + absl::Seconds(2 * budget) +
+                                                  absl::Seconds(30) * k));
+  auto stream = stub_->Tune(&context);
+  bool open = stream->Write(request);
+  for (size_t offset = 0; open && offset < data->size(); offset += kChunkBytes) {
+    request.set_chunk(data->data() + offset, std::min<size_t>(kChunkBytes, data->size() - offset));
+    open = stream->Write(request);
+  }
+  stream->WritesDone();
+  TuneOutput out;
+  bool have_result = false;
+  v1::TuneResponse response;
+  while (stream->Read(&response)) {
+    if (response.has_progress()) {
+      if (on_progress) on_progress(response.progress());
+    } else if (response.has_result()) {
+      out.result = std::move(*response.mutable_result());
+      have_result = true;
+    } else {
+      out.model.append(response.model_chunk());
+    }
+  }
+  grpc::Status status = stream->Finish();
+  if (!status.ok()) return FromGrpcStatus(status);
+  if (!have_result) return absl::InternalError("the server sent no tune result");
+  if (static_cast<int64_t>(out.model.size()) != out.result.model_size_bytes() ||
+      Sha256::Of(out.model) != out.result.model_sha256()) {
+    return absl::DataLossError(absl::StrCat("the tuned model arrived damaged: ", out.model.size(),
+                                            " of ", out.result.model_size_bytes(), " bytes"));
+  }
+  return out;
+}
+
 absl::StatusOr<v1::ReportOutcomeResponse> Client::ReportOutcome(
     const Dataset& dataset, v1::TaskKind task, const std::vector<v1::Outcome>& outcomes,
     v1::OutcomeSource source) {

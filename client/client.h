@@ -91,6 +91,16 @@ class Client {
                                                           const std::vector<v1::Outcome>& outcomes,
                                                           v1::OutcomeSource source);
   absl::StatusOr<v1::ListRecordsResponse> ListRecords(const std::string& model, int limit);
+  // Rank, then tune: sends `dataset` (labelled) with the options of `options`; `on_progress`
+  // gets every epoch of every candidate as it ends. The call's deadline is the client's timeout
+  // plus twice the budget plus 30 s per candidate. The winner's tuned file is checked against
+  // the size and SHA-256 the result names (DATA_LOSS otherwise).
+  struct TuneOutput {
+    v1::TuneResult result;
+    std::string model;  // the winner's tuned TorchScript file; empty when every candidate failed
+  };
+  absl::StatusOr<TuneOutput> Tune(const Dataset& dataset, const v1::TuneHeader& options,
+                                  const std::function<void(const v1::TuneProgress&)>& on_progress);
   absl::StatusOr<v1::TrainingJob> TrainAlignment(bool wait);
   // Re-hashes every stored model file (admin); with `wait`, returns the finished report.
   absl::StatusOr<v1::ScrubReport> Scrub(bool wait);

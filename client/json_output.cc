@@ -225,6 +225,7 @@ std::string OutcomeSourceName(v1::OutcomeSource source) {
   switch (source) {
     case v1::OUTCOME_SOURCE_IMPORT: return "import";
     case v1::OUTCOME_SOURCE_STAGE2: return "stage2";
+    case v1::OUTCOME_SOURCE_TUNE: return "tune";
     default: return "finetune";
   }
 }

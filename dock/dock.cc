@@ -435,6 +435,7 @@ void DockImpl::Shutdown() {
   if (learning_) learning_->Shutdown();
   // Killing the workers ends running probes at once instead of waiting for them.
   if (sandbox_) sandbox_->Shutdown();
+  if (tuner_) tuner_->Shutdown();
   if (probes_) probes_->Join();
 }
 

@@ -106,6 +106,13 @@ class Dock {
   // Learning from outcomes. ReportOutcome: INVALID_ARGUMENT (accuracy outside [0, 1], bad
   // dataset, label count), NOT_FOUND (unknown model); on any error nothing is stored.
   virtual absl::StatusOr<OutcomeReportResult> ReportOutcome(const OutcomeReport& report) = 0;
+  // Rank, then tune (issue 27, dock/tuner.h): recommends, fine-tunes the top query.top_k
+  // candidates on a seeded stratified split of the labelled samples (one after another, in a
+  // worker of the tuner's own), returns each one's validation accuracy per epoch and the
+  // winner's tuned model, and records each tuned candidate as an outcome of source `tune`.
+  // `progress` (may be null) is called after every epoch of every candidate.
+  virtual absl::StatusOr<TuneResult> Tune(
+      const TuneQuery& query, const std::function<void(const TuneProgressEvent&)>& progress) = 0;
   // Newest first; `model` (id or name) empty = all; limit <= 0 = all.
   virtual absl::StatusOr<RecordList> ListRecords(std::string_view model, int limit) = 0;
   // Starts a background training job on every record (or joins the one running); with `wait`,

@@ -20,6 +20,7 @@
 //   ProbeQueue (probe_queue.h)          probing jobs, their threads and leases
 //   ReplicaSync (replica_sync.h)        the sync thread of a replica
 //   LearningLoop (learning.h)           outcome records, training, the serving version
+//   Tuner (tuner.h)                     rank, then tune: fine-tunes in a worker pool of its own
 #ifndef MODELDOCK_DOCK_DOCK_IMPL_H_
 #define MODELDOCK_DOCK_DOCK_IMPL_H_
 
@@ -55,6 +56,7 @@
 #include "dock/replica_sync.h"
 #include "dock/sandbox_runner.h"
 #include "dock/scrubber.h"
+#include "dock/tuner.h"
 #include "encoder/black_box.h"
 #include "encoder/knowledge.h"
 #include "index/vector_index.h"
@@ -135,6 +137,9 @@ class DockImpl : public Dock, private ModelFiles {
   absl::Status RevokeApiKey(const std::string& id) override;
   absl::StatusOr<ApiKeyInfo> Authenticate(const std::string& secret) override;
   absl::StatusOr<OutcomeReportResult> ReportOutcome(const OutcomeReport& report) override;
+  absl::StatusOr<TuneResult> Tune(
+      const TuneQuery& query,
+      const std::function<void(const TuneProgressEvent&)>& progress) override;
   absl::StatusOr<RecordList> ListRecords(std::string_view model, int limit) override;
   absl::StatusOr<TrainingStatus> TrainAlignment(bool wait,
                                                 std::function<bool()> is_cancelled) override;
@@ -343,6 +348,9 @@ class DockImpl : public Dock, private ModelFiles {
   // Work done after a call has been answered (the stage-2 standings of reports), one job at a
   // time; null when DockOptions::report_standings is off.
   std::unique_ptr<BackgroundQueue> report_jobs_;
+  // Dock::Tune: its own worker pool (started at the first tune), so tunes never take the
+  // workers recommendations run on.
+  std::unique_ptr<Tuner> tuner_;
   std::atomic<bool> shut_down_{false};
 
   // Orders name checks, inserts and deletes, and each store commit with the index change

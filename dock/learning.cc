@@ -96,6 +96,7 @@ const char* OutcomeSourceName(OutcomeSource source) {
     case OutcomeSource::kFinetune: return "finetune";
     case OutcomeSource::kImport: return "import";
     case OutcomeSource::kStage2: return kStage2Source;
+    case OutcomeSource::kTune: return "tune";
   }
   return "finetune";
 }

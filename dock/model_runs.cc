@@ -16,7 +16,18 @@ absl::Status DockImpl::StartRunners() {
   sandbox_ = *std::move(sandbox);
   runner_ = std::make_unique<RoutingRunner>(sandbox_.get(), remote_.get());
   if (options_.stage2_workers == 0) options_.stage2_workers = sandbox_->workers();
+  TunerHost host;
+  host.recommend = [this](const RecommendQuery& q) { return Recommend(q); };
+  host.report = [this](const OutcomeReport& r) { return ReportOutcome(r); };
+  host.files = this;
+  tuner_ = std::make_unique<Tuner>(options_.sandbox, std::move(host));
   return absl::OkStatus();
+}
+
+absl::StatusOr<TuneResult> DockImpl::Tune(
+    const TuneQuery& query, const std::function<void(const TuneProgressEvent&)>& progress) {
+  if (!tuner_) return absl::UnavailableError("the dock is not started");
+  return tuner_->Tune(query, progress);
 }
 
 absl::StatusOr<RunOutputs> DockImpl::RunModel(const ModelRecord& record, const Dataset& data,

@@ -36,18 +36,19 @@ auto RetryIfWorkerDied(const std::string& model, const char* second_death, const
 
 }  // namespace
 
+std::string WorkerBinary(const SandboxOptions& box) {
+  if (!box.worker_binary.empty()) return box.worker_binary;
+  // Installed layout: the worker beside the server binary; else the one this build made.
+  std::error_code ec;
+  fs::path beside = fs::read_symlink("/proc/self/exe", ec).parent_path() / "modeldock-worker";
+  return !ec && fs::exists(beside, ec) ? beside.string() : MODELDOCK_DEFAULT_WORKER_BINARY;
+}
+
 absl::StatusOr<std::unique_ptr<SandboxRunner>> SandboxRunner::Start(const SandboxOptions& box,
                                                                     int64_t model_cache_bytes,
                                                                     ModelFiles* files) {
   sandbox::PoolOptions pool;
-  pool.worker_binary = box.worker_binary;
-  if (pool.worker_binary.empty()) {
-    // Installed layout: the worker beside the server binary; else the one this build made.
-    std::error_code ec;
-    fs::path beside = fs::read_symlink("/proc/self/exe", ec).parent_path() / "modeldock-worker";
-    pool.worker_binary = !ec && fs::exists(beside, ec) ? beside.string()
-                                                        : MODELDOCK_DEFAULT_WORKER_BINARY;
-  }
+  pool.worker_binary = WorkerBinary(box);
   pool.workers = box.workers > 0 ? box.workers
                                  : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   pool.torch_threads = box.torch_threads;

@@ -25,6 +25,10 @@ class ModelFiles {
   virtual absl::StatusOr<std::string> VerifiedPath(const ModelRecord& record) = 0;
 };
 
+// The modeldock-worker binary: box.worker_binary, else the one beside the running executable,
+// else the build's.
+std::string WorkerBinary(const SandboxOptions& box);
+
 class SandboxRunner : public ModelRunner {
  public:
   // Starts the pool (box.workers workers, 0 = one per core) sharing `model_cache_bytes` of

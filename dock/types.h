@@ -355,9 +355,11 @@ struct RecommendResult {
 // kStage2: weak labels the dock records itself when DockOptions::learn_from_recommendations is
 // on: the stage-2 standing (rank percentile, 1 = best scored) of every model a labelled
 // recommendation scored. Users cannot report it.
-enum class OutcomeSource { kFinetune, kImport, kStage2 };
+// kTune: the dock's own fine-tunes (Dock::Tune), recorded like a reported fine-tune.
+enum class OutcomeSource { kFinetune, kImport, kStage2, kTune };
 inline constexpr const char* kStage2Source = "stage2";
-const char* OutcomeSourceName(OutcomeSource source);  // "finetune", "import", "stage2"
+// "finetune", "import", "stage2", "tune"
+const char* OutcomeSourceName(OutcomeSource source);
 
 struct ReportedOutcome {
   std::string model;  // id or name
@@ -382,6 +384,63 @@ struct OutcomeReportResult {
   int num_stage1_scores = 0;  // compatible models whose stage-1 score was kept with the query
   int64_t total_records = 0;
   int64_t total_queries = 0;
+};
+
+// ---- Rank, then tune (issue 27): Dock::Tune fine-tunes the top candidates of a recommendation
+// on a split of the query's labelled samples (dock/tuner.h).
+struct TuneQuery {
+  Dataset dataset;  // labelled samples; every class needs at least 2 (one goes to validation)
+  TaskKind task = TaskKind::kImageClassification;
+  int top_k = 3;  // candidates tuned, best ranked first (1..10)
+  // Wall-clock training budget of the whole tune, shared equally by the candidates.
+  absl::Duration budget = absl::Seconds(120);
+  uint64_t seed = 0;  // the split, the heads' initialisation and the shuffling
+  double validation_fraction = 0.2;  // per class, at least one sample
+  int max_epochs = 10;
+  int patience = 3;
+  double learning_rate = 1e-3;  // Adam
+  int batch_size = 32;
+  std::string reporter_key_id;  // the API key asking (its records)
+  std::function<bool()> is_cancelled;  // polled while waiting and running
+};
+
+struct TuneEpochRow {
+  int epoch = 0;  // 0: the untrained new head
+  double train_loss = 0;
+  double val_accuracy = 0;
+  double millis = 0;
+};
+
+struct TuneCandidate {
+  ModelRecord model;
+  int predicted_rank = 0;  // the recommendation's rank
+  double score = 0;        // the recommendation's score
+  bool ok = false;
+  std::string failure;  // why it failed ("DEADLINE_EXCEEDED: ..."); not retried
+  std::vector<TuneEpochRow> epochs;
+  int best_epoch = 0;
+  double best_accuracy = 0;  // validation accuracy of the tuned model kept
+  std::string stop_reason;   // "max_epochs", "patience", "budget"
+  double millis = 0;
+};
+
+// Per epoch, on the calling thread: which candidate (index in ranking order) and the row.
+struct TuneProgressEvent {
+  int candidate = 0;
+  std::string model_name;
+  TuneEpochRow row;
+};
+
+struct TuneResult {
+  std::vector<TuneCandidate> candidates;  // in ranking order
+  int winner = -1;  // index of the highest best_accuracy (the better ranked of ties); -1: none
+  std::string tuned_model;  // the winner's TorchScript archive: forward = its new head
+  std::string winner_license;
+  uint64_t seed = 0;
+  int64_t train_samples = 0, val_samples = 0;
+  std::string schedule;  // e.g. "adam lr 0.001, batch 32, <= 10 epochs, patience 3, 60 s each"
+  std::string query_id;  // the outcome records' query ("" when no candidate succeeded)
+  int recorded_outcomes = 0;
 };
 
 struct OutcomeRecord {

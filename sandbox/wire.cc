@@ -91,6 +91,17 @@ class HeadWriter {
     for (int64_t d : shape) I64(d);
   }
   void Ints(const std::vector<int64_t>& values) { Shape(values); }
+  void Labels(const std::vector<int32_t>& labels) {
+    U64(labels.size());
+    for (int32_t l : labels) I64(l);
+  }
+  void Epoch(const WireTuneEpoch& e) {
+    I64(e.epoch);
+    F64(e.train_loss);
+    F64(e.val_accuracy);
+    I64(e.val_correct);
+    F64(e.millis);
+  }
   std::string Take() { return std::move(out_); }
 
  private:
@@ -138,6 +149,22 @@ class HeadReader {
       if (!I64(&v) || v < 0) return false;
     }
     return true;
+  }
+  // Class labels: at most kMaxTuneLabels values in [0, 2^31).
+  bool Labels(std::vector<int32_t>* labels) {
+    uint64_t n;
+    if (!U64(&n) || n > kMaxTuneLabels || n > in_.size() / 8) return false;
+    labels->resize(n);
+    for (int32_t& l : *labels) {
+      int64_t v;
+      if (!I64(&v) || v < 0 || v > std::numeric_limits<int32_t>::max()) return false;
+      l = static_cast<int32_t>(v);
+    }
+    return true;
+  }
+  bool Epoch(WireTuneEpoch* e) {
+    return I64(&e->epoch) && F64(&e->train_loss) && F64(&e->val_accuracy) &&
+           I64(&e->val_correct) && F64(&e->millis);
   }
   bool Done() const { return in_.empty(); }
 
@@ -299,6 +326,17 @@ std::string EncodeRequestHead(const JobRequest& r, const std::vector<std::string
   w.U64(static_cast<uint64_t>(r.input_kind));
   w.U64(r.texts.size());
   for (const std::string& text : r.texts) w.Str(text);
+  w.I64(r.tune.max_epochs);
+  w.F64(r.tune.budget_seconds);
+  w.I64(r.tune.patience);
+  w.U64(r.tune.optimizer);
+  w.F64(r.tune.learning_rate);
+  w.F64(r.tune.momentum);
+  w.F64(r.tune.weight_decay);
+  w.U64(r.tune.seed);
+  w.Labels(r.labels);
+  w.Labels(r.val_labels);
+  w.Shape(r.val_samples.shape);
   return w.Take();
 }
 
@@ -306,7 +344,7 @@ absl::StatusOr<JobRequest> DecodeRequestHead(std::string_view head) {
   HeadReader in(head);
   JobRequest r;
   uint64_t kind, unload;
-  if (!in.U64(&kind) || (kind != 1 && kind != 2)) return BadHead("request");
+  if (!in.U64(&kind) || kind < 1 || kind > 3) return BadHead("request");
   r.kind = static_cast<JobKind>(kind);
   if (!in.Str(&r.model_path) || !in.Str(&r.model_key) || !in.Shape(&r.input_shape) ||
       !in.I64(&r.num_classes) || !in.I64(&r.feature_dim) || !in.Bool(&r.want_features) ||
@@ -333,6 +371,13 @@ absl::StatusOr<JobRequest> DecodeRequestHead(std::string_view head) {
   for (std::string& text : r.texts) {
     if (!in.Str(&text)) return BadHead("request");
   }
+  WireTuneOptions& t = r.tune;
+  if (!in.I64(&t.max_epochs) || !in.F64(&t.budget_seconds) || !in.I64(&t.patience) ||
+      !in.U64(&t.optimizer) || !in.F64(&t.learning_rate) || !in.F64(&t.momentum) ||
+      !in.F64(&t.weight_decay) || !in.U64(&t.seed) || !in.Labels(&r.labels) ||
+      !in.Labels(&r.val_labels) || !in.Shape(&r.val_samples.shape)) {
+    return BadHead("request");
+  }
   if (!in.Done()) return BadHead("request");
   if (r.input_kind == WireInputKind::kText && !r.samples.shape.empty()) return BadHead("request");
   return r;
@@ -355,6 +400,15 @@ std::string EncodeResponseHead(const JobResponse& r) {
   w.Shape(r.features.shape);
   w.U64(r.layers.size());
   for (const Tensor& layer : r.layers) w.Shape(layer.shape);
+  w.U64(r.progress ? 1 : 0);
+  w.U64(r.epochs.size());
+  for (const WireTuneEpoch& e : r.epochs) w.Epoch(e);
+  w.I64(r.best_epoch);
+  w.F64(r.best_accuracy);
+  w.I64(r.train_samples);
+  w.I64(r.val_samples);
+  w.Str(r.stop_reason);
+  w.Str(r.tuned_model);
   return w.Take();
 }
 
@@ -380,6 +434,18 @@ absl::StatusOr<JobResponse> DecodeResponseHead(std::string_view head) {
   for (Tensor& layer : r.layers) {
     if (!in.Shape(&layer.shape)) return BadHead("response");
   }
+  uint64_t epochs = 0;
+  if (!in.Bool(&r.progress) || !in.U64(&epochs) || epochs > kMaxTuneEpochs) {
+    return BadHead("response");
+  }
+  r.epochs.resize(epochs);
+  for (WireTuneEpoch& e : r.epochs) {
+    if (!in.Epoch(&e)) return BadHead("response");
+  }
+  if (!in.I64(&r.best_epoch) || !in.F64(&r.best_accuracy) || !in.I64(&r.train_samples) ||
+      !in.I64(&r.val_samples) || !in.Str(&r.stop_reason) || !in.Str(&r.tuned_model)) {
+    return BadHead("response");
+  }
   if (!in.Done()) return BadHead("response");
   r.code = static_cast<int32_t>(code);
   return r;
@@ -391,16 +457,20 @@ absl::StatusOr<JobRequest> ReadRequest(int fd, uint64_t max_floats, const WaitCh
   if (!head.ok()) return head.status();
   auto request = DecodeRequestHead(*head);
   if (!request.ok()) return request.status();
-  if (Elements(request->samples.shape) != floats) {
+  if (Elements(request->samples.shape) + Elements(request->val_samples.shape) != floats) {
     return absl::InvalidArgumentError("request values do not match the samples' shape");
   }
   if (absl::Status s = ReadTensorValues(fd, &request->samples, &floats, check); !s.ok()) return s;
+  if (absl::Status s = ReadTensorValues(fd, &request->val_samples, &floats, check); !s.ok()) {
+    return s;
+  }
   return request;
 }
 
-absl::StatusOr<JobResponse> ReadResponse(int fd, uint64_t max_floats, const WaitCheck& check) {
+absl::StatusOr<JobResponse> ReadResponse(int fd, uint64_t max_floats, const WaitCheck& check,
+                                         uint32_t max_head_bytes) {
   uint64_t floats = 0;
-  auto head = ReadHead(fd, max_floats, &floats, check);
+  auto head = ReadHead(fd, max_floats, &floats, check, max_head_bytes);
   if (!head.ok()) return head.status();
   auto response = DecodeResponseHead(*head);
   if (!response.ok()) return response.status();
@@ -419,7 +489,8 @@ absl::StatusOr<JobResponse> ReadResponse(int fd, uint64_t max_floats, const Wait
 
 absl::Status WriteRequest(int fd, const JobRequest& request, const WaitCheck& check,
                           const std::vector<std::string>* unload, int64_t batch_cap) {
-  return WriteFrame(fd, EncodeRequestHead(request, unload, batch_cap), {&request.samples}, check);
+  return WriteFrame(fd, EncodeRequestHead(request, unload, batch_cap),
+                    {&request.samples, &request.val_samples}, check);
 }
 
 absl::Status WriteResponse(int fd, const JobResponse& response, const WaitCheck& check) {

@@ -23,7 +23,13 @@ namespace modeldock::sandbox {
 // A bound on embed_layers' layers in a frame (the dock's --max-layers is at most this).
 inline constexpr int64_t kMaxLayers = 64;
 
-enum class JobKind : uint32_t { kAdmit = 1, kRun = 2 };
+// kTune: fine-tune the model on labelled samples (encoder/fine_tune.h); the worker sends a
+// progress frame (JobResponse::progress, one epoch row) after every epoch, then the result.
+enum class JobKind : uint32_t { kAdmit = 1, kRun = 2, kTune = 3 };
+
+// Bounds on a tune job's frames.
+inline constexpr uint64_t kMaxTuneEpochs = 10000;
+inline constexpr uint64_t kMaxTuneLabels = uint64_t{1} << 24;
 
 // What the model takes (mirrors encoder::InputKind): tensors of samples, or UTF-8 texts.
 enum class WireInputKind : uint32_t { kTensor = 0, kText = 1 };
@@ -38,6 +44,27 @@ struct WireLimits {
   int64_t max_feature_dim = 65536;
   int64_t max_bytes_per_sample = 1ll << 20;
   int64_t max_layers = 8;
+};
+
+// A tune job's schedule (mirrors encoder::FineTuneOptions; batch_size is JobRequest's).
+struct WireTuneOptions {
+  int64_t max_epochs = 10;
+  double budget_seconds = 60;
+  int64_t patience = 3;
+  uint64_t optimizer = 0;  // 0 Adam, 1 SGD
+  double learning_rate = 1e-3;
+  double momentum = 0.9;
+  double weight_decay = 0;
+  uint64_t seed = 0;
+};
+
+// One row of a tune's epoch table (mirrors encoder::TuneEpoch).
+struct WireTuneEpoch {
+  int64_t epoch = 0;
+  double train_loss = 0;
+  double val_accuracy = 0;
+  int64_t val_correct = 0;
+  double millis = 0;
 };
 
 struct JobRequest {
@@ -59,6 +86,12 @@ struct JobRequest {
   std::vector<std::string> unload;
   Tensor samples;  // run only (tensor models)
   std::vector<std::string> texts;  // run only (text models)
+  // Tune only: `samples` with `labels` is the train split, `val_samples` with `val_labels` the
+  // validation split; num_classes the new head's width; batch_size the training batch.
+  std::vector<int32_t> labels;
+  Tensor val_samples;
+  std::vector<int32_t> val_labels;
+  WireTuneOptions tune;
 };
 
 // The rows a run job asks for: its texts for a text model, else its samples.
@@ -84,6 +117,16 @@ struct JobResponse {
   bool cache_hit = false;  // the model was already loaded
   // The batch the model ran at: smaller than asked after an allocation failed (halved, retried).
   int64_t batch_size = 0;
+  // Tune: a progress frame (progress = true) holds the epoch just done in `epochs`; the result
+  // holds the whole table, the best epoch and the tuned archive.
+  bool progress = false;
+  std::vector<WireTuneEpoch> epochs;
+  int64_t best_epoch = 0;
+  double best_accuracy = 0;
+  int64_t train_samples = 0;
+  int64_t val_samples = 0;
+  std::string stop_reason;
+  std::string tuned_model;
 };
 
 // Called while a read or write waits (every few tens of milliseconds); a non-OK status aborts the
@@ -120,7 +163,9 @@ absl::StatusOr<JobResponse> DecodeResponseHead(std::string_view head);
 
 // Reads a whole request or response (head and tensor values) from `fd`.
 absl::StatusOr<JobRequest> ReadRequest(int fd, uint64_t max_floats, const WaitCheck& check);
-absl::StatusOr<JobResponse> ReadResponse(int fd, uint64_t max_floats, const WaitCheck& check);
+// A response head is at most max_head_bytes (a tune's result carries the tuned archive).
+absl::StatusOr<JobResponse> ReadResponse(int fd, uint64_t max_floats, const WaitCheck& check,
+                                         uint32_t max_head_bytes = 1u << 20);
 // `unload`, when given, replaces request.unload, and `batch_cap` > 0 caps its batch sizes (so the
 // caller's request is sent as is, without copying its samples).
 absl::Status WriteRequest(int fd, const JobRequest& request, const WaitCheck& check,

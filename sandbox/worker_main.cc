@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
@@ -26,7 +27,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/time.h"
 #include "encoder/black_box.h"
+#include "encoder/fine_tune.h"
 #include "sandbox/syscall_filter.h"
 #include "sandbox/wire.h"
 
@@ -387,6 +390,63 @@ JobResponse Run(const JobRequest& request, int model_fd, ModelCache& cache) {
   return response;
 }
 
+WireTuneEpoch ToWire(const encoder::TuneEpoch& e) {
+  return {e.epoch, e.train_loss, e.val_accuracy, e.val_correct, e.millis};
+}
+
+// Fine-tunes the model (encoder::FineTune), writing a progress frame to `out_fd` after every
+// epoch; the returned response is the result.
+JobResponse Tune(const JobRequest& request, int model_fd, int out_fd) {
+  JobResponse response;
+  const auto start = std::chrono::steady_clock::now();
+  auto bytes = ReadModelFile(model_fd);
+  if (!bytes.ok()) {
+    SetStatus(bytes.status(), &response);
+    return response;
+  }
+  encoder::FineTuneData data;
+  data.train_samples = request.samples;
+  data.train_labels = request.labels;
+  data.val_samples = request.val_samples;
+  data.val_labels = request.val_labels;
+  data.num_classes = static_cast<int>(request.num_classes);
+  encoder::FineTuneOptions options;
+  options.max_epochs = static_cast<int>(request.tune.max_epochs);
+  options.budget = absl::Seconds(request.tune.budget_seconds);
+  options.patience = static_cast<int>(request.tune.patience);
+  options.optimizer =
+      request.tune.optimizer == 1 ? encoder::TuneOptimizer::kSgd : encoder::TuneOptimizer::kAdam;
+  options.learning_rate = request.tune.learning_rate;
+  options.momentum = request.tune.momentum;
+  options.weight_decay = request.tune.weight_decay;
+  options.batch_size = static_cast<int>(std::max<int64_t>(1, request.batch_size));
+  options.seed = request.tune.seed;
+  auto result = encoder::FineTune(
+      *bytes, "the model file", request.input_shape, data, options,
+      [&](const encoder::TuneEpoch& e) {
+        JobResponse frame;
+        frame.progress = true;
+        frame.epochs.push_back(ToWire(e));
+        // A server that stopped reading kills the worker: a failed write needs no handling here
+        // (the result's write fails too and ends the worker's loop).
+        WriteResponse(out_fd, frame, nullptr).IgnoreError();
+      });
+  if (!result.ok()) {
+    SetStatus(result.status(), &response);
+    return response;
+  }
+  for (const encoder::TuneEpoch& e : result->epochs) response.epochs.push_back(ToWire(e));
+  response.best_epoch = result->best_epoch;
+  response.best_accuracy = result->best_accuracy;
+  response.train_samples = result->train_samples;
+  response.val_samples = result->val_samples;
+  response.stop_reason = result->stop_reason;
+  response.tuned_model = std::move(result->tuned_model);
+  response.millis =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  return response;
+}
+
 // " (at a batch of 1 sample; worker address space capped at 6144 MiB, the backstop of the worker
 // memory limit 1536 MiB (--worker-memory-mb))": which limits an allocation failure ran into.
 std::string DescribeMemoryLimits(const WorkerArgs& args, int64_t batch) {
@@ -422,8 +482,13 @@ int Serve(const WorkerArgs& args) {
     for (const std::string& key : request->unload) cache.Drop(key);
     JobResponse response;
     try {
-      response = request->kind == JobKind::kAdmit ? Admit(*request, model_fd)
-                                                  : Run(*request, model_fd, cache);
+      if (request->kind == JobKind::kAdmit) {
+        response = Admit(*request, model_fd);
+      } else if (request->kind == JobKind::kTune) {
+        response = Tune(*request, model_fd, args.fd);
+      } else {
+        response = Run(*request, model_fd, cache);
+      }
     } catch (const std::bad_alloc&) {
       SetStatus(absl::ResourceExhaustedError("the job ran out of memory"), &response);
     } catch (const std::exception& e) {

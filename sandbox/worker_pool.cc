@@ -352,7 +352,8 @@ absl::StatusOr<JobResponse> WorkerPool::Execute(int index, const JobRequest& req
                                                 const JobLimits& limits,
                                                 const CancelCheck& cancelled,
                                                 uint64_t max_floats, int64_t batch_cap,
-                                                absl::Time job_start) {
+                                                absl::Time job_start,
+                                                const TuneProgressFn& progress) {
   Slot& slot = slots_[index];  // ours while busy; its fields change only under mutex_
   pid_t pid;
   int fd;
@@ -433,8 +434,26 @@ absl::StatusOr<JobResponse> WorkerPool::Execute(int index, const JobRequest& req
   sent = SendJobMarker(fd, model_fd, check);
   if (model_fd >= 0) close(model_fd);
   if (sent.ok()) sent = WriteRequest(fd, request, check, &unload, batch_cap);
+  // A tune's result carries the tuned archive in its head: up to the model size limit more.
+  const uint32_t head_limit =
+      request.kind == JobKind::kTune
+          ? static_cast<uint32_t>((1 << 20) + std::clamp<int64_t>(request.max_model_bytes, 0,
+                                                                  int64_t{1} << 30))
+          : (1u << 20);
   absl::StatusOr<JobResponse> response =
-      sent.ok() ? ReadResponse(fd, max_floats, check) : absl::StatusOr<JobResponse>(sent);
+      sent.ok() ? ReadResponse(fd, max_floats, check, head_limit)
+                : absl::StatusOr<JobResponse>(sent);
+  // Progress frames (tune jobs, one epoch each) come before the result.
+  // The limits are checked between frames too: frames that keep arriving faster than the poll
+  // interval never let the reads wait.
+  while (response.ok() && response->progress) {
+    if (progress && !response->epochs.empty()) progress(response->epochs.front());
+    if (absl::Status limit = check(); !limit.ok()) {
+      response = limit;
+      break;
+    }
+    response = ReadResponse(fd, max_floats, check, head_limit);
+  }
   if (!response.ok()) {
     if (!aborted.ok()) {
       spdlog::warn("model worker {} killed: {}", pid, std::string(aborted.message()));

@@ -82,6 +82,21 @@ struct RunResult {
   int64_t batch_size = 0;  // the batch the model ran at (smaller than asked after running out)
 };
 
+// A tune job's result (encoder::FineTuneResult across the wire).
+struct TuneResult {
+  std::vector<WireTuneEpoch> epochs;
+  int64_t best_epoch = 0;
+  double best_accuracy = 0;
+  int64_t train_samples = 0;
+  int64_t val_samples = 0;
+  std::string stop_reason;
+  std::string tuned_model;  // TorchScript archive of the best epoch
+  double millis = 0;
+};
+
+// Called on the job's thread for every epoch a tune job finishes (epoch 0 included).
+using TuneProgressFn = std::function<void(const WireTuneEpoch&)>;
+
 struct PoolStats {
   int workers = 0;
   std::vector<pid_t> pids;  // running workers (-1 for a slot not started yet)
@@ -106,6 +121,12 @@ class WorkerPool {
   // job to a worker that has the model loaded. The samples are sent without a copy.
   absl::StatusOr<RunResult> Run(const JobRequest& request, const JobLimits& limits,
                                 const CancelCheck& cancelled);
+
+  // Fine-tunes a model (request.kind must be kTune; request.model_path its file) in a worker,
+  // with progress after every epoch. Never retried: a job killed for time or memory fails with
+  // DEADLINE_EXCEEDED or RESOURCE_EXHAUSTED (the worker is replaced; other jobs go on).
+  absl::StatusOr<TuneResult> Tune(const JobRequest& request, const JobLimits& limits,
+                                  const CancelCheck& cancelled, const TuneProgressFn& progress);
 
   // The model's file is gone: workers drop it at their next job.
   void Forget(const std::string& model_key);
@@ -138,7 +159,8 @@ class WorkerPool {
   absl::StatusOr<JobResponse> Execute(int slot, const JobRequest& request,
                                       const JobLimits& limits, const CancelCheck& cancelled,
                                       uint64_t max_floats, int64_t batch_cap,
-                                      absl::Time job_start);
+                                      absl::Time job_start,
+                                      const TuneProgressFn& progress = nullptr);
   // Execute on a free worker, again at half the batch (down to 1) while the worker is killed for
   // memory, within the job's wall-time limit.
   absl::StatusOr<JobResponse> ExecuteHalving(const JobRequest& request, const JobLimits& limits,

@@ -40,6 +40,8 @@ const MethodRule kRules[] = {
     {"/modeldock.v1.ModelDockService/ReportOutcome", false, ApiKeyRole::kConsumer,
      "ReportOutcome"},
     {"/modeldock.v1.ModelDockService/ListRecords", false, ApiKeyRole::kConsumer, "ListRecords"},
+    // Tune writes outcome records, as ReportOutcome does.
+    {"/modeldock.v1.ModelDockService/Tune", false, ApiKeyRole::kConsumer, "Tune"},
     {"/modeldock.v1.ModelDockService/TrainAlignment", false, ApiKeyRole::kAdmin,
      "training the ranker"},
     {"/modeldock.v1.ModelDockService/ListAlignments", false, ApiKeyRole::kConsumer,

@@ -11,6 +11,7 @@ namespace {
 v1::OutcomeSource ToProtoSource(const std::string& source) {
   if (source == "import") return v1::OUTCOME_SOURCE_IMPORT;
   if (source == dock::kStage2Source) return v1::OUTCOME_SOURCE_STAGE2;
+  if (source == "tune") return v1::OUTCOME_SOURCE_TUNE;  // dock::OutcomeSource::kTune's name
   return v1::OUTCOME_SOURCE_FINETUNE;
 }
 
@@ -402,6 +403,11 @@ absl::StatusOr<dock::OutcomeReport> DecodeOutcomeHeader(const v1::ReportOutcomeH
         "source STAGE2 is kept by the dock itself from recommendations (server flag "
         "--learn-from-recommendations); report FINETUNE or IMPORT");
   }
+  if (header.source() == v1::OUTCOME_SOURCE_TUNE) {
+    return absl::InvalidArgumentError(
+        "source TUNE is kept by the dock itself from its own fine-tunes (Tune); report FINETUNE "
+        "or IMPORT");
+  }
   if (header.outcomes_size() > 100000) {
     return absl::InvalidArgumentError("at most 100,000 outcomes per report");
   }
@@ -503,6 +509,84 @@ void Encode(const dock::AlignmentList& list, v1::ListAlignmentsResponse* out) {
   out->set_serving_version(list.serving_version);
   for (const dock::AlignmentVersion& v : list.versions) ToProto(v, out->add_versions());
   ToProto(list.last_training, out->mutable_last_training());
+}
+
+// ---- Rank, then tune.
+
+absl::StatusOr<dock::TuneQuery> DecodeTuneHeader(const v1::TuneHeader& header) {
+  if (header.dataset().encoding() == v1::SAMPLE_ENCODING_UTF8_TEXT) {
+    return absl::UnimplementedError("tuning on text datasets is not supported yet");
+  }
+  auto recommend = DecodeRecommendHeader(header.dataset());
+  if (!recommend.ok()) return recommend.status();
+  if (header.dataset().labels_size() == 0) {
+    return absl::InvalidArgumentError("tuning needs the dataset's labels (header.dataset.labels)");
+  }
+  if (!std::isfinite(header.budget_seconds()) || header.budget_seconds() < 0 ||
+      !std::isfinite(header.learning_rate()) || header.learning_rate() < 0 ||
+      header.max_epochs() < 0 || header.patience() < 0 || header.max_epochs() > 1000) {
+    return absl::InvalidArgumentError(
+        "budget_seconds and learning_rate must be finite and >= 0, max_epochs in 0..1000, "
+        "patience >= 0 (0 = the default)");
+  }
+  dock::TuneQuery query;
+  query.task = recommend->task;
+  if (header.top_k() != 0) query.top_k = header.top_k();
+  if (header.budget_seconds() > 0) query.budget = absl::Seconds(header.budget_seconds());
+  query.seed = header.seed();
+  if (header.max_epochs() > 0) query.max_epochs = header.max_epochs();
+  if (header.patience() > 0) query.patience = header.patience();
+  if (header.learning_rate() > 0) query.learning_rate = header.learning_rate();
+  return query;
+}
+
+absl::Status DecodeTuneData(const v1::TuneHeader& header, const std::string& data,
+                            dock::TuneQuery* query) {
+  auto recommend = DecodeRecommendHeader(header.dataset());
+  if (!recommend.ok()) return recommend.status();
+  if (absl::Status s = DecodeRecommendData(header.dataset(), data, &*recommend); !s.ok()) {
+    return s;
+  }
+  query->dataset = std::move(recommend->dataset);
+  return absl::OkStatus();
+}
+
+void ToProto(const dock::TuneEpochRow& row, v1::TuneEpoch* out) {
+  out->set_epoch(row.epoch);
+  out->set_train_loss(row.train_loss);
+  out->set_val_accuracy(row.val_accuracy);
+  out->set_millis(row.millis);
+}
+
+void Encode(const dock::TuneProgressEvent& event, v1::TuneProgress* out) {
+  out->set_candidate(event.candidate);
+  out->set_model_name(event.model_name);
+  ToProto(event.row, out->mutable_epoch());
+}
+
+void Encode(const dock::TuneResult& result, v1::TuneResult* out) {
+  for (const dock::TuneCandidate& c : result.candidates) {
+    v1::TuneCandidate* row = out->add_candidates();
+    ToProto(c.model, row->mutable_model());
+    row->set_predicted_rank(c.predicted_rank);
+    row->set_score(c.score);
+    row->set_ok(c.ok);
+    row->set_failure(c.failure);
+    for (const dock::TuneEpochRow& e : c.epochs) ToProto(e, row->add_epochs());
+    row->set_best_epoch(c.best_epoch);
+    row->set_best_accuracy(c.best_accuracy);
+    row->set_stop_reason(c.stop_reason);
+    row->set_millis(c.millis);
+  }
+  out->set_winner(result.winner);
+  out->set_winner_license(result.winner_license);
+  out->set_seed(result.seed);
+  out->set_train_samples(result.train_samples);
+  out->set_val_samples(result.val_samples);
+  out->set_schedule(result.schedule);
+  out->set_query_id(result.query_id);
+  out->set_recorded_outcomes(result.recorded_outcomes);
+  out->set_model_size_bytes(static_cast<int64_t>(result.tuned_model.size()));
 }
 
 }  // namespace modeldock::server

@@ -71,6 +71,11 @@ absl::StatusOr<dock::OutcomeReport> DecodeOutcomeHeader(const v1::ReportOutcomeH
 absl::Status DecodeOutcomeData(const v1::ReportOutcomeHeader& header, const std::string& data,
                                dock::OutcomeReport* report);
 
+// A Tune the same way: the header's checks and options, then the labelled dataset.
+absl::StatusOr<dock::TuneQuery> DecodeTuneHeader(const v1::TuneHeader& header);
+absl::Status DecodeTuneData(const v1::TuneHeader& header, const std::string& data,
+                            dock::TuneQuery* query);
+
 // ---- Engine results -> responses.
 void Encode(const dock::ModelPage& page, v1::ListModelsResponse* out);
 void Encode(const std::vector<dock::NearestModel>& nearest, v1::ListNearestModelsResponse* out);
@@ -78,6 +83,9 @@ void Encode(const std::vector<dock::AuditEntry>& entries, v1::ListAuditLogRespon
 // Everything but the timings the transport measures (receive and total).
 void Encode(const dock::RecommendResult& result, v1::RecommendResponse* out);
 void Encode(const dock::OutcomeReportResult& result, v1::ReportOutcomeResponse* out);
+void Encode(const dock::TuneProgressEvent& event, v1::TuneProgress* out);
+// Everything but model_sha256 (the transport hashes the file it sends).
+void Encode(const dock::TuneResult& result, v1::TuneResult* out);
 void Encode(const dock::RecordList& records, v1::ListRecordsResponse* out);
 void Encode(const dock::AlignmentList& list, v1::ListAlignmentsResponse* out);
 

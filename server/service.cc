@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/sha256.h"
 #include "server/proto_conversion.h"
 #include "server/request_decoding.h"
 #include "spdlog/spdlog.h"
@@ -55,9 +56,10 @@ double MillisSince(std::chrono::steady_clock::time_point start) {
 
 // Reads the sample data of a Recommend or ReportOutcome stream after its header: the header's
 // inline data first, then chunks of at most kMaxChunkBytes, exactly `expected` bytes in all.
-template <typename Request>
-grpc::Status ReadSampleData(grpc::ServerContext* context, grpc::ServerReader<Request>* reader,
-                            int64_t expected, const char* call, std::string* data) {
+// `Stream`: a grpc::ServerReader<Request> or a grpc::ServerReaderWriter<Response, Request>.
+template <typename Request, typename Stream>
+grpc::Status ReadSampleData(grpc::ServerContext* context, Stream* reader, int64_t expected,
+                            const char* call, std::string* data) {
   if (static_cast<int64_t>(data->size()) > expected) {
     return InvalidArgument(absl::StrCat("inline_data has ", data->size(), " bytes but ", expected,
                                         " are expected"));
@@ -340,7 +342,7 @@ grpc::Status ModelDockServiceImpl::Recommend(grpc::ServerContext* context,
   if (!query.ok()) return ToGrpcStatus(query.status());
   // Inline data comes first; chunks, if any, continue after it.
   std::string data = std::move(*header.mutable_inline_data());
-  if (grpc::Status s = ReadSampleData(context, reader, *expected, "Recommend", &data); !s.ok()) {
+  if (grpc::Status s = ReadSampleData<v1::RecommendRequest>(context, reader, *expected, "Recommend", &data); !s.ok()) {
     return s;
   }
   absl::Status decoded = DecodeRecommendData(header, data, &*query);
@@ -417,7 +419,8 @@ grpc::Status ModelDockServiceImpl::ReportOutcome(
   auto expected = ExpectedQueryBytes(header.dataset());
   if (!expected.ok()) return ToGrpcStatus(expected.status());
   std::string data = std::move(*header.mutable_dataset()->mutable_inline_data());
-  if (grpc::Status s = ReadSampleData(context, reader, *expected, "ReportOutcome", &data);
+  if (grpc::Status s = ReadSampleData<v1::ReportOutcomeRequest>(context, reader, *expected, "ReportOutcome",
+                                                           &data);
       !s.ok()) {
     return s;
   }
@@ -428,6 +431,52 @@ grpc::Status ModelDockServiceImpl::ReportOutcome(
   auto result = dock_->ReportOutcome(*report);
   if (!result.ok()) return ToGrpcStatus(result.status());
   Encode(*result, response);
+  return grpc::Status::OK;
+}
+
+grpc::Status ModelDockServiceImpl::Tune(
+    grpc::ServerContext* context,
+    grpc::ServerReaderWriter<v1::TuneResponse, v1::TuneRequest>* stream) {
+  CallScope call(*authorizer_, context);
+  if (!call.ok()) return call.status();
+  v1::TuneRequest request;
+  if (!stream->Read(&request) || !request.has_header()) {
+    return InvalidArgument("the first Tune message must be a header");
+  }
+  v1::TuneHeader header = std::move(*request.mutable_header());
+  auto query = DecodeTuneHeader(header);
+  if (!query.ok()) return ToGrpcStatus(query.status());
+  auto expected = ExpectedQueryBytes(header.dataset());
+  if (!expected.ok()) return ToGrpcStatus(expected.status());
+  std::string data = std::move(*header.mutable_dataset()->mutable_inline_data());
+  if (grpc::Status s = ReadSampleData<v1::TuneRequest>(context, stream, *expected, "Tune", &data);
+      !s.ok()) {
+    return s;
+  }
+  absl::Status decoded = DecodeTuneData(header, data, &*query);
+  std::string().swap(data);
+  if (!decoded.ok()) return ToGrpcStatus(decoded);
+  query->reporter_key_id = call.caller().id;
+  query->is_cancelled = [context] { return context->IsCancelled(); };
+  spdlog::debug("Tune n={} top_k={} budget={} seed={}", header.dataset().num_samples(),
+                query->top_k, absl::FormatDuration(query->budget), query->seed);
+  // Progress goes out from the engine's thread, which is this handler's (one writer).
+  auto result = dock_->Tune(*query, [stream](const dock::TuneProgressEvent& event) {
+    v1::TuneResponse progress;
+    Encode(event, progress.mutable_progress());
+    stream->Write(progress);  // a client gone shows up as the context cancelled
+  });
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  v1::TuneResponse table;
+  Encode(*result, table.mutable_result());
+  table.mutable_result()->set_model_sha256(Sha256::Of(result->tuned_model));
+  if (!stream->Write(table)) return grpc::Status(grpc::StatusCode::CANCELLED, "client gone");
+  const std::string& model = result->tuned_model;
+  for (size_t sent = 0; sent < model.size(); sent += kMaxChunkBytes) {
+    v1::TuneResponse chunk;
+    chunk.set_model_chunk(model.substr(sent, kMaxChunkBytes));
+    if (!stream->Write(chunk)) return grpc::Status(grpc::StatusCode::CANCELLED, "client gone");
+  }
   return grpc::Status::OK;
 }
 

@@ -64,6 +64,8 @@ class ModelDockServiceImpl final : public v1::ModelDockService::Service {
   grpc::Status ReportOutcome(grpc::ServerContext* context,
                              grpc::ServerReader<v1::ReportOutcomeRequest>* reader,
                              v1::ReportOutcomeResponse* response) override;
+  grpc::Status Tune(grpc::ServerContext* context,
+                    grpc::ServerReaderWriter<v1::TuneResponse, v1::TuneRequest>* stream) override;
   grpc::Status ListRecords(grpc::ServerContext* context, const v1::ListRecordsRequest* request,
                            v1::ListRecordsResponse* response) override;
   grpc::Status Scrub(grpc::ServerContext* context, const v1::ScrubRequest* request,

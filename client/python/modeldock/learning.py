@@ -12,7 +12,7 @@ from modeldock.v1 import modeldock_pb2 as pb
 
 _CHUNK = 1 << 20  # the server takes at most 1 MiB per stream message
 _SOURCE_NAMES = {pb.OUTCOME_SOURCE_FINETUNE: "finetune", pb.OUTCOME_SOURCE_IMPORT: "import",
-                 pb.OUTCOME_SOURCE_STAGE2: "stage2"}
+                 pb.OUTCOME_SOURCE_STAGE2: "stage2", pb.OUTCOME_SOURCE_TUNE: "tune"}
 _METRICS = {name[len("METRIC_"):].lower(): value for name, value in pb.Metric.items()
             if name != "METRIC_UNSPECIFIED"}
 
@@ -159,7 +159,7 @@ class LearningCalls:
 
     def records(self, model: str = "", limit: int = 100) -> RecordList:
         """Reported outcomes, newest first (of model, a name or id, if given): a list of dicts
-        (id, query_id, model, model_id, accuracy, source: finetune, import or stage2,
+        (id, query_id, model, model_id, accuracy, source: finetune, import, stage2 or tune,
         created_unix_ms), with total_records and total_queries as attributes: the totals of
         the records asked for (of model, if given) beyond the limit."""
         r = self._unary(self._stub.ListRecords, pb.ListRecordsRequest(model=model, limit=limit))
