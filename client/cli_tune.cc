@@ -10,43 +10,10 @@
 #include "absl/strings/str_format.h"
 #include "client/cli_internal.h"
 #include "client/client.h"
+#include "client/json_output.h"
 
 namespace modeldock::cli {
 namespace {
-
-json TuneToJson(const v1::TuneResult& result, const std::string& out_path) {
-  json candidates = json::array();
-  for (const v1::TuneCandidate& c : result.candidates()) {
-    json epochs = json::array();
-    for (const v1::TuneEpoch& e : c.epochs()) {
-      epochs.push_back(json{{"epoch", e.epoch()}, {"train_loss", e.train_loss()},
-                            {"val_accuracy", e.val_accuracy()}, {"millis", e.millis()}});
-    }
-    candidates.push_back(json{{"name", c.model().spec().name()},
-                              {"id", c.model().id()},
-                              {"predicted_rank", c.predicted_rank()},
-                              {"score", c.score()},
-                              {"ok", c.ok()},
-                              {"failure", c.failure()},
-                              {"best_epoch", c.best_epoch()},
-                              {"best_accuracy", c.best_accuracy()},
-                              {"stop_reason", c.stop_reason()},
-                              {"millis", c.millis()},
-                              {"epochs", epochs}});
-  }
-  return json{{"candidates", candidates},
-              {"winner", result.winner()},
-              {"winner_license", result.winner_license()},
-              {"seed", result.seed()},
-              {"train_samples", result.train_samples()},
-              {"val_samples", result.val_samples()},
-              {"schedule", result.schedule()},
-              {"query_id", result.query_id()},
-              {"recorded_outcomes", result.recorded_outcomes()},
-              {"model_sha256", result.model_sha256()},
-              {"model_size_bytes", result.model_size_bytes()},
-              {"out", out_path}};
-}
 
 void PrintTuneTable(const v1::TuneResult& result) {
   std::cout << absl::StrFormat("split: %d train / %d validation samples (seed %d); %s\n",
@@ -158,7 +125,9 @@ int RunTune(const GlobalFlags& global, const TuneFlags& flags, client::Client& c
     written = flags.out;
   }
   if (global.json) {
-    PrintJson(TuneToJson(tuned->result, written));
+    json document = client::TuneToJson(tuned->result);
+    document["out"] = written;
+    PrintJson(document);
   } else {
     PrintTuneTable(tuned->result);
     if (!written.empty()) {

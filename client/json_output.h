@@ -43,6 +43,9 @@ json LayerScoresToJson(const google::protobuf::RepeatedPtrField<v1::LayerScore>&
 json RecommendToJson(const v1::RecommendResponse& response,
                      const std::vector<std::string>& dataset_notes);
 
+// `tune --json` without its "out" (the file the CLI wrote); POST /v1/tune adds the file itself.
+json TuneToJson(const v1::TuneResult& result);
+
 // `report --json`.
 json ReportToJson(const v1::ReportOutcomeResponse& response,
                   const std::vector<std::string>& dataset_notes);

@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "client/query_datasets.h"
@@ -292,6 +293,62 @@ absl::Status Recommend(const RouteContext& context, Call& call, const httplib::R
   return absl::OkStatus();
 }
 
+// Multipart: "dataset" and "labels" as for a recommendation, and optional "options": JSON with
+// the CLI's tune flags ({"top": 2, "budget_s": 120, "seed": 0, "max_epochs", "patience",
+// "learning_rate"}) and the dataset's ("task", "max_samples", "image_size"). Answers when the tune
+// ends (no progress over REST: the gRPC call and `modeldock tune` stream it) with the CLI's
+// --json document plus the winner's tuned TorchScript file as "model_base64".
+absl::Status Tune(const RouteContext& context, Call& call, const httplib::Request& request,
+                  httplib::Response& response, const httplib::ContentReader& reader) {
+  Spool spool(context.options.spool_dir, {"dataset", "labels"});
+  if (absl::Status s = spool.Read(request, reader); !s.ok()) return s;
+  if (!spool.Has("dataset")) return BadRequest("the part 'dataset' (a dataset file) is required");
+  datasets::LoadOptions load;
+  load.labels_path = spool.Path("labels");
+  v1::TuneHeader header;
+  header.set_top_k(2);
+  if (spool.Has("options")) {
+    auto options = ParseObject(spool.Text("options"), "the part 'options'");
+    if (!options.ok()) return options.status();
+    json dataset_options = json::object();
+    try {
+      for (const auto& [key, value] : options->items()) {
+        if (key == "top") {
+          header.set_top_k(value.get<int>());
+        } else if (key == "budget_s") {
+          header.set_budget_seconds(value.get<double>());
+        } else if (key == "seed") {
+          header.set_seed(value.get<uint64_t>());
+        } else if (key == "max_epochs") {
+          header.set_max_epochs(value.get<int>());
+        } else if (key == "patience") {
+          header.set_patience(value.get<int>());
+        } else if (key == "learning_rate") {
+          header.set_learning_rate(value.get<double>());
+        } else {
+          dataset_options[key] = value;  // task, max_samples, image_size; others refused there
+        }
+      }
+    } catch (const std::exception& e) {
+      return BadRequest(absl::StrCat("the part 'options': ", e.what()));
+    }
+    if (absl::Status s = ApplyRecommendOptions(dataset_options, &load, header.mutable_dataset());
+        !s.ok()) {
+      return s;
+    }
+  }
+  auto dataset = LoadQuery(spool.Path("dataset"), load, header.dataset().task());
+  if (!dataset.ok()) {
+    return BadRequest(absl::StrCat("cannot load dataset: ", dataset.status().message()));
+  }
+  auto tuned = call.client->Tune(*dataset, header, nullptr);
+  if (!tuned.ok()) return tuned.status();
+  json document = client::TuneToJson(tuned->result);
+  document["model_base64"] = absl::Base64Escape(tuned->model);
+  SendJson(response, 200, document);
+  return absl::OkStatus();
+}
+
 // Multipart: "dataset" and optional "labels" as for a recommendation, and "outcomes": JSON
 // {"outcomes": [{"model", "accuracy"}], "source": "finetune"|"import", "task", "max_samples"}.
 absl::Status Report(const RouteContext& context, Call& call, const httplib::Request& request,
@@ -434,6 +491,11 @@ void AddRestRoutes(httplib::Server& server, std::shared_ptr<const RouteContext> 
                                          httplib::Response& response,
                                          const httplib::ContentReader& reader) {
                 return Recommend(*raw, call, request, response, reader);
+              }));
+  server.Post("/v1/tune", UploadRoute(context, [raw](Call& call, const httplib::Request& request,
+                                                     httplib::Response& response,
+                                                     const httplib::ContentReader& reader) {
+                return Tune(*raw, call, request, response, reader);
               }));
 }
 

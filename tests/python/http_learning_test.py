@@ -7,6 +7,8 @@ a consumer key where the call is an admin's (or a provider's).
 
     PYTHONPATH=<build>/python http_learning_test.py SERVER_BINARY ASSET_DIR CLI_BINARY
 """
+import base64
+import hashlib
 import json
 import os
 import subprocess
@@ -202,6 +204,40 @@ class HttpLearningTest(unittest.TestCase):
                 self.assertEqual(self.admin.call("DELETE", "/v1/models/tops-remote")[0], 200)
             finally:
                 stop_server(other)
+
+    def test_zz_tune_answers_what_the_cli_prints(self):
+        """POST /v1/tune (last: its tune records would change the counts above) gives the CLI's
+        tune --json for the same seed, plus the winner's file, whose SHA-256 is the one named."""
+        options = {"top": 1, "seed": 3, "max_epochs": 2, "budget_s": 300}
+        status, _, body = self.consumer.call("POST", "/v1/tune", *reversed(multipart({
+            "dataset": ("q", read_file(os.path.join(QUERY, "query-images-idx3-ubyte"))),
+            "labels": ("l", read_file(os.path.join(QUERY, "query-labels-idx1-ubyte"))),
+            "options": json.dumps(options).encode()})))
+        self.assertEqual(status, 200, body)
+        model = base64.b64decode(body.pop("model_base64"))
+        self.assertEqual(len(model), body["model_size_bytes"])
+        self.assertEqual(hashlib.sha256(model).hexdigest(), body["model_sha256"])
+        self.assertEqual(model[:2], b"PK")  # a TorchScript archive is a zip
+        cli = self.cli("tune", os.path.join(QUERY, "query-images-idx3-ubyte"), "--labels",
+                       os.path.join(QUERY, "query-labels-idx1-ubyte"), "--top", "1", "--seed", "3",
+                       "--max-epochs", "2", "--budget-s", "300")
+        self.assertEqual(cli.pop("out"), "")
+        strip = lambda doc: [(c["name"], c["predicted_rank"], c["ok"], c["best_epoch"],
+                              c["best_accuracy"], [e["val_accuracy"] for e in c["epochs"]])
+                             for c in doc["candidates"]]
+        self.assertEqual(strip(body), strip(cli))
+        self.assertEqual((body["winner"], body["train_samples"], body["val_samples"], body["seed"]),
+                         (cli["winner"], cli["train_samples"], cli["val_samples"], cli["seed"]))
+        # Bad input: no labels (tuning needs them) is a 400 naming the problem.
+        answer = self.consumer.call("POST", "/v1/tune", *reversed(multipart({
+            "dataset": ("q", read_file(os.path.join(QUERY, "query-images-idx3-ubyte"))),
+            "options": json.dumps({"top": 1}).encode()})))
+        self.assert_error(answer, 400, "INVALID_ARGUMENT")
+        answer = self.consumer.call("POST", "/v1/tune", *reversed(multipart({
+            "dataset": ("q", read_file(os.path.join(QUERY, "query-images-idx3-ubyte"))),
+            "labels": ("l", read_file(os.path.join(QUERY, "query-labels-idx1-ubyte"))),
+            "options": json.dumps({"top": 1, "colour": "blue"}).encode()})))
+        self.assert_error(answer, 400, "INVALID_ARGUMENT")
 
 
 if __name__ == "__main__":
