@@ -8,6 +8,7 @@ recommends (numpy arrays: float32 and uint8, labelled and not) and deletes throu
 and checks that errors arrive as ModelDockError with the gRPC code. Exits non-zero on failure.
 """
 import csv
+import hashlib
 import json
 import os
 import sys
@@ -210,6 +211,37 @@ class ClientTest(unittest.TestCase):
         self.assertIsNotNone(served[0].prior)
         self.dock.use_alignment(0)
         self.assertIsNone(self.dock.recommend(images, labels=labels, metric="none")[0].prior)
+
+    def test_tune_writes_the_winner_and_records_it(self):
+        """tune(): rank, fine-tune the top candidate, keep it; progress per epoch; the file
+        arrives whole (its SHA-256 is the one named) and loads in torch; a tune record."""
+        self.register_demo("fmnist-tops-cnn", name="tune-fmnist-tops-cnn")
+        query = os.path.join(DEMO, "query_tops")
+        images = read_idx(os.path.join(query, "query-images-idx3-ubyte"))[:, None]
+        labels = read_idx(os.path.join(query, "query-labels-idx1-ubyte")).astype(np.int64)
+        progress = []
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "best.pt")
+            tuned = self.dock.tune(images, labels, top=1, seed=5, max_epochs=2, budget_s=300,
+                                   out=out, on_progress=progress.append)
+            with open(out, "rb") as f:
+                self.assertEqual(f.read(), tuned["model"])
+        (candidate,) = tuned["candidates"]
+        self.assertTrue(candidate["ok"], candidate["failure"])
+        self.assertEqual(tuned["winner"], 0)
+        self.assertEqual((tuned["train_samples"], tuned["val_samples"]), (160, 40))
+        self.assertEqual(hashlib.sha256(tuned["model"]).hexdigest(), tuned["model_sha256"])
+        # One progress message per epoch of the table (epoch 0: the untrained head), in order.
+        self.assertEqual([(p["candidate"], p["epoch"], p["val_accuracy"]) for p in progress],
+                         [(0, e["epoch"], e["val_accuracy"]) for e in candidate["epochs"]])
+        self.assertEqual(candidate["best_accuracy"],
+                         max(e["val_accuracy"] for e in candidate["epochs"]))
+        records = [r for r in self.dock.records(model=candidate["name"]) if r["source"] == "tune"]
+        self.assertEqual([(r["query_id"], r["accuracy"]) for r in records],
+                         [(tuned["query_id"], candidate["best_accuracy"])])
+        with self.assertRaises(modeldock.ModelDockError) as e:  # tuning needs labels
+            self.dock.tune(images, None, top=1)
+        self.assertEqual(e.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
 
     def test_watch_yields_each_state_until_ready(self):
         with open(os.path.join(DEMO, "fmnist-footwear-cnn.json")) as f:

@@ -1,6 +1,7 @@
 """Recommend and the calls of learning from outcomes (report, records, train, alignments), as
 methods that Client inherits (LearningCalls); client.py holds the connection."""
-from typing import Dict, Iterable, Optional, Sequence, Union
+import hashlib
+from typing import Callable, Dict, Iterable, Optional, Sequence, Union
 
 import grpc
 import numpy as np
@@ -156,6 +157,78 @@ class LearningCalls:
         return {"query_id": r.query_id, "num_stored": r.num_stored, "num_classes": r.num_classes,
                 "num_stage1_scores": r.num_stage1_scores, "total_records": r.total_records,
                 "total_queries": r.total_queries}
+
+    def tune(self, samples: Samples, labels: Sequence[int], top: int = 2,
+             budget_s: float = 120.0, seed: int = 0, max_epochs: int = 0, patience: int = 0,
+             learning_rate: float = 0.0, out: Optional[str] = None,
+             on_progress: Optional[Callable[[Dict[str, object]], None]] = None,
+             class_names: Iterable[str] = (), max_samples: int = 0) -> Dict[str, object]:
+        """Rank, then tune: the dock recommends, splits the labelled samples (seeded, stratified
+        80/20), fine-tunes the top candidates (a new head on embed and every layer) one after
+        another in its sandboxed workers, and keeps the best on the validation split. Each
+        tuned candidate becomes an outcome record of source "tune".
+
+        top: candidates tuned (1..10). budget_s: the whole tune's training budget, shared by
+        the candidates. seed: the same seed gives the same tune. max_epochs, patience,
+        learning_rate: 0 = the server's defaults (10, 3, 0.001). on_progress(dict) gets every
+        epoch as it ends: candidate, model, epoch, train_loss, val_accuracy, millis.
+        out: where to write the winner's tuned TorchScript file (its licence applies to it).
+        Returns the CLI's tune --json document (candidates with their epochs, winner index or
+        -1, winner_license, seed, train/val samples, schedule, query_id, recorded_outcomes,
+        model_sha256, model_size_bytes) and "model": the file's bytes (b"" if all failed).
+        """
+        dataset, data = _dataset(samples, labels, class_names, False, max_samples)
+        header = pb.TuneHeader(dataset=dataset, top_k=top, budget_seconds=budget_s, seed=seed,
+                               max_epochs=max_epochs, patience=patience,
+                               learning_rate=learning_rate)
+
+        def messages():
+            yield pb.TuneRequest(header=header)
+            for start in range(0, len(data), _CHUNK):
+                yield pb.TuneRequest(chunk=data[start:start + _CHUNK])
+
+        result, model = None, bytearray()
+        try:
+            # The server needs the budget and then some per candidate (as the C++ client).
+            timeout = self._timeout + 2 * budget_s + 30 * max(top, 1)
+            for r in self._stub.Tune(messages(), timeout=timeout, metadata=self._metadata):
+                kind = r.WhichOneof("payload")
+                if kind == "progress" and on_progress is not None:
+                    e = r.progress.epoch
+                    on_progress({"candidate": r.progress.candidate,
+                                 "model": r.progress.model_name, "epoch": e.epoch,
+                                 "train_loss": e.train_loss, "val_accuracy": e.val_accuracy,
+                                 "millis": e.millis})
+                elif kind == "result":
+                    result = r.result
+                elif kind == "model_chunk":
+                    model += r.model_chunk
+        except grpc.RpcError as e:
+            raise ModelDockError(e.code(), e.details()) from None
+        if result is None:
+            raise ModelDockError(grpc.StatusCode.INTERNAL, "the tune ended without a result")
+        if len(model) != result.model_size_bytes or (
+                model and hashlib.sha256(model).hexdigest() != result.model_sha256):
+            raise ModelDockError(grpc.StatusCode.DATA_LOSS,
+                                 "the tuned model arrived damaged (size or SHA-256 differs)")
+        if out and model:
+            with open(out, "wb") as f:
+                f.write(model)
+        candidates = [{"name": c.model.spec.name, "id": c.model.id,
+                       "predicted_rank": c.predicted_rank, "score": c.score, "ok": c.ok,
+                       "failure": c.failure, "best_epoch": c.best_epoch,
+                       "best_accuracy": c.best_accuracy, "stop_reason": c.stop_reason,
+                       "millis": c.millis,
+                       "epochs": [{"epoch": e.epoch, "train_loss": e.train_loss,
+                                   "val_accuracy": e.val_accuracy, "millis": e.millis}
+                                  for e in c.epochs]} for c in result.candidates]
+        return {"candidates": candidates, "winner": result.winner,
+                "winner_license": result.winner_license, "seed": result.seed,
+                "train_samples": result.train_samples, "val_samples": result.val_samples,
+                "schedule": result.schedule, "query_id": result.query_id,
+                "recorded_outcomes": result.recorded_outcomes,
+                "model_sha256": result.model_sha256,
+                "model_size_bytes": result.model_size_bytes, "model": bytes(model)}
 
     def records(self, model: str = "", limit: int = 100) -> RecordList:
         """Reported outcomes, newest first (of model, a name or id, if given): a list of dicts
