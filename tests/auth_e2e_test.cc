@@ -237,7 +237,7 @@ TEST(MethodRulesTest, NameEveryMethodOfBothServicesAndNothingElse) {
       EXPECT_EQ(rule->method, method);
     }
   }
-  EXPECT_EQ(methods.size(), 25u);  // 19 modeldock.v1 + 6 KServe v2
+  EXPECT_EQ(methods.size(), 26u);  // 20 modeldock.v1 + 6 KServe v2
   EXPECT_EQ(server::MethodRules().size(), methods.size());
   for (const server::MethodRule& rule : server::MethodRules()) {
     EXPECT_EQ(methods.count(rule.method), 1u) << rule.method << " is no method of either service";
