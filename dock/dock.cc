@@ -236,6 +236,7 @@ absl::Status DockImpl::Init(const StoreWrapper& wrap_store) {
   overrides.knowledge_encoder_path = options_.knowledge_encoder_path;
   overrides.index_factory = options_.index_factory;
   overrides.data_dir = options_.data_dir;
+  overrides.probe_cache_dir = options_.probe_cache_dir;
   auto specs = ReadSpaces(asset_dir, overrides);
   if (!specs.ok()) return specs.status();
   auto spaces = KnowledgeSpaces::Load(*specs, store_.get(), [this] { return learning_->Current(); });

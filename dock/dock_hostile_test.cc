@@ -18,6 +18,7 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include "dock/testing/probe_cache.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/datasets.h"
@@ -70,6 +71,7 @@ class HostileModelTest : public DockTest {
   void OpenDock() override {
     DockOptions options;
     options.data_dir = data_dir_.string();
+    options.probe_cache_dir = dock::test::SharedProbeCacheDir();
     options.asset_dir = AssetDir();
     options.sandbox.workers = 2;
     // Small enough that memory_hog is killed, on every batch, within the admission time: it is

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "dock/dock_testing.h"
+#include "dock/testing/probe_cache.h"
 #include "dock/metadata_store.h"
 #include "dock/testing/dock_test_base.h"
 #include "gtest/gtest.h"
@@ -27,6 +28,7 @@ class NearestModelsTest : public DockTest {
   void OpenDock() override {
     DockOptions options;
     options.data_dir = data_dir_.string();
+    options.probe_cache_dir = dock::test::SharedProbeCacheDir();
     options.asset_dir = test::AssetDir();
     options.report_standings = false;
     auto dock = CreateDockWithStore(options, [this](std::unique_ptr<MetadataStore> opened) {

@@ -21,6 +21,7 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include "dock/testing/probe_cache.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/datasets.h"
@@ -156,6 +157,7 @@ TEST_F(DockTest, DamagedModelRowFailsToOpenWithDataLoss) {
   }
   DockOptions options;
   options.data_dir = data_dir_.string();
+  options.probe_cache_dir = dock::test::SharedProbeCacheDir();
   options.asset_dir = AssetDir();
   auto reopened = Dock::Create(options);
   ASSERT_FALSE(reopened.ok());

@@ -17,6 +17,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "dock/testing/probe_cache.h"
 #include "absl/strings/str_join.h"
 #include "common/datasets.h"
 #include "common/sha256.h"
@@ -243,6 +244,7 @@ class DockIntegrityTest : public ::testing::Test {
     dock_.reset();
     DockOptions options;
     options.data_dir = data_dir_.string();
+    options.probe_cache_dir = dock::test::SharedProbeCacheDir();
     options.asset_dir = AssetDir();
     options.scrub_interval = absl::ZeroDuration();
     options.scrub_mb_per_second = 0;

@@ -10,6 +10,7 @@
 #include "common/files.h"
 #include "common/text_datasets.h"
 #include "common/sha256.h"
+#include "dock/probe_embedding_cache.h"
 #include "encoder/alignment.h"
 #include "spdlog/spdlog.h"
 
@@ -21,6 +22,7 @@ absl::StatusOr<std::unique_ptr<KnowledgeSpace>> KnowledgeSpace::Load(
   space->input_kind_ = options.input_kind;
   space->index_factory_ = options.index_factory;
   space->index_path_ = options.index_path;
+  space->probe_cache_dir_ = options.probe_cache_dir;
 
   const std::string& probe_path = options.probe_set_path;
   if (absl::Status s = space->LoadProbeSet(options); !s.ok()) return s;
@@ -201,24 +203,48 @@ index::IndexOptions KnowledgeSpace::IndexOptions() const {
   return index_options;
 }
 
+absl::StatusOr<Tensor> KnowledgeSpace::EmbedProbeSet() const {
+  auto probes = ProbeSet();
+  if (!probes.ok()) return probes.status();
+  std::lock_guard<std::mutex> lock(reference_mutex_);
+  auto embeddings =
+      is_text()                            ? reference_->EmbedTexts(probe_texts_)
+      : input_kind_ == InputKind::kAudio ? reference_->Embed(FitAudioLength(**probes, audio_length_))
+                                           : reference_->Embed(**probes);
+  if (!embeddings.ok()) {
+    return absl::Status(embeddings.status().code(),
+                        absl::StrCat("cannot embed the probe set with the reference encoder: ",
+                                     embeddings.status().message()));
+  }
+  return embeddings;
+}
+
 absl::StatusOr<const Tensor*> KnowledgeSpace::ProbeEmbeddings() const {
   std::call_once(embed_once_, [this] {
-    auto probes = ProbeSet();
-    if (!probes.ok()) {
-      embed_status_ = probes.status();
+    // A function of E, the probe set and how samples are fitted to E; the space's id also
+    // covers the set encoder, which the embeddings do not depend on.
+    const ProbeEmbeddingCache cache(
+        probe_cache_dir_, absl::StrCat(reference_->sha256(), "|", probe_set_sha_, "|",
+                                       static_cast<int>(input_kind_), "|", audio_length_));
+    auto cached = cache.Read(probe_rows_, reference_->dim());
+    if (cached.ok()) {
+      probe_embeddings_ = *std::move(cached);
       return;
     }
-    std::lock_guard<std::mutex> lock(reference_mutex_);
-    auto embeddings =
-        is_text()                            ? reference_->EmbedTexts(probe_texts_)
-        : input_kind_ == InputKind::kAudio ? reference_->Embed(FitAudioLength(**probes, audio_length_))
-                                             : reference_->Embed(**probes);
-    if (embeddings.ok()) {
-      probe_embeddings_ = *std::move(embeddings);
-    } else {
-      embed_status_ = absl::Status(embeddings.status().code(),
-                                   absl::StrCat("cannot embed the probe set with the reference "
-                                                "encoder: ", embeddings.status().message()));
+    // The cache only saves time: a bad file is computed again and replaced, with a word.
+    if (!absl::IsNotFound(cached.status())) {
+      spdlog::warn("probe embedding cache: {}; embedding the probe set again",
+                   std::string(cached.status().message()));
+    }
+    auto embeddings = EmbedProbeSet();
+    if (!embeddings.ok()) {
+      embed_status_ = embeddings.status();
+      return;
+    }
+    probe_embeddings_ = *std::move(embeddings);
+    if (absl::Status s = cache.Write(probe_embeddings_); !s.ok()) {
+      spdlog::warn("probe embedding cache: {} (the next process embeds the probe set again)",
+                   std::string(s.message()));
     }
   });
   if (!embed_status_.ok()) return embed_status_;

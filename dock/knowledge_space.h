@@ -46,6 +46,9 @@ struct KnowledgeSpaceOptions {
   std::string index_factory = "Flat";
   std::string index_path;  // where the index is saved after each change
   bool embed_probes_at_load = true;  // else on first use (ProbeEmbeddings)
+  // Where E's embeddings of the probe set are kept between processes (ProbeEmbeddingCache);
+  // empty = computed by every process.
+  std::string probe_cache_dir;
 };
 
 class KnowledgeSpace {
@@ -169,6 +172,9 @@ class KnowledgeSpace {
   mutable std::once_flag embed_once_;
   mutable absl::Status embed_status_;
   mutable Tensor probe_embeddings_;  // set once, under embed_once_
+  std::string probe_cache_dir_;
+  // E on the probe set (what ProbeEmbeddings computes when the cache has nothing).
+  absl::StatusOr<Tensor> EmbedProbeSet() const;
   std::unique_ptr<encoder::KnowledgeEncoder> encoder_;
   std::string id_;
   std::unique_ptr<index::VectorIndex> index_;

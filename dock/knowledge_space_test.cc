@@ -3,6 +3,8 @@
 #include "dock/knowledge_space.h"
 
 #include <cstdlib>
+#include <cstring>
+#include <iterator>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -13,6 +15,7 @@
 
 #include "common/datasets.h"
 #include "dock/knowledge_spaces.h"
+#include "dock/probe_embedding_cache.h"
 #include "encoder/outcome_ranker.h"
 #include "gtest/gtest.h"
 #include "index/vector_index.h"
@@ -21,6 +24,11 @@ namespace modeldock::dock {
 namespace {
 
 namespace fs = std::filesystem;
+
+std::string ReadFile(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
 
 std::string AssetDir() {
   const char* dir = std::getenv("MODELDOCK_ASSET_DIR");
@@ -138,6 +146,89 @@ TEST_F(DockKnowledgeSpaceTest, ProbeSetIsLoadedOnFirstUseFromTheFileItWasOpenedW
                 .status()
                 .code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+// E's probe embeddings are computed once and kept in the cache directory: a second space on
+// the same assets reads them (it never loads the probe set), and a damaged file is computed again
+// and replaced.
+TEST_F(DockKnowledgeSpaceTest, ProbeEmbeddingsAreCachedBetweenSpacesAndADamagedFileIsReplaced) {
+  SpaceOverrides overrides;
+  overrides.data_dir = dir_.string();
+  overrides.probe_cache_dir = (dir_ / "shared-cache").string();
+  auto specs = ReadSpaces(AssetDir(), overrides);
+  ASSERT_TRUE(specs.ok()) << specs.status();
+  KnowledgeSpaceOptions options = specs->front().options;
+  options.embed_probes_at_load = false;
+  const fs::path copy = dir_ / "probe_set.npy";
+  fs::copy_file(options.probe_set_path, copy);
+  options.probe_set_path = copy.string();
+  auto open = [&] { return KnowledgeSpace::Load(options, nullptr, [] { return LearningLoop::Serving(); }); };
+
+  auto first = open();
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto computed = (*first)->ProbeEmbeddings();
+  ASSERT_TRUE(computed.ok()) << computed.status();
+  const Tensor expected = **computed;
+  EXPECT_EQ(expected.shape, (std::vector<int64_t>{(*first)->probe_rows(), 64}));
+  std::vector<fs::path> files;
+  for (const auto& entry : fs::directory_iterator(overrides.probe_cache_dir)) {
+    files.push_back(entry.path());
+  }
+  ASSERT_EQ(files.size(), 1u);
+  const std::string written = ReadFile(files[0]);
+
+  // A second space reads the file: its probe set is gone before first use, so computing would
+  // fail (FAILED_PRECONDITION, see above).
+  auto second = open();
+  ASSERT_TRUE(second.ok()) << second.status();
+  fs::rename(copy, dir_ / "moved.npy");
+  auto cached = (*second)->ProbeEmbeddings();
+  ASSERT_TRUE(cached.ok()) << cached.status();
+  EXPECT_EQ((*cached)->shape, expected.shape);
+  EXPECT_EQ((*cached)->values, expected.values);
+  fs::rename(dir_ / "moved.npy", copy);
+
+  // One flipped payload byte fails the checksum: computed again, the same values, file replaced.
+  {
+    std::fstream file(files[0], std::ios::in | std::ios::out | std::ios::binary);
+    file.seekp(-5, std::ios::end);
+    file.put(static_cast<char>(written[written.size() - 5] ^ 0x10));
+  }
+  auto third = open();
+  ASSERT_TRUE(third.ok()) << third.status();
+  auto recomputed = (*third)->ProbeEmbeddings();
+  ASSERT_TRUE(recomputed.ok()) << recomputed.status();
+  EXPECT_EQ((*recomputed)->values, expected.values);
+  EXPECT_EQ(ReadFile(files[0]), written);
+}
+
+// The file format on its own: exact round trip, and every kind of damage is DATA_LOSS.
+TEST(ProbeEmbeddingCacheTest, RoundTripsExactlyAndRefusesDamagedFiles) {
+  const fs::path dir = fs::temp_directory_path() /
+                       ("modeldock-probe-cache-test-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  const ProbeEmbeddingCache cache(dir.string(), "E|P|0|0");
+  EXPECT_TRUE(cache.enabled());
+  EXPECT_EQ(cache.Read(3, 2).status().code(), absl::StatusCode::kNotFound);
+  const Tensor t({3, 2}, {0.5f, -1.25f, 3e-8f, 7.0f, -0.0f, 1e30f});
+  ASSERT_TRUE(cache.Write(t).ok());
+  auto back = cache.Read(3, 2);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->shape, t.shape);
+  EXPECT_EQ(std::memcmp(back->values.data(), t.values.data(), 6 * sizeof(float)), 0);
+  EXPECT_EQ(cache.Read(2, 3).status().code(), absl::StatusCode::kDataLoss);  // other shape
+  EXPECT_EQ(cache.Read(3, 3).status().code(), absl::StatusCode::kDataLoss);  // other size
+  // Another key is another file; no key directory means no cache at all.
+  EXPECT_NE(ProbeEmbeddingCache(dir.string(), "E2|P|0|0").path(), cache.path());
+  const ProbeEmbeddingCache off("", "E|P|0|0");
+  EXPECT_FALSE(off.enabled());
+  EXPECT_TRUE(off.Write(t).ok());
+  EXPECT_EQ(off.Read(3, 2).status().code(), absl::StatusCode::kNotFound);
+  // Cut short: DATA_LOSS, not a shorter tensor.
+  fs::resize_file(cache.path(), fs::file_size(cache.path()) - 4);
+  EXPECT_EQ(cache.Read(3, 2).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()), 1);
+  fs::remove_all(dir);
 }
 
 }  // namespace

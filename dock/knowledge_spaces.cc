@@ -172,6 +172,9 @@ absl::StatusOr<std::vector<SpaceSpec>> ReadSpaces(const std::string& asset_dir,
     const std::string file =
         i == 0 ? "knowledge.index" : absl::StrCat("knowledge-", s.name, ".index");
     s.options.index_path = (fs::path(overrides.data_dir) / "index" / file).string();
+    s.options.probe_cache_dir = overrides.probe_cache_dir.empty()
+                                    ? (fs::path(overrides.data_dir) / "cache").string()
+                                    : overrides.probe_cache_dir;
   }
   return specs;
 }

@@ -48,6 +48,7 @@ struct SpaceOverrides {
   std::string knowledge_encoder_path;
   std::string index_factory = "Flat";
   std::string data_dir;
+  std::string probe_cache_dir;  // empty = data_dir/cache
 };
 absl::StatusOr<std::vector<SpaceSpec>> ReadSpaces(const std::string& asset_dir,
                                                   const SpaceOverrides& overrides);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "common/datasets.h"
+#include "dock/testing/probe_cache.h"
 #include "common/sha256.h"
 #include "dock/dock.h"
 #include "dock/testing/dock_fixture.h"
@@ -69,6 +70,7 @@ class SpacesDockTest : public ::testing::Test {
     dock_.reset();
     DockOptions options;
     options.data_dir = data_dir_.string();
+    options.probe_cache_dir = dock::test::SharedProbeCacheDir();
     options.asset_dir = asset_dir;
     options.probe_budget = probe_budget;
     auto dock = Dock::Create(options);

@@ -12,6 +12,7 @@
 
 #include <unistd.h>
 
+#include "dock/testing/probe_cache.h"
 #include "dock/testing/dock_fixture.h"
 #include "dock/testing/faulty_store.h"
 #include "gtest/gtest.h"
@@ -74,6 +75,7 @@ class DockProberTest : public ::testing::Test {
     store_ = std::move(*store);
     SpaceOverrides overrides;
     overrides.data_dir = dir_.string();
+    overrides.probe_cache_dir = dock::test::SharedProbeCacheDir();
     auto specs = ReadSpaces(AssetDir(), overrides);
     ASSERT_TRUE(specs.ok()) << specs.status();
     specs->resize(1);  // the grey space is enough here

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "common/datasets.h"
+#include "dock/testing/probe_cache.h"
 #include "common/sha256.h"
 #include "dock/dock.h"
 #include "dock/testing/dock_fixture.h"
@@ -66,6 +67,7 @@ class ReplicaSyncTest : public ::testing::Test {
   std::unique_ptr<Dock> Open(const std::string& name, absl::Duration sync_interval) {
     DockOptions options;
     options.data_dir = (dir_ / name).string();
+    options.probe_cache_dir = dock::test::SharedProbeCacheDir();
     options.blob_dir = (dir_ / "blobs").string();
     options.metadata_url = schema_.url();
     options.asset_dir = AssetDir();

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "dock/dock_testing.h"
+#include "dock/testing/probe_cache.h"
 #include "dock/testing/dock_fixture.h"
 #include "dock/testing/faulty_store.h"
 #include "gtest/gtest.h"
@@ -42,6 +43,7 @@ class DockStoreFaultsTest : public ::testing::Test {
     store_ = nullptr;
     DockOptions options;
     options.data_dir = data_dir_.string();
+    options.probe_cache_dir = dock::test::SharedProbeCacheDir();
     options.asset_dir = AssetDir();
     options.scrub_interval = absl::ZeroDuration();
     auto dock = CreateDockWithStore(options, [this](std::unique_ptr<MetadataStore> opened) {

@@ -175,6 +175,10 @@ struct DockOptions {
   // Directory written by scripts/make_assets.py (probe set, reference encoder); empty = the
   // compiled-in default (the build's assets directory).
   std::string asset_dir;
+  // Where the knowledge spaces keep E's embeddings of their probe sets between processes
+  // (dock/probe_embedding_cache.h); empty = data_dir/cache. Docks on the same assets may share
+  // one (the tests do: MODELDOCK_PROBE_CACHE_DIR).
+  std::string probe_cache_dir;
   int64_t max_model_bytes = 256ll << 20;
   SandboxOptions sandbox;
   // The knowledge spaces (one per input kind) are listed in asset_dir/spaces.json

@@ -28,6 +28,10 @@ if [[ -z "${MODELDOCK_TEST_PG_URL:-}" && "${MODELDOCK_SKIP_PG:-}" != 1 ]]; then
 fi
 
 echo "test: ctest"
+# One probe embedding cache for every dock the tests open (--probe-cache-dir): each space's
+# reference encoder runs on its probe set once per test run instead of once per test process.
+export MODELDOCK_PROBE_CACHE_DIR="$BUILD_DIR/test-cache"
+rm -rf "$MODELDOCK_PROBE_CACHE_DIR"
 # Longest tests first: ctest orders by the costs of the last run, and a fresh build directory
 # starts from the costs of a clean-clone CI run (tests/ctest_costs.txt), so that no long test
 # starts last and runs alone.

@@ -100,6 +100,7 @@ bool SetUpLogging(const ServerConfig& config) {
 // The engine's options from the server's; an error message or "".
 std::string ToDockOptions(const ServerConfig& config, modeldock::dock::DockOptions* options) {
   options->data_dir = config.data_dir;
+  options->probe_cache_dir = config.probe_cache_dir;
   options->metadata_url = config.metadata_url;
   options->blob_dir = config.blob_dir;
   options->probe_lease = absl::Seconds(config.probe_lease_s);

@@ -49,6 +49,10 @@ const ServerOption kOptions[] = {
      "replica that dies mid-probe hands its jobs to the others after this"},
     {"asset-dir", &C::asset_dir, nullptr,
      "Directory written by scripts/make_assets.py (probe set, reference encoder)"},
+    {"probe-cache-dir", &C::probe_cache_dir, "MODELDOCK_PROBE_CACHE_DIR",
+     "Directory where each knowledge space keeps the reference encoder's embeddings of its "
+     "probe set (checked by SHA-256), so a restart does not compute them again; may be shared "
+     "by servers on the same assets (default: DATA_DIR/cache)"},
     {"max-model-mb", &C::max_model_mb, nullptr, "Largest model file accepted, in MiB"},
     {"index-factory", &C::index_factory, nullptr,
      "FAISS factory string for stage 1 (Flat, HNSW32, IVF256,Flat)"},

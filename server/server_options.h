@@ -41,6 +41,7 @@ struct ServerConfig {
   std::string scrub_interval;
   double scrub_rate_mb_s = 0;
   std::string asset_dir;
+  std::string probe_cache_dir;  // empty = data_dir/cache
   int64_t max_model_mb = 0;
   std::string index_factory;
   std::string probe_set;

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "dock/testing/probe_cache.h"
 #include "absl/strings/str_join.h"
 #include "client/client.h"
 #include "common/datasets.h"
@@ -287,6 +288,7 @@ TEST_F(FaultsE2eTest, SqliteOnAReadOnlyFilesystemFailsClearlyAtStart) {
   {
     dock::DockOptions options;
     options.data_dir = small.path();
+    options.probe_cache_dir = dock::test::SharedProbeCacheDir();
     options.asset_dir = AssetDir();
     auto dock = dock::Dock::Create(options);
     ASSERT_TRUE(dock.ok()) << dock.status();
@@ -294,6 +296,7 @@ TEST_F(FaultsE2eTest, SqliteOnAReadOnlyFilesystemFailsClearlyAtStart) {
   ASSERT_TRUE(small.RemountReadOnly()) << std::strerror(errno);
   dock::DockOptions options;
   options.data_dir = small.path();
+  options.probe_cache_dir = dock::test::SharedProbeCacheDir();
   options.asset_dir = AssetDir();
   auto dock = dock::Dock::Create(options);
   ASSERT_FALSE(dock.ok());

@@ -4,6 +4,8 @@
 # from bin/, and serve a register + recommend from the installed CLI; the installed Python
 # package must import. Usage: install_test.sh BUILD_DIR
 set -euo pipefail
+# The installed server on its own: not the test run's shared probe embedding cache.
+unset MODELDOCK_PROBE_CACHE_DIR
 BUILD_DIR="$1"
 TMP="$(mktemp -d /tmp/modeldock-install-test.XXXXXX)"
 PREFIX="$TMP/prefix"

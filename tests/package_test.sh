@@ -6,6 +6,8 @@
 # from the unpacked tree with the packaged config file. Not tested here: installing it with apt
 # into a clean Debian root (README, "Installing"). Usage: package_test.sh BUILD_DIR
 set -euo pipefail
+# The installed server on its own: not the test run's shared probe embedding cache.
+unset MODELDOCK_PROBE_CACHE_DIR
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="$1"
 TMP="$(mktemp -d /tmp/modeldock-package-test.XXXXXX)"

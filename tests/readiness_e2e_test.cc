@@ -11,6 +11,7 @@
 #include <string>
 
 #include "common/sha256.h"
+#include "dock/testing/probe_cache.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "http/http_server.h"
 #include "httplib.h"
@@ -25,6 +26,7 @@ TEST(ReadinessTest, ReadyUntilTheShutdownStarts) {
   TempDir dir;
   dock::DockOptions options;
   options.data_dir = dir.path();
+  options.probe_cache_dir = dock::test::SharedProbeCacheDir();
   options.asset_dir = AssetDir();
   options.torch_threads = 1;
   options.sandbox.workers = 1;
@@ -118,6 +120,7 @@ TEST(ReadinessTest, ModelReadyOnlyForAReadyModel) {
   TempDir dir;
   dock::DockOptions options;
   options.data_dir = dir.path();
+  options.probe_cache_dir = dock::test::SharedProbeCacheDir();
   options.asset_dir = AssetDir();
   options.torch_threads = 1;
   options.sandbox.workers = 2;

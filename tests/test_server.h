@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "client/client.h"
+#include "dock/testing/probe_cache.h"
 #include "dock/dock.h"
 #include "modeldock/v1/modeldock.grpc.pb.h"
 #include "nlohmann/json.hpp"
@@ -125,6 +126,7 @@ class InProcessServer {
   // Returns false (after a test failure) if the dock or the server did not come up.
   bool Start() {
     options_.data_dir = data_dir_;
+    options_.probe_cache_dir = dock::test::SharedProbeCacheDir();
     options_.asset_dir = AssetDir();
     options_.torch_threads = 1;
     auto dock = dock::Dock::Create(options_);

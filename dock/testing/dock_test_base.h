@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "absl/status/statusor.h"
+#include "dock/testing/probe_cache.h"
 #include "common/datasets.h"
 #include "common/sha256.h"
 #include "dock/dock.h"
@@ -41,6 +42,7 @@ class DockTest : public ::testing::Test {
   virtual void OpenDock() {
     DockOptions options;
     options.data_dir = data_dir_.string();
+    options.probe_cache_dir = dock::test::SharedProbeCacheDir();
     options.asset_dir = AssetDir();
     options.learn_from_recommendations = learn_from_recommendations_;
     options.report_standings = report_standings_;
