@@ -416,7 +416,8 @@ TEST_F(ServerMainTest, ConfigKeysAndEnvironmentAreTheTables) {
     EXPECT_EQ(server::ValueText(row, config), "from-env") << row.env;
   }
   EXPECT_EQ(env_names, (std::set<std::string>{"MODELDOCK_LISTEN", "MODELDOCK_DATA_DIR",
-                                              "MODELDOCK_TLS_CERT", "MODELDOCK_TLS_KEY"}));
+                                              "MODELDOCK_TLS_CERT", "MODELDOCK_TLS_KEY",
+                                              "MODELDOCK_PROBE_CACHE_DIR"}));
 }
 
 }  // namespace
