@@ -9,6 +9,10 @@ BUILD_DIR="${1:-${MODELDOCK_BUILD_DIR:-$ROOT/build}}"
 # OpenMP threads that spin while waiting make LibTorch/FAISS several times slower when processes
 # share the cores (ctest -j, CI); passive waiting costs nothing measurable on an idle machine.
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+# OpenBLAS threads spin (sched_yield) between calls and steal the cores the other tests use; the
+# metrics multiply small matrices, and OpenBLAS worker threads in a test process that also spawns
+# subprocesses have deadlocked in its atfork handler.
+export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
 # The test build (and so CI) treats compiler warnings (-Wall -Wextra) as errors.
 export MODELDOCK_WERROR="${MODELDOCK_WERROR:-ON}"
 start=$(date +%s)
