@@ -198,7 +198,7 @@ class Bench:
 
     def learning(self, address, learn_tasks, test_tasks):
         zoo, n = self.zoo, len(self.zoo.names)
-        records, _ = self.cli(address, ["records", "--limit", "100000"], "learn/records")
+        records, _ = self.cli(address, ["records", "--limit", "10000"], "learn/records")
         recs = records.get("records", []) if isinstance(records, dict) else []
         by_source = {}
         for r in recs:
