@@ -230,13 +230,26 @@ std::string OutcomeSourceName(v1::OutcomeSource source) {
   }
 }
 
+namespace {
+
+// A record's detail as JSON: null if empty, the text itself if the server sent something that
+// does not parse (never dropped).
+json DetailJson(const std::string& detail) {
+  if (detail.empty()) return nullptr;
+  json parsed = json::parse(detail, nullptr, /*allow_exceptions=*/false);
+  return parsed.is_discarded() ? json(detail) : parsed;
+}
+
+}  // namespace
+
 json RecordsToJson(const v1::ListRecordsResponse& records) {
   json all = json::array();
   for (const v1::OutcomeRecord& r : records.records()) {
     all.push_back(json{{"id", r.id()}, {"query_id", r.query_id()}, {"model_id", r.model_id()},
                        {"model", r.model_name()}, {"accuracy", r.accuracy()},
                        {"source", OutcomeSourceName(r.source())},
-                       {"created", IsoTime(r.created_unix_ms())}});
+                       {"created", IsoTime(r.created_unix_ms())},
+                       {"detail", DetailJson(r.detail())}});
   }
   return json{{"records", all},
               {"total_records", records.total_records()},

@@ -21,6 +21,11 @@ absl::StatusOr<OutcomeReportResult> DockImpl::ReportOutcome(const OutcomeReport&
   if (report.outcomes.empty()) {
     return absl::InvalidArgumentError("a report names at least one model and its accuracy");
   }
+  if (!report.details.empty() && report.details.size() != report.outcomes.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a report's details are one per outcome: ", report.details.size(), " for ",
+        report.outcomes.size()));
+  }
   // Models and accuracies first: nothing is computed for a report that cannot be stored.
   std::vector<ModelRecord> models;
   std::set<std::string> seen;
@@ -102,6 +107,7 @@ absl::StatusOr<OutcomeReportResult> DockImpl::ReportOutcome(const OutcomeReport&
     row.weight = 1.0;
     row.reporter_key_id = report.reporter_key_id;
     row.created_unix_ms = query.created_unix_ms;
+    if (!report.details.empty()) row.detail = report.details[i];
     rows.push_back(std::move(row));
   }
   if (absl::Status s = store_->AddOutcomes(query, rows); !s.ok()) return s;

@@ -8,6 +8,7 @@
 #include "dock/tuner.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 
 namespace modeldock::dock::test {
 namespace {
@@ -73,12 +74,27 @@ TEST_F(DockTest, TuneTheTopTwoOfTheTopsQuery) {
   auto records = dock_->ListRecords("", 0);
   ASSERT_TRUE(records.ok()) << records.status();
   std::map<std::string, double> tune_records;
+  std::map<std::string, nlohmann::json> details;
   for (const OutcomeRecord& r : records->records) {
-    if (r.source == "tune") tune_records[r.model_id] = r.accuracy;
+    if (r.source != "tune") continue;
+    tune_records[r.model_id] = r.accuracy;
+    details[r.model_id] = nlohmann::json::parse(r.detail)["tune"];
   }
   ASSERT_EQ(tune_records.size(), 2u);
   for (const TuneCandidate& c : tuned->candidates) {
     EXPECT_EQ(tune_records[c.model.id], c.best_accuracy) << c.model.spec.name;
+    // Each record carries the split and the schedule it was measured with.
+    const nlohmann::json& d = details[c.model.id];
+    EXPECT_EQ(d["split"]["seed"], 3);
+    EXPECT_EQ(d["split"]["train_samples"], 160);
+    EXPECT_EQ(d["split"]["val_samples"], 40);
+    EXPECT_EQ(d["split"]["validation_fraction"], 0.2);
+    EXPECT_EQ(d["schedule"]["max_epochs"], 2);
+    EXPECT_EQ(d["schedule"]["epochs_run"], 2);
+    EXPECT_EQ(d["schedule"]["best_epoch"], c.best_epoch);
+    EXPECT_EQ(d["schedule"]["stop_reason"], c.stop_reason);
+    EXPECT_EQ(d["schedule"]["budget_seconds"], 300.0);  // 600 s shared by 2
+    EXPECT_EQ(d["predicted_rank"], c.predicted_rank);
   }
 
   // The same seed gives the same tune; its records replace the first ones.

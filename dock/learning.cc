@@ -311,6 +311,7 @@ absl::StatusOr<RecordList> LearningLoop::Records(const std::string& model_id, in
     r.accuracy = row.accuracy;
     r.source = row.source;
     r.created_unix_ms = row.created_unix_ms;
+    r.detail = row.detail;
     out.records.push_back(std::move(r));
   }
   return out;

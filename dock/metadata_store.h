@@ -27,7 +27,7 @@ namespace modeldock::dock {
 
 // The schema version both backends migrate to at open (meta 'schema_version'). A database of a
 // newer version is refused (FAILED_PRECONDITION): this binary would not know what it may write.
-inline constexpr int kMetadataSchemaVersion = 6;
+inline constexpr int kMetadataSchemaVersion = 7;
 
 // A stored API key: salted SHA-256 of its secret (hex), never the secret itself.
 struct ApiKeyRow {
@@ -61,6 +61,9 @@ struct OutcomeRow {
   double weight = 1;
   std::string reporter_key_id;
   int64_t created_unix_ms = 0;
+  // JSON object of how the accuracy was measured, '' when the report says nothing: a tune's
+  // split (seed, train/validation sizes) and schedule (epochs run, best epoch, budget; schema 7).
+  std::string detail;
 };
 
 // A trained ranker version: summary (validation figures) and payload (encoder::OutcomeRanker

@@ -430,9 +430,10 @@ TEST_P(MetadataStoreTest, OutcomesReplaceAndListNewestFirst) {
   q1.prototypes = MakeTensor(2, 4, FloatsFromBits(kOddBits));
   q1.stage1 = {{"m1", 0.1 + 0.2}, {"m2", -1e-300}, {"m3", 1.0 / 3.0}};
   q1.created_unix_ms = 500;
-  OutcomeRow o1{0, "", "m1", "alpha", 0.1 + 0.2, "finetune", 1.0, "key-1", 510};
-  OutcomeRow o2{0, "", "m2", "beta", 0.875, "finetune", 0.5, "", 520};
-  OutcomeRow o3{0, "", "m1", "alpha", 2.0 / 3.0, "import", 2.0, "key-2", 530};
+  OutcomeRow o1{0, "", "m1", "alpha", 0.1 + 0.2, "finetune", 1.0, "key-1", 510,
+                R"({"tune":{"split":{"seed":7}}})"};
+  OutcomeRow o2{0, "", "m2", "beta", 0.875, "finetune", 0.5, "", 520, ""};
+  OutcomeRow o3{0, "", "m1", "alpha", 2.0 / 3.0, "import", 2.0, "key-2", 530, ""};
   ASSERT_TRUE(store_->AddOutcomes(q1, {o1, o2, o3}).ok());
 
   OutcomeQueryRow q0 = q1;  // an older query, listed first
@@ -457,6 +458,8 @@ TEST_P(MetadataStoreTest, OutcomesReplaceAndListNewestFirst) {
   EXPECT_EQ(first.weight, 1.0);
   EXPECT_EQ(first.reporter_key_id, "key-1");
   EXPECT_EQ(first.created_unix_ms, 510);
+  EXPECT_EQ(first.detail, R"({"tune":{"split":{"seed":7}}})");
+  EXPECT_EQ((*all)[2].detail, "");
   EXPECT_GT((*all)[0].id, (*all)[1].id);
   EXPECT_GT((*all)[1].id, (*all)[2].id);
   EXPECT_GT((*all)[2].id, (*all)[3].id);

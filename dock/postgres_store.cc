@@ -63,6 +63,8 @@ absl::Status PostgresMetadataStore::Migrate() {
       // 6: the probe queue replicas share (ClaimProbeJob).
       "ALTER TABLE models ADD COLUMN IF NOT EXISTS lease_owner TEXT NOT NULL DEFAULT ''; "
       "ALTER TABLE models ADD COLUMN IF NOT EXISTS lease_until_ms BIGINT NOT NULL DEFAULT 0",
+      // 7: how an outcome was measured (a tune's split and schedule, JSON).
+      "ALTER TABLE outcomes ADD COLUMN IF NOT EXISTS detail TEXT NOT NULL DEFAULT ''",
   };  // see kFirstSchema
   if (kFirstSchema + static_cast<int>(migrations.size()) != kMetadataSchemaVersion) {
     return absl::InternalError(absl::StrCat("PostgreSQL migrations end at schema ",

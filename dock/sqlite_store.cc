@@ -19,7 +19,8 @@ using sqlite_internal::Statement;
 // extractors); 3 adds models.layers (embed_layers: JSON [{"name", "dim"}]); 4 makes (name,
 // version) unique instead of name (model versions); 5 adds models.remote (remote models over
 // KServe v2: JSON {"endpoint", "model", "version"}, '' for stored files); 6 adds
-// models.lease_owner and lease_until_ms (the probe queue replicas share; ClaimProbeJob). A new
+// models.lease_owner and lease_until_ms (the probe queue replicas share; ClaimProbeJob); 7 adds
+// outcomes.detail (JSON of how an outcome was measured: a tune's split and schedule). A new
 // database gets the current tables (dock/store_schema.h); older ones are migrated at Open, one
 // transaction per step.
 constexpr int kSchemaVersion = kMetadataSchemaVersion;
@@ -113,6 +114,14 @@ absl::Status SqliteMetadataStore::Migrate(int found, const std::string& path) {
       "revision, kind, layers FROM models; DROP TABLE models; "
       "ALTER TABLE models_new RENAME TO models; "
       "CREATE INDEX IF NOT EXISTS models_sha256 ON models(sha256)");
+  // The outcomes table came without a step (CREATE TABLE IF NOT EXISTS at open): an older
+  // database that never had it got it current, detail included, just now.
+  bool outcomes_have_detail = false;
+  {
+    Statement column(db_,
+                     "SELECT COUNT(*) FROM pragma_table_info('outcomes') WHERE name='detail'");
+    outcomes_have_detail = column.Step() == SQLITE_ROW && column.Int(0) > 0;
+  }
   const std::vector<std::string> migrations = {
       "ALTER TABLE models ADD COLUMN kind INTEGER NOT NULL DEFAULT 0",
       "ALTER TABLE models ADD COLUMN layers TEXT NOT NULL DEFAULT '[]'",
@@ -120,6 +129,8 @@ absl::Status SqliteMetadataStore::Migrate(int found, const std::string& path) {
       "ALTER TABLE models ADD COLUMN remote TEXT NOT NULL DEFAULT ''",
       "ALTER TABLE models ADD COLUMN lease_owner TEXT NOT NULL DEFAULT ''; "
       "ALTER TABLE models ADD COLUMN lease_until_ms INTEGER NOT NULL DEFAULT 0",
+      outcomes_have_detail ? "SELECT 1"
+                           : "ALTER TABLE outcomes ADD COLUMN detail TEXT NOT NULL DEFAULT ''",
   };
   for (int to = found + 1; to <= kSchemaVersion; ++to) {
     const bool rebuild = to == 4;

@@ -122,7 +122,7 @@ ApiKeyRow ReadApiKey(Row& row) {
 
 inline constexpr const char* kSelectOutcomes =
     "SELECT id, query_id, model_id, model_name, accuracy, source, weight, reporter, "
-    "created_unix_ms FROM outcomes";
+    "created_unix_ms, detail FROM outcomes";
 
 // One row of kSelectOutcomes.
 template <typename Row>
@@ -137,6 +137,7 @@ OutcomeRow ReadOutcome(Row& row) {
   o.weight = row.Double(6);
   o.reporter_key_id = row.Text(7);
   o.created_unix_ms = row.Int(8);
+  o.detail = row.Text(9);
   return o;
 }
 

@@ -92,7 +92,8 @@ std::vector<Table> LearningAndAuditTables() {
                      {"source", T::kText, kNotNull},
                      {"weight", T::kReal, kNotNull},
                      {"reporter", T::kText, kNotNull},
-                     {"created_unix_ms", T::kInt, kNotNull}},
+                     {"created_unix_ms", T::kInt, kNotNull},
+                     {"detail", T::kText, "NOT NULL DEFAULT ''"}},
                     {},
                     "UNIQUE(query_id, model_id, source)",
                     {{"outcomes_model", "model_id"}}});
@@ -391,7 +392,8 @@ ColumnValues OutcomeColumns(const std::string& query_id, const OutcomeRow& o) {
           {"source", o.source},
           {"weight", o.weight},
           {"reporter", o.reporter_key_id},
-          {"created_unix_ms", o.created_unix_ms}};
+          {"created_unix_ms", o.created_unix_ms},
+          {"detail", o.detail}};
 }
 
 ColumnValues AlignmentColumns(int64_t version, const AlignmentRow& row) {

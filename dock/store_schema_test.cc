@@ -138,7 +138,7 @@ TEST(MetadataStoreSchemaTest, EveryWrittenColumnIsInItsTable) {
   EXPECT_EQ(FindTable("nope"), nullptr);
   EXPECT_THAT(Names(OutcomeColumns("q", OutcomeRow{})),
               ElementsAre("query_id", "model_id", "model_name", "accuracy", "source", "weight",
-                          "reporter", "created_unix_ms"));
+                          "reporter", "created_unix_ms", "detail"));
 }
 
 // Rows in the order of every column but the blobs (text byte-wise on PostgreSQL, as in SQLite).
@@ -219,6 +219,7 @@ void WriteEveryTable(MetadataStore& store) {
   o.weight = 0.5;
   o.reporter_key_id = "k1";
   o.created_unix_ms = 41;
+  o.detail = R"({"tune":{"split":{"seed":2}}})";
   ASSERT_TRUE(store.AddOutcomes(q, {o}).ok());
   ASSERT_TRUE(store.InsertAlignment({0, 50, "{\"n\":1}", "{\"w\":[1]}"}).ok());
   ASSERT_TRUE(store.AppendAudit({0, 60, "k1", "register", "m-a", "detail"}).ok());
@@ -253,7 +254,7 @@ TEST(MetadataStoreSchemaTest, BothBackendsStoreTheSameColumnValues) {
   }
   sqlite3_close(db);
   fs::remove_all(dir);
-  EXPECT_EQ(compared, 77);
+  EXPECT_EQ(compared, 78);
   // A spot check that the rows are there at all (not two empty tables agreeing).
   EXPECT_EQ(schema.Exec("SELECT string_agg(id, ',' ORDER BY id) FROM models"), "m-a,m-b");
   EXPECT_EQ(schema.Exec("SELECT accuracy::text FROM outcomes"), "0.75");

@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 
 namespace modeldock::dock {
@@ -55,6 +56,30 @@ std::string Schedule(const TuneQuery& query, absl::Duration each) {
   return absl::StrFormat("adam lr %g, batch %d, <= %d epochs, patience %d, %s each",
                          query.learning_rate, query.batch_size, query.max_epochs, query.patience,
                          absl::FormatDuration(each));
+}
+
+// A tuned candidate's outcome record detail: the split and the schedule it was measured with.
+std::string TuneDetail(const TuneQuery& query, const TuneResult& result, absl::Duration each,
+                       const TuneCandidate& row) {
+  const int64_t epochs_run = std::max<int64_t>(0, static_cast<int64_t>(row.epochs.size()) - 1);
+  nlohmann::json split = {{"seed", query.seed},
+                          {"validation_fraction", query.validation_fraction},
+                          {"train_samples", result.train_samples},
+                          {"val_samples", result.val_samples}};
+  nlohmann::json schedule = {{"optimizer", "adam"},
+                             {"learning_rate", query.learning_rate},
+                             {"batch_size", query.batch_size},
+                             {"max_epochs", query.max_epochs},
+                             {"patience", query.patience},
+                             {"budget_seconds", absl::ToDoubleSeconds(each)},
+                             {"epochs_run", epochs_run},
+                             {"best_epoch", row.best_epoch},
+                             {"stop_reason", row.stop_reason},
+                             {"millis", row.millis}};
+  return nlohmann::json{{"tune", {{"split", split},
+                                  {"schedule", schedule},
+                                  {"predicted_rank", row.predicted_rank}}}}
+      .dump();
 }
 
 }  // namespace
@@ -209,6 +234,7 @@ absl::StatusOr<TuneResult> Tuner::Tune(
                         : row.failure);
     if (row.ok) {
       report.outcomes.push_back({rec.model.id, row.best_accuracy});
+      report.details.push_back(TuneDetail(query, result, each, row));
       if (result.winner < 0 || row.best_accuracy > result.candidates[result.winner].best_accuracy) {
         result.winner = i;
         best_bytes = std::move(tuned);

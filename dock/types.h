@@ -379,6 +379,9 @@ struct OutcomeReport {
   std::vector<ReportedOutcome> outcomes;
   OutcomeSource source = OutcomeSource::kFinetune;
   std::string reporter_key_id;
+  // Empty, or one JSON object per outcome (parallel to `outcomes`): how it was measured, kept
+  // as the record's detail (a tune's split and schedule).
+  std::vector<std::string> details;
 };
 
 struct OutcomeReportResult {
@@ -455,6 +458,7 @@ struct OutcomeRecord {
   double accuracy = 0;
   std::string source;
   int64_t created_unix_ms = 0;
+  std::string detail;  // JSON object, '' if none (OutcomeReport::details)
 };
 
 struct RecordList {

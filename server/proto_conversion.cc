@@ -500,6 +500,7 @@ void Encode(const dock::RecordList& records, v1::ListRecordsResponse* out) {
     record->set_accuracy(r.accuracy);
     record->set_source(ToProtoSource(r.source));
     record->set_created_unix_ms(r.created_unix_ms);
+    record->set_detail(r.detail);
   }
   out->set_total_records(records.total_records);
   out->set_total_queries(records.total_queries);

@@ -116,7 +116,19 @@ TEST_F(TuneE2eTest, TunesTheTopTwoWritesTheWinnerAndRecordsTheOutcomes) {
   ASSERT_EQ(records.exit_code, 0) << records.err;
   const json listed = json::parse(records.out);
   int tune_records = 0;
-  for (const json& r : listed["records"]) tune_records += r["source"] == "tune";
+  for (const json& r : listed["records"]) {
+    if (r["source"] != "tune") continue;
+    ++tune_records;
+    // Each record carries its split and schedule; the top-1's is the second tune's (1 epoch).
+    const json& detail = r["detail"]["tune"];
+    EXPECT_EQ(detail["split"]["seed"], 5);
+    EXPECT_EQ(detail["split"]["train_samples"], 160);
+    EXPECT_EQ(detail["split"]["val_samples"], 40);
+    const bool top1 = r["model"] == result["candidates"][0]["name"];
+    EXPECT_EQ(detail["schedule"]["max_epochs"], top1 ? 1 : 2) << r.dump();
+    EXPECT_EQ(detail["schedule"]["epochs_run"], top1 ? 1 : 2) << r.dump();
+    EXPECT_EQ(detail["predicted_rank"], top1 ? 1 : 2) << r.dump();
+  }
   EXPECT_EQ(tune_records, 2);  // the second tune's one record replaced its model's first one
   EXPECT_EQ(Cli({"tune", images, "--top", "2"}).exit_code, 2);  // no labels: usage error
 }
