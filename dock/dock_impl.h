@@ -223,6 +223,11 @@ class DockImpl : public Dock, private ModelFiles {
   KnowledgeSpace* knowledge_ = nullptr;
   // Model state transitions and WaitForChange's waiters.
   std::unique_ptr<ModelStates> states_;
+  // The recommend pipeline, its caches and its counters; ReportOutcome borrows its stage-1
+  // proxies and its stage-2 scoring. Declared before the parts that hold its proxy cache or call
+  // it from their threads (the Prober, the scrubber, the report jobs, the Tuner), so it outlives
+  // them.
+  std::unique_ptr<Recommender> recommender_;
   // The probing jobs and their threads (in memory, or leased from a shared store).
   std::unique_ptr<Prober> probes_;
   // Replicas only (a store with a change feed): follows other servers' changes.
@@ -232,9 +237,6 @@ class DockImpl : public Dock, private ModelFiles {
   // Work done after a call has been answered (the stage-2 standings of reports), one job at a
   // time; null when DockOptions::report_standings is off.
   std::unique_ptr<BackgroundQueue> report_jobs_;
-  // The recommend pipeline, its caches and its counters; ReportOutcome borrows its stage-1
-  // proxies and its stage-2 scoring.
-  std::unique_ptr<Recommender> recommender_;
   // Dock::Tune: its own worker pool (started at the first tune), so tunes never take the
   // workers recommendations run on.
   std::unique_ptr<Tuner> tuner_;
