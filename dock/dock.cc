@@ -177,9 +177,7 @@ absl::StatusOr<std::unique_ptr<Dock>> CreateDockWithStore(const DockOptions& opt
 }
 
 DockImpl::DockImpl(DockOptions options)
-    : options_(std::move(options)),
-      output_cache_(options_.output_cache_bytes),
-      proxy_cache_(options_.proxy_cache_bytes) {}
+    : options_(std::move(options)) {}
 
 DockImpl::~DockImpl() { Shutdown(); }
 
@@ -243,10 +241,14 @@ absl::Status DockImpl::Init(const StoreWrapper& wrap_store) {
   if (!spaces.ok()) return spaces.status();
   spaces_ = std::move(*spaces);
   knowledge_ = spaces_->primary();
+  // stage2_workers was resolved by StartRunners.
+  recommender_ = std::make_unique<Recommender>(
+      RecommenderOptions::From(options_),
+      Recommender::Deps{store_.get(), spaces_.get(), runner_.get(), learning_.get()});
   // Created before the models are reconciled (which requeues interrupted probes); started last.
   probes_ = std::make_unique<Prober>(
       std::move(probing), Prober::Deps{store_.get(), spaces_.get(), runner_.get(), states_.get(),
-                                       &registry_mutex_, &proxy_cache_});
+                                       &registry_mutex_, recommender_->proxy_cache()});
   if (absl::Status s = ReconcileModels(); !s.ok()) return s;
   for (const auto& space : spaces_->all()) {
     if (absl::Status s = space->RebuildIfStale(); !s.ok()) return s;
@@ -389,11 +391,11 @@ absl::Status DockImpl::SyncModel(const ModelChangeEvent& event) {
       }
     }
     // Another probe (new features) or a deletion: nothing cached about the model stays valid.
-    proxy_cache_.ErasePrefix(absl::StrCat(id, "|"));
+    recommender_->ForgetProbeData(id);
   }
   if (event.change != ModelChange::kDeleted) record = refresh();
   if (!record.ok() && !absl::IsNotFound(record.status())) return record.status();
-  if (absl::IsNotFound(record.status())) run_costs_.Erase(id);
+  if (absl::IsNotFound(record.status())) recommender_->ForgetRunCosts(id);
   NotifyStateChanged();
   return absl::OkStatus();
 }
@@ -412,7 +414,7 @@ absl::Status DockImpl::CatchUp() {
     auto changed = space->CatchUp();
     if (!changed.ok()) return changed.status();
     if (!changed->empty()) {
-      for (const std::string& id : *changed) proxy_cache_.ErasePrefix(absl::StrCat(id, "|"));
+      for (const std::string& id : *changed) recommender_->ForgetProbeData(id);
       if (absl::Status s = space->Save(); !s.ok()) return s;
     }
   }
@@ -440,6 +442,10 @@ void DockImpl::Shutdown() {
   if (probes_) probes_->Join();
 }
 
+absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query) {
+  return recommender_->Recommend(query);
+}
+
 DockStats DockImpl::Stats() {
   DockStats stats;
   // From the registry in memory: no store query per scrape.
@@ -465,13 +471,7 @@ DockStats DockImpl::Stats() {
   stats.probes_done = probes_->done();
   stats.probes_failed = probes_->failed();
   stats.probe_seconds = probes_->seconds();
-  stats.recommends = recommends_;
-  stats.stage1_seconds = static_cast<double>(stage1_micros_) / 1e6;
-  stats.stage2_seconds = static_cast<double>(stage2_micros_) / 1e6;
-  stats.output_cache_hits = output_cache_.hits();
-  stats.output_cache_misses = output_cache_.misses();
-  stats.proxy_cache_hits = proxy_cache_.hits();
-  stats.proxy_cache_misses = proxy_cache_.misses();
+  recommender_->AddStats(&stats);
   if (sandbox_) {
     sandbox::PoolStats pool = sandbox_->Stats();
     stats.workers = pool.workers;

@@ -4,9 +4,8 @@
 //   registration.cc   uploads, admission, versions and owners, remote registration
 //   registry.cc       name resolution, list, nearest models, update, delete, audit log,
 //                     API keys
-//   model_runs.cc     runs in the worker processes and on remote KServe servers
-//   recommend.cc      the two-stage pipeline and stage 1; stage2.cc: candidates, runs, scores;
-//                     learning.cc: outcome reports and ranker versions
+//   model_runs.cc     runs in the worker processes and on remote KServe servers, Infer
+//   dock_learning.cc  outcome reports, training and ranker versions
 // and the parts with their own state and threads:
 //   CachingMetadataStore                the registry in memory (caching_store.h) over the
 //                                       SQLite/PostgreSQL store: model reads come from it,
@@ -20,6 +19,8 @@
 //   ProbeQueue (probe_queue.h)          probing jobs, their threads and leases
 //   ReplicaSync (replica_sync.h)        the sync thread of a replica
 //   LearningLoop (learning.h)           outcome records, training, the serving version
+//   Recommender (recommender.h)         the two-stage recommend pipeline, its output and proxy
+//                                       caches, run costs and the memory of failed runs
 //   Tuner (tuner.h)                     rank, then tune: fine-tunes in a worker pool of its own
 #ifndef MODELDOCK_DOCK_DOCK_IMPL_H_
 #define MODELDOCK_DOCK_DOCK_IMPL_H_
@@ -53,6 +54,7 @@
 #include "dock/model_states.h"
 #include "dock/probe_queue.h"
 #include "dock/prober.h"
+#include "dock/recommender.h"
 #include "dock/replica_sync.h"
 #include "dock/sandbox_runner.h"
 #include "dock/scrubber.h"
@@ -75,27 +77,6 @@ std::string VersionList(const std::vector<ModelRecord>& versions);
 // INVALID_ARGUMENT unless name, shape, labels, description and tags follow the registration's
 // rules (registration.cc; UpdateModel checks an updated spec by the same rules).
 absl::Status ValidateSpec(const ModelSpec& spec);
-
-// Query helpers shared by Recommend and ReportOutcome (recommend.cc).
-// INVALID_ARGUMENT unless samples are [N, C, H, W] (images) or [N, F] (tabular), N >= 4, finite.
-absl::Status ValidateQuerySamples(const Tensor& samples, TaskKind task);
-// Whether a READY model can run on these samples (images are adapted; tabular needs equal width).
-bool Compatible(const ModelRecord& record, TaskKind task, const Tensor& samples);
-struct PreparedLabels {
-  std::vector<int32_t> labels;  // renumbered 0..C-1
-  int num_classes = 0;
-  std::string source;  // "given" or how they were clustered
-};
-// The dataset's labels renumbered, or k-means clusters of `embeddings` (raw samples without).
-absl::StatusOr<PreparedLabels> PrepareLabels(const Dataset& dataset,
-                                             const std::optional<Tensor>& embeddings);
-
-// The state Recommend's stages pass between them (defined in recommend_internal.h).
-struct PreparedQuery;
-struct Stage1Result;
-struct ViewScoring;
-struct ScoredModel;
-struct Stage2Result;
 
 class DockImpl : public Dock, private ModelFiles {
  public:
@@ -220,103 +201,6 @@ class DockImpl : public Dock, private ModelFiles {
   ScrubResult RunScrub(const std::function<bool()>& stop);
   void StartScrubber();
 
-  // Recommend helpers (recommend.cc; OutputsOn in stage2.cc).
-  absl::StatusOr<std::shared_ptr<const encoder::ModelOutputs>> OutputsOn(
-      const ModelRecord& record, const Dataset& data, const std::string& dataset_hash,
-      const sandbox::CancelCheck& cancelled, bool* from_cache);
-  absl::StatusOr<Tensor> EmbedWithReference(const Tensor& samples);
-  // A model's compressed features on (a prefix of) its space's probe set.
-  absl::StatusOr<std::shared_ptr<const Tensor>> ProbeFeatures(const ModelRecord& record);
-  // A classifier's class probabilities (softmax of its stored outputs) on the same probe rows.
-  absl::StatusOr<std::shared_ptr<const Tensor>> ProbeProbabilities(const ModelRecord& record);
-  // A tensor of the model's probing (`read` from the store for its space), kept in proxy_cache_
-  // under the model's proxy key + `key_suffix`; `what` names it in the error of a model in no
-  // space.
-  absl::StatusOr<std::shared_ptr<const Tensor>> CachedProbeTensor(
-      const ModelRecord& record, const char* what, const char* key_suffix,
-      const std::function<absl::StatusOr<Tensor>(const KnowledgeSpace&)>& read);
-  // The samples through the E of each space that holds one of `models` (`primary_embeddings`
-  // serve the primary space), into `space_embeddings` (spaces already there are kept).
-  absl::Status EmbedInSpaces(const Tensor& samples, const Tensor& primary_embeddings,
-                             const std::vector<const ModelRecord*>& models,
-                             std::map<KnowledgeSpace*, Tensor>* space_embeddings);
-  // Stage-1 proxy score of every model of `models` with probe features: the proxy metric values
-  // of all spaces rank-fused together, divided by their number (in (0, 1]). `warnings` gets one
-  // line per model whose probe features could not be read (other than none stored) or one of
-  // whose proxy metrics failed.
-  absl::StatusOr<std::unordered_map<std::string, double>> ProxyScores(
-      const std::map<KnowledgeSpace*, Tensor>& space_embeddings,
-      const std::vector<int32_t>& labels, int num_classes,
-      const std::vector<const ModelRecord*>& models, std::vector<std::string>* warnings);
-  // Stage-1 proxy metric values (ProxyMetrics() order; NaN = not measured) of every model of
-  // `space` that has probe features, from the query's embeddings in that space. Raw values: the
-  // caller fuses the models of every space together.
-  absl::StatusOr<std::unordered_map<std::string, std::vector<double>>> ProxyValues(
-      const KnowledgeSpace& space, const Tensor& query_embeddings,
-      const std::vector<int32_t>& labels, int num_classes,
-      const std::vector<const ModelRecord*>& models, std::vector<std::string>* warnings);
-
-  // Recommend's stages (recommend.cc; ChooseCandidates and RunStage2 in stage2.cc), in the
-  // order it runs them. Each fills in its part of `result` (timings, mode, warnings, counts).
-  // The query's embeddings in E's space (images), its labels, and the compatible models.
-  absl::StatusOr<PreparedQuery> PrepareQuery(const RecommendQuery& query, RecommendResult* result);
-  // Stage 1 (no model runs): knowledge-vector similarity, probe-proxy scores, the serving
-  // version's outcome priors, and the stage-1 order of every compatible model.
-  absl::StatusOr<Stage1Result> RunStage1(const PreparedQuery& prepared,
-                                         const LearningLoop::Serving& serving,
-                                         RecommendResult* result);
-  // Stage 1 (a): the query's vector (through the serving version's projection) against the
-  // index of the compatible models' knowledge vectors.
-  absl::Status RankByKnowledgeVector(const PreparedQuery& prepared,
-                                     const LearningLoop::Serving& serving, Stage1Result* stage1,
-                                     RecommendResult* result);
-  // Stage 1 (b): probe-proxy scores, with the serving version's priors, in proxy order.
-  absl::Status RankByProbeProxies(const PreparedQuery& prepared,
-                                  const LearningLoop::Serving& serving, Stage1Result* stage1,
-                                  RecommendResult* result);
-  // The mode and the stage-2 candidates (in stage-1 order): none without a metric, all when
-  // forced or without stage-1 standings, a fixed number, or those fitting the latency budget.
-  std::vector<std::string> ChooseCandidates(const RecommendQuery& query,
-                                            const PreparedQuery& prepared,
-                                            const Stage1Result& stage1,
-                                            const std::string& dataset_hash,
-                                            RecommendResult* result);
-  std::vector<std::string> CandidatesWithinBudget(const PreparedQuery& prepared,
-                                                  const std::vector<std::string>& stage1_order,
-                                                  double rows, const std::string& dataset_hash,
-                                                  RecommendResult* result);
-  // Estimated cost of scoring a model on `rows` query samples: nearly free when its outputs on
-  // this dataset are cached; else loading it when it is not resident, plus running it (measured
-  // per sample on earlier recommendations when there were any, else scaled from its probing
-  // time, which ran it on the probe set), plus the metrics.
-  double EstimateScoringMillis(const ModelRecord& r, double rows, double probe_rows,
-                               const std::string& dataset_hash);
-  // Stage 2: runs and scores the candidates, records weak outcomes, adds the serving version's
-  // priors; the scored models best first.
-  absl::StatusOr<Stage2Result> RunStage2(const RecommendQuery& query,
-                                         const PreparedQuery& prepared,
-                                         const Stage1Result& stage1,
-                                         const std::vector<std::string>& candidates,
-                                         const std::string& dataset_hash,
-                                         const LearningLoop::Serving& serving,
-                                         RecommendResult* result);
-  // Each candidate's outputs on the query (run, or cached) scored view by view, in candidate
-  // order; the models none of whose views could be scored are left out with a warning.
-  absl::StatusOr<std::vector<ScoredModel>> ScoreCandidates(
-      const RecommendQuery& query, const PreparedQuery& prepared,
-      const std::vector<std::string>& candidates, const std::string& dataset_hash,
-      const ViewScoring& scoring, RecommendResult* result);
-  // With DockOptions::learn_from_recommendations, the scored models' stage-2 standings on a
-  // labelled image query are stored as weak outcome records.
-  void RecordWeakOutcomes(const RecommendQuery& query, const PreparedQuery& prepared,
-                          const Stage1Result& stage1, const std::vector<ScoredModel>& scored,
-                          RecommendResult* result);
-  // DockOptions::report_standings, run on report_jobs_: the reported models' stage-2 standings
-  // on a report's samples (fusion, each of them scored) stored as weak records of its query.
-  void RecordReportStandings(Dataset dataset, TaskKind task, const OutcomeQueryRow& query,
-                             const std::vector<std::string>& model_ids,
-                             const std::function<bool()>& stopping);
-
   DockOptions options_;
   // The model registry in memory over the SQLite or PostgreSQL store (caching_store.h): model
   // reads are served from it; the few that must see another replica's commit at once go to
@@ -339,6 +223,11 @@ class DockImpl : public Dock, private ModelFiles {
   KnowledgeSpace* knowledge_ = nullptr;
   // Model state transitions and WaitForChange's waiters.
   std::unique_ptr<ModelStates> states_;
+  // The recommend pipeline, its caches and its counters; ReportOutcome borrows its stage-1
+  // proxies and its stage-2 scoring. Declared before the parts that hold its proxy cache or call
+  // it from their threads (the Prober, the scrubber, the report jobs, the Tuner), so it outlives
+  // them.
+  std::unique_ptr<Recommender> recommender_;
   // The probing jobs and their threads (in memory, or leased from a shared store).
   std::unique_ptr<Prober> probes_;
   // Replicas only (a store with a change feed): follows other servers' changes.
@@ -357,15 +246,8 @@ class DockImpl : public Dock, private ModelFiles {
   // that reflects it (KnowledgeSpace's changes are made under it).
   std::mutex registry_mutex_;
 
-  LruCache<const encoder::ModelOutputs> output_cache_;
-  // model id (+ suffix) -> compressed probe features, class probabilities on the probes
-  LruCache<const Tensor> proxy_cache_;
-  RunCosts run_costs_;
-  RecentFailures run_failures_{absl::Minutes(10)};
-
-  // Counters for Stats() (microseconds for durations).
+  // Counters for Stats().
   std::atomic<int64_t> registrations_admitted_{0}, registrations_rejected_{0};
-  std::atomic<int64_t> recommends_{0}, stage1_micros_{0}, stage2_micros_{0};
 };
 
 }  // namespace modeldock::dock

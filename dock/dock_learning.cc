@@ -64,7 +64,7 @@ absl::StatusOr<OutcomeReportResult> DockImpl::ReportOutcome(const OutcomeReport&
   }
   std::optional<Tensor> embeddings;
   if (report.task == TaskKind::kImageClassification) {
-    auto embedded = EmbedWithReference(samples);
+    auto embedded = knowledge_->Embed(samples);
     if (!embedded.ok()) return embedded.status();
     embeddings = std::move(*embedded);
   }
@@ -84,15 +84,16 @@ absl::StatusOr<OutcomeReportResult> DockImpl::ReportOutcome(const OutcomeReport&
       if (Compatible(r, report.task, samples)) compatible.push_back(&r);
     }
     std::map<KnowledgeSpace*, Tensor> space_embeddings;
-    if (absl::Status s = EmbedInSpaces(samples, *embeddings, compatible, &space_embeddings);
+    if (absl::Status s =
+            recommender_->EmbedInSpaces(samples, *embeddings, compatible, &space_embeddings);
         !s.ok()) {
       return s;
     }
     // A model left out here is missing from num_stage1_scores, which the caller sees; the
     // reason goes to the log (a report result has no warnings).
     std::vector<std::string> warnings;
-    auto scores = ProxyScores(space_embeddings, prepared->labels, prepared->num_classes,
-                              compatible, &warnings);
+    auto scores = recommender_->ProxyScores(space_embeddings, prepared->labels,
+                                            prepared->num_classes, compatible, &warnings);
     if (!scores.ok()) return scores.status();
     for (const std::string& w : warnings) spdlog::warn("outcome report: {}", w);
     query.stage1.insert(scores->begin(), scores->end());
@@ -118,7 +119,7 @@ absl::StatusOr<OutcomeReportResult> DockImpl::ReportOutcome(const OutcomeReport&
         absl::StrCat("standings of query ", query.query_id.substr(0, 12)),
         [this, dataset = report.dataset, task = report.task, query, ids](
             const std::function<bool()>& stopping) mutable {
-          RecordReportStandings(std::move(dataset), task, query, ids, stopping);
+          recommender_->RecordReportStandings(std::move(dataset), task, query, ids, stopping);
         },
         report.dataset.samples.values.size() * sizeof(float));
   }

@@ -161,7 +161,7 @@ ScrubResult DockImpl::RunScrub(const std::function<bool()>& stop) {
                   std::string(features.status().message()));
     SetState(record, ModelState::kPending,
              "stored probe features did not match their checksum; waiting to be probed again");
-    proxy_cache_.ErasePrefix(absl::StrCat(record.id, "|"));
+    recommender_->ForgetProbeData(record.id);
     probes_->Enqueue(record.id);
     ++result.models_requeued;
   }

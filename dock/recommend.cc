@@ -1,4 +1,4 @@
-// The recommend pipeline.
+// The recommend pipeline (the Recommender part, dock/recommender.h).
 //   Stage 1 (no model runs): the query's samples through the reference encoder E ->
 //     (a) Know2Vec query vector -> FAISS inner-product similarity to every model's knowledge
 //         vector (sublinear; on docks above DockOptions::proxy_prefilter models it cuts the dock
@@ -13,27 +13,20 @@
 //     (default: rank fusion of LogME and shrinkage H-score on its features and NCE on its class
 //     outputs) scores it against the query labels.
 // This file holds the pipeline, the query's preparation and the answer's assembly; stage 1 is in
-// dock/stage1.cc, stage 2 in dock/stage2.cc, and recommend_internal.h the state the stages pass
-// each other.
+// This file holds the metrics' names, the cache keys and the answer's assembly; the pipeline and
+// the query's preparation are in dock/recommender.cc, stage 1 in dock/stage1.cc, stage 2 in
+// dock/stage2.cc, and recommend_internal.h the state the stages pass each other.
 #include <algorithm>
-#include <atomic>
-#include <cmath>
-#include <cstring>
-#include <map>
-#include <optional>
-#include <thread>
+#include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/sha256.h"
-#include "dock/dock_impl.h"
 #include "dock/recommend_internal.h"
-#include "scoring/fusion.h"
 #include "scoring/metrics.h"
-#include "scoring/proxy.h"
-#include "spdlog/spdlog.h"
 
 namespace modeldock::dock {
 
@@ -116,221 +109,6 @@ std::string LayerScoresText(const std::vector<LayerScore>& scores) {
     absl::StrAppend(&out, out.empty() ? "" : ", ", l.name, absl::StrFormat(" %.3g", l.score));
   }
   return out;
-}
-
-}  // namespace
-
-bool Compatible(const ModelRecord& record, TaskKind task, const Tensor& samples) {
-  if (record.state != ModelState::kReady || record.spec.task != task) return false;
-  if (task == TaskKind::kTextClassification) return true;  // every text model takes strings
-  // Audio: clips of any length (fitted to the model's [T]).
-  if (task == TaskKind::kAudioClassification) return samples.shape.size() == 2;
-  std::vector<int64_t> sample_shape = samples.SampleShape();
-  if (task == TaskKind::kTabularClassification) return record.spec.input_shape == sample_shape;
-  return sample_shape.size() == 3 && (sample_shape[0] == 1 || sample_shape[0] == 3);
-}
-
-absl::StatusOr<Tensor> DockImpl::EmbedWithReference(const Tensor& samples) {
-  return knowledge_->Embed(samples);
-}
-
-absl::StatusOr<std::shared_ptr<const Tensor>> DockImpl::CachedProbeTensor(
-    const ModelRecord& record, const char* what, const char* key_suffix,
-    const std::function<absl::StatusOr<Tensor>(const KnowledgeSpace&)>& read) {
-  const KnowledgeSpace* space = SpaceFor(record);
-  if (space == nullptr) {
-    return absl::NotFoundError(absl::StrCat("model '", record.spec.name,
-                                            "' is in no knowledge space, so it has no ", what));
-  }
-  const std::string key = absl::StrCat(ProxyCacheKey(record.id, *space), key_suffix);
-  if (auto cached = proxy_cache_.Get(key)) return cached;
-  auto tensor = read(*space);
-  if (!tensor.ok()) return tensor.status();
-  auto shared = std::make_shared<const Tensor>(std::move(*tensor));
-  proxy_cache_.Put(key, shared, static_cast<int64_t>(shared->values.size() * sizeof(float)));
-  return shared;
-}
-
-absl::StatusOr<std::shared_ptr<const Tensor>> DockImpl::ProbeFeatures(const ModelRecord& record) {
-  return CachedProbeTensor(record, "probe features", "", [&](const KnowledgeSpace& space) {
-    return store_->GetProbeFeatures(record.id, space.probe_set_sha());
-  });
-}
-
-absl::StatusOr<std::shared_ptr<const Tensor>> DockImpl::ProbeProbabilities(
-    const ModelRecord& record) {
-  return CachedProbeTensor(
-      record, "probe outputs", "|probabilities",
-      [&](const KnowledgeSpace& space) -> absl::StatusOr<Tensor> {
-        auto outputs = store_->GetProbeOutputs(record.id, space.probe_set_sha());
-        if (!outputs.ok()) return outputs.status();
-        return scoring::ClassProbabilities(*outputs);
-      });
-}
-
-absl::StatusOr<std::pair<ModelRecord, Tensor>> DockImpl::Infer(
-    std::string_view model, const Tensor& samples, const std::function<bool()>& cancelled) {
-  auto record = GetModel(model);
-  if (!record.ok()) return record.status();
-  if (record->state != ModelState::kReady) {
-    return absl::FailedPreconditionError(absl::StrCat("model '", record->spec.name, "' is ",
-                                                      ModelStateName(record->state),
-                                                      ", not READY"));
-  }
-  if (!samples.IsConsistent() || samples.shape.size() < 2 || samples.Rows() == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the input must be a non-empty [N, ...] tensor with matching data; got shape ",
-        ShapeToString(samples.shape), " and ", samples.values.size(), " values"));
-  }
-  if (record->spec.task == TaskKind::kTextClassification) {
-    return absl::UnimplementedError(absl::StrCat(
-        "model '", record->spec.name, "' is a text model; inference on texts is not offered "
-        "yet (Infer takes tensors)"));
-  }
-  const TaskKind task = record->spec.task;
-  if (task == TaskKind::kTabularClassification  ? samples.SampleShape() != record->spec.input_shape
-      : task == TaskKind::kAudioClassification ? samples.shape.size() != 2
-                                                : samples.shape.size() != 4) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model '", record->spec.name, "' takes ", ShapeToString(record->spec.input_shape),
-        task == TaskKind::kTabularClassification ? ""
-        : task == TaskKind::kAudioClassification ? " audio clips (any length: cropped or padded)"
-                                                 : " images (any size: resized)",
-        " per sample; got ", ShapeToString(samples.shape)));
-  }
-  sandbox::CancelCheck check = [&] { return cancelled && cancelled(); };
-  Dataset data;
-  data.samples = samples;
-  auto run = RunModel(*record, data, /*want_features=*/false, /*want_layers=*/false,
-                      options_.sandbox.run_time_limit, check);
-  if (!run.ok()) return run.status();
-  return std::make_pair(*std::move(record), std::move(run->logits));
-}
-
-absl::Status ValidateQuerySamples(const Tensor& samples, TaskKind task) {
-  if (task == TaskKind::kTextClassification) {
-    // A text dataset's samples are [N, 0] beside its N texts (the server's decoding checks that
-    // the texts are valid UTF-8).
-    if (samples.shape.size() != 2 || samples.shape[1] != 0 || samples.Rows() < 4) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "a text query needs at least 4 texts; got ", samples.Rows()));
-    }
-    return absl::OkStatus();
-  }
-  if (!samples.IsConsistent() || samples.shape.size() < 2) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "query samples must be [N, ...] with matching data; got shape ", ShapeToString(samples.shape),
-        " and ", samples.values.size(), " values"));
-  }
-  if (samples.Rows() < 4) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("a query needs at least 4 samples; got ", samples.Rows()));
-  }
-  if (task == TaskKind::kImageClassification && samples.shape.size() != 4) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "image queries are [N, C, H, W]; got ", ShapeToString(samples.shape)));
-  }
-  if (task == TaskKind::kTabularClassification && samples.shape.size() != 2) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "tabular queries are [N, F]; got ", ShapeToString(samples.shape)));
-  }
-  if (task == TaskKind::kAudioClassification && samples.shape.size() != 2) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "audio queries are [N, T] clips of 16 kHz mono; got ", ShapeToString(samples.shape)));
-  }
-  for (float v : samples.values) {
-    if (!std::isfinite(v)) return absl::InvalidArgumentError("query samples contain NaN or Inf");
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<PreparedLabels> PrepareLabels(const Dataset& dataset,
-                                             const std::optional<Tensor>& embeddings) {
-  const Tensor& samples = dataset.samples;
-  PreparedLabels out;
-  out.labels = dataset.labels;
-  std::vector<int32_t>& labels = out.labels;
-  if (!labels.empty()) {
-    if (labels.size() != static_cast<size_t>(samples.Rows())) {
-      return absl::InvalidArgumentError(absl::StrCat("got ", labels.size(), " labels for ",
-                                                     samples.Rows(), " samples"));
-    }
-    for (int32_t y : labels) {
-      if (y < 0) return absl::InvalidArgumentError("labels must be >= 0");
-    }
-    // Renumber the labels present to 0..C-1: metrics average over classes, and an empty class
-    // (labels {1, 5}) must not count as one.
-    std::map<int32_t, int32_t> compact;
-    for (int32_t y : labels) compact.emplace(y, 0);
-    int32_t next = 0;
-    for (auto& [label, index] : compact) index = next++;
-    for (int32_t& y : labels) y = compact[y];
-    out.num_classes = static_cast<int>(compact.size());
-    if (out.num_classes < 2) {
-      return absl::InvalidArgumentError(
-          "the query's labels name only one class; transferability needs at least 2 classes "
-          "(or send the dataset unlabelled to have it clustered)");
-    }
-    out.source = "given";
-    return out;
-  }
-  // Unlabelled: k-means clusters of E's embeddings (raw features for tabular data).
-  if (dataset.is_text() && !embeddings) {
-    return absl::FailedPreconditionError(
-        "an unlabelled text query is clustered in the text knowledge space, which this dock's "
-        "assets do not have (scripts/make_assets.py builds it); send the labels");
-  }
-  int k = static_cast<int>(std::clamp<int64_t>(samples.Rows() / 10, 2, 10));
-  const Tensor& basis = embeddings ? *embeddings : samples;
-  Tensor flat = basis;
-  flat.shape = {basis.Rows(), basis.RowSize()};
-  labels = encoder::ClusterLabels(flat, k);
-  out.num_classes = *std::max_element(labels.begin(), labels.end()) + 1;
-  out.source = absl::StrCat("clustered (k-means on ",
-                            embeddings ? "reference-encoder embeddings" : "raw features",
-                            ", k=", out.num_classes, ")");
-  return out;
-}
-
-absl::Status DockImpl::EmbedInSpaces(const Tensor& samples, const Tensor& primary_embeddings,
-                                     const std::vector<const ModelRecord*>& models,
-                                     std::map<KnowledgeSpace*, Tensor>* space_embeddings) {
-  for (const ModelRecord* r : models) {
-    KnowledgeSpace* space = SpaceFor(*r);
-    if (space == nullptr || space_embeddings->count(space)) continue;
-    if (space == knowledge_) {
-      (*space_embeddings)[space] = primary_embeddings;
-      continue;
-    }
-    auto embedded = space->Embed(samples);
-    if (!embedded.ok()) return embedded.status();
-    (*space_embeddings)[space] = *std::move(embedded);
-  }
-  return absl::OkStatus();
-}
-
-namespace {
-
-absl::Status ValidateRecommendQuery(const RecommendQuery& query) {
-  if (absl::Status valid = ValidateQuerySamples(query.dataset.samples, query.task); !valid.ok()) {
-    return valid;
-  }
-  const bool text_task = query.task == TaskKind::kTextClassification;
-  if (text_task != query.dataset.is_text() ||
-      (text_task && static_cast<int64_t>(query.dataset.texts.size()) !=
-                        query.dataset.samples.Rows())) {
-    return absl::InvalidArgumentError(
-        text_task ? "a text query carries one text per sample"
-                  : "texts were sent for a query whose task is not text classification");
-  }
-  if (query.top_k < 1 || query.top_k > 10000) {
-    return absl::InvalidArgumentError("top_k must be in 1..10000");
-  }
-  if (query.num_candidates < 0) return absl::InvalidArgumentError("num_candidates must be >= 0");
-  if (query.latency_budget_millis < 0 || !std::isfinite(query.latency_budget_millis)) {
-    return absl::InvalidArgumentError("latency_budget_millis must be >= 0 (0 = server default)");
-  }
-  return absl::OkStatus();
 }
 
 // After the scored models, the rest in stage-1 order (kept in `unscored`, ids only).
@@ -428,6 +206,9 @@ std::string ScoredReason(const ScoredModel& s, const Stage2Result& stage2, int n
 }
 
 // The answer's entries: the first top_k of the ranking (one per model name unless the query asks
+
+}  // namespace
+
 // for every version), each with its scores and reason.
 void AssembleResults(const RecommendQuery& query, const PreparedQuery& prepared,
                      const Stage1Result& stage1, const Stage2Result& stage2,
@@ -479,143 +260,6 @@ void AssembleResults(const RecommendQuery& query, const PreparedQuery& prepared,
                                 model.spec.version, versions));
     }
     result->results.push_back(std::move(rec));
-  }
-}
-
-}  // namespace
-
-absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query) {
-  absl::Time start = absl::Now();
-  if (absl::Status valid = ValidateRecommendQuery(query); !valid.ok()) return valid;
-
-  // One trained version ranks the whole answer, even if another is switched in meanwhile.
-  const LearningLoop::Serving serving = learning_->Current();
-  RecommendResult result;
-  result.alignment_version = serving.version;
-  result.metric = query.metric;
-  result.latency_budget_millis = query.latency_budget_millis > 0 ? query.latency_budget_millis
-                                                                 : options_.latency_budget_millis;
-
-  auto prepared = PrepareQuery(query, &result);
-  if (!prepared.ok()) return prepared.status();
-  if (prepared->compatible.empty()) {
-    result.timings.total_millis = MillisSince(start);
-    result.mode =
-        query.metric == Metric::kNone ? RecommendMode::kStage1Only : RecommendMode::kScoredAll;
-    result.mode_reason = "no compatible model";
-    result.warnings.push_back(absl::StrCat("no READY ", TaskKindName(query.task),
-                                           " model can take samples of shape ",
-                                           ShapeToString(query.dataset.samples.SampleShape())));
-    return result;
-  }
-  if (Cancelled(query)) return absl::CancelledError("recommendation cancelled");
-
-  auto stage1 = RunStage1(*prepared, serving, &result);
-  if (!stage1.ok()) return stage1.status();
-  if (Cancelled(query)) return absl::CancelledError("recommendation cancelled");
-
-  const std::string dataset_hash = DatasetHash(query.dataset);
-  const std::vector<std::string> candidates =
-      ChooseCandidates(query, *prepared, *stage1, dataset_hash, &result);
-  auto stage2 = RunStage2(query, *prepared, *stage1, candidates, dataset_hash, serving, &result);
-  if (!stage2.ok()) return stage2.status();
-  AssembleResults(query, *prepared, *stage1, *stage2, candidates.size(), serving, &result);
-
-  result.timings.total_millis = MillisSince(start);
-  ++recommends_;
-  stage1_micros_ += static_cast<int64_t>(result.timings.stage1_millis * 1000);
-  stage2_micros_ += static_cast<int64_t>(result.timings.stage2_millis * 1000);
-  spdlog::info("recommend: {} samples, {} classes ({}), {} compatible, mode {} ({}), {} scored "
-               "with {}, top '{}', {:.1f} ms", query.dataset.samples.Rows(), prepared->num_classes,
-               result.label_source, result.num_compatible, RecommendModeName(result.mode),
-               result.mode_reason, result.num_scored, MetricLabel(query.metric),
-               result.results.empty() ? "-" : result.results[0].model.spec.name,
-               result.timings.total_millis);
-  return result;
-}
-
-absl::StatusOr<PreparedQuery> DockImpl::PrepareQuery(const RecommendQuery& query,
-                                                     RecommendResult* result) {
-  const Tensor& samples = query.dataset.samples;
-  PreparedQuery prepared;
-  prepared.encode_start = absl::Now();
-  // The query's own space (its channels and size), if any, embeds it for clustering.
-  KnowledgeSpace* own_space = nullptr;
-  if (query.task == TaskKind::kTextClassification ||
-      query.task == TaskKind::kAudioClassification) {
-    // A text or audio query is embedded in the space of its kind only: no image space is its own.
-    own_space = spaces_->ForTask(query.task, samples.SampleShape());
-    if (own_space != nullptr) {
-      auto embedded = own_space->Embed(query.dataset);
-      if (!embedded.ok()) return embedded.status();
-      prepared.embeddings = *embedded;
-      prepared.space_embeddings[own_space] = *std::move(embedded);
-    }
-  }
-  if (query.task == TaskKind::kImageClassification) {
-    auto embedded = EmbedWithReference(samples);
-    if (!embedded.ok()) return embedded.status();
-    prepared.embeddings = std::move(*embedded);
-    own_space = spaces_->For(samples.SampleShape());
-    if (own_space != nullptr && own_space != knowledge_) {
-      auto own = own_space->Embed(samples);
-      if (!own.ok()) return own.status();
-      prepared.space_embeddings[own_space] = std::move(*own);
-    }
-  }
-  std::optional<Tensor> cluster_basis = prepared.embeddings;
-  if (prepared.space_embeddings.count(own_space)) cluster_basis = prepared.space_embeddings[own_space];
-  auto labels = PrepareLabels(query.dataset, cluster_basis);
-  if (!labels.ok()) return labels.status();
-  prepared.labels = std::move(labels->labels);
-  prepared.num_classes = labels->num_classes;
-  result->label_source = labels->source;
-
-  // Compatible models, and the spaces they are in.
-  auto all = store_->ListAll();
-  if (!all.ok()) return all.status();
-  for (ModelRecord& r : *all) {
-    if (!Compatible(r, query.task, samples)) continue;
-    if (KnowledgeSpace* space = SpaceFor(r)) prepared.space_members[space].push_back(r.id);
-    prepared.position[r.id] = prepared.compatible.size();
-    prepared.compatible.push_back(std::move(r));
-  }
-  result->num_compatible = static_cast<int>(prepared.compatible.size());
-  // The query through the E of each space that holds compatible models.
-  if (prepared.embeddings) {
-    std::vector<const ModelRecord*> models;
-    for (const ModelRecord& r : prepared.compatible) models.push_back(&r);
-    if (absl::Status s = EmbedInSpaces(samples, *prepared.embeddings, models,
-                                       &prepared.space_embeddings);
-        !s.ok()) {
-      return s;
-    }
-  }
-  return prepared;
-}
-
-void DockImpl::RecordWeakOutcomes(const RecommendQuery& query, const PreparedQuery& prepared,
-                                  const Stage1Result& stage1,
-                                  const std::vector<ScoredModel>& scored,
-                                  RecommendResult* result) {
-  // The dock learns from its own recommendations when the operator allows it: the scored
-  // models' stage-2 standings on this (labelled) query become weak outcome records.
-  if (!options_.learn_from_recommendations || result->label_source != "given" ||
-      !prepared.embeddings || scored.size() < 2) {
-    return;
-  }
-  OutcomeQueryRow record = OutcomeQueryOf(query.dataset, query.task, *prepared.embeddings,
-                                          prepared.labels, prepared.num_classes);
-  record.stage1.insert(stage1.proxy_score.begin(), stage1.proxy_score.end());
-  std::vector<std::pair<const ModelRecord*, double>> standings;
-  for (const ScoredModel& s : scored) standings.push_back({&prepared.Model(s.id), s.stage2});
-  auto stored = RecordStage2Standings(store_.get(), record, standings);
-  if (stored.ok()) {
-    result->recorded_outcomes = *stored;
-  } else {
-    // The answer does not depend on the record: log, do not fail the call.
-    spdlog::warn("recommend: could not record stage-2 standings: {}",
-                 std::string(stored.status().message()));
   }
 }
 

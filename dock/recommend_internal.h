@@ -13,7 +13,7 @@
 
 #include "absl/time/time.h"
 #include "common/tensor.h"
-#include "dock/dock_impl.h"
+#include "dock/recommender.h"
 #include "scoring/metrics.h"
 
 namespace modeldock::dock {
@@ -111,6 +111,14 @@ struct Stage2Result {
   // Fusions only: each member's value and rank of the model's best view (model id -> text).
   std::unordered_map<std::string, std::string> member_text;
 };
+
+// The answer's entries (recommend.cc): the first top_k of the ranking, the scored models then
+// the rest in stage-1 order (one per model name unless the query asks for every version), each
+// with its scores and reason.
+void AssembleResults(const RecommendQuery& query, const PreparedQuery& prepared,
+                     const Stage1Result& stage1, const Stage2Result& stage2,
+                     size_t num_candidates, const LearningLoop::Serving& serving,
+                     RecommendResult* result);
 
 }  // namespace modeldock::dock
 

@@ -205,9 +205,7 @@ absl::StatusOr<std::string> DockImpl::DeleteRecord(const ModelRecord& record,
     RemoveUnreferencedBlob(record.sha256, absl::StrCat("model ", record.id, " was deleted"));
   }
   runner_->Forget(record);
-  output_cache_.ErasePrefix(record.sha256);
-  proxy_cache_.ErasePrefix(absl::StrCat(record.id, "|"));
-  run_costs_.Erase(record.id);
+  recommender_->ForgetModel(record);
   spdlog::info("deleted model {} ('{}')", record.id, record.spec.name);
   Audit(actor, "delete", record.id, DisplayName(record));
   NotifyStateChanged();

@@ -9,12 +9,13 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <optional>
+#include <string>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "dock/dock_impl.h"
 #include "dock/recommend_internal.h"
 #include "scoring/fusion.h"
 #include "scoring/metrics.h"
@@ -76,9 +77,38 @@ void OrderStage1(const std::vector<ModelRecord>& compatible, Stage1Result* stage
   stage1->has_stage1 = !stage1->proxy_order.empty() || !stage1->similarity_order.empty();
 }
 
+// One model's proxy metric values (ProxyMetrics() order) from its features at the query's
+// nearest probes, and its class outputs there (none: its logit members are NaN, not measured).
+std::vector<double> ProxyRow(const ModelRecord& record, const Tensor& proxy,
+                             const std::optional<Tensor>& proxy_classes,
+                             const std::vector<int32_t>& labels, int num_classes,
+                             std::vector<std::string>* warnings) {
+  scoring::ScoreInput input;
+  input.features = &proxy;
+  input.logits = proxy_classes ? &*proxy_classes : nullptr;
+  input.labels = &labels;
+  input.num_classes = num_classes;
+  std::vector<double> row;
+  for (scoring::Metric metric : ProxyMetrics()) {
+    if (scoring::UsesLogits(metric) && !proxy_classes) {
+      row.push_back(NAN);  // not measured: ranked by the feature members
+      continue;
+    }
+    auto value = scoring::Score(metric, input);
+    if (!value.ok()) {
+      // Ranked last on that metric (the fusion's other members still count), and said so.
+      warnings->push_back(absl::StrCat("stage 1: proxy ", std::string(scoring::MetricName(metric)),
+                                       " of ", record.spec.name, " failed (",
+                                       value.status().ToString(), "); ranked last on it"));
+    }
+    row.push_back(value.ok() && std::isfinite(*value) ? *value : -HUGE_VAL);
+  }
+  return row;
+}
+
 }  // namespace
 
-absl::StatusOr<std::unordered_map<std::string, double>> DockImpl::ProxyScores(
+absl::StatusOr<std::unordered_map<std::string, double>> Recommender::ProxyScores(
     const std::map<KnowledgeSpace*, Tensor>& space_embeddings,
     const std::vector<int32_t>& labels, int num_classes,
     const std::vector<const ModelRecord*>& models, std::vector<std::string>* warnings) {
@@ -116,7 +146,7 @@ absl::StatusOr<std::unordered_map<std::string, double>> DockImpl::ProxyScores(
   return scores;
 }
 
-absl::StatusOr<std::unordered_map<std::string, std::vector<double>>> DockImpl::ProxyValues(
+absl::StatusOr<std::unordered_map<std::string, std::vector<double>>> Recommender::ProxyValues(
     const KnowledgeSpace& space, const Tensor& query_embeddings,
     const std::vector<int32_t>& labels, int num_classes,
     const std::vector<const ModelRecord*>& models, std::vector<std::string>* warnings) {
@@ -181,33 +211,14 @@ absl::StatusOr<std::unordered_map<std::string, std::vector<double>>> DockImpl::P
                                          "); ranked without nce"));
       }
     }
-    scoring::ScoreInput input;
-    input.features = &proxy;
-    input.logits = proxy_classes ? &*proxy_classes : nullptr;
-    input.labels = &labels;
-    input.num_classes = num_classes;
-    std::vector<double>& row = values[record->id];
-    for (scoring::Metric metric : ProxyMetrics()) {
-      if (scoring::UsesLogits(metric) && !proxy_classes) {
-        row.push_back(NAN);  // not measured: ranked by the feature members
-        continue;
-      }
-      auto value = scoring::Score(metric, input);
-      if (!value.ok()) {
-        // Ranked last on that metric (the fusion's other members still count), and said so.
-        warnings->push_back(absl::StrCat("stage 1: proxy ", std::string(scoring::MetricName(metric)), " of ",
-                                         record->spec.name, " failed (",
-                                         value.status().ToString(), "); ranked last on it"));
-      }
-      row.push_back(value.ok() && std::isfinite(*value) ? *value : -HUGE_VAL);
-    }
+    values[record->id] = ProxyRow(*record, proxy, proxy_classes, labels, num_classes, warnings);
   }
   return values;
 }
 
-absl::StatusOr<Stage1Result> DockImpl::RunStage1(const PreparedQuery& prepared,
-                                                 const LearningLoop::Serving& serving,
-                                                 RecommendResult* result) {
+absl::StatusOr<Stage1Result> Recommender::RunStage1(const PreparedQuery& prepared,
+                                                    const LearningLoop::Serving& serving,
+                                                    RecommendResult* result) {
   Stage1Result stage1;
   if (absl::Status s = RankByKnowledgeVector(prepared, serving, &stage1, result); !s.ok()) {
     return s;
@@ -217,9 +228,9 @@ absl::StatusOr<Stage1Result> DockImpl::RunStage1(const PreparedQuery& prepared,
   return stage1;
 }
 
-absl::Status DockImpl::RankByKnowledgeVector(const PreparedQuery& prepared,
-                                             const LearningLoop::Serving& serving,
-                                             Stage1Result* stage1, RecommendResult* result) {
+absl::Status Recommender::RankByKnowledgeVector(const PreparedQuery& prepared,
+                                                const LearningLoop::Serving& serving,
+                                                Stage1Result* stage1, RecommendResult* result) {
   // Tabular queries have no embeddings, so no query vector.
   if (!prepared.embeddings) {
     result->timings.encode_query_millis = MillisSince(prepared.encode_start);
@@ -241,7 +252,7 @@ absl::Status DockImpl::RankByKnowledgeVector(const PreparedQuery& prepared,
     if (!query_vector.ok()) return query_vector.status();
     // A trained version's projection (primary space only): its query encoder and its index of
     // projected models.
-    const bool projected = space == knowledge_ && serving.index;
+    const bool projected = space == primary() && serving.index;
     if (projected) *query_vector = serving.ranker->projection().ProjectQuery(*query_vector);
     index::VectorIndex* vectors = projected ? serving.index.get() : space->index();
     absl::Time search_start = absl::Now();
@@ -267,9 +278,9 @@ absl::Status DockImpl::RankByKnowledgeVector(const PreparedQuery& prepared,
   return absl::OkStatus();
 }
 
-absl::Status DockImpl::RankByProbeProxies(const PreparedQuery& prepared,
-                                          const LearningLoop::Serving& serving,
-                                          Stage1Result* stage1, RecommendResult* result) {
+absl::Status Recommender::RankByProbeProxies(const PreparedQuery& prepared,
+                                             const LearningLoop::Serving& serving,
+                                             Stage1Result* stage1, RecommendResult* result) {
   // On a very large dock FAISS first keeps the models most similar by knowledge vector; every
   // model kept costs one small gather and two metrics.
   absl::Time proxy_start = absl::Now();

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -13,8 +14,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "dock/dock_impl.h"
 #include "dock/recommend_internal.h"
+#include "sandbox/worker_pool.h"
 #include "scoring/fusion.h"
 #include "scoring/metrics.h"
 #include "scoring/proxy.h"
@@ -275,18 +276,21 @@ std::unordered_map<std::string, std::string> MemberTexts(
 
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<const encoder::ModelOutputs>> DockImpl::OutputsOn(
+absl::StatusOr<std::shared_ptr<const encoder::ModelOutputs>> Recommender::OutputsOn(
     const ModelRecord& record, const Dataset& data, const std::string& dataset_hash,
-    const sandbox::CancelCheck& cancelled, bool* from_cache) {
+    const std::function<bool()>& cancelled, bool* from_cache) {
   const std::string key = OutputKey(record, dataset_hash);
   *from_cache = false;
   if (auto cached = output_cache_.Get(key)) {
     *from_cache = true;
     return cached;
   }
-  auto run = RunModel(record, data, /*want_features=*/true, /*want_layers=*/true,
-                      options_.sandbox.run_time_limit,
-                      cancelled);
+  RunRequest request;
+  request.want_features = true;
+  request.want_layers = true;
+  request.time_limit = options_.run_time_limit;
+  request.cancelled = cancelled;
+  auto run = deps_.runner->RunOn(record, data, request);
   if (!run.ok()) return run.status();
   encoder::ModelOutputs outputs;
   outputs.logits = std::move(run->logits);
@@ -300,11 +304,11 @@ absl::StatusOr<std::shared_ptr<const encoder::ModelOutputs>> DockImpl::OutputsOn
   return shared;
 }
 
-std::vector<std::string> DockImpl::ChooseCandidates(const RecommendQuery& query,
-                                                    const PreparedQuery& prepared,
-                                                    const Stage1Result& stage1,
-                                                    const std::string& dataset_hash,
-                                                    RecommendResult* result) {
+std::vector<std::string> Recommender::ChooseCandidates(const RecommendQuery& query,
+                                                       const PreparedQuery& prepared,
+                                                       const Stage1Result& stage1,
+                                                       const std::string& dataset_hash,
+                                                       RecommendResult* result) {
   if (query.metric == Metric::kNone) {
     result->mode = RecommendMode::kStage1Only;
     result->mode_reason = "stage 2 off (metric none)";
@@ -329,7 +333,7 @@ std::vector<std::string> DockImpl::ChooseCandidates(const RecommendQuery& query,
                                 result);
 }
 
-std::vector<std::string> DockImpl::CandidatesWithinBudget(
+std::vector<std::string> Recommender::CandidatesWithinBudget(
     const PreparedQuery& prepared, const std::vector<std::string>& stage1_order, double rows,
     const std::string& dataset_hash, RecommendResult* result) {
   const int num_compatible = result->num_compatible;
@@ -341,7 +345,7 @@ std::vector<std::string> DockImpl::CandidatesWithinBudget(
     // when the probing budget cut it (its stored features have that many rows). Read from the
     // proxy cache only, which stage 1 just filled for every model it proxied: a model the
     // prefilter left out is not worth a store read here, and counts its whole probe set.
-    double probe_rows = static_cast<double>(knowledge_->probe_rows());
+    double probe_rows = static_cast<double>(primary()->probe_rows());
     if (KnowledgeSpace* space = SpaceFor(r)) {
       auto features = proxy_cache_.Get(ProxyCacheKey(r.id, *space));
       probe_rows = static_cast<double>(features ? features->Rows() : space->probe_rows());
@@ -384,12 +388,12 @@ std::vector<std::string> DockImpl::CandidatesWithinBudget(
   return candidates;
 }
 
-double DockImpl::EstimateScoringMillis(const ModelRecord& r, double rows, double probe_rows,
-                                       const std::string& dataset_hash) {
+double Recommender::EstimateScoringMillis(const ModelRecord& r, double rows, double probe_rows,
+                                          const std::string& dataset_hash) {
   const double metrics_ms =
       (2.0 + 0.02 * rows) * static_cast<double>(std::max<size_t>(1, r.layers.size()));
   if (output_cache_.Contains(OutputKey(r, dataset_hash))) return metrics_ms;
-  const double load_ms = runner_->IsLoaded(r)
+  const double load_ms = deps_.runner->IsLoaded(r)
                              ? 0.0
                              : 10.0 + static_cast<double>(r.size_bytes) / 50e3;  // ~50 MB/s
   if (std::optional<double> per_sample = run_costs_.PerSampleMillis(r.id)) {
@@ -399,13 +403,13 @@ double DockImpl::EstimateScoringMillis(const ModelRecord& r, double rows, double
          static_cast<double>(std::max<int64_t>(r.probe_millis, 1)) * rows / probe_rows;
 }
 
-absl::StatusOr<Stage2Result> DockImpl::RunStage2(const RecommendQuery& query,
-                                                 const PreparedQuery& prepared,
-                                                 const Stage1Result& stage1,
-                                                 const std::vector<std::string>& candidates,
-                                                 const std::string& dataset_hash,
-                                                 const LearningLoop::Serving& serving,
-                                                 RecommendResult* result) {
+absl::StatusOr<Stage2Result> Recommender::RunStage2(const RecommendQuery& query,
+                                                    const PreparedQuery& prepared,
+                                                    const Stage1Result& stage1,
+                                                    const std::vector<std::string>& candidates,
+                                                    const std::string& dataset_hash,
+                                                    const LearningLoop::Serving& serving,
+                                                    RecommendResult* result) {
   Stage2Result stage2;
   stage2.scoring = ScoringFor(query.metric, prepared, candidates);
   absl::Time stage2_start = absl::Now();
@@ -431,7 +435,7 @@ absl::StatusOr<Stage2Result> DockImpl::RunStage2(const RecommendQuery& query,
   return stage2;
 }
 
-absl::StatusOr<std::vector<ScoredModel>> DockImpl::ScoreCandidates(
+absl::StatusOr<std::vector<ScoredModel>> Recommender::ScoreCandidates(
     const RecommendQuery& query, const PreparedQuery& prepared,
     const std::vector<std::string>& candidates, const std::string& dataset_hash,
     const ViewScoring& scoring, RecommendResult* result) {
@@ -510,10 +514,10 @@ absl::StatusOr<std::vector<ScoredModel>> DockImpl::ScoreCandidates(
   return scored;
 }
 
-void DockImpl::RecordReportStandings(Dataset dataset, TaskKind task,
-                                     const OutcomeQueryRow& query,
-                                     const std::vector<std::string>& model_ids,
-                                     const std::function<bool()>& stopping) {
+void Recommender::RecordReportStandings(Dataset dataset, TaskKind task,
+                                        const OutcomeQueryRow& query,
+                                        const std::vector<std::string>& model_ids,
+                                        const std::function<bool()>& stopping) {
   const absl::Time start = absl::Now();
   const auto dataset_hash = DatasetHash(dataset);
   RecommendQuery scoring_query;
@@ -543,7 +547,7 @@ void DockImpl::RecordReportStandings(Dataset dataset, TaskKind task,
   for (const std::string& w : unused.warnings) spdlog::warn("learning: standings: {}", w);
   std::vector<std::pair<const ModelRecord*, double>> standings;
   for (const ScoredModel& s : *scored) standings.push_back({&prepared->Model(s.id), s.stage2});
-  auto stored = RecordStage2Standings(store_.get(), query, standings);
+  auto stored = RecordStage2Standings(deps_.store, query, standings);
   if (!stored.ok()) return fail(stored.status());
   spdlog::info("learning: stage-2 standings of {} reported model(s) recorded for query {} "
                "({:.0f} ms)", *stored, query.query_id.substr(0, 12), MillisSince(start));
