@@ -10,6 +10,7 @@ Debian's), then, from a directory outside the repository with PYTHONPATH unset: 
 runs `python3 -m modeldock --help`, and runs the installed `modeldock-py` command's commands
 against a real modeldock-server. Exits non-zero on failure.
 """
+import hashlib
 import json
 import os
 import subprocess
@@ -168,6 +169,28 @@ class WheelTest(unittest.TestCase):
         code, out, err = self.cli("records")
         self.assertEqual((code, json.loads(out)), (0, {"records": [], "total_records": 0,
                                                        "total_queries": 0}), err)
+        # Rank, then tune: the top candidate tuned, its file written and checked, one record.
+        tuned = os.path.join(self.home, "tuned.pt")
+        code, out, err = self.cli("tune", npz, "--top", "1", "--budget-s", "60", "--seed", "3",
+                                  "--max-epochs", "2", "--out", tuned)
+        self.assertEqual(code, 0, err)
+        tune = json.loads(out)
+        self.assertEqual((tune["winner"], tune["seed"], len(tune["candidates"])), (0, 3, 1))
+        self.assertNotIn("model", tune)
+        with open(tuned, "rb") as f:
+            data = f.read()
+        self.assertEqual((len(data), hashlib.sha256(data).hexdigest()),
+                         (tune["model_size_bytes"], tune["model_sha256"]))
+        epochs = tune["candidates"][0]["epochs"]
+        self.assertEqual(len(err.strip().splitlines()), len(epochs))  # one progress line each
+        code, out, err = self.cli("records", "--model", tune["candidates"][0]["name"])
+        self.assertEqual((code, [r["source"] for r in json.loads(out)["records"]]),
+                         (0, ["tune"]), err)
+        unlabelled = os.path.join(self.home, "unlabelled.npy")
+        np.save(unlabelled, read_idx(os.path.join(query, "query-images-idx3-ubyte"))[:, None])
+        code, out, err = self.cli("tune", unlabelled)
+        self.assertEqual((code, out), (2, ""))
+        self.assertIn("tune needs labels", err)
         code, out, err = self.cli("alignments")
         self.assertEqual((code, json.loads(out)["serving_version"]), (0, 0), err)
         code, out, err = self.cli("admin", "scrub", "--wait")

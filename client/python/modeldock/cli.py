@@ -185,6 +185,47 @@ def _train(dock: Client, a: argparse.Namespace) -> Any:
     return job
 
 
+def _tune(dock: Client, a: argparse.Namespace) -> Any:
+    """The CLI's tune: progress per epoch on stderr, the winner's file to --out, the table as
+    JSON on stdout (the file's bytes left out); exit 1 when no candidate could be tuned."""
+    samples, labels = _dataset(a)
+    if labels is None:
+        raise ValueError("tune needs labels (y in the .npz, or --labels)")
+
+    def progress(e: Any) -> None:
+        print(f"candidate {e['candidate']} {e['model']}: epoch {e['epoch']} val_accuracy "
+              f"{e['val_accuracy']:.4f}", file=sys.stderr, flush=True)
+
+    result = dock.tune(samples, labels, top=a.top, budget_s=a.budget_s, seed=a.seed,
+                       max_epochs=a.max_epochs, patience=a.patience,
+                       learning_rate=a.learning_rate, out=a.out,
+                       on_progress=None if a.quiet else progress, max_samples=a.max_samples)
+    result.pop("model")
+    if result["winner"] < 0:
+        raise _Failed(result)
+    return result
+
+
+def _tune_command(sub: Any) -> None:
+    c = sub.add_parser("tune", help="Recommend, then fine-tune the top candidates on the "
+                                    "labelled dataset and keep the best (the winner's file to "
+                                    "--out)")
+    c.add_argument("dataset", help=".npz (x/y or samples/labels) or .npy with --labels")
+    c.add_argument("--labels", help=".npy of N integer labels")
+    c.add_argument("--top", type=int, default=2, help="Candidates tuned, 1..10")
+    c.add_argument("--budget-s", type=float, default=120.0,
+                   help="Training budget of the whole tune, shared by the candidates")
+    c.add_argument("--seed", type=int, default=0, help="The same seed gives the same tune")
+    c.add_argument("--max-epochs", type=int, default=0, help="0 = the server's default (10)")
+    c.add_argument("--patience", type=int, default=0, help="0 = the server's default (3)")
+    c.add_argument("--learning-rate", type=float, default=0.0,
+                   help="0 = the server's default (0.001)")
+    c.add_argument("--out", help="Where to write the winner's tuned TorchScript file")
+    c.add_argument("--max-samples", type=int, default=0, help="Only the first N samples")
+    c.add_argument("--quiet", action="store_true", help="No progress lines on stderr")
+    c.set_defaults(run=_tune, task="image")
+
+
 def _learning_commands(sub: Any) -> None:
     for name, help_text in (("recommend", "Rank registered models for a NumPy dataset"),
                             ("report", "Tell the dock how models fine-tuned on a dataset did")):
@@ -286,6 +327,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _model_commands(sub)
     _learning_commands(sub)
+    _tune_command(sub)
     _admin_commands(sub)
     return p
 
