@@ -129,24 +129,7 @@ WorkerPool::~WorkerPool() {
   if (!root_dir_.empty()) rmdir(root_dir_.c_str());
 }
 
-absl::Status WorkerPool::Spawn(Slot& slot) {
-  int fds[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
-    return absl::ResourceExhaustedError(absl::StrCat("socketpair: ", strerror(errno)));
-  }
-  // The child's end becomes its fd 3 (dup2 clears close-on-exec; a same-number dup2 would not).
-  int child_end = fds[1];
-  if (child_end == 3) {
-    child_end = fcntl(fds[1], F_DUPFD_CLOEXEC, 4);
-    close(fds[1]);
-  }
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  // The server's stdout belongs to its "listening on" line: worker output goes to stderr.
-  posix_spawn_file_actions_adddup2(&actions, 2, 1);
-  posix_spawn_file_actions_adddup2(&actions, child_end, 3);
-
+std::vector<std::string> WorkerPool::WorkerArguments() const {
   std::vector<std::string> args = {options_.worker_binary,
                                    "--fd", "3",
                                    "--memory-mb", absl::StrCat(options_.memory_limit_bytes >> 20),
@@ -159,23 +142,39 @@ absl::Status WorkerPool::Spawn(Slot& slot) {
     args.push_back(root_dir_);
   }
   if (!options_.seccomp) args.push_back("--no-seccomp");
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
+  return args;
+}
+
+std::vector<std::string> WorkerPool::WorkerEnvironment() const {
   // OpenMP follows the worker's torch thread count. OpenBLAS starts its threads when the
   // library loads, and a multi-threaded process cannot enter a new user namespace: one thread.
-  std::vector<std::string> env_strings;
+  std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) {
     std::string entry = *e;
     if (entry.rfind("OMP_NUM_THREADS=", 0) == 0 || entry.rfind("OPENBLAS_NUM_THREADS=", 0) == 0) {
       continue;
     }
-    env_strings.push_back(std::move(entry));
+    env.push_back(std::move(entry));
   }
-  env_strings.push_back(absl::StrCat("OMP_NUM_THREADS=", options_.torch_threads));
-  env_strings.push_back("OPENBLAS_NUM_THREADS=1");
+  env.push_back(absl::StrCat("OMP_NUM_THREADS=", options_.torch_threads));
+  env.push_back("OPENBLAS_NUM_THREADS=1");
+  return env;
+}
+
+absl::StatusOr<pid_t> WorkerPool::StartWorkerProcess(int child_end) const {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  // The server's stdout belongs to its "listening on" line: worker output goes to stderr.
+  posix_spawn_file_actions_adddup2(&actions, 2, 1);
+  posix_spawn_file_actions_adddup2(&actions, child_end, 3);
+  std::vector<std::string> args = WorkerArguments();
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env = WorkerEnvironment();
   std::vector<char*> envp;
-  for (std::string& e : env_strings) envp.push_back(e.data());
+  for (std::string& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
 
   // The server may block signals in its threads (it waits for SIGTERM with sigwait): the worker
@@ -193,12 +192,31 @@ absl::Status WorkerPool::Spawn(Slot& slot) {
                        envp.data());
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attributes);
-  close(child_end);
   if (rc != 0) {
-    close(fds[0]);
     return absl::UnavailableError(
         absl::StrCat("cannot start ", options_.worker_binary, ": ", strerror(rc)));
   }
+  return pid;
+}
+
+absl::Status WorkerPool::Spawn(Slot& slot) {
+  int fds[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+    return absl::ResourceExhaustedError(absl::StrCat("socketpair: ", strerror(errno)));
+  }
+  // The child's end becomes its fd 3 (dup2 clears close-on-exec; a same-number dup2 would not).
+  int child_end = fds[1];
+  if (child_end == 3) {
+    child_end = fcntl(fds[1], F_DUPFD_CLOEXEC, 4);
+    close(fds[1]);
+  }
+  absl::StatusOr<pid_t> started = StartWorkerProcess(child_end);
+  close(child_end);
+  if (!started.ok()) {
+    close(fds[0]);
+    return started.status();
+  }
+  const pid_t pid = *started;
   // The hello frame says the worker is up and what confines it.
   const absl::Time deadline = absl::Now() + absl::Seconds(60);
   auto hello = ReadResponse(fds[0], 0, [&]() -> absl::Status {

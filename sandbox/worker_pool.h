@@ -155,6 +155,26 @@ class WorkerPool {
   absl::StatusOr<int> Acquire(const std::string& model_key, const CancelCheck& cancelled);
   void Release(int slot, bool keep_process);
   absl::Status Spawn(Slot& slot);
+  // Spawn's parts: the worker's command line and environment, and the process itself (its end
+  // of the socket pair as fd 3, stdout to stderr, no signals blocked).
+  std::vector<std::string> WorkerArguments() const;
+  std::vector<std::string> WorkerEnvironment() const;
+  absl::StatusOr<pid_t> StartWorkerProcess(int child_end) const;
+  // What Execute uses of its slot, read under the lock once the slot has a live worker.
+  struct SlotView {
+    pid_t pid = -1;
+    int fd = -1;
+    std::string cgroup;
+    std::vector<std::string> unload;  // sent with this job
+  };
+  // Execute's parts: the slot's worker (started again if it died while idle; on failure the
+  // slot is released), and the job's frames both ways under `check` (`model_fd`, if any, is
+  // passed to the worker and closed).
+  absl::Status TakeSlot(int index, SlotView* view);
+  absl::StatusOr<JobResponse> Exchange(int fd, int model_fd, const JobRequest& request,
+                                       const WaitCheck& check, std::vector<std::string>* unload,
+                                       int64_t batch_cap, uint64_t max_floats,
+                                       const TuneProgressFn& progress);
   void Kill(Slot& slot);
   absl::StatusOr<JobResponse> Execute(int slot, const JobRequest& request,
                                       const JobLimits& limits, const CancelCheck& cancelled,

@@ -64,17 +64,9 @@ absl::Status WorkerPool::MemoryExceeded(int64_t used, const std::string& cgroup)
   return status;
 }
 
-absl::StatusOr<JobResponse> WorkerPool::Execute(int index, const JobRequest& request,
-                                                const JobLimits& limits,
-                                                const CancelCheck& cancelled,
-                                                uint64_t max_floats, int64_t batch_cap,
-                                                absl::Time job_start,
-                                                const TuneProgressFn& progress) {
+absl::Status WorkerPool::TakeSlot(int index, SlotView* view) {
   Slot& slot = slots_[index];  // ours while busy; its fields change only under mutex_
   pid_t pid;
-  int fd;
-  std::string cgroup;
-  std::vector<std::string> unload;  // sent with this job
   {
     std::lock_guard<std::mutex> lock(mutex_);
     pid = slot.pid;
@@ -94,15 +86,54 @@ absl::StatusOr<JobResponse> WorkerPool::Execute(int index, const JobRequest& req
       return s;
     }
   }
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    pid = slot.pid;
-    fd = slot.fd;
-    cgroup = slot.cgroup;
-    unload = std::move(slot.unload);
-    slot.unload.clear();
-    ++jobs_;
+  std::lock_guard<std::mutex> lock(mutex_);
+  view->pid = slot.pid;
+  view->fd = slot.fd;
+  view->cgroup = slot.cgroup;
+  view->unload = std::move(slot.unload);
+  slot.unload.clear();
+  ++jobs_;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<JobResponse> WorkerPool::Exchange(int fd, int model_fd, const JobRequest& request,
+                                                 const WaitCheck& check,
+                                                 std::vector<std::string>* unload,
+                                                 int64_t batch_cap, uint64_t max_floats,
+                                                 const TuneProgressFn& progress) {
+  absl::Status sent = SendJobMarker(fd, model_fd, check);
+  if (model_fd >= 0) close(model_fd);  // the worker holds its own copy now
+  if (sent.ok()) sent = WriteRequest(fd, request, check, unload, batch_cap);
+  if (!sent.ok()) return sent;
+  // A tune's result carries the tuned archive in its head: up to the model size limit more.
+  const uint32_t head_limit =
+      request.kind == JobKind::kTune
+          ? static_cast<uint32_t>((1 << 20) + std::clamp<int64_t>(request.max_model_bytes, 0,
+                                                                  int64_t{1} << 30))
+          : (1u << 20);
+  absl::StatusOr<JobResponse> response = ReadResponse(fd, max_floats, check, head_limit);
+  // Progress frames (tune jobs, one epoch each) come before the result.
+  // The limits are checked between frames too: frames that keep arriving faster than the poll
+  // interval never let the reads wait.
+  while (response.ok() && response->progress) {
+    if (progress && !response->epochs.empty()) progress(response->epochs.front());
+    if (absl::Status limit = check(); !limit.ok()) return limit;
+    response = ReadResponse(fd, max_floats, check, head_limit);
   }
+  return response;
+}
+
+absl::StatusOr<JobResponse> WorkerPool::Execute(int index, const JobRequest& request,
+                                                const JobLimits& limits,
+                                                const CancelCheck& cancelled,
+                                                uint64_t max_floats, int64_t batch_cap,
+                                                absl::Time job_start,
+                                                const TuneProgressFn& progress) {
+  SlotView taken;
+  if (absl::Status s = TakeSlot(index, &taken); !s.ok()) return s;
+  Slot& slot = slots_[index];
+  const pid_t pid = taken.pid;
+  const std::string& cgroup = taken.cgroup;
   const absl::Time start = absl::Now();
   const double cpu_start = ProcessCpuSeconds(pid);
   const double cpu_limit = absl::ToDoubleSeconds(limits.cpu);
@@ -133,7 +164,6 @@ absl::StatusOr<JobResponse> WorkerPool::Execute(int index, const JobRequest& req
     return aborted;
   };
   // The model's file goes over as a read-only descriptor: the worker has no filesystem view.
-  absl::Status sent = absl::OkStatus();
   int model_fd = -1;
   if (!request.model_path.empty()) {
     model_fd = open(request.model_path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -147,29 +177,8 @@ absl::StatusOr<JobResponse> WorkerPool::Execute(int index, const JobRequest& req
           absl::StrCat("cannot open ", request.model_path, ": ", strerror(error)));
     }
   }
-  sent = SendJobMarker(fd, model_fd, check);
-  if (model_fd >= 0) close(model_fd);
-  if (sent.ok()) sent = WriteRequest(fd, request, check, &unload, batch_cap);
-  // A tune's result carries the tuned archive in its head: up to the model size limit more.
-  const uint32_t head_limit =
-      request.kind == JobKind::kTune
-          ? static_cast<uint32_t>((1 << 20) + std::clamp<int64_t>(request.max_model_bytes, 0,
-                                                                  int64_t{1} << 30))
-          : (1u << 20);
-  absl::StatusOr<JobResponse> response =
-      sent.ok() ? ReadResponse(fd, max_floats, check, head_limit)
-                : absl::StatusOr<JobResponse>(sent);
-  // Progress frames (tune jobs, one epoch each) come before the result.
-  // The limits are checked between frames too: frames that keep arriving faster than the poll
-  // interval never let the reads wait.
-  while (response.ok() && response->progress) {
-    if (progress && !response->epochs.empty()) progress(response->epochs.front());
-    if (absl::Status limit = check(); !limit.ok()) {
-      response = limit;
-      break;
-    }
-    response = ReadResponse(fd, max_floats, check, head_limit);
-  }
+  absl::StatusOr<JobResponse> response = Exchange(taken.fd, model_fd, request, check,
+                                                  &taken.unload, batch_cap, max_floats, progress);
   if (!response.ok()) {
     if (!aborted.ok()) {
       spdlog::warn("model worker {} killed: {}", pid, std::string(aborted.message()));
