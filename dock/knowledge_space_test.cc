@@ -4,7 +4,6 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <iterator>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -16,6 +15,7 @@
 #include "common/datasets.h"
 #include "dock/knowledge_spaces.h"
 #include "dock/probe_embedding_cache.h"
+#include "dock/testing/dock_fixture.h"
 #include "encoder/outcome_ranker.h"
 #include "gtest/gtest.h"
 #include "index/vector_index.h"
@@ -25,15 +25,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string ReadFile(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-std::string AssetDir() {
-  const char* dir = std::getenv("MODELDOCK_ASSET_DIR");
-  return dir ? dir : "";
-}
+using test::AssetDir;
+using test::ReadFile;
 
 class DockKnowledgeSpaceTest : public ::testing::Test {
  protected:
@@ -57,6 +50,22 @@ class DockKnowledgeSpaceTest : public ::testing::Test {
   void TearDown() override {
     space_.reset();
     fs::remove_all(dir_);
+  }
+  // The grey space's options, its probe set a copy in the test's directory (which a test may
+  // change or move), the cache in `probe_cache_dir` ("" = the data dir's).
+  KnowledgeSpaceOptions OptionsOnACopyOfTheProbeSet(const std::string& probe_cache_dir = "") {
+    SpaceOverrides overrides;
+    overrides.data_dir = dir_.string();
+    overrides.probe_cache_dir = probe_cache_dir;
+    auto specs = ReadSpaces(AssetDir(), overrides);
+    EXPECT_TRUE(specs.ok()) << specs.status();
+    if (!specs.ok()) return {};
+    KnowledgeSpaceOptions options = specs->front().options;
+    options.embed_probes_at_load = false;
+    const fs::path copy = dir_ / "probe_set.npy";
+    fs::copy_file(options.probe_set_path, copy);
+    options.probe_set_path = copy.string();
+    return options;
   }
   // A trained version with the identity projection, serving an index of `dim` dimensions.
   void Serve(int dim) {
@@ -105,15 +114,8 @@ TEST_F(DockKnowledgeSpaceTest, FailedWriteToTheServingIndexIsReturned) {
 // A space opens on the probe set's header and hash; the samples are loaded on first use, and
 // only if the file is still the one the space was opened with.
 TEST_F(DockKnowledgeSpaceTest, ProbeSetIsLoadedOnFirstUseFromTheFileItWasOpenedWith) {
-  SpaceOverrides overrides;
-  overrides.data_dir = dir_.string();
-  auto specs = ReadSpaces(AssetDir(), overrides);
-  ASSERT_TRUE(specs.ok()) << specs.status();
-  KnowledgeSpaceOptions options = specs->front().options;
-  options.embed_probes_at_load = false;
-  const fs::path copy = dir_ / "probe_set.npy";
-  fs::copy_file(options.probe_set_path, copy);
-  options.probe_set_path = copy.string();
+  const KnowledgeSpaceOptions options = OptionsOnACopyOfTheProbeSet();
+  const fs::path copy = options.probe_set_path;
   auto space = KnowledgeSpace::Load(options, nullptr, [] { return LearningLoop::Serving(); });
   ASSERT_TRUE(space.ok()) << space.status();
   auto expected = datasets::LoadNpy(copy.string());
@@ -152,16 +154,9 @@ TEST_F(DockKnowledgeSpaceTest, ProbeSetIsLoadedOnFirstUseFromTheFileItWasOpenedW
 // the same assets reads them (it never loads the probe set), and a damaged file is computed again
 // and replaced.
 TEST_F(DockKnowledgeSpaceTest, ProbeEmbeddingsAreCachedBetweenSpacesAndADamagedFileIsReplaced) {
-  SpaceOverrides overrides;
-  overrides.data_dir = dir_.string();
-  overrides.probe_cache_dir = (dir_ / "shared-cache").string();
-  auto specs = ReadSpaces(AssetDir(), overrides);
-  ASSERT_TRUE(specs.ok()) << specs.status();
-  KnowledgeSpaceOptions options = specs->front().options;
-  options.embed_probes_at_load = false;
-  const fs::path copy = dir_ / "probe_set.npy";
-  fs::copy_file(options.probe_set_path, copy);
-  options.probe_set_path = copy.string();
+  const std::string cache_dir = (dir_ / "shared-cache").string();
+  const KnowledgeSpaceOptions options = OptionsOnACopyOfTheProbeSet(cache_dir);
+  const fs::path copy = options.probe_set_path;
   auto open = [&] { return KnowledgeSpace::Load(options, nullptr, [] { return LearningLoop::Serving(); }); };
 
   auto first = open();
@@ -171,11 +166,11 @@ TEST_F(DockKnowledgeSpaceTest, ProbeEmbeddingsAreCachedBetweenSpacesAndADamagedF
   const Tensor expected = **computed;
   EXPECT_EQ(expected.shape, (std::vector<int64_t>{(*first)->probe_rows(), 64}));
   std::vector<fs::path> files;
-  for (const auto& entry : fs::directory_iterator(overrides.probe_cache_dir)) {
+  for (const auto& entry : fs::directory_iterator(cache_dir)) {
     files.push_back(entry.path());
   }
   ASSERT_EQ(files.size(), 1u);
-  const std::string written = ReadFile(files[0]);
+  const std::string written = ReadFile(files[0].string());
 
   // A second space reads the file: its probe set is gone before first use, so computing would
   // fail (FAILED_PRECONDITION, see above).
@@ -199,7 +194,7 @@ TEST_F(DockKnowledgeSpaceTest, ProbeEmbeddingsAreCachedBetweenSpacesAndADamagedF
   auto recomputed = (*third)->ProbeEmbeddings();
   ASSERT_TRUE(recomputed.ok()) << recomputed.status();
   EXPECT_EQ((*recomputed)->values, expected.values);
-  EXPECT_EQ(ReadFile(files[0]), written);
+  EXPECT_EQ(ReadFile(files[0].string()), written);
 }
 
 // The file format on its own: exact round trip, and every kind of damage is DATA_LOSS.
