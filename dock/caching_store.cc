@@ -7,35 +7,31 @@
 
 namespace modeldock::dock {
 
-absl::StatusOr<std::unique_ptr<CachingMetadataStore>> CachingMetadataStore::Create(
-    std::unique_ptr<MetadataStore> inner) {
-  if (inner == nullptr) return absl::InvalidArgumentError("CachingMetadataStore: no inner store");
-  std::unique_ptr<CachingMetadataStore> store(new CachingMetadataStore(std::move(inner)));
-  if (absl::Status s = store->RefreshAll(); !s.ok()) return s;
-  return store;
+absl::StatusOr<std::unique_ptr<CachingModelTable>> CachingModelTable::Create(ModelTable* inner) {
+  if (inner == nullptr) return absl::InvalidArgumentError("CachingModelTable: no inner table");
+  std::unique_ptr<CachingModelTable> table(new CachingModelTable(inner));
+  if (absl::Status s = table->RefreshAll(); !s.ok()) return s;
+  return table;
 }
 
-CachingMetadataStore::CachingMetadataStore(std::unique_ptr<MetadataStore> inner)
-    : inner_(std::move(inner)) {}
-
-absl::Status CachingMetadataStore::Refresh(const std::string& id) {
+absl::Status CachingModelTable::Refresh(const std::string& id) {
   std::lock_guard<std::mutex> lock(refresh_mutex_);
   auto record = RefreshLocked(id);
   if (!record.ok() && !absl::IsNotFound(record.status())) return record.status();
   return absl::OkStatus();
 }
 
-absl::Status CachingMetadataStore::RefreshAll() {
+absl::Status CachingModelTable::RefreshAll() {
   std::lock_guard<std::mutex> lock(refresh_mutex_);
   return RefreshAllLocked();
 }
 
-absl::StatusOr<ModelRecord> CachingMetadataStore::GetFresh(const std::string& id) {
+absl::StatusOr<ModelRecord> CachingModelTable::GetFresh(const std::string& id) {
   std::lock_guard<std::mutex> lock(refresh_mutex_);
   return RefreshLocked(id);
 }
 
-absl::Status CachingMetadataStore::RefreshAllLocked() {
+absl::Status CachingModelTable::RefreshAllLocked() {
   auto all = inner_->ListAll();
   if (!all.ok()) {
     stale_ = true;
@@ -61,7 +57,7 @@ absl::Status CachingMetadataStore::RefreshAllLocked() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<ModelRecord> CachingMetadataStore::RefreshLocked(const std::string& id) {
+absl::StatusOr<ModelRecord> CachingModelTable::RefreshLocked(const std::string& id) {
   auto record = inner_->Get(id);
   if (record.ok()) {
     std::unique_lock<std::shared_mutex> lock(mutex_);
@@ -79,14 +75,14 @@ absl::StatusOr<ModelRecord> CachingMetadataStore::RefreshLocked(const std::strin
   return record;
 }
 
-bool CachingMetadataStore::Usable() {
+bool CachingModelTable::Usable() {
   if (!stale_) return true;
   std::lock_guard<std::mutex> lock(refresh_mutex_);
   if (!stale_) return true;
   return RefreshAllLocked().ok();
 }
 
-void CachingMetadataStore::Put(ModelRecord record) {
+void CachingModelTable::Put(ModelRecord record) {
   Erase(record.id);  // its name (or, from a hand edit, its creation time) may have changed
   Key key(record.created_unix_ms, record.id);
   created_[record.id] = record.created_unix_ms;
@@ -94,7 +90,7 @@ void CachingMetadataStore::Put(ModelRecord record) {
   rows_.emplace(std::move(key), std::move(record));
 }
 
-void CachingMetadataStore::Erase(const std::string& id) {
+void CachingModelTable::Erase(const std::string& id) {
   auto it = created_.find(id);
   if (it == created_.end()) return;
   const Key key(it->second, id);
@@ -106,7 +102,7 @@ void CachingMetadataStore::Erase(const std::string& id) {
   created_.erase(it);
 }
 
-absl::StatusOr<ModelRecord> CachingMetadataStore::Get(const std::string& id) {
+absl::StatusOr<ModelRecord> CachingModelTable::Get(const std::string& id) {
   if (!Usable()) return inner_->Get(id);
   std::shared_lock<std::shared_mutex> lock(mutex_);
   auto it = created_.find(id);
@@ -116,8 +112,7 @@ absl::StatusOr<ModelRecord> CachingMetadataStore::Get(const std::string& id) {
   return rows_.at(Key(it->second, id));
 }
 
-absl::StatusOr<std::vector<ModelRecord>> CachingMetadataStore::FindVersions(
-    const std::string& name) {
+absl::StatusOr<std::vector<ModelRecord>> CachingModelTable::FindVersions(const std::string& name) {
   if (!Usable()) return inner_->FindVersions(name);
   std::vector<ModelRecord> out;
   std::shared_lock<std::shared_mutex> lock(mutex_);
@@ -127,7 +122,7 @@ absl::StatusOr<std::vector<ModelRecord>> CachingMetadataStore::FindVersions(
   return out;
 }
 
-absl::StatusOr<std::vector<ModelRecord>> CachingMetadataStore::ListAll() {
+absl::StatusOr<std::vector<ModelRecord>> CachingModelTable::ListAll() {
   if (!Usable()) return inner_->ListAll();
   std::vector<ModelRecord> out;
   std::shared_lock<std::shared_mutex> lock(mutex_);
@@ -136,7 +131,7 @@ absl::StatusOr<std::vector<ModelRecord>> CachingMetadataStore::ListAll() {
   return out;
 }
 
-absl::StatusOr<std::map<ModelState, int>> CachingMetadataStore::CountByState() {
+absl::StatusOr<std::map<ModelState, int>> CachingModelTable::CountByState() {
   if (!Usable()) return inner_->CountByState();
   std::map<ModelState, int> counts;
   std::shared_lock<std::shared_mutex> lock(mutex_);
@@ -148,43 +143,41 @@ absl::StatusOr<std::map<ModelState, int>> CachingMetadataStore::CountByState() {
 // refresh then changes nothing), but one that failed on a lost connection may have committed.
 // A refresh that fails marks the map stale (RefreshLocked); the write's own status is returned.
 
-absl::Status CachingMetadataStore::Insert(const ModelRecord& record) {
+absl::Status CachingModelTable::Insert(const ModelRecord& record) {
   absl::Status s = inner_->Insert(record);
   Refresh(record.id).IgnoreError();
   return s;
 }
 
-absl::Status CachingMetadataStore::SetOwner(const std::string& model_id,
-                                            const std::string& key_id) {
+absl::Status CachingModelTable::SetOwner(const std::string& model_id, const std::string& key_id) {
   absl::Status s = inner_->SetOwner(model_id, key_id);
   Refresh(model_id).IgnoreError();  // records carry their owner
   return s;
 }
 
-absl::Status CachingMetadataStore::UpdateState(const ModelRecord& record) {
+absl::Status CachingModelTable::UpdateState(const ModelRecord& record) {
   absl::Status s = inner_->UpdateState(record);
   Refresh(record.id).IgnoreError();
   return s;
 }
 
-absl::Status CachingMetadataStore::UpdateSpec(const ModelRecord& record) {
+absl::Status CachingModelTable::UpdateSpec(const ModelRecord& record) {
   absl::Status s = inner_->UpdateSpec(record);
   Refresh(record.id).IgnoreError();
   return s;
 }
 
-absl::Status CachingMetadataStore::Delete(const std::string& id) {
+absl::Status CachingModelTable::Delete(const std::string& id) {
   absl::Status s = inner_->Delete(id);
   Refresh(id).IgnoreError();
   return s;
 }
 
-absl::Status CachingMetadataStore::CommitProbe(const ModelRecord& record,
-                                               const std::string& probe_set_sha,
-                                               const Tensor& probe_logits,
-                                               const Tensor& probe_features,
-                                               const std::string& space,
-                                               const std::vector<float>& vector) {
+absl::Status CachingModelTable::CommitProbe(const ModelRecord& record,
+                                            const std::string& probe_set_sha,
+                                            const Tensor& probe_logits,
+                                            const Tensor& probe_features, const std::string& space,
+                                            const std::vector<float>& vector) {
   absl::Status s =
       inner_->CommitProbe(record, probe_set_sha, probe_logits, probe_features, space, vector);
   Refresh(record.id).IgnoreError();

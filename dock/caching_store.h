@@ -1,7 +1,9 @@
-// The model registry in memory: a write-through decorator of a MetadataStore (SQLite or
-// PostgreSQL) that keeps every model row, parsed, in a map loaded once at creation, so that
-// listing, resolving a name and recommending read no rows and parse no JSON (Triton keeps a
-// state map the same way).
+// The model registry in memory: a write-through decorator of the model table (ModelTable,
+// store_tables.h) of the SQLite or PostgreSQL store that keeps every model row, parsed, in a map
+// loaded once at creation, so that listing, resolving a name and recommending read no rows and
+// parse no JSON (Triton keeps a state map the same way). It wraps the model table only: the
+// other tables hold nothing a ModelRecord carries (probe data, vectors, keys, outcomes, ...), and
+// the dock's parts use them on the opened store directly.
 //
 // Freshness (docs/ARCHITECTURE.md, "The registry in memory"):
 // - This process's writes: every call that changes a model row (Insert, SetOwner, UpdateState,
@@ -17,9 +19,12 @@
 //   inner() or GetFresh instead.
 // - A refresh that fails (the store unreachable) marks the map stale: reads then load every row
 //   again first, and go to the inner store while that fails, as they did without a cache.
+// - Writes to the other tables change no field of a ModelRecord: PutVector (a vector), probe
+//   leases (ProbeJobTable: lease columns only), keys, outcomes. Nothing to refresh.
 //
-// Everything else is forwarded unchanged; ClaimProbeJob and RenewProbeLeases only write lease
-// columns, which no ModelRecord field carries. Safe to call from several threads.
+// Owns: the map (rows_, created_, by_name_), guarded by `mutex_` (a shared_mutex: reads
+// share it); `refresh_mutex_` orders the refreshes (each re-reads and stores as one step).
+// Safe to call from several threads.
 #ifndef MODELDOCK_DOCK_CACHING_STORE_H_
 #define MODELDOCK_DOCK_CACHING_STORE_H_
 
@@ -28,7 +33,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <set>
 #include <shared_mutex>
 #include <string>
@@ -38,27 +42,27 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "dock/metadata_store.h"
+#include "dock/store_tables.h"
 
 namespace modeldock::dock {
 
-class CachingMetadataStore : public MetadataStore {
+class CachingModelTable : public ModelTable {
  public:
-  // Reads every model row of `inner` once (its ListAll status if that fails).
-  static absl::StatusOr<std::unique_ptr<CachingMetadataStore>> Create(
-      std::unique_ptr<MetadataStore> inner);
-  CachingMetadataStore(const CachingMetadataStore&) = delete;
-  CachingMetadataStore& operator=(const CachingMetadataStore&) = delete;
+  // Reads every model row of `inner` once (its ListAll status if that fails). `inner` (not
+  // owned: the dock's opened store) must outlive the table.
+  static absl::StatusOr<std::unique_ptr<CachingModelTable>> Create(ModelTable* inner);
+  CachingModelTable(const CachingModelTable&) = delete;
+  CachingModelTable& operator=(const CachingModelTable&) = delete;
 
-  // Re-reads one model's row from the inner store (dropped from the map when it has none).
+  // Re-reads one model's row from the inner table (dropped from the map when it has none).
   absl::Status Refresh(const std::string& id);
   // Re-reads every model row (models another server added or deleted unannounced included).
   absl::Status RefreshAll();
-  // Get from the inner store, bypassing the map (and refreshing the model's entry with it).
+  // Get from the inner table, bypassing the map (and refreshing the model's entry with it).
   absl::StatusOr<ModelRecord> GetFresh(const std::string& id);
-  // The store underneath, for reads that must see other servers' commits at once. Writes must
+  // The table underneath, for reads that must see other servers' commits at once. Writes must
   // go through this decorator, or the map goes stale.
-  MetadataStore* inner() const { return inner_.get(); }
+  ModelTable* inner() const { return inner_; }
 
   // Served from the map (copies).
   absl::StatusOr<ModelRecord> Get(const std::string& id) override;
@@ -76,94 +80,18 @@ class CachingMetadataStore : public MetadataStore {
                            const Tensor& probe_logits, const Tensor& probe_features,
                            const std::string& space, const std::vector<float>& vector) override;
 
-  // Forwarded unchanged.
-  absl::Status InsertKey(const ApiKeyRow& key) override { return inner_->InsertKey(key); }
-  absl::StatusOr<std::vector<ApiKeyRow>> Keys(const std::string& id = "") override {
-    return inner_->Keys(id);
-  }
-  absl::Status RevokeKey(const std::string& id) override { return inner_->RevokeKey(id); }
+  // Read from the inner table, not the map. CountBySha decides whether a blob may be removed,
+  // which another server's row must stop at once; OwnerOf is the owner column alone (records
+  // from the map carry it too).
   absl::StatusOr<std::string> OwnerOf(const std::string& model_id) override {
     return inner_->OwnerOf(model_id);
   }
-  // Not cached: it decides whether a blob may be removed, which another server's row must stop.
   absl::StatusOr<int> CountBySha(const std::string& sha256) override {
     return inner_->CountBySha(sha256);
   }
-  absl::StatusOr<Tensor> GetProbeOutputs(const std::string& id,
-                                         const std::string& probe_set_sha) override {
-    return inner_->GetProbeOutputs(id, probe_set_sha);
-  }
-  absl::StatusOr<Tensor> GetProbeFeatures(const std::string& id,
-                                          const std::string& probe_set_sha) override {
-    return inner_->GetProbeFeatures(id, probe_set_sha);
-  }
-  absl::StatusOr<bool> HasProbeFeatures(const std::string& id,
-                                        const std::string& probe_set_sha) override {
-    return inner_->HasProbeFeatures(id, probe_set_sha);
-  }
-  absl::Status PutVector(const std::string& id, const std::string& space,
-                         const std::vector<float>& vector) override {
-    return inner_->PutVector(id, space, vector);
-  }
-  absl::StatusOr<std::vector<float>> GetVector(const std::string& id,
-                                               const std::string& space) override {
-    return inner_->GetVector(id, space);
-  }
-  absl::StatusOr<std::vector<std::pair<std::string, std::vector<float>>>> Vectors(
-      const std::string& space) override {
-    return inner_->Vectors(space);
-  }
-  absl::Status AddOutcomes(const OutcomeQueryRow& query,
-                           const std::vector<OutcomeRow>& outcomes) override {
-    return inner_->AddOutcomes(query, outcomes);
-  }
-  absl::StatusOr<std::vector<OutcomeRow>> Outcomes(const std::string& model_id,
-                                                   int limit) override {
-    return inner_->Outcomes(model_id, limit);
-  }
-  absl::StatusOr<std::pair<int64_t, int64_t>> CountOutcomes(const std::string& model_id) override {
-    return inner_->CountOutcomes(model_id);
-  }
-  absl::StatusOr<std::vector<OutcomeQueryRow>> OutcomeQueries() override {
-    return inner_->OutcomeQueries();
-  }
-  absl::StatusOr<int64_t> InsertAlignment(const AlignmentRow& row) override {
-    return inner_->InsertAlignment(row);
-  }
-  absl::StatusOr<std::vector<AlignmentRow>> Alignments() override {
-    return inner_->Alignments();
-  }
-  absl::StatusOr<AlignmentRow> Alignment(int64_t version) override {
-    return inner_->Alignment(version);
-  }
-  absl::Status AppendAudit(const AuditEntry& entry) override {
-    return inner_->AppendAudit(entry);
-  }
-  absl::StatusOr<std::vector<AuditEntry>> Audit(int limit) override {
-    return inner_->Audit(limit);
-  }
-  // Claims and leases must see every server's commits: always the database, never the map (they
-  // write lease columns only, which no ModelRecord field carries: nothing to refresh).
-  absl::StatusOr<std::optional<std::string>> ClaimProbeJob(const std::string& owner,
-                                                           absl::Duration lease) override {
-    return inner_->ClaimProbeJob(owner, lease);
-  }
-  absl::Status RenewProbeLeases(const std::vector<std::string>& ids, const std::string& owner,
-                                absl::Duration lease) override {
-    return inner_->RenewProbeLeases(ids, owner, lease);
-  }
-  absl::StatusOr<std::unique_ptr<ChangeFeed>> OpenChangeFeed() override {
-    return inner_->OpenChangeFeed();
-  }
-  absl::Status SetMeta(const std::string& key, const std::string& value) override {
-    return inner_->SetMeta(key, value);
-  }
-  absl::StatusOr<std::string> GetMeta(const std::string& key) override {
-    return inner_->GetMeta(key);
-  }
 
  private:
-  explicit CachingMetadataStore(std::unique_ptr<MetadataStore> inner);
+  explicit CachingModelTable(ModelTable* inner) : inner_(inner) {}
 
   // With refresh_mutex_ held.
   absl::Status RefreshAllLocked();
@@ -174,7 +102,7 @@ class CachingMetadataStore : public MetadataStore {
   void Put(ModelRecord record);   // with mutex_ held exclusively
   void Erase(const std::string& id);  // with mutex_ held exclusively
 
-  const std::unique_ptr<MetadataStore> inner_;
+  ModelTable* const inner_;
   // Orders refreshes: each re-reads and stores as one step, so the last refresh to run, which
   // read after every write before it committed, is what the map keeps.
   std::mutex refresh_mutex_;

@@ -1,8 +1,9 @@
-// The registry in memory (CachingMetadataStore) over a real SQLite file: after every write,
+// The registry in memory (CachingModelTable) over a real SQLite file: after every write,
 // failed ones included, and after seeded random sequences of them, what it serves equals what
 // the store underneath reads (every field of every record); a write made behind its back (as
 // another replica would) shows after Refresh / RefreshAll; a row it cannot re-read makes it fall
-// back to the store until it can.
+// back to the store until it can; the reads it does not cache (OwnerOf, CountBySha) see such a
+// write at once.
 #include "dock/caching_store.h"
 
 #include <sqlite3.h>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "dock/metadata_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/model_records.h"
@@ -67,12 +69,14 @@ class CachingStoreTest : public ::testing::Test {
       row.hash = "h";
       ASSERT_TRUE((*inner)->InsertKey(row).ok());
     }
-    auto cached = CachingMetadataStore::Create(std::move(*inner));
+    inner_ = std::move(*inner);
+    auto cached = CachingModelTable::Create(inner_.get());
     ASSERT_TRUE(cached.ok()) << cached.status();
     store_ = std::move(*cached);
   }
   void TearDown() override {
     store_.reset();
+    inner_.reset();
     Remove();
   }
   void Remove() {
@@ -118,7 +122,8 @@ class CachingStoreTest : public ::testing::Test {
   }
 
   fs::path path_;
-  std::unique_ptr<CachingMetadataStore> store_;
+  std::unique_ptr<MetadataStore> inner_;  // the SQLite store whose model table store_ wraps
+  std::unique_ptr<CachingModelTable> store_;
 };
 
 TEST_F(CachingStoreTest, LoadsEveryRowAtCreation) {
@@ -128,7 +133,7 @@ TEST_F(CachingStoreTest, LoadsEveryRowAtCreation) {
     ASSERT_TRUE((*inner)->Insert(Record("m-b", "beta", "1", 20)).ok());
     ASSERT_TRUE((*inner)->Insert(Record("m-a", "alpha", "1", 20)).ok());
     ASSERT_TRUE((*inner)->Insert(Record("m-c", "alpha", "2", 10)).ok());
-    auto cached = CachingMetadataStore::Create(std::move(*inner));
+    auto cached = CachingModelTable::Create(inner->get());
     ASSERT_TRUE(cached.ok()) << cached.status();
     auto all = (*cached)->ListAll();
     ASSERT_TRUE(all.ok());
@@ -367,6 +372,24 @@ TEST_F(CachingStoreTest, RefreshShowsWritesMadeBehindItsBack) {
   EXPECT_EQ(fresh->spec.name, "gamma");
   EXPECT_TRUE(store_->Get("m-4").ok());
   EXPECT_EQ(Cached(), Stored());
+}
+
+// OwnerOf and CountBySha are not served from the map: another server's write (a second
+// connection) shows at once, before any refresh (CountBySha decides whether a blob may go).
+TEST_F(CachingStoreTest, OwnerAndDigestCountReadTheStore) {
+  ASSERT_TRUE(store_->Insert(Record("m-1", "alpha", "1", 100)).ok());
+  auto other = OpenMetadataStore(path_.string());
+  ASSERT_TRUE(other.ok()) << other.status();
+  ASSERT_TRUE((*other)->Insert(Record("m-2", "beta", "1", 200)).ok());
+  ASSERT_TRUE((*other)->SetOwner("m-1", "k2").ok());
+  // The map has not seen either write...
+  EXPECT_EQ(store_->Get("m-2").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->Get("m-1")->owner_key_id, "");
+  // ...these two read the store.
+  EXPECT_EQ(*store_->CountBySha("sha-m-2"), 1);
+  EXPECT_EQ(*store_->OwnerOf("m-1"), "k2");
+  ASSERT_TRUE((*other)->Delete("m-2").ok());
+  EXPECT_EQ(*store_->CountBySha("sha-m-2"), 0);
 }
 
 // A row it cannot re-read (damaged JSON, as a broken store would fail) marks the cache stale:

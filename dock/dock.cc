@@ -190,26 +190,14 @@ absl::Status DockImpl::Init(const StoreWrapper& wrap_store) {
   }
   encoder::SetTorchThreads(options_.torch_threads);
   if (absl::Status s = StartRunners(); !s.ok()) return s;
-  auto opened = OpenMetadataStore(options_.metadata_url.empty()
-                                      ? (fs::path(options_.data_dir) / "modeldock.db").string()
-                                      : options_.metadata_url);
-  if (!opened.ok()) return opened.status();
-  if (wrap_store) *opened = wrap_store(*std::move(opened));
-  // Several servers may use this database (and, through --blob-dir, this blob directory):
-  // listen before the registry is read and the index brought up to date, so that no change
-  // falls in between.
-  auto feed = (*opened)->OpenChangeFeed();
+  auto feed = OpenStore(wrap_store);
   if (!feed.ok()) return feed.status();
-  // The registry in memory: every model row read once here, then kept by this server's writes
-  // and, on replicas, by the change feed (SyncModel, CatchUp).
-  auto store = CachingMetadataStore::Create(std::move(*opened));
-  if (!store.ok()) return store.status();
-  store_ = std::move(*store);
   learning_ = std::make_unique<LearningLoop>(
-      store_.get(), [this](int64_t version) { return UseAlignment(version); });
+      LearningLoop::Tables{outcomes_, /*alignments=*/database_.get(), meta_},
+      [this](int64_t version) { return UseAlignment(version); });
   const bool replicas = *feed != nullptr;  // null: this process is the store's only user (SQLite)
   shared_ = IsPostgresUrl(options_.metadata_url);
-  states_ = std::make_unique<ModelStates>(store_.get());
+  states_ = std::make_unique<ModelStates>(models_.get());
   ProberOptions probing = ProbingOptions(replicas);
   if (replicas) {
     spdlog::info("replica {}: probing jobs are shared through the store",
@@ -237,17 +225,18 @@ absl::Status DockImpl::Init(const StoreWrapper& wrap_store) {
   overrides.probe_cache_dir = options_.probe_cache_dir;
   auto specs = ReadSpaces(asset_dir, overrides);
   if (!specs.ok()) return specs.status();
-  auto spaces = KnowledgeSpaces::Load(*specs, store_.get(), [this] { return learning_->Current(); });
+  auto spaces = KnowledgeSpaces::Load(*specs, probe_data_, [this] { return learning_->Current(); });
   if (!spaces.ok()) return spaces.status();
   spaces_ = std::move(*spaces);
   knowledge_ = spaces_->primary();
   // stage2_workers was resolved by StartRunners.
   recommender_ = std::make_unique<Recommender>(
       RecommenderOptions::From(options_),
-      Recommender::Deps{store_.get(), spaces_.get(), runner_.get(), learning_.get()});
+      Recommender::Deps{models_.get(), probe_data_, outcomes_, spaces_.get(), runner_.get(),
+                        learning_.get()});
   // Created before the models are reconciled (which requeues interrupted probes); started last.
   probes_ = std::make_unique<Prober>(
-      std::move(probing), Prober::Deps{store_.get(), spaces_.get(), runner_.get(), states_.get(),
+      std::move(probing), Prober::Deps{models_.get(), spaces_.get(), runner_.get(), states_.get(),
                                        &registry_mutex_, recommender_->proxy_cache()});
   if (absl::Status s = ReconcileModels(); !s.ok()) return s;
   for (const auto& space : spaces_->all()) {
@@ -271,6 +260,31 @@ absl::Status DockImpl::Init(const StoreWrapper& wrap_store) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::unique_ptr<ChangeFeed>> DockImpl::OpenStore(const StoreWrapper& wrap_store) {
+  auto opened = OpenMetadataStore(options_.metadata_url.empty()
+                                      ? (fs::path(options_.data_dir) / "modeldock.db").string()
+                                      : options_.metadata_url);
+  if (!opened.ok()) return opened.status();
+  if (wrap_store) *opened = wrap_store(*std::move(opened));
+  // Several servers may use this database (and, through --blob-dir, this blob directory):
+  // listen before the registry is read and the index brought up to date, so that no change
+  // falls in between.
+  auto feed = (*opened)->OpenChangeFeed();
+  if (!feed.ok()) return feed.status();
+  database_ = *std::move(opened);
+  probe_data_ = database_.get();
+  keys_ = database_.get();
+  outcomes_ = database_.get();
+  audit_ = database_.get();
+  meta_ = database_.get();
+  // The registry in memory: every model row read once here, then kept by this server's writes
+  // and, on replicas, by the change feed (SyncModel, CatchUp).
+  auto models = CachingModelTable::Create(database_.get());
+  if (!models.ok()) return models.status();
+  models_ = std::move(*models);
+  return feed;
+}
+
 ProberOptions DockImpl::ProbingOptions(bool replicas) {
   ProberOptions probing;
   probing.budget = options_.probe_budget;
@@ -282,17 +296,17 @@ ProberOptions DockImpl::ProbingOptions(bool replicas) {
   char host[256] = {};
   ::gethostname(host, sizeof(host) - 1);
   queue.replica_id = absl::StrCat(host, "/", ::getpid(), "/", NewModelId().substr(2, 8));
-  if (replicas) queue.shared_store = store_.get();
+  if (replicas) queue.shared_jobs = database_.get();
   return probing;
 }
 
 // Brings every stored model into the current knowledge space and resumes interrupted probes.
 absl::Status DockImpl::ReconcileModels() {
-  auto records = store_->ListAll();
+  auto records = models_->ListAll();
   if (!records.ok()) return records.status();
   std::map<const KnowledgeSpace*, std::set<std::string>> has_vector;
   for (const auto& space : spaces_->all()) {
-    auto vectors = store_->Vectors(space->id());
+    auto vectors = probe_data_->Vectors(space->id());
     if (!vectors.ok()) return vectors.status();
     for (const auto& [id, v] : *vectors) has_vector[space.get()].insert(id);
   }
@@ -306,7 +320,7 @@ absl::Status DockImpl::ReconcileModels() {
     }
     KnowledgeSpace* space = SpaceFor(record);
     if (record.state != ModelState::kReady || space == nullptr) continue;
-    auto has_features = store_->HasProbeFeatures(record.id, space->probe_set_sha());
+    auto has_features = probe_data_->HasProbeFeatures(record.id, space->probe_set_sha());
     if (!has_features.ok()) return has_features.status();
     if (!*has_features) {
       // Probed by an older dock (no stored features for stage-1 proxies), or in another space
@@ -318,10 +332,10 @@ absl::Status DockImpl::ReconcileModels() {
     }
     if (has_vector[space].count(record.id)) continue;
     // READY but no vector in this space: the reference encoder or set encoder changed.
-    auto logits = store_->GetProbeOutputs(record.id, space->probe_set_sha());
+    auto logits = probe_data_->GetProbeOutputs(record.id, space->probe_set_sha());
     if (logits.ok()) {
       auto vector = space->EncodeModel(record, *logits);
-      if (vector.ok() && store_->PutVector(record.id, space->id(), *vector).ok()) {
+      if (vector.ok() && probe_data_->PutVector(record.id, space->id(), *vector).ok()) {
         ++rebuilt;
         continue;
       }
@@ -341,7 +355,7 @@ void DockImpl::CollectGarbageBlobs() {
   const std::vector<std::string> stored = blobs_->List();
   // From the database, not the registry in memory: a row another replica committed a moment
   // ago must keep its blob.
-  auto records = store_->inner()->ListAll();
+  auto records = models_->inner()->ListAll();
   if (!records.ok()) {
     // Only space is at stake: unreferenced blobs wait for the next start-up.
     spdlog::warn("unreferenced blobs not collected: cannot list the models: {}",
@@ -380,7 +394,7 @@ absl::Status DockImpl::SyncModel(const ModelChangeEvent& event) {
   // The registry in memory follows every announcement: a deleted model leaves it before the
   // index, any other change enters it after the index (a model shown READY is indexed), so a
   // recommendation never considers a model the index has already dropped.
-  auto refresh = [&] { return store_->GetFresh(id); };
+  auto refresh = [&] { return models_->GetFresh(id); };
   absl::StatusOr<ModelRecord> record = absl::UnknownError("not read yet");
   if (event.change == ModelChange::kDeleted) record = refresh();
   if (event.change != ModelChange::kRecordChanged) {  // a row only: nothing indexed changed
@@ -404,7 +418,7 @@ absl::Status DockImpl::CatchUp() {
   // The registry in memory first (it needs no registry lock): rows changed with no announcement
   // (a lost connection, a server of an older version, a hand edit) are repaired at the same
   // pace as the index.
-  if (absl::Status s = store_->RefreshAll(); !s.ok()) return s;
+  if (absl::Status s = models_->RefreshAll(); !s.ok()) return s;
   NotifyStateChanged();
   // Under the registry lock: this server's own probes and deletions (which change the index
   // under it too) cannot fall between the read and the comparison. Other servers' changes that
@@ -449,7 +463,7 @@ absl::StatusOr<RecommendResult> DockImpl::Recommend(const RecommendQuery& query)
 DockStats DockImpl::Stats() {
   DockStats stats;
   // From the registry in memory: no store query per scrape.
-  if (auto counts = store_->CountByState(); counts.ok()) {
+  if (auto counts = models_->CountByState(); counts.ok()) {
     auto count = [&](ModelState state) {
       auto it = counts->find(state);
       return it == counts->end() ? 0 : it->second;
@@ -479,7 +493,9 @@ DockStats DockImpl::Stats() {
     stats.worker_jobs = pool.jobs;
     stats.worker_restarts = pool.restarts;
   }
-  if (auto counts = store_->CountOutcomes(""); counts.ok()) stats.outcome_records = counts->first;
+  if (auto counts = outcomes_->CountOutcomes(""); counts.ok()) {
+    stats.outcome_records = counts->first;
+  }
   stats.serving_alignment = learning_->Current().version;
   stats.knowledge_space = knowledge_->id();
   const BlobStoreStats blobs = blobs_->Stats();

@@ -7,12 +7,14 @@
 //   model_runs.cc     runs in the worker processes and on remote KServe servers, Infer
 //   dock_learning.cc  outcome reports, training and ranker versions
 // and the parts with their own state and threads:
-//   CachingMetadataStore                the registry in memory (caching_store.h) over the
-//                                       SQLite/PostgreSQL store: model reads come from it,
-//                                       writes go through it; on replicas SyncModel/CatchUp
-//                                       refresh it with the index; reads that must see other
-//                                       replicas' commits at once (ownership, probe claims,
-//                                       updates, deletions) bypass it
+//   MetadataStore (metadata_store.h)    the opened SQLite/PostgreSQL store; each part gets the
+//                                       tables it uses (store_tables.h), never the whole store
+//   CachingModelTable                   the registry in memory (caching_store.h) over the
+//                                       store's model table: model reads come from it, writes
+//                                       go through it; on replicas SyncModel/CatchUp refresh it
+//                                       with the index; reads that must see other replicas'
+//                                       commits at once (ownership, updates, deletions) bypass
+//                                       it (inner(), GetFresh)
 //   KnowledgeSpaces (knowledge_spaces.h) one KnowledgeSpace per input kind (grey, colour small,
 //                                       colour large, ...): probe set, encoders, index of the
 //                                       knowledge vectors of the models of that kind
@@ -130,8 +132,12 @@ class DockImpl : public Dock, private ModelFiles {
   void Shutdown() override;
 
  private:
-  // Start-up (dock.cc): brings every stored model into the current knowledge space and
-  // requeues interrupted probes; removes blobs no row references.
+  // Start-up (dock.cc): opens the metadata store (passed through `wrap_store`, if any) and
+  // loads the model table into memory (database_, the table pointers, models_); returns the
+  // store's change feed (nullptr: this process is its only user).
+  absl::StatusOr<std::unique_ptr<ChangeFeed>> OpenStore(const StoreWrapper& wrap_store);
+  // Brings every stored model into the current knowledge space and requeues interrupted probes;
+  // removes blobs no row references.
   absl::Status ReconcileModels();
   // The prober's options; `replicas`: probing jobs are claimed from the shared store.
   ProberOptions ProbingOptions(bool replicas);
@@ -202,10 +208,23 @@ class DockImpl : public Dock, private ModelFiles {
   void StartScrubber();
 
   DockOptions options_;
-  // The model registry in memory over the SQLite or PostgreSQL store (caching_store.h): model
-  // reads are served from it; the few that must see another replica's commit at once go to
-  // store_->inner() or store_->GetFresh.
-  std::unique_ptr<CachingMetadataStore> store_;
+  // The opened SQLite or PostgreSQL store (every table; its own lock). Not called directly: the
+  // dock and its parts reach each table through its interface below, the model table only
+  // through models_, so that the registry in memory sees every write of a model row.
+  std::unique_ptr<MetadataStore> database_;
+  // The model registry in memory over database_'s model table (caching_store.h): model reads
+  // are served from it; the few that must see another replica's commit at once go to
+  // models_->inner() or models_->GetFresh.
+  std::unique_ptr<CachingModelTable> models_;
+  // database_'s other tables, as the dock's own code uses them (the parts get theirs in their
+  // constructors: ModelStates and the Prober models_, the KnowledgeSpaces probe data, the
+  // LearningLoop outcomes, alignments and meta, the Recommender models_, probe data and
+  // outcomes, the ProbeQueue probe jobs, ReplicaSync the change feed).
+  ProbeDataTable* probe_data_ = nullptr;  // start-up's vectors, NearestModels, the scrub
+  KeyTable* keys_ = nullptr;
+  OutcomeTable* outcomes_ = nullptr;  // ReportOutcome, training inputs, Stats
+  AuditTable* audit_ = nullptr;
+  MetaTable* meta_ = nullptr;  // the scrubber's last run
   std::unique_ptr<BlobStore> blobs_;
   bool shared_ = false;  // PostgreSQL: other replicas may share the blob directory
   // Every run of uploaded model code goes through the sandbox's worker processes, every run of

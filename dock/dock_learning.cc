@@ -77,7 +77,7 @@ absl::StatusOr<OutcomeReportResult> DockImpl::ReportOutcome(const OutcomeReport&
   // What stage 1 says about every compatible model now: the view of this task the ranker learns
   // task similarity from.
   if (embeddings) {
-    auto all = store_->ListAll();
+    auto all = models_->ListAll();
     if (!all.ok()) return all.status();
     std::vector<const ModelRecord*> compatible;
     for (const ModelRecord& r : *all) {
@@ -111,7 +111,7 @@ absl::StatusOr<OutcomeReportResult> DockImpl::ReportOutcome(const OutcomeReport&
     if (!report.details.empty()) row.detail = report.details[i];
     rows.push_back(std::move(row));
   }
-  if (absl::Status s = store_->AddOutcomes(query, rows); !s.ok()) return s;
+  if (absl::Status s = outcomes_->AddOutcomes(query, rows); !s.ok()) return s;
   if (report_jobs_ && embeddings && prepared->source == "given" && models.size() >= 2) {
     std::vector<std::string> ids;
     for (const ModelRecord& m : models) ids.push_back(m.id);
@@ -128,7 +128,7 @@ absl::StatusOr<OutcomeReportResult> DockImpl::ReportOutcome(const OutcomeReport&
   result.num_stored = static_cast<int>(rows.size());
   result.num_classes = query.num_classes;
   result.num_stage1_scores = static_cast<int>(query.stage1.size());
-  auto counts_now = store_->CountOutcomes("");
+  auto counts_now = outcomes_->CountOutcomes("");
   if (counts_now.ok()) {
     result.total_records = counts_now->first;
     result.total_queries = counts_now->second;
@@ -156,18 +156,18 @@ absl::StatusOr<TrainingStatus> DockImpl::TrainAlignment(bool wait,
   if (report_jobs_) report_jobs_->WaitIdle();
   TrainingInputs inputs;
   inputs.space = knowledge_->id();
-  auto all = store_->ListAll();
+  auto all = models_->ListAll();
   if (!all.ok()) return all.status();
   for (ModelRecord& r : *all) {
     if (r.state == ModelState::kReady) inputs.models.push_back(std::move(r));
   }
-  auto vectors = store_->Vectors(knowledge_->id());
+  auto vectors = probe_data_->Vectors(knowledge_->id());
   if (!vectors.ok()) return vectors.status();
   for (auto& [id, v] : *vectors) inputs.model_vectors[id] = std::move(v);
   // Each reported query's untrained query vector, from its stored class prototypes (a prototype
   // is its class's mean embedding, so encoding the prototypes as one sample per class gives the
   // query's vector).
-  auto queries = store_->OutcomeQueries();
+  auto queries = outcomes_->OutcomeQueries();
   if (!queries.ok()) return queries.status();
   for (const OutcomeQueryRow& q : *queries) {
     if (q.task != static_cast<int>(TaskKind::kImageClassification) ||
@@ -186,7 +186,7 @@ absl::StatusOr<AlignmentList> DockImpl::ListAlignments() { return learning_->Ver
 
 absl::StatusOr<std::shared_ptr<index::VectorIndex>> DockImpl::BuildProjectedIndex(
     const encoder::VectorProjection& projection) {
-  auto vectors = store_->Vectors(knowledge_->id());
+  auto vectors = probe_data_->Vectors(knowledge_->id());
   if (!vectors.ok()) return vectors.status();
   for (auto& [id, v] : *vectors) v = projection.ProjectModel(v);
   auto built = knowledge_->NewIndexOf(*vectors);

@@ -47,7 +47,7 @@ absl::Status DockImpl::CheckModelFile(const ModelRecord& record) {
 int DockImpl::MarkDataLoss(const std::string& sha256, const std::string& reason,
                            std::vector<std::string>* ids) {
   int marked = 0;
-  auto records = store_->ListAll();
+  auto records = models_->ListAll();
   if (!records.ok()) {
     spdlog::error("cannot mark the models of blob {} FAILED: {}", sha256,
                   records.status().ToString());
@@ -56,7 +56,7 @@ int DockImpl::MarkDataLoss(const std::string& sha256, const std::string& reason,
   for (const ModelRecord& listed : *records) {
     if (listed.sha256 != sha256 || IsRemote(listed.spec)) continue;
     // The row as stored now (a replica may have changed it), then the state.
-    auto fresh = store_->GetFresh(listed.id);
+    auto fresh = models_->GetFresh(listed.id);
     if (!fresh.ok()) continue;
     ModelRecord record = *std::move(fresh);
     if (ids != nullptr) ids->push_back(record.id);
@@ -70,11 +70,11 @@ int DockImpl::MarkDataLoss(const std::string& sha256, const std::string& reason,
 
 int DockImpl::RequeueRepaired(const std::string& sha256, const std::string& how) {
   int requeued = 0;
-  auto records = store_->ListAll();
+  auto records = models_->ListAll();
   if (!records.ok()) return 0;
   for (const ModelRecord& listed : *records) {
     if (listed.sha256 != sha256 || !FailedByDataLoss(listed)) continue;
-    auto fresh = store_->GetFresh(listed.id);
+    auto fresh = models_->GetFresh(listed.id);
     if (!fresh.ok() || !FailedByDataLoss(*fresh)) continue;
     ModelRecord record = *std::move(fresh);
     // Probed again: the run that marked it may have been a probe, and the file changed.
@@ -125,7 +125,7 @@ void DockImpl::ScrubBlob(const std::string& sha256, int64_t size_bytes, VerifyOp
 ScrubResult DockImpl::RunScrub(const std::function<bool()>& stop) {
   ScrubResult result;
   // From the database: a model another replica registered a moment ago is scrubbed too.
-  auto records = store_->inner()->ListAll();
+  auto records = models_->inner()->ListAll();
   if (!records.ok()) {
     result.state = ScrubResult::State::kFailed;
     result.message = absl::StrCat("cannot list the models: ", records.status().message());
@@ -149,12 +149,12 @@ ScrubResult DockImpl::RunScrub(const std::function<bool()>& stop) {
     if (stop()) break;
     const KnowledgeSpace* space = SpaceFor(r);  // its features are under its space's probe set
     if (r.state != ModelState::kReady || space == nullptr) continue;
-    auto features = store_->GetProbeFeatures(r.id, space->probe_set_sha());
+    auto features = probe_data_->GetProbeFeatures(r.id, space->probe_set_sha());
     if (absl::IsNotFound(features.status())) continue;
     ++result.features_checked;
     if (!absl::IsDataLoss(features.status())) continue;
     ++result.features_bad;
-    auto fresh = store_->GetFresh(r.id);
+    auto fresh = models_->GetFresh(r.id);
     if (!fresh.ok() || fresh->state != ModelState::kReady) continue;
     ModelRecord record = *std::move(fresh);
     spdlog::error("scrub: model {} ('{}'): {}; probing it again", record.id, DisplayName(record),
@@ -189,13 +189,13 @@ void DockImpl::StartScrubber() {
   Scrubber::Options options;
   options.interval = options_.scrub_interval;
   options.last_run = [this] {
-    auto stored = store_->GetMeta(kLastScrubKey);
+    auto stored = meta_->GetMeta(kLastScrubKey);
     int64_t millis = 0;
     if (!stored.ok() || !absl::SimpleAtoi(*stored, &millis)) return absl::InfinitePast();
     return absl::FromUnixMillis(millis);
   };
   options.record_run = [this](absl::Time finished) {
-    absl::Status s = store_->SetMeta(kLastScrubKey, absl::StrCat(absl::ToUnixMillis(finished)));
+    absl::Status s = meta_->SetMeta(kLastScrubKey, absl::StrCat(absl::ToUnixMillis(finished)));
     if (!s.ok()) spdlog::warn("scrub: cannot record its time: {}", s.ToString());
   };
   scrubber_ = std::make_unique<Scrubber>(

@@ -17,8 +17,8 @@
 namespace modeldock::dock {
 
 absl::StatusOr<std::unique_ptr<KnowledgeSpace>> KnowledgeSpace::Load(
-    const KnowledgeSpaceOptions& options, MetadataStore* store, ServingFn serving) {
-  std::unique_ptr<KnowledgeSpace> space(new KnowledgeSpace(store, std::move(serving)));
+    const KnowledgeSpaceOptions& options, ProbeDataTable* probe_data, ServingFn serving) {
+  std::unique_ptr<KnowledgeSpace> space(new KnowledgeSpace(probe_data, std::move(serving)));
   space->input_kind_ = options.input_kind;
   space->index_factory_ = options.index_factory;
   space->index_path_ = options.index_path;
@@ -285,7 +285,7 @@ absl::StatusOr<std::unique_ptr<index::VectorIndex>> KnowledgeSpace::NewIndexOf(
 }
 
 absl::Status KnowledgeSpace::RebuildIfStale() {
-  auto vectors = store_->Vectors(id_);
+  auto vectors = probe_data_->Vectors(id_);
   if (!vectors.ok()) return vectors.status();
   if (index_->Fingerprint() == index::VectorIndex::FingerprintOf(*vectors)) return absl::OkStatus();
   auto fresh = NewIndexOf(*vectors);
@@ -329,14 +329,14 @@ absl::Status KnowledgeSpace::Remove(const std::string& model_id) {
 }
 
 absl::Status KnowledgeSpace::Sync(const std::string& model_id) {
-  auto vector = store_->GetVector(model_id, id_);
+  auto vector = probe_data_->GetVector(model_id, id_);
   if (vector.ok()) return Upsert(model_id, *vector);
   if (!absl::IsNotFound(vector.status())) return vector.status();
   return Remove(model_id);
 }
 
 absl::StatusOr<std::vector<std::string>> KnowledgeSpace::CatchUp() {
-  auto stored = store_->Vectors(id_);
+  auto stored = probe_data_->Vectors(id_);
   if (!stored.ok()) return stored.status();
   const VectorList held = index_->Contents();
   std::map<std::string, const std::vector<float>*> in_index;

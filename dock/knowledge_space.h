@@ -1,7 +1,8 @@
 // Internal: the dock's knowledge space (docs/ARCHITECTURE.md, "Knowledge vectors" and
 // "Replicas"): the probe set, the reference encoder E, the set encoder, and the FAISS index of
-// every model's knowledge vector in this space, kept equal to the vectors the metadata store
-// holds. The serving trained version's projected index follows every change of that index.
+// every model's knowledge vector in this space, kept equal to the vectors the metadata store's
+// probe data table (ProbeDataTable, the only table a space reads) holds. The serving trained
+// version's projected index follows every change of that index.
 //
 // Owns: the probe set, E (`reference_mutex_`: one caller at a time), the set encoder, the index
 // (thread-safe for searches) and its files: a snapshot and the log of the changes since
@@ -21,7 +22,7 @@
 #include "absl/status/statusor.h"
 #include "common/tensor.h"
 #include "dock/learning.h"
-#include "dock/metadata_store.h"
+#include "dock/store_tables.h"
 #include "dock/types.h"
 #include "encoder/knowledge.h"
 #include "index/index_log.h"
@@ -58,10 +59,10 @@ class KnowledgeSpace {
   using ServingFn = std::function<LearningLoop::Serving()>;
 
   // Loads the three assets and the saved index (missing or unusable: an empty one, which
-  // RebuildIfStale fills). FAILED_PRECONDITION names an asset that cannot be loaded. `store`
-  // (not owned) is what the index follows.
+  // RebuildIfStale fills). FAILED_PRECONDITION names an asset that cannot be loaded.
+  // `probe_data` (not owned) holds the vectors the index follows.
   static absl::StatusOr<std::unique_ptr<KnowledgeSpace>> Load(const KnowledgeSpaceOptions& options,
-                                                              MetadataStore* store,
+                                                              ProbeDataTable* probe_data,
                                                               ServingFn serving);
 
   // Fingerprint of (E, probe set, set encoder): the tag of every stored vector of this space.
@@ -135,8 +136,8 @@ class KnowledgeSpace {
   static constexpr int64_t kMinRecordsBeforeSnapshot = 256;
 
  private:
-  KnowledgeSpace(MetadataStore* store, ServingFn serving)
-      : store_(store), serving_(std::move(serving)) {}
+  KnowledgeSpace(ProbeDataTable* probe_data, ServingFn serving)
+      : probe_data_(probe_data), serving_(std::move(serving)) {}
   index::IndexOptions IndexOptions() const;
   // Replays the change log over the index just loaded; on a log that does not apply, an empty
   // index (RebuildIfStale then rebuilds it from the store).
@@ -145,7 +146,7 @@ class KnowledgeSpace {
   // grown (kMinRecordsBeforeSnapshot) or the append failed. Failures are logged only.
   void Persist(const std::function<absl::Status()>& append);
 
-  MetadataStore* store_;
+  ProbeDataTable* probe_data_;
   ServingFn serving_;
   std::string index_factory_;
   std::string index_path_;

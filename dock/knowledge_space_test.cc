@@ -43,7 +43,7 @@ class DockKnowledgeSpaceTest : public ::testing::Test {
     ASSERT_TRUE(specs.ok()) << specs.status();
     KnowledgeSpaceOptions options = specs->front().options;
     options.embed_probes_at_load = false;  // no model is encoded here
-    auto space = KnowledgeSpace::Load(options, /*store=*/nullptr, [this] { return serving_; });
+    auto space = KnowledgeSpace::Load(options, /*probe_data=*/nullptr, [this] { return serving_; });
     ASSERT_TRUE(space.ok()) << space.status();
     space_ = std::move(*space);
   }

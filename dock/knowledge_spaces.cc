@@ -180,7 +180,7 @@ absl::StatusOr<std::vector<SpaceSpec>> ReadSpaces(const std::string& asset_dir,
 }
 
 absl::StatusOr<std::unique_ptr<KnowledgeSpaces>> KnowledgeSpaces::Load(
-    const std::vector<SpaceSpec>& specs, MetadataStore* store,
+    const std::vector<SpaceSpec>& specs, ProbeDataTable* probe_data,
     const KnowledgeSpace::ServingFn& serving) {
   std::unique_ptr<KnowledgeSpaces> spaces(new KnowledgeSpaces());
   for (size_t i = 0; i < specs.size(); ++i) {
@@ -192,7 +192,7 @@ absl::StatusOr<std::unique_ptr<KnowledgeSpaces>> KnowledgeSpaces::Load(
     // probes it may not need yet (the first image query of a fresh server takes ~1 s longer).
     KnowledgeSpaceOptions options = specs[i].options;
     options.embed_probes_at_load = false;
-    auto space = KnowledgeSpace::Load(options, store, space_serving);
+    auto space = KnowledgeSpace::Load(options, probe_data, space_serving);
     if (!space.ok()) {
       return absl::Status(space.status().code(), absl::StrCat("knowledge space '", specs[i].name,
                                                               "': ", space.status().message()));

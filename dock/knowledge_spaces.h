@@ -58,7 +58,7 @@ absl::StatusOr<std::vector<SpaceSpec>> ReadSpaces(const std::string& asset_dir,
 class KnowledgeSpaces {
  public:
   static absl::StatusOr<std::unique_ptr<KnowledgeSpaces>> Load(
-      const std::vector<SpaceSpec>& specs, MetadataStore* store,
+      const std::vector<SpaceSpec>& specs, ProbeDataTable* probe_data,
       const KnowledgeSpace::ServingFn& serving);
 
   // The space a model of this per-sample shape joins; nullptr when none does (tabular models,

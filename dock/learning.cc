@@ -175,7 +175,7 @@ std::vector<double> MeanPrototype(const Tensor& prototypes) {
 }
 
 absl::StatusOr<int> RecordStage2Standings(
-    MetadataStore* store, const OutcomeQueryRow& query,
+    OutcomeTable* outcomes, const OutcomeQueryRow& query,
     const std::vector<std::pair<const ModelRecord*, double>>& stage2_scores) {
   const size_t n = stage2_scores.size();
   if (n < 2) return 0;
@@ -198,7 +198,7 @@ absl::StatusOr<int> RecordStage2Standings(
     row.created_unix_ms = now;
     rows.push_back(std::move(row));
   }
-  if (absl::Status s = store->AddOutcomes(query, rows); !s.ok()) return s;
+  if (absl::Status s = outcomes->AddOutcomes(query, rows); !s.ok()) return s;
   return static_cast<int>(rows.size());
 }
 
@@ -209,7 +209,7 @@ std::vector<double> FactsOf(const ModelRecord& record) {
 }
 
 absl::Status LearningLoop::Load(const std::string& space, const ProjectedIndexBuilder& build) {
-  auto serving = store_->GetMeta(kServingKey);
+  auto serving = tables_.meta->GetMeta(kServingKey);
   if (!serving.ok()) return serving.status();
   if (serving->empty() || *serving == "0") return absl::OkStatus();
   int64_t version = 0;
@@ -241,7 +241,7 @@ absl::Status LearningLoop::Use(int64_t version, const std::string& space,
 }
 
 absl::Status LearningLoop::Follow(const std::string& space, const ProjectedIndexBuilder& build) {
-  auto stored = store_->GetMeta(kServingKey);
+  auto stored = tables_.meta->GetMeta(kServingKey);
   if (!stored.ok()) return stored.status();
   int64_t version = 0;
   if (!stored->empty()) {
@@ -265,7 +265,7 @@ absl::Status LearningLoop::Serve(int64_t version, const std::string& space,
   Serving next;
   next.version = version;
   if (version > 0) {
-    auto row = store_->Alignment(version);
+    auto row = tables_.alignments->Alignment(version);
     if (!row.ok()) return row.status();
     auto ranker = encoder::OutcomeRanker::FromJson(row->payload);
     if (!ranker.ok()) return ranker.status();
@@ -287,7 +287,8 @@ absl::Status LearningLoop::Serve(int64_t version, const std::string& space,
   }
   // Stored first: a restart (and every replica) serves what was last chosen.
   if (store_choice) {
-    if (absl::Status s = store_->SetMeta(kServingKey, absl::StrCat(version)); !s.ok()) return s;
+    absl::Status s = tables_.meta->SetMeta(kServingKey, absl::StrCat(version));
+    if (!s.ok()) return s;
   }
   std::lock_guard<std::mutex> lock(serving_mutex_);
   serving_ = std::move(next);
@@ -295,9 +296,9 @@ absl::Status LearningLoop::Serve(int64_t version, const std::string& space,
 }
 
 absl::StatusOr<RecordList> LearningLoop::Records(const std::string& model_id, int limit) {
-  auto rows = store_->Outcomes(model_id, limit);
+  auto rows = tables_.outcomes->Outcomes(model_id, limit);
   if (!rows.ok()) return rows.status();
-  auto counts = store_->CountOutcomes(model_id);
+  auto counts = tables_.outcomes->CountOutcomes(model_id);
   if (!counts.ok()) return counts.status();
   RecordList out;
   out.total_records = counts->first;
@@ -362,9 +363,9 @@ void LearningLoop::RunTraining(TrainingInputs inputs) {
 absl::StatusOr<AlignmentVersion> LearningLoop::TrainOnce(const TrainingInputs& inputs) {
   const std::vector<ModelRecord>& models = inputs.models;
   absl::Time start = absl::Now();
-  auto queries = store_->OutcomeQueries();
+  auto queries = tables_.outcomes->OutcomeQueries();
   if (!queries.ok()) return queries.status();
-  auto outcomes = store_->Outcomes("", 0);
+  auto outcomes = tables_.outcomes->Outcomes("", 0);
   if (!outcomes.ok()) return outcomes.status();
   std::map<std::string, const ModelRecord*> present;
   std::map<std::string, std::vector<double>> facts;
@@ -463,7 +464,7 @@ absl::StatusOr<AlignmentVersion> LearningLoop::TrainOnce(const TrainingInputs& i
   row.created_unix_ms = v.created_unix_ms;
   row.summary = SummaryJson(v).dump();
   row.payload = ranker.ToJson();
-  auto version = store_->InsertAlignment(row);
+  auto version = tables_.alignments->InsertAlignment(row);
   if (!version.ok()) return version.status();
   v.version = *version;
   spdlog::info("learning: trained version {} on {} queries / {} records in {:.1f} s: {}; {}",
@@ -477,7 +478,7 @@ absl::StatusOr<AlignmentVersion> LearningLoop::TrainOnce(const TrainingInputs& i
 }
 
 absl::StatusOr<AlignmentList> LearningLoop::Versions() {
-  auto rows = store_->Alignments();
+  auto rows = tables_.alignments->Alignments();
   if (!rows.ok()) return rows.status();
   AlignmentList out;
   out.serving_version = Current().version;

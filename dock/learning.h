@@ -4,7 +4,8 @@
 //
 // Owns: the serving version (`serving_mutex_`), the training job and its thread
 // (`training_mutex_`). Serving a version goes through `adopt` (the dock's UseAlignment), which
-// holds the dock's registry lock while the version's index is built and swapped in.
+// holds the dock's registry lock while the version's index is built and swapped in. Uses the
+// store's outcome, alignment (ranker versions) and meta (the serving version) tables only.
 #ifndef MODELDOCK_DOCK_LEARNING_H_
 #define MODELDOCK_DOCK_LEARNING_H_
 
@@ -19,7 +20,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "dock/metadata_store.h"
+#include "dock/store_tables.h"
 #include "dock/types.h"
 #include "encoder/outcome_ranker.h"
 #include "index/vector_index.h"
@@ -47,7 +48,7 @@ std::vector<double> MeanPrototype(const Tensor& prototypes);
 // source "stage2". `query` carries the stage-1 scores. Needs at least 2 scored models (else
 // nothing is stored). Returns how many records were stored.
 absl::StatusOr<int> RecordStage2Standings(
-    MetadataStore* store, const OutcomeQueryRow& query,
+    OutcomeTable* outcomes, const OutcomeQueryRow& query,
     const std::vector<std::pair<const ModelRecord*, double>>& stage2_scores);
 
 // Builds the FAISS index of every model's vector through a version's projection.
@@ -65,10 +66,16 @@ struct TrainingInputs {
 
 class LearningLoop {
  public:
+  // The store's tables the loop reads and writes; not owned, each must outlive the loop.
+  struct Tables {
+    OutcomeTable* outcomes = nullptr;
+    AlignmentTable* alignments = nullptr;  // trained ranker versions
+    MetaTable* meta = nullptr;             // the serving version
+  };
   // `adopt` serves a version (DockImpl::UseAlignment: under the dock's registry lock, so that
   // no model is committed to the old index while the new one is built).
-  LearningLoop(MetadataStore* store, std::function<absl::Status(int64_t)> adopt)
-      : store_(store), adopt_(std::move(adopt)) {}
+  LearningLoop(Tables tables, std::function<absl::Status(int64_t)> adopt)
+      : tables_(tables), adopt_(std::move(adopt)) {}
   ~LearningLoop() { Shutdown(); }
 
   // Restores the serving version from the store (untrained when none or unreadable).
@@ -106,7 +113,7 @@ class LearningLoop {
   void RunTraining(TrainingInputs inputs);
   absl::StatusOr<AlignmentVersion> TrainOnce(const TrainingInputs& inputs);
 
-  MetadataStore* store_;
+  const Tables tables_;
   std::function<absl::Status(int64_t)> adopt_;
   mutable std::mutex serving_mutex_;
   Serving serving_;

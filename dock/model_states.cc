@@ -10,7 +10,7 @@ void ModelStates::Set(ModelRecord& record, ModelState state, const std::string& 
   record.state = state;
   record.state_reason = reason;
   ++record.revision;
-  const absl::Status s = store_->UpdateState(record);
+  const absl::Status s = models_->UpdateState(record);
   if (!s.ok() && !absl::IsNotFound(s)) {
     spdlog::error("cannot update state of {} to {}: {}", record.id, ModelStateName(state),
                   s.ToString());
@@ -21,7 +21,7 @@ void ModelStates::Set(ModelRecord& record, ModelState state, const std::string& 
 absl::Status ModelStates::UpdateSpec(ModelRecord& record) {
   std::lock_guard<std::mutex> lock(mutex_);
   ++record.revision;
-  if (absl::Status s = store_->UpdateSpec(record); !s.ok()) return s;
+  if (absl::Status s = models_->UpdateSpec(record); !s.ok()) return s;
   changed_.notify_all();
   return absl::OkStatus();
 }
@@ -37,7 +37,7 @@ absl::StatusOr<ModelRecord> ModelStates::WaitForChange(const std::string& id,
   const absl::Time deadline = absl::Now() + timeout;
   std::unique_lock<std::mutex> lock(mutex_);
   while (true) {
-    auto record = store_->Get(id);
+    auto record = models_->Get(id);
     if (!record.ok()) return record.status();
     const absl::Duration left = deadline - absl::Now();
     if (record->revision != seen_revision || left <= absl::ZeroDuration()) return record;

@@ -2,8 +2,9 @@
 // PENDING to probe again) and the callers waiting for them (Dock::WaitForChange). Every change
 // of a row's state, reason, spec or revision that a waiter must see goes through here.
 //
-// Owns: the waiters' condition variable, guarded by `mutex_`. The rows themselves are the
-// store's (its own locks); a transition is one store write.
+// Owns: the waiters' condition variable, guarded by `mutex_`. The rows themselves are the model
+// table's (ModelTable: in the dock, the CachingModelTable, with its own locks); a transition is
+// one write to it.
 #ifndef MODELDOCK_DOCK_MODEL_STATES_H_
 #define MODELDOCK_DOCK_MODEL_STATES_H_
 
@@ -14,15 +15,15 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "dock/metadata_store.h"
+#include "dock/store_tables.h"
 #include "dock/types.h"
 
 namespace modeldock::dock {
 
 class ModelStates {
  public:
-  // `store` (not owned) holds the rows; reads for waiters come from it too.
-  explicit ModelStates(MetadataStore* store) : store_(store) {}
+  // `models` (not owned) holds the rows; reads for waiters come from it too.
+  explicit ModelStates(ModelTable* models) : models_(models) {}
   ModelStates(const ModelStates&) = delete;
   ModelStates& operator=(const ModelStates&) = delete;
 
@@ -40,7 +41,7 @@ class ModelStates {
                                             absl::Duration timeout);
 
  private:
-  MetadataStore* const store_;
+  ModelTable* const models_;
   std::mutex mutex_;
   std::condition_variable changed_;
 };

@@ -51,7 +51,9 @@ absl::StatusOr<std::vector<ApiKeyRow>> PostgresMetadataStore::Keys(const std::st
 absl::Status PostgresMetadataStore::RevokeKey(const std::string& id) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (absl::Status s = EnsureConnected(); !s.ok()) return s;
-  auto done = Run(conn_, "revoke", "UPDATE api_keys SET revoked=1 WHERE id=$1", {id});
+  auto done = Run(conn_, "revoke",
+                  store_schema::UpdateRow(kPostgres, "api_keys", store_schema::RevokedKeyColumns(),
+                                          {"id", id}));
   if (!done.ok()) return done.status();
   if (done->changed() == 0) return absl::NotFoundError(absl::StrCat("no API key '", id, "'"));
   return absl::OkStatus();

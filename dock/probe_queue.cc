@@ -19,7 +19,7 @@ void ProbeQueue::Enqueue(const std::string& model_id) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     // Shared queue: the model's row is the job (PENDING); only wake a worker to claim it.
-    if (options_.shared_store == nullptr) queue_.push_back(model_id);
+    if (options_.shared_jobs == nullptr) queue_.push_back(model_id);
   }
   wake_.notify_one();
 }
@@ -27,14 +27,14 @@ void ProbeQueue::Enqueue(const std::string& model_id) {
 void ProbeQueue::Start() {
   for (int i = 0; i < options_.workers; ++i) {
     threads_.emplace_back([this] {
-      if (options_.shared_store != nullptr) {
+      if (options_.shared_jobs != nullptr) {
         ClaimFromStore();
       } else {
         RunQueued();
       }
     });
   }
-  if (options_.shared_store != nullptr) threads_.emplace_back([this] { RenewLeases(); });
+  if (options_.shared_jobs != nullptr) threads_.emplace_back([this] { RenewLeases(); });
 }
 
 void ProbeQueue::Stop() {
@@ -89,7 +89,7 @@ void ProbeQueue::ClaimFromStore() {
       std::lock_guard<std::mutex> lock(mutex_);
       if (stopping_) return;
     }
-    auto claimed = options_.shared_store->ClaimProbeJob(options_.replica_id, options_.lease);
+    auto claimed = options_.shared_jobs->ClaimProbeJob(options_.replica_id, options_.lease);
     if (!claimed.ok()) spdlog::warn("cannot claim a probing job: {}", claimed.status().ToString());
     if (!claimed.ok() || !claimed->has_value()) {
       // Woken by a registration on this replica; others' jobs and expired leases are found by
@@ -120,7 +120,7 @@ void ProbeQueue::RenewLeases() {
     if (ids.empty()) continue;
     lock.unlock();
     absl::Status s =
-        options_.shared_store->RenewProbeLeases(ids, options_.replica_id, options_.lease);
+        options_.shared_jobs->RenewProbeLeases(ids, options_.replica_id, options_.lease);
     if (!s.ok()) {
       spdlog::warn("cannot renew the leases of {} probing jobs: {}", ids.size(), s.ToString());
     }

@@ -17,17 +17,18 @@
 #include <vector>
 
 #include "absl/time/time.h"
-#include "dock/metadata_store.h"
+#include "dock/store_tables.h"
 
 namespace modeldock::dock {
 
 struct ProbeQueueOptions {
   int workers = 2;
   // Null: this process is the store's only user and the jobs are an in-memory FIFO. Set
-  // (replicas on one PostgreSQL): a PENDING row is the job; workers claim it from this store,
-  // leased to `replica_id`, and a thread renews the leases every lease / 3 while the probes run,
-  // so the job of a replica that dies mid-probe is taken over once its lease expires.
-  MetadataStore* shared_store = nullptr;
+  // (replicas on one PostgreSQL): a PENDING row is the job; workers claim it from this table
+  // (the store's lease columns, not owned), leased to `replica_id`, and a thread renews the
+  // leases every lease / 3 while the probes run, so the job of a replica that dies mid-probe is
+  // taken over once its lease expires.
+  ProbeJobTable* shared_jobs = nullptr;
   std::string replica_id;  // the owner of this replica's leases
   absl::Duration lease = absl::Seconds(30);
 };

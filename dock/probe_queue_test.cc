@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "dock/metadata_store.h"
 #include "gtest/gtest.h"
 #include "spdlog/spdlog.h"
 
@@ -133,7 +134,7 @@ TEST_F(SharedProbeQueueTest, ClaimsEveryPendingRowOnce) {
   Recorder probed;
   ProbeQueueOptions options;
   options.workers = 2;
-  options.shared_store = store_.get();
+  options.shared_jobs = store_.get();
   options.replica_id = "me";
   options.lease = absl::Seconds(60);
   ProbeQueue queue(options, [&](const std::string& id) {
@@ -160,7 +161,7 @@ TEST_F(SharedProbeQueueTest, RenewsTheLeaseOfARunningProbe) {
   std::atomic<bool> running{false}, release{false};
   ProbeQueueOptions options;
   options.workers = 1;
-  options.shared_store = store_.get();
+  options.shared_jobs = store_.get();
   options.replica_id = "me";
   options.lease = absl::Seconds(1);
   std::atomic<int> runs{0};

@@ -66,7 +66,7 @@ absl::StatusOr<ModelRecord> Prober::ReadJob(const std::string& id) {
   // (the job is resumed at the next start then).
   absl::Duration backoff = kFirstReadBackoff;
   for (int attempt = 1;; ++attempt) {
-    absl::StatusOr<ModelRecord> found = deps_.store->GetFresh(id);
+    absl::StatusOr<ModelRecord> found = deps_.models->GetFresh(id);
     if (found.ok() || absl::IsNotFound(found.status())) return found;
     spdlog::warn("probing job {}: cannot read the model (attempt {}), retrying in {}: {}", id,
                  attempt, absl::FormatDuration(backoff), found.status().ToString());
@@ -223,7 +223,7 @@ absl::Status Prober::Commit(ModelRecord& record, KnowledgeSpace& space, const Pr
   // The registry lock orders this commit against DeleteModel: a model deleted while being
   // probed is not resurrected in the index.
   std::lock_guard<std::mutex> lock(*deps_.registry_mutex);
-  if (absl::Status s = deps_.store->CommitProbe(record, space.probe_set_sha(), logits,
+  if (absl::Status s = deps_.models->CommitProbe(record, space.probe_set_sha(), logits,
                                                 *compressed, space.id(), *vector);
       !s.ok()) {
     return s;  // NOT_FOUND: deleted meanwhile

@@ -41,7 +41,9 @@ class Prober {
  public:
   // Not owned; each must outlive the prober.
   struct Deps {
-    CachingMetadataStore* store = nullptr;
+    // The model table (the dock's in memory): a job reads its model fresh (GetFresh) and
+    // commits it READY with its probe data (CommitProbe), and the map follows.
+    CachingModelTable* models = nullptr;
     KnowledgeSpaces* spaces = nullptr;
     ModelRunner* runner = nullptr;
     ModelStates* states = nullptr;

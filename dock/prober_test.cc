@@ -68,9 +68,8 @@ class DockProberTest : public ::testing::Test {
     fs::create_directories(dir_ / "index");
     auto opened = OpenMetadataStore((dir_ / "modeldock.db").string());
     ASSERT_TRUE(opened.ok()) << opened.status();
-    auto faulty = std::make_unique<FaultyMetadataStore>(std::move(*opened));
-    faulty_ = faulty.get();
-    auto store = CachingMetadataStore::Create(std::move(faulty));
+    faulty_ = std::make_unique<FaultyMetadataStore>(std::move(*opened));
+    auto store = CachingModelTable::Create(faulty_.get());
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
     SpaceOverrides overrides;
@@ -79,7 +78,8 @@ class DockProberTest : public ::testing::Test {
     auto specs = ReadSpaces(AssetDir(), overrides);
     ASSERT_TRUE(specs.ok()) << specs.status();
     specs->resize(1);  // the grey space is enough here
-    auto spaces = KnowledgeSpaces::Load(*specs, store_.get(), [] { return LearningLoop::Serving(); });
+    auto spaces =
+        KnowledgeSpaces::Load(*specs, faulty_.get(), [] { return LearningLoop::Serving(); });
     ASSERT_TRUE(spaces.ok()) << spaces.status();
     spaces_ = std::move(*spaces);
     states_ = std::make_unique<ModelStates>(store_.get());
@@ -93,6 +93,7 @@ class DockProberTest : public ::testing::Test {
     prober_.reset();
     spaces_.reset();
     store_.reset();
+    faulty_.reset();
     fs::remove_all(dir_);
   }
   // A PENDING grey 10-class image classifier (or a tabular one).
@@ -118,8 +119,8 @@ class DockProberTest : public ::testing::Test {
   const KnowledgeSpace& Grey() const { return *spaces_->primary(); }
 
   fs::path dir_;
-  FaultyMetadataStore* faulty_ = nullptr;
-  std::unique_ptr<CachingMetadataStore> store_;
+  std::unique_ptr<FaultyMetadataStore> faulty_;  // over the SQLite store
+  std::unique_ptr<CachingModelTable> store_;       // over faulty_'s model table, as in the dock
   std::unique_ptr<KnowledgeSpaces> spaces_;
   std::unique_ptr<ModelStates> states_;
   FakeRunner runner_;
@@ -138,8 +139,8 @@ TEST_F(DockProberTest, RunOnTheWholeProbeSetCommitsReadyAndIndexes) {
   EXPECT_EQ(runner_.rows_run_, Grey().probe_rows());
   EXPECT_TRUE(runner_.want_features_);
   EXPECT_TRUE(Grey().index()->Contains("m-1"));
-  EXPECT_TRUE(store_->GetVector("m-1", Grey().id()).ok());
-  auto features = store_->GetProbeFeatures("m-1", Grey().probe_set_sha());
+  EXPECT_TRUE(faulty_->GetVector("m-1", Grey().id()).ok());
+  auto features = faulty_->GetProbeFeatures("m-1", Grey().probe_set_sha());
   ASSERT_TRUE(features.ok()) << features.status();
   EXPECT_EQ(features->Rows(), Grey().probe_rows());
   EXPECT_FALSE(proxy_cache_.Contains("m-1|old"));  // the model's cached features are dropped

@@ -106,7 +106,7 @@ absl::StatusOr<std::shared_ptr<const Tensor>> Recommender::CachedProbeTensor(
 absl::StatusOr<std::shared_ptr<const Tensor>> Recommender::ProbeFeatures(
     const ModelRecord& record) {
   return CachedProbeTensor(record, "probe features", "", [&](const KnowledgeSpace& space) {
-    return deps_.store->GetProbeFeatures(record.id, space.probe_set_sha());
+    return deps_.probe_data->GetProbeFeatures(record.id, space.probe_set_sha());
   });
 }
 
@@ -115,7 +115,7 @@ absl::StatusOr<std::shared_ptr<const Tensor>> Recommender::ProbeProbabilities(
   return CachedProbeTensor(
       record, "probe outputs", "|probabilities",
       [&](const KnowledgeSpace& space) -> absl::StatusOr<Tensor> {
-        auto outputs = deps_.store->GetProbeOutputs(record.id, space.probe_set_sha());
+        auto outputs = deps_.probe_data->GetProbeOutputs(record.id, space.probe_set_sha());
         if (!outputs.ok()) return outputs.status();
         return scoring::ClassProbabilities(*outputs);
       });
@@ -228,7 +228,7 @@ absl::StatusOr<PreparedQuery> Recommender::PrepareQuery(const RecommendQuery& qu
   result->label_source = labels->source;
 
   // Compatible models, and the spaces they are in.
-  auto all = deps_.store->ListAll();
+  auto all = deps_.models->ListAll();
   if (!all.ok()) return all.status();
   for (ModelRecord& r : *all) {
     if (!Compatible(r, query.task, samples)) continue;
@@ -265,7 +265,7 @@ void Recommender::RecordWeakOutcomes(const RecommendQuery& query, const Prepared
   record.stage1.insert(stage1.proxy_score.begin(), stage1.proxy_score.end());
   std::vector<std::pair<const ModelRecord*, double>> standings;
   for (const ScoredModel& s : scored) standings.push_back({&prepared.Model(s.id), s.stage2});
-  auto stored = RecordStage2Standings(deps_.store, record, standings);
+  auto stored = RecordStage2Standings(deps_.outcomes, record, standings);
   if (stored.ok()) {
     result->recorded_outcomes = *stored;
   } else {

@@ -11,8 +11,9 @@
 // features and class probabilities of models), the measured run costs, the memory of runs that
 // hit a limit, and the counters of Stats(). Each of these has its own lock (caches.h) or is
 // atomic; the Recommender has no lock of its own, and every method may be called from many
-// threads at once. It reads the store, the knowledge spaces and the learning loop's serving
-// version, and runs models through the ModelRunner, all given to it (none owned).
+// threads at once. It reads the store's model and probe-data tables, writes weak records to its
+// outcome table, reads the knowledge spaces and the learning loop's serving version, and runs
+// models through the ModelRunner, all given to it (none owned).
 #ifndef MODELDOCK_DOCK_RECOMMENDER_H_
 #define MODELDOCK_DOCK_RECOMMENDER_H_
 
@@ -34,7 +35,7 @@
 #include "dock/knowledge_space.h"
 #include "dock/knowledge_spaces.h"
 #include "dock/learning.h"
-#include "dock/metadata_store.h"
+#include "dock/store_tables.h"
 #include "dock/model_runner.h"
 #include "dock/types.h"
 #include "encoder/black_box.h"
@@ -80,10 +81,11 @@ struct Stage2Result;
 
 class Recommender {
  public:
-  // None owned; each must outlive the Recommender. `store` serves ListAll from memory in the
-  // dock (caching_store.h) and takes the weak outcome records.
+  // None owned; each must outlive the Recommender.
   struct Deps {
-    MetadataStore* store = nullptr;
+    ModelTable* models = nullptr;  // ListAll (in the dock: from memory, caching_store.h)
+    ProbeDataTable* probe_data = nullptr;  // the models' probe outputs and features
+    OutcomeTable* outcomes = nullptr;      // weak outcome records (stage-2 standings)
     KnowledgeSpaces* spaces = nullptr;
     ModelRunner* runner = nullptr;
     LearningLoop* learning = nullptr;

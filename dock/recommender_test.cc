@@ -15,6 +15,7 @@
 
 #include <unistd.h>
 
+#include "dock/metadata_store.h"
 #include "dock/testing/dock_fixture.h"
 #include "gtest/gtest.h"
 #include "scoring/metrics.h"
@@ -95,12 +96,14 @@ class RecommenderTest : public ::testing::Test {
         KnowledgeSpaces::Load(*specs, store_.get(), [] { return LearningLoop::Serving(); });
     ASSERT_TRUE(spaces.ok()) << spaces.status();
     spaces_ = std::move(*spaces);
-    learning_ = std::make_unique<LearningLoop>(store_.get(),
-                                               [](int64_t) { return absl::OkStatus(); });
+    learning_ = std::make_unique<LearningLoop>(
+        LearningLoop::Tables{store_.get(), store_.get(), store_.get()},
+        [](int64_t) { return absl::OkStatus(); });
     RecommenderOptions options;
     options.stage2_workers = 2;
     recommender_ = std::make_unique<Recommender>(
-        options, Recommender::Deps{store_.get(), spaces_.get(), &runner_, learning_.get()});
+        options, Recommender::Deps{store_.get(), store_.get(), store_.get(), spaces_.get(),
+                                   &runner_, learning_.get()});
     // The signal: output k of "signal" reads dimension k, where class k's samples are high;
     // "weak" reads the same dimensions at a third of the gain plus the noise dimensions 3..5;
     // "noise" reads the noise dimensions 5..7 only.

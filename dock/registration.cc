@@ -172,7 +172,7 @@ absl::Status DockImpl::CheckNewVersion(const ModelSpec& spec, const std::string&
   // A registered name takes new versions, from the key that registered it only. From the
   // database, not the registry in memory: a name another replica registered a moment ago must
   // keep its owner (the unique (name, version) index guards only the version).
-  auto versions = store_->inner()->FindVersions(spec.name);
+  auto versions = models_->inner()->FindVersions(spec.name);
   if (!versions.ok()) return versions.status();
   for (const ModelRecord& r : *versions) {
     if (r.spec.version == spec.version) {
@@ -256,7 +256,7 @@ absl::StatusOr<RegisterResult> DockImpl::FinishRegistration(std::unique_ptr<Uplo
     if (absl::Status s = blobs_->Adopt(upload->temp_path_, actual, &existed); !s.ok()) return s;
     upload->adopted_ = true;
     // The row and its owner in one transaction (MetadataStore::Insert).
-    if (absl::Status s = store_->Insert(record); !s.ok()) {
+    if (absl::Status s = models_->Insert(record); !s.ok()) {
       if (!existed) RemoveUnreferencedBlob(actual, "its registration failed");
       return s;
     }
@@ -365,7 +365,7 @@ absl::StatusOr<RegisterResult> DockImpl::RegisterRemote(const ModelSpec& spec,
       return s;
     }
     // The row and its owner in one transaction (MetadataStore::Insert).
-    if (absl::Status s = store_->Insert(record); !s.ok()) return s;
+    if (absl::Status s = models_->Insert(record); !s.ok()) return s;
   }
   spdlog::info("registered remote model '{}' as {} ({} model '{}')", spec.name, record.id,
                spec.remote_endpoint, spec.remote_model);

@@ -23,12 +23,12 @@ absl::StatusOr<ModelRecord> DockImpl::GetModel(std::string_view id_or_name) {
 absl::StatusOr<ModelRecord> DockImpl::ResolveModel(std::string_view id_or_name, bool fresh) {
   std::string key(id_or_name);
   if (key.empty()) return absl::InvalidArgumentError("model id or name must not be empty");
-  auto by_id = fresh ? store_->GetFresh(key) : store_->Get(key);
+  auto by_id = fresh ? models_->GetFresh(key) : models_->Get(key);
   if (by_id.ok() || !absl::IsNotFound(by_id.status())) return by_id;
   // NAME@VERSION: that version ('@' is not allowed in names or versions).
   const size_t at = key.rfind('@');
   const std::string name = at == std::string::npos ? key : key.substr(0, at);
-  auto versions = fresh ? store_->inner()->FindVersions(name) : store_->FindVersions(name);
+  auto versions = fresh ? models_->inner()->FindVersions(name) : models_->FindVersions(name);
   if (!versions.ok()) return versions.status();
   if (versions->empty()) {
     return absl::NotFoundError(absl::StrCat("no model with id or name '", name,
@@ -60,7 +60,7 @@ absl::StatusOr<ModelPage> DockImpl::ListModels(const ListFilter& filter, int pag
     return absl::InvalidArgumentError(absl::StrCat("invalid page_token '", page_token,
                                                    "'; pass next_page_token from the previous page"));
   }
-  auto all = store_->ListAll();
+  auto all = models_->ListAll();
   if (!all.ok()) return all.status();
   std::vector<ModelRecord> matching;
   for (ModelRecord& r : *all) {
@@ -102,7 +102,7 @@ absl::StatusOr<std::vector<NearestModel>> DockImpl::NearestModels(std::string_vi
         "model '", shown, "' is in no knowledge space (a tabular model, or an input kind no "
         "space covers), so it has no nearest models"));
   }
-  auto vector = store_->GetVector(record->id, space->id());
+  auto vector = probe_data_->GetVector(record->id, space->id());
   if (absl::IsNotFound(vector.status())) {
     return absl::FailedPreconditionError(absl::StrCat(
         "model '", shown, "' has no knowledge vector in its space (", space->id(), ")"));
@@ -110,7 +110,7 @@ absl::StatusOr<std::vector<NearestModel>> DockImpl::NearestModels(std::string_vi
   if (!vector.ok()) return vector.status();
   // The other READY models of the same space (the index may still hold a model that has left
   // READY, e.g. failed by data loss).
-  auto all = store_->ListAll();
+  auto all = models_->ListAll();
   if (!all.ok()) return all.status();
   std::unordered_map<std::string, ModelRecord> candidates;
   std::unordered_set<std::string> allowed;
@@ -140,7 +140,7 @@ absl::StatusOr<std::string> DockImpl::DeleteModel(std::string_view id_or_name,
   if (!record.ok()) return record.status();
   if (record->id != id_or_name && id_or_name.find('@') == std::string_view::npos) {
     // A bare name with several versions is ambiguous for a deletion.
-    auto versions = store_->inner()->FindVersions(record->spec.name);
+    auto versions = models_->inner()->FindVersions(record->spec.name);
     if (!versions.ok()) return versions.status();
     if (versions->size() > 1) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -158,7 +158,7 @@ absl::StatusOr<std::vector<std::string>> DockImpl::DeleteAllVersions(std::string
     return absl::InvalidArgumentError(absl::StrCat(
         "deleting all versions takes a model name without @VERSION; got '", key, "'"));
   }
-  auto versions = store_->inner()->FindVersions(key);  // every version, as DeleteModel
+  auto versions = models_->inner()->FindVersions(key);  // every version, as DeleteModel
   if (!versions.ok()) return versions.status();
   if (versions->empty()) {
     return absl::NotFoundError(absl::StrCat("no model named '", key, "'"));
@@ -175,7 +175,7 @@ absl::StatusOr<std::vector<std::string>> DockImpl::DeleteAllVersions(std::string
 void DockImpl::RemoveUnreferencedBlob(const std::string& sha256, const std::string& why) {
   // A blob left behind is harmless (the next start-up's clean-up collects it), so a failure
   // here is logged, not returned: the caller's own result stands.
-  auto count = store_->CountBySha(sha256);
+  auto count = models_->CountBySha(sha256);
   if (!count.ok()) {
     spdlog::warn("kept blob {} ({}): cannot count the models that use it: {}", sha256, why,
                  count.status().ToString());
@@ -191,7 +191,7 @@ absl::StatusOr<std::string> DockImpl::DeleteRecord(const ModelRecord& record,
                                                    const std::string& actor) {
   {
     std::lock_guard<std::mutex> lock(registry_mutex_);
-    if (absl::Status s = store_->Delete(record.id); !s.ok()) return s;
+    if (absl::Status s = models_->Delete(record.id); !s.ok()) return s;
     // From every space holding it (and the primary space's serving projected index).
     for (const auto& space : spaces_->all()) {
       // The row is gone (the deletion stands); an entry left behind is never served (stage 1
@@ -263,13 +263,13 @@ void DockImpl::Audit(const std::string& actor, const std::string& action,
   entry.target = target;
   entry.detail = detail;
   // The change already happened; a failed audit write is logged, not turned into a failure.
-  if (absl::Status s = store_->AppendAudit(entry); !s.ok()) {
+  if (absl::Status s = audit_->AppendAudit(entry); !s.ok()) {
     spdlog::error("audit log: {} {} {}: {}", action, target, detail, s.ToString());
   }
 }
 
 absl::StatusOr<std::vector<AuditEntry>> DockImpl::AuditLog(int limit) {
-  return store_->Audit(limit <= 0 ? 100 : limit);
+  return audit_->Audit(limit <= 0 ? 100 : limit);
 }
 
 namespace {
@@ -333,13 +333,13 @@ absl::StatusOr<NewApiKey> DockImpl::CreateApiKey(ApiKeyRole role, const std::str
   const std::string secret = RandomHex(32);
   row.hash = Sha256::Of(row.salt + secret);
   row.created_unix_ms = NowUnixMs();
-  if (absl::Status s = store_->InsertKey(row); !s.ok()) return s;
+  if (absl::Status s = keys_->InsertKey(row); !s.ok()) return s;
   spdlog::info("API key {} ('{}', {}) created", row.id, name, ApiKeyRoleName(role));
   return NewApiKey{ToInfo(row), absl::StrCat("mdk_", row.id, "_", secret)};
 }
 
 absl::StatusOr<std::vector<ApiKeyInfo>> DockImpl::ListApiKeys() {
-  auto rows = store_->Keys();
+  auto rows = keys_->Keys();
   if (!rows.ok()) return rows.status();
   std::vector<ApiKeyInfo> keys;
   for (const ApiKeyRow& row : *rows) keys.push_back(ToInfo(row));
@@ -347,7 +347,7 @@ absl::StatusOr<std::vector<ApiKeyInfo>> DockImpl::ListApiKeys() {
 }
 
 absl::Status DockImpl::RevokeApiKey(const std::string& id) {
-  absl::Status s = store_->RevokeKey(id);
+  absl::Status s = keys_->RevokeKey(id);
   if (s.ok()) spdlog::info("API key {} revoked", id);
   return s;
 }
@@ -360,7 +360,7 @@ absl::StatusOr<ApiKeyInfo> DockImpl::Authenticate(const std::string& secret) {
   if (secret.size() < 6 || secret.compare(0, 4, "mdk_") != 0) return unknown;
   const size_t split = secret.find('_', 4);
   if (split == std::string::npos) return unknown;
-  auto rows = store_->Keys(secret.substr(4, split - 4));
+  auto rows = keys_->Keys(secret.substr(4, split - 4));
   if (!rows.ok()) return rows.status();
   if (rows->empty() || rows->front().revoked) return unknown;
   const ApiKeyRow& row = rows->front();

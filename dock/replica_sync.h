@@ -17,7 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
-#include "dock/metadata_store.h"
+#include "dock/store_tables.h"
 
 namespace modeldock::dock {
 

@@ -49,9 +49,9 @@ absl::StatusOr<std::vector<ApiKeyRow>> SqliteMetadataStore::Keys(const std::stri
 
 absl::Status SqliteMetadataStore::RevokeKey(const std::string& id) {
   std::lock_guard<std::mutex> lock(mutex_);
-  Statement st(db_, "UPDATE api_keys SET revoked=1 WHERE id=?");
+  Statement st(db_, store_schema::UpdateRow(kSqlite, "api_keys", store_schema::RevokedKeyColumns(),
+                                            {"id", id}));
   if (!st.status().ok()) return st.status();
-  st.Bind(1, id);
   if (st.Step() != SQLITE_DONE) {
     return absl::InternalError(absl::StrCat("sqlite revoke: ", sqlite3_errmsg(db_)));
   }

@@ -547,7 +547,7 @@ void Recommender::RecordReportStandings(Dataset dataset, TaskKind task,
   for (const std::string& w : unused.warnings) spdlog::warn("learning: standings: {}", w);
   std::vector<std::pair<const ModelRecord*, double>> standings;
   for (const ScoredModel& s : *scored) standings.push_back({&prepared->Model(s.id), s.stage2});
-  auto stored = RecordStage2Standings(deps_.store, query, standings);
+  auto stored = RecordStage2Standings(deps_.outcomes, query, standings);
   if (!stored.ok()) return fail(stored.status());
   spdlog::info("learning: stage-2 standings of {} reported model(s) recorded for query {} "
                "({:.0f} ms)", *stored, query.query_id.substr(0, 12), MillisSince(start));

@@ -16,7 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "common/sha256.h"
-#include "dock/metadata_store.h"
+#include "dock/store_tables.h"
 #include "dock/types.h"
 #include "nlohmann/json.hpp"
 

@@ -351,6 +351,8 @@ ColumnValues ApiKeyColumns(const ApiKeyRow& key) {
           {"revoked", int64_t{0}}};
 }
 
+ColumnValues RevokedKeyColumns() { return {{"revoked", int64_t{1}}}; }
+
 ColumnValues ProbeTensorColumns(const char* table, const std::string& model_id,
                                 const std::string& probe_set_sha, const Tensor& t) {
   const char* values = std::string(table) == "probe_outputs" ? "logits" : "features";

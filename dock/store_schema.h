@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "common/tensor.h"
-#include "dock/metadata_store.h"
+#include "dock/store_tables.h"
 #include "dock/types.h"
 
 namespace modeldock::dock::store_schema {
@@ -91,6 +91,8 @@ ColumnValues ModelSpecColumns(const ModelRecord& r);
 ColumnValues OwnerColumns(const std::string& model_id, const std::string& key_id);
 // A new key is never revoked.
 ColumnValues ApiKeyColumns(const ApiKeyRow& key);
+// A key's revocation (RevokeKey); the key is "id".
+ColumnValues RevokedKeyColumns();
 // One [rows, cols] probe tensor of `table` (probe_outputs: column "logits"; probe_features:
 // "features").
 ColumnValues ProbeTensorColumns(const char* table, const std::string& model_id,

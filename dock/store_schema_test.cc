@@ -112,6 +112,7 @@ TEST(MetadataStoreSchemaTest, EveryWrittenColumnIsInItsTable) {
       {"models", ModelSpecColumns(r)},
       {"model_owners", OwnerColumns("m", "k")},
       {"api_keys", ApiKeyColumns(ApiKeyRow{})},
+      {"api_keys", RevokedKeyColumns()},
       {"probe_outputs", ProbeTensorColumns("probe_outputs", "m", "s", t)},
       {"probe_features", ProbeTensorColumns("probe_features", "m", "s", t)},
       {"probe_checksums", ProbeChecksumColumns("m", "outputs", t)},
@@ -190,6 +191,8 @@ void WriteEveryTable(MetadataStore& store) {
   ASSERT_TRUE(store.Insert(a).ok());
   ASSERT_TRUE(store.Insert(b).ok());
   ASSERT_TRUE(store.InsertKey({"k1", "ci", 2, "salt", "hash", 5, false}).ok());
+  ASSERT_TRUE(store.InsertKey({"k2", "old", 1, "salt2", "hash2", 6, false}).ok());
+  ASSERT_TRUE(store.RevokeKey("k2").ok());
   Tensor logits;
   logits.shape = {2, 2};
   logits.values = {0.1f, -0.0f, 3.5f, 1e-30f};
@@ -258,6 +261,7 @@ TEST(MetadataStoreSchemaTest, BothBackendsStoreTheSameColumnValues) {
   // A spot check that the rows are there at all (not two empty tables agreeing).
   EXPECT_EQ(schema.Exec("SELECT string_agg(id, ',' ORDER BY id) FROM models"), "m-a,m-b");
   EXPECT_EQ(schema.Exec("SELECT accuracy::text FROM outcomes"), "0.75");
+  EXPECT_EQ(schema.Exec("SELECT string_agg(revoked::text, ',' ORDER BY id) FROM api_keys"), "0,1");
 }
 
 }  // namespace

@@ -9,7 +9,8 @@
 // embed layers, an owner on every other row), inserted once per size into a SQLite file (in
 // /dev/shm when it exists: the inserts commit one by one with synchronous=FULL); the reads are
 // what is timed. `sqlite/<n>` calls the SQLite store (every row read and its JSON parsed),
-// `cached/<n>` the CachingMetadataStore over it (a copy of every record out of the map).
+// `cached/<n>` the CachingModelTable over its model table (a copy of every record out of the
+// map).
 #include <unistd.h>
 
 #include <cstdint>
@@ -26,6 +27,7 @@
 #include "absl/strings/str_split.h"
 #include "benchmark/benchmark.h"
 #include "dock/caching_store.h"
+#include "dock/metadata_store.h"
 
 namespace modeldock::dock {
 namespace {
@@ -36,9 +38,11 @@ std::vector<int> g_sizes = {1000, 10000};
 
 struct Registry {
   fs::path path;
-  std::unique_ptr<CachingMetadataStore> cached;
+  std::unique_ptr<MetadataStore> sqlite;
+  std::unique_ptr<CachingModelTable> cached;  // over sqlite's model table
   ~Registry() {
     cached.reset();
+    sqlite.reset();
     for (const char* suffix : {"", "-wal", "-shm"}) fs::remove(path.string() + suffix);
   }
 };
@@ -93,19 +97,20 @@ Registry& RegistryOf(int n) {
     }
     if (i % 2 == 0 && !(*inner)->SetOwner(r.id, key.id).ok()) std::exit(1);
   }
-  auto cached = CachingMetadataStore::Create(std::move(*inner));
+  slot->sqlite = std::move(*inner);
+  auto cached = CachingModelTable::Create(slot->sqlite.get());
   if (!cached.ok()) std::exit(1);
   slot->cached = std::move(*cached);
   return *slot;
 }
 
-MetadataStore* StoreOf(Registry& registry, bool cached) {
-  return cached ? static_cast<MetadataStore*>(registry.cached.get()) : registry.cached->inner();
+ModelTable* StoreOf(Registry& registry, bool cached) {
+  return cached ? static_cast<ModelTable*>(registry.cached.get()) : registry.cached->inner();
 }
 
 void BM_ListAll(benchmark::State& state, bool cached) {
   const int n = static_cast<int>(state.range(0));
-  MetadataStore* store = StoreOf(RegistryOf(n), cached);
+  ModelTable* store = StoreOf(RegistryOf(n), cached);
   for (auto _ : state) {
     auto all = store->ListAll();
     if (!all.ok() || static_cast<int>(all->size()) != n) {
@@ -120,7 +125,7 @@ void BM_ListAll(benchmark::State& state, bool cached) {
 
 void BM_FindVersions(benchmark::State& state, bool cached) {
   const int n = static_cast<int>(state.range(0));
-  MetadataStore* store = StoreOf(RegistryOf(n), cached);
+  ModelTable* store = StoreOf(RegistryOf(n), cached);
   uint64_t i = 0;
   for (auto _ : state) {
     auto versions = store->FindVersions(absl::StrCat("model-", (i++ * 7919) % (n / 2)));
@@ -134,7 +139,7 @@ void BM_FindVersions(benchmark::State& state, bool cached) {
 
 void BM_Get(benchmark::State& state, bool cached) {
   const int n = static_cast<int>(state.range(0));
-  MetadataStore* store = StoreOf(RegistryOf(n), cached);
+  ModelTable* store = StoreOf(RegistryOf(n), cached);
   uint64_t i = 0;
   for (auto _ : state) {
     auto record = store->Get(absl::StrCat("m-", 100000 + (i++ * 7919) % n));
