@@ -35,8 +35,8 @@
 #include "dock/knowledge_space.h"
 #include "dock/knowledge_spaces.h"
 #include "dock/learning.h"
-#include "dock/store_tables.h"
 #include "dock/model_runner.h"
+#include "dock/store_tables.h"
 #include "dock/types.h"
 #include "encoder/black_box.h"
 
@@ -83,7 +83,7 @@ class Recommender {
  public:
   // None owned; each must outlive the Recommender.
   struct Deps {
-    ModelTable* models = nullptr;  // ListAll (in the dock: from memory, caching_store.h)
+    ModelTable* models = nullptr;          // ListAll (in the dock: from memory, caching_store.h)
     ProbeDataTable* probe_data = nullptr;  // the models' probe outputs and features
     OutcomeTable* outcomes = nullptr;      // weak outcome records (stage-2 standings)
     KnowledgeSpaces* spaces = nullptr;
