@@ -107,12 +107,12 @@ class ProgressReporter {
   bool drawn_ = false;
 };
 
-int RunRegister(const GlobalFlags& global, const RegisterFlags& flags, client::Client& client) {
-  v1::ModelSpec spec;
+// The spec that `register` sends: --metadata's fields, then the flags over them, checked as
+// the server would check them; returns a usage error message or "".
+std::string RegisterSpec(const RegisterFlags& flags, v1::ModelSpec* spec_out) {
+  v1::ModelSpec& spec = *spec_out;
   if (!flags.metadata.empty()) {
-    if (std::string error = LoadMetadata(flags.metadata, &spec); !error.empty()) {
-      return UsageError(error);
-    }
+    if (std::string error = LoadMetadata(flags.metadata, &spec); !error.empty()) return error;
   }
   if (!flags.name.empty()) spec.set_name(flags.name);
   if (!flags.version.empty()) spec.set_version(flags.version);
@@ -126,37 +126,41 @@ int RunRegister(const GlobalFlags& global, const RegisterFlags& flags, client::C
   if (!flags.input_shape.empty()) {
     auto shape = ParseShape(flags.input_shape);
     if (!shape) {
-      return UsageError(absl::StrCat("--input-shape '", flags.input_shape,
-                                     "' is not a comma list of positive sizes, e.g. 1,28,28"));
+      return absl::StrCat("--input-shape '", flags.input_shape,
+                          "' is not a comma list of positive sizes, e.g. 1,28,28");
     }
     spec.clear_input_shape();
     for (int64_t d : *shape) spec.add_input_shape(d);
   }
   if (!flags.labels.empty()) {
     auto labels = ReadLabels(flags.labels);
-    if (!labels.ok()) return UsageError(std::string(labels.status().message()));
+    if (!labels.ok()) return std::string(labels.status().message());
     spec.clear_class_labels();
     for (const auto& label : *labels) spec.add_class_labels(label);
   }
-  if (spec.name().empty()) return UsageError("register needs --name (or \"name\" in --metadata)");
+  if (spec.name().empty()) return "register needs --name (or \"name\" in --metadata)";
   if (spec.task() == v1::TASK_KIND_TEXT_CLASSIFICATION) {
-    if (!spec.input_shape().empty()) {
-      return UsageError("a text model takes strings: give no --input-shape");
-    }
+    if (!spec.input_shape().empty()) return "a text model takes strings: give no --input-shape";
   } else if (spec.input_shape().empty()) {
-    return UsageError("register needs --input-shape, e.g. 1,28,28 (or \"input_shape\" in --metadata), "
-                      "or --input-kind text for a text model");
+    return "register needs --input-shape, e.g. 1,28,28 (or \"input_shape\" in --metadata), "
+           "or --input-kind text for a text model";
   }
   if (flags.feature_extractor) spec.set_kind(v1::MODEL_KIND_FEATURE_EXTRACTOR);
   const bool extractor = spec.kind() == v1::MODEL_KIND_FEATURE_EXTRACTOR;
   if (extractor && !spec.class_labels().empty()) {
-    return UsageError("a feature extractor has no --labels (its forward returns features)");
+    return "a feature extractor has no --labels (its forward returns features)";
   }
   if (!extractor && spec.class_labels().empty()) {
-    return UsageError("register needs --labels (or \"class_labels\" in --metadata), or "
-                      "--feature-extractor for a headless model");
+    return "register needs --labels (or \"class_labels\" in --metadata), or "
+           "--feature-extractor for a headless model";
   }
-  v1::RegisterModelResponse registered_response;
+  return "";
+}
+
+// Uploads FILE (with a progress bar) or registers --remote; kExitOk with `response` filled, or
+// the exit code of the error it printed.
+int SendRegistration(const RegisterFlags& flags, v1::ModelSpec spec, client::Client& client,
+                     v1::RegisterModelResponse* response) {
   if (!flags.remote.empty()) {
     // A remote model: nothing is uploaded; the dock calls it over the KServe v2 protocol.
     if (!flags.file.empty()) return UsageError("give a FILE or --remote, not both");
@@ -168,29 +172,50 @@ int RunRegister(const GlobalFlags& global, const RegisterFlags& flags, client::C
     if (!registered.ok()) {
       return RpcError(absl::StrCat("register '", spec.name(), "'"), registered.status());
     }
-    *registered_response.mutable_model() = *registered;
-  } else {
-    if (flags.file.empty()) return UsageError("register needs a FILE (or --remote HOST:PORT)");
-    if (!IsRegularFile(flags.file) || !std::ifstream(flags.file)) {
-      return UsageError(absl::StrCat("cannot read model file ", flags.file));
-    }
-    ProgressReporter progress(flags.file);
-    int64_t total = 0;
-    auto registered = client.Register(flags.file, spec, [&](int64_t sent, int64_t size) {
-      total = size;
-      progress.Update(sent, size);
-    });
-    progress.Done(total, registered.ok());
-    if (!registered.ok()) {
-      return RpcError(absl::StrCat("register '", spec.name(), "'"), registered.status());
-    }
-    registered_response = *std::move(registered);
+    *response->mutable_model() = *registered;
+    return kExitOk;
   }
-  const v1::RegisterModelResponse* registered = &registered_response;
-  v1::Model model = registered->model();
+  if (flags.file.empty()) return UsageError("register needs a FILE (or --remote HOST:PORT)");
+  if (!IsRegularFile(flags.file) || !std::ifstream(flags.file)) {
+    return UsageError(absl::StrCat("cannot read model file ", flags.file));
+  }
+  ProgressReporter progress(flags.file);
+  int64_t total = 0;
+  auto registered = client.Register(flags.file, spec, [&](int64_t sent, int64_t size) {
+    total = size;
+    progress.Update(sent, size);
+  });
+  progress.Done(total, registered.ok());
+  if (!registered.ok()) {
+    return RpcError(absl::StrCat("register '", spec.name(), "'"), registered.status());
+  }
+  *response = *std::move(registered);
+  return kExitOk;
+}
+
+// The registered model's final line: its state, features and layers, or why probing failed.
+void PrintRegisteredModel(const v1::Model& model) {
+  std::cout << model.spec().name() << ": " << StateName(model.state());
+  if (model.has_embed()) std::cout << " (embed " << model.feature_dim() << "-d)";
+  if (model.spec().kind() == v1::MODEL_KIND_FEATURE_EXTRACTOR) {
+    std::cout << " (feature extractor, " << model.feature_dim() << "-d)";
+  }
+  if (!model.layers().empty()) {
+    std::cout << " (" << model.layers_size() << " layers: " << LayersText(model.layers()) << ")";
+  }
+  if (!model.state_reason().empty()) std::cout << ": " << model.state_reason();
+  std::cout << "\n";
+}
+
+int RunRegister(const GlobalFlags& global, const RegisterFlags& flags, client::Client& client) {
+  v1::ModelSpec spec;
+  if (std::string error = RegisterSpec(flags, &spec); !error.empty()) return UsageError(error);
+  v1::RegisterModelResponse registered;
+  if (int code = SendRegistration(flags, spec, client, &registered); code != kExitOk) return code;
+  v1::Model model = registered.model();
   if (!global.json) {
     std::cout << "registered " << model.spec().name() << " as " << model.id()
-              << (registered->deduplicated() ? " (same bytes already stored, kept once)" : "")
+              << (registered.deduplicated() ? " (same bytes already stored, kept once)" : "")
               << (flags.remote.empty() ? "" : " (remote: " + flags.remote + ")") << "\n";
   }
   if (!flags.no_wait && model.state() != v1::MODEL_STATE_READY &&
@@ -202,18 +227,9 @@ int RunRegister(const GlobalFlags& global, const RegisterFlags& flags, client::C
     model = *last;
   }
   if (global.json) {
-    PrintJson(json{{"model", ModelToJson(model)}, {"deduplicated", registered->deduplicated()}});
+    PrintJson(json{{"model", ModelToJson(model)}, {"deduplicated", registered.deduplicated()}});
   } else {
-    std::cout << model.spec().name() << ": " << StateName(model.state());
-    if (model.has_embed()) std::cout << " (embed " << model.feature_dim() << "-d)";
-    if (model.spec().kind() == v1::MODEL_KIND_FEATURE_EXTRACTOR) {
-      std::cout << " (feature extractor, " << model.feature_dim() << "-d)";
-    }
-    if (!model.layers().empty()) {
-      std::cout << " (" << model.layers_size() << " layers: " << LayersText(model.layers()) << ")";
-    }
-    if (!model.state_reason().empty()) std::cout << ": " << model.state_reason();
-    std::cout << "\n";
+    PrintRegisteredModel(model);
   }
   if (model.state() == v1::MODEL_STATE_FAILED) {
     std::cerr << "modeldock: model '" << model.spec().name()
@@ -222,7 +238,6 @@ int RunRegister(const GlobalFlags& global, const RegisterFlags& flags, client::C
   }
   return kExitOk;
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // list, show, rm, watch, health

@@ -176,6 +176,23 @@ absl::StatusOr<std::unique_ptr<Dock>> CreateDockWithStore(const DockOptions& opt
   return std::unique_ptr<Dock>(std::move(dock));
 }
 
+namespace {
+
+// The knowledge spaces' settings that the dock's options override (spaces.json has the rest).
+SpaceOverrides SpaceOverridesOf(const DockOptions& options) {
+  SpaceOverrides overrides;
+  overrides.probe_set_path = options.probe_set_path;
+  overrides.reference_encoder_path = options.reference_encoder_path;
+  overrides.reference_input_shape = options.reference_input_shape;
+  overrides.knowledge_encoder_path = options.knowledge_encoder_path;
+  overrides.index_factory = options.index_factory;
+  overrides.data_dir = options.data_dir;
+  overrides.probe_cache_dir = options.probe_cache_dir;
+  return overrides;
+}
+
+}  // namespace
+
 DockImpl::DockImpl(DockOptions options)
     : options_(std::move(options)) {}
 
@@ -197,7 +214,6 @@ absl::Status DockImpl::Init(const StoreWrapper& wrap_store) {
       [this](int64_t version) { return UseAlignment(version); });
   const bool replicas = *feed != nullptr;  // null: this process is the store's only user (SQLite)
   shared_ = IsPostgresUrl(options_.metadata_url);
-  states_ = std::make_unique<ModelStates>(models_.get());
   ProberOptions probing = ProbingOptions(replicas);
   if (replicas) {
     spdlog::info("replica {}: probing jobs are shared through the store",
@@ -215,20 +231,14 @@ absl::Status DockImpl::Init(const StoreWrapper& wrap_store) {
 
   const std::string asset_dir =
       options_.asset_dir.empty() ? MODELDOCK_DEFAULT_ASSET_DIR : options_.asset_dir;
-  SpaceOverrides overrides;
-  overrides.probe_set_path = options_.probe_set_path;
-  overrides.reference_encoder_path = options_.reference_encoder_path;
-  overrides.reference_input_shape = options_.reference_input_shape;
-  overrides.knowledge_encoder_path = options_.knowledge_encoder_path;
-  overrides.index_factory = options_.index_factory;
-  overrides.data_dir = options_.data_dir;
-  overrides.probe_cache_dir = options_.probe_cache_dir;
-  auto specs = ReadSpaces(asset_dir, overrides);
+  auto specs = ReadSpaces(asset_dir, SpaceOverridesOf(options_));
   if (!specs.ok()) return specs.status();
   auto spaces = KnowledgeSpaces::Load(*specs, probe_data_, [this] { return learning_->Current(); });
   if (!spaces.ok()) return spaces.status();
   spaces_ = std::move(*spaces);
   knowledge_ = spaces_->primary();
+  registry_ = std::make_unique<Registry>(
+      Registry::Deps{models_.get(), probe_data_, blobs_.get(), spaces_.get(), BlobGrace()});
   // stage2_workers was resolved by StartRunners.
   recommender_ = std::make_unique<Recommender>(
       RecommenderOptions::From(options_),
@@ -236,8 +246,8 @@ absl::Status DockImpl::Init(const StoreWrapper& wrap_store) {
                         learning_.get()});
   // Created before the models are reconciled (which requeues interrupted probes); started last.
   probes_ = std::make_unique<Prober>(
-      std::move(probing), Prober::Deps{models_.get(), spaces_.get(), runner_.get(), states_.get(),
-                                       &registry_mutex_, recommender_->proxy_cache()});
+      std::move(probing), Prober::Deps{models_.get(), spaces_.get(), runner_.get(),
+                                       registry_.get(), recommender_->proxy_cache()});
   if (absl::Status s = ReconcileModels(); !s.ok()) return s;
   for (const auto& space : spaces_->all()) {
     if (absl::Status s = space->RebuildIfStale(); !s.ok()) return s;
@@ -398,12 +408,13 @@ absl::Status DockImpl::SyncModel(const ModelChangeEvent& event) {
   absl::StatusOr<ModelRecord> record = absl::UnknownError("not read yet");
   if (event.change == ModelChange::kDeleted) record = refresh();
   if (event.change != ModelChange::kRecordChanged) {  // a row only: nothing indexed changed
-    {
-      std::lock_guard<std::mutex> lock(registry_mutex_);
+    absl::Status synced = registry_->RunLocked([&] {
       for (const auto& space : spaces_->all()) {
         if (absl::Status s = space->Sync(id); !s.ok()) return s;
       }
-    }
+      return absl::OkStatus();
+    });
+    if (!synced.ok()) return synced;
     // Another probe (new features) or a deletion: nothing cached about the model stays valid.
     recommender_->ForgetProbeData(id);
   }
@@ -423,19 +434,20 @@ absl::Status DockImpl::CatchUp() {
   // Under the registry lock: this server's own probes and deletions (which change the index
   // under it too) cannot fall between the read and the comparison. Other servers' changes that
   // do are announced, and applied after this by the same thread.
-  std::lock_guard<std::mutex> lock(registry_mutex_);
-  for (const auto& space : spaces_->all()) {
-    auto changed = space->CatchUp();
-    if (!changed.ok()) return changed.status();
-    if (!changed->empty()) {
-      for (const std::string& id : *changed) recommender_->ForgetProbeData(id);
-      if (absl::Status s = space->Save(); !s.ok()) return s;
+  return registry_->RunLocked([this]() -> absl::Status {
+    for (const auto& space : spaces_->all()) {
+      auto changed = space->CatchUp();
+      if (!changed.ok()) return changed.status();
+      if (!changed->empty()) {
+        for (const std::string& id : *changed) recommender_->ForgetProbeData(id);
+        if (absl::Status s = space->Save(); !s.ok()) return s;
+      }
     }
-  }
-  // A trained version chosen on another replica (adopted by its training or `alignments use`)
-  // is served here from the next catch-up on.
-  return learning_->Follow(knowledge_->id(), [this](const encoder::VectorProjection& p) {
-    return BuildProjectedIndex(p);
+    // A trained version chosen on another replica (adopted by its training or `alignments
+    // use`) is served here from the next catch-up on.
+    return learning_->Follow(knowledge_->id(), [this](const encoder::VectorProjection& p) {
+      return BuildProjectedIndex(p);
+    });
   });
 }
 
@@ -473,12 +485,7 @@ DockStats DockImpl::Stats() {
     stats.models_ready = count(ModelState::kReady);
     stats.models_failed = count(ModelState::kFailed);
   }
-  {
-    std::lock_guard<std::mutex> lock(registry_mutex_);  // the index changes under this lock
-    for (const auto& space : spaces_->all()) {
-      stats.index_vectors += static_cast<int64_t>(space->index()->size());
-    }
-  }
+  stats.index_vectors = registry_->IndexedVectors();
   stats.probe_queue = probes_->waiting();
   stats.registrations_admitted = registrations_admitted_;
   stats.registrations_rejected = registrations_rejected_;
@@ -513,7 +520,7 @@ DockStats DockImpl::Stats() {
 
 absl::StatusOr<ModelRecord> DockImpl::WaitForChange(const std::string& id, int64_t seen_revision,
                                                     absl::Duration timeout) {
-  return states_->WaitForChange(id, seen_revision, timeout);
+  return registry_->states()->WaitForChange(id, seen_revision, timeout);
 }
 
 }  // namespace modeldock::dock

@@ -1,12 +1,15 @@
 // Internal: the Dock implementation. DockImpl orchestrates the engine's parts, each in its own
 // file:
 //   dock.cc           start-up, shutdown, probing jobs, replica glue, stats
-//   registration.cc   uploads, admission, versions and owners, remote registration
-//   registry.cc       name resolution, list, nearest models, update, delete, audit log,
-//                     API keys
+//   registration.cc   uploads, admission, remote registration
+//   dock_models.cc    model reads, updates and deletions through the Registry
+//   api_keys.cc       the audit log and API keys
 //   model_runs.cc     runs in the worker processes and on remote KServe servers, Infer
 //   dock_learning.cc  outcome reports, training and ranker versions
 // and the parts with their own state and threads:
+//   Registry (registry.h)               models, versions, owners, state transitions and their
+//                                       waiters; a row, its file and its index entries changed
+//                                       together under the registry lock
 //   MetadataStore (metadata_store.h)    the opened SQLite/PostgreSQL store; each part gets the
 //                                       tables it uses (store_tables.h), never the whole store
 //   CachingModelTable                   the registry in memory (caching_store.h) over the
@@ -57,6 +60,7 @@
 #include "dock/probe_queue.h"
 #include "dock/prober.h"
 #include "dock/recommender.h"
+#include "dock/registry.h"
 #include "dock/replica_sync.h"
 #include "dock/sandbox_runner.h"
 #include "dock/scrubber.h"
@@ -67,18 +71,6 @@
 #include "sandbox/worker_pool.h"
 
 namespace modeldock::dock {
-
-// Helpers shared by the dock's files (dock.cc, registration.cc, registry.cc).
-int64_t NowUnixMs();
-// "m-" and 16 random hex digits.
-std::string NewModelId();
-// "name@version", or "name" for a model registered without a version.
-std::string DisplayName(const ModelRecord& record);
-// "1.0, 1.1, 2.0" (oldest first; an empty version shows as "(none)").
-std::string VersionList(const std::vector<ModelRecord>& versions);
-// INVALID_ARGUMENT unless name, shape, labels, description and tags follow the registration's
-// rules (registration.cc; UpdateModel checks an updated spec by the same rules).
-absl::Status ValidateSpec(const ModelSpec& spec);
 
 class DockImpl : public Dock, private ModelFiles {
  public:
@@ -148,11 +140,11 @@ class DockImpl : public Dock, private ModelFiles {
   // cache and run costs in line with the store's current state of one model, or of all.
   absl::Status SyncModel(const ModelChangeEvent& event);
   absl::Status CatchUp();
-  // State transitions and their waiters (states_).
+  // State transitions and their waiters (the registry's).
   void SetState(ModelRecord& record, ModelState state, const std::string& reason) {
-    states_->Set(record, state, reason);
+    registry_->states()->Set(record, state, reason);
   }
-  void NotifyStateChanged() { states_->Notify(); }
+  void NotifyStateChanged() { registry_->states()->Notify(); }
   bool IsImageModel(const ModelRecord& record) const {
     return record.spec.task == TaskKind::kImageClassification;
   }
@@ -164,19 +156,18 @@ class DockImpl : public Dock, private ModelFiles {
   absl::StatusOr<std::shared_ptr<index::VectorIndex>> BuildProjectedIndex(
       const encoder::VectorProjection& projection);
 
-  // Registration (registration.cc).
-  // A new (name, version) from `owner_key_id`: ALREADY_EXISTS / PERMISSION_DENIED otherwise.
-  absl::Status CheckNewVersion(const ModelSpec& spec, const std::string& owner_key_id);
-
-  // Registry (registry.cc).
-  // GetModel's name resolution from the registry in memory, or (fresh) from the database, for
-  // callers that write what they resolve and must see other replicas' commits at once.
-  absl::StatusOr<ModelRecord> ResolveModel(std::string_view id_or_name, bool fresh);
-  // Deletes one stored version: row, index entries, blob (when no other row uses it), caches.
+  // Deletes one stored version (Registry::Remove: row, index entries, blob when no other row
+  // uses it), then what the dock keeps about it: run caches, waiters; audited (dock_models.cc).
   absl::StatusOr<std::string> DeleteRecord(const ModelRecord& record, const std::string& actor);
-  // Removes the blob `sha256` when no row uses it (a shared blob directory keeps files modified
-  // within BlobGrace()); a failure is logged with `why`, as the start-up clean-up repairs it.
-  void RemoveUnreferencedBlob(const std::string& sha256, const std::string& why);
+
+  // Outcome reports (dock_learning.cc).
+  // Fills `query`'s stage-1 view: every compatible model's stage-1 proxy score now.
+  absl::Status AddStage1View(const OutcomeReport& report, const Tensor& embeddings,
+                             const PreparedLabels& prepared, OutcomeQueryRow* query);
+  // Scores the report's models on its dataset in the background (report_jobs_), so training
+  // learns stage 2's view of the task too.
+  void SubmitReportStandings(const OutcomeReport& report, const OutcomeQueryRow& query,
+                             const std::vector<ModelRecord>& models);
 
   // Model runs (model_runs.cc) go through runner_ (model_runner.h): uploaded files to the
   // sandbox's workers, remote models to their KServe v2 servers.
@@ -240,8 +231,8 @@ class DockImpl : public Dock, private ModelFiles {
   // The primary space (spaces_->primary()): the learning loop's records and trained versions
   // are in its E's space, and its E embeds queries for clustering and task similarity.
   KnowledgeSpace* knowledge_ = nullptr;
-  // Model state transitions and WaitForChange's waiters.
-  std::unique_ptr<ModelStates> states_;
+  // Models, versions, owners and state transitions; the registry lock (registry.h).
+  std::unique_ptr<Registry> registry_;
   // The recommend pipeline, its caches and its counters; ReportOutcome borrows its stage-1
   // proxies and its stage-2 scoring. Declared before the parts that hold its proxy cache or call
   // it from their threads (the Prober, the scrubber, the report jobs, the Tuner), so it outlives
@@ -260,10 +251,6 @@ class DockImpl : public Dock, private ModelFiles {
   // workers recommendations run on.
   std::unique_ptr<Tuner> tuner_;
   std::atomic<bool> shut_down_{false};
-
-  // Orders name checks, inserts and deletes, and each store commit with the index change
-  // that reflects it (KnowledgeSpace's changes are made under it).
-  std::mutex registry_mutex_;
 
   // Counters for Stats().
   std::atomic<int64_t> registrations_admitted_{0}, registrations_rejected_{0};

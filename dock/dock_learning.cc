@@ -11,13 +11,21 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/request_context.h"
 #include "dock/dock_impl.h"
 #include "dock/learning.h"
 #include "spdlog/spdlog.h"
 
 namespace modeldock::dock {
 
-absl::StatusOr<OutcomeReportResult> DockImpl::ReportOutcome(const OutcomeReport& report) {
+namespace {
+
+// The report's models, each READY, of the report's task and named once; INVALID_ARGUMENT for an
+// accuracy outside [0, 1]. Checked before anything is computed: nothing is computed for a
+// report that cannot be stored.
+absl::StatusOr<std::vector<ModelRecord>> ReportedModels(
+    const OutcomeReport& report,
+    const std::function<absl::StatusOr<ModelRecord>(std::string_view)>& get_model) {
   if (report.outcomes.empty()) {
     return absl::InvalidArgumentError("a report names at least one model and its accuracy");
   }
@@ -26,7 +34,6 @@ absl::StatusOr<OutcomeReportResult> DockImpl::ReportOutcome(const OutcomeReport&
         "a report's details are one per outcome: ", report.details.size(), " for ",
         report.outcomes.size()));
   }
-  // Models and accuracies first: nothing is computed for a report that cannot be stored.
   std::vector<ModelRecord> models;
   std::set<std::string> seen;
   for (const ReportedOutcome& o : report.outcomes) {
@@ -35,7 +42,7 @@ absl::StatusOr<OutcomeReportResult> DockImpl::ReportOutcome(const OutcomeReport&
           "accuracy of '%s' is %g; accuracies are fractions in [0, 1] (0.93, not 93)", o.model,
           o.accuracy));
     }
-    auto model = GetModel(o.model);
+    auto model = get_model(o.model);
     if (!model.ok()) return model.status();
     if (model->state != ModelState::kReady) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -53,9 +60,38 @@ absl::StatusOr<OutcomeReportResult> DockImpl::ReportOutcome(const OutcomeReport&
     }
     models.push_back(std::move(*model));
   }
+  return models;
+}
+
+// One stored row per reported outcome, stamped with the query's time.
+std::vector<OutcomeRow> OutcomeRowsOf(const OutcomeReport& report,
+                                      const std::vector<ModelRecord>& models,
+                                      int64_t created_unix_ms) {
+  std::vector<OutcomeRow> rows;
+  for (size_t i = 0; i < models.size(); ++i) {
+    OutcomeRow row;
+    row.model_id = models[i].id;
+    row.model_name = models[i].spec.name;
+    row.accuracy = report.outcomes[i].accuracy;
+    row.source = OutcomeSourceName(report.source);
+    row.weight = 1.0;
+    row.reporter_key_id = report.reporter_key_id;
+    row.created_unix_ms = created_unix_ms;
+    if (!report.details.empty()) row.detail = report.details[i];
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+}  // namespace
+
+absl::StatusOr<OutcomeReportResult> DockImpl::ReportOutcome(const OutcomeReport& report) {
+  auto models = ReportedModels(
+      report, [this](std::string_view name) { return GetModel(name); });
+  if (!models.ok()) return models.status();
   const Tensor& samples = report.dataset.samples;
   if (absl::Status valid = ValidateQuerySamples(samples, report.task); !valid.ok()) return valid;
-  for (const ModelRecord& m : models) {
+  for (const ModelRecord& m : *models) {
     if (!Compatible(m, report.task, samples)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "model '", m.spec.name, "' (input ", ShapeToString(m.spec.input_shape),
@@ -74,69 +110,74 @@ absl::StatusOr<OutcomeReportResult> DockImpl::ReportOutcome(const OutcomeReport&
   const Tensor& basis = embeddings ? *embeddings : samples;
   OutcomeQueryRow query = OutcomeQueryOf(report.dataset, report.task, basis, prepared->labels,
                                          prepared->num_classes);
-  // What stage 1 says about every compatible model now: the view of this task the ranker learns
-  // task similarity from.
   if (embeddings) {
-    auto all = models_->ListAll();
-    if (!all.ok()) return all.status();
-    std::vector<const ModelRecord*> compatible;
-    for (const ModelRecord& r : *all) {
-      if (Compatible(r, report.task, samples)) compatible.push_back(&r);
-    }
-    std::map<KnowledgeSpace*, Tensor> space_embeddings;
-    if (absl::Status s =
-            recommender_->EmbedInSpaces(samples, *embeddings, compatible, &space_embeddings);
-        !s.ok()) {
-      return s;
-    }
-    // A model left out here is missing from num_stage1_scores, which the caller sees; the
-    // reason goes to the log (a report result has no warnings).
-    std::vector<std::string> warnings;
-    auto scores = recommender_->ProxyScores(space_embeddings, prepared->labels,
-                                            prepared->num_classes, compatible, &warnings);
-    if (!scores.ok()) return scores.status();
-    for (const std::string& w : warnings) spdlog::warn("outcome report: {}", w);
-    query.stage1.insert(scores->begin(), scores->end());
+    if (absl::Status s = AddStage1View(report, *embeddings, *prepared, &query); !s.ok()) return s;
   }
-  std::vector<OutcomeRow> rows;
-  for (size_t i = 0; i < models.size(); ++i) {
-    OutcomeRow row;
-    row.model_id = models[i].id;
-    row.model_name = models[i].spec.name;
-    row.accuracy = report.outcomes[i].accuracy;
-    row.source = OutcomeSourceName(report.source);
-    row.weight = 1.0;
-    row.reporter_key_id = report.reporter_key_id;
-    row.created_unix_ms = query.created_unix_ms;
-    if (!report.details.empty()) row.detail = report.details[i];
-    rows.push_back(std::move(row));
-  }
+  std::vector<OutcomeRow> rows = OutcomeRowsOf(report, *models, query.created_unix_ms);
   if (absl::Status s = outcomes_->AddOutcomes(query, rows); !s.ok()) return s;
-  if (report_jobs_ && embeddings && prepared->source == "given" && models.size() >= 2) {
-    std::vector<std::string> ids;
-    for (const ModelRecord& m : models) ids.push_back(m.id);
-    report_jobs_->Submit(
-        absl::StrCat("standings of query ", query.query_id.substr(0, 12)),
-        [this, dataset = report.dataset, task = report.task, query, ids](
-            const std::function<bool()>& stopping) mutable {
-          recommender_->RecordReportStandings(std::move(dataset), task, query, ids, stopping);
-        },
-        report.dataset.samples.values.size() * sizeof(float));
+  if (report_jobs_ && embeddings && prepared->source == "given" && models->size() >= 2) {
+    SubmitReportStandings(report, query, *models);
   }
   OutcomeReportResult result;
   result.query_id = query.query_id;
   result.num_stored = static_cast<int>(rows.size());
   result.num_classes = query.num_classes;
   result.num_stage1_scores = static_cast<int>(query.stage1.size());
+  // The totals are informative only: the report is stored, so a failed count is logged rather
+  // than failing the call (the totals then read 0).
   auto counts_now = outcomes_->CountOutcomes("");
   if (counts_now.ok()) {
     result.total_records = counts_now->first;
     result.total_queries = counts_now->second;
+  } else {
+    spdlog::warn("learning: counting outcome records failed: {}", counts_now.status().ToString());
   }
   spdlog::info("learning: {} outcome(s) reported ({}) on query {} ({} samples, {} classes)",
                rows.size(), OutcomeSourceName(report.source), query.query_id.substr(0, 12),
                query.num_samples, query.num_classes);
   return result;
+}
+
+absl::Status DockImpl::AddStage1View(const OutcomeReport& report, const Tensor& embeddings,
+                                     const PreparedLabels& prepared, OutcomeQueryRow* query) {
+  // What stage 1 says about every compatible model now: the view of this task the ranker learns
+  // task similarity from.
+  const Tensor& samples = report.dataset.samples;
+  auto all = models_->ListAll();
+  if (!all.ok()) return all.status();
+  std::vector<const ModelRecord*> compatible;
+  for (const ModelRecord& r : *all) {
+    if (Compatible(r, report.task, samples)) compatible.push_back(&r);
+  }
+  std::map<KnowledgeSpace*, Tensor> space_embeddings;
+  if (absl::Status s =
+          recommender_->EmbedInSpaces(samples, embeddings, compatible, &space_embeddings);
+      !s.ok()) {
+    return s;
+  }
+  // A model left out here is missing from num_stage1_scores, which the caller sees; the
+  // reason goes to the log (a report result has no warnings).
+  std::vector<std::string> warnings;
+  auto scores = recommender_->ProxyScores(space_embeddings, prepared.labels,
+                                          prepared.num_classes, compatible, &warnings);
+  if (!scores.ok()) return scores.status();
+  for (const std::string& w : warnings) spdlog::warn("outcome report: {}", w);
+  query->stage1.insert(scores->begin(), scores->end());
+  return absl::OkStatus();
+}
+
+void DockImpl::SubmitReportStandings(const OutcomeReport& report, const OutcomeQueryRow& query,
+                                     const std::vector<ModelRecord>& models) {
+  std::vector<std::string> ids;
+  for (const ModelRecord& m : models) ids.push_back(m.id);
+  report_jobs_->Submit(
+      absl::StrCat("standings of query ", query.query_id.substr(0, 12)),
+      [this, dataset = report.dataset, task = report.task, query, ids,
+       request_id = CurrentRequestId()](const std::function<bool()>& stopping) mutable {
+        ScopedRequestId scope(request_id);  // its log lines name the report's request
+        recommender_->RecordReportStandings(std::move(dataset), task, query, ids, stopping);
+      },
+      report.dataset.samples.values.size() * sizeof(float));
 }
 
 absl::StatusOr<RecordList> DockImpl::ListRecords(std::string_view model, int limit) {
@@ -196,9 +237,10 @@ absl::StatusOr<std::shared_ptr<index::VectorIndex>> DockImpl::BuildProjectedInde
 
 absl::Status DockImpl::UseAlignment(int64_t version) {
   // Under the registry lock: a model committed meanwhile lands in the index being swapped in.
-  std::lock_guard<std::mutex> lock(registry_mutex_);
-  return learning_->Use(version, knowledge_->id(), [this](const encoder::VectorProjection& p) {
-    return BuildProjectedIndex(p);
+  return registry_->RunLocked([this, version] {
+    return learning_->Use(version, knowledge_->id(), [this](const encoder::VectorProjection& p) {
+      return BuildProjectedIndex(p);
+    });
   });
 }
 

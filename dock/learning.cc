@@ -89,6 +89,78 @@ void LowerThreadPriority() {
   }
 }
 
+// The learning tasks of the recorded outcomes: per query, kind (reported / weak) and model, the
+// weighted mean of what was recorded for models still in the dock (`present`). Stage-2 standings
+// are never mixed with accuracies: they are on another scale and say less, so a query's
+// standings form a task of their own (a weak one). `num_records`: the records used.
+std::vector<encoder::RecordedTask> RecordedTasks(const std::vector<OutcomeQueryRow>& queries,
+                                                 const std::vector<OutcomeRow>& outcomes,
+                                                 const std::set<std::string>& present,
+                                                 int64_t* num_records) {
+  using Sums = std::map<std::string, std::pair<double, double>>;
+  std::map<std::pair<std::string, bool>, Sums> sums;
+  for (const OutcomeRow& o : outcomes) {
+    if (!present.count(o.model_id)) continue;
+    const bool weak = o.source == kStage2Source;
+    auto& [weighted, weight] = sums[{o.query_id, weak}][o.model_id];
+    weighted += o.weight * o.accuracy;
+    weight += o.weight;
+    ++*num_records;
+  }
+  std::vector<encoder::RecordedTask> tasks;
+  for (const OutcomeQueryRow& q : queries) {
+    for (const bool weak : {false, true}) {
+      auto it = sums.find({q.query_id, weak});
+      if (it == sums.end()) continue;
+      encoder::RecordedTask task;
+      task.query_id = q.query_id;
+      task.stage1 = q.stage1;
+      task.weak = weak;
+      // Image queries' prototypes are in the reference encoder's space, comparable across queries.
+      if (q.task == static_cast<int>(TaskKind::kImageClassification)) {
+        task.embedding = MeanPrototype(q.prototypes);
+      }
+      for (const auto& [model, sum] : it->second) {
+        if (sum.second > 0) task.accuracy[model] = sum.first / sum.second;
+      }
+      tasks.push_back(std::move(task));
+    }
+  }
+  return tasks;
+}
+
+// A trained version's figures (all but its number, time and serving flag): the ranker's
+// training report and the vectors' alignment (or why it could not be trained).
+AlignmentVersion VersionOf(const encoder::RankerTrainingReport& report,
+                           const absl::StatusOr<encoder::AlignmentTrainingReport>& alignment,
+                           int64_t num_records) {
+  AlignmentVersion v;
+  if (alignment.ok()) {
+    v.vectors_trained = alignment->adopt;
+    v.vectors_validation_untrained = alignment->validation_untrained;
+    v.vectors_validation_trained = alignment->validation_trained;
+    v.vectors_reason = alignment->reason;
+  } else {
+    v.vectors_reason = std::string(alignment.status().message());
+  }
+  v.created_unix_ms = NowMillis();
+  v.adopted = report.adopt;
+  v.num_queries = report.usable_tasks;
+  v.num_records = num_records;
+  v.folds = report.folds;
+  v.validation_untrained = report.validation_untrained;
+  v.validation_serving = report.validation_serving;
+  v.validation_trained = report.validation_trained;
+  v.weight = report.params.weight;
+  v.shrinkage = report.params.shrinkage;
+  v.sharpness = report.params.sharpness;
+  v.stage2_weight = report.params.stage2_weight;
+  v.prior_target = encoder::PriorTargetName(report.params.calibrated_target);
+  v.weak_queries = report.weak_tasks;
+  v.weak_weight = report.params.weak_weight;
+  return v;
+}
+
 }  // namespace
 
 const char* OutcomeSourceName(OutcomeSource source) {
@@ -367,45 +439,15 @@ absl::StatusOr<AlignmentVersion> LearningLoop::TrainOnce(const TrainingInputs& i
   if (!queries.ok()) return queries.status();
   auto outcomes = tables_.outcomes->Outcomes("", 0);
   if (!outcomes.ok()) return outcomes.status();
-  std::map<std::string, const ModelRecord*> present;
+  std::set<std::string> present;
   std::map<std::string, std::vector<double>> facts;
   for (const ModelRecord& m : models) {
-    present[m.id] = &m;
+    present.insert(m.id);
     facts[m.id] = FactsOf(m);
   }
-  // Per query, kind (reported / weak) and model: the weighted mean of what was recorded (models
-  // still in the dock). Stage-2 standings are never mixed with accuracies: they are on another
-  // scale and say less, so a query's standings form a task of their own (a weak one).
-  using Sums = std::map<std::string, std::pair<double, double>>;
-  std::map<std::pair<std::string, bool>, Sums> sums;
   int64_t num_records = 0;
-  for (const OutcomeRow& o : *outcomes) {
-    if (!present.count(o.model_id)) continue;
-    const bool weak = o.source == kStage2Source;
-    auto& [weighted, weight] = sums[{o.query_id, weak}][o.model_id];
-    weighted += o.weight * o.accuracy;
-    weight += o.weight;
-    ++num_records;
-  }
-  std::vector<encoder::RecordedTask> tasks;
-  for (const OutcomeQueryRow& q : *queries) {
-    for (const bool weak : {false, true}) {
-      auto it = sums.find({q.query_id, weak});
-      if (it == sums.end()) continue;
-      encoder::RecordedTask task;
-      task.query_id = q.query_id;
-      task.stage1 = q.stage1;
-      task.weak = weak;
-      // Image queries' prototypes are in the reference encoder's space, comparable across queries.
-      if (q.task == static_cast<int>(TaskKind::kImageClassification)) {
-        task.embedding = MeanPrototype(q.prototypes);
-      }
-      for (const auto& [model, sum] : it->second) {
-        if (sum.second > 0) task.accuracy[model] = sum.first / sum.second;
-      }
-      tasks.push_back(std::move(task));
-    }
-  }
+  std::vector<encoder::RecordedTask> tasks =
+      RecordedTasks(*queries, *outcomes, present, &num_records);
   const Serving serving = Current();
   encoder::RankerTrainingOptions options;
   auto report = encoder::TrainOutcomeRanker(
@@ -425,32 +467,11 @@ absl::StatusOr<AlignmentVersion> LearningLoop::TrainOnce(const TrainingInputs& i
   if (absl::IsCancelled(alignment.status())) return alignment.status();
   encoder::VectorProjection projection;
 
-  AlignmentVersion v;
+  AlignmentVersion v = VersionOf(*report, alignment, num_records);
   if (alignment.ok()) {
-    v.vectors_trained = alignment->adopt;
-    v.vectors_validation_untrained = alignment->validation_untrained;
-    v.vectors_validation_trained = alignment->validation_trained;
-    v.vectors_reason = alignment->reason;
     projection = std::move(alignment->projection);
     projection.space = inputs.space;
-  } else {
-    v.vectors_reason = std::string(alignment.status().message());
   }
-  v.created_unix_ms = NowMillis();
-  v.adopted = report->adopt;
-  v.num_queries = report->usable_tasks;
-  v.num_records = num_records;
-  v.folds = report->folds;
-  v.validation_untrained = report->validation_untrained;
-  v.validation_serving = report->validation_serving;
-  v.validation_trained = report->validation_trained;
-  v.weight = report->params.weight;
-  v.shrinkage = report->params.shrinkage;
-  v.sharpness = report->params.sharpness;
-  v.stage2_weight = report->params.stage2_weight;
-  v.prior_target = encoder::PriorTargetName(report->params.calibrated_target);
-  v.weak_queries = report->weak_tasks;
-  v.weak_weight = report->params.weak_weight;
   v.training_seconds = absl::ToDoubleSeconds(absl::Now() - start);
   v.reason = report->reason;
   // The version keeps the usable tasks it learned from, so it ranks the same way forever.

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/request_context.h"
 #include "scoring/proxy.h"
 #include "spdlog/spdlog.h"
 
@@ -49,8 +50,28 @@ void AppendRows(Tensor* all, const Tensor& part) {
 
 Prober::Prober(ProberOptions options, Deps deps)
     : options_(std::move(options)), deps_(deps) {
-  queue_ = std::make_unique<ProbeQueue>(options_.queue,
-                                        [this](const std::string& id) { Probe(id); });
+  queue_ = std::make_unique<ProbeQueue>(options_.queue, [this](const std::string& id) {
+    std::string request_id;
+    {
+      std::lock_guard<std::mutex> lock(requests_mutex_);
+      if (auto it = request_of_job_.find(id); it != request_of_job_.end()) {
+        request_id = std::move(it->second);
+        request_of_job_.erase(it);
+      }
+    }
+    ScopedRequestId scope(std::move(request_id));
+    Probe(id);
+  });
+}
+
+void Prober::Enqueue(const std::string& model_id) {
+  if (!CurrentRequestId().empty()) {
+    std::lock_guard<std::mutex> lock(requests_mutex_);
+    // Bounded: on replicas another server may take the job, and its entry would stay here.
+    if (request_of_job_.size() >= 4096) request_of_job_.clear();
+    request_of_job_[model_id] = CurrentRequestId();
+  }
+  queue_->Enqueue(model_id);
 }
 
 Prober::~Prober() {
@@ -115,7 +136,7 @@ absl::StatusOr<Prober::ProbeRun> Prober::RunOnProbes(ModelRecord& record,
     }
     if (absl::Now() - last_progress > absl::Seconds(2) && run.rows < total) {
       last_progress = absl::Now();
-      deps_.states->Set(record, ModelState::kProbing,
+      deps_.registry->states()->Set(record, ModelState::kProbing,
                         absl::StrCat("running on the probe set (", run.rows, " of ", total,
                                      " samples)"));
     }
@@ -144,7 +165,7 @@ void Prober::ReadyWithoutSpace(ModelRecord& record) {
     default:
       reason = "ready for stage-2 scoring; no probe set for tabular inputs, so no knowledge vector";
   }
-  deps_.states->Set(record, ModelState::kReady, reason);
+  deps_.registry->states()->Set(record, ModelState::kReady, reason);
 }
 
 // Runs the model black-box on its space's probe set and turns its behaviour into a knowledge
@@ -156,14 +177,14 @@ void Prober::Probe(const std::string& id) {
   KnowledgeSpace* space = deps_.spaces->ForModel(record);
   if (space == nullptr) return ReadyWithoutSpace(record);
   const std::string& space_name = deps_.spaces->SpecOf(space).name;
-  deps_.states->Set(record, ModelState::kProbing,
+  deps_.registry->states()->Set(record, ModelState::kProbing,
                     absl::StrCat("running on the ", space_name, " probe set (",
                                  space->probe_rows(), " samples)"));
   const absl::Time start = absl::Now();
   auto fail = [&](const absl::Status& status) {
     ++failed_;
     spdlog::warn("probing {} ('{}') failed: {}", record.id, record.spec.name, status.ToString());
-    deps_.states->Set(record, ModelState::kFailed,
+    deps_.registry->states()->Set(record, ModelState::kFailed,
                       absl::StrCat("probing failed: ", status.message()));
   };
   auto run = RunOnProbes(record, *space);
@@ -181,7 +202,7 @@ void Prober::Probe(const std::string& id) {
   micros_ += record.probe_millis * 1000;
   spdlog::info("model {} ('{}') READY: probed in {} ms on {} {} probe samples", record.id,
                record.spec.name, record.probe_millis, run->rows, space_name);
-  deps_.states->Notify();
+  deps_.registry->states()->Notify();
 }
 
 absl::Status Prober::Commit(ModelRecord& record, KnowledgeSpace& space, const ProbeRun& run,
@@ -220,17 +241,12 @@ absl::Status Prober::Commit(ModelRecord& record, KnowledgeSpace& space, const Pr
           : absl::StrCat("probed on ", probe_rows, " ", space_name, " samples in ",
                          record.probe_millis, " ms; indexed");
   ++record.revision;
-  // The registry lock orders this commit against DeleteModel: a model deleted while being
-  // probed is not resurrected in the index.
-  std::lock_guard<std::mutex> lock(*deps_.registry_mutex);
-  if (absl::Status s = deps_.models->CommitProbe(record, space.probe_set_sha(), logits,
-                                                *compressed, space.id(), *vector);
-      !s.ok()) {
-    return s;  // NOT_FOUND: deleted meanwhile
-  }
+  // One call under the registry lock, ordered against DeleteModel: a model deleted while being
+  // probed is not resurrected in the index. NOT_FOUND: deleted meanwhile.
+  absl::Status committed =
+      deps_.registry->CommitProbe(record, space, logits, *compressed, *vector);
   deps_.proxy_cache->ErasePrefix(absl::StrCat(record.id, "|"));  // keys: id|probe set
-  // With the serving version's projected index (it is swapped under this lock too).
-  return space.Upsert(record.id, *vector);
+  return committed;
 }
 
 }  // namespace modeldock::dock

@@ -3,14 +3,16 @@
 // the model READY with its probe outputs, compressed features and vector, then indexes the
 // vector; or moves it to FAILED with the reason.
 //
-// Owns: the probing queue and its threads (ProbeQueue), and the probing counters (atomics).
-// Locks: a job's commit and index change are made under the dock's registry lock
-// (Deps::registry_mutex), which orders them with deletions; nothing else here is shared.
+// Owns: the probing queue and its threads (ProbeQueue), the probing counters (atomics), and the
+// request id of each waiting job (requests_mutex_).
+// Locks: a job's commit and index change are one Registry::CommitProbe, under the registry lock,
+// which orders them with deletions; nothing else here is shared.
 #ifndef MODELDOCK_DOCK_PROBER_H_
 #define MODELDOCK_DOCK_PROBER_H_
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -22,7 +24,7 @@
 #include "dock/caching_store.h"
 #include "dock/knowledge_spaces.h"
 #include "dock/model_runner.h"
-#include "dock/model_states.h"
+#include "dock/registry.h"
 #include "dock/probe_queue.h"
 #include "dock/types.h"
 
@@ -41,13 +43,12 @@ class Prober {
  public:
   // Not owned; each must outlive the prober.
   struct Deps {
-    // The model table (the dock's in memory): a job reads its model fresh (GetFresh) and
-    // commits it READY with its probe data (CommitProbe), and the map follows.
+    // The model table (the dock's in memory): a job reads its model fresh (GetFresh); it
+    // commits it READY with its probe data through the registry (Registry::CommitProbe).
     CachingModelTable* models = nullptr;
     KnowledgeSpaces* spaces = nullptr;
     ModelRunner* runner = nullptr;
-    ModelStates* states = nullptr;
-    std::mutex* registry_mutex = nullptr;       // the dock's: orders commits with deletions
+    Registry* registry = nullptr;  // state transitions; commits ordered with deletions
     LruCache<const Tensor>* proxy_cache = nullptr;  // keys "id|probe set": erased on commit
   };
   // Probing never stops before this many probe samples (or the whole set, if smaller): fewer
@@ -62,8 +63,9 @@ class Prober {
   Prober(const Prober&) = delete;
   Prober& operator=(const Prober&) = delete;
 
-  // Queues a model's probing (see ProbeQueue::Enqueue); jobs may be queued before Start.
-  void Enqueue(const std::string& model_id) { queue_->Enqueue(model_id); }
+  // Queues a model's probing (see ProbeQueue::Enqueue); jobs may be queued before Start. The
+  // job's log lines name the calling thread's request (the registration's), if any.
+  void Enqueue(const std::string& model_id);
   void Start() { queue_->Start(); }
   // Takes no further job; a running job ends once its run is killed (the dock kills the
   // workers) and leaves its model PROBING, resumed at the next start. Join waits for it.
@@ -99,6 +101,9 @@ class Prober {
 
   const ProberOptions options_;
   const Deps deps_;
+  // The request that queued each waiting job (only those queued while a request ran).
+  std::mutex requests_mutex_;
+  std::map<std::string, std::string> request_of_job_;
   std::unique_ptr<ProbeQueue> queue_;
   std::atomic<int64_t> done_{0}, failed_{0}, micros_{0};
 };

@@ -4,6 +4,10 @@
 #include "dock/prober.h"
 
 #include <atomic>
+#include <chrono>
+#include <map>
+#include <thread>
+#include <utility>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -12,10 +16,13 @@
 
 #include <unistd.h>
 
+#include "common/request_context.h"
 #include "dock/testing/probe_cache.h"
 #include "dock/testing/dock_fixture.h"
 #include "dock/testing/faulty_store.h"
 #include "gtest/gtest.h"
+#include "spdlog/sinks/base_sink.h"
+#include "spdlog/spdlog.h"
 
 namespace modeldock::dock {
 namespace {
@@ -82,15 +89,18 @@ class DockProberTest : public ::testing::Test {
         KnowledgeSpaces::Load(*specs, faulty_.get(), [] { return LearningLoop::Serving(); });
     ASSERT_TRUE(spaces.ok()) << spaces.status();
     spaces_ = std::move(*spaces);
-    states_ = std::make_unique<ModelStates>(store_.get());
+    // No blob store: the prober never adds or removes a model's file.
+    registry_ = std::make_unique<Registry>(
+        Registry::Deps{store_.get(), faulty_.get(), nullptr, spaces_.get(), absl::ZeroDuration()});
     ProberOptions options;
     options.budget = absl::ZeroDuration();  // the whole probe set
     prober_ = std::make_unique<Prober>(
-        options, Prober::Deps{store_.get(), spaces_.get(), &runner_, states_.get(), &registry_,
+        options, Prober::Deps{store_.get(), spaces_.get(), &runner_, registry_.get(),
                               &proxy_cache_});
   }
   void TearDown() override {
     prober_.reset();
+    registry_.reset();
     spaces_.reset();
     store_.reset();
     faulty_.reset();
@@ -122,9 +132,8 @@ class DockProberTest : public ::testing::Test {
   std::unique_ptr<FaultyMetadataStore> faulty_;  // over the SQLite store
   std::unique_ptr<CachingModelTable> store_;       // over faulty_'s model table, as in the dock
   std::unique_ptr<KnowledgeSpaces> spaces_;
-  std::unique_ptr<ModelStates> states_;
+  std::unique_ptr<Registry> registry_;
   FakeRunner runner_;
-  std::mutex registry_;
   LruCache<const Tensor> proxy_cache_{1 << 20};
   std::unique_ptr<Prober> prober_;
 };
@@ -146,6 +155,59 @@ TEST_F(DockProberTest, RunOnTheWholeProbeSetCommitsReadyAndIndexes) {
   EXPECT_FALSE(proxy_cache_.Contains("m-1|old"));  // the model's cached features are dropped
   EXPECT_EQ(prober_->done(), 1);
   EXPECT_EQ(prober_->failed(), 0);
+}
+
+// Records each log line with the request id of the thread that wrote it.
+class RequestIdSink : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  std::vector<std::pair<std::string, std::string>> lines() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return lines_;
+  }
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    lines_.emplace_back(CurrentRequestId(), std::string(msg.payload.data(), msg.payload.size()));
+  }
+  void flush_() override {}
+
+ private:
+  std::vector<std::pair<std::string, std::string>> lines_;
+};
+
+TEST_F(DockProberTest, AQueuedJobLogsUnderTheRequestThatQueuedIt) {
+  auto sink = std::make_shared<RequestIdSink>();
+  auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("prober-test", sink));
+  Insert("m-1");
+  Insert("m-2");
+  {
+    ScopedRequestId scope("r-register");
+    prober_->Enqueue("m-1");
+    EXPECT_EQ(CurrentRequestId(), "r-register");
+  }
+  EXPECT_EQ(CurrentRequestId(), "");
+  prober_->Enqueue("m-2");  // queued by no request (e.g. at start-up)
+  prober_->Start();
+  for (int i = 0; i < 600 && prober_->done() < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  prober_->Stop();
+  prober_->Join();
+  spdlog::set_default_logger(previous);
+  ASSERT_EQ(prober_->done(), 2);
+  std::map<std::string, std::string> request_of_ready;  // model id -> request id of its line
+  for (const auto& [request, line] : sink->lines()) {
+    for (const char* id : {"m-1", "m-2"}) {
+      if (line.find(std::string("model ") + id + " ") == 0 && line.find("READY") != std::string::npos) {
+        request_of_ready[id] = request;
+      }
+    }
+  }
+  ASSERT_EQ(request_of_ready.size(), 2u) << sink->lines().size() << " lines, first: "
+                                         << (sink->lines().empty() ? "" : sink->lines()[0].second);
+  EXPECT_EQ(request_of_ready["m-1"], "r-register");
+  EXPECT_EQ(request_of_ready["m-2"], "");
 }
 
 TEST_F(DockProberTest, NonFiniteOutputsFailTheModel) {

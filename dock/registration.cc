@@ -19,21 +19,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A version names one registration of a model name: letters, digits, '.', '_', '+', '-'.
-absl::Status ValidateVersion(const std::string& version) {
-  if (version.size() > 64) {
-    return absl::InvalidArgumentError("model version must have at most 64 characters");
-  }
-  for (char c : version) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-' &&
-        c != '+') {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "model version '", version, "' may contain only letters, digits, '.', '_', '+' and '-'"));
-    }
-  }
-  return absl::OkStatus();
-}
-
 // Streams the upload to a temp file, hashing as it goes.
 class UploadImpl : public Upload {
  public:
@@ -46,8 +31,9 @@ class UploadImpl : public Upload {
 
   ~UploadImpl() override {
     out_.close();
+    // Nothing of a failed upload stays behind (an adopted one was moved away already).
     std::error_code ec;
-    if (!adopted_) fs::remove(temp_path_, ec);  // nothing of a failed upload stays behind
+    fs::remove(temp_path_, ec);
   }
 
   absl::Status Write(std::string_view bytes) override {
@@ -71,8 +57,50 @@ class UploadImpl : public Upload {
   std::ofstream out_;
   Sha256 hash_;
   int64_t written_ = 0;
-  bool adopted_ = false;
 };
+
+// A registration the registry refused for its name or version (checked again under its lock),
+// counted as rejected; other failures (disk, store) are not the registration's fault.
+bool IsNameRefusal(const absl::Status& status) {
+  return absl::IsAlreadyExists(status) || absl::IsPermissionDenied(status) ||
+         absl::IsInvalidArgument(status);
+}
+
+// The admission job of an uploaded file at `path` (its limits are the runner's).
+sandbox::JobRequest AdmissionJob(const ModelSpec& spec, const std::string& path) {
+  sandbox::JobRequest admission;
+  admission.kind = sandbox::JobKind::kAdmit;
+  admission.model_path = path;
+  admission.input_shape = spec.input_shape;
+  if (spec.task == TaskKind::kTextClassification) {
+    admission.input_kind = sandbox::WireInputKind::kText;
+  }
+  admission.num_classes = static_cast<int64_t>(spec.class_labels.size());  // 0: extractor
+  return admission;
+}
+
+// The PENDING row of an admitted upload.
+ModelRecord AdmittedRecord(const ModelSpec& spec, const std::string& sha256, int64_t size_bytes,
+                           const sandbox::AdmitResult& report, const std::string& owner_key_id) {
+  ModelRecord record;
+  record.id = NewModelId();
+  record.spec = spec;
+  record.state = ModelState::kPending;
+  record.state_reason = "admitted; waiting to be probed";
+  record.sha256 = sha256;
+  record.size_bytes = size_bytes;
+  // A feature extractor's forward output is its features (has_embed stays false: no separate
+  // embed is run); feature_dim is their width.
+  record.has_embed = spec.kind == ModelKind::kClassifier && report.has_embed;
+  record.feature_dim = report.feature_dim;
+  for (size_t l = 0; l < report.layer_names.size() && l < report.layer_dims.size(); ++l) {
+    record.layers.push_back({report.layer_names[l], report.layer_dims[l]});
+  }
+  record.created_unix_ms = NowUnixMs();
+  record.revision = 1;
+  record.owner_key_id = owner_key_id;
+  return record;
+}
 
 }  // namespace
 
@@ -161,33 +189,10 @@ absl::StatusOr<std::unique_ptr<Upload>> DockImpl::BeginRegistration(
   if (IsRemote(spec)) {
     return absl::InvalidArgumentError("a remote model is registered with RegisterRemote, not uploaded");
   }
-  if (absl::Status s = CheckNewVersion(spec, owner_key_id); !s.ok()) return s;
+  if (absl::Status s = registry_->CheckNewVersion(spec, owner_key_id); !s.ok()) return s;
   auto upload = std::make_unique<UploadImpl>(spec, size_bytes, sha256, blobs_->NewTempPath());
   upload->owner_key_id_ = owner_key_id;
   return std::unique_ptr<Upload>(std::move(upload));
-}
-
-absl::Status DockImpl::CheckNewVersion(const ModelSpec& spec, const std::string& owner_key_id) {
-  if (absl::Status s = ValidateVersion(spec.version); !s.ok()) return s;
-  // A registered name takes new versions, from the key that registered it only. From the
-  // database, not the registry in memory: a name another replica registered a moment ago must
-  // keep its owner (the unique (name, version) index guards only the version).
-  auto versions = models_->inner()->FindVersions(spec.name);
-  if (!versions.ok()) return versions.status();
-  for (const ModelRecord& r : *versions) {
-    if (r.spec.version == spec.version) {
-      return absl::AlreadyExistsError(absl::StrCat(
-          "model '", spec.name, "' version '", spec.version, "' is already registered (versions: ",
-          VersionList(*versions), "); register another --version, or delete it first"));
-    }
-    if (r.owner_key_id != owner_key_id) {
-      return absl::PermissionDeniedError(absl::StrCat(
-          "model name '", spec.name, "' belongs to key ",
-          r.owner_key_id.empty() ? "(none)" : r.owner_key_id,
-          "; only the key that registered a name adds versions to it (pick another name)"));
-    }
-  }
-  return absl::OkStatus();
 }
 
 absl::StatusOr<RegisterResult> DockImpl::FinishRegistration(std::unique_ptr<Upload> upload_base) {
@@ -204,14 +209,7 @@ absl::StatusOr<RegisterResult> DockImpl::FinishRegistration(std::unique_ptr<Uplo
                                             "; the file was corrupted or changed in transit"));
   }
   const ModelSpec& spec = upload->spec_;
-  sandbox::JobRequest admission;
-  admission.kind = sandbox::JobKind::kAdmit;
-  admission.model_path = upload->temp_path_;
-  admission.input_shape = spec.input_shape;
-  if (spec.task == TaskKind::kTextClassification) {
-    admission.input_kind = sandbox::WireInputKind::kText;
-  }
-  admission.num_classes = static_cast<int64_t>(spec.class_labels.size());  // 0: extractor
+  sandbox::JobRequest admission = AdmissionJob(spec, upload->temp_path_);
   admission.max_model_bytes = options_.max_model_bytes;
   auto report = sandbox_->Admit(spec.name, std::move(admission));
   if (!report.ok()) {
@@ -222,45 +220,18 @@ absl::StatusOr<RegisterResult> DockImpl::FinishRegistration(std::unique_ptr<Uplo
                                      report.status().message()));
   }
 
-  ModelRecord record;
-  record.id = NewModelId();
-  record.spec = spec;
-  record.state = ModelState::kPending;
-  record.state_reason = "admitted; waiting to be probed";
-  record.sha256 = actual;
-  record.size_bytes = upload->written_;
-  // A feature extractor's forward output is its features (has_embed stays false: no separate
-  // embed is run); feature_dim is their width.
-  record.has_embed = spec.kind == ModelKind::kClassifier && report->has_embed;
-  record.feature_dim = report->feature_dim;
-  for (size_t l = 0; l < report->layer_names.size() && l < report->layer_dims.size(); ++l) {
-    record.layers.push_back({report->layer_names[l], report->layer_dims[l]});
-  }
-  record.created_unix_ms = NowUnixMs();
-  record.revision = 1;
-  record.owner_key_id = upload->owner_key_id_;
-
+  const ModelRecord record =
+      AdmittedRecord(spec, actual, upload->written_, *report, upload->owner_key_id_);
   RegisterResult result;
-  {
-    // Blob first, row second: a crash in between leaves an unreferenced blob (collected at the
-    // next start), never a row without its file.
-    std::lock_guard<std::mutex> lock(registry_mutex_);
-    // Again, under the lock: another upload of this name may have finished since
-    // BeginRegistration checked (two keys could otherwise both own a new name). This orders the
-    // uploads of one server; across replicas nothing in the database ties a name to one owner.
-    if (absl::Status s = CheckNewVersion(spec, upload->owner_key_id_); !s.ok()) {
-      ++registrations_rejected_;
-      return s;
-    }
-    bool existed = false;
-    if (absl::Status s = blobs_->Adopt(upload->temp_path_, actual, &existed); !s.ok()) return s;
-    upload->adopted_ = true;
-    // The row and its owner in one transaction (MetadataStore::Insert).
-    if (absl::Status s = models_->Insert(record); !s.ok()) {
-      if (!existed) RemoveUnreferencedBlob(actual, "its registration failed");
-      return s;
-    }
-    result.deduplicated = existed;
+  // Blob first, row second; the name checked again under the registry lock: another upload of
+  // this name may have finished since BeginRegistration checked (two keys could otherwise both
+  // own a new name).
+  // On success the temp file is the blob's now (moved, or removed as a duplicate); otherwise the
+  // upload's destructor removes it.
+  if (absl::Status s = registry_->Add(record, upload->temp_path_, &result.deduplicated);
+      !s.ok()) {
+    if (IsNameRefusal(s)) ++registrations_rejected_;
+    return s;
   }
   // Adopt replaced a bad stored copy with these bytes: its other models may run again.
   if (result.deduplicated) RequeueRepaired(actual, "the same bytes were uploaded again");
@@ -290,7 +261,7 @@ absl::StatusOr<RegisterResult> DockImpl::RegisterRemote(const ModelSpec& spec,
         "remote text models are not supported yet: the dock calls remote models with one FP32 "
         "input (register the TorchScript file instead)");
   }
-  if (absl::Status s = CheckNewVersion(spec, owner_key_id); !s.ok()) return s;
+  if (absl::Status s = registry_->CheckNewVersion(spec, owner_key_id); !s.ok()) return s;
   const remote::RemoteTarget target{spec.remote_endpoint, spec.remote_model, spec.remote_version};
   const absl::Time deadline = absl::Now() + options_.sandbox.admission_time_limit;
   auto rejected = [&](const absl::Status& status) {
@@ -357,15 +328,11 @@ absl::StatusOr<RegisterResult> DockImpl::RegisterRemote(const ModelSpec& spec,
   record.created_unix_ms = NowUnixMs();
   record.revision = 1;
   record.owner_key_id = owner_key_id;
-  {
-    std::lock_guard<std::mutex> lock(registry_mutex_);
-    // Again, under the lock, as for uploads: admission took time.
-    if (absl::Status s = CheckNewVersion(spec, owner_key_id); !s.ok()) {
-      ++registrations_rejected_;
-      return s;
-    }
-    // The row and its owner in one transaction (MetadataStore::Insert).
-    if (absl::Status s = models_->Insert(record); !s.ok()) return s;
+  // Checked again under the registry lock, as for uploads: admission took time.
+  bool deduplicated = false;
+  if (absl::Status s = registry_->Add(record, /*temp_path=*/"", &deduplicated); !s.ok()) {
+    if (IsNameRefusal(s)) ++registrations_rejected_;
+    return s;
   }
   spdlog::info("registered remote model '{}' as {} ({} model '{}')", spec.name, record.id,
                spec.remote_endpoint, spec.remote_model);

@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/request_context.h"
 #include "dock/recommend_internal.h"
 #include "sandbox/worker_pool.h"
 #include "scoring/fusion.h"
@@ -497,8 +498,15 @@ absl::StatusOr<std::vector<ScoredModel>> Recommender::ScoreCandidates(
     }
   };
   // Candidates run in parallel (each model serves one caller at a time).
+  // Their log lines name the call's request, as the calling thread's do.
+  const std::string request_id = CurrentRequestId();
   std::vector<std::thread> pool;
-  for (int t = 1; t < stage2_threads; ++t) pool.emplace_back(work);
+  for (int t = 1; t < stage2_threads; ++t) {
+    pool.emplace_back([&] {
+      ScopedRequestId scope(request_id);
+      work();
+    });
+  }
   work();
   for (std::thread& t : pool) t.join();
   if (!overloaded.ok()) return overloaded;

@@ -7,11 +7,6 @@
 #include "absl/strings/str_format.h"
 
 namespace modeldock::server {
-namespace {
-
-thread_local std::string current_request_id;
-
-}  // namespace
 
 std::string ChooseRequestId(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) {
   auto sent = metadata.find(kRequestIdHeader);
@@ -38,15 +33,12 @@ bool IsValidRequestId(const std::string& id) {
   return true;
 }
 
-RequestScope::RequestScope(std::string id) : id_(std::move(id)) { current_request_id = id_; }
-
-RequestScope::~RequestScope() { current_request_id.clear(); }
-
 void RequestIdFlag::format(const spdlog::details::log_msg& /*message*/, const std::tm& /*time*/,
                            spdlog::memory_buf_t& dest) {
-  if (current_request_id.empty()) return;
+  const std::string& id = CurrentRequestId();
+  if (id.empty()) return;
   dest.push_back('[');
-  dest.append(current_request_id.data(), current_request_id.data() + current_request_id.size());
+  dest.append(id.data(), id.data() + id.size());
   dest.push_back(']');
   dest.push_back(' ');
 }

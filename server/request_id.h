@@ -7,9 +7,11 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include <grpcpp/support/string_ref.h>
 
+#include "common/request_context.h"
 #include "spdlog/pattern_formatter.h"
 
 namespace modeldock::server {
@@ -26,17 +28,18 @@ bool IsValidRequestId(const std::string& id);
 // adds it to the call's trailing metadata.
 std::string ChooseRequestId(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata);
 
-// Sets the calling thread's request id for the life of a call (CallScope holds one).
+// Sets the calling thread's request id for the life of a call (CallScope holds one); the
+// engine carries it into the threads that work for the call (common/request_context.h).
 class RequestScope {
  public:
-  explicit RequestScope(std::string id);
-  ~RequestScope();
+  explicit RequestScope(std::string id) : id_(id), scope_(std::move(id)) {}
   RequestScope(const RequestScope&) = delete;
   RequestScope& operator=(const RequestScope&) = delete;
   const std::string& id() const { return id_; }
 
  private:
   std::string id_;
+  ScopedRequestId scope_;
 };
 
 // spdlog flag: "[r-1a2b3c4d] " while a call runs on the thread, nothing otherwise.
