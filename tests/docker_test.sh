@@ -37,8 +37,9 @@ elif [[ -x /usr/bin/docker ]] && /usr/bin/docker version --format '{{.Client.Ver
   BUILD=(env DOCKER_BUILDKIT=1 /usr/bin/docker build);
 else fail "no BuildKit: install docker-buildx"; fi
 
+# From docker/: compose v1 reads the seccomp profile's relative path from the working directory.
 compose() {
-  "${COMPOSE[@]}" -p "$PROJECT" -f "$ROOT/docker/compose.yaml" "$@"
+  (cd "$ROOT/docker" && "${COMPOSE[@]}" -p "$PROJECT" -f compose.yaml "$@")
 }
 free_port() { /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 export MODELDOCK_PG_PASSWORD="$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
@@ -73,7 +74,8 @@ fi
 # 2. The image itself.
 SIZE="$(docker image inspect -f '{{.Size}}' modeldock:latest)"
 phase "modeldock:latest is $((SIZE / 1000000)) MB"
-((SIZE < 1200000000)) || fail "the image is $((SIZE / 1000000)) MB, over 1.2 GB"
+MAX_MB="${MODELDOCK_IMAGE_MAX_MB:-1200}"  # issue 26: under 1.2 GB
+((SIZE < MAX_MB * 1000000)) || fail "the image is $((SIZE / 1000000)) MB, over $MAX_MB MB"
 [[ "$(docker run --rm --entrypoint id modeldock:latest -un)" == modeldock ]] || fail "the image does not run as modeldock"
 docker run --rm --entrypoint sh modeldock:latest -c '
   dpkg-query -W -f "\${Package}\n" | grep -E -- "-dev\$|^(gcc|g\+\+|cpp|cmake|ninja-build|clang|nodejs|python3)(-[0-9.]+)?\$" && exit 1
