@@ -131,7 +131,7 @@ import json, sys
 r = json.load(open('$TMP/recommend.json'))
 names = [x['model']['name'] if 'model' in x else x.get('name') for x in r['results']]
 sys.exit(0 if names == ['fmnist-tops-cnn'] else 1)" || fail "unexpected answer: $(head -c 400 "$TMP/recommend.json")"
-[[ -n "$(find "$ROOT/var/lib/modeldock" -name '*.sqlite*' -user "${USER_ID%%:*}" | head -1)" ]] \
+[[ -n "$(find "$ROOT/var/lib/modeldock" -name modeldock.db -user "${USER_ID%%:*}")" ]] \
   || fail "no SQLite store owned by modeldock in /var/lib/modeldock"
 phase "register + recommend with the installed CLI"
 kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""

@@ -23,7 +23,8 @@ KEY="${MODELDOCK_API_KEY:-$(docker exec "$C" cat /var/lib/modeldock/admin.key)}"
 cli() { docker exec -e MODELDOCK_API_KEY="$KEY" "$C" modeldock "$@"; }
 
 # 1. What the workers report (the pool logs the first worker's hello at start).
-CONF="$(docker logs "$C" 2>&1 | grep -o 'confinement: .*' | head -1)"
+docker logs "$C" >"$TMP/server.log" 2>&1
+CONF="$(grep -o 'confinement: .*' "$TMP/server.log" | head -1 || true)"
 [[ -n "$CONF" ]] || fail "no confinement line in the server's log"
 say "$CONF"
 for want in "no new privileges" "seccomp (no sockets, exec or processes)"; do

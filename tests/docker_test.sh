@@ -99,7 +99,8 @@ done
 [[ "$s" == "healthy healthy healthy " ]] || fail "not healthy after 10 min: $s"
 phase "compose up: postgres and both replicas healthy in $((SECONDS - t0)) s"
 for c in "$C1" "$C2"; do
-  docker logs "$c" 2>&1 | grep -q "metadata=postgresql://modeldock@postgres:5432/modeldock" || fail "$c is not on PostgreSQL"
+  docker logs "$c" >"$TMP/$c.log" 2>&1
+  grep -q "metadata=postgresql://modeldock@postgres:5432/modeldock" "$TMP/$c.log" || fail "$c is not on PostgreSQL"
 done
 KEY="$(docker exec "$C1" cat /var/lib/modeldock/admin.key)"
 [[ -n "$KEY" ]] || fail "no admin key on replica 1"
@@ -139,10 +140,11 @@ phase "hostile checks on replica 1 in $((SECONDS - t0)) s"
 docker run -d --name "$PROJECT-default-seccomp" --cap-drop ALL --security-opt no-new-privileges:true \
   modeldock:latest --config /etc/modeldock/server.json --listen 127.0.0.1:50051 --workers 1 >/dev/null
 for _ in $(seq 1 60); do
-  docker logs "$PROJECT-default-seccomp" 2>&1 | grep -q "confinement:" && break
+  docker logs "$PROJECT-default-seccomp" >"$TMP/default-seccomp.log" 2>&1
+  grep -q "confinement:" "$TMP/default-seccomp.log" && break
   sleep 2
 done
-conf="$(docker logs "$PROJECT-default-seccomp" 2>&1 | grep -o 'confinement: .*' | head -1)"
+conf="$(grep -o 'confinement: .*' "$TMP/default-seccomp.log" | head -1 || true)"
 [[ "$conf" == *"network namespace unavailable"* && "$conf" == *"filesystem visible"* ]] \
   || fail "under Docker's default profile the workers should lack namespaces: $conf"
 docker rm -f -v "$PROJECT-default-seccomp" >/dev/null
