@@ -82,7 +82,7 @@ CASES=(
   "out_of_bounds_strided|raised an error"
   "huge_embed|accepts at most 65536"
   "memory_hog|MiB resident >"
-  "never_returns|wall-time limit of 60s"
+  "never_returns|wall-time limit of 1m"
   "nan_on_probe_like_images|NaN"
 )
 for case in "${CASES[@]}"; do
