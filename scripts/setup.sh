@@ -43,9 +43,10 @@ PACKAGES=(
   # (scripts/assets/audio_data.py; licences in scripts/assets/README.md): espeak-ng speaks the
   # words (its libespeak-ng1 in-process), sox resamples and shifts them.
   espeak-ng sox
-  # The Debian package (scripts/package.sh: CPack, dpkg-shlibdeps) and its test's check of the
-  # systemd unit (systemd-analyze).
-  dpkg-dev systemd
+  # The Debian package (scripts/package.sh: CPack, dpkg-shlibdeps; CPack's DEB generator needs
+  # `file` to find the binaries, absent from a minimal root such as the image's build stage) and
+  # its test's check of the systemd unit (systemd-analyze).
+  dpkg-dev file systemd
 )
 
 # The web page's test in a real browser (tests/python/http_browser_test.py): Debian's chromium,
