@@ -5,20 +5,20 @@
 
 #include <atomic>
 #include <chrono>
-#include <map>
-#include <thread>
-#include <utility>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include <unistd.h>
 
 #include "common/request_context.h"
-#include "dock/testing/probe_cache.h"
 #include "dock/testing/dock_fixture.h"
+#include "dock/testing/grey_space.h"
 #include "dock/testing/faulty_store.h"
 #include "gtest/gtest.h"
 #include "spdlog/sinks/base_sink.h"
@@ -79,14 +79,7 @@ class DockProberTest : public ::testing::Test {
     auto store = CachingModelTable::Create(faulty_.get());
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
-    SpaceOverrides overrides;
-    overrides.data_dir = dir_.string();
-    overrides.probe_cache_dir = dock::test::SharedProbeCacheDir();
-    auto specs = ReadSpaces(AssetDir(), overrides);
-    ASSERT_TRUE(specs.ok()) << specs.status();
-    specs->resize(1);  // the grey space is enough here
-    auto spaces =
-        KnowledgeSpaces::Load(*specs, faulty_.get(), [] { return LearningLoop::Serving(); });
+    auto spaces = test::LoadGreySpaceOnly(dir_.string(), faulty_.get());
     ASSERT_TRUE(spaces.ok()) << spaces.status();
     spaces_ = std::move(*spaces);
     // No blob store: the prober never adds or removes a model's file.

@@ -15,7 +15,7 @@
 #include "dock/learning.h"
 #include "dock/metadata_store.h"
 #include "dock/testing/dock_fixture.h"
-#include "dock/testing/probe_cache.h"
+#include "dock/testing/grey_space.h"
 #include "gtest/gtest.h"
 #include "index/vector_index.h"
 
@@ -43,14 +43,7 @@ class DockRegistryTest : public ::testing::Test {
     auto blobs = BlobStore::Create(dir_.string(), {});
     ASSERT_TRUE(blobs.ok()) << blobs.status();
     blobs_ = std::move(*blobs);
-    SpaceOverrides overrides;
-    overrides.data_dir = dir_.string();
-    overrides.probe_cache_dir = dock::test::SharedProbeCacheDir();
-    auto specs = ReadSpaces(AssetDir(), overrides);
-    ASSERT_TRUE(specs.ok()) << specs.status();
-    specs->resize(1);  // the grey space is enough here
-    auto spaces =
-        KnowledgeSpaces::Load(*specs, database_.get(), [] { return LearningLoop::Serving(); });
+    auto spaces = test::LoadGreySpaceOnly(dir_.string(), database_.get());
     ASSERT_TRUE(spaces.ok()) << spaces.status();
     spaces_ = std::move(*spaces);
     registry_ = std::make_unique<Registry>(
