@@ -1,6 +1,10 @@
 // A knowledge space's probe embeddings (E on its probe set) kept on disk, so that a restart, or
 // a new dock on the same assets, does not run the reference encoder on thousands of probes
 // again (seconds per space, paid by the first registration or query of every process).
+//
+// Owns: one file per key in its directory; no lock and no state in memory (a file is written
+// to a temporary name and renamed, so processes that share the directory never read half a
+// file).
 #ifndef MODELDOCK_DOCK_PROBE_EMBEDDING_CACHE_H_
 #define MODELDOCK_DOCK_PROBE_EMBEDDING_CACHE_H_
 

@@ -1,6 +1,9 @@
 // The scrub's thread and schedule (issue 28): runs a scrub job (DockImpl::RunScrub, which
 // re-hashes every model file) every `interval` and whenever asked, one at a time, and keeps the
 // last result. The job itself is a callback, so this part knows nothing of blobs or models.
+//
+// Owns: its thread, the request flag, the running/last-result state and the counters, all
+// guarded by `mutex_` (with a condition variable that wakes the thread).
 #ifndef MODELDOCK_DOCK_SCRUBBER_H_
 #define MODELDOCK_DOCK_SCRUBBER_H_
 
