@@ -60,7 +60,7 @@ absl::StatusOr<ModelRecord> Registry::Resolve(std::string_view id_or_name, bool 
   // NAME@VERSION: that version ('@' is not allowed in names or versions).
   const size_t at = key.rfind('@');
   const std::string name = at == std::string::npos ? key : key.substr(0, at);
-  auto versions = fresh ? store->inner()->FindVersions(name) : store->FindVersions(name);
+  auto versions = fresh ? Versions(name) : store->FindVersions(name);
   if (!versions.ok()) return versions.status();
   if (versions->empty()) {
     return absl::NotFoundError(absl::StrCat("no model with id or name '", name,
