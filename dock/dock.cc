@@ -342,14 +342,14 @@ absl::Status DockImpl::ReconcileModels() {
     }
     if (has_vector[space].count(record.id)) continue;
     // READY but no vector in this space: the reference encoder or set encoder changed.
-    auto logits = probe_data_->GetProbeOutputs(record.id, space->probe_set_sha());
-    if (logits.ok()) {
-      auto vector = space->EncodeModel(record, *logits);
-      if (vector.ok() && probe_data_->PutVector(record.id, space->id(), *vector).ok()) {
-        ++rebuilt;
-        continue;
-      }
+    absl::Status rebuilt_vector = RebuildVector(record, *space);
+    if (rebuilt_vector.ok()) {
+      ++rebuilt;
+      continue;
     }
+    spdlog::warn("model {} ('{}'): its vector in space {} cannot be rebuilt from the stored "
+                 "probe outputs ({}); probing it again",
+                 record.id, record.spec.name, space->id(), rebuilt_vector.ToString());
     SetState(record, ModelState::kPending, "probe set changed; waiting to be probed again");
     probes_->Enqueue(record.id);
     ++requeued;
@@ -357,6 +357,14 @@ absl::Status DockImpl::ReconcileModels() {
   spdlog::info("dock holds {} models ({} vectors rebuilt from stored probe outputs, {} queued "
                "for probing)", records->size(), rebuilt, requeued);
   return absl::OkStatus();
+}
+
+absl::Status DockImpl::RebuildVector(const ModelRecord& record, KnowledgeSpace& space) {
+  auto logits = probe_data_->GetProbeOutputs(record.id, space.probe_set_sha());
+  if (!logits.ok()) return logits.status();
+  auto vector = space.EncodeModel(record, *logits);
+  if (!vector.ok()) return vector.status();
+  return probe_data_->PutVector(record.id, space.id(), *vector);
 }
 
 void DockImpl::CollectGarbageBlobs() {

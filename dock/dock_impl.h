@@ -131,6 +131,8 @@ class DockImpl : public Dock, private ModelFiles {
   // Brings every stored model into the current knowledge space and requeues interrupted probes;
   // removes blobs no row references.
   absl::Status ReconcileModels();
+  // A READY model's vector in `space` from its stored probe outputs (no model run).
+  absl::Status RebuildVector(const ModelRecord& record, KnowledgeSpace& space);
   // The prober's options; `replicas`: probing jobs are claimed from the shared store.
   ProberOptions ProbingOptions(bool replicas);
   void CollectGarbageBlobs();

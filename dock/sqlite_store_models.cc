@@ -62,6 +62,7 @@ absl::Status SqliteMetadataStore::UpdateSpec(const ModelRecord& r) {
   std::lock_guard<std::mutex> lock(mutex_);
   Statement st(db_, store_schema::UpdateRow(kSqlite, "models", store_schema::ModelSpecColumns(r),
                                             {"id", r.id}));
+  if (!st.status().ok()) return st.status();
   if (st.Step() != SQLITE_DONE) {
     return absl::InternalError(absl::StrCat("sqlite update: ", sqlite3_errmsg(db_)));
   }
