@@ -451,10 +451,12 @@ def run(args):
         json.dump(results, f, indent=1)
     with open(os.path.join(args.out_dir, "results.md"), "w") as f:
         f.write(markdown(results, tasks, methods + ["random"]))
-    plot(args.plot, tasks, names, zoo_meta, responses, per_task_acc,
-         results["methods"]["default"]["per_task"])
+    if "default" in results["methods"]:  # the plot shows the default pipeline's scores
+        plot(args.plot, tasks, names, zoo_meta, responses, per_task_acc,
+             results["methods"]["default"]["per_task"])
     print(markdown(results, tasks, methods + ["random"]))
-    print(f"wrote {args.out_dir}/results.json, results.md and {args.plot}")
+    print(f"wrote {args.out_dir}/results.json and results.md"
+          + (f" and {args.plot}" if "default" in results["methods"] else ""))
 
 
 def _cpu_model():
