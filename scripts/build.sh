@@ -21,7 +21,13 @@ fi
 "$ROOT/scripts/install_emoji.sh"
 
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
+# -g1 (line tables: file, line and function in backtraces, gdb and perf) instead of -g: a
+# translation unit compiles with ~30 % less CPU (dock/stage2.cc: 8.2 vs 11.9 s user), and the
+# objects and test binaries link faster; MODELDOCK_DEBUG_FLAGS=-g gives full debug info.
+DEBUG_FLAGS="${MODELDOCK_DEBUG_FLAGS:--g1}"
 cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 $DEBUG_FLAGS -DNDEBUG" \
+  -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O2 $DEBUG_FLAGS -DNDEBUG" \
   -DMODELDOCK_BUF="$BUF" -DMODELDOCK_WERROR="${MODELDOCK_WERROR:-OFF}" >/dev/null
 cmake --build "$BUILD_DIR" -j "$JOBS"
 
