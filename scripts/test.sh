@@ -66,7 +66,7 @@ elif why="$("$ROOT/tests/deb_chroot_test.sh" --check 2>&1)"; then
     >"$CHROOT_LOG" 2>&1 </dev/null &
   CHROOT_PID=$!
 else
-  echo "test: deb_chroot_test skipped: $why"
+  echo "test: deb_chroot_test skipped: ${why#deb_chroot_test: }"
 fi
 
 echo "test: ctest"
