@@ -11,6 +11,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
 # postgresql-15 (the server only: no postgresql-common cluster is created or started here).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends postgresql-15 \
+    && apt-get clean \
     && rm -rf /var/lib/apt/lists/* \
     && install -d -o postgres -g postgres -m 0700 /var/lib/postgresql/data \
     && install -d -o postgres -g postgres -m 2775 /var/run/postgresql

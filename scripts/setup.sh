@@ -47,6 +47,9 @@ PACKAGES=(
   # `file` to find the binaries, absent from a minimal root such as the image's build stage) and
   # its test's check of the systemd unit (systemd-analyze).
   dpkg-dev file systemd
+  # The package's test in a clean Debian 12 root (tests/deb_chroot_test.sh, run by scripts/test.sh
+  # as root beside ctest).
+  debootstrap
 )
 
 # The web page's test in a real browser (tests/python/http_browser_test.py): Debian's chromium,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what is needed, builds everything, lints the API with buf, starts a
 # throw-away PostgreSQL, runs the whole GoogleTest suite (plus the benchmark smoke run) through
-# ctest, then a bounded fuzzing run of the parsers (scripts/fuzz.sh, build-fuzz/ with clang).
+# ctest and, beside it, the Debian package's clean-root test (tests/deb_chroot_test.sh), then a
+# bounded fuzzing run of the parsers (scripts/fuzz.sh, build-fuzz/ with clang).
 # Usage: scripts/test.sh [BUILD_DIR]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,13 +23,50 @@ start=$(date +%s)
 echo "test: buf lint (modeldock.v1 API conventions)"
 (cd "$ROOT" && "$ROOT/tools/node_modules/.bin/buf" lint)
 
+PG_DIR=""
+CHROOT_PID=""
+CHROOT_DIR=""
+cleanup() {
+  # A clean-root test still running (ctest failed): stop its process group; its trap unmounts.
+  if [[ -n "$CHROOT_PID" ]]; then
+    kill -TERM -- "-$CHROOT_PID" 2>/dev/null || true
+    wait "$CHROOT_PID" 2>/dev/null || true
+  fi
+  [[ -z "$CHROOT_DIR" ]] || rm -rf "$CHROOT_DIR"
+  [[ -z "$PG_DIR" ]] || "$ROOT/scripts/postgres_test_server.sh" stop "$PG_DIR"
+}
+trap cleanup EXIT
+
 # PostgreSQL for the metadata store tests (dock/metadata_store_test, server_main_test): a
 # throw-away server (scripts/postgres_test_server.sh), unless MODELDOCK_TEST_PG_URL already
 # names one. MODELDOCK_SKIP_PG=1 skips those tests instead; without either they fail.
 if [[ -z "${MODELDOCK_TEST_PG_URL:-}" && "${MODELDOCK_SKIP_PG:-}" != 1 ]]; then
   PG_DIR="$(mktemp -d /tmp/modeldock-pg-XXXXXX)"
-  trap '"$ROOT/scripts/postgres_test_server.sh" stop "$PG_DIR"' EXIT
   eval "$("$ROOT/scripts/postgres_test_server.sh" start "$PG_DIR")"
+fi
+
+# The Debian package in a clean Debian 12 root (tests/deb_chroot_test.sh: apt install, the
+# installed server serves a register + recommend, purge), in the background while ctest runs:
+# it waits mostly on the mirror and dpkg, and runs at nice 10 so that the tests keep the cores.
+# It needs root, debootstrap (setup.sh installs it) and the Debian mirror; without them it is
+# skipped, and says why. The package is made first, before ctest (cpack runs the build's
+# install step). MODELDOCK_SKIP_CHROOT=1 skips it.
+if [[ "${MODELDOCK_SKIP_CHROOT:-}" == 1 ]]; then
+  echo "test: deb_chroot_test skipped (MODELDOCK_SKIP_CHROOT=1)"
+elif why="$("$ROOT/tests/deb_chroot_test.sh" --check 2>&1)"; then
+  CHROOT_DIR="$(mktemp -d /tmp/modeldock-test-deb.XXXXXX)"
+  CHROOT_LOG="$BUILD_DIR/deb_chroot_test.log"
+  t0=$(date +%s)
+  "$ROOT/scripts/package.sh" "$BUILD_DIR" "$CHROOT_DIR" >"$CHROOT_DIR/package.log" 2>&1 \
+    || { tail -20 "$CHROOT_DIR/package.log"; echo "test: scripts/package.sh failed"; exit 1; }
+  echo "test: package.sh in $(( $(date +%s) - t0 )) s; deb_chroot_test in the background (log: $CHROOT_LOG)"
+  # setsid: its own process group, so that cleanup() can stop it with its server (--wait: the
+  # exit status, should setsid have to fork).
+  setsid --wait nice -n 10 "$ROOT/tests/deb_chroot_test.sh" "$(ls "$CHROOT_DIR"/modeldock_*_amd64.deb)" \
+    >"$CHROOT_LOG" 2>&1 </dev/null &
+  CHROOT_PID=$!
+else
+  echo "test: deb_chroot_test skipped: ${why#deb_chroot_test: }"
 fi
 
 echo "test: ctest"
@@ -47,6 +85,18 @@ fi
 # limit against a model (HostileModelTest's memory hog) too little CPU under load.
 TEST_JOBS="${MODELDOCK_TEST_JOBS:-$(nproc)}"
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$TEST_JOBS" --timeout 600
+
+if [[ -n "$CHROOT_PID" ]]; then
+  t0=$(date +%s)
+  pid=$CHROOT_PID
+  CHROOT_PID=""
+  if ! wait "$pid"; then
+    tail -40 "$CHROOT_LOG"
+    echo "test: deb_chroot_test FAILED (log: $CHROOT_LOG)"
+    exit 1
+  fi
+  echo "test: $(tail -1 "$CHROOT_LOG") (waited $(( $(date +%s) - t0 )) s after ctest)"
+fi
 
 # libFuzzer (ASan/UBSan) on every parser of untrusted bytes: a bounded run, 4 s per target.
 echo "test: fuzz"

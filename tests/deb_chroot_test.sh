@@ -10,16 +10,22 @@
 # nothing. Inside a chroot the workers cannot make a user namespace (the kernel refuses
 # unshare(CLONE_NEWUSER) in a chroot), so they run with their seccomp filter and limits only;
 # docker_test.sh checks the namespaces in the container.
-# Usage: deb_chroot_test.sh BUILD_DIR|DEB
+# scripts/test.sh runs it in the background while ctest runs, when `deb_chroot_test.sh --check`
+# (root, debootstrap, the mirror answers) says it can.
+# Usage: deb_chroot_test.sh BUILD_DIR|DEB   or   deb_chroot_test.sh --check
 set -euo pipefail
 ROOT_SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-ARG="${1:?usage: deb_chroot_test.sh BUILD_DIR|path/to/modeldock_VERSION_amd64.deb}"
-[[ $(id -u) -eq 0 ]] || { echo "deb_chroot_test: needs root (chroot, mounts)"; exit 1; }
-command -v debootstrap >/dev/null || { echo "deb_chroot_test: needs debootstrap (apt-get install debootstrap)"; exit 1; }
+ARG="${1:?usage: deb_chroot_test.sh BUILD_DIR|path/to/modeldock_VERSION_amd64.deb|--check}"
 CACHE="${MODELDOCK_CHROOT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/modeldock}"
 MIRROR="${MODELDOCK_DEBIAN_MIRROR:-$(sed -n 's#^URIs: *\(http[^ ]*/debian\)/*$#\1#p; s#^deb  *\(http[^ ]*/debian\)/*  *bookworm .*#\1#p' \
   /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | head -1 || true)}"
 MIRROR="${MIRROR:-http://deb.debian.org/debian}"
+[[ $(id -u) -eq 0 ]] || { echo "deb_chroot_test: needs root (chroot, mounts)"; exit 1; }
+command -v debootstrap >/dev/null || { echo "deb_chroot_test: needs debootstrap (apt-get install debootstrap)"; exit 1; }
+# debootstrap depends on wget.
+wget -q -T 15 -t 2 -O /dev/null "$MIRROR/dists/bookworm/InRelease" \
+  || { echo "deb_chroot_test: the Debian mirror $MIRROR does not answer"; exit 1; }
+if [[ "$ARG" == --check ]]; then echo "deb_chroot_test: can run (root, debootstrap, $MIRROR)"; exit 0; fi
 TMP="$(mktemp -d /tmp/modeldock-chroot-test.XXXXXX)"
 ROOT="$TMP/root"
 SERVER_PID=""
@@ -35,6 +41,8 @@ cleanup() {
   if [[ -z "$(mounted_under_root)" ]]; then rm -rf "$TMP"; else echo "deb_chroot_test: left $TMP (still mounted)"; fi
 }
 trap cleanup EXIT
+# scripts/test.sh stops a run with SIGTERM when ctest fails: exit through the cleanup above.
+trap 'exit 143' TERM INT
 fail() {
   echo "deb_chroot_test: FAIL: $*"
   [[ -f "$TMP/server.log" ]] && tail -20 "$TMP/server.log"

@@ -17,6 +17,8 @@
 # group, a Docker engine (dockerd running), `docker compose` or Debian's docker-compose, and
 # Debian's /usr/bin/python3 with python3-torch (crafted models). Images stay for the next run
 # (the build cache makes it minutes); MODELDOCK_DOCKER_TEST_NO_BUILD=1 uses them as they are.
+# MODELDOCK_DOCKER_DEB=dist/modeldock_VERSION_amd64.deb (scripts/package.sh's) builds the runtime
+# stage from that package (--build-arg DEB_FROM=prebuilt) instead of compiling in the build stage.
 # Usage: tests/docker_test.sh
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -62,9 +64,18 @@ trap cleanup EXIT
 /usr/bin/python3 "$ROOT/docker/seccomp_profile.py" >/dev/null
 if [[ "${MODELDOCK_DOCKER_TEST_NO_BUILD:-0}" != 1 ]]; then
   t0=$SECONDS
-  "${BUILD[@]}" --network host -f "$ROOT/docker/Dockerfile" -t modeldock:latest "$ROOT" \
+  if [[ -n "${MODELDOCK_DOCKER_DEB:-}" ]]; then
+    # The context: a directory holding only that package.
+    [[ -f "$MODELDOCK_DOCKER_DEB" ]] || fail "no package $MODELDOCK_DOCKER_DEB"
+    mkdir "$TMP/context" && cp "$MODELDOCK_DOCKER_DEB" "$TMP/context/"
+    FROM=(--build-arg DEB_FROM=prebuilt "$TMP/context")
+    how="from $(basename "$MODELDOCK_DOCKER_DEB")"
+  else
+    FROM=("$ROOT"); how="from source (build stage)"
+  fi
+  "${BUILD[@]}" --network host -f "$ROOT/docker/Dockerfile" -t modeldock:latest "${FROM[@]}" \
     >"$TMP/build.log" 2>&1 || { tail -40 "$TMP/build.log"; fail "docker build (modeldock)"; }
-  phase "built modeldock:latest in $((SECONDS - t0)) s"
+  phase "built modeldock:latest $how in $((SECONDS - t0)) s"
   t0=$SECONDS
   "${BUILD[@]}" --network host -f "$ROOT/docker/postgres.Dockerfile" -t modeldock-postgres:latest "$ROOT/docker" \
     >"$TMP/build-pg.log" 2>&1 || { tail -40 "$TMP/build-pg.log"; fail "docker build (postgres)"; }
