@@ -25,7 +25,18 @@ command -v debootstrap >/dev/null || { echo "deb_chroot_test: needs debootstrap 
 # debootstrap depends on wget.
 wget -q -T 15 -t 2 -O /dev/null "$MIRROR/dists/bookworm/InRelease" \
   || { echo "deb_chroot_test: the Debian mirror $MIRROR does not answer"; exit 1; }
-if [[ "$ARG" == --check ]]; then echo "deb_chroot_test: can run (root, debootstrap, $MIRROR)"; exit 0; fi
+# Root inside a container may still be refused mounts (no CAP_SYS_ADMIN): try one first, so
+# that such a host skips the test instead of failing it halfway.
+PROBE_DIR="$(mktemp -d /tmp/modeldock-mount-check.XXXXXX)"
+if mount -t tmpfs -o size=1m tmpfs "$PROBE_DIR" 2>/dev/null; then
+  umount "$PROBE_DIR"
+  rmdir "$PROBE_DIR"
+else
+  rmdir "$PROBE_DIR"
+  echo "deb_chroot_test: this host refuses mounts (a container without CAP_SYS_ADMIN?)"
+  exit 1
+fi
+if [[ "$ARG" == --check ]]; then echo "deb_chroot_test: can run (root, debootstrap, mounts, $MIRROR)"; exit 0; fi
 TMP="$(mktemp -d /tmp/modeldock-chroot-test.XXXXXX)"
 ROOT="$TMP/root"
 SERVER_PID=""
