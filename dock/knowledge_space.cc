@@ -90,7 +90,12 @@ void KnowledgeSpace::ReplayLog() {
     spdlog::warn("index log {} unusable ({}); rebuilding from stored vectors", log_->path(),
                  replay.status().ToString());
     auto fresh = index::VectorIndex::Create(IndexOptions());
-    if (fresh.ok()) index_ = std::move(*fresh);  // else the snapshot stays; RebuildIfStale checks
+    if (!fresh.ok()) return;  // the snapshot stays; RebuildIfStale checks it against the store
+    index_ = std::move(*fresh);
+    // An empty snapshot also empties the log: later changes must not follow the record that
+    // does not apply, or every start would stop there again. A failed save is logged by Save;
+    // RebuildIfStale (and the next change's Persist) try again.
+    Save().IgnoreError();
     return;
   }
   if (replay->applied + replay->skipped_removals > 0) {

@@ -18,6 +18,7 @@
 #include "dock/testing/dock_fixture.h"
 #include "encoder/outcome_ranker.h"
 #include "gtest/gtest.h"
+#include "index/index_log.h"
 #include "index/vector_index.h"
 
 namespace modeldock::dock {
@@ -41,9 +42,9 @@ class DockKnowledgeSpaceTest : public ::testing::Test {
     overrides.data_dir = dir_.string();
     auto specs = ReadSpaces(AssetDir(), overrides);
     ASSERT_TRUE(specs.ok()) << specs.status();
-    KnowledgeSpaceOptions options = specs->front().options;
-    options.embed_probes_at_load = false;  // no model is encoded here
-    auto space = KnowledgeSpace::Load(options, /*probe_data=*/nullptr, [this] { return serving_; });
+    options_ = specs->front().options;
+    options_.embed_probes_at_load = false;  // no model is encoded here
+    auto space = KnowledgeSpace::Load(options_, /*probe_data=*/nullptr, [this] { return serving_; });
     ASSERT_TRUE(space.ok()) << space.status();
     space_ = std::move(*space);
   }
@@ -86,6 +87,7 @@ class DockKnowledgeSpaceTest : public ::testing::Test {
   }
 
   fs::path dir_;
+  KnowledgeSpaceOptions options_;  // space_'s
   LearningLoop::Serving serving_;
   std::unique_ptr<KnowledgeSpace> space_;
 };
@@ -109,6 +111,29 @@ TEST_F(DockKnowledgeSpaceTest, FailedWriteToTheServingIndexIsReturned) {
   EXPECT_NE(std::string(s.message()).find("trained version 7"), std::string::npos) << s;
   EXPECT_TRUE(space_->index()->Contains("m-1"));  // the space's own index took it
   EXPECT_FALSE(serving_.index->Contains("m-1"));
+}
+
+// A log record that does not apply (here: a vector of another dimension) empties the index at
+// the next start (the store rebuilds it) and must not stay in the log: a change made after that
+// start is still there at the start after it.
+TEST_F(DockKnowledgeSpaceTest, ALogRecordThatDoesNotApplyIsDroppedWithTheLog) {
+  const std::vector<float> unit = UnitVector();
+  const std::vector<float> wrong_dim(unit.size() + 1, 1.0f);
+  ASSERT_TRUE(space_->Upsert("m-1", unit).ok());
+  const KnowledgeSpaceOptions options = options_;
+  space_.reset();
+  ASSERT_TRUE(index::IndexLog(options.index_path).AppendUpsert("m-bad", wrong_dim).ok());
+
+  auto reopened = KnowledgeSpace::Load(options, nullptr, [this] { return serving_; });
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_EQ((*reopened)->index()->size(), 0u);  // emptied: the store's vectors rebuild it
+  ASSERT_TRUE((*reopened)->Upsert("m-2", unit).ok());
+  reopened->reset();
+
+  auto again = KnowledgeSpace::Load(options, nullptr, [this] { return serving_; });
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE((*again)->index()->Contains("m-2"));
+  EXPECT_EQ((*again)->index()->size(), 1u);
 }
 
 // A space opens on the probe set's header and hash; the samples are loaded on first use, and
