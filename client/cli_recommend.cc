@@ -121,6 +121,9 @@ int RunRecommend(const GlobalFlags& global, const RecommendFlags& flags, client:
             << response->label_source() << "; metric " << MetricName(response->metric())
             << "; scored " << response->num_scored() << " of " << response->num_compatible()
             << " compatible models";
+  if (response->num_samples_scored() > 0 && response->num_samples_scored() < dataset->samples.Rows()) {
+    std::cout << " on " << response->num_samples_scored() << " of the samples";
+  }
   if (response->num_cached() > 0) {
     std::cout << " (" << response->num_cached() << " from the output cache)";
   }

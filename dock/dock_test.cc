@@ -304,12 +304,25 @@ TEST_F(DockTest, LatencyBudgetDecidesTheMode) {
   EXPECT_LE(all->results[0].score, 1.0);
   EXPECT_NE(all->results[0].reason.find("logme"), std::string::npos) << all->results[0].reason;
   EXPECT_NE(all->results[0].reason.find("shrinkage_hscore"), std::string::npos);
-  // A budget nothing fits still scores a dock this small in full, and says why.
+  EXPECT_EQ(all->num_samples_scored, 200);
+  // Rows before models: the three models' outputs on the query are cached now, so each costs
+  // only its metrics, estimated at 2 + 0.02 ms per sample: 18 ms for all 200 samples, 12 ms for
+  // half. A 15 ms budget scores all three on a class-stratified half (25 of each class).
+  query.latency_budget_millis = 15;
+  auto half = dock_->Recommend(query);
+  ASSERT_TRUE(half.ok()) << half.status();
+  EXPECT_EQ(half->mode, RecommendMode::kScoredAll);
+  EXPECT_EQ(half->num_scored, 3);
+  EXPECT_EQ(half->num_samples_scored, 100);
+  EXPECT_THAT(half->mode_reason, ::testing::HasSubstr("a class-stratified 100 of the samples"));
+  // A budget nothing fits scores on the floor of max(64, 10 per class) samples and still scores
+  // a dock this small in full, and says why.
   query.latency_budget_millis = 0.001;
   auto small = dock_->Recommend(query);
   ASSERT_TRUE(small.ok()) << small.status();
   EXPECT_EQ(small->mode, RecommendMode::kScoredAll);
   EXPECT_EQ(small->num_scored, 3);
+  EXPECT_EQ(small->num_samples_scored, 64);
   EXPECT_THAT(small->mode_reason, ::testing::HasSubstr("a dock this small is always scored in full"));
   // A cancelled call stops with CANCELLED before scoring.
   query.is_cancelled = [] { return true; };

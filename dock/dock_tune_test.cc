@@ -1,9 +1,12 @@
 // Dock::Tune on the demo models and the tops query (DockTest fixture): ranking order, winner,
 // outcome records of source `tune`, reproducibility for a seed.
+#include <algorithm>
 #include <map>
+#include <random>
 #include <string>
 #include <vector>
 
+#include "dock/query_rows.h"
 #include "dock/testing/dock_test_base.h"
 #include "dock/tuner.h"
 #include "gmock/gmock.h"
@@ -31,6 +34,42 @@ TEST(StratifiedSplitTest, HoldsBackAFifthOfEachClassSeeded) {
   EXPECT_NE(other->validation, split->validation);
   labels.push_back(3);  // a class of one sample cannot be split
   EXPECT_EQ(StratifiedSplit(labels, 0.2, 5).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(StratifiedSampleTest, KeepsEachClassesShareAndAtLeastTwo) {
+  // 60 / 30 / 6 / 1 samples of classes 0-3, interleaved.
+  std::vector<int32_t> labels;
+  for (int i = 0; i < 60; ++i) labels.push_back(0);
+  for (int i = 0; i < 30; ++i) labels.push_back(1);
+  for (int i = 0; i < 6; ++i) labels.push_back(2);
+  labels.push_back(3);
+  std::mt19937 shuffle(11);
+  std::shuffle(labels.begin(), labels.end(), shuffle);
+  const std::vector<int64_t> rows = StratifiedSample(labels, 24, 7);
+  std::map<int32_t, int> kept;
+  for (int64_t r : rows) ++kept[labels[r]];
+  // Shares of 24: 60 -> 15, 30 -> 7 (7.4), 6 -> 1.5 -> 2, 1 -> 0 -> its only sample.
+  EXPECT_THAT(kept, ElementsAre(std::pair<const int32_t, int>{0, 15}, std::pair<const int32_t, int>{1, 7},
+                                std::pair<const int32_t, int>{2, 2}, std::pair<const int32_t, int>{3, 1}));
+  EXPECT_TRUE(std::is_sorted(rows.begin(), rows.end()));
+  EXPECT_EQ(StratifiedSample(labels, 24, 7), rows);  // seeded
+  EXPECT_NE(StratifiedSample(labels, 24, 8), rows);
+  EXPECT_EQ(StratifiedSample(labels, 97, 7).size(), 97u);  // every row
+}
+
+TEST(StratifiedSampleTest, TakeDatasetRowsKeepsSamplesTextsAndLabelsTogether) {
+  Dataset data;
+  data.samples.shape = {4, 2};
+  data.samples.values = {0, 1, 10, 11, 20, 21, 30, 31};
+  data.texts = {"a", "b", "c", "d"};
+  data.labels = {0, 1, 0, 1};
+  data.class_names = {"x", "y"};
+  const Dataset sub = TakeDatasetRows(data, {1, 3});
+  EXPECT_EQ(sub.samples.shape, (std::vector<int64_t>{2, 2}));
+  EXPECT_EQ(sub.samples.values, (std::vector<float>{10, 11, 30, 31}));
+  EXPECT_EQ(sub.texts, (std::vector<std::string>{"b", "d"}));
+  EXPECT_EQ(sub.labels, (std::vector<int32_t>{1, 1}));
+  EXPECT_EQ(sub.class_names, data.class_names);
 }
 
 TEST_F(DockTest, TuneTheTopTwoOfTheTopsQuery) {

@@ -73,6 +73,25 @@ struct Stage1Result {
   bool has_stage1 = false;  // some model has a proxy score or a knowledge vector
 };
 
+// What stage 2 runs the candidates on: every query sample, or a class-stratified subset of them
+// when the latency budget cannot run every model on every sample (stage2.cc: rows before
+// models). Filled in place by SelectStage2Samples: the pointers may point into it.
+struct Stage2Samples {
+  const Dataset* dataset = nullptr;              // the query's dataset, or `subset`
+  const std::vector<int32_t>* labels = nullptr;  // prepared.labels, or `subset_labels`
+  std::string hash;                              // DatasetHash(*dataset): the output cache key
+  Dataset subset;
+  std::vector<int32_t> subset_labels;
+
+  Stage2Samples() = default;
+  Stage2Samples(const Stage2Samples&) = delete;
+  Stage2Samples& operator=(const Stage2Samples&) = delete;
+};
+// Every row when `rows` is empty (the query's dataset, labels and hash), else the subset.
+void SelectStage2Samples(const RecommendQuery& query, const PreparedQuery& prepared,
+                         const std::string& dataset_hash, const std::vector<int64_t>& rows,
+                         Stage2Samples* samples);
+
 // How stage 2 scores a candidate's features against the query's labels.
 struct ViewScoring {
   Metric metric = Metric::kNone;

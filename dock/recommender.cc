@@ -169,9 +169,13 @@ absl::StatusOr<RecommendResult> Recommender::Recommend(const RecommendQuery& que
   if (Cancelled(query)) return absl::CancelledError("recommendation cancelled");
 
   const std::string dataset_hash = DatasetHash(query.dataset);
+  std::vector<int64_t> stage2_rows;
   const std::vector<std::string> candidates =
-      ChooseCandidates(query, *prepared, *stage1, dataset_hash, &result);
-  auto stage2 = RunStage2(query, *prepared, *stage1, candidates, dataset_hash, serving, &result);
+      ChooseCandidates(query, *prepared, *stage1, dataset_hash, &result, &stage2_rows);
+  Stage2Samples samples;
+  SelectStage2Samples(query, *prepared, dataset_hash, stage2_rows, &samples);
+  result.num_samples_scored = candidates.empty() ? 0 : static_cast<int>(samples.labels->size());
+  auto stage2 = RunStage2(query, *prepared, *stage1, candidates, samples, serving, &result);
   if (!stage2.ok()) return stage2.status();
   AssembleResults(query, *prepared, *stage1, *stage2, candidates.size(), serving, &result);
 

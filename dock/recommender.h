@@ -74,6 +74,7 @@ struct RecommenderOptions {
 
 // The state Recommend's stages pass between them (defined in recommend_internal.h).
 struct PreparedQuery;
+struct Stage2Samples;
 struct Stage1Result;
 struct ViewScoring;
 struct ScoredModel;
@@ -171,15 +172,18 @@ class Recommender {
   // The mode and the stage-2 candidates (stage2.cc, in stage-1 order): none without a metric,
   // all when forced or without stage-1 standings, a fixed number, or those fitting the latency
   // budget.
+  // When the budget cannot run every model on every sample, `rows` gets the class-stratified
+  // query rows stage 2 runs on (empty: every row).
   std::vector<std::string> ChooseCandidates(const RecommendQuery& query,
                                             const PreparedQuery& prepared,
                                             const Stage1Result& stage1,
                                             const std::string& dataset_hash,
-                                            RecommendResult* result);
+                                            RecommendResult* result, std::vector<int64_t>* rows);
   std::vector<std::string> CandidatesWithinBudget(const PreparedQuery& prepared,
                                                   const std::vector<std::string>& stage1_order,
-                                                  double rows, const std::string& dataset_hash,
-                                                  RecommendResult* result);
+                                                  const std::string& dataset_hash,
+                                                  RecommendResult* result,
+                                                  std::vector<int64_t>* rows);
   // Estimated cost of scoring a model on `rows` query samples: nearly free when its outputs on
   // this dataset are cached; else loading it when it is not resident, plus running it (measured
   // per sample on earlier recommendations when there were any, else scaled from its probing
@@ -192,15 +196,16 @@ class Recommender {
                                          const PreparedQuery& prepared,
                                          const Stage1Result& stage1,
                                          const std::vector<std::string>& candidates,
-                                         const std::string& dataset_hash,
+                                         const Stage2Samples& samples,
                                          const LearningLoop::Serving& serving,
                                          RecommendResult* result);
-  // Each candidate's outputs on the query (run, or cached) scored view by view, in candidate
-  // order; the models none of whose views could be scored are left out with a warning.
+  // Each candidate's outputs on `data` (run, or cached under `data_hash`) scored view by view,
+  // in candidate order; the models none of whose views could be scored are left out with a
+  // warning. `query` says when the call is cancelled.
   absl::StatusOr<std::vector<ScoredModel>> ScoreCandidates(
       const RecommendQuery& query, const PreparedQuery& prepared,
-      const std::vector<std::string>& candidates, const std::string& dataset_hash,
-      const ViewScoring& scoring, RecommendResult* result);
+      const std::vector<std::string>& candidates, const Dataset& data,
+      const std::string& data_hash, const ViewScoring& scoring, RecommendResult* result);
   // A model's outputs on the query's dataset: from the output cache, or run (then cached).
   absl::StatusOr<std::shared_ptr<const encoder::ModelOutputs>> OutputsOn(
       const ModelRecord& record, const Dataset& data, const std::string& dataset_hash,

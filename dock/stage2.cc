@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/request_context.h"
+#include "dock/query_rows.h"
 #include "dock/recommend_internal.h"
 #include "sandbox/worker_pool.h"
 #include "scoring/fusion.h"
@@ -24,6 +25,11 @@
 
 namespace modeldock::dock {
 namespace {
+
+// The fewest query samples stage 2 scores on when the latency budget makes it subsample them
+// (CandidatesWithinBudget): below these, it keeps fewer models instead.
+constexpr int64_t kMinStage2Rows = 64;
+constexpr int kMinStage2RowsPerClass = 10;
 
 ViewScoring ScoringFor(Metric metric, const PreparedQuery& prepared,
                        const std::vector<std::string>& candidates) {
@@ -309,7 +315,9 @@ std::vector<std::string> Recommender::ChooseCandidates(const RecommendQuery& que
                                                        const PreparedQuery& prepared,
                                                        const Stage1Result& stage1,
                                                        const std::string& dataset_hash,
-                                                       RecommendResult* result) {
+                                                       RecommendResult* result,
+                                                       std::vector<int64_t>* rows) {
+  rows->clear();
   if (query.metric == Metric::kNone) {
     result->mode = RecommendMode::kStage1Only;
     result->mode_reason = "stage 2 off (metric none)";
@@ -329,43 +337,96 @@ std::vector<std::string> Recommender::ChooseCandidates(const RecommendQuery& que
     result->mode_reason = absl::StrCat(fixed, " candidates requested");
     return std::vector<std::string>(stage1.order.begin(), stage1.order.begin() + fixed);
   }
-  return CandidatesWithinBudget(prepared, stage1.order,
-                                static_cast<double>(query.dataset.samples.Rows()), dataset_hash,
-                                result);
+  return CandidatesWithinBudget(prepared, stage1.order, dataset_hash, result, rows);
+}
+
+void SelectStage2Samples(const RecommendQuery& query, const PreparedQuery& prepared,
+                         const std::string& dataset_hash, const std::vector<int64_t>& rows,
+                         Stage2Samples* samples) {
+  if (rows.empty()) {
+    samples->dataset = &query.dataset;
+    samples->labels = &prepared.labels;
+    samples->hash = dataset_hash;
+    return;
+  }
+  samples->subset = TakeDatasetRows(query.dataset, rows);
+  samples->subset_labels = TakeLabels(prepared.labels, rows);
+  samples->dataset = &samples->subset;
+  samples->labels = &samples->subset_labels;
+  samples->hash = DatasetHash(samples->subset);
 }
 
 std::vector<std::string> Recommender::CandidatesWithinBudget(
-    const PreparedQuery& prepared, const std::vector<std::string>& stage1_order, double rows,
-    const std::string& dataset_hash, RecommendResult* result) {
+    const PreparedQuery& prepared, const std::vector<std::string>& stage1_order,
+    const std::string& dataset_hash, RecommendResult* result, std::vector<int64_t>* rows) {
   const int num_compatible = result->num_compatible;
   const double budget = result->latency_budget_millis;
-  std::unordered_map<std::string, double> cost;
-  double total = 0;
+  const auto num_rows = static_cast<int64_t>(prepared.labels.size());
+  // The probe samples each model's probing time was measured on: a prefix of its space's probe
+  // set when the probing budget cut it (its stored features have that many rows). Read from the
+  // proxy cache only, which stage 1 just filled for every model it proxied: a model the
+  // prefilter left out is not worth a store read here, and counts its whole probe set.
+  std::unordered_map<std::string, double> probe_rows;
   for (const ModelRecord& r : prepared.compatible) {
-    // The probe samples its probing time was measured on: a prefix of its space's probe set
-    // when the probing budget cut it (its stored features have that many rows). Read from the
-    // proxy cache only, which stage 1 just filled for every model it proxied: a model the
-    // prefilter left out is not worth a store read here, and counts its whole probe set.
-    double probe_rows = static_cast<double>(primary()->probe_rows());
+    double p = static_cast<double>(primary()->probe_rows());
     if (KnowledgeSpace* space = SpaceFor(r)) {
       auto features = proxy_cache_.Get(ProxyCacheKey(r.id, *space));
-      probe_rows = static_cast<double>(features ? features->Rows() : space->probe_rows());
+      p = static_cast<double>(features ? features->Rows() : space->probe_rows());
     }
-    total += cost[r.id] =
-        EstimateScoringMillis(r, rows, std::max(1.0, probe_rows), dataset_hash);
+    probe_rows[r.id] = std::max(1.0, p);
   }
-  std::vector<std::string> candidates;
+  std::unordered_map<std::string, double> cost;
+  auto estimate = [&](int64_t on_rows) {
+    double total = 0;
+    for (const ModelRecord& r : prepared.compatible) {
+      total += cost[r.id] = EstimateScoringMillis(r, static_cast<double>(on_rows),
+                                                  probe_rows[r.id], dataset_hash);
+    }
+    return total;
+  };
+  const double total = estimate(num_rows);
   if (total <= budget) {
-    candidates = stage1_order;
     result->mode = RecommendMode::kScoredAll;
     result->mode_reason = absl::StrFormat(
         "scoring all %d compatible models fits the %.0f ms budget (estimated %.0f ms)",
         num_compatible, budget, total);
-    return candidates;
+    return stage1_order;
   }
+  const std::string over = absl::StrFormat(
+      "scoring all %d models on all %d samples would take an estimated %.0f ms, over the %.0f ms "
+      "budget",
+      num_compatible, num_rows, total, budget);
+  // Samples before models: every model on a class-stratified half, quarter, ... of the samples,
+  // down to kMinStage2RowsPerClass per class. Chosen offline on zoo2, held on zoo1 and the
+  // rotation suite (bench/select/subsample_study.py, BENCHMARKS 2o): a quarter of the samples
+  // costs the fusion 0.00-0.02 tau_w; a quarter of the models costs 0.15-0.28 when stage 1 ranks
+  // as on the held-out docks (tau_w 0.2-0.35). Halving keeps a repeated query on its subset.
+  const int64_t floor_rows = std::min<int64_t>(
+      num_rows, std::max<int64_t>(kMinStage2Rows,
+                                  int64_t{kMinStage2RowsPerClass} * prepared.num_classes));
+  const uint64_t seed = std::hash<std::string>{}(dataset_hash);
+  for (int64_t r = num_rows / 2; r >= floor_rows; r /= 2) {
+    const double at_r = estimate(r);
+    if (at_r > budget) continue;
+    *rows = StratifiedSample(prepared.labels, r, seed);
+    result->mode = RecommendMode::kScoredAll;
+    result->mode_reason = absl::StrFormat(
+        "%s; scored all of them on a class-stratified %d of the samples (estimated %.0f ms)",
+        over, static_cast<int>(rows->size()), at_r);
+    return stage1_order;
+  }
+  // Even the floor does not fit: the floor's rows, and the stage-1 candidates that fit.
+  if (floor_rows < num_rows) {
+    *rows = StratifiedSample(prepared.labels, floor_rows, seed);
+    estimate(static_cast<int64_t>(rows->size()));
+  }
+  const std::string on_rows =
+      rows->empty() ? "" : absl::StrFormat(" on a class-stratified %d of the samples",
+                                           static_cast<int>(rows->size()));
   // The stage-1 candidates that fit, never fewer than min(10, a quarter of the dock).
   const size_t floor = static_cast<size_t>(
       std::min(num_compatible, std::max(std::min(10, num_compatible), (num_compatible + 3) / 4)));
+  std::vector<std::string> candidates;
   double used = 0;
   for (const std::string& id : stage1_order) {
     if (candidates.size() >= floor && used + cost[id] > budget) break;
@@ -376,16 +437,13 @@ std::vector<std::string> Recommender::CandidatesWithinBudget(
                                                           : RecommendMode::kTwoStage;
   if (floor >= stage1_order.size()) {
     result->mode_reason = absl::StrFormat(
-        "scoring all %d models would take an estimated %.0f ms, over the %.0f ms budget, but a "
-        "dock this small is always scored in full (stage 2 scores at least min(10, a quarter "
-        "of the dock) models)",
-        num_compatible, total, budget);
+        "%s, but a dock this small is always scored in full (stage 2 scores at least min(10, a "
+        "quarter of the dock) models)%s",
+        over, on_rows);
     return candidates;
   }
-  result->mode_reason = absl::StrFormat(
-      "scoring all %d models would take an estimated %.0f ms, over the %.0f ms budget; "
-      "scored the %d best stage-1 candidates (estimated %.0f ms)",
-      num_compatible, total, budget, static_cast<int>(candidates.size()), used);
+  result->mode_reason = absl::StrFormat("%s; scored the %d best stage-1 candidates%s (estimated %.0f ms)",
+                                        over, static_cast<int>(candidates.size()), on_rows, used);
   return candidates;
 }
 
@@ -408,15 +466,16 @@ absl::StatusOr<Stage2Result> Recommender::RunStage2(const RecommendQuery& query,
                                                     const PreparedQuery& prepared,
                                                     const Stage1Result& stage1,
                                                     const std::vector<std::string>& candidates,
-                                                    const std::string& dataset_hash,
+                                                    const Stage2Samples& samples,
                                                     const LearningLoop::Serving& serving,
                                                     RecommendResult* result) {
   Stage2Result stage2;
   stage2.scoring = ScoringFor(query.metric, prepared, candidates);
+  stage2.scoring.labels = samples.labels;
   absl::Time stage2_start = absl::Now();
   if (!candidates.empty()) {
-    auto scored =
-        ScoreCandidates(query, prepared, candidates, dataset_hash, stage2.scoring, result);
+    auto scored = ScoreCandidates(query, prepared, candidates, *samples.dataset, samples.hash,
+                                  stage2.scoring, result);
     if (!scored.ok()) return scored.status();
     stage2.scored = std::move(*scored);
   }
@@ -438,9 +497,9 @@ absl::StatusOr<Stage2Result> Recommender::RunStage2(const RecommendQuery& query,
 
 absl::StatusOr<std::vector<ScoredModel>> Recommender::ScoreCandidates(
     const RecommendQuery& query, const PreparedQuery& prepared,
-    const std::vector<std::string>& candidates, const std::string& dataset_hash,
-    const ViewScoring& scoring, RecommendResult* result) {
-  const Tensor& samples = query.dataset.samples;
+    const std::vector<std::string>& candidates, const Dataset& data,
+    const std::string& data_hash, const ViewScoring& scoring, RecommendResult* result) {
+  const Tensor& samples = data.samples;
   auto cancelled = [&] { return Cancelled(query); };
   std::vector<std::optional<ScoredModel>> slots(candidates.size());
   std::vector<std::vector<std::string>> slot_warnings(candidates.size());
@@ -458,7 +517,7 @@ absl::StatusOr<std::vector<ScoredModel>> Recommender::ScoreCandidates(
         return;
       }
       const ModelRecord& record = prepared.Model(candidates[i]);
-      const std::string run_key = OutputKey(record, dataset_hash);
+      const std::string run_key = OutputKey(record, data_hash);
       if (auto failed = run_failures_.Get(run_key)) {
         slot_warnings[i].push_back(absl::StrCat(
             "skipped ", record.spec.name, ": on this dataset it hit a limit ",
@@ -469,7 +528,7 @@ absl::StatusOr<std::vector<ScoredModel>> Recommender::ScoreCandidates(
       }
       bool from_cache = false;
       absl::Time run_start = absl::Now();
-      auto outputs = OutputsOn(record, query.dataset, dataset_hash, cancelled, &from_cache);
+      auto outputs = OutputsOn(record, data, data_hash, cancelled, &from_cache);
       slot_cached[i] = from_cache;
       if (sandbox::WorkerPool::IsOverloaded(outputs.status())) {
         std::lock_guard<std::mutex> lock(overloaded_mutex);
@@ -548,8 +607,8 @@ void Recommender::RecordReportStandings(Dataset dataset, TaskKind task,
   }
   if (candidates.size() < 2) return;
   const ViewScoring scoring = ScoringFor(scoring_query.metric, *prepared, candidates);
-  auto scored = ScoreCandidates(scoring_query, *prepared, candidates, dataset_hash,
-                                scoring, &unused);
+  auto scored = ScoreCandidates(scoring_query, *prepared, candidates, scoring_query.dataset,
+                                dataset_hash, scoring, &unused);
   if (!scored.ok()) return fail(scored.status());
   RankViews(scoring, &*scored);
   for (const std::string& w : unused.warnings) spdlog::warn("learning: standings: {}", w);

@@ -9,28 +9,12 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "dock/query_rows.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 
 namespace modeldock::dock {
 namespace {
-
-Tensor TakeRows(const Tensor& t, const std::vector<int64_t>& rows) {
-  Tensor out;
-  out.shape = t.shape;
-  out.shape[0] = static_cast<int64_t>(rows.size());
-  out.values.reserve(rows.size() * t.RowSize());
-  for (int64_t r : rows) out.values.insert(out.values.end(), t.Row(r), t.Row(r) + t.RowSize());
-  return out;
-}
-
-std::vector<int32_t> TakeLabels(const std::vector<int32_t>& labels,
-                                const std::vector<int64_t>& rows) {
-  std::vector<int32_t> out;
-  out.reserve(rows.size());
-  for (int64_t r : rows) out.push_back(labels[r]);
-  return out;
-}
 
 absl::Status CheckQuery(const TuneQuery& query) {
   if (!query.dataset.labelled()) {

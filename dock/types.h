@@ -340,6 +340,9 @@ struct RecommendResult {
   std::vector<Recommendation> results;
   RecommendTimings timings;
   int num_scored = 0;
+  // Query samples stage 2 ran the models on: all of them, or a class-stratified subset when the
+  // latency budget could not run every model on every sample (0 when stage 2 did not run).
+  int num_samples_scored = 0;
   int num_compatible = 0;
   // Stage-2 candidates whose outputs on this dataset came from the output cache.
   int num_cached = 0;

@@ -469,6 +469,7 @@ void Encode(const dock::RecommendResult& result, v1::RecommendResponse* out) {
   timings->set_stage1_millis(result.timings.stage1_millis);
   timings->set_stage2_millis(result.timings.stage2_millis);
   out->set_num_scored(result.num_scored);
+  out->set_num_samples_scored(result.num_samples_scored);
   out->set_num_compatible(result.num_compatible);
   out->set_num_cached(result.num_cached);
   out->set_metric(ToProto(result.metric));

@@ -70,7 +70,8 @@ const ServerOption kOptions[] = {
      "LibTorch threads of the server (reference encoder)"},
     {"latency-budget-ms", &C::latency_budget_ms, nullptr,
      "Default latency budget of a recommendation: stage 2 scores every compatible model when "
-     "that fits, else the stage-1 candidates that fit"},
+     "that fits, else every one on a class-stratified part of the query samples (at least "
+     "max(64, 10 per class)), else the stage-1 candidates that fit"},
     {"stage2-workers", &C::stage2_workers, nullptr,
      "Stage-2 candidates run at once (0 = one per model worker)"},
     {"learn-from-recommendations", &C::learn_from_recommendations, nullptr,

@@ -188,6 +188,7 @@ TEST_F(RecommendE2eTest, OptionsReachTheEngine) {
   // Stage 1 only: ranked by the probe-proxy score.
   EXPECT_EQ(none->mode(), v1::RECOMMEND_MODE_STAGE1_ONLY);
   EXPECT_EQ(none->num_scored(), 0);
+  EXPECT_EQ(none->num_samples_scored(), 0);
   EXPECT_EQ(none->results(0).stage1_rank(), 1);
   EXPECT_GE(none->results(0).stage1_score(), none->results(1).stage1_score());
   EXPECT_DOUBLE_EQ(none->results(0).score(), none->results(0).stage1_score());
@@ -200,6 +201,7 @@ TEST_F(RecommendE2eTest, OptionsReachTheEngine) {
   ASSERT_TRUE(two.ok()) << two.status();
   EXPECT_EQ(two->mode(), v1::RECOMMEND_MODE_TWO_STAGE);
   EXPECT_EQ(two->num_scored(), 2);
+  EXPECT_EQ(two->num_samples_scored(), query_.samples.Rows());
   options.set_num_candidates(0);
   options.set_latency_budget_ms(-1);
   auto negative = client_->Recommend(query_, options);

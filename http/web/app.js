@@ -215,7 +215,8 @@ $("ask-form").addEventListener("submit", async (event) => {
   try {
     const answer = await api("/v1/recommend", { method: "POST", body: form });
     showAnswer(answer);
-    $("ask-status").textContent = `Scored ${answer.num_scored} of ${answer.num_compatible} compatible models.`;
+    const part = answer.num_samples_scored ? ` on ${answer.num_samples_scored} samples` : "";
+    $("ask-status").textContent = `Scored ${answer.num_scored} of ${answer.num_compatible} compatible models${part}.`;
   } catch (e) {
     $("answer").hidden = true;
     $("ask-status").className = "error";

@@ -126,7 +126,7 @@ class LearningCalls:
             label_source=r.label_source, warnings=list(r.warnings), total_millis=t.total_millis,
             alignment_version=r.alignment_version, recorded_outcomes=r.recorded_outcomes,
             metric=pb.Metric.Name(r.metric)[len("METRIC_"):].lower(), num_cached=r.num_cached,
-            latency_budget_ms=r.latency_budget_ms,
+            latency_budget_ms=r.latency_budget_ms, num_samples_scored=r.num_samples_scored,
             timings={"receive_millis": t.receive_millis,
                      "encode_query_millis": t.encode_query_millis,
                      "stage1_millis": t.stage1_millis, "stage2_millis": t.stage2_millis,

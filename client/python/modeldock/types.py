@@ -112,6 +112,8 @@ class RecommendResult:
     metric: str = ""  # the stage-2 metric used: "fusion", "logme", ... ("none": stage 1 only)
     num_cached: int = 0  # stage-2 scores answered from the server's cache
     latency_budget_ms: float = 0.0  # the budget that decided the mode
+    # query samples stage 2 ran the models on (fewer than sent when the budget took a part)
+    num_samples_scored: int = 0
     # receive_millis, encode_query_millis, stage1_millis, stage2_millis, total_millis.
     timings: Dict[str, float] = field(default_factory=dict)
 
