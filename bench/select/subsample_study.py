@@ -19,9 +19,12 @@ independent of the server (issue 21: on the held-out docks the served default sa
            weighted Kendall tau against fine-tune accuracy, mean over tasks; writes OUT (JSON)
            and prints a table
 
+  nce      the same fusion with NCE's rank weighted 0, 0.25, ..., 1 (every model, every sample)
+
   nice -n 10 /usr/bin/python3 bench/select/subsample_study.py extract --zoo Z --cache C
   /usr/bin/python3 bench/select/subsample_study.py study --zoo Z --cache C --ground-truth GT \
       [--stage1 RAW.json] --out OUT.json
+  /usr/bin/python3 bench/select/subsample_study.py nce --zoo Z --cache C --ground-truth GT
 """
 import argparse
 import json
@@ -252,6 +255,27 @@ def summarize(out):
         for n in PER_CLASS))
 
 
+def nce_weights(args):
+    """The same fusion with NCE's rank weighted w (every model, every sample): mean tau_w."""
+    models, tasks = ws.load_zoo(args.zoo)
+    gt = json.load(open(args.ground_truth))["tasks"]
+    weights = [0, 0.25, 0.5, 0.75, 1.0]
+    taus = {w: [] for w in weights}
+    feats = {m: np.load(os.path.join(args.cache, f"{m}.npz")) for m in models}
+    for t in tasks:
+        tn = t["name"]
+        if tn not in gt:
+            continue
+        y = ws.read_idx(os.path.join(args.zoo, t["train_labels"])).astype(np.int64)
+        acc = np.asarray([gt[tn][m]["best"] for m in models])
+        members = np.asarray([member_scores(feats[m][f"f_{tn}"], feats[m][f"l_{tn}"], y)
+                              for m in models])
+        r = [ws.ranks(members[:, j]) / len(models) for j in range(3)]
+        for w in weights:
+            taus[w].append(tau_w((r[0] + r[1] + w * r[2]) / (2 + w), acc))
+    print("NCE weight: " + ", ".join(f"{w:g}: {np.mean(v):.3f}" for w, v in taus.items()))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -264,8 +288,12 @@ def main():
     s.add_argument("--ground-truth", required=True)
     s.add_argument("--stage1", default=None, help="run_quality raw JSON with stage1 responses")
     s.add_argument("--out", required=True)
+    n = sub.add_parser("nce")
+    n.add_argument("--zoo", required=True)
+    n.add_argument("--cache", required=True)
+    n.add_argument("--ground-truth", required=True)
     args = ap.parse_args()
-    {"extract": extract, "study": study}[args.cmd](args)
+    {"extract": extract, "study": study, "nce": nce_weights}[args.cmd](args)
 
 
 if __name__ == "__main__":
