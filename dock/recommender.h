@@ -3,7 +3,8 @@
 // and its stage-2 scoring of a report's models.
 //   recommender.cc  the pipeline: the query's preparation, Recommend, the probe-tensor cache
 //   stage1.cc       stage 1: knowledge-vector similarity, probe proxies, outcome priors
-//   stage2.cc       the latency budget's candidates, their runs and their scores
+//   stage2_budget.cc  the latency budget's candidates and query samples (estimated costs)
+//   stage2.cc       the candidates' runs and their scores
 //   recommend.cc    the metrics' names, cache keys, and the answer's assembly
 //   query.cc        the query checks and label preparation shared with ReportOutcome
 //
