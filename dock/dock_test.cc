@@ -143,56 +143,6 @@ TEST(MetadataStoreMigrationTest, SchemaOneDatabaseIsMigrated) {
   fs::remove_all(dir);
 }
 
-// A schema-6 database (outcomes without `detail`) gets the column at open: its records read back
-// with no detail, and a new record keeps its own.
-TEST(MetadataStoreMigrationTest, SchemaSixOutcomesGetADetailColumn) {
-  const fs::path dir =
-      fs::temp_directory_path() / ("modeldock-migration6-" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  const std::string path = (dir / "modeldock.db").string();
-  OutcomeQueryRow query;
-  query.query_id = "q";
-  query.num_samples = 4;
-  query.num_classes = 2;
-  query.prototypes.shape = {2, 1};
-  query.prototypes.values = {0.5f, -0.5f};
-  query.created_unix_ms = 100;
-  OutcomeRow old_row{0, "", "m-1", "old", 0.75, "finetune", 1.0, "", 100, ""};
-  {
-    auto store = OpenMetadataStore(path);
-    ASSERT_TRUE(store.ok()) << store.status();
-    ASSERT_TRUE((*store)->AddOutcomes(query, {old_row}).ok());
-  }
-  {
-    sqlite3* db = nullptr;
-    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-    char* err = nullptr;
-    ASSERT_EQ(sqlite3_exec(db, "ALTER TABLE outcomes DROP COLUMN detail; "
-                               "UPDATE meta SET value='6' WHERE key='schema_version';",
-                           nullptr, nullptr, &err),
-              SQLITE_OK)
-        << (err ? err : "");
-    sqlite3_close(db);
-  }
-  auto store = OpenMetadataStore(path);
-  ASSERT_TRUE(store.ok()) << store.status();
-  EXPECT_EQ(*(*store)->GetMeta("schema_version"), "7");
-  OutcomeRow tuned{0, "", "m-2", "new", 0.5, "tune", 1.0,
-                   "", 200, R"({"tune":{"split":{"seed":3}}})"};
-  ASSERT_TRUE((*store)->AddOutcomes(query, {tuned}).ok());
-  auto rows = (*store)->Outcomes("", 0);
-  ASSERT_TRUE(rows.ok()) << rows.status();
-  ASSERT_EQ(rows->size(), 2u);
-  EXPECT_EQ((*rows)[0].model_id, "m-2");
-  EXPECT_EQ((*rows)[0].detail, tuned.detail);
-  EXPECT_EQ((*rows)[1].model_id, "m-1");
-  EXPECT_EQ((*rows)[1].accuracy, 0.75);
-  EXPECT_EQ((*rows)[1].detail, "");
-  store->reset();
-  fs::remove_all(dir);
-}
-
 // A damaged models row (here: unreadable JSON in input_shape) makes the dock refuse to open with
 // DATA_LOSS naming the model, rather than throw; the row itself is left for the operator.
 TEST_F(DockTest, DamagedModelRowFailsToOpenWithDataLoss) {

@@ -118,6 +118,35 @@ TEST_P(MetadataStoreTest, OutcomeStage1ScoresKeepEveryBit) {
 }
 
 // Stage-1 scores that are not a JSON object of numbers: DATA_LOSS naming the query, not a throw.
+// A schema-6 database (outcomes without `detail`) gets the column when it is opened: its records
+// read back with no detail, and a new record keeps its own (SQLite's and PostgreSQL's step 6 -> 7).
+TEST_P(MetadataStoreTest, SchemaSixOutcomesGetADetailColumn) {
+  OutcomeQueryRow query;
+  query.query_id = "q";
+  query.num_samples = 4;
+  query.num_classes = 2;
+  query.prototypes = MakeTensor(2, 1, {0.5f, -0.5f});
+  query.created_unix_ms = 100;
+  const OutcomeRow old_row{0, "", "m-1", "old", 0.75, "finetune", 1.0, "", 100, ""};
+  ASSERT_TRUE(store_->AddOutcomes(query, {old_row}).ok());
+  store_.reset();
+  ASSERT_EQ(ExecSql("ALTER TABLE outcomes DROP COLUMN detail"), "");
+  ASSERT_EQ(ExecSql("UPDATE meta SET value = '6' WHERE key = 'schema_version'"), "");
+  Reopen();
+  EXPECT_EQ(*store_->GetMeta("schema_version"), std::to_string(kMetadataSchemaVersion));
+  const OutcomeRow tuned{0, "", "m-2", "new", 0.5, "tune", 1.0,
+                         "", 200, R"({"tune":{"split":{"seed":3}}})"};
+  ASSERT_TRUE(store_->AddOutcomes(query, {tuned}).ok());
+  auto rows = store_->Outcomes("", 0);
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->size(), 2u);
+  EXPECT_EQ((*rows)[0].model_id, "m-2");
+  EXPECT_EQ((*rows)[0].detail, tuned.detail);
+  EXPECT_EQ((*rows)[1].model_id, "m-1");
+  EXPECT_EQ((*rows)[1].accuracy, 0.75);
+  EXPECT_EQ((*rows)[1].detail, "");
+}
+
 TEST_P(MetadataStoreTest, CorruptOutcomeQueryIsDataLoss) {
   OutcomeQueryRow q;
   q.query_id = "q-bad";
