@@ -266,13 +266,31 @@ absl::StatusOr<Dataset> LoadQuery(const std::string& path, const datasets::LoadO
   return datasets::LoadDataset(path, load);
 }
 
+// The multipart parts of a dataset call ("dataset", optional "labels", JSON parts) spooled to
+// disk; INVALID_ARGUMENT without a "dataset" part.
+absl::Status SpoolDatasetCall(const httplib::Request& request,
+                              const httplib::ContentReader& reader, Spool* spool) {
+  if (absl::Status s = spool->Read(request, reader); !s.ok()) return s;
+  if (!spool->Has("dataset")) return BadRequest("the part 'dataset' (a dataset file) is required");
+  return absl::OkStatus();
+}
+
+// The spooled "dataset" part loaded as a query (INVALID_ARGUMENT saying why it cannot be).
+absl::StatusOr<Dataset> LoadSpooledQuery(const Spool& spool, const datasets::LoadOptions& load,
+                                         v1::TaskKind task) {
+  auto dataset = LoadQuery(spool.Path("dataset"), load, task);
+  if (!dataset.ok()) {
+    return BadRequest(absl::StrCat("cannot load dataset: ", dataset.status().message()));
+  }
+  return dataset;
+}
+
 // Multipart: "dataset" (any file the CLI's recommend reads), optional "labels" (a labels file
 // as --labels) and "options" (JSON such as {"top": 5, "metric": "fusion"}).
 absl::Status Recommend(const RouteContext& context, Call& call, const httplib::Request& request,
                        httplib::Response& response, const httplib::ContentReader& reader) {
   Spool spool(context.options.spool_dir, {"dataset", "labels"});
-  if (absl::Status s = spool.Read(request, reader); !s.ok()) return s;
-  if (!spool.Has("dataset")) return BadRequest("the part 'dataset' (a dataset file) is required");
+  if (absl::Status s = SpoolDatasetCall(request, reader, &spool); !s.ok()) return s;
   datasets::LoadOptions load;
   load.labels_path = spool.Path("labels");
   v1::RecommendHeader header;
@@ -283,10 +301,8 @@ absl::Status Recommend(const RouteContext& context, Call& call, const httplib::R
     if (!options.ok()) return options.status();
     if (absl::Status s = ApplyRecommendOptions(*options, &load, &header); !s.ok()) return s;
   }
-  auto dataset = LoadQuery(spool.Path("dataset"), load, header.task());
-  if (!dataset.ok()) {
-    return BadRequest(absl::StrCat("cannot load dataset: ", dataset.status().message()));
-  }
+  auto dataset = LoadSpooledQuery(spool, load, header.task());
+  if (!dataset.ok()) return dataset.status();
   auto result = call.client->Recommend(*dataset, header);
   if (!result.ok()) return result.status();
   SendJson(response, 200, client::RecommendToJson(*result, dataset->notes));
@@ -301,8 +317,7 @@ absl::Status Recommend(const RouteContext& context, Call& call, const httplib::R
 absl::Status Tune(const RouteContext& context, Call& call, const httplib::Request& request,
                   httplib::Response& response, const httplib::ContentReader& reader) {
   Spool spool(context.options.spool_dir, {"dataset", "labels"});
-  if (absl::Status s = spool.Read(request, reader); !s.ok()) return s;
-  if (!spool.Has("dataset")) return BadRequest("the part 'dataset' (a dataset file) is required");
+  if (absl::Status s = SpoolDatasetCall(request, reader, &spool); !s.ok()) return s;
   datasets::LoadOptions load;
   load.labels_path = spool.Path("labels");
   v1::TuneHeader header;
@@ -337,10 +352,8 @@ absl::Status Tune(const RouteContext& context, Call& call, const httplib::Reques
       return s;
     }
   }
-  auto dataset = LoadQuery(spool.Path("dataset"), load, header.dataset().task());
-  if (!dataset.ok()) {
-    return BadRequest(absl::StrCat("cannot load dataset: ", dataset.status().message()));
-  }
+  auto dataset = LoadSpooledQuery(spool, load, header.dataset().task());
+  if (!dataset.ok()) return dataset.status();
   auto tuned = call.client->Tune(*dataset, header, nullptr);
   if (!tuned.ok()) return tuned.status();
   json document = client::TuneToJson(tuned->result);
@@ -354,8 +367,7 @@ absl::Status Tune(const RouteContext& context, Call& call, const httplib::Reques
 absl::Status Report(const RouteContext& context, Call& call, const httplib::Request& request,
                     httplib::Response& response, const httplib::ContentReader& reader) {
   Spool spool(context.options.spool_dir, {"dataset", "labels"});
-  if (absl::Status s = spool.Read(request, reader); !s.ok()) return s;
-  if (!spool.Has("dataset")) return BadRequest("the part 'dataset' (a dataset file) is required");
+  if (absl::Status s = SpoolDatasetCall(request, reader, &spool); !s.ok()) return s;
   auto body = ParseObject(spool.Text("outcomes"), "the part 'outcomes'");
   if (!body.ok()) return body.status();
   datasets::LoadOptions load;
@@ -385,10 +397,8 @@ absl::Status Report(const RouteContext& context, Call& call, const httplib::Requ
     return BadRequest(absl::StrCat("the part 'outcomes': ", e.what()));
   }
   if (outcomes.empty()) return BadRequest("outcomes.outcomes lists no {model, accuracy}");
-  auto dataset = LoadQuery(spool.Path("dataset"), load, task);
-  if (!dataset.ok()) {
-    return BadRequest(absl::StrCat("cannot load dataset: ", dataset.status().message()));
-  }
+  auto dataset = LoadSpooledQuery(spool, load, task);
+  if (!dataset.ok()) return dataset.status();
   auto result = call.client->ReportOutcome(*dataset, task, outcomes, source);
   if (!result.ok()) return result.status();
   SendJson(response, 200, client::ReportToJson(*result, dataset->notes));
