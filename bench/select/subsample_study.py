@@ -54,28 +54,7 @@ FUSION_DIMS = 32  # kFusionDims
 
 
 def extract(args):
-    import torch
-    torch.set_num_threads(1)
-    models, tasks = ws.load_zoo(args.zoo)
-    os.makedirs(args.cache, exist_ok=True)
-    xs = {t["name"]: ws.read_idx(os.path.join(args.zoo, t["train_images"]))[:, None]
-          .astype(np.float32) / 255.0 for t in tasks}
-    t0 = time.time()
-    for i, m in enumerate(models):
-        path = os.path.join(args.cache, f"{m}.npz")
-        if os.path.exists(path):
-            continue
-        module = torch.jit.load(os.path.join(args.zoo, "models", f"{m}.pt"))
-        module.eval()
-        out = {}
-        with torch.inference_mode():
-            for tn, x in xs.items():
-                xt = torch.from_numpy(x)
-                out[f"f_{tn}"] = module.embed(xt).numpy().astype(np.float32)
-                out[f"l_{tn}"] = module(xt).numpy().astype(np.float32)
-        np.savez(path + ".tmp.npz", **out)
-        os.replace(path + ".tmp.npz", path)
-        print(f"  {i + 1}/{len(models)} {m} ({time.time() - t0:.0f} s)", flush=True)
+    ws.extract(args, with_logits=True)
 
 
 def stratified_rows(y, frac, seed, per_class=None):
@@ -160,7 +139,7 @@ def study(args):
             for seed in (range(ROW_SEEDS) if frac < 1 else [0]):
                 rows = stratified_rows(y_all, frac, seed) if frac < 1 else np.arange(len(y_all))
                 y = y_all[rows]
-                members = [member_scores(feats[m][f"f_{tn}"][rows], feats[m][f"l_{tn}"][rows], y)
+                members = [member_scores(feats[m][tn][rows], feats[m]["logits:" + tn][rows], y)
                            for m in models]
                 fused = fuse(members)
                 if frac == 1:
@@ -178,7 +157,7 @@ def study(args):
             for seed in range(ROW_SEEDS):
                 rows = stratified_rows(y_all, 1.0, seed, per_class=n_c)
                 y = y_all[rows]
-                members = [member_scores(feats[m][f"f_{tn}"][rows], feats[m][f"l_{tn}"][rows], y)
+                members = [member_scores(feats[m][tn][rows], feats[m]["logits:" + tn][rows], y)
                            for m in models]
                 taus.append(tau_w(fuse(members), acc))
             rec["per_class"][str(n_c)] = {"tau_w": float(np.mean(taus)), "rows": int(len(rows))}
@@ -268,7 +247,7 @@ def nce_weights(args):
             continue
         y = ws.read_idx(os.path.join(args.zoo, t["train_labels"])).astype(np.int64)
         acc = np.asarray([gt[tn][m]["best"] for m in models])
-        members = np.asarray([member_scores(feats[m][f"f_{tn}"], feats[m][f"l_{tn}"], y)
+        members = np.asarray([member_scores(feats[m][tn], feats[m]["logits:" + tn], y)
                               for m in models])
         r = [ws.ranks(members[:, j]) / len(models) for j in range(3)]
         for w in weights:

@@ -55,7 +55,9 @@ def load_zoo(zoo):
 
 # --------------------------------------------------------------------------- extract
 
-def extract(args):
+def extract(args, with_logits=False):
+    """Every model's embed features (key: the task's name) on every task's train split, and with
+    `with_logits` its class outputs too (key: "logits:" + the task's name), cached per model."""
     import torch
     torch.set_num_threads(1)
     models, tasks = load_zoo(args.zoo)
@@ -73,6 +75,8 @@ def extract(args):
         with torch.inference_mode():
             for tn, x in xs.items():
                 out[tn] = module.embed(torch.from_numpy(x)).numpy().astype(np.float32)
+                if with_logits:
+                    out["logits:" + tn] = module(torch.from_numpy(x)).numpy().astype(np.float32)
         np.savez(path + ".tmp.npz", **out)
         os.replace(path + ".tmp.npz", path)
         print(f"  {i + 1}/{len(models)} {m} ({time.time() - t0:.0f} s)", flush=True)
