@@ -2,6 +2,7 @@
 // it inherits as fd 3. Started only by sandbox::WorkerPool. Before it touches a model it locks
 // itself down (see ConfineProcess); the server enforces time limits and kills it when needed.
 #include <fcntl.h>
+#include <malloc.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -523,6 +524,14 @@ int main(int argc, char** argv) {
     return 64;
   }
   signal(SIGPIPE, SIG_IGN);
+  // glibc serves blocks of 128 KiB and more with mmap and hands them back with munmap, raising
+  // that threshold only as it sees large blocks freed: the first model a worker runs faulted in
+  // every page of every batch's tensors again (perf: a third of its time in page faults; a text
+  // model's first probe 9.4-11.7 s, 1.2-1.6 s once the threshold had grown). Fixed thresholds
+  // keep blocks under 256 MiB on the heap for the next batch; a free heap top beyond 512 MiB is
+  // still returned (docs/BENCHMARKS.md, "CI time").
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
   try {
     const std::string confinement = ConfineProcess(args);
     // Hello: tells the pool the worker is up and what confines it.

@@ -4,8 +4,15 @@
 # its share of SECONDS_TOTAL on a copy of its seed corpus (fuzz/corpus/ is never written to).
 # Fails if any target crashes, leaks, times out or runs out of memory, and prints the input.
 # Usage: scripts/fuzz.sh [SECONDS_TOTAL]   (default 60; MODELDOCK_FUZZ_BUILD_DIR, MODELDOCK_JOBS)
+#        scripts/fuzz.sh --build-only         (builds the targets, runs none: scripts/test.sh
+#                                              builds them beside ctest, then fuzzes after it)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD_ONLY=0
+if [[ "${1:-}" == --build-only ]]; then
+  BUILD_ONLY=1
+  shift
+fi
 SECONDS_TOTAL="${1:-60}"
 BUILD_DIR="${MODELDOCK_FUZZ_BUILD_DIR:-$ROOT/build-fuzz}"
 JOBS="${MODELDOCK_JOBS:-$(nproc)}"
@@ -32,6 +39,7 @@ CC=clang CXX=clang++ cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYP
   -DMODELDOCK_FUZZ=ON -DMODELDOCK_BUILD_TESTS=OFF -DMODELDOCK_BUILD_BENCH=OFF >/dev/null
 cmake --build "$BUILD_DIR" -j "$JOBS" --target modeldock_fuzzers
 echo "fuzz: built in $(( $(date +%s) - start )) s"
+if ((BUILD_ONLY)); then exit 0; fi
 
 # target:max_len (bytes). Images need room for a JPEG's tables; the rest stay small and fast.
 TARGETS=(

@@ -26,11 +26,17 @@ echo "test: buf lint (modeldock.v1 API conventions)"
 PG_DIR=""
 CHROOT_PID=""
 CHROOT_DIR=""
+FUZZ_BUILD_PID=""
 cleanup() {
   # A clean-root test still running (ctest failed): stop its process group; its trap unmounts.
   if [[ -n "$CHROOT_PID" ]]; then
     kill -TERM -- "-$CHROOT_PID" 2>/dev/null || true
     wait "$CHROOT_PID" 2>/dev/null || true
+  fi
+  # The fuzz targets' build still running (ctest failed): stop its process group.
+  if [[ -n "$FUZZ_BUILD_PID" ]]; then
+    kill -TERM -- "-$FUZZ_BUILD_PID" 2>/dev/null || true
+    wait "$FUZZ_BUILD_PID" 2>/dev/null || true
   fi
   [[ -z "$CHROOT_DIR" ]] || rm -rf "$CHROOT_DIR"
   [[ -z "$PG_DIR" ]] || "$ROOT/scripts/postgres_test_server.sh" stop "$PG_DIR"
@@ -69,6 +75,14 @@ else
   echo "test: deb_chroot_test skipped: ${why#deb_chroot_test: }"
 fi
 
+# The fuzz targets (clang, ASan/UBSan, build-fuzz/) are built beside ctest at nice 19, in the
+# CPU the tests leave idle (they wait on servers, workers, subprocesses and wall-time limits): a
+# cold build is ~200 s of CPU (docs/BENCHMARKS.md, "CI time"). The fuzzing itself runs after
+# ctest, alone, for its full time.
+FUZZ_BUILD_LOG="$BUILD_DIR/fuzz_build.log"
+setsid --wait nice -n 19 "$ROOT/scripts/fuzz.sh" --build-only >"$FUZZ_BUILD_LOG" 2>&1 </dev/null &
+FUZZ_BUILD_PID=$!
+
 echo "test: ctest"
 # One probe embedding cache for every dock the tests open (--probe-cache-dir): each space's
 # reference encoder runs on its probe set once per test run instead of once per test process.
@@ -98,7 +112,17 @@ if [[ -n "$CHROOT_PID" ]]; then
   echo "test: $(tail -1 "$CHROOT_LOG") (waited $(( $(date +%s) - t0 )) s after ctest)"
 fi
 
-# libFuzzer (ASan/UBSan) on every parser of untrusted bytes: a bounded run, 4 s per target.
+# libFuzzer (ASan/UBSan) on every parser of untrusted bytes: a bounded run, 4 s per target, once
+# the targets' build beside ctest is done (fuzz.sh's own build step then finds nothing to do).
+t0=$(date +%s)
+pid=$FUZZ_BUILD_PID
+FUZZ_BUILD_PID=""
+if ! wait "$pid"; then
+  tail -40 "$FUZZ_BUILD_LOG"
+  echo "test: the fuzz targets' build FAILED (log: $FUZZ_BUILD_LOG)"
+  exit 1
+fi
+echo "test: $(tail -1 "$FUZZ_BUILD_LOG") beside ctest (waited $(( $(date +%s) - t0 )) s after it)"
 echo "test: fuzz"
 "$ROOT/scripts/fuzz.sh" "${MODELDOCK_FUZZ_SECONDS:-36}"
 
