@@ -74,8 +74,8 @@ struct Stage1Result {
 };
 
 // What stage 2 runs the candidates on: every query sample, or a class-stratified subset of them
-// when the latency budget cannot run every model on every sample (stage2.cc: rows before
-// models). Filled in place by SelectStage2Samples: the pointers may point into it.
+// when the latency budget cannot run every model on every sample (stage2_budget.cc: samples
+// before models). Filled in place by SelectStage2Samples: the pointers may point into it.
 struct Stage2Samples {
   const Dataset* dataset = nullptr;              // the query's dataset, or `subset`
   const std::vector<int32_t>* labels = nullptr;  // prepared.labels, or `subset_labels`

@@ -43,6 +43,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Waits for a job started beside ctest (PID LOG WHAT): fails the run with the tail of its log
+# if it failed, else prints its log's last line and how long ctest waited for it. The caller
+# clears the job's PID variable first, so that cleanup() no longer stops it.
+wait_beside_ctest() {
+  local pid=$1 log=$2 what=$3 t0
+  t0=$(date +%s)
+  if ! wait "$pid"; then
+    tail -40 "$log"
+    echo "test: $what FAILED (log: $log)"
+    exit 1
+  fi
+  echo "test: $(tail -1 "$log") beside ctest (waited $(( $(date +%s) - t0 )) s after it)"
+}
+
 # PostgreSQL for the metadata store tests (dock/metadata_store_test, server_main_test): a
 # throw-away server (scripts/postgres_test_server.sh), unless MODELDOCK_TEST_PG_URL already
 # names one. MODELDOCK_SKIP_PG=1 skips those tests instead; without either they fail.
@@ -101,28 +115,16 @@ TEST_JOBS="${MODELDOCK_TEST_JOBS:-$(nproc)}"
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$TEST_JOBS" --timeout 600
 
 if [[ -n "$CHROOT_PID" ]]; then
-  t0=$(date +%s)
   pid=$CHROOT_PID
   CHROOT_PID=""
-  if ! wait "$pid"; then
-    tail -40 "$CHROOT_LOG"
-    echo "test: deb_chroot_test FAILED (log: $CHROOT_LOG)"
-    exit 1
-  fi
-  echo "test: $(tail -1 "$CHROOT_LOG") (waited $(( $(date +%s) - t0 )) s after ctest)"
+  wait_beside_ctest "$pid" "$CHROOT_LOG" deb_chroot_test
 fi
 
 # libFuzzer (ASan/UBSan) on every parser of untrusted bytes: a bounded run, 4 s per target, once
 # the targets' build beside ctest is done (fuzz.sh's own build step then finds nothing to do).
-t0=$(date +%s)
 pid=$FUZZ_BUILD_PID
 FUZZ_BUILD_PID=""
-if ! wait "$pid"; then
-  tail -40 "$FUZZ_BUILD_LOG"
-  echo "test: the fuzz targets' build FAILED (log: $FUZZ_BUILD_LOG)"
-  exit 1
-fi
-echo "test: $(tail -1 "$FUZZ_BUILD_LOG") beside ctest (waited $(( $(date +%s) - t0 )) s after it)"
+wait_beside_ctest "$pid" "$FUZZ_BUILD_LOG" "the fuzz targets' build"
 echo "test: fuzz"
 "$ROOT/scripts/fuzz.sh" "${MODELDOCK_FUZZ_SECONDS:-36}"
 
