@@ -144,9 +144,11 @@ std::vector<std::string> Recommender::CandidatesWithinBudget(
   // rotation suite (bench/select/subsample_study.py, BENCHMARKS 2o): a quarter of the samples
   // costs the fusion 0.00-0.02 tau_w; a quarter of the models costs 0.15-0.28 when stage 1 ranks
   // as on the held-out docks (tau_w 0.2-0.35). Halving keeps a repeated query on its subset.
-  const int64_t floor_rows = std::min<int64_t>(
-      num_rows, std::max<int64_t>(kMinStage2Rows,
-                                  int64_t{kMinStage2RowsPerClass} * prepared.num_classes));
+  // At least one row, so that the halving below ends whatever the query's size.
+  const int64_t floor_rows = std::max<int64_t>(
+      1, std::min<int64_t>(num_rows,
+                           std::max<int64_t>(kMinStage2Rows, int64_t{kMinStage2RowsPerClass} *
+                                                                 prepared.num_classes)));
   const uint64_t seed = std::hash<std::string>{}(dataset_hash);
   for (int64_t r = num_rows / 2; r >= floor_rows; r /= 2) {
     const double at_r = estimate(r);

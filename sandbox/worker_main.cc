@@ -3,6 +3,7 @@
 // itself down (see ConfineProcess); the server enforces time limits and kills it when needed.
 #include <fcntl.h>
 #include <malloc.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -18,6 +19,7 @@
 #include <filesystem>
 #include <list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -467,41 +469,65 @@ std::string DescribeMemoryLimits(const WorkerArgs& args, int64_t batch) {
   return what;
 }
 
-int Serve(const WorkerArgs& args) {
-  ModelCache cache;
+// Receives one job, runs it and answers. Returns the worker's exit code when it should stop
+// (the server is gone or sent garbage), nullopt to wait for the next job.
+std::optional<int> ServeOneJob(const WorkerArgs& args, ModelCache& cache) {
   // The server sends at most a probe set or a query's samples; 2^33 floats is a sanity bound.
   constexpr uint64_t kMaxRequestFloats = uint64_t{1} << 33;
+  int model_fd = -1;
+  absl::Status marker = ReceiveJobMarker(args.fd, &model_fd);
+  if (!marker.ok()) return absl::IsUnavailable(marker) ? 0 : 2;  // server gone
+  auto request = ReadRequest(args.fd, kMaxRequestFloats, nullptr);
+  if (!request.ok()) {
+    if (model_fd >= 0) close(model_fd);
+    return absl::IsUnavailable(request.status()) ? 0 : 2;
+  }
+  for (const std::string& key : request->unload) cache.Drop(key);
+  JobResponse response;
+  try {
+    if (request->kind == JobKind::kAdmit) {
+      response = Admit(*request, model_fd);
+    } else if (request->kind == JobKind::kTune) {
+      response = Tune(*request, model_fd, args.fd);
+    } else {
+      response = Run(*request, model_fd, cache);
+    }
+  } catch (const std::bad_alloc&) {
+    SetStatus(absl::ResourceExhaustedError("the job ran out of memory"), &response);
+  } catch (const std::exception& e) {
+    SetStatus(absl::InternalError(absl::StrCat("worker error: ", e.what())), &response);
+  }
+  if (IsOutOfMemory(absl::Status(static_cast<absl::StatusCode>(response.code),
+                                 response.message))) {
+    // Which limit: the address-space backstop, else the host's memory (the pool's own limit
+    // on memory used kills the worker from outside instead).
+    response.message += DescribeMemoryLimits(args, response.batch_size);
+  }
+  if (!WriteResponse(args.fd, response, nullptr).ok()) return 0;
+  return std::nullopt;
+}
+
+// Waits up to `timeout_ms` for the next job's first bytes; false when none came.
+bool JobArrivesWithin(int fd, int timeout_ms) {
+  pollfd pending = {fd, POLLIN, 0};
+  int rc;
+  do {
+    rc = poll(&pending, 1, timeout_ms);
+  } while (rc < 0 && errno == EINTR);
+  return rc != 0;  // an error or a hang-up is for ReceiveJobMarker to report
+}
+
+int Serve(const WorkerArgs& args) {
+  ModelCache cache;
+  // The thresholds set in main keep freed blocks on the heap while jobs follow each other (a
+  // probe or a query runs as several jobs; trimming after each one made the text and audio e2e
+  // tests 50-60 % slower). Once no job has come for a second, the heap goes back to the system:
+  // what a worker holds counts against its memory limit.
+  constexpr int kIdleBeforeTrimMs = 1000;
   while (true) {
-    int model_fd = -1;
-    absl::Status marker = ReceiveJobMarker(args.fd, &model_fd);
-    if (!marker.ok()) return absl::IsUnavailable(marker) ? 0 : 2;  // server gone
-    auto request = ReadRequest(args.fd, kMaxRequestFloats, nullptr);
-    if (!request.ok()) {
-      if (model_fd >= 0) close(model_fd);
-      return absl::IsUnavailable(request.status()) ? 0 : 2;
-    }
-    for (const std::string& key : request->unload) cache.Drop(key);
-    JobResponse response;
-    try {
-      if (request->kind == JobKind::kAdmit) {
-        response = Admit(*request, model_fd);
-      } else if (request->kind == JobKind::kTune) {
-        response = Tune(*request, model_fd, args.fd);
-      } else {
-        response = Run(*request, model_fd, cache);
-      }
-    } catch (const std::bad_alloc&) {
-      SetStatus(absl::ResourceExhaustedError("the job ran out of memory"), &response);
-    } catch (const std::exception& e) {
-      SetStatus(absl::InternalError(absl::StrCat("worker error: ", e.what())), &response);
-    }
-    if (IsOutOfMemory(absl::Status(static_cast<absl::StatusCode>(response.code),
-                                   response.message))) {
-      // Which limit: the address-space backstop, else the host's memory (the pool's own limit
-      // on memory used kills the worker from outside instead).
-      response.message += DescribeMemoryLimits(args, response.batch_size);
-    }
-    if (!WriteResponse(args.fd, response, nullptr).ok()) return 0;
+    if (!JobArrivesWithin(args.fd, kIdleBeforeTrimMs)) malloc_trim(0);
+    const std::optional<int> exit_code = ServeOneJob(args, cache);
+    if (exit_code) return *exit_code;
   }
 }
 
@@ -529,7 +555,7 @@ int main(int argc, char** argv) {
   // every page of every batch's tensors again (perf: a third of its time in page faults; a text
   // model's first probe 9.4-11.7 s, 1.2-1.6 s once the threshold had grown). Fixed thresholds
   // keep blocks under 256 MiB on the heap for the next batch; a free heap top beyond 512 MiB is
-  // still returned (docs/BENCHMARKS.md, "CI time").
+  // still returned, and all of it once the worker is idle (Serve; docs/BENCHMARKS.md, "CI time").
   mallopt(M_MMAP_THRESHOLD, 256 << 20);
   mallopt(M_TRIM_THRESHOLD, 512 << 20);
   try {

@@ -1,0 +1,284 @@
+#!/usr/bin/python3
+"""Which metrics the default fusion should hold, and with what weights, chosen over zoos of every
+input kind (issue 21: the default must not lose to its own members).
+
+The served default ranks by an equal-weight rank fusion (scoring::WeightedRankFusion) of LogME
+and shrinkage H-score on the model's top 32 principal components of the query features and NCE
+on its class outputs. Section 2j of docs/BENCHMARKS.md found it 0.11 below shrinkage H alone on
+the speech zoo (LogME fails there) and 2o found NCE costing it 0.02-0.04 on the grey zoos. This
+study scores five candidate members per (model, task) -- LogME, shrinkage H-score and GBC on the
+top 32 components, NCE and LEEP on the class outputs -- and every rank fusion with weights in
+{0, 0.5, 1} (242), on six zoos: zoo1, zoo2 and zoo2's rotation suite (grey), the colour zoo,
+the text zoo and the speech zoo. tau_w = weighted Kendall tau against the fine-tune accuracy,
+mean over tasks (what run_quality reports).
+
+  extract  every model's embed features and class outputs on every task's train split (the
+           query the dock would see), cached per model in CACHE/<model>.npz, and the tasks'
+           labels in CACHE/labels.npz. KIND: image (IDX tasks), text (CSV), audio (NPZ).
+  study    the members and fusions per zoo; prints the tables and the selections, writes OUT.
+
+  nice -n 10 /usr/bin/python3 bench/select/member_study.py extract --kind text --zoo Z --cache C
+  /usr/bin/python3 bench/select/member_study.py study \
+      --zoo NAME=CACHE:ZOO:GROUND_TRUTH [...] --colour NAME=EVALUATION.json --out OUT.json
+
+Times (shared 2-core box): extraction 1-3 min per zoo (one torch thread); study ~1 min.
+The colour zoo's model files were lost; its member values come from bench/zoo_colour's
+evaluation.json (the same metrics on the same components, computed by evaluate.py).
+"""
+import argparse
+import csv
+import itertools
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import numpy as np  # noqa: E402
+from scipy import stats  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import width_study as ws  # noqa: E402
+
+mo = ws.mo
+MEMBERS = ["logme", "shrinkage_hscore", "gbc", "nce", "leep"]
+SERVED = {"logme": 1.0, "shrinkage_hscore": 1.0, "nce": 1.0}
+WEIGHTS = [0.0, 0.5, 1.0]
+FUSION_DIMS = 32  # kFusionDims
+COLOUR_KEYS = {"logme": "logme/pc32", "shrinkage_hscore": "shrinkage_hscore/pc32",
+               "gbc": "gbc/pc32", "nce": "nce", "leep": "leep"}
+
+
+# --------------------------------------------------------------------------- extract
+
+def load_inputs(kind, zoo, task):
+    """(inputs the model takes, integer labels) of a task's train split."""
+    if kind == "image":
+        x = ws.read_idx(os.path.join(zoo, task["train_images"]))[:, None].astype(np.float32) / 255.0
+        y = ws.read_idx(os.path.join(zoo, task["train_labels"])).astype(np.int64)
+        return x, y
+    if kind == "text":
+        with open(os.path.join(zoo, task["train_file"]), encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
+        names = sorted({r["label"] for r in rows})
+        return [r["text"] for r in rows], np.asarray([names.index(r["label"]) for r in rows])
+    data = np.load(os.path.join(zoo, task["train_file"]))
+    return data["samples"], data["labels"].astype(np.int64)
+
+
+def run_batched(fn, x, batch=256):
+    import torch
+    parts = []
+    for i in range(0, len(x), batch):
+        chunk = x[i:i + batch]
+        parts.append(fn(chunk if isinstance(chunk, list) else torch.from_numpy(chunk)).numpy())
+    return np.concatenate(parts).astype(np.float32)
+
+
+def extract(args):
+    import torch
+    torch.set_num_threads(1)
+    models, tasks = ws.load_zoo(args.zoo)
+    os.makedirs(args.cache, exist_ok=True)
+    inputs = {t["name"]: load_inputs(args.kind, args.zoo, t) for t in tasks}
+    np.savez(os.path.join(args.cache, "labels.npz"), **{n: y for n, (_, y) in inputs.items()})
+    t0 = time.time()
+    for i, m in enumerate(models):
+        path = os.path.join(args.cache, f"{m}.npz")
+        if os.path.exists(path):
+            continue
+        module = torch.jit.load(os.path.join(args.zoo, "models", f"{m}.pt"))
+        module.eval()
+        out = {}
+        with torch.inference_mode():
+            for tn, (x, _) in inputs.items():
+                out[tn] = run_batched(module.embed, x)
+                out["logits:" + tn] = run_batched(module.forward, x)
+        np.savez(path + ".tmp.npz", **out)
+        os.replace(path + ".tmp.npz", path)
+        print(f"  {i + 1}/{len(models)} {m} ({time.time() - t0:.0f} s)", flush=True)
+
+
+# --------------------------------------------------------------------------- members
+
+def cached(npz, task, logits):
+    """A cached array under the current key or the older f_/l_ one (earlier caches)."""
+    key = ("logits:" if logits else "") + task
+    if key in npz:
+        return npz[key]
+    return npz[("l_" if logits else "f_") + task]
+
+
+def member_values(f, logits, y):
+    """The five members of one (model, task): feature metrics on the top 32 centred components."""
+    f = f.astype(np.float64)
+    xc = f - f.mean(axis=0, keepdims=True)
+    u, sv, _ = np.linalg.svd(xc, full_matrices=False)
+    out = {"nce": mo.nce(logits, y), "leep": mo.leep(logits, y)}
+    if not sv.size or sv.max() <= 0:
+        out.update(logme=-np.inf, shrinkage_hscore=-np.inf, gbc=-np.inf)
+        return out
+    k = min(FUSION_DIMS, f.shape[1])
+    z = u[:, :k] * sv[:k]
+    out.update(logme=mo.logme(z, y), shrinkage_hscore=ws.shrinkage_hscore_raw(z, y),
+               gbc=mo.gbc(z, y))
+    return out
+
+
+def zoo_members(spec):
+    """{task: (accuracy[models], {member: values[models]})} of a cache-backed zoo."""
+    name, rest = spec.split("=", 1)
+    cache, zoo, gt_path = rest.split(":")
+    models, tasks = ws.load_zoo(zoo)
+    gt = json.load(open(gt_path))["tasks"]
+    labels = np.load(os.path.join(cache, "labels.npz"))
+    feats = {m: np.load(os.path.join(cache, f"{m}.npz")) for m in models}
+    out = {}
+    for t in tasks:
+        tn = t["name"]
+        if tn not in gt:
+            continue
+        y = labels[tn]
+        rows = [member_values(cached(feats[m], tn, False), cached(feats[m], tn, True), y)
+                for m in models]
+        acc = np.asarray([gt[tn][m]["best"] for m in models])
+        out[tn] = (acc, {k: np.asarray([r[k] for r in rows]) for k in MEMBERS})
+    return name, out
+
+
+def colour_members(spec):
+    name, path = spec.split("=", 1)
+    ev = json.load(open(path))
+    out = {}
+    for tn in ev["tasks"]:
+        acc = np.asarray(ev["accuracy"][tn])
+        out[tn] = (acc, {k: np.asarray(ev["scores"][key][tn], dtype=np.float64)
+                         for k, key in COLOUR_KEYS.items()})
+    return name, out
+
+
+# --------------------------------------------------------------------------- fusions
+
+def fused(members, weights):
+    """scoring::WeightedRankFusion: weighted mean of each member's rank / number of models."""
+    n = len(next(iter(members.values())))
+    total = sum(weights.values())
+    return sum(w * ws.ranks(members[k]) / n for k, w in weights.items() if w) / total
+
+
+def tau_w(score, acc):
+    return float(stats.weightedtau(score, acc).correlation)
+
+
+def rel1(score, acc):
+    return float(acc[int(np.argmax(score))] / acc.max())
+
+
+def label(weights):
+    parts = [(k if w == 1 else f"{w:g}*{k}") for k, w in weights.items() if w]
+    return " + ".join(parts)
+
+
+def candidates():
+    for combo in itertools.product(WEIGHTS, repeat=len(MEMBERS)):
+        if any(combo) and max(combo) == 1.0:  # weights are relative: scale so the top is 1
+            yield dict(zip(MEMBERS, combo))
+
+
+def evaluate(zoos, weights):
+    """{zoo: (mean tau_w, mean rel@1)} of one fusion."""
+    res = {}
+    for name, tasks in zoos.items():
+        taus, rels = [], []
+        for acc, members in tasks.values():
+            s = fused(members, weights)
+            taus.append(tau_w(s, acc))
+            rels.append(rel1(s, acc))
+        res[name] = (float(np.mean(taus)), float(np.mean(rels)))
+    return res
+
+
+def groups_of(names):
+    """Zoos sharing models leave together (zoo2 and its rotation suite: NAME and NAMEr)."""
+    groups = []
+    for n in names:
+        for g in groups:
+            if n.startswith(g[0]) or g[0].startswith(n):
+                g.append(n)
+                break
+        else:
+            groups.append([n])
+    return groups
+
+
+def regrets(res, best):
+    return {z: best[z] - res[z][0] for z in res}
+
+
+def study(args):
+    zoos = dict(zoo_members(s) for s in args.zoo)
+    zoos.update(colour_members(s) for s in args.colour)
+    names = list(zoos)
+    singles = {m: evaluate(zoos, {m: 1.0}) for m in MEMBERS}
+    best = {z: max(singles[m][z][0] for m in MEMBERS) for z in names}
+    table = {label(w): (w, evaluate(zoos, w)) for w in candidates()}
+    served = label(SERVED)
+    worst = {lab: max(regrets(r, best).values()) for lab, (_, r) in table.items()}
+    lines = ["tau_w (rel@1) per zoo; regret = best single member's tau_w - the fusion's", ""]
+    head = "| | " + " | ".join(names) + " | worst regret |"
+    lines += [head, "|" + "---|" * (len(names) + 2)]
+
+    def row(lab, res):
+        cells = " | ".join(f"{res[z][0]:.3f} ({res[z][1]:.3f})" for z in names)
+        return f"| {lab} | {cells} | {max(regrets(res, best).values()):.3f} |"
+    for m in MEMBERS:
+        lines.append(row(m + " alone", singles[m]))
+    lines.append(row("**served: " + served + "**", table[served][1]))
+    ranked = sorted(table, key=lambda lab: worst[lab])
+    lines.append("")
+    lines.append("Smallest worst-case regret over every zoo (of %d fusions):" % len(table))
+    lines += [head, "|" + "---|" * (len(names) + 2)]
+    lines += [row(lab, table[lab][1]) for lab in ranked[:12]]
+    lines.append("")
+    lines.append("Leave one zoo (group) out: chosen by the smallest worst-case regret on the others")
+    lines.append("| left out | chosen | its regret there | served's regret there |")
+    lines.append("|---|---|---|---|")
+    lozo = {}
+    for group in groups_of(names):
+        rest = [z for z in names if z not in group]
+        pick = min(table, key=lambda lab: (max(best[z] - table[lab][1][z][0] for z in rest),
+                                           -np.mean([table[lab][1][z][0] for z in rest])))
+        for z in group:
+            lines.append(f"| {z} | {pick} | {best[z] - table[pick][1][z][0]:.3f} | "
+                         f"{best[z] - table[served][1][z][0]:.3f} |")
+        lozo["+".join(group)] = pick
+    text = "\n".join(lines)
+    print(text)
+    out = {"zoos": names, "best_single": best, "served": served, "lozo": lozo,
+           "fusions": {lab: {"weights": w, "per_zoo": r, "worst_regret": worst[lab]}
+                       for lab, (w, r) in table.items()},
+           "singles": singles}
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=1)
+    with open(os.path.splitext(args.out)[0] + ".txt", "w") as f:
+        f.write(text + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("extract")
+    e.add_argument("--kind", choices=["image", "text", "audio"], required=True)
+    e.add_argument("--zoo", required=True)
+    e.add_argument("--cache", required=True)
+    s = sub.add_parser("study")
+    s.add_argument("--zoo", action="append", default=[], help="NAME=CACHE:ZOO:GROUND_TRUTH")
+    s.add_argument("--colour", action="append", default=[], help="NAME=EVALUATION.json")
+    s.add_argument("--out", required=True)
+    args = ap.parse_args()
+    {"extract": extract, "study": study}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
