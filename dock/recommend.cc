@@ -4,15 +4,14 @@
 //         vector (sublinear; on docks above DockOptions::proxy_prefilter models it cuts the dock
 //         down first);
 //     (b) probe proxies: each query sample's nearest probe samples in E's space; each model's
-//         stored features and class outputs there stand in for its outputs on the query; the
-//         default fusion's members (LogME and shrinkage H-score on the features, NCE on the class
-//         outputs), rank-fused, order the models (O(models), a few ms for 100 models).
+//         stored features and class outputs there stand in for its outputs on the query;
+//         LogME and shrinkage H-score on the features and NCE on the class outputs, rank-fused,
+//         order the models (O(models), a few ms for 100 models).
 //   Mode: the latency budget decides whether stage 2 scores every compatible model or the
 //     stage-1 candidates that fit (estimated from each model's measured run or probing time).
 //   Stage 2 (dock/stage2.cc): each candidate runs black-box on the query samples; the metric
-//     (default: rank fusion of LogME and shrinkage H-score on its features and NCE on its class
-//     outputs) scores it against the query labels.
-// This file holds the pipeline, the query's preparation and the answer's assembly; stage 1 is in
+//     (default: rank fusion of LogME and shrinkage H-score on its features' top principal
+//     components) scores it against the query labels.
 // This file holds the metrics' names, the cache keys and the answer's assembly; the pipeline and
 // the query's preparation are in dock/recommender.cc, stage 1 in dock/stage1.cc, stage 2 in
 // dock/stage2.cc, and recommend_internal.h the state the stages pass each other.
@@ -30,19 +29,27 @@
 
 namespace modeldock::dock {
 
-// The default fusion: LogME and shrinkage H-score on the features' top principal components,
-// and NCE on the class outputs (a model without class outputs is ranked without it), with equal
-// weights. NCE was added on the colour zoo (tau_w 0.437 -> 0.469) and holds on the grey zoo
-// (0.662 -> 0.661); weighting it by how well the models' predicted classes explain the query's
-// labels did not help on either (bench/select/nce_weight.py, docs/BENCHMARKS.md). The stage-1
-// proxy fuses the same three members on the probe outputs (bench/select/stage1_proxy.py: colour
-// zoo 0.274 -> 0.304, grey zoo A 0.706 -> 0.713).
+// The default fusion (stage 2): LogME and shrinkage H-score on the features' top principal
+// components, rank-fused with equal weights. Chosen over six zoos of four input kinds (grey
+// zoo1, zoo2 and its rotation suite, colour, text, speech) as the fusion with the smallest
+// worst-case loss to each zoo's best single metric, among 211 fusions of five candidate members
+// (also GBC, NCE, LEEP) with weights 0, 0.5 and 1 (bench/select/member_study.py,
+// docs/BENCHMARKS.md 2p): 0.023 at worst, against 0.061 with NCE as a third member, which the
+// colour zoo favoured (0.437 -> 0.469) and the grey zoos paid for (up to 0.038).
 const std::vector<scoring::Metric>& FusionMembers() {
-  static const std::vector<scoring::Metric> kMembers = {
-      scoring::Metric::kLogMe, scoring::Metric::kShrinkageHScore, scoring::Metric::kNce};
+  static const std::vector<scoring::Metric> kMembers = {scoring::Metric::kLogMe,
+                                                         scoring::Metric::kShrinkageHScore};
   return kMembers;
 }
-const std::vector<scoring::Metric>& ProxyMetrics() { return FusionMembers(); }
+
+// The stage-1 proxy: LogME and shrinkage H-score on the probe features, NCE on the probe class
+// outputs, equal weights (bench/select/stage1_proxy.py: NCE lifted the colour zoo 0.274 -> 0.304
+// and grey zoo A 0.706 -> 0.713). Not re-chosen with the stage-2 fusion.
+const std::vector<scoring::Metric>& ProxyMetrics() {
+  static const std::vector<scoring::Metric> kMetrics = {
+      scoring::Metric::kLogMe, scoring::Metric::kShrinkageHScore, scoring::Metric::kNce};
+  return kMetrics;
+}
 
 std::vector<scoring::Metric> MembersOf(Metric metric) {
   switch (metric) {

@@ -18,7 +18,8 @@
 
 namespace modeldock::dock {
 
-// The default fusion's members (LogME, shrinkage H-score, NCE) and the stage-1 proxy's (the same).
+// The default fusion's members (LogME, shrinkage H-score) and the stage-1 proxy's (LogME,
+// shrinkage H-score, NCE); both fuse their members' ranks with equal weights.
 const std::vector<scoring::Metric>& FusionMembers();
 const std::vector<scoring::Metric>& ProxyMetrics();
 // Principal components the fusion keeps of each model's features (bench/select).

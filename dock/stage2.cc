@@ -55,7 +55,8 @@ ViewScoring ScoringFor(Metric metric, const PreparedQuery& prepared,
 // Compressed: on the features' own top principal components on the query, so that every view
 // has the same number of dimensions (LogME's evidence and the H-scores otherwise drift with the
 // feature width, which sorts models by architecture and layers by width: bench/select,
-// bench/layers).
+// bench/layers), except the directions they do not vary in (DropNullComponents: a query of
+// fewer samples than components).
 // `logit_values` keeps the logit members' values across the views of one model: they read its
 // class outputs, which every view shares, so they are computed once.
 std::string ScoreView(const ViewScoring& scoring, const Tensor& raw, const Tensor* logits,
@@ -64,7 +65,7 @@ std::string ScoreView(const ViewScoring& scoring, const Tensor& raw, const Tenso
   std::optional<Tensor> reduced;
   if (scoring.compress) {
     auto r = scoring::CompressFeatures(raw, kFusionDims);
-    if (r.ok()) reduced = std::move(*r);
+    if (r.ok()) reduced = scoring::DropNullComponents(*r);
   }
   const Tensor& feature_input = reduced ? *reduced : raw;
   for (scoring::Metric metric : scoring.members) {
@@ -201,8 +202,8 @@ std::vector<double> MemberRanks(const std::vector<double>& values, int* num_meas
 
 // Stage-2 score of every view: the metric's value, or for a fusion the members' mean rank among
 // the scored views they measured, each divided by that number (1 = first by every member;
-// scoring::WeightedRankFusion with equal weights). A model scores as its best view (ties: the earlier
-// layer).
+// scoring::WeightedRankFusion with equal weights). A model scores as its best view (ties: the
+// earlier layer).
 ViewRanks RankViews(const ViewScoring& scoring, std::vector<ScoredModel>* scored) {
   const std::vector<scoring::Metric>& members = scoring.members;
   std::vector<ScoredView*> views;

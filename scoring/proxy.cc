@@ -100,6 +100,26 @@ absl::StatusOr<Tensor> CompressFeatures(const Tensor& features, int dim) {
   return out;
 }
 
+Tensor DropNullComponents(const Tensor& compressed) {
+  const int64_t p = compressed.Rows(), d = compressed.RowSize();
+  if (p == 0 || d <= 1) return compressed;
+  std::vector<double> sum_squares(static_cast<size_t>(d), 0.0);
+  for (int64_t i = 0; i < p; ++i) {
+    for (int64_t j = 0; j < d; ++j) {
+      const double v = compressed.values[i * d + j];
+      sum_squares[j] += v * v;
+    }
+  }
+  int64_t keep = 1;
+  while (keep < d && sum_squares[keep] > 1e-10 * sum_squares[0]) ++keep;
+  if (keep == d) return compressed;
+  Tensor out({p, keep}, std::vector<float>(static_cast<size_t>(p * keep)));
+  for (int64_t i = 0; i < p; ++i) {
+    std::copy_n(compressed.values.begin() + i * d, keep, out.values.begin() + i * keep);
+  }
+  return out;
+}
+
 std::vector<double> Ranks(const std::vector<double>& values) {
   const size_t n = values.size();
   auto key = [&](size_t i) { return std::isfinite(values[i]) ? values[i] : -HUGE_VAL; };

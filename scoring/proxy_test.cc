@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -160,6 +161,32 @@ TEST(ProxyTest, InvalidInputsAreRejectedWithReasons) {
   auto all = CompressFeatures(keys, 8);
   ASSERT_TRUE(all.ok());
   EXPECT_EQ(all->shape, (std::vector<int64_t>{3, 2}));
+}
+
+// 5 samples in 8 dimensions vary in at most 4 directions once centred: of the 8 components
+// CompressFeatures keeps, the last 4 are rounding noise and are dropped; the rest is unchanged.
+TEST(DropNullComponentsTest, KeepsTheDirectionsTheFeaturesVaryIn) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal;
+  Tensor features({5, 8}, std::vector<float>(40));
+  for (float& v : features.values) v = normal(rng);
+  auto compressed = CompressFeatures(features, 8);
+  ASSERT_TRUE(compressed.ok());
+  ASSERT_EQ(compressed->shape, (std::vector<int64_t>{5, 8}));
+  const Tensor kept = DropNullComponents(*compressed);
+  ASSERT_EQ(kept.shape, (std::vector<int64_t>{5, 4}));
+  for (int64_t i = 0; i < 5; ++i) {
+    for (int64_t j = 0; j < 4; ++j) EXPECT_EQ(kept.values[i * 4 + j], compressed->values[i * 8 + j]);
+  }
+  // Full rank: nothing to drop.
+  auto wide = CompressFeatures(features, 3);
+  ASSERT_TRUE(wide.ok());
+  EXPECT_EQ(DropNullComponents(*wide).shape, (std::vector<int64_t>{5, 3}));
+  // Constant features: one (zero) column stays, for the metrics to call degenerate.
+  Tensor constant({4, 3}, std::vector<float>(12, 2.0f));
+  auto flat = CompressFeatures(constant, 3);
+  ASSERT_TRUE(flat.ok());
+  EXPECT_EQ(DropNullComponents(*flat).shape, (std::vector<int64_t>{4, 1}));
 }
 
 }  // namespace

@@ -119,7 +119,9 @@ def member_values(f, logits, y):
     if not sv.size or sv.max() <= 0:
         out.update(logme=-np.inf, shrinkage_hscore=-np.inf, gbc=-np.inf)
         return out
-    k = min(FUSION_DIMS, f.shape[1])
+    # As the dock: at most 32 components, without those that do not vary
+    # (scoring::DropNullComponents: a task of fewer samples than components).
+    k = max(1, min(FUSION_DIMS, int(np.sum(sv ** 2 > 1e-10 * sv[0] ** 2))))
     z = u[:, :k] * sv[:k]
     out.update(logme=mo.logme(z, y), shrinkage_hscore=ws.shrinkage_hscore_raw(z, y),
                gbc=mo.gbc(z, y))
@@ -247,6 +249,8 @@ def study(args):
     lozo = {}
     for group in groups_of(names):
         rest = [z for z in names if z not in group]
+        if not rest:
+            continue
         pick = min(table, key=lambda lab: (max(best[z] - table[lab][1][z][0] for z in rest),
                                            -np.mean([table[lab][1][z][0] for z in rest])))
         for z in group:

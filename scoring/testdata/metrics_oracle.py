@@ -109,15 +109,15 @@ def pinv(a):
 
 
 def hscore(f, y):
-    covf = np.cov(f, rowvar=False)
-    covg = np.cov(class_mean_rows(f, y), rowvar=False)
+    covf = np.atleast_2d(np.cov(f, rowvar=False))  # [D, D] also when D = 1
+    covg = np.atleast_2d(np.cov(class_mean_rows(f, y), rowvar=False))
     return float(np.trace(pinv(covf) @ covg))
 
 
 def shrinkage_hscore(f, y):
     f = f - f.mean(axis=0, keepdims=True)
     lw = LedoitWolf(assume_centered=False).fit(f)
-    covg = np.cov(class_mean_rows(f, y), rowvar=False)
+    covg = np.atleast_2d(np.cov(class_mean_rows(f, y), rowvar=False))
     return float(np.trace(pinv(lw.covariance_) @ ((1.0 - lw.shrinkage_) * covg)))
 
 

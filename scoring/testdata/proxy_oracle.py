@@ -45,6 +45,16 @@ def compress(f, dim):
     return x @ v
 
 
+def drop_null_components(z):
+    """scoring::DropNullComponents: the leading columns of compress() whose variance is above
+    1e-10 of the first column's (at least one)."""
+    ss = np.sum(z * z, axis=0)
+    keep = 1
+    while keep < z.shape[1] and ss[keep] > 1e-10 * ss[0]:
+        keep += 1
+    return z[:, :keep]
+
+
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)

@@ -55,8 +55,9 @@ class LayersTest(unittest.TestCase):
             layers = [t.double().numpy()
                       for t in module.embed_layers(torch.from_numpy(self.samples))]
         # With layers in the dock a single metric compares every view on its top 32 principal
-        # components (scoring/proxy.h's CompressFeatures = the proxy oracle's compress), TMI on
-        # the raw features (its L-infinity neighbours are not rotation-invariant).
+        # components (scoring/proxy.h's CompressFeatures = the proxy oracle's compress) that vary
+        # (DropNullComponents), TMI on the raw features (its L-infinity neighbours are not
+        # rotation-invariant).
         oracles = {"logme": metrics_oracle.logme, "tmi": metrics_oracle.tmi,
                    "hscore": metrics_oracle.hscore}
         for metric, oracle in oracles.items():
@@ -65,7 +66,8 @@ class LayersTest(unittest.TestCase):
             r = result[0]
             self.assertEqual(r.name, "layered")
             self.assertEqual([l.name for l in r.layer_scores], ["pixels", "corners", "hidden"])
-            views = layers if metric == "tmi" else [proxy_oracle.compress(f, 32) for f in layers]
+            views = layers if metric == "tmi" else [
+                proxy_oracle.drop_null_components(proxy_oracle.compress(f, 32)) for f in layers]
             expected = [oracle(f, self.labels) for f in views]
             for got, want in zip(r.layer_scores, expected):
                 self.assertAlmostEqual(got.score, want, delta=1e-4 * abs(want) + 1e-6,
