@@ -233,8 +233,8 @@ CLI::App* AddRecommendCommand(CLI::App& app, RecommendFlags& rec) {
   std::vector<std::string> metric_names;
   for (const auto& [name, value] : MetricNames()) metric_names.push_back(name);
   rec_cmd->add_option("--metric", rec.metric,
-                      "Stage-2 metric; fusion = rank fusion of logme, shrinkage_hscore and nce "
-                      "(none: stage 1 only)")
+                      "Stage-2 metric; fusion = rank fusion of logme and shrinkage_hscore on each "
+                      "model's top 32 principal components (none: stage 1 only)")
       ->capture_default_str()
       ->check(CLI::IsMember(metric_names));
   rec_cmd->add_flag("--brute-force", rec.brute_force,

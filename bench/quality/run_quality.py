@@ -288,7 +288,8 @@ def collect(args, zoo, tasks, names):
     log_path = os.path.join(os.path.dirname(os.path.abspath(args.raw)), "server.log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     print(f"starting {server_bin} (data dir {tmp}, log {log_path})", flush=True)
-    server = Server(server_bin, asset_dir, os.path.join(tmp, "data"), log_path)
+    server = Server(server_bin, asset_dir, os.path.join(tmp, "data"), log_path,
+                    args.server_arg)
     # The dock caches model outputs per (model, dataset): the default pipeline runs right after
     # stage 1 so that its latency is measured with a cold cache; later rows reuse outputs.
     responses = {}
@@ -633,6 +634,9 @@ def main():
                     help="the rankings to ask for (default: all)")
     ap.add_argument("--register-timeout", type=float, default=3600)
     ap.add_argument("--keep-data", action="store_true", help="keep the server's temporary data dir")
+    ap.add_argument("--server-arg", action="append", default=[],
+                    help="passed to modeldock-server, e.g. --server-arg=--probe-budget-s=600 "
+                         "(so that the box's load does not cut probing)")
     args = ap.parse_args()
     art = os.path.join(ZOO_DIR, "artifacts")
     if args.smoke:

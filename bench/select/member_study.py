@@ -2,15 +2,16 @@
 """Which metrics the default fusion should hold, and with what weights, chosen over zoos of every
 input kind (issue 21: the default must not lose to its own members).
 
-The served default ranks by an equal-weight rank fusion (scoring::WeightedRankFusion) of LogME
-and shrinkage H-score on the model's top 32 principal components of the query features and NCE
-on its class outputs. Section 2j of docs/BENCHMARKS.md found it 0.11 below shrinkage H alone on
-the speech zoo (LogME fails there) and 2o found NCE costing it 0.02-0.04 on the grey zoos. This
-study scores five candidate members per (model, task) -- LogME, shrinkage H-score and GBC on the
-top 32 components, NCE and LEEP on the class outputs -- and every rank fusion with weights in
-{0, 0.5, 1} (242), on six zoos: zoo1, zoo2 and zoo2's rotation suite (grey), the colour zoo,
-the text zoo and the speech zoo. tau_w = weighted Kendall tau against the fine-tune accuracy,
-mean over tasks (what run_quality reports).
+Until session 17 the default ranked by an equal-weight rank fusion (scoring::WeightedRankFusion)
+of LogME and shrinkage H-score on the model's top 32 principal components of the query features
+and NCE on its class outputs. Section 2j of docs/BENCHMARKS.md found it 0.11 below shrinkage H
+alone on the speech zoo (LogME failed there) and 2o found NCE costing it 0.02-0.04 on the grey
+zoos. This study scores five candidate members per (model, task) -- LogME, shrinkage H-score and
+GBC on the top 32 components, NCE and LEEP on the class outputs -- and every rank fusion with
+weights in {0, 0.5, 1} whose largest weight is 1 (211), on six zoos: zoo1, zoo2 and zoo2's
+rotation suite (grey), the colour zoo, the text zoo and the speech zoo. tau_w = weighted Kendall
+tau against the fine-tune accuracy, mean over tasks (what run_quality reports). The choice: the
+smallest worst-case regret (a zoo's best single member minus the fusion), and leave one zoo out.
 
   extract  every model's embed features and class outputs on every task's train split (the
            query the dock would see), cached per model in CACHE/<model>.npz, and the tasks'
@@ -18,8 +19,13 @@ mean over tasks (what run_quality reports).
   study    the members and fusions per zoo; prints the tables and the selections, writes OUT.
 
   nice -n 10 /usr/bin/python3 bench/select/member_study.py extract --kind text --zoo Z --cache C
-  /usr/bin/python3 bench/select/member_study.py study \
+  /usr/bin/python3 bench/select/member_study.py study [--pad-null] \
       --zoo NAME=CACHE:ZOO:GROUND_TRUTH [...] --colour NAME=EVALUATION.json --out OUT.json
+
+The feature members see at most 32 components and only those the features vary in, as the dock
+does since session 17 (scoring::DropNullComponents); --pad-null keeps the null directions as
+zero columns up to min(32, D), as the dock did before (a query of fewer samples than components
+or a model with collapsed features got near-zero columns, which skew LogME and the H-scores).
 
 Times (shared 2-core box): extraction 1-3 min per zoo (one torch thread); study ~1 min.
 The colour zoo's model files were lost; its member values come from bench/zoo_colour's
@@ -43,7 +49,7 @@ import width_study as ws  # noqa: E402
 
 mo = ws.mo
 MEMBERS = ["logme", "shrinkage_hscore", "gbc", "nce", "leep"]
-SERVED = {"logme": 1.0, "shrinkage_hscore": 1.0, "nce": 1.0}
+PREVIOUS = {"logme": 1.0, "shrinkage_hscore": 1.0, "nce": 1.0}  # the default until session 17
 WEIGHTS = [0.0, 0.5, 1.0]
 FUSION_DIMS = 32  # kFusionDims
 COLOUR_KEYS = {"logme": "logme/pc32", "shrinkage_hscore": "shrinkage_hscore/pc32",
@@ -110,6 +116,9 @@ def cached(npz, task, logits):
     return npz[("l_" if logits else "f_") + task]
 
 
+PAD_NULL = False  # --pad-null: the dock before session 17 (null directions kept as zeros)
+
+
 def member_values(f, logits, y):
     """The five members of one (model, task): feature metrics on the top 32 centred components."""
     f = f.astype(np.float64)
@@ -123,6 +132,8 @@ def member_values(f, logits, y):
     # (scoring::DropNullComponents: a task of fewer samples than components).
     k = max(1, min(FUSION_DIMS, int(np.sum(sv ** 2 > 1e-10 * sv[0] ** 2))))
     z = u[:, :k] * sv[:k]
+    if PAD_NULL:  # CompressFeatures alone: min(32, D) columns, those beyond the rank ~0
+        z = np.hstack([z, np.zeros((len(z), min(FUSION_DIMS, f.shape[1]) - k))])
     out.update(logme=mo.logme(z, y), shrinkage_hscore=ws.shrinkage_hscore_raw(z, y),
                gbc=mo.gbc(z, y))
     return out
@@ -219,13 +230,15 @@ def regrets(res, best):
 
 
 def study(args):
+    global PAD_NULL
+    PAD_NULL = args.pad_null
     zoos = dict(zoo_members(s) for s in args.zoo)
     zoos.update(colour_members(s) for s in args.colour)
     names = list(zoos)
     singles = {m: evaluate(zoos, {m: 1.0}) for m in MEMBERS}
     best = {z: max(singles[m][z][0] for m in MEMBERS) for z in names}
     table = {label(w): (w, evaluate(zoos, w)) for w in candidates()}
-    served = label(SERVED)
+    previous = label(PREVIOUS)
     worst = {lab: max(regrets(r, best).values()) for lab, (_, r) in table.items()}
     lines = ["tau_w (rel@1) per zoo; regret = best single member's tau_w - the fusion's", ""]
     head = "| | " + " | ".join(names) + " | worst regret |"
@@ -236,7 +249,7 @@ def study(args):
         return f"| {lab} | {cells} | {max(regrets(res, best).values()):.3f} |"
     for m in MEMBERS:
         lines.append(row(m + " alone", singles[m]))
-    lines.append(row("**served: " + served + "**", table[served][1]))
+    lines.append(row("previous default: " + previous, table[previous][1]))
     ranked = sorted(table, key=lambda lab: worst[lab])
     lines.append("")
     lines.append("Smallest worst-case regret over every zoo (of %d fusions):" % len(table))
@@ -244,7 +257,7 @@ def study(args):
     lines += [row(lab, table[lab][1]) for lab in ranked[:12]]
     lines.append("")
     lines.append("Leave one zoo (group) out: chosen by the smallest worst-case regret on the others")
-    lines.append("| left out | chosen | its regret there | served's regret there |")
+    lines.append("| left out | chosen | its regret there | previous default's regret there |")
     lines.append("|---|---|---|---|")
     lozo = {}
     for group in groups_of(names):
@@ -255,11 +268,11 @@ def study(args):
                                            -np.mean([table[lab][1][z][0] for z in rest])))
         for z in group:
             lines.append(f"| {z} | {pick} | {best[z] - table[pick][1][z][0]:.3f} | "
-                         f"{best[z] - table[served][1][z][0]:.3f} |")
+                         f"{best[z] - table[previous][1][z][0]:.3f} |")
         lozo["+".join(group)] = pick
     text = "\n".join(lines)
     print(text)
-    out = {"zoos": names, "best_single": best, "served": served, "lozo": lozo,
+    out = {"zoos": names, "best_single": best, "previous": previous, "lozo": lozo,
            "fusions": {lab: {"weights": w, "per_zoo": r, "worst_regret": worst[lab]}
                        for lab, (w, r) in table.items()},
            "singles": singles}
@@ -280,6 +293,8 @@ def main():
     s.add_argument("--zoo", action="append", default=[], help="NAME=CACHE:ZOO:GROUND_TRUTH")
     s.add_argument("--colour", action="append", default=[], help="NAME=EVALUATION.json")
     s.add_argument("--out", required=True)
+    s.add_argument("--pad-null", action="store_true",
+                   help="keep the null directions as zero columns (the dock before session 17)")
     args = ap.parse_args()
     {"extract": extract, "study": study}[args.cmd](args)
 
