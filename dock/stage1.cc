@@ -115,7 +115,8 @@ absl::StatusOr<std::unordered_map<std::string, double>> Recommender::ProxyScores
   // Each space's models get the proxy metrics from the query's embeddings in that space; the
   // values of all spaces are then rank-fused together. They are on one scale: the same metrics
   // of the same query labels over the same number of proxy samples, on features compressed to
-  // the same width (ProxyOptions::stored_dim), whatever the space.
+  // the same width (ProxyOptions::stored_dim, less the directions a model's features do not vary
+  // in), whatever the space.
   std::map<KnowledgeSpace*, std::vector<const ModelRecord*>> by_space;
   for (const ModelRecord* r : models) {
     if (KnowledgeSpace* space = SpaceFor(*r)) by_space[space].push_back(r);
@@ -190,7 +191,10 @@ absl::StatusOr<std::unordered_map<std::string, std::vector<double>>> Recommender
     auto neighbours = neighbours_within((*features)->Rows());
     if (!neighbours.ok()) return neighbours.status();
     const int k = (*neighbours)->first;
-    Tensor proxy = scoring::GatherProxy(**features, (*neighbours)->second, k);
+    // Without the stored directions the model's probe features do not vary in (collapsed
+    // features: near-zero columns skew LogME and the H-scores, as in stage 2).
+    Tensor proxy =
+        scoring::DropNullComponents(scoring::GatherProxy(**features, (*neighbours)->second, k));
     // A classifier's class outputs at the same probes (mean probabilities), for NCE.
     std::optional<Tensor> proxy_classes;
     if (record->spec.kind == ModelKind::kClassifier) {
