@@ -265,6 +265,9 @@ TEST_F(DockTest, LatencyBudgetDecidesTheMode) {
   EXPECT_EQ(half->num_scored, 3);
   EXPECT_EQ(half->num_samples_scored, 100);
   EXPECT_THAT(half->mode_reason, ::testing::HasSubstr("a class-stratified 100 of the samples"));
+  // Their outputs on the half are the rows of their cached outputs on the whole query: no model
+  // ran again.
+  EXPECT_EQ(half->num_cached, 3);
   // A budget nothing fits scores on the floor of max(64, 10 per class) samples and still scores
   // a dock this small in full, and says why.
   query.latency_budget_millis = 0.001;
@@ -274,6 +277,7 @@ TEST_F(DockTest, LatencyBudgetDecidesTheMode) {
   EXPECT_EQ(small->num_scored, 3);
   EXPECT_EQ(small->num_samples_scored, 64);
   EXPECT_THAT(small->mode_reason, ::testing::HasSubstr("a dock this small is always scored in full"));
+  EXPECT_EQ(small->num_cached, 3);
   // A cancelled call stops with CANCELLED before scoring.
   query.is_cancelled = [] { return true; };
   EXPECT_TRUE(absl::IsCancelled(dock_->Recommend(query).status()));

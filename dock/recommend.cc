@@ -95,6 +95,13 @@ bool Cancelled(const RecommendQuery& query) {
   return query.is_cancelled && query.is_cancelled();
 }
 
+std::string SubsetHash(const std::string& dataset_hash, const std::vector<int64_t>& rows) {
+  Sha256 h;
+  h.Update(dataset_hash);
+  h.Update(rows.data(), rows.size() * sizeof(int64_t));
+  return absl::StrCat("rows-", h.HexDigest());
+}
+
 std::string DatasetHash(const Dataset& data) {
   Sha256 h;
   h.Update(ShapeToString(data.samples.shape));

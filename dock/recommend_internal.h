@@ -39,6 +39,10 @@ double MillisSince(absl::Time start);
 bool Cancelled(const RecommendQuery& query);
 // The key of a dataset's cached model outputs: SHA-256 of its shape, samples and texts.
 std::string DatasetHash(const Dataset& data);
+// The output cache key of the rows `rows` of a dataset whose DatasetHash is `dataset_hash`. The
+// budget's subsets are a function of the dataset (StratifiedSample seeded by its hash), so the
+// budget can look their cached outputs up before it picks one, without copying the samples.
+std::string SubsetHash(const std::string& dataset_hash, const std::vector<int64_t>& rows);
 
 // ---- Recommend, stage by stage. The stages pass their state in these structs.
 
@@ -74,15 +78,22 @@ struct Stage1Result {
   bool has_stage1 = false;  // some model has a proxy score or a knowledge vector
 };
 
+// A subset of a query's rows: the query's DatasetHash and the rows (StratifiedSample's).
+struct SubsetOf {
+  std::string dataset_hash;
+  std::vector<int64_t> rows;
+};
+
 // What stage 2 runs the candidates on: every query sample, or a class-stratified subset of them
 // when the latency budget cannot run every model on every sample (stage2_budget.cc: samples
 // before models). Filled in place by SelectStage2Samples: the pointers may point into it.
 struct Stage2Samples {
   const Dataset* dataset = nullptr;              // the query's dataset, or `subset`
   const std::vector<int32_t>* labels = nullptr;  // prepared.labels, or `subset_labels`
-  std::string hash;                              // DatasetHash(*dataset): the output cache key
+  std::string hash;  // the output cache key: DatasetHash(*dataset), or SubsetHash for `subset`
   Dataset subset;
   std::vector<int32_t> subset_labels;
+  std::optional<SubsetOf> subset_of;  // which rows of the query `subset` holds
 
   Stage2Samples() = default;
   Stage2Samples(const Stage2Samples&) = delete;

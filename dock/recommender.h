@@ -76,6 +76,7 @@ struct RecommenderOptions {
 // The state Recommend's stages pass between them (defined in recommend_internal.h).
 struct PreparedQuery;
 struct Stage2Samples;
+struct SubsetOf;
 struct Stage1Result;
 struct ViewScoring;
 struct ScoredModel;
@@ -189,8 +190,10 @@ class Recommender {
   // this dataset are cached; else loading it when it is not resident, plus running it (measured
   // per sample on earlier recommendations when there were any, else scaled from its probing
   // time, which ran it on the probe set), plus the metrics.
+  // `dataset_hash` names the samples scored: the query's (then equal to `query_hash`) or a
+  // subset's (SubsetHash).
   double EstimateScoringMillis(const ModelRecord& r, double rows, double probe_rows,
-                               const std::string& dataset_hash);
+                               const std::string& dataset_hash, const std::string& query_hash);
   // Stage 2: runs and scores the candidates, records weak outcomes, adds the serving version's
   // priors; the scored models best first.
   absl::StatusOr<Stage2Result> RunStage2(const RecommendQuery& query,
@@ -203,14 +206,19 @@ class Recommender {
   // Each candidate's outputs on `data` (run, or cached under `data_hash`) scored view by view,
   // in candidate order; the models none of whose views could be scored are left out with a
   // warning. `query` says when the call is cancelled.
+  // `subset_of`: `data` is these rows of the query (the budget's samples), whose outputs on the
+  // whole query, when cached, are sliced instead of running the model again.
   absl::StatusOr<std::vector<ScoredModel>> ScoreCandidates(
       const RecommendQuery& query, const PreparedQuery& prepared,
       const std::vector<std::string>& candidates, const Dataset& data,
-      const std::string& data_hash, const ViewScoring& scoring, RecommendResult* result);
-  // A model's outputs on the query's dataset: from the output cache, or run (then cached).
+      const std::string& data_hash, const ViewScoring& scoring, RecommendResult* result,
+      const SubsetOf* subset_of = nullptr);
+  // A model's outputs on the query's dataset: from the output cache (or the rows `subset_of`
+  // names of its cached outputs on the whole query), or run (then cached).
   absl::StatusOr<std::shared_ptr<const encoder::ModelOutputs>> OutputsOn(
       const ModelRecord& record, const Dataset& data, const std::string& dataset_hash,
-      const std::function<bool()>& cancelled, bool* from_cache);
+      const std::function<bool()>& cancelled, bool* from_cache,
+      const SubsetOf* subset_of = nullptr);
   // With RecommenderOptions::learn_from_recommendations, the scored models' stage-2 standings
   // on a labelled image query are stored as weak outcome records (recommender.cc).
   void RecordWeakOutcomes(const RecommendQuery& query, const PreparedQuery& prepared,

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/request_context.h"
+#include "dock/query_rows.h"
 #include "dock/recommend_internal.h"
 #include "sandbox/worker_pool.h"
 #include "scoring/fusion.h"
@@ -277,16 +278,33 @@ std::unordered_map<std::string, std::string> MemberTexts(
   return member_text;
 }
 
+// The rows `rows` of a model's outputs (class outputs, features, layers; absent ones stay absent).
+std::shared_ptr<const encoder::ModelOutputs> SliceOutputs(const encoder::ModelOutputs& whole,
+                                                          const std::vector<int64_t>& rows) {
+  auto take = [&](const Tensor& t) { return t.shape.empty() ? t : TakeRows(t, rows); };
+  encoder::ModelOutputs out;
+  out.logits = take(whole.logits);
+  out.features = take(whole.features);
+  for (const Tensor& layer : whole.layers) out.layers.push_back(take(layer));
+  return std::make_shared<const encoder::ModelOutputs>(std::move(out));
+}
+
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<const encoder::ModelOutputs>> Recommender::OutputsOn(
     const ModelRecord& record, const Dataset& data, const std::string& dataset_hash,
-    const std::function<bool()>& cancelled, bool* from_cache) {
+    const std::function<bool()>& cancelled, bool* from_cache, const SubsetOf* subset_of) {
   const std::string key = OutputKey(record, dataset_hash);
   *from_cache = false;
   if (auto cached = output_cache_.Get(key)) {
     *from_cache = true;
     return cached;
+  }
+  if (subset_of != nullptr) {
+    if (auto whole = output_cache_.Get(OutputKey(record, subset_of->dataset_hash))) {
+      *from_cache = true;  // the rows of its outputs on the whole query: no run
+      return SliceOutputs(*whole, subset_of->rows);
+    }
   }
   RunRequest request;
   request.want_features = true;
@@ -320,7 +338,8 @@ absl::StatusOr<Stage2Result> Recommender::RunStage2(const RecommendQuery& query,
   absl::Time stage2_start = absl::Now();
   if (!candidates.empty()) {
     auto scored = ScoreCandidates(query, prepared, candidates, *samples.dataset, samples.hash,
-                                  stage2.scoring, result);
+                                  stage2.scoring, result,
+                                  samples.subset_of ? &*samples.subset_of : nullptr);
     if (!scored.ok()) return scored.status();
     stage2.scored = std::move(*scored);
   }
@@ -343,7 +362,8 @@ absl::StatusOr<Stage2Result> Recommender::RunStage2(const RecommendQuery& query,
 absl::StatusOr<std::vector<ScoredModel>> Recommender::ScoreCandidates(
     const RecommendQuery& query, const PreparedQuery& prepared,
     const std::vector<std::string>& candidates, const Dataset& data,
-    const std::string& data_hash, const ViewScoring& scoring, RecommendResult* result) {
+    const std::string& data_hash, const ViewScoring& scoring, RecommendResult* result,
+    const SubsetOf* subset_of) {
   const Tensor& samples = data.samples;
   auto cancelled = [&] { return Cancelled(query); };
   std::vector<std::optional<ScoredModel>> slots(candidates.size());
@@ -373,7 +393,7 @@ absl::StatusOr<std::vector<ScoredModel>> Recommender::ScoreCandidates(
       }
       bool from_cache = false;
       absl::Time run_start = absl::Now();
-      auto outputs = OutputsOn(record, data, data_hash, cancelled, &from_cache);
+      auto outputs = OutputsOn(record, data, data_hash, cancelled, &from_cache, subset_of);
       slot_cached[i] = from_cache;
       if (sandbox::WorkerPool::IsOverloaded(outputs.status())) {
         std::lock_guard<std::mutex> lock(overloaded_mutex);

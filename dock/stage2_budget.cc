@@ -44,6 +44,9 @@ std::vector<std::string> StageOneCandidatesThatFit(
         "%s, but a dock this small is always scored in full (stage 2 scores at least min(10, a "
         "quarter of the dock) models)%s",
         over, on_rows);
+  } else if (candidates.size() == stage1_order.size()) {
+    result->mode_reason = absl::StrFormat("%s; scored all of them%s (estimated %.0f ms)", over,
+                                          on_rows, used);
   } else {
     result->mode_reason =
         absl::StrFormat("%s; scored the %d best stage-1 candidates%s (estimated %.0f ms)", over,
@@ -96,7 +99,8 @@ void SelectStage2Samples(const RecommendQuery& query, const PreparedQuery& prepa
   samples->subset_labels = TakeLabels(prepared.labels, rows);
   samples->dataset = &samples->subset;
   samples->labels = &samples->subset_labels;
-  samples->hash = DatasetHash(samples->subset);
+  samples->hash = SubsetHash(dataset_hash, rows);
+  samples->subset_of = SubsetOf{dataset_hash, rows};
 }
 
 std::vector<std::string> Recommender::CandidatesWithinBudget(
@@ -119,15 +123,16 @@ std::vector<std::string> Recommender::CandidatesWithinBudget(
     probe_rows[r.id] = std::max(1.0, p);
   }
   std::unordered_map<std::string, double> cost;
-  auto estimate = [&](int64_t on_rows) {
+  // On `on_rows` samples whose outputs are cached under `hash` (the query's or a subset's).
+  auto estimate = [&](int64_t on_rows, const std::string& hash) {
     double total = 0;
     for (const ModelRecord& r : prepared.compatible) {
       total += cost[r.id] = EstimateScoringMillis(r, static_cast<double>(on_rows),
-                                                  probe_rows[r.id], dataset_hash);
+                                                  probe_rows[r.id], hash, dataset_hash);
     }
     return total;
   };
-  const double total = estimate(num_rows);
+  const double total = estimate(num_rows, dataset_hash);
   if (total <= budget) {
     result->mode = RecommendMode::kScoredAll;
     result->mode_reason = absl::StrFormat(
@@ -151,9 +156,11 @@ std::vector<std::string> Recommender::CandidatesWithinBudget(
                                                                  prepared.num_classes)));
   const uint64_t seed = std::hash<std::string>{}(dataset_hash);
   for (int64_t r = num_rows / 2; r >= floor_rows; r /= 2) {
-    const double at_r = estimate(r);
+    std::vector<int64_t> subset = StratifiedSample(prepared.labels, r, seed);
+    const double at_r =
+        estimate(static_cast<int64_t>(subset.size()), SubsetHash(dataset_hash, subset));
     if (at_r > budget) continue;
-    *rows = StratifiedSample(prepared.labels, r, seed);
+    *rows = std::move(subset);
     result->mode = RecommendMode::kScoredAll;
     result->mode_reason = absl::StrFormat(
         "%s; scored all of them on a class-stratified %d of the samples (estimated %.0f ms)",
@@ -164,7 +171,7 @@ std::vector<std::string> Recommender::CandidatesWithinBudget(
   std::string on_rows;
   if (floor_rows < num_rows) {
     *rows = StratifiedSample(prepared.labels, floor_rows, seed);
-    estimate(static_cast<int64_t>(rows->size()));
+    estimate(static_cast<int64_t>(rows->size()), SubsetHash(dataset_hash, *rows));
     on_rows = absl::StrFormat(" on a class-stratified %d of the samples",
                               static_cast<int>(rows->size()));
   }
@@ -173,10 +180,15 @@ std::vector<std::string> Recommender::CandidatesWithinBudget(
 }
 
 double Recommender::EstimateScoringMillis(const ModelRecord& r, double rows, double probe_rows,
-                                          const std::string& dataset_hash) {
+                                          const std::string& dataset_hash,
+                                          const std::string& query_hash) {
   const double metrics_ms =
       (2.0 + 0.02 * rows) * static_cast<double>(std::max<size_t>(1, r.layers.size()));
-  if (output_cache_.Contains(OutputKey(r, dataset_hash))) return metrics_ms;
+  // A subset's outputs are cached under its own key, or sliced from the whole query's (OutputsOn).
+  if (output_cache_.Contains(OutputKey(r, dataset_hash)) ||
+      output_cache_.Contains(OutputKey(r, query_hash))) {
+    return metrics_ms;
+  }
   const double load_ms = deps_.runner->IsLoaded(r)
                              ? 0.0
                              : 10.0 + static_cast<double>(r.size_bytes) / 50e3;  // ~50 MB/s
