@@ -34,7 +34,7 @@ namespace modeldock::dock {
 // zoo1, zoo2 and its rotation suite, colour, text, speech) as the fusion with the smallest
 // worst-case loss to each zoo's best single metric, among 211 fusions of five candidate members
 // (also GBC, NCE, LEEP) with weights 0, 0.5 and 1 (bench/select/member_study.py,
-// docs/BENCHMARKS.md 2p): 0.023 at worst, against 0.061 with NCE as a third member, which the
+// docs/BENCHMARKS.md 2q): 0.023 at worst, against 0.061 with NCE as a third member, which the
 // colour zoo favoured (0.437 -> 0.469) and the grey zoos paid for (up to 0.038).
 const std::vector<scoring::Metric>& FusionMembers() {
   static const std::vector<scoring::Metric> kMembers = {scoring::Metric::kLogMe,
