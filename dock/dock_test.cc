@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -249,9 +250,24 @@ TEST_F(DockTest, LatencyBudgetDecidesTheMode) {
   EXPECT_EQ(all->mode, RecommendMode::kScoredAll);
   EXPECT_EQ(all->num_scored, 3);
   EXPECT_NE(all->mode_reason.find("fits the 60000 ms budget"), std::string::npos) << all->mode_reason;
-  // The default fusion's score is the members' mean rank over the scored models / their number.
+  // The default fusion's score is the members' weighted mean rank (LogME 1, shrinkage H-score
+  // 0.5) over the scored models, each divided by their number; the reason gives each member's
+  // rank (1 = best, so the fused rank of a member at rank r of n is (n + 1 - r) / n).
   EXPECT_DOUBLE_EQ(all->results[0].score, all->results[0].stage2_score);
   EXPECT_LE(all->results[0].score, 1.0);
+  for (const auto& r : all->results) {
+    int logme_rank = 0, shrinkage_rank = 0, n1 = 0, n2 = 0;
+    const size_t at = r.reason.find("logme ");
+    ASSERT_NE(at, std::string::npos) << r.reason;
+    ASSERT_EQ(std::sscanf(r.reason.c_str() + at,
+                          "logme %*s (rank %d of %d), shrinkage_hscore %*s (rank %d of %d)",
+                          &logme_rank, &n1, &shrinkage_rank, &n2),
+              4)
+        << r.reason;
+    const double want =
+        (1.0 * (n1 + 1 - logme_rank) / n1 + 0.5 * (n2 + 1 - shrinkage_rank) / n2) / 1.5;
+    EXPECT_NEAR(r.stage2_score, want, 1e-12) << r.reason;
+  }
   EXPECT_NE(all->results[0].reason.find("logme"), std::string::npos) << all->results[0].reason;
   EXPECT_NE(all->results[0].reason.find("shrinkage_hscore"), std::string::npos);
   EXPECT_EQ(all->num_samples_scored, 200);

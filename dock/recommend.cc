@@ -10,8 +10,8 @@
 //   Mode: the latency budget decides whether stage 2 scores every compatible model or the
 //     stage-1 candidates that fit (estimated from each model's measured run or probing time).
 //   Stage 2 (dock/stage2.cc): each candidate runs black-box on the query samples; the metric
-//     (default: rank fusion of LogME and shrinkage H-score on its features' top principal
-//     components) scores it against the query labels.
+//     (default: weighted rank fusion of LogME and shrinkage H-score on its features' top
+//     principal components) scores it against the query labels.
 // This file holds the metrics' names, the cache keys and the answer's assembly; the pipeline and
 // the query's preparation are in dock/recommender.cc, stage 1 in dock/stage1.cc, stage 2 in
 // dock/stage2.cc, and recommend_internal.h the state the stages pass each other.
@@ -30,16 +30,20 @@
 namespace modeldock::dock {
 
 // The default fusion (stage 2): LogME and shrinkage H-score on the features' top principal
-// components, rank-fused with equal weights. Chosen over six zoos of four input kinds (grey
-// zoo1, zoo2 and its rotation suite, colour, text, speech) as the fusion with the smallest
-// worst-case loss to each zoo's best single metric, among 211 fusions of five candidate members
-// (also GBC, NCE, LEEP) with weights 0, 0.5 and 1 (bench/select/member_study.py,
-// docs/BENCHMARKS.md 2q): 0.023 at worst, against 0.061 with NCE as a third member, which the
-// colour zoo favoured (0.437 -> 0.469) and the grey zoos paid for (up to 0.038).
+// components (those they vary in), rank-fused with weights 1 and 0.5. Chosen over six zoos of
+// four input kinds (grey zoo1, zoo2 and its rotation suite, colour, text, speech) as the fusion
+// with the smallest worst-case loss to each zoo's best single metric, among 211 fusions of five
+// candidate members (also GBC, NCE, LEEP) with weights 0, 0.5 and 1
+// (bench/select/member_study.py, docs/BENCHMARKS.md 2q): 0.045 at worst, against 0.064 for the
+// previous LogME + shrinkage H + NCE and 0.100 for LogME + shrinkage H at equal weights.
 const std::vector<scoring::Metric>& FusionMembers() {
   static const std::vector<scoring::Metric> kMembers = {scoring::Metric::kLogMe,
                                                          scoring::Metric::kShrinkageHScore};
   return kMembers;
+}
+const std::vector<double>& FusionWeights() {
+  static const std::vector<double> kWeights = {1.0, 0.5};
+  return kWeights;
 }
 
 // The stage-1 proxy: LogME and shrinkage H-score on the probe features, NCE on the probe class
@@ -65,6 +69,11 @@ std::vector<scoring::Metric> MembersOf(Metric metric) {
     case Metric::kNone: return {};
   }
   return {};
+}
+
+std::vector<double> MemberWeights(Metric metric) {
+  if (metric == Metric::kFusion) return FusionWeights();
+  return std::vector<double>(MembersOf(metric).size(), 1.0);
 }
 
 std::string MetricLabel(Metric metric) {

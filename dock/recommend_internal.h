@@ -18,14 +18,17 @@
 
 namespace modeldock::dock {
 
-// The default fusion's members (LogME, shrinkage H-score) and the stage-1 proxy's (LogME,
-// shrinkage H-score, NCE); both fuse their members' ranks with equal weights.
+// The default fusion's members (LogME, shrinkage H-score) and their rank weights (1, 0.5); the
+// stage-1 proxy's (LogME, shrinkage H-score, NCE; equal weights).
 const std::vector<scoring::Metric>& FusionMembers();
+const std::vector<double>& FusionWeights();
 const std::vector<scoring::Metric>& ProxyMetrics();
 // Principal components the fusion keeps of each model's features (bench/select).
 inline constexpr int kFusionDims = 32;
 // The scoring metrics a dock metric computes (several for a fusion). Empty for kNone.
 std::vector<scoring::Metric> MembersOf(Metric metric);
+// The rank-fusion weight of each of MembersOf(metric) (1 for a single metric).
+std::vector<double> MemberWeights(Metric metric);
 std::string MetricLabel(Metric metric);                                // "fusion", "logme", ...
 std::string MemberNames(const std::vector<scoring::Metric>& members);  // "logme + nce"
 // Cache key of a model's outputs on a query: ModelKey and the dataset's content (so the same

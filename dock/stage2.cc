@@ -201,10 +201,10 @@ std::vector<double> MemberRanks(const std::vector<double>& values, int* num_meas
   return ranks;
 }
 
-// Stage-2 score of every view: the metric's value, or for a fusion the members' mean rank among
-// the scored views they measured, each divided by that number (1 = first by every member;
-// scoring::WeightedRankFusion with equal weights). A model scores as its best view (ties: the
-// earlier layer).
+// Stage-2 score of every view: the metric's value, or for a fusion the members' weighted mean
+// rank among the scored views they measured, each divided by that number (1 = first by every
+// member; scoring::WeightedRankFusion with MemberWeights). A model scores as its best view (ties:
+// the earlier layer).
 ViewRanks RankViews(const ViewScoring& scoring, std::vector<ScoredModel>* scored) {
   const std::vector<scoring::Metric>& members = scoring.members;
   std::vector<ScoredView*> views;
@@ -223,7 +223,7 @@ ViewRanks RankViews(const ViewScoring& scoring, std::vector<ScoredModel>* scored
       ranks.member_ranks.push_back(MemberRanks(lists[m], &ranks.num_measured[m]));
     }
     const std::vector<double> fused =
-        scoring::WeightedRankFusion(lists, std::vector<double>(members.size(), 1.0));
+        scoring::WeightedRankFusion(lists, MemberWeights(scoring.metric));
     for (size_t i = 0; i < views.size(); ++i) views[i]->stage2 = fused[i];
   } else {
     for (ScoredView* v : views) v->stage2 = v->member_values.empty() ? 0 : v->member_values[0];

@@ -27,9 +27,10 @@ does since session 17 (scoring::DropNullComponents); --pad-null keeps the null d
 zero columns up to min(32, D), as the dock did before (a query of fewer samples than components
 or a model with collapsed features got near-zero columns, which skew LogME and the H-scores).
 
-Times (shared 2-core box): extraction 1-3 min per zoo (one torch thread); study ~1 min.
-The colour zoo's model files were lost; its member values come from bench/zoo_colour's
-evaluation.json (the same metrics on the same components, computed by evaluate.py).
+Times (shared 2-core box): extraction 0.5-4 min per zoo (one torch thread); study ~2 min.
+The colour zoo is extracted like the others (--kind colour: each model's task images resized
+to its input size, as evaluate.py does); --colour NAME=evaluation.json reads that file's
+values instead (computed with the null directions kept, as --pad-null).
 """
 import argparse
 import csv
@@ -59,7 +60,11 @@ COLOUR_KEYS = {"logme": "logme/pc32", "shrinkage_hscore": "shrinkage_hscore/pc32
 # --------------------------------------------------------------------------- extract
 
 def load_inputs(kind, zoo, task):
-    """(inputs the model takes, integer labels) of a task's train split."""
+    """(inputs the model takes, integer labels) of a task's train split (colour: uint8 images,
+    resized per model by model_inputs)."""
+    if kind == "colour":
+        data = np.load(os.path.join(zoo, task["train_file"]))
+        return data["x"], data["y"].astype(np.int64)
     if kind == "image":
         x = ws.read_idx(os.path.join(zoo, task["train_images"]))[:, None].astype(np.float32) / 255.0
         y = ws.read_idx(os.path.join(zoo, task["train_labels"])).astype(np.int64)
@@ -82,6 +87,20 @@ def run_batched(fn, x, batch=256):
     return np.concatenate(parts).astype(np.float32)
 
 
+def model_inputs(kind, x, input_size):
+    """Colour task images [N, 3, H, W] uint8 as the model takes them: / 255, resized with
+    antialiasing to its input size (bench/zoo_colour/evaluate.py's `resized`)."""
+    if kind != "colour":
+        return x
+    import torch
+    import torch.nn.functional as F
+    t = torch.from_numpy(x.astype(np.float32) / 255.0)
+    if t.shape[-1] != input_size:
+        t = F.interpolate(t, size=(input_size, input_size), mode="bilinear", align_corners=False,
+                          antialias=True).clamp_(0.0, 1.0)
+    return t.numpy()
+
+
 def extract(args):
     import torch
     torch.set_num_threads(1)
@@ -89,6 +108,8 @@ def extract(args):
     os.makedirs(args.cache, exist_ok=True)
     inputs = {t["name"]: load_inputs(args.kind, args.zoo, t) for t in tasks}
     np.savez(os.path.join(args.cache, "labels.npz"), **{n: y for n, (_, y) in inputs.items()})
+    sizes = {m["name"]: m.get("input_size") for m in
+             json.load(open(os.path.join(args.zoo, "zoo.json")))["models"]}
     t0 = time.time()
     for i, m in enumerate(models):
         path = os.path.join(args.cache, f"{m}.npz")
@@ -99,6 +120,7 @@ def extract(args):
         out = {}
         with torch.inference_mode():
             for tn, (x, _) in inputs.items():
+                x = model_inputs(args.kind, x, sizes[m])
                 out[tn] = run_batched(module.embed, x)
                 out["logits:" + tn] = run_batched(module.forward, x)
         np.savez(path + ".tmp.npz", **out)
@@ -150,8 +172,8 @@ def zoo_members(spec):
     out = {}
     for t in tasks:
         tn = t["name"]
-        if tn not in gt:
-            continue
+        if tn not in gt or any(m not in gt[tn] for m in models):
+            continue  # a task whose ground truth is incomplete (the colour zoo's q_photos)
         y = labels[tn]
         rows = [member_values(cached(feats[m], tn, False), cached(feats[m], tn, True), y)
                 for m in models]
@@ -286,7 +308,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("extract")
-    e.add_argument("--kind", choices=["image", "text", "audio"], required=True)
+    e.add_argument("--kind", choices=["image", "colour", "text", "audio"], required=True)
     e.add_argument("--zoo", required=True)
     e.add_argument("--cache", required=True)
     s = sub.add_parser("study")
