@@ -186,7 +186,7 @@ double Recommender::EstimateScoringMillis(const ModelRecord& r, double rows, dou
       (2.0 + 0.02 * rows) * static_cast<double>(std::max<size_t>(1, r.layers.size()));
   // A subset's outputs are cached under its own key, or sliced from the whole query's (OutputsOn).
   if (output_cache_.Contains(OutputKey(r, dataset_hash)) ||
-      output_cache_.Contains(OutputKey(r, query_hash))) {
+      (dataset_hash != query_hash && output_cache_.Contains(OutputKey(r, query_hash)))) {
     return metrics_ms;
   }
   const double load_ms = deps_.runner->IsLoaded(r)
