@@ -38,7 +38,6 @@ import itertools
 import json
 import os
 import sys
-import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
@@ -102,30 +101,22 @@ def model_inputs(kind, x, input_size):
 
 
 def extract(args):
-    import torch
-    torch.set_num_threads(1)
     models, tasks = ws.load_zoo(args.zoo)
     os.makedirs(args.cache, exist_ok=True)
     inputs = {t["name"]: load_inputs(args.kind, args.zoo, t) for t in tasks}
     np.savez(os.path.join(args.cache, "labels.npz"), **{n: y for n, (_, y) in inputs.items()})
     sizes = {m["name"]: m.get("input_size") for m in
              json.load(open(os.path.join(args.zoo, "zoo.json")))["models"]}
-    t0 = time.time()
-    for i, m in enumerate(models):
-        path = os.path.join(args.cache, f"{m}.npz")
-        if os.path.exists(path):
-            continue
-        module = torch.jit.load(os.path.join(args.zoo, "models", f"{m}.pt"))
-        module.eval()
+
+    def outputs_of(module, m):
         out = {}
-        with torch.inference_mode():
-            for tn, (x, _) in inputs.items():
-                x = model_inputs(args.kind, x, sizes[m])
-                out[tn] = run_batched(module.embed, x)
-                out["logits:" + tn] = run_batched(module.forward, x)
-        np.savez(path + ".tmp.npz", **out)
-        os.replace(path + ".tmp.npz", path)
-        print(f"  {i + 1}/{len(models)} {m} ({time.time() - t0:.0f} s)", flush=True)
+        for tn, (x, _) in inputs.items():
+            x = model_inputs(args.kind, x, sizes[m])
+            out[tn] = run_batched(module.embed, x)
+            out["logits:" + tn] = run_batched(module.forward, x)
+        return out
+
+    ws.cache_model_outputs(args.zoo, args.cache, models, outputs_of)
 
 
 # --------------------------------------------------------------------------- members

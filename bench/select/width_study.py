@@ -55,31 +55,43 @@ def load_zoo(zoo):
 
 # --------------------------------------------------------------------------- extract
 
+def cache_model_outputs(zoo, cache, models, outputs_of):
+    """For every model not cached yet: loads ZOO/models/<model>.pt (one torch thread, inference
+    mode) and saves `outputs_of(module, model)` ({key: array}) to CACHE/<model>.npz."""
+    import torch
+    torch.set_num_threads(1)
+    os.makedirs(cache, exist_ok=True)
+    t0 = time.time()
+    for i, m in enumerate(models):
+        path = os.path.join(cache, f"{m}.npz")
+        if os.path.exists(path):
+            continue
+        module = torch.jit.load(os.path.join(zoo, "models", f"{m}.pt"))
+        module.eval()
+        with torch.inference_mode():
+            out = outputs_of(module, m)
+        np.savez(path + ".tmp.npz", **out)
+        os.replace(path + ".tmp.npz", path)
+        print(f"  {i + 1}/{len(models)} {m} ({time.time() - t0:.0f} s)", flush=True)
+
+
 def extract(args, with_logits=False):
     """Every model's embed features (key: the task's name) on every task's train split, and with
     `with_logits` its class outputs too (key: "logits:" + the task's name), cached per model."""
     import torch
-    torch.set_num_threads(1)
     models, tasks = load_zoo(args.zoo)
-    os.makedirs(args.cache, exist_ok=True)
     xs = {t["name"]: read_idx(os.path.join(args.zoo, t["train_images"]))[:, None].astype(np.float32) / 255.0
           for t in tasks}
-    t0 = time.time()
-    for i, m in enumerate(models):
-        path = os.path.join(args.cache, f"{m}.npz")
-        if os.path.exists(path):
-            continue
-        module = torch.jit.load(os.path.join(args.zoo, "models", f"{m}.pt"))
-        module.eval()
+
+    def outputs_of(module, _):
         out = {}
-        with torch.inference_mode():
-            for tn, x in xs.items():
-                out[tn] = module.embed(torch.from_numpy(x)).numpy().astype(np.float32)
-                if with_logits:
-                    out["logits:" + tn] = module(torch.from_numpy(x)).numpy().astype(np.float32)
-        np.savez(path + ".tmp.npz", **out)
-        os.replace(path + ".tmp.npz", path)
-        print(f"  {i + 1}/{len(models)} {m} ({time.time() - t0:.0f} s)", flush=True)
+        for tn, x in xs.items():
+            out[tn] = module.embed(torch.from_numpy(x)).numpy().astype(np.float32)
+            if with_logits:
+                out["logits:" + tn] = module(torch.from_numpy(x)).numpy().astype(np.float32)
+        return out
+
+    cache_model_outputs(args.zoo, args.cache, models, outputs_of)
 
 
 # --------------------------------------------------------------------------- score
