@@ -226,9 +226,10 @@ CLI::App* AddRecommendCommand(CLI::App& app, RecommendFlags& rec) {
                       "budget allows; all when they fit)")
       ->check(CLI::NonNegativeNumber);
   rec_cmd->add_option("--budget-ms", rec.budget_ms,
-                      "Latency budget in ms: all compatible models are scored when that fits, "
-                      "else all on a class-stratified part of the samples, else the stage-1 "
-                      "candidates that fit (default: the server's, 5000)")
+                      "Latency budget of the call in ms: within what encoding and stage 1 "
+                      "leave of it, all compatible models are scored when that fits, else all on "
+                      "a class-stratified part of the samples, else the stage-1 candidates that "
+                      "fit (default: the server's, 5000)")
       ->check(CLI::NonNegativeNumber);
   std::vector<std::string> metric_names;
   for (const auto& [name, value] : MetricNames()) metric_names.push_back(name);

@@ -1,5 +1,5 @@
 // In-memory caches of the recommend path: model outputs on query datasets keyed by content hash,
-// compressed probe features, measured run costs and recent run failures. (Loaded models live in
+// compressed probe features and recent run failures (run costs: run_costs.h). (Loaded models live in
 // the workers.)
 #ifndef MODELDOCK_DOCK_CACHES_H_
 #define MODELDOCK_DOCK_CACHES_H_
@@ -93,31 +93,6 @@ class LruCache {
   int64_t misses_ = 0;
   std::list<std::string> order_;
   std::unordered_map<std::string, Entry> map_;
-};
-
-// Measured cost of running each model on query samples (milliseconds per sample, exponentially
-// weighted over recent runs): what the latency budget's estimates use once a model has run.
-class RunCosts {
- public:
-  void Record(const std::string& model_id, double millis_per_sample) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    auto [it, inserted] = per_sample_.emplace(model_id, millis_per_sample);
-    if (!inserted) it->second = 0.7 * it->second + 0.3 * millis_per_sample;
-  }
-  std::optional<double> PerSampleMillis(const std::string& model_id) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    auto it = per_sample_.find(model_id);
-    if (it == per_sample_.end()) return std::nullopt;
-    return it->second;
-  }
-  void Erase(const std::string& model_id) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    per_sample_.erase(model_id);
-  }
-
- private:
-  std::mutex mutex_;
-  std::unordered_map<std::string, double> per_sample_;
 };
 
 // Runs that hit a limit (wall time, CPU time, memory) on a dataset, by output-cache key (model

@@ -238,6 +238,10 @@ TEST_F(DockTest, TwoStageRestrictsStageTwoToCandidates) {
 }
 
 TEST_F(DockTest, LatencyBudgetDecidesTheMode) {
+  // Stage 2's plan below must not depend on how long encoding and stage 1 took.
+  budget_covers_whole_call_ = false;
+  dock_.reset();
+  OpenDock();
   Register("fmnist-tops-cnn");
   Register("fmnist-footwear-cnn");
   Register("fmnist-shuffled-cnn");
@@ -294,6 +298,18 @@ TEST_F(DockTest, LatencyBudgetDecidesTheMode) {
   EXPECT_EQ(small->num_samples_scored, 64);
   EXPECT_THAT(small->mode_reason, ::testing::HasSubstr("a dock this small is always scored in full"));
   EXPECT_EQ(small->num_cached, 3);
+  // By default the budget covers the whole call: stage 2 plans within what encoding the query
+  // and stage 1 left of it, and the reason says so.
+  budget_covers_whole_call_ = true;
+  dock_.reset();
+  OpenDock();
+  query.latency_budget_millis = 60000;
+  auto whole = dock_->Recommend(query);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_EQ(whole->mode, RecommendMode::kScoredAll);
+  EXPECT_THAT(whole->mode_reason,
+              ::testing::MatchesRegex(".*fits the [0-9]+ ms left of the 60000 ms budget after "
+                                      "encoding and stage 1 .*"));
   // A cancelled call stops with CANCELLED before scoring.
   query.is_cancelled = [] { return true; };
   EXPECT_TRUE(absl::IsCancelled(dock_->Recommend(query).status()));

@@ -100,6 +100,10 @@ std::string ProxyCacheKey(const std::string& model_id, const KnowledgeSpace& spa
 
 double MillisSince(absl::Time start) { return absl::ToDoubleMilliseconds(absl::Now() - start); }
 
+double LoadMillisEstimate(const ModelRecord& record) {
+  return 10.0 + static_cast<double>(record.size_bytes) / 50e3;
+}
+
 bool Cancelled(const RecommendQuery& query) {
   return query.is_cancelled && query.is_cancelled();
 }

@@ -39,6 +39,8 @@ std::string OutputKey(const ModelRecord& record, const std::string& dataset_hash
 // set (a model's entries are dropped by the "id|" prefix).
 std::string ProxyCacheKey(const std::string& model_id, const KnowledgeSpace& space);
 double MillisSince(absl::Time start);
+// Estimated time to load a model that is not resident in a worker (~50 MB/s from the blob store).
+double LoadMillisEstimate(const ModelRecord& record);
 bool Cancelled(const RecommendQuery& query);
 // The key of a dataset's cached model outputs: SHA-256 of its shape, samples and texts.
 std::string DatasetHash(const Dataset& data);

@@ -47,6 +47,7 @@ absl::Status ValidateRecommendQuery(const RecommendQuery& query) {
 RecommenderOptions RecommenderOptions::From(const DockOptions& options) {
   RecommenderOptions out;
   out.latency_budget_millis = options.latency_budget_millis;
+  out.budget_covers_whole_call = options.budget_covers_whole_call;
   out.default_candidates = options.default_candidates;
   out.proxy_prefilter = options.proxy_prefilter;
   out.stage2_workers = options.stage2_workers;

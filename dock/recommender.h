@@ -37,6 +37,7 @@
 #include "dock/knowledge_spaces.h"
 #include "dock/learning.h"
 #include "dock/model_runner.h"
+#include "dock/run_costs.h"
 #include "dock/store_tables.h"
 #include "dock/types.h"
 #include "encoder/black_box.h"
@@ -61,6 +62,7 @@ absl::StatusOr<PreparedLabels> PrepareLabels(const Dataset& dataset,
 // stage2_workers must be resolved, > 0).
 struct RecommenderOptions {
   double latency_budget_millis = 5000;  // when a query sets none
+  bool budget_covers_whole_call = true;
   int default_candidates = 0;           // when a query sets none (0: the latency budget decides)
   int proxy_prefilter = 2000;
   int stage2_workers = 1;
@@ -187,13 +189,16 @@ class Recommender {
                                                   RecommendResult* result,
                                                   std::vector<int64_t>* rows);
   // Estimated cost of scoring a model on `rows` query samples: nearly free when its outputs on
-  // this dataset are cached; else loading it when it is not resident, plus running it (measured
-  // per sample on earlier recommendations when there were any, else scaled from its probing
-  // time, which ran it on the probe set), plus the metrics.
+  // this dataset are cached; else loading it when it is not resident, plus running it (`costs`:
+  // fitted to its earlier stage-2 runs when there were any, else scaled from its probing time,
+  // which ran it on `probe_rows` probe samples), plus the metrics.
   // `dataset_hash` names the samples scored: the query's (then equal to `query_hash`) or a
   // subset's (SubsetHash).
+  // The probe samples a model's probing time was measured on (stage2_budget.cc).
+  double ProbeRows(const ModelRecord& r);
   double EstimateScoringMillis(const ModelRecord& r, double rows, double probe_rows,
-                               const std::string& dataset_hash, const std::string& query_hash);
+                               const RunCostSnapshot& costs, const std::string& dataset_hash,
+                               const std::string& query_hash);
   // Stage 2: runs and scores the candidates, records weak outcomes, adds the serving version's
   // priors; the scored models best first.
   absl::StatusOr<Stage2Result> RunStage2(const RecommendQuery& query,
@@ -231,7 +236,7 @@ class Recommender {
   LruCache<const encoder::ModelOutputs> output_cache_;
   // model id (+ suffix) -> compressed probe features, class probabilities on the probes
   LruCache<const Tensor> proxy_cache_;
-  RunCosts run_costs_;
+  RunCosts run_costs_;  // run_costs.h
   RecentFailures run_failures_{absl::Minutes(10)};
 
   // Counters for Stats() (microseconds for durations).

@@ -392,6 +392,7 @@ absl::StatusOr<std::vector<ScoredModel>> Recommender::ScoreCandidates(
         continue;
       }
       bool from_cache = false;
+      const bool was_loaded = deps_.runner->IsLoaded(record);
       absl::Time run_start = absl::Now();
       auto outputs = OutputsOn(record, data, data_hash, cancelled, &from_cache, subset_of);
       slot_cached[i] = from_cache;
@@ -402,10 +403,15 @@ absl::StatusOr<std::vector<ScoredModel>> Recommender::ScoreCandidates(
         return;
       }
       if (outputs.ok() && !from_cache) {
-        // Divided by the workers sharing the machine, so that the sum over models estimates
-        // wall time (each run here was slowed by the others running beside it).
-        run_costs_.Record(record.id, MillisSince(run_start) /
-                                         static_cast<double>(samples.Rows() * stage2_threads));
+        // Without the load (estimated apart), and divided by the workers sharing the machine,
+        // so that the sum over models estimates wall time (each run here was slowed by the
+        // others running beside it).
+        const double run_millis =
+            std::max(0.0, MillisSince(run_start) - (was_loaded ? 0.0 : LoadMillisEstimate(record)));
+        const auto rows = static_cast<double>(samples.Rows());
+        run_costs_.Record(record.id, {rows, run_millis / stage2_threads},
+                          static_cast<double>(std::max<int64_t>(record.probe_millis, 1)) /
+                              ProbeRows(record));
       }
       std::vector<std::string>& warnings = slot_warnings[i];
       if (!outputs.ok()) {

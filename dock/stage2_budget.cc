@@ -55,6 +55,13 @@ std::vector<std::string> StageOneCandidatesThatFit(
   return candidates;
 }
 
+// "5000 ms budget", or what the stages before stage 2 left of it.
+std::string BudgetLeft(double budget, double spent, bool covers_whole_call) {
+  if (!covers_whole_call) return absl::StrFormat("%.0f ms budget", budget);
+  return absl::StrFormat("%.0f ms left of the %.0f ms budget after encoding and stage 1",
+                         std::max(0.0, budget - spent), budget);
+}
+
 }  // namespace
 
 std::vector<std::string> Recommender::ChooseCandidates(const RecommendQuery& query,
@@ -107,28 +114,21 @@ std::vector<std::string> Recommender::CandidatesWithinBudget(
     const PreparedQuery& prepared, const std::vector<std::string>& stage1_order,
     const std::string& dataset_hash, RecommendResult* result, std::vector<int64_t>* rows) {
   const int num_compatible = result->num_compatible;
-  const double budget = result->latency_budget_millis;
+  // What encoding the query and stage 1 left of the budget (they have run by now).
+  const double spent =
+      options_.budget_covers_whole_call ? MillisSince(prepared.encode_start) : 0.0;
+  const double budget = std::max(0.0, result->latency_budget_millis - spent);
   const auto num_rows = static_cast<int64_t>(prepared.labels.size());
-  // The probe samples each model's probing time was measured on: a prefix of its space's probe
-  // set when the probing budget cut it (its stored features have that many rows). Read from the
-  // proxy cache only, which stage 1 just filled for every model it proxied: a model the
-  // prefilter left out is not worth a store read here, and counts its whole probe set.
   std::unordered_map<std::string, double> probe_rows;
-  for (const ModelRecord& r : prepared.compatible) {
-    double p = static_cast<double>(primary()->probe_rows());
-    if (KnowledgeSpace* space = SpaceFor(r)) {
-      auto features = proxy_cache_.Get(ProxyCacheKey(r.id, *space));
-      p = static_cast<double>(features ? features->Rows() : space->probe_rows());
-    }
-    probe_rows[r.id] = std::max(1.0, p);
-  }
+  for (const ModelRecord& r : prepared.compatible) probe_rows[r.id] = ProbeRows(r);
+  const RunCostSnapshot costs = run_costs_.Snapshot();
   std::unordered_map<std::string, double> cost;
   // On `on_rows` samples whose outputs are cached under `hash` (the query's or a subset's).
   auto estimate = [&](int64_t on_rows, const std::string& hash) {
     double total = 0;
     for (const ModelRecord& r : prepared.compatible) {
       total += cost[r.id] = EstimateScoringMillis(r, static_cast<double>(on_rows),
-                                                  probe_rows[r.id], hash, dataset_hash);
+                                                  probe_rows[r.id], costs, hash, dataset_hash);
     }
     return total;
   };
@@ -136,14 +136,15 @@ std::vector<std::string> Recommender::CandidatesWithinBudget(
   if (total <= budget) {
     result->mode = RecommendMode::kScoredAll;
     result->mode_reason = absl::StrFormat(
-        "scoring all %d compatible models fits the %.0f ms budget (estimated %.0f ms)",
-        num_compatible, budget, total);
+        "scoring all %d compatible models fits the %s (estimated %.0f ms)", num_compatible,
+        BudgetLeft(result->latency_budget_millis, spent, options_.budget_covers_whole_call),
+        total);
     return stage1_order;
   }
   const std::string over = absl::StrFormat(
-      "scoring all %d models on all %d samples would take an estimated %.0f ms, over the %.0f ms "
-      "budget",
-      num_compatible, num_rows, total, budget);
+      "scoring all %d models on all %d samples would take an estimated %.0f ms, over the %s",
+      num_compatible, num_rows, total,
+      BudgetLeft(result->latency_budget_millis, spent, options_.budget_covers_whole_call));
   // Samples before models: every model on a class-stratified half, quarter, ... of the samples,
   // down to kMinStage2RowsPerClass per class. Chosen offline on zoo2, held on zoo1 and the
   // rotation suite (bench/select/subsample_study.py, BENCHMARKS 2o): a quarter of the samples
@@ -179,7 +180,21 @@ std::vector<std::string> Recommender::CandidatesWithinBudget(
                                    result);
 }
 
+double Recommender::ProbeRows(const ModelRecord& r) {
+  // A prefix of its space's probe set when the probing budget cut it (its stored features have
+  // that many rows). Read from the proxy cache only, which stage 1 just filled for every model it
+  // proxied: a model the prefilter left out is not worth a store read here, and counts its
+  // whole probe set.
+  double rows = static_cast<double>(primary()->probe_rows());
+  if (KnowledgeSpace* space = SpaceFor(r)) {
+    auto features = proxy_cache_.Get(ProxyCacheKey(r.id, *space));
+    rows = static_cast<double>(features ? features->Rows() : space->probe_rows());
+  }
+  return std::max(1.0, rows);
+}
+
 double Recommender::EstimateScoringMillis(const ModelRecord& r, double rows, double probe_rows,
+                                          const RunCostSnapshot& costs,
                                           const std::string& dataset_hash,
                                           const std::string& query_hash) {
   const double metrics_ms =
@@ -189,14 +204,10 @@ double Recommender::EstimateScoringMillis(const ModelRecord& r, double rows, dou
       (dataset_hash != query_hash && output_cache_.Contains(OutputKey(r, query_hash)))) {
     return metrics_ms;
   }
-  const double load_ms = deps_.runner->IsLoaded(r)
-                             ? 0.0
-                             : 10.0 + static_cast<double>(r.size_bytes) / 50e3;  // ~50 MB/s
-  if (std::optional<double> per_sample = run_costs_.PerSampleMillis(r.id)) {
-    return metrics_ms + load_ms + *per_sample * rows;
-  }
-  return metrics_ms + load_ms +
-         static_cast<double>(std::max<int64_t>(r.probe_millis, 1)) * rows / probe_rows;
+  const double load_ms = deps_.runner->IsLoaded(r) ? 0.0 : LoadMillisEstimate(r);
+  const double probe_millis_per_row =
+      static_cast<double>(std::max<int64_t>(r.probe_millis, 1)) / probe_rows;
+  return metrics_ms + load_ms + costs.Millis(r.id, rows, probe_millis_per_row);
 }
 
 }  // namespace modeldock::dock

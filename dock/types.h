@@ -218,6 +218,10 @@ struct DockOptions {
   // Latency budget of a recommendation when a request does not set one: stage 2 scores every
   // compatible model when its estimated cost fits, otherwise the stage-1 candidates that fit.
   double latency_budget_millis = 5000;
+  // Whether the budget covers the whole call (stage 2 gets what encoding the query and stage 1
+  // left of it) or stage 2 alone. Off only where a test needs stage 2's plan not to depend on
+  // how long the stages before it took.
+  bool budget_covers_whole_call = true;
   // Above this many compatible models, FAISS (knowledge vectors) first cuts the dock down to this
   // many before the O(models) proxy scoring of stage 1.
   int proxy_prefilter = 2000;

@@ -69,8 +69,8 @@ const ServerOption kOptions[] = {
     {"torch-threads", &C::torch_threads, nullptr,
      "LibTorch threads of the server (reference encoder)"},
     {"latency-budget-ms", &C::latency_budget_ms, nullptr,
-     "Default latency budget of a recommendation: stage 2 scores every compatible model when "
-     "that fits, else every one on a class-stratified part of the query samples (at least "
+     "Default latency budget of a recommendation call: within what encoding the query and "
+     "stage 1 leave of it, stage 2 scores every compatible model when that fits, else every one on a class-stratified part of the query samples (at least "
      "max(64, 10 per class)), else the stage-1 candidates that fit"},
     {"stage2-workers", &C::stage2_workers, nullptr,
      "Stage-2 candidates run at once (0 = one per model worker)"},

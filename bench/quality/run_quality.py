@@ -622,7 +622,9 @@ def main():
     ap.add_argument("--zoo", default=None)
     ap.add_argument("--ground-truth", default=None)
     ap.add_argument("--out-dir", default=None)
-    ap.add_argument("--plot", default=None)
+    ap.add_argument("--plot", default=None,
+                    help="the default pipeline's scores against fine-tuned accuracy (default: "
+                         "OUT_DIR/quality_scores.png with --out-dir, else docs/img/)")
     ap.add_argument("--raw", default=None,
                     help="every raw CLI response (default under bench/zoo/artifacts/, not committed)")
     ap.add_argument("--collect-only", action="store_true",
@@ -649,8 +651,12 @@ def main():
     else:
         args.zoo = args.zoo or os.path.join(art, "zoo")
         args.ground_truth = args.ground_truth or os.path.join(ZOO_DIR, "results", "ground_truth.json")
+        # The committed figure is the default run's only: a run into its own --out-dir plots
+        # there too.
+        default_plot = (os.path.join(args.out_dir, "quality_scores.png") if args.out_dir
+                        else os.path.join(REPO, "docs", "img", "quality_scores.png"))
         args.out_dir = args.out_dir or HERE
-        args.plot = args.plot or os.path.join(REPO, "docs", "img", "quality_scores.png")
+        args.plot = args.plot or default_plot
         args.raw = args.raw or os.path.join(art, "quality", "responses.json")
     args.build_dir = os.path.abspath(args.build_dir)
     run(args)

@@ -39,6 +39,7 @@ class DockTest : public ::testing::Test {
   bool learn_from_recommendations_ = false;  // DockOptions of the next OpenDock()
   // Off in the fixture, so that records a test counts are only the ones it reported.
   bool report_standings_ = false;
+  bool budget_covers_whole_call_ = true;
   virtual void OpenDock() {
     DockOptions options;
     options.data_dir = data_dir_.string();
@@ -46,6 +47,7 @@ class DockTest : public ::testing::Test {
     options.asset_dir = AssetDir();
     options.learn_from_recommendations = learn_from_recommendations_;
     options.report_standings = report_standings_;
+    options.budget_covers_whole_call = budget_covers_whole_call_;
     auto dock = Dock::Create(options);
     ASSERT_TRUE(dock.ok()) << dock.status();
     dock_ = std::move(*dock);
