@@ -3,6 +3,7 @@
 // Configuration, lowest to highest precedence: built-in defaults, the --config JSON file, the
 // environment, command-line flags; every option is one row of server/server_options.cc.
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -236,6 +237,20 @@ void UseOneOpenMpThreadPerCall(char** argv) {
   execv("/proc/self/exe", argv);  // returns only on failure: then run with the defaults
 }
 
+// glibc gives each call thread an arena of its own and serves blocks of 128 KiB and more with
+// mmap, raising that threshold only as it sees large blocks freed: a call's tensors (the
+// reference encoder's activations on a batch, 25 MiB at 256 samples) were faulted in page by
+// page on most calls (perf: page faults the largest kernel share; a 6,000-sample query's
+// encoding took 0.5 s on some calls and 1.2-2.7 s on others, BENCHMARKS 2r). One arena and
+// fixed thresholds keep blocks under 256 MiB on the heap for the next call; a free heap top
+// beyond 512 MiB is still returned. (The calls of a 2-core server share one malloc lock; the
+// models run in worker processes, which set their own, sandbox/worker_main.cc.)
+void KeepFreedMemoryForTheNextCall() {
+  mallopt(M_ARENA_MAX, 1);
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
+}
+
 // The HTTP listeners, both over the gRPC server's in-process channel: --http-listen (REST API,
 // /metrics, health) and --metrics-listen (/metrics only). False after logging why not.
 bool StartHttpServers(const ServerConfig& config, modeldock::dock::Dock* dock,
@@ -322,6 +337,7 @@ int Serve(const ServerConfig& config, modeldock::dock::Dock* dock, const sigset_
 
 int ServerMain(int argc, char** argv) {
   UseOneOpenMpThreadPerCall(argv);
+  KeepFreedMemoryForTheNextCall();
   ServerConfig config;
   if (std::optional<int> exit_status = ReadConfig(argc, argv, &config)) return *exit_status;
   if (!SetUpLogging(config)) return 2;
