@@ -95,7 +95,8 @@ class LearningCalls:
         (unlabelled: the server clusters). metric: fusion (default), tmi, logme, leep, nce,
         hscore, shrinkage_hscore, gbc, sfda, none. candidates: stage-1 candidates scored in
         stage 2 (0: as the latency budget allows); brute_force: score every compatible model;
-        budget_ms: the latency budget (0: the server's). all_versions: list every version of a
+        budget_ms: the latency budget of the call (0: the server's; stage 2 plans within what
+        encoding and stage 1 leave of it). all_versions: list every version of a
         model name (default: its best-ranked one). max_samples: only the first N samples.
         """
         header, data = _dataset(samples, labels, class_names, audio, max_samples)
