@@ -13,7 +13,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${1:-$ROOT/build-tsan}"
 "$ROOT/scripts/setup.sh"
-export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
+export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}" CCACHE_BASEDIR="${CCACHE_BASEDIR:-$ROOT}"  # as build.sh
 cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DMODELDOCK_SANITIZER=thread -DMODELDOCK_BUILD_BENCH=OFF \
   -DMODELDOCK_ASSET_DIR="${MODELDOCK_ASSET_DIR:-$ROOT/build/assets}" >/dev/null
