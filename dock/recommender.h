@@ -188,15 +188,16 @@ class Recommender {
                                                   const std::string& dataset_hash,
                                                   RecommendResult* result,
                                                   std::vector<int64_t>* rows);
+  // A model's probing time per probe sample (stage2_budget.cc): what its runs are estimated
+  // from before it has run in stage 2.
+  double ProbeMillisPerRow(const ModelRecord& r);
   // Estimated cost of scoring a model on `rows` query samples: nearly free when its outputs on
   // this dataset are cached; else loading it when it is not resident, plus running it (`costs`:
-  // fitted to its earlier stage-2 runs when there were any, else scaled from its probing time,
-  // which ran it on `probe_rows` probe samples), plus the metrics.
+  // fitted to its earlier stage-2 runs when there were any, else scaled from
+  // `probe_millis_per_row`), plus the metrics.
   // `dataset_hash` names the samples scored: the query's (then equal to `query_hash`) or a
   // subset's (SubsetHash).
-  // The probe samples a model's probing time was measured on (stage2_budget.cc).
-  double ProbeRows(const ModelRecord& r);
-  double EstimateScoringMillis(const ModelRecord& r, double rows, double probe_rows,
+  double EstimateScoringMillis(const ModelRecord& r, double rows, double probe_millis_per_row,
                                const RunCostSnapshot& costs, const std::string& dataset_hash,
                                const std::string& query_hash);
   // Stage 2: runs and scores the candidates, records weak outcomes, adds the serving version's

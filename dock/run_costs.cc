@@ -70,29 +70,36 @@ void RunCosts::Record(const std::string& model_id, MeasuredRun run,
   std::lock_guard<std::mutex> lock(mutex_);
   ModelRuns& model = models_[model_id];
   model.runs.push_back(run);
-  if (model.runs.size() > kMaxRunsPerModel) model.runs.pop_front();
+  if (model.runs.size() > kMaxRunsPerModel) model.runs.erase(model.runs.begin());
   model.probe_millis_per_row = probe_millis_per_row;
 }
 
 RunCostSnapshot RunCosts::Snapshot() const {
   std::lock_guard<std::mutex> lock(mutex_);
   RunCostSnapshot snapshot;
+  // Models whose runs identify both parts first (their fit does not depend on the default);
+  // the others take the median of those fixed parts as theirs.
   std::vector<double> identified_fixed;
+  std::vector<const std::string*> unidentified;
   for (const auto& [id, model] : models_) {
     bool identified = false;
-    const std::vector<MeasuredRun> runs(model.runs.begin(), model.runs.end());
-    RunCostFit fit = FitRunCost(runs, kDefaultFixedMillis, &identified);
-    if (identified) identified_fixed.push_back(fit.fixed_millis);
+    const RunCostFit fit = FitRunCost(model.runs, kDefaultFixedMillis, &identified);
+    if (identified) {
+      snapshot.fitted[id] = fit;
+      identified_fixed.push_back(fit.fixed_millis);
+    } else {
+      unidentified.push_back(&id);
+    }
   }
   snapshot.default_fixed_millis =
       identified_fixed.empty() ? kDefaultFixedMillis : Median(identified_fixed);
+  for (const std::string* id : unidentified) {
+    snapshot.fitted[*id] = FitRunCost(models_.at(*id).runs, snapshot.default_fixed_millis);
+  }
   std::vector<double> scales;
   for (const auto& [id, model] : models_) {
-    const std::vector<MeasuredRun> runs(model.runs.begin(), model.runs.end());
-    const RunCostFit fit = FitRunCost(runs, snapshot.default_fixed_millis);
-    snapshot.fitted[id] = fit;
     if (model.probe_millis_per_row > 0) {
-      scales.push_back(fit.millis_per_row / model.probe_millis_per_row);
+      scales.push_back(snapshot.fitted.at(id).millis_per_row / model.probe_millis_per_row);
     }
   }
   if (!scales.empty()) snapshot.probe_rate_scale = Median(scales);

@@ -4,7 +4,6 @@
 #define MODELDOCK_DOCK_RUN_COSTS_H_
 
 #include <cstddef>
-#include <deque>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -66,7 +65,7 @@ class RunCosts {
 
  private:
   struct ModelRuns {
-    std::deque<MeasuredRun> runs;
+    std::vector<MeasuredRun> runs;  // oldest first
     double probe_millis_per_row = 0;
   };
   mutable std::mutex mutex_;

@@ -410,8 +410,7 @@ absl::StatusOr<std::vector<ScoredModel>> Recommender::ScoreCandidates(
             std::max(0.0, MillisSince(run_start) - (was_loaded ? 0.0 : LoadMillisEstimate(record)));
         const auto rows = static_cast<double>(samples.Rows());
         run_costs_.Record(record.id, {rows, run_millis / stage2_threads},
-                          static_cast<double>(std::max<int64_t>(record.probe_millis, 1)) /
-                              ProbeRows(record));
+                          ProbeMillisPerRow(record));
       }
       std::vector<std::string>& warnings = slot_warnings[i];
       if (!outputs.ok()) {

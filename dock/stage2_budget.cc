@@ -119,8 +119,8 @@ std::vector<std::string> Recommender::CandidatesWithinBudget(
       options_.budget_covers_whole_call ? MillisSince(prepared.encode_start) : 0.0;
   const double budget = std::max(0.0, result->latency_budget_millis - spent);
   const auto num_rows = static_cast<int64_t>(prepared.labels.size());
-  std::unordered_map<std::string, double> probe_rows;
-  for (const ModelRecord& r : prepared.compatible) probe_rows[r.id] = ProbeRows(r);
+  std::unordered_map<std::string, double> probe_rate;
+  for (const ModelRecord& r : prepared.compatible) probe_rate[r.id] = ProbeMillisPerRow(r);
   const RunCostSnapshot costs = run_costs_.Snapshot();
   std::unordered_map<std::string, double> cost;
   // On `on_rows` samples whose outputs are cached under `hash` (the query's or a subset's).
@@ -128,7 +128,7 @@ std::vector<std::string> Recommender::CandidatesWithinBudget(
     double total = 0;
     for (const ModelRecord& r : prepared.compatible) {
       total += cost[r.id] = EstimateScoringMillis(r, static_cast<double>(on_rows),
-                                                  probe_rows[r.id], costs, hash, dataset_hash);
+                                                  probe_rate[r.id], costs, hash, dataset_hash);
     }
     return total;
   };
@@ -180,20 +180,21 @@ std::vector<std::string> Recommender::CandidatesWithinBudget(
                                    result);
 }
 
-double Recommender::ProbeRows(const ModelRecord& r) {
-  // A prefix of its space's probe set when the probing budget cut it (its stored features have
-  // that many rows). Read from the proxy cache only, which stage 1 just filled for every model it
-  // proxied: a model the prefilter left out is not worth a store read here, and counts its
-  // whole probe set.
+double Recommender::ProbeMillisPerRow(const ModelRecord& r) {
+  // Its probe samples: a prefix of its space's probe set when the probing budget cut it (its
+  // stored features have that many rows). Read from the proxy cache only, which stage 1 just
+  // filled for every model it proxied: a model the prefilter left out is not worth a store read
+  // here, and counts its whole probe set.
   double rows = static_cast<double>(primary()->probe_rows());
   if (KnowledgeSpace* space = SpaceFor(r)) {
     auto features = proxy_cache_.Get(ProxyCacheKey(r.id, *space));
     rows = static_cast<double>(features ? features->Rows() : space->probe_rows());
   }
-  return std::max(1.0, rows);
+  return static_cast<double>(std::max<int64_t>(r.probe_millis, 1)) / std::max(1.0, rows);
 }
 
-double Recommender::EstimateScoringMillis(const ModelRecord& r, double rows, double probe_rows,
+double Recommender::EstimateScoringMillis(const ModelRecord& r, double rows,
+                                          double probe_millis_per_row,
                                           const RunCostSnapshot& costs,
                                           const std::string& dataset_hash,
                                           const std::string& query_hash) {
@@ -205,8 +206,6 @@ double Recommender::EstimateScoringMillis(const ModelRecord& r, double rows, dou
     return metrics_ms;
   }
   const double load_ms = deps_.runner->IsLoaded(r) ? 0.0 : LoadMillisEstimate(r);
-  const double probe_millis_per_row =
-      static_cast<double>(std::max<int64_t>(r.probe_millis, 1)) / probe_rows;
   return metrics_ms + load_ms + costs.Millis(r.id, rows, probe_millis_per_row);
 }
 
