@@ -188,6 +188,10 @@ class Recommender {
                                                   const std::string& dataset_hash,
                                                   RecommendResult* result,
                                                   std::vector<int64_t>* rows);
+  // Records a stage-2 run of `record` (`run_millis` of wall time on `rows` samples, beside
+  // `stage2_threads` runs at once; `was_loaded`: resident before it) in run_costs_.
+  void RecordRunCost(const ModelRecord& record, bool was_loaded, double run_millis, int64_t rows,
+                     int stage2_threads);
   // A model's probing time per probe sample (stage2_budget.cc): what its runs are estimated
   // from before it has run in stage 2.
   double ProbeMillisPerRow(const ModelRecord& r);

@@ -359,6 +359,17 @@ absl::StatusOr<Stage2Result> Recommender::RunStage2(const RecommendQuery& query,
   return stage2;
 }
 
+void Recommender::RecordRunCost(const ModelRecord& record, bool was_loaded, double run_millis,
+                                int64_t rows, int stage2_threads) {
+  // Without the load (estimated apart), and divided by the workers sharing the machine, so that
+  // the sum over models estimates wall time (each run here was slowed by the others running
+  // beside it).
+  const double own_millis =
+      std::max(0.0, run_millis - (was_loaded ? 0.0 : LoadMillisEstimate(record)));
+  run_costs_.Record(record.id, {static_cast<double>(rows), own_millis / stage2_threads},
+                    ProbeMillisPerRow(record));
+}
+
 absl::StatusOr<std::vector<ScoredModel>> Recommender::ScoreCandidates(
     const RecommendQuery& query, const PreparedQuery& prepared,
     const std::vector<std::string>& candidates, const Dataset& data,
@@ -403,14 +414,7 @@ absl::StatusOr<std::vector<ScoredModel>> Recommender::ScoreCandidates(
         return;
       }
       if (outputs.ok() && !from_cache) {
-        // Without the load (estimated apart), and divided by the workers sharing the machine,
-        // so that the sum over models estimates wall time (each run here was slowed by the
-        // others running beside it).
-        const double run_millis =
-            std::max(0.0, MillisSince(run_start) - (was_loaded ? 0.0 : LoadMillisEstimate(record)));
-        const auto rows = static_cast<double>(samples.Rows());
-        run_costs_.Record(record.id, {rows, run_millis / stage2_threads},
-                          ProbeMillisPerRow(record));
+        RecordRunCost(record, was_loaded, MillisSince(run_start), samples.Rows(), stage2_threads);
       }
       std::vector<std::string>& warnings = slot_warnings[i];
       if (!outputs.ok()) {
